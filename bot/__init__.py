@@ -1,0 +1,1 @@
+"""Runtime of the ChatOps incident bot: settings, Slack wiring, queue, worker, paging, postmortem."""

@@ -1,0 +1,55 @@
+"""The one retry policy: exponential backoff with full jitter, always bounded in attempts and in total time.
+
+Used by the queue (job retries), the paging providers and anything else that calls out. Slack's own client uses
+slack_sdk's retry handlers configured from the same numbers (see bot/slack_client.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5  # total tries, including the first
+    base_s: float = 0.5
+    max_s: float = 30.0
+
+    def delay(self, attempt: int, *, retry_after: float | None = None) -> float:
+        """Seconds to wait before try number `attempt + 1` (attempt counts from 1). A server's Retry-After wins."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_s)
+        ceiling = min(self.max_s, self.base_s * (2 ** max(attempt - 1, 0)))
+        return random.uniform(ceiling / 2, ceiling)  # "equal jitter": never zero, never in lockstep
+
+
+class RetryableError(Exception):
+    """Raise from an attempt to ask for another try; `retry_after` carries a server's Retry-After."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+async def retry_async(
+    attempt_fn: Callable[[], Awaitable[T]],
+    policy: RetryPolicy = RetryPolicy(),
+    *,
+    retry_on: tuple[type[BaseException], ...] = (RetryableError,),
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> T:
+    """Call `attempt_fn` until it returns, or re-raise its last error after `policy.attempts` tries."""
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return await attempt_fn()
+        except retry_on as exc:
+            if attempt == policy.attempts:
+                raise
+            await sleep(policy.delay(attempt, retry_after=getattr(exc, "retry_after", None)))
+    raise AssertionError("unreachable")

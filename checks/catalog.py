@@ -1,0 +1,25 @@
+"""Finds the modules that define checks and imports them, which registers their checks.
+
+Discovery (rather than a hand-kept list) means adding a check is adding a module. Only modules that use `@check`
+register anything; importing the others is harmless because no module here does work at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import checks
+
+_NOT_CHECKS = {"checks.catalog", "checks.registry", "checks.model", "checks.runner", "checks.verdict"}
+_loaded = False
+
+
+def load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    for module in pkgutil.walk_packages(checks.__path__, prefix="checks."):
+        if module.name not in _NOT_CHECKS:
+            importlib.import_module(module.name)
+    _loaded = True

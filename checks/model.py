@@ -1,0 +1,72 @@
+"""The data a check produces and the verdict built from it."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Severity = Literal["P0", "P1", "P2", "P3"]
+
+
+class Status(str, Enum):
+    ok = "ok"
+    warn = "warn"
+    fail = "fail"
+    error = "error"  # the check itself could not run (AccessDenied, unreachable endpoint, deadline)
+    skipped = "skipped"
+
+    @property
+    def is_problem(self) -> bool:
+        return self in (Status.warn, Status.fail, Status.error)
+
+
+# Worst first; used to fold many statuses into one.
+STATUS_ORDER = [Status.fail, Status.error, Status.warn, Status.ok, Status.skipped]
+
+
+def worst(statuses: list[Status]) -> Status:
+    present = set(statuses)
+    for status in STATUS_ORDER:
+        if status in present:
+            return status
+    return Status.ok
+
+
+class CheckResult(BaseModel):
+    """What one check found about one target. `check`, `target` and `duration_ms` are filled in by the runner."""
+
+    check: str = ""
+    target: str = ""
+    status: Status
+    summary: str
+    resource: str | None = None
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    hint: str | None = None
+    duration_ms: int = 0
+    # Suggested severity when this result is a problem (runbook table); None lets the verdict decide by status.
+    severity: Severity | None = None
+
+
+class Finding(BaseModel):
+    """A problem worth a responder's attention, ranked by how likely it is the cause rather than a symptom."""
+
+    check: str
+    target: str
+    status: Status
+    summary: str
+    resource: str | None = None
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    hint: str | None = None
+    severity: Severity
+    explains: list[str] = Field(default_factory=list)  # ids of checks whose failures this finding accounts for
+
+
+class Verdict(BaseModel):
+    target: str
+    status: Status
+    headline: str
+    severity: Severity | None = None
+    findings: list[Finding] = Field(default_factory=list)
+    counts: dict[str, int] = Field(default_factory=dict)

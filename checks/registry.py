@@ -1,0 +1,109 @@
+"""Registering checks and the context they run with.
+
+A check is a plain async function `async def name(item, ctx) -> CheckResult`. `@check` records it with:
+- `each`: which entries of a service's spec it runs for (one job per entry, e.g. one per HTTP probe);
+- `target`: how to name an entry for people (`https://api.example.com/health`, `web-alb`);
+- `layer`: where it sits between cause and symptom; the verdict ranks lower layers first, because a broken route
+  table explains the timeouts and the timeouts explain the 5xx alarm, never the other way round.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any
+
+from checks.model import CheckResult
+
+if TYPE_CHECKING:
+    import httpx
+
+    from bot.services import ServiceSpec
+    from checks.aws.clients import AwsClients
+
+
+class Layer(IntEnum):
+    """Lower is nearer the root cause."""
+
+    config = 10  # routes, ACLs, endpoints, IAM conditions, reserved concurrency: states that break things
+    change = 20  # a recent deploy or stack update
+    platform = 30  # target health, queue dead letters, database state, certificates
+    symptom = 40  # what users see: HTTP failures, alarms, 5xx ratios, error logs
+
+
+@dataclass
+class CheckContext:
+    service_name: str
+    service: ServiceSpec
+    now: datetime
+    http: httpx.AsyncClient
+    aws: AwsClients | None = None
+    deadline: float = field(default_factory=lambda: time.monotonic() + 60)
+    env: dict[str, str] = field(default_factory=dict)  # where `dsn_env` and friends are read from
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+
+CheckFunc = Callable[[Any, CheckContext], Awaitable[CheckResult]]
+
+
+@dataclass(frozen=True)
+class CheckDef:
+    id: str
+    func: CheckFunc
+    each: Callable[[ServiceSpec], Iterable[Any]]
+    target: Callable[[Any], str]
+    layer: Layer
+    timeout_s: float
+    description: str
+
+
+_REGISTRY: dict[str, CheckDef] = {}
+
+
+def check(
+    check_id: str,
+    *,
+    each: Callable[[ServiceSpec], Iterable[Any]],
+    target: Callable[[Any], str] = str,
+    layer: Layer = Layer.symptom,
+    timeout_s: float = 20.0,
+) -> Callable[[CheckFunc], CheckFunc]:
+    """Register `func` as check `check_id`. Registration happens when the module defining it is imported."""
+
+    def register(func: CheckFunc) -> CheckFunc:
+        doc = (func.__doc__ or check_id).strip().splitlines()[0]
+        _REGISTRY[check_id] = CheckDef(check_id, func, each, target, layer, timeout_s, doc)
+        return func
+
+    return register
+
+
+def registered_checks() -> dict[str, CheckDef]:
+    """All checks, importing the modules that define them the first time it is asked."""
+    from checks import catalog
+
+    catalog.load()
+    return dict(_REGISTRY)
+
+
+def aws_items(attr: str) -> Callable[[ServiceSpec], list[Any]]:
+    """`each=` for AWS checks: the entries of `aws.<attr>`, or nothing when the service has no `aws` block."""
+
+    def items(service: ServiceSpec) -> list[Any]:
+        return list(getattr(service.aws, attr)) if service.aws else []
+
+    return items
+
+
+def aws_once(predicate: Callable[[ServiceSpec], bool]) -> Callable[[ServiceSpec], list[Any]]:
+    """`each=` for an AWS check that runs once per service (e.g. alarms by prefix) when `predicate` holds."""
+
+    def items(service: ServiceSpec) -> list[Any]:
+        return [service.aws.region] if service.aws and predicate(service) else []
+
+    return items

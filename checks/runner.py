@@ -1,0 +1,127 @@
+"""Plan a service's checks and run them: each with its own timeout, all concurrently, inside one deadline.
+
+A check that raises or times out becomes an `error` result naming what went wrong; nothing a check does can crash
+the run. Only targets from the services file are ever planned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+
+from bot.services import ServiceSpec
+from checks.model import CheckResult, Status
+from checks.registry import CheckContext, CheckDef, registered_checks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlannedCheck:
+    check: str
+    index: int  # which entry of the check's `each` list; with the service name it identifies the job
+    target: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.check}#{self.index}"
+
+
+def plan(service: ServiceSpec) -> list[PlannedCheck]:
+    planned = []
+    for check_id, definition in sorted(registered_checks().items(), key=lambda kv: (kv[1].layer, kv[0])):
+        for index, item in enumerate(definition.each(service)):
+            planned.append(PlannedCheck(check_id, index, definition.target(item)))
+    return planned
+
+
+def _item(definition: CheckDef, service: ServiceSpec, index: int) -> object:
+    items = list(definition.each(service))
+    if index >= len(items):
+        raise LookupError(f"{definition.id} has no entry {index} for this service (services file changed?)")
+    return items[index]
+
+
+async def run_check(planned: PlannedCheck, ctx: CheckContext) -> CheckResult:
+    """Run one planned check; always returns a result (an `error` one when the check could not run)."""
+    started = time.perf_counter()
+    definition = registered_checks().get(planned.check)
+    try:
+        if definition is None:
+            raise LookupError(f"unknown check {planned.check}")
+        item = _item(definition, ctx.service, planned.index)
+        budget = min(definition.timeout_s, ctx.remaining())
+        if budget <= 0:
+            raise TimeoutError
+        result = await asyncio.wait_for(definition.func(item, ctx), timeout=budget)
+    except TimeoutError:
+        result = CheckResult(
+            status=Status.error,
+            summary=f"The check did not finish within its time limit ({_limit(definition, ctx):.0f} s).",
+            hint="The target may be hanging; rerun once, then look at it directly.",
+        )
+    except Exception as exc:  # a check bug or an unexpected SDK error must not sink the run
+        log.warning("check %s on %s raised", planned.check, planned.target, exc_info=True)
+        result = CheckResult(status=Status.error, summary=f"The check could not run: {describe_exception(exc)}")
+    duration_ms = int((time.perf_counter() - started) * 1000)
+    return result.model_copy(update={"check": planned.check, "target": planned.target, "duration_ms": duration_ms})
+
+
+def _limit(definition: CheckDef | None, ctx: CheckContext) -> float:
+    return definition.timeout_s if definition else ctx.remaining()
+
+
+def describe_exception(exc: BaseException) -> str:
+    """A short, secret-free description: the exception type and its first line, at most 200 characters."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
+
+
+async def run_service(
+    service_name: str,
+    service: ServiceSpec,
+    *,
+    deadline_s: float = 60.0,
+    http: httpx.AsyncClient | None = None,
+    aws_factory: Callable[[], object] | None = None,
+    env: dict[str, str] | None = None,
+    now: datetime | None = None,
+) -> list[CheckResult]:
+    """Run every check the service's spec enables, concurrently, and return results in plan order."""
+    import os
+
+    from checks.aws.clients import AwsClients
+
+    owns_http = http is None
+    http = http or make_http_client()
+    ctx = CheckContext(
+        service_name=service_name,
+        service=service,
+        now=now or datetime.now(UTC),
+        http=http,
+        aws=(aws_factory() if aws_factory else AwsClients()) if service.aws else None,  # type: ignore[arg-type]
+        deadline=time.monotonic() + deadline_s,
+        env=dict(os.environ) if env is None else env,
+    )
+    try:
+        return list(await asyncio.gather(*(run_check(p, ctx) for p in plan(service))))
+    finally:
+        if owns_http:
+            await http.aclose()
+
+
+def make_http_client() -> httpx.AsyncClient:
+    """The probes' HTTP client: no redirects followed silently, no proxies from the environment, bounded pool."""
+    return httpx.AsyncClient(
+        follow_redirects=False,
+        trust_env=False,
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        timeout=httpx.Timeout(5.0),
+        headers={"User-Agent": "chatops-diagnose/0.1"},
+    )
