@@ -79,7 +79,7 @@ class SlackClient:
     async def call(self, method: str, **params: Any) -> dict[str, Any]:
         """Call any Web API method; raise SlackError with Slack's error code when it answers not-ok."""
         try:
-            response = await self.web.api_call(method, json=_drop_none(params))
+            response = await _sdk_method(self.web, method)(**_drop_none(params))
         except SlackApiError as exc:
             error = str(exc.response.get("error", "unknown_error")) if exc.response is not None else "unknown_error"
             self.errors[method] += 1
@@ -134,6 +134,14 @@ def make_web_client(settings: Settings) -> AsyncWebClient:
             AsyncServerErrorRetryHandler(max_retry_count=retries),
         ],
     )
+
+
+def _sdk_method(web: AsyncWebClient, method: str) -> Any:
+    """slack_sdk's own method (`chat.postMessage` → `chat_postMessage`), which knows each method's encoding."""
+    named = getattr(web, method.replace(".", "_"), None)
+    if named is not None:
+        return named
+    return lambda **params: web.api_call(method, json=params)
 
 
 def _drop_none(params: dict[str, Any]) -> dict[str, Any]:
