@@ -1,0 +1,204 @@
+"""`chatops` — run the bot, run workers, or diagnose a service straight from the terminal.
+
+    chatops run [--no-worker]          Slack (Socket Mode or HTTP) or, with no Slack variables, a terminal chat
+    chatops worker [--concurrency N]   queue workers only
+    chatops diagnose TARGET [--services FILE] [--format text|json]
+
+Exit codes: 0 fine; 1 a diagnosis found a `fail` or `error`; 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from bot.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger("chatops")
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatops", description="Slack incident bot: declare, diagnose, escalate.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the bot (Socket Mode, HTTP mode, or a terminal chat without Slack)")
+    run.add_argument("--no-worker", action="store_true", help="do not run a queue worker in this process")
+    worker = sub.add_parser("worker", help="run queue workers")
+    worker.add_argument("--concurrency", type=int, default=None, help="jobs at once (default WORKER_CONCURRENCY)")
+    diagnose = sub.add_parser("diagnose", help="run a service's checks here and print them")
+    diagnose.add_argument("target")
+    diagnose.add_argument("--services", type=Path, default=None, help="services file (default SERVICES_FILE)")
+    diagnose.add_argument("--format", choices=["text", "json"], default="text")
+    postmortem = sub.add_parser("postmortem", help="print the postmortem draft of an incident")
+    postmortem.add_argument("incident", help="incident id, e.g. INC-12")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code else EXIT_OK
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"chatops: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from bot.logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format, settings.secrets())
+    try:
+        if args.command == "diagnose":
+            return asyncio.run(diagnose_command(settings, args.target, args.services, args.format))
+        if args.command == "run":
+            return asyncio.run(run_command(settings, worker=not args.no_worker))
+        if args.command == "worker":
+            return asyncio.run(worker_command(settings, args.concurrency))
+        if args.command == "postmortem":
+            return asyncio.run(postmortem_command(settings, args.incident))
+    except ConfigError as exc:
+        print(f"chatops: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_USAGE
+
+
+async def diagnose_command(settings: Settings, target: str, services: Path | None, fmt: str) -> int:
+    from bot.render.text import diagnosis_json, diagnosis_text
+    from bot.services import load_services
+    from checks.model import Status
+    from checks.runner import run_service
+    from checks.verdict import build_verdict
+    from handlers.commands.diagnose import unknown_service_text
+
+    catalog = load_services(services or settings.resolved_services_file())
+    if target not in catalog.services:
+        from bot.render.text import unescape
+
+        print(f"chatops: {unescape(unknown_service_text(target, list(catalog.services)))}", file=sys.stderr)
+        return EXIT_USAGE
+    results = await run_service(target, catalog.services[target], deadline_s=settings.diagnose_deadline_s)
+    verdict = build_verdict(target, results)
+    print(diagnosis_json(verdict, results) if fmt == "json" else diagnosis_text(verdict, results))
+    return EXIT_PROBLEM if any(r.status in (Status.fail, Status.error) for r in results) else EXIT_OK
+
+
+@contextlib.asynccontextmanager
+async def redis_for(settings: Settings) -> AsyncIterator[str]:
+    """`REDIS_URL`, or a private Redis with AOF under CHATOPS_DATA_DIR that lives as long as this process."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    from bot.redis_server import RedisServer
+
+    server = RedisServer(settings.chatops_data_dir / "redis", aof=True)
+    await asyncio.to_thread(server.start)
+    log.info("no REDIS_URL: started a private Redis at %s (AOF under %s)", server.url, server.data_dir)
+    try:
+        yield server.url
+    finally:
+        await asyncio.to_thread(server.stop)
+        log.info("private Redis stopped")
+
+
+def stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run_workers(rt: object, stop: asyncio.Event, concurrency: int) -> None:
+    """Run a worker until `stop`; then stop taking work and let in-flight jobs finish or be released."""
+    from bot.jobs import job_handlers
+    from bot.queue import Worker
+
+    worker = Worker(rt.queue, job_handlers(rt), concurrency=concurrency)  # type: ignore[attr-defined]
+    rt.extras["worker"] = worker  # type: ignore[attr-defined]
+    task = asyncio.create_task(worker.run())
+    await stop.wait()
+    worker.stop()
+    await task
+
+
+async def worker_command(settings: Settings, concurrency: int | None) -> int:
+    from bot.features import create_full_runtime
+
+    if not settings.redis_url:
+        raise ConfigError("REDIS_URL is required for `chatops worker` (workers share the bot's Redis)")
+    stop = stop_on_signals()
+    rt = await create_full_runtime(settings, redis_url=settings.redis_url)
+    try:
+        log.info("worker started (concurrency %d)", concurrency or settings.worker_concurrency)
+        await run_workers(rt, stop, concurrency or settings.worker_concurrency)
+    finally:
+        await rt.aclose()
+    return EXIT_OK
+
+
+async def run_command(settings: Settings, *, worker: bool) -> int:
+    from bot.features import create_full_runtime
+
+    stop = stop_on_signals()
+    if settings.slack_mode == "terminal":
+        from bot.terminal import run_terminal
+
+        return await run_terminal(settings, stop=stop, worker=worker)
+    async with redis_for(settings) as redis_url:
+        rt = await create_full_runtime(settings, redis_url=redis_url)
+        rt.services()  # fail fast on a broken services file, before Slack traffic arrives
+        try:
+            tasks = [asyncio.create_task(serve_slack(rt, stop))]
+            if worker:
+                tasks.append(asyncio.create_task(run_workers(rt, stop, settings.worker_concurrency)))
+            await asyncio.gather(*tasks)
+        finally:
+            await rt.aclose()
+    return EXIT_OK
+
+
+async def serve_slack(rt: object, stop: asyncio.Event) -> None:
+    from bot.http_server import create_asgi, serve
+    from bot.slack_app import create_app
+
+    settings: Settings = rt.settings  # type: ignore[attr-defined]
+    app = create_app(rt)  # type: ignore[arg-type]
+    if settings.slack_mode == "socket":
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())  # type: ignore[union-attr]
+        await handler.connect_async()
+        log.info("connected to Slack in Socket Mode")
+        await stop.wait()
+        await handler.close_async()
+        return
+    log.info("HTTP mode: listening on 0.0.0.0:%d (POST /slack/events, GET /healthz)", settings.port)
+    await serve(create_asgi(app, rt), host="0.0.0.0", port=settings.port, stop=stop)  # type: ignore[arg-type]
+
+
+async def postmortem_command(settings: Settings, incident: str) -> int:
+    from bot.features import create_full_runtime
+
+    if not settings.redis_url:
+        raise ConfigError("REDIS_URL is required for `chatops postmortem` (the incident lives in the bot's Redis)")
+    rt = await create_full_runtime(settings, redis_url=settings.redis_url)
+    try:
+        render = rt.extras.get("postmortem_markdown")
+        if render is None:
+            print("chatops: postmortems are not available in this build", file=sys.stderr)
+            return EXIT_USAGE
+        print(await render(rt, incident))
+    finally:
+        await rt.aclose()
+    return EXIT_OK

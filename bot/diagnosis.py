@@ -1,0 +1,229 @@
+"""A diagnosis run, from `/diagnose api` to the verdict in the channel, as durable jobs on the queue.
+
+    diagnose.start   post the parent message, queue one diagnose.check per planned check, arm the deadline
+    diagnose.check   run one check (once), store its result, reply in the thread, nudge the parent
+    diagnose.refresh redraw the parent from the stored state (debounced: at most one pending per run)
+    diagnose.finish  when all results are in or the deadline passed: verdict, grouped reply, final parent
+
+Jobs may run more than once (a worker dies, a job is retried), so every effect is guarded: a check's result is
+stored with HSETNX and reused, a reply's ts is recorded and not posted again, the parent is redrawn from state.
+Redis keys live under `diag:` and expire a day after the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.queue import Job
+from bot.render import slack as render
+from bot.runtime import Runtime
+from checks.model import CheckResult, Status
+from checks.registry import CheckContext
+from checks.runner import PlannedCheck, plan, run_check
+from checks.verdict import build_verdict
+
+log = logging.getLogger(__name__)
+
+GROUP_AFTER = 10  # with more checks than this, unremarkable results share one reply at the end
+RUN_TTL_S = 86400
+DEADLINE_GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class DiagnosisStarted:
+    run_id: str
+    joined: bool  # an identical run was already going in this channel: no second probe
+    planned: int
+    parent_ts: str | None = None
+
+
+def _run_key(run_id: str, part: str = "") -> str:
+    return f"diag:run:{run_id}" + (f":{part}" if part else "")
+
+
+def _active_key(channel: str, service: str) -> str:
+    return f"diag:active:{channel}:{service}"
+
+
+async def request_diagnosis(rt: Runtime, service: str, channel: str, user: str, *,
+                            incident_id: str | None = None) -> DiagnosisStarted:
+    """Queue a run (or join the one already going for this service in this channel)."""
+    spec = rt.services().services[service]
+    planned = plan(spec)
+    run_id = uuid.uuid4().hex[:12]
+    deadline_s = rt.settings.diagnose_deadline_s
+    claimed = await rt.redis.set(_active_key(channel, service), run_id, nx=True, ex=int(deadline_s + 120))
+    if not claimed:
+        existing = (await rt.redis.get(_active_key(channel, service)) or b"").decode()
+        parent_ts = await rt.redis.hget(_run_key(existing), "parent_ts")
+        total = await rt.redis.hget(_run_key(existing), "total")
+        return DiagnosisStarted(existing, True, int(total or 0), parent_ts.decode() if parent_ts else None)
+    now = time.time()
+    state = {
+        "service": service, "channel": channel, "user": user, "total": len(planned), "started": now,
+        "deadline": now + deadline_s, "incident_id": incident_id or "",
+        "plan": json.dumps([[p.check, p.index, p.target] for p in planned]),
+    }
+    await rt.redis.hset(_run_key(run_id), mapping=state)
+    await rt.redis.expire(_run_key(run_id), RUN_TTL_S)
+    await rt.queue.enqueue("diagnose.start", {"run": run_id}, job_id=f"{run_id}:start")
+    return DiagnosisStarted(run_id, False, len(planned))
+
+
+async def _state(rt: Runtime, run_id: str) -> dict[str, str]:
+    raw = await rt.redis.hgetall(_run_key(run_id))
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def _plan(state: dict[str, str]) -> list[PlannedCheck]:
+    return [PlannedCheck(c, i, t) for c, i, t in json.loads(state["plan"])]
+
+
+async def _results(rt: Runtime, run_id: str) -> dict[str, CheckResult]:
+    raw = await rt.redis.hgetall(_run_key(run_id, "results"))
+    return {k.decode(): CheckResult.model_validate_json(v) for k, v in raw.items()}
+
+
+async def start_job(rt: Runtime, job: Job) -> None:
+    run_id = job.payload["run"]
+    state = await _state(rt, run_id)
+    if not state:
+        log.warning("diagnosis %s vanished before it started", run_id)
+        return
+    if not state.get("parent_ts"):
+        text, blocks = render.progress_message(state["service"], 0, int(state["total"]), {})
+        posted = await rt.slack.post_message(state["channel"], text, blocks=blocks)
+        await rt.redis.hset(_run_key(run_id), "parent_ts", posted["ts"])
+    for planned in _plan(state):
+        await rt.queue.enqueue("diagnose.check", {"run": run_id, "check": planned.check, "index": planned.index,
+                                                  "target": planned.target}, job_id=f"{run_id}:{planned.key}")
+    await rt.queue.enqueue("diagnose.finish", {"run": run_id}, job_id=f"{run_id}:deadline",
+                           run_at=float(state["deadline"]) + DEADLINE_GRACE_S)
+    if not state["total"] or state["total"] == "0":
+        await rt.queue.enqueue("diagnose.finish", {"run": run_id}, job_id=f"{run_id}:finish")
+
+
+async def check_job(rt: Runtime, job: Job) -> None:
+    run_id, payload = job.payload["run"], job.payload
+    planned = PlannedCheck(payload["check"], int(payload["index"]), payload["target"])
+    state = await _state(rt, run_id)
+    if not state or state.get("finished"):
+        return  # the deadline already closed this run; its result would arrive too late to matter
+    results_key = _run_key(run_id, "results")
+    stored = await rt.redis.hget(results_key, planned.key)
+    if stored is None:
+        result = await run_check(planned, _context(rt, state))
+        if await rt.redis.hsetnx(results_key, planned.key, result.model_dump_json()):
+            await rt.redis.expire(results_key, RUN_TTL_S)
+        stored = await rt.redis.hget(results_key, planned.key)
+    result = CheckResult.model_validate_json(stored)
+    total = int(state["total"])
+    if total <= GROUP_AFTER or result.status.is_problem:
+        await _reply_once(rt, run_id, state, planned.key, *render.result_message(result))
+    if await rt.redis.hlen(results_key) >= total:
+        await rt.queue.enqueue("diagnose.finish", {"run": run_id}, job_id=f"{run_id}:finish")
+    else:
+        await rt.queue.enqueue("diagnose.refresh", {"run": run_id}, job_id=f"{run_id}:refresh",
+                               delay_s=rt.settings.diagnose_update_interval_s)
+
+
+def _context(rt: Runtime, state: dict[str, str]) -> CheckContext:
+    import os
+
+    service = rt.services().services[state["service"]]
+    remaining = float(state["deadline"]) - time.time()
+    return CheckContext(service_name=state["service"], service=service, now=datetime.now(UTC), http=rt.probe_http,
+                        aws=rt.aws if service.aws else None, deadline=time.monotonic() + remaining,
+                        env=dict(os.environ))
+
+
+async def _reply_once(rt: Runtime, run_id: str, state: dict[str, str], key: str, text: str,
+                      blocks: list[dict]) -> None:
+    replies_key = _run_key(run_id, "replies")
+    if await rt.redis.hexists(replies_key, key):
+        return
+    posted = await rt.slack.post_message(state["channel"], text, blocks=blocks, thread_ts=state["parent_ts"])
+    await rt.redis.hset(replies_key, key, posted["ts"])
+    await rt.redis.expire(replies_key, RUN_TTL_S)
+
+
+async def refresh_job(rt: Runtime, job: Job) -> None:
+    await redraw_parent(rt, job.payload["run"])
+
+
+async def redraw_parent(rt: Runtime, run_id: str) -> None:
+    state = await _state(rt, run_id)
+    if not state.get("parent_ts"):
+        return
+    if state.get("verdict"):
+        text, blocks = _final_message(state)
+    else:
+        results = await _results(rt, run_id)
+        counts: dict[str, int] = {}
+        for result in results.values():
+            counts[result.status.value] = counts.get(result.status.value, 0) + 1
+        text, blocks = render.progress_message(state["service"], len(results), int(state["total"]), counts)
+    await rt.slack.update_message(state["channel"], state["parent_ts"], text, blocks=blocks)
+
+
+def _final_message(state: dict[str, str]) -> tuple[str, list[dict]]:
+    from checks.model import Verdict
+
+    verdict = Verdict.model_validate_json(state["verdict"])
+    duration = float(state.get("finished_at", state["started"])) - float(state["started"])
+    return render.verdict_message(verdict, duration_s=duration)
+
+
+async def finish_job(rt: Runtime, job: Job) -> None:
+    run_id = job.payload["run"]
+    state = await _state(rt, run_id)
+    if not state or state.get("finished"):
+        return
+    results_key = _run_key(run_id, "results")
+    planned = _plan(state)
+    if await rt.redis.hlen(results_key) < len(planned):
+        if time.time() < float(state["deadline"]):
+            return  # an early nudge; the deadline job will come back
+        for item in planned:  # whatever has not reported by the deadline is told as such, not dropped
+            late = CheckResult(check=item.check, target=item.target, status=Status.error,
+                               summary="The check did not finish before the diagnosis deadline.",
+                               hint="Rerun /diagnose; if it repeats, the target or the AWS API is hanging.")
+            await rt.redis.hsetnx(results_key, item.key, late.model_dump_json())
+    results = await _results(rt, run_id)
+    ordered = [results[p.key] for p in planned if p.key in results]
+    if len(planned) > GROUP_AFTER:
+        quiet = [r for r in ordered if not r.status.is_problem]
+        if quiet:
+            await _reply_once(rt, run_id, state, "_grouped", *render.grouped_message(quiet))
+    verdict = build_verdict(state["service"], ordered)
+    await rt.redis.hset(_run_key(run_id), mapping={"verdict": verdict.model_dump_json(), "finished_at": time.time()})
+    await redraw_parent(rt, run_id)
+    await rt.redis.hset(_run_key(run_id), "finished", "1")
+    await _release_active(rt, state, run_id)
+    await rt.queue.cancel(f"{run_id}:deadline")
+    for hook in rt.extras.get("on_diagnosis_finished", []):
+        await hook(rt, run_id, state, verdict)
+
+
+async def _release_active(rt: Runtime, state: dict[str, str], run_id: str) -> None:
+    key = _active_key(state["channel"], state["service"])
+    current = await rt.redis.get(key)
+    if current is not None and current.decode() == run_id:
+        await rt.redis.delete(key)
+
+
+def job_handlers(rt: Runtime) -> dict[str, Any]:
+    def bind(fn: Any) -> Any:
+        async def handler(job: Job) -> None:
+            await fn(rt, job)
+
+        return handler
+
+    return {"diagnose.start": bind(start_job), "diagnose.check": bind(check_job),
+            "diagnose.refresh": bind(refresh_job), "diagnose.finish": bind(finish_job)}

@@ -1,0 +1,96 @@
+"""HTTP mode: one ASGI app with Slack's endpoint, health, metrics and webhooks, served by uvicorn.
+
+    POST /slack/events   commands, events and interactivity (signed; verified by Bolt)
+    GET  /healthz        200 only while Redis answers (and the queue's background loops make progress)
+    GET  /metrics        Prometheus text format
+    plus whatever routes features add (PagerDuty and Alertmanager webhooks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from slack_bolt.adapter.asgi.async_handler import AsyncSlackRequestHandler
+
+from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Response = tuple[int, dict[str, str], bytes]
+Route = Callable[[dict, bytes], Awaitable[Response]]
+MAX_BODY = 1_000_000
+
+
+def json_response(status: int, data: Any) -> Response:
+    return status, {"content-type": "application/json"}, json.dumps(data).encode()
+
+
+async def health(rt: Runtime) -> Response:
+    try:
+        await asyncio.wait_for(rt.redis.ping(), timeout=2)
+    except Exception as exc:
+        return json_response(503, {"ok": False, "redis": f"unreachable ({type(exc).__name__})"})
+    for check in rt.extras.get("health_checks", []):
+        problem = check()
+        if problem:
+            log.error("health check failing: %s", problem)
+            return json_response(503, {"ok": False, "problem": problem})
+    return json_response(200, {"ok": True})
+
+
+def create_asgi(app: Any, rt: Runtime, routes: dict[tuple[str, str], Route] | None = None) -> Callable:
+    slack = AsyncSlackRequestHandler(app, path="/slack/events")
+    table: dict[tuple[str, str], Route] = {("GET", "/healthz"): lambda scope, body: health(rt)}
+    table.update(routes or {})
+    table.update(rt.extras.get("http_routes", {}))
+
+    async def asgi(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "lifespan":
+            await slack(scope, receive, send)
+            return
+        route = table.get((scope["method"], scope["path"]))
+        if route is None:
+            await slack(scope, receive, send)  # /slack/events, or Bolt's own 404
+            return
+        body = await _read_body(receive)
+        status, headers, payload = await route(scope, body)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(k.encode(), v.encode()) for k, v in headers.items()]})
+        await send({"type": "http.response.body", "body": payload})
+
+    return asgi
+
+
+async def _read_body(receive: Callable) -> bytes:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise ValueError("request body too large")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def serve(asgi: Callable, *, host: str, port: int, stop: asyncio.Event) -> None:
+    """Run uvicorn until `stop` is set; uvicorn's own signal handlers stay off (the CLI owns signals)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # the CLI owns SIGTERM/SIGINT: it stops the worker and this server in order
+
+    config = uvicorn.Config(asgi, host=host, port=port, log_config=None, lifespan="off", access_log=False)
+    server = Server(config)
+    task = asyncio.create_task(server.serve())
+    await stop.wait()
+    server.should_exit = True
+    await task

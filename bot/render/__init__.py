@@ -1,0 +1,1 @@
+"""Renderers: the same check results and verdicts presented as Slack blocks, terminal text or JSON."""

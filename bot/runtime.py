@@ -1,0 +1,71 @@
+"""What handlers and jobs share in one process: settings, Redis, the queue, the Slack client, probe clients.
+
+Built by `create_runtime(settings)` when a process starts (never at import), closed by `aclose()`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bot.queue import Queue
+from bot.services import ServicesFile, load_services
+from bot.settings import Settings
+from bot.slack_client import SlackClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: aioredis.Redis
+    queue: Queue
+    slack: SlackClient
+    services_path: Path
+    _services: ServicesFile | None = None
+    _services_mtime: float = -1.0
+    _probe_http: Any = None
+    _aws: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)  # per-feature state (paging providers, policy, ...)
+
+    def services(self) -> ServicesFile:
+        """The services file, re-read when it changes on disk so an edit needs no restart."""
+        mtime = self.services_path.stat().st_mtime if self.services_path.exists() else 0.0
+        if self._services is None or mtime != self._services_mtime:
+            self._services = load_services(self.services_path)
+            self._services_mtime = mtime
+        return self._services
+
+    @property
+    def probe_http(self) -> Any:
+        if self._probe_http is None:
+            from checks.runner import make_http_client
+
+            self._probe_http = make_http_client()
+        return self._probe_http
+
+    @property
+    def aws(self) -> Any:
+        if self._aws is None:
+            from checks.aws.clients import AwsClients
+
+            self._aws = AwsClients()
+        return self._aws
+
+    async def aclose(self) -> None:
+        if self._probe_http is not None:
+            await self._probe_http.aclose()
+        await self.redis.aclose()
+
+
+def create_runtime(settings: Settings, *, redis_url: str, queue_name: str = "chatops") -> Runtime:
+    redis = aioredis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+    queue = Queue(redis, queue_name, visibility_timeout_s=settings.job_visibility_timeout_s,
+                  max_deliveries=settings.job_max_deliveries)
+    return Runtime(settings=settings, redis=redis, queue=queue, slack=SlackClient.from_settings(settings),
+                   services_path=settings.resolved_services_file())

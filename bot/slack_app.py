@@ -1,0 +1,34 @@
+"""Builds the Bolt app for a runtime. The same app serves HTTP mode, Socket Mode and the terminal chat."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def create_app(rt: Runtime, *, verify_requests: bool = True) -> AsyncApp:
+    settings = rt.settings
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+    app = AsyncApp(
+        client=rt.slack.web,
+        signing_secret=secret or "socket-mode-has-no-signing-secret",
+        request_verification_enabled=verify_requests and bool(secret),
+        token_verification_enabled=False,  # auth.test at start-up would make a Slack outage stop the bot starting
+        raise_error_for_unhandled_request=False,
+        logger=logging.getLogger("slack_bolt"),
+    )
+
+    @app.error
+    async def on_error(error: Exception, body: dict, **_: Any) -> None:
+        log.error("unhandled error in a Slack listener: %s", type(error).__name__, exc_info=error)
+
+    from handlers import register
+
+    register(app, rt)
+    return app

@@ -1,0 +1,70 @@
+"""From check results to a verdict: what is broken, the evidence, what to do — ranked by likely causality.
+
+Ranking: a finding in a lower layer (config < change < platform < symptom) is a likelier cause than one above it,
+so a NAT route in an ALB subnet is listed before the timeouts it causes, and those before the 5xx alarm. Within a
+layer, worse status and higher severity come first. The top finding "explains" the problems in higher layers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from checks.model import CheckResult, Finding, Severity, Status, Verdict, worst
+from checks.registry import Layer, registered_checks
+
+_STATUS_RANK = {Status.fail: 0, Status.error: 1, Status.warn: 2}
+_DEFAULT_SEVERITY: dict[Status, Severity] = {Status.fail: "P1", Status.error: "P2", Status.warn: "P2"}
+
+
+def _layer(check_id: str) -> Layer:
+    definition = registered_checks().get(check_id)
+    return definition.layer if definition else Layer.symptom
+
+
+def _finding(result: CheckResult) -> Finding:
+    return Finding(
+        check=result.check, target=result.target, status=result.status, summary=result.summary,
+        resource=result.resource, evidence=result.evidence, hint=result.hint,
+        severity=result.severity or _DEFAULT_SEVERITY[result.status],
+    )
+
+
+def rank_findings(results: list[CheckResult]) -> list[Finding]:
+    problems = [r for r in results if r.status.is_problem]
+    # An `error` means we could not look, not that something is broken: it ranks after real failures and warnings
+    # of the same layer but is never hidden.
+    problems.sort(key=lambda r: (_layer(r.check), _STATUS_RANK[r.status], r.severity or "P9", r.check, r.target))
+    findings = [_finding(r) for r in problems]
+    if findings and findings[0].status is Status.fail:
+        top_layer = _layer(findings[0].check)
+        findings[0].explains = sorted({f.check for f in findings[1:] if _layer(f.check) > top_layer})
+    return findings
+
+
+def suggested_severity(findings: list[Finding]) -> Severity | None:
+    real = [f.severity for f in findings if f.status in (Status.fail, Status.warn)]
+    return min(real) if real else None  # "P0" < "P1" < ... as strings
+
+
+def build_verdict(target: str, results: list[CheckResult]) -> Verdict:
+    findings = rank_findings(results)
+    counts = Counter(r.status.value for r in results)
+    status = worst([r.status for r in results]) if results else Status.skipped
+    return Verdict(
+        target=target, status=status, headline=_headline(target, results, findings), findings=findings,
+        severity=suggested_severity(findings), counts=dict(counts),
+    )
+
+
+def _headline(target: str, results: list[CheckResult], findings: list[Finding]) -> str:
+    if not results:
+        return f"No checks are configured for {target}."
+    if not findings:
+        return f"{target} looks healthy: all {len(results)} checks passed."
+    top = findings[0]
+    if top.status is Status.error and all(f.status is Status.error for f in findings):
+        return f"Could not complete {len(findings)} of {len(results)} checks for {target}: {top.summary}"
+    more = len(findings) - 1 - len(top.explains)
+    tail = f" This explains {len(top.explains)} other failing check(s)." if top.explains else ""
+    tail += f" {more} other finding(s) below." if more > 0 else ""
+    return f"{top.summary}{tail}"

@@ -1,0 +1,11 @@
+"""Slash commands: one module per command, each with `register(app, rt)`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handlers.commands import diagnose
+
+
+def register(app: Any, rt: Any) -> None:
+    diagnose.register(app, rt)
