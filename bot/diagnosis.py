@@ -7,7 +7,7 @@
 
 Jobs may run more than once (a worker dies, a job is retried), so every effect is guarded: a check's result is
 stored with HSETNX and reused, a reply's ts is recorded and not posted again, the parent is redrawn from state.
-Redis keys live under `diag:` and expire a day after the run.
+Redis keys live under `<namespace>:diag:` and expire a day after the run.
 """
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ class DiagnosisStarted:
     parent_ts: str | None = None
 
 
-def _run_key(run_id: str, part: str = "") -> str:
-    return f"diag:run:{run_id}" + (f":{part}" if part else "")
+def _run_key(rt: Runtime, run_id: str, part: str = "") -> str:
+    return rt.key("diag", "run", run_id, *([part] if part else []))
 
 
-def _active_key(channel: str, service: str) -> str:
-    return f"diag:active:{channel}:{service}"
+def _active_key(rt: Runtime, channel: str, service: str) -> str:
+    return rt.key("diag", "active", channel, service)
 
 
 async def request_diagnosis(rt: Runtime, service: str, channel: str, user: str, *,
@@ -58,11 +58,11 @@ async def request_diagnosis(rt: Runtime, service: str, channel: str, user: str, 
     planned = plan(spec)
     run_id = uuid.uuid4().hex[:12]
     deadline_s = rt.settings.diagnose_deadline_s
-    claimed = await rt.redis.set(_active_key(channel, service), run_id, nx=True, ex=int(deadline_s + 120))
+    claimed = await rt.redis.set(_active_key(rt, channel, service), run_id, nx=True, ex=int(deadline_s + 120))
     if not claimed:
-        existing = (await rt.redis.get(_active_key(channel, service)) or b"").decode()
-        parent_ts = await rt.redis.hget(_run_key(existing), "parent_ts")
-        total = await rt.redis.hget(_run_key(existing), "total")
+        existing = (await rt.redis.get(_active_key(rt, channel, service)) or b"").decode()
+        parent_ts = await rt.redis.hget(_run_key(rt, existing), "parent_ts")
+        total = await rt.redis.hget(_run_key(rt, existing), "total")
         return DiagnosisStarted(existing, True, int(total or 0), parent_ts.decode() if parent_ts else None)
     now = time.time()
     state = {
@@ -70,14 +70,14 @@ async def request_diagnosis(rt: Runtime, service: str, channel: str, user: str, 
         "deadline": now + deadline_s, "incident_id": incident_id or "",
         "plan": json.dumps([[p.check, p.index, p.target] for p in planned]),
     }
-    await rt.redis.hset(_run_key(run_id), mapping=state)
-    await rt.redis.expire(_run_key(run_id), RUN_TTL_S)
+    await rt.redis.hset(_run_key(rt, run_id), mapping=state)
+    await rt.redis.expire(_run_key(rt, run_id), RUN_TTL_S)
     await rt.queue.enqueue("diagnose.start", {"run": run_id}, job_id=f"{run_id}:start")
     return DiagnosisStarted(run_id, False, len(planned))
 
 
 async def _state(rt: Runtime, run_id: str) -> dict[str, str]:
-    raw = await rt.redis.hgetall(_run_key(run_id))
+    raw = await rt.redis.hgetall(_run_key(rt, run_id))
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
@@ -86,7 +86,7 @@ def _plan(state: dict[str, str]) -> list[PlannedCheck]:
 
 
 async def _results(rt: Runtime, run_id: str) -> dict[str, CheckResult]:
-    raw = await rt.redis.hgetall(_run_key(run_id, "results"))
+    raw = await rt.redis.hgetall(_run_key(rt, run_id, "results"))
     return {k.decode(): CheckResult.model_validate_json(v) for k, v in raw.items()}
 
 
@@ -99,7 +99,7 @@ async def start_job(rt: Runtime, job: Job) -> None:
     if not state.get("parent_ts"):
         text, blocks = render.progress_message(state["service"], 0, int(state["total"]), {})
         posted = await rt.slack.post_message(state["channel"], text, blocks=blocks)
-        await rt.redis.hset(_run_key(run_id), "parent_ts", posted["ts"])
+        await rt.redis.hset(_run_key(rt, run_id), "parent_ts", posted["ts"])
     for planned in _plan(state):
         await rt.queue.enqueue("diagnose.check", {"run": run_id, "check": planned.check, "index": planned.index,
                                                   "target": planned.target}, job_id=f"{run_id}:{planned.key}")
@@ -115,7 +115,7 @@ async def check_job(rt: Runtime, job: Job) -> None:
     state = await _state(rt, run_id)
     if not state or state.get("finished"):
         return  # the deadline already closed this run; its result would arrive too late to matter
-    results_key = _run_key(run_id, "results")
+    results_key = _run_key(rt, run_id, "results")
     stored = await rt.redis.hget(results_key, planned.key)
     if stored is None:
         result = await run_check(planned, _context(rt, state))
@@ -145,7 +145,7 @@ def _context(rt: Runtime, state: dict[str, str]) -> CheckContext:
 
 async def _reply_once(rt: Runtime, run_id: str, state: dict[str, str], key: str, text: str,
                       blocks: list[dict]) -> None:
-    replies_key = _run_key(run_id, "replies")
+    replies_key = _run_key(rt, run_id, "replies")
     if await rt.redis.hexists(replies_key, key):
         return
     posted = await rt.slack.post_message(state["channel"], text, blocks=blocks, thread_ts=state["parent_ts"])
@@ -185,7 +185,7 @@ async def finish_job(rt: Runtime, job: Job) -> None:
     state = await _state(rt, run_id)
     if not state or state.get("finished"):
         return
-    results_key = _run_key(run_id, "results")
+    results_key = _run_key(rt, run_id, "results")
     planned = _plan(state)
     if await rt.redis.hlen(results_key) < len(planned):
         if time.time() < float(state["deadline"]):
@@ -202,9 +202,9 @@ async def finish_job(rt: Runtime, job: Job) -> None:
         if quiet:
             await _reply_once(rt, run_id, state, "_grouped", *render.grouped_message(quiet))
     verdict = build_verdict(state["service"], ordered)
-    await rt.redis.hset(_run_key(run_id), mapping={"verdict": verdict.model_dump_json(), "finished_at": time.time()})
+    await rt.redis.hset(_run_key(rt, run_id), mapping={"verdict": verdict.model_dump_json(), "finished_at": time.time()})
     await redraw_parent(rt, run_id)
-    await rt.redis.hset(_run_key(run_id), "finished", "1")
+    await rt.redis.hset(_run_key(rt, run_id), "finished", "1")
     await _release_active(rt, state, run_id)
     await rt.queue.cancel(f"{run_id}:deadline")
     for hook in rt.extras.get("on_diagnosis_finished", []):
@@ -212,7 +212,7 @@ async def finish_job(rt: Runtime, job: Job) -> None:
 
 
 async def _release_active(rt: Runtime, state: dict[str, str], run_id: str) -> None:
-    key = _active_key(state["channel"], state["service"])
+    key = _active_key(rt, state["channel"], state["service"])
     current = await rt.redis.get(key)
     if current is not None and current.decode() == run_id:
         await rt.redis.delete(key)

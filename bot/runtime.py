@@ -32,6 +32,11 @@ class Runtime:
     _probe_http: Any = None
     _aws: Any = None
     extras: dict[str, Any] = field(default_factory=dict)  # per-feature state (paging providers, policy, ...)
+    namespace: str = "chatops"  # prefix of every Redis key, so several bots (or test runs) can share one Redis
+
+    def key(self, *parts: object) -> str:
+        """A Redis key in this bot's namespace: `rt.key("diag", "run", run_id)` → `chatops:diag:run:<id>`."""
+        return ":".join([self.namespace, *(str(p) for p in parts)])
 
     def services(self) -> ServicesFile:
         """The services file, re-read when it changes on disk so an edit needs no restart."""
@@ -68,4 +73,4 @@ def create_runtime(settings: Settings, *, redis_url: str, queue_name: str = "cha
     queue = Queue(redis, queue_name, visibility_timeout_s=settings.job_visibility_timeout_s,
                   max_deliveries=settings.job_max_deliveries)
     return Runtime(settings=settings, redis=redis, queue=queue, slack=SlackClient.from_settings(settings),
-                   services_path=settings.resolved_services_file())
+                   services_path=settings.resolved_services_file(), namespace=queue_name)

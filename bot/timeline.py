@@ -1,6 +1,6 @@
 """An incident's timeline, recorded as things happen (not scraped at the end).
 
-Entries live in Redis: a hash `inc:<id>:tl` of entry id → JSON and a sorted set `inc:<id>:tl:order` by time.
+Entries live in Redis: a hash `<namespace>:inc:<id>:tl` of entry id → JSON and a sorted set `…:tl:order` by time.
 Entry ids are deterministic where the source has an identity (`msg:<channel>:<ts>` for a Slack message), so a
 live event, its Slack retry and a back-filled copy of the same message all land on one entry; an edit updates
 it and a deletion marks it removed. Bot actions (declared, severity, pages...) get ids from their own keys.
@@ -48,12 +48,13 @@ def message_entry_id(channel: str, ts: str) -> str:
 
 
 class Timeline:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, namespace: str = "chatops") -> None:
         self.redis = redis
+        self.namespace = namespace
 
-    @staticmethod
-    def _keys(incident_id: str) -> tuple[str, str]:
-        return f"inc:{incident_id}:tl", f"inc:{incident_id}:tl:order"
+    def _keys(self, incident_id: str) -> tuple[str, str]:
+        base = f"{self.namespace}:inc:{incident_id}:tl"
+        return base, f"{base}:order"
 
     async def record(self, incident_id: str, kind: str, *, entry_id: str | None = None, at: float | None = None,
                      actor: str | None = None, text: str = "", **fields: Any) -> Entry:

@@ -32,7 +32,7 @@ def register(app: Any, rt: Any) -> None:
 def _listener(rt: Any) -> Callable[..., Awaitable[None]]:
     async def on_event(body: dict, event: dict, **_: Any) -> None:
         event_id = body.get("event_id")
-        if event_id and not await rt.redis.set(f"event:seen:{event_id}", 1, nx=True, ex=EVENT_TTL_S):
+        if event_id and not await rt.redis.set(rt.key("event", "seen", event_id), 1, nx=True, ex=EVENT_TTL_S):
             return  # a retry of a delivery we already handled
         for recorder in rt.extras.get("event_recorders", []):
             try:
