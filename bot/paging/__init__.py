@@ -1,0 +1,78 @@
+"""Paging: who gets woken up, through which provider, and how acks flow back.
+
+    providers.py   the narrow interface (Page → PageResult) every provider implements
+    pagerduty.py   PagerDuty Events API v2          opsgenie.py   Opsgenie Alert API (legacy, ends 2027-04-05)
+    slack_dm.py    Slack DMs with an Acknowledge button
+    policy.py      the escalation policy file (levels, ack timeouts, who may escalate)
+    webhooks.py    PagerDuty v3 webhooks: signature check and parsing of ack/resolve events
+
+Nothing here does anything at import time; `build_providers` makes the providers a policy names.
+"""
+
+from __future__ import annotations
+
+from bot.paging.opsgenie import OpsgenieConfig, OpsgenieProvider
+from bot.paging.pagerduty import PagerDutyConfig, PagerDutyProvider
+from bot.paging.policy import (
+    Level,
+    PagingConfig,
+    PagingPolicy,
+    Permission,
+    Target,
+    default_policy,
+    load_policy,
+    pages_for_level,
+    parse_policy,
+)
+from bot.paging.providers import Page, PageResult, Provider, make_dedup_key, parse_dedup_key
+from bot.paging.slack_dm import SlackDmProvider
+from bot.paging.webhooks import PagerDutyEvent, parse_pagerduty_event, verify_pagerduty_signature
+from bot.slack_client import SlackClient
+
+__all__ = [
+    "Level",
+    "OpsgenieConfig",
+    "OpsgenieProvider",
+    "Page",
+    "PageResult",
+    "PagerDutyConfig",
+    "PagerDutyEvent",
+    "PagerDutyProvider",
+    "PagingConfig",
+    "PagingPolicy",
+    "Permission",
+    "Provider",
+    "SlackDmProvider",
+    "Target",
+    "build_providers",
+    "close_providers",
+    "default_policy",
+    "load_policy",
+    "make_dedup_key",
+    "pages_for_level",
+    "parse_dedup_key",
+    "parse_pagerduty_event",
+    "parse_policy",
+    "verify_pagerduty_signature",
+]
+
+
+def build_providers(config: PagingConfig, slack: SlackClient) -> dict[str, Provider]:
+    """Every provider the policy can name: the configured PagerDuty/Opsgenie ones, and always `slack`."""
+    providers: dict[str, Provider] = {"slack": SlackDmProvider(slack)}
+    for name, provider_config in config.providers.items():
+        if isinstance(provider_config, PagerDutyConfig):
+            providers[name] = PagerDutyProvider(provider_config, name=name)
+        elif isinstance(provider_config, OpsgenieConfig):
+            providers[name] = OpsgenieProvider(provider_config, name=name)
+        else:
+            raise TypeError(f"no provider for {type(provider_config).__name__}")
+    return providers
+
+
+async def close_providers(providers: dict[str, Provider]) -> None:
+    """Close the HTTP clients the providers opened (call on shutdown)."""
+    for provider in providers.values():
+        aclose = getattr(provider, "aclose", None)
+        if aclose is not None:
+            await aclose()

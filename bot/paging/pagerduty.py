@@ -1,0 +1,184 @@
+"""PagerDuty through the Events API v2: trigger, acknowledge and resolve one alert per page.
+
+Contract (https://events.pagerduty.com/v2/enqueue, JSON, the 32-character `routing_key` in the body is the only
+credential): `event_action` trigger | acknowledge | resolve; a trigger carries `payload.summary` (≤ 1024 chars),
+`payload.source` and `payload.severity`, plus `custom_details`, `links` to the incident channel and our
+`dedup_key`. The same `dedup_key` on the same routing key updates the open alert instead of opening another, so
+a retried job never pages twice.
+
+Severity mapping (the bot's P0–P3 → PagerDuty `payload.severity`):
+
+    P0 → critical    P1 → error    P2 → warning    P3 → info
+
+PagerDuty derives urgency from it: critical/error are high urgency, warning/info are LOW urgency, and low-urgency
+incidents cannot escalate inside PagerDuty — one reason the bot runs its own escalation timers. When the policy
+sets an urgency that disagrees with the severity, the urgency wins across that boundary: a high-urgency P2/P3
+page is sent as `error`, a low-urgency P0/P1 page as `warning`.
+
+Answers: 202 → ok. 400 → not retried; the `errors` list becomes the sentence ("PagerDuty rejected the page:
+Invalid routing key"). 429, 5xx, timeouts and connection errors → bounded retries with backoff, honouring
+Retry-After (a 429 body may not be JSON), then a plain error. Every request has a timeout. The routing key is
+never logged and never appears in an error (it is redacted even if PagerDuty were to echo it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import httpx
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from bot.paging.providers import (
+    HttpAnswer,
+    Page,
+    PageResult,
+    RetrySpec,
+    format_elapsed,
+    post_with_retries,
+    redact,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+SUMMARY_MAX = 1024
+EVENT_MAX_BYTES = 512 * 1024
+DETAIL_TEXT_MAX = 8000  # long status updates are cut in custom_details; the channel has the full text
+DEDUP_KEY_MAX = 255
+SEVERITY_MAP = {"P0": "critical", "P1": "error", "P2": "warning", "P3": "info"}
+_HIGH_URGENCY = {"critical", "error"}
+_ACTION_NOUN = {"trigger": "the page", "acknowledge": "the acknowledgement", "resolve": "the resolve"}
+
+
+class PagerDutyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    routing_key: SecretStr
+    events_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_EVENTS_URL)
+    timeout_s: float = Field(5.0, gt=0, le=60)
+    retry: RetrySpec = RetrySpec()
+    source: str = Field("chatops-incident-bot", min_length=1, max_length=255)
+
+    @field_validator("routing_key")
+    @classmethod
+    def _thirty_two_chars(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value().strip()) != 32:
+            raise ValueError("must be a 32-character Events API v2 integration key")  # never echo the value
+        return SecretStr(value.get_secret_value().strip())
+
+
+def pagerduty_severity(severity: str, urgency: str = "high") -> str:
+    """The PagerDuty `payload.severity` for a page (see the module docstring for why urgency may override)."""
+    mapped = SEVERITY_MAP.get(severity, "critical")
+    if urgency == "high" and mapped not in _HIGH_URGENCY:
+        return "error"
+    if urgency == "low" and mapped in _HIGH_URGENCY:
+        return "warning"
+    return mapped
+
+
+class PagerDutyProvider:
+    """Thin adapter: builds Events v2 bodies, sends them with bounded retries, reads the answer."""
+
+    def __init__(self, config: PagerDutyConfig, *, name: str = "pagerduty",
+                 client: httpx.AsyncClient | None = None) -> None:
+        self.name = name
+        self.config = config
+        self._client = client
+        self._owns_client = client is None
+
+    async def trigger(self, page: Page) -> PageResult:
+        return await self._send("trigger", page.dedup_key, self.trigger_body(page))
+
+    async def acknowledge(self, incident_id: str, level: int, dedup_key: str) -> PageResult:
+        return await self._send("acknowledge", dedup_key, self._body("acknowledge", dedup_key))
+
+    async def resolve(self, incident_id: str, level: int, dedup_key: str) -> PageResult:
+        return await self._send("resolve", dedup_key, self._body("resolve", dedup_key))
+
+    async def aclose(self) -> None:
+        if self._client is not None and self._owns_client:
+            await self._client.aclose()
+            self._client = None
+
+    def trigger_body(self, page: Page) -> dict[str, Any]:
+        """The Events v2 trigger for a page (public so tests and dry runs can inspect it without sending)."""
+        body = self._body("trigger", page.dedup_key)
+        body["payload"] = {
+            "summary": _cut(f"[{page.severity}] {page.incident_id}: {' '.join(page.title.split())}", SUMMARY_MAX),
+            "source": self.config.source,
+            "severity": pagerduty_severity(page.severity, page.urgency),
+            "component": page.incident_id,
+            "group": f"escalation-level-{page.level}",
+            "class": "incident",
+            "custom_details": _custom_details(page),
+        }
+        if page.link:
+            body["links"] = [{"href": page.link, "text": f"Slack channel for {page.incident_id}"}]
+            body["client"], body["client_url"] = "Slack incident channel", page.link
+        return _within_size_limit(body)
+
+    def _body(self, action: str, dedup_key: str) -> dict[str, Any]:
+        return {
+            "routing_key": self.config.routing_key.get_secret_value(),
+            "event_action": action,
+            "dedup_key": dedup_key[:DEDUP_KEY_MAX],
+        }
+
+    async def _send(self, action: str, dedup_key: str, body: dict[str, Any]) -> PageResult:
+        answer = await post_with_retries(
+            self._http(), str(self.config.events_url), payload=body, timeout_s=self.config.timeout_s,
+            policy=self.config.retry.policy(), what=f"{self.name} {action} {dedup_key}",
+        )
+        result = self._result(action, answer)
+        if result.ok:
+            log.info("paging: %s %s %s accepted after %d tries", self.name, action, dedup_key, answer.tries)
+        else:
+            log.warning("paging: %s %s %s failed: %s", self.name, action, dedup_key, result.error)
+        return result
+
+    def _result(self, action: str, answer: HttpAnswer) -> PageResult:
+        noun = _ACTION_NOUN[action]
+        body = answer.body if isinstance(answer.body, dict) else {}
+        if answer.status == 202:
+            return PageResult(self.name, True, provider_ref=body.get("dedup_key"))
+        if answer.failure is not None:
+            error = f"PagerDuty did not take {noun} after {answer.tries} tries (last: {answer.failure})"
+        elif answer.status == 400:
+            errors = [str(e) for e in body.get("errors") or []] or [str(body.get("message") or "invalid event")]
+            error = f"PagerDuty rejected {noun}: {'; '.join(errors)}"
+        else:
+            error = f"PagerDuty refused {noun} (HTTP {answer.status})"
+        return PageResult(self.name, False, error=redact(error, self.config.routing_key.get_secret_value()))
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.config.timeout_s))
+        return self._client
+
+
+def _custom_details(page: Page) -> dict[str, Any]:
+    details: dict[str, Any] = {"incident": page.incident_id, "severity": page.severity, "level": page.level,
+                               "summary": _cut(page.summary, DETAIL_TEXT_MAX)}
+    details.update({k: v for k, v in page.details.items() if v is not None})
+    if isinstance(details.get("last_update"), str):
+        details["last_update"] = _cut(details["last_update"], DETAIL_TEXT_MAX)
+    if "elapsed_s" in details:
+        details["running_for"] = format_elapsed(details["elapsed_s"])
+    return json.loads(json.dumps(details, default=str))  # datetimes and the like become strings
+
+
+def _within_size_limit(body: dict[str, Any]) -> dict[str, Any]:
+    """PagerDuty refuses events of 512 KB or more; the page matters more than its details."""
+    if len(json.dumps(body).encode()) < EVENT_MAX_BYTES - 1024:
+        return body
+    details = body["payload"]["custom_details"]
+    body["payload"]["custom_details"] = {"incident": details.get("incident"), "severity": details.get("severity"),
+                                         "note": "details too large for PagerDuty; see the Slack channel"}
+    return body
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,541 @@
+"""The escalation policy: who is paged for each severity, how long to wait for an ack, and who may escalate.
+
+Read from a YAML file (validated; every error names its path, `severities.P0.then[1]: unknown provider …`) or,
+without a file, built from defaults and a few environment variables. The policy is data: the escalation engine
+freezes it when paging starts and walks `levels_for(severity)`; a severity raise pages `added_levels(old, new)`.
+
+Grammar of a level (`first`, and each item of `then`):
+    pagerduty                              a configured provider, paging its own default target (PD: the service)
+    U0123ABCD / S0456EFGH                  a Slack user / user group, DM'd by the built-in `slack` provider
+    oncall / managers                      the Slack ids listed under `oncall:` / `managers:`
+    {provider: opsgenie, targets: [team:sre]}   a provider with explicit targets
+    [pagerduty, managers, U0CTO]           several of the above paged at once
+
+Providers are named `pagerduty`, `pagerduty-<anything>`, `opsgenie` or `opsgenie-<anything>` (several
+PagerDuty services = several routing keys); `slack` is built in. Secrets are never written in the file: a
+provider names the environment variable that holds its key (`routing_key_env: PAGERDUTY_ROUTING_KEY`).
+
+Defaults (used for a missing file, and for any severity or field the file leaves out), where "on-call" is the
+first configured of pagerduty → opsgenie → Slack DMs to `oncall`, and "managers" are Slack DMs to `managers`:
+    P0  on-call + managers at once, high urgency; unacked after 15m → on-call + managers again, repeated once
+    P1  on-call, high urgency; unacked after 1h → managers
+    P2  on-call at low urgency (PagerDuty `warning`: notifies, does not wake); ack timeout 4h, no escalation
+    P3  nobody is paged; ack timeout 24h
+    status-update reminders: P0 15m, P1 30m, P2 1h, P3 24h; escalation and severity changes: channel members.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bot.paging.opsgenie import DEFAULT_API_URL, OpsgenieConfig
+from bot.paging.pagerduty import DEFAULT_EVENTS_URL, PagerDutyConfig
+from bot.paging.providers import SEVERITIES, Page, RetrySpec, make_dedup_key
+from bot.settings import ConfigError, describe_validation_error
+
+log = logging.getLogger(__name__)
+
+SLACK_PROVIDER = "slack"
+DEFAULT_ACK_TIMEOUT_S = {"P0": 15 * 60, "P1": 60 * 60, "P2": 4 * 3600, "P3": 24 * 3600}
+DEFAULT_UPDATE_EVERY_S = {"P0": 15 * 60, "P1": 30 * 60, "P2": 60 * 60, "P3": 24 * 3600}
+DEFAULT_URGENCY = {"P0": "high", "P1": "high", "P2": "low", "P3": "low"}
+ENV_ONCALL = "PAGING_ONCALL"  # comma/space separated Slack user or group ids, used when there is no file
+ENV_MANAGERS = "PAGING_MANAGERS"
+ENV_PAGERDUTY_KEY = "PAGERDUTY_ROUTING_KEY"
+ENV_OPSGENIE_KEY = "OPSGENIE_API_KEY"
+
+_SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+_PROVIDER_NAME = re.compile(r"^(pagerduty|opsgenie)(-[a-z0-9][a-z0-9_-]{0,39})?$")
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
+_SECRET_KEYS = ("routing_key", "api_key", "integration_key", "key", "token", "secret")
+
+
+# ---------------------------------------------------------------------------------------------------- durations
+
+def parse_duration(value: Any) -> float:
+    """Seconds from `900`, `"90s"`, `"15m"`, `"1h"`, `"1h30m"` or `"2d"`."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 15m, 1h or 1h30m, or a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        match = _DURATION.match(text) if text else None
+        if text.replace(".", "", 1).isdigit():
+            seconds = float(text)
+        elif match and any(match.groups()):
+            d, h, m, s = (float(g) if g else 0.0 for g in match.groups())
+            seconds = d * 86400 + h * 3600 + m * 60 + s
+        else:
+            raise ValueError("expected a duration such as 90s, 15m, 1h or 1h30m, or a number of seconds")
+    if seconds <= 0:
+        raise ValueError("must be longer than zero")
+    return seconds
+
+
+def _slack_id(value: Any) -> Any:
+    if not isinstance(value, str) or not _SLACK_ID.match(value):
+        raise ValueError(f"expected a Slack user or group id like U0123ABCD or S0123ABCD, got {value!r}")
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+SlackId = Annotated[str, BeforeValidator(_slack_id)]
+EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
+
+
+# ----------------------------------------------------------------------------------------- the file, as written
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ProviderSpec(_Strict):
+    timeout_s: float = Field(5.0, gt=0, le=60)
+    retry: RetrySpec = RetrySpec()
+    source: str = Field("chatops-incident-bot", min_length=1, max_length=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_literal_secrets(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in _SECRET_KEYS:
+                if key in data:
+                    env_field = "routing_key_env" if cls is PagerDutySpec else "api_key_env"
+                    raise ValueError(f"`{key}`: secrets do not belong in the policy file; put the key in an "
+                                     f"environment variable and name that variable in `{env_field}`")
+        return data
+
+
+class PagerDutySpec(_ProviderSpec):
+    routing_key_env: EnvName = ENV_PAGERDUTY_KEY
+    events_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_EVENTS_URL)
+
+    def resolve(self, env: Mapping[str, str]) -> PagerDutyConfig:
+        return PagerDutyConfig(routing_key=_env_secret(env, self.routing_key_env), events_url=self.events_url,
+                               timeout_s=self.timeout_s, retry=self.retry, source=self.source)
+
+
+class OpsgenieSpec(_ProviderSpec):
+    api_key_env: EnvName = ENV_OPSGENIE_KEY
+    api_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_API_URL)
+
+    def resolve(self, env: Mapping[str, str]) -> OpsgenieConfig:
+        return OpsgenieConfig(api_key=_env_secret(env, self.api_key_env), api_url=self.api_url,
+                              timeout_s=self.timeout_s, retry=self.retry, source=self.source)
+
+
+class SeveritySpec(_Strict):
+    first: Any = None  # a level (grammar in the module docstring); omitted = the default
+    ack_timeout: Duration | None = None
+    then: list[Any] | None = None
+    repeat: int | None = Field(None, ge=0, le=10)
+    urgency: Literal["high", "low"] | None = None
+    update_every: Duration | None = None
+
+    @field_validator("then", mode="before")
+    @classmethod
+    def _one_level(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str | dict) else value
+
+
+class SeveritiesSpec(_Strict):
+    P0: SeveritySpec = SeveritySpec()
+    P1: SeveritySpec = SeveritySpec()
+    P2: SeveritySpec = SeveritySpec()
+    P3: SeveritySpec = SeveritySpec()
+
+
+def _allowed(value: Any) -> Any:
+    if value == "channel_members":
+        return value
+    if isinstance(value, list) and value:
+        return [_slack_id(v) for v in value]
+    raise ValueError("expected channel_members or a list of Slack user/group ids")
+
+
+Allowed = Annotated[Any, BeforeValidator(_allowed)]
+
+
+class PolicyFile(_Strict):
+    providers: dict[str, dict[str, Any]] = {}
+    oncall: list[SlackId] = []
+    managers: list[SlackId] = []
+    severities: SeveritiesSpec = SeveritiesSpec()
+    escalation_allowed: Allowed = "channel_members"
+    severity_change_allowed: Allowed = "channel_members"
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _providers_shape(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError("expected a mapping of provider name to its settings")
+        for name, spec in value.items():
+            if name == SLACK_PROVIDER:
+                raise ValueError("`slack` is the built-in Slack DM provider and takes no settings")
+            if not isinstance(name, str) or not _PROVIDER_NAME.match(name):
+                raise ValueError(f"provider name {name!r} must be pagerduty, opsgenie, pagerduty-<name> "
+                                 "or opsgenie-<name>")
+            if spec is not None and not isinstance(spec, dict):
+                raise ValueError(f"{name}: expected a mapping of settings")
+        return {name: spec or {} for name, spec in value.items()}
+
+    def provider_specs(self) -> dict[str, PagerDutySpec | OpsgenieSpec]:
+        """Each provider's settings, validated by its kind (the name says which)."""
+        specs: dict[str, PagerDutySpec | OpsgenieSpec] = {}
+        for name, raw in self.providers.items():
+            kind = PagerDutySpec if name.startswith("pagerduty") else OpsgenieSpec
+            try:
+                specs[name] = kind.model_validate(raw)
+            except ValidationError as exc:
+                raise ConfigError(describe_validation_error(exc, prefix=f"providers.{name}")) from None
+        return specs
+
+
+# ------------------------------------------------------------------------------------- the policy, as resolved
+
+@dataclass(frozen=True)
+class Target:
+    provider: str  # "slack", "pagerduty", "opsgenie-emea", ...
+    id: str | None = None  # a Slack id, an Opsgenie responder; None = the provider's own default target
+
+
+@dataclass(frozen=True)
+class Level:
+    number: int  # 1-based; repeats are unrolled, so every level has its own number (and dedup keys)
+    targets: tuple[Target, ...]
+    ack_timeout_s: float  # how long to wait for an ack before paging the next level
+    urgency: str
+    repeat_of: int | None = None  # the level this one repeats, if it is a repeat
+
+    def routes(self) -> dict[str, tuple[str, ...]]:
+        """provider name → the target ids it gets (empty tuple = the provider's default target)."""
+        routes: dict[str, list[str]] = {}
+        for target in self.targets:
+            ids = routes.setdefault(target.provider, [])
+            if target.id is not None and target.id not in ids:
+                ids.append(target.id)
+        return {name: tuple(ids) for name, ids in routes.items()}
+
+
+@dataclass(frozen=True)
+class SeverityPolicy:
+    severity: str
+    levels: tuple[Level, ...]
+    ack_timeout_s: float
+    update_every_s: float
+    urgency: str
+
+
+@dataclass(frozen=True)
+class Permission:
+    """Who may do something: everyone in the incident channel, or the listed users and members of groups."""
+
+    channel_members: bool
+    ids: frozenset[str] = frozenset()
+
+    def allows(self, user: str, *, in_channel: bool, user_groups: Iterable[str] = ()) -> bool:
+        if self.channel_members:
+            return in_channel
+        return user in self.ids or any(group in self.ids for group in user_groups)
+
+
+@dataclass(frozen=True)
+class PagingConfig:
+    """The providers to build, secrets already read from the environment."""
+
+    providers: Mapping[str, PagerDutyConfig | OpsgenieConfig]
+
+
+@dataclass(frozen=True)
+class PagingPolicy:
+    severities: Mapping[str, SeverityPolicy]
+    escalation_allowed: Permission
+    severity_change_allowed: Permission
+    paging: PagingConfig
+    source: str = "defaults"
+    warnings: tuple[str, ...] = ()
+
+    def levels_for(self, severity: str) -> list[Level]:
+        return list(self._severity(severity).levels)
+
+    def ack_timeout_s(self, severity: str) -> float:
+        return self._severity(severity).ack_timeout_s
+
+    def update_every_s(self, severity: str) -> float:
+        return self._severity(severity).update_every_s
+
+    def urgency(self, severity: str) -> str:
+        return self._severity(severity).urgency
+
+    def added_levels(self, old_severity: str, new_severity: str, *, reached: int = 1) -> list[Level]:
+        """What to page now when an incident goes from `old_severity` to `new_severity`.
+
+        `reached` is how many levels the old severity had paged (1 = only the first). The answer is the new
+        severity's first `reached` levels, keeping only the targets the old ones did not already page at the
+        same or a higher urgency (someone paged at low urgency is paged again at high), without repeats and
+        without levels left empty. Escalation then continues with the new severity's level `reached + 1`.
+        A lowering usually returns [] (nobody new to page).
+        """
+        paged: dict[Target, str] = {}
+        for level in self.levels_for(old_severity)[:reached]:
+            for target in level.targets:
+                paged[target] = "high" if "high" in (paged.get(target), level.urgency) else level.urgency
+        added = []
+        for level in self.levels_for(new_severity)[:reached]:
+            fresh = tuple(t for t in level.targets if paged.get(t) not in ("high", level.urgency))
+            for target in fresh:
+                paged[target] = level.urgency
+            if fresh:
+                added.append(replace(level, targets=fresh))
+        return added
+
+    def _severity(self, severity: str) -> SeverityPolicy:
+        try:
+            return self.severities[severity]
+        except KeyError:
+            raise ValueError(f"unknown severity {severity!r}; expected one of {', '.join(SEVERITIES)}") from None
+
+
+def pages_for_level(level: Level, *, incident_id: str, severity: str, title: str, summary: str,
+                    link: str | None = None, details: Mapping[str, Any] | None = None) -> dict[str, Page]:
+    """One `Page` per provider of a level, keyed by provider name, each with the deterministic dedup key."""
+    return {
+        provider: Page(incident_id=incident_id, level=level.number,
+                       dedup_key=make_dedup_key(incident_id, severity, level.number), title=title,
+                       severity=severity, summary=summary, link=link, targets=targets,
+                       details=dict(details or {}), urgency=level.urgency)  # type: ignore[arg-type]
+        for provider, targets in level.routes().items()
+    }
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+def load_policy(path: Path | str | None, *, env: Mapping[str, str] | None = None) -> PagingPolicy:
+    """The policy from `path`, or the defaults when `path` is None; a ConfigError names the file and the path."""
+    env = os.environ if env is None else env
+    if path is None:
+        return _logged(default_policy(env))
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read paging policy {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML") from None
+    return _logged(parse_policy(data if data is not None else {}, env=env, source=str(path)))
+
+
+def parse_policy(data: Any, *, env: Mapping[str, str], source: str = "paging policy") -> PagingPolicy:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        spec = PolicyFile.model_validate(data)
+        specs = spec.provider_specs()
+        configs = {name: _resolve_provider(name, s, env) for name, s in specs.items()}
+        return _build(spec, configs, source=source)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def default_policy(env: Mapping[str, str] | None = None) -> PagingPolicy:
+    """The policy without a file: providers whose key is in the environment, on-call/managers from env vars."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {"providers": {}, "oncall": _id_list(env.get(ENV_ONCALL, "")),
+                            "managers": _id_list(env.get(ENV_MANAGERS, ""))}
+    if env.get(ENV_PAGERDUTY_KEY):
+        data["providers"]["pagerduty"] = {}
+    if env.get(ENV_OPSGENIE_KEY):
+        data["providers"]["opsgenie"] = {}
+    try:
+        return parse_policy(data, env=env, source="default paging policy")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (set by {ENV_ONCALL}/{ENV_MANAGERS}/{ENV_PAGERDUTY_KEY})") from None
+
+
+def _resolve_provider(name: str, spec: PagerDutySpec | OpsgenieSpec, env: Mapping[str, str]) -> Any:
+    env_name = spec.routing_key_env if isinstance(spec, PagerDutySpec) else spec.api_key_env
+    try:
+        return spec.resolve(env)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err.get("loc", ("",))[0])
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        where = env_name if field in ("routing_key", "api_key") else f"providers.{name}.{field}"
+        raise ConfigError(f"{where}: {message}") from None  # never the value itself
+
+
+def _env_secret(env: Mapping[str, str], name: str) -> str:
+    value = (env.get(name) or "").strip()
+    if not value:
+        raise ConfigError(f"environment variable {name} is not set (the paging policy names it)")
+    return value
+
+
+def _id_list(text: str) -> list[str]:
+    return [part for part in re.split(r"[\s,]+", text) if part]
+
+
+# ------------------------------------------------------------------------------------------------ building
+
+@dataclass(frozen=True)
+class _Names:
+    providers: tuple[str, ...]
+    oncall: tuple[str, ...]
+    managers: tuple[str, ...]
+
+
+def _build(spec: PolicyFile, configs: dict[str, Any], *, source: str) -> PagingPolicy:
+    names = _Names(tuple(configs), tuple(spec.oncall), tuple(spec.managers))
+    defaults = _default_levels(names)
+    severities = {}
+    for severity in SEVERITIES:
+        sev_spec: SeveritySpec = getattr(spec.severities, severity)
+        severities[severity] = _severity_policy(severity, sev_spec, defaults[severity], names)
+    warnings = tuple(f"{sev} pages nobody: list `oncall` users or configure pagerduty/opsgenie"
+                     for sev in ("P0", "P1") if not severities[sev].levels)
+    return PagingPolicy(
+        severities=severities,
+        escalation_allowed=_permission(spec.escalation_allowed),
+        severity_change_allowed=_permission(spec.severity_change_allowed),
+        paging=PagingConfig(providers=configs),
+        source=source,
+        warnings=warnings,
+    )
+
+
+def _default_levels(names: _Names) -> dict[str, tuple[tuple[Target, ...], list[tuple[Target, ...]], int]]:
+    """(first, then, repeat) per severity — the runbook defaults in the module docstring."""
+    paging_provider = next((p for p in ("pagerduty", "opsgenie") if p in names.providers), None)
+    oncall = ((Target(paging_provider),) if paging_provider
+              else tuple(Target(SLACK_PROVIDER, i) for i in names.oncall))
+    managers = tuple(Target(SLACK_PROVIDER, i) for i in names.managers)
+    return {
+        "P0": (oncall + managers, [oncall + managers], 1),
+        "P1": (oncall, [managers], 0),
+        "P2": (oncall, [], 0),
+        "P3": ((), [], 0),
+    }
+
+
+def _severity_policy(severity: str, spec: SeveritySpec, default: Any, names: _Names) -> SeverityPolicy:
+    first, then, repeat = default
+    path = f"severities.{severity}"
+    if "first" in spec.model_fields_set:
+        first = _level_targets(spec.first, f"{path}.first", names)
+    if spec.then is not None:
+        then = [_level_targets(item, f"{path}.then[{i}]", names) for i, item in enumerate(spec.then)]
+    if spec.repeat is not None:
+        repeat = spec.repeat
+    ack_timeout = spec.ack_timeout or DEFAULT_ACK_TIMEOUT_S[severity]
+    urgency = spec.urgency or DEFAULT_URGENCY[severity]
+    steps = [first, *then]
+    steps += [steps[-1]] * repeat
+    levels: list[Level] = []
+    last_original: int | None = None
+    for index, targets in enumerate(steps):
+        if not targets:
+            continue  # a level nobody is configured for (no managers listed, say) is skipped, not an error
+        is_repeat = index > len(then)
+        number = len(levels) + 1
+        if not is_repeat:
+            last_original = number
+        levels.append(Level(number, targets, ack_timeout, urgency, last_original if is_repeat else None))
+    return SeverityPolicy(severity, tuple(levels), ack_timeout,
+                          spec.update_every or DEFAULT_UPDATE_EVERY_S[severity], urgency)
+
+
+def _level_targets(raw: Any, path: str, names: _Names) -> tuple[Target, ...]:
+    items = raw if isinstance(raw, list) else [raw] if raw is not None else []
+    targets: list[Target] = []
+    for i, item in enumerate(items):
+        where = f"{path}[{i}]" if isinstance(raw, list) else path
+        if isinstance(item, str):
+            targets.extend(_named_targets(item.strip(), where, names))
+        elif isinstance(item, dict):
+            targets.extend(_route_targets(item, where, names))
+        else:
+            raise ConfigError(f"{where}: expected a provider name, a Slack id, oncall, managers, "
+                              "or {provider: …, targets: […]}")
+    return tuple(dict.fromkeys(targets))
+
+
+def _named_targets(name: str, where: str, names: _Names) -> list[Target]:
+    if _SLACK_ID.match(name):
+        return [Target(SLACK_PROVIDER, name)]
+    if name in ("oncall", "managers"):
+        ids = names.oncall if name == "oncall" else names.managers
+        if not ids:
+            raise ConfigError(f"{where}: `{name}` is used but no {name} are listed (top-level `{name}:`)")
+        return [Target(SLACK_PROVIDER, i) for i in ids]
+    if name in names.providers:
+        return [Target(name)]
+    raise ConfigError(f"{where}: {_unknown(name, names)}")
+
+
+def _route_targets(item: dict[str, Any], where: str, names: _Names) -> list[Target]:
+    unknown_keys = set(item) - {"provider", "targets"}
+    if unknown_keys or not isinstance(item.get("provider"), str):
+        raise ConfigError(f"{where}: expected {{provider: <name>, targets: [...]}}"
+                          + (f"; unknown key {sorted(unknown_keys)[0]!r}" if unknown_keys else ""))
+    provider, ids = item["provider"], item.get("targets") or []
+    if provider != SLACK_PROVIDER and provider not in names.providers:
+        raise ConfigError(f"{where}.provider: {_unknown(provider, names)}")
+    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+        raise ConfigError(f"{where}.targets: expected a list of names or ids")
+    if provider.startswith("pagerduty") and ids:
+        raise ConfigError(f"{where}.targets: PagerDuty pages go to the service behind the routing key; "
+                          "name another pagerduty-<name> provider for another service instead of targets")
+    if provider == SLACK_PROVIDER:
+        for j, target in enumerate(ids):
+            if not _SLACK_ID.match(target):
+                raise ConfigError(f"{where}.targets[{j}]: expected a Slack user or group id like U0123ABCD")
+        return [Target(SLACK_PROVIDER, i) for i in ids]
+    return [Target(provider, i) for i in ids] or [Target(provider)]
+
+
+def _unknown(name: str, names: _Names) -> str:
+    known = [*names.providers, SLACK_PROVIDER, "oncall", "managers"]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    configured = ", ".join(names.providers) or "none"
+    return (f"unknown provider or target {name!r} (configured providers: {configured}; Slack ids look like "
+            f"U0123ABCD){hint}")
+
+
+def _permission(value: Any) -> Permission:
+    if value == "channel_members":
+        return Permission(channel_members=True)
+    return Permission(channel_members=False, ids=frozenset(value))
+
+
+def _logged(policy: PagingPolicy) -> PagingPolicy:
+    for warning in policy.warnings:
+        log.warning("paging policy (%s): %s", policy.source, warning)
+    return policy

@@ -1,0 +1,199 @@
+"""The narrow paging interface every provider implements, and the types that cross it.
+
+A provider turns one `Page` into a notification in its own medium (PagerDuty, Opsgenie, a Slack DM) and answers
+with a `PageResult` — it never raises for a provider-side failure: `ok=False` plus `error`, a plain sentence an
+incident channel can show ("PagerDuty rejected the page: Invalid routing key"). Secrets never appear in it.
+
+Idempotency is the provider's job: paging jobs may run more than once, so every page carries a deterministic
+`dedup_key` (see `make_dedup_key`) and a retried trigger with the same key must not open a second alert.
+
+Known keys of `Page.details` (providers render what they know and pass the rest along as custom details):
+`status` (investigating/identified/monitoring/resolved), `elapsed_s` (seconds since the incident opened),
+`last_update` (the latest status-update text), `failing_checks` (list of check names or one-line results).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot.retry import RetryableError, RetryPolicy, retry_async
+
+log = logging.getLogger(__name__)
+
+Severity = Literal["P0", "P1", "P2", "P3"]
+Urgency = Literal["high", "low"]
+SEVERITIES: tuple[str, ...] = ("P0", "P1", "P2", "P3")
+
+_DEDUP_KEY = re.compile(r"^(?P<incident>.+):(?P<severity>P[0-3]):L(?P<level>\d+)$")
+
+
+def make_dedup_key(incident_id: str, severity: str, level: int) -> str:
+    """`INC-42:P0:L1` — the same on every retry of the same page.
+
+    The severity is part of the key on purpose: PagerDuty folds a trigger into an open alert with the same key
+    without notifying anyone, so a P2 page (low urgency) must not swallow the P0 page that follows a raise.
+    """
+    return f"{incident_id}:{severity}:L{level}"
+
+
+def parse_dedup_key(key: str) -> tuple[str, str, int] | None:
+    """`(incident_id, severity, level)` from a key made by `make_dedup_key`, or None for a foreign key."""
+    match = _DEDUP_KEY.match(key or "")
+    if not match:
+        return None
+    return match["incident"], match["severity"], int(match["level"])
+
+
+@dataclass(frozen=True)
+class Page:
+    incident_id: str  # "INC-42"
+    level: int  # escalation level: 1 = on-call, 2 = managers, ...
+    dedup_key: str  # make_dedup_key(...): the same on retry
+    title: str  # plain, unescaped user text
+    severity: str  # "P0".."P3"
+    summary: str  # plain text, unescaped: each provider escapes/truncates for its own medium
+    link: str | None = None  # the incident channel's permalink
+    targets: tuple[str, ...] = ()  # provider-specific "who" (Slack ids for slack, responders for Opsgenie)
+    details: dict[str, Any] = field(default_factory=dict)
+    urgency: Urgency = "high"  # from the policy; low = notify, do not wake anyone
+
+
+@dataclass
+class PageResult:
+    provider: str
+    ok: bool
+    provider_ref: str | None = None  # PagerDuty dedup key, Opsgenie requestId, Slack "channel:ts" list
+    error: str | None = None  # a plain sentence, safe to show in a channel
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: str
+
+    async def trigger(self, page: Page) -> PageResult: ...
+
+    async def acknowledge(self, incident_id: str, level: int, dedup_key: str) -> PageResult: ...
+
+    async def resolve(self, incident_id: str, level: int, dedup_key: str) -> PageResult: ...
+
+
+class RetrySpec(BaseModel):
+    """Bounded retries for one provider; turned into the project's one `RetryPolicy`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attempts: int = Field(4, ge=1, le=10)
+    base_s: float = Field(0.5, gt=0, le=60)
+    max_s: float = Field(30.0, gt=0, le=300)
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.attempts, base_s=self.base_s, max_s=self.max_s)
+
+
+def redact(text: str, *secrets: str) -> str:
+    """Replace any secret value in `text`; a provider's error echo must never carry a key into a channel."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+def format_elapsed(seconds: float | int | None) -> str | None:
+    """`2h 05m`, `12m`, `45s` — how long an incident has been running."""
+    if seconds is None:
+        return None
+    total = max(int(seconds), 0)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m"
+    return f"{secs}s"
+
+
+@dataclass
+class HttpAnswer:
+    """What an HTTP provider finally got: an answer not worth retrying, or the reason retries ran out."""
+
+    status: int | None  # None when no answer ever came (timeouts, refused connections)
+    body: Any = None  # parsed JSON, or None when the body was not JSON (a 429 may be plain text)
+    tries: int = 0
+    failure: str | None = None  # set when retries ran out: "HTTP 503", "rate limited", "timed out after 5s"
+
+
+async def post_with_retries(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    payload: dict[str, Any],
+    headers: dict[str, str] | None = None,
+    timeout_s: float,
+    policy: RetryPolicy,
+    what: str,
+) -> HttpAnswer:
+    """POST JSON; retry 429, 5xx, timeouts and connection errors with the project's backoff, bounded.
+
+    Any other status comes back at once for the adapter to read (a 400 is the caller's mistake: retrying it
+    only burns the rate limit). `what` ("pagerduty trigger INC-42:P0:L1") names the call in log lines; it must
+    not contain secrets, and neither does anything else logged here.
+    """
+    tries = 0
+
+    async def attempt() -> HttpAnswer:
+        nonlocal tries
+        tries += 1
+        try:
+            response = await client.post(url, json=payload, headers=headers, timeout=httpx.Timeout(timeout_s))
+        except httpx.TimeoutException:
+            raise _retry(what, f"timed out after {timeout_s:g}s") from None
+        except httpx.TransportError as exc:
+            raise _retry(what, f"could not connect ({type(exc).__name__})") from None
+        if response.status_code == 429:
+            raise _retry(what, "rate limited (HTTP 429)", retry_after=parse_retry_after(response.headers))
+        if response.status_code >= 500:
+            raise _retry(what, f"HTTP {response.status_code}", retry_after=parse_retry_after(response.headers))
+        return HttpAnswer(status=response.status_code, body=_json_or_none(response), tries=tries)
+
+    try:
+        return await retry_async(attempt, policy)
+    except RetryableError as exc:
+        return HttpAnswer(status=None, tries=tries, failure=str(exc))
+
+
+def _retry(what: str, reason: str, *, retry_after: float | None = None) -> RetryableError:
+    log.warning("paging: %s: %s", what, reason)
+    return RetryableError(reason, retry_after=retry_after)
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Retry-After as seconds (a number or an HTTP date); None when absent or unreadable."""
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
