@@ -5,7 +5,7 @@ Everything binds to loopback. Linux routes all of 127.0.0.0/8 to `lo`, so a test
 
     with local_http_server({"/health": Reply(200), "/slow": Reply(200, delay_s=2)}) as server:
         server.url("/health")                  # http://127.0.0.1:<port>/health
-    with silent_listener("127.0.0.2") as (host, port): ...   # accepts TCP, never answers → read timeout
+    with silent_listener("127.0.0.2", port=server.port):     # accepts TCP, never answers → read timeout
     with blackhole_listener() as (host, port): ...           # backlog full, SYNs dropped → connect timeout
     with closed_port() as (host, port): ...                  # nothing listening → connection refused
     ca = TestCA(); leaf = ca.issue(["api.test"], days=90)   # certificates made at test time
@@ -50,13 +50,14 @@ class LocalHttpServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # a handler sleeping in `delay_s` must not hold up the test's teardown
 
-    def __init__(self, host: str, routes: Mapping[str, Route], ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(self, host: str, routes: Mapping[str, Route], ssl_context: ssl.SSLContext | None,
+                 port: int = 0) -> None:
         self.routes = {path: [route] if isinstance(route, Reply) else list(route) for path, route in routes.items()}
         self.hits: list[str] = []  # paths requested, in order
         self.stopping = threading.Event()
         self.ssl_context = ssl_context
         self._lock = threading.Lock()
-        super().__init__((host, 0), _Handler)
+        super().__init__((host, port), _Handler)
 
     @property
     def host(self) -> str:
@@ -115,10 +116,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def local_http_server(routes: Mapping[str, Route], *, host: str = "127.0.0.1",
+def local_http_server(routes: Mapping[str, Route], *, host: str = "127.0.0.1", port: int = 0,
                       ssl_context: ssl.SSLContext | None = None) -> Iterator[LocalHttpServer]:
-    """An HTTP (or, with `ssl_context`, HTTPS) server on `host` and a free port, answering per path."""
-    server = LocalHttpServer(host, routes, ssl_context)
+    """An HTTP (or, with `ssl_context`, HTTPS) server on `host` and `port` (0: a free one), answering per path.
+    Unknown paths get 404; `server.hits` lists the paths requested."""
+    server = LocalHttpServer(host, routes, ssl_context, port)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -134,22 +136,22 @@ def local_http_server(routes: Mapping[str, Route], *, host: str = "127.0.0.1",
 
 
 @contextmanager
-def silent_listener(host: str = "127.0.0.1") -> Iterator[tuple[str, int]]:
+def silent_listener(host: str = "127.0.0.1", port: int = 0) -> Iterator[tuple[str, int]]:
     """Listens but never accepts or answers: the kernel completes TCP handshakes, so clients hit a read timeout
     (or a TLS handshake timeout)."""
     with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
+        sock.bind((host, port))
         sock.listen(16)
         yield host, sock.getsockname()[1]
 
 
 @contextmanager
-def blackhole_listener(host: str = "127.0.0.1") -> Iterator[tuple[str, int]]:
+def blackhole_listener(host: str = "127.0.0.1", port: int = 0) -> Iterator[tuple[str, int]]:
     """A port whose accept queue is full, so the kernel drops new SYNs: clients hit a connect timeout, the way
     they do when a security group or NACL drops packets."""
     with ExitStack() as stack:
         sock = stack.enter_context(socket.socket(_family(host), socket.SOCK_STREAM))
-        sock.bind((host, 0))
+        sock.bind((host, port))
         sock.listen(0)
         port = sock.getsockname()[1]
         for _ in range(4):  # fill the queue (Linux admits backlog + 1); the rest of the attempts time out
@@ -163,11 +165,11 @@ def blackhole_listener(host: str = "127.0.0.1") -> Iterator[tuple[str, int]]:
 
 
 @contextmanager
-def closed_port(host: str = "127.0.0.1") -> Iterator[tuple[str, int]]:
+def closed_port(host: str = "127.0.0.1", port: int = 0) -> Iterator[tuple[str, int]]:
     """A port nothing listens on: clients get connection refused. The port stays bound (not listening) for the
     block, so no other test can start a server on it meanwhile."""
     with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
+        sock.bind((host, port))
         yield host, sock.getsockname()[1]
 
 
