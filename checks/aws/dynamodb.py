@@ -119,9 +119,10 @@ def _throttles(series: dict[str, list[float]]) -> dict[str, int]:
 
 
 def _describe_throttles(throttles: dict[str, int]) -> str:
-    words = {"read_throttle_events": "read throttle events", "write_throttle_events": "write throttle events"}
+    """`{"read_throttle_events": 12, "throttled_Query": 3}` → `12 read throttle events, 3 throttled Query requests`."""
     return ", ".join(
-        f"{count} {words.get(name) or 'throttled ' + name.removeprefix('throttled_') + ' requests'}"
+        f"{count} throttled {name.removeprefix('throttled_')} requests" if name.startswith("throttled_")
+        else f"{count} {name.replace('_', ' ')}"
         for name, count in throttles.items()
     )
 
