@@ -62,7 +62,7 @@ _ACTION_NOUN = {"create": "the page", "acknowledge": "the acknowledgement", "clo
 
 
 class OpsgenieConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)  # never echo a key
 
     api_key: SecretStr
     api_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_API_URL)  # https://api.eu.opsgenie.com for EU accounts

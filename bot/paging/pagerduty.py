@@ -36,6 +36,7 @@ from bot.paging.providers import (
     PageResult,
     RetrySpec,
     format_elapsed,
+    page_urgency,
     post_with_retries,
     redact,
 )
@@ -53,7 +54,7 @@ _ACTION_NOUN = {"trigger": "the page", "acknowledge": "the acknowledgement", "re
 
 
 class PagerDutyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)  # never echo a key
 
     routing_key: SecretStr
     events_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_EVENTS_URL)
@@ -69,7 +70,7 @@ class PagerDutyConfig(BaseModel):
         return SecretStr(value.get_secret_value().strip())
 
 
-def pagerduty_severity(severity: str, urgency: str = "high") -> str:
+def pagerduty_severity(severity: str, urgency: str | None = None) -> str:
     """The PagerDuty `payload.severity` for a page (see the module docstring for why urgency may override)."""
     mapped = SEVERITY_MAP.get(severity, "critical")
     if urgency == "high" and mapped not in _HIGH_URGENCY:
@@ -109,7 +110,7 @@ class PagerDutyProvider:
         body["payload"] = {
             "summary": _cut(f"[{page.severity}] {page.incident_id}: {' '.join(page.title.split())}", SUMMARY_MAX),
             "source": self.config.source,
-            "severity": pagerduty_severity(page.severity, page.urgency),
+            "severity": pagerduty_severity(page.severity, page_urgency(page)),
             "component": page.incident_id,
             "group": f"escalation-level-{page.level}",
             "class": "incident",

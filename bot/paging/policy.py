@@ -106,7 +106,8 @@ EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 # ----------------------------------------------------------------------------------------- the file, as written
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a key pasted into the wrong field must not come back in an error message.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class _ProviderSpec(_Strict):

@@ -63,7 +63,12 @@ class Page:
     link: str | None = None  # the incident channel's permalink
     targets: tuple[str, ...] = ()  # provider-specific "who" (Slack ids for slack, responders for Opsgenie)
     details: dict[str, Any] = field(default_factory=dict)
-    urgency: Urgency = "high"  # from the policy; low = notify, do not wake anyone
+    urgency: Urgency | None = None  # from the policy; None = follow the severity (see `page_urgency`)
+
+
+def page_urgency(page: Page) -> str:
+    """The page's urgency: the policy's when set, else high for P0/P1 and low for P2/P3 (notify, don't wake)."""
+    return page.urgency or ("high" if page.severity in ("P0", "P1") else "low")
 
 
 @dataclass

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.mrkdwn import MAX_BLOCKS, SECTION_TEXT_MAX, escape, inert, truncate
-from bot.paging.providers import Page, PageResult, format_elapsed
+from bot.paging.providers import Page, PageResult, format_elapsed, page_urgency
 from bot.slack_client import SlackClient, SlackError
 
 log = logging.getLogger(__name__)
@@ -139,16 +139,17 @@ class SlackDmProvider:
 def page_text(page: Page) -> str:
     """The notification line (what a lock screen shows)."""
     line = f"{page.severity} incident {page.incident_id}: {' '.join(page.title.split())}"
-    suffix = " (low urgency)" if page.urgency == "low" else " — please acknowledge"
+    suffix = " (low urgency)" if page_urgency(page) == "low" else " — please acknowledge"
     return truncate(escape(line), NOTIFICATION_TEXT_MAX) + suffix
 
 
 def page_blocks(page: Page) -> list[dict[str, Any]]:
     """The DM: what happened, how bad, how long, what's failing, where to go, and the Acknowledge button."""
     details = page.details
-    icon = ":rotating_light:" if page.urgency == "high" else ":warning:"
+    low = page_urgency(page) == "low"
+    icon = ":warning:" if low else ":rotating_light:"
     heading = f"{icon} *{page.severity} incident {inert(page.incident_id)}*\n*{inert(page.title)}*"
-    if page.urgency == "low":
+    if low:
         heading += "\nLow urgency: no need to wake up; have a look when you can."
     blocks: list[dict[str, Any]] = [_section(heading)]
     fields = [("Severity", page.severity), ("Status", details.get("status")),
