@@ -1,0 +1,342 @@
+"""`aws.recent_changes`: what changed in the last 24 h, and whether the errors began right after it.
+
+Changes come from Lambda published versions (and unpublished `$LATEST` updates), API Gateway deployments and
+CloudFormation stack updates. When there are any, the service's log groups (and `/aws/lambda/<fn>` of each
+function) are scanned for errors with the same scan `aws.log_errors` uses, from an hour before the earliest change
+until now. A change in [first error − 60 min, first error] is a rollback candidate; so is a change followed within
+60 min by an error signature never seen before it. CloudTrail `lookup_events` is not used (moto cannot fake it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from checks.aws.clients import AwsCheckError
+from checks.aws.common import aws_check, region
+from checks.aws.logs import ErrorScan, is_not_found, iso, scan_errors
+from checks.model import CheckResult, Status
+from checks.registry import CheckContext, Layer, aws_once, check
+
+LOOKBACK = timedelta(hours=24)
+SUSPECT_WINDOW = timedelta(minutes=60)  # a change this long before the first error is a rollback candidate
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # lambda-version | lambda-update | apigateway-deployment | stack-update
+    at: datetime
+    name: str  # how people call it: "api-handler v42", "stack orders-prod update"
+    resource: str  # version ARN, deployment id, stack id
+    rollback: str  # the concrete way back, or what to do when there is none
+    detail: str = ""
+
+    def as_evidence(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "at": iso(self.at), "resource": self.resource,
+                "detail": self.detail}
+
+
+def parse_aws_time(value: Any) -> datetime:
+    """Lambda's `2024-05-01T12:00:00.000+0000` (moto: `…00.817193000Z`), or a datetime from botocore, as UTC."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    text = str(value).strip().replace("Z", "+00:00")
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)  # nanoseconds → microseconds
+    text = re.sub(r"([+-]\d{2})(\d{2})$", r"\1:\2", text)  # +0000 → +00:00
+    moment = datetime.fromisoformat(text)
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# --- collecting changes ----------------------------------------------------------------------------------------
+
+
+async def lambda_changes(ctx: CheckContext, function: str, since: datetime) -> list[Change]:
+    assert ctx.aws is not None
+    where = region(ctx)
+    versions = await ctx.aws.paginate("lambda", where, "list_versions_by_function", "Versions", FunctionName=function)
+    aliases = await ctx.aws.paginate("lambda", where, "list_aliases", "Aliases", FunctionName=function)
+    return versions_as_changes(function, versions, aliases, since)
+
+
+def versions_as_changes(
+    function: str, versions: list[dict[str, Any]], aliases: list[dict[str, Any]], since: datetime
+) -> list[Change]:
+    published = sorted((v for v in versions if v.get("Version", "").isdigit()), key=lambda v: int(v["Version"]))
+    changes = []
+    for index, version in enumerate(published):
+        at = parse_aws_time(version["LastModified"])
+        if at < since:
+            continue
+        previous = published[index - 1]["Version"] if index else None
+        changes.append(Change(
+            kind="lambda-version",
+            at=at,
+            name=f"{function} v{version['Version']}",
+            resource=version.get("FunctionArn", f"{function}:{version['Version']}"),
+            rollback=_alias_rollback(function, version["Version"], previous, aliases),
+            detail=version.get("Description") or "",
+        ))
+    latest = next((v for v in versions if v.get("Version") == "$LATEST"), None)
+    newest_published = parse_aws_time(published[-1]["LastModified"]) if published else None
+    if latest:
+        at = parse_aws_time(latest["LastModified"])
+        if at >= since and (newest_published is None or at > newest_published + timedelta(seconds=1)):
+            changes.append(Change(
+                kind="lambda-update",
+                at=at,
+                name=f"{function} $LATEST (unpublished update)",
+                resource=latest.get("FunctionArn", function),
+                rollback=f"Redeploy {function}'s previous build; $LATEST updates keep no history to roll back to.",
+                detail=latest.get("Description") or "",
+            ))
+    return changes
+
+
+def _alias_rollback(function: str, version: str, previous: str | None, aliases: list[dict[str, Any]]) -> str:
+    live = [a["Name"] for a in aliases if a.get("FunctionVersion") == version]
+    if previous is None:
+        return f"v{version} is {function}'s first published version; there is no earlier version to go back to."
+    if not live:
+        return (f"No alias points at v{version}; whatever invokes that version directly must be pointed back at "
+                f"v{previous}.")
+    return " ; ".join(
+        f"`aws lambda update-alias --function-name {function} --name {alias} --function-version {previous}`"
+        for alias in live
+    )
+
+
+async def apigateway_changes(ctx: CheckContext, api_id: str, since: datetime) -> list[Change]:
+    assert ctx.aws is not None
+    where = region(ctx)
+    deployments = await ctx.aws.paginate("apigateway", where, "get_deployments", "items", restApiId=api_id)
+    stages = (await ctx.aws.call("apigateway", where, "get_stages", restApiId=api_id)).get("item", [])
+    return deployments_as_changes(api_id, deployments, stages, since)
+
+
+def deployments_as_changes(
+    api_id: str, deployments: list[dict[str, Any]], stages: list[dict[str, Any]], since: datetime
+) -> list[Change]:
+    ordered = sorted(deployments, key=lambda d: parse_aws_time(d["createdDate"]))
+    changes = []
+    for index, deployment in enumerate(ordered):
+        at = parse_aws_time(deployment["createdDate"])
+        if at < since:
+            continue
+        previous = ordered[index - 1]["id"] if index else None
+        live = [s["stageName"] for s in stages if s.get("deploymentId") == deployment["id"]]
+        if previous and live:
+            rollback = " ; ".join(
+                f"`aws apigateway update-stage --rest-api-id {api_id} --stage-name {stage} "
+                f"--patch-operations op=replace,path=/deploymentId,value={previous}`"
+                for stage in live
+            )
+        elif previous:
+            rollback = f"No stage uses deployment {deployment['id']} any more; nothing to roll back on the API."
+        else:
+            rollback = f"Deployment {deployment['id']} is the API's first; there is no earlier one to go back to."
+        changes.append(Change(
+            kind="apigateway-deployment",
+            at=at,
+            name=f"API {api_id} deployment {deployment['id']}" + (f" ({', '.join(live)})" if live else ""),
+            resource=deployment["id"],
+            rollback=rollback,
+            detail=deployment.get("description") or "",
+        ))
+    return changes
+
+
+async def stack_changes(ctx: CheckContext, stack: str, since: datetime) -> list[Change]:
+    """Stack-level update/create operations since `since`; reads describe_stack_events pages until older events."""
+    assert ctx.aws is not None
+    events: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"StackName": stack}
+    while True:  # newest first: stop as soon as a page reaches before `since`
+        page = await ctx.aws.call("cloudformation", region(ctx), "describe_stack_events", **params)
+        events.extend(page.get("StackEvents", []))
+        oldest = min((parse_aws_time(e["Timestamp"]) for e in page.get("StackEvents", [])), default=since)
+        if not page.get("NextToken") or oldest < since:
+            break
+        params["NextToken"] = page["NextToken"]
+    return stack_events_as_changes(events, since)
+
+
+_OPERATION_START = re.compile(r"^(CREATE|UPDATE|IMPORT)_IN_PROGRESS$")
+_OPERATION_END = re.compile(r"_(COMPLETE|FAILED)$")
+
+
+def stack_events_as_changes(events: list[dict[str, Any]], since: datetime) -> list[Change]:
+    """One change per stack operation (…_IN_PROGRESS on the stack itself), dated by its start, with its outcome."""
+    own = sorted(
+        (e for e in events if e.get("LogicalResourceId") == e.get("StackName")
+         and e.get("ResourceType") == "AWS::CloudFormation::Stack"),
+        key=lambda e: parse_aws_time(e["Timestamp"]),
+    )
+    changes = []
+    for index, event in enumerate(own):
+        if not _OPERATION_START.match(event.get("ResourceStatus", "")):
+            continue
+        at = parse_aws_time(event["Timestamp"])
+        if at < since:
+            continue
+        later = own[index + 1 :]
+        outcome = next(
+            (e["ResourceStatus"] for e in later
+             if _OPERATION_END.search(e.get("ResourceStatus", "")) and "CLEANUP" not in e["ResourceStatus"]),
+            "IN_PROGRESS",
+        )
+        name = event["StackName"]
+        changes.append(Change(
+            kind="stack-update",
+            at=at,
+            name=f"stack {name} {event['ResourceStatus'].split('_')[0].lower()} ({outcome})",
+            resource=event.get("StackId") or name,
+            rollback=_stack_rollback(name, outcome),
+            detail=event.get("ResourceStatusReason") or "",
+        ))
+    return changes
+
+
+def _stack_rollback(stack: str, outcome: str) -> str:
+    if outcome == "IN_PROGRESS" or outcome.endswith("_IN_PROGRESS"):
+        return f"`aws cloudformation cancel-update-stack --stack-name {stack}` while it is still in progress."
+    if "ROLLBACK" in outcome:
+        return f"The update of {stack} already rolled back; check that the rollback restored the old resources."
+    return (f"Redeploy {stack}'s previous template and parameters (CloudFormation cannot undo a completed update "
+            "by itself).")
+
+
+# --- correlation -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Suspect:
+    change: Change
+    sentence: str
+
+
+def find_suspect(changes: list[Change], scans: list[ErrorScan]) -> Suspect | None:
+    """The change most likely to have caused the errors, or None.
+
+    First rule: the errors' first occurrence is within 60 min after a change (the latest such change wins).
+    Second rule: an error signature first seen within 60 min after a change, when errors already existed before.
+    """
+    signatures = [s for scan in scans for s in scan.signatures]
+    if not signatures:
+        return None
+    first_error = min(s.first_seen for s in signatures)
+    before = [c for c in changes if first_error - SUSPECT_WINDOW <= c.at <= first_error]
+    if before:
+        change = sorted(before, key=lambda c: c.at)[-1]  # the latest; on a tie, the one listed last
+        return Suspect(change, f"Errors started {_minutes(first_error - change.at)} after {_deploy(change)}; "
+                               "rollback candidate.")
+    for change in sorted(changes, key=lambda c: c.at, reverse=True):
+        new = [s for s in signatures if change.at <= s.first_seen <= change.at + SUSPECT_WINDOW]
+        if new:
+            first = min(new, key=lambda s: s.first_seen)
+            return Suspect(change, f"New error “{first.signature}” appeared {_minutes(first.first_seen - change.at)} "
+                                   f"after {_deploy(change)}; rollback candidate.")
+    return None
+
+
+def _deploy(change: Change) -> str:
+    return f"deploy of {change.name}" if change.kind.startswith(("lambda", "apigateway")) else change.name
+
+
+def _minutes(delta: timedelta) -> str:
+    minutes = round(delta.total_seconds() / 60)
+    return "less than a minute" if minutes < 1 else ("1 min" if minutes == 1 else f"{minutes} min")
+
+
+# --- the check -------------------------------------------------------------------------------------------------
+
+
+def _has_changes_to_watch(service: Any) -> bool:
+    aws = service.aws
+    return bool(aws.lambda_functions or aws.api_gateways or aws.stacks)
+
+
+@check(
+    "aws.recent_changes",
+    each=aws_once(_has_changes_to_watch),
+    target=lambda where: f"recent changes ({where})",
+    layer=Layer.change,
+    timeout_s=45,
+)
+@aws_check
+async def recent_changes(_region: str, ctx: CheckContext) -> CheckResult:
+    """Deploys and stack updates in the last 24 h, and whether the errors began right after one of them."""
+    assert ctx.service.aws is not None
+    spec = ctx.service.aws
+    since = ctx.now - LOOKBACK
+    changes: list[Change] = []
+    for function in spec.lambda_functions:
+        changes += await lambda_changes(ctx, function, since)
+    for api_id in spec.api_gateways:
+        changes += await apigateway_changes(ctx, api_id, since)
+    for stack in spec.stacks:
+        changes += await stack_changes(ctx, stack, since)
+    changes = [c for c in changes if c.at <= ctx.now]
+    changes.sort(key=lambda c: c.at)
+    evidence: dict[str, Any] = {"since": iso(since), "changes": [c.as_evidence() for c in changes]}
+    if not changes:
+        return CheckResult(status=Status.ok, summary="No deploys or stack updates in the last 24 h.", evidence=evidence)
+
+    groups = list(dict.fromkeys([*spec.log_groups, *(f"/aws/lambda/{f}" for f in spec.lambda_functions)]))
+    start = max(since, changes[0].at - SUSPECT_WINDOW)
+    try:
+        scans, missing = await _scan_groups(ctx, groups, start)
+    except AwsCheckError as exc:
+        return CheckResult(
+            status=Status.error,
+            summary=f"{_count(changes)} in the last 24 h, but the logs could not be read to correlate them: {exc}",
+            evidence=evidence,
+            hint="Add logs:FilterLogEvents for the service's log groups to the bot's role (deploy/iam-policy.json).",
+        )
+    first_error = min((s.first_error_at for s in scans if s.first_error_at), default=None)
+    evidence.update({
+        "first_error_at": iso(first_error),
+        "log_groups_scanned": [s.log_group for s in scans],
+        "log_groups_missing": missing,
+        "scan_start": iso(start),
+        "scan_truncated": any(s.truncated for s in scans),
+    })
+    suspect = find_suspect(changes, scans)
+    if suspect:
+        evidence["suspect"] = suspect.change.as_evidence()
+        return CheckResult(
+            status=Status.fail,
+            severity="P1",
+            summary=suspect.sentence,
+            resource=suspect.change.resource,
+            evidence=evidence,
+            hint=f"Roll back: {suspect.change.rollback}",
+        )
+    latest = changes[-1]
+    listed = f"{_count(changes)} in the last 24 h (latest: {latest.name} at {latest.at:%H:%M} UTC)"
+    if first_error is None:
+        summary = f"{listed}; no errors after them."
+    else:
+        summary = f"{listed}; errors since {first_error:%H:%M} UTC do not follow any of them within 60 min."
+    return CheckResult(status=Status.ok, summary=summary, evidence=evidence)
+
+
+def _count(changes: list[Change]) -> str:
+    return "1 change" if len(changes) == 1 else f"{len(changes)} changes"
+
+
+async def _scan_groups(ctx: CheckContext, groups: list[str], start: datetime) -> tuple[list[ErrorScan], list[str]]:
+    """Error scans of the groups that exist; a missing group (a function never invoked) is noted, not fatal."""
+
+    async def scan(group: str) -> ErrorScan | None:
+        try:
+            return await scan_errors(ctx, group, start, ctx.now)
+        except AwsCheckError as exc:
+            if is_not_found(exc):
+                return None
+            raise
+
+    found = await asyncio.gather(*(scan(group) for group in groups))
+    return [s for s in found if s is not None], [g for g, s in zip(groups, found, strict=True) if s is None]
