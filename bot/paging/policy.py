@@ -66,6 +66,7 @@ ENV_OPSGENIE_KEY = "OPSGENIE_API_KEY"
 _SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _PROVIDER_NAME = re.compile(r"^(pagerduty|opsgenie)(-[a-z0-9][a-z0-9_-]{0,39})?$")
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _SECRET_KEYS = ("routing_key", "api_key", "integration_key", "key", "token", "secret")
 
 
@@ -100,7 +101,14 @@ def _slack_id(value: Any) -> Any:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 SlackId = Annotated[str, BeforeValidator(_slack_id)]
-EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
+def _env_name(value: Any) -> Any:
+    if not isinstance(value, str) or not _ENV_NAME.match(value):
+        raise ValueError("expected the name of an environment variable (like PAGERDUTY_ROUTING_KEY), "
+                         "not the key itself")
+    return value
+
+
+EnvName = Annotated[str, BeforeValidator(_env_name)]
 
 
 # ----------------------------------------------------------------------------------------- the file, as written
@@ -185,22 +193,24 @@ class PolicyFile(_Strict):
     escalation_allowed: Allowed = "channel_members"
     severity_change_allowed: Allowed = "channel_members"
 
-    @field_validator("providers", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _providers_shape(cls, value: Any) -> Any:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise ValueError("expected a mapping of provider name to its settings")
-        for name, spec in value.items():
+    def _providers_shape(cls, data: Any) -> Any:
+        """Checked here rather than on the field so each message can name `providers.<name>` itself."""
+        if not isinstance(data, dict) or data.get("providers") is None:
+            return {**data, "providers": {}} if isinstance(data, dict) else data
+        providers = data["providers"]
+        if not isinstance(providers, dict):
+            raise ValueError("providers: expected a mapping of provider name to its settings")
+        for name, spec in providers.items():
             if name == SLACK_PROVIDER:
-                raise ValueError("`slack` is the built-in Slack DM provider and takes no settings")
+                raise ValueError("providers.slack: `slack` is the built-in Slack DM provider and takes no settings")
             if not isinstance(name, str) or not _PROVIDER_NAME.match(name):
-                raise ValueError(f"provider name {name!r} must be pagerduty, opsgenie, pagerduty-<name> "
-                                 "or opsgenie-<name>")
+                raise ValueError(f"providers.{name}: a provider is named pagerduty, opsgenie, pagerduty-<name> "
+                                 "or opsgenie-<name> (the name says which kind it is)")
             if spec is not None and not isinstance(spec, dict):
-                raise ValueError(f"{name}: expected a mapping of settings")
-        return {name: spec or {} for name, spec in value.items()}
+                raise ValueError(f"providers.{name}: expected a mapping of settings")
+        return {**data, "providers": {name: spec or {} for name, spec in providers.items()}}
 
     def provider_specs(self) -> dict[str, PagerDutySpec | OpsgenieSpec]:
         """Each provider's settings, validated by its kind (the name says which)."""
