@@ -21,7 +21,7 @@ import httpx
 from bot.services import HttpProbe
 from checks.model import CheckResult, Status
 from checks.net import guard
-from checks.net.probe import Outcome, probe_http, time_left
+from checks.net.probe import Outcome, probe_http, request_timeouts, time_left
 from checks.registry import CheckContext, Layer, check
 
 CHECK_LIMIT_S = 90.0
@@ -77,9 +77,9 @@ async def _take_samples(ctx: CheckContext, probe: HttpProbe, url: httpx.URL, add
         if left < min(0.05, probe.timeout_s):
             samples.append(None)  # the deadline leaves no room: not run
             continue
-        timeout = min(probe.timeout_s, left)
-        samples.append(await probe_http(ctx.http, url, addresses[n % len(addresses)], timeout=timeout,
-                                        cap=min(2 * timeout, left), headers=probe.headers))
+        timeout, cap = request_timeouts(probe.timeout_s, left)
+        samples.append(await probe_http(ctx.http, url, addresses[n % len(addresses)], timeout=timeout, cap=cap,
+                                        headers=probe.headers))
     return samples
 
 

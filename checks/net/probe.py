@@ -88,6 +88,15 @@ def time_left(ctx_remaining: float, preferred: float, *, margin: float = 0.25) -
     return max(0.0, min(preferred, ctx_remaining - margin))
 
 
+def request_timeouts(preferred: float, left: float) -> tuple[float, float]:
+    """(per-phase timeout, whole-request cap) for a request that must end within `left` seconds.
+
+    The cap stays above the phase timeout, so a request hanging in one phase ends with httpx's own, precise error
+    (connect vs read timeout) rather than the cap's generic one."""
+    timeout = max(0.05, min(preferred, 0.8 * left))
+    return timeout, max(timeout, min(2 * timeout, left))
+
+
 def pinned_request(client: httpx.AsyncClient, url: httpx.URL, address: str, *, headers: Mapping[str, str],
                    timeout: float) -> httpx.Request:
     """GET `url` at `address`, keeping the name for Host, SNI and certificate verification."""
