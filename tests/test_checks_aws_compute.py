@@ -140,6 +140,13 @@ def test_lambda_unhandled_exception_is_one_error_named_by_its_exception_line():
     assert found[0].sample[-1] == "END RequestId: r1"
 
 
+def test_lambda_timeout_line_counts_as_an_error():
+    found = summarise_errors(events(
+        (3, "2026-11-20T12:00:03.010Z 3f1c2b9e-1111-4222-8333-444455556666 Task timed out after 3.00 seconds\n"),
+    ))
+    assert [(s.signature, s.count) for s in found] == [("Task timed out after <N> seconds", 1)]
+
+
 def test_sample_context_comes_from_the_erroring_stream_only():
     found = summarise_errors([
         *events((0, "other stream before"), (3, "other stream after"), stream="b"),
@@ -366,6 +373,24 @@ async def test_healthy_cold_starts_are_ok_with_percentiles_in_evidence(aws):
     assert result.status == Status.ok, result.summary
     assert result.evidence["invocations"] == 50 and result.evidence["cold_start_ratio_pct"] == 4.0
     assert result.evidence["init_ms"] == {"p50": 300.0, "p95": 420.0, "max": 420.0}
+
+
+async def test_json_log_format_reads_platform_report_records_from_the_configured_group(aws):
+    # moto drops LoggingConfig, so the configuration comes from a Stubber; the logs are real moto logs.
+    now = wall_clock()
+    record = {"type": "platform.report", "record": {"requestId": "r", "metrics": {
+        "durationMs": 30.0, "billedDurationMs": 31, "memorySizeMB": 256, "maxMemoryUsedMB": 250}}}
+    put_log_lines(aws, "/shared/json-logs", [(now - timedelta(minutes=9), json.dumps(record)),
+                                             (now - timedelta(minutes=8), '{"level":"INFO","message":"ok"}')])
+    with Stubber(aws.client("lambda", REGION)) as stub:
+        stub.add_response("get_function_configuration", {
+            "FunctionName": "api-handler",
+            "LoggingConfig": {"LogFormat": "JSON", "LogGroup": "/shared/json-logs"},
+        }, {"FunctionName": "api-handler"})
+        result = await lambda_cold_starts("api-handler", context(aws, now, lambda_functions=["api-handler"]))
+
+    assert result.status == Status.warn and "250 of its 256 MB" in result.summary
+    assert result.evidence["log_group"] == "/shared/json-logs" and result.evidence["invocations"] == 1
 
 
 async def test_function_without_a_log_group_is_skipped_not_failed(aws):

@@ -39,7 +39,8 @@ FAIL_AT_ERRORS = 10
 
 # --- pure parsing: errors ---------------------------------------------------------------------------------------
 
-_ERROR_WORD = re.compile(r"error|exception|traceback", re.IGNORECASE)
+# Lambda's own timeout line names no error, yet it is one: the invocation was killed.
+_ERROR_WORD = re.compile(r"error|exception|traceback|task timed out after", re.IGNORECASE)
 # Lines that mention an error without being one ("errors=0", "no errors", `"error": null`).
 _BENIGN = re.compile(
     r"\b(?:errors?|exceptions?)\"?\s*[=:]\s*(?:0|none|null|false|\[\]|\{\})(?![\w.])"
