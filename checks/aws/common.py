@@ -19,6 +19,7 @@ in column order). Renderers show such lists side by side; keep cell values short
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -135,21 +136,24 @@ async def subnet_route_tables(ctx: CheckContext, subnet_ids: Iterable[str]) -> d
     subnet_ids = list(dict.fromkeys(subnet_ids))
     if not subnet_ids:
         return {}
-    explicit = await ctx.aws.call(
-        "ec2", region(ctx), "describe_route_tables",
-        Filters=[{"Name": "association.subnet-id", "Values": subnet_ids}],
-    )
-    found: dict[str, RouteTable] = {}
-    for table in explicit["RouteTables"]:
-        for assoc in table.get("Associations", []):
-            if assoc.get("SubnetId") in subnet_ids:
-                found[assoc["SubnetId"]] = RouteTable(
-                    assoc["SubnetId"], table["VpcId"], table["RouteTableId"], False, table.get("Routes", [])
-                )
+    # One call per subnet: moto matches a multi-valued `association.subnet-id` filter only when a table's
+    # associations are a subset or superset of the values, so a shared table would be missed.
+    explicit = await asyncio.gather(*(_explicit_route_table(ctx, subnet) for subnet in subnet_ids))
+    found = {table.subnet_id: table for table in explicit if table is not None}
     implicit = [s for s in subnet_ids if s not in found]
     if implicit:
         found.update(await _main_route_tables(ctx, implicit))
     return found
+
+
+async def _explicit_route_table(ctx: CheckContext, subnet_id: str) -> RouteTable | None:
+    found = await ctx.aws.call("ec2", region(ctx), "describe_route_tables",
+                               Filters=[{"Name": "association.subnet-id", "Values": [subnet_id]}])
+    for table in found["RouteTables"]:
+        for assoc in table.get("Associations", []):
+            if assoc.get("SubnetId") == subnet_id:
+                return RouteTable(subnet_id, table["VpcId"], table["RouteTableId"], False, table.get("Routes", []))
+    return None
 
 
 async def _main_route_tables(ctx: CheckContext, subnet_ids: list[str]) -> dict[str, RouteTable]:

@@ -1,0 +1,328 @@
+"""VPC endpoints the service depends on: IAM conditions on `aws:sourceVpce`/`aws:sourceVpc`, and SSM parameters.
+
+A role policy that allows DynamoDB only `"aws:SourceVpce": "vpce-…"` works from a subnet whose route table is
+on that gateway endpoint and fails with AccessDenied from every other subnet — and IAM's error never says why.
+This check reads the policies, finds such conditions and checks the endpoint and the service's subnets' route
+tables against them, statically (moto, like IAM itself, cannot simulate `aws:sourceVpce`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from checks.aws.clients import AwsCheckError
+from checks.aws.common import RouteTable, aws_check, aws_error_code, region, subnet_route_tables
+from checks.model import CheckResult, Status
+from checks.registry import CheckContext, Layer, aws_items, check
+
+SOURCE_VPCE = "aws:sourcevpce"
+SOURCE_VPC = "aws:sourcevpc"
+
+# --- reading policies ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One statement's condition that requests must come through a VPC endpoint (or from a VPC)."""
+
+    policy: str
+    sid: str
+    effect: str
+    actions: tuple[str, ...]
+    operator: str
+    key: str  # "aws:SourceVpce" or "aws:SourceVpc", as written in the policy
+    values: tuple[str, ...]
+
+    @property
+    def by_endpoint(self) -> bool:
+        return self.key.lower() == SOURCE_VPCE
+
+    def row(self) -> dict[str, Any]:
+        return {"policy": self.policy, "sid": self.sid, "effect": self.effect, "actions": ", ".join(self.actions),
+                "condition": f"{self.operator} {self.key}", "values": ", ".join(self.values)}
+
+
+def vpc_requirements(policy: str, document: dict[str, Any]) -> list[Requirement]:
+    """Every `aws:sourceVpce` / `aws:sourceVpc` condition in a policy document, any operator, any key case."""
+    statements = document.get("Statement", [])
+    found = []
+    for index, statement in enumerate(statements if isinstance(statements, list) else [statements]):
+        for operator, conditions in (statement.get("Condition") or {}).items():
+            for key, values in conditions.items():
+                if key.lower() in (SOURCE_VPCE, SOURCE_VPC):
+                    found.append(Requirement(
+                        policy=policy,
+                        sid=statement.get("Sid") or f"#{index}",
+                        effect=statement.get("Effect", ""),
+                        actions=tuple(_as_list(statement.get("Action") or statement.get("NotAction"))),
+                        operator=operator,
+                        key=key,
+                        values=tuple(_as_list(values)),
+                    ))
+    return found
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+async def role_policy_documents(ctx: CheckContext, role: str) -> list[tuple[str, dict[str, Any]]]:
+    """(policy name, document) for the role's inline and attached managed policies."""
+    documents = []
+    for name in await ctx.aws.paginate("iam", region(ctx), "list_role_policies", "PolicyNames", RoleName=role):
+        found = await ctx.aws.call("iam", region(ctx), "get_role_policy", RoleName=role, PolicyName=name)
+        documents.append((f"{name} (inline)", _document(found["PolicyDocument"])))
+    attached = await ctx.aws.paginate("iam", region(ctx), "list_attached_role_policies", "AttachedPolicies",
+                                      RoleName=role)
+    for policy in attached:
+        meta = await ctx.aws.call("iam", region(ctx), "get_policy", PolicyArn=policy["PolicyArn"])
+        version = await ctx.aws.call("iam", region(ctx), "get_policy_version", PolicyArn=policy["PolicyArn"],
+                                     VersionId=meta["Policy"]["DefaultVersionId"])
+        documents.append((policy["PolicyName"], _document(version["PolicyVersion"]["Document"])))
+    return documents
+
+
+def _document(document: dict[str, Any] | str) -> dict[str, Any]:
+    # boto3 decodes IAM documents to dicts; a raw client or a Stubber may hand back the URL-encoded JSON.
+    return document if isinstance(document, dict) else json.loads(unquote(document))
+
+
+# --- aws.vpce_policy -----------------------------------------------------------------------------------------
+
+
+@check("aws.vpce_policy", each=aws_items("roles"), layer=Layer.config, timeout_s=20)
+@aws_check
+async def vpce_policy(role: str, ctx: CheckContext) -> CheckResult:
+    """Role policy conditions on aws:sourceVpce/aws:sourceVpc can be met from the service's subnets."""
+    documents = await role_policy_documents(ctx, role)
+    requirements = [req for name, doc in documents for req in vpc_requirements(name, doc)]
+    if not requirements:
+        return CheckResult(status=Status.ok, resource=role,
+                           evidence={"policies": [name for name, _ in documents]},
+                           summary=f"No aws:sourceVpce or aws:sourceVpc condition in the {len(documents)} policies "
+                                   f"of {role}.")
+    assert ctx.service.aws is not None
+    tables = await subnet_route_tables(ctx, ctx.service.aws.subnets)
+    endpoints = await _endpoints(ctx, requirements, tables)
+    problems: list[Problem] = []
+    subnet_rows: list[dict[str, Any]] = []
+    for req in requirements:
+        req_problems, rows = _judge(req, endpoints, tables)
+        problems += req_problems
+        subnet_rows += rows
+    evidence = {
+        "statements": [req.row() for req in requirements],
+        "endpoints": [_endpoint_row(eid, ep) for eid, ep in endpoints.by_id.items()],
+        "subnets": subnet_rows,
+    }
+    if not problems:
+        where = f"from all {len(tables)} subnets" if tables else "(no subnets listed to check routes from)"
+        return CheckResult(status=Status.ok, resource=role, evidence=evidence,
+                           summary=f"The endpoint conditions of {role} can be met {where}.")
+    first = problems[0]
+    return CheckResult(status=Status.fail, severity="P1", resource=first.resource, evidence=evidence,
+                       summary=f"{role}: {first.summary}" + (f" (+{len(problems) - 1} more)" if problems[1:] else ""),
+                       hint=first.hint)
+
+
+@dataclass(frozen=True)
+class Problem:
+    resource: str
+    summary: str
+    hint: str
+
+
+@dataclass
+class Endpoints:
+    by_id: dict[str, dict[str, Any] | None]  # None: the id in the policy does not exist in this region
+    by_vpc: dict[str, list[dict[str, Any]]]  # for aws:sourceVpc: the endpoints in each subnet's VPC
+
+
+async def _endpoints(ctx: CheckContext, requirements: list[Requirement], tables: dict[str, RouteTable]) -> Endpoints:
+    ids = sorted({v for req in requirements if req.by_endpoint for v in req.values if _is_endpoint_id(v)})
+    by_id = {eid: await _endpoint(ctx, eid) for eid in ids}
+    by_vpc: dict[str, list[dict[str, Any]]] = {}
+    if any(not req.by_endpoint for req in requirements):
+        for vpc in sorted({t.vpc_id for t in tables.values()}):
+            found = await ctx.aws.call("ec2", region(ctx), "describe_vpc_endpoints",
+                                       Filters=[{"Name": "vpc-id", "Values": [vpc]}])
+            by_vpc[vpc] = found["VpcEndpoints"]
+    return Endpoints(by_id, by_vpc)
+
+
+def _is_endpoint_id(value: str) -> bool:
+    return value.startswith("vpce-") and not any(c in value for c in "*?$")
+
+
+async def _endpoint(ctx: CheckContext, endpoint_id: str) -> dict[str, Any] | None:
+    # `VpcEndpointIds=`, not the `vpc-endpoint-id` filter: moto cannot evaluate that filter.
+    try:
+        found = await ctx.aws.call("ec2", region(ctx), "describe_vpc_endpoints", VpcEndpointIds=[endpoint_id])
+    except AwsCheckError as exc:
+        if aws_error_code(exc) == "InvalidVpcEndpointId.NotFound":
+            return None
+        raise
+    return found["VpcEndpoints"][0] if found["VpcEndpoints"] else None
+
+
+def _endpoint_row(endpoint_id: str, endpoint: dict[str, Any] | None) -> dict[str, Any]:
+    if endpoint is None:
+        return {"endpoint": endpoint_id, "exists": False, "type": None, "service": None, "vpc": None,
+                "state": None, "route_tables": ""}
+    return {"endpoint": endpoint_id, "exists": True, "type": endpoint.get("VpcEndpointType"),
+            "service": endpoint.get("ServiceName"), "vpc": endpoint.get("VpcId"), "state": endpoint.get("State"),
+            "route_tables": ", ".join(endpoint.get("RouteTableIds", []))}
+
+
+def serves(endpoint: dict[str, Any], table: RouteTable) -> bool:
+    """Whether traffic from a subnet with this route table goes through `endpoint`."""
+    if endpoint.get("VpcId") != table.vpc_id or str(endpoint.get("State", "")).lower() != "available":
+        return False
+    if endpoint.get("VpcEndpointType") != "Gateway":
+        return True  # interface endpoints are reached by DNS from any subnet of their VPC
+    endpoint_id = endpoint["VpcEndpointId"]
+    return table.route_table_id in endpoint.get("RouteTableIds", []) or any(
+        r.get("DestinationPrefixListId") and r.get("GatewayId") == endpoint_id for r in table.routes
+    )
+
+
+def _judge(req: Requirement, endpoints: Endpoints, tables: dict[str, RouteTable]) -> tuple[list[Problem], list]:
+    if req.by_endpoint:
+        return _judge_source_vpce(req, endpoints.by_id, tables)
+    return _judge_source_vpc(req, endpoints.by_vpc, tables)
+
+
+def _judge_source_vpce(req: Requirement, by_id: dict[str, dict[str, Any] | None],
+                       tables: dict[str, RouteTable]) -> tuple[list[Problem], list[dict[str, Any]]]:
+    named = [v for v in req.values if _is_endpoint_id(v)]
+    existing = [by_id[v] for v in named if by_id.get(v)]
+    problems, rows = [], []
+    if named and not existing:
+        missing = ", ".join(named)
+        problems.append(Problem(
+            resource=named[0],
+            summary=f"policy {req.policy} ({req.sid}) requires requests through {missing}, which does not exist.",
+            hint=f"Update the aws:SourceVpce condition in {req.policy} to the current endpoint id, or recreate the "
+                 "endpoint; every request this statement covers is denied until then.",
+        ))
+    for subnet, table in tables.items():
+        served_by = next((e["VpcEndpointId"] for e in existing if serves(e, table)), None)
+        rows.append(_subnet_row(req, table, served_by))
+        if served_by or not existing:
+            continue
+        gateway = next((e for e in existing if e.get("VpcEndpointType") == "Gateway"
+                        and e.get("VpcId") == table.vpc_id), None)
+        problems.append(_unrouted(req, table, gateway, existing))
+    return problems, rows
+
+
+def _unrouted(req: Requirement, table: RouteTable, gateway: dict[str, Any] | None,
+              existing: list[dict[str, Any]]) -> Problem:
+    rtb = table.route_table_id
+    implicit = " (the VPC's main table; the subnet has no association of its own)" if table.main else ""
+    if gateway is not None:
+        vpce = gateway["VpcEndpointId"]
+        return Problem(
+            resource=rtb,
+            summary=f"policy {req.policy} ({req.sid}) allows {', '.join(req.actions)} only through {vpce}, but "
+                    f"subnet {table.subnet_id} uses route table {rtb}{implicit}, which is not on that gateway "
+                    "endpoint, so its requests reach the service over the internet and are denied.",
+            hint=f"Add {rtb} to {vpce}: aws ec2 modify-vpc-endpoint --vpc-endpoint-id {vpce} "
+                 f"--add-route-table-ids {rtb}",
+        )
+    names = ", ".join(e["VpcEndpointId"] for e in existing)
+    return Problem(
+        resource=table.subnet_id,
+        summary=f"policy {req.policy} ({req.sid}) allows requests only through {names}, none of which is usable "
+                f"from subnet {table.subnet_id} in {table.vpc_id}.",
+        hint=f"Create an endpoint for the service in {table.vpc_id} and add its id to the aws:SourceVpce "
+             f"condition of {req.policy}.",
+    )
+
+
+def _judge_source_vpc(req: Requirement, by_vpc: dict[str, list[dict[str, Any]]],
+                      tables: dict[str, RouteTable]) -> tuple[list[Problem], list[dict[str, Any]]]:
+    # aws:SourceVpc is only set on requests that arrive through a VPC endpoint, so the subnet's VPC must be
+    # listed *and* an endpoint of the statement's service must carry the subnet's traffic.
+    services = {a.split(":", 1)[0].lower() for a in req.actions if ":" in a}
+    problems, rows = [], []
+    for subnet, table in tables.items():
+        candidates = [e for e in by_vpc.get(table.vpc_id, [])
+                      if not services or e.get("ServiceName", "").rsplit(".", 1)[-1] in services]
+        served_by = next((e["VpcEndpointId"] for e in candidates if serves(e, table)), None)
+        rows.append(_subnet_row(req, table, served_by))
+        if table.vpc_id not in req.values:
+            problems.append(Problem(
+                resource=table.subnet_id,
+                summary=f"policy {req.policy} ({req.sid}) allows requests only from {', '.join(req.values)}, but "
+                        f"subnet {table.subnet_id} is in {table.vpc_id}.",
+                hint=f"Add {table.vpc_id} to the aws:SourceVpc condition of {req.policy}, or run the service in "
+                     "the listed VPC.",
+            ))
+        elif not served_by:
+            gateway = next((e for e in candidates if e.get("VpcEndpointType") == "Gateway"), None)
+            what = ", ".join(sorted(services)) or "the service"
+            problems.append(Problem(
+                resource=table.route_table_id,
+                summary=f"policy {req.policy} ({req.sid}) requires aws:SourceVpc {table.vpc_id}, which is only set "
+                        f"on requests through a VPC endpoint, and no {what} endpoint serves route table "
+                        f"{table.route_table_id} of subnet {table.subnet_id}.",
+                hint=(f"Add {table.route_table_id} to {gateway['VpcEndpointId']}: aws ec2 modify-vpc-endpoint "
+                      f"--vpc-endpoint-id {gateway['VpcEndpointId']} --add-route-table-ids {table.route_table_id}")
+                if gateway else f"Create a {what} VPC endpoint in {table.vpc_id} and add {table.route_table_id} to it.",
+            ))
+    return problems, rows
+
+
+def _subnet_row(req: Requirement, table: RouteTable, served_by: str | None) -> dict[str, Any]:
+    return {"subnet": table.subnet_id, "vpc": table.vpc_id, "route_table": table.route_table_id,
+            "main": table.main, "requires": f"{req.key} {', '.join(req.values)}", "served_by": served_by}
+
+
+# --- aws.ssm_parameters --------------------------------------------------------------------------------------
+
+_NOT_FOUND = {"ParameterNotFound", "ParameterVersionNotFound"}
+
+
+@check("aws.ssm_parameters", each=aws_items("parameters"), layer=Layer.config, timeout_s=15)
+@aws_check
+async def ssm_parameters(name: str, ctx: CheckContext) -> CheckResult:
+    """An SSM parameter the service reads at start-up exists and can be read and decrypted."""
+    try:
+        found = await ctx.aws.call("ssm", region(ctx), "get_parameter", Name=name, WithDecryption=True)
+    except AwsCheckError as exc:
+        return _parameter_error(name, ctx, exc)
+    # Never keep the value: it may be a secret, and evidence ends up in Slack and postmortems.
+    parameter = found["Parameter"]
+    modified = parameter.get("LastModifiedDate")
+    evidence = {
+        "name": parameter["Name"],
+        "type": parameter.get("Type"),
+        "version": parameter.get("Version"),
+        "last_modified": modified.isoformat(timespec="seconds") if modified else None,
+    }
+    return CheckResult(status=Status.ok, resource=name, evidence=evidence,
+                       summary=f"{name} exists ({evidence['type']}, version {evidence['version']}) and can be read.")
+
+
+def _parameter_error(name: str, ctx: CheckContext, exc: AwsCheckError) -> CheckResult:
+    code = aws_error_code(exc)
+    if code in _NOT_FOUND:
+        return CheckResult(
+            status=Status.fail, severity="P1", resource=name, evidence={"name": name, "region": region(ctx)},
+            summary=f"SSM parameter {name} does not exist in {region(ctx)}: the service fails when it reads it at "
+                    "start-up.",
+            hint=f"Create it (aws ssm put-parameter --name {name} --type SecureString --value …) or fix the name the "
+                 "service reads (a typo, a missing environment prefix, the wrong region).",
+        )
+    message = str(exc.__cause__ or "")
+    if code.startswith("AccessDenied") and "kms:" in message.lower():
+        return CheckResult(status=Status.error, resource=name,
+                           summary=f"Access denied: the bot's role needs kms:Decrypt on the KMS key of {name}",
+                           hint="Allow kms:Decrypt on that key for the bot's role (deploy/iam-policy.json).")
+    raise exc
