@@ -21,7 +21,7 @@ import httpx
 from bot.services import HttpProbe
 from checks.model import CheckResult, Status
 from checks.net import guard
-from checks.net.probe import Outcome, probe_http, request_timeouts, time_left
+from checks.net.probe import Outcome, probe_http, request_timeouts, time_left, with_route
 from checks.registry import CheckContext, Layer, check
 
 CHECK_LIMIT_S = 90.0
@@ -72,13 +72,14 @@ async def http_health(probe: HttpProbe, ctx: CheckContext) -> CheckResult:
 async def _take_samples(ctx: CheckContext, probe: HttpProbe, url: httpx.URL, addresses: list[str],
                         ends_at: float) -> list[Outcome | None]:
     samples: list[Outcome | None] = []
+    reachable = with_route(addresses)
     for n in range(probe.samples):
         left = ends_at - time.monotonic()
         if left < min(0.05, probe.timeout_s):
             samples.append(None)  # the deadline leaves no room: not run
             continue
         timeout, cap = request_timeouts(probe.timeout_s, left)
-        samples.append(await probe_http(ctx.http, url, addresses[n % len(addresses)], timeout=timeout, cap=cap,
+        samples.append(await probe_http(ctx.http, url, reachable[n % len(reachable)], timeout=timeout, cap=cap,
                                         headers=probe.headers))
     return samples
 

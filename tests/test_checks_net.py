@@ -23,7 +23,7 @@ from checks.net import dns, guard
 from checks.net.cdn import CACHING_DISABLED, cdn_cache_headers, cdn_distribution
 from checks.net.dns import dns_resolve
 from checks.net.guard import static_resolver, use_resolver
-from checks.net.probe import Outcome
+from checks.net.probe import Outcome, with_route
 from checks.net.tcp import tcp_connect
 from checks.net.tls import tls_certificate
 from checks.registry import CheckContext
@@ -150,6 +150,13 @@ async def test_dns_name_that_does_not_resolve(names: dict[str, list[str]], clien
     result = await dns_check("api.test", client, "https://api.test/")
     assert (result.status, result.severity) == (Status.fail, "P0")
     assert result.summary == "api.test does not resolve (Name or service not known)."
+
+
+def test_addresses_the_kernel_will_not_route_to_are_left_out_unless_nothing_else_remains() -> None:
+    # UDP connect() to the broadcast address is refused locally (no SO_BROADCAST), like an IPv6 answer on an
+    # IPv4-only host; nothing is sent either way.
+    assert with_route(["255.255.255.255", "127.0.0.1"]) == ["127.0.0.1"]
+    assert with_route(["255.255.255.255"]) == ["255.255.255.255"]
 
 
 def test_dns_addresses_the_bot_cannot_route_to_are_not_blamed() -> None:

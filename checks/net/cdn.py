@@ -20,7 +20,7 @@ import httpx
 from checks.aws.clients import AwsCheckError
 from checks.model import CheckResult, Status
 from checks.net import guard
-from checks.net.probe import Outcome, probe_http, request_timeouts, time_left
+from checks.net.probe import Outcome, probe_http, request_timeouts, time_left, with_route
 from checks.registry import CheckContext, Layer, aws_items, check
 
 CHECK_LIMIT_S = 20.0
@@ -58,7 +58,7 @@ async def cdn_cache_headers(asset: Any, ctx: CheckContext) -> CheckResult:
     except guard.TargetRefused as exc:
         return CheckResult(status=Status.error, summary=str(exc), resource=str(url))
 
-    address = addresses[0]
+    address = with_route(addresses)[0]
     first = await _fetch(ctx, url, address, ends_at)
     repeat = await _fetch(ctx, url, address, ends_at) if first.kind == "response" else None
     return judge_headers(url, first, repeat)

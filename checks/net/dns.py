@@ -20,7 +20,7 @@ import httpx
 
 from checks.model import CheckResult, Status
 from checks.net import guard
-from checks.net.probe import Outcome, probe_http, request_timeouts, time_left
+from checks.net.probe import Outcome, no_route, probe_http, request_timeouts, time_left, with_route
 from checks.registry import CheckContext, Layer, check
 
 CHECK_LIMIT_S = 20.0
@@ -54,9 +54,10 @@ async def dns_resolve(host: str, ctx: CheckContext) -> CheckResult:
         return CheckResult(status=Status.error, summary=str(exc), resource=host)
 
     timeout, cap = request_timeouts(preferred_timeout, ends_at - time.monotonic())
+    reachable = with_route(addresses)
     outcomes = await asyncio.gather(*(probe_http(ctx.http, url, address, timeout=timeout, cap=cap)
-                                      for address in addresses))
-    return judge(host, url, list(outcomes))
+                                      for address in reachable))
+    return judge(host, url, [*outcomes, *(no_route(a) for a in addresses if a not in reachable)])
 
 
 def probe_url(host: str, ctx: CheckContext) -> tuple[httpx.URL, float]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import socket
 import ssl
 import time
 from collections.abc import Iterator, Mapping
@@ -81,6 +82,31 @@ class Outcome:
         if self.headers.get("location"):
             data["location"] = self.headers["location"]
         return data
+
+
+def with_route(addresses: list[str]) -> list[str]:
+    """The addresses the bot's host has a route to (all of them when it has none, so the failure gets reported).
+
+    A dual-stack load balancer answers AAAA too; from an IPv4-only bot those addresses fail instantly with "network
+    unreachable", which says nothing about the target. A UDP connect() only looks the route up — no packet leaves.
+    """
+    routable = [address for address in addresses if _has_route(address)]
+    return routable or addresses
+
+
+def no_route(address: str) -> Outcome:
+    """The outcome recorded for an address `with_route` left out."""
+    return Outcome(address, "no_route", detail="the bot's host has no route to this address (family)")
+
+
+def _has_route(address: str) -> bool:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((address, 9))
+        except OSError:
+            return False
+    return True
 
 
 def time_left(ctx_remaining: float, preferred: float, *, margin: float = 0.25) -> float:

@@ -15,7 +15,7 @@ from typing import Any
 from bot.services import TcpTarget
 from checks.model import CheckResult, Status
 from checks.net import guard
-from checks.net.probe import Outcome, probe_tcp, time_left
+from checks.net.probe import Outcome, no_route, probe_tcp, time_left, with_route
 from checks.registry import CheckContext, Layer, check
 
 CHECK_LIMIT_S = 15.0
@@ -50,8 +50,9 @@ async def tcp_connect(target: TcpTarget, ctx: CheckContext) -> CheckResult:
         return CheckResult(status=Status.error, summary=str(exc), resource=str(target))
 
     timeout = min(CONNECT_TIMEOUT_S, max(0.05, ends_at - time.monotonic()))
-    outcomes = await asyncio.gather(*(probe_tcp(address, target.port, timeout=timeout) for address in addresses))
-    return judge(target, list(outcomes), timeout)
+    reachable = with_route(addresses)
+    outcomes = await asyncio.gather(*(probe_tcp(address, target.port, timeout=timeout) for address in reachable))
+    return judge(target, [*outcomes, *(no_route(a) for a in addresses if a not in reachable)], timeout)
 
 
 def judge(target: TcpTarget, outcomes: list[Outcome], timeout: float) -> CheckResult:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from bot.services import TlsTarget
 from checks.model import CheckResult, Severity, Status
 from checks.net import guard
-from checks.net.probe import classify_connect_error, time_left
+from checks.net.probe import classify_connect_error, time_left, with_route
 from checks.registry import CheckContext, Layer, check
 
 CHECK_LIMIT_S = 15.0
@@ -64,7 +64,7 @@ async def tls_certificate(target: TlsTarget, ctx: CheckContext) -> CheckResult:
     except guard.TargetRefused as exc:
         return CheckResult(status=Status.error, summary=str(exc), resource=str(target))
 
-    address = addresses[0]
+    address = with_route(addresses)[0]
     verify_error: ssl.SSLCertVerificationError | None = None
     try:
         try:
