@@ -1,7 +1,7 @@
 """Paging providers against local fakes of PagerDuty, Opsgenie and Slack: what each provider ends up holding.
 
-Every HTTP call goes to a loopback server (tests/fixtures/paging.py, and a tiny Slack Web API below); nothing can
-reach a real provider.
+Every HTTP call goes to a loopback server (tests/fixtures/paging.py for PagerDuty and Opsgenie, the project's
+LocalSlack through the `local_slack` fixture); nothing can reach a real provider.
 """
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ import hmac
 import json
 import logging
 import socket
-import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.localslack import LocalSlack, Message
 
 from bot.paging import build_providers, close_providers
 from bot.paging.opsgenie import OpsgenieProvider, opsgenie_responders
@@ -31,6 +31,7 @@ from bot.paging.slack_dm import ACK_ACTION_ID, SlackDmProvider
 from bot.paging.webhooks import WebhookError, parse_pagerduty_event, verify_pagerduty_signature
 from bot.slack_client import SlackClient
 from tests.fixtures.paging import FakeOpsgenie, FakePagerDuty
+from tests.fixtures.slack import SLACK_TEST_BOT_TOKEN as SLACK_TOKEN
 
 
 @pytest.fixture
@@ -335,166 +336,116 @@ def test_opsgenie_responders_come_only_from_explicit_opsgenie_targets() -> None:
 
 # ---------------------------------------------------------------------------------------------------- Slack DM
 
-class MiniSlack:
-    """A few Slack Web API methods on loopback — enough for DMs; records every call."""
+@dataclass
+class Team:
+    """The project's LocalSlack with an on-call engineer, a manager, and two user groups."""
 
-    def __init__(self, *, groups: dict[str, list[str]] | None = None, unknown_users: set[str] = frozenset()):
-        self.groups = groups or {}
-        self.unknown_users = set(unknown_users)
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self._lock = threading.Lock()
-        self._ts = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/api/"
-
-    def calls_to(self, method: str) -> list[dict[str, Any]]:
-        return [params for name, params in self.calls if name == method]
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
-            self.calls.append((method, params))
-            self._ts += 1
-            ts = f"1700000000.{self._ts:06d}"
-        if method == "conversations.open":
-            user = params["users"]
-            return {"ok": False, "error": "user_not_found"} if user in self.unknown_users else \
-                {"ok": True, "channel": {"id": "D" + user[1:]}}
-        if method == "usergroups.users.list":
-            group = params["usergroup"]
-            return {"ok": True, "users": self.groups[group]} if group in self.groups else \
-                {"ok": False, "error": "no_such_subteam"}
-        if method in ("chat.postMessage", "chat.update"):
-            return {"ok": True, "channel": params["channel"], "ts": params.get("ts") or ts}
-        return {"ok": False, "error": "unknown_method"}
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        slack = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                self._serve()
-
-            def do_POST(self) -> None:  # noqa: N802
-                self._serve()
-
-            def _serve(self) -> None:
-                parts = urlsplit(self.path)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-                if "json" in (self.headers.get("Content-Type") or ""):
-                    params.update(json.loads(body or b"{}"))
-                else:
-                    params.update({k: v[-1] for k, v in parse_qs(body.decode()).items()})
-                data = json.dumps(slack.answer(parts.path.rsplit("/", 1)[-1], params)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        return Handler
+    slack: LocalSlack
+    managers: str  # user group id: U0BOSS and U0ONCALL
+    nobody: str  # user group id: empty
 
 
 @pytest.fixture
-def mini_slack() -> Iterator[MiniSlack]:
-    slack = MiniSlack(groups={"S0MANAGERS": ["U0BOSS", "U0ONCALL"], "S0EMPTY": []},
-                      unknown_users={"U0GONE"})
-    yield slack
-    slack.stop()
+def team(local_slack: LocalSlack) -> Team:
+    local_slack.add_user("U0ONCALL", "oncall")
+    local_slack.add_user("U0BOSS", "boss")
+    return Team(local_slack, managers=local_slack.add_usergroup("managers", ["U0BOSS", "U0ONCALL"]),
+                nobody=local_slack.add_usergroup("nobody", []))
 
 
-def slack_client(slack: MiniSlack) -> SlackClient:
-    return SlackClient(AsyncWebClient(token="xoxb-test", base_url=slack.url))
+def slack_client(slack: LocalSlack) -> SlackClient:
+    return SlackClient(AsyncWebClient(token=SLACK_TOKEN, base_url=slack.url))
 
 
-async def test_slack_dm_pages_each_person_once_with_an_acknowledge_button(mini_slack: MiniSlack) -> None:
-    provider = SlackDmProvider(slack_client(mini_slack))
-    page = make_page(title="<!channel> *everything* is down", targets=("U0ONCALL", "S0MANAGERS", "team:sre"))
+def dm_messages(slack: LocalSlack) -> dict[str, list[Message]]:
+    """Each DM channel the bot wrote to, with its messages."""
+    channels = {c.params["channel"] for c in slack.calls_to("chat.postMessage")}
+    return {channel: slack.messages(channel) for channel in sorted(channels)}
+
+
+async def test_slack_dm_pages_each_person_once_with_an_acknowledge_button(team: Team) -> None:
+    slack = team.slack
+    provider = SlackDmProvider(slack_client(slack))
+    page = make_page(title="<!channel> *everything* is down", targets=("U0ONCALL", team.managers, "team:sre"))
     result = await provider.trigger(page)
 
     assert result.ok, result.error
-    opened = [c["users"] for c in mini_slack.calls_to("conversations.open")]
+    opened = [c.params["users"] for c in slack.calls_to("conversations.open")]
     assert opened == ["U0ONCALL", "U0BOSS"]  # the group expanded, the duplicate and the Opsgenie team dropped
-    posts = mini_slack.calls_to("chat.postMessage")
-    assert [p["channel"] for p in posts] == ["D0ONCALL", "D0BOSS"]
-    message = posts[0]
-    rendered = json.dumps(message["blocks"])
-    assert "<!channel>" not in rendered and "<!channel>" not in message["text"]
+    dms = dm_messages(slack)
+    assert len(dms) == 2 and all(len(messages) == 1 for messages in dms.values())
+    message = next(iter(dms.values()))[0]
+    rendered = json.dumps(message.blocks)
+    assert "<!channel>" not in rendered and "<!channel>" not in message.text
     assert "&lt;!channel&gt;" in rendered
     assert "Running for" in rendered and "21m" in rendered and "Rolling back deploy 1234" in rendered
     assert "elb api-prod: 2/4 targets unhealthy" in rendered
-    (button,) = [e for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]
+    (button,) = [e for b in message.blocks if b["type"] == "actions" for e in b["elements"]
                  if e.get("action_id") == ACK_ACTION_ID]
     assert button["value"] == "INC-42" and button["text"]["text"] == "Acknowledge"
 
 
-async def test_slack_dm_respects_block_kit_limits_with_huge_input(mini_slack: MiniSlack) -> None:
-    provider = SlackDmProvider(slack_client(mini_slack))
+async def test_slack_dm_respects_block_kit_limits_with_huge_input(team: Team) -> None:
+    slack = team.slack
+    provider = SlackDmProvider(slack_client(slack))
     page = make_page(targets=("U0ONCALL",), summary="s" * 10_000,
                      details={"last_update": "u" * 10_000, "failing_checks": [f"check {i}" for i in range(2000)],
                               "status": "investigating"})
-    assert (await provider.trigger(page)).ok
+    result = await provider.trigger(page)
 
-    blocks = mini_slack.calls_to("chat.postMessage")[0]["blocks"]
+    assert result.ok, result.error  # LocalSlack answers invalid_blocks past Block Kit's limits
+    (messages,) = dm_messages(slack).values()
+    blocks = messages[0].blocks
     assert len(blocks) <= 50
     assert all(len(b["text"]["text"]) <= 3000 for b in blocks if b["type"] == "section" and "text" in b)
     assert all(len(f["text"]) <= 2000 for b in blocks for f in b.get("fields", []))
 
 
-async def test_slack_dm_retry_does_not_dm_twice_and_only_reaches_the_missing_people(
-        mini_slack: MiniSlack) -> None:
-    provider = SlackDmProvider(slack_client(mini_slack))
+async def test_slack_dm_retry_does_not_dm_twice_and_only_reaches_the_missing_people(team: Team) -> None:
+    slack = team.slack
+    provider = SlackDmProvider(slack_client(slack))
     page = make_page(targets=("U0ONCALL", "U0GONE"))
     first = await provider.trigger(page)
     assert not first.ok
     assert first.error == "Slack DM page incomplete: could not DM 1 of 2: U0GONE (user_not_found)"
 
-    mini_slack.unknown_users.clear()  # the user is back; the job retries the same page
+    slack.add_user("U0GONE", "gone")  # the account is back; the job retries the same page
     second = await provider.trigger(page)
 
     assert second.ok
-    assert [c["users"] for c in mini_slack.calls_to("conversations.open")] == ["U0ONCALL", "U0GONE", "U0GONE"]
-    assert len(mini_slack.calls_to("chat.postMessage")) == 2
+    assert [c.params["users"] for c in slack.calls_to("conversations.open")] == ["U0ONCALL", "U0GONE", "U0GONE"]
+    assert len(slack.calls_to("chat.postMessage")) == 2
 
 
-async def test_slack_dm_acknowledge_rewrites_the_dms_without_the_button(mini_slack: MiniSlack) -> None:
-    provider = SlackDmProvider(slack_client(mini_slack))
-    page = make_page(targets=("S0MANAGERS",))
+async def test_slack_dm_acknowledge_rewrites_the_dms_without_the_button(team: Team) -> None:
+    slack = team.slack
+    provider = SlackDmProvider(slack_client(slack))
+    page = make_page(targets=(team.managers,))
     await provider.trigger(page)
     result = await provider.acknowledge("INC-42", 1, page.dedup_key)
 
     assert result.ok
-    updates = mini_slack.calls_to("chat.update")
-    assert sorted(u["channel"] for u in updates) == ["D0BOSS", "D0ONCALL"]
-    assert all("acknowledged" in u["text"] and "actions" not in json.dumps(u["blocks"]) for u in updates)
+    dms = dm_messages(slack)
+    assert len(dms) == 2
+    for (message,) in dms.values():
+        assert message.edited and "was acknowledged" in message.text
+        assert all(block["type"] != "actions" for block in message.blocks)
 
 
-async def test_slack_dm_with_nobody_to_page_says_so(mini_slack: MiniSlack) -> None:
-    provider = SlackDmProvider(slack_client(mini_slack))
-    result = await provider.trigger(make_page(targets=("S0EMPTY", "S0MISSING")))
+async def test_slack_dm_with_nobody_to_page_says_so(team: Team) -> None:
+    provider = SlackDmProvider(slack_client(team.slack))
+    result = await provider.trigger(make_page(targets=(team.nobody, "S0MISSING")))
 
     assert not result.ok
-    assert result.error == ("Nobody to DM for INC-42 level 1: user group S0EMPTY has no members; "
+    assert result.error == (f"Nobody to DM for INC-42 level 1: user group {team.nobody} has no members; "
                             "user group S0MISSING could not be read (no_such_subteam)")
-    assert mini_slack.calls_to("chat.postMessage") == []
+    assert team.slack.calls_to("chat.postMessage") == []
 
 
 async def test_build_providers_makes_every_configured_provider_plus_slack(
-        pd: FakePagerDuty, og: FakeOpsgenie, mini_slack: MiniSlack) -> None:
+        pd: FakePagerDuty, og: FakeOpsgenie, local_slack: LocalSlack) -> None:
     config = PagingConfig(providers={"pagerduty": pd.config(), "opsgenie-emea": og.config()})
-    providers = build_providers(config, slack_client(mini_slack))
+    providers = build_providers(config, slack_client(local_slack))
 
     assert sorted(providers) == ["opsgenie-emea", "pagerduty", "slack"]
     assert all(isinstance(p, Provider) and p.name == name for name, p in providers.items())

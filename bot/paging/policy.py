@@ -10,6 +10,9 @@ Grammar of a level (`first`, and each item of `then`):
     oncall / managers                      the Slack ids listed under `oncall:` / `managers:`
     {provider: opsgenie, targets: [team:sre]}   a provider with explicit targets
     [pagerduty, managers, U0CTO]           several of the above paged at once
+`then` is a list of levels, so `then: [managers, U0CTO]` is two levels (managers, then the CTO) while
+`then: [[managers, U0CTO]]` is one level paging both. `repeat: N` pages the last level N more times, each
+repeat a level of its own (own number, own dedup key), `ack_timeout` apart.
 
 Providers are named `pagerduty`, `pagerduty-<anything>`, `opsgenie` or `opsgenie-<anything>` (several
 PagerDuty services = several routing keys); `slack` is built in. Secrets are never written in the file: a
