@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.commands import diagnose
+from handlers.commands import diagnose, escalate, incident
 
 
 def register(app: Any, rt: Any) -> None:
     diagnose.register(app, rt)
+    incident.register(app, rt)
+    escalate.register(app, rt)

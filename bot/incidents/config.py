@@ -1,0 +1,112 @@
+"""Incident settings, read from the environment when asked (never at import time). Names carry no prefix.
+
+    INCIDENT_CHANNEL_PREFIX     inc           channels are named <prefix>-<yyyymmdd>-<n>-<slug>
+    INCIDENT_CREATE_CHANNELS    true          false: the incident lives in a thread of the channel it was declared in
+    INCIDENTS_CHANNEL           (none)        channel id where every declaration is announced (and where alerts
+                                              open their thread when channel creation is off)
+    INCIDENT_RESPONDERS         (none)        comma-separated Slack user ids invited to every incident channel
+    INCIDENT_AUDIT_INTERVAL_S   30            how often the auditor re-arms stalled declarations and timers
+    PAGING_POLICY_FILE          (none)        YAML paging policy (bot/paging/policy.py): who is paged per severity,
+                                              ack timeouts, repeats, status-update cadence, who may escalate and
+                                              change severity; without it the runbook defaults apply (and
+                                              PAGING_ONCALL, PAGING_MANAGERS, PAGERDUTY_ROUTING_KEY, OPSGENIE_API_KEY)
+    PAGERDUTY_WEBHOOK_SECRET    (none)        comma-separated v3 webhook secrets; POST /hooks/pagerduty answers 404
+                                              without one
+    ALERTMANAGER_TOKEN                                    guards POST /hooks/alertmanager (off without it):
+                                                          `Authorization: Bearer <token>` or the header below
+    ALERTMANAGER_SECRET_HEADER  X-Alertmanager-Secret
+    ALERT_SEVERITY_LABEL        severity      ALERT_SERVICE_LABEL  service
+    ALERT_SEVERITY_MAP          {"critical":"P0","page":"P0","error":"P1","high":"P1","warning":"P2",
+                                 "medium":"P2","info":"P3","low":"P3"}   label value → P0..P3 (JSON)
+    ALERT_DEFAULT_SEVERITY      P2            when the label is missing or unmapped
+    ALERT_ON_RESOLVED           resolve       resolve | annotate (leave the incident open, note it in the channel)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.settings import ConfigError, describe_validation_error
+
+SEVERITIES = ("P0", "P1", "P2", "P3")
+DEFAULT_ALERT_SEVERITY_MAP = {"critical": "P0", "page": "P0", "error": "P1", "high": "P1", "warning": "P2",
+                              "medium": "P2", "info": "P3", "low": "P3"}
+_PREFIX = re.compile(r"^[a-z0-9][a-z0-9_-]{0,19}$")
+_SLACK_ID = re.compile(r"^[UWS][A-Z0-9]+$")
+
+
+def _split_ids(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
+    return value
+
+
+class IncidentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    incident_channel_prefix: str = "inc"
+    incident_create_channels: bool = True
+    incidents_channel: str | None = None
+    incident_responders: Annotated[list[str], NoDecode] = []
+    incident_audit_interval_s: float = Field(30.0, gt=0)
+
+    paging_policy_file: Path | None = None
+    pagerduty_webhook_secret: SecretStr | None = None
+
+    alertmanager_token: SecretStr | None = None
+    alertmanager_secret_header: str = "X-Alertmanager-Secret"
+    alert_severity_label: str = "severity"
+    alert_service_label: str = "service"
+    alert_severity_map: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ALERT_SEVERITY_MAP))
+    alert_default_severity: Literal["P0", "P1", "P2", "P3"] = "P2"
+    alert_on_resolved: Literal["resolve", "annotate"] = "resolve"
+
+    @field_validator("incident_channel_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _PREFIX.match(value):
+            raise ValueError("must be 1-20 lowercase letters, digits, '-' or '_' (a Slack channel name prefix)")
+        return value
+
+    @field_validator("incident_responders", mode="before")
+    @classmethod
+    def _ids(cls, value: object) -> object:
+        return _split_ids(value)
+
+    @field_validator("incident_responders")
+    @classmethod
+    def _slack_ids(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not _SLACK_ID.match(item):
+                raise ValueError(f"{item!r} is not a Slack user (U…/W…) or user group (S…) id")
+        return value
+
+    @field_validator("alert_severity_map")
+    @classmethod
+    def _alert_map(cls, value: dict[str, str]) -> dict[str, str]:
+        for label, severity in value.items():
+            if severity not in SEVERITIES:
+                raise ValueError(f"{label!r} maps to {severity!r}; use P0..P3")
+        return {k.lower(): v for k, v in value.items()}
+
+    def webhook_secrets(self) -> list[str]:
+        raw = self.pagerduty_webhook_secret.get_secret_value() if self.pagerduty_webhook_secret else ""
+        return [part.strip() for part in raw.split(",") if part.strip()]
+
+    def secrets(self) -> list[str]:
+        values = [self.pagerduty_webhook_secret, self.alertmanager_token]
+        return [v.get_secret_value() for v in values if v and v.get_secret_value()]
+
+
+def load_incident_settings(**overrides: object) -> IncidentSettings:
+    """Read the environment; a validation error becomes one ConfigError line naming the variable."""
+    try:
+        return IncidentSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, env=True)) from None

@@ -1,0 +1,461 @@
+"""Paging and escalation: page orders, exactly-once delivery, escalation timers, acknowledgements.
+
+The rule everywhere: decide under the incident's lock and commit the decision (a `PageOrder`, the next timer's
+due time and generation) before any effect; then queue the effects as jobs. A process that dies after the
+commit leaves a decision the auditor (lifecycle.audit_job) finds and carries out; one that dies before it
+leaves nothing to undo.
+
+Exactly once, honestly: a page is recorded per (dedup key, delivery) — one delivery per provider, or per
+Slack user — and a short lease keeps two workers from sending the same delivery at once. A worker killed
+between the provider accepting the page and the record being written cannot know whether it was sent; the
+job is retried when the lease expires and sends again with the SAME deterministic dedup key, which PagerDuty
+and Opsgenie fold into the alert already open. So the provider holds exactly one alert per incident, level
+and person; the raw request may have gone out twice. (A Slack DM has no dedup key: there the window can,
+rarely, mean a second DM — the safe side of the trade.)
+
+Timers are delayed jobs `incident.escalate {incident, gen}` due at `paging.next_escalation_at`. Each re-checks
+under the lock that it is still the current timer (`gen`), the incident is open and nobody acknowledged; an
+ack, a resolve, a severity change or a manual escalation bumps `gen` (and cancels the delayed job).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from bot.incidents import messages
+from bot.incidents.model import FrozenLevel, Incident, PageOrder, PageRecord, Severity
+from bot.incidents.service import Incidents
+from bot.paging.policy import Level
+from bot.paging.providers import Page, make_dedup_key
+from bot.queue import Job, Retry
+from handlers.errors import UserError
+
+log = logging.getLogger("bot.incidents")
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def freeze(levels: list[Level]) -> list[FrozenLevel]:
+    return [FrozenLevel(number=lvl.number, routes={p: list(ids) for p, ids in lvl.routes().items()},
+                        ack_timeout_s=lvl.ack_timeout_s, urgency=lvl.urgency) for lvl in levels]  # type: ignore
+
+
+def _order(incident: Incident, level: FrozenLevel | Level, severity: Severity, reason: str,
+           actor: str | None = None) -> PageOrder:
+    routes = level.routes if isinstance(level, FrozenLevel) else {p: list(i) for p, i in level.routes().items()}
+    return PageOrder(dedup_key=make_dedup_key(incident.id, severity, level.number), severity=severity,
+                     level=level.number, routes=routes, urgency=level.urgency, reason=reason,  # type: ignore
+                     actor=actor)
+
+
+def _add_order(incident: Incident, order: PageOrder) -> PageOrder | None:
+    """Append unless an order with that dedup key exists (the same page, decided again)."""
+    if incident.paging.order(order.dedup_key) is not None:
+        return None
+    incident.paging.orders.append(order)
+    return order
+
+
+def _arm_timer(ctx: Incidents, incident: Incident, now: float) -> tuple[str, float] | None:
+    """Set the next escalation (if any) for the level just paged; returns (job id, due) to enqueue after saving."""
+    paging = incident.paging
+    paging.timer_gen += 1
+    paging.next_escalation_at = None
+    if not incident.is_open or paging.acknowledged or paging.level < 1 or paging.level >= len(paging.levels):
+        return None
+    due = now + paging.levels[paging.level - 1].ack_timeout_s
+    paging.next_escalation_at = due
+    return timer_job_id(incident.id, paging.timer_gen), due
+
+
+def timer_job_id(incident_id: str, gen: int) -> str:
+    return f"esc:{incident_id}:{gen}"
+
+
+def _cancel_timer(incident: Incident) -> str | None:
+    """Forget the pending timer (its generation no longer matches); returns its job id for queue.cancel."""
+    paging = incident.paging
+    pending = timer_job_id(incident.id, paging.timer_gen) if paging.next_escalation_at else None
+    paging.timer_gen += 1
+    paging.next_escalation_at = None
+    return pending
+
+
+@dataclass
+class Effects:
+    """What to queue once the decision is saved."""
+
+    orders: list[PageOrder]
+    timer: tuple[str, float] | None = None
+    cancel: str | None = None
+
+    async def run(self, ctx: Incidents, incident: Incident) -> None:
+        if self.cancel:
+            await ctx.rt.queue.cancel(self.cancel)
+        for order in self.orders:
+            await enqueue_page(ctx, incident.id, order.dedup_key)
+        if self.timer:
+            job_id, due = self.timer
+            await ctx.rt.queue.enqueue("incident.escalate", {"incident": incident.id,
+                                                             "gen": incident.paging.timer_gen},
+                                       job_id=job_id, run_at=due)
+
+
+async def enqueue_page(ctx: Incidents, incident_id: str, dedup_key: str) -> None:
+    await ctx.rt.queue.enqueue("incident.page", {"incident": incident_id, "key": dedup_key},
+                               job_id=f"page:{dedup_key}")
+
+
+# ---------------------------------------------------------------------------------------------- decisions
+
+async def start_paging(ctx: Incidents, incident_id: str) -> Incident:
+    """Freeze the policy of the incident's severity and page its first level (once; a resumed declaration
+    finds paging started and does nothing)."""
+    async with ctx.store.mutate(incident_id) as incident:
+        effects = Effects([])
+        paging = incident.paging
+        if paging.severity is None and incident.is_open:
+            paging.severity = incident.severity
+            paging.levels = freeze(ctx.policy.levels_for(incident.severity))
+            if paging.levels:
+                paging.level = 1
+                order = _add_order(incident, _order(incident, paging.levels[0], incident.severity, "policy"))
+                effects.orders = [order] if order else []
+                effects.timer = _arm_timer(ctx, incident, time.time())
+    await effects.run(ctx, incident)
+    return incident
+
+
+@dataclass
+class EscalationResult:
+    incident: Incident
+    level: int
+    targets: list[str]
+
+
+async def escalate_next(ctx: Incidents, incident_id: str, actor: str, reason: str | None) -> EscalationResult:
+    """`/escalate [reason]` and the Escalate button: page the next level of the policy now."""
+    async with ctx.store.mutate(incident_id) as incident:
+        _require_open(incident)
+        paging = incident.paging
+        if paging.severity is None:
+            raise UserError(f"{incident.id} is still being declared; try again in a few seconds.")
+        if paging.level >= len(paging.levels):
+            raise UserError(_no_next_level(incident))
+        cancel = _cancel_timer(incident)
+        paging.level += 1
+        paging.acked_at = paging.acked_by = paging.ack_via = None  # the newly paged must acknowledge
+        level = paging.levels[paging.level - 1]
+        order = _add_order(incident, _order(incident, level, paging.severity, "manual", actor))
+        effects = Effects([order] if order else [], _arm_timer(ctx, incident, time.time()), cancel)
+    await effects.run(ctx, incident)
+    targets = _target_names(level.routes)
+    await ctx.timeline.record(incident.id, "escalated", entry_id=f"escalated:{paging.severity}:L{level.number}",
+                              actor=actor, text=reason or "", data={"level": level.number, "reason": "manual",
+                                                                    "severity": paging.severity})
+    await ctx.say(incident.id, f"escalated:{paging.severity}:L{level.number}",
+                  *messages.line(messages.escalated_line(level.number, targets, "manual", actor)
+                                 + (f"\nReason: {messages.inert(reason)}" if reason else "")))
+    await ctx.refresh_header(incident.id)
+    return EscalationResult(incident, level.number, targets)
+
+
+def _no_next_level(incident: Incident) -> str:
+    return (f"{incident.id} has paged every level of its {incident.paging.severity} policy already. Page someone "
+            f"by name (`/escalate @user` or `@group`), or raise the severity (`/escalate P0 <reason>`).")
+
+
+async def page_people(ctx: Incidents, incident_id: str, actor: str, people: list[str], reason: str | None,
+                      key: str) -> Incident:
+    """`/escalate @user @group`: DM exactly those people (through the Slack provider)."""
+    async with ctx.store.mutate(incident_id) as incident:
+        _require_open(incident)
+        severity = incident.severity
+        order = _add_order(incident, PageOrder(
+            dedup_key=f"{incident.id}:{severity}:people:{key}", severity=severity,
+            level=max(incident.paging.level, 1), routes={"slack": people}, urgency="high", reason="people",
+            actor=actor))
+    if order:
+        await enqueue_page(ctx, incident.id, order.dedup_key)
+        names = _target_names({"slack": people})
+        await ctx.timeline.record(incident.id, "escalated", entry_id=f"escalated:people:{key}", actor=actor,
+                                  text=reason or "", data={"reason": "people", "people": people})
+        await ctx.say(incident.id, f"people:{key}", *messages.line(messages.people_paged_line(actor, names, reason)))
+    return incident
+
+
+@dataclass
+class SeverityChange:
+    incident: Incident
+    old: str
+    new: str
+    paged: list[str]
+
+
+async def change_severity(ctx: Incidents, incident_id: str, actor: str, new: Severity, *, key: str,
+                          reason: str | None = None) -> SeverityChange:
+    """Set the severity. Once paging has started, page only what the new severity adds over what the old one
+    already reached (`PagingPolicy.added_levels`), and continue escalating on the new severity's levels."""
+    async with ctx.store.mutate(incident_id) as incident:
+        _require_open(incident)
+        old = incident.severity
+        if new == old:
+            raise UserError(f"{incident.id} is already {new}.")
+        incident.severity = new
+        effects, paged = Effects([]), []
+        paging = incident.paging
+        if paging.severity is not None:
+            reached = max(paging.level, 1)
+            added = ctx.policy.added_levels(paging.severity, new, reached=reached)
+            effects.cancel = _cancel_timer(incident)
+            paging.severity = new
+            paging.levels = freeze(ctx.policy.levels_for(new))
+            paging.level = min(reached, len(paging.levels))
+            for level in added:
+                order = _add_order(incident, _order(incident, level, new, "severity", actor))
+                if order:
+                    effects.orders.append(order)
+                    paged += _target_names(order.routes)
+            if effects.orders:
+                paging.acked_at = paging.acked_by = paging.ack_via = None
+            effects.timer = _arm_timer(ctx, incident, time.time())
+        reminder = _rearm_reminder(ctx, incident)
+    await effects.run(ctx, incident)
+    if reminder:
+        await ctx.rt.queue.enqueue("incident.remind", {"incident": incident.id, "gen": incident.reminder_gen},
+                                   job_id=reminder[0], run_at=reminder[1])
+    await ctx.timeline.record(incident.id, "severity", entry_id=f"severity:{key}", actor=actor, text=reason or "",
+                              data={"from": old, "to": new, "paged": paged})
+    await ctx.say(incident.id, f"severity:{key}", *messages.line(
+        messages.severity_line(actor, old, new, paged)
+        + (f"\nReason: {messages.inert(reason)}" if reason else "")))
+    await ctx.refresh_header(incident.id)
+    return SeverityChange(incident, old, new, list(dict.fromkeys(paged)))
+
+
+def _rearm_reminder(ctx: Incidents, incident: Incident) -> tuple[str, float] | None:
+    """A new severity has its own update cadence: replace the pending reminder."""
+    if not incident.is_open or incident.reminder_due is None:
+        return None
+    every = ctx.policy.update_every_s(incident.severity)
+    incident.reminder_gen += 1
+    incident.reminder_due = (incident.last_update_at or incident.declared_at) + every
+    return reminder_job_id(incident.id, incident.reminder_gen), incident.reminder_due
+
+
+def reminder_job_id(incident_id: str, gen: int) -> str:
+    return f"remind:{incident_id}:{gen}"
+
+
+@dataclass
+class AckResult:
+    incident: Incident
+    already: bool
+    after_s: float
+
+
+async def acknowledge(ctx: Incidents, incident_id: str, actor: str, via: str) -> AckResult:
+    """Stop the escalation: cancel the pending timer, tell the channel, acknowledge at the providers."""
+    async with ctx.store.lock(incident_id):
+        incident = await ctx.store.require(incident_id)
+        _require_open(incident, "acknowledge")
+        paging = incident.paging
+        started = paging.first_paged_at or incident.declared_at
+        if paging.acknowledged:
+            return AckResult(incident, True, (paging.acked_at or started) - started)
+        now = time.time()
+        paging.acked_at, paging.acked_by, paging.ack_via = now, actor, via
+        cancel = _cancel_timer(incident)
+        await ctx.store.save(incident)
+    if cancel:
+        await ctx.rt.queue.cancel(cancel)
+    after = now - started
+    gen = paging.timer_gen
+    await ctx.timeline.record(incident.id, "page_acked", entry_id=f"page_acked:{gen}", actor=actor, at=now,
+                              text=f"acknowledged after {messages.format_duration(after)}",
+                              data={"via": via, "after_s": round(after, 3), "severity": paging.severity,
+                                    "level": paging.level})
+    await ctx.say(incident.id, f"ack:{gen}", *messages.line(messages.ack_line(actor, after, via)))
+    await notify_providers(ctx, incident, "acknowledge", f"ack:{gen}")
+    await ctx.refresh_header(incident.id)
+    return AckResult(incident, False, after)
+
+
+async def notify_providers(ctx: Incidents, incident: Incident, action: str, key: str) -> None:
+    await ctx.rt.queue.enqueue("incident.providers", {"incident": incident.id, "action": action},
+                               job_id=f"providers:{incident.id}:{key}")
+
+
+def _require_open(incident: Incident, verb: str = "change") -> None:
+    if not incident.is_open:
+        raise UserError(f"{incident.id} is resolved; there is nothing to {verb}. "
+                        f"Declare a new incident if it is back.")
+
+
+def _target_names(routes: dict[str, list[str]]) -> list[str]:
+    pairs: list[tuple[str, str | None]] = []
+    for provider, ids in routes.items():
+        pairs.extend((provider, i) for i in ids) if ids else pairs.append((provider, None))
+    return messages.targets_text(pairs)
+
+
+# ------------------------------------------------------------------------------------------------ jobs
+
+async def escalate_timer_job(ctx: Incidents, job: Job) -> None:
+    """A timer is due: if it is still the current one and nobody acknowledged, page the next level."""
+    incident_id, gen = job.payload["incident"], int(job.payload["gen"])
+    async with ctx.store.lock(incident_id):
+        incident = await ctx.store.get(incident_id)
+        if incident is None:
+            return
+        paging = incident.paging
+        due = paging.next_escalation_at
+        if (not incident.is_open or paging.acknowledged or paging.timer_gen != gen or due is None
+                or paging.level >= len(paging.levels)):
+            return  # stale: acknowledged, resolved, re-planned, or nothing left to page
+        now = time.time()
+        if now < due - 0.05:  # armed early (a clock step, an auditor re-enqueue): come back on time
+            await ctx.rt.queue.enqueue("incident.escalate", job.payload, job_id=job.id, run_at=due)
+            return
+        paging.level += 1
+        level = paging.levels[paging.level - 1]
+        assert paging.severity is not None
+        order = _add_order(incident, _order(incident, level, paging.severity, "timer"))
+        effects = Effects([order] if order else [], _arm_timer(ctx, incident, now))
+        await ctx.store.save(incident)
+    await effects.run(ctx, incident)
+    targets = _target_names(level.routes)
+    await ctx.timeline.record(incident.id, "escalated", entry_id=f"escalated:{paging.severity}:L{level.number}",
+                              actor="bot", at=now, data={"level": level.number, "reason": "timer", "due": due,
+                                                         "lateness_s": round(now - due, 3),
+                                                         "severity": paging.severity})
+    await ctx.say(incident.id, f"escalated:{paging.severity}:L{level.number}",
+                  *messages.line(messages.escalated_line(level.number, targets, "timer", None)))
+    await ctx.refresh_header(incident.id)
+
+
+async def page_job(ctx: Incidents, job: Job) -> None:
+    """Carry out one PageOrder: every delivery once (see the module docstring for what "once" means)."""
+    incident_id, key = job.payload["incident"], job.payload["key"]
+    incident = await ctx.store.get(incident_id)
+    order = incident.paging.order(key) if incident else None
+    if incident is None or order is None or order.done:
+        return
+    if incident.is_open:
+        page = _page(incident, order)
+        for provider_name, ids in order.routes.items():
+            for delivery, targets in await _deliveries(ctx, provider_name, ids):
+                await _deliver_once(ctx, incident, order, page, provider_name, delivery, targets)
+    await _finish_order(ctx, incident_id, order)
+
+
+async def _deliveries(ctx: Incidents, provider: str, ids: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """One delivery per provider — or, for Slack DMs, one per person (groups expanded), so each person's DM is
+    recorded on its own and a retry never DMs someone who already got theirs."""
+    if provider != "slack":
+        return [(provider, tuple(ids))]
+    users: list[str] = []
+    for target in ids:
+        users.extend(await ctx.group_members(target) if target.startswith("S") else [target])
+    return [(f"slack:{user}", (user,)) for user in dict.fromkeys(users)] or [("slack", tuple(ids))]
+
+
+async def _deliver_once(ctx: Incidents, incident: Incident, order: PageOrder, page: Page, provider_name: str,
+                        delivery: str, targets: tuple[str, ...]) -> None:
+    field = f"{order.dedup_key}|{delivery}"
+    record = await ctx.store.page_record(incident.id, field)
+    if record is None:
+        lease_key, token = ctx.store.key(incident.id, "pagelease", field), uuid.uuid4().hex
+        if not await ctx.rt.redis.set(lease_key, token, nx=True, px=int(ctx.page_lease_s * 1000)):
+            raise Retry(f"{field} is being sent by another worker", delay_s=1.0)
+        try:
+            record = await ctx.store.page_record(incident.id, field)
+            if record is None:
+                record = await _send(ctx, order, page, provider_name, delivery, targets)
+                await ctx.store.record_page(incident.id, field, record)
+                record = await ctx.store.page_record(incident.id, field) or record
+        finally:
+            await ctx.rt.redis.eval(_RELEASE, 1, lease_key, token)
+    await _note_page(ctx, incident, order, record, field)
+
+
+async def _send(ctx: Incidents, order: PageOrder, page: Page, provider_name: str, delivery: str,
+                targets: tuple[str, ...]) -> PageRecord:
+    provider = ctx.providers.get(provider_name)
+    if provider is None:
+        return PageRecord(dedup_key=order.dedup_key, delivery=delivery, severity=order.severity, level=order.level,
+                          ok=False, error=f"The page to {provider_name} was not sent: no such provider is "
+                                          f"configured (check PAGING_POLICY_FILE).")
+    from dataclasses import replace
+
+    result = await provider.trigger(replace(page, targets=targets))
+    return PageRecord(dedup_key=order.dedup_key, delivery=delivery, severity=order.severity, level=order.level,
+                      ok=result.ok, error=result.error, provider_ref=result.provider_ref)
+
+
+async def _note_page(ctx: Incidents, incident: Incident, order: PageOrder, record: PageRecord, field: str) -> None:
+    """Timeline entry, incident bookkeeping, and (for a failure) one plain sentence in the channel. Idempotent."""
+    kind = "page_sent" if record.ok else "page_failed"
+    await ctx.timeline.record(incident.id, kind, entry_id=f"page:{field}", actor="bot", at=record.at,
+                              text=record.error or "",
+                              data={"dedup_key": record.dedup_key, "delivery": record.delivery,
+                                    "severity": record.severity, "level": record.level, "reason": order.reason,
+                                    "urgency": order.urgency, "provider_ref": record.provider_ref})
+    user = record.delivery.removeprefix("slack:") if record.delivery.startswith("slack:") else None
+    async with ctx.store.mutate(incident.id) as current:
+        if record.ok and current.paging.first_paged_at is None:
+            current.paging.first_paged_at = record.at
+        if user and user not in current.paging.slack_paged:
+            current.paging.slack_paged.append(user)
+    if not record.ok and record.error:
+        await ctx.post_in(current, f"pagefail:{field}", *messages.line(messages.page_failed_line(record.error)))
+
+
+async def _finish_order(ctx: Incidents, incident_id: str, order: PageOrder) -> None:
+    async with ctx.store.mutate(incident_id) as incident:
+        current = incident.paging.order(order.dedup_key)
+        if current:
+            current.done = True
+    await ctx.refresh_header(incident_id)
+
+
+def _page(incident: Incident, order: PageOrder) -> Page:
+    details: dict[str, Any] = {"status": incident.status, "elapsed_s": int(incident.elapsed_s()),
+                               "last_update": incident.last_update, "failing_checks": incident.failing_checks[:10],
+                               "service": incident.service, "commander": incident.commander,
+                               "reason": order.reason}
+    summary = f"{incident.title} — {incident.severity}, {incident.status}"
+    if incident.service:
+        summary += f", service {incident.service}"
+    return Page(incident_id=incident.id, level=order.level, dedup_key=order.dedup_key, title=incident.title,
+                severity=order.severity, summary=summary, link=incident.link, details=details,
+                urgency=order.urgency)
+
+
+async def providers_job(ctx: Incidents, job: Job) -> None:
+    """Acknowledge or resolve every page that went out, at its provider (PagerDuty, Opsgenie, Slack DMs)."""
+    incident = await ctx.store.get(job.payload["incident"])
+    if incident is None:
+        return
+    action = job.payload["action"]
+    records = await ctx.store.page_records(incident.id)
+    done: set[tuple[str, str]] = set()
+    for record in records.values():
+        provider_name = "slack" if record.delivery.startswith("slack") else record.delivery
+        if not record.ok or (provider_name, record.dedup_key) in done:
+            continue
+        done.add((provider_name, record.dedup_key))
+        provider = ctx.providers.get(provider_name)
+        if provider is None:
+            continue
+        call = provider.acknowledge if action == "acknowledge" else provider.resolve
+        result = await call(incident.id, record.level, record.dedup_key)
+        if not result.ok:
+            log.warning("could not %s %s at %s: %s", action, record.dedup_key, provider_name, result.error)

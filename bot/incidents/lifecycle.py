@@ -1,0 +1,486 @@
+"""An incident from declaration to resolution.
+
+Declaring is split in two so the slash command answers within Slack's 3 seconds and no incident is ever half
+written: `declare()` allocates the id (`INCR`), stores the record and queues `incident.declare`; that job then
+takes the steps below, each recorded when done (`inc:<id>:steps`, the posted-message keys, fields of the
+record), so a worker that dies half-way is resumed by the retried job — or by the auditor — without a second
+channel, header or announcement:
+
+    channel   conversations.create inc-<yyyymmdd>-<n>-<slug> (name_taken → it is ours from an earlier try:
+              found with conversations.list); thread mode when creation is off or refused
+    header    posted with metadata naming the incident (an earlier, unrecorded post is found in the history)
+    link      chat.getPermalink of the header (pages and DMs link to it)
+    paging    the severity's first level (escalation.start_paging)
+    invite    reporter + INCIDENT_RESPONDERS (groups expanded)
+    pin, topic, announce (INCIDENTS_CHANNEL), diagnosis (when a service is named), reminder timer
+
+Changes (`change_status`, `add_note`, `set_commander`, `resolve`) are read-modify-writes under the incident
+lock; each records a timeline entry with who and when and queues the channel post and the header redraw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from bot.incidents import escalation, messages
+from bot.incidents.model import Incident, IncidentStatus, Severity, channel_name, incident_id
+from bot.incidents.service import Incidents
+from bot.mrkdwn import escape
+from bot.queue import Job
+from bot.slack_client import SlackError
+from handlers.errors import UserError
+
+log = logging.getLogger("bot.incidents")
+
+STALLED_DECLARATION_S = 30.0  # the auditor resumes a declaration not finished this long after it started
+TIMER_GRACE_S = 5.0  # the auditor re-queues a timer this long past its due time
+
+
+# ------------------------------------------------------------------------------------------------ declare
+
+async def declare(ctx: Incidents, *, title: str, severity: Severity, reporter: str, origin_channel: str,
+                  service: str | None = None, trigger_id: str | None = None, source: str = "slack",
+                  alert_group_key: str | None = None) -> tuple[Incident, bool]:
+    """Record a new incident and queue its declaration. Returns (incident, created); a repeated `trigger_id`
+    (a Slack retry of the same command) returns the incident it already created."""
+    if trigger_id:
+        existing = await ctx.store.by_trigger(trigger_id)
+        if existing:
+            return await _wait_for_record(ctx, existing), False
+    number = await ctx.store.next_number()
+    new_id = incident_id(number)
+    if trigger_id:
+        owner = await ctx.store.claim_trigger(trigger_id, new_id)
+        if owner != new_id:  # a concurrent retry won the race; this number stays unused
+            return await _wait_for_record(ctx, owner), False
+    now = time.time()
+    incident = Incident(id=new_id, number=number, title=title, severity=severity, service=service,
+                        reporter=reporter, commander=reporter if source == "slack" else None,
+                        source=source, declared_at=now, updated_at=now, origin_channel=origin_channel,  # type: ignore
+                        alert_group_key=alert_group_key)
+    await ctx.store.create(incident)
+    await ctx.timeline.record(new_id, "declared", entry_id="declared", actor=reporter, at=now, text=title,
+                              data={"severity": severity, "service": service, "source": source,
+                                    "origin_channel": origin_channel, "alert_group_key": alert_group_key})
+    await ctx.rt.queue.enqueue("incident.declare", {"incident": new_id}, job_id=f"declare:{new_id}")
+    await arm_audit(ctx)
+    return incident, True
+
+
+async def _wait_for_record(ctx: Incidents, incident: str, timeout_s: float = 3.0) -> Incident:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = await ctx.store.get(incident)
+        if found is not None or time.monotonic() > deadline:
+            if found is None:
+                raise UserError(f"{incident} is being declared; `/incident list` will show it in a moment.")
+            return found
+        await asyncio.sleep(0.05)
+
+
+async def declare_job(ctx: Incidents, job: Job) -> None:
+    incident_id_ = job.payload["incident"]
+    incident = await ctx.store.get(incident_id_)
+    if incident is None or incident.ready:
+        return
+    incident = await _ensure_place(ctx, incident)
+    incident = await _ensure_header(ctx, incident)
+    if incident.is_open:
+        await escalation.start_paging(ctx, incident.id)
+    await _step(ctx, incident, "invite", _invite)
+    await _step(ctx, incident, "pin", _pin)
+    await _step(ctx, incident, "topic", _topic)
+    await _step(ctx, incident, "announce", _announce)
+    await _step(ctx, incident, "diagnosis", _diagnose_on_declare)
+    async with ctx.store.mutate(incident.id) as incident:
+        reminder = _arm_reminder(ctx, incident) if incident.reminder_due is None else None
+        incident.ready = True
+    if reminder:
+        await _enqueue_reminder(ctx, incident, reminder)
+    await ctx.refresh_header(incident.id, delay_s=0)
+
+
+async def _step(ctx: Incidents, incident: Incident, name: str, fn: Any) -> None:
+    if await ctx.store.step(incident.id, name) is not None:
+        return
+    result = await fn(ctx, await ctx.store.require(incident.id))
+    await ctx.store.mark_step(incident.id, name, str(result or "done"))
+
+
+async def _ensure_place(ctx: Incidents, incident: Incident) -> Incident:
+    """The incident channel (created once), or a thread in the channel it was declared in."""
+    if incident.channel:
+        return incident
+    channel, name, note = None, None, None
+    if ctx.settings.incident_create_channels:
+        name = channel_name(ctx.settings.incident_channel_prefix, incident.number, incident.title,
+                            incident.declared_at)
+        try:
+            answer = await ctx.slack.call("conversations.create", name=name)
+            channel = str(answer["channel"]["id"])
+        except SlackError as exc:
+            if exc.error == "name_taken":
+                channel = await _find_channel(ctx, name)  # created by an earlier try that died before recording
+            if channel is None:
+                note = f"Could not create #{name} ({exc.error}); running the incident in this thread instead."
+                log.warning("%s: conversations.create %s failed: %s", incident.id, name, exc.error)
+    async with ctx.store.mutate(incident.id) as incident:
+        if incident.channel is None:
+            if channel:
+                incident.mode, incident.channel, incident.channel_name = "channel", channel, name
+            else:
+                incident.mode, incident.channel, incident.place_note = "thread", incident.origin_channel, note
+    return incident
+
+
+async def _find_channel(ctx: Incidents, name: str) -> str | None:
+    cursor = None
+    for _ in range(100):
+        answer = await ctx.slack.call("conversations.list", types="public_channel,private_channel",
+                                      exclude_archived=True, limit=1000, cursor=cursor)
+        for channel in answer.get("channels") or []:
+            if channel.get("name") == name:
+                return str(channel["id"])
+        cursor = (answer.get("response_metadata") or {}).get("next_cursor")
+        if not cursor:
+            return None
+    return None
+
+
+async def _ensure_header(ctx: Incidents, incident: Incident) -> Incident:
+    if incident.header_ts and incident.link:
+        return incident
+    assert incident.channel is not None
+    ts = incident.header_ts or await ctx.post_once(incident.id, "header", incident.channel,
+                                                   *messages.header(incident))
+    link = await ctx.slack.permalink(incident.channel, ts)
+    async with ctx.store.mutate(incident.id) as incident:
+        incident.header_ts = ts
+        incident.link = incident.link or link
+        if incident.mode == "thread":
+            incident.thread_ts = ts
+    if incident.place_note:
+        await ctx.post_in(incident, "place_note", *messages.line(escape(incident.place_note)))
+    return incident
+
+
+async def _invite(ctx: Incidents, incident: Incident) -> str:
+    if incident.mode != "channel" or not incident.channel:
+        return "thread"
+    users: list[str] = []
+    for who in [incident.reporter, incident.commander, *ctx.settings.incident_responders]:
+        if not who:
+            continue
+        if who.startswith("S"):
+            users.extend(await ctx.group_members(who))
+        elif who[:1] in ("U", "W"):
+            users.append(who)
+    users = list(dict.fromkeys(users))
+    if not users:
+        return "nobody"
+    try:
+        await ctx.slack.call("conversations.invite", channel=incident.channel, users=",".join(users), force=True)
+    except SlackError as exc:  # everyone already in, or nobody invitable: nothing more to do
+        log.info("%s: conversations.invite: %s", incident.id, exc.error)
+    return ",".join(users)
+
+
+async def _pin(ctx: Incidents, incident: Incident) -> str:
+    try:
+        await ctx.slack.call("pins.add", channel=incident.channel, timestamp=incident.header_ts)
+    except SlackError as exc:
+        if exc.error != "already_pinned":
+            log.warning("%s: pins.add failed: %s", incident.id, exc.error)
+            return f"failed:{exc.error}"
+    return "pinned"
+
+
+async def _topic(ctx: Incidents, incident: Incident) -> str:
+    if incident.mode != "channel":
+        return "thread"
+    text = messages.topic(incident)
+    try:
+        await ctx.slack.call("conversations.setTopic", channel=incident.channel, topic=text)
+    except SlackError as exc:
+        log.warning("%s: conversations.setTopic failed: %s", incident.id, exc.error)
+        return f"failed:{exc.error}"
+    return text
+
+
+async def _announce(ctx: Incidents, incident: Incident) -> str:
+    target = ctx.settings.incidents_channel
+    if not target or (incident.mode == "channel" and target == incident.channel):
+        return "none"
+    if incident.mode == "thread" and target == incident.channel:
+        return "none"  # the header in that very channel is the announcement
+    ts = await ctx.post_once(incident.id, "announce", target, *messages.announcement(incident))
+    async with ctx.store.mutate(incident.id) as current:
+        current.announcement = (target, ts)
+    return ts
+
+
+async def _diagnose_on_declare(ctx: Incidents, incident: Incident) -> str:
+    if not incident.service:
+        return "none"
+    return await request_incident_diagnosis(ctx, incident, incident.reporter)
+
+
+async def request_incident_diagnosis(ctx: Incidents, incident: Incident, user: str) -> str:
+    from bot.diagnosis import request_diagnosis
+
+    if not incident.service:
+        raise UserError(f"{incident.id} names no service, so there is nothing to diagnose. "
+                        f"Run `/diagnose SERVICE` here for the one you suspect.")
+    if incident.service not in ctx.rt.services().services:
+        raise UserError(f"`{escape(incident.service)}` is not in the services file any more; "
+                        f"`/diagnose list` shows what can be diagnosed.")
+    assert incident.channel is not None
+    started = await request_diagnosis(ctx.rt, incident.service, incident.channel, user, incident_id=incident.id)
+    await ctx.timeline.record(incident.id, "diagnosis_requested", entry_id=f"diagnosis_requested:{started.run_id}",
+                              actor=user, text=incident.service,
+                              data={"service": incident.service, "run_id": started.run_id,
+                                    "joined": started.joined, "planned": started.planned})
+    async with ctx.store.mutate(incident.id) as current:
+        if started.run_id not in current.diagnosis_runs:
+            current.diagnosis_runs.append(started.run_id)
+    return started.run_id
+
+
+async def on_diagnosis_finished(rt: Any, run_id: str, state: dict[str, str], verdict: Any) -> None:
+    """Hook for bot.diagnosis: the verdict goes into the timeline and the header's failing checks."""
+    incident = state.get("incident_id")
+    ctx: Incidents | None = rt.extras.get("incidents")
+    if not incident or ctx is None or await ctx.store.get(incident) is None:
+        return
+    failing = [f"{f.check} {f.target}: {f.summary}" for f in verdict.findings]  # findings are the problems
+    await ctx.timeline.record(incident, "diagnosis", entry_id=f"diagnosis:{run_id}", actor="bot",
+                              text=verdict.headline,
+                              data={"run_id": run_id, "service": verdict.target, "status": str(verdict.status.value),
+                                    "suggested_severity": verdict.severity, "failing_checks": failing,
+                                    "counts": verdict.counts})
+    async with ctx.store.mutate(incident) as current:
+        current.failing_checks = failing
+    await ctx.refresh_header(incident)
+
+
+# ------------------------------------------------------------------------------------------------ changes
+
+async def change_status(ctx: Incidents, incident_id_: str, actor: str, new: IncidentStatus, note: str | None,
+                        *, key: str) -> Incident:
+    if new == "resolved":
+        return await resolve(ctx, incident_id_, actor, note, key=key)
+    async with ctx.store.mutate(incident_id_) as incident:
+        _require_open(incident)
+        old = incident.status
+        if old == new and not note:
+            raise UserError(f"{incident.id} is already {new}. Add what changed: `/incident status {new} <note>`.")
+        now = time.time()
+        incident.status = new
+        incident.last_update_at, incident.last_update = now, note or f"Status: {new}"
+    next_due = now + ctx.policy.update_every_s(incident.severity)
+    await ctx.timeline.record(incident.id, "status", entry_id=f"status:{key}", actor=actor, at=now,
+                              text=note or "", data={"from": old, "to": new, "next_update_due": next_due})
+    await ctx.say(incident.id, f"status:{key}",
+                  *messages.line(messages.status_line(incident, actor, old, new, note, next_due)))
+    await ctx.refresh_header(incident.id)
+    await _refresh_topic(ctx, incident)
+    return incident
+
+
+async def add_note(ctx: Incidents, incident_id_: str, actor: str, text: str, *, key: str) -> Incident:
+    async with ctx.store.mutate(incident_id_) as incident:
+        now = time.time()
+        if incident.is_open:
+            incident.last_update_at, incident.last_update = now, text
+    await ctx.timeline.record(incident.id, "note", entry_id=f"note:{key}", actor=actor, at=now, text=text)
+    await ctx.say(incident.id, f"note:{key}", *messages.line(
+        f":memo: Note from {messages.who(actor)}: {messages.inert(text)}"))
+    await ctx.refresh_header(incident.id)
+    return incident
+
+
+async def set_commander(ctx: Incidents, incident_id_: str, actor: str, commander: str, *, key: str) -> Incident:
+    async with ctx.store.mutate(incident_id_) as incident:
+        _require_open(incident)
+        old = incident.commander
+        if old == commander:
+            raise UserError(f"<@{commander}> is already the commander of {incident.id}.")
+        incident.commander = commander
+    await ctx.timeline.record(incident.id, "commander", entry_id=f"commander:{key}", actor=actor,
+                              data={"from": old, "to": commander})
+    await ctx.say(incident.id, f"commander:{key}", *messages.line(
+        f":crown: {messages.who(commander)} is now the incident commander (handed over by {messages.who(actor)})."))
+    if incident.mode == "channel":
+        await ctx.rt.queue.enqueue("incident.invite", {"incident": incident.id, "users": [commander]},
+                                   job_id=f"invite:{incident.id}:{key}")
+    await ctx.refresh_header(incident.id)
+    return incident
+
+
+async def resolve(ctx: Incidents, incident_id_: str, actor: str, resolution: str | None, *, key: str) -> Incident:
+    async with ctx.store.mutate(incident_id_) as incident:
+        if not incident.is_open:
+            raise UserError(f"{incident.id} was already resolved by {messages.who(incident.resolved_by)}.")
+        now = time.time()
+        old = incident.status
+        incident.status = "resolved"
+        incident.resolved_at, incident.resolved_by, incident.resolution = now, actor, resolution
+        incident.last_update_at, incident.last_update = now, resolution or "Resolved"
+        cancel_timer = escalation._cancel_timer(incident)
+        cancel_reminder = escalation.reminder_job_id(incident.id, incident.reminder_gen)
+        incident.reminder_gen += 1
+        incident.reminder_due = None
+    for job_id in (cancel_timer, cancel_reminder):
+        if job_id:
+            await ctx.rt.queue.cancel(job_id)
+    await ctx.timeline.record(incident.id, "resolved", entry_id="resolved", actor=actor, at=now,
+                              text=resolution or "",
+                              data={"from": old, "duration_s": round(incident.elapsed_s(), 3),
+                                    "severity": incident.severity})
+    await ctx.say(incident.id, "resolved", *messages.line(messages.resolved_line(incident)))
+    await escalation.notify_providers(ctx, incident, "resolve", "resolve")
+    if incident.alert_group_key:
+        from bot.incidents.alerts import group_hash
+
+        await ctx.store.release_alert(group_hash(incident.alert_group_key), incident.id)
+    await ctx.refresh_header(incident.id, delay_s=0)
+    await _refresh_topic(ctx, incident)
+    return incident
+
+
+def _require_open(incident: Incident) -> None:
+    if not incident.is_open:
+        raise UserError(f"{incident.id} is resolved. Add to its record with `/incident note {incident.id} <text>`, "
+                        f"or declare a new incident if it is back.")
+
+
+async def _refresh_topic(ctx: Incidents, incident: Incident) -> None:
+    if incident.mode == "channel" and await ctx.store.step(incident.id, "topic") is not None:
+        await ctx.rt.queue.enqueue("incident.topic", {"incident": incident.id}, job_id=f"topic:{incident.id}",
+                                   delay_s=0.5)
+
+
+# ------------------------------------------------------------------------------------------------ reminders
+
+def _arm_reminder(ctx: Incidents, incident: Incident) -> tuple[str, float]:
+    incident.reminder_gen += 1
+    every = ctx.policy.update_every_s(incident.severity)
+    incident.reminder_due = max((incident.last_update_at or incident.declared_at) + every, time.time() + 1)
+    return escalation.reminder_job_id(incident.id, incident.reminder_gen), incident.reminder_due
+
+
+async def _enqueue_reminder(ctx: Incidents, incident: Incident, reminder: tuple[str, float]) -> None:
+    job_id, due = reminder
+    await ctx.rt.queue.enqueue("incident.remind", {"incident": incident.id, "gen": incident.reminder_gen},
+                               job_id=job_id, run_at=due)
+
+
+async def remind_job(ctx: Incidents, job: Job) -> None:
+    """Remind the channel when no status update came within the severity's cadence; then re-arm."""
+    incident_id_, gen = job.payload["incident"], int(job.payload["gen"])
+    fire = None
+    async with ctx.store.lock(incident_id_):
+        incident = await ctx.store.get(incident_id_)
+        if incident is None or not incident.is_open or incident.reminder_gen != gen:
+            return
+        every = ctx.policy.update_every_s(incident.severity)
+        since = incident.last_update_at or incident.declared_at
+        now = time.time()
+        incident.reminder_gen += 1
+        if now >= since + every - 0.05:
+            fire = now - since
+            incident.reminder_due = now + every  # the next reminder comes a full cadence after this one
+        else:
+            incident.reminder_due = since + every  # an update came in meanwhile: count from it
+        reminder = (escalation.reminder_job_id(incident.id, incident.reminder_gen), incident.reminder_due)
+        await ctx.store.save(incident)
+    await _enqueue_reminder(ctx, incident, reminder)
+    if fire is not None:
+        await ctx.timeline.record(incident.id, "reminder", entry_id=f"reminder:{gen}", actor="bot",
+                                  data={"since_update_s": round(fire, 1), "every_s": every})
+        await ctx.say(incident.id, f"reminder:{gen}",
+                      *messages.line(messages.reminder_line(incident, fire, every)))
+        await ctx.refresh_header(incident.id)
+
+
+# ------------------------------------------------------------------------------------------------ small jobs
+
+async def post_job(ctx: Incidents, job: Job) -> None:
+    incident = await ctx.store.get(job.payload["incident"])
+    if incident is None:
+        return
+    if not incident.channel:
+        from bot.queue import Retry
+
+        raise Retry("the incident has no channel yet", delay_s=1.0)
+    await ctx.post_in(incident, job.payload["key"], job.payload["text"], job.payload.get("blocks"))
+
+
+async def refresh_job(ctx: Incidents, job: Job) -> None:
+    """Redraw the header (and the announcement) from the stored state."""
+    incident = await ctx.store.get(job.payload["incident"])
+    if incident is None or not incident.header_ts or not incident.channel:
+        return
+    await ctx.slack.update_message(incident.channel, incident.header_ts, *messages.header(incident))
+    if incident.announcement:
+        channel, ts = incident.announcement
+        await ctx.slack.update_message(channel, ts, *messages.announcement(incident))
+
+
+async def topic_job(ctx: Incidents, job: Job) -> None:
+    incident = await ctx.store.get(job.payload["incident"])
+    if incident is None or incident.mode != "channel" or not incident.channel:
+        return
+    text = messages.topic(incident)
+    if await ctx.store.step(incident.id, "topic") != text:
+        await ctx.slack.call("conversations.setTopic", channel=incident.channel, topic=text)
+        await ctx.store.mark_step(incident.id, "topic", text)
+
+
+async def invite_job(ctx: Incidents, job: Job) -> None:
+    incident = await ctx.store.get(job.payload["incident"])
+    if incident is None or incident.mode != "channel":
+        return
+    try:
+        await ctx.slack.call("conversations.invite", channel=incident.channel, users=",".join(job.payload["users"]),
+                             force=True)
+    except SlackError as exc:
+        log.info("%s: conversations.invite: %s", incident.id, exc.error)
+
+
+# ------------------------------------------------------------------------------------------------ auditor
+
+async def arm_audit(ctx: Incidents, delay_s: float | None = None) -> None:
+    await ctx.rt.queue.enqueue("incident.audit", {}, job_id="incident.audit",
+                               delay_s=ctx.settings.incident_audit_interval_s if delay_s is None else delay_s)
+
+
+async def audit_job(ctx: Incidents, job: Job) -> None:
+    """Find decisions that were committed but whose job never got queued (a crash in between) and queue them:
+    unfinished declarations, page orders not carried out, timers and reminders overdue. Every re-queued job
+    re-checks its own state, so a false alarm costs nothing."""
+    now = time.time()
+    open_incidents = await ctx.store.list_open()
+    for incident in open_incidents:
+        await audit_incident(ctx, incident, now)
+    if open_incidents:
+        await arm_audit(ctx)
+
+
+async def audit_incident(ctx: Incidents, incident: Incident, now: float) -> None:
+    queue = ctx.rt.queue
+    if not incident.ready and now - incident.declared_at > STALLED_DECLARATION_S:
+        await queue.enqueue("incident.declare", {"incident": incident.id}, job_id=f"declare:{incident.id}")
+    for order in incident.paging.orders:
+        if not order.done and now - order.ordered_at > TIMER_GRACE_S:
+            await escalation.enqueue_page(ctx, incident.id, order.dedup_key)
+    paging = incident.paging
+    if paging.next_escalation_at and not paging.acknowledged and now > paging.next_escalation_at + TIMER_GRACE_S:
+        await queue.enqueue("incident.escalate", {"incident": incident.id, "gen": paging.timer_gen},
+                            job_id=escalation.timer_job_id(incident.id, paging.timer_gen))
+    if incident.reminder_due and now > incident.reminder_due + TIMER_GRACE_S:
+        await queue.enqueue("incident.remind", {"incident": incident.id, "gen": incident.reminder_gen},
+                            job_id=escalation.reminder_job_id(incident.id, incident.reminder_gen))

@@ -1,0 +1,295 @@
+"""What incidents look like in Slack: the pinned header, the announcement, and the lines posted as things change.
+
+Every function returns `(text, blocks)` (the text is the notification fallback) or a plain mrkdwn string for
+ephemeral answers. All user text (titles, notes, reasons, resolutions, names from PagerDuty) goes through
+`inert`, so a title containing `<!channel>` pings nobody and `*bold*` cannot restyle the header.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.incidents.model import SEVERITY_MEANING, Incident
+from bot.mrkdwn import SECTION_TEXT_MAX, escape, inert, one_line, truncate
+
+ACK_ACTION = "incident_ack"
+DIAGNOSE_ACTION = "incident_diagnose"
+ESCALATE_ACTION = "incident_escalate"
+RESOLVE_ACTION = "incident_resolve"
+HEADER_ACTIONS = (ACK_ACTION, DIAGNOSE_ACTION, ESCALATE_ACTION, RESOLVE_ACTION)
+
+SEVERITY_ICON = {"P0": ":red_circle:", "P1": ":large_orange_circle:", "P2": ":large_yellow_circle:",
+                 "P3": ":large_blue_circle:"}
+RESOLVED_ICON = ":white_check_mark:"
+FIELD_MAX = 2000
+_USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
+
+USAGE = "\n".join([
+    "*`/incident` — declare and run incidents*",
+    "• `/incident <title> [P0|P1|P2|P3] [service]` declare (default P2); with a service its diagnosis starts",
+    "• `/incident status investigating|identified|monitoring|resolved [note]` post a status update",
+    "• `/incident sev P1` change the severity (a raise pages whoever the new severity adds)",
+    "• `/incident commander @user` hand over the commander role",
+    "• `/incident note <text>` add a note to the timeline",
+    "• `/incident ack` acknowledge the page (stops the escalation)",
+    "• `/incident resolve <what fixed it>` resolve",
+    "• `/incident list` open incidents",
+    "Inside an incident channel the incident is implied; elsewhere name it: `/incident status INC-12 monitoring`.",
+    "To declare a title that starts with one of these words: `/incident declare status page down P1`.",
+    "*`/escalate`* `[reason]` pages the next level now · `/escalate P0 [reason]` raises the severity · "
+    "`/escalate @user` or `@group` pages them",
+])
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+
+def format_duration(seconds: float) -> str:
+    """`45s`, `4m12s`, `1h02m`, `2d03h` — compact, for "acknowledged after 4m12s"."""
+    total = max(int(seconds), 0)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def slack_date(at: float, fmt: str = "{date_short_pretty} {time}") -> str:
+    """A Slack date token: shown in each reader's time zone, with a UTC fallback."""
+    fallback = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(at)}^{fmt}|{fallback}>"
+
+
+def who(actor: str | None) -> str:
+    """A Slack user id as a mention; anything else (a PagerDuty name, "alertmanager") as inert text."""
+    if not actor:
+        return "nobody"
+    if _USER_ID.match(actor):
+        return f"<@{actor}>"
+    return inert(one_line(actor, 80))
+
+
+def channel_ref(incident: Incident) -> str:
+    if incident.channel and incident.mode == "channel":
+        return f"<#{incident.channel}>"
+    return f"the thread of {escape(incident.id)}"
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, SECTION_TEXT_MAX)}}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(text, SECTION_TEXT_MAX)}]}
+
+
+def _field(name: str, value: str) -> dict[str, str]:
+    return {"type": "mrkdwn", "text": truncate(f"*{name}*\n{value}", FIELD_MAX)}
+
+
+def title_line(incident: Incident, limit: int = 300) -> str:
+    return inert(one_line(incident.title, limit))
+
+
+def plain_summary(incident: Incident) -> str:
+    """Notification fallback text: escaped (never a mention), one line."""
+    return escape(one_line(f"{incident.id} [{incident.severity}] {incident.title} — {incident.status}", 300))
+
+
+# ------------------------------------------------------------------------------------------------ header
+
+def header(incident: Incident, *, now: float | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The pinned header: title, severity, status, commander, service, elapsed time, paging, buttons."""
+    now = now or time.time()
+    icon = RESOLVED_ICON if not incident.is_open else SEVERITY_ICON[incident.severity]
+    heading = (f"{icon} *{escape(incident.id)} · {incident.severity} {SEVERITY_MEANING[incident.severity]} · "
+               f"{incident.status.capitalize()}*\n*{title_line(incident)}*")
+    running = ("Duration", format_duration(incident.elapsed_s(now))) if not incident.is_open else \
+        ("Running for", format_duration(incident.elapsed_s(now)))
+    fields = [
+        _field("Severity", f"{incident.severity} ({SEVERITY_MEANING[incident.severity]})"),
+        _field("Status", incident.status.capitalize()),
+        _field("Commander", who(incident.commander)),
+        _field("Service", f"`{escape(incident.service)}`" if incident.service else "none named"),
+        _field("Declared", slack_date(incident.declared_at)),
+        _field(*running),
+        _field("Paging", paging_line(incident, now)),
+    ]
+    blocks: list[dict[str, Any]] = [_section(heading), {"type": "section", "fields": fields[:10]}]
+    if incident.failing_checks:
+        shown = "\n".join(f"• {inert(one_line(c, 200))}" for c in incident.failing_checks[:5])
+        blocks.append(_section(f"*Failing checks*\n{shown}"))
+    if incident.last_update and incident.last_update_at:
+        blocks.append(_context(f"Last update {slack_date(incident.last_update_at, '{time}')}: "
+                               f"{inert(one_line(incident.last_update, 500))}"))
+    if not incident.is_open:
+        fix = inert(one_line(incident.resolution or "no summary given", 1000))
+        blocks.append(_section(f"{RESOLVED_ICON} Resolved by {who(incident.resolved_by)}: {fix}"))
+    else:
+        blocks.append(header_actions(incident))
+    return plain_summary(incident), blocks
+
+
+def paging_line(incident: Incident, now: float) -> str:
+    paging = incident.paging
+    if paging.acknowledged and paging.acked_at:
+        started = paging.first_paged_at or incident.declared_at
+        return f"acknowledged by {who(paging.acked_by)} after {format_duration(paging.acked_at - started)}"
+    if paging.severity is None or paging.level == 0:
+        return "nobody paged" if incident.ready else "starting…"
+    line = f"level {paging.level} paged, not acknowledged"
+    if paging.next_escalation_at and incident.is_open:
+        line += f"; escalates {slack_date(paging.next_escalation_at, '{time}')}"
+    return line
+
+
+def header_actions(incident: Incident) -> dict[str, Any]:
+    value = incident.id
+
+    def button(label: str, action: str, style: str | None = None, confirm: dict | None = None) -> dict:
+        element: dict[str, Any] = {"type": "button", "action_id": action, "value": value,
+                                   "text": {"type": "plain_text", "text": label}}
+        if style:
+            element["style"] = style
+        if confirm:
+            element["confirm"] = confirm
+        return element
+
+    def confirm(title: str, text: str, yes: str) -> dict[str, Any]:
+        return {"title": {"type": "plain_text", "text": title}, "text": {"type": "mrkdwn", "text": text},
+                "confirm": {"type": "plain_text", "text": yes}, "deny": {"type": "plain_text", "text": "Cancel"}}
+
+    elements = [
+        button("Acknowledge", ACK_ACTION, "primary"),
+        button("Diagnose", DIAGNOSE_ACTION),
+        button("Escalate", ESCALATE_ACTION, confirm=confirm(
+            "Escalate?", f"Page the next escalation level for {escape(incident.id)} now?", "Page them")),
+        button("Resolve", RESOLVE_ACTION, "danger", confirm=confirm(
+            "Resolve?", f"Mark {escape(incident.id)} resolved? Say what fixed it with "
+                        "`/incident note` (or use `/incident resolve <what fixed it>` instead).", "Resolve")),
+    ]
+    return {"type": "actions", "block_id": f"incident:{incident.id}", "elements": elements}
+
+
+def topic(incident: Incident) -> str:
+    """Channel topic (plain text, ≤ 250 characters)."""
+    text = f"{incident.id} {incident.severity} {incident.status}: {one_line(incident.title, 200)}"
+    return escape(text)[:250]
+
+
+# ------------------------------------------------------------------------------------------------ posts
+
+def announcement(incident: Incident) -> tuple[str, list[dict[str, Any]]]:
+    icon = RESOLVED_ICON if not incident.is_open else SEVERITY_ICON[incident.severity]
+    where = f"<#{incident.channel}>" if incident.channel and incident.mode == "channel" else "its thread"
+    state = "resolved" if not incident.is_open else incident.status
+    by = "Alertmanager" if incident.source == "alertmanager" else who(incident.reporter)
+    text = (f"{icon} *{escape(incident.id)}* {incident.severity} — *{title_line(incident)}* ({state}). "
+            f"Declared by {by}; follow it in {where}.")
+    if incident.service:
+        text += f" Service: `{escape(incident.service)}`."
+    return plain_summary(incident), [_section(text)]
+
+
+def line(text: str) -> tuple[str, list[dict[str, Any]]]:
+    """A one-section message whose text is already safe mrkdwn."""
+    return truncate(text, 3000), [_section(text)]
+
+
+def declared_line(incident: Incident) -> str:
+    return (f"{SEVERITY_ICON[incident.severity]} {who(incident.reporter)} declared *{escape(incident.id)}* "
+            f"({incident.severity}): {title_line(incident)}")
+
+
+def status_line(incident: Incident, actor: str, old: str, new: str, note: str | None,
+                next_due: float | None) -> str:
+    text = f"*Status:* {old} → *{new}* ({who(actor)})"
+    if note:
+        text += f"\n{inert(note)}"
+    if next_due and new != "resolved":
+        text += f"\n_Next update due {slack_date(next_due, '{time}')}._"
+    return text
+
+
+def severity_line(actor: str, old: str, new: str, paged: list[str]) -> str:
+    text = f"{SEVERITY_ICON[new]} *Severity:* {old} → *{new}* ({who(actor)})"
+    if paged:
+        text += f"\nPaging what {new} adds: {', '.join(paged)}."
+    elif _rank(new) < _rank(old):
+        text += "\nNobody new to page: everyone the new severity names was paged already."
+    return text
+
+
+def ack_line(actor: str, after_s: float, via: str) -> str:
+    source = {"pagerduty": " in PagerDuty", "opsgenie": " in Opsgenie"}.get(via, "")
+    return (f":raising_hand: Page acknowledged by {who(actor)}{source} after {format_duration(after_s)}. "
+            f"Escalation stopped.")
+
+
+def escalated_line(level: int, targets: list[str], reason: str, actor: str | None) -> str:
+    if reason == "timer":
+        head = f":rotating_light: No acknowledgement in time: paging level {level}"
+    else:
+        head = f":rotating_light: {who(actor)} escalated: paging level {level}"
+    return head + (f" ({', '.join(targets)})." if targets else ".")
+
+
+def people_paged_line(actor: str, people: list[str], reason: str | None) -> str:
+    text = f":rotating_light: {who(actor)} paged {', '.join(people)}."
+    if reason:
+        text += f" Reason: {inert(one_line(reason, 500))}"
+    return text
+
+
+def resolved_line(incident: Incident) -> str:
+    fix = inert(incident.resolution) if incident.resolution else "_no summary given_"
+    return (f"{RESOLVED_ICON} *{escape(incident.id)} resolved* by {who(incident.resolved_by)} after "
+            f"{format_duration(incident.elapsed_s())}.\n*What fixed it:* {fix}")
+
+
+def reminder_line(incident: Incident, since_s: float, every_s: float) -> str:
+    return (f":alarm_clock: No status update on *{escape(incident.id)}* for {format_duration(since_s)} "
+            f"({incident.severity} expects one every {format_duration(every_s)}). Post one: "
+            f"`/incident status {incident.status} <what we know now>`.")
+
+
+def page_failed_line(error: str) -> str:
+    return f":warning: {inert(one_line(error, 600))}"
+
+
+def targets_text(targets: list[tuple[str, str | None]]) -> list[str]:
+    """Human names for page targets: Slack ids as mentions, providers by name."""
+    out = []
+    for provider, target in targets:
+        if provider == "slack" and target:
+            out.append(f"<!subteam^{target}>" if target.startswith("S") else f"<@{target}>")
+        elif target:
+            out.append(f"{escape(provider)} {escape(target)}")
+        else:
+            out.append({"pagerduty": "PagerDuty on-call", "opsgenie": "Opsgenie on-call"}.get(
+                provider, f"{escape(provider)} on-call"))
+    return list(dict.fromkeys(out))
+
+
+def list_text(incidents: list[Incident], now: float | None = None) -> str:
+    if not incidents:
+        return "No open incidents. Declare one with `/incident <title> [P0|P1|P2|P3] [service]`."
+    now = now or time.time()
+    rows = [f"*Open incidents ({len(incidents)}):*"]
+    for inc in sorted(incidents, key=lambda i: (i.severity, i.declared_at)):
+        where = f"<#{inc.channel}>" if inc.channel and inc.mode == "channel" else "thread"
+        rows.append(f"{SEVERITY_ICON[inc.severity]} *{escape(inc.id)}* {inc.severity} {inc.status} · "
+                    f"{title_line(inc, 120)} · {format_duration(inc.elapsed_s(now))} · "
+                    f"commander {who(inc.commander)} · {where}")
+    return truncate("\n".join(rows), 3000)
+
+
+def _rank(severity: str) -> int:
+    return int(severity[1])

@@ -1,0 +1,161 @@
+"""The incident record: one pydantic model, stored as JSON under `inc:<id>` (see store.py).
+
+Everything about an incident that other features need (the postmortem, summaries, message capture) is here or
+in its timeline (bot/timeline.py). Text fields hold the plain text people typed; renderers escape it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Severity = Literal["P0", "P1", "P2", "P3"]
+IncidentStatus = Literal["investigating", "identified", "monitoring", "resolved"]
+SEVERITIES: tuple[Severity, ...] = ("P0", "P1", "P2", "P3")
+STATUSES: tuple[IncidentStatus, ...] = ("investigating", "identified", "monitoring", "resolved")
+SEVERITY_MEANING = {"P0": "critical", "P1": "high", "P2": "medium", "P3": "low"}
+
+INCIDENT_ID = re.compile(r"^INC-(\d{1,9})$", re.IGNORECASE)
+CHANNEL_NAME_MAX = 80
+
+
+class PageRecord(BaseModel):
+    """The outcome of one delivery of a page: one provider (PagerDuty, Opsgenie) or one Slack user."""
+
+    dedup_key: str
+    delivery: str  # "pagerduty", "opsgenie-emea", "slack:U123"
+    severity: Severity
+    level: int
+    ok: bool
+    error: str | None = None
+    provider_ref: str | None = None
+    at: float = Field(default_factory=time.time)
+
+
+class FrozenLevel(BaseModel):
+    """A policy level as it was when paging started (the policy file may change; a running incident does not)."""
+
+    number: int
+    routes: dict[str, list[str]]  # provider → target ids ([] = the provider's own default target)
+    ack_timeout_s: float
+    urgency: Literal["high", "low"] = "high"
+
+
+class PageOrder(BaseModel):
+    """A decision to page, committed before any page goes out; the `incident.page` job carries it out."""
+
+    dedup_key: str  # make_dedup_key(id, severity, level), or `<id>:<severity>:people:<n>` for named people
+    severity: Severity
+    level: int
+    routes: dict[str, list[str]]
+    urgency: Literal["high", "low"] = "high"
+    reason: Literal["policy", "timer", "manual", "severity", "people"] = "policy"
+    actor: str | None = None
+    ordered_at: float = Field(default_factory=time.time)
+    done: bool = False
+
+
+class Paging(BaseModel):
+    """Escalation state. `level` is the highest level of `levels` paged so far (0: none yet)."""
+
+    severity: Severity | None = None  # the severity whose (frozen) levels are being walked; None: not started
+    levels: list[FrozenLevel] = Field(default_factory=list)
+    level: int = 0
+    orders: list[PageOrder] = Field(default_factory=list)
+    first_paged_at: float | None = None
+    acked_at: float | None = None
+    acked_by: str | None = None  # Slack user id, or a name from PagerDuty
+    ack_via: str | None = None  # button | command | pagerduty
+    next_escalation_at: float | None = None
+    timer_gen: int = 0  # bumped whenever the pending escalation timer is replaced or cancelled
+    slack_paged: list[str] = Field(default_factory=list)  # Slack users DM'd: they may acknowledge
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.acked_at is not None
+
+    def order(self, dedup_key: str) -> PageOrder | None:
+        return next((o for o in self.orders if o.dedup_key == dedup_key), None)
+
+
+class Incident(BaseModel):
+    id: str  # "INC-12"
+    number: int
+    title: str
+    severity: Severity = "P2"
+    status: IncidentStatus = "investigating"
+    service: str | None = None
+    reporter: str  # Slack user id, or "alertmanager"
+    commander: str | None = None
+    source: Literal["slack", "alertmanager"] = "slack"
+    declared_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+
+    # Where it lives. Channel mode: `channel` is the incident channel. Thread mode (INCIDENT_CREATE_CHANNELS=false,
+    # or creation failed): `channel` is `origin_channel` and `thread_ts` is the header's ts.
+    origin_channel: str
+    mode: Literal["channel", "thread"] = "channel"
+    channel: str | None = None
+    channel_name: str | None = None
+    thread_ts: str | None = None
+    header_ts: str | None = None
+    announcement: tuple[str, str] | None = None  # (channel, ts) in the incidents channel
+    place_note: str | None = None  # why the incident lives in a thread although channels were wanted
+
+    last_update_at: float | None = None  # the latest status update or note (reminders count from here)
+    last_update: str | None = None
+    failing_checks: list[str] = Field(default_factory=list)  # from the latest diagnosis verdict
+    diagnosis_runs: list[str] = Field(default_factory=list)
+    resolved_at: float | None = None
+    resolved_by: str | None = None
+    resolution: str | None = None
+    alert_group_key: str | None = None
+
+    paging: Paging = Field(default_factory=Paging)
+    reminder_due: float | None = None
+    reminder_gen: int = 0
+    link: str | None = None  # permalink of the header message (pages and DMs link to it)
+    ready: bool = False  # every declaration step is done (channel, header, pin, topic, announcement, paging)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status != "resolved"
+
+    @property
+    def where(self) -> str | None:
+        """Slack channel the incident's messages go to."""
+        return self.channel
+
+    def elapsed_s(self, now: float | None = None) -> float:
+        end = self.resolved_at if self.resolved_at else (now or time.time())
+        return max(end - self.declared_at, 0.0)
+
+
+def incident_id(number: int) -> str:
+    return f"INC-{number}"
+
+
+def parse_incident_id(text: str) -> str | None:
+    match = INCIDENT_ID.match(text.strip())
+    return f"INC-{int(match.group(1))}" if match else None
+
+
+def slugify(title: str, limit: int = 40) -> str:
+    """`Checkout API 500s!` → `checkout-api-500s` (ASCII letters/digits joined by '-')."""
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode().lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_title).strip("-")
+    return slug[:limit].rstrip("-") or "incident"
+
+
+def channel_name(prefix: str, number: int, title: str, at: float | None = None) -> str:
+    """`inc-20261107-12-checkout-api-500s`: a valid Slack channel name (lowercase, digits, '-', '_', ≤ 80)."""
+    day = datetime.fromtimestamp(at or time.time(), UTC).strftime("%Y%m%d")
+    head = f"{prefix}-{day}-{number}"
+    room = CHANNEL_NAME_MAX - len(head) - 1
+    slug = slugify(title, limit=max(room, 0))
+    return f"{head}-{slug}" if slug and room > 0 else head[:CHANNEL_NAME_MAX]

@@ -1,0 +1,198 @@
+"""`Incidents`: what every incident function needs, built once per process by `install` and kept in
+`rt.extras["incidents"]` — settings, the paging policy and providers, the store and the timeline — plus the
+helpers they share: posting into an incident exactly once, queueing a header refresh, finding the incident a
+command means, and the authorisation check.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bot.incidents.config import IncidentSettings
+from bot.incidents.model import Incident, parse_incident_id
+from bot.incidents.store import IncidentStore
+from bot.paging.policy import PagingPolicy, Permission
+from bot.paging.providers import Provider
+from bot.runtime import Runtime
+from bot.slack_client import SlackClient, SlackError
+from bot.timeline import Timeline
+from handlers.errors import UserError
+
+log = logging.getLogger("bot.incidents")
+
+Action = Literal["escalate", "severity", "resolve", "ack"]
+_VERBS = {"escalate": "escalate", "severity": "change the severity of", "resolve": "resolve",
+          "ack": "acknowledge the page of"}
+POST_MARK = "chatops_incident"  # Slack message metadata event_type on everything the bot posts for an incident
+
+
+@dataclass
+class Incidents:
+    rt: Runtime
+    settings: IncidentSettings
+    policy: PagingPolicy
+    providers: dict[str, Provider]
+    store: IncidentStore
+    timeline: Timeline
+    page_lease_s: float = 20.0  # how long one worker may hold "sending this page" before another may re-send
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def slack(self) -> SlackClient:
+        return self.rt.slack
+
+    # -- jobs -------------------------------------------------------------------------------------------------
+
+    async def refresh_header(self, incident_id: str, *, delay_s: float = 0.3) -> None:
+        """Queue a redraw of the header (and announcement); coalesces while one is waiting."""
+        await self.rt.queue.enqueue("incident.refresh", {"incident": incident_id}, job_id=f"refresh:{incident_id}",
+                                    delay_s=delay_s)
+
+    async def say(self, incident_id: str, key: str, text: str, blocks: list[dict] | None = None) -> None:
+        """Queue a message into the incident (its channel, or its thread), posted once under `key`."""
+        await self.rt.queue.enqueue("incident.post", {"incident": incident_id, "key": key, "text": text,
+                                                      "blocks": blocks}, job_id=f"post:{incident_id}:{key}")
+
+    # -- posting exactly once ---------------------------------------------------------------------------------
+
+    async def post_once(self, incident_id: str, key: str, channel: str, text: str, blocks: list[dict] | None,
+                        *, thread_ts: str | None = None) -> str:
+        """Post and remember the ts under `key`. A try that died between posting and remembering is found again
+        by the message metadata (so a resumed declaration does not post a second header)."""
+        done = await self.store.posted(incident_id, key)
+        if done:
+            return done
+        attempt = f"attempt:{key}"
+        if await self.store.posted(incident_id, attempt):
+            found = await self._find_posted(incident_id, key, channel, thread_ts)
+            if found:
+                await self.store.mark_posted(incident_id, key, found)
+                return found
+        await self.store.mark_posted(incident_id, attempt, "1")
+        metadata = {"event_type": POST_MARK, "event_payload": {"incident_id": incident_id, "key": key}}
+        answer = await self.slack.post_message(channel, text, blocks=blocks, thread_ts=thread_ts, metadata=metadata)
+        ts = str(answer["ts"])
+        await self.store.mark_posted(incident_id, key, ts)
+        return ts
+
+    async def _find_posted(self, incident_id: str, key: str, channel: str, thread_ts: str | None) -> str | None:
+        method, params = ("conversations.replies", {"ts": thread_ts}) if thread_ts else ("conversations.history", {})
+        try:
+            answer = await self.slack.call(method, channel=channel, limit=100, include_all_metadata=True, **params)
+        except SlackError as exc:
+            log.warning("could not look for an earlier %s post of %s: %s", key, incident_id, exc.error)
+            return None
+        for message in answer.get("messages") or []:
+            payload = (message.get("metadata") or {}).get("event_payload") or {}
+            if payload.get("incident_id") == incident_id and payload.get("key") == key:
+                return str(message["ts"])
+        return None
+
+    async def post_in(self, incident: Incident, key: str, text: str, blocks: list[dict] | None) -> str | None:
+        """Post into the incident's channel (or thread); None while it has no place yet."""
+        if not incident.channel:
+            return None
+        thread = incident.thread_ts if incident.mode == "thread" else None
+        return await self.post_once(incident.id, key, incident.channel, text, blocks, thread_ts=thread)
+
+    # -- which incident a command means ---------------------------------------------------------------------
+
+    async def find_for_command(self, channel: str, explicit: str | None, example: str) -> Incident:
+        """The incident named (`INC-12`), or the one whose channel (or single open thread) this is."""
+        if explicit:
+            incident_id = parse_incident_id(explicit)
+            found = await self.store.get(incident_id) if incident_id else None
+            if found is None:
+                raise UserError(f"There is no incident {_code(explicit)}. `/incident list` shows the open ones.")
+            return found
+        incident_id = await self.store.by_channel(channel)
+        if incident_id is None:
+            threads = await self.store.open_in_thread_channel(channel)
+            if len(threads) == 1:
+                incident_id = threads[0]
+            elif threads:
+                raise UserError(f"Several incidents run in threads here ({', '.join(threads)}): name one, "
+                                f"for example `{example.replace('INC-12', threads[0])}`.")
+        if incident_id is None:
+            raise UserError(f"Run this in an incident channel, or name it: `{example}`.")
+        return await self.store.require(incident_id)
+
+    # -- authorisation ----------------------------------------------------------------------------------------
+
+    def permission(self, action: Action) -> Permission:
+        if action in ("escalate", "ack"):
+            return self.policy.escalation_allowed
+        return self.policy.severity_change_allowed
+
+    async def authorize(self, incident: Incident, user: str, action: Action) -> None:
+        """Raise UserError (saying who can) unless `user` may do `action` to `incident`. Enforced server-side:
+        a forged button payload goes through the same check as the command."""
+        if action == "ack" and user in incident.paging.slack_paged:
+            return  # whoever was paged may acknowledge their page, even from a DM outside the channel
+        permission = self.permission(action)
+        in_channel = await self.is_member(incident.channel, user) if permission.channel_members else False
+        groups = await self._groups_of(user, permission.ids) if permission.ids else []
+        if permission.allows(user, in_channel=in_channel, user_groups=groups):
+            return
+        raise UserError(self.refusal(incident, action, permission))
+
+    def refusal(self, incident: Incident, action: Action, permission: Permission) -> str:
+        verb = _VERBS[action]
+        if permission.channel_members:
+            where = f"<#{incident.channel}>" if incident.channel else "the incident channel"
+            return (f"Only members of {where} can {verb} {incident.id}. Join the channel, or ask its commander"
+                    f" ({'<@' + incident.commander + '>' if incident.commander else 'nobody yet'}).")
+        names = ", ".join(sorted(f"<!subteam^{i}>" if i.startswith("S") else f"<@{i}>" for i in permission.ids))
+        return f"Only {names} can {verb} {incident.id}. Ask one of them."
+
+    async def is_member(self, channel: str | None, user: str) -> bool:
+        if not channel:
+            return False
+        cursor = None
+        for _ in range(50):  # 50 pages of 1,000 members is more than any incident channel has
+            try:
+                answer = await self.slack.call("conversations.members", channel=channel, limit=1000, cursor=cursor)
+            except SlackError as exc:
+                log.warning("conversations.members %s failed: %s", channel, exc.error)
+                return False
+            if user in (answer.get("members") or []):
+                return True
+            cursor = (answer.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return False
+        return False
+
+    async def _groups_of(self, user: str, ids: frozenset[str]) -> list[str]:
+        groups = []
+        for group in sorted(i for i in ids if i.startswith("S")):
+            if user in await self.group_members(group):
+                groups.append(group)
+        return groups
+
+    async def group_members(self, group: str) -> list[str]:
+        try:
+            answer = await self.slack.call("usergroups.users.list", usergroup=group)
+        except SlackError as exc:
+            log.warning("usergroups.users.list %s failed: %s", group, exc.error)
+            return []
+        return [str(u) for u in answer.get("users") or []]
+
+
+def incidents_of(rt: Runtime) -> Incidents:
+    ctx = rt.extras.get("incidents")
+    if ctx is None:
+        raise RuntimeError("incidents are not installed in this runtime (bot.incidents.install.install)")
+    return ctx
+
+
+def _code(text: str) -> str:
+    from bot.mrkdwn import escape, one_line
+
+    return f"`{escape(one_line(text, 40)).replace('`', '')}`"
+
+
+MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
+GROUP_MENTION = re.compile(r"^<!subteam\^(S[A-Z0-9]+)(?:\|[^>]*)?>$")

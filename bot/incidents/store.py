@@ -1,0 +1,230 @@
+"""Incidents in Redis. Works with a bytes client (the runtime's) or a decoding one (the tests').
+
+Keys, each under the runtime's namespace (`chatops:inc:seq`, ...):
+
+    inc:seq                       INCR → the next incident number
+    inc:<id>                      the Incident as JSON
+    inc:open                      set of open incident ids
+    inc:all                       zset id → number (every incident ever declared)
+    inc:chan:<channel>            incident id of an incident channel
+    inc:threads:<channel>         set of ids of thread-mode incidents living in <channel>
+    inc:trigger:<trigger_id>      id declared by that slash-command invocation (a Slack retry finds it)
+    inc:alert:<group hash>        id opened by that Alertmanager groupKey (cleared when it resolves)
+    inc:<id>:steps                hash: declaration step → its result ("channel" → C123, "header" → ts, ...)
+    inc:<id>:posted               hash: message key → ts, so a retried job never posts the same message twice
+    inc:<id>:pages                hash: `<dedup key>|<delivery>` → PageRecord JSON (one per provider or Slack user)
+    inc:<id>:pagelease:<field>    held while one worker sends that delivery
+    inc:<id>:lock                 the mutation lock (SET NX PX with a token; released by compare-and-delete)
+    inc:<id>:tl, inc:<id>:tl:order  the timeline (bot/timeline.py)
+
+Every change to an incident is a read-modify-write under its lock (`store.mutate(id)`), so a button press, a
+command and an escalation timer racing on one incident see each other's writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bot.incidents.model import Incident, PageRecord, incident_id
+
+LOCK_TTL_MS = 15_000
+LOCK_WAIT_S = 10.0
+TRIGGER_TTL_S = 86_400
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class IncidentNotFound(LookupError):
+    pass
+
+
+class LockTimeout(TimeoutError):
+    pass
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class IncidentStore:
+    def __init__(self, redis: aioredis.Redis, namespace: str = "chatops") -> None:
+        self.redis = redis
+        self.namespace = namespace
+        self._release = redis.register_script(_RELEASE)
+
+    def key(self, *parts: object) -> str:
+        return ":".join([self.namespace, "inc", *(str(p) for p in parts)])
+
+    # -- identity ---------------------------------------------------------------------------------------------
+
+    async def next_number(self) -> int:
+        return int(await self.redis.incr(self.key("seq")))
+
+    async def claim_trigger(self, trigger_id: str, incident: str) -> str:
+        """Bind a slash-command invocation to an incident id; returns the id it was already bound to, if any."""
+        key = self.key("trigger", trigger_id)
+        if await self.redis.set(key, incident, nx=True, ex=TRIGGER_TTL_S):
+            return incident
+        return _text(await self.redis.get(key))
+
+    async def by_trigger(self, trigger_id: str) -> str | None:
+        raw = await self.redis.get(self.key("trigger", trigger_id))
+        return _text(raw) if raw is not None else None
+
+    # -- records ----------------------------------------------------------------------------------------------
+
+    async def create(self, incident: Incident) -> bool:
+        """Store a new incident; False if the id exists (it never overwrites)."""
+        created = await self.redis.set(self.key(incident.id), incident.model_dump_json(), nx=True)
+        if not created:
+            return False
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.sadd(self.key("open"), incident.id)
+        pipe.zadd(self.key("all"), {incident.id: incident.number})
+        if incident.mode == "thread" and incident.channel:
+            pipe.sadd(self.key("threads", incident.channel), incident.id)
+        await pipe.execute()
+        return True
+
+    async def get(self, incident: str) -> Incident | None:
+        raw = await self.redis.get(self.key(incident))
+        return Incident.model_validate_json(raw) if raw is not None else None
+
+    async def require(self, incident: str) -> Incident:
+        found = await self.get(incident)
+        if found is None:
+            raise IncidentNotFound(incident)
+        return found
+
+    async def save(self, incident: Incident) -> None:
+        incident.updated_at = time.time()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.key(incident.id), incident.model_dump_json())
+        if incident.is_open:
+            pipe.sadd(self.key("open"), incident.id)
+        else:
+            pipe.srem(self.key("open"), incident.id)
+        if incident.mode == "channel" and incident.channel:
+            pipe.set(self.key("chan", incident.channel), incident.id)
+        if incident.mode == "thread" and incident.channel:
+            pipe.sadd(self.key("threads", incident.channel), incident.id)
+        await pipe.execute()
+
+    @contextlib.asynccontextmanager
+    async def mutate(self, incident: str) -> AsyncIterator[Incident]:
+        """Read under the incident's lock, let the caller change it, save it (not when the body raises)."""
+        async with self.lock(incident):
+            current = await self.require(incident)
+            yield current
+            await self.save(current)
+
+    @contextlib.asynccontextmanager
+    async def lock(self, incident: str, *, wait_s: float = LOCK_WAIT_S) -> AsyncIterator[None]:
+        key, token = self.key(incident, "lock"), uuid.uuid4().hex
+        deadline = time.monotonic() + wait_s
+        delay = 0.005
+        while not await self.redis.set(key, token, nx=True, px=LOCK_TTL_MS):
+            if time.monotonic() > deadline:
+                raise LockTimeout(f"{incident} is locked by another worker")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        try:
+            yield
+        finally:
+            await self._release(keys=[key], args=[token])
+
+    # -- lookups ----------------------------------------------------------------------------------------------
+
+    async def by_channel(self, channel: str) -> str | None:
+        raw = await self.redis.get(self.key("chan", channel))
+        return _text(raw) if raw is not None else None
+
+    async def open_in_thread_channel(self, channel: str) -> list[str]:
+        ids = [_text(i) for i in await self.redis.smembers(self.key("threads", channel))]
+        open_ids = {_text(i) for i in await self.redis.smembers(self.key("open"))}
+        return sorted((i for i in ids if i in open_ids), key=_number)
+
+    async def open_ids(self) -> list[str]:
+        return sorted((_text(i) for i in await self.redis.smembers(self.key("open"))), key=_number)
+
+    async def list_open(self) -> list[Incident]:
+        ids = await self.open_ids()
+        if not ids:
+            return []
+        raws = await self.redis.mget([self.key(i) for i in ids])
+        return [Incident.model_validate_json(raw) for raw in raws if raw is not None]
+
+    async def all_ids(self) -> list[str]:
+        return [_text(i) for i in await self.redis.zrange(self.key("all"), 0, -1)]
+
+    # -- declaration steps and idempotent posts -------------------------------------------------------------------
+
+    async def step(self, incident: str, name: str) -> str | None:
+        raw = await self.redis.hget(self.key(incident, "steps"), name)
+        return _text(raw) if raw is not None else None
+
+    async def mark_step(self, incident: str, name: str, value: str = "1") -> None:
+        await self.redis.hset(self.key(incident, "steps"), name, value)
+
+    async def steps(self, incident: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(self.key(incident, "steps"))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def posted(self, incident: str, key: str) -> str | None:
+        raw = await self.redis.hget(self.key(incident, "posted"), key)
+        return _text(raw) if raw is not None else None
+
+    async def mark_posted(self, incident: str, key: str, ts: str) -> None:
+        await self.redis.hset(self.key(incident, "posted"), key, ts)
+
+    # -- page records ---------------------------------------------------------------------------------------------
+
+    async def page_record(self, incident: str, field: str) -> PageRecord | None:
+        raw = await self.redis.hget(self.key(incident, "pages"), field)
+        return PageRecord.model_validate_json(raw) if raw is not None else None
+
+    async def record_page(self, incident: str, field: str, record: PageRecord) -> bool:
+        """Record a delivery's outcome; False (and nothing changed) if one is recorded already."""
+        return bool(await self.redis.hsetnx(self.key(incident, "pages"), field, record.model_dump_json()))
+
+    async def page_records(self, incident: str) -> dict[str, PageRecord]:
+        """`<dedup key>|<delivery>` → outcome, for every page of the incident."""
+        raw = await self.redis.hgetall(self.key(incident, "pages"))
+        return {_text(k): PageRecord.model_validate_json(v) for k, v in raw.items()}
+
+    # -- alerts ---------------------------------------------------------------------------------------------------
+
+    async def claim_alert(self, group_hash: str, incident: str) -> str:
+        key = self.key("alert", group_hash)
+        if await self.redis.set(key, incident, nx=True):
+            return incident
+        return _text(await self.redis.get(key))
+
+    async def alert_incident(self, group_hash: str) -> str | None:
+        raw = await self.redis.get(self.key("alert", group_hash))
+        return _text(raw) if raw is not None else None
+
+    async def release_alert(self, group_hash: str, incident: str) -> None:
+        key = self.key("alert", group_hash)
+        if _text(await self.redis.get(key) or b"") == incident:
+            await self.redis.delete(key)
+
+
+def _number(incident: str) -> int:
+    try:
+        return int(incident.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+__all__ = ["IncidentNotFound", "IncidentStore", "LockTimeout", "incident_id"]

@@ -1,0 +1,203 @@
+"""`/incident` — declare an incident, or run one: status, sev, commander, note, ack, resolve, list, help.
+
+Every answer is ephemeral and says what happened or what to type instead; the public record (the header, the
+lines in the channel, the timeline) is written by bot/incidents, mostly from the queue, after the ack.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import uuid
+from typing import Any
+
+from bot.incidents import escalation, lifecycle, messages
+from bot.incidents.model import SEVERITIES, STATUSES, channel_name, parse_incident_id
+from bot.incidents.service import MENTION, Incidents, incidents_of
+from bot.mrkdwn import escape, one_line
+from bot.runtime import Runtime
+from handlers.errors import UserError, answers_errors
+
+TITLE_MAX = 200
+SEVERITY_TOKEN = re.compile(r"^(?:p|sev)-?(\d+)$", re.IGNORECASE)
+SUBCOMMANDS = ("status", "sev", "severity", "commander", "note", "ack", "resolve", "list", "help", "declare")
+DECLARE_USAGE = "`/incident <title> [P0|P1|P2|P3] [service]`, for example `/incident Checkout errors P1 api`"
+SEVERITY_HELP = "P0 (critical), P1 (high), P2 (medium) or P3 (low)"
+
+
+def severity_of(token: str) -> str | None:
+    """`P1`/`p1`/`sev1` → "P1"; None when the token is not severity-shaped; UserError for `P7`."""
+    match = SEVERITY_TOKEN.match(token)
+    if not match:
+        return None
+    severity = f"P{int(match.group(1))}"
+    if severity not in SEVERITIES:
+        raise UserError(f"Unknown severity `{escape(one_line(token, 10))}`: use {SEVERITY_HELP}.")
+    return severity
+
+
+def parse_declaration(words: list[str], known_services: list[str]) -> tuple[str, str, str | None]:
+    """`<title> [P0-P3] [service]` → (title, severity, service). A trailing word is the service only when the
+    services file knows it; after a severity, an unknown word is an error (a typo'd service, not a title)."""
+    words = list(words)
+    service = severity = None
+    if len(words) >= 2 and words[-1].lower() in known_services:
+        service = words.pop().lower()
+    elif len(words) >= 3 and severity_of(words[-2]) and not severity_of(words[-1]):
+        guess = difflib.get_close_matches(words[-1].lower(), known_services, n=1, cutoff=0.6)
+        hint = f' Did you mean "{guess[0]}"?' if guess else ""
+        raise UserError(f'Unknown service "{escape(one_line(words[-1], 40))}".{hint} Known services: '
+                        f"{', '.join(sorted(known_services)) or 'none are configured'}.")
+    if words and (found := severity_of(words[-1])):
+        severity = found
+        words.pop()
+    title = " ".join(words).strip()
+    if not title:
+        raise UserError(f"Give the incident a title: {DECLARE_USAGE}.")
+    if len(title) > TITLE_MAX:
+        raise UserError(f"Keep the title under {TITLE_MAX} characters (this one has {len(title)}); put the detail "
+                        f"in `/incident note <text>` once it is declared.")
+    return title, severity or "P2", service
+
+
+def parse_person(token: str) -> str:
+    """`<@U123|bob>` (how Slack sends a mention with should_escape) → U123."""
+    match = MENTION.match(token)
+    if match:
+        return match.group(1)
+    raise UserError(f"I can't tell who `{escape(one_line(token, 40))}` is. Mention them so Slack sends their id: "
+                    f"type @ and pick the person from the list.")
+
+
+def split_explicit(args: list[str]) -> tuple[str | None, list[str]]:
+    """An optional leading `INC-12`."""
+    if args and parse_incident_id(args[0]):
+        return args[0], args[1:]
+    return None, args
+
+
+def register(app: Any, rt: Runtime) -> None:
+    @app.command("/incident")
+    @answers_errors
+    async def incident(ack: Any, command: dict, **_: Any) -> None:
+        ctx = incidents_of(rt)
+        words = (command.get("text") or "").split()
+        sub = words[0].lower() if words else ""
+        if sub in ("help", ""):
+            if not words:
+                raise UserError(f"Give the incident a title: {DECLARE_USAGE}. `/incident help` lists the rest.")
+            await ack(text=messages.USAGE, response_type="ephemeral")
+            return
+        if sub == "list":
+            await ack(text=messages.list_text(await ctx.store.list_open()), response_type="ephemeral")
+            return
+        handler = SUBCOMMAND_HANDLERS.get(sub)
+        if handler is None:
+            text = await declare_command(ctx, command, words[1:] if sub == "declare" else words)
+        else:
+            text = await handler(ctx, command, words[1:])
+        await ack(text=text, response_type="ephemeral")
+
+
+async def declare_command(ctx: Incidents, command: dict, words: list[str]) -> str:
+    title, severity, service = parse_declaration(words, list(ctx.rt.services().services))
+    incident, created = await lifecycle.declare(
+        ctx, title=title, severity=severity, service=service, reporter=command["user_id"],  # type: ignore
+        origin_channel=command["channel_id"], trigger_id=command.get("trigger_id"))
+    if not created:
+        return f"*{incident.id}* was already declared for this command; nothing new was opened."
+    if ctx.settings.incident_create_channels:
+        name = channel_name(ctx.settings.incident_channel_prefix, incident.number, title, incident.declared_at)
+        where = f"its channel `#{name}` is being opened and you will be invited"
+    else:
+        where = "it runs in a thread under its header in this channel"
+    paging = "; on-call is being paged" if ctx.policy.levels_for(severity) else "; nobody is paged at this severity"
+    diagnosing = f"; diagnosing `{escape(service)}`" if service else ""
+    return f"Declaring *{incident.id}* ({severity}): {messages.title_line(incident)} — {where}{paging}{diagnosing}."
+
+
+def _key(command: dict) -> str:
+    return str(command.get("trigger_id") or uuid.uuid4().hex)
+
+
+async def status_command(ctx: Incidents, command: dict, args: list[str]) -> str:
+    explicit, args = split_explicit(args)
+    example = "/incident status INC-12 monitoring"
+    if not args:
+        raise UserError(f"Which status? Use one of {', '.join(STATUSES)}, for example "
+                        f"`/incident status monitoring error rate back to normal`.")
+    new = args[0].lower()
+    if new not in STATUSES:
+        guess = difflib.get_close_matches(new, STATUSES, n=1, cutoff=0.5)
+        hint = f' Did you mean "{guess[0]}"?' if guess else ""
+        raise UserError(f'Unknown status "{escape(one_line(args[0], 30))}".{hint} Use one of '
+                        f"{', '.join(STATUSES)}.")
+    incident = await ctx.find_for_command(command["channel_id"], explicit, example)
+    note = " ".join(args[1:]).strip() or None
+    user = command["user_id"]
+    if new == "resolved":
+        await ctx.authorize(incident, user, "resolve")
+    incident = await lifecycle.change_status(ctx, incident.id, user, new, note, key=_key(command))  # type: ignore
+    return f"{incident.id} is now *{new}*." + ("" if note else " Tip: add a note next time, it goes in the record.")
+
+
+async def sev_command(ctx: Incidents, command: dict, args: list[str]) -> str:
+    explicit, args = split_explicit(args)
+    new = severity_of(args[0]) if args else None
+    if new is None:
+        raise UserError(f"Which severity? `/incident sev P1` — use {SEVERITY_HELP}.")
+    incident = await ctx.find_for_command(command["channel_id"], explicit, "/incident sev INC-12 P1")
+    await ctx.authorize(incident, command["user_id"], "severity")
+    reason = " ".join(args[1:]).strip() or None
+    change = await escalation.change_severity(ctx, incident.id, command["user_id"], new,  # type: ignore
+                                              key=_key(command), reason=reason)
+    paged = f" Paging: {', '.join(change.paged)}." if change.paged else ""
+    return f"{incident.id} is now *{new}* (was {change.old}).{paged}"
+
+
+async def commander_command(ctx: Incidents, command: dict, args: list[str]) -> str:
+    explicit, args = split_explicit(args)
+    if not args:
+        raise UserError("Who? `/incident commander @user` — mention them so Slack sends their id.")
+    person = parse_person(args[0])
+    incident = await ctx.find_for_command(command["channel_id"], explicit, "/incident commander INC-12 @user")
+    await lifecycle.set_commander(ctx, incident.id, command["user_id"], person, key=_key(command))
+    return f"<@{person}> is now the commander of {incident.id}."
+
+
+async def note_command(ctx: Incidents, command: dict, args: list[str]) -> str:
+    explicit, args = split_explicit(args)
+    text = " ".join(args).strip()
+    if not text:
+        raise UserError("What should the note say? `/incident note restarted the primary at 14:05`.")
+    incident = await ctx.find_for_command(command["channel_id"], explicit, "/incident note INC-12 <text>")
+    await lifecycle.add_note(ctx, incident.id, command["user_id"], text, key=_key(command))
+    return f"Noted in {incident.id}'s timeline."
+
+
+async def ack_command(ctx: Incidents, command: dict, args: list[str]) -> str:
+    explicit, _ = split_explicit(args)
+    incident = await ctx.find_for_command(command["channel_id"], explicit, "/incident ack INC-12")
+    await ctx.authorize(incident, command["user_id"], "ack")
+    result = await escalation.acknowledge(ctx, incident.id, command["user_id"], "command")
+    if result.already:
+        paging = result.incident.paging
+        return f"{incident.id} was already acknowledged by {messages.who(paging.acked_by)}."
+    return f"You acknowledged {incident.id}; the escalation is stopped."
+
+
+async def resolve_command(ctx: Incidents, command: dict, args: list[str]) -> str:
+    explicit, args = split_explicit(args)
+    fix = " ".join(args).strip()
+    if not fix:
+        raise UserError("Say what fixed it: `/incident resolve rolled back deploy 4512`. It goes in the record.")
+    incident = await ctx.find_for_command(command["channel_id"], explicit, "/incident resolve INC-12 <what fixed it>")
+    await ctx.authorize(incident, command["user_id"], "resolve")
+    await lifecycle.resolve(ctx, incident.id, command["user_id"], fix, key=_key(command))
+    return f"{incident.id} is resolved. Thank you — the pages are being closed."
+
+
+SUBCOMMAND_HANDLERS = {"status": status_command, "sev": sev_command, "severity": sev_command,
+                       "commander": commander_command, "note": note_command, "ack": ack_command,
+                       "resolve": resolve_command}
+

@@ -1,0 +1,80 @@
+"""The incident buttons: Acknowledge (header and paging DMs), Diagnose, Escalate, Resolve.
+
+A button's value is the incident id. Nothing about the click is trusted beyond Slack's signature: the same
+server-side authorisation as the commands runs here, so a forged payload naming another incident or pressed
+by someone outside the channel is refused (ephemerally, saying who can) and changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+import weakref
+from typing import Any
+
+from bot.incidents import escalation, lifecycle
+from bot.incidents.messages import ACK_ACTION, DIAGNOSE_ACTION, ESCALATE_ACTION, RESOLVE_ACTION, who
+from bot.incidents.model import parse_incident_id
+from bot.incidents.service import Incidents, incidents_of
+from bot.paging.slack_dm import OPEN_CHANNEL_ACTION_ID
+from bot.runtime import Runtime
+from handlers.errors import UserError, answers_errors
+
+_registered: weakref.WeakSet = weakref.WeakSet()
+
+
+def register(app: Any, rt: Runtime) -> None:
+    """Idempotent per app, so it is safe to call from both handlers.actions and a test harness."""
+    if app in _registered:
+        return
+    _registered.add(app)
+    for action_id, handler in ((ACK_ACTION, on_ack), (DIAGNOSE_ACTION, on_diagnose),
+                               (ESCALATE_ACTION, on_escalate), (RESOLVE_ACTION, on_resolve)):
+        app.action(action_id)(_listener(rt, handler))
+
+    @app.action(OPEN_CHANNEL_ACTION_ID)
+    async def open_channel(ack: Any, **_: Any) -> None:
+        await ack()  # a link button: Slack still sends the click, and it must be acknowledged
+
+
+def _listener(rt: Runtime, handler: Any) -> Any:
+    @answers_errors
+    async def listener(ack: Any, body: dict, action: dict, respond: Any, **_: Any) -> None:
+        await ack()  # within 3 s, before anything slow; what follows answers through response_url
+        ctx = incidents_of(rt)
+        incident_id = parse_incident_id(str(action.get("value") or ""))
+        incident = await ctx.store.get(incident_id) if incident_id else None
+        if incident is None:
+            raise UserError("That button belongs to an incident I don't know any more.")
+        user = (body.get("user") or {}).get("id") or ""
+        key = str(body.get("trigger_id") or uuid.uuid4().hex)
+        text = await handler(ctx, incident, user, key)
+        await respond(text=text, response_type="ephemeral", replace_original=False)
+
+    listener.__name__ = f"incident_button_{handler.__name__}"
+    return listener
+
+
+async def on_ack(ctx: Incidents, incident: Any, user: str, key: str) -> str:
+    await ctx.authorize(incident, user, "ack")
+    result = await escalation.acknowledge(ctx, incident.id, user, "button")
+    if result.already:
+        return f"{incident.id} was already acknowledged by {who(result.incident.paging.acked_by)}."
+    return f"You acknowledged {incident.id}; the escalation is stopped."
+
+
+async def on_diagnose(ctx: Incidents, incident: Any, user: str, key: str) -> str:
+    run_id = await lifecycle.request_incident_diagnosis(ctx, incident, user)
+    return f"Diagnosing `{incident.service}` for {incident.id} (run {run_id}); results appear in the channel."
+
+
+async def on_escalate(ctx: Incidents, incident: Any, user: str, key: str) -> str:
+    await ctx.authorize(incident, user, "escalate")
+    result = await escalation.escalate_next(ctx, incident.id, user, None)
+    return f"Paging level {result.level} of {incident.id}: {', '.join(result.targets) or 'nobody'}."
+
+
+async def on_resolve(ctx: Incidents, incident: Any, user: str, key: str) -> str:
+    await ctx.authorize(incident, user, "resolve")
+    await lifecycle.resolve(ctx, incident.id, user, None, key=key)
+    return (f"{incident.id} is resolved. Say what fixed it with `/incident note {incident.id} <what fixed it>` "
+            f"so the postmortem has it.")
