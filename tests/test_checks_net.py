@@ -226,10 +226,10 @@ def ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TestCA:
     return authority
 
 
-async def tls_check(server_port: int, http: httpx.AsyncClient, now: datetime = NOW,
+async def tls_check(server_port: int, http: httpx.AsyncClient, now: datetime = NOW, deadline_s: float = 3,
                     host: str = "api.test") -> CheckResult:
     spec = ServiceSpec(tls=[f"{host}:{server_port}"])
-    return await tls_certificate(spec.tls[0], context(spec, http, now=now))
+    return await tls_certificate(spec.tls[0], context(spec, http, now=now, deadline_s=deadline_s))
 
 
 @pytest.mark.parametrize(("days", "status", "severity", "summary"), [
@@ -293,14 +293,18 @@ async def test_tls_port_that_does_not_speak_tls(names: dict[str, list[str]], cli
     assert "serves TLS" in (result.hint or "")
 
 
-async def test_tls_unreachable_endpoint_is_an_error_not_a_finding(names: dict[str, list[str]],
+@pytest.mark.parametrize(("endpoint", "reason"), [
+    (closed_port, "the address answered the connection attempt with a reset."),
+    (silent_listener, "no completed handshake within 0."),  # the rest of the deadline, a fraction of a second
+])
+async def test_tls_unreachable_endpoint_is_an_error_not_a_finding(endpoint: Any, reason: str,
+                                                                 names: dict[str, list[str]],
                                                                  client: httpx.AsyncClient) -> None:
     names["api.test"] = ["127.0.0.1"]
-    with closed_port() as (_, port):
-        result = await tls_check(port, client)
+    with endpoint() as (_, port):
+        result = await tls_check(port, client, deadline_s=0.75)
     assert result.status is Status.error
-    assert result.summary == (f"Could not read the certificate of api.test:{port} at 127.0.0.1: the address "
-                              "answered the connection attempt with a reset.")
+    assert result.summary.startswith(f"Could not read the certificate of api.test:{port} at 127.0.0.1: {reason}")
 
 
 # ---------------------------------------------------------------------------------------------- cdn headers

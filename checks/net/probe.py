@@ -127,10 +127,12 @@ def pinned_request(client: httpx.AsyncClient, url: httpx.URL, address: str, *, h
                    timeout: float) -> httpx.Request:
     """GET `url` at `address`, keeping the name for Host, SNI and certificate verification."""
     extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+    request_headers = httpx.Headers({"Host": url.netloc.decode("ascii")})
+    request_headers.update(headers)  # case-insensitive: a probe's own Host header wins
     return client.build_request(
         "GET",
         url.copy_with(host=address),
-        headers={"Host": url.netloc.decode("ascii"), **headers},
+        headers=request_headers,
         timeout=httpx.Timeout(timeout),
         extensions=extensions,
     )

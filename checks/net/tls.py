@@ -83,8 +83,7 @@ async def _fetch(address: str, target: TlsTarget, context: ssl.SSLContext, ends_
     timeout = max(0.05, min(HANDSHAKE_TIMEOUT_S, ends_at - time.monotonic()))
     try:
         _, writer = await asyncio.wait_for(
-            asyncio.open_connection(address, target.port, ssl=context, server_hostname=target.host,
-                                    ssl_handshake_timeout=timeout),
+            asyncio.open_connection(address, target.port, ssl=context, server_hostname=target.host),
             timeout=timeout,
         )
     except ssl.SSLCertVerificationError:
