@@ -132,7 +132,7 @@ def format_elapsed(seconds: float | int | None) -> str | None:
 class HttpAnswer:
     """What an HTTP provider finally got: an answer not worth retrying, or the reason retries ran out."""
 
-    status: int | None  # None when no answer ever came (timeouts, refused connections)
+    status: int | None  # the answer read; None when retries ran out (see `failure`)
     body: Any = None  # parsed JSON, or None when the body was not JSON (a 429 may be plain text)
     tries: int = 0
     failure: str | None = None  # set when retries ran out: "HTTP 503", "rate limited", "timed out after 5s"
