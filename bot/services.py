@@ -126,6 +126,9 @@ class AwsSpec(_Strict):
     parameters: list[str] = []  # SSM parameter names the service reads at start-up
     api_gateways: list[str] = []  # REST API ids whose deployments count as changes
     stacks: list[str] = []  # CloudFormation stacks whose events count as changes
+    # Peeking at dead letters is a receive (it bumps receive counts, needs sqs:ReceiveMessage, bodies may hold
+    # personal data), so it is opt-in.
+    peek_dead_letters: bool = False
 
 
 class ServiceSpec(_Strict):

@@ -19,7 +19,6 @@ def create_app(rt: Runtime, *, verify_requests: bool = True) -> AsyncApp:
         client=rt.slack.web,
         signing_secret=secret or "socket-mode-has-no-signing-secret",
         request_verification_enabled=verify_requests and bool(secret),
-        token_verification_enabled=False,  # auth.test at start-up would make a Slack outage stop the bot starting
         raise_error_for_unhandled_request=False,
         logger=logging.getLogger("slack_bolt"),
     )

@@ -34,6 +34,7 @@ from bot.settings import Settings
 
 LOCAL_COMMANDS = {"/help", "/quit", "/exit", "/channel", "/click", "/reply"}
 USER_ID, USER_NAME = "ULOCAL", "you"
+TEAM_ID = "T0LOCAL"  # the local Slack's default team
 
 
 class TerminalView:
@@ -115,7 +116,7 @@ class TerminalChat:
 
     async def slash(self, command: str, text: str) -> None:
         body = urlencode({
-            "token": "local", "team_id": self.local.team_id, "channel_id": self.channel,
+            "token": "local", "team_id": TEAM_ID, "channel_id": self.channel,
             "channel_name": self.view.channel_name(self.channel).lstrip("#"), "user_id": USER_ID,
             "user_name": USER_NAME, "command": command, "text": text, "response_url": self.local.response_url(),
             "trigger_id": uuid.uuid4().hex, "api_app_id": "ALOCAL",
@@ -129,7 +130,7 @@ class TerminalChat:
             return
         button = self.view.buttons[number - 1]
         payload = {
-            "type": "block_actions", "team": {"id": self.local.team_id}, "api_app_id": "ALOCAL",
+            "type": "block_actions", "team": {"id": TEAM_ID}, "api_app_id": "ALOCAL",
             "user": {"id": USER_ID, "name": USER_NAME}, "channel": {"id": button["_channel"]},
             "container": {"type": "message", "channel_id": button["_channel"], "message_ts": button["_ts"]},
             "message": {"ts": button["_ts"]}, "trigger_id": uuid.uuid4().hex,
@@ -145,7 +146,7 @@ class TerminalChat:
         ts = self.local.post_user_message(self.channel, USER_ID, text, thread_ts=thread_ts)
         event = {"type": "message", "channel": self.channel, "user": USER_ID, "text": text, "ts": ts,
                  "channel_type": "channel", **({"thread_ts": thread_ts} if thread_ts else {})}
-        envelope = {"type": "event_callback", "team_id": self.local.team_id, "api_app_id": "ALOCAL",
+        envelope = {"type": "event_callback", "team_id": TEAM_ID, "api_app_id": "ALOCAL",
                     "event_id": f"Ev{uuid.uuid4().hex[:10]}", "event_time": int(time.time()), "event": event}
         await self.dispatch(json.dumps(envelope), "application/json")
 
@@ -190,7 +191,10 @@ class TerminalChat:
         return True
 
     def switch(self, name: str) -> None:
-        self.channel = self.local.channel_id(name) or self.local.add_channel(name, members=[USER_ID])
+        try:
+            self.channel = self.local.channel(name)["id"]
+        except Exception:  # the local Slack raises for an unknown channel; creating it is what a person expects
+            self.channel = self.local.add_channel(name, members=[USER_ID])
         self.view.names[self.channel] = f"#{name}"
         self.view.say(f"* now in #{name}")
 

@@ -6,9 +6,7 @@ refuses to import an expired certificate, so expiry is simulated by moving `ctx.
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +23,7 @@ from checks.aws.clients import AwsClients
 from checks.aws.dynamodb import dynamodb
 from checks.aws.rds import rds
 from checks.aws.s3 import PROBE_PREFIX, s3
-from checks.aws.sqs import sqs_dlq, sqs_loop
+from checks.aws.sqs import sqs_dlq
 from checks.model import Status
 from checks.registry import CheckContext
 
@@ -131,60 +129,6 @@ async def test_peek_shows_three_truncated_bodies_and_leaves_them_on_the_queue(aw
     assert result.status is Status.fail and len(peek) == 3
     assert all(len(m["body"]) == 200 and m["body"].startswith("order ") for m in peek)
     assert dlq_depth(aws, dlq_url) == 4
-
-
-# --- SQS → Lambda → SQS loops --------------------------------------------------------------------------------
-
-
-def make_function(aws: AwsClients, name: str, env: dict[str, str]) -> str:
-    iam = aws.client("iam", REGION)
-    trust = {"Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-                            "Action": "sts:AssumeRole"}]}
-    role = iam.create_role(RoleName=f"{name}-role", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
-    code = io.BytesIO()
-    with zipfile.ZipFile(code, "w") as archive:
-        archive.writestr("app.py", "def handler(event, context):\n    return {}\n")
-    return aws.client("lambda", REGION).create_function(
-        FunctionName=name, Runtime="python3.12", Role=role, Handler="app.handler",
-        Code={"ZipFile": code.getvalue()}, Environment={"Variables": env},
-    )["FunctionArn"]
-
-
-def trigger(aws: AwsClients, queue_arn: str, function: str) -> None:
-    aws.client("lambda", REGION).create_event_source_mapping(EventSourceArn=queue_arn, FunctionName=function)
-
-
-async def test_lambda_that_sends_back_to_its_trigger_queue_is_a_loop(aws: AwsClients) -> None:
-    url, arn = make_queue(aws, "orders")
-    make_function(aws, "enrich", {"LOG_LEVEL": "info", "OUTPUT_QUEUE_URL": url})
-    trigger(aws, arn, "enrich")
-
-    result = await sqs_loop("orders", context(aws, queues=["orders"], lambda_functions=["enrich"]))
-
-    assert result.status is Status.fail and result.severity == "P1"
-    assert result.summary.startswith("SQS→Lambda→SQS loop: enrich is triggered by orders and sends back to it")
-    assert result.evidence["loops"][0]["env_vars"] == ["OUTPUT_QUEUE_URL"]
-    assert url not in json.dumps(result.evidence["loops"])  # environment values are never quoted
-
-
-async def test_lambda_that_sends_to_another_queue_is_not_a_loop(aws: AwsClients) -> None:
-    _, arn = make_queue(aws, "orders")
-    make_queue(aws, "orders-enriched")
-    make_function(aws, "enrich", {"OUTPUT_QUEUE": "orders-enriched"})
-    trigger(aws, arn, "enrich")
-
-    result = await sqs_loop("orders", context(aws, queues=["orders"], lambda_functions=["enrich"]))
-
-    assert result.status is Status.ok
-    assert result.evidence["consumers"] == ["enrich"]
-
-
-async def test_loop_check_is_skipped_without_listed_functions(aws: AwsClients) -> None:
-    make_queue(aws, "orders")
-
-    result = await sqs_loop("orders", context(aws, queues=["orders"]))
-
-    assert result.status is Status.skipped
 
 
 async def test_access_denied_is_an_error_naming_the_missing_action(aws: AwsClients) -> None:

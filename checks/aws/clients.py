@@ -7,7 +7,9 @@ is retried a bounded number of times by botocore's adaptive mode, an unreachable
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -16,6 +18,14 @@ from botocore.config import Config
 
 # botocore's service names differ from IAM's action prefixes in a few places.
 IAM_PREFIX = {"elbv2": "elasticloadbalancing", "lambda": "lambda", "logs": "logs", "events": "events"}
+# Operations whose IAM action is not simply the CamelCase of their name (AccessDenied must name the real one).
+IAM_ACTION_EXCEPTIONS = {
+    ("s3", "head_object"): "s3:GetObject",
+    ("s3", "get_public_access_block"): "s3:GetBucketPublicAccessBlock",
+    ("s3", "list_objects_v2"): "s3:ListBucket",
+    ("rds", "describe_db_instances"): "rds:DescribeDBInstances",
+    ("rds", "describe_db_parameters"): "rds:DescribeDBParameters",
+}
 
 _ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError", "403"}
 
@@ -26,6 +36,10 @@ class AwsCheckError(Exception):
 
 def iam_action(service: str, operation: str) -> str:
     """`("elbv2", "describe_target_health")` → `elasticloadbalancing:DescribeTargetHealth`."""
+    if (service, operation) in IAM_ACTION_EXCEPTIONS:
+        return IAM_ACTION_EXCEPTIONS[(service, operation)]
+    if service == "apigateway":  # API Gateway's IAM actions are HTTP verbs on resource paths
+        return "apigateway:GET"
     prefix = IAM_PREFIX.get(service, service)
     return f"{prefix}:{''.join(part.capitalize() for part in operation.split('_'))}"
 
@@ -53,15 +67,8 @@ class AwsClients:
     async def call(self, service: str, region: str, operation: str, **params: Any) -> dict[str, Any]:
         """Call `operation` in a worker thread; raise AwsCheckError with a plain sentence on failure."""
         client = self.client(service, region)
-        try:
+        with _aws_errors(service, region, operation):
             return await asyncio.to_thread(getattr(client, operation), **params)
-        except botocore.exceptions.ClientError as exc:
-            raise AwsCheckError(describe_client_error(exc, service, operation)) from exc
-        except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
-                botocore.exceptions.ReadTimeoutError) as exc:
-            raise AwsCheckError(f"AWS {service} endpoint unreachable in {region}: {type(exc).__name__}") from exc
-        except botocore.exceptions.NoCredentialsError as exc:
-            raise AwsCheckError("No AWS credentials found for the bot (set a role or AWS_PROFILE)") from exc
 
     async def paginate(self, service: str, region: str, operation: str, key: str, **params: Any) -> list[Any]:
         """All items under `key` across pages, collected in a worker thread."""
@@ -73,10 +80,22 @@ class AwsClients:
                 items.extend(page.get(key, []))
             return items
 
-        try:
+        with _aws_errors(service, region, operation):
             return await asyncio.to_thread(collect)
-        except botocore.exceptions.ClientError as exc:
-            raise AwsCheckError(describe_client_error(exc, service, operation)) from exc
+
+
+@contextlib.contextmanager
+def _aws_errors(service: str, region: str, operation: str) -> Iterator[None]:
+    """Every way an AWS call fails, as one AwsCheckError sentence (for `call` and `paginate` alike)."""
+    try:
+        yield
+    except botocore.exceptions.ClientError as exc:
+        raise AwsCheckError(describe_client_error(exc, service, operation)) from exc
+    except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
+            botocore.exceptions.ReadTimeoutError) as exc:
+        raise AwsCheckError(f"AWS {service} endpoint unreachable in {region}: {type(exc).__name__}") from exc
+    except botocore.exceptions.NoCredentialsError as exc:
+        raise AwsCheckError("No AWS credentials found for the bot (set a role or AWS_PROFILE)") from exc
 
 
 def error_code(exc: botocore.exceptions.ClientError) -> str:

@@ -9,7 +9,6 @@ Peeking at dead letters is off unless the service opts in (`aws.peek_dead_letter
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -97,7 +96,7 @@ async def _dead_letters(ctx: CheckContext, dlq: Queue, sources: list[str], max_r
             resource=dlq.arn,
             evidence=evidence,
         )
-    if getattr(ctx.service.aws, "peek_dead_letters", False):
+    if ctx.service.aws.peek_dead_letters:
         evidence["peek"] = await _peek(ctx, dlq)
     return CheckResult(
         status=Status.fail,
@@ -133,73 +132,3 @@ def _peeked(message: dict[str, Any]) -> dict[str, Any]:
         "receives": int(attributes.get("ApproximateReceiveCount", 0)),
         "body": body if len(body) <= PEEK_BODY_CHARS else body[: PEEK_BODY_CHARS - 1] + "…",
     }
-
-
-# --- SQS → Lambda → SQS loops --------------------------------------------------------------------------------
-
-
-@check("aws.sqs_loop", each=aws_items("queues"), layer=Layer.config, timeout_s=20)
-@aws_check
-async def sqs_loop(queue_ref: str, ctx: CheckContext) -> CheckResult:
-    """SQS→Lambda→SQS loop: a listed Lambda triggered by a queue that it also sends to"""
-    listed = {function_name(f) for f in ctx.service.aws.lambda_functions}
-    if not listed:
-        return CheckResult(
-            status=Status.skipped,
-            summary="No aws.lambda_functions in the services file, so no consumer to compare the queue with.",
-        )
-    queue = await describe_queue(ctx, queue_ref)
-    mappings = await ctx.aws.paginate(
-        "lambda", region(ctx), "list_event_source_mappings", "EventSourceMappings", EventSourceArn=queue.arn
-    )
-    consumers = [
-        m for m in mappings
-        if function_name(m["FunctionArn"]) in listed and m.get("State") not in ("Disabled", "Disabling")
-    ]
-    loops = [loop for m in consumers if (loop := await _loop_through(ctx, m, queue))]
-    evidence = {"queue": queue.arn, "consumers": [function_name(m["FunctionArn"]) for m in consumers]}
-    if not loops:
-        return CheckResult(
-            status=Status.ok,
-            summary=f"No listed Lambda both consumes {queue.name} and sends to it.",
-            resource=queue.arn,
-            evidence=evidence,
-        )
-    names = ", ".join(loop["function"] for loop in loops)
-    return CheckResult(
-        status=Status.fail,
-        severity="P1",
-        summary=f"SQS→Lambda→SQS loop: {names} is triggered by {queue.name} and sends back to it "
-        f"(environment {', '.join(loops[0]['env_vars'])}).",
-        resource=queue.arn,
-        evidence={**evidence, "loops": loops},
-        hint="Every message can re-enqueue itself forever, multiplying invocations and cost. Point the function's "
-        "output at a different queue, or disable the event source mapping to stop the loop now. AWS stops some "
-        "loops itself: see the AWS/Lambda RecursiveInvocationsDropped metric.",
-    )
-
-
-async def _loop_through(ctx: CheckContext, mapping: dict[str, Any], queue: Queue) -> dict[str, Any] | None:
-    """The loop through this mapping's function, if its environment names the queue it consumes from."""
-    config = await ctx.aws.call(
-        "lambda", region(ctx), "get_function_configuration", FunctionName=mapping["FunctionArn"]
-    )
-    variables = config.get("Environment", {}).get("Variables", {})
-    # Names only: environment values can be secrets and never leave this function.
-    names = sorted(name for name, value in variables.items() if _names_queue(value, queue))
-    if not names:
-        return None
-    return {"function": function_name(mapping["FunctionArn"]), "mapping": mapping["UUID"], "env_vars": names}
-
-
-def _names_queue(value: str, queue: Queue) -> bool:
-    """True when an environment value is (or lists) the queue's name, URL or ARN."""
-    for token in re.split(r"[\s,;]+", value):
-        if token in (queue.name, queue.url, queue.arn) or token.endswith(f"/{queue.account}/{queue.name}"):
-            return True
-    return False
-
-
-def function_name(ref: str) -> str:
-    """`arn:aws:lambda:r:acct:function:name[:qualifier]` or `name[:qualifier]` → `name`."""
-    return ref.split(":")[6] if ref.startswith("arn:") else ref.split(":")[0]

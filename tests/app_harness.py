@@ -1,0 +1,147 @@
+"""The whole bot in one test process, with real parts at every boundary.
+
+- Slack: the local Slack Web API (a real HTTP server) via `SLACK_API_URL`; inbound requests signed like Slack's
+  and sent to a real uvicorn server on a free port.
+- Redis: the session's real server; every harness gets its own namespace, so tests never see each other's keys.
+- Probed services: whatever the test serves locally and writes into the services file.
+
+    async with running_bot(local_slack, redis_url, tmp_path, services={...}) as bot:
+        response = await bot.command("/diagnose", "api")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import yaml
+from pydantic import SecretStr
+
+from bot.features import create_full_runtime
+from bot.http_server import create_asgi, serve
+from bot.jobs import job_handlers
+from bot.queue import Worker
+from bot.runtime import Runtime
+from bot.settings import Settings
+from bot.slack_app import create_app
+from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET, signed_headers
+
+BOT_TOKEN = "xoxb-test-token"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningBot:
+    rt: Runtime
+    local: Any
+    base_url: str
+    http: httpx.AsyncClient
+    channel: str
+    workers: list[Worker] = field(default_factory=list)
+
+    async def post_signed(self, path: str, body: str, content_type: str, **headers: str) -> httpx.Response:
+        signed = signed_headers(body, SLACK_TEST_SIGNING_SECRET, content_type=content_type)
+        return await self.http.post(self.base_url + path, content=body.encode(), headers={**signed, **headers})
+
+    async def command(self, command: str, text: str, *, user: str = "U1", channel: str | None = None,
+                      trigger_id: str | None = None) -> httpx.Response:
+        body = urlencode({
+            "token": "x", "team_id": "T0LOCAL", "channel_id": channel or self.channel, "channel_name": "general",
+            "user_id": user, "user_name": user.lower(), "command": command, "text": text,
+            "response_url": self.local.response_url(), "trigger_id": trigger_id or uuid.uuid4().hex,
+            "api_app_id": "ATEST",
+        })
+        return await self.post_signed("/slack/events", body, "application/x-www-form-urlencoded")
+
+    async def event(self, event: dict, *, event_id: str | None = None) -> httpx.Response:
+        envelope = {"type": "event_callback", "team_id": "T0LOCAL", "api_app_id": "ATEST",
+                    "event_id": event_id or f"Ev{uuid.uuid4().hex[:10]}", "event_time": int(time.time()),
+                    "event": event}
+        return await self.post_signed("/slack/events", json.dumps(envelope), "application/json")
+
+    async def settle(self, timeout_s: float = 20.0, quiet_s: float = 0.5) -> None:
+        """Wait until no job is ready or running for `quiet_s` (delayed jobs far in the future don't count)."""
+        deadline, quiet_since = time.monotonic() + timeout_s, None
+        while time.monotonic() < deadline:
+            stats = await self.rt.queue.stats()
+            busy = stats.depth or stats.pending or await self._delayed_due_soon()
+            if busy:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_s:
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"queue still busy after {timeout_s}s: {await self.rt.queue.stats()}")
+
+    async def _delayed_due_soon(self, within_s: float = 3.0) -> bool:
+        due_by_ms = (time.time() + within_s) * 1000
+        return bool(await self.rt.redis.zcount(self.rt.queue.delayed_key, "-inf", due_by_ms))
+
+    def parents(self) -> list[Any]:
+        return [m for m in self.local.messages(self.channel) if not m.thread_ts or m.thread_ts == m.ts]
+
+
+def write_services(path: Path, services: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump({"services": services}))
+    return path
+
+
+@contextlib.asynccontextmanager
+async def running_bot(local: Any, redis_url: str, tmp_path: Path, *, services: dict[str, Any],
+                      workers: int = 1, **overrides: Any) -> AsyncIterator[RunningBot]:
+    services_file = write_services(tmp_path / f"services-{uuid.uuid4().hex[:6]}.yml", services)
+    settings = Settings(
+        slack_bot_token=SecretStr(BOT_TOKEN), slack_signing_secret=SecretStr(SLACK_TEST_SIGNING_SECRET),
+        slack_api_url=local.url, redis_url=redis_url, services_file=services_file,
+        **{"slack_channel_burst": 100, "diagnose_update_interval_s": 0.2, "job_visibility_timeout_s": 5,
+           **overrides},
+    )
+    rt = await create_full_runtime(settings, redis_url=redis_url, queue_name=f"t{uuid.uuid4().hex[:10]}")
+    for user in ("U1", "U2"):
+        local.add_user(user, user.lower())
+    channel = local.add_channel(f"general-{uuid.uuid4().hex[:6]}", members=["U1", "U2"])
+    port = free_port()
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve(create_asgi(create_app(rt), rt), host="127.0.0.1", port=port, stop=stop))
+    bot = RunningBot(rt, local, f"http://127.0.0.1:{port}", httpx.AsyncClient(timeout=10), channel)
+    for _ in range(workers):
+        bot.workers.append(Worker(rt.queue, job_handlers(rt), concurrency=settings.worker_concurrency))
+    tasks = [asyncio.create_task(w.run()) for w in bot.workers]
+    await _wait_listening(port)
+    try:
+        yield bot
+    finally:
+        for worker in bot.workers:
+            worker.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        stop.set()
+        await server
+        await bot.http.aclose()
+        await rt.aclose()
+
+
+async def _wait_listening(port: int, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"the app did not start listening on {port}")
