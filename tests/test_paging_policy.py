@@ -142,6 +142,7 @@ def test_the_documented_example_file_loads_as_written(tmp_path: Path) -> None:
     assert db.timeout_s == 3 and db.retry.policy().attempts == 3
     assert str(policy.paging.providers["opsgenie"].api_url) == "https://api.eu.opsgenie.com/"
     assert policy.severity_change_allowed == Permission(False, frozenset({"S0INCIDENTLEADS", "U0CTO"}))
+    assert sorted(policy.paging.secrets()) == sorted(ENV.values())  # for log redaction
 
 
 def test_an_empty_file_means_the_defaults(tmp_path: Path) -> None:

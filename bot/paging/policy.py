@@ -281,6 +281,11 @@ class PagingConfig:
 
     providers: Mapping[str, PagerDutyConfig | OpsgenieConfig]
 
+    def secrets(self) -> list[str]:
+        """Every provider key this policy holds, for log redaction and no-leak tests (like Settings.secrets)."""
+        keys = [c.routing_key if isinstance(c, PagerDutyConfig) else c.api_key for c in self.providers.values()]
+        return [k.get_secret_value() for k in keys]
+
 
 @dataclass(frozen=True)
 class PagingPolicy:
