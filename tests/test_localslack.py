@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -196,6 +197,26 @@ async def test_canvases_keep_their_markdown_and_one_channel_canvas(local_slack, 
     assert second.value.response["error"] == "channel_canvas_already_exists"
 
 
+async def test_concurrent_posts_all_land_with_strictly_increasing_ts(local_slack, client):
+    answers = await asyncio.gather(*[client.chat_postMessage(channel="C1", text=str(i)) for i in range(40)])
+    stored = [m.ts for m in local_slack.messages("C1")]
+    assert len(set(stored)) == 40 and sorted(a["ts"] for a in answers) == stored
+    assert stored == sorted(stored, key=float)
+
+
+def test_a_subscriber_may_call_the_api_from_its_callback(local_slack, sync_client):
+    """The terminal chat's shape: a callback reacting to a change by calling Slack must not deadlock."""
+    def echo(name: str, data: dict) -> None:
+        if name == "message" and data["user"] == "U1":
+            sync_client.chat_postMessage(channel=data["channel"], text=f"echo {data['text']}", thread_ts=data["ts"])
+    local_slack.subscribe(echo)
+
+    ts = local_slack.post_user_message("general", "U1", "anyone there?")
+
+    assert local_slack.wait_for(lambda: len(local_slack.replies("C1", ts)) == 1, timeout=3)
+    assert local_slack.replies("C1", ts)[0].text == "echo anyone there?"
+
+
 def test_a_wrong_or_missing_token_is_refused(local_slack):
     wrong = WebClient(token="xoxb-wrong", base_url=local_slack.url)
     missing = WebClient(base_url=local_slack.url)
@@ -229,6 +250,7 @@ def test_conversations_create_makes_a_channel_the_bot_is_in(local_slack, sync_cl
 
 @pytest.mark.parametrize(("blocks", "pointer"), [
     ([section("x")] * 51, "/blocks"),
+    ([{"type": "sectoin", "text": {"type": "mrkdwn", "text": "typo"}}], "/blocks/0/type"),
     ([section("x" * 3001)], "/blocks/0/text/text"),
     ([{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}], "/blocks/0/text/text"),
 ])
@@ -340,3 +362,23 @@ def test_another_process_reaches_it_through_slack_api_url(local_slack):
     env = {**os.environ, "SLACK_API_URL": local_slack.url}
     subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=30)
     assert [m.text for m in local_slack.messages("C1")] == ["from a worker"]
+
+
+def test_add_channel_on_an_existing_name_adds_the_members(local_slack):
+    local_slack.add_user("U2", "bob")
+    assert local_slack.add_channel("general", members=["U2"]) == "C1"
+    assert "U2" in local_slack.channel("C1")["members"]
+    with pytest.raises(KeyError):
+        local_slack.add_channel("ops", members=["U404"])
+
+
+def test_channel_events_name_the_channel_by_id(local_slack, sync_client):
+    seen = []
+    local_slack.subscribe(lambda name, data: seen.append((name, data)))
+    created = sync_client.conversations_create(name="inc-9")["channel"]["id"]
+    sync_client.conversations_setTopic(channel=created, topic="db down")
+    assert seen == [
+        ("channel_created", {"channel": created, "id": created, "name": "inc-9", "is_private": False,
+                             "created": seen[0][1]["created"], "creator": "UBOT"}),
+        ("topic", {"channel": created, "topic": "db down", "user": "UBOT"}),
+    ]

@@ -14,7 +14,7 @@ Subscriber events, `callback(name, data)`:
     ephemeral                 data = the ephemerals() entry
     reaction_added/_removed   {channel, ts, user, name}
     pin_added/pin_removed     {channel, ts, user}
-    channel_created           {channel: <conversations.info-shaped dict>}
+    channel_created           {channel, id (both the channel id), name, is_private, created, creator}
     channel_archived          {channel, user};  channel_renamed {channel, name}
     member_joined             {channel, user, inviter}
     topic / purpose           {channel, topic | purpose, user}

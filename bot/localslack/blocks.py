@@ -17,6 +17,9 @@ MAX_BLOCK_ID = 255
 # Slack rejects messages whose blocks carry ~12-13k characters of text in total with `msg_blocks_too_long`,
 # well before 50 full sections. We fail at the upper end so we never reject what Slack would accept.
 DEFAULT_MAX_BLOCK_TEXT = 13_000
+# A typo in a block type is a real Slack error; a type missing here would be a false one, so the list is generous.
+KNOWN_TYPES = {"section", "header", "divider", "context", "actions", "image", "input", "rich_text", "file",
+               "video", "markdown", "table", "call", "context_actions", "plan", "task_card"}
 
 
 def check_blocks(blocks: object, *, max_total_text: int | None = DEFAULT_MAX_BLOCK_TEXT) -> None:
@@ -50,6 +53,8 @@ def _problems(blocks: list) -> Iterator[tuple[str, str]]:
         if not isinstance(block, dict) or not block.get("type"):
             yield "missing required field: type", pointer
             continue
+        if block["type"] not in KNOWN_TYPES:
+            yield f"unsupported type: {block['type']}", f"{pointer}/type"
         block_id = block.get("block_id")
         if block_id is not None:
             if len(str(block_id)) > MAX_BLOCK_ID:

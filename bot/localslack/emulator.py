@@ -15,7 +15,7 @@ from bot.localslack.methods.items import pin, react
 from bot.localslack.model import Call, Message, Scripted, SlackError
 from bot.localslack.routes import Router
 from bot.localslack.server import LocalHttpServer
-from bot.localslack.workspace import GENERAL_CHANNEL_ID, User, Workspace
+from bot.localslack.workspace import GENERAL_CHANNEL_ID, Channel, User, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +105,14 @@ class LocalSlack:
 
     def messages(self, channel: str, *, thread_ts: str | None = None, include_replies: bool = False,
                  include_deleted: bool = False) -> list[Message]:
-        """Oldest first. Top-level messages by default; with `thread_ts`, the parent and its replies."""
+        """Oldest first. Top-level messages (and broadcast replies) by default; with `thread_ts`, the parent
+        and its replies; `include_replies` for everything in the channel."""
         with self._ws.lock:
             found = self._ws.history[self._ws.find_channel(channel).id]
             if thread_ts is not None:
                 found = [m for m in found if thread_ts in (m.ts, m.thread_ts)]
             elif not include_replies:
-                found = [m for m in found if m.thread_ts is None]
+                found = [m for m in found if m.thread_ts is None or m.reply_broadcast]
             return copy.deepcopy([m for m in found if include_deleted or not m.deleted])
 
     def replies(self, channel: str, thread_ts: str) -> list[Message]:
@@ -229,22 +230,20 @@ class LocalSlack:
 
     def add_channel(self, name: str, *, members: tuple[str, ...] | list[str] = (), is_private: bool = False,
                     bot_member: bool = True, topic: str | None = None, channel_id: str | None = None) -> str:
-        """Create a channel directly (no API call). `bot_member=False`: the bot must join or be invited
-        before it can post there (`not_in_channel`); a private one is invisible to it (`channel_not_found`)."""
-        ws = self._ws
+        """Create a channel directly (no API call) and return its id. `bot_member=False`: the bot must join or
+        be invited before it can post there (`not_in_channel`); a private one is invisible to it
+        (`channel_not_found`). An existing name (e.g. the seeded #general) gets `members` added instead."""
+        ws, name = self._ws, name.lstrip("#")
         with ws.lock:
-            if ws.channel_named(name) is not None:
-                raise ValueError(f"#{name} already exists")
             for user_id in members:
                 _known_user(ws, user_id)
-            people = ([ws.bot_user_id] if bot_member else []) + list(members)
-            creator = people[0] if people else "USLACKBOT"
-            created = ws.new_channel(name, creator=creator, members=people, channel_id=channel_id,
-                                     is_private=is_private)
-            if topic:
-                created.topic = {"value": topic, "creator": created.creator, "last_set": created.created}
+            existing = ws.channel_named(name)
+            if existing is not None:
+                channel_id = _add_members(ws, existing, members, is_private)
+            else:
+                channel_id = _new_channel(ws, name, members, is_private, bot_member, topic, channel_id)
         self._dispatch_events()
-        return created.id
+        return channel_id
 
     def add_usergroup(self, handle: str, users: list[str] | tuple[str, ...], *, name: str | None = None,
                       description: str = "") -> str:
@@ -301,13 +300,33 @@ class LocalSlack:
                      max_uses: int = 5) -> str:
         """A fresh response_url on this server. Give `channel` so in_channel replies land there, and
         `message_ts` (the message a button sat on) so replace_original / delete_original act on it."""
+        base = self.base
         with self._ws.lock:
             channel_id = self._ws.find_channel(channel).id if channel else None
             key = secrets.token_hex(12)
             self._ws.response_urls[key] = {"channel": channel_id, "user": user, "message_ts": message_ts,
                                            "uses": 0, "max_uses": max_uses}
         kind = "actions" if message_ts else "commands"
-        return f"{self.base}/hooks/{kind}/{self._ws.team_id}/{key}"
+        return f"{base}/hooks/{kind}/{self._ws.team_id}/{key}"
+
+
+def _new_channel(ws: Workspace, name: str, members, is_private: bool, bot_member: bool, topic: str | None,
+                 channel_id: str | None) -> str:
+    people = ([ws.bot_user_id] if bot_member else []) + list(members)
+    created = ws.new_channel(name, creator=people[0] if people else "USLACKBOT", members=people,
+                             channel_id=channel_id, is_private=is_private)
+    if topic:
+        created.topic = {"value": topic, "creator": created.creator, "last_set": created.created}
+    return created.id
+
+
+def _add_members(ws: Workspace, channel: Channel, members, is_private: bool) -> str:
+    """add_channel on an existing name: a setup step that states who must be there, not a duplicate."""
+    if channel.is_private != is_private:
+        raise ValueError(f"#{channel.name} already exists and is {'' if channel.is_private else 'not '}private")
+    for user_id in members:
+        ws.join(channel, user_id)
+    return channel.id
 
 
 def _known_user(ws: Workspace, user_id: str) -> str:

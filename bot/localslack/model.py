@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ class Scripted:
 
 def http_error(status: int, *, retry_after: float | None = None, body: str | None = None) -> Scripted:
     """An HTTP failure. Retry-After goes out in whole seconds (rounded up): slack_sdk parses it with int()."""
-    headers = {} if retry_after is None else {"Retry-After": str(max(0, int(-(-retry_after // 1))))}
+    headers = {} if retry_after is None else {"Retry-After": str(max(0, math.ceil(retry_after)))}
     return Scripted(status=status, body=body if body is not None else default_error_body(status), headers=headers)
 
 

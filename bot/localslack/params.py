@@ -113,8 +113,10 @@ def decode_cursor(cursor: str | None) -> str | None:
 def page_by_offset(items: list, params: Params, *, default_limit: int = 100) -> tuple[list, str]:
     """One page of a list method (users, channels, members) and the cursor of the next, "" at the end."""
     limit = params.integer("limit", default_limit)
-    position = decode_cursor(params.text("cursor"))
-    start = int(position) if position and position.isdigit() else 0
+    position = decode_cursor(params.text("cursor")) or "0"
+    if not position.isdigit():
+        raise SlackError("invalid_cursor")
+    start = int(position)
     page = items[start:start + limit]
     more = start + limit < len(items)
     return page, encode_cursor(str(start + limit)) if more else ""

@@ -125,8 +125,10 @@ class Workspace:
                           creator=creator, members=list(dict.fromkeys(members)), **flags)
         self.channels[channel.id] = channel
         self.history[channel.id] = []
-        if not channel.is_im:
-            self.emit("channel_created", {"channel": self.channel_view(channel)})
+        if not channel.is_im:  # "channel" is the id in every event; "id" too, for readers of Slack's shape
+            self.emit("channel_created", {"channel": channel.id, "id": channel.id, "name": channel.name,
+                                          "is_private": channel.is_private, "created": channel.created,
+                                          "creator": channel.creator})
         return channel
 
     def channel(self, ref: str | None) -> Channel:
