@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from urllib.parse import parse_qsl
@@ -20,6 +21,8 @@ API_PREFIX = "/api/"
 UPLOAD_PREFIX = "/upload/v1/"
 HOOK_PREFIX = "/hooks/"
 FILES_PREFIX = "/files/"
+
+log = logging.getLogger(__name__)
 
 
 class Router:
@@ -57,11 +60,19 @@ class Router:
         scripted = self._faults.take(name, storm=route == self._api)
         reply = _scripted_reply(scripted) if scripted else None
         if reply is None:
-            status = 200 if route == self._api else 400  # Slack's API reports errors in-band; hooks don't
-            reply = HttpReply.json(status, problem.body()) if problem else route(request, params)
+            reply = self._answer(route, request, params, problem)
         call.status, call.response = reply.status, reply.data
         self._after()
         return reply
+
+    def _answer(self, route: Callable, request: HttpRequest, params: dict, problem: SlackError | None) -> HttpReply:
+        if problem is not None:
+            return HttpReply.json(200 if route == self._api else 400, problem.body())  # hooks fail out of band
+        try:
+            return route(request, params)
+        except Exception as exc:  # an emulator bug: make it visible in the call record and to the client
+            log.exception("local slack crashed on %s", request.path)
+            return HttpReply.json(500, {"ok": False, "error": f"local_slack_crashed: {exc!r}"})
 
     def _params(self, name: str, request: HttpRequest) -> dict:
         if name == "upload":

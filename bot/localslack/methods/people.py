@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from bot.localslack.model import SlackError
 from bot.localslack.params import Params, page_by_offset
 from bot.localslack.workspace import Workspace
@@ -25,7 +27,7 @@ def users_info(ws: Workspace, p: Params) -> dict:
 
 def users_list(ws: Workspace, p: Params) -> dict:
     page, cursor = page_by_offset(list(ws.users.values()), p, default_limit=200)
-    return {"members": [ws.user_view(u) for u in page], "cache_ts": ws.clock.next().split(".")[0],
+    return {"members": [ws.user_view(u) for u in page], "cache_ts": int(time.time()),
             "response_metadata": {"next_cursor": cursor}}
 
 
