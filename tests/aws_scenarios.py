@@ -113,16 +113,17 @@ def build_alb(aws: AwsClients, net: Network, *, name: str = "web", scheme: str =
 
 
 def build_target_group(aws: AwsClients, net: Network, *, name: str = "web-tg", matcher: str = "200",
-                       path: str = "/health", targets: list[tuple[str, int]] = (),
+                       path: str = "/health", targets: list[tuple[str, int]] = (), target_type: str = "ip",
                        load_balancer: dict[str, Any] | None = None) -> dict[str, Any]:
-    """An HTTP IP target group with `targets` as (ip, port), behind an HTTP:80 listener of `load_balancer`.
+    """An HTTP target group with `targets` as (ip or instance id, port), behind an HTTP:80 listener of
+    `load_balancer`.
 
     Register 127.0.0.1 with the port of a `health_server` to let the check probe a real app (moto accepts IPs
-    outside the VPC's CIDR; AWS would not).
+    outside the VPC's CIDR; AWS would not). For instance targets, see `loopback_instance`.
     """
     elbv2 = aws.client("elbv2", REGION)
     group = elbv2.create_target_group(
-        Name=name, Protocol="HTTP", Port=80, VpcId=net.vpc_id, TargetType="ip",
+        Name=name, Protocol="HTTP", Port=80, VpcId=net.vpc_id, TargetType=target_type,
         HealthCheckPath=path, HealthCheckTimeoutSeconds=2, Matcher={"HttpCode": matcher},
     )["TargetGroups"][0]
     if targets:
@@ -151,9 +152,18 @@ def targets_unhealthy(monkeypatch: pytest.MonkeyPatch, *, reason: str = "Target.
     monkeypatch.setattr(moto.elbv2.models.FakeTargetGroup, "health_for", health_for)
 
 
+def loopback_instance(aws: AwsClients, net: Network, private_ip: str) -> str:
+    """A running instance whose private IP a test can serve on: build the network with cidr="127.0.0.0/16"
+    (moto accepts it; all of 127/8 is loopback on Linux) and pass e.g. "127.0.10.10"."""
+    ec2 = aws.client("ec2", REGION)
+    found = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, SubnetId=net.private_subnets[0],
+                              PrivateIpAddress=private_ip)
+    return found["Instances"][0]["InstanceId"]
+
+
 @contextmanager
-def health_server(status: int, path: str = "/health") -> Iterator[int]:
-    """A local app that answers `status` on `path` (404 elsewhere); yields its port on 127.0.0.1."""
+def health_server(status: int, path: str = "/health", host: str = "127.0.0.1") -> Iterator[int]:
+    """A local app that answers `status` on `path` (404 elsewhere); yields its port on `host`."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -164,7 +174,7 @@ def health_server(status: int, path: str = "/health") -> Iterator[int]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((host, 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

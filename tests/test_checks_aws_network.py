@@ -38,6 +38,7 @@ from tests.aws_scenarios import (
     firing_alarm,
     gateway_endpoint,
     health_server,
+    loopback_instance,
     put_alb_traffic,
     put_parameter,
     role_with_policy,
@@ -125,7 +126,7 @@ async def test_alb_subnet_routed_through_nat_names_its_route_table(
     }
     assert rows[net.public_subnets[0]]["verdict"] == "ok"
     assert "asymmetric" in rows[bad_subnet]["problem"]
-    assert f"associate {bad_subnet} with {net.public_route_table}" in result.hint
+    assert f"Associate {bad_subnet} with {net.public_route_table}" in result.hint
 
 
 async def test_alb_subnet_without_association_silently_uses_the_main_table(
@@ -154,7 +155,7 @@ async def test_alb_with_no_internet_route_in_any_subnet_is_p0(
     result = await alb_routes(lb["LoadBalancerArn"], make_ctx(load_balancers=[lb["LoadBalancerArn"]]))
 
     assert result.status is Status.fail and result.severity == "P0"
-    assert result.summary.startswith("all subnets of")
+    assert result.summary.startswith("All 2 subnets of web")
     assert {row["default_route"] for row in result.evidence["subnets"]} == {"none"}
     assert net.igw_id in result.hint
 
@@ -246,6 +247,21 @@ async def test_app_answer_within_the_matcher_is_ok(
 
     assert result.status is Status.ok, result.summary
     assert result.evidence["targets"][0]["probe"] == status
+
+
+async def test_instance_targets_are_probed_at_their_private_ip(aws: AwsClients, make_ctx: MakeCtx) -> None:
+    net = build_network(aws, cidr="127.0.0.0/16")
+    instance = loopback_instance(aws, net, "127.0.10.10")
+    with health_server(299, host="127.0.10.10") as port:
+        build_target_group(aws, net, matcher="200-298", target_type="instance", targets=[(instance, port)])
+
+        result = await target_health(TargetGroups("web-tg"), make_ctx(target_groups=["web-tg"]))
+
+    assert result.status is Status.fail
+    assert result.evidence["targets"][0] | {"az": None} == {
+        "target": instance, "port": port, "az": None, "state": "healthy", "reason": None, "description": None,
+        "probe": 299,
+    }
 
 
 async def test_one_timing_out_target_behind_the_listed_alb_is_p1(
@@ -556,7 +572,8 @@ async def test_deny_unless_deleted_endpoint_in_a_managed_policy_names_the_endpoi
     result = await vpce_policy("app", make_ctx(roles=["app"], subnets=[net.private_subnets[0]]))
 
     assert result.status is Status.fail and result.resource == gone
-    assert "does not exist" in result.summary and "app-policy" in result.summary
+    assert "managed policy app-policy, statement OnlyThroughEndpoint, requires" in result.summary
+    assert "does not exist" in result.summary
     assert result.evidence["endpoints"] == [{"endpoint": gone, "exists": False, "type": None, "service": None,
                                              "vpc": None, "state": None, "route_tables": ""}]
 
@@ -566,7 +583,7 @@ async def test_role_without_endpoint_conditions_is_ok(aws: AwsClients, make_ctx:
 
     result = await vpce_policy("plain", make_ctx(roles=["plain"]))
 
-    assert result.status is Status.ok and result.evidence["policies"] == ["plain-inline (inline)"]
+    assert result.status is Status.ok and result.evidence["policies"] == ["inline policy plain-inline"]
 
 
 async def test_source_vpc_condition_needs_an_endpoint_on_the_route_table(

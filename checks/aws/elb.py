@@ -94,7 +94,7 @@ def _route_problem(
     if table is None:
         return "no route table found for the subnet", "fail"
     if route is None or target is None:
-        return "no 0.0.0.0/0 route: replies to internet clients are dropped", "fail"
+        return "there is no 0.0.0.0/0 route, so replies to internet clients are dropped", "fail"
     if route.get("State") == "blackhole":
         return f"0.0.0.0/0 goes to {target}, which no longer exists (blackhole)", "fail"
     if target.startswith("nat-"):
@@ -119,16 +119,16 @@ def _routes_finding(name: str, lb: dict[str, Any], rows: list[dict[str, Any]], b
             hint=f"Make sure traffic from {row['default_route']} reaches an internet gateway and comes back the "
                  "same way; otherwise point 0.0.0.0/0 at the internet gateway.",
         )
-    first = failing[0]
+    first, lb_name = failing[0], lb["LoadBalancerName"]
     tables = list(dict.fromkeys(row["route_table"] for row in failing))
-    where = "all" if len(failing) == len(rows) else f"{len(failing)} of {len(rows)}"
+    where = f"All {len(rows)}" if len(failing) == len(rows) else f"{len(failing)} of {len(rows)}"
     summary = (
-        f"{where} subnets of {name} cannot answer internet clients: subnet {first['subnet']} ({first['az']}) uses "
-        f"route table {first['route_table']}{' (the main table)' if first['main'] else ''}, where "
+        f"{where} subnets of {lb_name} cannot answer internet clients: subnet {first['subnet']} ({first['az']}) "
+        f"uses route table {first['route_table']}{' (the main table)' if first['main'] else ''}, where "
         f"{first['problem']}."
     )
     if len(failing) < len(rows):
-        summary += f" About {len(failing)} in {len(rows)} new connections to {name} time out."
+        summary += f" About {len(failing)} in {len(rows)} new connections to {lb_name} time out."
     return CheckResult(
         status=Status.fail,
         severity="P0" if len(failing) == len(rows) else "P1",
@@ -143,9 +143,9 @@ def _routes_finding(name: str, lb: dict[str, Any], rows: list[dict[str, Any]], b
 def _routes_hint(bad: dict[str, Any], rows: list[dict[str, Any]], attached: set[str], vpc: str) -> str:
     good = next((row for row in rows if row["verdict"] == "ok"), None)
     if good:
-        how = (f"{bad['subnet']} has no route table of its own and silently uses the main table "
-               f"{bad['route_table']}; " if bad["main"] else "")
-        return (f"{how}associate {bad['subnet']} with {good['route_table']} (the table the healthy subnets use, "
+        how = (f"Subnet {bad['subnet']} has no route table of its own and silently uses the main table "
+               f"{bad['route_table']}. " if bad["main"] else "")
+        return (f"{how}Associate {bad['subnet']} with {good['route_table']} (the table the healthy subnets use, "
                 f"0.0.0.0/0 → {good['default_route']}). Don't repoint {bad['route_table']} if private subnets "
                 "use it for NAT.")
     if attached:
@@ -432,6 +432,9 @@ async def elb_5xx(name: str, ctx: CheckContext) -> CheckResult:
         "ratio_5xx": round(ratio, 4),
     }
     percent = f"{ratio:.1%}"
+    if not served:
+        return CheckResult(status=Status.ok, resource=lb["LoadBalancerArn"], evidence=evidence,
+                           summary=f"No requests to {name} in the last 15 min.")
     if ratio <= FAIL_RATIO:
         return CheckResult(status=Status.ok, resource=lb["LoadBalancerArn"], evidence=evidence,
                            summary=f"{percent} of {int(served)} requests to {name} got a 5xx in the last 15 min.")

@@ -37,6 +37,10 @@ class Requirement:
     values: tuple[str, ...]
 
     @property
+    def where(self) -> str:
+        return f"{self.policy}, statement {self.sid},"
+
+    @property
     def by_endpoint(self) -> bool:
         return self.key.lower() == SOURCE_VPCE
 
@@ -76,14 +80,14 @@ async def role_policy_documents(ctx: CheckContext, role: str) -> list[tuple[str,
     documents = []
     for name in await ctx.aws.paginate("iam", region(ctx), "list_role_policies", "PolicyNames", RoleName=role):
         found = await ctx.aws.call("iam", region(ctx), "get_role_policy", RoleName=role, PolicyName=name)
-        documents.append((f"{name} (inline)", _document(found["PolicyDocument"])))
+        documents.append((f"inline policy {name}", _document(found["PolicyDocument"])))
     attached = await ctx.aws.paginate("iam", region(ctx), "list_attached_role_policies", "AttachedPolicies",
                                       RoleName=role)
     for policy in attached:
         meta = await ctx.aws.call("iam", region(ctx), "get_policy", PolicyArn=policy["PolicyArn"])
         version = await ctx.aws.call("iam", region(ctx), "get_policy_version", PolicyArn=policy["PolicyArn"],
                                      VersionId=meta["Policy"]["DefaultVersionId"])
-        documents.append((policy["PolicyName"], _document(version["PolicyVersion"]["Document"])))
+        documents.append((f"managed policy {policy['PolicyName']}", _document(version["PolicyVersion"]["Document"])))
     return documents
 
 
@@ -126,7 +130,7 @@ async def vpce_policy(role: str, ctx: CheckContext) -> CheckResult:
                            summary=f"The endpoint conditions of {role} can be met {where}.")
     first = problems[0]
     return CheckResult(status=Status.fail, severity="P1", resource=first.resource, evidence=evidence,
-                       summary=f"{role}: {first.summary}" + (f" (+{len(problems) - 1} more)" if problems[1:] else ""),
+                       summary=f"Role {role}: {first.summary}" + (f" (+{len(problems) - 1} more)" if problems[1:] else ""),
                        hint=first.hint)
 
 
@@ -206,7 +210,7 @@ def _judge_source_vpce(req: Requirement, by_id: dict[str, dict[str, Any] | None]
         missing = ", ".join(named)
         problems.append(Problem(
             resource=named[0],
-            summary=f"policy {req.policy} ({req.sid}) requires requests through {missing}, which does not exist.",
+            summary=f"{req.where} requires requests through {missing}, which does not exist.",
             hint=f"Update the aws:SourceVpce condition in {req.policy} to the current endpoint id, or recreate the "
                  "endpoint; every request this statement covers is denied until then.",
         ))
@@ -229,7 +233,7 @@ def _unrouted(req: Requirement, table: RouteTable, gateway: dict[str, Any] | Non
         vpce = gateway["VpcEndpointId"]
         return Problem(
             resource=rtb,
-            summary=f"policy {req.policy} ({req.sid}) allows {', '.join(req.actions)} only through {vpce}, but "
+            summary=f"{req.where} allows {', '.join(req.actions)} only through {vpce}, but "
                     f"subnet {table.subnet_id} uses route table {rtb}{implicit}, which is not on that gateway "
                     "endpoint, so its requests reach the service over the internet and are denied.",
             hint=f"Add {rtb} to {vpce}: aws ec2 modify-vpc-endpoint --vpc-endpoint-id {vpce} "
@@ -238,7 +242,7 @@ def _unrouted(req: Requirement, table: RouteTable, gateway: dict[str, Any] | Non
     names = ", ".join(e["VpcEndpointId"] for e in existing)
     return Problem(
         resource=table.subnet_id,
-        summary=f"policy {req.policy} ({req.sid}) allows requests only through {names}, none of which is usable "
+        summary=f"{req.where} allows requests only through {names}, none of which is usable "
                 f"from subnet {table.subnet_id} in {table.vpc_id}.",
         hint=f"Create an endpoint for the service in {table.vpc_id} and add its id to the aws:SourceVpce "
              f"condition of {req.policy}.",
@@ -259,7 +263,7 @@ def _judge_source_vpc(req: Requirement, by_vpc: dict[str, list[dict[str, Any]]],
         if table.vpc_id not in req.values:
             problems.append(Problem(
                 resource=table.subnet_id,
-                summary=f"policy {req.policy} ({req.sid}) allows requests only from {', '.join(req.values)}, but "
+                summary=f"{req.where} allows requests only from {', '.join(req.values)}, but "
                         f"subnet {table.subnet_id} is in {table.vpc_id}.",
                 hint=f"Add {table.vpc_id} to the aws:SourceVpc condition of {req.policy}, or run the service in "
                      "the listed VPC.",
@@ -269,7 +273,7 @@ def _judge_source_vpc(req: Requirement, by_vpc: dict[str, list[dict[str, Any]]],
             what = ", ".join(sorted(services)) or "the service"
             problems.append(Problem(
                 resource=table.route_table_id,
-                summary=f"policy {req.policy} ({req.sid}) requires aws:SourceVpc {table.vpc_id}, which is only set "
+                summary=f"{req.where} requires aws:SourceVpc {table.vpc_id}, which is only set "
                         f"on requests through a VPC endpoint, and no {what} endpoint serves route table "
                         f"{table.route_table_id} of subnet {table.subnet_id}.",
                 hint=(f"Add {table.route_table_id} to {gateway['VpcEndpointId']}: aws ec2 modify-vpc-endpoint "

@@ -255,8 +255,7 @@ def _nacl_result(target: NaclTarget, reports: list[AclReport]) -> CheckResult:
                            summary=f"Network ACL {ids} of {target} allows TCP 1024-65535 in and out.")
     first = broken[0]
     row, block = first.blocked[0], first.blocks[0]
-    gaps = "; ".join(f"{b['direction']} {b['ports']} ({b['peer']}) denied by rule {b['denied_by']}"
-                     for b in first.blocked)
+    gaps = "; ".join(_gaps(first.blocked))
     return CheckResult(
         status=Status.fail,
         severity="P1",
@@ -266,6 +265,15 @@ def _nacl_result(target: NaclTarget, reports: list[AclReport]) -> CheckResult:
                 f"ports are dropped and connections fail intermittently: {gaps}.",
         hint=_nacl_hint(first.acl_id, row["direction"], row["peer"], block),
     )
+
+
+def _gaps(blocked: list[dict[str, Any]]) -> list[str]:
+    """"inbound 32768-65535 from internet (0.0.0.0/0) and VPC 10.0.0.0/16 denied by rule 90", one per gap."""
+    peers: dict[tuple[str, str, str], list[str]] = {}
+    for row in blocked:
+        peers.setdefault((row["direction"], row["ports"], row["denied_by"]), []).append(row["peer"])
+    return [f"{direction} {ports} from {' and '.join(who)} denied by rule {rule}"
+            for (direction, ports, rule), who in peers.items()]
 
 
 def _nacl_hint(acl_id: str, direction: str, peer: str, block: Block) -> str:
