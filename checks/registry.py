@@ -9,6 +9,8 @@ A check is a plain async function `async def name(item, ctx) -> CheckResult`. `@
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -64,6 +66,10 @@ class CheckDef:
 
 _REGISTRY: dict[str, CheckDef] = {}
 
+# The check running in this task (and in the threads it hands AWS calls to: asyncio.to_thread copies context).
+# Logs use it, and the test suite uses it to attribute every AWS operation to a check.
+CURRENT_CHECK: contextvars.ContextVar[str | None] = contextvars.ContextVar("current_check", default=None)
+
 
 def check(
     check_id: str,
@@ -77,8 +83,17 @@ def check(
 
     def register(func: CheckFunc) -> CheckFunc:
         doc = (func.__doc__ or check_id).strip().splitlines()[0]
-        _REGISTRY[check_id] = CheckDef(check_id, func, each, target, layer, timeout_s, doc)
-        return func
+
+        @functools.wraps(func)
+        async def running(item: Any, ctx: CheckContext) -> CheckResult:
+            token = CURRENT_CHECK.set(check_id)
+            try:
+                return await func(item, ctx)
+            finally:
+                CURRENT_CHECK.reset(token)
+
+        _REGISTRY[check_id] = CheckDef(check_id, running, each, target, layer, timeout_s, doc)
+        return running
 
     return register
 
