@@ -184,6 +184,7 @@ async def _invite(ctx: Incidents, incident: Incident) -> str:
     try:
         await ctx.slack.call("conversations.invite", channel=incident.channel, users=",".join(users), force=True)
     except SlackError as exc:  # everyone already in, or nobody invitable: nothing more to do
+        _raise_if_transient(exc)
         log.info("%s: conversations.invite: %s", incident.id, exc.error)
     return ",".join(users)
 
@@ -193,6 +194,7 @@ async def _pin(ctx: Incidents, incident: Incident) -> str:
         await ctx.slack.call("pins.add", channel=incident.channel, timestamp=incident.header_ts)
     except SlackError as exc:
         if exc.error != "already_pinned":
+            _raise_if_transient(exc)
             log.warning("%s: pins.add failed: %s", incident.id, exc.error)
             return f"failed:{exc.error}"
     return "pinned"
@@ -205,9 +207,21 @@ async def _topic(ctx: Incidents, incident: Incident) -> str:
     try:
         await ctx.slack.call("conversations.setTopic", channel=incident.channel, topic=text)
     except SlackError as exc:
+        _raise_if_transient(exc)
         log.warning("%s: conversations.setTopic failed: %s", incident.id, exc.error)
         return f"failed:{exc.error}"
     return text
+
+
+TRANSIENT_SLACK_ERRORS = {"internal_error", "fatal_error", "ratelimited", "service_unavailable", "request_timeout",
+                          "unknown_error"}
+
+
+def _raise_if_transient(exc: SlackError) -> None:
+    """Slack being down is worth a retry of the job; a refusal (missing scope, archived channel) is not, and must
+    not hold up the rest of the declaration."""
+    if exc.error in TRANSIENT_SLACK_ERRORS or exc.error.startswith("unreachable"):
+        raise exc
 
 
 async def _announce(ctx: Incidents, incident: Incident) -> str:
@@ -424,10 +438,12 @@ async def refresh_job(ctx: Incidents, job: Job) -> None:
     incident = await ctx.store.get(job.payload["incident"])
     if incident is None or not incident.header_ts or not incident.channel:
         return
-    await ctx.slack.update_message(incident.channel, incident.header_ts, *messages.header(incident))
+    text, blocks = messages.header(incident)
+    await ctx.slack.update_message(incident.channel, incident.header_ts, text, blocks=blocks)
     if incident.announcement:
         channel, ts = incident.announcement
-        await ctx.slack.update_message(channel, ts, *messages.announcement(incident))
+        text, blocks = messages.announcement(incident)
+        await ctx.slack.update_message(channel, ts, text, blocks=blocks)
 
 
 async def topic_job(ctx: Incidents, job: Job) -> None:

@@ -69,6 +69,17 @@ def parse_person(token: str) -> str:
                     f"type @ and pick the person from the list.")
 
 
+def refuse_subcommand_typo(word: str) -> None:
+    """`/incident stats` is a typo, not an incident titled "stats" that pages people at 3 a.m."""
+    typo_of = ("status", "sev", "commander", "note", "ack", "resolve", "list", "help")
+    guess = difflib.get_close_matches(word.lower().strip(":,."), typo_of, n=1, cutoff=0.8)
+    if guess:
+        shown = escape(one_line(word, 30))
+        raise UserError(f'Unknown subcommand "{shown}". Did you mean `/incident {guess[0]}`? To declare an incident '
+                        f"whose title starts with that word: `/incident declare {shown} …`. `/incident help` lists "
+                        f"everything.")
+
+
 def split_explicit(args: list[str]) -> tuple[str | None, list[str]]:
     """An optional leading `INC-12`."""
     if args and parse_incident_id(args[0]):
@@ -92,6 +103,8 @@ def register(app: Any, rt: Runtime) -> None:
             await ack(text=messages.list_text(await ctx.store.list_open()), response_type="ephemeral")
             return
         handler = SUBCOMMAND_HANDLERS.get(sub)
+        if handler is None and sub != "declare":
+            refuse_subcommand_typo(words[0])
         if handler is None:
             text = await declare_command(ctx, command, words[1:] if sub == "declare" else words)
         else:
