@@ -1,6 +1,6 @@
 """The terminal chat: the whole bot without Slack credentials, like Hubot's shell adapter.
 
-A local Slack Web API (bot/localslack.py) stands in for Slack; what you type is turned into the requests Slack
+A local Slack Web API (bot/localslack/) stands in for Slack; what you type is turned into the requests Slack
 would send — signed slash commands, button clicks, message events — and dispatched to the same Bolt app, the
 same queue and the same workers as production. Whatever the bot posts is printed as the channel and its threads
 would show it.

@@ -1,0 +1,77 @@
+"""`chatops` from a shell: diagnose without Slack or Redis, exit codes, JSON, and one-line config errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.servers import Reply, closed_port, local_http_server
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def chatops(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "REDIS_URL", "SERVICES_FILE"))}
+    return subprocess.run([sys.executable, "-m", "bot", *args], capture_output=True, text=True, timeout=60,
+                          env={**clean, **(env or {})}, cwd=cwd or ROOT)
+
+
+def services_file(tmp_path: Path, services: dict) -> Path:
+    path = tmp_path / "services.yml"
+    path.write_text(yaml.safe_dump({"services": services}))
+    return path
+
+
+def test_diagnose_healthy_service_exits_0_with_text(tmp_path: Path) -> None:
+    with local_http_server({"/health": Reply(200)}) as server:
+        path = services_file(tmp_path, {"api": {"http": [{"url": server.url("/health"), "samples": 2}]}})
+        result = chatops("diagnose", "api", "--services", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "api: OK" in result.stdout and "http.health" in result.stdout
+
+
+def test_diagnose_json_carries_checks_and_ranked_findings_and_exits_1(tmp_path: Path) -> None:
+    with local_http_server({"/health": Reply(503)}) as server, closed_port() as (host, port):
+        path = services_file(tmp_path, {"api": {"http": [
+            {"url": server.url("/health"), "samples": 2}, {"url": f"http://{host}:{port}/", "samples": 1},
+        ]}})
+        result = chatops("diagnose", "api", "--services", str(path), "--format", "json")
+    assert result.returncode == 1
+    document = json.loads(result.stdout)
+    assert document["target"] == "api" and document["status"] == "fail"
+    assert {c["status"] for c in document["checks"]} == {"fail"}
+    assert set(document["checks"][0]) >= {"check", "target", "status", "summary", "resource", "evidence", "hint",
+                                          "duration_ms"}
+    assert len(document["findings"]) == 2 and document["findings"][0]["severity"] in ("P0", "P1")
+
+
+def test_unknown_service_and_usage_errors_exit_2_with_one_line(tmp_path: Path) -> None:
+    path = services_file(tmp_path, {"api": {}, "web": {}})
+    unknown = chatops("diagnose", "apii", "--services", str(path))
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == 'chatops: Unknown service "apii". Did you mean "api"? Known services: api, web.'
+    assert chatops("diagnose").returncode == 2
+    assert chatops("frobnicate").returncode == 2
+
+
+def test_broken_services_file_is_named_with_its_path(tmp_path: Path) -> None:
+    path = services_file(tmp_path, {"api": {"http": [{"url": "not a url"}]}})
+    result = chatops("diagnose", "api", "--services", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"chatops: {path}: services.api.http[0].url: invalid URL"
+
+
+def test_invalid_settings_stop_with_one_line_naming_the_variable(tmp_path: Path) -> None:
+    result = chatops("diagnose", "api", env={"PORT": "seventy"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("chatops: PORT: ") and "Traceback" not in result.stderr
+    result = chatops("run", env={"SLACK_SIGNING_SECRET": "s3cret-value"})
+    assert result.returncode == 2
+    assert "SLACK_BOT_TOKEN is required" in result.stderr and "s3cret-value" not in result.stderr
+    result = chatops("worker", env={})
+    assert result.returncode == 2 and "REDIS_URL is required" in result.stderr
