@@ -124,13 +124,14 @@ async def check_job(rt: Runtime, job: Job) -> None:
         stored = await rt.redis.hget(results_key, planned.key)
     result = CheckResult.model_validate_json(stored)
     total = int(state["total"])
-    if total <= GROUP_AFTER or result.status.is_problem:
-        await _reply_once(rt, run_id, state, planned.key, *render.result_message(result))
+    # Nudge the parent before replying: the reply waits for Slack's per-channel pace, the verdict need not.
     if await rt.redis.hlen(results_key) >= total:
         await rt.queue.enqueue("diagnose.finish", {"run": run_id}, job_id=f"{run_id}:finish")
     else:
         await rt.queue.enqueue("diagnose.refresh", {"run": run_id}, job_id=f"{run_id}:refresh",
                                delay_s=rt.settings.diagnose_update_interval_s)
+    if total <= GROUP_AFTER or result.status.is_problem:
+        await _reply_once(rt, run_id, state, planned.key, *render.result_message(result))
 
 
 def _context(rt: Runtime, state: dict[str, str]) -> CheckContext:
@@ -197,13 +198,13 @@ async def finish_job(rt: Runtime, job: Job) -> None:
             await rt.redis.hsetnx(results_key, item.key, late.model_dump_json())
     results = await _results(rt, run_id)
     ordered = [results[p.key] for p in planned if p.key in results]
+    verdict = build_verdict(state["service"], ordered)
+    await rt.redis.hset(_run_key(rt, run_id), mapping={"verdict": verdict.model_dump_json(), "finished_at": time.time()})
+    await redraw_parent(rt, run_id)
     if len(planned) > GROUP_AFTER:
         quiet = [r for r in ordered if not r.status.is_problem]
         if quiet:
             await _reply_once(rt, run_id, state, "_grouped", *render.grouped_message(quiet))
-    verdict = build_verdict(state["service"], ordered)
-    await rt.redis.hset(_run_key(rt, run_id), mapping={"verdict": verdict.model_dump_json(), "finished_at": time.time()})
-    await redraw_parent(rt, run_id)
     await rt.redis.hset(_run_key(rt, run_id), "finished", "1")
     await _release_active(rt, state, run_id)
     await rt.queue.cancel(f"{run_id}:deadline")
