@@ -137,7 +137,7 @@ def build_target_group(aws: AwsClients, net: Network, *, name: str = "web-tg", m
 
 def targets_unhealthy(monkeypatch: pytest.MonkeyPatch, *, reason: str = "Target.ResponseCodeMismatch",
                       description: str = "Health checks failed with these codes: [299]",
-                      only: set[str] | None = None) -> None:
+                      only: set[str] | None = None, state: str = "unhealthy") -> None:
     """moto reports every running target healthy; make targets (all, or those whose Id is in `only`) unhealthy
     by patching `FakeTargetGroup.health_for`, the documented workaround."""
     original = moto.elbv2.models.FakeTargetGroup.health_for
@@ -147,7 +147,7 @@ def targets_unhealthy(monkeypatch: pytest.MonkeyPatch, *, reason: str = "Target.
         if only is not None and target["Id"] not in only:
             return status
         return moto.elbv2.models.FakeHealthStatus(target["Id"], target.get("Port", self.port),
-                                                  self.health_check_port, "unhealthy", reason, description)
+                                                  self.health_check_port, state, reason, description)
 
     monkeypatch.setattr(moto.elbv2.models.FakeTargetGroup, "health_for", health_for)
 

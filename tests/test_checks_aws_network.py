@@ -292,6 +292,19 @@ async def test_target_group_behind_alb_with_unreachable_targets_stays_ok(
     assert result.evidence["targets"][0]["probe"].startswith("unreachable")
 
 
+async def test_targets_without_health_checks_are_not_unhealthy(
+    aws: AwsClients, net: Network, make_ctx: MakeCtx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_target_group(aws, net, targets=[("10.0.10.5", 8080)])
+    targets_unhealthy(monkeypatch, state="unavailable", reason="Target.HealthCheckDisabled",
+                      description="Health checks are disabled")
+    monkeypatch.setattr("checks.aws.elb.MAX_PROBED_TARGETS", 0)
+
+    result = await target_health(TargetGroups("web-tg"), make_ctx(target_groups=["web-tg"]))
+
+    assert result.status is Status.ok, result.summary
+
+
 async def test_target_group_without_targets_behind_a_load_balancer_is_p0(
     aws: AwsClients, net: Network, make_ctx: MakeCtx
 ) -> None:

@@ -181,6 +181,7 @@ def target_group_items(service: ServiceSpec) -> list[TargetGroups]:
 
 
 UNHEALTHY_STATES = {"unhealthy", "unhealthy.draining", "unavailable"}
+NOT_A_FAILURE = {"Target.HealthCheckDisabled"}  # "unavailable" by design (e.g. Lambda targets without checks)
 MAX_PROBED_TARGETS = 5
 _FAILED_CODES = re.compile(r"codes:\s*\[([\d,\s]+)\]")
 
@@ -259,7 +260,7 @@ def _target_verdict(group: dict[str, Any], matcher: str | None, rows: list[dict[
                                hint="Register targets (or check the auto scaling group / ECS service that should).")
         return CheckResult(status=Status.ok, resource=arn, evidence=evidence,
                            summary=f"Target group {name} has no targets and no load balancer (unused).")
-    unhealthy = [row for row in rows if row["state"] in UNHEALTHY_STATES]
+    unhealthy = [row for row in rows if _is_unhealthy(row["state"], row["reason"])]
     severity = "P0" if len(unhealthy) == len(rows) else "P1"
     rejected = _rejected_codes(matcher, rows)
     if rejected:
@@ -283,6 +284,10 @@ def _target_verdict(group: dict[str, Any], matcher: str | None, rows: list[dict[
         )
     return CheckResult(status=Status.ok, resource=arn, evidence=evidence,
                        summary=f"All {len(rows)} targets of {name} are healthy (matcher {matcher}).")
+
+
+def _is_unhealthy(state: str | None, reason: str | None) -> bool:
+    return state in UNHEALTHY_STATES and reason not in NOT_A_FAILURE
 
 
 def _first_code(matcher: str) -> str:
@@ -348,7 +353,8 @@ async def _probe_targets(ctx: CheckContext, group: dict[str, Any],
     protocol = (group.get("HealthCheckProtocol") or "").upper()
     if protocol not in ("HTTP", "HTTPS") or group.get("TargetType") not in ("ip", "instance"):
         return {}
-    chosen = sorted(descriptions, key=lambda d: d.get("TargetHealth", {}).get("State") not in UNHEALTHY_STATES)
+    chosen = sorted(descriptions, key=lambda d: not _is_unhealthy(d["TargetHealth"].get("State"),
+                                                                  d["TargetHealth"].get("Reason")))
     chosen = chosen[:MAX_PROBED_TARGETS]
     addresses = await _target_addresses(ctx, group, chosen)
     timeout = min(float(group.get("HealthCheckTimeoutSeconds") or 5), 5.0, max(ctx.remaining() - 1, 0.5))
