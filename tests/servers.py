@@ -47,6 +47,8 @@ Route = Reply | Sequence[Reply]  # a sequence is played in order per request; it
 
 
 class LocalHttpServer(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: ten concurrent probes would see SYNs dropped and a 1 s retransmit.
+    request_queue_size = 128
     daemon_threads = True
     block_on_close = False  # a handler sleeping in `delay_s` must not hold up the test's teardown
 
