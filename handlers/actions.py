@@ -1,13 +1,10 @@
-"""Interactive components (buttons). Features add theirs through `ACTION_REGISTRARS`."""
+"""Interactive components (buttons). Features register theirs through `rt.extras["action_registrars"]`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
-
-ACTION_REGISTRARS: list[Callable[[Any, Any], None]] = []
 
 
 def register(app: Any, rt: Any) -> None:
-    for registrar in ACTION_REGISTRARS:
+    for registrar in rt.extras.get("action_registrars", []):
         registrar(app, rt)
