@@ -1,9 +1,14 @@
 """An incident's timeline, recorded as things happen (not scraped at the end).
 
-Entries live in Redis: a hash `<namespace>:inc:<id>:tl` of entry id → JSON and a sorted set `…:tl:order` by time.
-Entry ids are deterministic where the source has an identity (`msg:<channel>:<ts>` for a Slack message), so a
-live event, its Slack retry and a back-filled copy of the same message all land on one entry; an edit updates
-it and a deletion marks it removed. Bot actions (declared, severity, pages...) get ids from their own keys.
+Entries live in Redis: a hash `<namespace>:inc:<id>:tl` of entry id → JSON, a sorted set `…:tl:order` by time,
+and per thread a sorted set `…:tl:thread:<thread_ts>` of its replies (so a thread summary does not read a
+50,000-entry incident). Entry ids are deterministic where the source has an identity (`msg:<channel>:<ts>` for
+a Slack message), so a live event, its Slack retry and a back-filled copy of the same message all land on one
+entry; an edit updates it and a deletion marks it removed. Bot actions (declared, severity, pages...) get ids
+from their own keys.
+
+Changes to an existing entry (`update`, `upsert`) are optimistic transactions (WATCH on the incident's hash):
+a live edit and a back-filled copy of the same message racing in two workers both land, neither is lost.
 """
 
 from __future__ import annotations
@@ -11,10 +16,17 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+log = logging.getLogger("bot.timeline")
+
+Observer = Callable[["Entry"], Awaitable[None]]
 
 
 @dataclass
@@ -40,7 +52,17 @@ class Entry:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Entry:
-        return cls(**json.loads(raw))
+        data = json.loads(raw)
+        if not _FIELDS.issuperset(data):  # written by a newer version: keep what this one knows
+            data = {k: v for k, v in data.items() if k in _FIELDS}
+        return cls(**data)
+
+    @property
+    def is_reply(self) -> bool:
+        return bool(self.thread_ts) and self.thread_ts != self.ts
+
+
+_FIELDS = frozenset(f.name for f in fields(Entry))
 
 
 def message_entry_id(channel: str, ts: str) -> str:
@@ -48,40 +70,108 @@ def message_entry_id(channel: str, ts: str) -> str:
 
 
 class Timeline:
-    def __init__(self, redis: aioredis.Redis, namespace: str = "chatops") -> None:
+    """`observers` are awaited with every entry that is new (not a repeat of an id): features react to what the
+    incident records (a `resolved` entry starts the postmortem) without the recorder knowing about them. An
+    observer's failure is logged, never raised into the recorder."""
+
+    def __init__(self, redis: aioredis.Redis, namespace: str = "chatops",
+                 observers: list[Observer] | None = None) -> None:
         self.redis = redis
         self.namespace = namespace
+        self.observers: list[Observer] = list(observers or [])
 
     def _keys(self, incident_id: str) -> tuple[str, str]:
         base = f"{self.namespace}:inc:{incident_id}:tl"
         return base, f"{base}:order"
+
+    def _thread_key(self, incident_id: str, thread_ts: str) -> str:
+        return f"{self.namespace}:inc:{incident_id}:tl:thread:{thread_ts}"
 
     async def record(self, incident_id: str, kind: str, *, entry_id: str | None = None, at: float | None = None,
                      actor: str | None = None, text: str = "", **fields: Any) -> Entry:
         """Add an entry; with an `entry_id` that exists already, keep the original and return it (idempotent)."""
         entry = Entry(id=entry_id or f"{kind}:{uuid.uuid4().hex[:12]}", incident_id=incident_id,
                       at=time.time() if at is None else at, kind=kind, actor=actor, text=text, **fields)
-        data_key, order_key = self._keys(incident_id)
+        return await self.add(entry) or await self._require(incident_id, entry.id)
+
+    async def add(self, entry: Entry) -> Entry | None:
+        """Store a complete entry unless its id exists; None when it did (nothing changed then)."""
+        data_key, order_key = self._keys(entry.incident_id)
         if not await self.redis.hsetnx(data_key, entry.id, entry.to_json()):
-            existing = await self.redis.hget(data_key, entry.id)
-            return Entry.from_json(existing)
-        await self.redis.zadd(order_key, {entry.id: entry.at})
+            return None
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(order_key, {entry.id: entry.at})
+        if entry.is_reply:
+            pipe.zadd(self._thread_key(entry.incident_id, str(entry.thread_ts)), {entry.id: entry.at})
+        await pipe.execute()
+        for observer in list(self.observers):
+            try:
+                await observer(entry)
+            except Exception:
+                log.exception("timeline observer failed on %s %s", entry.incident_id, entry.id)
         return entry
+
+    async def upsert(self, entry: Entry, merge: Callable[[Entry, Entry], Entry | None]) -> tuple[Entry, str]:
+        """Add `entry`, or when its id exists replace the stored one by `merge(stored, entry)` (None: keep it).
+        Returns the entry as stored now and what happened: "added", "updated" or "unchanged"."""
+        added = await self.add(entry)
+        if added is not None:
+            return added, "added"
+        changed = False
+
+        def apply(stored: Entry) -> Entry | None:
+            nonlocal changed
+            merged = merge(stored, entry)
+            changed = merged is not None and merged != stored
+            return merged if changed else None
+
+        current = await self._transform(entry.incident_id, entry.id, apply)
+        return (current or entry), "updated" if changed else "unchanged"
 
     async def update(self, incident_id: str, entry_id: str, **changes: Any) -> Entry | None:
         """Change fields of an entry (an edit, a deletion, a reaction marking it key). None if it is unknown."""
+        def apply(entry: Entry) -> Entry:
+            for name, value in changes.items():
+                if name == "data":
+                    entry.data = {**entry.data, **value}
+                else:
+                    setattr(entry, name, value)
+            return entry
+
+        return await self._transform(incident_id, entry_id, apply)
+
+    async def transform(self, incident_id: str, entry_id: str, fn: Callable[[Entry], Entry | None]) -> Entry | None:
+        """Read-modify-write one entry atomically: `fn(entry)` returns the new entry, or None to leave it.
+        Returns the entry as stored afterwards; None if there is no such entry. `fn` may run more than once."""
+        return await self._transform(incident_id, entry_id, fn)
+
+    async def _transform(self, incident_id: str, entry_id: str, fn: Callable[[Entry], Entry | None]) -> Entry | None:
         data_key, _ = self._keys(incident_id)
-        raw = await self.redis.hget(data_key, entry_id)
-        if raw is None:
-            return None
-        entry = Entry.from_json(raw)
-        for name, value in changes.items():
-            if name == "data":
-                entry.data = {**entry.data, **value}
-            else:
-                setattr(entry, name, value)
-        await self.redis.hset(data_key, entry_id, entry.to_json())
-        return entry
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(data_key)
+                    raw = await pipe.hget(data_key, entry_id)
+                    if raw is None:
+                        await pipe.reset()
+                        return None
+                    current = Entry.from_json(raw)
+                    changed = fn(Entry.from_json(raw))
+                    if changed is None:
+                        await pipe.reset()
+                        return current
+                    pipe.multi()
+                    pipe.hset(data_key, entry_id, changed.to_json())
+                    await pipe.execute()
+                    return changed
+                except WatchError:
+                    continue
+
+    async def _require(self, incident_id: str, entry_id: str) -> Entry:
+        found = await self.get(incident_id, entry_id)
+        if found is None:  # only if someone deleted the timeline between two commands
+            raise LookupError(f"timeline entry {entry_id} of {incident_id} vanished")
+        return found
 
     async def get(self, incident_id: str, entry_id: str) -> Entry | None:
         raw = await self.redis.hget(self._keys(incident_id)[0], entry_id)
@@ -90,10 +180,32 @@ class Timeline:
     async def entries(self, incident_id: str, *, batch: int = 5000) -> list[Entry]:
         """All entries in time order (read in batches so a 50,000-entry timeline does not need one huge reply)."""
         data_key, order_key = self._keys(incident_id)
+        return await self._read_ordered(data_key, order_key, batch=batch)
+
+    async def entries_since(self, incident_id: str, at: float, *, batch: int = 5000) -> list[Entry]:
+        """Entries whose time is after `at` (a catch-up summary's "what changed since the last one")."""
+        data_key, order_key = self._keys(incident_id)
+        return await self._read_ordered(data_key, order_key, batch=batch, after=at)
+
+    async def thread(self, incident_id: str, thread_ts: str) -> list[Entry]:
+        """The parent of a thread (when recorded) and its replies, in time order."""
+        data_key, _ = self._keys(incident_id)
+        replies = await self._read_ordered(data_key, self._thread_key(incident_id, thread_ts))
+        parent = await self.get_message(incident_id, replies[0].channel, thread_ts) if replies else None
+        return ([parent] if parent else []) + replies
+
+    async def get_message(self, incident_id: str, channel: str | None, ts: str) -> Entry | None:
+        return await self.get(incident_id, message_entry_id(channel or "", ts)) if channel else None
+
+    async def _read_ordered(self, data_key: str, order_key: str, *, batch: int = 5000,
+                            after: float | None = None) -> list[Entry]:
         out: list[Entry] = []
         start = 0
         while True:
-            ids = await self.redis.zrange(order_key, start, start + batch - 1)
+            if after is None:
+                ids = await self.redis.zrange(order_key, start, start + batch - 1)
+            else:
+                ids = await self.redis.zrangebyscore(order_key, f"({after}", "+inf", start=start, num=batch)
             if not ids:
                 return out
             raws = await self.redis.hmget(data_key, ids)

@@ -1,0 +1,105 @@
+"""Settings of the write-up features (capture, back-fill, postmortems, summaries), read from the environment
+when asked — never at import time. Names carry no prefix.
+
+    SUMMARY_THRESHOLD          20        a thread gets its summary reply once it has this many replies
+    SUMMARY_MIN_INTERVAL_S     180       the summary reply is updated at most this often (debounce)
+    SUMMARY_SETTLE_S           5         wait this long after a reply before summarising (a burst is one update)
+    SUMMARY_ALL_CHANNELS       false     also summarise long threads in channels that are not incident channels
+    CATCHUP_SUMMARIES          true      post a catch-up summary into open incidents on the severity's cadence
+    KEY_EVENT_REACTION         pushpin   this reaction (or a pin) marks a message as a key event
+    ACTION_ITEM_REACTION       ballot_box_with_check   this reaction makes a message an action item
+    ACTION_DONE_REACTION       white_check_mark        this reaction on an action item (or question) closes it
+    BACKFILL_PAGE_SIZE         200       messages per conversations.history/replies page (15 for apps limited
+                                         to 15 per page: commercially distributed non-Marketplace apps)
+    BACKFILL_CALLS_PER_MIN     50        pace of history/replies calls (1 for those limited apps)
+    BACKFILL_ON_RESOLVE        true      read the channel history after resolve and re-publish if it found gaps
+    POSTMORTEM_TEMPLATE        (built-in) a Jinja2 Markdown template replacing bot/postmortem/templates/postmortem.md.j2
+    POSTMORTEM_ON_RESOLVE      true      publish the draft when an incident is resolved
+    POSTMORTEM_CANVAS          true      publish as a canvas (false: straight to a Markdown file upload)
+    POSTMORTEM_S3_BUCKET       (none)    also store the Markdown in S3 (boto3's usual credentials and region)
+    POSTMORTEM_S3_PREFIX       postmortems/
+    SUMMARIZER_URL             (none)    an OpenAI-compatible API base (…/v1). OFF by default. When set, thread
+                                         and incident text IS SENT to that endpoint to write a short overview
+    SUMMARIZER_API_KEY         (none)    sent as `Authorization: Bearer …`
+    SUMMARIZER_MODEL           gpt-4o-mini
+    SUMMARIZER_TIMEOUT_S       20
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.settings import ConfigError, describe_validation_error
+
+_EMOJI = re.compile(r"^[a-z0-9_+'-]{1,100}$")
+
+
+class WriteupSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    summary_threshold: int = Field(20, ge=2, le=10_000)
+    summary_min_interval_s: float = Field(180.0, ge=0)
+    summary_settle_s: float = Field(5.0, ge=0)
+    summary_all_channels: bool = False
+    catchup_summaries: bool = True
+
+    key_event_reaction: str = "pushpin"
+    action_item_reaction: str = "ballot_box_with_check"
+    action_done_reaction: str = "white_check_mark"
+
+    backfill_page_size: int = Field(200, ge=1, le=999)
+    backfill_calls_per_min: float = Field(50.0, gt=0, le=1_000_000)
+    backfill_on_resolve: bool = True
+
+    postmortem_template: Path | None = None
+    postmortem_on_resolve: bool = True
+    postmortem_canvas: bool = True
+    postmortem_s3_bucket: str | None = None
+    postmortem_s3_prefix: str = "postmortems/"
+
+    summarizer_url: AnyHttpUrl | None = None
+    summarizer_api_key: SecretStr | None = None
+    summarizer_model: str = "gpt-4o-mini"
+    summarizer_timeout_s: float = Field(20.0, gt=0, le=300)
+
+    @field_validator("key_event_reaction", "action_item_reaction", "action_done_reaction", mode="before")
+    @classmethod
+    def _emoji_name(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().strip(":").lower()
+            if not _EMOJI.match(value):
+                raise ValueError("must be an emoji name such as pushpin (no colons, no spaces)")
+        return value
+
+    @field_validator("postmortem_template")
+    @classmethod
+    def _template_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
+        return value
+
+    @field_validator("postmortem_s3_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.lstrip("/")
+        return value if not value or value.endswith("/") else value + "/"
+
+    @property
+    def summarizer_enabled(self) -> bool:
+        return self.summarizer_url is not None
+
+    def secrets(self) -> list[str]:
+        key = self.summarizer_api_key.get_secret_value() if self.summarizer_api_key else ""
+        return [key] if key else []
+
+
+def load_writeup_settings(**overrides: object) -> WriteupSettings:
+    """Read the environment; a validation error becomes one ConfigError line naming the variable."""
+    try:
+        return WriteupSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, env=True)) from None

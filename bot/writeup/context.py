@@ -1,0 +1,94 @@
+"""`Writeup`: what the write-up features share in one process, built by `install` into `rt.extras["writeup"]` —
+settings, the timeline, the capture rules, the optional summariser — plus the bot's own identity and a
+cached user-name lookup (users.info is Tier 4, and a 50,000-entry postmortem names the same people often).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.runtime import Runtime
+from bot.slack_client import SlackError
+from bot.timeline import Timeline
+from bot.writeup.config import WriteupSettings
+
+log = logging.getLogger("bot.writeup")
+
+NAME_TTL_S = 86_400
+
+
+@dataclass(frozen=True)
+class CaptureRules:
+    """How a message becomes a key event or an action item."""
+
+    key_reaction: str = "pushpin"
+    action_reaction: str = "ballot_box_with_check"
+    done_reaction: str = "white_check_mark"
+    action_prefixes: tuple[str, ...] = ("action:", "todo:")
+
+    @classmethod
+    def from_settings(cls, settings: WriteupSettings) -> CaptureRules:
+        return cls(key_reaction=settings.key_event_reaction, action_reaction=settings.action_item_reaction,
+                   done_reaction=settings.action_done_reaction)
+
+
+@dataclass
+class Writeup:
+    rt: Runtime
+    settings: WriteupSettings
+    timeline: Timeline
+    rules: CaptureRules
+    summarizer: Any = None  # bot.summaries.Summarizer when SUMMARIZER_URL is set
+    identity: tuple[str, str] | None = None  # (bot user id, bot id), from auth.test
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def writeup_of(rt: Runtime) -> Writeup:
+    found = rt.extras.get("writeup")
+    if found is None:
+        raise RuntimeError("the write-up features are not installed in this runtime (bot.writeup.install.install)")
+    return found
+
+
+async def bot_identity(w: Writeup) -> tuple[str, str]:
+    """The bot's user id and bot id: its own messages are not part of the record people wrote."""
+    if w.identity is None:
+        try:
+            answer = await w.rt.slack.call("auth.test")
+            w.identity = (str(answer.get("user_id") or ""), str(answer.get("bot_id") or ""))
+        except SlackError as exc:
+            log.warning("auth.test failed (%s): cannot tell the bot's own messages apart", exc.error)
+            return ("", "")
+    return w.identity
+
+
+async def user_names(rt: Runtime, ids: Iterable[str]) -> dict[str, str]:
+    """Slack user id → the name people see (display name, else real name, else handle); the id when unknown."""
+    wanted = sorted({i for i in ids if i and i[:1] in ("U", "W")})
+    if not wanted:
+        return {}
+    cached = await rt.redis.mget([rt.key("wu", "name", i) for i in wanted])
+    names: dict[str, str] = {}
+    for user, raw in zip(wanted, cached, strict=True):
+        if raw is not None:
+            names[user] = raw.decode() if isinstance(raw, bytes) else str(raw)
+            continue
+        names[user] = await _lookup_name(rt, user)
+    return names
+
+
+async def _lookup_name(rt: Runtime, user: str) -> str:
+    try:
+        answer = await rt.slack.call("users.info", user=user)
+    except SlackError as exc:
+        log.info("users.info %s failed: %s", user, exc.error)
+        return user
+    info = answer.get("user") or {}
+    profile = info.get("profile") or {}
+    name = profile.get("display_name") or profile.get("real_name") or info.get("real_name") or info.get("name")
+    name = " ".join(str(name or user).split())[:80]
+    await rt.redis.set(rt.key("wu", "name", user), name, ex=NAME_TTL_S)
+    return name
