@@ -9,21 +9,11 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot import features, metrics
 from bot.jobs import job_handlers
 from bot.localslack import slack_error
 from bot.queue import Worker
 from tests.app_harness import RunningBot, running_bot
 from tests.servers import Reply, local_http_server
-
-
-@pytest.fixture(autouse=True)
-def metrics_feature(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The bot under test has metrics installed. bot/features.py is to list `bot.metrics.install`; until it
-    does, add it here (a no-op once it is listed)."""
-    listed = features._feature_installers
-    if metrics.install not in listed():
-        monkeypatch.setattr(features, "_feature_installers", lambda: [*listed(), metrics.install])
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
