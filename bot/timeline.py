@@ -212,5 +212,24 @@ class Timeline:
             out.extend(Entry.from_json(raw) for raw in raws if raw is not None)
             start += batch
 
+    async def forget(self, incident_id: str, entry_ids: list[str]) -> int:
+        """Remove entries for good (an operator purging a message; tests simulating events that never came)."""
+        if not entry_ids:
+            return 0
+        data_key, order_key = self._keys(incident_id)
+        found = [e for e in await self._read(incident_id, entry_ids) if e is not None]
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(data_key, *entry_ids)
+        pipe.zrem(order_key, *entry_ids)
+        for entry in found:
+            if entry.is_reply:
+                pipe.zrem(self._thread_key(incident_id, str(entry.thread_ts)), entry.id)
+        await pipe.execute()
+        return len(found)
+
+    async def _read(self, incident_id: str, entry_ids: list[str]) -> list[Entry | None]:
+        raws = await self.redis.hmget(self._keys(incident_id)[0], entry_ids)
+        return [Entry.from_json(raw) if raw is not None else None for raw in raws]
+
     async def count(self, incident_id: str) -> int:
         return int(await self.redis.zcard(self._keys(incident_id)[1]))
