@@ -62,6 +62,7 @@ class Event:
     quote: str = ""  # user text, plain
     link: str | None = None
     edited: bool = False
+    ref: str | None = None  # the diagnosis run, so its event links to the results thread
 
 
 @dataclass
@@ -337,7 +338,7 @@ class _Builder:
             self.actions.append(ActionItem(e.at, text, d.get("owner") or e.actor, bool(d.get("done")), "bot",
                                            e.actor, link))
         quote = text if e.kind in _QUOTED else ""
-        self.events.append(Event(e.at, e.kind, what, e.actor, quote, link))
+        self.events.append(Event(e.at, e.kind, what, e.actor, quote, link, ref=e.data.get("run_id")))
 
     def _bot_link(self, e: Entry) -> str | None:
         inc = self.incident
@@ -420,6 +421,10 @@ class _Builder:
         ]
 
     def _events(self) -> list[Event]:
+        for event in self.events:
+            found = self.findings_by_run.get(str(event.ref)) if event.ref and not event.link else None
+            if found and found[0].data.get("parent_ts"):
+                event.link = self.links.message(self.incident.channel, str(found[0].data["parent_ts"]))
         return sorted(self.events, key=lambda e: e.at)  # stable: equal times keep the timeline's order
 
     def _metrics(self, declared_at: float) -> list[Metric]:
