@@ -13,10 +13,13 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any
 
 from bot.settings import ConfigError, Settings, load_settings
 
@@ -57,19 +60,30 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format, settings.secrets())
     try:
         if args.command == "diagnose":
-            return asyncio.run(diagnose_command(settings, args.target, args.services, args.format))
+            return run_async(diagnose_command(settings, args.target, args.services, args.format))
         if args.command == "run":
-            return asyncio.run(run_command(settings, worker=not args.no_worker))
+            return run_async(run_command(settings, worker=not args.no_worker))
         if args.command == "worker":
-            return asyncio.run(worker_command(settings, args.concurrency))
+            return run_async(worker_command(settings, args.concurrency))
         if args.command == "postmortem":
-            return asyncio.run(postmortem_command(settings, args.incident))
+            return run_async(postmortem_command(settings, args.incident))
     except ConfigError as exc:
         print(f"chatops: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
     return EXIT_USAGE
+
+
+def run_async(main: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop when it is installed (uvicorn[standard] brings it): the ack path is CPU-bound under bursts
+    and uvloop's event loop is markedly cheaper per request than the standard one."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 async def diagnose_command(settings: Settings, target: str, services: Path | None, fmt: str) -> int:
@@ -158,14 +172,31 @@ async def run_command(settings: Settings, *, worker: bool) -> int:
     async with redis_for(settings) as redis_url:
         rt = await create_full_runtime(settings, redis_url=redis_url)
         rt.services()  # fail fast on a broken services file, before Slack traffic arrives
+        extra = http_children(settings, redis_url)
         try:
             tasks = [asyncio.create_task(serve_slack(rt, stop))]
             if worker:
                 tasks.append(asyncio.create_task(run_workers(rt, stop, settings.worker_concurrency)))
             await asyncio.gather(*tasks)
         finally:
+            for child in extra:
+                child.terminate()
+            for child in extra:
+                await asyncio.to_thread(child.wait, 30)
             await rt.aclose()
     return EXIT_OK
+
+
+def http_children(settings: Settings, redis_url: str) -> list[subprocess.Popen]:
+    """HTTP_WORKERS > 1: more `chatops run --no-worker` processes on the same port (SO_REUSEPORT), sharing this
+    process's Redis. They only answer Slack; the queue workers stay where they are."""
+    if settings.slack_mode != "http" or settings.http_workers <= 1:
+        return []
+    env = {**os.environ, "REDIS_URL": redis_url, "HTTP_WORKERS": "1"}
+    children = [subprocess.Popen([sys.executable, "-m", "bot", "run", "--no-worker"], env=env)
+                for _ in range(settings.http_workers - 1)]
+    log.info("HTTP mode: %d more server processes share port %d", len(children), settings.port)
+    return children
 
 
 async def serve_slack(rt: object, stop: asyncio.Event) -> None:

@@ -61,18 +61,17 @@ async def request_diagnosis(rt: Runtime, service: str, channel: str, user: str, 
     claimed = await rt.redis.set(_active_key(rt, channel, service), run_id, nx=True, ex=int(deadline_s + 120))
     if not claimed:
         existing = (await rt.redis.get(_active_key(rt, channel, service)) or b"").decode()
-        parent_ts = await rt.redis.hget(_run_key(rt, existing), "parent_ts")
-        total = await rt.redis.hget(_run_key(rt, existing), "total")
-        return DiagnosisStarted(existing, True, int(total or 0), parent_ts.decode() if parent_ts else None)
+        parent_ts = await rt.redis.hget(_run_key(rt, existing), "parent_ts")  # None until the parent is posted
+        return DiagnosisStarted(existing, True, len(planned), parent_ts.decode() if parent_ts else None)
     now = time.time()
     state = {
         "service": service, "channel": channel, "user": user, "total": len(planned), "started": now,
         "deadline": now + deadline_s, "incident_id": incident_id or "",
         "plan": json.dumps([[p.check, p.index, p.target] for p in planned]),
     }
-    await rt.redis.hset(_run_key(rt, run_id), mapping=state)
-    await rt.redis.expire(_run_key(rt, run_id), RUN_TTL_S)
-    await rt.queue.enqueue("diagnose.start", {"run": run_id}, job_id=f"{run_id}:start")
+    # The run's state rides in the start job, so the ack waits for two Redis round trips (claim, enqueue), not
+    # four; the start job writes it before anything else reads it.
+    await rt.queue.enqueue("diagnose.start", {"run": run_id, "state": state}, job_id=f"{run_id}:start")
     return DiagnosisStarted(run_id, False, len(planned))
 
 
@@ -92,6 +91,11 @@ async def _results(rt: Runtime, run_id: str) -> dict[str, CheckResult]:
 
 async def start_job(rt: Runtime, job: Job) -> None:
     run_id = job.payload["run"]
+    if "state" in job.payload and not await rt.redis.exists(_run_key(rt, run_id)):
+        async with rt.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(_run_key(rt, run_id), mapping=job.payload["state"])
+            pipe.expire(_run_key(rt, run_id), RUN_TTL_S)
+            await pipe.execute()
     state = await _state(rt, run_id)
     if not state:
         log.warning("diagnosis %s vanished before it started", run_id)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -79,6 +80,20 @@ async def _read_body(receive: Callable) -> bytes:
             return b"".join(chunks)
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A listening socket with SO_REUSEPORT, so several `chatops run` processes (HTTP_WORKERS) share one port and
+    the kernel spreads connections across them — acks are CPU-bound, and this is how they use every core."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
 async def serve(asgi: Callable, *, host: str, port: int, stop: asyncio.Event) -> None:
     """Run uvicorn until `stop` is set; uvicorn's own signal handlers stay off (the CLI owns signals)."""
     import uvicorn
@@ -90,7 +105,7 @@ async def serve(asgi: Callable, *, host: str, port: int, stop: asyncio.Event) ->
 
     config = uvicorn.Config(asgi, host=host, port=port, log_config=None, lifespan="off", access_log=False)
     server = Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[listening_socket(host, port)]))
     await stop.wait()
     server.should_exit = True
     await task
