@@ -68,7 +68,8 @@ async def tls_certificate(target: TlsTarget, ctx: CheckContext) -> CheckResult:
     verify_error: ssl.SSLCertVerificationError | None = None
     try:
         try:
-            der, session = await _fetch(address, target, ssl.create_default_context(), ends_at)
+            trusting = await asyncio.to_thread(ssl.create_default_context)  # reads the CA store: off the loop
+            der, session = await _fetch(address, target, trusting, ends_at)
         except ssl.SSLCertVerificationError as exc:
             verify_error = exc
             der, session = await _fetch(address, target, _unverified_context(), ends_at)
