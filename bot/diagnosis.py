@@ -122,7 +122,7 @@ async def check_job(rt: Runtime, job: Job) -> None:
     results_key = _run_key(rt, run_id, "results")
     stored = await rt.redis.hget(results_key, planned.key)
     if stored is None:
-        result = await run_check(planned, _context(rt, state))
+        result = await run_check(planned, _context(rt, run_id, state))
         if await rt.redis.hsetnx(results_key, planned.key, result.model_dump_json()):
             await rt.redis.expire(results_key, RUN_TTL_S)
         stored = await rt.redis.hget(results_key, planned.key)
@@ -138,13 +138,13 @@ async def check_job(rt: Runtime, job: Job) -> None:
         await _reply_once(rt, run_id, state, planned.key, *render.result_message(result))
 
 
-def _context(rt: Runtime, state: dict[str, str]) -> CheckContext:
+def _context(rt: Runtime, run_id: str, state: dict[str, str]) -> CheckContext:
     import os
 
     service = rt.services().services[state["service"]]
     remaining = float(state["deadline"]) - time.time()
     return CheckContext(service_name=state["service"], service=service, now=datetime.now(UTC), http=rt.probe_http,
-                        aws=rt.aws if service.aws else None, deadline=time.monotonic() + remaining,
+                        aws=rt.aws_for_run(run_id) if service.aws else None, deadline=time.monotonic() + remaining,
                         env=dict(os.environ))
 
 

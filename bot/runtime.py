@@ -6,6 +6,7 @@ Built by `create_runtime(settings)` when a process starts (never at import), clo
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,17 @@ class Runtime:
 
             self._aws = AwsClients()
         return self._aws
+
+    def aws_for_run(self, run_id: str) -> Any:
+        """The AWS view for one diagnosis run: shared clients, a memo of that run's read-only calls. Views of runs
+        older than a few minutes are dropped (a run ends by its deadline)."""
+        now = time.monotonic()
+        views = self.extras.setdefault("aws_runs", {})
+        for stale in [k for k, (_, born) in views.items() if now - born > 600]:
+            del views[stale]
+        if run_id not in views:
+            views[run_id] = (self.aws.scoped(), now)
+        return views[run_id][0]
 
     async def aclose(self) -> None:
         if self._probe_http is not None:

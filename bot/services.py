@@ -33,6 +33,8 @@ def is_link_local(host: str) -> bool:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return host.lower() in {"metadata.google.internal", "metadata"}
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:  # [::ffff:169.254.169.254]
+        address = address.ipv4_mapped
     return any(address in net for net in _LINK_LOCAL_NETS)
 
 

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import copy
+import functools
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
@@ -45,17 +50,57 @@ def iam_action(service: str, operation: str) -> str:
 
 
 class AwsClients:
-    """Per-region client cache. Thread-safe: clients are made under a lock and botocore clients are thread-safe."""
+    """Per-region client cache, plus a per-run memo of read-only calls.
+
+    Thread-safe: clients are made under a lock and botocore clients are thread-safe. `scoped()` gives a view for
+    one diagnosis run that shares the clients but has its own memo, so the checks of a run ask AWS each question
+    once (three checks that describe the same load balancer make one request, and concurrent identical calls share
+    it), while the next run — maybe right after someone fixed the route table — asks afresh.
+    """
+
+    READ_ONLY_PREFIXES = ("describe_", "get_", "list_", "filter_")
 
     def __init__(self, *, connect_timeout: float = 3.0, read_timeout: float = 10.0, max_attempts: int = 4) -> None:
+        # botocore's `total_max_attempts` counts the first try too, which is what "attempts" means here.
         self._config = Config(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            retries={"mode": "adaptive", "max_attempts": max_attempts},
+            retries={"mode": "adaptive", "total_max_attempts": max_attempts},
         )
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self._session = boto3.session.Session()
+        # AWS calls block a thread each; their own pool keeps 25 concurrent checks from queueing behind the
+        # event loop's small default executor (min(32, cores + 4) threads: 6 on this machine).
+        self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="aws")
+        self._memo: dict[tuple[str, ...], asyncio.Future[Any]] | None = None  # only a run's view remembers
+
+    def scoped(self) -> AwsClients:
+        """A view for one run: same clients, fresh memo."""
+        view = copy.copy(self)
+        view._memo = {}
+        return view
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Like asyncio.to_thread (context variables included, so logs and the IAM recorder see the check), on
+        the AWS pool."""
+        context = contextvars.copy_context()
+        call = functools.partial(context.run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def _memoized(self, key: tuple[str, ...], fetch: Callable[[], Awaitable[Any]]) -> Any:
+        if self._memo is None or not key[2].startswith(self.READ_ONLY_PREFIXES):
+            return await fetch()
+        future = self._memo.get(key)
+        if future is None:
+            future = asyncio.ensure_future(fetch())
+            self._memo[key] = future
+        try:
+            return copy.deepcopy(await asyncio.shield(future))  # callers may mutate what they get
+        except BaseException:
+            if future.done() and self._memo.get(key) is future:
+                del self._memo[key]  # a failure is not remembered: a later check may try again
+            raise
 
     def client(self, service: str, region: str) -> Any:
         key = (service, region)
@@ -67,8 +112,12 @@ class AwsClients:
     async def call(self, service: str, region: str, operation: str, **params: Any) -> dict[str, Any]:
         """Call `operation` in a worker thread; raise AwsCheckError with a plain sentence on failure."""
         client = self.client(service, region)
-        with _aws_errors(service, region, operation):
-            return await asyncio.to_thread(getattr(client, operation), **params)
+
+        async def fetch() -> dict[str, Any]:
+            with _aws_errors(service, region, operation):
+                return await self._in_thread(getattr(client, operation), **params)
+
+        return await self._memoized(("call", service, operation, region, _params_key(params)), fetch)
 
     async def paginate(self, service: str, region: str, operation: str, key: str, **params: Any) -> list[Any]:
         """All items under `key` across pages, collected in a worker thread."""
@@ -80,8 +129,15 @@ class AwsClients:
                 items.extend(page.get(key, []))
             return items
 
-        with _aws_errors(service, region, operation):
-            return await asyncio.to_thread(collect)
+        async def fetch() -> list[Any]:
+            with _aws_errors(service, region, operation):
+                return await self._in_thread(collect)
+
+        return await self._memoized(("paginate", service, operation, region, key, _params_key(params)), fetch)
+
+
+def _params_key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
 
 
 @contextlib.contextmanager
