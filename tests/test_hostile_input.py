@@ -170,7 +170,7 @@ async def timed_post(bot: IncidentBot, body: str) -> tuple[Any, float]:
 
 
 def assert_inert_answer(text: str, user_input: str, what: str) -> None:
-    assert "Traceback" not in text, f"{what}: {text}"
+    assert "Traceback (most recent call last)" not in text and "File \"/" not in text, f"{what}: {text}"
     echoed = [m for m in live_mentions(text) if m in user_input]
     assert not echoed, f"{what}: the answer repeats live mentions from the input: {echoed}"
     assert "<!channel>" not in text and "<!here>" not in text and "<!everyone>" not in text, f"{what}: {text}"
