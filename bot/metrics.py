@@ -33,6 +33,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
 
 from bot.queue import QueueStats, once
 from bot.runtime import Runtime
@@ -86,7 +87,7 @@ class Metrics:
         """The Prometheus text exposition, with the queue read now (the registry itself cannot await)."""
         try:
             stats = await asyncio.wait_for(self.rt.queue.stats(), timeout=QUEUE_STATS_TIMEOUT_S)
-        except Exception as exc:  # Redis down must not take the other figures with it
+        except (RedisError, OSError, TimeoutError) as exc:  # Redis down must not take the other figures too
             log.warning("metrics: queue stats unavailable (%s)", type(exc).__name__)
             stats = None
         self._queue.stats = stats

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.jobs import job_handlers
