@@ -84,7 +84,8 @@ def _plan(state: dict[str, str]) -> list[PlannedCheck]:
     return [PlannedCheck(c, i, t) for c, i, t in json.loads(state["plan"])]
 
 
-async def _results(rt: Runtime, run_id: str) -> dict[str, CheckResult]:
+async def run_results(rt: Runtime, run_id: str) -> dict[str, CheckResult]:
+    """The results stored so far for a run, by planned-check key (`http.health#0`)."""
     raw = await rt.redis.hgetall(_run_key(rt, run_id, "results"))
     return {k.decode(): CheckResult.model_validate_json(v) for k, v in raw.items()}
 
@@ -168,13 +169,18 @@ async def redraw_parent(rt: Runtime, run_id: str) -> None:
         return
     if state.get("verdict"):
         text, blocks = _final_message(state)
-    else:
-        results = await _results(rt, run_id)
-        counts: dict[str, int] = {}
-        for result in results.values():
-            counts[result.status.value] = counts.get(result.status.value, 0) + 1
-        text, blocks = render.progress_message(state["service"], len(results), int(state["total"]), counts)
+        await rt.slack.update_message(state["channel"], state["parent_ts"], text, blocks=blocks)
+        return
+    results = await run_results(rt, run_id)
+    counts: dict[str, int] = {}
+    for result in results.values():
+        counts[result.status.value] = counts.get(result.status.value, 0) + 1
+    text, blocks = render.progress_message(state["service"], len(results), int(state["total"]), counts)
     await rt.slack.update_message(state["channel"], state["parent_ts"], text, blocks=blocks)
+    # A progress update held back by rate limiting can land after the verdict was drawn; whoever drew progress
+    # last makes sure the verdict is what stays on screen.
+    if await rt.redis.hexists(_run_key(rt, run_id), "verdict"):
+        await redraw_parent(rt, run_id)
 
 
 def _final_message(state: dict[str, str]) -> tuple[str, list[dict]]:
@@ -200,7 +206,7 @@ async def finish_job(rt: Runtime, job: Job) -> None:
                                summary="The check did not finish before the diagnosis deadline.",
                                hint="Rerun /diagnose; if it repeats, the target or the AWS API is hanging.")
             await rt.redis.hsetnx(results_key, item.key, late.model_dump_json())
-    results = await _results(rt, run_id)
+    results = await run_results(rt, run_id)
     ordered = [results[p.key] for p in planned if p.key in results]
     verdict = build_verdict(state["service"], ordered)
     await rt.redis.hset(_run_key(rt, run_id), mapping={"verdict": verdict.model_dump_json(), "finished_at": time.time()})
@@ -212,8 +218,15 @@ async def finish_job(rt: Runtime, job: Job) -> None:
     await rt.redis.hset(_run_key(rt, run_id), "finished", "1")
     await _release_active(rt, state, run_id)
     await rt.queue.cancel(f"{run_id}:deadline")
-    for hook in rt.extras.get("on_diagnosis_finished", []):
-        await hook(rt, run_id, state, verdict)
+    # Two finish jobs (the early one and the deadline's) can both get here; the hooks run for one of them.
+    hooks_key = _run_key(rt, run_id, "hooks")
+    if await rt.redis.set(hooks_key, 1, nx=True, ex=RUN_TTL_S):
+        try:
+            for hook in rt.extras.get("on_diagnosis_finished", []):
+                await hook(rt, run_id, state, verdict)
+        except Exception:
+            await rt.redis.delete(hooks_key)  # the job's retry runs them again rather than never
+            raise
 
 
 async def _release_active(rt: Runtime, state: dict[str, str], run_id: str) -> None:

@@ -56,7 +56,7 @@ def create_asgi(app: Any, rt: Runtime, routes: dict[tuple[str, str], Route] | No
             return
         route = table.get((scope["method"], scope["path"]))
         if route is None:
-            await slack(scope, receive, send)  # /slack/events, or Bolt's own 404
+            await _slack_guarded(slack, scope, receive, send)  # /slack/events, or Bolt's own 404
             return
         body = await _read_body(receive)
         status, headers, payload = await route(scope, body)
@@ -65,6 +65,36 @@ def create_asgi(app: Any, rt: Runtime, routes: dict[tuple[str, str], Route] | No
         await send({"type": "http.response.body", "body": payload})
 
     return asgi
+
+
+async def _slack_guarded(slack: Callable, scope: dict, receive: Callable, send: Callable) -> None:
+    """Bolt, with two holes closed: a non-numeric X-Slack-Request-Timestamp made its signature check raise, and a
+    payload it cannot dispatch (a signed block_actions with no actions) escaped as a 500. Both are now answered
+    like any request Slack did not send or that we cannot act on, and logged."""
+    headers = {k.decode().lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    stamp = headers.get("x-slack-request-timestamp")
+    if scope.get("method") == "POST" and stamp is not None and not stamp.strip().isdigit():
+        await _send_plain(send, 401, b"invalid request")
+        return
+    started = False
+
+    async def tracking_send(message: dict) -> None:
+        nonlocal started
+        started = started or message.get("type") == "http.response.start"
+        await send(message)
+
+    try:
+        await slack(scope, receive, tracking_send)
+    except Exception:
+        log.exception("the Slack request could not be handled (answered 400)")
+        if not started:
+            await _send_plain(send, 400, b"malformed request")
+
+
+async def _send_plain(send: Callable, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _read_body(receive: Callable) -> bytes:

@@ -75,12 +75,12 @@ class Metrics:
         self.check_duration.labels(check=check, status=status).observe(seconds)
 
     async def on_diagnosis_finished(self, rt: Runtime, run_id: str, state: dict[str, str], verdict: Any) -> None:
-        from bot.diagnosis import _results  # TODO: a public accessor in bot.diagnosis (see the issue #6 report)
+        from bot.diagnosis import run_results
 
         # Two finish jobs of one run can both get this far (they race past the `finished` flag): count it once.
         if not await once(rt.redis, rt.key("metrics", "checks-observed", run_id), ttl_s=86400):
             return
-        for result in (await _results(rt, run_id)).values():
+        for result in (await run_results(rt, run_id)).values():
             self.observe_check(result.check, result.status.value, result.duration_ms / 1000)
 
     async def scrape(self) -> bytes:

@@ -1,20 +1,27 @@
 """The one Slack Web API client the bot uses, wherever it runs (HTTP, Socket Mode, terminal, workers).
 
 - Base URL from `SLACK_API_URL`, so tests and the terminal chat point it at a local Slack.
-- Bounded retries: 429 honouring Retry-After, 5xx, and connection errors/timeouts (slack_sdk's handlers).
-- Per-channel pacing: chat.postMessage is limited to about one message per second per channel; a token bucket
-  (small burst, then the steady rate) keeps a chatty diagnosis from earning 429s in the first place.
+- Bounded retries: 429 honouring Retry-After, 5xx and dropped connections (slack_sdk's handlers). A timeout is
+  retried here instead, and only where repeating is harmless: a post that timed out may have been processed, so
+  the client first looks for it (each post carries a marker in its metadata) and re-posts only if it is absent.
+- Per-channel pacing and order: chat.postMessage is limited to about one message per second per channel; a token
+  bucket (small burst, then the steady rate) keeps a chatty diagnosis from earning 429s, and a channel's posts go
+  out one at a time, retries included, so a reply held back by a 429 is not overtaken in its thread.
 - Errors become `SlackError` carrying Slack's error code and a sentence; never a traceback in a channel.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -27,25 +34,25 @@ from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Methods whose repetition changes nothing (reads, in-place updates, "already done" answers): safe to retry after a
+# timeout, when Slack may or may not have processed the first try.
+IDEMPOTENT_PREFIXES = ("auth.", "users.", "usergroups.list", "usergroups.users.list", "conversations.history",
+                       "conversations.replies", "conversations.info", "conversations.members", "conversations.list",
+                       "conversations.join", "conversations.invite", "conversations.open", "conversations.setTopic",
+                       "chat.update", "chat.getPermalink", "pins.", "reactions.")
+POST_MARKER_EVENT = "chatops_post"
+
 
 class SlackError(Exception):
-    def __init__(self, method: str, error: str) -> None:
+    def __init__(self, method: str, error: str, *, timed_out: bool = False) -> None:
         super().__init__(f"Slack {method} failed: {error}")
         self.method = method
         self.error = error
-
-
-class _TimeoutRetryHandler(AsyncConnectionErrorRetryHandler):
-    """slack_sdk retries dropped connections; a read timeout deserves the same bounded second chance."""
-
-    async def _can_retry_async(self, *, state, request, response=None, error=None) -> bool:  # type: ignore[override]
-        if isinstance(error, asyncio.TimeoutError | TimeoutError):
-            return True
-        return await super()._can_retry_async(state=state, request=request, response=response, error=error)
+        self.timed_out = timed_out
 
 
 class ChannelPacer:
-    """Token bucket per channel: `burst` messages at once, then `rate` per second."""
+    """Token bucket per channel: `burst` messages at once, then `rate` per second; one post at a time per channel."""
 
     def __init__(self, *, burst: int = 5, rate: float = 1.0) -> None:
         self._burst = burst
@@ -53,55 +60,114 @@ class ChannelPacer:
         self._buckets: dict[str, tuple[float, float]] = {}  # channel -> (tokens, updated_at)
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def wait(self, channel: str) -> None:
-        lock = self._locks.setdefault(channel, asyncio.Lock())
-        async with lock:  # also keeps a channel's messages in the order they were asked for
-            tokens, updated = self._buckets.get(channel, (float(self._burst), time.monotonic()))
-            now = time.monotonic()
-            tokens = min(self._burst, tokens + (now - updated) * self._rate)
-            if tokens < 1:
-                await asyncio.sleep((1 - tokens) / self._rate)
-                tokens, now = 1.0, time.monotonic()
-            self._buckets[channel] = (tokens - 1, now)
+    @contextlib.asynccontextmanager
+    async def slot(self, channel: str) -> AsyncIterator[None]:
+        """Hold the channel (FIFO: asyncio.Lock is fair) for a whole post, retries included, after its token."""
+        async with self._locks.setdefault(channel, asyncio.Lock()):
+            await self._take_token(channel)
+            yield
+
+    async def _take_token(self, channel: str) -> None:
+        tokens, updated = self._buckets.get(channel, (float(self._burst), time.monotonic()))
+        now = time.monotonic()
+        tokens = min(self._burst, tokens + (now - updated) * self._rate)
+        if tokens < 1:
+            await asyncio.sleep((1 - tokens) / self._rate)
+            tokens, now = 1.0, time.monotonic()
+        self._buckets[channel] = (tokens - 1, now)
 
 
 class SlackClient:
-    def __init__(self, web: AsyncWebClient, *, pacer: ChannelPacer | None = None) -> None:
+    def __init__(self, web: AsyncWebClient, *, pacer: ChannelPacer | None = None, timeout_retries: int = 2,
+                 timeout_s: float = 10.0) -> None:
         self.web = web
         self.pacer = pacer or ChannelPacer()
-        self.errors: Counter[str] = Counter()  # Slack API errors by method, for /metrics
+        self.timeout_retries = timeout_retries
+        self.timeout_s = timeout_s
+        self.errors: Counter[str] = Counter()  # Slack API errors by method (given up on), for /metrics
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SlackClient:
-        return cls(make_web_client(settings), pacer=ChannelPacer(
-            burst=settings.slack_channel_burst, rate=settings.slack_channel_rate_per_s))
+        pacer = ChannelPacer(burst=settings.slack_channel_burst, rate=settings.slack_channel_rate_per_s)
+        return cls(make_web_client(settings), pacer=pacer, timeout_retries=settings.slack_max_retries,
+                   timeout_s=settings.slack_timeout_s)
 
     async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        """Call any Web API method; raise SlackError with Slack's error code when it answers not-ok."""
+        """Call any Web API method; raise SlackError with Slack's error code when it answers not-ok. A timeout is
+        retried (bounded) only for methods where a repeat is harmless."""
+        retries = self.timeout_retries if method.startswith(IDEMPOTENT_PREFIXES) else 0
+        for attempt in range(retries + 1):
+            try:
+                return await self._call_once(method, params)
+            except SlackError as exc:
+                if not exc.timed_out or attempt == retries:
+                    self.errors[method] += 1
+                    raise
+                log.warning("Slack %s timed out; retrying (%d of %d)", method, attempt + 1, retries)
+        raise AssertionError("unreachable")
+
+    async def _call_once(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         try:
             response = await _sdk_method(self.web, method)(**_drop_none(params))
         except SlackApiError as exc:
             error = str(exc.response.get("error", "unknown_error")) if exc.response is not None else "unknown_error"
-            self.errors[method] += 1
             raise SlackError(method, error) from None
-        except (asyncio.TimeoutError, OSError) as exc:
-            self.errors[method] += 1
-            raise SlackError(method, f"unreachable ({type(exc).__name__})") from None
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            raise SlackError(method, f"unreachable ({type(exc).__name__})",
+                             timed_out=isinstance(exc, TimeoutError)) from None
         return dict(response.data) if isinstance(response.data, dict) else {}
 
     async def post_message(self, channel: str, text: str, *, blocks: list | None = None,
                            thread_ts: str | None = None, **extra: Any) -> dict[str, Any]:
-        """Post (paced per channel); returns Slack's answer including `channel` and `ts`."""
-        await self.pacer.wait(channel)
-        params = dict(channel=channel, text=text, blocks=blocks, thread_ts=thread_ts,
-                      unfurl_links=False, unfurl_media=False, **extra)
+        """Post (paced and ordered per channel), at most once; returns Slack's answer with `channel` and `ts`."""
+        marker = uuid.uuid4().hex
+        params = dict(channel=channel, text=text, blocks=blocks, thread_ts=thread_ts, unfurl_links=False,
+                      unfurl_media=False, **extra,
+                      metadata={"event_type": POST_MARKER_EVENT, "event_payload": {"post_id": marker}})
+        async with self.pacer.slot(channel):
+            for attempt in range(self.timeout_retries + 1):
+                try:
+                    return await self._post_once(params)
+                except SlackError as exc:
+                    if not exc.timed_out:
+                        self.errors["chat.postMessage"] += 1
+                        raise
+                    # Slack may have processed it anyway: give it the time it was allowed, then look.
+                    await asyncio.sleep(self.timeout_s)
+                    found = await self._find_marker(channel, thread_ts, marker)
+                    if found is not None:
+                        return found
+                    if attempt == self.timeout_retries:
+                        self.errors["chat.postMessage"] += 1
+                        raise
+                    log.warning("Slack chat.postMessage timed out and the post is not there; posting again")
+        raise AssertionError("unreachable")
+
+    async def _post_once(self, params: dict[str, Any]) -> dict[str, Any]:
         try:
-            return await self.call("chat.postMessage", **params)
+            return await self._call_once("chat.postMessage", params)
         except SlackError as exc:
             if exc.error != "not_in_channel":
                 raise
-            await self.call("conversations.join", channel=channel)  # public channels only; private ones re-raise
-            return await self.call("chat.postMessage", **params)
+            await self.call("conversations.join", channel=params["channel"])  # public channels; private re-raise
+            return await self._call_once("chat.postMessage", params)
+
+    async def _find_marker(self, channel: str, thread_ts: str | None, marker: str) -> dict[str, Any] | None:
+        """The message posted with `marker`, if Slack has it (looked for among the channel's or thread's latest)."""
+        try:
+            if thread_ts:
+                answer = await self.call("conversations.replies", channel=channel, ts=thread_ts, limit=100,
+                                         include_all_metadata=True)
+            else:
+                answer = await self.call("conversations.history", channel=channel, limit=20,
+                                         include_all_metadata=True)
+        except SlackError:
+            return None  # cannot tell; re-posting is the lesser evil than losing the message
+        for message in answer.get("messages", []):
+            payload = (message.get("metadata") or {}).get("event_payload") or {}
+            if payload.get("post_id") == marker:
+                return {"ok": True, "channel": channel, "ts": message["ts"], "message": message}
+        return None
 
     async def update_message(self, channel: str, ts: str, text: str, *, blocks: list | None = None) -> dict:
         return await self.call("chat.update", channel=channel, ts=ts, text=text, blocks=blocks)
@@ -127,9 +193,9 @@ def make_web_client(settings: Settings) -> AsyncWebClient:
     return AsyncWebClient(
         token=token,
         base_url=str(settings.slack_api_url),
-        timeout=int(settings.slack_timeout_s),
+        timeout=max(1, round(settings.slack_timeout_s)),  # slack_sdk takes whole seconds; 0 would mean no wait
         retry_handlers=[
-            _TimeoutRetryHandler(max_retry_count=retries),
+            AsyncConnectionErrorRetryHandler(max_retry_count=retries),
             AsyncRateLimitErrorRetryHandler(max_retry_count=retries),
             AsyncServerErrorRetryHandler(max_retry_count=retries),
         ],

@@ -66,12 +66,6 @@ async def test_rate_limited_every_other_call_still_posts_each_reply_exactly_once
             assert (await bot.rt.queue.stats()).dead_letters == 0
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="slack_sdk retries a 429'd chat.update with the payload drawn before it, so a progress redraw held back "
-    "by Retry-After lands after the verdict and overwrites it (seen in about 1 run in 5 under the storm above). "
-    "bot/diagnosis.py: redraw from state on retry (raise Retry instead of the client retrying chat.update), or "
-    "redraw the verdict once more after the refreshes in flight")
 async def test_a_progress_update_held_back_by_a_429_cannot_overwrite_the_verdict(local_slack, redis_url, tmp_path):
     with local_http_server(staggered_routes()) as server:
         async with running_bot(local_slack, redis_url, tmp_path, services=staggered_service(server)) as bot:
@@ -83,10 +77,6 @@ async def test_a_progress_update_held_back_by_a_429_cannot_overwrite_the_verdict
             assert_final_verdict(parent)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="each check job posts its own reply; a reply held back by a 429 retry is overtaken by later ones. "
-    "Ordering needs the replies of one run posted by one sequence (e.g. a per-thread posting job)")
 async def test_a_reply_held_back_by_a_429_keeps_its_place_in_the_thread(local_slack, redis_url, tmp_path):
     with local_http_server(staggered_routes()) as server:
         async with running_bot(local_slack, redis_url, tmp_path, services=staggered_service(server)) as bot:
@@ -139,10 +129,6 @@ async def test_slack_timing_out_is_retried_within_bounds_then_by_the_queue_and_n
             assert time.monotonic() - started < 10
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="Slack processes a post it answers late; the client times out and posts again, and nothing finds the "
-    "first copy (no idempotency key on chat.postMessage: a search by metadata before re-posting would)")
 async def test_a_post_slack_processed_after_the_client_gave_up_is_not_duplicated(local_slack, redis_url, tmp_path):
     with local_http_server({"/ok": Reply(200)}) as server:
         services = {"api": {"http": [{"url": server.url("/ok"), "samples": 1, "timeout_s": 1}]}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bot.mrkdwn import SECTION_TEXT_MAX, escape, one_line, truncate
+from bot.mrkdwn import SECTION_TEXT_MAX, escape, inert, one_line, truncate
 from checks.model import CheckResult, Status, Verdict
 
 ICONS = {Status.ok: ":white_check_mark:", Status.warn: ":warning:", Status.fail: ":x:",
@@ -34,39 +34,40 @@ def verdict_message(verdict: Verdict, *, duration_s: float | None = None) -> tup
     sev = f" · suggested severity *{verdict.severity}*" if verdict.severity else ""
     took = f" · {duration_s:.1f}s" if duration_s is not None else ""
     tally = ", ".join(f"{n} {s}" for s, n in sorted(verdict.counts.items()))
-    text = f"{verdict.target}: {one_line(verdict.headline, 300)}"
-    blocks = [section(f"{icon} *`{escape(verdict.target)}`*: {escape(verdict.headline)}"),
+    text = escape(f"{verdict.target}: {one_line(verdict.headline, 300)}")  # notifications parse mentions too
+    blocks = [section(f"{icon} *`{escape(verdict.target)}`*: {inert(verdict.headline)}"),
               context(escape(f"{tally}{took}") + sev + " · details in the thread")]
     for finding in verdict.findings[:3]:
-        lines = [f"{ICONS[finding.status]} *{escape(finding.summary)}*"]
+        lines = [f"{ICONS[finding.status]} *{inert(finding.summary)}*"]
         if finding.resource:
-            lines.append(f"Resource: `{escape(finding.resource)}`")
+            lines.append(f"Resource: `{inert(finding.resource)}`")
         if finding.hint:
-            lines.append(f"Next: {escape(finding.hint)}")
+            lines.append(f"Next: {inert(finding.hint)}")
         blocks.append(section("\n".join(lines)))
     return truncate(text, 3000), blocks
 
 
 def result_message(result: CheckResult) -> tuple[str, list[dict]]:
     """One threaded reply for one check result."""
-    head = f"{ICONS[result.status]} *{escape(result.check)}* `{escape(result.target)}` — {escape(result.summary)}"
+    head = f"{ICONS[result.status]} *{escape(result.check)}* `{escape(result.target)}` — {inert(result.summary)}"
     blocks = [section(head)]
     details = []
     if result.resource:
-        details.append(f"*Resource:* `{escape(result.resource)}`")
+        details.append(f"*Resource:* `{inert(result.resource)}`")
     if result.hint:
-        details.append(f"*Next:* {escape(result.hint)}")
+        details.append(f"*Next:* {inert(result.hint)}")
     if details:
         blocks.append(section("\n".join(details)))
     if result.evidence and result.status.is_problem:
-        blocks.append(section("```" + escape(truncate(_evidence_text(result.evidence), EVIDENCE_MAX)) + "```"))
+        # inert(): a ``` inside evidence (log lines, server answers) must not close the code block early
+        blocks.append(section("```" + inert(truncate(_evidence_text(result.evidence), EVIDENCE_MAX)) + "```"))
     blocks.append(context(f"{result.status.value} · {result.duration_ms} ms"))
-    return f"{result.status.value}: {result.check} {result.target} — {one_line(result.summary)}", blocks
+    return escape(f"{result.status.value}: {result.check} {result.target} — {one_line(result.summary)}"), blocks
 
 
 def grouped_message(results: list[CheckResult]) -> tuple[str, list[dict]]:
     """Many unremarkable results in one reply, so a 25-check run does not flood the thread."""
-    lines = [f"{ICONS[r.status]} {escape(r.check)} `{escape(r.target)}` — {escape(one_line(r.summary, 120))}"
+    lines = [f"{ICONS[r.status]} {escape(r.check)} `{escape(r.target)}` — {inert(one_line(r.summary, 120))}"
              for r in results]
     blocks, chunk = [], []
     for line in lines:  # pack lines into sections below the 3,000-character limit
