@@ -233,13 +233,12 @@ async def _merge(w: Writeup, report: BackfillReport, incident: IncidentView, cha
 
 async def _reconcile(w: Writeup, incident: IncidentView, seen: set[str], cutoff: float) -> int:
     """Messages the timeline holds that a complete read no longer lists were deleted while the bot was away."""
-    removed = 0
-    for entry in await w.timeline.entries(incident.id):
-        if entry.kind in ("message", "reply") and not entry.removed and entry.channel == incident.channel \
-                and entry.ts and entry.ts not in seen and entry.at <= cutoff and _in_scope(entry, incident):
-            if await w.timeline.update(incident.id, entry.id, removed=True, data={"removed_by": "backfill"}):
-                removed += 1
-    return removed
+    vanished = [e for e in await w.timeline.entries(incident.id)
+                if e.kind in ("message", "reply") and not e.removed and e.channel == incident.channel and e.ts
+                and e.ts not in seen and e.at <= cutoff and _in_scope(e, incident)]
+    for entry in vanished:
+        await w.timeline.update(incident.id, entry.id, removed=True, data={"removed_by": "backfill"})
+    return len(vanished)
 
 
 def _in_scope(entry: Entry, incident: IncidentView) -> bool:

@@ -255,11 +255,11 @@ async def _on_pin(w: Writeup, event: dict) -> None:
             stored.data.pop("pinned", None)
         return derive(stored, rules)
 
-    if await w.timeline.transform(incident_id, message_entry_id(channel, ts), pin) is None and message:
-        if is_spoken(message) and not is_own(message, await bot_identity(w)):
-            entry = message_entry(incident_id, channel, {**message, "pinned_to": [channel] if pinned else []},
-                                  w.rules)
-            await w.timeline.add(entry)
+    known = await w.timeline.transform(incident_id, message_entry_id(channel, ts), pin)
+    if known is None and message and is_spoken(message) and not is_own(message, await bot_identity(w)):
+        # A pin event carries the whole message: record one we never saw.
+        pinned_message = {**message, "pinned_to": [channel] if pinned else []}
+        await w.timeline.add(message_entry(incident_id, channel, pinned_message, w.rules))
 
 
 async def _on_member_joined(w: Writeup, event: dict) -> None:
@@ -274,16 +274,18 @@ async def _on_member_joined(w: Writeup, event: dict) -> None:
                             channel=channel, data={"inviter": event.get("inviter")})
     user_id, _ = await bot_identity(w)
     if user_id and user == user_id:
-        from bot.backfill import request_backfill  # the bot arrives late: read what it missed
+        from bot.backfill import (
+            request_backfill,  # the bot arrives late: read what it missed
+        )
 
         await request_backfill(w.rt, incident_id, reason="bot joined")
 
 
 async def _thread_of(w: Writeup, channel: str, ts: str) -> str | None:
     """The thread a message we recorded belongs to (a reaction event does not say)."""
-    from bot.writeup.incidents import _store
+    from bot.writeup.incidents import store_of
 
-    store = _store(w.rt)
+    store = store_of(w.rt)
     incident_id = await store.by_channel(channel)
     if incident_id:
         return None  # channel mode: any message in the channel counts, no need to look further

@@ -40,8 +40,19 @@ from bot.queue import Job
 from bot.runtime import Runtime
 from bot.slack_client import SlackError
 from bot.timeline import Entry
-from bot.writeup.context import CaptureRules, Writeup, bot_identity, user_names, writeup_of
-from bot.writeup.incidents import IncidentView, incident_for, load_incident, update_every_s
+from bot.writeup.context import (
+    CaptureRules,
+    Writeup,
+    bot_identity,
+    user_names,
+    writeup_of,
+)
+from bot.writeup.incidents import (
+    IncidentView,
+    incident_for,
+    load_incident,
+    update_every_s,
+)
 from bot.writeup.slacktext import mentioned_users, plain
 
 log = logging.getLogger("bot.summaries")
@@ -50,10 +61,10 @@ THREAD_STATE_TTL_S = 14 * 86400
 ITEMS_PER_SECTION = 8
 ITEM_CHARS = 220
 _DECISION = re.compile(r"^\s*(decision|decided)\s*:|\b(we decided|we(?:'ll| will) go with|going with|agreed to|"
-                       r"let'?s go with|decision is)\b", re.I)
+                       r"let'?s go with|decision is)\b", re.IGNORECASE)
 _ANSWER_START = re.compile(r"^\s*(yes|yep|yeah|no|nope|nah|because|it'?s|it is|it was|answer|a:|done|fixed|"
-                           r"confirmed|correct|right|that'?s|we did|i did|already)\b", re.I)
-_SOLVED = re.compile(r"\b(never ?mind|nvm|found it|figured it out|answered|solved)\b", re.I)
+                           r"confirmed|correct|right|that'?s|we did|i did|already)\b", re.IGNORECASE)
+_SOLVED = re.compile(r"\b(never ?mind|nvm|found it|figured it out|answered|solved)\b", re.IGNORECASE)
 SUMMARY_KINDS = {"status", "severity", "commander", "note", "page_sent", "page_failed", "page_acked", "escalated",
                  "diagnosis", "resolved", "declared"}
 
@@ -364,13 +375,13 @@ async def thread_entries(w: Writeup, channel: str, thread_ts: str) -> list[Entry
 
     reader = Reader(w, BackfillReport(""))
     identity = await bot_identity(w)
-    out: list[Entry] = []
+    out: dict[str, Entry] = {}  # by ts: every page leads with the parent again
     async for page in reader.pages("conversations.replies", channel=channel, ts=thread_ts):
         for message in page:
-            if message.get("ts") and is_spoken(message) and not is_own(message, identity):
-                if not any(e.ts == message["ts"] for e in out[-1:]):
-                    out.append(message_entry("", channel, message, w.rules))
-    return out
+            ts = message.get("ts")
+            if ts and ts not in out and is_spoken(message) and not is_own(message, identity):
+                out[ts] = message_entry("", channel, message, w.rules)
+    return sorted(out.values(), key=lambda e: e.at)
 
 
 async def summarise_thread(rt: Runtime, channel: str, thread_ts: str, *, now: float | None = None) -> str | None:
@@ -537,8 +548,12 @@ async def arm_catch_up(rt: Runtime, incident_id: str, severity: str, *, replace:
     if not w.settings.catchup_summaries:
         return
     raw = await rt.redis.get(rt.key("wu", "catchup", incident_id, "at"))
-    every = update_every_s(rt, severity)
-    due = (float(raw) if raw else time.time()) + every
+    if raw:
+        since = float(raw)
+    else:  # no catch-up yet: the cadence counts from the declaration
+        incident = await load_incident(rt, incident_id)
+        since = incident.declared_at if incident else time.time()
+    due = since + update_every_s(rt, severity)
     if replace:
         await rt.queue.cancel(catchup_job_id(incident_id))
     await rt.queue.enqueue("summary.incident", {"incident": incident_id}, job_id=catchup_job_id(incident_id),

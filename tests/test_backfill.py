@@ -3,6 +3,7 @@ the same as with live capture — paced, page by page, and a 429 only delays it.
 
 from __future__ import annotations
 
+import itertools
 import time
 
 from bot.backfill import backfill_incident
@@ -111,7 +112,7 @@ async def test_page_size_and_pace_follow_the_settings(local_slack, redis_url, tm
         report = await backfill_incident(bot.rt, incident.id)
         calls = local_slack.calls_to("conversations.history")
         assert [c.params["limit"] for c in calls] == ["15", "15", "15"]
-        gaps = [b.at - a.at for a, b in zip(calls, calls[1:], strict=False)]
+        gaps = [b.at - a.at for a, b in itertools.pairwise(calls)]
         assert all(gap >= 0.45 for gap in gaps), gaps
         assert report.calls == 3 and report.added == 40 and report.waited_s >= 0.9
 

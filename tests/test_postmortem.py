@@ -27,7 +27,7 @@ def section(markdown: str, heading: str) -> str:
     level = heading.split(" ")[0]
     start = markdown.index(heading + "\n") + len(heading) + 1
     rest = markdown[start:]
-    stop = re.search(rf"^#{{1,{len(level)}}} ", rest, re.M)
+    stop = re.search(rf"^#{{1,{len(level)}}} ", rest, re.MULTILINE)
     return rest[: stop.start()] if stop else rest
 
 
@@ -61,11 +61,11 @@ T0 = 1_790_000_000.0  # 2026-09-21 14:13:20 UTC
 
 
 def incident_view(**overrides: object) -> IncidentView:
-    values = dict(id="INC-9", title="Payments failing", severity="P1", status="resolved", declared_at=T0,
-                  reporter="U1", commander="U2", service="payments", channel="C9",
-                  link="https://acme.slack.com/archives/C9/p1790000000000100", resolved_at=T0 + 7200,
-                  resolved_by="U2", resolution="Rolled back the deploy.",
-                  posted={"status:s1": "1790001800.000200", "resolved": "1790007200.000300"})
+    values: dict = {"id": "INC-9", "title": "Payments failing", "severity": "P1", "status": "resolved",
+                    "declared_at": T0, "reporter": "U1", "commander": "U2", "service": "payments", "channel": "C9",
+                    "link": "https://acme.slack.com/archives/C9/p1790000000000100", "resolved_at": T0 + 7200,
+                    "resolved_by": "U2", "resolution": "Rolled back the deploy.",
+                    "posted": {"status:s1": "1790001800.000200", "resolved": "1790007200.000300"}}
     values.update(overrides)
     return IncidentView(**values)  # type: ignore[arg-type]
 
@@ -217,7 +217,7 @@ async def test_a_scripted_incident_gives_a_postmortem_with_exactly_its_facts_in_
         async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch, pagerduty=fake_pagerduty,
                                services={"api": {"http": [probe(server.url("/pay"))]}},
                                incident={"incidents_channel": announcements}) as bot:
-            said = await run_scripted_incident(bot)
+            await run_scripted_incident(bot)
             incident = await bot.incident("INC-1")
             [canvas] = local_slack.canvases()
             markdown = canvas["markdown"]

@@ -160,7 +160,7 @@ def fake_openai(reply: str | None, status: int = 200) -> Iterator[dict]:
     seen: dict = {"requests": []}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen["requests"].append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
             payload = {"choices": [{"message": {"role": "assistant", "content": reply}}]} if status == 200 else {}

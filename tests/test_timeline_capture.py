@@ -7,7 +7,16 @@ import asyncio
 import uuid
 
 from bot.timeline import Entry, Timeline, message_entry_id
-from tests.writeup_harness import declare, delete, deliver, edit, pin, react, say, writeup_bot
+from tests.writeup_harness import (
+    declare,
+    delete,
+    deliver,
+    edit,
+    pin,
+    react,
+    say,
+    writeup_bot,
+)
 
 
 def ns() -> str:

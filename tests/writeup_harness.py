@@ -18,6 +18,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from bot.localslack.payloads import event_body
@@ -40,8 +41,7 @@ async def writeup_bot(local: Any, redis_url: str, tmp_path: Any, monkeypatch: An
         if services is not None:
             import yaml
 
-            with open(bot.config.services_file, "w") as handle:
-                yaml.safe_dump({"services": services}, handle)
+            Path(bot.config.services_file).write_text(yaml.safe_dump({"services": services}))
         await install(bot.rt)  # idempotent: a no-op once bot.features installs it
         await bot.stop_workers()  # workers read their job kinds when they start: restart them with ours
         bot.start_worker()

@@ -16,7 +16,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, pass_context
+from jinja2 import (
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    pass_context,
+)
 from jinja2.sandbox import SandboxedEnvironment
 
 from bot.postmortem import markdown as md
@@ -127,9 +133,7 @@ async def gather_facts(rt: Runtime, incident_id: str, *, now: float | None = Non
         raise PostmortemError(f"There is no incident {incident_id}.")
     entries = await w.timeline.entries(incident_id)
     names = await user_names(rt, people_in(entries, incident))
-    impacted = await rt.redis.get(rt.key("wu", "impacted", incident_id))
-    return build_facts(incident, entries, names=names, now=now,
-                       users_impacted=impacted.decode() if isinstance(impacted, bytes) else impacted)
+    return build_facts(incident, entries, names=names, now=now)
 
 
 def people_in(entries: list[Entry], incident: Any) -> set[str]:

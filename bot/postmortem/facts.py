@@ -37,10 +37,10 @@ RESPOND_WITHIN_S = {"P0": 15 * 60, "P1": 3600, "P2": 4 * 3600, "P3": 24 * 3600}
 BOT_ACTIONS = {"declared", "severity", "status", "commander", "note", "page_sent", "page_failed", "page_acked",
                "escalated", "diagnosis_requested", "diagnosis", "resolved", "reminder", "action_item"}
 _QUOTED = {"severity", "status", "note", "page_failed", "escalated", "resolved", "action_item"}  # text people wrote
-_LUCKY = re.compile(r"\b(lucky|luckily|fortunately|by chance|happened to|close call|near miss)\b", re.I)
-_WELL = re.compile(r"\b(went well|worked well|helped a lot|good call|saved us)\b", re.I)
+_LUCKY = re.compile(r"\b(lucky|luckily|fortunately|by chance|happened to|close call|near miss)\b", re.IGNORECASE)
+_WELL = re.compile(r"\b(went well|worked well|helped a lot|good call|saved us)\b", re.IGNORECASE)
 _WRONG = re.compile(r"\b(went wrong|didn'?t work|did not work|should have|took too long|confusing|"
-                    r"no alert|wasn'?t alerted|missing (?:alert|runbook|dashboard))\b", re.I)
+                    r"no alert|wasn'?t alerted|missing (?:alert|runbook|dashboard))\b", re.IGNORECASE)
 EVIDENCE_KEYS = 8
 
 
@@ -628,7 +628,7 @@ def fmt_duration(seconds: float | None) -> str:
     """`45s`, `4m 12s`, `1h 02m`, `2d 03h`."""
     if seconds is None:
         return "—"
-    total = max(int(round(seconds)), 0)
+    total = max(round(seconds), 0)
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)

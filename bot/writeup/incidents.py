@@ -70,7 +70,7 @@ def view_of(incident: Any, posted: dict[str, str] | None = None) -> IncidentView
     )
 
 
-def _store(rt: Runtime) -> Any:
+def store_of(rt: Runtime) -> Any:
     ctx = rt.extras.get("incidents")
     if ctx is not None:
         return ctx.store
@@ -80,7 +80,7 @@ def _store(rt: Runtime) -> Any:
 
 
 async def load_incident(rt: Runtime, incident_id: str) -> IncidentView | None:
-    store = _store(rt)
+    store = store_of(rt)
     incident = await store.get(incident_id)
     if incident is None:
         return None
@@ -93,7 +93,7 @@ async def incident_for(rt: Runtime, channel: str | None, thread_ts: str | None =
     thread-mode incident whose header thread this is."""
     if not channel:
         return None
-    store = _store(rt)
+    store = store_of(rt)
     found = await store.by_channel(channel)
     if found:
         return found
@@ -106,17 +106,13 @@ async def incident_for(rt: Runtime, channel: str | None, thread_ts: str | None =
     return None
 
 
-async def open_incident_ids(rt: Runtime) -> list[str]:
-    return list(await _store(rt).open_ids())
-
-
 def update_every_s(rt: Runtime, severity: str) -> float:
     """The status-update cadence of a severity: the paging policy's, else the runbook's."""
     ctx = rt.extras.get("incidents")
     if ctx is not None:
         try:
             return float(ctx.policy.update_every_s(severity))
-        except Exception:  # an unknown severity in an old record: fall back rather than stop summarising
+        except ValueError:  # an unknown severity in an old record: fall back rather than stop summarising
             log.warning("no update cadence for severity %s in the paging policy", severity)
     return DEFAULT_UPDATE_EVERY_S.get(severity, 3600.0)
 
