@@ -18,7 +18,8 @@ the back-fill path (bot/backfill.py), which sees only the final state, agree:
     action item   text starting with `action:` or `TODO:`, or carrying ACTION_ITEM_REACTION; its owner is the
                   first mentioned user, else the author; ACTION_DONE_REACTION (✅) marks it done
 
-The bot's own messages are not recorded here: Bolt drops them, and the incident feature writes its actions to
+Events may arrive out of order: an edit before its message records the message as edited, and a reaction before
+its message waits (an hour) in `wu:pending:…` for it. The bot's own messages are not recorded here: Bolt drops them, and the incident feature writes its actions to
 the timeline itself.
 """
 
@@ -39,6 +40,7 @@ log = logging.getLogger("bot.capture")
 # Message subtypes that are something a person (or another app) said; the rest are channel housekeeping.
 SPOKEN_SUBTYPES = {None, "", "thread_broadcast", "file_share", "me_message", "bot_message"}
 _LEADING_MARKUP = re.compile(r"^[\s*_~>`•-]+")
+PENDING_TTL_S = 3600
 
 
 # ------------------------------------------------------------------------------------------------ messages
@@ -149,7 +151,9 @@ async def _on_message(w: Writeup, event: dict) -> None:
         channel = str(event.get("channel") or "")
         incident_id = await incident_for(w.rt, channel, event.get("thread_ts"))
         if incident_id:
-            await w.timeline.add(message_entry(incident_id, channel, event, w.rules))
+            added = await w.timeline.add(message_entry(incident_id, channel, event, w.rules))
+            if added is not None:
+                await _apply_pending(w, added)
 
 
 async def _on_edit(w: Writeup, event: dict) -> None:
@@ -224,7 +228,45 @@ async def _on_reaction(w: Writeup, event: dict) -> None:
         stored.data["reactions"] = reactions
         return derive(stored, rules)
 
-    await w.timeline.transform(incident_id, message_entry_id(channel, ts), react)
+    if await w.timeline.transform(incident_id, message_entry_id(channel, ts), react) is None:
+        # Events can arrive out of order: keep the reaction for its message, which applies it when it comes.
+        key = _pending_key(w, incident_id, channel, ts)
+        pipe = w.rt.redis.pipeline(transaction=False)
+        pipe.hset(key, f"{name}\t{user}", "1" if added else "0")
+        pipe.expire(key, PENDING_TTL_S)
+        await pipe.execute()
+
+
+def _pending_key(w: Writeup, incident_id: str, channel: str, ts: str) -> str:
+    return w.rt.key("wu", "pending", incident_id, channel, ts)
+
+
+async def _apply_pending(w: Writeup, entry: Entry) -> None:
+    """Reactions that arrived before this message (see _on_reaction)."""
+    key = _pending_key(w, entry.incident_id, str(entry.channel), str(entry.ts))
+    raw = await w.rt.redis.hgetall(key)
+    if not raw:
+        return
+    changes = [(_text(k).split("\t", 1), _text(v) == "1") for k, v in raw.items()]
+    rules = w.rules
+
+    def react(stored: Entry) -> Entry:
+        reactions = dict(stored.data.get("reactions") or {})
+        for (name, user), added in changes:
+            users = [u for u in reactions.get(name, []) if u != user] + ([user] if added else [])
+            if users:
+                reactions[name] = users
+            else:
+                reactions.pop(name, None)
+        stored.data["reactions"] = reactions
+        return derive(stored, rules)
+
+    await w.timeline.transform(entry.incident_id, entry.id, react)
+    await w.rt.redis.delete(key)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def _on_pin(w: Writeup, event: dict) -> None:

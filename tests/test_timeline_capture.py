@@ -164,3 +164,21 @@ async def test_thread_mode_incidents_record_their_thread_only(local_slack, redis
         await react(bot, "C1", inside, "U1", "pushpin")
         recorded = [e for e in await bot.timeline(incident.id) if e.kind in ("message", "reply")]
         assert [e.ts for e in recorded] == [inside] and recorded[0].key_event
+
+
+async def test_events_arriving_out_of_order_end_in_the_same_state(local_slack, redis_url, tmp_path, monkeypatch):
+    async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch) as bot:
+        incident = await declare(bot, "Out of order P3")
+        channel = incident.channel
+        ts = await say(bot, channel, "U2", "primary failed over", deliver_event=False)
+        await react(bot, channel, ts, "U1", "pushpin")  # the reaction's event overtakes the message's
+        edited = await say(bot, channel, "U2", "TODO: check replicas", deliver_event=False)
+        await edit(bot, channel, edited, "TODO: check replicas and backups")  # the edit before the message
+        await deliver(bot, local_slack.message_event(channel, ts))
+        await deliver(bot, local_slack.message_event(channel, edited))
+
+        first = await bot.ctx.timeline.get(incident.id, message_entry_id(channel, ts))
+        assert first.key_event and first.data["reactions"] == {"pushpin": ["U1"]}
+        second = await bot.ctx.timeline.get(incident.id, message_entry_id(channel, edited))
+        assert second.text == "TODO: check replicas and backups" and second.edited
+        assert second.data["action"]["text"] == "check replicas and backups"
