@@ -332,3 +332,14 @@ async def test_thread_mode_incident_gets_a_standalone_canvas_shared_in_its_chann
         assert canvas["kind"] == "standalone" and canvas["channel"] == "C1"
         link = [m for m in local_slack.replies("C1", incident.thread_ts) if "postmortem draft" in m.text]
         assert len(link) == 1
+
+
+async def test_a_broken_team_template_falls_back_to_the_built_in_one(local_slack, redis_url, tmp_path, monkeypatch):
+    broken = tmp_path / "broken.md.j2"
+    broken.write_text("# {{ pm.no_such_field }}\n")
+    async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch, POSTMORTEM_TEMPLATE=str(broken)) as bot:
+        incident = await declare(bot, "Template typo P3")
+        await bot.command("/incident", "resolve fixed", user="U1", channel=incident.channel)
+        await bot.settle()
+        [canvas] = local_slack.canvases()
+        assert canvas["markdown"].startswith("# Postmortem: INC-1 — Template typo")

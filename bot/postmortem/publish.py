@@ -61,7 +61,13 @@ async def publish_postmortem(rt: Runtime, incident_id: str) -> Published:
     if incident is None:
         raise PostmortemError(f"There is no incident {incident_id}.")
     facts = await gather_facts(rt, incident_id)
-    markdown = render_markdown(facts, w.settings.postmortem_template)
+    try:
+        markdown = render_markdown(facts, w.settings.postmortem_template)
+    except PostmortemError as exc:  # the team's template is broken: publish the built-in one rather than nothing
+        if w.settings.postmortem_template is None:
+            raise
+        log.error("%s; publishing with the built-in template", exc)
+        markdown = render_markdown(facts)
     state = {_text(k): _text(v) for k, v in (await rt.redis.hgetall(_key(rt, incident_id))).items()}
     result = Published(incident_id, markdown)
     title = f"Postmortem {incident.id}: {' '.join(incident.title.split())[:120]}"
@@ -186,7 +192,8 @@ async def _announce(rt: Runtime, incident: IncidentView, result: Published, *, p
         return False
     if result.link and result.link == previous_link and await rt.redis.hget(posted_key, "channel"):
         return False
-    link = f"<{result.link}|the postmortem draft>" if result.link else f"the postmortem draft ({where})"
+    draft = "an updated postmortem draft" if previous_link else "the postmortem draft"
+    link = f"<{result.link}|{draft}>" if result.link else f"{draft} ({where})"
     extra = f" A copy is in `{result.s3_uri}`." if result.s3_uri and result.link else ""
     text = (f":page_facing_up: {incident.id}: {link} is ready — facts from the timeline are filled in; "
             f"root cause, impact and lessons are for the team to write.{extra}")
