@@ -45,8 +45,9 @@ from bot.writeup.install import install
 
 T0 = 1_790_000_000.0
 PEOPLE = [f"U{i:03d}" for i in range(40)]
-WORDS = ("db pool latency deploy rollback cache timeout 500s error rate replica failover queue lag cpu memory "
-         "disk network dns tls certificate config flag canary region zone alert dashboard runbook").split()
+WORDS = ["db", "pool", "latency", "deploy", "rollback", "cache", "timeout", "500s", "error", "rate", "replica",
+         "failover", "queue", "lag", "cpu", "memory", "disk", "network", "dns", "tls", "certificate", "config", "flag",
+         "canary", "region", "zone", "alert", "dashboard", "runbook"]
 
 
 # ------------------------------------------------------------------------------------------------ assembly

@@ -14,9 +14,9 @@ a live edit and a back-filled copy of the same message racing in two workers bot
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
