@@ -155,7 +155,14 @@ async def worker_command(settings: Settings, concurrency: int | None) -> int:
     rt = await create_full_runtime(settings, redis_url=settings.redis_url)
     try:
         log.info("worker started (concurrency %d)", concurrency or settings.worker_concurrency)
-        await run_workers(rt, stop, concurrency or settings.worker_concurrency)
+        tasks = [asyncio.create_task(run_workers(rt, stop, concurrency or settings.worker_concurrency))]
+        if settings.worker_metrics_port:
+            from bot.http_server import create_asgi, serve
+
+            log.info("worker health and metrics on :%d (/healthz, /metrics)", settings.worker_metrics_port)
+            tasks.append(asyncio.create_task(serve(create_asgi(None, rt), host="0.0.0.0",
+                                                   port=settings.worker_metrics_port, stop=stop)))
+        await asyncio.gather(*tasks)
     finally:
         await rt.aclose()
     return EXIT_OK

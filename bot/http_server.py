@@ -45,7 +45,8 @@ async def health(rt: Runtime) -> Response:
 
 
 def create_asgi(app: Any, rt: Runtime, routes: dict[tuple[str, str], Route] | None = None) -> Callable:
-    slack = AsyncSlackRequestHandler(app, path="/slack/events")
+    """The bot's HTTP surface. With `app=None` (a worker-only process) it serves health and metrics only."""
+    slack = AsyncSlackRequestHandler(app, path="/slack/events") if app is not None else _not_found
     table: dict[tuple[str, str], Route] = {("GET", "/healthz"): lambda scope, body: health(rt)}
     table.update(routes or {})
     table.update(rt.extras.get("http_routes", {}))
@@ -65,6 +66,11 @@ def create_asgi(app: Any, rt: Runtime, routes: dict[tuple[str, str], Route] | No
         await send({"type": "http.response.body", "body": payload})
 
     return asgi
+
+
+async def _not_found(scope: dict, receive: Callable, send: Callable) -> None:
+    if scope["type"] == "http":
+        await _send_plain(send, 404, b"not found")
 
 
 async def _slack_guarded(slack: Callable, scope: dict, receive: Callable, send: Callable) -> None:

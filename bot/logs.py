@@ -50,6 +50,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+def redact_also(secrets: Iterable[str]) -> None:
+    """Add secrets learnt after start-up (paging keys, database DSNs) to the redaction of every handler."""
+    for handler in logging.getLogger().handlers:
+        for filt in handler.filters:
+            if isinstance(filt, RedactSecrets):
+                for secret in secrets:
+                    filt.add(secret)
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = ()) -> RedactSecrets:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json"

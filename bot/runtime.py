@@ -75,6 +75,11 @@ class Runtime:
         return views[run_id][0]
 
     async def aclose(self) -> None:
+        for close in self.extras.get("closers", []):  # features' own clients (paging providers, ...)
+            try:
+                await close(self)
+            except Exception:
+                log.warning("a feature failed to close cleanly", exc_info=True)
         if self._probe_http is not None:
             await self._probe_http.aclose()
         await self.redis.aclose()

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     services_file: Path | None = None
     port: int = Field(3000, ge=1, le=65535)
     http_workers: int = Field(1, ge=1, le=64)  # HTTP mode: processes sharing PORT (SO_REUSEPORT)
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535)  # `chatops worker`: /healthz and /metrics
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     chatops_data_dir: Path = Path(".chatops")

@@ -122,6 +122,8 @@ async def running_bot(local: Any, redis_url: str, tmp_path: Path, *, services: d
     bot = RunningBot(rt, local, f"http://127.0.0.1:{port}", httpx.AsyncClient(timeout=10), channel)
     for _ in range(workers):
         bot.workers.append(Worker(rt.queue, job_handlers(rt), concurrency=settings.worker_concurrency))
+    if bot.workers:
+        rt.extras["worker"] = bot.workers[0]  # what the dead-man /healthz check watches, as in `chatops run`
     tasks = [asyncio.create_task(w.run()) for w in bot.workers]
     await _wait_listening(port)
     try:
