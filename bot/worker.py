@@ -14,6 +14,7 @@ A loop that meets a Redis error logs it and backs off; it never exits while the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -94,19 +95,24 @@ class Worker:
             return
         log.info("worker %s consuming %s (concurrency %d)", self.consumer, self.queue.stream_key, self.concurrency,
                  extra={"consumer": self.consumer})
-        heartbeat = asyncio.create_task(self._forever("heartbeat", self._heartbeat, self.heartbeat_interval_s))
+        halt_loops, halt_heartbeat = asyncio.Event(), asyncio.Event()
+        heartbeat = self._loop("heartbeat", self._heartbeat, self.heartbeat_interval_s, halt_heartbeat)
         loops = [
-            asyncio.create_task(self._forever("fetcher", self._fetch, 0.0)),
-            asyncio.create_task(self._forever("mover", self._move, self.mover_interval_s)),
-            asyncio.create_task(self._forever("reclaimer", self._reclaim, self.reclaim_interval_s)),
+            self._loop("fetcher", self._fetch, 0.0, halt_loops),
+            self._loop("mover", self._move, self.mover_interval_s, halt_loops),
+            self._loop("reclaimer", self._reclaim, self.reclaim_interval_s, halt_loops),
         ]
         try:
             await self._stopping.wait()
             grace = self.stop_grace_s
         finally:
-            await _cancel_all(loops)
+            self._stopping.set()  # also when run() itself was cancelled
+            halt_loops.set()
+            self._capacity.set()  # wakes a fetcher waiting for a free slot
+            await self._end(loops, "loops")
             await self._drain(grace)
-            await _cancel_all([heartbeat])  # only now: draining jobs keep their lease
+            halt_heartbeat.set()  # only now: draining jobs keep their lease
+            await self._end([heartbeat], "heartbeat")
             await self._leave()
 
     async def run_until_idle(self, timeout_s: float = 10) -> None:
@@ -126,28 +132,45 @@ class Worker:
             await runner
 
     # -- loops --------------------------------------------------------------------------------------------------
+    # Loops stop when their halt event is set, not by cancellation: redis-py's asyncio client can swallow a
+    # cancellation that lands mid-command (redis/redis-py#2028, #2551) and leave the task running forever.
 
-    async def _forever(self, name: str, step: Callable[[], Awaitable[bool]], interval_s: float) -> None:
-        """Run `step` until cancelled; `step` returns True when it has more to do right away."""
+    def _loop(self, name: str, step: Callable[[], Awaitable[bool]], interval_s: float,
+              halt: asyncio.Event) -> asyncio.Task[None]:
+        return asyncio.create_task(self._forever(name, step, interval_s, halt), name=f"queue-{name}")
+
+    async def _forever(self, name: str, step: Callable[[], Awaitable[bool]], interval_s: float,
+                       halt: asyncio.Event) -> None:
+        """Run `step` until `halt`; `step` returns True when it has more to do right away."""
         failures = 0
-        while True:
+        while not halt.is_set():
+            _raise_if_cancelled()
             try:
                 more = await step()
             except (RedisError, OSError) as exc:
+                _raise_if_cancelled()
                 failures += 1
                 delay = LOOP_BACKOFF.delay(failures)
                 log.warning("queue %s: %s; retrying in %.1f s", name, error_text(exc), delay)
-                await asyncio.sleep(delay)
+                await _pause(halt, delay)
                 continue
             except Exception:  # a bug must not silently stop the loop: /healthz sees last_progress go stale
                 failures += 1
                 log.exception("queue %s failed", name)
-                await asyncio.sleep(LOOP_BACKOFF.delay(failures))
+                await _pause(halt, LOOP_BACKOFF.delay(failures))
                 continue
             failures = 0
             self.last_progress[name] = time.monotonic()
             if not more:
-                await asyncio.sleep(interval_s)
+                await _pause(halt, interval_s)
+
+    async def _end(self, tasks: list[asyncio.Task[Any]], what: str) -> None:
+        """Wait for halted loops to finish their current round (a blocked read returns within block_ms);
+        cancel them only if that takes far longer."""
+        _done, late = await asyncio.wait(tasks, timeout=self.block_ms / 1000 + DEFAULT_SOCKET_TIMEOUT_S)
+        if late:
+            log.warning("worker %s: %s did not stop in time; cancelling them", self.consumer, what)
+            await _cancel_all(list(late))
 
     async def _join(self) -> bool:
         """Create the group and the first heartbeat before reading anything, retrying until Redis answers.
@@ -163,11 +186,13 @@ class Worker:
                 failures += 1
                 delay = LOOP_BACKOFF.delay(failures)
                 log.warning("worker cannot reach Redis (%s); retrying in %.1f s", error_text(exc), delay)
-                await asyncio.sleep(delay)
+                await _pause(self._stopping, delay)
         return False
 
     async def _fetch(self) -> bool:
         free = await self._free_slots()
+        if self._stopping.is_set():
+            return False
         try:
             entries = await self.queue.read(self.consumer, free, self.block_ms)
         except ResponseError as exc:
@@ -195,7 +220,7 @@ class Worker:
     # -- jobs ---------------------------------------------------------------------------------------------------
 
     async def _free_slots(self) -> int:
-        while len(self._inflight) >= self.concurrency:
+        while len(self._inflight) >= self.concurrency and not self._stopping.is_set():
             self._capacity.clear()
             await self._capacity.wait()
         return self.concurrency - len(self._inflight)
@@ -327,14 +352,13 @@ class Worker:
                 await self._release_consumer(text(consumer["name"]), int(consumer["pending"]))
 
     async def _release_consumer(self, name: str, pending: int) -> None:
-        if pending == 0:
-            if await self.queue.forget_consumer(name):
-                log.info("forgot departed consumer %s", name, extra={"consumer": name})
-            return
-        entries = await self.queue.redis.xpending_range(self.queue.stream_key, self.queue.group, "-", "+",
-                                                        RECLAIM_BATCH, consumername=name)
-        reason = f"worker {name} died (no heartbeat)"
-        await self._release([text(e["message_id"]) for e in entries], reason, "jobs_reclaimed")
+        if pending:
+            entries = await self.queue.redis.xpending_range(self.queue.stream_key, self.queue.group, "-", "+",
+                                                            RECLAIM_BATCH, consumername=name)
+            reason = f"worker {name} died (no heartbeat)"
+            await self._release([text(e["message_id"]) for e in entries], reason, "jobs_reclaimed")
+        if await self.queue.forget_consumer(name):  # a no-op while it still holds entries
+            log.info("forgot departed consumer %s", name, extra={"consumer": name})
 
     async def _release(self, entry_ids: list[str], reason: str, counter: str) -> None:
         for job_id, kind, outcome in await self.queue.release(entry_ids, reason):
@@ -351,7 +375,10 @@ class Worker:
             return
         log.info("worker %s stopping: waiting up to %g s for %d running job(s)", self.consumer, grace_s, len(tasks))
         _done, unfinished = await asyncio.wait(tasks, timeout=grace_s) if grace_s > 0 else (set(), set(tasks))
-        await _cancel_all(list(unfinished))
+        if unfinished:
+            log.warning("worker %s: cutting %d job(s) short; they go back to the queue", self.consumer,
+                        len(unfinished))
+            await _cancel_all(list(unfinished))
 
     async def _leave(self) -> None:
         """Hand back whatever this consumer still holds (jobs cut short, entries a cancelled read had taken),
@@ -374,10 +401,28 @@ async def _settle(fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) 
     return await retry_async(lambda: fn(*args, **kwargs), SETTLE_RETRY, retry_on=REDIS_BLIPS)
 
 
-async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+async def _cancel_all(tasks: list[asyncio.Task[Any]], timeout_s: float = 5.0) -> None:
+    """Cancel and wait, bounded: a task that swallows its cancellation must not hang the shutdown."""
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    if tasks:
+        _done, stuck = await asyncio.wait(tasks, timeout=timeout_s)
+        if stuck:
+            log.error("%d task(s) ignored cancellation: %s", len(stuck), ", ".join(t.get_name() for t in stuck))
+
+
+async def _pause(halt: asyncio.Event, seconds: float) -> None:
+    """Sleep, but wake at once when `halt` is set."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await halt.wait()
+
+
+def _raise_if_cancelled() -> None:
+    # A cancellation swallowed inside redis-py still shows in cancelling(): honour it at the next chance.
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _extra(job: Job) -> dict[str, Any]:
