@@ -90,6 +90,7 @@ def _request(local: LocalSlack, port: int, channel: str, service: str = "api") -
 async def _fire(port: int, requests: list[bytes]) -> list[float]:
     """Open every connection first, then send all requests at once; each latency is send → full response."""
     connections = [await asyncio.open_connection("127.0.0.1", port) for _ in requests]
+    await asyncio.sleep(0.5)  # let the server finish accepting them: the figure is about answering, not accepting
 
     async def one(connection: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes) -> float:
         reader, writer = connection
