@@ -85,13 +85,14 @@ class Runtime:
         await self.redis.aclose()
 
 
-def create_runtime(settings: Settings, *, redis_url: str, queue_name: str = "chatops") -> Runtime:
+def create_runtime(settings: Settings, *, redis_url: str, queue_name: str | None = None) -> Runtime:
     # A burst of commands must wait briefly for a connection, not fail: redis-py's default pool raises
     # MaxConnectionsError when exhausted, which turned a 200-command burst into "failed on our side" answers.
     pool = aioredis.BlockingConnectionPool.from_url(
         redis_url, max_connections=64, timeout=5, socket_timeout=10, socket_connect_timeout=5,
         health_check_interval=30)
     redis = aioredis.Redis(connection_pool=pool)
+    queue_name = queue_name or settings.redis_namespace
     queue = Queue(redis, queue_name, visibility_timeout_s=settings.job_visibility_timeout_s,
                   max_deliveries=settings.job_max_deliveries)
     return Runtime(settings=settings, redis=redis, queue=queue, slack=SlackClient.from_settings(settings),

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = None
     slack_api_url: AnyHttpUrl = AnyHttpUrl(SLACK_DEFAULT_API_URL)
     redis_url: str | None = None
+    # Prefix of every key and queue in Redis: several bots (or staging and production) can share one Redis.
+    redis_namespace: str = Field("chatops", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
     services_file: Path | None = None
     port: int = Field(3000, ge=1, le=65535)
     http_workers: int = Field(1, ge=1, le=64)  # HTTP mode: processes sharing PORT (SO_REUSEPORT)

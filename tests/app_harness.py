@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import time
 import uuid
@@ -74,6 +75,18 @@ class RunningBot:
                     "event": event}
         return await self.post_signed("/slack/events", json.dumps(envelope), "application/json")
 
+    def worker_env(self) -> dict[str, str]:
+        """Environment for a `chatops worker` subprocess that serves this bot: same Slack, Redis and namespace."""
+        settings = self.rt.settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "REDIS_"))}
+        env.update(SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_URL=str(settings.slack_api_url),
+                   REDIS_URL=settings.redis_url or "", REDIS_NAMESPACE=settings.redis_namespace,
+                   SERVICES_FILE=str(settings.services_file), LOG_LEVEL="INFO",
+                   JOB_VISIBILITY_TIMEOUT_S=str(settings.job_visibility_timeout_s),
+                   DIAGNOSE_UPDATE_INTERVAL_S=str(settings.diagnose_update_interval_s),
+                   SLACK_CHANNEL_BURST=str(settings.slack_channel_burst))
+        return env
+
     async def settle(self, timeout_s: float = 20.0, quiet_s: float = 0.5) -> None:
         """Wait until no job is ready or running for `quiet_s` (delayed jobs far in the future don't count)."""
         deadline, quiet_since = time.monotonic() + timeout_s, None
@@ -109,10 +122,10 @@ async def running_bot(local: Any, redis_url: str, tmp_path: Path, *, services: d
     settings = Settings(
         slack_bot_token=SecretStr(BOT_TOKEN), slack_signing_secret=SecretStr(SLACK_TEST_SIGNING_SECRET),
         slack_api_url=local.url, redis_url=redis_url, services_file=services_file,
-        **{"slack_channel_burst": 100, "diagnose_update_interval_s": 0.2, "job_visibility_timeout_s": 5,
+        **{"slack_channel_burst": 100, "redis_namespace": f"t{uuid.uuid4().hex[:10]}", "diagnose_update_interval_s": 0.2, "job_visibility_timeout_s": 5,
            **overrides},
     )
-    rt = await create_full_runtime(settings, redis_url=redis_url, queue_name=f"t{uuid.uuid4().hex[:10]}")
+    rt = await create_full_runtime(settings, redis_url=redis_url)
     for user in ("U1", "U2"):
         local.add_user(user, user.lower())
     channel = local.add_channel(f"general-{uuid.uuid4().hex[:6]}", members=["U1", "U2"])
