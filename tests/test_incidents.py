@@ -95,7 +95,7 @@ async def test_a_declaration_that_fails_half_way_resumes_without_a_second_channe
         await bot.settle()
         assert len(local_slack.calls_to("conversations.create")) == 1
         headers = [m for m in local_slack.messages(incident.channel)
-                   if (m.metadata or {}).get("event_payload", {}).get("key") == "header"]
+                   if m.blocks and m.blocks[0].get("block_id") == "chatops:INC-1:header"]
         assert len(headers) == 1 and headers[0].pinned
         assert len(bot.pd_triggers()) == 1 and len(pd.alerts) == 1
 

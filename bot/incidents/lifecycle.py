@@ -8,7 +8,7 @@ channel, header or announcement:
 
     channel   conversations.create inc-<yyyymmdd>-<n>-<slug> (name_taken → it is ours from an earlier try:
               found with conversations.list); thread mode when creation is off or refused
-    header    posted with metadata naming the incident (an earlier, unrecorded post is found in the history)
+    header    posted with a marker block_id (an earlier, unrecorded post is found in the history)
     link      chat.getPermalink of the header (pages and DMs link to it)
     paging    the severity's first level (escalation.start_paging)
     invite    reporter + INCIDENT_RESPONDERS (groups expanded)
@@ -122,8 +122,11 @@ async def _ensure_place(ctx: Incidents, incident: Incident) -> Incident:
             answer = await ctx.slack.call("conversations.create", name=name)
             channel = str(answer["channel"]["id"])
         except SlackError as exc:
-            if exc.error == "name_taken":
-                channel = await _find_channel(ctx, name)  # created by an earlier try that died before recording
+            if exc.error == "name_taken" or _is_transient(exc):
+                # An earlier try (or this one, answered too late) may have created it before dying or giving up.
+                channel = await _find_channel(ctx, name)
+            if channel is None and _is_transient(exc):
+                raise  # Slack is struggling: the retried job tries again (and finds the channel if it was made)
             if channel is None:
                 note = f"Could not create #{name} ({exc.error}); running the incident in this thread instead."
                 log.warning("%s: conversations.create %s failed: %s", incident.id, name, exc.error)
@@ -217,10 +220,15 @@ TRANSIENT_SLACK_ERRORS = {"internal_error", "fatal_error", "ratelimited", "servi
                           "unknown_error"}
 
 
+def _is_transient(exc: SlackError) -> bool:
+    return exc.error in TRANSIENT_SLACK_ERRORS or exc.error.startswith("unreachable") or \
+        bool(getattr(exc, "timed_out", False))
+
+
 def _raise_if_transient(exc: SlackError) -> None:
     """Slack being down is worth a retry of the job; a refusal (missing scope, archived channel) is not, and must
     not hold up the rest of the declaration."""
-    if exc.error in TRANSIENT_SLACK_ERRORS or exc.error.startswith("unreachable"):
+    if _is_transient(exc):
         raise exc
 
 

@@ -122,7 +122,8 @@ def header(incident: Incident, *, now: float | None = None) -> tuple[str, list[d
         _field(*running),
         _field("Paging", paging_line(incident, now)),
     ]
-    blocks: list[dict[str, Any]] = [_section(heading), {"type": "section", "fields": fields[:10]}]
+    first = {**_section(heading), "block_id": f"chatops:{incident.id}:header"}  # = service.post_marker(id, "header")
+    blocks: list[dict[str, Any]] = [first, {"type": "section", "fields": fields[:10]}]
     if incident.failing_checks:
         shown = "\n".join(f"• {inert(one_line(c, 200))}" for c in incident.failing_checks[:5])
         blocks.append(_section(f"*Failing checks*\n{shown}"))
@@ -223,7 +224,9 @@ def severity_line(actor: str, old: str, new: str, paged: list[str]) -> str:
     if paged:
         text += f"\nPaging what {new} adds: {', '.join(paged)}."
     elif _rank(new) < _rank(old):
-        text += "\nNobody new to page: everyone the new severity names was paged already."
+        text += f"\nNobody new to page: everyone {new} names was paged already."
+    else:
+        text += f"\nNobody new to page; escalation continues with {new}'s policy."
     return text
 
 

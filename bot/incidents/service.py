@@ -26,7 +26,6 @@ log = logging.getLogger("bot.incidents")
 Action = Literal["escalate", "severity", "resolve", "ack"]
 _VERBS = {"escalate": "escalate", "severity": "change the severity of", "resolve": "resolve",
           "ack": "acknowledge the page of"}
-POST_MARK = "chatops_incident"  # Slack message metadata event_type on everything the bot posts for an incident
 
 
 @dataclass
@@ -61,33 +60,34 @@ class Incidents:
     async def post_once(self, incident_id: str, key: str, channel: str, text: str, blocks: list[dict] | None,
                         *, thread_ts: str | None = None) -> str:
         """Post and remember the ts under `key`. A try that died between posting and remembering is found again
-        by the message metadata (so a resumed declaration does not post a second header)."""
+        by its marker (the first block's block_id), so a resumed declaration does not post a second header."""
         done = await self.store.posted(incident_id, key)
         if done:
             return done
+        marker = post_marker(incident_id, key)
         attempt = f"attempt:{key}"
         if await self.store.posted(incident_id, attempt):
-            found = await self._find_posted(incident_id, key, channel, thread_ts)
+            found = await self._find_posted(marker, channel, thread_ts)
             if found:
                 await self.store.mark_posted(incident_id, key, found)
                 return found
         await self.store.mark_posted(incident_id, attempt, "1")
-        metadata = {"event_type": POST_MARK, "event_payload": {"incident_id": incident_id, "key": key}}
-        answer = await self.slack.post_message(channel, text, blocks=blocks, thread_ts=thread_ts, metadata=metadata)
+        marked = [{**blocks[0], "block_id": marker}, *blocks[1:]] if blocks else blocks
+        answer = await self.slack.post_message(channel, text, blocks=marked, thread_ts=thread_ts)
         ts = str(answer["ts"])
         await self.store.mark_posted(incident_id, key, ts)
         return ts
 
-    async def _find_posted(self, incident_id: str, key: str, channel: str, thread_ts: str | None) -> str | None:
+    async def _find_posted(self, marker: str, channel: str, thread_ts: str | None) -> str | None:
         method, params = ("conversations.replies", {"ts": thread_ts}) if thread_ts else ("conversations.history", {})
         try:
-            answer = await self.slack.call(method, channel=channel, limit=100, include_all_metadata=True, **params)
+            answer = await self.slack.call(method, channel=channel, limit=100, **params)
         except SlackError as exc:
-            log.warning("could not look for an earlier %s post of %s: %s", key, incident_id, exc.error)
+            log.warning("could not look for an earlier post %s: %s", marker, exc.error)
             return None
         for message in answer.get("messages") or []:
-            payload = (message.get("metadata") or {}).get("event_payload") or {}
-            if payload.get("incident_id") == incident_id and payload.get("key") == key:
+            blocks = message.get("blocks") or []
+            if blocks and blocks[0].get("block_id") == marker:
                 return str(message["ts"])
         return None
 
@@ -179,6 +179,11 @@ class Incidents:
             log.warning("usergroups.users.list %s failed: %s", group, exc.error)
             return []
         return [str(u) for u in answer.get("users") or []]
+
+
+def post_marker(incident_id: str, key: str) -> str:
+    """The block_id that marks a post as this incident's `key` (unique per message, ≤ 255 characters)."""
+    return f"chatops:{incident_id}:{key}"[:255]
 
 
 def incidents_of(rt: Runtime) -> Incidents:
