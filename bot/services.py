@@ -10,10 +10,9 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bot.settings import ConfigError, describe_validation_error
+from bot.settings import ConfigError, describe_validation_error, read_yaml_file
 
 SERVICE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 
@@ -177,14 +176,4 @@ def parse_services(data: Any, *, source: str = "services file") -> ServicesFile:
 
 def load_services(path: Path) -> ServicesFile:
     """Read and validate the services file; every problem is a ConfigError naming the file and the path in it."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read services file {path}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML") from None
-    return parse_services(data, source=str(path))
+    return parse_services(read_yaml_file(path, "services file"), source=str(path))

@@ -7,7 +7,9 @@ needs "SLACK_BOT_TOKEN is required when SLACK_SIGNING_SECRET is set", not a pyda
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+import yaml
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -87,6 +89,20 @@ class Settings(BaseSettings):
         """Every secret value this process holds, for log redaction and the no-leak test."""
         values = [self.slack_bot_token, self.slack_signing_secret, self.slack_app_token]
         return [v.get_secret_value() for v in values if v and v.get_secret_value()]
+
+
+def read_yaml_file(path: Path | str, what: str) -> Any:
+    """Parse a YAML file we were told to use; unreadable or malformed becomes one ConfigError naming file and line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML") from None
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -38,7 +38,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
@@ -53,7 +52,7 @@ from pydantic import (
 from bot.paging.opsgenie import DEFAULT_API_URL, OpsgenieConfig
 from bot.paging.pagerduty import DEFAULT_EVENTS_URL, PagerDutyConfig
 from bot.paging.providers import SEVERITIES, Page, RetrySpec, make_dedup_key
-from bot.settings import ConfigError, describe_validation_error
+from bot.settings import ConfigError, describe_validation_error, read_yaml_file
 
 log = logging.getLogger(__name__)
 
@@ -356,16 +355,7 @@ def load_policy(path: Path | str | None, *, env: Mapping[str, str] | None = None
     env = os.environ if env is None else env
     if path is None:
         return _logged(default_policy(env))
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read paging policy {path}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML") from None
+    data = read_yaml_file(path, "paging policy")
     return _logged(parse_policy(data if data is not None else {}, env=env, source=str(path)))
 
 
