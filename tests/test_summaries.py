@@ -243,14 +243,14 @@ async def test_incident_summary_on_demand_ephemeral_or_posted(local_slack, redis
 async def test_catch_ups_follow_the_severity_cadence_while_something_happens(
         local_slack, redis_url, tmp_path, monkeypatch):
     async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch,
-                           policy=default_policy(None, update_every_s=2)) as bot:
+                           policy=default_policy(None, update_every_s=1)) as bot:
         incident = await declare(bot, "Cadence P3")
         await say(bot, incident.channel, "U2", "still broken")
         await bot.wait_for(lambda: [m for m in local_slack.messages(incident.channel) if "Catch-up" in m.text],
-                           timeout_s=8, what="a cadence catch-up")
+                           timeout_s=6, what="a cadence catch-up")
         await bot.command("/incident", "resolve fixed", user="U1", channel=incident.channel)
         await bot.settle()
         count = len([m for m in local_slack.messages(incident.channel) if "Catch-up" in m.text])
-        await asyncio.sleep(2.5)  # past the next cadence: a resolved incident gets no more catch-ups
+        await asyncio.sleep(1.5)  # past the next cadence: a resolved incident gets no more catch-ups
         await bot.settle()
         assert len([m for m in local_slack.messages(incident.channel) if "Catch-up" in m.text]) == count
