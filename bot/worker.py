@@ -220,9 +220,13 @@ class Worker:
     # -- jobs ---------------------------------------------------------------------------------------------------
 
     async def _free_slots(self) -> int:
-        while len(self._inflight) >= self.concurrency and not self._stopping.is_set():
-            self._capacity.clear()
-            await self._capacity.wait()
+        if len(self._inflight) >= self.concurrency:
+            while len(self._inflight) >= self.concurrency and not self._stopping.is_set():
+                self._capacity.clear()
+                await self._capacity.wait()
+            # Jobs tend to finish together: one tick lets the others free their slots too, so one read fetches
+            # a batch instead of one read per finished job.
+            await asyncio.sleep(0)
         return self.concurrency - len(self._inflight)
 
     def _start(self, entry_id: str, fields: dict[str, str]) -> None:
