@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("bot.queue")
 
 GROUP = "workers"
+JOB_RETRY = RetryPolicy(base_s=1, max_s=60)  # attempts are bounded by Queue.max_deliveries, not by the policy
 ERROR_TEXT_MAX = 1000
 
 __all__ = ["Job", "Permanent", "Queue", "QueueStats", "Retry", "Worker", "once"]
@@ -280,7 +281,7 @@ class Queue:
         *,
         visibility_timeout_s: float = 30.0,
         max_deliveries: int = 5,
-        retry: RetryPolicy = RetryPolicy(base_s=1, max_s=60),
+        retry: RetryPolicy = JOB_RETRY,
         maxlen_hint: int = 10_000,
         idempotency_ttl_s: float = 86_400.0,
     ) -> None:

@@ -18,6 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 log = logging.getLogger("bot.redis_server")
 
@@ -69,6 +70,10 @@ class RedisServer:
 
     `restart()` keeps the port and the directory, so clients reconnect to the same URL and find the same data
     (given `aof=True`). Without AOF the server keeps nothing on disk.
+
+    `die_with_parent=True` (Linux) ends the server when the thread that started it ends: meant for tests and
+    benchmarks started from the main thread, so a killed test run leaves no redis-server behind. Leave it off
+    when starting from `asyncio.to_thread` or any other short-lived thread.
     """
 
     def __init__(
@@ -108,7 +113,7 @@ class RedisServer:
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self) -> RedisServer:
+    def start(self) -> Self:
         if self.is_running():
             return self
         self.executable = self.executable or find_redis_server()
@@ -153,12 +158,12 @@ class RedisServer:
         log.info("redis-server at %s killed", self.url)
         self._proc = None
 
-    def restart(self, *, crash: bool = False) -> RedisServer:
+    def restart(self, *, crash: bool = False) -> Self:
         """Stop (or with `crash=True` kill) and start again on the same port and directory."""
         self.kill() if crash else self.stop()
         return self.start()
 
-    def __enter__(self) -> RedisServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -173,7 +178,7 @@ class RedisServer:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509 (see __init__)
             )
         return self._wait_for_ping()
 

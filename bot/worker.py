@@ -271,11 +271,11 @@ class Worker:
             return await self._fail(job, error_text(exc), delay_s=exc.delay_s), time.monotonic() - started
         except Exception as exc:
             seconds = time.monotonic() - started
-            if deadline.expired():
-                exc = TimeoutError(f"job exceeded its {self.job_timeout_s:g} s timeout")
-            log.warning("job %s (%s) attempt %d failed: %s", job.id, job.kind, job.attempt, error_text(exc),
-                        exc_info=not deadline.expired(), extra=_extra(job))
-            return await self._fail(job, error_text(exc)), seconds
+            timed_out = deadline.expired()
+            error = error_text(TimeoutError(f"job exceeded its {self.job_timeout_s:g} s timeout") if timed_out else exc)
+            log.warning("job %s (%s) attempt %d failed: %s", job.id, job.kind, job.attempt, error,
+                        exc_info=not timed_out, extra=_extra(job))
+            return await self._fail(job, error), seconds
         seconds = time.monotonic() - started
         if not await _settle(self.queue.ack, job):
             self.stats["leases_lost"] += 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -259,7 +260,7 @@ async def test_a_failing_job_is_retried_with_backoff_and_then_succeeds(queue: Qu
         await eventually(lambda: worker.stats["jobs_ok"] == 1)
 
     assert [a for a, _ in attempts] == [1, 2, 3]
-    gaps = [later - earlier for (_, earlier), (_, later) in zip(attempts, attempts[1:])]
+    gaps = [later - earlier for (_, earlier), (_, later) in itertools.pairwise(attempts)]
     assert gaps[0] >= 0.05 and gaps[1] >= 0.1  # FAST_RETRY: delay(1) in [0.05, 0.1], delay(2) in [0.1, 0.2]
     assert worker.stats["jobs_retried"] == 2
     assert await queue.dead_letters() == []

@@ -20,7 +20,6 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from bot.queue import Job, Queue, Worker
 from bot.redis_server import RedisServer
-from bot.retry import RetryPolicy
 
 pytestmark = pytest.mark.slow
 
@@ -35,15 +34,19 @@ class WorkerProcs:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     async def start(self, consumer: str, **options: float) -> subprocess.Popen[bytes]:
+        """Start a worker process and wait until its heartbeat shows it is consuming."""
+        proc = await asyncio.to_thread(self._spawn, consumer, options)
+        self.procs.append(proc)
+        await wait_for(lambda: self.redis.exists(f"{self.queue}:alive:{consumer}"), 10, f"{consumer} to start")
+        return proc
+
+    def _spawn(self, consumer: str, options: dict[str, float]) -> subprocess.Popen[bytes]:
         args = [sys.executable, "-m", "tests.queue_worker_proc", "--url", self.url, "--queue", self.queue,
                 "--consumer", consumer]
         for option, value in options.items():
             args += [f"--{option.replace('_', '-')}", str(value)]
         with open(self.log_dir / f"{consumer}.log", "ab") as log:
-            proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        self.procs.append(proc)
-        await wait_for(lambda: self.redis.exists(f"{self.queue}:alive:{consumer}"), 10, f"{consumer} to start")
-        return proc
+            return subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
     def logs(self) -> str:
         return "\n".join(p.read_text()[-3000:] for p in sorted(self.log_dir.glob("*.log")))
