@@ -262,13 +262,15 @@ class IncidentBot:
 
     # -- a worker in another process ---------------------------------------------------------------------------
 
-    def worker_process(self, tmp_path: Path, *, kill_after_page: bool = False) -> subprocess.Popen:
+    def worker_process(self, tmp_path: Path, *, kill_after_page: bool = False,
+                       dead_worker_after_s: float = 1.0) -> subprocess.Popen:
         """`python -m tests.incident_harness worker`: the same bot in a child process, consuming this bot's
         queue. With `kill_after_page`, it SIGKILLs itself right after PagerDuty accepted the first page and
         before the page is recorded — the window the exactly-once guarantee is about."""
         config_file = self.config.dump(tmp_path / f"bot-{uuid.uuid4().hex[:6]}.json")
         marker = tmp_path / f"killed-{uuid.uuid4().hex[:6]}"
-        args = [sys.executable, "-m", "tests.incident_harness", "worker", str(config_file)]
+        args = [sys.executable, "-m", "tests.incident_harness", "worker", str(config_file),
+                "--dead-worker-after-s", str(dead_worker_after_s)]
         if kill_after_page:
             args += ["--kill-after-page", str(marker)]
         return subprocess.Popen(args, cwd=Path(__file__).resolve().parent.parent,
@@ -335,12 +337,12 @@ async def incident_bot(local: Any, redis_url: str, tmp_path: Path, *, pagerduty:
 
 # ------------------------------------------------------------------------------------------- worker process
 
-async def _run_worker_process(config_file: Path, kill_marker: Path | None) -> None:
+async def _run_worker_process(config_file: Path, kill_marker: Path | None, dead_worker_after_s: float) -> None:
     config = BotConfig.load(config_file)
     rt, ctx = await build_runtime(config)
     if kill_marker is not None:
         _die_after_first_page(ctx, kill_marker)
-    worker = make_worker(rt, dead_worker_after_s=1.0)
+    worker = make_worker(rt, dead_worker_after_s=dead_worker_after_s)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -372,8 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     worker = sub.add_parser("worker")
     worker.add_argument("config", type=Path)
     worker.add_argument("--kill-after-page", type=Path, default=None)
+    worker.add_argument("--dead-worker-after-s", type=float, default=1.0)
     args = parser.parse_args(argv)
-    asyncio.run(_run_worker_process(args.config, args.kill_after_page))
+    asyncio.run(_run_worker_process(args.config, args.kill_after_page, args.dead_worker_after_s))
 
 
 if __name__ == "__main__":

@@ -63,8 +63,8 @@ async def test_an_unacknowledged_p0_reaches_the_managers_after_its_timeout(local
         assert not dm_texts(bot, "UMGR1")  # managers are not woken before the on-call had their chance
 
         dm = (await bot.wait_for(lambda: dm_texts(bot, "UMGR1", inc), 10, "the managers' DM"))[0]
-        paged_at = (await bot.incident(inc)).paging.first_paged_at
-        assert time.time() - paged_at >= ACK_TIMEOUT_S - 0.1
+        ordered_at = (await bot.incident(inc)).paging.orders[0].ordered_at  # the ack timeout counts from here
+        assert time.time() - ordered_at >= ACK_TIMEOUT_S - 0.1
         for expected in ("Primary database down", "P0", "investigating", "Running for",
                          "failover did not start", "tcp db:5432: connection refused", incident.link,
                          '"action_id": "incident_ack"'):

@@ -132,6 +132,7 @@ async def test_an_alert_group_opens_one_incident_is_annotated_and_resolves_it(lo
         incident = await bot.wait_incident("INC-1", lambda i: i.ready)
         assert (incident.severity, incident.service, incident.source) == ("P0", "api", "alertmanager")
         assert incident.title == "API returns 503 <!channel>" and incident.commander is None
+        await bot.wait_for(lambda: bot.pd_triggers(), 5, "the page")
         assert [e["dedup_key"] for e in bot.pd_triggers()] == ["INC-1:P0:L1"]
         assert await bot.timeline("INC-1", "diagnosis_requested")
         await bot.wait_for(lambda: any("api-f2 down" in t for t in bot.channel_texts(incident)), 5, "the annotation")

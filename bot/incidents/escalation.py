@@ -20,6 +20,7 @@ ack, a resolve, a severity change or a manual escalation bumps `gen` (and cancel
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -35,6 +36,8 @@ from bot.queue import Job, Retry
 from handlers.errors import UserError
 
 log = logging.getLogger("bot.incidents")
+
+LINK_WAIT_S = 0.5
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -349,11 +352,24 @@ async def page_job(ctx: Incidents, job: Job) -> None:
     if incident is None or order is None or order.done:
         return
     if incident.is_open:
+        incident = await _wait_for_link(ctx, incident, order)
         page = _page(incident, order)
         for provider_name, ids in order.routes.items():
             for delivery, targets in await _deliveries(ctx, provider_name, ids):
                 await _deliver_once(ctx, incident, order, page, provider_name, delivery, targets)
     await _finish_order(ctx, incident_id, order)
+
+
+async def _wait_for_link(ctx: Incidents, incident: Incident, order: PageOrder) -> Incident:
+    """The first page is ordered before the channel exists; give the declaration a moment to create it, so the
+    page can link to it — but never hold a page back longer than LINK_WAIT_S for a link."""
+    if incident.link is not None:
+        return incident
+    while time.time() - order.ordered_at < LINK_WAIT_S:
+        if await ctx.store.step(incident.id, "link") is not None:  # a small hash field, not the whole record
+            break
+        await asyncio.sleep(0.05)
+    return await ctx.store.get(incident.id) or incident
 
 
 async def _deliveries(ctx: Incidents, provider: str, ids: list[str]) -> list[tuple[str, tuple[str, ...]]]:

@@ -6,11 +6,13 @@ takes the steps below, each recorded when done (`inc:<id>:steps`, the posted-mes
 record), so a worker that dies half-way is resumed by the retried job — or by the auditor — without a second
 channel, header or announcement:
 
+    paging    the severity's first level is ordered first (escalation.start_paging), so the page never waits
+              for the set-up; the page job waits up to LINK_WAIT_S for the incident's link, then sends anyway
     channel   conversations.create inc-<yyyymmdd>-<n>-<slug> (name_taken → it is ours from an earlier try:
-              found with conversations.list); thread mode when creation is off or refused
-    header    posted with a marker block_id (an earlier, unrecorded post is found in the history)
-    link      chat.getPermalink of the header (pages and DMs link to it)
-    paging    the severity's first level (escalation.start_paging)
+              found with conversations.list); thread mode when creation is off or refused. Its link
+              (auth.test's workspace URL + /archives/<id>) is what pages and DMs point to.
+    header    posted with a marker block_id (an earlier, unrecorded post is found in the history); in thread
+              mode its permalink is the link
     invite    reporter + INCIDENT_RESPONDERS (groups expanded)
     pin, topic, announce (INCIDENTS_CHANNEL), diagnosis (when a service is named), reminder timer
 
@@ -86,10 +88,10 @@ async def declare_job(ctx: Incidents, job: Job) -> None:
     incident = await ctx.store.get(incident_id_)
     if incident is None or incident.ready:
         return
+    if incident.is_open:  # first: the page must not wait for the set-up (it waits briefly for the link only)
+        await escalation.start_paging(ctx, incident.id)
     incident = await _ensure_place(ctx, incident)
     incident = await _ensure_header(ctx, incident)
-    if incident.is_open:
-        await escalation.start_paging(ctx, incident.id)
     await _step(ctx, incident, "invite", _invite)
     await _step(ctx, incident, "pin", _pin)
     await _step(ctx, incident, "topic", _topic)
@@ -130,12 +132,16 @@ async def _ensure_place(ctx: Incidents, incident: Incident) -> Incident:
             if channel is None:
                 note = f"Could not create #{name} ({exc.error}); running the incident in this thread instead."
                 log.warning("%s: conversations.create %s failed: %s", incident.id, name, exc.error)
+    base = await ctx.workspace_url() if channel else None
     async with ctx.store.mutate(incident.id) as incident:
         if incident.channel is None:
             if channel:
                 incident.mode, incident.channel, incident.channel_name = "channel", channel, name
+                incident.link = f"{base.rstrip('/')}/archives/{channel}" if base else None
             else:
                 incident.mode, incident.channel, incident.place_note = "thread", incident.origin_channel, note
+    if incident.link:
+        await ctx.store.mark_step(incident.id, "link", incident.link)
     return incident
 
 
@@ -159,12 +165,14 @@ async def _ensure_header(ctx: Incidents, incident: Incident) -> Incident:
     assert incident.channel is not None
     ts = incident.header_ts or await ctx.post_once(incident.id, "header", incident.channel,
                                                    *messages.header(incident))
-    link = await ctx.slack.permalink(incident.channel, ts)
+    link = incident.link or await ctx.slack.permalink(incident.channel, ts)
     async with ctx.store.mutate(incident.id) as incident:
         incident.header_ts = ts
         incident.link = incident.link or link
         if incident.mode == "thread":
             incident.thread_ts = ts
+    if incident.link:
+        await ctx.store.mark_step(incident.id, "link", incident.link)
     if incident.place_note:
         await ctx.post_in(incident, "place_note", *messages.line(escape(incident.place_note)))
     return incident

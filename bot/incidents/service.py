@@ -43,6 +43,17 @@ class Incidents:
     def slack(self) -> SlackClient:
         return self.rt.slack
 
+    async def workspace_url(self) -> str | None:
+        """`https://<team>.slack.com/` from auth.test, once per process (None when Slack does not say)."""
+        if "workspace_url" not in self.extras:
+            try:
+                answer = await self.slack.call("auth.test")
+            except SlackError as exc:
+                log.warning("auth.test failed (%s): pages will link to the header once it is posted", exc.error)
+                return None
+            self.extras["workspace_url"] = str(answer.get("url") or "") or None
+        return self.extras["workspace_url"]
+
     # -- jobs -------------------------------------------------------------------------------------------------
 
     async def refresh_header(self, incident_id: str, *, delay_s: float = 0.3) -> None:
