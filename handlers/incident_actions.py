@@ -12,7 +12,13 @@ import weakref
 from typing import Any
 
 from bot.incidents import escalation, lifecycle
-from bot.incidents.messages import ACK_ACTION, DIAGNOSE_ACTION, ESCALATE_ACTION, RESOLVE_ACTION, who
+from bot.incidents.messages import (
+    ACK_ACTION,
+    DIAGNOSE_ACTION,
+    ESCALATE_ACTION,
+    RESOLVE_ACTION,
+    who,
+)
 from bot.incidents.model import parse_incident_id
 from bot.incidents.service import Incidents, incidents_of
 from bot.paging.slack_dm import OPEN_CHANNEL_ACTION_ID

@@ -45,7 +45,11 @@ from bot.incidents.install import install
 from bot.incidents.model import Incident
 from bot.incidents.service import Incidents
 from bot.jobs import job_handlers
-from bot.localslack.payloads import block_action_body, signed_headers, slash_command_body
+from bot.localslack.payloads import (
+    block_action_body,
+    signed_headers,
+    slash_command_body,
+)
 from bot.paging.policy import load_policy
 from bot.queue import Worker
 from bot.runtime import Runtime, create_runtime
@@ -125,7 +129,7 @@ async def build_runtime(config: BotConfig) -> tuple[Runtime, Incidents]:
     ctx.page_lease_s = config.page_lease_s
     from bot import features
 
-    for other in getattr(features, "_feature_installers", lambda: [])():
+    for other in getattr(features, "_feature_installers", list)():
         await other(rt)  # the other features; ours is installed already (install is idempotent)
     return rt, ctx
 

@@ -20,7 +20,12 @@ from bot.incidents import lifecycle
 from checks.model import CheckResult, Status
 from checks.verdict import build_verdict
 from tests.fixtures.paging import FakePagerDuty
-from tests.incident_harness import IncidentBot, default_policy, incident_bot, seed_workspace
+from tests.incident_harness import (
+    IncidentBot,
+    default_policy,
+    incident_bot,
+    seed_workspace,
+)
 
 ACK_TIMEOUT_S = 1.5
 
@@ -216,8 +221,11 @@ async def test_escalate_pages_the_next_level_now_or_the_people_named(local_slack
             as bot:
         inc = await declare(bot, "Replication lag P1")
         here = (await bot.incident(inc)).channel
-        answer = await bot.command("/escalate", "need a decision on failover", channel=here)
+        answer = await bot.command("/escalate", "need a decision on failover", channel=here, trigger_id="esc-1")
         assert "Paging level 2 of INC-1" in answer
+        again = await bot.command("/escalate", "need a decision on failover", channel=here, trigger_id="esc-1",
+                                  retry_num=1)  # Slack repeating the same command must not page level 3
+        assert "Already done" in again and (await bot.incident(inc)).paging.level == 2
         await bot.wait_for(lambda: dm_texts(bot, "UMGR1", inc), 5, "the managers")
         assert "has paged every level" in await bot.command("/escalate", "", channel=here)
 

@@ -14,7 +14,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fixtures.paging import FakePagerDuty
-from tests.incident_harness import ALERTMANAGER_TOKEN, PD_WEBHOOK_SECRET, default_policy, incident_bot
+from tests.incident_harness import (
+    ALERTMANAGER_TOKEN,
+    PD_WEBHOOK_SECRET,
+    default_policy,
+    incident_bot,
+)
 
 
 @pytest.fixture

@@ -128,7 +128,8 @@ async def test_every_change_updates_the_header_and_the_timeline_with_who_and_whe
         ]
         for text, user, answer, in_header in steps:
             assert answer in await bot.command("/incident", text, user=user, channel=here)
-            await bot.wait_for(lambda: in_header in header_text(bot, incident), 5, f"the header to show {text!r}")
+            await bot.wait_for(lambda shown=in_header: shown in header_text(bot, incident), 5,
+                               f"the header to show {text!r}")
         await bot.settle()
 
         incident = await bot.incident(inc)

@@ -38,9 +38,9 @@ class Alert(BaseModel):
     status: Literal["firing", "resolved"]
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: str = ""  # noqa: N815 - Alertmanager's field names
-    endsAt: str = ""  # noqa: N815
-    generatorURL: str = ""  # noqa: N815
+    startsAt: str = ""
+    endsAt: str = ""
+    generatorURL: str = ""
     fingerprint: str = ""
 
 
@@ -48,15 +48,15 @@ class AlertmanagerWebhook(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     version: Literal["4"]
-    groupKey: str = Field(min_length=1)  # noqa: N815
+    groupKey: str = Field(min_length=1)
     status: Literal["firing", "resolved"]
     receiver: str = ""
-    groupLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
-    commonLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
-    commonAnnotations: dict[str, str] = Field(default_factory=dict)  # noqa: N815
-    externalURL: str = ""  # noqa: N815
+    groupLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)
+    externalURL: str = ""
     alerts: list[Alert] = Field(default_factory=list)
-    truncatedAlerts: int = 0  # noqa: N815
+    truncatedAlerts: int = 0
 
 
 def group_hash(group_key: str) -> str:
@@ -128,7 +128,7 @@ async def handle_webhook(ctx: Incidents, hook: AlertmanagerWebhook) -> dict[str,
                                   text="Alertmanager reports every alert of the group resolved.")
         await ctx.say(existing.id, key, *messages.line(
             ":large_green_circle: Alertmanager reports every alert of the group resolved. The incident stays "
-            f"open until someone resolves it: `/incident resolve <what fixed it>`."))
+            "open until someone resolves it: `/incident resolve <what fixed it>`."))
         return {"incident": existing.id, "action": "annotated"}
     return {"incident": existing.id, "action": "annotated" if new else "unchanged", "new_alerts": new}
 

@@ -82,7 +82,7 @@ def timer_job_id(incident_id: str, gen: int) -> str:
     return f"esc:{incident_id}:{gen}"
 
 
-def _cancel_timer(incident: Incident) -> str | None:
+def cancel_timer(incident: Incident) -> str | None:
     """Forget the pending timer (its generation no longer matches); returns its job id for queue.cancel."""
     paging = incident.paging
     pending = timer_job_id(incident.id, paging.timer_gen) if paging.next_escalation_at else None
@@ -152,7 +152,7 @@ async def escalate_next(ctx: Incidents, incident_id: str, actor: str, reason: st
             raise UserError(f"{incident.id} is still being declared; try again in a few seconds.")
         if paging.level >= len(paging.levels):
             raise UserError(_no_next_level(incident))
-        cancel = _cancel_timer(incident)
+        cancel = cancel_timer(incident)
         paging.level += 1
         paging.acked_at = paging.acked_by = paging.ack_via = None  # the newly paged must acknowledge
         level = paging.levels[paging.level - 1]
@@ -217,7 +217,7 @@ async def change_severity(ctx: Incidents, incident_id: str, actor: str, new: Sev
         if paging.severity is not None:
             reached = max(paging.level, 1)
             added = ctx.policy.added_levels(paging.severity, new, reached=reached)
-            effects.cancel = _cancel_timer(incident)
+            effects.cancel = cancel_timer(incident)
             paging.severity = new
             paging.levels = freeze(ctx.policy.levels_for(new))
             paging.level = min(reached, len(paging.levels))
@@ -275,7 +275,7 @@ async def acknowledge(ctx: Incidents, incident_id: str, actor: str, via: str) ->
             return AckResult(incident, True, (paging.acked_at or started) - started)
         now = time.time()
         paging.acked_at, paging.acked_by, paging.ack_via = now, actor, via
-        cancel = _cancel_timer(incident)
+        cancel = cancel_timer(incident)
         await ctx.store.save(incident)
     if cancel:
         await ctx.rt.queue.cancel(cancel)

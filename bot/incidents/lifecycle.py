@@ -28,10 +28,16 @@ import time
 from typing import Any
 
 from bot.incidents import escalation, messages
-from bot.incidents.model import Incident, IncidentStatus, Severity, channel_name, incident_id
+from bot.incidents.model import (
+    Incident,
+    IncidentStatus,
+    Severity,
+    channel_name,
+    incident_id,
+)
 from bot.incidents.service import Incidents
 from bot.mrkdwn import escape
-from bot.queue import Job
+from bot.queue import Job, Permanent
 from bot.slack_client import SlackError
 from handlers.errors import UserError
 
@@ -133,16 +139,18 @@ async def _ensure_place(ctx: Incidents, incident: Incident) -> Incident:
                 note = f"Could not create #{name} ({exc.error}); running the incident in this thread instead."
                 log.warning("%s: conversations.create %s failed: %s", incident.id, name, exc.error)
     base = await ctx.workspace_url() if channel else None
-    async with ctx.store.mutate(incident.id) as incident:
-        if incident.channel is None:
+    async with ctx.store.mutate(incident.id) as current:
+        if current.channel is None:
             if channel:
-                incident.mode, incident.channel, incident.channel_name = "channel", channel, name
-                incident.link = f"{base.rstrip('/')}/archives/{channel}" if base else None
-            else:
-                incident.mode, incident.channel, incident.place_note = "thread", incident.origin_channel, note
-    if incident.link:
-        await ctx.store.mark_step(incident.id, "link", incident.link)
-    return incident
+                current.mode, current.channel, current.channel_name = "channel", channel, name
+                current.link = f"{base.rstrip('/')}/archives/{channel}" if base else None
+            elif current.origin_channel:
+                current.mode, current.channel, current.place_note = "thread", current.origin_channel, note
+            else:  # an alert, with no channel of its own and no INCIDENTS_CHANNEL to fall back to
+                raise Permanent(f"{current.id}: no channel could be created and INCIDENTS_CHANNEL is not set")
+    if current.link:
+        await ctx.store.mark_step(current.id, "link", current.link)
+    return current
 
 
 async def _find_channel(ctx: Incidents, name: str) -> str | None:
@@ -166,16 +174,16 @@ async def _ensure_header(ctx: Incidents, incident: Incident) -> Incident:
     ts = incident.header_ts or await ctx.post_once(incident.id, "header", incident.channel,
                                                    *messages.header(incident))
     link = incident.link or await ctx.slack.permalink(incident.channel, ts)
-    async with ctx.store.mutate(incident.id) as incident:
-        incident.header_ts = ts
-        incident.link = incident.link or link
-        if incident.mode == "thread":
-            incident.thread_ts = ts
-    if incident.link:
-        await ctx.store.mark_step(incident.id, "link", incident.link)
-    if incident.place_note:
-        await ctx.post_in(incident, "place_note", *messages.line(escape(incident.place_note)))
-    return incident
+    async with ctx.store.mutate(incident.id) as current:
+        current.header_ts = ts
+        current.link = current.link or link
+        if current.mode == "thread":
+            current.thread_ts = ts
+    if current.link:
+        await ctx.store.mark_step(current.id, "link", current.link)
+    if current.place_note:
+        await ctx.post_in(current, "place_note", *messages.line(escape(current.place_note)))
+    return current
 
 
 async def _invite(ctx: Incidents, incident: Incident) -> str:
@@ -359,7 +367,7 @@ async def resolve(ctx: Incidents, incident_id_: str, actor: str, resolution: str
         incident.status = "resolved"
         incident.resolved_at, incident.resolved_by, incident.resolution = now, actor, resolution
         incident.last_update_at, incident.last_update = now, resolution or "Resolved"
-        cancel_timer = escalation._cancel_timer(incident)
+        cancel_timer = escalation.cancel_timer(incident)
         cancel_reminder = escalation.reminder_job_id(incident.id, incident.reminder_gen)
         incident.reminder_gen += 1
         incident.reminder_due = None

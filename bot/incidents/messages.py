@@ -27,21 +27,19 @@ RESOLVED_ICON = ":white_check_mark:"
 FIELD_MAX = 2000
 _USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
 
-USAGE = "\n".join([
-    "*`/incident` — declare and run incidents*",
-    "• `/incident <title> [P0|P1|P2|P3] [service]` declare (default P2); with a service its diagnosis starts",
-    "• `/incident status investigating|identified|monitoring|resolved [note]` post a status update",
-    "• `/incident sev P1` change the severity (a raise pages whoever the new severity adds)",
-    "• `/incident commander @user` hand over the commander role",
-    "• `/incident note <text>` add a note to the timeline",
-    "• `/incident ack` acknowledge the page (stops the escalation)",
-    "• `/incident resolve <what fixed it>` resolve",
-    "• `/incident list` open incidents",
-    "Inside an incident channel the incident is implied; elsewhere name it: `/incident status INC-12 monitoring`.",
-    "To declare a title that starts with one of these words: `/incident declare status page down P1`.",
-    "*`/escalate`* `[reason]` pages the next level now · `/escalate P0 [reason]` raises the severity · "
-    "`/escalate @user` or `@group` pages them",
-])
+USAGE = """*`/incident` — declare and run incidents*
+• `/incident <title> [P0|P1|P2|P3] [service]` declare (default P2); with a service its diagnosis starts
+• `/incident status investigating|identified|monitoring|resolved [note]` post a status update
+• `/incident sev P1` change the severity (a raise pages whoever the new severity adds)
+• `/incident commander @user` hand over the commander role
+• `/incident note <text>` add a note to the timeline
+• `/incident ack` acknowledge the page (stops the escalation)
+• `/incident resolve <what fixed it>` resolve
+• `/incident list` open incidents
+Inside an incident channel the incident is implied; elsewhere name it: `/incident status INC-12 monitoring`.
+To declare a title that starts with one of these words: `/incident declare status page down P1`.
+*`/escalate`* `[reason]` pages the next level now · `/escalate P0 [reason]` raises the severity · \
+`/escalate @user` or `@group` pages them"""
 
 
 # ------------------------------------------------------------------------------------------------ formatting

@@ -9,6 +9,7 @@ Keys, each under the runtime's namespace (`chatops:inc:seq`, ...):
     inc:chan:<channel>            incident id of an incident channel
     inc:threads:<channel>         set of ids of thread-mode incidents living in <channel>
     inc:trigger:<trigger_id>      id declared by that slash-command invocation (a Slack retry finds it)
+    inc:cmd:<trigger_id>          a change command (status, sev, /escalate…) already handled
     inc:alert:<group hash>        id opened by that Alertmanager groupKey (cleared when it resolves)
     inc:<id>:steps                hash: declaration step → its result ("channel" → C123, "header" → ts, ...)
     inc:<id>:posted               hash: message key → ts, so a retried job never posts the same message twice
@@ -76,6 +77,10 @@ class IncidentStore:
         if await self.redis.set(key, incident, nx=True, ex=TRIGGER_TTL_S):
             return incident
         return _text(await self.redis.get(key))
+
+    async def claim_command(self, trigger_id: str) -> bool:
+        """True the first time a slash-command invocation is seen (a Slack retry of it is then refused)."""
+        return bool(await self.redis.set(self.key("cmd", trigger_id), 1, nx=True, ex=TRIGGER_TTL_S))
 
     async def by_trigger(self, trigger_id: str) -> str | None:
         raw = await self.redis.get(self.key("trigger", trigger_id))

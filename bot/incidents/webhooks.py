@@ -18,7 +18,12 @@ from bot.incidents import escalation
 from bot.incidents.alerts import header
 from bot.incidents.service import Incidents
 from bot.incidents.store import IncidentNotFound
-from bot.paging.webhooks import SIGNATURE_HEADER, WebhookError, parse_pagerduty_event, verify_pagerduty_signature
+from bot.paging.webhooks import (
+    SIGNATURE_HEADER,
+    WebhookError,
+    parse_pagerduty_event,
+    verify_pagerduty_signature,
+)
 from handlers.errors import UserError
 
 log = logging.getLogger("bot.incidents")

@@ -17,7 +17,12 @@ from bot.incidents import escalation
 from bot.incidents.service import GROUP_MENTION, MENTION, Incidents, incidents_of
 from bot.mrkdwn import escape, one_line
 from bot.runtime import Runtime
-from handlers.commands.incident import severity_of, split_explicit
+from handlers.commands.incident import (
+    ALREADY_DONE,
+    first_time,
+    severity_of,
+    split_explicit,
+)
 from handlers.errors import UserError, answers_errors
 
 EXAMPLE = "/escalate INC-12 <reason>"
@@ -45,6 +50,9 @@ def register(app: Any, rt: Runtime) -> None:
         ctx = incidents_of(rt)
         explicit, words = split_explicit((command.get("text") or "").split())
         incident = await ctx.find_for_command(command["channel_id"], explicit, EXAMPLE)
+        if not await first_time(ctx, command):
+            await ack(text=ALREADY_DONE, response_type="ephemeral")
+            return
         user, key = command["user_id"], str(command.get("trigger_id") or uuid.uuid4().hex)
         new_severity = severity_of(words[0]) if words else None
         if new_severity:

@@ -107,6 +107,8 @@ def register(app: Any, rt: Runtime) -> None:
             refuse_subcommand_typo(words[0])
         if handler is None:
             text = await declare_command(ctx, command, words[1:] if sub == "declare" else words)
+        elif not await first_time(ctx, command):
+            text = ALREADY_DONE
         else:
             text = await handler(ctx, command, words[1:])
         await ack(text=text, response_type="ephemeral")
@@ -127,6 +129,15 @@ async def declare_command(ctx: Incidents, command: dict, words: list[str]) -> st
     paging = "; on-call is being paged" if ctx.policy.levels_for(severity) else "; nobody is paged at this severity"
     diagnosing = f"; diagnosing `{escape(service)}`" if service else ""
     return f"Declaring *{incident.id}* ({severity}): {messages.title_line(incident)} — {where}{paging}{diagnosing}."
+
+
+ALREADY_DONE = "Already done: this was Slack repeating the same command."
+
+
+async def first_time(ctx: Incidents, command: dict) -> bool:
+    """A Slack retry of a change (X-Slack-Retry-Num, same trigger_id) must not escalate or page twice."""
+    trigger = command.get("trigger_id")
+    return not trigger or await ctx.store.claim_command(str(trigger))
 
 
 def _key(command: dict) -> str:
