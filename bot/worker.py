@@ -80,6 +80,7 @@ class Worker:
         }
         self.last_progress: dict[str, float] = {}
         self._inflight: dict[str, tuple[Job, asyncio.Task[None]]] = {}
+        self._settling: set[str] = set()  # entries whose outcome is being recorded (acked, retried, dead-lettered)
         self._stopping = asyncio.Event()
         self._capacity = asyncio.Event()
         self._joined = asyncio.Event()
@@ -249,6 +250,7 @@ class Worker:
                       job.id, error_text(exc), extra=_extra(job))
         finally:
             self._inflight.pop(job.entry_id, None)
+            self._settling.discard(job.entry_id)
             self._capacity.set()
         self._count(job.kind, outcome, seconds)
 
@@ -277,6 +279,7 @@ class Worker:
                         exc_info=not timed_out, extra=_extra(job))
             return await self._fail(job, error), seconds
         seconds = time.monotonic() - started
+        self._settling.add(job.entry_id)
         if not await _settle(self.queue.ack, job):
             self.stats["leases_lost"] += 1
             log.warning("job %s finished after it had been reclaimed: it may run twice", job.id, extra=_extra(job))
@@ -284,6 +287,7 @@ class Worker:
 
     async def _fail(self, job: Job, error: str, *, delay_s: float | None = None, permanent: bool = False) -> str:
         delay = self.queue.retry.delay(job.attempt) if delay_s is None else delay_s
+        self._settling.add(job.entry_id)
         outcome = await _settle(self.queue.fail, job.entry_id, error, delay_s=delay, permanent=permanent)
         if outcome == "retry":
             log.info("job %s (%s) will retry in %.2f s", job.id, job.kind, delay, extra=_extra(job))
@@ -311,13 +315,14 @@ class Worker:
 
     async def _extend_leases(self) -> None:
         """Re-claim our own running entries (JUSTID: no delivery counted) so their idle time restarts."""
-        running = list(self._inflight)
+        running = [entry_id for entry_id in self._inflight if entry_id not in self._settling]
         if not running:
             return
         kept = {text(entry_id) for entry_id in await self.queue.redis.xclaim(
             self.queue.stream_key, self.queue.group, self.consumer, 0, running, justid=True)}
         for entry_id in running:
-            if entry_id not in kept and entry_id in self._inflight:
+            # An entry acknowledged meanwhile is not a lost lease: only one still running here is.
+            if entry_id not in kept and entry_id in self._inflight and entry_id not in self._settling:
                 job = self._inflight[entry_id][0]
                 self.stats["leases_lost"] += 1
                 log.warning("job %s was reclaimed while still running here: it may run twice", job.id,
