@@ -328,7 +328,8 @@ class Queue:
         delay_s: float = 0.0,
         run_at: float | None = None,
     ) -> str | None:
-        """Queue a job now, after `delay_s`, or at `run_at` (epoch seconds). Returns the job id.
+        """Queue a job now, after `delay_s`, or at `run_at` (epoch seconds; due times are kept on Redis's clock,
+        so `run_at` assumes this host's clock agrees with Redis's, as NTP gives). Returns the job id.
 
         With `job_id` the enqueue is idempotent: it returns None while a job with that id is waiting to run
         (queued, delayed, or waiting for a retry). Once a worker has started it, the id is free again, so a
