@@ -13,9 +13,10 @@
         incident = await bot.wait_incident("INC-1", lambda i: i.ready)
         await bot.click("incident_ack", incident.id, user="U1", channel=incident.channel)
 
-Seeded people: U1 alice (reporter, in #general), U2 bob (responder), UONCALL, UMGR1, UMGR2 (managers),
-UOUT (an outsider). The default policy (`default_policy_yaml`): on-call is PagerDuty; P0 pages on-call and
-managers first... see the function. Issue #5/#6 tests can reuse it as is.
+Seeded people: U1 alice (reporter, in #general), U2 bob (responder, invited to every incident channel), UONCALL,
+UMGR1, UMGR2 (managers), UOUT (an outsider, in no incident channel). `default_policy(events_url)` is the policy
+file written for each bot (pass `policy=` for another); `incident={...}` / `settings={...}` override
+IncidentSettings / Settings fields. Webhook secrets: PD_WEBHOOK_SECRET, ALERTMANAGER_TOKEN.
 """
 
 from __future__ import annotations
@@ -321,9 +322,7 @@ async def incident_bot(local: Any, redis_url: str, tmp_path: Path, *, pagerduty:
                        services_file=str(services_file), policy_file=str(policy_file), env=env,
                        incident=incident or {}, settings=settings or {}, page_lease_s=page_lease_s)
     rt, ctx = await build_runtime(config)
-    app = create_app(rt)
-    for registrar in rt.extras.get("action_registrars", []):
-        registrar(app, rt)  # until handlers.actions calls them itself; registrars are idempotent per app
+    app = create_app(rt)  # handlers.actions registers rt.extras["action_registrars"] (the incident buttons)
     asgi = create_asgi(app, rt)
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://bot.test", timeout=15)
     bot = IncidentBot(rt, ctx, local, app, http, config, pagerduty)
