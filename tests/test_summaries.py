@@ -220,6 +220,7 @@ async def test_an_optional_summariser_adds_an_overview_and_its_failure_changes_n
 async def test_incident_summary_on_demand_ephemeral_or_posted(local_slack, redis_url, tmp_path, monkeypatch):
     async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch) as bot:
         incident = await declare(bot, "Payments slow P2")
+        await bot.settle()  # the declaration's page to on-call is news too; let it land before the first catch-up
         channel = incident.channel
         await say(bot, channel, "U2", "action: <@U2> add a latency SLO alert")
         await say(bot, channel, "U2", "can we shed load?")
