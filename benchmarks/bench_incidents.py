@@ -67,26 +67,7 @@ async def wait_for_keys(pd: FakePagerDuty, keys: list[str], timeout_s: float) ->
     raise TimeoutError(f"{len(missing)} pages never reached PagerDuty: {missing[:5]}")
 
 
-def widen_local_backlogs() -> list[str]:
-    """http.server listens with a backlog of 5: the 6th simultaneous connection waits for a SYN retransmit (1 s),
-    and slack_sdk opens a connection per call, so 50 declarations at once measure the emulator's backlog, not the
-    bot. Real Slack has no such queue. (Reported; remove once LocalHttpServer/_FakeService set it themselves.)"""
-    from http.server import ThreadingHTTPServer
-
-    from bot.localslack.server import LocalHttpServer
-
-    changed = []
-    for server in (LocalHttpServer, ThreadingHTTPServer):
-        if server.request_queue_size < 128:
-            server.request_queue_size = 128
-            changed.append(server.__name__)
-    return changed
-
-
 async def run(tmp: Path) -> None:
-    widened = widen_local_backlogs()
-    if widened:
-        print(f"   (listen backlog of the local fakes raised to 128: {', '.join(widened)})")
     with RedisServer(tmp / "redis", aof=True, die_with_parent=True) as redis, FakePagerDuty() as pd:
         local = LocalSlack(bot_token=BOT_TOKEN).start()
         local.add_user("U1", "alice")

@@ -49,6 +49,9 @@ Responder = Callable[[HttpRequest], HttpReply]
 
 class LocalHttpServer(ThreadingHTTPServer):
     daemon_threads = True  # a client holding a keep-alive connection must not block stop()
+    # socketserver listens with a backlog of 5: a burst of calls (slack_sdk opens a connection per call) would wait
+    # for SYN retransmits (1 s) and measure the emulator, not the bot. Real Slack has no such queue.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], respond: Responder) -> None:
         super().__init__(address, _Handler)
