@@ -84,6 +84,7 @@ class Runtime:
                 log.warning("a feature failed to close cleanly", exc_info=True)
         if self._probe_http is not None:
             await self._probe_http.aclose()
+        await self.slack.aclose()
         await self.redis.aclose()
 
 

@@ -169,6 +169,10 @@ class SlackClient:
                 return {"ok": True, "channel": channel, "ts": message["ts"], "message": message}
         return None
 
+    async def aclose(self) -> None:
+        if self.web.session is not None and not self.web.session.closed:
+            await self.web.session.close()
+
     async def update_message(self, channel: str, ts: str, text: str, *, blocks: list | None = None) -> dict:
         return await self.call("chat.update", channel=channel, ts=ts, text=text, blocks=blocks)
 
@@ -190,16 +194,29 @@ class SlackClient:
 def make_web_client(settings: Settings) -> AsyncWebClient:
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     retries = settings.slack_max_retries
+    timeout = max(1, round(settings.slack_timeout_s))  # slack_sdk takes whole seconds; 0 would mean no wait
     return AsyncWebClient(
         token=token,
         base_url=str(settings.slack_api_url),
-        timeout=max(1, round(settings.slack_timeout_s)),  # slack_sdk takes whole seconds; 0 would mean no wait
+        timeout=timeout,
+        session=_shared_session(timeout),
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=retries),
             AsyncRateLimitErrorRetryHandler(max_retry_count=retries),
             AsyncServerErrorRetryHandler(max_retry_count=retries),
         ],
     )
+
+
+def _shared_session(timeout_s: float) -> aiohttp.ClientSession | None:
+    """One connection pool for every Slack call of this process (slack_sdk otherwise opens a connection per call,
+    which costs a TCP and TLS handshake each under load). With a session, slack_sdk takes the timeout from it."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return None  # made outside an event loop: slack_sdk falls back to a session per call
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                 connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30))
 
 
 def _sdk_method(web: AsyncWebClient, method: str) -> Any:
