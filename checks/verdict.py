@@ -1,8 +1,10 @@
 """From check results to a verdict: what is broken, the evidence, what to do — ranked by likely causality.
 
-Ranking: a finding in a lower layer (config < change < platform < symptom) is a likelier cause than one above it,
-so a NAT route in an ALB subnet is listed before the timeouts it causes, and those before the 5xx alarm. Within a
-layer, worse status and higher severity come first. The top finding "explains" the problems in higher layers.
+Ranking: failures first, then warnings, then checks that could not run — an AccessDenied or a deprecated-runtime
+note must never headline over a health endpoint that is down. Among failures (and likewise among warnings), a
+finding in a lower layer (config < change < platform < symptom) is a likelier cause than one above it, so a NAT
+route in an ALB subnet is listed before the timeouts it causes, and those before the 5xx alarm; within a layer,
+higher severity first. The top failure "explains" the failures in higher layers.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections import Counter
 from checks.model import CheckResult, Finding, Severity, Status, Verdict, worst
 from checks.registry import Layer, registered_checks
 
-_STATUS_RANK = {Status.fail: 0, Status.error: 1, Status.warn: 2}
+_STATUS_RANK = {Status.fail: 0, Status.warn: 1, Status.error: 2}
 _DEFAULT_SEVERITY: dict[Status, Severity] = {Status.fail: "P1", Status.error: "P2", Status.warn: "P2"}
 
 
@@ -31,13 +33,14 @@ def _finding(result: CheckResult) -> Finding:
 
 def rank_findings(results: list[CheckResult]) -> list[Finding]:
     problems = [r for r in results if r.status.is_problem]
-    # An `error` means we could not look, not that something is broken: it ranks after real failures and warnings
-    # of the same layer but is never hidden.
-    problems.sort(key=lambda r: (_layer(r.check), _STATUS_RANK[r.status], r.severity or "P9", r.check, r.target))
+    # An `error` means we could not look, not that something is broken: it ranks after real failures and
+    # warnings, but is never hidden.
+    problems.sort(key=lambda r: (_STATUS_RANK[r.status], _layer(r.check), r.severity or "P9", r.check, r.target))
     findings = [_finding(r) for r in problems]
     if findings and findings[0].status is Status.fail:
         top_layer = _layer(findings[0].check)
-        findings[0].explains = sorted({f.check for f in findings[1:] if _layer(f.check) > top_layer})
+        findings[0].explains = sorted({f.check for f in findings[1:]
+                                       if f.status is Status.fail and _layer(f.check) > top_layer})
     return findings
 
 
