@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from bot import durations
 from bot.incidents.model import SEVERITY_MEANING, Incident
 from bot.mrkdwn import SECTION_TEXT_MAX, escape, inert, one_line, truncate
 
@@ -46,17 +47,7 @@ To declare a title that starts with one of these words: `/incident declare statu
 
 def format_duration(seconds: float) -> str:
     """`45s`, `4m12s`, `1h02m`, `2d03h` — compact, for "acknowledged after 4m12s"."""
-    total = max(int(seconds), 0)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
+    return durations.format_duration(seconds)
 
 
 def slack_date(at: float, fmt: str = "{date_short_pretty} {time}") -> str:

@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from bot import durations
 from bot.retry import RetryableError, RetryPolicy, retry_async
 
 log = logging.getLogger(__name__)
@@ -113,19 +114,7 @@ def redact(text: str, *secrets: str) -> str:
 
 def format_elapsed(seconds: float | int | None) -> str | None:
     """`2h 05m`, `12m`, `45s` — how long an incident has been running."""
-    if seconds is None:
-        return None
-    total = max(int(seconds), 0)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m"
-    return f"{secs}s"
+    return None if seconds is None else durations.format_duration(seconds, spaced=True, coarse=True)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot import durations
 from bot.timeline import Entry
 from bot.writeup.incidents import IncidentView
 from bot.writeup.slacktext import plain
@@ -626,16 +627,4 @@ def _rank(severity: Any) -> int:
 
 def fmt_duration(seconds: float | None) -> str:
     """`45s`, `4m 12s`, `1h 02m`, `2d 03h`."""
-    if seconds is None:
-        return "—"
-    total = max(round(seconds), 0)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours:02d}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
+    return "—" if seconds is None else durations.format_duration(seconds, spaced=True)
