@@ -13,8 +13,10 @@ a live edit and a back-filled copy of the same message racing in two workers bot
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -27,6 +29,9 @@ from redis.exceptions import WatchError
 log = logging.getLogger("bot.timeline")
 
 Observer = Callable[["Entry"], Awaitable[None]]
+
+
+WATCH_ATTEMPTS = 50  # optimistic-lock retries of one entry change before giving up (bounded, like every retry)
 
 
 @dataclass
@@ -148,7 +153,9 @@ class Timeline:
     async def _transform(self, incident_id: str, entry_id: str, fn: Callable[[Entry], Entry | None]) -> Entry | None:
         data_key, _ = self._keys(incident_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
+            for attempt in range(WATCH_ATTEMPTS):
+                if attempt >= 3:  # a busy incident: step aside briefly so the writers stop colliding
+                    await asyncio.sleep(random.uniform(0, 0.01 * attempt))
                 try:
                     await pipe.watch(data_key)
                     raw = await pipe.hget(data_key, entry_id)
@@ -166,6 +173,8 @@ class Timeline:
                     return changed
                 except WatchError:
                     continue
+        raise RuntimeError(f"timeline entry {entry_id} of {incident_id} kept changing under us; gave up after "
+                           f"{WATCH_ATTEMPTS} attempts")
 
     async def _require(self, incident_id: str, entry_id: str) -> Entry:
         found = await self.get(incident_id, entry_id)

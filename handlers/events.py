@@ -32,12 +32,18 @@ def register(app: Any, rt: Any) -> None:
 def _listener(rt: Any) -> Callable[..., Awaitable[None]]:
     async def on_event(body: dict, event: dict, **_: Any) -> None:
         event_id = body.get("event_id")
-        if event_id and not await rt.redis.set(rt.key("event", "seen", event_id), 1, nx=True, ex=EVENT_TTL_S):
+        seen_key = rt.key("event", "seen", event_id) if event_id else None
+        if seen_key and not await rt.redis.set(seen_key, 1, nx=True, ex=EVENT_TTL_S):
             return  # a retry of a delivery we already handled
+        failed = False
         for recorder in rt.extras.get("event_recorders", []):
             try:
                 await recorder(rt, event, body)
             except Exception:
+                failed = True
                 log.exception("recording %s event failed", event.get("type"))
+        if failed and seen_key:
+            # Forget the delivery so Slack's retry records it; recorders are idempotent on the event's identity.
+            await rt.redis.delete(seen_key)
 
     return on_event

@@ -174,9 +174,12 @@ async def _s3(bucket: str, prefix: str, incident_id: str, markdown: str) -> str:
 
     def put() -> None:
         import boto3
+        from botocore.config import Config
 
-        boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=markdown.encode(),
-                                      ContentType="text/markdown; charset=utf-8")
+        # Bounded like every other external call: botocore's defaults wait 60 s per read.
+        config = Config(connect_timeout=5, read_timeout=20, retries={"mode": "standard", "total_max_attempts": 4})
+        boto3.client("s3", config=config).put_object(Bucket=bucket, Key=key, Body=markdown.encode(),
+                                                     ContentType="text/markdown; charset=utf-8")
 
     await asyncio.to_thread(put)
     return f"s3://{bucket}/{key}"
