@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import asyncio
 import logging
 import time
@@ -59,13 +61,25 @@ async def test_metrics_show_queue_jobs_checks_and_slack_errors_after_a_diagnosis
                                        if name == "chatops_worker_loop_progress_age_seconds"}
 
 
-async def test_pages_counter_is_there_for_the_paging_code(local_slack, redis_url, tmp_path):
-    async with running_bot(local_slack, redis_url, tmp_path, services={}) as bot:
-        bot.rt.extras["metrics"].count_page("pagerduty", ok=True)
-        bot.rt.extras["metrics"].count_page("pagerduty", ok=False)
-        figures = await scrape(bot)
-    assert figures[("chatops_pages_total", (("outcome", "sent"), ("provider", "pagerduty")))] == 1
-    assert figures[("chatops_pages_total", (("outcome", "failed"), ("provider", "pagerduty")))] == 1
+async def test_pages_sent_and_failed_are_counted_where_the_paging_code_sends_them(local_slack, redis_url, tmp_path):
+    from tests.fixtures.paging import FakePagerDuty
+    from tests.incident_harness import default_policy, incident_bot
+
+    with FakePagerDuty() as pd:
+        policy = default_policy(pd.events_url, ack_timeout_s=60)
+        policy["severities"]["P0"].update(first="pagerduty", then=["managers"])
+        async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, policy=policy) as bot:
+            answer = await bot.command("/incident", "Checkout down P0")
+            assert "INC-1" in answer, answer
+            await bot.wait_for(lambda: bot.pd_triggers("INC-1:P0:L1"), 5, "the first page")
+            pd.script(status=400, times=5)  # PagerDuty now refuses: the next page fails
+            await bot.command("/incident", "Search down P0")
+            await bot.settle()
+            text = (await bot.rt.extras["metrics"].scrape()).decode()
+    sent = re.search(r'chatops_pages_total\{outcome="sent",provider="pagerduty"\} (\S+)', text)
+    failed = re.search(r'chatops_pages_total\{outcome="failed",provider="pagerduty"\} (\S+)', text)
+    assert sent and float(sent.group(1)) == 1
+    assert failed and float(failed.group(1)) == 1
 
 
 async def test_two_runtimes_in_one_process_keep_their_own_figures(local_slack, redis_url, tmp_path):

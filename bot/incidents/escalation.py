@@ -412,6 +412,9 @@ async def _send(ctx: Incidents, order: PageOrder, page: Page, provider_name: str
     from dataclasses import replace
 
     result = await provider.trigger(replace(page, targets=targets))
+    metrics = ctx.rt.extras.get("metrics")
+    if metrics is not None:  # chatops_pages_total{provider,outcome}
+        metrics.count_page(provider_name, result.ok)
     return PageRecord(dedup_key=order.dedup_key, delivery=delivery, severity=order.severity, level=order.level,
                       ok=result.ok, error=result.error, provider_ref=result.provider_ref)
 
