@@ -73,8 +73,16 @@ async def on_diagnose(ctx: Incidents, incident: Any, user: str, key: str) -> str
     return f"Diagnosing `{incident.service}` for {incident.id} (run {run_id}); results appear in the channel."
 
 
+ESCALATE_CLICK_WINDOW_S = 10
+
+
 async def on_escalate(ctx: Incidents, incident: Any, user: str, key: str) -> str:
     await ctx.authorize(incident, user, "escalate")
+    # Two people (or one double click) pressing Escalate together mean "escalate", not "skip a level".
+    if not await ctx.rt.redis.set(ctx.rt.key("inc", incident.id, "escalate-click"), user, nx=True,
+                                  ex=ESCALATE_CLICK_WINDOW_S):
+        return (f"{incident.id} was escalated moments ago; not paging another level. Use `/escalate` if you "
+                f"really mean the level after that.")
     result = await escalation.escalate_next(ctx, incident.id, user, None)
     return f"Paging level {result.level} of {incident.id}: {', '.join(result.targets) or 'nobody'}."
 

@@ -285,3 +285,14 @@ async def test_status_update_reminders_follow_the_cadence(local_slack, redis_url
         time_after = time.time()
         await bot.wait_for(lambda: time.time() > time_after + 1.5, 3)
         assert len(await bot.timeline(inc, "reminder")) == reminders  # none after the resolve
+
+
+@pytest.mark.parametrize("text, meant", [
+    ("acknowledge", "/incident ack"), ("close it", "/incident resolve"), ("escalate now", "/escalate"),
+    ("sumary", "/incident summary"), ("postmortm", "/incident postmortem"), ("stauts monitoring", "/incident status"),
+])
+async def test_a_subcommand_typo_or_a_common_verb_declares_nothing(local_slack, redis_url, tmp_path, text, meant):
+    async with incident_bot(local_slack, redis_url, tmp_path) as bot:
+        answer = await bot.command("/incident", text)
+        assert f"Did you mean `{meant}`?" in answer and "/incident declare" in answer
+        assert await bot.ctx.store.list_open() == []

@@ -69,15 +69,23 @@ def parse_person(token: str) -> str:
                     f"type @ and pick the person from the list.")
 
 
+# Words people type meaning a subcommand: declaring an incident titled "acknowledge" would page someone.
+VERB_MEANS = {"acknowledge": "ack", "acked": "ack", "close": "resolve", "closed": "resolve", "fixed": "resolve",
+              "update": "status", "state": "status", "show": "list", "open": "list",
+              "escalate": "/escalate", "page": "/escalate", "summarise": "summary", "summarize": "summary",
+              "pm": "postmortem", "retro": "postmortem"}
+
+
 def refuse_subcommand_typo(word: str) -> None:
-    """`/incident stats` is a typo, not an incident titled "stats" that pages people at 3 a.m."""
-    typo_of = ("status", "sev", "commander", "note", "ack", "resolve", "list", "help")
-    guess = difflib.get_close_matches(word.lower().strip(":,."), typo_of, n=1, cutoff=0.8)
+    """`/incident stats` or `/incident acknowledge` is a typo, not an incident that pages people at 3 a.m."""
+    bare = word.lower().strip(":,.")
+    known = sorted({*SUBCOMMAND_HANDLERS, "list", "help"})
+    guess = VERB_MEANS.get(bare) or next(iter(difflib.get_close_matches(bare, known, n=1, cutoff=0.75)), None)
     if guess:
         shown = escape(one_line(word, 30))
-        raise UserError(f'Unknown subcommand "{shown}". Did you mean `/incident {guess[0]}`? To declare an incident '
-                        f"whose title starts with that word: `/incident declare {shown} …`. `/incident help` lists "
-                        f"everything.")
+        meant = guess if guess.startswith("/") else f"/incident {guess}"
+        raise UserError(f'Unknown subcommand "{shown}". Did you mean `{meant}`? To declare an incident whose title '
+                        f"starts with that word: `/incident declare {shown} …`. `/incident help` lists everything.")
 
 
 def split_explicit(args: list[str]) -> tuple[str | None, list[str]]:
