@@ -41,6 +41,10 @@ IDEMPOTENT_PREFIXES = ("auth.", "users.", "usergroups.list", "usergroups.users.l
                        "conversations.join", "conversations.invite", "conversations.open", "conversations.setTopic",
                        "chat.update", "chat.getPermalink", "pins.", "reactions.")
 POST_MARKER_EVENT = "chatops_post"
+# Answers that no retry can change: the job that met one is dead-lettered at once instead of retried for minutes.
+PERMANENT_ERRORS = {"channel_not_found", "is_archived", "invalid_auth", "account_inactive", "token_revoked",
+                    "not_authed", "missing_scope", "restricted_action", "invalid_blocks", "msg_too_long",
+                    "msg_blocks_too_long", "no_text", "user_not_found", "cant_invite_self"}
 
 
 class SlackError(Exception):
@@ -49,6 +53,10 @@ class SlackError(Exception):
         self.method = method
         self.error = error
         self.timed_out = timed_out
+
+    @property
+    def permanent(self) -> bool:
+        return self.error in PERMANENT_ERRORS
 
 
 class ChannelPacer:

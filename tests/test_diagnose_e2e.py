@@ -112,3 +112,15 @@ async def test_list_shows_services_and_their_checks(local_slack, redis_url, tmp_
         text = (await bot.command("/diagnose", "list")).json()["text"]
         assert "`api` — Public &lt;API&gt;: 1 checks (http.health)" in text
         assert "`db`" in text and "none configured" in text
+
+
+async def test_a_channel_slack_says_does_not_exist_dead_letters_the_job_at_once(local_slack, redis_url, tmp_path):
+    services = {"api": {"http": [probe("http://127.0.0.1:9/")]}}
+    async with running_bot(local_slack, redis_url, tmp_path, services=services) as bot:
+        response = await bot.command("/diagnose", "api", channel="CGONE")  # archived or deleted since
+        assert "Queued" in response.json()["text"]
+        await bot.settle()
+        [dead] = await bot.rt.queue.dead_letters()
+        assert dead["kind"] == "diagnose.start" and "channel_not_found" in dead["error"]
+        assert int(dead["attempts"]) == 1  # no point retrying for minutes
+        assert len(local_slack.calls_to("chat.postMessage")) == 1
