@@ -19,9 +19,10 @@ RUN pip install --no-deps . \
 USER chatops
 ENV CHATOPS_DATA_DIR=/data PORT=3000 LOG_FORMAT=json
 EXPOSE 3000
-# /healthz answers 200 only while Redis answers (HTTP mode). In Socket Mode there is no port: the check falls
-# back to the process being alive.
+# /healthz answers 200 only while Redis answers and the queue's loops make progress. It is served in HTTP mode
+# (PORT) and by `chatops worker` when WORKER_METRICS_PORT is set; otherwise (Socket Mode) the check falls back to
+# the process being alive.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD python -c "import os,sys,urllib.request; s=os.environ.get('SLACK_SIGNING_SECRET') and not os.environ.get('SLACK_APP_TOKEN'); sys.exit(0 if not s else (0 if urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT','3000'), timeout=4).status==200 else 1))"
+  CMD python -c "import os,sys,urllib.request; e=os.environ; p=e.get('WORKER_METRICS_PORT') or (e.get('PORT','3000') if e.get('SLACK_SIGNING_SECRET') and not e.get('SLACK_APP_TOKEN') else ''); sys.exit(0 if not p else (0 if urllib.request.urlopen('http://127.0.0.1:%s/healthz' % p, timeout=4).status==200 else 1))"
 ENTRYPOINT ["chatops"]
 CMD ["run", "--no-worker"]
