@@ -69,7 +69,10 @@ async def ack_latency(local: LocalSlack, redis_url: str, tmp: Path, n: int = 200
             await asyncio.sleep(1.0)
         for _ in range(3):  # every server process: Bolt's auth.test, connection pools, caches
             await _fire(port, [_request(local, port, f"CWARM{uuid.uuid4().hex[:8]}") for i in range(40)])
-        return await _fire(port, [_request(local, port, f"CBENCH{http_workers}-{i}") for i in range(n)])
+        # With a worker running, the runs these commands queue must have real channels to post to.
+        channels = ([local.add_channel(f"ack-{uuid.uuid4().hex[:8]}", members=["U1"]) for _ in range(n)]
+                    if busy_checks else [f"CBENCH{http_workers}-{i}" for i in range(n)])
+        return await _fire(port, [_request(local, port, channel) for channel in channels])
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -61,6 +61,9 @@ async def test_an_unacknowledged_p0_reaches_the_managers_after_its_timeout(local
         inc = await declare(bot, "Primary database down P0 api")
         incident = await bot.incident(inc)
         await bot.command("/incident", "note failover did not start", channel=incident.channel)
+        # Declaring with a service queues its diagnosis (no checks here, so an empty verdict); let it land first,
+        # or it may overwrite the failing check this test reports below.
+        await bot.wait_for(lambda: bot.timeline(inc, "diagnosis"), 5, "the automatic diagnosis")
         failing = CheckResult(check="tcp", target="db:5432", status=Status.fail, summary="connection refused")
         await lifecycle.on_diagnosis_finished(bot.rt, "run1", {"incident_id": inc},
                                               build_verdict("api", [failing]))

@@ -161,7 +161,8 @@ async def test_a_trigger_arriving_while_the_job_runs_schedules_one_more_run(queu
         if job.payload["n"] == 1:
             await release.wait()
 
-    async with running(worker_for(queue, {"refresh": refresh})):
+    # One slot: n=2 must still be waiting (not started) when n=3 arrives, whatever the machine's load.
+    async with running(worker_for(queue, {"refresh": refresh}, concurrency=1)):
         await queue.enqueue("refresh", {"n": 1}, job_id="refresh:run-1")
         await eventually(lambda: runs == [1])
         assert await queue.enqueue("refresh", {"n": 2}, job_id="refresh:run-1") == "refresh:run-1"
