@@ -6,12 +6,34 @@ details at DEBUG) as well as ours. JSON lines carry `job_id`, `incident_id` and 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 CONTEXT_FIELDS = ("job_id", "job_kind", "incident_id", "run_id")
+
+# What the current task is working on (set per job by bot/jobs.py); every record logged inside carries it.
+LOG_CONTEXT: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("log_context", default={})
+
+
+@contextlib.contextmanager
+def log_context(**fields: str | None) -> Iterator[None]:
+    token = LOG_CONTEXT.set({**LOG_CONTEXT.get(), **{k: v for k, v in fields.items() if v}})
+    try:
+        yield
+    finally:
+        LOG_CONTEXT.reset(token)
+
+
+class AddContext(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in LOG_CONTEXT.get().items():
+            if not hasattr(record, name):
+                setattr(record, name, value)
+        return True
 
 
 class RedactSecrets(logging.Filter):
@@ -45,6 +67,8 @@ class JsonFormatter(logging.Formatter):
         for name in CONTEXT_FIELDS:
             if hasattr(record, name):
                 data[name] = getattr(record, name)
+        if "job_kind" not in data and isinstance(getattr(record, "kind", None), str):
+            data["job_kind"] = record.kind  # the worker's own records say `kind`
         if record.exc_text or record.exc_info:
             data["exc"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
         return json.dumps(data, default=str)
@@ -64,6 +88,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text", secrets: Iterable[str]
     handler.setFormatter(JsonFormatter() if fmt == "json"
                          else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
     redactor = RedactSecrets(secrets)
+    handler.addFilter(AddContext())
     handler.addFilter(redactor)
     root = logging.getLogger()
     root.handlers[:] = [handler]
