@@ -117,11 +117,29 @@ async def redis_for(settings: Settings) -> AsyncIterator[str]:
     server = RedisServer(settings.chatops_data_dir / "redis", aof=True)
     await asyncio.to_thread(server.start)
     log.info("no REDIS_URL: started a private Redis at %s (AOF under %s)", server.url, server.data_dir)
+    url_file = private_redis_url_file(settings)
+    url_file.write_text(server.url + "\n")  # so `chatops postmortem` / `chatops worker` on this machine find it
     try:
         yield server.url
     finally:
+        url_file.unlink(missing_ok=True)
         await asyncio.to_thread(server.stop)
         log.info("private Redis stopped")
+
+
+def private_redis_url_file(settings: Settings) -> Path:
+    return settings.chatops_data_dir / "redis.url"
+
+
+def shared_redis_url(settings: Settings, command: str) -> str:
+    """REDIS_URL, else the private Redis of a `chatops run` using the same CHATOPS_DATA_DIR on this machine."""
+    if settings.redis_url:
+        return settings.redis_url
+    url_file = private_redis_url_file(settings)
+    if url_file.exists():
+        return url_file.read_text().strip()
+    raise ConfigError(f"REDIS_URL is required for `chatops {command}` (or run it beside a `chatops run` that "
+                      f"uses the same CHATOPS_DATA_DIR, {settings.chatops_data_dir})")
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -149,10 +167,9 @@ async def run_workers(rt: object, stop: asyncio.Event, concurrency: int) -> None
 async def worker_command(settings: Settings, concurrency: int | None) -> int:
     from bot.features import create_full_runtime
 
-    if not settings.redis_url:
-        raise ConfigError("REDIS_URL is required for `chatops worker` (workers share the bot's Redis)")
+    redis_url = shared_redis_url(settings, "worker")
     stop = stop_on_signals()
-    rt = await create_full_runtime(settings, redis_url=settings.redis_url)
+    rt = await create_full_runtime(settings, redis_url=redis_url)
     try:
         log.info("worker started (concurrency %d)", concurrency or settings.worker_concurrency)
         tasks = [asyncio.create_task(run_workers(rt, stop, concurrency or settings.worker_concurrency))]
@@ -228,9 +245,7 @@ async def serve_slack(rt: object, stop: asyncio.Event) -> None:
 async def postmortem_command(settings: Settings, incident: str) -> int:
     from bot.features import create_full_runtime
 
-    if not settings.redis_url:
-        raise ConfigError("REDIS_URL is required for `chatops postmortem` (the incident lives in the bot's Redis)")
-    rt = await create_full_runtime(settings, redis_url=settings.redis_url)
+    rt = await create_full_runtime(settings, redis_url=shared_redis_url(settings, "postmortem"))
     try:
         render = rt.extras.get("postmortem_markdown")
         if render is None:

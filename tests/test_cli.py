@@ -73,5 +73,5 @@ def test_invalid_settings_stop_with_one_line_naming_the_variable(tmp_path: Path)
     result = chatops("run", env={"SLACK_SIGNING_SECRET": "s3cret-value"})
     assert result.returncode == 2
     assert "SLACK_BOT_TOKEN is required" in result.stderr and "s3cret-value" not in result.stderr
-    result = chatops("worker", env={})
+    result = chatops("worker", env={"CHATOPS_DATA_DIR": str(tmp_path)})  # no REDIS_URL, no local `chatops run`
     assert result.returncode == 2 and "REDIS_URL is required" in result.stderr

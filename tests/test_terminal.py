@@ -33,3 +33,4 @@ def test_typed_diagnose_shows_ack_thread_and_verdict(tmp_path: Path) -> None:
     assert "[updated]" in out and "503" in out
     assert "started a private Redis" in result.stderr and "private Redis stopped" in result.stderr
     assert (tmp_path / "data" / "redis").exists()
+    assert not (tmp_path / "data" / "redis.url").exists()  # only advertised while that Redis runs
