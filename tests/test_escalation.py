@@ -295,3 +295,22 @@ async def test_a_rejected_page_is_told_in_the_channel_and_the_escalation_still_r
             failed = await bot.timeline(inc, "page_failed")
             assert len(failed) == 1 and "Invalid routing key" in failed[0].text
             await bot.wait_for(lambda: dm_texts(bot, "UMGR1", inc), 10, "the managers after the timeout")
+
+
+async def test_a_slow_slack_during_the_permission_check_is_said_plainly_within_3s_and_changes_nothing(
+        local_slack, redis_url, tmp_path, pd):
+    from bot.localslack import http_error
+
+    async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, policy=oncall_then_managers(pd)) as bot:
+        inc = await declare(bot, "Checkout errors P1")
+        incident = await bot.incident(inc)
+        await bot.settle()
+        pages_before = len(pd.requests)
+        local_slack.script("conversations.members", http_error(429, retry_after=10))
+        started = time.monotonic()
+        answer = await bot.command("/escalate", "P0 it is spreading", channel=incident.channel)
+        assert time.monotonic() - started < 3
+        assert "couldn't check who may" in answer and "Nothing was changed" in answer
+        assert (await bot.incident(inc)).severity == "P1"
+        await bot.settle()
+        assert len(pd.requests) == pages_before

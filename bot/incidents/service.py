@@ -6,6 +6,7 @@ command means, and the authorisation check.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ log = logging.getLogger("bot.incidents")
 Action = Literal["escalate", "severity", "resolve", "ack"]
 _VERBS = {"escalate": "escalate", "severity": "change the severity of", "resolve": "resolve",
           "ack": "acknowledge the page of"}
+
+
+AUTHORIZE_BUDGET_S = 2.0  # of Slack's 3 s to answer a command, for the permission look-ups
 
 
 @dataclass
@@ -144,11 +148,24 @@ class Incidents:
         if action == "ack" and user in incident.paging.slack_paged:
             return  # whoever was paged may acknowledge their page, even from a DM outside the channel
         permission = self.permission(action)
-        in_channel = await self.is_member(incident.channel, user) if permission.channel_members else False
-        groups = await self._groups_of(user, permission.ids) if permission.ids else []
+        try:
+            # Commands are answered within Slack's 3 s: the membership look-ups get a budget, and a Slack that is
+            # slow or failing is said plainly rather than read as "you are not a member".
+            in_channel, groups = await asyncio.wait_for(self._membership(incident, user, permission),
+                                                        timeout=AUTHORIZE_BUDGET_S)
+        except (TimeoutError, _MembershipUnknown):
+            raise UserError(f"I couldn't check who may {_VERBS[action]} {incident.id} just now: Slack did not "
+                            f"answer in time. Nothing was changed; try again in a moment.") from None
         if permission.allows(user, in_channel=in_channel, user_groups=groups):
             return
         raise UserError(self.refusal(incident, action, permission))
+
+    async def _membership(self, incident: Incident, user: str, permission: Permission) -> tuple[bool, list[str]]:
+        in_channel = False
+        if permission.channel_members and incident.channel:
+            in_channel = await self._member_or_raise(incident.channel, user)
+        groups = await self._groups_of(user, permission.ids, strict=True) if permission.ids else []
+        return in_channel, groups
 
     def refusal(self, incident: Incident, action: Action, permission: Permission) -> str:
         verb = _VERBS[action]
@@ -160,15 +177,20 @@ class Incidents:
         return f"Only {names} can {verb} {incident.id}. Ask one of them."
 
     async def is_member(self, channel: str | None, user: str) -> bool:
-        if not channel:
+        """False also when Slack cannot say (logged); authorisation uses the strict form instead."""
+        try:
+            return bool(channel) and await self._member_or_raise(channel, user)  # type: ignore[arg-type]
+        except _MembershipUnknown:
             return False
+
+    async def _member_or_raise(self, channel: str, user: str) -> bool:
         cursor = None
         for _ in range(50):  # 50 pages of 1,000 members is more than any incident channel has
             try:
                 answer = await self.slack.call("conversations.members", channel=channel, limit=1000, cursor=cursor)
             except SlackError as exc:
                 log.warning("conversations.members %s failed: %s", channel, exc.error)
-                return False
+                raise _MembershipUnknown(exc.error) from None
             if user in (answer.get("members") or []):
                 return True
             cursor = (answer.get("response_metadata") or {}).get("next_cursor")
@@ -176,20 +198,27 @@ class Incidents:
                 return False
         return False
 
-    async def _groups_of(self, user: str, ids: frozenset[str]) -> list[str]:
+    async def _groups_of(self, user: str, ids: frozenset[str], *, strict: bool = False) -> list[str]:
         groups = []
         for group in sorted(i for i in ids if i.startswith("S")):
-            if user in await self.group_members(group):
+            if user in await self.group_members(group, strict=strict):
                 groups.append(group)
         return groups
 
-    async def group_members(self, group: str) -> list[str]:
+    async def group_members(self, group: str, *, strict: bool = False) -> list[str]:
+        """The group's users; [] when Slack cannot say (logged), or _MembershipUnknown with `strict`."""
         try:
             answer = await self.slack.call("usergroups.users.list", usergroup=group)
         except SlackError as exc:
             log.warning("usergroups.users.list %s failed: %s", group, exc.error)
+            if strict:
+                raise _MembershipUnknown(exc.error) from None
             return []
         return [str(u) for u in answer.get("users") or []]
+
+
+class _MembershipUnknown(Exception):
+    """Slack could not say who is in a channel or group right now."""
 
 
 def post_marker(incident_id: str, key: str) -> str:
