@@ -38,11 +38,11 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_
 
 from bot.paging.providers import (
     HttpAnswer,
+    HttpProvider,
     Page,
     PageResult,
     RetrySpec,
     format_elapsed,
-    post_with_retries,
     redact,
 )
 
@@ -94,15 +94,14 @@ def opsgenie_responders(targets: tuple[str, ...] | list[str]) -> list[dict[str, 
     return responders[:RESPONDERS_MAX]
 
 
-class OpsgenieProvider:
+class OpsgenieProvider(HttpProvider):
     """Thin adapter over the Alert API (see the module docstring for the contract and the mappings)."""
+
+    config: OpsgenieConfig
 
     def __init__(self, config: OpsgenieConfig, *, name: str = "opsgenie",
                  client: httpx.AsyncClient | None = None) -> None:
-        self.name = name
-        self.config = config
-        self._client = client
-        self._owns_client = client is None
+        super().__init__(config, name=name, client=client)
 
     async def trigger(self, page: Page) -> PageResult:
         return await self._send("create", page.dedup_key, self._url("/v2/alerts"), self.create_body(page))
@@ -114,11 +113,6 @@ class OpsgenieProvider:
     async def resolve(self, incident_id: str, level: int, dedup_key: str) -> PageResult:
         body = {"source": self.config.source, "note": f"Resolved in Slack ({incident_id})"}
         return await self._send("close", dedup_key, self._alias_url(dedup_key, "close"), body)
-
-    async def aclose(self) -> None:
-        if self._client is not None and self._owns_client:
-            await self._client.aclose()
-            self._client = None
 
     def create_body(self, page: Page) -> dict[str, Any]:
         """The create-alert request for a page (public so tests and dry runs can inspect it)."""
@@ -145,16 +139,7 @@ class OpsgenieProvider:
 
     async def _send(self, action: str, dedup_key: str, url: str, body: dict[str, Any]) -> PageResult:
         headers = {"Authorization": f"GenieKey {self.config.api_key.get_secret_value()}"}
-        answer = await post_with_retries(
-            self._http(), url, payload=body, headers=headers, timeout_s=self.config.timeout_s,
-            policy=self.config.retry.policy(), what=f"{self.name} {action} {dedup_key}",
-        )
-        result = self._result(action, answer)
-        if result.ok:
-            log.info("paging: %s %s %s accepted after %d tries", self.name, action, dedup_key, answer.tries)
-        else:
-            log.warning("paging: %s %s %s failed: %s", self.name, action, dedup_key, result.error)
-        return result
+        return await self._post(action, dedup_key, url, body, headers)
 
     def _result(self, action: str, answer: HttpAnswer) -> PageResult:
         noun = _ACTION_NOUN[action]
@@ -170,10 +155,6 @@ class OpsgenieProvider:
             error = f"Opsgenie refused {noun} (HTTP {answer.status}{': ' + str(reason) if reason else ''})"
         return PageResult(self.name, False, error=redact(error, self.config.api_key.get_secret_value()))
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.config.timeout_s))
-        return self._client
 
 
 def _opsgenie_message(body: dict[str, Any]) -> str:

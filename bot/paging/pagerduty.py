@@ -32,12 +32,12 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_
 
 from bot.paging.providers import (
     HttpAnswer,
+    HttpProvider,
     Page,
     PageResult,
     RetrySpec,
     format_elapsed,
     page_urgency,
-    post_with_retries,
     redact,
 )
 
@@ -80,15 +80,14 @@ def pagerduty_severity(severity: str, urgency: str | None = None) -> str:
     return mapped
 
 
-class PagerDutyProvider:
+class PagerDutyProvider(HttpProvider):
     """Thin adapter: builds Events v2 bodies, sends them with bounded retries, reads the answer."""
+
+    config: PagerDutyConfig
 
     def __init__(self, config: PagerDutyConfig, *, name: str = "pagerduty",
                  client: httpx.AsyncClient | None = None) -> None:
-        self.name = name
-        self.config = config
-        self._client = client
-        self._owns_client = client is None
+        super().__init__(config, name=name, client=client)
 
     async def trigger(self, page: Page) -> PageResult:
         return await self._send("trigger", page.dedup_key, self.trigger_body(page))
@@ -98,11 +97,6 @@ class PagerDutyProvider:
 
     async def resolve(self, incident_id: str, level: int, dedup_key: str) -> PageResult:
         return await self._send("resolve", dedup_key, self._body("resolve", dedup_key))
-
-    async def aclose(self) -> None:
-        if self._client is not None and self._owns_client:
-            await self._client.aclose()
-            self._client = None
 
     def trigger_body(self, page: Page) -> dict[str, Any]:
         """The Events v2 trigger for a page (public so tests and dry runs can inspect it without sending)."""
@@ -129,16 +123,7 @@ class PagerDutyProvider:
         }
 
     async def _send(self, action: str, dedup_key: str, body: dict[str, Any]) -> PageResult:
-        answer = await post_with_retries(
-            self._http(), str(self.config.events_url), payload=body, timeout_s=self.config.timeout_s,
-            policy=self.config.retry.policy(), what=f"{self.name} {action} {dedup_key}",
-        )
-        result = self._result(action, answer)
-        if result.ok:
-            log.info("paging: %s %s %s accepted after %d tries", self.name, action, dedup_key, answer.tries)
-        else:
-            log.warning("paging: %s %s %s failed: %s", self.name, action, dedup_key, result.error)
-        return result
+        return await self._post(action, dedup_key, str(self.config.events_url), body)
 
     def _result(self, action: str, answer: HttpAnswer) -> PageResult:
         noun = _ACTION_NOUN[action]
@@ -154,10 +139,6 @@ class PagerDutyProvider:
             error = f"PagerDuty refused {noun} (HTTP {answer.status})"
         return PageResult(self.name, False, error=redact(error, self.config.routing_key.get_secret_value()))
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.config.timeout_s))
-        return self._client
 
 
 def _custom_details(page: Page) -> dict[str, Any]:

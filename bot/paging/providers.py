@@ -191,3 +191,43 @@ def _json_or_none(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return None
+
+
+class HttpProvider:
+    """What the HTTP paging providers share: a lazily made client (or the caller's), bounded sends through
+    `post_with_retries`, and one log line per outcome. Subclasses build bodies and read answers (`_result`)."""
+
+    name: str
+    config: Any  # a provider config with `timeout_s` and `retry`
+
+    def __init__(self, config: Any, *, name: str, client: httpx.AsyncClient | None = None) -> None:
+        self.name = name
+        self.config = config
+        self._client = client
+        self._owns_client = client is None
+
+    async def aclose(self) -> None:
+        if self._client is not None and self._owns_client:
+            await self._client.aclose()
+            self._client = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.config.timeout_s))
+        return self._client
+
+    async def _post(self, action: str, dedup_key: str, url: str, body: dict[str, Any],
+                    headers: dict[str, str] | None = None) -> PageResult:
+        answer = await post_with_retries(
+            self._http(), url, payload=body, headers=headers, timeout_s=self.config.timeout_s,
+            policy=self.config.retry.policy(), what=f"{self.name} {action} {dedup_key}",
+        )
+        result = self._result(action, answer)
+        if result.ok:
+            log.info("paging: %s %s %s accepted after %d tries", self.name, action, dedup_key, answer.tries)
+        else:
+            log.warning("paging: %s %s %s failed: %s", self.name, action, dedup_key, result.error)
+        return result
+
+    def _result(self, action: str, answer: HttpAnswer) -> PageResult:
+        raise NotImplementedError
