@@ -219,14 +219,7 @@ async def _on_reaction(w: Writeup, event: dict) -> None:
     rules = w.rules
 
     def react(stored: Entry) -> Entry | None:
-        reactions = dict(stored.data.get("reactions") or {})
-        users = [u for u in reactions.get(name, []) if u != user] + ([user] if added else [])
-        if users:
-            reactions[name] = users
-        else:
-            reactions.pop(name, None)
-        stored.data["reactions"] = reactions
-        return derive(stored, rules)
+        return derive(_with_reactions(stored, [((name, user), added)]), rules)
 
     if await w.timeline.transform(incident_id, message_entry_id(channel, ts), react) is None:
         # Events can arrive out of order: keep the reaction for its message, which applies it when it comes.
@@ -235,6 +228,19 @@ async def _on_reaction(w: Writeup, event: dict) -> None:
         pipe.hset(key, f"{name}\t{user}", "1" if added else "0")
         pipe.expire(key, PENDING_TTL_S)
         await pipe.execute()
+
+
+def _with_reactions(stored: Entry, changes: list[tuple[list[str] | tuple[str, str], bool]]) -> Entry:
+    """Apply ((emoji, user), added) changes to a message entry's reactions; an emoji nobody uses any more goes."""
+    reactions = dict(stored.data.get("reactions") or {})
+    for (name, user), added in changes:
+        users = [u for u in reactions.get(name, []) if u != user] + ([user] if added else [])
+        if users:
+            reactions[name] = users
+        else:
+            reactions.pop(name, None)
+    stored.data["reactions"] = reactions
+    return stored
 
 
 def _pending_key(w: Writeup, incident_id: str, channel: str, ts: str) -> str:
@@ -251,15 +257,7 @@ async def _apply_pending(w: Writeup, entry: Entry) -> None:
     rules = w.rules
 
     def react(stored: Entry) -> Entry:
-        reactions = dict(stored.data.get("reactions") or {})
-        for (name, user), added in changes:
-            users = [u for u in reactions.get(name, []) if u != user] + ([user] if added else [])
-            if users:
-                reactions[name] = users
-            else:
-                reactions.pop(name, None)
-        stored.data["reactions"] = reactions
-        return derive(stored, rules)
+        return derive(_with_reactions(stored, changes), rules)
 
     await w.timeline.transform(entry.incident_id, entry.id, react)
     await w.rt.redis.delete(key)
