@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import httpx
@@ -231,20 +232,24 @@ def render_thread_summary(d: Digest, names: dict[str, str], *, overview: str | N
         parts.append(truncate(f"*Overview* (written by {inert(model or 'a language model')} from the thread's "
                               f"text):\n{inert(overview)}", SECTION_TEXT_MAX))
     parts.append(truncate(f"*Participants:* {people or 'nobody yet'}", SECTION_TEXT_MAX))
-    for title, items, empty in (
+    return _message(parts, (
         ("Key points", [_line(i, names) for i in d.key_points], None),
         ("Decisions and status changes", [_line(i, names) for i in d.decisions], "none recorded"),
         ("Open questions", [_line(i, names) for i in d.questions], "none"),
         ("Action items", [_line(i, names, owner=True) for i in d.actions], "none"),
-    ):
+    ), "_Extractive summary: quotes and counts from the thread, nothing inferred. Updated as the thread grows._")
+
+
+def _message(parts: list[str], sections: Iterable[tuple[str, list[str], str | None]],
+             footnote: str) -> tuple[str, list[dict]]:
+    """A summary message: the head `parts`, each non-empty section, a context footnote; text and blocks."""
+    for title, items, empty in sections:
         section = _section(title, items, empty)
         if section:
             parts.append(section)
-    parts.append("_Extractive summary: quotes and counts from the thread, nothing inferred. Updated as the "
-                 "thread grows._")
-    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": p}} for p in parts[:-1]]
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": parts[-1]}]})
-    return truncate("\n".join(parts), 4000), blocks
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": p}} for p in parts]
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": footnote}]})
+    return truncate("\n".join([*parts, footnote]), 4000), blocks
 
 
 # ------------------------------------------------------------------------------------------------ summariser
@@ -498,22 +503,14 @@ def render_catch_up(c: CatchUp, names: dict[str, str], *, now: float | None = No
     talk = sum(n for _, n in c.digest.participants)
     if talk:
         changed.append(f"• {talk} messages from {len(c.digest.participants)} people")
-    for title, items, empty in (
+    return _message(parts, (
         (f"What changed since {since}", changed, "nothing: no status changes and no messages"),
         ("Failing checks", [f"• {inert(x)}" for x in inc.failing_checks], "none from the latest diagnosis"),
         ("Who is on it", [], ", ".join(_who(u, names) for u in c.on_it) or "nobody has written yet"),
         ("Key events", [_line(i, names) for i in c.key_events], None),
         ("Open questions", [_line(i, names) for i in c.digest.questions], None),
         ("Open action items", [_line(i, names, owner=True) for i in c.open_actions], "none"),
-    ):
-        section = _section(title, items, empty)
-        if section:
-            parts.append(section)
-    parts.append("_Extractive: from the incident's timeline since the last catch-up. `/incident summary` shows it "
-                 "any time._")
-    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": p}} for p in parts[:-1]]
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": parts[-1]}]})
-    return truncate("\n".join(parts), 4000), blocks
+    ), "_Extractive: from the incident's timeline since the last catch-up. `/incident summary` shows it any time._")
 
 
 async def catch_up_text(rt: Runtime, incident_id: str) -> tuple[str, list[dict]]:
