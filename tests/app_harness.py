@@ -88,26 +88,27 @@ class RunningBot:
         return env
 
     async def settle(self, timeout_s: float = 20.0, quiet_s: float = 0.5) -> None:
-        """Wait until no job is ready or running for `quiet_s` (delayed jobs far in the future don't count)."""
-        deadline, quiet_since = time.monotonic() + timeout_s, None
-        while time.monotonic() < deadline:
-            stats = await self.rt.queue.stats()
-            busy = stats.depth or stats.pending or await self._delayed_due_soon()
-            if busy:
-                quiet_since = None
-            elif quiet_since is None:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= quiet_s:
-                return
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"queue still busy after {timeout_s}s: {await self.rt.queue.stats()}")
-
-    async def _delayed_due_soon(self, within_s: float = 3.0) -> bool:
-        due_by_ms = (time.time() + within_s) * 1000
-        return bool(await self.rt.redis.zcount(self.rt.queue.delayed_key, "-inf", due_by_ms))
+        await settle_queue(self.rt, timeout_s=timeout_s, quiet_s=quiet_s, due_within_s=3.0)
 
     def parents(self) -> list[Any]:
         return [m for m in self.local.messages(self.channel) if not m.thread_ts or m.thread_ts == m.ts]
+
+
+async def settle_queue(rt: Runtime, *, timeout_s: float, quiet_s: float, due_within_s: float) -> None:
+    """Wait until no job is ready, running, or due within `due_within_s`, for `quiet_s` in a row (delayed jobs
+    further away, like hour-long escalation timers, don't count)."""
+    deadline, quiet_since = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        stats = await rt.queue.stats()
+        due_soon = await rt.redis.zcount(rt.queue.delayed_key, "-inf", (time.time() + due_within_s) * 1000)
+        if stats.depth or stats.pending or due_soon:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return
+        await asyncio.sleep(0.03)
+    raise TimeoutError(f"queue still busy after {timeout_s}s: {await rt.queue.stats()}")
 
 
 def write_services(path: Path, services: dict[str, Any]) -> Path:

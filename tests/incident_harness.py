@@ -57,6 +57,7 @@ from bot.runtime import Runtime, create_runtime
 from bot.settings import Settings
 from bot.slack_app import create_app
 from bot.timeline import Entry
+from tests.app_harness import settle_queue
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 BOT_TOKEN = "xoxb-test-token"
@@ -201,18 +202,7 @@ class IncidentBot:
 
     async def settle(self, timeout_s: float = 15.0, quiet_s: float = 0.3) -> None:
         """Wait until nothing is queued, running, or due within a second, for `quiet_s` in a row."""
-        deadline, quiet_since = time.monotonic() + timeout_s, None
-        while time.monotonic() < deadline:
-            stats = await self.rt.queue.stats()
-            due_soon = await self.rt.redis.zcount(self.rt.queue.delayed_key, "-inf", (time.time() + 1) * 1000)
-            if stats.depth or stats.pending or due_soon:
-                quiet_since = None
-            elif quiet_since is None:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= quiet_s:
-                return
-            await asyncio.sleep(0.03)
-        raise TimeoutError(f"queue still busy after {timeout_s}s: {await self.rt.queue.stats()}")
+        await settle_queue(self.rt, timeout_s=timeout_s, quiet_s=quiet_s, due_within_s=1.0)
 
     # -- reading state ----------------------------------------------------------------------------------------
 
