@@ -58,20 +58,22 @@ async def request_diagnosis(rt: Runtime, service: str, channel: str, user: str, 
     planned = plan(spec)
     run_id = uuid.uuid4().hex[:12]
     deadline_s = rt.settings.diagnose_deadline_s
-    claimed = await rt.redis.set(_active_key(rt, channel, service), run_id, nx=True, ex=int(deadline_s + 120))
-    if not claimed:
-        existing = (await rt.redis.get(_active_key(rt, channel, service)) or b"").decode()
-        parent_ts = await rt.redis.hget(_run_key(rt, existing), "parent_ts")  # None until the parent is posted
-        return DiagnosisStarted(existing, True, len(planned), parent_ts.decode() if parent_ts else None)
     now = time.time()
     state = {
         "service": service, "channel": channel, "user": user, "total": len(planned), "started": now,
         "deadline": now + deadline_s, "incident_id": incident_id or "",
         "plan": json.dumps([[p.check, p.index, p.target] for p in planned]),
     }
-    # The run's state rides in the start job, so the ack waits for two Redis round trips (claim, enqueue), not
-    # four; the start job writes it before anything else reads it.
-    await rt.queue.enqueue("diagnose.start", {"run": run_id, "state": state}, job_id=f"{run_id}:start")
+    # One round trip on the ack path: claim "the run of this service in this channel" and queue its start job
+    # together. The run's state rides in the start job, which writes it before anything else reads it.
+    existing = await rt.queue.enqueue_claimed(
+        _active_key(rt, channel, service), run_id, deadline_s + 120,
+        "diagnose.start", {"run": run_id, "state": state}, job_id=f"{run_id}:start")
+    if existing is None:
+        raise RuntimeError(f"diagnosis {run_id}: its start job id was already taken")  # fresh ids: cannot be
+    if existing != run_id:
+        parent_ts = await rt.redis.hget(_run_key(rt, existing), "parent_ts")  # None until the parent is posted
+        return DiagnosisStarted(existing, True, len(planned), parent_ts.decode() if parent_ts else None)
     return DiagnosisStarted(run_id, False, len(planned))
 
 

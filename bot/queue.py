@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from bot.redis_batch import ScriptBatcher
 from bot.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -127,16 +128,22 @@ local function dead_letter(dead, maxlen, f, err, failed_at)
 end
 """
 
-# KEYS: stream, delayed, delayed:jobs, id key. ARGV: job id, token, kind, payload, enqueued_at, run_at ms or '',
-# delay ms, guarded '1'/'0', id ttl ms. Returns the job id, or nil when the id is held by a waiting job.
+# KEYS: stream, delayed, delayed:jobs, id key[, claim key]. ARGV: job id, token, kind, payload, enqueued_at, run_at
+# ms or '', delay ms, guarded '1'/'0', id ttl ms[, claim value, claim ttl ms]. Returns the job id; nil when the id
+# is held by a waiting job; {holder} when the claim key is held (nothing is queued then).
 _ENQUEUE = _LUA_COMMON + """
 local now = now_ms()
 local due = now + tonumber(ARGV[7])
 if ARGV[6] ~= '' then due = tonumber(ARGV[6]) end
+if KEYS[5] then
+  local holder = redis.call('GET', KEYS[5])
+  if holder then return {holder} end
+end
 if ARGV[8] == '1' then
   local ttl = math.max(due - now, 0) + tonumber(ARGV[9])
   if not redis.call('SET', KEYS[4], ARGV[2], 'NX', 'PX', ttl) then return false end
 end
+if KEYS[5] then redis.call('SET', KEYS[5], ARGV[10], 'PX', ARGV[11]) end
 local fields = {'j', ARGV[1], 't', ARGV[2], 'k', ARGV[3], 'p', ARGV[4], 'a', '1', 'e', ARGV[5]}
 if due > now then
   redis.call('ZADD', KEYS[2], due, ARGV[2])
@@ -302,6 +309,7 @@ class Queue:
         self.delayed_jobs_key = f"{name}:delayed:jobs"
         self.dead_key = f"{name}:dead"
         self.group = GROUP
+        self._batcher = ScriptBatcher(redis)  # enqueues come in bursts (slash commands, fan-out of checks)
         self._scripts = {
             script_name: redis.register_script(source)
             for script_name, source in (
@@ -336,22 +344,44 @@ class Queue:
         trigger that arrives while the job runs (e.g. "refresh the progress message") schedules one more run
         instead of being lost. Never-twice effects therefore still need `once()`.
         """
+        result = await self._enqueue(kind, payload, job_id, delay_s, run_at, claim=None)
+        return result if isinstance(result, str) else None
+
+    async def enqueue_claimed(self, claim_key: str, claim_value: str, claim_ttl_s: float, kind: str,
+                              payload: dict[str, Any], *, job_id: str | None = None) -> str | None:
+        """Set `claim_key` to `claim_value` and queue the job, atomically, unless the key is already held; then
+        nothing is queued. Returns who holds the claim now: `claim_value` when this call took it, the earlier
+        holder's value otherwise, None when nothing happened because `job_id` is already waiting. One round
+        trip, for "start this unless one is already running" on the slash-command ack path."""
+        result = await self._enqueue(kind, payload, job_id, 0.0, None,
+                                     claim=(claim_key, claim_value, int(claim_ttl_s * 1000)))
+        if isinstance(result, list):
+            return text(result[0])
+        return None if result is None else claim_value
+
+    async def _enqueue(self, kind: str, payload: dict[str, Any], job_id: str | None, delay_s: float,
+                       run_at: float | None, *, claim: tuple[str, str, int] | None) -> Any:
         if not kind:
             raise ValueError("a job needs a kind")
         guarded = job_id is not None
         job_id = job_id if guarded else uuid.uuid4().hex
         token = uuid.uuid4().hex if guarded else job_id
         run_at_ms = "" if run_at is None else str(int(run_at * 1000))
-        result = await self._scripts["enqueue"](
-            keys=[self.stream_key, self.delayed_key, self.delayed_jobs_key, self.id_key(job_id)],
-            args=[job_id, token, kind, json.dumps(payload), repr(time.time()), run_at_ms,
-                  max(int(delay_s * 1000), 0), "1" if guarded else "0", int(self.idempotency_ttl_s * 1000)],
-        )
-        if result is None:
+        keys = [self.stream_key, self.delayed_key, self.delayed_jobs_key, self.id_key(job_id)]
+        args: list[Any] = [job_id, token, kind, json.dumps(payload), repr(time.time()), run_at_ms,
+                           max(int(delay_s * 1000), 0), "1" if guarded else "0", int(self.idempotency_ttl_s * 1000)]
+        if claim is not None:
+            keys.append(claim[0])
+            args.extend(claim[1:])
+        result = await self._batcher.call(self._scripts["enqueue"], keys, args)
+        if isinstance(result, list):
+            log.debug("%s is held by %s: job %s not enqueued", claim and claim[0], result[0], job_id)
+        elif result is None:
             log.debug("job %s already waiting: not enqueued again", job_id, extra={"job_id": job_id, "kind": kind})
-            return None
-        log.debug("enqueued %s job %s", kind, job_id, extra={"job_id": job_id, "kind": kind})
-        return job_id
+        else:
+            log.debug("enqueued %s job %s", kind, job_id, extra={"job_id": job_id, "kind": kind})
+            return job_id
+        return result
 
     async def cancel(self, job_id: str) -> bool:
         """Remove a delayed job (or a job waiting for its retry) that is not yet due. False if there is none:

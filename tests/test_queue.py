@@ -139,6 +139,32 @@ async def test_a_job_id_waiting_to_run_is_not_enqueued_twice(queue: Queue) -> No
     assert [j.payload for j in seen] == [{"n": 1}]
 
 
+async def test_a_claimed_enqueue_queues_once_and_tells_later_callers_who_holds_the_claim(
+        queue: Queue, redis: aioredis.Redis, unique_name: str) -> None:
+    """`/diagnose api` twice in one channel: the first claims the run and queues its start, the second queues
+    nothing and learns the first run's id — decided atomically, in one round trip."""
+    seen, handler = recorder()
+    claim = f"{unique_name}:active:C1:api"
+    results = await asyncio.gather(*(
+        queue.enqueue_claimed(claim, f"run-{i}", 30, "diagnose.start", {"run": f"run-{i}"}, job_id=f"run-{i}:start")
+        for i in range(5)))
+
+    assert results == ["run-0"] * 5  # the first caller took the claim; the others were told it is held
+    assert await redis.get(claim) == "run-0"
+    assert 29_000 < await redis.pttl(claim) <= 30_000
+    await worker_for(queue, {"diagnose.start": handler}).run_until_idle()
+    assert [j.payload for j in seen] == [{"run": "run-0"}]
+
+
+async def test_a_claimed_enqueue_whose_job_id_is_waiting_takes_no_claim(queue: Queue, redis: aioredis.Redis,
+                                                                        unique_name: str) -> None:
+    await queue.enqueue("diagnose.start", {}, job_id="run-1:start")
+    claim = f"{unique_name}:active:C1:api"
+
+    assert await queue.enqueue_claimed(claim, "run-1", 30, "diagnose.start", {}, job_id="run-1:start") is None
+    assert await redis.get(claim) is None  # nothing was queued, so nothing may look like it is running
+
+
 async def test_a_recurring_id_can_be_enqueued_again_once_the_previous_run_started(queue: Queue) -> None:
     seen, handler = recorder()
     worker = worker_for(queue, {"refresh": handler})

@@ -1,0 +1,85 @@
+"""Script calls made in the same turn of the event loop go to Redis together, as one pipelined round trip.
+
+Why: a burst of slash commands (200 at once is the figure we hold ourselves to) makes one queue script call per
+command. Sent one by one, each call checks a connection out of the pool, writes, wakes Redis and waits for its
+own answer; on a 2-core machine those round trips, not Python, were most of the ack time (p99 ~150 ms against
+~70 ms with Redis stubbed out). Pipelined, the burst costs a handful of round trips. A lone call pays one extra
+loop turn, which is nothing next to the round trip itself.
+
+Semantics are a plain call's: each caller gets its own result or its own exception (a script error stays with
+its call), a connection error fails the batch's calls after the client's bounded retry, and a script Redis has
+forgotten (after a restart or SCRIPT FLUSH) is loaded again and the call re-run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+Call = tuple[AsyncScript, Sequence[Any], Sequence[Any], asyncio.Future]
+
+
+class ScriptBatcher:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._pending: list[Call] = []
+        self._flushing: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()  # the loop holds tasks weakly; a flush must not be collected
+
+    async def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending.append((script, keys, args, future))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+            self._running.add(self._flushing)
+            self._flushing.add_done_callback(self._running.discard)
+        return await future
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # one more turn, so every caller woken in this one joins the batch
+        batch, self._pending, self._flushing = self._pending, [], None
+        try:
+            results = await self._send(batch)
+        except BaseException as exc:  # noqa: BLE001 - each caller gets the error (cancelled if we were)
+            for *_, future in batch:
+                if not future.done():
+                    future.cancel() if isinstance(exc, asyncio.CancelledError) else future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        forgotten = []
+        for (script, keys, args, future), result in zip(batch, results, strict=True):
+            if future.done():  # the caller was cancelled meanwhile; its call has still run
+                continue
+            if isinstance(result, NoScriptError):
+                forgotten.append(self._rerun(script, keys, args, future))
+            elif isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        for rerun in forgotten:  # one at a time: the first reloads the script, the rest then just run
+            await rerun
+
+    async def _send(self, batch: list[Call]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for script, keys, args, _ in batch:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            return await pipe.execute(raise_on_error=False)
+
+    @staticmethod
+    async def _rerun(script: AsyncScript, keys: Sequence[Any], args: Sequence[Any], future: asyncio.Future) -> None:
+        try:
+            result = await script(keys=keys, args=args)  # loads the script on NOSCRIPT, then runs it
+        except BaseException as exc:  # noqa: BLE001
+            if not future.done():
+                future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        if not future.done():
+            future.set_result(result)
