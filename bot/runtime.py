@@ -43,7 +43,10 @@ class Runtime:
 
     def services(self) -> ServicesFile:
         """The services file, re-read when it changes on disk so an edit needs no restart."""
-        mtime = self.services_path.stat().st_mtime if self.services_path.exists() else 0.0
+        try:
+            mtime = self.services_path.stat().st_mtime
+        except FileNotFoundError:
+            mtime = 0.0  # load_services names the missing file
         if self._services is None or mtime != self._services_mtime:
             self._services = load_services(self.services_path)
             self._services_mtime = mtime
