@@ -16,7 +16,6 @@ import gc
 import logging
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
@@ -34,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the bot (Socket Mode, HTTP mode, or a terminal chat without Slack)")
     run.add_argument("--no-worker", action="store_true", help="do not run a queue worker in this process")
+    # How `chatops run` with HTTP_WORKERS > 1 starts its other server processes (bot/http_workers.py).
+    run.add_argument("--http-child", metavar="PARENT_URL", default=None, help=argparse.SUPPRESS)
+    run.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     worker = sub.add_parser("worker", help="run queue workers")
     worker.add_argument("--concurrency", type=int, default=None, help="jobs at once (default WORKER_CONCURRENCY)")
     diagnose = sub.add_parser("diagnose", help="run a service's checks here and print them")
@@ -63,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "diagnose":
             return run_async(diagnose_command(settings, args.target, args.services, args.format))
         if args.command == "run":
-            return run_async(run_command(settings, worker=not args.no_worker))
+            child = None
+            if args.http_child:
+                from bot.http_workers import ChildOptions
+
+                child = ChildOptions(args.http_child, args.parent_pid, args.ready_fd)
+            return run_async(run_command(settings, worker=not args.no_worker, child=child))
         if args.command == "worker":
             return run_async(worker_command(settings, args.concurrency))
         if args.command == "postmortem":
@@ -199,9 +207,13 @@ async def worker_command(settings: Settings, concurrency: int | None) -> int:
     return EXIT_OK
 
 
-async def run_command(settings: Settings, *, worker: bool) -> int:
+async def run_command(settings: Settings, *, worker: bool, child: Any = None) -> int:
     from bot.features import create_full_runtime
 
+    if child is not None:
+        from bot.http_workers import die_with_parent
+
+        die_with_parent(child.parent_pid)
     stop = stop_on_signals()
     if settings.slack_mode == "terminal":
         from bot.terminal import run_terminal
@@ -211,34 +223,54 @@ async def run_command(settings: Settings, *, worker: bool) -> int:
         rt = await create_full_runtime(settings, redis_url=redis_url)
         rt.services()  # fail fast on a broken services file, before Slack traffic arrives
         warm_up()
-        extra = http_children(settings, redis_url)
-        try:
-            tasks = [asyncio.create_task(serve_slack(rt, stop))]
+        async with http_processes(rt, redis_url, child) as serving:
+            tasks = [asyncio.create_task(serve_slack(rt, stop, **serving))]
             if worker:
                 tasks.append(asyncio.create_task(run_workers(rt, stop, settings.worker_concurrency)))
-            await asyncio.gather(*tasks)
-        finally:
-            for child in extra:
-                child.terminate()
-            for child in extra:
-                await asyncio.to_thread(child.wait, 30)
-            await rt.aclose()
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                await rt.aclose()
     return EXIT_OK
 
 
-def http_children(settings: Settings, redis_url: str) -> list[subprocess.Popen]:
-    """HTTP_WORKERS > 1: more `chatops run --no-worker` processes on the same port (SO_REUSEPORT), sharing this
-    process's Redis. They only answer Slack; the queue workers stay where they are."""
-    if settings.slack_mode != "http" or settings.http_workers <= 1:
-        return []
-    env = {**os.environ, "REDIS_URL": redis_url, "HTTP_WORKERS": "1"}
-    children = [subprocess.Popen([sys.executable, "-m", "bot", "run", "--no-worker"], env=env)
-                for _ in range(settings.http_workers - 1)]
-    log.info("HTTP mode: %d more server processes share port %d", len(children), settings.port)
-    return children
+@contextlib.asynccontextmanager
+async def http_processes(rt: Any, redis_url: str, child: Any) -> AsyncIterator[dict[str, Any]]:
+    """How this process serves HTTP, as arguments for `serve_slack`. A child of HTTP_WORKERS hands /healthz and
+    /metrics to its parent and says when it listens; a parent with HTTP_WORKERS > 1 starts the children and
+    opens the private socket they reach it on (bot/http_workers.py); anyone else just serves."""
+    settings: Settings = rt.settings
+    if child is not None:
+        from bot.http_workers import parent_routes, signal_ready
+
+        routes, client = parent_routes(child.parent_url)
+        try:
+            yield {"routes": routes, "on_ready": lambda: signal_ready(child.ready_fd)}
+        finally:
+            await client.aclose()
+        return
+    from bot.http_workers import HttpChildren, default_process_count
+
+    processes = settings.http_workers or default_process_count()
+    if settings.slack_mode != "http" or processes <= 1:
+        yield {}
+        return
+    from bot.http_server import listening_socket
+
+    private = listening_socket("127.0.0.1", 0)
+    parent_url = f"http://127.0.0.1:{private.getsockname()[1]}"
+    children = HttpChildren(processes - 1, parent_url, {**os.environ, "REDIS_URL": redis_url, "HTTP_WORKERS": "1"})
+    rt.extras.setdefault("health_checks", []).append(children.problem)
+    await children.wait_ready()
+    log.info("HTTP mode: %d more server processes share port %d", children.count, settings.port)
+    try:
+        yield {"extra_sockets": [private]}
+    finally:
+        await children.stop()
 
 
-async def serve_slack(rt: object, stop: asyncio.Event) -> None:
+async def serve_slack(rt: object, stop: asyncio.Event, *, routes: dict | None = None,
+                      extra_sockets: list | None = None, on_ready: Any = None) -> None:
     from bot.http_server import create_asgi, serve
     from bot.slack_app import create_app
 
@@ -254,7 +286,8 @@ async def serve_slack(rt: object, stop: asyncio.Event) -> None:
         await handler.close_async()
         return
     log.info("HTTP mode: listening on 0.0.0.0:%d (POST /slack/events, GET /healthz)", settings.port)
-    await serve(create_asgi(app, rt), host="0.0.0.0", port=settings.port, stop=stop)  # type: ignore[arg-type]
+    await serve(create_asgi(app, rt, routes), host="0.0.0.0", port=settings.port, stop=stop,  # type: ignore[arg-type]
+                extra_sockets=extra_sockets or (), on_ready=on_ready)
 
 
 async def postmortem_command(settings: Settings, incident: str) -> int:

@@ -13,7 +13,8 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from slack_bolt.adapter.asgi.async_handler import AsyncSlackRequestHandler
@@ -39,17 +40,26 @@ async def health(rt: Runtime) -> Response:
     for check in rt.extras.get("health_checks", []):
         problem = check()
         if problem:
-            log.error("health check failing: %s", problem)
+            _log_problem(rt, problem)
             return json_response(503, {"ok": False, "problem": problem})
+    rt.extras.pop("health_problem", None)
     return json_response(200, {"ok": True})
+
+
+def _log_problem(rt: Runtime, problem: str) -> None:
+    """Once when a problem appears or changes, then once a minute: probes ask every few seconds."""
+    last, logged_at = rt.extras.get("health_problem", ("", 0.0))
+    if problem != last or time.monotonic() - logged_at >= 60:
+        log.error("health check failing: %s", problem)
+        rt.extras["health_problem"] = (problem, time.monotonic())
 
 
 def create_asgi(app: Any, rt: Runtime, routes: dict[tuple[str, str], Route] | None = None) -> Callable:
     """The bot's HTTP surface. With `app=None` (a worker-only process) it serves health and metrics only."""
     slack = AsyncSlackRequestHandler(app, path="/slack/events") if app is not None else _not_found
     table: dict[tuple[str, str], Route] = {("GET", "/healthz"): lambda scope, body: health(rt)}
-    table.update(routes or {})
     table.update(rt.extras.get("http_routes", {}))
+    table.update(routes or {})  # the caller's word is last (an HTTP child hands /healthz to its parent)
 
     async def asgi(scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "lifespan":
@@ -130,8 +140,11 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(asgi: Callable, *, host: str, port: int, stop: asyncio.Event) -> None:
-    """Run uvicorn until `stop` is set; uvicorn's own signal handlers stay off (the CLI owns signals)."""
+async def serve(asgi: Callable, *, host: str, port: int, stop: asyncio.Event,
+                extra_sockets: Sequence[socket.socket] = (), on_ready: Callable[[], None] | None = None) -> None:
+    """Run uvicorn until `stop` is set; uvicorn's own signal handlers stay off (the CLI owns signals).
+    `extra_sockets` are served too (the parent's private socket for its HTTP children); `on_ready` is called
+    once uvicorn accepts connections."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -141,7 +154,12 @@ async def serve(asgi: Callable, *, host: str, port: int, stop: asyncio.Event) ->
 
     config = uvicorn.Config(asgi, host=host, port=port, log_config=None, lifespan="off", access_log=False)
     server = Server(config)
-    task = asyncio.create_task(server.serve(sockets=[listening_socket(host, port)]))
+    task = asyncio.create_task(server.serve(sockets=[listening_socket(host, port), *extra_sockets]))
+    if on_ready is not None:
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            on_ready()
     await stop.wait()
     server.should_exit = True
     await task

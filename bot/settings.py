@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     redis_namespace: str = Field("chatops", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
     services_file: Path | None = None
     port: int = Field(3000, ge=1, le=65535)
-    http_workers: int = Field(1, ge=1, le=64)  # HTTP mode: processes sharing PORT (SO_REUSEPORT)
+    # HTTP mode: processes sharing PORT (SO_REUSEPORT); unset, one per usable CPU core, at most 4.
+    http_workers: int | None = Field(None, ge=1, le=64)
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)  # `chatops worker`: /healthz and /metrics
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
