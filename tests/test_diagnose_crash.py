@@ -4,14 +4,12 @@ once, and the parent ends on its verdict. /healthz reports Redis going away."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.app_harness import running_bot

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -13,7 +13,6 @@ import time
 from collections import Counter
 from typing import Any
 
-import pytest
 
 from bot.diagnosis import DEADLINE_GRACE_S
 from bot.localslack import Scripted, delay, http_error
