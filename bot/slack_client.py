@@ -126,9 +126,10 @@ class SlackClient:
         return dict(response.data) if isinstance(response.data, dict) else {}
 
     async def post_message(self, channel: str, text: str, *, blocks: list | None = None,
-                           thread_ts: str | None = None, **extra: Any) -> dict[str, Any]:
-        """Post (paced and ordered per channel), at most once; returns Slack's answer with `channel` and `ts`."""
-        marker = uuid.uuid4().hex
+                           thread_ts: str | None = None, post_id: str | None = None, **extra: Any) -> dict[str, Any]:
+        """Post (paced and ordered per channel), at most once; returns Slack's answer with `channel` and `ts`.
+        `post_id` is the marker the post carries (a fresh one by default); `find_post` looks for it."""
+        marker = post_id or uuid.uuid4().hex
         params = dict(channel=channel, text=text, blocks=blocks, thread_ts=thread_ts, unfurl_links=False,
                       unfurl_media=False, **extra,
                       metadata={"event_type": POST_MARKER_EVENT, "event_payload": {"post_id": marker}})
@@ -142,7 +143,7 @@ class SlackClient:
                         raise
                     # Slack may have processed it anyway: give it the time it was allowed, then look.
                     await asyncio.sleep(self.timeout_s)
-                    found = await self._find_marker(channel, thread_ts, marker)
+                    found = await self.find_post(channel, thread_ts, marker)
                     if found is not None:
                         return found
                     if attempt == self.timeout_retries:
@@ -160,8 +161,9 @@ class SlackClient:
             await self.call("conversations.join", channel=params["channel"])  # public channels; private re-raise
             return await self._call_once("chat.postMessage", params)
 
-    async def _find_marker(self, channel: str, thread_ts: str | None, marker: str) -> dict[str, Any] | None:
-        """The message posted with `marker`, if Slack has it (looked for among the channel's or thread's latest)."""
+    async def find_post(self, channel: str, thread_ts: str | None, marker: str) -> dict[str, Any] | None:
+        """The message posted with `marker` (its `post_id`), if Slack has it: looked for among the thread's replies
+        or the channel's latest messages. None also when Slack cannot be asked: re-posting is the lesser evil."""
         try:
             if thread_ts:
                 answer = await self.call("conversations.replies", channel=channel, ts=thread_ts, limit=100,

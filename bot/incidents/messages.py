@@ -111,7 +111,7 @@ def header(incident: Incident, *, now: float | None = None) -> tuple[str, list[d
         _field(*running),
         _field("Paging", paging_line(incident, now)),
     ]
-    first = {**_section(heading), "block_id": f"chatops:{incident.id}:header"}  # = service.post_marker(id, "header")
+    first = {**_section(heading), "block_id": f"chatops:{incident.id}:header"}  # tests and people find it by this
     blocks: list[dict[str, Any]] = [first, {"type": "section", "fields": fields[:10]}]
     if incident.failing_checks:
         shown = "\n".join(f"• {inert(one_line(c, 200))}" for c in incident.failing_checks[:5])

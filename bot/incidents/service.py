@@ -17,6 +17,7 @@ from bot.incidents.model import Incident, parse_incident_id
 from bot.incidents.store import IncidentStore
 from bot.paging.policy import PagingPolicy, Permission
 from bot.paging.providers import Provider
+from bot.posts import post_once
 from bot.runtime import Runtime
 from bot.slack_client import SlackClient, SlackError
 from bot.timeline import Timeline
@@ -74,37 +75,10 @@ class Incidents:
 
     async def post_once(self, incident_id: str, key: str, channel: str, text: str, blocks: list[dict] | None,
                         *, thread_ts: str | None = None) -> str:
-        """Post and remember the ts under `key`. A try that died between posting and remembering is found again
-        by its marker (the first block's block_id), so a resumed declaration does not post a second header."""
-        done = await self.store.posted(incident_id, key)
-        if done:
-            return done
-        marker = post_marker(incident_id, key)
-        attempt = f"attempt:{key}"
-        if await self.store.posted(incident_id, attempt):
-            found = await self._find_posted(marker, channel, thread_ts)
-            if found:
-                await self.store.mark_posted(incident_id, key, found)
-                return found
-        await self.store.mark_posted(incident_id, attempt, "1")
-        marked = [{**blocks[0], "block_id": marker}, *blocks[1:]] if blocks else blocks
-        answer = await self.slack.post_message(channel, text, blocks=marked, thread_ts=thread_ts)
-        ts = str(answer["ts"])
-        await self.store.mark_posted(incident_id, key, ts)
-        return ts
-
-    async def _find_posted(self, marker: str, channel: str, thread_ts: str | None) -> str | None:
-        method, params = ("conversations.replies", {"ts": thread_ts}) if thread_ts else ("conversations.history", {})
-        try:
-            answer = await self.slack.call(method, channel=channel, limit=100, **params)
-        except SlackError as exc:
-            log.warning("could not look for an earlier post %s: %s", marker, exc.error)
-            return None
-        for message in answer.get("messages") or []:
-            blocks = message.get("blocks") or []
-            if blocks and blocks[0].get("block_id") == marker:
-                return str(message["ts"])
-        return None
+        """Post and remember the ts under `key`; a try that died between posting and remembering is found again
+        (bot/posts.py), so a resumed declaration does not post a second header."""
+        return await post_once(self.store.redis, self.slack, self.store.key(incident_id, "posted"), key, channel,
+                               text, blocks=blocks, thread_ts=thread_ts)
 
     async def post_in(self, incident: Incident, key: str, text: str, blocks: list[dict] | None) -> str | None:
         """Post into the incident's channel (or thread); None while it has no place yet."""
@@ -219,11 +193,6 @@ class Incidents:
 
 class _MembershipUnknown(Exception):
     """Slack could not say who is in a channel or group right now."""
-
-
-def post_marker(incident_id: str, key: str) -> str:
-    """The block_id that marks a post as this incident's `key` (unique per message, ≤ 255 characters)."""
-    return f"chatops:{incident_id}:{key}"[:255]
 
 
 def incidents_of(rt: Runtime) -> Incidents:

@@ -185,13 +185,6 @@ class IncidentStore:
         raw = await self.redis.hgetall(self.key(incident, "steps"))
         return {_text(k): _text(v) for k, v in raw.items()}
 
-    async def posted(self, incident: str, key: str) -> str | None:
-        raw = await self.redis.hget(self.key(incident, "posted"), key)
-        return _text(raw) if raw is not None else None
-
-    async def mark_posted(self, incident: str, key: str, ts: str) -> None:
-        await self.redis.hset(self.key(incident, "posted"), key, ts)
-
     # -- page records ---------------------------------------------------------------------------------------------
 
     async def page_record(self, incident: str, field: str) -> PageRecord | None:
