@@ -12,12 +12,14 @@ import json
 import logging
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.localslack import LocalSlack, Message
@@ -357,15 +359,19 @@ def slack_client(slack: LocalSlack) -> SlackClient:
     return SlackClient(AsyncWebClient(token=SLACK_TOKEN, base_url=slack.url))
 
 
+def dm_provider(slack: LocalSlack, redis: aioredis.Redis) -> SlackDmProvider:
+    return SlackDmProvider(slack_client(slack), redis, key_prefix=f"test:dm:{uuid.uuid4().hex[:8]}")
+
+
 def dm_messages(slack: LocalSlack) -> dict[str, list[Message]]:
     """Each DM channel the bot wrote to, with its messages."""
     channels = {c.params["channel"] for c in slack.calls_to("chat.postMessage")}
     return {channel: slack.messages(channel) for channel in sorted(channels)}
 
 
-async def test_slack_dm_pages_each_person_once_with_an_acknowledge_button(team: Team) -> None:
+async def test_slack_dm_pages_each_person_once_with_an_acknowledge_button(team: Team, redis: aioredis.Redis) -> None:
     slack = team.slack
-    provider = SlackDmProvider(slack_client(slack))
+    provider = dm_provider(slack, redis)
     page = make_page(title="<!channel> *everything* is down", targets=("U0ONCALL", team.managers, "team:sre"))
     result = await provider.trigger(page)
 
@@ -386,9 +392,9 @@ async def test_slack_dm_pages_each_person_once_with_an_acknowledge_button(team: 
     assert button["value"] == "INC-42" and button["text"]["text"] == "Acknowledge"
 
 
-async def test_slack_dm_respects_block_kit_limits_with_huge_input(team: Team) -> None:
+async def test_slack_dm_respects_block_kit_limits_with_huge_input(team: Team, redis: aioredis.Redis) -> None:
     slack = team.slack
-    provider = SlackDmProvider(slack_client(slack))
+    provider = dm_provider(slack, redis)
     page = make_page(targets=("U0ONCALL",), summary="s" * 10_000,
                      details={"last_update": "u" * 10_000, "failing_checks": [f"check {i}" for i in range(2000)],
                               "status": "investigating"})
@@ -402,9 +408,9 @@ async def test_slack_dm_respects_block_kit_limits_with_huge_input(team: Team) ->
     assert all(len(f["text"]) <= 2000 for b in blocks for f in b.get("fields", []))
 
 
-async def test_slack_dm_retry_does_not_dm_twice_and_only_reaches_the_missing_people(team: Team) -> None:
+async def test_slack_dm_retry_does_not_dm_twice_and_only_reaches_the_missing_people(team: Team, redis: aioredis.Redis) -> None:
     slack = team.slack
-    provider = SlackDmProvider(slack_client(slack))
+    provider = dm_provider(slack, redis)
     page = make_page(targets=("U0ONCALL", "U0GONE"))
     first = await provider.trigger(page)
     assert not first.ok
@@ -418,9 +424,9 @@ async def test_slack_dm_retry_does_not_dm_twice_and_only_reaches_the_missing_peo
     assert len(slack.calls_to("chat.postMessage")) == 2
 
 
-async def test_slack_dm_acknowledge_rewrites_the_dms_without_the_button(team: Team) -> None:
+async def test_slack_dm_acknowledge_rewrites_the_dms_without_the_button(team: Team, redis: aioredis.Redis) -> None:
     slack = team.slack
-    provider = SlackDmProvider(slack_client(slack))
+    provider = dm_provider(slack, redis)
     page = make_page(targets=(team.managers,))
     await provider.trigger(page)
     result = await provider.acknowledge("INC-42", 1, page.dedup_key)
@@ -433,8 +439,48 @@ async def test_slack_dm_acknowledge_rewrites_the_dms_without_the_button(team: Te
         assert all(block["type"] != "actions" for block in message.blocks)
 
 
-async def test_slack_dm_with_nobody_to_page_says_so(team: Team) -> None:
-    provider = SlackDmProvider(slack_client(team.slack))
+async def test_slack_dm_acknowledged_by_another_process_rewrites_every_dm(team: Team, redis: aioredis.Redis) -> None:
+    """The page goes out from one worker, the acknowledgement is handled by another (or after a restart)."""
+    sender = dm_provider(team.slack, redis)
+    other = SlackDmProvider(slack_client(team.slack), redis, key_prefix=sender.key_prefix)
+    page = make_page(targets=(team.managers,))
+    assert (await sender.trigger(page)).ok
+
+    assert (await other.acknowledge("INC-42", 1, page.dedup_key)).ok
+
+    for (message,) in dm_messages(team.slack).values():
+        assert message.edited and "was acknowledged" in message.text
+        assert all(block["type"] != "actions" for block in message.blocks)
+
+
+async def test_slack_dm_of_a_worker_that_died_after_slack_answered_is_not_sent_again(
+        team: Team, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot import posts
+
+    provider = dm_provider(team.slack, redis)
+    page = make_page(targets=("U0ONCALL",))
+    record = posts._record
+
+    async def dies_after_slack_answered(redis_, key, field, value, ttl_s):  # type: ignore[no-untyped-def]
+        if value != posts.PENDING:
+            raise ConnectionError("worker killed")
+        return await record(redis_, key, field, value, ttl_s)
+
+    monkeypatch.setattr(posts, "_record", dies_after_slack_answered)
+    with pytest.raises(ConnectionError):
+        await provider.trigger(page)
+    monkeypatch.setattr(posts, "_record", record)
+
+    retried = SlackDmProvider(slack_client(team.slack), redis, key_prefix=provider.key_prefix)  # another worker
+    assert (await retried.trigger(page)).ok
+    assert len(team.slack.calls_to("chat.postMessage")) == 1
+    ((message,),) = dm_messages(team.slack).values()
+    assert (await retried.acknowledge("INC-42", 1, page.dedup_key)).ok
+    assert "was acknowledged" in team.slack.messages(message.channel)[0].text
+
+
+async def test_slack_dm_with_nobody_to_page_says_so(team: Team, redis: aioredis.Redis) -> None:
+    provider = dm_provider(team.slack, redis)
     result = await provider.trigger(make_page(targets=(team.nobody, "S0MISSING")))
 
     assert not result.ok
@@ -444,9 +490,9 @@ async def test_slack_dm_with_nobody_to_page_says_so(team: Team) -> None:
 
 
 async def test_build_providers_makes_every_configured_provider_plus_slack(
-        pd: FakePagerDuty, og: FakeOpsgenie, local_slack: LocalSlack) -> None:
+        pd: FakePagerDuty, og: FakeOpsgenie, local_slack: LocalSlack, redis: aioredis.Redis, unique_name: str) -> None:
     config = PagingConfig(providers={"pagerduty": pd.config(), "opsgenie-emea": og.config()})
-    providers = build_providers(config, slack_client(local_slack))
+    providers = build_providers(config, slack_client(local_slack), redis, key_prefix=unique_name)
 
     assert sorted(providers) == ["opsgenie-emea", "pagerduty", "slack"]
     assert all(isinstance(p, Provider) and p.name == name for name, p in providers.items())

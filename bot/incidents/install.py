@@ -34,7 +34,8 @@ async def install(rt: Runtime, *, settings: IncidentSettings | None = None, poli
         return rt.extras["incidents"]
     settings = settings or load_incident_settings()
     policy = policy or load_policy(settings.paging_policy_file)
-    providers = providers if providers is not None else build_providers(policy.paging, rt.slack)
+    if providers is None:
+        providers = build_providers(policy.paging, rt.slack, rt.redis, key_prefix=rt.key("paging", "dm"))
     ctx = Incidents(rt=rt, settings=settings, policy=policy, providers=providers,
                     store=IncidentStore(rt.redis, rt.namespace), timeline=Timeline(rt.redis, rt.namespace))
     rt.extras["incidents"] = ctx

@@ -11,6 +11,8 @@ Nothing here does anything at import time; `build_providers` makes the providers
 
 from __future__ import annotations
 
+from typing import Any
+
 from bot.paging.opsgenie import OpsgenieConfig, OpsgenieProvider
 from bot.paging.pagerduty import PagerDutyConfig, PagerDutyProvider
 from bot.paging.policy import (
@@ -57,9 +59,10 @@ __all__ = [
 ]
 
 
-def build_providers(config: PagingConfig, slack: SlackClient) -> dict[str, Provider]:
-    """Every provider the policy can name: the configured PagerDuty/Opsgenie ones, and always `slack`."""
-    providers: dict[str, Provider] = {"slack": SlackDmProvider(slack)}
+def build_providers(config: PagingConfig, slack: SlackClient, redis: Any, *, key_prefix: str) -> dict[str, Provider]:
+    """Every provider the policy can name: the configured PagerDuty/Opsgenie ones, and always `slack` (which
+    keeps who it DM'd in Redis under `key_prefix`)."""
+    providers: dict[str, Provider] = {"slack": SlackDmProvider(slack, redis, key_prefix=key_prefix)}
     for name, provider_config in config.providers.items():
         if isinstance(provider_config, PagerDutyConfig):
             providers[name] = PagerDutyProvider(provider_config, name=name)

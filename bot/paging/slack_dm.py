@@ -3,8 +3,9 @@
 Targets are Slack ids: users (`U…`, `W…`) are DM'd directly, user groups (`S…`) are expanded with
 `usergroups.users.list`; anything else (an Opsgenie team listed on the same level) is ignored. Each person is
 DM'd once per dedup key however often the page is retried, and acknowledge/resolve rewrite the DMs so nobody
-acts on a stale page. That memory lives in this process only: after a restart a retried page may DM again,
-which is the safe side of the trade (a duplicate DM, never a missed one).
+acts on a stale page. That memory is in Redis (one hash per dedup key, kept DM_RECORD_TTL_S): a retry on another
+worker DMs only the people not reached yet, a worker killed between Slack's answer and the record does not DM
+twice (bot/posts.py), and whichever process handles the acknowledgement rewrites every DM.
 
 The DM shows the title, severity, status, how long the incident has run, the last update, failing checks and a
 link to the channel; all user text goes through `inert`/`truncate`, within Block Kit limits (≤ 50 blocks,
@@ -15,14 +16,17 @@ as its value; the handler that receives it is not part of this module.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import re
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
+
+import redis.asyncio as aioredis
 
 from bot.mrkdwn import MAX_BLOCKS, SECTION_TEXT_MAX, escape, inert, truncate
 from bot.paging.providers import Page, PageResult, format_elapsed, page_urgency
+from bot.posts import PENDING, post_once, recorded_post
 from bot.slack_client import SlackClient, SlackError
 
 log = logging.getLogger(__name__)
@@ -34,39 +38,43 @@ NOTIFICATION_TEXT_MAX = 300
 _USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _GROUP = re.compile(r"^S[A-Z0-9]{2,}$")
 _SAFE_URL = re.compile(r"^https?://[^\s<>|]+$")
+DM_RECORD_TTL_S = 30 * 86400  # who was DM'd for a page, for acknowledge/resolve to rewrite: an incident's life
 
 
-@dataclass
-class _Delivery:
-    page: Page
-    dms: dict[str, tuple[str, str]] = field(default_factory=dict)  # user -> (dm channel, message ts)
+def _text(raw: Any) -> Any:
+    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 class SlackDmProvider:
-    def __init__(self, slack: SlackClient, *, name: str = "slack", concurrency: int = 8,
-                 remember: int = 2000) -> None:
+    def __init__(self, slack: SlackClient, redis: aioredis.Redis, *, key_prefix: str, name: str = "slack",
+                 concurrency: int = 8) -> None:
         self.name = name
         self.slack = slack
+        self.redis = redis
+        self.key_prefix = key_prefix
         self._limit = asyncio.Semaphore(concurrency)
-        self._remember = remember
-        self._deliveries: OrderedDict[str, _Delivery] = OrderedDict()
+
+    def _key(self, dedup_key: str) -> str:
+        return f"{self.key_prefix}:{dedup_key}"
 
     async def trigger(self, page: Page) -> PageResult:
         users, problems = await self._people(page.targets)
         if not users:
             reason = "; ".join(problems) or "no Slack users or user groups among the targets"
             return self._failed(f"Nobody to DM for {page.incident_id} level {page.level}: {reason}")
-        delivery = self._deliveries.setdefault(page.dedup_key, _Delivery(page))
-        self._forget_old()
-        pending = [u for u in users if u not in delivery.dms]
-        outcomes = await asyncio.gather(*(self._dm(u, page) for u in pending))
-        failed = []
-        for user, outcome in zip(pending, outcomes, strict=True):
+        key = self._key(page.dedup_key)
+        async with self.redis.pipeline(transaction=True) as pipe:  # what acknowledge/resolve redraw the DMs from
+            pipe.hset(key, "page", json.dumps(dataclasses.asdict(page), default=str))
+            pipe.expire(key, DM_RECORD_TTL_S)
+            await pipe.execute()
+        outcomes = await asyncio.gather(*(self._dm(key, user, page) for user in users))
+        failed, reached = [], []
+        for user, outcome in zip(users, outcomes, strict=True):
             if isinstance(outcome, tuple):
-                delivery.dms[user] = outcome
+                reached.append(outcome)
             else:
                 failed.append(f"{user} ({outcome})")
-        ref = ",".join(f"{ch}:{ts}" for ch, ts in delivery.dms.values()) or None
+        ref = ",".join(f"{ch}:{ts}" for ch, ts in reached) or None
         if failed or problems:
             detail = "; ".join(problems + ([f"could not DM {len(failed)} of {len(users)}: " + ", ".join(failed)]
                                            if failed else []))
@@ -99,37 +107,46 @@ class SlackDmProvider:
                 users.extend(members)
         return list(dict.fromkeys(users)), problems
 
-    async def _dm(self, user: str, page: Page) -> tuple[str, str] | str:
-        """(channel, ts) of the DM, or Slack's error code."""
+    async def _dm(self, key: str, user: str, page: Page) -> tuple[str, str] | str:
+        """(channel, ts) of the person's DM for this page, posting it unless an earlier try did; else Slack's
+        error code."""
         async with self._limit:
+            channel = _text(await self.redis.hget(key, f"channel:{user}"))
+            ts = await recorded_post(self.redis, key, f"dm:{user}")
+            if channel and ts:
+                return channel, ts  # reached by an earlier try of this page
             try:
                 channel = await self.slack.open_dm(user)
-                answer = await self.slack.post_message(channel, page_text(page), blocks=page_blocks(page))
+                await self.redis.hset(key, f"channel:{user}", channel)
+                ts = await post_once(self.redis, self.slack, key, f"dm:{user}", channel, page_text(page),
+                                     blocks=page_blocks(page), ttl_s=DM_RECORD_TTL_S)
             except SlackError as exc:
                 log.warning("paging: %s could not DM %s for %s: %s", self.name, user, page.dedup_key, exc.error)
                 return exc.error
-        return str(answer.get("channel") or channel), str(answer.get("ts"))
+        return channel, ts
 
     async def _close_out(self, dedup_key: str, outcome: str) -> PageResult:
-        delivery = self._deliveries.get(dedup_key)
-        if delivery is None:
-            return PageResult(self.name, True)  # nothing DM'd from this process: nothing to rewrite
+        record = {_text(k): _text(v) for k, v in (await self.redis.hgetall(self._key(dedup_key))).items()}
+        if "page" not in record:
+            return PageResult(self.name, True)  # nothing was DM'd for this page (or it is long over)
+        raw = json.loads(record["page"])
+        page = Page(**{**raw, "targets": tuple(raw.get("targets") or ())})
+        text, blocks = closed_text(page, outcome), closed_blocks(page, outcome)
         errors = []
-        text, blocks = closed_text(delivery.page, outcome), closed_blocks(delivery.page, outcome)
-        for user, (channel, ts) in delivery.dms.items():
+        for name, ts in record.items():
+            user = name.removeprefix("dm:")
+            channel = record.get(f"channel:{user}")
+            if name == user or ts == PENDING or not channel:
+                continue  # not a DM, or one whose post never completed
             try:
                 await self.slack.update_message(channel, ts, text, blocks=blocks)
             except SlackError as exc:
                 errors.append(f"{user} ({exc.error})")
-        if outcome == "resolved":
-            self._deliveries.pop(dedup_key, None)
         if errors:
             return self._failed(f"Could not mark the DMs as {outcome} for " + ", ".join(errors))
+        if outcome == "resolved":
+            await self.redis.delete(self._key(dedup_key))  # nothing will rewrite these DMs again
         return PageResult(self.name, True)
-
-    def _forget_old(self) -> None:
-        while len(self._deliveries) > self._remember:
-            self._deliveries.popitem(last=False)
 
     def _failed(self, error: str) -> PageResult:
         log.warning("paging: %s: %s", self.name, error)
