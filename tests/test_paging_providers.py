@@ -408,7 +408,8 @@ async def test_slack_dm_respects_block_kit_limits_with_huge_input(team: Team, re
     assert all(len(f["text"]) <= 2000 for b in blocks for f in b.get("fields", []))
 
 
-async def test_slack_dm_retry_does_not_dm_twice_and_only_reaches_the_missing_people(team: Team, redis: aioredis.Redis) -> None:
+async def test_slack_dm_retry_does_not_dm_twice_and_only_reaches_the_missing_people(team: Team,
+                                                                                     redis: aioredis.Redis) -> None:
     slack = team.slack
     provider = dm_provider(slack, redis)
     page = make_page(targets=("U0ONCALL", "U0GONE"))
