@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
@@ -36,7 +36,7 @@ from bot.queue import Queue, QueueStats
 from bot.redis_server import RedisServer
 from checks.runner import run_service
 from bot.services import parse_services
-from tests.app_harness import BOT_TOKEN, free_port, running_bot
+from tests.app_harness import BOT_TOKEN, free_port
 from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET, signed_headers
 from tests.servers import Reply, local_http_server
 
@@ -65,35 +65,48 @@ class AckFigures:
                 f"(p99 of each burst: {per_burst} ms)")
 
 
-async def ack_latency(local: LocalSlack, redis_url: str, tmp: Path, n: int = 200, bursts: int = BURSTS,
-                      http_workers: int | None = None, busy_checks: int = 0) -> AckFigures:
-    """Bursts of `n` signed /diagnose commands at once against `chatops run` in HTTP mode (its own process, so the
-    client does not share the server's event loop), each in its own channel so each really queues a run.
-    With `busy_checks`, the server's own worker first gets that many slow checks to run."""
+@contextlib.asynccontextmanager
+async def bot_process(local: LocalSlack, redis_url: str, tmp: Path, catalog: dict, *, http_workers: int | None,
+                      worker: bool) -> AsyncIterator[tuple[int, str]]:
+    """`chatops run` in HTTP mode as operators run it, in its own process (so the client does not share its
+    event loop), on its own Redis namespace; yields (port, namespace) once /healthz says every process serves."""
     local.add_user("U1", "u1")
-    services = tmp / "bench-services.yml"
-    slow_server = contextlib.ExitStack()
-    catalog: dict = {"api": {"http": [{"url": "http://127.0.0.1:9/"}]}}
-    if busy_checks:  # a service whose 50 checks each hold a worker slot for 2 s
-        slow = slow_server.enter_context(local_http_server({"/slow": Reply(200, delay_s=2.0)}))
-        catalog["slow"] = {"http": [{"url": slow.url(f"/slow?{i}"), "samples": 1, "timeout_s": 5}
-                                    for i in range(50)]}
+    services = tmp / f"bench-services-{uuid.uuid4().hex[:6]}.yml"
     services.write_text(yaml.safe_dump({"services": catalog}))
     port = free_port()
     namespace = f"bench{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SLACK_TEST_SIGNING_SECRET,
            "SLACK_API_URL": local.url, "REDIS_URL": redis_url, "SERVICES_FILE": str(services), "PORT": str(port),
-           "LOG_LEVEL": "WARNING", "HTTP_WORKERS": str(http_workers or ""), "REDIS_NAMESPACE": namespace}
+           "LOG_LEVEL": "WARNING", "REDIS_NAMESPACE": namespace}
     env.pop("SLACK_APP_TOKEN", None)
-    if http_workers is None:  # the default: one process per usable core
-        env.pop("HTTP_WORKERS")
-    worker_flag = [] if busy_checks else ["--no-worker"]
-    server = subprocess.Popen([sys.executable, "-m", "bot", "run", *worker_flag], env=env)
-    redis = aioredis.Redis.from_url(redis_url)
-    figures = AckFigures([])
+    env.pop("HTTP_WORKERS", None)  # unset: the default, one process per usable core
+    if http_workers is not None:
+        env["HTTP_WORKERS"] = str(http_workers)
+    server = subprocess.Popen([sys.executable, "-m", "bot", "run", *([] if worker else ["--no-worker"])], env=env)
     try:
         async with httpx.AsyncClient(timeout=10) as http:
             await _wait_healthy(http, port)
+        yield port, namespace
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+async def ack_latency(local: LocalSlack, redis_url: str, tmp: Path, n: int = 200, bursts: int = BURSTS,
+                      http_workers: int | None = None, busy_checks: int = 0) -> AckFigures:
+    """Bursts of `n` signed /diagnose commands at once, each in its own channel so each really queues a run.
+    With `busy_checks`, the server's own worker first gets that many slow checks to run."""
+    catalog: dict = {"api": {"http": [{"url": "http://127.0.0.1:9/"}]}}
+    async with contextlib.AsyncExitStack() as stack:
+        if busy_checks:  # a service whose 50 checks each hold a worker slot for 2 s
+            slow = stack.enter_context(local_http_server({"/slow": Reply(200, delay_s=2.0)}))
+            catalog["slow"] = {"http": [{"url": slow.url(f"/slow?{i}"), "samples": 1, "timeout_s": 5}
+                                        for i in range(50)]}
+        port, namespace = await stack.enter_async_context(
+            bot_process(local, redis_url, tmp, catalog, http_workers=http_workers, worker=bool(busy_checks)))
+        redis = aioredis.Redis.from_url(redis_url)
+        stack.push_async_callback(redis.aclose)
+        figures = AckFigures([])
         if busy_checks:  # queue the backlog: 10 runs x 50 checks, in channels the worker can post to
             channels = [local.add_channel(f"busy-{uuid.uuid4().hex[:8]}", members=["U1"])
                         for _ in range(busy_checks // 50)]
@@ -112,11 +125,6 @@ async def ack_latency(local: LocalSlack, redis_url: str, tmp: Path, n: int = 200
         if busy_checks:
             figures.queue_after = await Queue(redis, namespace).stats()
         return figures
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        slow_server.close()
-        await redis.aclose()
 
 
 async def bare_server_latency(local: LocalSlack, n: int = 200, bursts: int = BURSTS) -> AckFigures:
@@ -159,10 +167,10 @@ def _request(local: LocalSlack, port: int, channel: str, service: str = "api") -
     return f"POST /slack/events HTTP/1.1\r\n{head}\r\n{body}".encode()
 
 
-async def _fire(port: int, requests: list[bytes]) -> list[float]:
+async def _fire(port: int, requests: list[bytes], settle_s: float = 0.5) -> list[float]:
     """Open every connection first, then send all requests at once; each latency is send → full response."""
     connections = [await asyncio.open_connection("127.0.0.1", port) for _ in requests]
-    await asyncio.sleep(0.5)  # let the server finish accepting them: the figure is about answering, not accepting
+    await asyncio.sleep(settle_s)  # let the server accept them all: the figure is about answering, not accepting
 
     async def one(connection: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes) -> float:
         reader, writer = connection
@@ -189,9 +197,11 @@ async def _wait_healthy(http: httpx.AsyncClient, port: int) -> None:
 
 
 async def diagnosis_overhead(local: LocalSlack, redis_url: str, tmp: Path, runs: int = 5) -> tuple[list, list, list]:
-    """Ratios (wall ÷ 300 ms) of in-process runs and of command → verdict runs, and the checks' own durations."""
-    with bare_server(CHECK_S) as port:
-        spec = {"http": [{"url": f"http://127.0.0.1:{port}/c{i}", "samples": 1, "timeout_s": 5} for i in range(10)]}
+    """Ratios (wall ÷ 300 ms) of in-process runs and of command → verdict runs through `chatops run`, and the
+    checks' own durations."""
+    with bare_server(CHECK_S) as service_port:
+        spec = {"http": [{"url": f"http://127.0.0.1:{service_port}/c{i}", "samples": 1, "timeout_s": 5}
+                         for i in range(10)]}
         in_process, check_ms = [], []
         service = parse_services({"services": {"api": spec}}).services["api"]
         for run in range(runs + 1):  # run 0 warms imports and is not counted
@@ -202,20 +212,26 @@ async def diagnosis_overhead(local: LocalSlack, redis_url: str, tmp: Path, runs:
                 in_process.append((time.perf_counter() - started) / CHECK_S)
                 check_ms.extend(r.duration_ms for r in results)
         through_queue = []
-        async with running_bot(local, redis_url, tmp, services={"api": spec}, slack_channel_burst=5) as bot:
+        async with bot_process(local, redis_url, tmp, {"api": spec}, http_workers=None, worker=True) as (port, _):
             for run in range(runs + 1):  # run 0 warms connections and caches and is not counted
                 # Each run in a fresh channel: Slack's per-channel pace (1 msg/s after a burst) would otherwise
                 # charge one run for the previous run's replies, which is not what this figure is about.
                 channel = local.add_channel(f"bench-{uuid.uuid4().hex[:8]}", members=["U1"])
-                before = len(local.calls_to("chat.update"))
-                started = time.perf_counter()
-                await bot.command("/diagnose", "api", channel=channel)
-                while not any("looks healthy" in c.params.get("text", "")
-                              for c in local.calls_to("chat.update")[before:]):
-                    await asyncio.sleep(0.005)
+                request = _request(local, port, channel)
+                started = time.time()  # LocalSlack stamps each call it receives with time.time()
+                await _fire(port, [request], settle_s=0)
+                verdict = None
+                while verdict is None:
+                    await asyncio.sleep(0.02)
+                    verdict = next((c for c in local.calls_to("chat.update") if c.params.get("channel") == channel
+                                    and "looks healthy" in c.params.get("text", "")), None)
                 if run:
-                    through_queue.append((time.perf_counter() - started) / CHECK_S)
-                await bot.settle()
+                    through_queue.append((verdict.at - started) / CHECK_S)
+                # Its ten replies, paced by Slack's per-channel limit (a burst, then 1/s), hold worker slots while
+                # they wait: the next run starts once they are all out.
+                while sum(c.params.get("channel") == channel and c.status == 200
+                          for c in local.calls_to("chat.postMessage")) < 1 + len(spec["http"]):
+                    await asyncio.sleep(0.1)
         return in_process, through_queue, check_ms
 
 
