@@ -92,6 +92,16 @@ class LocalSlack:
         """The Web API base for slack_sdk's `base_url` / SLACK_API_URL: methods are POST {url}chat.postMessage."""
         return f"{self.base}/api/"
 
+    @property
+    def socket_mode_url(self) -> str:
+        """The WebSocket URL apps.connections.open answers with (Socket Mode); empty: that method fails."""
+        return self._ws.socket_mode_url
+
+    @socket_mode_url.setter
+    def socket_mode_url(self, url: str) -> None:
+        with self._ws.lock:
+            self._ws.socket_mode_url = url
+
     # --- what happened ------------------------------------------------------------------------------------
 
     def _record(self, call: Call) -> None:

@@ -14,6 +14,8 @@ from bot.localslack.methods.chat import response_url_post
 from bot.localslack.methods.content import receive_upload
 from bot.localslack.model import Call, Scripted, SlackError
 from bot.localslack.params import Params, bearer_token, parse_request
+
+APP_TOKEN_METHODS = {"apps.connections.open"}
 from bot.localslack.server import HttpReply, HttpRequest
 from bot.localslack.workspace import Workspace
 
@@ -87,16 +89,22 @@ class Router:
         if handler is None:
             return HttpReply.json(200, {"ok": False, "error": "unknown_method", "req_method": method})
         try:
-            self._check_token(request.headers, params)
+            self._check_token(request.headers, params, app_level=method in APP_TOKEN_METHODS)
             with self._ws.lock:
                 return HttpReply.json(200, {"ok": True, **handler(self._ws, Params(params))})
         except SlackError as error:
             return HttpReply.json(200, error.body())
 
-    def _check_token(self, headers: dict, params: dict) -> None:
+    def _check_token(self, headers: dict, params: dict, *, app_level: bool = False) -> None:
+        token = bearer_token(headers, params)
+        if app_level:  # apps.connections.open takes the app-level token (xapp-…), never the bot's
+            if not token:
+                raise SlackError("not_authed")
+            if not token.startswith("xapp-"):
+                raise SlackError("not_allowed_token_type")
+            return
         if self._bot_token is None:
             return
-        token = bearer_token(headers, params)
         if not token:
             raise SlackError("not_authed")
         if token != self._bot_token:

@@ -78,6 +78,7 @@ class Workspace:
         self.app_id = "A0LOCAL0001"
         self.max_block_text = max_block_text
         self.base = ""  # http://host:port, known once the server is bound
+        self.socket_mode_url = ""  # ws://… that apps.connections.open hands out (a test's Socket Mode server)
         self.users: dict[str, User] = {}
         self.channels: dict[str, Channel] = {}
         self.history: dict[str, list[Message]] = {}

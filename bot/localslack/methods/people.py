@@ -1,4 +1,4 @@
-"""Who is who: auth.test, users.*, usergroups.*."""
+"""Who is who: auth.test, users.*, usergroups.*; and apps.connections.open for Socket Mode."""
 
 from __future__ import annotations
 
@@ -13,6 +13,13 @@ def auth_test(ws: Workspace, p: Params) -> dict:
     bot = ws.users[ws.bot_user_id]
     return {"url": "https://local.slack/", "team": "Local Workspace", "user": bot.name, "team_id": ws.team_id,
             "user_id": bot.id, "bot_id": ws.bot_id, "is_enterprise_install": False}
+
+
+def apps_connections_open(ws: Workspace, p: Params) -> dict:
+    """Socket Mode's WebSocket URL: whatever a test set as `LocalSlack.socket_mode_url`."""
+    if not ws.socket_mode_url:
+        raise SlackError("socket_mode_not_available")  # hypothetical code: this workspace has no WebSocket end
+    return {"url": ws.socket_mode_url}
 
 
 def api_test(ws: Workspace, p: Params) -> dict:
@@ -60,6 +67,7 @@ def _group_view(group: dict, *, users: bool) -> dict:
 METHODS = {
     "auth.test": auth_test,
     "api.test": api_test,
+    "apps.connections.open": apps_connections_open,
     "users.info": users_info,
     "users.list": users_list,
     "users.lookupByEmail": users_lookup_by_email,
