@@ -31,6 +31,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.settings import Settings
+from bot.slots import parked
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +71,32 @@ class ChannelPacer:
 
     @contextlib.asynccontextmanager
     async def slot(self, channel: str) -> AsyncIterator[None]:
-        """Hold the channel (FIFO: asyncio.Lock is fair) for a whole post, retries included, after its token."""
-        async with self._locks.setdefault(channel, asyncio.Lock()):
-            await self._take_token(channel)
+        """Hold the channel (FIFO: asyncio.Lock is fair) for a whole post, retries included, after its token.
+        Waiting for the channel or its token is waiting on Slack's pace: a job's worker slot is free meanwhile."""
+        lock = self._locks.setdefault(channel, asyncio.Lock())
+        must_wait = lock.locked() or self._tokens(channel) < 1
+        async with parked() if must_wait else contextlib.nullcontext():
+            await lock.acquire()
+            try:
+                await self._take_token(channel)
+            except BaseException:
+                lock.release()
+                raise
+        try:
             yield
+        finally:
+            lock.release()
+
+    def _tokens(self, channel: str) -> float:
+        tokens, updated = self._buckets.get(channel, (float(self._burst), time.monotonic()))
+        return min(self._burst, tokens + (time.monotonic() - updated) * self._rate)
 
     async def _take_token(self, channel: str) -> None:
-        tokens, updated = self._buckets.get(channel, (float(self._burst), time.monotonic()))
-        now = time.monotonic()
-        tokens = min(self._burst, tokens + (now - updated) * self._rate)
+        tokens = self._tokens(channel)
         if tokens < 1:
             await asyncio.sleep((1 - tokens) / self._rate)
-            tokens, now = 1.0, time.monotonic()
-        self._buckets[channel] = (tokens - 1, now)
+            tokens = 1.0
+        self._buckets[channel] = (tokens - 1, time.monotonic())
 
 
 class SlackClient:

@@ -20,13 +20,15 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bot import slots
 from bot.queue import Job, Permanent, Queue, Retry, error_text, job_from_entry, text
 from bot.retry import RetryPolicy, retry_async
 
@@ -41,6 +43,7 @@ SETTLE_RETRY = RetryPolicy(attempts=6, base_s=0.1, max_s=2.0)
 REDIS_BLIPS = (RedisConnectionError, RedisTimeoutError)
 DEFAULT_SOCKET_TIMEOUT_S = 5.0  # redis-py's default when the client sets none
 RECLAIM_BATCH = 100
+MAX_INFLIGHT_FACTOR = 4  # jobs in flight, parked ones included, at most this many times `concurrency`
 
 
 class Worker:
@@ -80,6 +83,7 @@ class Worker:
         }
         self.last_progress: dict[str, float] = {}
         self._inflight: dict[str, tuple[Job, asyncio.Task[None]]] = {}
+        self._parked: set[str] = set()  # in-flight jobs waiting on Slack's pace: their slots are free meanwhile
         self._settling: set[str] = set()  # entries whose outcome is being recorded (acked, retried, dead-lettered)
         self._stopping = asyncio.Event()
         self._capacity = asyncio.Event()
@@ -221,14 +225,34 @@ class Worker:
     # -- jobs ---------------------------------------------------------------------------------------------------
 
     async def _free_slots(self) -> int:
-        if len(self._inflight) >= self.concurrency:
-            while len(self._inflight) >= self.concurrency and not self._stopping.is_set():
+        if self._slots_free() <= 0:
+            while self._slots_free() <= 0 and not self._stopping.is_set():
                 self._capacity.clear()
                 await self._capacity.wait()
             # Jobs tend to finish together: one tick lets the others free their slots too, so one read fetches
             # a batch instead of one read per finished job.
             await asyncio.sleep(0)
-        return self.concurrency - len(self._inflight)
+        return max(self._slots_free(), 0)
+
+    def _slots_free(self) -> int:
+        # Parked jobs free their slot, but in-flight jobs stay bounded: each one's lease is kept alive.
+        working = len(self._inflight) - len(self._parked)
+        return min(self.concurrency - working, self.concurrency * MAX_INFLIGHT_FACTOR - len(self._inflight))
+
+    def _parking(self, entry_id: str) -> Callable[[], AbstractAsyncContextManager[None]]:
+        @contextlib.asynccontextmanager
+        async def park() -> AsyncIterator[None]:
+            if entry_id in self._parked:  # already parked (the job waits in two places at once)
+                yield
+                return
+            self._parked.add(entry_id)
+            self._capacity.set()
+            try:
+                yield
+            finally:
+                self._parked.discard(entry_id)
+
+        return park
 
     def _start(self, entry_id: str, fields: dict[str, str]) -> None:
         try:
@@ -250,6 +274,7 @@ class Worker:
                       job.id, error_text(exc), extra=_extra(job))
         finally:
             self._inflight.pop(job.entry_id, None)
+            self._parked.discard(job.entry_id)
             self._settling.discard(job.entry_id)
             self._capacity.set()
         self._count(job.kind, outcome, seconds)
@@ -264,6 +289,7 @@ class Worker:
             return await self._reject(job, f"unknown job kind {job.kind!r}")
         await _settle(self.queue.started, job)
         started = time.monotonic()
+        slots.bind(self._parking(job.entry_id))
         try:
             async with asyncio.timeout(self.job_timeout_s) as deadline:
                 await handler(job)

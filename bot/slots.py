@@ -1,0 +1,32 @@
+"""A job waiting on someone else's pace gives its worker slot back while it waits.
+
+A worker runs `concurrency` jobs at once. A diagnosis with many findings posts its replies at Slack's pace of
+about one a second per channel, and each reply's job used to hold its slot while it waited: one busy channel
+could fill every slot and hold up pages, timers and other runs' checks. Code that waits on such a pace wraps the
+wait in `parked()`; inside a worker's job the worker may then start another job, and the waiting one counts
+again once it resumes. Outside a job (the ack path, the CLI) `parked()` does nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
+from typing import AsyncContextManager
+
+_slot: ContextVar[Callable[[], AsyncContextManager[None]] | None] = ContextVar("worker_slot", default=None)
+
+
+@contextlib.asynccontextmanager
+async def parked() -> AsyncIterator[None]:
+    park = _slot.get()
+    if park is None:
+        yield
+        return
+    async with park():
+        yield
+
+
+def bind(park: Callable[[], AsyncContextManager[None]]) -> None:
+    """Called by the worker in a job's own task: `parked()` in that job (and tasks it starts) calls `park`."""
+    _slot.set(park)
