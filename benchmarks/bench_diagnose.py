@@ -196,7 +196,7 @@ async def _wait_healthy(http: httpx.AsyncClient, port: int) -> None:
     raise RuntimeError("the bot did not become healthy")
 
 
-async def diagnosis_overhead(local: LocalSlack, redis_url: str, tmp: Path, runs: int = 5) -> tuple[list, list, list]:
+async def diagnosis_overhead(local: LocalSlack, redis_url: str, tmp: Path, runs: int = 9) -> tuple[list, list, list]:
     """Ratios (wall ÷ 300 ms) of in-process runs and of command → verdict runs through `chatops run`, and the
     checks' own durations."""
     with bare_server(CHECK_S) as service_port:
