@@ -140,11 +140,11 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(asgi: Callable, *, host: str, port: int, stop: asyncio.Event,
+async def serve(asgi: Callable, *, host: str, port: int | None, stop: asyncio.Event,
                 extra_sockets: Sequence[socket.socket] = (), on_ready: Callable[[], None] | None = None) -> None:
     """Run uvicorn until `stop` is set; uvicorn's own signal handlers stay off (the CLI owns signals).
-    `extra_sockets` are served too (the parent's private socket for its HTTP children); `on_ready` is called
-    once uvicorn accepts connections."""
+    `extra_sockets` are served too (the parent's private socket for its HTTP children), and only they when
+    `port` is None; `on_ready` is called once uvicorn accepts connections."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -152,9 +152,10 @@ async def serve(asgi: Callable, *, host: str, port: int, stop: asyncio.Event,
         def capture_signals(self) -> Iterator[None]:
             yield  # the CLI owns SIGTERM/SIGINT: it stops the worker and this server in order
 
-    config = uvicorn.Config(asgi, host=host, port=port, log_config=None, lifespan="off", access_log=False)
+    config = uvicorn.Config(asgi, host=host, port=port or 0, log_config=None, lifespan="off", access_log=False)
     server = Server(config)
-    task = asyncio.create_task(server.serve(sockets=[listening_socket(host, port), *extra_sockets]))
+    public = [listening_socket(host, port)] if port is not None else []
+    task = asyncio.create_task(server.serve(sockets=[*public, *extra_sockets]))
     if on_ready is not None:
         while not server.started and not task.done():
             await asyncio.sleep(0.01)

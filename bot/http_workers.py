@@ -4,10 +4,13 @@ Acks are CPU-bound (Bolt, the signature, one Redis round trip), so one process a
 SO_REUSEPORT the kernel spreads connections over several. The first process (the parent) keeps the queue
 worker, the metrics and the health that count. The children only answer Slack, and they hand `GET /healthz` and
 `GET /metrics` to the parent over a private loopback socket, so a load balancer or Prometheus sees one coherent
-server whichever process the kernel picked.
+server whichever process the kernel picked. A parent that runs the worker starts HTTP_WORKERS children and
+leaves the public port to them, so acks never wait behind the worker's event loop; with `--no-worker` it starts
+HTTP_WORKERS - 1 and answers too.
 
-    parent  chatops run                 starts the children, opens the public PORT once they serve, plus a
-                                        private 127.0.0.1:<n>; /healthz fails when a child has exited
+    parent  chatops run                 starts the children, opens the public PORT once they serve (unless it
+                                        runs the worker), plus a private 127.0.0.1:<n>; /healthz fails when a
+                                        child has exited
     child   chatops run --no-worker --http-child URL --parent-pid P --ready-fd F
                                         public PORT; writes its pid to F once listening; gets SIGTERM when the
                                         parent dies (Linux), so no orphan keeps the port with old code

@@ -4,6 +4,7 @@ The children never outlive the parent."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -62,15 +63,17 @@ def get(port: int, path: str) -> httpx.Response | None:
         return None
 
 
-@pytest.fixture
-def two_process_server(local_slack, redis_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen, int]]:
+@contextlib.contextmanager
+def http_server_processes(local_slack, redis_url: str, tmp_path: Path,  # type: ignore[no-untyped-def]
+                          *flags: str) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`chatops run [flags]` in HTTP mode with HTTP_WORKERS=2; stopped with SIGTERM, which must be clean."""
     local_slack.add_user("U1", "u1")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
     env.update(SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SLACK_TEST_SIGNING_SECRET, SLACK_API_URL=local_slack.url,
                REDIS_URL=redis_url, PORT=str(port), HTTP_WORKERS="2", CHATOPS_DATA_DIR=str(tmp_path / "data"),
                SERVICES_FILE=str(ROOT / "services.example.yml"), REDIS_NAMESPACE=f"hw{port}")
-    server = subprocess.Popen([sys.executable, "-m", "bot", "run"], env=env, cwd=ROOT,
+    server = subprocess.Popen([sys.executable, "-m", "bot", "run", *flags], env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         yield server, port
@@ -83,15 +86,30 @@ def two_process_server(local_slack, redis_url: str, tmp_path: Path) -> Iterator[
         assert server.returncode == 0 or not stopped_by_us, output[-3000:]  # SIGTERM: a clean stop
 
 
-def test_both_processes_answer_and_health_and_metrics_are_the_parents(two_process_server, local_slack) -> None:
+@pytest.fixture
+def two_process_server(local_slack, redis_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen, int]]:
+    with http_server_processes(local_slack, redis_url, tmp_path) as server:
+        yield server
+
+
+def test_without_a_worker_the_parent_answers_beside_one_child(local_slack, redis_url: str, tmp_path: Path) -> None:
+    with http_server_processes(local_slack, redis_url, tmp_path, "--no-worker") as (server, port):
+        wait_for(lambda: (r := get(port, "/healthz")) is not None and r.status_code == 200, what="server up")
+        assert len(children_of(server.pid)) == 1
+        assert all(get(port, "/metrics").status_code == 200 for _ in range(10))
+
+
+def test_the_children_answer_and_health_and_metrics_are_the_parents(two_process_server, local_slack) -> None:
+    """`chatops run` runs the worker, so both HTTP processes are children and the parent keeps off the port."""
     server, port = two_process_server
     health = wait_for(lambda: (r := get(port, "/healthz")) is not None and r.status_code == 200 and r,
                       what="/healthz 200 once both processes serve")
     assert health.json() == {"ok": True}
-    [child] = children_of(server.pid)
-    assert "--http-child" in Path(f"/proc/{child}/cmdline").read_text()
+    children = children_of(server.pid)
+    assert len(children) == 2
+    assert all("--http-child" in Path(f"/proc/{child}/cmdline").read_text() for child in children)
 
-    for _ in range(20):  # ~half land on the child, which hands them to the parent
+    for _ in range(20):  # every one lands on a child, which hands it to the parent
         assert get(port, "/healthz").status_code == 200
         metrics = get(port, "/metrics")
         assert metrics.status_code == 200
@@ -109,7 +127,7 @@ def test_both_processes_answer_and_health_and_metrics_are_the_parents(two_proces
 def test_a_child_that_exits_fails_health(two_process_server) -> None:
     server, port = two_process_server
     wait_for(lambda: (r := get(port, "/healthz")) is not None and r.status_code == 200, what="server up")
-    [child] = children_of(server.pid)
+    child = children_of(server.pid)[0]
 
     os.kill(child, signal.SIGKILL)
     unhealthy = wait_for(lambda: (r := get(port, "/healthz")) is not None and r.status_code == 503 and r,
@@ -120,11 +138,11 @@ def test_a_child_that_exits_fails_health(two_process_server) -> None:
 def test_the_child_does_not_outlive_a_killed_parent(two_process_server) -> None:
     server, port = two_process_server
     wait_for(lambda: (r := get(port, "/healthz")) is not None and r.status_code == 200, what="server up")
-    [child] = children_of(server.pid)
+    children = children_of(server.pid)
 
     server.kill()  # no chance to stop its children: the kernel's parent-death signal must
     server.wait(timeout=10)
-    wait_for(lambda: gone(child), timeout_s=15, what="the orphaned child exits")
+    wait_for(lambda: all(gone(child) for child in children), timeout_s=15, what="the orphaned children exit")
     assert get(port, "/healthz") is None  # nobody holds the port any more
 
 
