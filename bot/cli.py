@@ -223,7 +223,7 @@ async def run_command(settings: Settings, *, worker: bool, child: Any = None) ->
         rt = await create_full_runtime(settings, redis_url=redis_url)
         rt.services()  # fail fast on a broken services file, before Slack traffic arrives
         warm_up()
-        async with http_processes(rt, redis_url, child, worker=worker) as serving:
+        async with http_processes(rt, redis_url, child, worker=worker, stop=stop) as serving:
             tasks = [asyncio.create_task(serve_slack(rt, stop, **serving))]
             if worker:
                 tasks.append(asyncio.create_task(run_workers(rt, stop, settings.worker_concurrency)))
@@ -235,7 +235,8 @@ async def run_command(settings: Settings, *, worker: bool, child: Any = None) ->
 
 
 @contextlib.asynccontextmanager
-async def http_processes(rt: Any, redis_url: str, child: Any, *, worker: bool) -> AsyncIterator[dict[str, Any]]:
+async def http_processes(rt: Any, redis_url: str, child: Any, *, worker: bool,
+                         stop: asyncio.Event) -> AsyncIterator[dict[str, Any]]:
     """How this process serves HTTP, as arguments for `serve_slack`. A child of HTTP_WORKERS hands /healthz and
     /metrics to its parent and says when it listens; a parent with HTTP_WORKERS > 1 starts the children and
     opens the private socket they reach it on (bot/http_workers.py); anyone else just serves.
@@ -266,7 +267,7 @@ async def http_processes(rt: Any, redis_url: str, child: Any, *, worker: bool) -
     count = processes if worker else processes - 1
     children = HttpChildren(count, parent_url, {**os.environ, "REDIS_URL": redis_url, "HTTP_WORKERS": "1"})
     rt.extras.setdefault("health_checks", []).append(children.problem)
-    await children.wait_ready()
+    await children.wait_ready(stop)
     if worker:
         log.info("HTTP mode: %d server processes answer on port %d; this one runs the worker", count, settings.port)
     else:

@@ -113,15 +113,15 @@ class HttpChildren:
             self.ready.add(int(line))
             log.info("HTTP process %s is serving (%d of %d)", line.decode(), len(self.ready), self.count)
 
-    async def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    async def wait_ready(self, stop: asyncio.Event, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
         """Until every child serves (the parent opens its own port after them, so the server is either starting
-        or whole), one has exited, or `timeout_s` passed; /healthz says which it was."""
+        or whole), one has exited, `stop` is set, or `timeout_s` passed; /healthz says which it was."""
         deadline = time.monotonic() + timeout_s
-        while len(self.ready) < self.count and time.monotonic() < deadline:
+        while len(self.ready) < self.count and time.monotonic() < deadline and not stop.is_set():
             if any(proc.poll() is not None for proc in self.procs):
                 break
             await asyncio.sleep(0.05)
-        if self.problem():
+        if self.problem() and not stop.is_set():
             log.error("HTTP processes: %s; serving anyway, /healthz fails until this is fixed", self.problem())
 
     def problem(self) -> str | None:

@@ -169,3 +169,14 @@ def test_one_process_per_usable_core_at_most_four(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     monkeypatch.setattr(http_workers, "cgroup_cpu_quota", lambda: None)
     assert http_workers.default_process_count() == 1
+
+
+def test_sigterm_while_the_children_start_stops_everything_cleanly(local_slack, redis_url: str,
+                                                                   tmp_path: Path) -> None:
+    with http_server_processes(local_slack, redis_url, tmp_path) as (server, port):
+        children = wait_for(lambda: (found := children_of(server.pid)) and len(found) == 2 and found,
+                            what="the children were started")
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        wait_for(lambda: all(gone(child) for child in children), timeout_s=15, what="the children stop")
+    assert server.returncode == 0
