@@ -1,15 +1,13 @@
 """A diagnosis run, from `/diagnose api` to the verdict in the channel, as durable jobs on the queue.
 
-    diagnose.start   queue one diagnose.check per planned check, arm the deadline, post the parent message
+    diagnose.start   post the parent message, queue one diagnose.check per planned check, arm the deadline
     diagnose.check   run one check (once), store its result, reply in the thread, nudge the parent
     diagnose.refresh redraw the parent from the stored state (debounced: at most one pending per run)
     diagnose.finish  when all results are in or the deadline passed: verdict, grouped reply, final parent
 
-The checks run while the parent is being posted; a reply or verdict that is ready first waits for the parent.
-When Slack refuses the parent for good (channel gone), the run is marked abandoned and its jobs stand down.
-
 Jobs may run more than once (a worker dies, a job is retried), so every effect is guarded: a check's result is
-stored with HSETNX and reused, a reply's ts is recorded and not posted again, the parent is redrawn from state.
+stored with HSETNX and reused, every post goes through `post_once` (a worker killed between Slack's answer and
+the record does not post twice), the parent is redrawn from state.
 Redis keys live under `<namespace>:diag:` and expire a day after the run.
 """
 
@@ -24,11 +22,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.posts import post_once, recorded_post
-from bot.queue import Job, Retry
+from bot.posts import post_once
+from bot.queue import Job
 from bot.render import slack as render
 from bot.runtime import Runtime
-from bot.slack_client import SlackError
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext
 from checks.runner import PlannedCheck, plan, run_check
@@ -39,7 +36,6 @@ log = logging.getLogger(__name__)
 GROUP_AFTER = 10  # with more checks than this, unremarkable results share one reply at the end
 RUN_TTL_S = 86400
 DEADLINE_GRACE_S = 2.0
-PARENT_WAIT_S = 5.0  # how long a reply or the verdict waits in its job for the parent message to be posted
 
 
 @dataclass(frozen=True)
@@ -107,65 +103,33 @@ async def start_job(rt: Runtime, job: Job) -> None:
             pipe.expire(_run_key(rt, run_id), RUN_TTL_S)
             await pipe.execute()
     state = await _state(rt, run_id)
-    if not state or state.get("abandoned"):
-        log.warning("diagnosis %s vanished or was abandoned before it started", run_id)
+    if not state:
+        log.warning("diagnosis %s vanished before it started", run_id)
         return
-    # The checks first, all in one round trip, and the parent message is posted while they run: a check takes
-    # longer than a Slack post (100-300 ms on Slack itself), so no diagnosis waits for the post. Whatever needs
-    # the parent (a threaded reply, the verdict) waits for it in `_parent_ts`. Once queued they are not queued
-    # again when this job is retried (a failed post): their ids are free again once they have started.
-    if not state.get("checks_queued"):
-        await asyncio.gather(
-            *(rt.queue.enqueue("diagnose.check", {"run": run_id, "check": planned.check, "index": planned.index,
-                                                  "target": planned.target}, job_id=f"{run_id}:{planned.key}")
-              for planned in _plan(state)),
-            rt.queue.enqueue("diagnose.finish", {"run": run_id}, job_id=f"{run_id}:deadline",
-                             run_at=float(state["deadline"]) + DEADLINE_GRACE_S))
-        if not state["total"] or state["total"] == "0":
-            await rt.queue.enqueue("diagnose.finish", {"run": run_id}, job_id=f"{run_id}:finish")
-        await rt.redis.hset(_run_key(rt, run_id), "checks_queued", "1")
+    # The parent first: every reply and the verdict hang off it. (Posting it while the checks already ran saved a
+    # Slack round trip, but left replies and verdicts waiting on a post that Slack may pace or refuse for long.)
     if not state.get("parent_ts"):
         text, blocks = render.progress_message(state["service"], 0, int(state["total"]), {})
-        try:
-            parent_ts = await post_once(rt.redis, rt.slack, _run_key(rt, run_id, "replies"), "_parent",
-                                        state["channel"], text, blocks=blocks, ttl_s=RUN_TTL_S)
-        except SlackError as exc:
-            if exc.permanent:  # the channel is gone or closed to us: the run's other jobs stand down
-                await _abandon(rt, run_id, state, str(exc))
-            raise
+        parent_ts = await post_once(rt.redis, rt.slack, _run_key(rt, run_id, "replies"), "_parent",
+                                    state["channel"], text, blocks=blocks, ttl_s=RUN_TTL_S)
         await rt.redis.hset(_run_key(rt, run_id), "parent_ts", parent_ts)
-        # Checks that finished during the post could not draw their progress on it.
-        await rt.queue.enqueue("diagnose.refresh", {"run": run_id}, job_id=f"{run_id}:refresh")
-
-
-async def _parent_ts(rt: Runtime, run_id: str, state: dict[str, str]) -> str | None:
-    """The parent message's ts, once the start job has posted it; None when the run was abandoned. A job that
-    gets here first (a check that failed fast) waits a little, then asks the queue to come back later."""
-    if state.get("parent_ts"):
-        return state["parent_ts"]
-    waited_until = time.monotonic() + PARENT_WAIT_S
-    while True:
-        parent_ts, abandoned = await rt.redis.hmget(_run_key(rt, run_id), ["parent_ts", "abandoned"])
-        if parent_ts or abandoned:
-            return parent_ts.decode() if parent_ts else None
-        if time.monotonic() >= waited_until:
-            raise Retry(f"diagnosis {run_id}: the parent message is not posted yet")
-        await asyncio.sleep(0.05)
-
-
-async def _abandon(rt: Runtime, run_id: str, state: dict[str, str], reason: str) -> None:
-    log.warning("diagnosis %s abandoned: %s", run_id, reason)
-    await rt.redis.hset(_run_key(rt, run_id), "abandoned", reason)
-    await _release_active(rt, state, run_id)
-    await rt.queue.cancel(f"{run_id}:deadline")
+    # All at once: the queue sends enqueues made together in one round trip, and the checks start sooner.
+    await asyncio.gather(
+        *(rt.queue.enqueue("diagnose.check", {"run": run_id, "check": planned.check, "index": planned.index,
+                                              "target": planned.target}, job_id=f"{run_id}:{planned.key}")
+          for planned in _plan(state)),
+        rt.queue.enqueue("diagnose.finish", {"run": run_id}, job_id=f"{run_id}:deadline",
+                         run_at=float(state["deadline"]) + DEADLINE_GRACE_S))
+    if not state["total"] or state["total"] == "0":
+        await rt.queue.enqueue("diagnose.finish", {"run": run_id}, job_id=f"{run_id}:finish")
 
 
 async def check_job(rt: Runtime, job: Job) -> None:
     run_id, payload = job.payload["run"], job.payload
     planned = PlannedCheck(payload["check"], int(payload["index"]), payload["target"])
     state = await _state(rt, run_id)
-    if not state or state.get("finished") or state.get("abandoned"):
-        return  # the deadline already closed this run (its result would come too late), or Slack refused it
+    if not state or state.get("finished"):
+        return  # the deadline already closed this run; its result would arrive too late to matter
     results_key = _run_key(rt, run_id, "results")
     stored = await rt.redis.hget(results_key, planned.key)
     if stored is None:
@@ -197,13 +161,8 @@ def _context(rt: Runtime, run_id: str, state: dict[str, str]) -> CheckContext:
 
 async def _reply_once(rt: Runtime, run_id: str, state: dict[str, str], key: str, text: str,
                       blocks: list[dict]) -> None:
-    replies_key = _run_key(rt, run_id, "replies")
-    if await recorded_post(rt.redis, replies_key, key):
-        return  # posted already; no need to wait for the parent
-    parent_ts = await _parent_ts(rt, run_id, state)
-    if parent_ts is not None:
-        await post_once(rt.redis, rt.slack, replies_key, key, state["channel"], text, blocks=blocks,
-                        thread_ts=parent_ts, ttl_s=RUN_TTL_S)
+    await post_once(rt.redis, rt.slack, _run_key(rt, run_id, "replies"), key, state["channel"], text, blocks=blocks,
+                    thread_ts=state["parent_ts"], ttl_s=RUN_TTL_S)
 
 
 async def refresh_job(rt: Runtime, job: Job) -> None:
@@ -241,12 +200,8 @@ def _final_message(state: dict[str, str]) -> tuple[str, list[dict]]:
 async def finish_job(rt: Runtime, job: Job) -> None:
     run_id = job.payload["run"]
     state = await _state(rt, run_id)
-    if not state or state.get("finished") or state.get("abandoned"):
+    if not state or state.get("finished"):
         return
-    parent_ts = await _parent_ts(rt, run_id, state)  # the verdict is drawn on it
-    if parent_ts is None:
-        return
-    state["parent_ts"] = parent_ts
     results_key = _run_key(rt, run_id, "results")
     planned = _plan(state)
     if await rt.redis.hlen(results_key) < len(planned):
@@ -260,7 +215,8 @@ async def finish_job(rt: Runtime, job: Job) -> None:
     results = await run_results(rt, run_id)
     ordered = [results[p.key] for p in planned if p.key in results]
     verdict = build_verdict(state["service"], ordered)
-    await rt.redis.hset(_run_key(rt, run_id), mapping={"verdict": verdict.model_dump_json(), "finished_at": time.time()})
+    await rt.redis.hset(_run_key(rt, run_id),
+                        mapping={"verdict": verdict.model_dump_json(), "finished_at": time.time()})
     await redraw_parent(rt, run_id)
     if len(planned) > GROUP_AFTER:
         quiet = [r for r in ordered if not r.status.is_problem]

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
 
-from bot.localslack import delay
 
 from tests.app_harness import running_bot
 from tests.servers import Reply, closed_port, local_http_server, silent_listener
@@ -115,30 +113,6 @@ async def test_list_shows_services_and_their_checks(local_slack, redis_url, tmp_
         text = (await bot.command("/diagnose", "list")).json()["text"]
         assert "`api` — Public &lt;API&gt;: 1 checks (http.health)" in text
         assert "`db`" in text and "none configured" in text
-
-
-async def test_checks_run_while_slack_is_slow_to_post_the_parent(local_slack, redis_url, tmp_path):
-    """The parent post and the checks overlap: a Slack taking 2 s to post does not add 2 s to a 1.5 s diagnosis,
-    and the results that are ready first still land in the parent's thread, once each, under its verdict."""
-    with local_http_server({"/fast": Reply(500), "/slow": Reply(200, delay_s=1.5)}) as server:
-        services = {"api": {"http": [probe(server.url("/fast"), samples=1),
-                                     probe(server.url("/slow"), samples=1, timeout_s=5)]}}
-        async with running_bot(local_slack, redis_url, tmp_path, services=services) as bot:
-            local_slack.script("chat.postMessage", delay(2.0))  # the parent
-            started = time.perf_counter()
-            await bot.command("/diagnose", "api")
-            while not any(c.params.get("text", "").startswith("api:") for c in local_slack.calls_to("chat.update")):
-                assert time.perf_counter() - started < 10, "no verdict"
-                await asyncio.sleep(0.02)
-            took = time.perf_counter() - started
-            await bot.settle()
-
-            assert took < 3.2, f"{took:.1f} s: the checks waited for the parent post (2 s + 1.5 s)"
-            [parent] = bot.parents()
-            threaded = [r for r in local_slack.replies(bot.channel, parent.ts) if r.ts != parent.ts]
-            assert sorted(r.text.split(" — ")[0].split("/")[-1] for r in threaded) == ["fast", "slow"]
-            assert all(r.thread_ts == parent.ts for r in threaded)
-            assert local_slack.messages(bot.channel)[0].text.startswith("api:")  # the verdict, on the parent
 
 
 async def test_a_channel_slack_says_does_not_exist_dead_letters_the_job_at_once(local_slack, redis_url, tmp_path):
