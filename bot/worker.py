@@ -225,14 +225,14 @@ class Worker:
     # -- jobs ---------------------------------------------------------------------------------------------------
 
     async def _free_slots(self) -> int:
-        if self._slots_free() <= 0:
+        while self._slots_free() <= 0 and not self._stopping.is_set():
             while self._slots_free() <= 0 and not self._stopping.is_set():
                 self._capacity.clear()
                 await self._capacity.wait()
             # Jobs tend to finish together: one tick lets the others free their slots too, so one read fetches
-            # a batch instead of one read per finished job.
+            # a batch instead of one read per finished job. (A parked job may resume in that tick: look again.)
             await asyncio.sleep(0)
-        return max(self._slots_free(), 0)
+        return max(self._slots_free(), 1)  # stopping: the caller checks that before it reads
 
     def _slots_free(self) -> int:
         # Parked jobs free their slot, but in-flight jobs stay bounded: each one's lease is kept alive.
