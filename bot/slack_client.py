@@ -60,6 +60,9 @@ class SlackError(Exception):
         return self.error in PERMANENT_ERRORS
 
 
+FIND_POST_PAGES = 5  # of 200 messages: how far back find_post looks
+
+
 class ChannelPacer:
     """Token bucket per channel: `burst` messages at once, then `rate` per second; one post at a time per channel."""
 
@@ -178,19 +181,24 @@ class SlackClient:
     async def find_post(self, channel: str, thread_ts: str | None, marker: str) -> dict[str, Any] | None:
         """The message posted with `marker` (its `post_id`), if Slack has it: looked for among the thread's replies
         or the channel's latest messages. None also when Slack cannot be asked: re-posting is the lesser evil."""
-        try:
-            if thread_ts:
-                answer = await self.call("conversations.replies", channel=channel, ts=thread_ts, limit=100,
-                                         include_all_metadata=True)
-            else:
-                answer = await self.call("conversations.history", channel=channel, limit=20,
-                                         include_all_metadata=True)
-        except SlackError:
-            return None  # cannot tell; re-posting is the lesser evil than losing the message
-        for message in answer.get("messages", []):
-            payload = (message.get("metadata") or {}).get("event_payload") or {}
-            if payload.get("post_id") == marker:
-                return {"ok": True, "channel": channel, "ts": message["ts"], "message": message}
+        method, params = (("conversations.replies", {"ts": thread_ts}) if thread_ts
+                          else ("conversations.history", {}))
+        cursor = None
+        for _ in range(FIND_POST_PAGES):  # a busy thread or channel may have moved on since the post
+            try:
+                answer = await self.call(method, channel=channel, limit=200, include_all_metadata=True,
+                                         cursor=cursor, **params)
+            except SlackError as exc:
+                log.warning("could not look for an earlier post in %s (%s): it may be posted twice", channel,
+                            exc.error)
+                return None  # cannot tell; re-posting is the lesser evil than losing the message
+            for message in answer.get("messages", []):
+                payload = (message.get("metadata") or {}).get("event_payload") or {}
+                if payload.get("post_id") == marker:
+                    return {"ok": True, "channel": channel, "ts": message["ts"], "message": message}
+            cursor = (answer.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return None
         return None
 
     async def aclose(self) -> None:

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.posts import PENDING
 from bot.runtime import Runtime
 
 log = logging.getLogger("bot.writeup")
@@ -85,7 +86,8 @@ async def load_incident(rt: Runtime, incident_id: str) -> IncidentView | None:
     if incident is None:
         return None
     posted = await rt.redis.hgetall(store.key(incident_id, "posted"))
-    return view_of(incident, {_text(k): _text(v) for k, v in posted.items() if not _text(k).startswith("attempt:")})
+    # A post still PENDING (or whose worker died before recording it) has no ts to link to yet.
+    return view_of(incident, {_text(k): _text(v) for k, v in posted.items() if _text(v) != PENDING})
 
 
 async def incident_for(rt: Runtime, channel: str | None, thread_ts: str | None = None) -> str | None:
