@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 DEFAULT_MAX_PROCESSES = 4  # past this, memory (~100 MB a process) buys little for a chat bot's bursts
-FORWARD_TIMEOUT_S = 2.0
+FORWARD_TIMEOUT_S = 5.0  # longer than the parent's own budgets (queue stats 2 s): its answer, not ours
 STARTUP_TIMEOUT_S = 60.0
 FORWARDED = ("/healthz", "/metrics")
 

@@ -8,7 +8,8 @@ loop turn, which is nothing next to the round trip itself.
 
 Semantics are a plain call's: each caller gets its own result or its own exception (a script error stays with
 its call), a connection error fails the batch's calls after the client's bounded retry, and a script Redis has
-forgotten (after a restart or SCRIPT FLUSH) is loaded again and the call re-run.
+forgotten (after a restart or SCRIPT FLUSH) is loaded again and the call re-run. An error raised while the
+batch is written (an argument redis-py cannot encode) fails the whole batch: callers here pass str and int.
 """
 
 from __future__ import annotations
@@ -44,26 +45,30 @@ class ScriptBatcher:
         await asyncio.sleep(0)  # one more turn, so every caller woken in this one joins the batch
         batch, self._pending, self._flushing = self._pending, [], None
         try:
-            results = await self._send(batch)
-        except BaseException as exc:  # noqa: BLE001 - each caller gets the error (cancelled if we were)
-            for *_, future in batch:
+            try:
+                results = await self._send(batch)
+            except Exception as exc:  # each caller gets the error, as its own call would have
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            forgotten = []
+            for call, result in zip(batch, results, strict=True):
+                future = call[3]
+                if future.done():  # the caller was cancelled meanwhile; its call has still run
+                    continue
+                if isinstance(result, NoScriptError):
+                    forgotten.append(call)
+                elif isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+            for call in forgotten:  # one at a time: the first reloads the script, the rest then just run
+                await self._rerun(*call)
+        finally:
+            for *_, future in batch:  # this flush was cancelled (shutdown) before every caller had its answer
                 if not future.done():
-                    future.cancel() if isinstance(exc, asyncio.CancelledError) else future.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
-        forgotten = []
-        for (script, keys, args, future), result in zip(batch, results, strict=True):
-            if future.done():  # the caller was cancelled meanwhile; its call has still run
-                continue
-            if isinstance(result, NoScriptError):
-                forgotten.append(self._rerun(script, keys, args, future))
-            elif isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-        for rerun in forgotten:  # one at a time: the first reloads the script, the rest then just run
-            await rerun
+                    future.cancel()
 
     async def _send(self, batch: list[Call]) -> list[Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -75,11 +80,9 @@ class ScriptBatcher:
     async def _rerun(script: AsyncScript, keys: Sequence[Any], args: Sequence[Any], future: asyncio.Future) -> None:
         try:
             result = await script(keys=keys, args=args)  # loads the script on NOSCRIPT, then runs it
-        except BaseException as exc:  # noqa: BLE001
+        except Exception as exc:
             if not future.done():
                 future.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
             return
         if not future.done():
             future.set_result(result)
