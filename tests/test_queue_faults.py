@@ -109,6 +109,8 @@ async def test_a_job_whose_worker_is_killed_mid_job_is_completed_by_another_work
     killed_at = time.monotonic()
     await worker_procs.start("second", **options)
     await wait_for(lambda: redis.llen(f"{unique_name}:completions"), 15, "the job to complete")
+    # The handler records its completion, then its guarded effect: two more round trips the test must not race.
+    await wait_for(lambda: redis.get(f"{unique_name}:effects"), 5, "the job's guarded effect")
 
     assert await redis.lrange(f"{unique_name}:completions", 0, -1) == [f"{job_id} second"]
     assert await redis.get(f"{unique_name}:effects") == "1"
@@ -203,6 +205,7 @@ async def test_sigterm_releases_a_job_that_outlives_the_grace_and_another_worker
 
     await worker_procs.start("staying")
     await wait_for(lambda: redis.llen(f"{unique_name}:completions"), 10, "the job to complete")
+    await wait_for(lambda: redis.get(f"{unique_name}:effects"), 5, "the job's guarded effect")
     assert await redis.lrange(f"{unique_name}:completions", 0, -1) == [f"{job_id} staying"]
     assert await redis.get(f"{unique_name}:effects") == "1"
 
