@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -270,6 +271,15 @@ class IncidentBot:
             args += ["--kill-after-page", str(marker)]
         return subprocess.Popen(args, cwd=Path(__file__).resolve().parent.parent,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+async def declare_incident(bot: IncidentBot, text: str, **kwargs: Any) -> str:
+    """`/incident <text>`; the new incident's id once it is ready (channel, header, first page)."""
+    answer = await bot.command("/incident", text, **kwargs)
+    match = re.search(r"INC-\d+", answer)
+    assert match, answer
+    await bot.wait_incident(match.group(0), lambda i: i.ready)
+    return match.group(0)
 
 
 async def _until_done(tasks: list[asyncio.Task], timeout_s: float = 20.0) -> None:

@@ -28,9 +28,9 @@ async def markdown_of(bot, incident_id: str, now: float) -> str:
 
 
 async def test_backfill_after_missed_events_gives_the_same_postmortem_as_live_capture(
-        local_slack, redis_url, tmp_path, monkeypatch, fake_pagerduty):
+        local_slack, redis_url, tmp_path, monkeypatch, pd):
     with local_http_server({"/pay": Reply(500)}) as server:
-        async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch, pagerduty=fake_pagerduty,
+        async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch, pagerduty=pd,
                                services={"api": {"http": [probe(server.url("/pay"))]}}) as bot:
             await run_scripted_incident(bot)
             incident = await bot.incident("INC-1")

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,18 +20,13 @@ from checks.verdict import build_verdict
 from tests.fixtures.paging import FakePagerDuty
 from tests.incident_harness import (
     IncidentBot,
+    declare_incident,
     default_policy,
     incident_bot,
     seed_workspace,
 )
 
 ACK_TIMEOUT_S = 1.5
-
-
-@pytest.fixture
-def pd() -> Iterator[FakePagerDuty]:
-    with FakePagerDuty() as fake:
-        yield fake
 
 
 def oncall_then_managers(pd: FakePagerDuty, ack_timeout_s: float = ACK_TIMEOUT_S) -> dict:
@@ -43,14 +36,6 @@ def oncall_then_managers(pd: FakePagerDuty, ack_timeout_s: float = ACK_TIMEOUT_S
     return policy
 
 
-async def declare(bot: IncidentBot, text: str, **kwargs: object) -> str:
-    answer = await bot.command("/incident", text, **kwargs)
-    match = re.search(r"INC-\d+", answer)
-    assert match, answer
-    await bot.wait_incident(match.group(0), lambda i: i.ready)
-    return match.group(0)
-
-
 def dm_texts(bot: IncidentBot, user: str, incident_id: str | None = None) -> list[str]:
     texts = [m.text + json.dumps(m.blocks or []) for m in bot.dms_to(user)]
     return [t for t in texts if incident_id is None or incident_id in t]
@@ -58,7 +43,7 @@ def dm_texts(bot: IncidentBot, user: str, incident_id: str | None = None) -> lis
 
 async def test_an_unacknowledged_p0_reaches_the_managers_after_its_timeout(local_slack, redis_url, tmp_path, pd):
     async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, policy=oncall_then_managers(pd)) as bot:
-        inc = await declare(bot, "Primary database down P0 api")
+        inc = await declare_incident(bot, "Primary database down P0 api")
         incident = await bot.incident(inc)
         await bot.command("/incident", "note failover did not start", channel=incident.channel)
         # Declaring with a service queues its diagnosis (no checks here, so an empty verdict); let it land first,
@@ -88,7 +73,7 @@ async def test_an_unacknowledged_p0_reaches_the_managers_after_its_timeout(local
 
 async def test_an_ack_before_the_timeout_stops_the_escalation(local_slack, redis_url, tmp_path, pd):
     async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, policy=oncall_then_managers(pd)) as bot:
-        inc = await declare(bot, "Checkout latency P1 checkout")
+        inc = await declare_incident(bot, "Checkout latency P1 checkout")
         incident = await bot.incident(inc)
         await bot.wait_for(lambda: bot.pd_triggers(), 5, "the on-call page")
         await bot.click("incident_ack", inc, user="U1", channel=incident.channel, message_ts=incident.header_ts)
@@ -108,7 +93,7 @@ async def test_an_ack_before_the_timeout_stops_the_escalation(local_slack, redis
 
 async def test_a_paged_manager_can_acknowledge_from_the_dm_outside_the_channel(local_slack, redis_url, tmp_path, pd):
     async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd) as bot:  # P0 DMs managers at once
-        inc = await declare(bot, "Data loss suspected P0")
+        inc = await declare_incident(bot, "Data loss suspected P0")
         await bot.wait_incident(inc, lambda i: {"UMGR1", "UMGR2"} <= set(i.paging.slack_paged))
         dm = bot.dms_to("UMGR1")
         await bot.click("incident_ack", inc, user="UMGR1", channel=dm[0].channel, message_ts=dm[0].ts)
@@ -121,8 +106,8 @@ async def test_a_paged_manager_can_acknowledge_from_the_dm_outside_the_channel(l
 async def test_an_unacked_timer_fires_after_a_worker_restart_and_an_acked_one_does_not(
         local_slack, redis_url, tmp_path, pd):
     async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, policy=oncall_then_managers(pd)) as bot:
-        unacked = await declare(bot, "Queue stuck P1")
-        acked = await declare(bot, "Emails delayed P1")
+        unacked = await declare_incident(bot, "Queue stuck P1")
+        acked = await declare_incident(bot, "Emails delayed P1")
         await bot.wait_for(lambda: len(bot.pd_triggers()) == 2, 5, "both on-call pages")
         await bot.stop_workers()  # every worker is gone while both timers come due
         assert "You acknowledged INC-2" in await bot.command("/incident", "ack INC-2")
@@ -142,8 +127,8 @@ async def test_timers_survive_a_redis_crash_with_aof(local_slack, redis_server_f
     server = redis_server_factory(aof=True)
     async with incident_bot(local_slack, server.url, tmp_path, pagerduty=pd,
                             policy=oncall_then_managers(pd, ack_timeout_s=3.0)) as bot:
-        unacked = await declare(bot, "Ledger writes failing P0")
-        acked = await declare(bot, "Reports slow P1")
+        unacked = await declare_incident(bot, "Ledger writes failing P0")
+        acked = await declare_incident(bot, "Reports slow P1")
         await bot.command("/incident", "ack INC-2")
         await bot.wait_for(lambda: len(bot.pd_triggers()) == 2, 5, "both on-call pages")
         await asyncio.sleep(1.2)  # appendfsync everysec: what is older than a second is on disk
@@ -158,7 +143,7 @@ async def test_timers_survive_a_redis_crash_with_aof(local_slack, redis_server_f
 async def test_a_page_retried_against_a_slow_pagerduty_opens_one_alert(local_slack, redis_url, tmp_path, pd):
     pd.script(delay_s=2.5)  # processed after the client's 2 s timeout: the bot retries with the same dedup key
     async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, policy=oncall_then_managers(pd)) as bot:
-        inc = await declare(bot, "Login errors P1")
+        inc = await declare_incident(bot, "Login errors P1")
         await bot.wait_for(lambda: len(bot.pd_triggers("INC-1:P1:L1")) == 2, 8, "the retried trigger")
         await bot.settle()
         # The job runs again (a redelivery): the recorded page is not sent again.
@@ -200,7 +185,7 @@ async def test_exactly_one_alert_when_a_worker_is_killed_between_sending_and_rec
 
 async def test_raising_the_severity_pages_only_whoever_the_new_severity_adds(local_slack, redis_url, tmp_path, pd):
     async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd) as bot:  # P1: on-call; P0: + managers
-        inc = await declare(bot, "Partial outage in eu-west P1")
+        inc = await declare_incident(bot, "Partial outage in eu-west P1")
         here = (await bot.incident(inc)).channel
         await bot.wait_for(lambda: bot.pd_triggers(), 5, "the on-call page")
         answer = await bot.command("/escalate", "P0 customers cannot pay", channel=here)
@@ -222,7 +207,7 @@ async def test_escalate_pages_the_next_level_now_or_the_people_named(local_slack
     group = local_slack.add_usergroup("dba", ["UONCALL"])
     async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, policy=oncall_then_managers(pd, 600)) \
             as bot:
-        inc = await declare(bot, "Replication lag P1")
+        inc = await declare_incident(bot, "Replication lag P1")
         here = (await bot.incident(inc)).channel
         answer = await bot.command("/escalate", "need a decision on failover", channel=here, trigger_id="esc-1")
         assert "Paging level 2 of INC-1" in answer
@@ -247,7 +232,7 @@ async def test_escalate_pages_the_next_level_now_or_the_people_named(local_slack
 async def test_unauthorised_escalation_is_refused_and_changes_nothing(local_slack, redis_url, tmp_path, pd):
     async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, policy=oncall_then_managers(pd, 600)) \
             as bot:
-        inc = await declare(bot, "Payments degraded P1")
+        inc = await declare_incident(bot, "Payments degraded P1")
         await bot.settle()
         before = (await bot.incident(inc)).model_dump(exclude={"updated_at"})
         events, entries = len(pd.events), len(await bot.timeline(inc))
@@ -277,7 +262,7 @@ async def test_a_listed_permission_names_who_may_escalate(local_slack, redis_url
     policy = oncall_then_managers(pd, 600)
     policy["escalation_allowed"] = ["UMGR1"]
     async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, policy=policy) as bot:
-        inc = await declare(bot, "Search index stale P1")
+        inc = await declare_incident(bot, "Search index stale P1")
         here = (await bot.incident(inc)).channel
         assert "Only <@UMGR1> can escalate INC-1" in await bot.command("/escalate", "please", channel=here)
         assert "Paging level 2" in await bot.command("/escalate", f"{inc} please", user="UMGR1")
@@ -287,7 +272,7 @@ async def test_a_rejected_page_is_told_in_the_channel_and_the_escalation_still_r
     with FakePagerDuty(routing_keys={"k" * 32}) as pd:  # our key is not one PagerDuty knows
         async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd,
                                 policy=oncall_then_managers(pd)) as bot:
-            inc = await declare(bot, "Cluster unreachable P0")
+            inc = await declare_incident(bot, "Cluster unreachable P0")
             incident = await bot.incident(inc)
             await bot.wait_for(lambda: any("PagerDuty rejected the page: Invalid routing key" in t
                                            for t in bot.channel_texts(incident)), 5, "the rejection sentence")
@@ -302,7 +287,7 @@ async def test_a_slow_slack_during_the_permission_check_is_said_plainly_within_3
     from bot.localslack import http_error
 
     async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, policy=oncall_then_managers(pd)) as bot:
-        inc = await declare(bot, "Checkout errors P1")
+        inc = await declare_incident(bot, "Checkout errors P1")
         incident = await bot.incident(inc)
         await bot.settle()
         pages_before = len(pd.requests)

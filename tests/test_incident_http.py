@@ -9,23 +9,14 @@ import hmac
 import json
 import re
 import uuid
-from collections.abc import Iterator
 
-import pytest
 
-from tests.fixtures.paging import FakePagerDuty
 from tests.incident_harness import (
     ALERTMANAGER_TOKEN,
     PD_WEBHOOK_SECRET,
     default_policy,
     incident_bot,
 )
-
-
-@pytest.fixture
-def pd() -> Iterator[FakePagerDuty]:
-    with FakePagerDuty() as fake:
-        yield fake
 
 
 def pagerduty_event(event_type: str, incident_key: str | None, *, event_id: str | None = None,

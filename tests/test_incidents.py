@@ -6,28 +6,12 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from bot.incidents.messages import HEADER_ACTIONS
 from bot.localslack.model import Scripted
-from tests.fixtures.paging import FakePagerDuty
-from tests.incident_harness import IncidentBot, incident_bot
-
-
-@pytest.fixture
-def pd() -> Iterator[FakePagerDuty]:
-    with FakePagerDuty() as fake:
-        yield fake
-
-
-async def declare(bot: IncidentBot, text: str, **kwargs: object) -> str:
-    answer = await bot.command("/incident", text, **kwargs)
-    match = re.search(r"INC-\d+", answer)
-    assert match, answer
-    await bot.wait_incident(match.group(0), lambda i: i.ready)
-    return match.group(0)
+from tests.incident_harness import IncidentBot, declare_incident, incident_bot
 
 
 def header_blocks(bot: IncidentBot, incident) -> list[dict]:
@@ -116,7 +100,7 @@ async def test_a_channel_created_by_a_try_that_timed_out_is_found_not_created_ag
 async def test_every_change_updates_the_header_and_the_timeline_with_who_and_when(
         local_slack, redis_url, tmp_path, pd):
     async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd) as bot:
-        inc = await declare(bot, "API latency high P2 api", user="U1")
+        inc = await declare_incident(bot, "API latency high P2 api", user="U1")
         incident = await bot.incident(inc)
         here = incident.channel
         steps = [
@@ -185,7 +169,7 @@ async def test_bad_input_gets_a_clear_ephemeral_answer(local_slack, redis_url, t
 
 async def test_bad_input_inside_an_incident_channel(local_slack, redis_url, tmp_path):
     async with incident_bot(local_slack, redis_url, tmp_path) as bot:
-        inc = await declare(bot, "Queue backlog P2")
+        inc = await declare_incident(bot, "Queue backlog P2")
         here = (await bot.incident(inc)).channel
         cases = {
             "status paused": 'Unknown status "paused"',
@@ -246,8 +230,8 @@ async def test_without_channel_creation_the_incident_lives_in_a_thread_here(loca
 async def test_list_and_help(local_slack, redis_url, tmp_path):
     async with incident_bot(local_slack, redis_url, tmp_path) as bot:
         assert "No open incidents" in await bot.command("/incident", "list")
-        await declare(bot, "Disk full on db-2 P1")
-        await declare(bot, "Docs typo P3")
+        await declare_incident(bot, "Disk full on db-2 P1")
+        await declare_incident(bot, "Docs typo P3")
         listing = await bot.command("/incident", "list")
         assert "Open incidents (2)" in listing and listing.index("INC-1") < listing.index("INC-2")
         helped = await bot.command("/incident", "help")
@@ -257,8 +241,8 @@ async def test_list_and_help(local_slack, redis_url, tmp_path):
 
 async def test_the_diagnose_button_and_a_service_less_incident(local_slack, redis_url, tmp_path):
     async with incident_bot(local_slack, redis_url, tmp_path) as bot:
-        with_service = await declare(bot, "API errors P2 api")
-        without = await declare(bot, "Something odd P3")
+        with_service = await declare_incident(bot, "API errors P2 api")
+        without = await declare_incident(bot, "Something odd P3")
         here = (await bot.incident(with_service)).channel
         await bot.click("incident_diagnose", with_service, user="U1", channel=here)
         await bot.click("incident_diagnose", without, user="U1", channel=here)
@@ -274,7 +258,7 @@ async def test_status_update_reminders_follow_the_cadence(local_slack, redis_url
 
     async with incident_bot(local_slack, redis_url, tmp_path,
                             policy=default_policy(None, update_every_s=1.0)) as bot:
-        inc = await declare(bot, "Billing export late P2")
+        inc = await declare_incident(bot, "Billing export late P2")
         incident = await bot.incident(inc)
         await bot.wait_for(lambda: any("No status update" in t for t in bot.channel_texts(incident)), 6,
                            "a reminder")

@@ -13,7 +13,6 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,18 +33,6 @@ from bot.paging.webhooks import WebhookError, parse_pagerduty_event, verify_page
 from bot.slack_client import SlackClient
 from tests.fixtures.paging import FakeOpsgenie, FakePagerDuty
 from tests.fixtures.slack import SLACK_TEST_BOT_TOKEN as SLACK_TOKEN
-
-
-@pytest.fixture
-def pd() -> Iterator[FakePagerDuty]:
-    with FakePagerDuty() as fake:
-        yield fake
-
-
-@pytest.fixture
-def og() -> Iterator[FakeOpsgenie]:
-    with FakeOpsgenie() as fake:
-        yield fake
 
 
 def make_page(level: int = 1, severity: str = "P0", **overrides: Any) -> Page:

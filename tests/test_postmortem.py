@@ -211,10 +211,10 @@ async def run_scripted_incident(bot) -> dict:
 
 
 async def test_a_scripted_incident_gives_a_postmortem_with_exactly_its_facts_in_order(
-        local_slack, redis_url, tmp_path, monkeypatch, fake_pagerduty):
+        local_slack, redis_url, tmp_path, monkeypatch, pd):
     announcements = local_slack.add_channel("incidents", members=["U1"])
     with local_http_server({"/pay": Reply(500)}) as server:
-        async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch, pagerduty=fake_pagerduty,
+        async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch, pagerduty=pd,
                                services={"api": {"http": [probe(server.url("/pay"))]}},
                                incident={"incidents_channel": announcements}) as bot:
             await run_scripted_incident(bot)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,7 +22,7 @@ from typing import Any
 
 from bot.localslack.payloads import event_body
 from bot.writeup.install import install
-from tests.incident_harness import IncidentBot, incident_bot
+from tests.incident_harness import IncidentBot, declare_incident, incident_bot
 
 # Quick by default; a test that is about pacing sets its own.
 FAST = {"BACKFILL_CALLS_PER_MIN": "60000", "SUMMARY_SETTLE_S": "0", "SUMMARY_MIN_INTERVAL_S": "0",
@@ -49,10 +48,9 @@ async def writeup_bot(local: Any, redis_url: str, tmp_path: Any, monkeypatch: An
 
 
 async def declare(bot: IncidentBot, text: str, *, user: str = "U1", channel: str | None = None) -> Any:
-    answer = await bot.command("/incident", text, user=user, channel=channel)
-    found = re.search(r"INC-\d+", answer)
-    assert found, answer
-    return await bot.wait_incident(found.group(0), lambda i: i.ready)
+    """Like `declare_incident`, but the ready incident itself."""
+    incident_id = await declare_incident(bot, text, user=user, channel=channel)
+    return await bot.wait_incident(incident_id, lambda i: i.ready)
 
 
 async def deliver(bot: IncidentBot, event: dict, *, event_id: str | None = None) -> str:
