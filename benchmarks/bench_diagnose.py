@@ -30,12 +30,13 @@ import httpx
 import redis.asyncio as aioredis
 import yaml
 
+from benchmarks import pct
 from bot.http_workers import default_process_count
 from bot.localslack import LocalSlack
 from bot.queue import Queue, QueueStats
 from bot.redis_server import RedisServer
-from checks.runner import run_service
 from bot.services import parse_services
+from checks.runner import run_service
 from tests.app_harness import BOT_TOKEN, free_port
 from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET, signed_headers
 from tests.servers import Reply, local_http_server
@@ -43,10 +44,6 @@ from tests.servers import Reply, local_http_server
 CHECK_S = 0.3
 BURSTS = 5
 
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 @dataclass

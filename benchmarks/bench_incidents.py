@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import pct
 from bot.incidents.escalation import LINK_WAIT_S
 from bot.localslack import LocalSlack
 from bot.redis_server import RedisServer
@@ -28,10 +29,6 @@ INCIDENTS = 50
 ACK_TIMEOUT_S = 3.0
 WORKER_PROCESSES = 2
 
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def policy(events_url: str) -> dict:

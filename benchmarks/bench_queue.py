@@ -28,6 +28,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from benchmarks import pct
 from bot.queue import Job, Queue, Worker
 from bot.redis_server import RedisServer
 
@@ -37,10 +38,6 @@ RSS_ROUNDS = 2
 KILL_AFTER_S = 1.0
 SLOW_JOB_S = 8.0
 
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 # -- 1. throughput and pickup latency ------------------------------------------------------------------------
