@@ -29,6 +29,7 @@ The token names one enqueue: retries of it keep the token; a later enqueue under
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -463,6 +464,27 @@ class Queue:
         return int(await self._scripts["move_due"](
             keys=[self.delayed_key, self.delayed_jobs_key, self.stream_key], args=[limit]
         ))
+
+    async def wait_quiet(self, *, quiet_s: float, timeout_s: float, poll_s: float,
+                         due_within_s: float | None = None) -> bool:
+        """Wait until nothing is queued or running (nor, with `due_within_s`, delayed and due that soon) for
+        `quiet_s` in a row: True then, False after `timeout_s`. Delayed jobs further away (an escalation timer
+        hours off) never count. For a terminal session's piped input and for tests."""
+        deadline, quiet_since = time.monotonic() + timeout_s, None
+        while time.monotonic() < deadline:
+            stats = await self.stats()
+            busy = bool(stats.depth or stats.pending)
+            if due_within_s is not None:
+                busy = busy or bool(await self.redis.zcount(self.delayed_key, "-inf",
+                                                            (time.time() + due_within_s) * 1000))
+            if busy:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_s:
+                return True
+            await asyncio.sleep(poll_s)
+        return False
 
     async def is_idle(self) -> bool:
         """Nothing waiting in the stream, nothing pending, nothing delayed and already due."""

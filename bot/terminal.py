@@ -257,13 +257,4 @@ async def _drain(chat: TerminalChat, timeout_s: float = 60.0, quiet_s: float = 2
     shows the results. Delayed jobs (escalation timers hours away) do not count."""
     if chat.queue is None:
         return
-    deadline, quiet_since = time.monotonic() + timeout_s, None
-    while time.monotonic() < deadline:
-        stats = await chat.queue.stats()
-        if stats.depth or stats.pending:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since >= quiet_s:
-            return
-        await asyncio.sleep(0.2)
+    await chat.queue.wait_quiet(quiet_s=quiet_s, timeout_s=timeout_s, poll_s=0.2)

@@ -97,18 +97,8 @@ class RunningBot:
 async def settle_queue(rt: Runtime, *, timeout_s: float, quiet_s: float, due_within_s: float) -> None:
     """Wait until no job is ready, running, or due within `due_within_s`, for `quiet_s` in a row (delayed jobs
     further away, like hour-long escalation timers, don't count)."""
-    deadline, quiet_since = time.monotonic() + timeout_s, None
-    while time.monotonic() < deadline:
-        stats = await rt.queue.stats()
-        due_soon = await rt.redis.zcount(rt.queue.delayed_key, "-inf", (time.time() + due_within_s) * 1000)
-        if stats.depth or stats.pending or due_soon:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since >= quiet_s:
-            return
-        await asyncio.sleep(0.03)
-    raise TimeoutError(f"queue still busy after {timeout_s}s: {await rt.queue.stats()}")
+    if not await rt.queue.wait_quiet(quiet_s=quiet_s, timeout_s=timeout_s, poll_s=0.03, due_within_s=due_within_s):
+        raise TimeoutError(f"queue still busy after {timeout_s}s: {await rt.queue.stats()}")
 
 
 def write_services(path: Path, services: dict[str, Any]) -> Path:
