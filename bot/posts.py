@@ -14,6 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from bot.queue import text as redis_text  # `text` here is the message
 from bot.slack_client import SlackClient
 
 PENDING = "pending"
@@ -23,7 +24,8 @@ async def post_once(redis: aioredis.Redis, slack: SlackClient, key: str, field: 
                     blocks: list | None = None, thread_ts: str | None = None, ttl_s: int | None = None) -> str:
     """Post unless field `field` of hash `key` already records the post; returns the message's ts. With `ttl_s`
     the hash expires that long after its last post (diagnosis runs); without, it is kept (incidents)."""
-    recorded = _text(await redis.hget(key, field))
+    raw = await redis.hget(key, field)
+    recorded = None if raw is None else redis_text(raw)
     if recorded is not None and recorded != PENDING:
         return recorded
     post_id = hashlib.sha256(f"{key}\n{field}".encode()).hexdigest()[:32]
@@ -40,8 +42,8 @@ async def post_once(redis: aioredis.Redis, slack: SlackClient, key: str, field: 
 
 async def recorded_post(redis: aioredis.Redis, key: str, field: str) -> str | None:
     """The ts `post_once` recorded, None while there is none (or its post may still be in flight)."""
-    recorded = _text(await redis.hget(key, field))
-    return None if recorded == PENDING else recorded
+    raw = await redis.hget(key, field)
+    return None if raw is None or redis_text(raw) == PENDING else redis_text(raw)
 
 
 async def _record(redis: aioredis.Redis, key: str, field: str, value: str, ttl_s: int | None) -> str:
@@ -51,7 +53,3 @@ async def _record(redis: aioredis.Redis, key: str, field: str, value: str, ttl_s
             pipe.expire(key, ttl_s)
         await pipe.execute()
     return value
-
-
-def _text(raw: Any) -> str | None:
-    return raw.decode() if isinstance(raw, bytes) else raw

@@ -26,7 +26,8 @@ import redis.asyncio as aioredis
 
 from bot.mrkdwn import MAX_BLOCKS, SECTION_TEXT_MAX, escape, inert, truncate
 from bot.paging.providers import Page, PageResult, format_elapsed, page_urgency
-from bot.posts import PENDING, post_once, recorded_post
+from bot.posts import PENDING, post_once
+from bot.queue import text
 from bot.slack_client import SlackClient, SlackError
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,6 @@ _USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _GROUP = re.compile(r"^S[A-Z0-9]{2,}$")
 _SAFE_URL = re.compile(r"^https?://[^\s<>|]+$")
 DM_RECORD_TTL_S = 30 * 86400  # who was DM'd for a page, for acknowledge/resolve to rewrite: an incident's life
-
-
-def _text(raw: Any) -> Any:
-    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 class SlackDmProvider:
@@ -111,10 +108,9 @@ class SlackDmProvider:
         """(channel, ts) of the person's DM for this page, posting it unless an earlier try did; else Slack's
         error code."""
         async with self._limit:
-            channel = _text(await self.redis.hget(key, f"channel:{user}"))
-            ts = await recorded_post(self.redis, key, f"dm:{user}")
-            if channel and ts:
-                return channel, ts  # reached by an earlier try of this page
+            known_channel, known_ts = await self.redis.hmget(key, [f"channel:{user}", f"dm:{user}"])
+            if known_channel and known_ts and text(known_ts) != PENDING:
+                return text(known_channel), text(known_ts)  # reached by an earlier try of this page
             try:
                 channel = await self.slack.open_dm(user)
                 await self.redis.hset(key, f"channel:{user}", channel)
@@ -126,12 +122,12 @@ class SlackDmProvider:
         return channel, ts
 
     async def _close_out(self, dedup_key: str, outcome: str) -> PageResult:
-        record = {_text(k): _text(v) for k, v in (await self.redis.hgetall(self._key(dedup_key))).items()}
+        record = {text(k): text(v) for k, v in (await self.redis.hgetall(self._key(dedup_key))).items()}
         if "page" not in record:
             return PageResult(self.name, True)  # nothing was DM'd for this page (or it is long over)
         raw = json.loads(record["page"])
         page = Page(**{**raw, "targets": tuple(raw.get("targets") or ())})
-        text, blocks = closed_text(page, outcome), closed_blocks(page, outcome)
+        closed, blocks = closed_text(page, outcome), closed_blocks(page, outcome)
         errors = []
         for name, ts in record.items():
             user = name.removeprefix("dm:")
@@ -139,7 +135,7 @@ class SlackDmProvider:
             if name == user or ts == PENDING or not channel:
                 continue  # not a DM, or one whose post never completed
             try:
-                await self.slack.update_message(channel, ts, text, blocks=blocks)
+                await self.slack.update_message(channel, ts, closed, blocks=blocks)
             except SlackError as exc:
                 errors.append(f"{user} ({exc.error})")
         if errors:
