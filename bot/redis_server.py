@@ -87,7 +87,8 @@ class RedisServer:
         stop_timeout_s: float = 10.0,
         die_with_parent: bool = False,
     ) -> None:
-        self.data_dir = Path(data_dir)
+        # Absolute: the server runs with cwd=data_dir, where a relative --dir would point one level too deep.
+        self.data_dir = Path(data_dir).absolute()
         self.aof = aof
         self.port = port
         self.executable = executable

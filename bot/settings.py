@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("chatops_data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Resolved once at start-up: child processes and a later chdir must all mean the same directory.
+        return value.expanduser().absolute()
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
