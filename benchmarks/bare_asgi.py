@@ -1,5 +1,5 @@
 """A server that answers every request with a fixed body and does nothing else, on the bot's own HTTP stack
-(`bot.http_server.serve`: uvicorn, uvloop, the same socket options), in a process of its own.
+(`bot.app.http_server.serve`: uvicorn, uvloop, the same socket options), in a process of its own.
 
     python -m benchmarks.bare_asgi PORT [DELAY_S]
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bot.http_server import serve
+from bot.app.http_server import serve
 
 ACK = b'{"text": "Queued 1 checks for `api`.", "response_type": "ephemeral"}'
 

@@ -20,14 +20,25 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-
-from bot.services import parse_services
+from bot.settings import parse_services
 from checks.aws.clients import AwsClients
 from checks.registry import CheckContext
 from checks.runner import make_http_client, plan, run_check, run_service
-from tests.aws_lambda_scenarios import create_function, put_lambda_metrics, put_log_lines, report_line, sqs_queue
-from tests.aws_scenarios import build_alb, build_network, build_target_group, firing_alarm, put_parameter
 from tests.app_harness import free_port
+from tests.aws_lambda_scenarios import (
+    create_function,
+    put_lambda_metrics,
+    put_log_lines,
+    report_line,
+    sqs_queue,
+)
+from tests.aws_scenarios import (
+    build_alb,
+    build_network,
+    build_target_group,
+    firing_alarm,
+    put_parameter,
+)
 from tests.fixtures.aws import FAKE_CREDENTIALS
 
 FUNCTIONS = [f"fn-{i}" for i in range(4)]

@@ -31,11 +31,11 @@ import redis.asyncio as aioredis
 import yaml
 
 from benchmarks import pct
-from bot.http_workers import default_process_count
-from bot.localslack import LocalSlack
+from bot.app.http_workers import default_process_count
+from bot.app.redis_server import RedisServer
 from bot.queue import Queue, QueueStats
-from bot.redis_server import RedisServer
-from bot.services import parse_services
+from bot.settings import parse_services
+from bot.slack.local import LocalSlack
 from checks.runner import run_service
 from tests.app_harness import BOT_TOKEN, free_port
 from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET, signed_headers

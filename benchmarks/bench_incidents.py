@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from benchmarks import pct
+from bot.app.redis_server import RedisServer
 from bot.incidents.escalation import LINK_WAIT_S
-from bot.localslack import LocalSlack
-from bot.redis_server import RedisServer
+from bot.slack.local import LocalSlack
 from tests.fixtures.paging import FakePagerDuty
 from tests.incident_harness import BOT_TOKEN, IncidentBot, default_policy, incident_bot
 

@@ -29,19 +29,19 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
-from bot.backfill import backfill_incident
+from bot.app.redis_server import RedisServer
 from bot.incidents.model import Incident
 from bot.incidents.store import IncidentStore
-from bot.localslack import LocalSlack
-from bot.postmortem.assemble import render_markdown
-from bot.postmortem.facts import build_facts
-from bot.redis_server import RedisServer
+from bot.incidents.timeline import Entry, Timeline
 from bot.runtime import create_runtime
 from bot.settings import Settings
-from bot.timeline import Entry, Timeline
+from bot.slack.local import LocalSlack
+from bot.writeup.backfill import backfill_incident
 from bot.writeup.config import WriteupSettings
-from bot.writeup.incidents import IncidentView
 from bot.writeup.install import install
+from bot.writeup.postmortem.assemble import render_markdown
+from bot.writeup.postmortem.facts import build_facts
+from bot.writeup.view import IncidentView
 
 T0 = 1_790_000_000.0
 PEOPLE = [f"U{i:03d}" for i in range(40)]

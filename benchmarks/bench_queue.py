@@ -29,8 +29,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from benchmarks import pct
+from bot.app.redis_server import RedisServer
 from bot.queue import Job, Queue, Worker
-from bot.redis_server import RedisServer
 
 BURST_JOBS = 10_000
 LATENCY_JOBS = 1_000

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 
 CONTEXT_FIELDS = ("job_id", "job_kind", "incident_id", "run_id")
 
-# What the current task is working on (set per job by bot/jobs.py); every record logged inside carries it.
+# What the current task is working on (set per job by bot/app/jobs.py); every record logged inside carries it.
 LOG_CONTEXT: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("log_context", default={})
 
 

@@ -1,7 +1,7 @@
 """The one retry policy: exponential backoff with full jitter, always bounded in attempts and in total time.
 
 Used by the queue (job retries), the paging providers and anything else that calls out. Slack's own client uses
-slack_sdk's retry handlers configured from the same numbers (see bot/slack_client.py).
+slack_sdk's retry handlers configured from the same numbers (see bot/slack/client.py).
 """
 
 from __future__ import annotations

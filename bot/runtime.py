@@ -1,26 +1,51 @@
-"""What handlers and jobs share in one process: settings, Redis, the queue, the Slack client, probe clients.
+"""What handlers and jobs share in one process: settings, Redis, the queue, the Slack client, probe clients, and
+the hooks through which features plug in.
 
-Built by `create_runtime(settings)` when a process starts (never at import), closed by `aclose()`.
+Built by `create_runtime(settings)` when a process starts (never at import), closed by `aclose()`. A feature's
+`install(rt)` adds its context with `rt.provide(ctx)` (looked up by type: `rt.feature(Incidents)`) and its
+job kinds, routes, recorders and closers to `rt.hooks`; nothing is looked up by a string key.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from bot.queue import Queue
-from bot.services import ServicesFile, load_services
-from bot.settings import Settings
-from bot.slack_client import SlackClient
+from bot.settings import Settings, load_services
+from bot.slack.client import SlackClient
+from checks.services import ServicesFile
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+JobHandler = Callable[[Any], Awaitable[None]]
+# (scope, body) -> (status, headers, body): an extra HTTP route (webhooks, /metrics).
+Route = Callable[[dict, bytes], Awaitable[tuple[int, dict[str, str], bytes]]]
+
+
+@dataclass
+class Hooks:
+    """Where features plug into a process; each list is filled by the features' `install(rt)` at start-up."""
+
+    job_handlers: list[Callable[[Runtime], dict[str, JobHandler]]] = field(default_factory=list)
+    http_routes: dict[tuple[str, str], Route] = field(default_factory=dict)  # (method, path) -> route
+    event_recorders: list[Callable[[Runtime, dict, dict], Awaitable[None]]] = field(default_factory=list)
+    # (rt, run_id, run state, verdict): once per finished diagnosis run
+    diagnosis_finished: list[Callable[[Runtime, str, dict[str, str], Any], Awaitable[None]]] = field(
+        default_factory=list)
+    page_outcomes: list[Callable[[str, bool], None]] = field(default_factory=list)  # (provider, sent) per page
+    health_checks: list[Callable[[], str | None]] = field(default_factory=list)  # a problem sentence, or None
+    closers: list[Callable[[Runtime], Awaitable[None]]] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)  # for log redaction
 
 
 @dataclass
@@ -34,8 +59,20 @@ class Runtime:
     _services_mtime: float = -1.0
     _probe_http: Any = None
     _aws: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)  # per-feature state (paging providers, policy, ...)
     namespace: str = "chatops"  # prefix of every Redis key, so several bots (or test runs) can share one Redis
+    hooks: Hooks = field(default_factory=Hooks)
+    worker: Any = None  # this process's queue Worker, when it runs one (metrics and the dead-man check watch it)
+    health_problem: tuple[str, float] | None = None  # the failing health check last logged, and when
+    _features: dict[type, Any] = field(default_factory=dict)
+    _aws_runs: dict[str, tuple[Any, float]] = field(default_factory=dict)
+
+    def provide(self, feature: T) -> T:
+        """Install a feature's context, found again by its type: `rt.feature(Incidents)`."""
+        self._features[type(feature)] = feature
+        return feature
+
+    def feature(self, kind: type[T]) -> T | None:
+        return self._features.get(kind)
 
     def key(self, *parts: object) -> str:
         """A Redis key in this bot's namespace: `rt.key("diag", "run", run_id)` → `chatops:diag:run:<id>`."""
@@ -72,7 +109,7 @@ class Runtime:
         """The AWS view for one diagnosis run: shared clients, a memo of that run's read-only calls. Views of runs
         older than a few minutes are dropped (a run ends by its deadline)."""
         now = time.monotonic()
-        views = self.extras.setdefault("aws_runs", {})
+        views = self._aws_runs
         for stale in [k for k, (_, born) in views.items() if now - born > 600]:
             del views[stale]
         if run_id not in views:
@@ -80,7 +117,7 @@ class Runtime:
         return views[run_id][0]
 
     async def aclose(self) -> None:
-        for close in self.extras.get("closers", []):  # features' own clients (paging providers, ...)
+        for close in self.hooks.closers:  # features' own clients (paging providers, ...)
             try:
                 await close(self)
             except Exception:

@@ -7,12 +7,21 @@ needs "SLACK_BOT_TOKEN is required when SLACK_SIGNING_SECRET is set", not a pyda
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from checks.services import ServicesFile
 
 SLACK_DEFAULT_API_URL = "https://slack.com/api/"
 
@@ -135,3 +144,21 @@ def describe_validation_error(exc: ValidationError, *, env: bool = False, prefix
         message = "is required"
         return f"{where} {message}"
     return f"{where}: {message}" if where else message
+
+
+def parse_services(data: Any, *, source: str = "services file") -> ServicesFile:
+    from checks.services import (
+        ServicesFile,  # the schema lives with the checks that read it
+    )
+
+    if not isinstance(data, dict) or "services" not in data:
+        raise ConfigError(f"{source}: expected a top-level `services:` mapping")
+    try:
+        return ServicesFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
+
+
+def load_services(path: Path) -> ServicesFile:
+    """Read and validate the services file; every problem is a ConfigError naming the file and the path in it."""
+    return parse_services(read_yaml_file(path, "services file"), source=str(path))

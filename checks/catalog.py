@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 
-import checks
-
-_NOT_CHECKS = {"checks.catalog", "checks.registry", "checks.model", "checks.runner", "checks.verdict"}
+_NOT_CHECKS = {"checks.catalog", "checks.registry", "checks.model", "checks.runner", "checks.services",
+               "checks.verdict"}
 _loaded = False
 
 
@@ -19,7 +19,7 @@ def load() -> None:
     global _loaded
     if _loaded:
         return
-    for module in pkgutil.walk_packages(checks.__path__, prefix="checks."):
+    for module in pkgutil.walk_packages([str(Path(__file__).parent)], prefix="checks."):
         if module.name not in _NOT_CHECKS:
             importlib.import_module(module.name)
     _loaded = True

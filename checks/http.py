@@ -18,11 +18,17 @@ from typing import Any
 
 import httpx
 
-from bot.services import HttpProbe
 from checks.model import CheckResult, Status
 from checks.net import guard
-from checks.net.probe import Outcome, probe_http, request_timeouts, time_left, with_route
+from checks.net.probe import (
+    Outcome,
+    probe_http,
+    request_timeouts,
+    time_left,
+    with_route,
+)
 from checks.registry import CheckContext, Layer, check
+from checks.services import HttpProbe
 
 CHECK_LIMIT_S = 90.0
 RESOLVE_TIMEOUT_S = 3.0

@@ -15,9 +15,9 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from bot.services import DatabaseSpec, ServiceSpec
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, check
+from checks.services import DatabaseSpec, ServiceSpec
 
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT = "5s"

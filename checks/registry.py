@@ -23,8 +23,8 @@ from checks.model import CheckResult
 if TYPE_CHECKING:
     import httpx
 
-    from bot.services import ServiceSpec
     from checks.aws.clients import AwsClients
+    from checks.services import ServiceSpec
 
 
 class Layer(IntEnum):

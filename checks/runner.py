@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 
 import httpx
 
-from bot.services import ServiceSpec
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, CheckDef, registered_checks
+from checks.services import ServiceSpec
 
 log = logging.getLogger(__name__)
 

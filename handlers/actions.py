@@ -1,10 +1,14 @@
-"""Interactive components (buttons). Features register theirs through `rt.extras["action_registrars"]`."""
+"""Interactive components (buttons): each feature's buttons, registered when that feature is installed."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from bot.incidents.service import Incidents
+
 
 def register(app: Any, rt: Any) -> None:
-    for registrar in rt.extras.get("action_registrars", []):
-        registrar(app, rt)
+    if rt.feature(Incidents) is not None:
+        from handlers import incident_actions
+
+        incident_actions.register(app, rt)

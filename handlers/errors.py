@@ -1,6 +1,6 @@
 """How failures reach people: a known problem is one plain sentence; anything else is a short reference id.
 
-A `UserError` carries the sentence the user reads (what was wrong and what to type instead). An unexpected
+A `UserError` (bot/errors.py) carries the sentence the user reads (what was wrong and what to type instead). An unexpected
 exception is logged with a reference id, and the user sees only that id — never a stack trace in Slack.
 """
 
@@ -12,11 +12,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bot.errors import UserError
+
 log = logging.getLogger("handlers")
-
-
-class UserError(Exception):
-    """A business error whose message is the (already safe) sentence shown to the user, ephemerally."""
 
 
 def reference_id() -> str:

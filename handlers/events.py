@@ -36,7 +36,7 @@ def _listener(rt: Any) -> Callable[..., Awaitable[None]]:
         if seen_key and not await rt.redis.set(seen_key, 1, nx=True, ex=EVENT_TTL_S):
             return  # a retry of a delivery we already handled
         failed = False
-        for recorder in rt.extras.get("event_recorders", []):
+        for recorder in rt.hooks.event_recorders:
             try:
                 await recorder(rt, event, body)
             except Exception:

@@ -11,6 +11,7 @@ import uuid
 import weakref
 from typing import Any
 
+from bot.errors import UserError
 from bot.incidents import escalation, lifecycle
 from bot.incidents.messages import (
     ACK_ACTION,
@@ -23,7 +24,7 @@ from bot.incidents.model import parse_incident_id
 from bot.incidents.service import Incidents, incidents_of
 from bot.paging.slack_dm import OPEN_CHANNEL_ACTION_ID
 from bot.runtime import Runtime
-from handlers.errors import UserError, answers_errors
+from handlers.errors import answers_errors
 
 _registered: weakref.WeakSet = weakref.WeakSet()
 

@@ -28,13 +28,13 @@ import httpx
 import yaml
 from pydantic import SecretStr
 
-from bot.features import create_full_runtime
-from bot.http_server import create_asgi, serve
-from bot.jobs import job_handlers
+from bot.app.bolt import create_app
+from bot.app.features import create_full_runtime
+from bot.app.http_server import create_asgi, serve
+from bot.app.jobs import job_handlers
 from bot.queue import Worker
 from bot.runtime import Runtime
 from bot.settings import Settings
-from bot.slack_app import create_app
 from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET, signed_headers
 
 BOT_TOKEN = "xoxb-test-token"
@@ -127,7 +127,7 @@ async def running_bot(local: Any, redis_url: str, tmp_path: Path, *, services: d
     for _ in range(workers):
         bot.workers.append(Worker(rt.queue, job_handlers(rt), concurrency=settings.worker_concurrency))
     if bot.workers:
-        rt.extras["worker"] = bot.workers[0]  # what the dead-man /healthz check watches, as in `chatops run`
+        rt.worker = bot.workers[0]  # what the dead-man /healthz check watches, as in `chatops run`
     tasks = [asyncio.create_task(w.run()) for w in bot.workers]
     await _wait_listening(port)
     try:

@@ -5,7 +5,7 @@
   over httpx's ASGI transport.
 - Redis: a real server (the session's, or a private restartable one); each bot gets its own namespace/queue.
 - Paging: the fake PagerDuty (tests/fixtures/paging.py) named in a real policy file; Slack DMs via LocalSlack.
-- Workers: real `bot.queue.Worker`s as tasks in this process (`start_worker`/`stop_workers`), or a separate
+- Workers: real `bot.queue.stream.Worker`s as tasks in this process (`start_worker`/`stop_workers`), or a separate
   process (`worker_process`) that a test can SIGKILL.
 
     async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd) as bot:
@@ -41,23 +41,23 @@ import httpx
 import yaml
 from pydantic import SecretStr
 
-from bot.http_server import create_asgi
+from bot.app.bolt import create_app
+from bot.app.http_server import create_asgi
+from bot.app.jobs import job_handlers
 from bot.incidents.config import IncidentSettings
 from bot.incidents.install import install
 from bot.incidents.model import Incident
 from bot.incidents.service import Incidents
-from bot.jobs import job_handlers
-from bot.localslack.payloads import (
-    block_action_body,
-    signed_headers,
-    slash_command_body,
-)
+from bot.incidents.timeline import Entry
 from bot.paging.policy import load_policy
 from bot.queue import Worker
 from bot.runtime import Runtime, create_runtime
 from bot.settings import Settings
-from bot.slack_app import create_app
-from bot.timeline import Entry
+from bot.slack.local.payloads import (
+    block_action_body,
+    signed_headers,
+    slash_command_body,
+)
 from tests.app_harness import settle_queue
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
@@ -130,7 +130,7 @@ async def build_runtime(config: BotConfig) -> tuple[Runtime, Incidents]:
     policy = load_policy(Path(config.policy_file), env=config.env)
     ctx = await install(rt, settings=incident_settings, policy=policy)
     ctx.page_lease_s = config.page_lease_s
-    from bot import features
+    from bot.app import features
 
     for other in getattr(features, "_feature_installers", list)():
         await other(rt)  # the other features; ours is installed already (install is idempotent)
@@ -285,7 +285,7 @@ async def declare_incident(bot: IncidentBot, text: str, **kwargs: Any) -> str:
 async def _until_done(tasks: list[asyncio.Task], timeout_s: float = 20.0) -> None:
     """Wait for stopped workers. redis-py 8.1 sometimes swallows a CancelledError that lands mid-command, so a
     worker loop cancelled once can keep running and `Worker.run` never returns; cancel such loops again.
-    (Reported: bot/worker.py `_cancel_all` should cancel until done. Remove this once it does.)"""
+    (Reported: bot/queue/worker.py `_cancel_all` should cancel until done. Remove this once it does.)"""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         _done, pending = await asyncio.wait(tasks, timeout=0.5) if tasks else (set(), set())
@@ -322,7 +322,7 @@ async def incident_bot(local: Any, redis_url: str, tmp_path: Path, *, pagerduty:
                        services_file=str(services_file), policy_file=str(policy_file), env=env,
                        incident=incident or {}, settings=settings or {}, page_lease_s=page_lease_s)
     rt, ctx = await build_runtime(config)
-    app = create_app(rt)  # handlers.actions registers rt.extras["action_registrars"] (the incident buttons)
+    app = create_app(rt)  # handlers.actions registers the incident buttons
     asgi = create_asgi(app, rt)
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://bot.test", timeout=15)
     bot = IncidentBot(rt, ctx, local, app, http, config, pagerduty)
@@ -333,7 +333,7 @@ async def incident_bot(local: Any, redis_url: str, tmp_path: Path, *, pagerduty:
     finally:
         await bot.stop_workers()
         await http.aclose()
-        for closer in rt.extras.get("closers", []):
+        for closer in rt.hooks.closers:
             await closer(rt)
         await rt.aclose()
 

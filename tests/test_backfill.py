@@ -6,10 +6,10 @@ from __future__ import annotations
 import itertools
 import time
 
-from bot.backfill import backfill_incident
-from bot.localslack import http_error
-from bot.postmortem.assemble import gather_facts, render_markdown
-from bot.timeline import message_entry_id
+from bot.incidents.timeline import message_entry_id
+from bot.slack.local import http_error
+from bot.writeup.backfill import backfill_incident
+from bot.writeup.postmortem.assemble import gather_facts, render_markdown
 from tests.servers import Reply, local_http_server
 from tests.test_postmortem import probe, run_scripted_incident
 from tests.writeup_harness import declare, deliver, react, say, writeup_bot

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from botocore.stub import Stubber
 
-from bot.services import AwsSpec, ServiceSpec
 from checks.aws.changes import (
     Change,
     find_suspect,
@@ -31,6 +30,7 @@ from checks.aws.logs import (
 )
 from checks.model import Status
 from checks.registry import CheckContext, Layer
+from checks.services import AwsSpec, ServiceSpec
 from tests.aws_lambda_scenarios import (
     REGION,
     create_function,

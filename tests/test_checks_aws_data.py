@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from bot.services import AwsSpec, BucketSpec, ServiceSpec
 from checks.aws.acm import acm
 from checks.aws.clients import AwsClients
 from checks.aws.dynamodb import dynamodb
@@ -26,6 +25,7 @@ from checks.aws.s3 import PROBE_PREFIX, s3
 from checks.aws.sqs import sqs_dlq
 from checks.model import Status
 from checks.registry import CheckContext
+from checks.services import AwsSpec, BucketSpec, ServiceSpec
 
 REGION = "us-east-1"
 

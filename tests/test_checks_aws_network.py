@@ -17,15 +17,29 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 
-from bot.services import AwsSpec, ServiceSpec
 from checks.aws.alarms import alarms
 from checks.aws.clients import AwsClients
-from checks.aws.elb import TargetGroups, alb_routes, elb_5xx, matcher_accepts, parse_matcher, target_health
+from checks.aws.elb import (
+    TargetGroups,
+    alb_routes,
+    elb_5xx,
+    matcher_accepts,
+    parse_matcher,
+    target_health,
+)
 from checks.aws.endpoints import ssm_parameters, vpce_policy
-from checks.aws.nacl import NaclRule, NaclTarget, blocked_ranges, decide, nacl, rules_for
+from checks.aws.nacl import (
+    NaclRule,
+    NaclTarget,
+    blocked_ranges,
+    decide,
+    nacl,
+    rules_for,
+)
 from checks.model import Status
 from checks.registry import CheckContext
 from checks.runner import make_http_client, run_service
+from checks.services import AwsSpec, ServiceSpec
 from tests.aws_scenarios import (
     REGION,
     Network,

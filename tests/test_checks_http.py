@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.services import ServiceSpec
 from checks.http import http_health
 from checks.model import CheckResult, Status
 from checks.net.guard import static_resolver, use_resolver
 from checks.registry import CheckContext
 from checks.runner import make_http_client, run_service
+from checks.services import ServiceSpec
 from tests.servers import (
     Reply,
     TestCA,

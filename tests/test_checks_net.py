@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.services import ServiceSpec
 from checks.aws.clients import AwsClients
 from checks.model import CheckResult, Status
 from checks.net import dns, guard
@@ -28,6 +27,7 @@ from checks.net.tcp import tcp_connect
 from checks.net.tls import tls_certificate
 from checks.registry import CheckContext
 from checks.runner import make_http_client
+from checks.services import ServiceSpec
 from tests.servers import (
     Reply,
     TestCA,

@@ -18,10 +18,10 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from bot.services import DatabaseSpec, ServiceSpec
 from checks.model import CheckResult, Status
 from checks.postgres import postgres, redact_query, scrub
 from checks.registry import CheckContext
+from checks.services import DatabaseSpec, ServiceSpec
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PASSWORD = "Hunter2-Sekret-pw"

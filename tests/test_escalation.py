@@ -284,7 +284,7 @@ async def test_a_rejected_page_is_told_in_the_channel_and_the_escalation_still_r
 
 async def test_a_slow_slack_during_the_permission_check_is_said_plainly_within_3s_and_changes_nothing(
         local_slack, redis_url, tmp_path, pd):
-    from bot.localslack import http_error
+    from bot.slack.local import http_error
 
     async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, policy=oncall_then_managers(pd)) as bot:
         inc = await declare_incident(bot, "Checkout errors P1")

@@ -25,7 +25,12 @@ from urllib.parse import parse_qs, urlencode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.localslack.payloads import block_action_body, event_body, signed_headers, slash_command_body
+from bot.slack.local.payloads import (
+    block_action_body,
+    event_body,
+    signed_headers,
+    slash_command_body,
+)
 from tests.app_harness import RunningBot, running_bot
 from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET
 from tests.incident_harness import IncidentBot, incident_bot

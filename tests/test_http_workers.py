@@ -17,8 +17,8 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from bot import http_workers
-from bot.http_workers import cgroup_cpu_quota
+from bot.app import http_workers
+from bot.app.http_workers import cgroup_cpu_quota
 from tests.app_harness import BOT_TOKEN, free_port
 from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET, signed_headers
 

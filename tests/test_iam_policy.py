@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 
-from bot.services import AwsSpec, ServiceSpec
 from checks.aws.clients import AwsClients
 from checks.aws.sqs import sqs_dlq
 from checks.registry import CheckContext
+from checks.services import AwsSpec, ServiceSpec
 from tests.conftest import policy_actions
 from tests.fixtures.aws import AWS_OPERATIONS
 

@@ -10,7 +10,6 @@ import json
 import re
 import uuid
 
-
 from tests.incident_harness import (
     ALERTMANAGER_TOKEN,
     PD_WEBHOOK_SECRET,

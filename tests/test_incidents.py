@@ -10,7 +10,7 @@ import time
 import pytest
 
 from bot.incidents.messages import HEADER_ACTIONS
-from bot.localslack.model import Scripted
+from bot.slack.local.model import Scripted
 from tests.incident_harness import IncidentBot, declare_incident, incident_bot
 
 

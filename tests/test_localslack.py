@@ -18,7 +18,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.localslack import LocalSlack, delay, http_error, slack_error
+from bot.slack.local import LocalSlack, delay, http_error, slack_error
 from tests.fixtures.slack import (
     SLACK_TEST_SIGNING_SECRET,
     block_action_body,

@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from bot.jobs import wrap_job_handler
+from bot.app.jobs import wrap_job_handler
 from bot.logs import AddContext, JsonFormatter, RedactSecrets
 from bot.queue import Job
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import re
-
 import asyncio
 import logging
+import re
 import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.jobs import job_handlers
-from bot.localslack import slack_error
+from bot.app.jobs import job_handlers
+from bot.app.metrics import Metrics
 from bot.queue import Worker
+from bot.slack.local import slack_error
 from tests.app_harness import RunningBot, running_bot
 from tests.servers import Reply, local_http_server
 
@@ -35,7 +35,7 @@ async def test_metrics_show_queue_jobs_checks_and_slack_errors_after_a_diagnosis
         services = {"api": {"http": [{"url": server.url("/ok"), "samples": 1, "timeout_s": 1},
                                      {"url": server.url("/boom"), "samples": 1, "timeout_s": 1}]}}
         async with running_bot(local_slack, redis_url, tmp_path, services=services) as bot:
-            bot.rt.extras["worker"] = bot.workers[0]
+            bot.rt.worker = bot.workers[0]
             before = await scrape(bot)
             assert before[("chatops_queue_depth", ())] == 0
             assert before[("chatops_queue_stats_up", ())] == 1
@@ -75,7 +75,7 @@ async def test_pages_sent_and_failed_are_counted_where_the_paging_code_sends_the
             pd.script(status=400, times=5)  # PagerDuty now refuses: the next page fails
             await bot.command("/incident", "Search down P0")
             await bot.settle()
-            text = (await bot.rt.extras["metrics"].scrape()).decode()
+            text = (await bot.rt.feature(Metrics).scrape()).decode()
     sent = re.search(r'chatops_pages_total\{outcome="sent",provider="pagerduty"\} (\S+)', text)
     failed = re.search(r'chatops_pages_total\{outcome="failed",provider="pagerduty"\} (\S+)', text)
     assert sent and float(sent.group(1)) == 1
@@ -86,7 +86,7 @@ async def test_two_runtimes_in_one_process_keep_their_own_figures(local_slack, r
     async with running_bot(local_slack, redis_url, tmp_path, services={}) as first, \
             running_bot(local_slack, redis_url, tmp_path, services={}) as second:
         first.rt.slack.errors["chat.update"] += 3
-        assert first.rt.extras["metrics"].registry is not second.rt.extras["metrics"].registry
+        assert first.rt.feature(Metrics).registry is not second.rt.feature(Metrics).registry
         assert (await scrape(first))[("chatops_slack_api_errors_total", (("method", "chat.update"),))] == 3
         assert not any(name == "chatops_slack_api_errors_total" for name, _ in await scrape(second))
 
@@ -98,7 +98,7 @@ async def test_healthz_fails_and_logs_why_while_the_delayed_job_mover_is_stuck(l
     caplog.set_level(logging.WARNING)
     async with running_bot(local_slack, redis_url, tmp_path, services={}, workers=0) as bot:
         worker = Worker(bot.rt.queue, job_handlers(bot.rt), mover_interval_s=0.05, reclaim_interval_s=0.05)
-        bot.rt.extras["worker"] = worker
+        bot.rt.worker = worker
         task = asyncio.create_task(worker.run())
         try:
             await wait_for_status(bot, 200)
@@ -121,7 +121,7 @@ async def test_healthz_fails_when_the_worker_never_gets_going(local_slack, redis
     """A worker registered but never run (its loops never complete a round) is as stuck as a stalled one."""
     async with running_bot(local_slack, redis_url, tmp_path, services={}, workers=0) as bot:
         idle = Worker(bot.rt.queue, {}, mover_interval_s=0.01, reclaim_interval_s=0.01)
-        bot.rt.extras["worker"] = idle
+        bot.rt.worker = idle
         assert (await bot.http.get(bot.base_url + "/healthz")).status_code == 200  # first look starts the clock
         body = await wait_for_status(bot, 503, within_s=3)
         assert "no progress" in body["problem"]

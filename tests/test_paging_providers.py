@@ -21,16 +21,25 @@ import pytest
 import redis.asyncio as aioredis
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.localslack import LocalSlack, Message
-
 from bot.paging import build_providers, close_providers
 from bot.paging.opsgenie import OpsgenieProvider, opsgenie_responders
 from bot.paging.pagerduty import PagerDutyConfig, PagerDutyProvider, pagerduty_severity
+from bot.paging.pagerduty_events import (
+    WebhookError,
+    parse_pagerduty_event,
+    verify_pagerduty_signature,
+)
 from bot.paging.policy import PagingConfig
-from bot.paging.providers import Page, Provider, RetrySpec, make_dedup_key, parse_dedup_key
+from bot.paging.providers import (
+    Page,
+    Provider,
+    RetrySpec,
+    make_dedup_key,
+    parse_dedup_key,
+)
 from bot.paging.slack_dm import ACK_ACTION_ID, SlackDmProvider
-from bot.paging.webhooks import WebhookError, parse_pagerduty_event, verify_pagerduty_signature
-from bot.slack_client import SlackClient
+from bot.slack.client import SlackClient
+from bot.slack.local import LocalSlack, Message
 from tests.fixtures.paging import FakeOpsgenie, FakePagerDuty
 from tests.fixtures.slack import SLACK_TEST_BOT_TOKEN as SLACK_TOKEN
 
@@ -443,7 +452,7 @@ async def test_slack_dm_acknowledged_by_another_process_rewrites_every_dm(team: 
 
 async def test_slack_dm_of_a_worker_that_died_after_slack_answered_is_not_sent_again(
         team: Team, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot import posts
+    from bot.slack import posts
 
     provider = dm_provider(team.slack, redis)
     page = make_page(targets=("U0ONCALL",))

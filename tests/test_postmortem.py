@@ -8,11 +8,15 @@ import re
 
 import boto3
 
-from bot.localslack import slack_error
-from bot.postmortem.assemble import gather_facts, render_markdown
-from bot.postmortem.facts import build_facts, fmt_duration
-from bot.timeline import Entry
-from bot.writeup.incidents import IncidentView
+from bot.incidents.timeline import Entry
+from bot.slack.local import slack_error
+from bot.writeup.postmortem.assemble import (
+    gather_facts,
+    postmortem_markdown,
+    render_markdown,
+)
+from bot.writeup.postmortem.facts import build_facts, fmt_duration
+from bot.writeup.view import IncidentView
 from tests.servers import Reply, local_http_server
 from tests.writeup_harness import declare, delete, edit, react, say, writeup_bot
 
@@ -296,7 +300,7 @@ async def test_on_demand_postmortem_and_the_cli_hook_and_republishing_edits_the_
         assert len(local_slack.calls_to("canvases.edit")) == 1
         posts = [m for m in local_slack.messages(incident.channel) if "postmortem draft" in m.text]
         assert len(posts) == 1  # the link is not posted again for the same canvas
-        printed = await bot.rt.extras["postmortem_markdown"](bot.rt, "inc-1")
+        printed = await postmortem_markdown(bot.rt, "inc-1")
         assert printed.startswith("# Postmortem: INC-1 — Search slow")
         assert "“p99 4s @channel \\<b\\>”" in printed and "<!channel>" not in printed
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot import posts
-from bot.posts import post_once
+from bot.slack import posts
+from bot.slack.posts import post_once
 from tests.app_harness import running_bot
 
 

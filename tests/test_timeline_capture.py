@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from bot.timeline import Entry, Timeline, message_entry_id
+from bot.incidents.timeline import Entry, Timeline, message_entry_id
 from tests.writeup_harness import (
     declare,
     delete,

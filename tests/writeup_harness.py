@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bot.localslack.payloads import event_body
+from bot.slack.local.payloads import event_body
 from bot.writeup.install import install
 from tests.incident_harness import IncidentBot, declare_incident, incident_bot
 
@@ -41,7 +41,7 @@ async def writeup_bot(local: Any, redis_url: str, tmp_path: Any, monkeypatch: An
             import yaml
 
             Path(bot.config.services_file).write_text(yaml.safe_dump({"services": services}))
-        await install(bot.rt)  # idempotent: a no-op once bot.features installs it
+        await install(bot.rt)  # idempotent: a no-op once bot.app.features installs it
         await bot.stop_workers()  # workers read their job kinds when they start: restart them with ours
         bot.start_worker()
         yield bot

@@ -3,14 +3,14 @@
     config.py      IncidentSettings (INCIDENT_*, ALERT*, PAGERDUTY_WEBHOOK_SECRET; the paging policy file)
     model.py       Incident, Paging, PageOrder, PageRecord, FrozenLevel; ids, channel names
     store.py       IncidentStore: the records in Redis, the per-incident lock, lookups, posted/steps/page records
-    service.py     Incidents: the per-process context in rt.extras["incidents"]; post-once, authorisation
+    service.py     Incidents: the per-process context, `rt.feature(Incidents)`; post-once, authorisation
     lifecycle.py   declare (a resumable job), status/note/commander/resolve, reminders, the auditor
     escalation.py  page orders and exactly-once delivery, escalation timers, acks, severity changes, /escalate
     messages.py    the header, the announcement, the lines posted into the channel
     alerts.py      POST /hooks/alertmanager          webhooks.py   POST /hooks/pagerduty
     jobs.py        the job kinds                       install.py    wiring into a Runtime
 
-Timeline kinds recorded here (bot/timeline.py; entry ids are deterministic, so retries land on one entry):
+Timeline kinds recorded here (bot/incidents/timeline.py; entry ids are deterministic, so retries land on one entry):
 
     declared             actor = reporter (or "alertmanager"); text = title; data: severity, service, source,
                          origin_channel, alert_group_key                       entry id "declared"

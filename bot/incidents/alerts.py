@@ -21,10 +21,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.errors import UserError
 from bot.incidents import lifecycle, messages
+from bot.incidents.model import group_hash
 from bot.incidents.service import Incidents
-from bot.mrkdwn import inert, one_line
-from handlers.errors import UserError
+from bot.slack.mrkdwn import inert, one_line
 
 log = logging.getLogger("bot.incidents")
 
@@ -57,10 +58,6 @@ class AlertmanagerWebhook(BaseModel):
     externalURL: str = ""
     alerts: list[Alert] = Field(default_factory=list)
     truncatedAlerts: int = 0
-
-
-def group_hash(group_key: str) -> str:
-    return hashlib.sha256(group_key.encode()).hexdigest()[:24]
 
 
 def _json(status: int, data: dict[str, Any]) -> Response:

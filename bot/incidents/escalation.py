@@ -27,13 +27,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from bot.errors import UserError
 from bot.incidents import messages
 from bot.incidents.model import FrozenLevel, Incident, PageOrder, PageRecord, Severity
 from bot.incidents.service import Incidents
 from bot.paging.policy import Level
 from bot.paging.providers import Page, make_dedup_key
 from bot.queue import Job, Retry
-from handlers.errors import UserError
 
 log = logging.getLogger("bot.incidents")
 
@@ -412,9 +412,8 @@ async def _send(ctx: Incidents, order: PageOrder, page: Page, provider_name: str
     from dataclasses import replace
 
     result = await provider.trigger(replace(page, targets=targets))
-    metrics = ctx.rt.extras.get("metrics")
-    if metrics is not None:  # chatops_pages_total{provider,outcome}
-        metrics.count_page(provider_name, result.ok)
+    for count in ctx.rt.hooks.page_outcomes:  # chatops_pages_total{provider,outcome}
+        count(provider_name, result.ok)
     return PageRecord(dedup_key=order.dedup_key, delivery=delivery, severity=order.severity, level=order.level,
                       ok=result.ok, error=result.error, provider_ref=result.provider_ref)
 

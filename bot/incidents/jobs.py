@@ -1,4 +1,4 @@
-"""The job kinds incidents add to the workers (`rt.extras["job_handler_factories"]`).
+"""The job kinds incidents add to the workers (`rt.hooks.job_handlers`).
 
     incident.declare     the declaration steps (lifecycle.declare_job), resumable
     incident.page        carry out one page order, each delivery once (escalation.page_job)

@@ -27,6 +27,7 @@ import logging
 import time
 from typing import Any
 
+from bot.errors import UserError
 from bot.incidents import escalation, messages
 from bot.incidents.model import (
     Incident,
@@ -36,10 +37,9 @@ from bot.incidents.model import (
     incident_id,
 )
 from bot.incidents.service import Incidents
-from bot.mrkdwn import escape
 from bot.queue import Job, Permanent
-from bot.slack_client import SlackError
-from handlers.errors import UserError
+from bot.slack.client import SlackError
+from bot.slack.mrkdwn import escape
 
 log = logging.getLogger("bot.incidents")
 
@@ -267,7 +267,7 @@ async def _diagnose_on_declare(ctx: Incidents, incident: Incident) -> str:
 
 
 async def request_incident_diagnosis(ctx: Incidents, incident: Incident, user: str) -> str:
-    from bot.diagnosis import request_diagnosis
+    from bot.diagnosis.run import request_diagnosis
 
     if not incident.service:
         raise UserError(f"{incident.id} names no service, so there is nothing to diagnose. "
@@ -288,9 +288,9 @@ async def request_incident_diagnosis(ctx: Incidents, incident: Incident, user: s
 
 
 async def on_diagnosis_finished(rt: Any, run_id: str, state: dict[str, str], verdict: Any) -> None:
-    """Hook for bot.diagnosis: the verdict goes into the timeline and the header's failing checks."""
+    """Hook for bot.diagnosis.run: the verdict goes into the timeline and the header's failing checks."""
     incident = state.get("incident_id")
-    ctx: Incidents | None = rt.extras.get("incidents")
+    ctx: Incidents | None = rt.feature(Incidents)
     if not incident or ctx is None or await ctx.store.get(incident) is None:
         return
     failing = [f"{f.check} {f.target}: {f.summary}" for f in verdict.findings]  # findings are the problems
@@ -381,7 +381,7 @@ async def resolve(ctx: Incidents, incident_id_: str, actor: str, resolution: str
     await ctx.say(incident.id, "resolved", *messages.line(messages.resolved_line(incident)))
     await escalation.notify_providers(ctx, incident, "resolve", "resolve")
     if incident.alert_group_key:
-        from bot.incidents.alerts import group_hash
+        from bot.incidents.model import group_hash
 
         await ctx.store.release_alert(group_hash(incident.alert_group_key), incident.id)
     await ctx.refresh_header(incident.id, delay_s=0)

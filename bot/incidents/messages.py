@@ -14,7 +14,7 @@ from typing import Any
 
 from bot import durations
 from bot.incidents.model import SEVERITY_MEANING, Incident
-from bot.mrkdwn import SECTION_TEXT_MAX, escape, inert, one_line, truncate
+from bot.slack.mrkdwn import SECTION_TEXT_MAX, escape, inert, one_line, truncate
 
 ACK_ACTION = "incident_ack"
 DIAGNOSE_ACTION = "incident_diagnose"

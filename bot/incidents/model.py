@@ -1,11 +1,12 @@
 """The incident record: one pydantic model, stored as JSON under `inc:<id>` (see store.py).
 
 Everything about an incident that other features need (the postmortem, summaries, message capture) is here or
-in its timeline (bot/timeline.py). Text fields hold the plain text people typed; renderers escape it.
+in its timeline (bot/incidents/timeline.py). Text fields hold the plain text people typed; renderers escape it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 import unicodedata
@@ -159,3 +160,7 @@ def channel_name(prefix: str, number: int, title: str, at: float | None = None) 
     room = CHANNEL_NAME_MAX - len(head) - 1
     slug = slugify(title, limit=max(room, 0))
     return f"{head}-{slug}" if slug and room > 0 else head[:CHANNEL_NAME_MAX]
+
+
+def group_hash(group_key: str) -> str:
+    return hashlib.sha256(group_key.encode()).hexdigest()[:24]

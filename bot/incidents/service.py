@@ -1,5 +1,5 @@
 """`Incidents`: what every incident function needs, built once per process by `install` and kept in
-`rt.extras["incidents"]` — settings, the paging policy and providers, the store and the timeline — plus the
+`rt.feature(Incidents)` — settings, the paging policy and providers, the store and the timeline — plus the
 helpers they share: posting into an incident exactly once, queueing a header refresh, finding the incident a
 command means, and the authorisation check.
 """
@@ -9,19 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
+from bot.errors import UserError
 from bot.incidents.config import IncidentSettings
 from bot.incidents.model import Incident, parse_incident_id
 from bot.incidents.store import IncidentStore
+from bot.incidents.timeline import Timeline
 from bot.paging.policy import PagingPolicy, Permission
 from bot.paging.providers import Provider
-from bot.posts import post_once
 from bot.runtime import Runtime
-from bot.slack_client import SlackClient, SlackError
-from bot.timeline import Timeline
-from handlers.errors import UserError
+from bot.slack.client import SlackClient, SlackError
+from bot.slack.posts import post_once
 
 log = logging.getLogger("bot.incidents")
 
@@ -42,7 +42,7 @@ class Incidents:
     store: IncidentStore
     timeline: Timeline
     page_lease_s: float = 20.0  # how long one worker may hold "sending this page" before another may re-send
-    extras: dict[str, Any] = field(default_factory=dict)
+    _workspace_url: tuple[str | None] | None = None  # auth.test's answer, once asked
 
     @property
     def slack(self) -> SlackClient:
@@ -50,14 +50,14 @@ class Incidents:
 
     async def workspace_url(self) -> str | None:
         """`https://<team>.slack.com/` from auth.test, once per process (None when Slack does not say)."""
-        if "workspace_url" not in self.extras:
+        if self._workspace_url is None:
             try:
                 answer = await self.slack.call("auth.test")
             except SlackError as exc:
                 log.warning("auth.test failed (%s): pages will link to the header once it is posted", exc.error)
                 return None
-            self.extras["workspace_url"] = str(answer.get("url") or "") or None
-        return self.extras["workspace_url"]
+            self._workspace_url = (str(answer.get("url") or "") or None,)
+        return self._workspace_url[0]
 
     # -- jobs -------------------------------------------------------------------------------------------------
 
@@ -76,7 +76,7 @@ class Incidents:
     async def post_once(self, incident_id: str, key: str, channel: str, text: str, blocks: list[dict] | None,
                         *, thread_ts: str | None = None) -> str:
         """Post and remember the ts under `key`; a try that died between posting and remembering is found again
-        (bot/posts.py), so a resumed declaration does not post a second header."""
+        (bot/slack/posts.py), so a resumed declaration does not post a second header."""
         return await post_once(self.store.redis, self.slack, self.store.key(incident_id, "posted"), key, channel,
                                text, blocks=blocks, thread_ts=thread_ts)
 
@@ -196,14 +196,14 @@ class _MembershipUnknown(Exception):
 
 
 def incidents_of(rt: Runtime) -> Incidents:
-    ctx = rt.extras.get("incidents")
+    ctx = rt.feature(Incidents)
     if ctx is None:
         raise RuntimeError("incidents are not installed in this runtime (bot.incidents.install.install)")
     return ctx
 
 
 def _code(text: str) -> str:
-    from bot.mrkdwn import escape, one_line
+    from bot.slack.mrkdwn import escape, one_line
 
     return f"`{escape(one_line(text, 40)).replace('`', '')}`"
 

@@ -16,7 +16,7 @@ Keys, each under the runtime's namespace (`chatops:inc:seq`, ...):
     inc:<id>:pages                hash: `<dedup key>|<delivery>` → PageRecord JSON (one per provider or Slack user)
     inc:<id>:pagelease:<field>    held while one worker sends that delivery
     inc:<id>:lock                 the mutation lock (SET NX PX with a token; released by compare-and-delete)
-    inc:<id>:tl, inc:<id>:tl:order  the timeline (bot/timeline.py)
+    inc:<id>:tl, inc:<id>:tl:order  the timeline (bot/incidents/timeline.py)
 
 Every change to an incident is a read-modify-write under its lock (`store.mutate(id)`), so a button press, a
 command and an escalation timer racing on one incident see each other's writes.

@@ -15,6 +15,13 @@ from typing import Any
 
 from bot.paging.opsgenie import OpsgenieConfig, OpsgenieProvider
 from bot.paging.pagerduty import PagerDutyConfig, PagerDutyProvider
+from bot.paging.pagerduty_events import (
+    SIGNATURE_HEADER,
+    PagerDutyEvent,
+    WebhookError,
+    parse_pagerduty_event,
+    verify_pagerduty_signature,
+)
 from bot.paging.policy import (
     Level,
     PagingConfig,
@@ -26,12 +33,19 @@ from bot.paging.policy import (
     pages_for_level,
     parse_policy,
 )
-from bot.paging.providers import Page, PageResult, Provider, make_dedup_key, parse_dedup_key
+from bot.paging.providers import (
+    Page,
+    PageResult,
+    Provider,
+    make_dedup_key,
+    parse_dedup_key,
+)
 from bot.paging.slack_dm import SlackDmProvider
-from bot.paging.webhooks import PagerDutyEvent, parse_pagerduty_event, verify_pagerduty_signature
-from bot.slack_client import SlackClient
+from bot.slack.client import SlackClient
 
 __all__ = [
+    "SIGNATURE_HEADER",
+    "WebhookError",
     "Level",
     "OpsgenieConfig",
     "OpsgenieProvider",

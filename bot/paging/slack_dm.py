@@ -5,7 +5,7 @@ Targets are Slack ids: users (`U…`, `W…`) are DM'd directly, user groups (`S
 DM'd once per dedup key however often the page is retried, and acknowledge/resolve rewrite the DMs so nobody
 acts on a stale page. That memory is in Redis (one hash per dedup key, kept DM_RECORD_TTL_S): a retry on another
 worker DMs only the people not reached yet, a worker killed between Slack's answer and the record does not DM
-twice (bot/posts.py), and whichever process handles the acknowledgement rewrites every DM.
+twice (bot/slack/posts.py), and whichever process handles the acknowledgement rewrites every DM.
 
 The DM shows the title, severity, status, how long the incident has run, the last update, failing checks and a
 link to the channel; all user text goes through `inert`/`truncate`, within Block Kit limits (≤ 50 blocks,
@@ -24,11 +24,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bot.mrkdwn import MAX_BLOCKS, SECTION_TEXT_MAX, escape, inert, truncate
 from bot.paging.providers import Page, PageResult, format_elapsed, page_urgency
-from bot.posts import PENDING, post_once
 from bot.queue import text
-from bot.slack_client import SlackClient, SlackError
+from bot.slack.client import SlackClient, SlackError
+from bot.slack.mrkdwn import MAX_BLOCKS, SECTION_TEXT_MAX, escape, inert, truncate
+from bot.slack.posts import PENDING, post_once
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ when asked — never at import time. Names carry no prefix.
                                          to 15 per page: commercially distributed non-Marketplace apps)
     BACKFILL_CALLS_PER_MIN     50        pace of history/replies calls (1 for those limited apps)
     BACKFILL_ON_RESOLVE        true      read the channel history after resolve and re-publish if it found gaps
-    POSTMORTEM_TEMPLATE        (built-in) a Jinja2 Markdown template replacing bot/postmortem/templates/postmortem.md.j2
+    POSTMORTEM_TEMPLATE        (built-in) a Jinja2 Markdown template replacing bot/writeup/postmortem/templates/postmortem.md.j2
     POSTMORTEM_ON_RESOLVE      true      publish the draft when an incident is resolved
     POSTMORTEM_CANVAS          true      publish as a canvas (false: straight to a Markdown file upload)
     POSTMORTEM_S3_BUCKET       (none)    also store the Markdown in S3 (boto3's usual credentials and region)

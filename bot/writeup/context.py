@@ -1,4 +1,4 @@
-"""`Writeup`: what the write-up features share in one process, built by `install` into `rt.extras["writeup"]` —
+"""`Writeup`: what the write-up features share in one process, built by `install` and provided on the runtime (`rt.feature(Writeup)`) —
 settings, the timeline, the capture rules, the optional summariser — plus the bot's own identity and a
 cached user-name lookup (users.info is Tier 4, and a 50,000-entry postmortem names the same people often).
 """
@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from bot.incidents.timeline import Timeline
 from bot.runtime import Runtime
-from bot.slack_client import SlackError
-from bot.timeline import Timeline
+from bot.slack.client import SlackError
 from bot.writeup.config import WriteupSettings
 
 log = logging.getLogger("bot.writeup")
@@ -41,13 +41,12 @@ class Writeup:
     settings: WriteupSettings
     timeline: Timeline
     rules: CaptureRules
-    summarizer: Any = None  # bot.summaries.Summarizer when SUMMARIZER_URL is set
+    summarizer: Any = None  # bot.writeup.summaries.Summarizer when SUMMARIZER_URL is set
     identity: tuple[str, str] | None = None  # (bot user id, bot id), from auth.test
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def writeup_of(rt: Runtime) -> Writeup:
-    found = rt.extras.get("writeup")
+    found = rt.feature(Writeup)
     if found is None:
         raise RuntimeError("the write-up features are not installed in this runtime (bot.writeup.install.install)")
     return found

@@ -1,17 +1,17 @@
-"""Wires the write-up features into a runtime: `await install(rt)` (from bot.features.create_full_runtime, after
+"""Wires the write-up features into a runtime: `await install(rt)` (from bot.app.features.create_full_runtime, after
 the incidents feature). Idempotent.
 
-Puts into `rt.extras`:
-    writeup                 the `Writeup` context (settings, timeline, capture rules, optional summariser)
-    event_recorders         + bot.capture.record_event (timeline) and bot.summaries.record_thread_event (threads)
-    job_handler_factories   + writeup.postmortem, writeup.backfill, summary.thread, summary.incident
-    on_diagnosis_finished   + the findings of a diagnosis, with evidence, into the incident's timeline
-    postmortem_markdown     what `chatops postmortem INC-n` prints
-    closers, secrets        + the summariser's HTTP client; SUMMARIZER_API_KEY for log redaction
+Provides the `Writeup` context (settings, timeline, capture rules, optional summariser) on the runtime, and adds
+to `rt.hooks`:
+    event_recorders     capture.record_event (timeline) and summaries.record_thread_event (threads)
+    job_handlers        writeup.postmortem, writeup.backfill, summary.thread, summary.incident
+    diagnosis_finished  the findings of a diagnosis, with evidence, into the incident's timeline
+    closers, secrets    the summariser's HTTP client; SUMMARIZER_API_KEY for log redaction
 
 and observes the incidents' timeline: a `resolved` entry queues the postmortem (then a back-fill that
 re-publishes if it found gaps), `declared` and `severity` entries (re)arm the catch-up summary cadence.
-`/incident postmortem` and `/incident summary` plug into handlers/commands/incident.py's subcommand registry.
+`/incident postmortem` and `/incident summary` are Slack listeners: handlers/ offers them when this feature is
+installed.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from bot.incidents.service import Incidents
+from bot.incidents.timeline import Entry, Timeline
 from bot.runtime import Runtime
-from bot.timeline import Entry, Timeline
 from bot.writeup.config import WriteupSettings, load_writeup_settings
-from bot.writeup.context import CaptureRules, Writeup
+from bot.writeup.context import CaptureRules, Writeup, writeup_of
 
 log = logging.getLogger("bot.writeup")
 
@@ -30,53 +31,37 @@ RESOLVE_GRACE_S = 0.8
 
 
 async def install(rt: Runtime, *, settings: WriteupSettings | None = None) -> Writeup:
-    if "writeup" in rt.extras:
-        return rt.extras["writeup"]
+    installed = rt.feature(Writeup)
+    if installed is not None:
+        return installed
     settings = settings or load_writeup_settings()
-    incidents = rt.extras.get("incidents")
+    incidents = rt.feature(Incidents)
     timeline = incidents.timeline if incidents is not None else Timeline(rt.redis, rt.namespace)
     w = Writeup(rt=rt, settings=settings, timeline=timeline, rules=CaptureRules.from_settings(settings))
-    from bot.summaries import make_summarizer
+    from bot.writeup.summaries import make_summarizer
 
     w.summarizer = make_summarizer(w)
-    rt.extras["writeup"] = w
+    rt.provide(w)
     _wire(rt, w)
     return w
 
 
 def _wire(rt: Runtime, w: Writeup) -> None:
-    from bot import capture, summaries
-    from bot.postmortem.assemble import postmortem_markdown
-
+    from bot.writeup import capture, summaries
     capture.install(rt)
-    recorders = rt.extras.setdefault("event_recorders", [])
-    if summaries.record_thread_event not in recorders:
-        recorders.append(summaries.record_thread_event)
-    rt.extras.setdefault("job_handler_factories", []).append(job_handlers)
-    rt.extras.setdefault("on_diagnosis_finished", []).append(record_findings)
-    rt.extras["postmortem_markdown"] = postmortem_markdown
-    rt.extras.setdefault("closers", []).append(_close)
-    rt.extras.setdefault("secrets", []).extend(w.settings.secrets())
+    if summaries.record_thread_event not in rt.hooks.event_recorders:
+        rt.hooks.event_recorders.append(summaries.record_thread_event)
+    rt.hooks.job_handlers.append(job_handlers)
+    rt.hooks.diagnosis_finished.append(record_findings)
+    rt.hooks.closers.append(_close)
+    rt.hooks.secrets.extend(w.settings.secrets())
     w.timeline.observers.append(lambda entry: on_timeline_entry(rt, entry))
-    _plug_subcommands()
-
-
-def _plug_subcommands() -> None:
-    try:
-        from handlers.commands import incident
-        from handlers.commands.incident_writeup import SUBCOMMANDS
-    except ImportError:  # the /incident command is not in this build
-        return
-    registry = getattr(incident, "SUBCOMMAND_HANDLERS", None)
-    if isinstance(registry, dict):
-        for name, handler in SUBCOMMANDS.items():
-            registry.setdefault(name, handler)
 
 
 def job_handlers(rt: Runtime) -> dict[str, Any]:
-    from bot import summaries
-    from bot.backfill import backfill_job
-    from bot.postmortem.publish import postmortem_job
+    from bot.writeup import summaries
+    from bot.writeup.backfill import backfill_job
+    from bot.writeup.postmortem.publish import postmortem_job
 
     def bind(fn: Any) -> Any:
         async def handler(job: Any) -> None:
@@ -90,19 +75,19 @@ def job_handlers(rt: Runtime) -> dict[str, Any]:
 
 async def on_timeline_entry(rt: Runtime, entry: Entry) -> None:
     """React to what the incident feature records (runs inside its call: only quick enqueues here)."""
-    w: Writeup = rt.extras["writeup"]
+    w = writeup_of(rt)
     if entry.kind == "resolved" and w.settings.postmortem_on_resolve:
-        from bot.postmortem.publish import request_postmortem
+        from bot.writeup.requests import request_postmortem
 
         # A moment's delay, so the resolution's own channel post (queued right after this entry) exists to link.
         await request_postmortem(rt, entry.incident_id, reason="resolved", backfill=w.settings.backfill_on_resolve,
                                  delay_s=RESOLVE_GRACE_S)
     elif entry.kind == "declared":
-        from bot.summaries import arm_catch_up
+        from bot.writeup.summaries import arm_catch_up
 
         await arm_catch_up(rt, entry.incident_id, str(entry.data.get("severity") or "P2"))
     elif entry.kind == "severity" and entry.data.get("to"):
-        from bot.summaries import arm_catch_up
+        from bot.writeup.summaries import arm_catch_up
 
         await arm_catch_up(rt, entry.incident_id, str(entry.data["to"]), replace=True)
 
@@ -110,7 +95,7 @@ async def on_timeline_entry(rt: Runtime, entry: Entry) -> None:
 async def record_findings(rt: Runtime, run_id: str, state: dict[str, str], verdict: Any) -> None:
     """on_diagnosis_finished hook: the verdict's findings with their evidence, for the postmortem's root cause."""
     incident_id = state.get("incident_id")
-    w: Writeup | None = rt.extras.get("writeup")
+    w = rt.feature(Writeup)
     if not incident_id or w is None:
         return
     findings = [{"check": f.check, "target": f.target, "status": str(getattr(f.status, "value", f.status)),
@@ -132,6 +117,6 @@ def _jsonable(value: Any) -> Any:
 
 
 async def _close(rt: Runtime) -> None:
-    w: Writeup | None = rt.extras.get("writeup")
+    w = rt.feature(Writeup)
     if w is not None and w.summarizer is not None and hasattr(w.summarizer, "aclose"):
         await w.summarizer.aclose()

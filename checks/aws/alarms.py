@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from bot.services import ServiceSpec
 from checks.aws.common import aws_check, region
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, aws_once, check
+from checks.services import ServiceSpec
 
 
 def _has_prefixes(service: ServiceSpec) -> bool:

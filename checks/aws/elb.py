@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 
-from bot.services import ServiceSpec, is_link_local
 from checks.aws.clients import AwsCheckError
 from checks.aws.common import (
     RouteTable,
@@ -29,6 +28,7 @@ from checks.aws.common import (
 )
 from checks.model import STATUS_ORDER, CheckResult, Status
 from checks.registry import CheckContext, Layer, aws_items, check
+from checks.services import ServiceSpec, is_link_local
 
 # --- aws.alb_routes ------------------------------------------------------------------------------------------
 

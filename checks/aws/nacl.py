@@ -15,10 +15,16 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from bot.services import ServiceSpec
-from checks.aws.common import aws_check, default_route, describe_load_balancer, region, subnet_route_tables
+from checks.aws.common import (
+    aws_check,
+    default_route,
+    describe_load_balancer,
+    region,
+    subnet_route_tables,
+)
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, check
+from checks.services import ServiceSpec
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import botocore.exceptions
 
-from bot.services import BucketSpec
 from checks.aws.clients import AwsCheckError, describe_client_error, error_code
 from checks.aws.common import aws_check, aws_error_code, region
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, aws_items, check
+from checks.services import BucketSpec
 
 PROBE_PREFIX = "_diagnose/probe-"
 PROBE_BODY = b"chatops /diagnose write probe; safe to delete\n"

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
-from bot.services import is_link_local
+from checks.services import is_link_local
 
 if TYPE_CHECKING:
     from checks.registry import CheckContext

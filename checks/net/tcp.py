@@ -12,11 +12,11 @@ import asyncio
 import time
 from typing import Any
 
-from bot.services import TcpTarget
 from checks.model import CheckResult, Status
 from checks.net import guard
 from checks.net.probe import Outcome, no_route, probe_tcp, time_left, with_route
 from checks.registry import CheckContext, Layer, check
+from checks.services import TcpTarget
 
 CHECK_LIMIT_S = 15.0
 RESOLVE_TIMEOUT_S = 3.0

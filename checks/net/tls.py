@@ -20,11 +20,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from bot.services import TlsTarget
 from checks.model import CheckResult, Severity, Status
 from checks.net import guard
 from checks.net.probe import classify_connect_error, time_left, with_route
 from checks.registry import CheckContext, Layer, check
+from checks.services import TlsTarget
 
 CHECK_LIMIT_S = 15.0
 RESOLVE_TIMEOUT_S = 3.0

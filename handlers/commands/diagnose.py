@@ -6,11 +6,12 @@ import difflib
 import re
 from typing import Any
 
-from bot.diagnosis import request_diagnosis
-from bot.mrkdwn import escape, one_line
+from bot.diagnosis.run import request_diagnosis
+from bot.errors import UserError
 from bot.runtime import Runtime
+from bot.slack.mrkdwn import escape, one_line
 from checks.runner import plan
-from handlers.errors import UserError, answers_errors
+from handlers.errors import answers_errors
 
 USAGE = "Usage: `/diagnose SERVICE` (for example `/diagnose api`), or `/diagnose list` to see the services."
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")

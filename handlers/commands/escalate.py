@@ -13,17 +13,18 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from bot.errors import UserError
 from bot.incidents import escalation
 from bot.incidents.service import GROUP_MENTION, MENTION, Incidents, incidents_of
-from bot.mrkdwn import escape, one_line
 from bot.runtime import Runtime
+from bot.slack.mrkdwn import escape, one_line
 from handlers.commands.incident import (
     ALREADY_DONE,
     first_time,
     severity_of,
     split_explicit,
 )
-from handlers.errors import UserError, answers_errors
+from handlers.errors import answers_errors
 
 EXAMPLE = "/escalate INC-12 <reason>"
 

@@ -11,16 +11,18 @@ import re
 import uuid
 from typing import Any
 
+from bot.errors import UserError
 from bot.incidents import escalation, lifecycle, messages
 from bot.incidents.model import SEVERITIES, STATUSES, channel_name, parse_incident_id
 from bot.incidents.service import MENTION, Incidents, incidents_of
-from bot.mrkdwn import escape, one_line
 from bot.runtime import Runtime
-from handlers.errors import UserError, answers_errors
+from bot.slack.mrkdwn import escape, one_line
+from bot.writeup.context import Writeup
+from handlers.commands import incident_writeup
+from handlers.errors import answers_errors
 
 TITLE_MAX = 200
 SEVERITY_TOKEN = re.compile(r"^(?:p|sev)-?(\d+)$", re.IGNORECASE)
-SUBCOMMANDS = ("status", "sev", "severity", "commander", "note", "ack", "resolve", "list", "help", "declare")
 DECLARE_USAGE = "`/incident <title> [P0|P1|P2|P3] [service]`, for example `/incident Checkout errors P1 api`"
 SEVERITY_HELP = "P0 (critical), P1 (high), P2 (medium) or P3 (low)"
 
@@ -79,7 +81,7 @@ VERB_MEANS = {"acknowledge": "ack", "acked": "ack", "close": "resolve", "closed"
 def refuse_subcommand_typo(word: str) -> None:
     """`/incident stats` or `/incident acknowledge` is a typo, not an incident that pages people at 3 a.m."""
     bare = word.lower().strip(":,.")
-    known = sorted({*SUBCOMMAND_HANDLERS, "list", "help"})
+    known = sorted({*SUBCOMMAND_HANDLERS, *incident_writeup.SUBCOMMANDS, "list", "help"})
     guess = VERB_MEANS.get(bare) or next(iter(difflib.get_close_matches(bare, known, n=1, cutoff=0.75)), None)
     if guess:
         shown = escape(one_line(word, 30))
@@ -110,7 +112,7 @@ def register(app: Any, rt: Runtime) -> None:
         if sub == "list":
             await ack(text=messages.list_text(await ctx.store.list_open()), response_type="ephemeral")
             return
-        handler = SUBCOMMAND_HANDLERS.get(sub)
+        handler = subcommands(rt).get(sub)
         if handler is None and sub != "declare":
             refuse_subcommand_typo(words[0])
         if handler is None:
@@ -227,6 +229,13 @@ async def resolve_command(ctx: Incidents, command: dict, args: list[str]) -> str
     await ctx.authorize(incident, command["user_id"], "resolve")
     await lifecycle.resolve(ctx, incident.id, command["user_id"], fix, key=_key(command))
     return f"{incident.id} is resolved. Thank you — the pages are being closed."
+
+
+def subcommands(rt: Runtime) -> dict[str, Any]:
+    """This command's own subcommands, and the write-up's when that feature is installed."""
+    if rt.feature(Writeup) is None:
+        return SUBCOMMAND_HANDLERS
+    return {**incident_writeup.SUBCOMMANDS, **SUBCOMMAND_HANDLERS}
 
 
 SUBCOMMAND_HANDLERS = {"status": status_command, "sev": sev_command, "severity": sev_command,

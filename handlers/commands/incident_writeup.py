@@ -1,6 +1,6 @@
 """`/incident postmortem [INC-n]` and `/incident summary [INC-n] [--post]`: the write-up subcommands.
 
-They plug into handlers/commands/incident.py's `SUBCOMMAND_HANDLERS` (bot.writeup.install does it), with the same
+handlers/commands/incident.py offers them when the write-up feature is installed, with the same
 signature as its own: `(ctx, command, args) -> ephemeral text`. The slow parts (assembling and publishing a
 postmortem, posting a summary) go to the queue; the ephemeral summary is built at once from the timeline.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.errors import UserError
 from bot.runtime import Runtime
-from handlers.errors import UserError
 
 POSTMORTEM_USAGE = "`/incident postmortem` in the incident channel, or `/incident postmortem INC-12`"
 SUMMARY_USAGE = "`/incident summary [INC-12] [--post]`"
@@ -18,8 +18,8 @@ SUMMARY_USAGE = "`/incident summary [INC-12] [--post]`"
 
 async def postmortem_subcommand(rt: Runtime, incident_id: str, user: str, channel: str | None) -> str:
     """Queue the draft of `incident_id`; the answer says where it will appear."""
-    from bot.postmortem.publish import request_postmortem
-    from bot.writeup.incidents import load_incident
+    from bot.writeup.requests import request_postmortem
+    from bot.writeup.view import load_incident
 
     incident = await load_incident(rt, incident_id)
     if incident is None:
@@ -34,8 +34,8 @@ async def postmortem_subcommand(rt: Runtime, incident_id: str, user: str, channe
 async def summary_subcommand(rt: Runtime, incident_id: str, user: str, channel: str | None, *,
                              post: bool = False) -> str:
     """The catch-up summary: returned (for an ephemeral answer), or queued to be posted in the incident."""
-    from bot.summaries import catch_up_text
-    from bot.writeup.incidents import load_incident
+    from bot.writeup.summaries import catch_up_text
+    from bot.writeup.view import load_incident
 
     incident = await load_incident(rt, incident_id)
     if incident is None:

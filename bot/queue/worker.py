@@ -1,0 +1,481 @@
+"""The consumer side of the queue: runs handlers, and keeps every job either finished, retrying, or reclaimable.
+
+A worker runs four loops next to its jobs; each is safe to run in every worker at once:
+
+    fetcher    XREADGROUP ... BLOCK, up to `concurrency` jobs at a time
+    mover      moves due delayed jobs (timers, retries) into the stream
+    reclaimer  releases jobs of dead workers (no heartbeat) at once, and jobs idle past the visibility timeout
+    heartbeat  refreshes this worker's heartbeat and the lease (idle time) of its running jobs
+
+`last_progress` holds the monotonic time of each loop's last successful round, for a dead-man /healthz check.
+A loop that meets a Redis error logs it and backs off; it never exits while the worker runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bot.queue import slots
+from bot.queue.stream import (
+    Job,
+    Permanent,
+    Queue,
+    Retry,
+    error_text,
+    job_from_entry,
+    text,
+)
+from bot.retry import RetryPolicy, retry_async
+
+log = logging.getLogger("bot.queue")
+
+Handler = Callable[[Job], Awaitable[None]]
+
+# Redis unreachable: loops back off up to 5 s between tries and never give up while the worker runs.
+LOOP_BACKOFF = RetryPolicy(base_s=0.1, max_s=5.0)
+# Recording a job's outcome survives a short Redis blip; after that the job stays pending and is reclaimed.
+SETTLE_RETRY = RetryPolicy(attempts=6, base_s=0.1, max_s=2.0)
+REDIS_BLIPS = (RedisConnectionError, RedisTimeoutError)
+DEFAULT_SOCKET_TIMEOUT_S = 5.0  # redis-py's default when the client sets none
+RECLAIM_BATCH = 100
+MAX_INFLIGHT_FACTOR = 4  # jobs in flight, parked ones included, at most this many times `concurrency`
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: Queue,
+        handlers: dict[str, Handler],
+        *,
+        concurrency: int = 16,
+        consumer: str | None = None,
+        block_ms: int = 1000,
+        reclaim_interval_s: float = 2.0,
+        mover_interval_s: float = 0.2,
+        job_timeout_s: float = 300.0,
+        stop_grace_s: float = 10.0,
+        dead_worker_after_s: float = 10.0,
+    ) -> None:
+        """`dead_worker_after_s`: how long this worker's heartbeat lives; others release its jobs that long after
+        it dies (the visibility timeout only catches a live worker that stopped making progress).
+        `job_timeout_s` bounds one handler call: a hung handler is a failed attempt, not a lease held forever."""
+        _check_block_below_socket_timeout(queue, block_ms)
+        self.queue = queue
+        self.handlers = dict(handlers)
+        self.concurrency = concurrency
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.block_ms = block_ms
+        self.reclaim_interval_s = reclaim_interval_s
+        self.mover_interval_s = mover_interval_s
+        self.job_timeout_s = job_timeout_s
+        self.stop_grace_s = stop_grace_s
+        self.dead_worker_after_s = dead_worker_after_s
+        self.heartbeat_interval_s = min(queue.visibility_timeout_s, dead_worker_after_s) / 3
+        self.stats: dict[str, Any] = {
+            "jobs_ok": 0, "jobs_failed": 0, "jobs_retried": 0, "jobs_dead_lettered": 0,
+            "jobs_reclaimed": 0, "jobs_released": 0, "leases_lost": 0,
+            "by_kind": {},  # kind -> {"ok", "failed", "seconds_sum", "seconds_max"}
+        }
+        self.last_progress: dict[str, float] = {}
+        self._inflight: dict[str, tuple[Job, asyncio.Task[None]]] = {}
+        self._parked: set[str] = set()  # in-flight jobs waiting on Slack's pace: their slots are free meanwhile
+        self._settling: set[str] = set()  # entries whose outcome is being recorded (acked, retried, dead-lettered)
+        self._stopping = asyncio.Event()
+        self._capacity = asyncio.Event()
+        self._joined = asyncio.Event()
+
+    def stop(self) -> None:
+        """Stop taking work. `run()` then waits `stop_grace_s` for running jobs, releases the rest, and returns."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Process jobs until `stop()`. Cancelling it instead skips the grace period but still releases jobs."""
+        grace = 0.0
+        if not await self._join():
+            return
+        log.info("worker %s consuming %s (concurrency %d)", self.consumer, self.queue.stream_key, self.concurrency,
+                 extra={"consumer": self.consumer})
+        halt_loops, halt_heartbeat = asyncio.Event(), asyncio.Event()
+        heartbeat = self._loop("heartbeat", self._heartbeat, self.heartbeat_interval_s, halt_heartbeat)
+        loops = [
+            self._loop("fetcher", self._fetch, 0.0, halt_loops),
+            self._loop("mover", self._move, self.mover_interval_s, halt_loops),
+            self._loop("reclaimer", self._reclaim, self.reclaim_interval_s, halt_loops),
+        ]
+        try:
+            await self._stopping.wait()
+            grace = self.stop_grace_s
+        finally:
+            self._stopping.set()  # also when run() itself was cancelled
+            halt_loops.set()
+            self._capacity.set()  # wakes a fetcher waiting for a free slot
+            await self._end(loops, "loops")
+            await self._drain(grace)
+            halt_heartbeat.set()  # only now: draining jobs keep their lease
+            await self._end([heartbeat], "heartbeat")
+            await self._leave()
+
+    async def run_until_idle(self, timeout_s: float = 10) -> None:
+        """Burst mode for tests: run until nothing is ready, due, pending or running; TimeoutError after
+        `timeout_s`. Delayed jobs that are not yet due do not keep it running. Can be called again."""
+        self._stopping.clear()  # only here: run() must not forget a stop() that came before it started
+        self._joined.clear()
+        runner = asyncio.create_task(self.run())
+        try:
+            async with asyncio.timeout(timeout_s):
+                while runner.done() is False:
+                    if self._joined.is_set() and not self._inflight and await self.queue.is_idle():
+                        break
+                    await asyncio.sleep(0.02)
+        finally:
+            self.stop()
+            await runner
+
+    # -- loops --------------------------------------------------------------------------------------------------
+    # Loops stop when their halt event is set, not by cancellation: redis-py's asyncio client can swallow a
+    # cancellation that lands mid-command (redis/redis-py#2028, #2551) and leave the task running forever.
+
+    def _loop(self, name: str, step: Callable[[], Awaitable[bool]], interval_s: float,
+              halt: asyncio.Event) -> asyncio.Task[None]:
+        return asyncio.create_task(self._forever(name, step, interval_s, halt), name=f"queue-{name}")
+
+    async def _forever(self, name: str, step: Callable[[], Awaitable[bool]], interval_s: float,
+                       halt: asyncio.Event) -> None:
+        """Run `step` until `halt`; `step` returns True when it has more to do right away."""
+        failures = 0
+        while not halt.is_set():
+            _raise_if_cancelled()
+            try:
+                more = await step()
+            except (RedisError, OSError) as exc:
+                _raise_if_cancelled()
+                failures += 1
+                delay = LOOP_BACKOFF.delay(failures)
+                log.warning("queue %s: %s; retrying in %.1f s", name, error_text(exc), delay)
+                await _pause(halt, delay)
+                continue
+            except Exception:  # a bug must not silently stop the loop: /healthz sees last_progress go stale
+                failures += 1
+                log.exception("queue %s failed", name)
+                await _pause(halt, LOOP_BACKOFF.delay(failures))
+                continue
+            failures = 0
+            self.last_progress[name] = time.monotonic()
+            if not more:
+                await _pause(halt, interval_s)
+
+    async def _end(self, tasks: list[asyncio.Task[Any]], what: str) -> None:
+        """Wait for halted loops to finish their current round (a blocked read returns within block_ms);
+        cancel them only if that takes far longer."""
+        _done, late = await asyncio.wait(tasks, timeout=self.block_ms / 1000 + DEFAULT_SOCKET_TIMEOUT_S)
+        if late:
+            log.warning("worker %s: %s did not stop in time; cancelling them", self.consumer, what)
+            await _cancel_all(list(late))
+
+    async def _join(self) -> bool:
+        """Create the group and the first heartbeat before reading anything, retrying until Redis answers.
+        (Without a heartbeat, other workers would take this consumer for dead and release its jobs.)"""
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                await self.queue.ensure_group()
+                await self._beat()
+                self._joined.set()
+                return True
+            except (RedisError, OSError) as exc:
+                failures += 1
+                delay = LOOP_BACKOFF.delay(failures)
+                log.warning("worker cannot reach Redis (%s); retrying in %.1f s", error_text(exc), delay)
+                await _pause(self._stopping, delay)
+        return False
+
+    async def _fetch(self) -> bool:
+        free = await self._free_slots()
+        if self._stopping.is_set():
+            return False
+        try:
+            entries = await self.queue.read(self.consumer, free, self.block_ms)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.queue.ensure_group()  # the stream was deleted (FLUSHALL, Redis lost its data)
+            return True
+        for entry_id, fields in entries:
+            self._start(entry_id, fields)
+        return True
+
+    async def _move(self) -> bool:
+        return await self.queue.move_due(limit=RECLAIM_BATCH) == RECLAIM_BATCH
+
+    async def _reclaim(self) -> bool:
+        await self._reclaim_idle()
+        await self._reclaim_from_dead_workers()
+        return False
+
+    async def _heartbeat(self) -> bool:
+        await self._beat()
+        await self._extend_leases()
+        return False
+
+    # -- jobs ---------------------------------------------------------------------------------------------------
+
+    async def _free_slots(self) -> int:
+        while self._slots_free() <= 0 and not self._stopping.is_set():
+            while self._slots_free() <= 0 and not self._stopping.is_set():
+                self._capacity.clear()
+                await self._capacity.wait()
+            # Jobs tend to finish together: one tick lets the others free their slots too, so one read fetches
+            # a batch instead of one read per finished job. (A parked job may resume in that tick: look again.)
+            await asyncio.sleep(0)
+        return max(self._slots_free(), 1)  # stopping: the caller checks that before it reads
+
+    def _slots_free(self) -> int:
+        # Parked jobs free their slot, but in-flight jobs stay bounded: each one's lease is kept alive.
+        working = len(self._inflight) - len(self._parked)
+        return min(self.concurrency - working, self.concurrency * MAX_INFLIGHT_FACTOR - len(self._inflight))
+
+    def _parking(self, entry_id: str) -> Callable[[], AbstractAsyncContextManager[None]]:
+        @contextlib.asynccontextmanager
+        async def park() -> AsyncIterator[None]:
+            if entry_id in self._parked:  # already parked (the job waits in two places at once)
+                yield
+                return
+            self._parked.add(entry_id)
+            self._capacity.set()
+            try:
+                yield
+            finally:
+                self._parked.discard(entry_id)
+
+        return park
+
+    def _start(self, entry_id: str, fields: dict[str, str]) -> None:
+        try:
+            job = job_from_entry(entry_id, fields)
+        except (KeyError, ValueError) as exc:
+            job = Job(id=fields.get("j", entry_id), kind=fields.get("k", ""), payload={}, attempt=1,
+                      enqueued_at=0.0, entry_id=entry_id)
+            task = asyncio.create_task(self._finish(job, self._reject(job, f"malformed entry: {exc}")))
+        else:
+            task = asyncio.create_task(self._finish(job, self._handle(job)))
+        self._inflight[entry_id] = (job, task)
+
+    async def _finish(self, job: Job, outcome_of: Awaitable[tuple[str, float]]) -> None:
+        try:
+            outcome, seconds = await outcome_of
+        except (RedisError, OSError) as exc:
+            outcome, seconds = "unsettled", 0.0
+            log.error("job %s: could not record its outcome (%s); it will be reclaimed and may run again",
+                      job.id, error_text(exc), extra=_extra(job))
+        finally:
+            self._inflight.pop(job.entry_id, None)
+            self._parked.discard(job.entry_id)
+            self._settling.discard(job.entry_id)
+            self._capacity.set()
+        self._count(job.kind, outcome, seconds)
+
+    async def _reject(self, job: Job, error: str) -> tuple[str, float]:
+        return await self._fail(job, error, permanent=True), 0.0
+
+    async def _handle(self, job: Job) -> tuple[str, float]:
+        """Run the handler and record its outcome; returns the outcome and the handler's duration."""
+        handler = self.handlers.get(job.kind)
+        if handler is None:
+            return await self._reject(job, f"unknown job kind {job.kind!r}")
+        await _settle(self.queue.started, job)
+        started = time.monotonic()
+        slots.bind(self._parking(job.entry_id))
+        try:
+            async with asyncio.timeout(self.job_timeout_s) as deadline:
+                await handler(job)
+        except Permanent as exc:
+            return await self._fail(job, error_text(exc), permanent=True), time.monotonic() - started
+        except Retry as exc:
+            return await self._fail(job, error_text(exc), delay_s=exc.delay_s), time.monotonic() - started
+        except Exception as exc:
+            seconds = time.monotonic() - started
+            timed_out = deadline.expired()
+            error = error_text(TimeoutError(f"job exceeded its {self.job_timeout_s:g} s timeout") if timed_out else exc)
+            log.warning("job %s (%s) attempt %d failed: %s", job.id, job.kind, job.attempt, error,
+                        exc_info=not timed_out, extra=_extra(job))
+            return await self._fail(job, error), seconds
+        seconds = time.monotonic() - started
+        self._settling.add(job.entry_id)
+        if not await _settle(self.queue.ack, job):
+            self.stats["leases_lost"] += 1
+            log.warning("job %s finished after it had been reclaimed: it may run twice", job.id, extra=_extra(job))
+        return "ok", seconds
+
+    async def _fail(self, job: Job, error: str, *, delay_s: float | None = None, permanent: bool = False) -> str:
+        delay = self.queue.retry.delay(job.attempt) if delay_s is None else delay_s
+        self._settling.add(job.entry_id)
+        outcome = await _settle(self.queue.fail, job.entry_id, error, delay_s=delay, permanent=permanent)
+        if outcome == "retry":
+            log.info("job %s (%s) will retry in %.2f s", job.id, job.kind, delay, extra=_extra(job))
+        elif outcome == "dead":
+            log.error("job %s (%s) dead-lettered after %d deliveries: %s", job.id, job.kind, job.attempt, error,
+                      extra=_extra(job))
+        return outcome if outcome in ("retry", "dead") else "lost"
+
+    def _count(self, kind: str, outcome: str, seconds: float) -> None:
+        per_kind = self.stats["by_kind"].setdefault(kind, {"ok": 0, "failed": 0, "seconds_sum": 0.0,
+                                                           "seconds_max": 0.0})
+        ok = outcome == "ok"
+        self.stats["jobs_ok" if ok else "jobs_failed"] += 1
+        self.stats["jobs_retried"] += outcome == "retry"
+        self.stats["jobs_dead_lettered"] += outcome == "dead"
+        per_kind["ok" if ok else "failed"] += 1
+        per_kind["seconds_sum"] += seconds
+        per_kind["seconds_max"] = max(per_kind["seconds_max"], seconds)
+
+    # -- leases, heartbeats, reclaiming -------------------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        await self.queue.redis.set(self.queue.alive_key(self.consumer), "1",
+                                   px=int(self.dead_worker_after_s * 1000))
+
+    async def _extend_leases(self) -> None:
+        """Re-claim our own running entries (JUSTID: no delivery counted) so their idle time restarts."""
+        running = [entry_id for entry_id in self._inflight if entry_id not in self._settling]
+        if not running:
+            return
+        kept = {text(entry_id) for entry_id in await self.queue.redis.xclaim(
+            self.queue.stream_key, self.queue.group, self.consumer, 0, running, justid=True)}
+        for entry_id in running:
+            # An entry acknowledged meanwhile is not a lost lease: only one still running here is.
+            if entry_id not in kept and entry_id in self._inflight and entry_id not in self._settling:
+                job = self._inflight[entry_id][0]
+                self.stats["leases_lost"] += 1
+                log.warning("job %s was reclaimed while still running here: it may run twice", job.id,
+                            extra=_extra(job))
+
+    async def _reclaim_idle(self) -> None:
+        """Entries idle past the visibility timeout: their worker is alive but made no progress report."""
+        cursor = "0-0"
+        for _ in range(10):  # bounded work per round; the next round carries on
+            reply = await self.queue.redis.xautoclaim(
+                self.queue.stream_key, self.queue.group, self.consumer,
+                int(self.queue.visibility_timeout_s * 1000), start_id=cursor, count=RECLAIM_BATCH)
+            cursor, claimed = text(reply[0]), [text(entry_id) for entry_id, _ in reply[1] if entry_id is not None]
+            reason = f"lease expired: no progress report for {self.queue.visibility_timeout_s:g} s"
+            await self._release(claimed, reason, "jobs_reclaimed")
+            if cursor == "0-0":
+                return
+
+    async def _reclaim_from_dead_workers(self) -> None:
+        try:
+            consumers = [{text(k): v for k, v in c.items()} for c in
+                         await self.queue.redis.xinfo_consumers(self.queue.stream_key, self.queue.group)]
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc) or "no such key" in str(exc):
+                return
+            raise
+        others = [c for c in consumers if text(c["name"]) != self.consumer]
+        if not others:
+            return
+        async with self.queue.redis.pipeline(transaction=False) as pipe:
+            for consumer in others:
+                pipe.exists(self.queue.alive_key(text(consumer["name"])))
+            alive = await pipe.execute()
+        for consumer, is_alive in zip(others, alive):
+            if not is_alive:
+                await self._release_consumer(text(consumer["name"]), int(consumer["pending"]))
+
+    async def _release_consumer(self, name: str, pending: int) -> None:
+        if pending:
+            entries = await self.queue.redis.xpending_range(self.queue.stream_key, self.queue.group, "-", "+",
+                                                            RECLAIM_BATCH, consumername=name)
+            reason = f"worker {name} died (no heartbeat)"
+            await self._release([text(e["message_id"]) for e in entries], reason, "jobs_reclaimed")
+        if await self.queue.forget_consumer(name):  # a no-op while it still holds entries
+            log.info("forgot departed consumer %s", name, extra={"consumer": name})
+
+    async def _release(self, entry_ids: list[str], reason: str, counter: str) -> None:
+        for job_id, kind, outcome in await self.queue.release(entry_ids, reason):
+            self.stats[counter] += 1
+            self.stats["jobs_dead_lettered"] += outcome == "dead"
+            log.warning("job %s (%s) %s: %s", job_id, kind, "dead-lettered" if outcome == "dead" else "requeued",
+                        reason, extra={"job_id": job_id, "kind": kind})
+
+    # -- shutdown -----------------------------------------------------------------------------------------------
+
+    async def _drain(self, grace_s: float) -> None:
+        tasks = [task for _job, task in self._inflight.values()]
+        if not tasks:
+            return
+        log.info("worker %s stopping: waiting up to %g s for %d running job(s)", self.consumer, grace_s, len(tasks))
+        _done, unfinished = await asyncio.wait(tasks, timeout=grace_s) if grace_s > 0 else (set(), set(tasks))
+        if unfinished:
+            log.warning("worker %s: cutting %d job(s) short; they go back to the queue", self.consumer,
+                        len(unfinished))
+            await _cancel_all(list(unfinished))
+
+    async def _leave(self) -> None:
+        """Hand back whatever this consumer still holds (jobs cut short, entries a cancelled read had taken),
+        drop the heartbeat, and leave the group. If Redis is unreachable now, other workers release the jobs
+        once the heartbeat expires."""
+        try:
+            held = await self.queue.redis.xpending_range(self.queue.stream_key, self.queue.group, "-", "+", 10_000,
+                                                         consumername=self.consumer)
+            await self._release([text(e["message_id"]) for e in held], "worker stopped before the job finished",
+                                "jobs_released")
+            await self.queue.redis.delete(self.queue.alive_key(self.consumer))
+            await self.queue.forget_consumer(self.consumer)
+        except (RedisError, OSError) as exc:
+            log.warning("worker %s could not release its jobs on the way out (%s): others will after %g s",
+                        self.consumer, error_text(exc), self.dead_worker_after_s)
+        log.info("worker %s stopped", self.consumer, extra={"consumer": self.consumer})
+
+
+async def _settle(fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    return await retry_async(lambda: fn(*args, **kwargs), SETTLE_RETRY, retry_on=REDIS_BLIPS)
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]], timeout_s: float = 5.0) -> None:
+    """Cancel and wait, bounded: a task that swallows its cancellation must not hang the shutdown."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        _done, stuck = await asyncio.wait(tasks, timeout=timeout_s)
+        if stuck:
+            log.error("%d task(s) ignored cancellation: %s", len(stuck), ", ".join(t.get_name() for t in stuck))
+
+
+async def _pause(halt: asyncio.Event, seconds: float) -> None:
+    """Sleep, but wake at once when `halt` is set."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await halt.wait()
+
+
+def _raise_if_cancelled() -> None:
+    # A cancellation swallowed inside redis-py still shows in cancelling(): honour it at the next chance.
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _extra(job: Job) -> dict[str, Any]:
+    return {"job_id": job.id, "kind": job.kind, "attempt": job.attempt}
+
+
+def _check_block_below_socket_timeout(queue: Queue, block_ms: int) -> None:
+    # A BLOCK as long as the socket timeout makes every idle read end in TimeoutError instead of an empty reply.
+    socket_timeout = queue.redis.connection_pool.connection_kwargs.get("socket_timeout", DEFAULT_SOCKET_TIMEOUT_S)
+    if socket_timeout is not None and block_ms / 1000 >= socket_timeout - 0.5:
+        raise ValueError(
+            f"block_ms={block_ms} must stay at least 0.5 s below the Redis client's socket_timeout ({socket_timeout} s)"
+        )

@@ -1,0 +1,263 @@
+"""The one Slack Web API client the bot uses, wherever it runs (HTTP, Socket Mode, terminal, workers).
+
+- Base URL from `SLACK_API_URL`, so tests and the terminal chat point it at a local Slack.
+- Bounded retries: 429 honouring Retry-After, 5xx and dropped connections (slack_sdk's handlers). A timeout is
+  retried here instead, and only where repeating is harmless: a post that timed out may have been processed, so
+  the client first looks for it (each post carries a marker in its metadata) and re-posts only if it is absent.
+- Per-channel pacing and order: chat.postMessage is limited to about one message per second per channel; a token
+  bucket (small burst, then the steady rate) keeps a chatty diagnosis from earning 429s, and a channel's posts go
+  out one at a time, retries included, so a reply held back by a 429 is not overtaken in its thread.
+- Errors become `SlackError` carrying Slack's error code and a sentence; never a traceback in a channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.queue.slots import parked
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Methods whose repetition changes nothing (reads, in-place updates, "already done" answers): safe to retry after a
+# timeout, when Slack may or may not have processed the first try.
+IDEMPOTENT_PREFIXES = ("auth.", "users.", "usergroups.list", "usergroups.users.list", "conversations.history",
+                       "conversations.replies", "conversations.info", "conversations.members", "conversations.list",
+                       "conversations.join", "conversations.invite", "conversations.open", "conversations.setTopic",
+                       "chat.update", "chat.getPermalink", "pins.", "reactions.")
+POST_MARKER_EVENT = "chatops_post"
+# Answers that no retry can change: the job that met one is dead-lettered at once instead of retried for minutes.
+PERMANENT_ERRORS = {"channel_not_found", "is_archived", "invalid_auth", "account_inactive", "token_revoked",
+                    "not_authed", "missing_scope", "restricted_action", "invalid_blocks", "msg_too_long",
+                    "msg_blocks_too_long", "no_text", "user_not_found", "cant_invite_self"}
+
+
+class SlackError(Exception):
+    def __init__(self, method: str, error: str, *, timed_out: bool = False) -> None:
+        super().__init__(f"Slack {method} failed: {error}")
+        self.method = method
+        self.error = error
+        self.timed_out = timed_out
+
+    @property
+    def permanent(self) -> bool:
+        return self.error in PERMANENT_ERRORS
+
+
+FIND_POST_PAGES = 5  # of 200 messages: how far back find_post looks
+
+
+class ChannelPacer:
+    """Token bucket per channel: `burst` messages at once, then `rate` per second; one post at a time per channel."""
+
+    def __init__(self, *, burst: int = 5, rate: float = 1.0) -> None:
+        self._burst = burst
+        self._rate = rate
+        self._buckets: dict[str, tuple[float, float]] = {}  # channel -> (tokens, updated_at)
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, channel: str) -> AsyncIterator[None]:
+        """Hold the channel (FIFO: asyncio.Lock is fair) for a whole post, retries included, after its token.
+        Waiting for the channel or its token is waiting on Slack's pace: a job's worker slot is free meanwhile."""
+        lock = self._locks.setdefault(channel, asyncio.Lock())
+        must_wait = lock.locked() or self._tokens(channel) < 1
+        async with parked() if must_wait else contextlib.nullcontext():
+            await lock.acquire()
+            try:
+                await self._take_token(channel)
+            except BaseException:
+                lock.release()
+                raise
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _tokens(self, channel: str) -> float:
+        tokens, updated = self._buckets.get(channel, (float(self._burst), time.monotonic()))
+        return min(self._burst, tokens + (time.monotonic() - updated) * self._rate)
+
+    async def _take_token(self, channel: str) -> None:
+        tokens = self._tokens(channel)
+        if tokens < 1:
+            await asyncio.sleep((1 - tokens) / self._rate)
+            tokens = 1.0
+        self._buckets[channel] = (tokens - 1, time.monotonic())
+
+
+class SlackClient:
+    def __init__(self, web: AsyncWebClient, *, pacer: ChannelPacer | None = None, timeout_retries: int = 2,
+                 timeout_s: float = 10.0) -> None:
+        self.web = web
+        self.pacer = pacer or ChannelPacer()
+        self.timeout_retries = timeout_retries
+        self.timeout_s = timeout_s
+        self.errors: Counter[str] = Counter()  # Slack API errors by method (given up on), for /metrics
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SlackClient:
+        pacer = ChannelPacer(burst=settings.slack_channel_burst, rate=settings.slack_channel_rate_per_s)
+        return cls(make_web_client(settings), pacer=pacer, timeout_retries=settings.slack_max_retries,
+                   timeout_s=settings.slack_timeout_s)
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        """Call any Web API method; raise SlackError with Slack's error code when it answers not-ok. A timeout is
+        retried (bounded) only for methods where a repeat is harmless."""
+        retries = self.timeout_retries if method.startswith(IDEMPOTENT_PREFIXES) else 0
+        for attempt in range(retries + 1):
+            try:
+                return await self._call_once(method, params)
+            except SlackError as exc:
+                if not exc.timed_out or attempt == retries:
+                    self.errors[method] += 1
+                    raise
+                log.warning("Slack %s timed out; retrying (%d of %d)", method, attempt + 1, retries)
+        raise AssertionError("unreachable")
+
+    async def _call_once(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await _sdk_method(self.web, method)(**_drop_none(params))
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "unknown_error")) if exc.response is not None else "unknown_error"
+            raise SlackError(method, error) from None
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            raise SlackError(method, f"unreachable ({type(exc).__name__})",
+                             timed_out=isinstance(exc, TimeoutError)) from None
+        return dict(response.data) if isinstance(response.data, dict) else {}
+
+    async def post_message(self, channel: str, text: str, *, blocks: list | None = None,
+                           thread_ts: str | None = None, post_id: str | None = None, **extra: Any) -> dict[str, Any]:
+        """Post (paced and ordered per channel), at most once; returns Slack's answer with `channel` and `ts`.
+        `post_id` is the marker the post carries (a fresh one by default); `find_post` looks for it."""
+        marker = post_id or uuid.uuid4().hex
+        params = dict(channel=channel, text=text, blocks=blocks, thread_ts=thread_ts, unfurl_links=False,
+                      unfurl_media=False, **extra,
+                      metadata={"event_type": POST_MARKER_EVENT, "event_payload": {"post_id": marker}})
+        async with self.pacer.slot(channel):
+            for attempt in range(self.timeout_retries + 1):
+                try:
+                    return await self._post_once(params)
+                except SlackError as exc:
+                    if not exc.timed_out:
+                        self.errors["chat.postMessage"] += 1
+                        raise
+                    # Slack may have processed it anyway: give it the time it was allowed, then look.
+                    await asyncio.sleep(self.timeout_s)
+                    found = await self.find_post(channel, thread_ts, marker)
+                    if found is not None:
+                        return found
+                    if attempt == self.timeout_retries:
+                        self.errors["chat.postMessage"] += 1
+                        raise
+                    log.warning("Slack chat.postMessage timed out and the post is not there; posting again")
+        raise AssertionError("unreachable")
+
+    async def _post_once(self, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await self._call_once("chat.postMessage", params)
+        except SlackError as exc:
+            if exc.error != "not_in_channel":
+                raise
+            await self.call("conversations.join", channel=params["channel"])  # public channels; private re-raise
+            return await self._call_once("chat.postMessage", params)
+
+    async def find_post(self, channel: str, thread_ts: str | None, marker: str) -> dict[str, Any] | None:
+        """The message posted with `marker` (its `post_id`), if Slack has it: looked for among the thread's replies
+        or the channel's latest messages. None also when Slack cannot be asked: re-posting is the lesser evil."""
+        method, params = (("conversations.replies", {"ts": thread_ts}) if thread_ts
+                          else ("conversations.history", {}))
+        cursor = None
+        for _ in range(FIND_POST_PAGES):  # a busy thread or channel may have moved on since the post
+            try:
+                answer = await self.call(method, channel=channel, limit=200, include_all_metadata=True,
+                                         cursor=cursor, **params)
+            except SlackError as exc:
+                log.warning("could not look for an earlier post in %s (%s): it may be posted twice", channel,
+                            exc.error)
+                return None  # cannot tell; re-posting is the lesser evil than losing the message
+            for message in answer.get("messages", []):
+                payload = (message.get("metadata") or {}).get("event_payload") or {}
+                if payload.get("post_id") == marker:
+                    return {"ok": True, "channel": channel, "ts": message["ts"], "message": message}
+            cursor = (answer.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return None
+        return None
+
+    async def aclose(self) -> None:
+        if self.web.session is not None and not self.web.session.closed:
+            await self.web.session.close()
+
+    async def update_message(self, channel: str, ts: str, text: str, *, blocks: list | None = None) -> dict:
+        return await self.call("chat.update", channel=channel, ts=ts, text=text, blocks=blocks)
+
+    async def post_ephemeral(self, channel: str, user: str, text: str, *, blocks: list | None = None) -> dict:
+        return await self.call("chat.postEphemeral", channel=channel, user=user, text=text, blocks=blocks)
+
+    async def open_dm(self, user: str) -> str:
+        answer = await self.call("conversations.open", users=user)
+        return str(answer["channel"]["id"])
+
+    async def permalink(self, channel: str, ts: str) -> str | None:
+        try:
+            answer = await self.call("chat.getPermalink", channel=channel, message_ts=ts)
+        except SlackError:
+            return None  # a missing link must not fail the message that wanted it
+        return answer.get("permalink")
+
+
+def make_web_client(settings: Settings) -> AsyncWebClient:
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    retries = settings.slack_max_retries
+    timeout = max(1, round(settings.slack_timeout_s))  # slack_sdk takes whole seconds; 0 would mean no wait
+    return AsyncWebClient(
+        token=token,
+        base_url=str(settings.slack_api_url),
+        timeout=timeout,
+        session=_shared_session(timeout),
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=retries),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=retries),
+            AsyncServerErrorRetryHandler(max_retry_count=retries),
+        ],
+    )
+
+
+def _shared_session(timeout_s: float) -> aiohttp.ClientSession | None:
+    """One connection pool for every Slack call of this process (slack_sdk otherwise opens a connection per call,
+    which costs a TCP and TLS handshake each under load). With a session, slack_sdk takes the timeout from it."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return None  # made outside an event loop: slack_sdk falls back to a session per call
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                 connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30))
+
+
+def _sdk_method(web: AsyncWebClient, method: str) -> Any:
+    """slack_sdk's own method (`chat.postMessage` → `chat_postMessage`), which knows each method's encoding."""
+    named = getattr(web, method.replace(".", "_"), None)
+    if named is not None:
+        return named
+    return lambda **params: web.api_call(method, json=params)
+
+
+def _drop_none(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}

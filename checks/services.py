@@ -1,0 +1,171 @@
+"""The services file's schema: which services exist and what `/diagnose` may probe for each.
+
+The checks read these models; `bot.settings.load_services` reads and validates the file.
+
+It is the only source of probe targets — nothing typed in chat ever becomes a URL or host — so it is validated
+strictly, and every error names its path (`services.api.http[0].url: invalid URL`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+SERVICE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+
+# Instance-metadata and link-local addresses: a services file that points a probe there is almost always a
+# mistake or an SSRF attempt, so it has to say `allow_link_local: true` to mean it.
+_LINK_LOCAL_NETS = [
+    ipaddress.ip_network("169.254.0.0/16"),
+    ipaddress.ip_network("fe80::/10"),
+    ipaddress.ip_network("fd00:ec2::254/128"),
+    ipaddress.ip_network("100.100.100.200/32"),  # Alibaba Cloud metadata
+]
+
+
+def is_link_local(host: str) -> bool:
+    """True when `host` is a literal address in a link-local or instance-metadata range."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host.lower() in {"metadata.google.internal", "metadata"}
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:  # [::ffff:169.254.169.254]
+        address = address.ipv4_mapped
+    return any(address in net for net in _LINK_LOCAL_NETS)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpProbe(_Strict):
+    url: AnyHttpUrl
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = [200]
+    samples: int = Field(5, ge=1, le=50)
+    latency_ms: int = Field(1000, ge=1)
+    timeout_s: float = Field(5.0, gt=0, le=120)
+    headers: dict[str, str] = {}
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _url_message(cls, value: Any) -> Any:
+        if not isinstance(value, str) or "://" not in value:
+            raise ValueError("invalid URL")
+        return value
+
+
+class HostPort(_Strict):
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _parse_host_port(value: Any, default_port: int | None) -> Any:
+    if not isinstance(value, str):
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or "]" in port:
+        if default_port is None:
+            raise ValueError("expected host:port")
+        return {"host": value, "port": default_port}
+    if not port.isdigit():
+        raise ValueError("port must be a number")
+    return {"host": host.strip("[]"), "port": int(port)}
+
+
+class TcpTarget(HostPort):
+    @model_validator(mode="before")
+    @classmethod
+    def _from_str(cls, value: Any) -> Any:
+        return _parse_host_port(value, None)
+
+
+class TlsTarget(HostPort):
+    port: int = Field(443, ge=1, le=65535)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_str(cls, value: Any) -> Any:
+        return _parse_host_port(value, 443)
+
+
+class DatabaseSpec(_Strict):
+    dsn_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+    long_query_s: int = Field(300, ge=1)
+
+
+class BucketSpec(_Strict):
+    name: str
+    probe_write: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_str(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class AwsSpec(_Strict):
+    region: str = Field("us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    load_balancers: list[str] = []
+    target_groups: list[str] = []
+    lambda_functions: list[str] = []
+    log_groups: list[str] = []
+    queues: list[str] = []
+    dynamodb_tables: list[str] = []
+    db_instances: list[str] = []
+    buckets: list[BucketSpec] = []
+    distributions: list[str] = []
+    certificates: list[str] = []
+    alarm_prefixes: list[str] = []
+    subnets: list[str] = []
+    roles: list[str] = []
+    parameters: list[str] = []  # SSM parameter names the service reads at start-up
+    api_gateways: list[str] = []  # REST API ids whose deployments count as changes
+    stacks: list[str] = []  # CloudFormation stacks whose events count as changes
+    # Peeking at dead letters is a receive (it bumps receive counts, needs sqs:ReceiveMessage, bodies may hold
+    # personal data), so it is opt-in.
+    peek_dead_letters: bool = False
+
+
+class ServiceSpec(_Strict):
+    description: str = ""
+    http: list[HttpProbe] = []
+    tcp: list[TcpTarget] = []
+    dns: list[str] = []
+    tls: list[TlsTarget] = []
+    cdn: list[AnyHttpUrl] = []  # asset URLs whose cache headers are checked
+    database: DatabaseSpec | None = None
+    aws: AwsSpec | None = None
+    allow_link_local: bool = False
+
+    @model_validator(mode="after")
+    def _refuse_link_local(self) -> ServiceSpec:
+        if self.allow_link_local:
+            return self
+        hosts = [(f"http[{i}].url", p.url.host or "") for i, p in enumerate(self.http)]
+        hosts += [(f"tcp[{i}]", t.host) for i, t in enumerate(self.tcp)]
+        hosts += [(f"tls[{i}]", t.host) for i, t in enumerate(self.tls)]
+        hosts += [(f"dns[{i}]", h) for i, h in enumerate(self.dns)]
+        hosts += [(f"cdn[{i}]", u.host or "") for i, u in enumerate(self.cdn)]
+        for where, host in hosts:
+            if is_link_local(host):
+                raise ValueError(
+                    f"{where}: {host} is a link-local/instance-metadata address; "
+                    "set allow_link_local: true on the service if you really mean to probe it"
+                )
+        return self
+
+
+class ServicesFile(_Strict):
+    services: dict[Annotated[str, Field(pattern=SERVICE_NAME_PATTERN)], ServiceSpec]
