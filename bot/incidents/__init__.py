@@ -7,8 +7,11 @@
     lifecycle.py   declare (a resumable job), status/note/commander/resolve, reminders, the auditor
     escalation.py  page orders and exactly-once delivery, escalation timers, acks, severity changes, /escalate
     messages.py    the header, the announcement, the lines posted into the channel
-    alerts.py      POST /hooks/alertmanager          webhooks.py   POST /hooks/pagerduty
-    jobs.py        the job kinds                       install.py    wiring into a Runtime
+    timeline.py    Timeline: the incident's recorded entries, read by the write-up features
+    alerts.py      POST /hooks/alertmanager            provider_acks.py   POST /hooks/pagerduty (acks flow back)
+    jobs.py        the job kinds                       install.py         wiring into a Runtime
+
+Other features use only service.py, store.py, timeline.py and model.py (an import-linter contract holds this).
 
 Timeline kinds recorded here (bot/incidents/timeline.py; entry ids are deterministic, so retries land on one entry):
 

@@ -4,7 +4,7 @@
     pagerduty.py   PagerDuty Events API v2          opsgenie.py   Opsgenie Alert API (legacy, ends 2027-04-05)
     slack_dm.py    Slack DMs with an Acknowledge button
     policy.py      the escalation policy file (levels, ack timeouts, who may escalate)
-    webhooks.py    PagerDuty v3 webhooks: signature check and parsing of ack/resolve events
+    pagerduty_events.py   PagerDuty v3 webhooks: signature check and parsing of ack/resolve events
 
 Nothing here does anything at import time; `build_providers` makes the providers a policy names.
 """
