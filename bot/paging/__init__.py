@@ -1,5 +1,6 @@
 """Paging: who gets woken up, through which provider, and how acks flow back.
 
+    kinds.py       the table of provider kinds: name prefix, config model, key variable, default URL, builder
     providers.py   the narrow interface (Page → PageResult) every provider implements
     pagerduty.py   PagerDuty Events API v2          opsgenie.py   Opsgenie Alert API (legacy, ends 2027-04-05)
     slack_dm.py    Slack DMs with an Acknowledge button
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.paging.kinds import KINDS, SLACK_DM, ProviderDeps, ProviderKind, kind_of
 from bot.paging.opsgenie import OpsgenieConfig, OpsgenieProvider
 from bot.paging.pagerduty import PagerDutyConfig, PagerDutyProvider
 from bot.paging.pagerduty_events import (
@@ -46,6 +48,7 @@ from bot.slack.client import SlackClient
 __all__ = [
     "SIGNATURE_HEADER",
     "WebhookError",
+    "KINDS",
     "Level",
     "OpsgenieConfig",
     "OpsgenieProvider",
@@ -58,6 +61,7 @@ __all__ = [
     "PagingPolicy",
     "Permission",
     "Provider",
+    "ProviderKind",
     "SlackDmProvider",
     "Target",
     "build_providers",
@@ -76,14 +80,13 @@ __all__ = [
 def build_providers(config: PagingConfig, slack: SlackClient, redis: Any, *, key_prefix: str) -> dict[str, Provider]:
     """Every provider the policy can name: the configured PagerDuty/Opsgenie ones, and always `slack` (which
     keeps who it DM'd in Redis under `key_prefix`)."""
-    providers: dict[str, Provider] = {"slack": SlackDmProvider(slack, redis, key_prefix=key_prefix)}
+    deps = ProviderDeps(slack, redis, key_prefix)
+    providers: dict[str, Provider] = {SLACK_DM.name: SLACK_DM.make(SLACK_DM.name, None, deps)}
     for name, provider_config in config.providers.items():
-        if isinstance(provider_config, PagerDutyConfig):
-            providers[name] = PagerDutyProvider(provider_config, name=name)
-        elif isinstance(provider_config, OpsgenieConfig):
-            providers[name] = OpsgenieProvider(provider_config, name=name)
-        else:
-            raise TypeError(f"no provider for {type(provider_config).__name__}")
+        kind = kind_of(name)
+        if kind is None or kind.config is None or not isinstance(provider_config, kind.config):
+            raise TypeError(f"no provider named {name!r} takes a {type(provider_config).__name__}")
+        providers[name] = kind.make(name, provider_config, deps)
     return providers
 
 

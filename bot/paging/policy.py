@@ -35,8 +35,9 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AnyHttpUrl,
@@ -45,28 +46,26 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
-from bot.paging.opsgenie import DEFAULT_API_URL, OpsgenieConfig
-from bot.paging.pagerduty import DEFAULT_EVENTS_URL, PagerDutyConfig
+from bot.paging.kinds import PAGERDUTY, SLACK_DM, ProviderKind, configurable, kind_of
 from bot.paging.providers import SEVERITIES, Page, RetrySpec, make_dedup_key
 from bot.settings import ConfigError, describe_validation_error, read_yaml_file
 
 log = logging.getLogger(__name__)
 
-SLACK_PROVIDER = "slack"
+SLACK_PROVIDER = SLACK_DM.name
 DEFAULT_ACK_TIMEOUT_S = {"P0": 15 * 60, "P1": 60 * 60, "P2": 4 * 3600, "P3": 24 * 3600}
 DEFAULT_UPDATE_EVERY_S = {"P0": 15 * 60, "P1": 30 * 60, "P2": 60 * 60, "P3": 24 * 3600}
 DEFAULT_URGENCY = {"P0": "high", "P1": "high", "P2": "low", "P3": "low"}
 ENV_ONCALL = "PAGING_ONCALL"  # comma/space separated Slack user or group ids, used when there is no file
 ENV_MANAGERS = "PAGING_MANAGERS"
-ENV_PAGERDUTY_KEY = "PAGERDUTY_ROUTING_KEY"
-ENV_OPSGENIE_KEY = "OPSGENIE_API_KEY"
 
 _SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
-_PROVIDER_NAME = re.compile(r"^(pagerduty|opsgenie)(-[a-z0-9][a-z0-9_-]{0,39})?$")
+_PROVIDER_SUFFIX = re.compile(r"^-[a-z0-9][a-z0-9_-]{0,39}$")  # the `-<anything>` of `pagerduty-<anything>`
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _SECRET_KEYS = ("routing_key", "api_key", "integration_key", "key", "token", "secret")
@@ -105,7 +104,7 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 SlackId = Annotated[str, BeforeValidator(_slack_id)]
 def _env_name(value: Any) -> Any:
     if not isinstance(value, str) or not _ENV_NAME.match(value):
-        raise ValueError("expected the name of an environment variable (like PAGERDUTY_ROUTING_KEY), "
+        raise ValueError(f"expected the name of an environment variable (like {PAGERDUTY.secret_env}), "
                          "not the key itself")
     return value
 
@@ -120,7 +119,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
-class _ProviderSpec(_Strict):
+class ProviderSpec(_Strict):
+    """A configured provider's settings as written; `_spec_model` adds its kind's `<secret>_env` and URL fields."""
+
+    kind: ClassVar[ProviderKind]
     timeout_s: float = Field(5.0, gt=0, le=60)
     retry: RetrySpec = RetrySpec()
     source: str = Field("chatops-incident-bot", min_length=1, max_length=100)
@@ -131,28 +133,29 @@ class _ProviderSpec(_Strict):
         if isinstance(data, dict):
             for key in _SECRET_KEYS:
                 if key in data:
-                    env_field = "routing_key_env" if cls is PagerDutySpec else "api_key_env"
                     raise ValueError(f"`{key}`: secrets do not belong in the policy file; put the key in an "
-                                     f"environment variable and name that variable in `{env_field}`")
+                                     f"environment variable and name that variable in `{cls.kind.env_field}`")
         return data
 
+    def secret_env(self) -> str:
+        return str(getattr(self, self.kind.env_field))
 
-class PagerDutySpec(_ProviderSpec):
-    routing_key_env: EnvName = ENV_PAGERDUTY_KEY
-    events_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_EVENTS_URL)
+    def resolve(self, env: Mapping[str, str]) -> Any:
+        """The kind's config, its key read from the environment variable the file names."""
+        assert self.kind.config is not None
+        return self.kind.config(**{self.kind.secret_field: _env_secret(env, self.secret_env()),
+                                   self.kind.url_field: getattr(self, self.kind.url_field),
+                                   "timeout_s": self.timeout_s, "retry": self.retry, "source": self.source})
 
-    def resolve(self, env: Mapping[str, str]) -> PagerDutyConfig:
-        return PagerDutyConfig(routing_key=_env_secret(env, self.routing_key_env), events_url=self.events_url,
-                               timeout_s=self.timeout_s, retry=self.retry, source=self.source)
 
-
-class OpsgenieSpec(_ProviderSpec):
-    api_key_env: EnvName = ENV_OPSGENIE_KEY
-    api_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_API_URL)
-
-    def resolve(self, env: Mapping[str, str]) -> OpsgenieConfig:
-        return OpsgenieConfig(api_key=_env_secret(env, self.api_key_env), api_url=self.api_url,
-                              timeout_s=self.timeout_s, retry=self.retry, source=self.source)
+@cache
+def _spec_model(kind: ProviderKind) -> type[ProviderSpec]:
+    """The settings model of a kind (made once per kind, on first use): ProviderSpec plus `<secret>_env`, URL."""
+    fields: dict[str, Any] = {kind.env_field: (EnvName, kind.secret_env),
+                              kind.url_field: (AnyHttpUrl, AnyHttpUrl(kind.default_url))}
+    model = create_model(f"{kind.name.title()}Spec", __base__=ProviderSpec, **fields)
+    model.kind = kind  # a ClassVar: which kind the literal-secret check and `resolve` speak for
+    return model
 
 
 class SeveritySpec(_Strict):
@@ -187,6 +190,18 @@ def _allowed(value: Any) -> Any:
 Allowed = Annotated[Any, BeforeValidator(_allowed)]
 
 
+def _configurable_name(name: str) -> bool:
+    kind = kind_of(name)
+    return (kind is not None and kind.config is not None
+            and (name == kind.name or bool(_PROVIDER_SUFFIX.match(name.removeprefix(kind.name)))))
+
+
+def _naming_rule() -> str:
+    """`pagerduty, opsgenie, pagerduty-<name> or opsgenie-<name>`, from the table of kinds."""
+    names = [k.name for k in configurable()] + [f"{k.name}-<name>" for k in configurable()]
+    return f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 class PolicyFile(_Strict):
     providers: dict[str, dict[str, Any]] = {}
     oncall: list[SlackId] = []
@@ -207,20 +222,21 @@ class PolicyFile(_Strict):
         for name, spec in providers.items():
             if name == SLACK_PROVIDER:
                 raise ValueError("providers.slack: `slack` is the built-in Slack DM provider and takes no settings")
-            if not isinstance(name, str) or not _PROVIDER_NAME.match(name):
-                raise ValueError(f"providers.{name}: a provider is named pagerduty, opsgenie, pagerduty-<name> "
-                                 "or opsgenie-<name> (the name says which kind it is)")
+            if not isinstance(name, str) or not _configurable_name(name):
+                raise ValueError(f"providers.{name}: a provider is named {_naming_rule()} "
+                                 "(the name says which kind it is)")
             if spec is not None and not isinstance(spec, dict):
                 raise ValueError(f"providers.{name}: expected a mapping of settings")
         return {**data, "providers": {name: spec or {} for name, spec in providers.items()}}
 
-    def provider_specs(self) -> dict[str, PagerDutySpec | OpsgenieSpec]:
+    def provider_specs(self) -> dict[str, ProviderSpec]:
         """Each provider's settings, validated by its kind (the name says which)."""
-        specs: dict[str, PagerDutySpec | OpsgenieSpec] = {}
+        specs: dict[str, ProviderSpec] = {}
         for name, raw in self.providers.items():
-            kind = PagerDutySpec if name.startswith("pagerduty") else OpsgenieSpec
+            kind = kind_of(name)
+            assert kind is not None  # `_providers_shape` refused names no kind owns
             try:
-                specs[name] = kind.model_validate(raw)
+                specs[name] = _spec_model(kind).model_validate(raw)
             except ValidationError as exc:
                 raise ConfigError(describe_validation_error(exc, prefix=f"providers.{name}")) from None
         return specs
@@ -278,12 +294,12 @@ class Permission:
 class PagingConfig:
     """The providers to build, secrets already read from the environment."""
 
-    providers: Mapping[str, PagerDutyConfig | OpsgenieConfig]
+    providers: Mapping[str, Any]  # provider name → its kind's config (PagerDutyConfig, OpsgenieConfig)
 
     def secrets(self) -> list[str]:
         """Every provider key this policy holds, for log redaction and no-leak tests (like Settings.secrets)."""
-        keys = [c.routing_key if isinstance(c, PagerDutyConfig) else c.api_key for c in self.providers.values()]
-        return [k.get_secret_value() for k in keys]
+        return [getattr(config, _kind(name).secret_field).get_secret_value()
+                for name, config in self.providers.items()]
 
 
 @dataclass(frozen=True)
@@ -378,25 +394,31 @@ def default_policy(env: Mapping[str, str] | None = None) -> PagingPolicy:
     env = os.environ if env is None else env
     data: dict[str, Any] = {"providers": {}, "oncall": _id_list(env.get(ENV_ONCALL, "")),
                             "managers": _id_list(env.get(ENV_MANAGERS, ""))}
-    if env.get(ENV_PAGERDUTY_KEY):
-        data["providers"]["pagerduty"] = {}
-    if env.get(ENV_OPSGENIE_KEY):
-        data["providers"]["opsgenie"] = {}
+    for kind in configurable():
+        if env.get(kind.secret_env):
+            data["providers"][kind.name] = {}
     try:
         return parse_policy(data, env=env, source="default paging policy")
     except ConfigError as exc:
-        raise ConfigError(f"{exc} (set by {ENV_ONCALL}/{ENV_MANAGERS}/{ENV_PAGERDUTY_KEY})") from None
+        raise ConfigError(f"{exc} (set by {ENV_ONCALL}/{ENV_MANAGERS}/{PAGERDUTY.secret_env})") from None
 
 
-def _resolve_provider(name: str, spec: PagerDutySpec | OpsgenieSpec, env: Mapping[str, str]) -> Any:
-    env_name = spec.routing_key_env if isinstance(spec, PagerDutySpec) else spec.api_key_env
+def _kind(provider_name: str) -> ProviderKind:
+    kind = kind_of(provider_name)
+    if kind is None:
+        raise ValueError(f"no kind of paging provider is named like {provider_name!r}")
+    return kind
+
+
+def _resolve_provider(name: str, spec: ProviderSpec, env: Mapping[str, str]) -> Any:
+    env_name = spec.secret_env()
     try:
         return spec.resolve(env)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err.get("loc", ("",))[0])
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        where = env_name if field in ("routing_key", "api_key") else f"providers.{name}.{field}"
+        where = env_name if field == spec.kind.secret_field else f"providers.{name}.{field}"
         raise ConfigError(f"{where}: {message}") from None  # never the value itself
 
 
@@ -427,7 +449,8 @@ def _build(spec: PolicyFile, configs: dict[str, Any], *, source: str) -> PagingP
     for severity in SEVERITIES:
         sev_spec: SeveritySpec = getattr(spec.severities, severity)
         severities[severity] = _severity_policy(severity, sev_spec, defaults[severity], names)
-    warnings = tuple(f"{sev} pages nobody: list `oncall` users or configure pagerduty/opsgenie"
+    paging_kinds = "/".join(kind.name for kind in configurable())
+    warnings = tuple(f"{sev} pages nobody: list `oncall` users or configure {paging_kinds}"
                      for sev in ("P0", "P1") if not severities[sev].levels)
     return PagingPolicy(
         severities=severities,
@@ -441,7 +464,7 @@ def _build(spec: PolicyFile, configs: dict[str, Any], *, source: str) -> PagingP
 
 def _default_levels(names: _Names) -> dict[str, tuple[tuple[Target, ...], list[tuple[Target, ...]], int]]:
     """(first, then, repeat) per severity — the runbook defaults in the module docstring."""
-    paging_provider = next((p for p in ("pagerduty", "opsgenie") if p in names.providers), None)
+    paging_provider = next((k.name for k in configurable() if k.name in names.providers), None)
     oncall = ((Target(paging_provider),) if paging_provider
               else tuple(Target(SLACK_PROVIDER, i) for i in names.oncall))
     managers = tuple(Target(SLACK_PROVIDER, i) for i in names.managers)
@@ -518,9 +541,9 @@ def _route_targets(item: dict[str, Any], where: str, names: _Names) -> list[Targ
         raise ConfigError(f"{where}.provider: {_unknown(provider, names)}")
     if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
         raise ConfigError(f"{where}.targets: expected a list of names or ids")
-    if provider.startswith("pagerduty") and ids:
-        raise ConfigError(f"{where}.targets: PagerDuty pages go to the service behind the routing key; "
-                          "name another pagerduty-<name> provider for another service instead of targets")
+    refused = _kind(provider).targets_refused
+    if refused and ids:
+        raise ConfigError(f"{where}.targets: {refused}")
     if provider == SLACK_PROVIDER:
         for j, target in enumerate(ids):
             if not _SLACK_ID.match(target):
