@@ -33,17 +33,12 @@ from bot.incidents.model import FrozenLevel, Incident, PageOrder, PageRecord, Se
 from bot.incidents.service import Incidents
 from bot.paging.policy import Level
 from bot.paging.providers import Page, make_dedup_key
-from bot.queue import Job, Retry
+from bot.queue import Job, Retry, lease
 
 log = logging.getLogger("bot.incidents")
 
 LINK_WAIT_S = 0.5
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
+PAGE_LEASE_WAIT_S = 10.0  # a live sender renews its lease; longer than this and the queue retries us later
 
 def freeze(levels: list[Level]) -> list[FrozenLevel]:
     return [FrozenLevel(number=lvl.number, routes={p: list(ids) for p, ids in lvl.routes().items()},
@@ -388,18 +383,27 @@ async def _deliver_once(ctx: Incidents, incident: Incident, order: PageOrder, pa
     field = f"{order.dedup_key}|{delivery}"
     record = await ctx.store.page_record(incident.id, field)
     if record is None:
-        lease_key, token = ctx.store.key(incident.id, "pagelease", field), uuid.uuid4().hex
-        if not await ctx.rt.redis.set(lease_key, token, nx=True, px=int(ctx.page_lease_s * 1000)):
-            raise Retry(f"{field} is being sent by another worker", delay_s=1.0)
-        try:
-            record = await ctx.store.page_record(incident.id, field)
-            if record is None:
-                record = await _send(ctx, order, page, provider_name, delivery, targets)
-                await ctx.store.record_page(incident.id, field, record)
-                record = await ctx.store.page_record(incident.id, field) or record
-        finally:
-            await ctx.rt.redis.eval(_RELEASE, 1, lease_key, token)
+        record = await _send_under_lease(ctx, incident, order, page, provider_name, delivery, targets, field)
     await _note_page(ctx, incident, order, record, field)
+
+
+async def _send_under_lease(ctx: Incidents, incident: Incident, order: PageOrder, page: Page, provider_name: str,
+                            delivery: str, targets: tuple[str, ...], field: str) -> PageRecord:
+    """Another worker sending the same delivery holds its lease alive; waiting for it (rather than asking the
+    queue for a retry, which counts as a delivery) lets us read its record, or take over once a dead holder's
+    short lease lapses."""
+    key, token = ctx.store.key(incident.id, "pagelease", field), uuid.uuid4().hex
+    try:
+        await lease.acquire(ctx.rt.redis, key, token, wait_s=PAGE_LEASE_WAIT_S, ttl_s=ctx.page_lease_s)
+    except lease.LeaseBusy:
+        raise Retry(f"{field} is being sent by another worker", delay_s=ctx.page_lease_s) from None
+    async with lease.kept_alive(ctx.rt.redis, key, token, ctx.page_lease_s):
+        record = await ctx.store.page_record(incident.id, field)
+        if record is None:
+            record = await _send(ctx, order, page, provider_name, delivery, targets)
+            await ctx.store.record_page(incident.id, field, record)
+            record = await ctx.store.page_record(incident.id, field) or record
+    return record
 
 
 async def _send(ctx: Incidents, order: PageOrder, page: Page, provider_name: str, delivery: str,

@@ -41,7 +41,8 @@ class Incidents:
     providers: dict[str, Provider]
     store: IncidentStore
     timeline: Timeline
-    page_lease_s: float = 20.0  # how long one worker may hold "sending this page" before another may re-send
+    # "sending this page": renewed while the sender lives, so a dead sender's delivery is taken over this soon
+    page_lease_s: float = 3.0
     _workspace_url: tuple[str | None] | None = None  # auth.test's answer, once asked
 
     @property

@@ -15,7 +15,7 @@ Keys, each under the runtime's namespace (`chatops:inc:seq`, ...):
     inc:<id>:posted               hash: message key → ts, so a retried job never posts the same message twice
     inc:<id>:pages                hash: `<dedup key>|<delivery>` → PageRecord JSON (one per provider or Slack user)
     inc:<id>:pagelease:<field>    held while one worker sends that delivery
-    inc:<id>:lock                 the mutation lock (SET NX PX with a token; released by compare-and-delete)
+    inc:<id>:lock                 the mutation lock: a short lease renewed while held (bot/queue/lease.py)
     inc:<id>:tl, inc:<id>:tl:order  the timeline (bot/incidents/timeline.py)
 
 Every change to an incident is a read-modify-write under its lock (`store.mutate(id)`), so a button press, a
@@ -24,7 +24,6 @@ command and an escalation timer racing on one incident see each other's writes.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 import uuid
@@ -34,16 +33,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bot.incidents.model import Incident, PageRecord, incident_id
+from bot.queue import lease
 
-LOCK_TTL_MS = 15_000
-LOCK_WAIT_S = 10.0
+LOCK_WAIT_S = 10.0  # a live holder renews its short lease; a dead one's is free within lease.LEASE_TTL_S
 TRIGGER_TTL_S = 86_400
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 class IncidentNotFound(LookupError):
     pass
@@ -61,7 +54,6 @@ class IncidentStore:
     def __init__(self, redis: aioredis.Redis, namespace: str = "chatops") -> None:
         self.redis = redis
         self.namespace = namespace
-        self._release = redis.register_script(_RELEASE)
 
     def key(self, *parts: object) -> str:
         return ":".join([self.namespace, "inc", *(str(p) for p in parts)])
@@ -136,17 +128,12 @@ class IncidentStore:
     @contextlib.asynccontextmanager
     async def lock(self, incident: str, *, wait_s: float = LOCK_WAIT_S) -> AsyncIterator[None]:
         key, token = self.key(incident, "lock"), uuid.uuid4().hex
-        deadline = time.monotonic() + wait_s
-        delay = 0.005
-        while not await self.redis.set(key, token, nx=True, px=LOCK_TTL_MS):
-            if time.monotonic() > deadline:
-                raise LockTimeout(f"{incident} is locked by another worker")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
         try:
+            await lease.acquire(self.redis, key, token, wait_s=wait_s)
+        except lease.LeaseBusy:
+            raise LockTimeout(f"{incident} is locked by another worker") from None
+        async with lease.kept_alive(self.redis, key, token):
             yield
-        finally:
-            await self._release(keys=[key], args=[token])
 
     # -- lookups ----------------------------------------------------------------------------------------------
 

@@ -67,7 +67,7 @@ class Worker:
         mover_interval_s: float = 0.2,
         job_timeout_s: float = 300.0,
         stop_grace_s: float = 10.0,
-        dead_worker_after_s: float = 10.0,
+        dead_worker_after_s: float = 5.0,
     ) -> None:
         """`dead_worker_after_s`: how long this worker's heartbeat lives; others release its jobs that long after
         it dies (the visibility timeout only catches a live worker that stopped making progress).
