@@ -1,15 +1,29 @@
-"""Making user text inert in Slack: escaping and Block Kit size limits.
+"""Making user text inert in Slack, and keeping every message inside Block Kit's limits.
 
 Escaping `&`, `<` and `>` (in that order) neutralises `<!channel>`, `<!here>`, `<@U…>` and `<!subteam^…>`
 smuggled into a title, note or reason; `*`, `_`, `~` and backticks are wrapped so they cannot open formatting.
+
+Renderers build blocks with `section`, `context`, `header`, `button` and `fields` (each clamps its text to
+Slack's limit) and finish a message with `fit_blocks`; long lists go through `fit_lines` / `pack_lines`. What
+does not fit is said, never dropped silently: "…and N more".
 """
 
 from __future__ import annotations
 
-SECTION_TEXT_MAX = 3000
-HEADER_TEXT_MAX = 150
+from typing import Any
+
+from bot.slack.limits import SLACK, block_text_length
+
+SECTION_TEXT_MAX = SLACK.section_text
+FIELD_TEXT_MAX = SLACK.field_text
+CONTEXT_TEXT_MAX = SLACK.context_text
+HEADER_TEXT_MAX = SLACK.header_text
+BUTTON_TEXT_MAX = SLACK.button_text
 FALLBACK_TEXT_MAX = 4000  # notifications show little; Slack's hard cap is 40,000
-MAX_BLOCKS = 50
+MESSAGE_TEXT_MAX = SLACK.message_text
+MAX_BLOCKS = SLACK.blocks
+# Our own ceiling on the text of one message's blocks: Slack's undocumented msg_blocks_too_long starts near 13,000.
+BLOCK_TEXT_BUDGET = 12_000
 
 
 def escape(text: str) -> str:
@@ -39,3 +53,92 @@ def truncate(text: str, limit: int) -> str:
 
 def one_line(text: str, limit: int = 200) -> str:
     return truncate(" ".join(text.split()), limit)
+
+
+def and_more(count: int, hint: str = "") -> str:
+    """The visible line that stands for what was left out: "…and 3 more" or "…and 3 more: `/diagnose list page 2`"."""
+    return f"…and {count} more" + (f": {hint}" if hint else "")
+
+
+def fit_lines(lines: list[str], limit: int = SECTION_TEXT_MAX, *, hint: str = "") -> str:
+    """Join whole lines while they fit in `limit`, ending with "…and N more" when some had to stay out."""
+    if len("\n".join(lines)) <= limit:
+        return "\n".join(lines)
+    kept: list[str] = []
+    used = 0
+    for i, line in enumerate(lines):
+        # keeping this line leaves len(lines) - i - 1 to count in the closing line, which must fit too
+        if used + len(line) + 1 + len(and_more(len(lines) - i - 1, hint)) > limit:
+            break
+        kept.append(line)
+        used += len(line) + 1
+    return truncate("\n".join([*kept, and_more(len(lines) - len(kept), hint)]), limit)
+
+
+def pack_lines(lines: list[str], limit: int = SECTION_TEXT_MAX) -> list[str]:
+    """Lines grouped into as few texts of at most `limit` characters as they fit in (a long line is cut)."""
+    chunks: list[list[str]] = [[]]
+    for line in (truncate(line, limit) for line in lines):
+        if chunks[-1] and len("\n".join([*chunks[-1], line])) > limit:
+            chunks.append([])
+        chunks[-1].append(line)
+    return ["\n".join(chunk) for chunk in chunks if chunk]
+
+
+def page_lines(lines: list[str], budget: int) -> list[list[str]]:
+    """Lines split into pages of at most `budget` characters each (never an empty page; a long line is cut)."""
+    pages: list[list[str]] = [[]]
+    used = 0
+    for line in (truncate(line, budget) for line in lines):
+        if pages[-1] and used + len(line) + 1 > budget:
+            pages.append([])
+            used = 0
+        pages[-1].append(line)
+        used += len(line) + 1
+    return pages
+
+
+def fit_blocks(blocks: list[dict], *, hint: str = "", budget: int = BLOCK_TEXT_BUDGET) -> list[dict]:
+    """The leading blocks that fit in one message (count and total text); a context block says how many did not."""
+    if len(blocks) <= MAX_BLOCKS and block_text_length(blocks) <= budget:
+        return blocks
+    room = budget - len(and_more(len(blocks), hint))
+    kept: list[dict] = []
+    for block in blocks[: MAX_BLOCKS - 1]:
+        room -= block_text_length(block)
+        if room < 0:
+            break
+        kept.append(block)
+    return [*kept, context(and_more(len(blocks) - len(kept), hint))]
+
+
+def section(text: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, SECTION_TEXT_MAX)}, **extra}
+
+
+def context(*texts: str) -> dict[str, Any]:
+    elements = [{"type": "mrkdwn", "text": truncate(t, CONTEXT_TEXT_MAX)} for t in texts[: SLACK.context_elements]]
+    return {"type": "context", "elements": elements}
+
+
+def header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": plain(text, HEADER_TEXT_MAX)}
+
+
+def plain(text: str, limit: int) -> dict[str, Any]:
+    return {"type": "plain_text", "text": truncate(text, limit), "emoji": True}
+
+
+def field(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": truncate(text, FIELD_TEXT_MAX)}
+
+
+def button(label: str, action_id: str, value: str = "", **extra: Any) -> dict[str, Any]:
+    """A button whose label fits; a value too long to carry is a bug in the caller, so it is not cut."""
+    element = {"type": "button", "action_id": action_id, "text": plain(label, BUTTON_TEXT_MAX), **extra}
+    return {**element, "value": value} if value else element
+
+
+def fallback_text(text: str, limit: int = FALLBACK_TEXT_MAX) -> str:
+    """A message's `text`: the notification and screen-reader version, kept well under Slack's 40,000 cut."""
+    return truncate(text, min(limit, MESSAGE_TEXT_MAX))

@@ -9,10 +9,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from bot.slack.local.blocks import DEFAULT_MAX_BLOCK_TEXT
+from bot.slack.local.blocks import DEFAULT_MAX_BLOCK_TEXT, check_blocks
 from bot.slack.local.faults import Faults
+from bot.slack.local.methods.chat import truncation_warning
 from bot.slack.local.methods.items import pin, react
 from bot.slack.local.model import Call, Message, Scripted, SlackError
+from bot.slack.local.params import Params
 from bot.slack.local.routes import Router
 from bot.slack.local.server import LocalHttpServer
 from bot.slack.local.workspace import GENERAL_CHANNEL_ID, Channel, User, Workspace
@@ -318,6 +320,17 @@ class LocalSlack:
                                            "uses": 0, "max_uses": max_uses}
         kind = "actions" if message_ts else "commands"
         return f"{base}/hooks/{kind}/{self._ws.team_id}/{key}"
+
+    def check_reply(self, body: dict) -> dict | None:
+        """Judge a message this server never sees, such as a command's ack body, as Slack would: None when it
+        would be accepted, else Slack's error answer (`invalid_blocks` with its explanation, ...)."""
+        try:
+            if "blocks" in body:
+                check_blocks(body["blocks"], max_total_text=self._ws.max_block_text)
+        except SlackError as error:
+            return error.body()
+        warning = truncation_warning(Params(body))
+        return {"ok": True, **warning} if warning else None
 
 
 def _new_channel(ws: Workspace, name: str, members, is_private: bool, bot_member: bool, topic: str | None,

@@ -13,10 +13,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from bot.slack.limits import SLACK
 from bot.slack.local.model import IdMinter, Message, SlackError, TsClock
 
 GENERAL_CHANNEL_ID = "C1"  # the payload builders in tests/fixtures/slack.py default to channel_id="C1"
-MAX_TEXT = 40_000  # Slack truncates longer message text
+MAX_TEXT = SLACK.message_text  # Slack truncates longer message text
 
 
 @dataclass

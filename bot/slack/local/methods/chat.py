@@ -19,7 +19,7 @@ def post_message(ws: Workspace, p: Params) -> dict:
     message = ws.add_message(channel, ws.bot_user_id, text, bot_id=ws.bot_id,
                              thread_ts=ws.thread_root(channel, p.text("thread_ts")),
                              reply_broadcast=p.flag("reply_broadcast"), metadata=p.get("metadata"), **content)
-    return {"channel": channel.id, "ts": message.ts, "message": ws.message_view(message)}
+    return {"channel": channel.id, "ts": message.ts, "message": ws.message_view(message), **truncation_warning(p)}
 
 
 def update(ws: Workspace, p: Params) -> dict:
@@ -29,6 +29,8 @@ def update(ws: Workspace, p: Params) -> dict:
         raise SlackError("cant_update_message")
     if not any(k in p for k in ("text", "blocks", "attachments", "metadata")):
         raise SlackError("no_text")
+    if len(p.text("text") or "") > MAX_TEXT:
+        raise SlackError("msg_too_long")  # posting methods cut long text; chat.update refuses it
     _apply_edit(ws, message, p)
     view = ws.message_view(message)
     return {"channel": channel.id, "ts": message.ts, "text": message.text, "message": view}
@@ -53,7 +55,7 @@ def post_ephemeral(ws: Workspace, p: Params) -> dict:
     ts = ws.clock.next()
     _record_ephemeral(ws, source="chat.postEphemeral", channel=channel.id, user=user.id, text=text,
                       blocks=content["blocks"], thread_ts=p.text("thread_ts"), ts=ts)
-    return {"message_ts": ts}
+    return {"message_ts": ts, **truncation_warning(p)}
 
 
 def get_permalink(ws: Workspace, p: Params) -> dict:
@@ -107,6 +109,14 @@ def _content(ws: Workspace, p: Params) -> tuple[str, dict]:
 
 def _text(p: Params) -> str:
     return (p.text("text") or "")[:MAX_TEXT]
+
+
+def truncation_warning(p: Params) -> dict:
+    """Text over the limit is posted cut short, and Slack says so in the answer."""
+    if len(p.text("text") or "") <= MAX_TEXT:
+        return {}
+    why = f"[WARN] Your message was truncated but still posted. The `text` field accepts up to {MAX_TEXT:,} characters."
+    return {"response_metadata": {"warnings": ["message_truncated"], "messages": [why]}}
 
 
 def _apply_edit(ws: Workspace, message: Message, p: Params) -> None:

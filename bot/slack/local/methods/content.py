@@ -5,6 +5,8 @@ from __future__ import annotations
 import secrets
 import time
 
+from bot.slack.limits import SLACK
+from bot.slack.local.blocks import check_blocks
 from bot.slack.local.model import SlackError
 from bot.slack.local.params import Params
 from bot.slack.local.workspace import Channel, StoredFile, Workspace
@@ -184,6 +186,7 @@ def _store_view(ws: Workspace, p: Params, method: str, *, view_id: str | None = 
     view = p.get("view")
     if not isinstance(view, dict) or not view.get("type"):
         raise SlackError("invalid_arguments")
+    check_blocks(view.get("blocks", []), max_blocks=SLACK.view_blocks, max_total_text=None)
     view_id = view_id or ws.ids.next("V")
     stored = {**view, "id": view_id, "team_id": ws.team_id, "state": {"values": {}}, "hash": ws.clock.next(),
               "root_view_id": view_id, "app_id": ws.app_id, "bot_id": ws.bot_id}
