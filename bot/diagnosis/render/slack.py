@@ -5,20 +5,26 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bot.slack.mrkdwn import SECTION_TEXT_MAX, escape, inert, one_line, truncate
+from bot.slack.mrkdwn import (
+    BLOCK_TEXT_BUDGET,
+    and_more,
+    context,
+    escape,
+    fit_blocks,
+    inert,
+    one_line,
+    pack_lines,
+    page_lines,
+    section,
+    truncate,
+)
 from checks.model import CheckResult, Status, Verdict
 
 ICONS = {Status.ok: ":white_check_mark:", Status.warn: ":warning:", Status.fail: ":x:",
          Status.error: ":grey_question:", Status.skipped: ":fast_forward:"}
 EVIDENCE_MAX = 1500
-
-
-def section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, SECTION_TEXT_MAX)}}
-
-
-def context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(text, SECTION_TEXT_MAX)}]}
+TOP_FINDINGS = 3  # on the parent message; all of them are in the thread
+FINDING_MAX = 2000  # each of the top findings, so three of them and the headline fit in one message
 
 
 def progress_message(service: str, done: int, total: int, counts: dict[str, int]) -> tuple[str, list[dict]]:
@@ -37,14 +43,16 @@ def verdict_message(verdict: Verdict, *, duration_s: float | None = None) -> tup
     text = escape(f"{verdict.target}: {one_line(verdict.headline, 300)}")  # notifications parse mentions too
     blocks = [section(f"{icon} *`{escape(verdict.target)}`*: {inert(verdict.headline)}"),
               context(escape(f"{tally}{took}") + sev + " · details in the thread")]
-    for finding in verdict.findings[:3]:
+    for finding in verdict.findings[:TOP_FINDINGS]:
         lines = [f"{ICONS[finding.status]} *{inert(finding.summary)}*"]
         if finding.resource:
             lines.append(f"Resource: `{inert(finding.resource)}`")
         if finding.hint:
             lines.append(f"Next: {inert(finding.hint)}")
-        blocks.append(section("\n".join(lines)))
-    return truncate(text, 3000), blocks
+        blocks.append(section(truncate("\n".join(lines), FINDING_MAX)))
+    if len(verdict.findings) > TOP_FINDINGS:
+        blocks.append(context(and_more(len(verdict.findings) - TOP_FINDINGS, "see the thread")))
+    return truncate(text, 3000), fit_blocks(blocks, hint="see the thread")
 
 
 def result_message(result: CheckResult) -> tuple[str, list[dict]]:
@@ -69,15 +77,11 @@ def grouped_message(results: list[CheckResult]) -> tuple[str, list[dict]]:
     """Many unremarkable results in one reply, so a 25-check run does not flood the thread."""
     lines = [f"{ICONS[r.status]} {escape(r.check)} `{escape(r.target)}` — {inert(one_line(r.summary, 120))}"
              for r in results]
-    blocks, chunk = [], []
-    for line in lines:  # pack lines into sections below the 3,000-character limit
-        if sum(len(x) + 1 for x in chunk) + len(line) > SECTION_TEXT_MAX - 50:
-            blocks.append(section("\n".join(chunk)))
-            chunk = []
-        chunk.append(line)
-    if chunk:
-        blocks.append(section("\n".join(chunk)))
-    return f"{len(results)} checks with nothing to report", blocks[:45]
+    shown = page_lines(lines, BLOCK_TEXT_BUDGET - 500)[0]  # one message's worth; the rest is counted, not lost
+    blocks = [section(chunk) for chunk in pack_lines(shown)]
+    if len(shown) < len(lines):
+        blocks.append(context(and_more(len(lines) - len(shown))))
+    return f"{len(results)} checks with nothing to report", blocks
 
 
 def _evidence_text(evidence: dict[str, Any]) -> str:
