@@ -177,7 +177,7 @@ def test_an_empty_file_means_the_defaults(tmp_path: Path) -> None:
     ({"providers": {"slack": {}}}, "paging.yml: providers.slack: `slack` is the built-in Slack DM provider"),
     ({"providers": ["pagerduty"]}, "paging.yml: providers: expected a mapping of provider name to its settings"),
     ({"escalation_allowed": "everyone"},
-     "paging.yml: escalation_allowed: expected channel_members or a list of Slack user/group ids"),
+     "paging.yml: escalation_allowed: expected channel_members, responders or a list of Slack user/group ids"),
     ({"paging": {}}, "paging.yml: paging: Extra inputs are not permitted"),
 ])
 def test_errors_name_the_file_and_the_path(data: dict, message: str) -> None:

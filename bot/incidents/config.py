@@ -6,6 +6,13 @@
                                               open their thread when channel creation is off)
     INCIDENT_RESPONDERS         (none)        comma-separated Slack user ids invited to every incident channel
     INCIDENT_AUDIT_INTERVAL_S   30            how often the auditor re-arms stalled declarations and timers
+    INCIDENT_ADMINS             (none)        comma-separated Slack user (U…) and user-group (S…) ids who may do
+                                              anything to any incident, and are not rate-limited when declaring
+    INCIDENT_ROLES              (none)        comma-separated extra role names (`security,customer_liaison`), on
+                                              top of commander, scribe, comms and tech_lead
+    INCIDENT_DECLARE_PER_USER   3             declarations one person may make per window (admins: no limit)
+    INCIDENT_DECLARE_PER_WORKSPACE  20        declarations made from Slack per window, everyone together
+    INCIDENT_DECLARE_WINDOW_S   600           the sliding window of both limits, in seconds
     PAGING_POLICY_FILE          (none)        YAML paging policy (bot/paging/policy.py): who is paged per severity,
                                               ack timeouts, repeats, status-update cadence, who may escalate and
                                               change severity; without it the runbook defaults apply (and
@@ -38,6 +45,7 @@ DEFAULT_ALERT_SEVERITY_MAP = {"critical": "P0", "page": "P0", "error": "P1", "hi
                               "medium": "P2", "info": "P3", "low": "P3"}
 _PREFIX = re.compile(r"^[a-z0-9][a-z0-9_-]{0,19}$")
 _SLACK_ID = re.compile(r"^[UWS][A-Z0-9]+$")
+_ROLE = re.compile(r"^[a-z][a-z0-9_]{1,29}$")
 
 
 def _split_ids(value: object) -> object:
@@ -54,6 +62,11 @@ class IncidentSettings(BaseSettings):
     incidents_channel: str | None = None
     incident_responders: Annotated[list[str], NoDecode] = []
     incident_audit_interval_s: float = Field(30.0, gt=0)
+    incident_admins: Annotated[list[str], NoDecode] = []
+    incident_roles: Annotated[list[str], NoDecode] = []
+    incident_declare_per_user: int = Field(3, ge=1)
+    incident_declare_per_workspace: int = Field(20, ge=1)
+    incident_declare_window_s: float = Field(600.0, gt=0)
 
     paging_policy_file: Path | None = None
     pagerduty_webhook_secret: SecretStr | None = None
@@ -74,12 +87,21 @@ class IncidentSettings(BaseSettings):
             raise ValueError("must be 1-20 lowercase letters, digits, '-' or '_' (a Slack channel name prefix)")
         return value
 
-    @field_validator("incident_responders", mode="before")
+    @field_validator("incident_responders", "incident_admins", "incident_roles", mode="before")
     @classmethod
     def _ids(cls, value: object) -> object:
         return _split_ids(value)
 
-    @field_validator("incident_responders")
+    @field_validator("incident_roles")
+    @classmethod
+    def _role_names(cls, value: list[str]) -> list[str]:
+        names = [name.strip().lower().replace("-", "_") for name in value]
+        for name in names:
+            if not _ROLE.match(name):
+                raise ValueError(f"{name!r} is not a role name: use 2-30 letters, digits or '_'")
+        return names
+
+    @field_validator("incident_responders", "incident_admins")
     @classmethod
     def _slack_ids(cls, value: list[str]) -> list[str]:
         for item in value:

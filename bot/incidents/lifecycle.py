@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 from bot.errors import UserError
-from bot.incidents import escalation, messages
+from bot.incidents import escalation, limits, messages
 from bot.incidents.model import (
     Incident,
     IncidentStatus,
@@ -58,6 +58,8 @@ async def declare(ctx: Incidents, *, title: str, severity: Severity, reporter: s
         existing = await ctx.store.by_trigger(trigger_id)
         if existing:
             return await _wait_for_record(ctx, existing), False
+    if source == "slack":  # a person declaring; alerts are de-duplicated by their group instead
+        await limits.check_declaration(ctx, reporter, trigger_id)
     number = await ctx.store.next_number()
     new_id = incident_id(number)
     if trigger_id:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot import durations
-from bot.incidents.model import SEVERITY_MEANING, Incident
+from bot.incidents.model import SEVERITY_MEANING, Incident, role_label
 from bot.slack.mrkdwn import SECTION_TEXT_MAX, escape, inert, one_line, truncate
 
 ACK_ACTION = "incident_ack"
@@ -33,6 +33,7 @@ USAGE = """*`/incident` — declare and run incidents*
 • `/incident status investigating|identified|monitoring|resolved [note]` post a status update
 • `/incident sev P1` change the severity (a raise pages whoever the new severity adds)
 • `/incident commander @user` hand over the commander role
+• `/incident role scribe|comms|tech_lead @user` assign a role (`/incident role` lists them)
 • `/incident note <text>` add a note to the timeline
 • `/incident ack` acknowledge the page (stops the escalation)
 • `/incident resolve <what fixed it>` resolve
@@ -106,6 +107,7 @@ def header(incident: Incident, *, now: float | None = None) -> tuple[str, list[d
         _field("Severity", f"{incident.severity} ({SEVERITY_MEANING[incident.severity]})"),
         _field("Status", incident.status.capitalize()),
         _field("Commander", who(incident.commander)),
+        *([_field("Roles", roles_line(incident))] if incident.roles else []),
         _field("Service", f"`{escape(incident.service)}`" if incident.service else "none named"),
         _field("Declared", slack_date(incident.declared_at)),
         _field(*running),
@@ -125,6 +127,10 @@ def header(incident: Incident, *, now: float | None = None) -> tuple[str, list[d
     else:
         blocks.append(header_actions(incident))
     return plain_summary(incident), blocks
+
+
+def roles_line(incident: Incident) -> str:
+    return "\n".join(f"{role_label(role)}: {who(user)}" for role, user in sorted(incident.roles.items()))
 
 
 def paging_line(incident: Incident, now: float) -> str:

@@ -21,6 +21,9 @@ SEVERITIES: tuple[Severity, ...] = ("P0", "P1", "P2", "P3")
 STATUSES: tuple[IncidentStatus, ...] = ("investigating", "identified", "monitoring", "resolved")
 SEVERITY_MEANING = {"P0": "critical", "P1": "high", "P2": "medium", "P3": "low"}
 
+# Roles beyond the commander (who lives in `Incident.commander`); INCIDENT_ROLES adds more by name.
+ROLE_LABELS = {"scribe": "Scribe", "comms": "Communications lead", "tech_lead": "Tech lead"}
+
 INCIDENT_ID = re.compile(r"^INC-(\d{1,9})$", re.IGNORECASE)
 CHANNEL_NAME_MAX = 80
 
@@ -93,6 +96,7 @@ class Incident(BaseModel):
     service: str | None = None
     reporter: str  # Slack user id, or "alertmanager"
     commander: str | None = None
+    roles: dict[str, str] = Field(default_factory=dict)  # role name → Slack user id (bot/incidents/roles.py)
     source: Literal["slack", "alertmanager"] = "slack"
     declared_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
@@ -127,6 +131,10 @@ class Incident(BaseModel):
     def is_open(self) -> bool:
         return self.status != "resolved"
 
+    def is_responder(self, user: str) -> bool:
+        """The commander or a role holder: they may run the incident whether or not they are in its channel."""
+        return bool(user) and (user == self.commander or user in self.roles.values())
+
     @property
     def where(self) -> str | None:
         """Slack channel the incident's messages go to."""
@@ -135,6 +143,11 @@ class Incident(BaseModel):
     def elapsed_s(self, now: float | None = None) -> float:
         end = self.resolved_at if self.resolved_at else (now or time.time())
         return max(end - self.declared_at, 0.0)
+
+
+def role_label(role: str) -> str:
+    """`tech_lead` → "Tech lead"; a configured role is shown by its name."""
+    return ROLE_LABELS.get(role) or role.replace("_", " ").capitalize()
 
 
 def incident_id(number: int) -> str:

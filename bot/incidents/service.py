@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Literal
 
 from bot.errors import UserError
@@ -25,9 +27,12 @@ from bot.slack.posts import post_once
 
 log = logging.getLogger("bot.incidents")
 
-Action = Literal["escalate", "severity", "resolve", "ack"]
+Action = Literal["escalate", "severity", "resolve", "ack", "status", "commander", "roles", "note", "read"]
 _VERBS = {"escalate": "escalate", "severity": "change the severity of", "resolve": "resolve",
-          "ack": "acknowledge the page of"}
+          "ack": "acknowledge the page of", "status": "post status updates to",
+          "commander": "hand over the commander role of", "roles": "assign roles in", "note": "add notes to",
+          "read": "read the summary or postmortem of"}
+MEMBERSHIP_CACHE_S = 30.0  # a "yes, a member" is remembered this long (a "no" is always asked again)
 
 
 AUTHORIZE_BUDGET_S = 2.0  # of Slack's 3 s to answer a command, for the permission look-ups
@@ -44,6 +49,7 @@ class Incidents:
     # "sending this page": renewed while the sender lives, so a dead sender's delivery is taken over this soon
     page_lease_s: float = 3.0
     _workspace_url: tuple[str | None] | None = None  # auth.test's answer, once asked
+    _members_seen: dict[tuple[str, str], float] = field(default_factory=dict)  # (channel/group, user) → until
 
     @property
     def slack(self) -> SlackClient:
@@ -113,43 +119,58 @@ class Incidents:
     # -- authorisation ----------------------------------------------------------------------------------------
 
     def permission(self, action: Action) -> Permission:
-        if action in ("escalate", "ack"):
-            return self.policy.escalation_allowed
-        return self.policy.severity_change_allowed
+        return self.policy.permissions["escalate" if action == "ack" else action]
 
     async def authorize(self, incident: Incident, user: str, action: Action) -> None:
-        """Raise UserError (saying who can) unless `user` may do `action` to `incident`. Enforced server-side:
-        a forged button payload goes through the same check as the command."""
+        """Raise UserError (saying who can) unless `user` may do `action` to `incident`. Enforced server-side,
+        whether the incident is named from elsewhere or implied by the channel: a forged button payload goes
+        through the same check as the command."""
         if action == "ack" and user in incident.paging.slack_paged:
             return  # whoever was paged may acknowledge their page, even from a DM outside the channel
         permission = self.permission(action)
+        if incident.is_responder(user) and (permission.channel_members or permission.responders):
+            return
         try:
             # Commands are answered within Slack's 3 s: the membership look-ups get a budget, and a Slack that is
             # slow or failing is said plainly rather than read as "you are not a member".
-            in_channel, groups = await asyncio.wait_for(self._membership(incident, user, permission),
-                                                        timeout=AUTHORIZE_BUDGET_S)
+            allowed = await asyncio.wait_for(self._allowed(incident, user, permission), timeout=AUTHORIZE_BUDGET_S)
         except (TimeoutError, _MembershipUnknown):
             raise UserError(f"I couldn't check who may {_VERBS[action]} {incident.id} just now: Slack did not "
                             f"answer in time. Nothing was changed; try again in a moment.") from None
-        if permission.allows(user, in_channel=in_channel, user_groups=groups):
-            return
-        raise UserError(self.refusal(incident, action, permission))
+        if not allowed:
+            raise UserError(self.refusal(incident, action, permission))
 
-    async def _membership(self, incident: Incident, user: str, permission: Permission) -> tuple[bool, list[str]]:
+    async def _allowed(self, incident: Incident, user: str, permission: Permission) -> bool:
+        if await self.is_admin(user, strict=True):
+            return True
         in_channel = False
         if permission.channel_members and incident.channel:
             in_channel = await self._member_or_raise(incident.channel, user)
         groups = await self._groups_of(user, permission.ids, strict=True) if permission.ids else []
-        return in_channel, groups
+        return permission.allows(user, in_channel=in_channel, user_groups=groups,
+                                 responder=incident.is_responder(user))
+
+    async def is_admin(self, user: str, *, strict: bool = False) -> bool:
+        """In INCIDENT_ADMINS, by id or through one of its user groups."""
+        admins = frozenset(self.settings.incident_admins)
+        return user in admins or bool(await self._groups_of(user, admins, strict=strict))
 
     def refusal(self, incident: Incident, action: Action, permission: Permission) -> str:
-        verb = _VERBS[action]
+        verb, admins = _VERBS[action], self._admins_clause()
+        commander = f"<@{incident.commander}>" if incident.commander else "nobody yet"
+        ask = (f" Nothing was changed; `/incident join {incident.id}` asks its commander ({commander}) to add "
+               f"you.")
         if permission.channel_members:
             where = f"<#{incident.channel}>" if incident.channel else "the incident channel"
-            return (f"Only members of {where} can {verb} {incident.id}. Join the channel, or ask its commander"
-                    f" ({'<@' + incident.commander + '>' if incident.commander else 'nobody yet'}).")
-        names = ", ".join(sorted(f"<!subteam^{i}>" if i.startswith("S") else f"<@{i}>" for i in permission.ids))
-        return f"Only {names} can {verb} {incident.id}. Ask one of them."
+            return (f"Only members of {where} can {verb} {incident.id} (its commander and role holders among "
+                    f"them){admins}.{ask}")
+        if permission.responders:
+            return f"Only the commander ({commander}) and role holders of {incident.id} can {verb} it{admins}.{ask}"
+        return f"Only {mention_all(permission.ids)} can {verb} {incident.id}{admins}. Ask one of them."
+
+    def _admins_clause(self) -> str:
+        admins = self.settings.incident_admins
+        return f", or an incident admin ({mention_all(admins)})" if admins else ""
 
     async def is_member(self, channel: str | None, user: str) -> bool:
         """False also when Slack cannot say (logged); authorisation uses the strict form instead."""
@@ -159,6 +180,22 @@ class Incidents:
             return False
 
     async def _member_or_raise(self, channel: str, user: str) -> bool:
+        if self._seen(channel, user):
+            return True
+        found = await self._ask_members(channel, user)
+        if found:
+            self._remember(channel, user)
+        return found
+
+    def _seen(self, container: str, user: str) -> bool:
+        return self._members_seen.get((container, user), 0.0) > time.monotonic()
+
+    def _remember(self, container: str, user: str) -> None:
+        if len(self._members_seen) > 10_000:  # bounded: forget everything rather than grow
+            self._members_seen.clear()
+        self._members_seen[(container, user)] = time.monotonic() + MEMBERSHIP_CACHE_S
+
+    async def _ask_members(self, channel: str, user: str) -> bool:
         cursor = None
         for _ in range(50):  # 50 pages of 1,000 members is more than any incident channel has
             try:
@@ -176,7 +213,8 @@ class Incidents:
     async def _groups_of(self, user: str, ids: frozenset[str], *, strict: bool = False) -> list[str]:
         groups = []
         for group in sorted(i for i in ids if i.startswith("S")):
-            if user in await self.group_members(group, strict=strict):
+            if self._seen(group, user) or user in await self.group_members(group, strict=strict):
+                self._remember(group, user)
                 groups.append(group)
         return groups
 
@@ -201,6 +239,10 @@ def incidents_of(rt: Runtime) -> Incidents:
     if ctx is None:
         raise RuntimeError("incidents are not installed in this runtime (bot.incidents.install.install)")
     return ctx
+
+
+def mention_all(ids: Iterable[str]) -> str:
+    return ", ".join(sorted(f"<!subteam^{i}>" if i.startswith("S") else f"<@{i}>" for i in ids))
 
 
 def _code(text: str) -> str:

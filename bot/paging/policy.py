@@ -24,7 +24,11 @@ first configured of pagerduty → opsgenie → Slack DMs to `oncall`, and "manag
     P1  on-call, high urgency; unacked after 1h → managers
     P2  on-call at low urgency (PagerDuty `warning`: notifies, does not wake); ack timeout 4h, no escalation
     P3  nobody is paged; ack timeout 24h
-    status-update reminders: P0 15m, P1 30m, P2 1h, P3 24h; escalation and severity changes: channel members.
+    status-update reminders: P0 15m, P1 30m, P2 1h, P3 24h.
+
+Permissions (`permissions:`, one key per action in PERMISSION_ACTIONS): `channel_members` (the default: the
+incident channel's members, its commander and role holders), `responders` (commander and role holders only) or
+a list of Slack user/group ids. Incident admins (INCIDENT_ADMINS) may do everything.
 """
 
 from __future__ import annotations
@@ -180,14 +184,31 @@ class SeveritiesSpec(_Strict):
 
 
 def _allowed(value: Any) -> Any:
-    if value == "channel_members":
+    if value in ("channel_members", "responders"):
         return value
     if isinstance(value, list) and value:
         return [_slack_id(v) for v in value]
-    raise ValueError("expected channel_members or a list of Slack user/group ids")
+    raise ValueError("expected channel_members, responders or a list of Slack user/group ids")
 
 
 Allowed = Annotated[Any, BeforeValidator(_allowed)]
+
+# What the permission policy governs; every action defaults to `channel_members`.
+PERMISSION_ACTIONS = ("severity", "status", "commander", "roles", "resolve", "escalate", "note", "read")
+
+
+class PermissionsSpec(_Strict):
+    """`permissions:` in the policy file: who may do each action to an incident (`read`: its summary and
+    postmortem; `note`: add to its timeline). Incident admins (INCIDENT_ADMINS) may always."""
+
+    severity: Allowed = "channel_members"
+    status: Allowed = "channel_members"
+    commander: Allowed = "channel_members"
+    roles: Allowed = "channel_members"
+    resolve: Allowed = "channel_members"
+    escalate: Allowed = "channel_members"
+    note: Allowed = "channel_members"
+    read: Allowed = "channel_members"
 
 
 def _configurable_name(name: str) -> bool:
@@ -207,8 +228,15 @@ class PolicyFile(_Strict):
     oncall: list[SlackId] = []
     managers: list[SlackId] = []
     severities: SeveritiesSpec = SeveritiesSpec()
-    escalation_allowed: Allowed = "channel_members"
-    severity_change_allowed: Allowed = "channel_members"
+    escalation_allowed: Allowed | None = None  # older spellings of permissions.escalate / permissions.severity
+    severity_change_allowed: Allowed | None = None
+    permissions: PermissionsSpec = PermissionsSpec()
+
+    def permission_specs(self) -> dict[str, Any]:
+        """action → what the file allows; the older top-level keys win for their action when given."""
+        specs = self.permissions.model_dump()
+        older = {"escalate": self.escalation_allowed, "severity": self.severity_change_allowed}
+        return {**specs, **{action: value for action, value in older.items() if value is not None}}
 
     @model_validator(mode="before")
     @classmethod
@@ -279,14 +307,20 @@ class SeverityPolicy:
 
 @dataclass(frozen=True)
 class Permission:
-    """Who may do something: everyone in the incident channel, or the listed users and members of groups."""
+    """Who may do something to an incident: everyone in its channel and its responders (commander and role
+    holders), only its responders, or the listed users and members of groups. Incident admins always may:
+    the incident service adds them, as they are settings rather than policy."""
 
     channel_members: bool
     ids: frozenset[str] = frozenset()
+    responders: bool = False
 
-    def allows(self, user: str, *, in_channel: bool, user_groups: Iterable[str] = ()) -> bool:
+    def allows(self, user: str, *, in_channel: bool, user_groups: Iterable[str] = (),
+               responder: bool = False) -> bool:
         if self.channel_members:
-            return in_channel
+            return in_channel or responder
+        if self.responders and responder:
+            return True
         return user in self.ids or any(group in self.ids for group in user_groups)
 
 
@@ -305,11 +339,18 @@ class PagingConfig:
 @dataclass(frozen=True)
 class PagingPolicy:
     severities: Mapping[str, SeverityPolicy]
-    escalation_allowed: Permission
-    severity_change_allowed: Permission
+    permissions: Mapping[str, Permission]  # PERMISSION_ACTIONS → who may
     paging: PagingConfig
     source: str = "defaults"
     warnings: tuple[str, ...] = ()
+
+    @property
+    def escalation_allowed(self) -> Permission:
+        return self.permissions["escalate"]
+
+    @property
+    def severity_change_allowed(self) -> Permission:
+        return self.permissions["severity"]
 
     def levels_for(self, severity: str) -> list[Level]:
         return list(self._severity(severity).levels)
@@ -454,8 +495,7 @@ def _build(spec: PolicyFile, configs: dict[str, Any], *, source: str) -> PagingP
                      for sev in ("P0", "P1") if not severities[sev].levels)
     return PagingPolicy(
         severities=severities,
-        escalation_allowed=_permission(spec.escalation_allowed),
-        severity_change_allowed=_permission(spec.severity_change_allowed),
+        permissions={action: _permission(value) for action, value in spec.permission_specs().items()},
         paging=PagingConfig(providers=configs),
         source=source,
         warnings=warnings,
@@ -563,7 +603,9 @@ def _unknown(name: str, names: _Names) -> str:
 
 def _permission(value: Any) -> Permission:
     if value == "channel_members":
-        return Permission(channel_members=True)
+        return Permission(channel_members=True, responders=True)
+    if value == "responders":
+        return Permission(channel_members=False, responders=True)
     return Permission(channel_members=False, ids=frozenset(value))
 
 

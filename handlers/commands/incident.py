@@ -1,4 +1,5 @@
-"""`/incident` — declare an incident, or run one: status, sev, commander, note, ack, resolve, list, help.
+"""`/incident` — declare an incident, or run one: status, sev, commander, role, note, ack, resolve, join, list,
+help. Who may do each is the paging policy's `permissions:` (Incidents.authorize), checked here server-side.
 
 Every answer is ephemeral and says what happened or what to type instead; the public record (the header, the
 lines in the channel, the timeline) is written by bot/incidents, mostly from the queue, after the ack.
@@ -12,8 +13,14 @@ import uuid
 from typing import Any
 
 from bot.errors import UserError
-from bot.incidents import escalation, lifecycle, messages
-from bot.incidents.model import SEVERITIES, STATUSES, channel_name, parse_incident_id
+from bot.incidents import escalation, lifecycle, messages, roles
+from bot.incidents.model import (
+    SEVERITIES,
+    STATUSES,
+    channel_name,
+    parse_incident_id,
+    role_label,
+)
 from bot.incidents.service import MENTION, Incidents, incidents_of
 from bot.runtime import Runtime
 from bot.slack.mrkdwn import escape, one_line
@@ -169,8 +176,7 @@ async def status_command(ctx: Incidents, command: dict, args: list[str]) -> str:
     incident = await ctx.find_for_command(command["channel_id"], explicit, example)
     note = " ".join(args[1:]).strip() or None
     user = command["user_id"]
-    if new == "resolved":
-        await ctx.authorize(incident, user, "resolve")
+    await ctx.authorize(incident, user, "resolve" if new == "resolved" else "status")
     incident = await lifecycle.change_status(ctx, incident.id, user, new, note, key=_key(command))  # type: ignore
     return f"{incident.id} is now *{new}*." + ("" if note else " Tip: add a note next time, it goes in the record.")
 
@@ -195,6 +201,7 @@ async def commander_command(ctx: Incidents, command: dict, args: list[str]) -> s
         raise UserError("Who? `/incident commander @user` — mention them so Slack sends their id.")
     person = parse_person(args[0])
     incident = await ctx.find_for_command(command["channel_id"], explicit, "/incident commander INC-12 @user")
+    await ctx.authorize(incident, command["user_id"], "commander")
     await lifecycle.set_commander(ctx, incident.id, command["user_id"], person, key=_key(command))
     return f"<@{person}> is now the commander of {incident.id}."
 
@@ -205,6 +212,7 @@ async def note_command(ctx: Incidents, command: dict, args: list[str]) -> str:
     if not text:
         raise UserError("What should the note say? `/incident note restarted the primary at 14:05`.")
     incident = await ctx.find_for_command(command["channel_id"], explicit, "/incident note INC-12 <text>")
+    await ctx.authorize(incident, command["user_id"], "note")
     await lifecycle.add_note(ctx, incident.id, command["user_id"], text, key=_key(command))
     return f"Noted in {incident.id}'s timeline."
 
@@ -231,6 +239,30 @@ async def resolve_command(ctx: Incidents, command: dict, args: list[str]) -> str
     return f"{incident.id} is resolved. Thank you — the pages are being closed."
 
 
+async def role_command(ctx: Incidents, command: dict, args: list[str]) -> str:
+    explicit, args = split_explicit(args)
+    if not args:
+        raise UserError(roles.roles_help(ctx.settings))
+    role = roles.parse_role(args[0], ctx.settings)
+    if len(args) != 2:
+        raise UserError(f"Who? `/incident role {role} @user` — one person, mentioned so Slack sends their id.")
+    if role == roles.COMMANDER:
+        return await commander_command(ctx, command, [explicit, *args[1:]] if explicit else args[1:])
+    person = parse_person(args[1])
+    incident = await ctx.find_for_command(command["channel_id"], explicit, f"/incident role INC-12 {role} @user")
+    await ctx.authorize(incident, command["user_id"], "roles")
+    await roles.assign_role(ctx, incident.id, command["user_id"], role, person, key=_key(command))
+    return f"<@{person}> is now the {role_label(role).lower()} of {incident.id}."
+
+
+async def join_command(ctx: Incidents, command: dict, args: list[str]) -> str:
+    explicit, rest = split_explicit(args)
+    if not explicit or rest:
+        raise UserError("Which incident? `/incident join INC-12`; `/incident list` shows the open ones.")
+    incident = await ctx.find_for_command(command["channel_id"], explicit, "/incident join INC-12")
+    return await roles.ask_to_join(ctx, incident, command["user_id"])
+
+
 def subcommands(rt: Runtime) -> dict[str, Any]:
     """This command's own subcommands, and the write-up's when that feature is installed."""
     if rt.feature(Writeup) is None:
@@ -240,5 +272,5 @@ def subcommands(rt: Runtime) -> dict[str, Any]:
 
 SUBCOMMAND_HANDLERS = {"status": status_command, "sev": sev_command, "severity": sev_command,
                        "commander": commander_command, "note": note_command, "ack": ack_command,
-                       "resolve": resolve_command}
+                       "resolve": resolve_command, "role": role_command, "join": join_command}
 

@@ -1,7 +1,7 @@
 """`/incident postmortem [INC-n]` and `/incident summary [INC-n] [--post]`: the write-up subcommands.
 
 handlers/commands/incident.py offers them when the write-up feature is installed, with the same
-signature as its own: `(ctx, command, args) -> ephemeral text`. The slow parts (assembling and publishing a
+signature as its own: `(ctx, command, args) -> ephemeral text`. Both are the policy's `read` permission. The slow parts (assembling and publishing a
 postmortem, posting a summary) go to the queue; the ephemeral summary is built at once from the timeline.
 """
 
@@ -53,6 +53,7 @@ async def postmortem_command(ctx: Any, command: dict, args: list[str]) -> str:
     if rest:
         raise UserError(f"`/incident postmortem` takes no other words. Use {POSTMORTEM_USAGE}.")
     incident = await ctx.find_for_command(command["channel_id"], explicit, "/incident postmortem INC-12")
+    await ctx.authorize(incident, command["user_id"], "read")
     return await postmortem_subcommand(ctx.rt, incident.id, command["user_id"], command.get("channel_id"))
 
 
@@ -63,6 +64,7 @@ async def summary_command(ctx: Any, command: dict, args: list[str]) -> str:
     if unknown:
         raise UserError(f"Unknown option for `/incident summary`. Use {SUMMARY_USAGE}.")
     incident = await ctx.find_for_command(command["channel_id"], explicit, "/incident summary INC-12")
+    await ctx.authorize(incident, command["user_id"], "read")
     return await summary_subcommand(ctx.rt, incident.id, command["user_id"], command.get("channel_id"), post=post)
 
 
