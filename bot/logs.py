@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 CONTEXT_FIELDS = ("job_id", "job_kind", "incident_id", "run_id")
 
@@ -83,7 +84,10 @@ def redact_also(secrets: Iterable[str]) -> None:
                     filt.add(secret)
 
 
-def setup_logging(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = ()) -> RedactSecrets:
+def setup_logging(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = (), *,
+                  log_file: Path | None = None, stderr: bool = True) -> RedactSecrets:
+    """Log to stderr, and also (or only, with `stderr=False`) to `log_file`: the terminal chat keeps its
+    conversation free of log lines."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json"
                          else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
@@ -91,8 +95,18 @@ def setup_logging(level: str = "INFO", fmt: str = "text", secrets: Iterable[str]
     handler.addFilter(AddContext())
     handler.addFilter(redactor)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = ([handler] if stderr else []) + ([_file_like(handler, log_file)] if log_file else [])
     root.setLevel(level)
     for noisy in ("botocore", "urllib3", "aiohttp.access", "slack_sdk", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     return redactor
+
+
+def _file_like(handler: logging.Handler, path: Path) -> logging.Handler:
+    """A handler appending to `path` that formats and filters (redaction included) as `handler` does."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(path, encoding="utf-8")
+    to_file.setFormatter(handler.formatter)
+    for filt in handler.filters:
+        to_file.addFilter(filt)
+    return to_file

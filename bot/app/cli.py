@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the bot (Socket Mode, HTTP mode, or a terminal chat without Slack)")
     run.add_argument("--no-worker", action="store_true", help="do not run a queue worker in this process")
+    run.add_argument("--verbose", action="store_true", help="terminal chat: also show log lines on stderr")
     # How `chatops run` with HTTP_WORKERS > 1 starts its other server processes (bot/app/http_workers.py).
     run.add_argument("--http-child", metavar="PARENT_URL", default=None, help=argparse.SUPPRESS)
     run.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 from bot.app.http_workers import ChildOptions
 
                 child = ChildOptions(args.http_child, args.parent_pid, args.ready_fd)
-            return run_async(run_command(settings, worker=not args.no_worker, child=child))
+            return run_async(run_command(settings, worker=not args.no_worker, child=child, verbose=args.verbose))
         if args.command == "worker":
             return run_async(worker_command(settings, args.concurrency))
         if args.command == "postmortem":
@@ -142,7 +143,7 @@ async def worker_command(settings: Settings, concurrency: int | None) -> int:
     return EXIT_OK
 
 
-async def run_command(settings: Settings, *, worker: bool, child: Any = None) -> int:
+async def run_command(settings: Settings, *, worker: bool, child: Any = None, verbose: bool = False) -> int:
     from bot.app.features import create_full_runtime
 
     if child is not None:
@@ -153,7 +154,7 @@ async def run_command(settings: Settings, *, worker: bool, child: Any = None) ->
     if settings.slack_mode == "terminal":
         from bot.app.terminal import run_terminal
 
-        return await run_terminal(settings, stop=stop, worker=worker)
+        return await run_terminal(settings, stop=stop, worker=worker, verbose=verbose)
     async with redis_for(settings) as redis_url:
         rt = await create_full_runtime(settings, redis_url=redis_url)
         rt.services()  # fail fast on a broken services file, before Slack traffic arrives

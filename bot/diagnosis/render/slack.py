@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
+from bot.diagnosis.render.text import evidence_table
 from bot.slack.mrkdwn import (
     BLOCK_TEXT_BUDGET,
     and_more,
@@ -68,7 +66,7 @@ def result_message(result: CheckResult) -> tuple[str, list[dict]]:
         blocks.append(section("\n".join(details)))
     if result.evidence and result.status.is_problem:
         # inert(): a ``` inside evidence (log lines, server answers) must not close the code block early
-        blocks.append(section("```" + inert(truncate(_evidence_text(result.evidence), EVIDENCE_MAX)) + "```"))
+        blocks.append(section("```" + inert(truncate(evidence_table(result.evidence), EVIDENCE_MAX)) + "```"))
     blocks.append(context(f"{result.status.value} · {result.duration_ms} ms"))
     return escape(f"{result.status.value}: {result.check} {result.target} — {one_line(result.summary)}"), blocks
 
@@ -82,7 +80,3 @@ def grouped_message(results: list[CheckResult]) -> tuple[str, list[dict]]:
     if len(shown) < len(lines):
         blocks.append(context(and_more(len(lines) - len(shown))))
     return f"{len(results)} checks with nothing to report", blocks
-
-
-def _evidence_text(evidence: dict[str, Any]) -> str:
-    return json.dumps(evidence, indent=1, default=str, ensure_ascii=False)

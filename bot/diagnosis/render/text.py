@@ -1,8 +1,9 @@
-"""Terminal text and JSON for `chatops diagnose` (and the terminal chat's view of block messages)."""
+"""Terminal text and JSON for `chatops diagnose`, and a check's evidence as a table (Slack threads show it too)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from checks.model import CheckResult, Status, Verdict
@@ -31,6 +32,33 @@ def diagnosis_text(verdict: Verdict, results: list[CheckResult]) -> str:
     return "\n".join(lines)
 
 
+def evidence_table(evidence: dict[str, Any]) -> str:
+    """A check's evidence as aligned `key  value` lines (nested mappings as `key.sub`, a list of mappings one row
+    per item), easier to read in a thread or a terminal than a JSON dump."""
+    rows = list(_evidence_rows(evidence, ""))
+    width = max((len(key) for key, _ in rows), default=0)
+    return "\n".join(f"{key.ljust(width)}  {value}" for key, value in rows)
+
+
+def _evidence_rows(evidence: dict[str, Any], prefix: str) -> Iterator[tuple[str, str]]:
+    for key, value in evidence.items():
+        if isinstance(value, dict) and value:
+            yield from _evidence_rows(value, f"{prefix}{key}.")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for n, item in enumerate(value, 1):  # samples, signatures: one row each
+                yield f"{prefix}{key}[{n}]", " ".join(f"{k}={_evidence_value(v)}" for k, v in item.items())
+        else:
+            yield f"{prefix}{key}", _evidence_value(value)
+
+
+def _evidence_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+        return ", ".join(str(v) for v in value) or "(none)"
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
 def diagnosis_json(verdict: Verdict, results: list[CheckResult]) -> str:
     document: dict[str, Any] = {
         "target": verdict.target,
@@ -46,21 +74,6 @@ def diagnosis_json(verdict: Verdict, results: list[CheckResult]) -> str:
 def _overall(status: Status) -> Status:
     """The JSON contract has ok|warn|fail|error; a run of only skipped checks is ok."""
     return Status.ok if status is Status.skipped else status
-
-
-def blocks_to_text(blocks: list[dict] | None, fallback: str) -> str:
-    """Plain text of a Block Kit message, for the terminal chat."""
-    if not blocks:
-        return fallback
-    parts: list[str] = []
-    for block in blocks:
-        if block.get("type") in ("section", "header") and block.get("text"):
-            parts.append(block["text"].get("text", ""))
-        elif block.get("type") == "context":
-            parts.append("  " + " ".join(e.get("text", "") for e in block.get("elements", [])))
-        elif block.get("type") == "actions":
-            parts.append("  " + "  ".join(f"[{e.get('text', {}).get('text', '')}]" for e in block.get("elements", [])))
-    return unescape("\n".join(parts))
 
 
 def unescape(text: str) -> str:
