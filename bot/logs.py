@@ -10,8 +10,10 @@ import contextlib
 import contextvars
 import json
 import logging
+import re
 import sys
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 CONTEXT_FIELDS = ("job_id", "job_kind", "incident_id", "run_id")
@@ -61,6 +63,53 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_controls(text: str) -> str:
+    """Newlines and other control characters as visible escapes: logged text cannot start a line of its own."""
+    return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+
+
+class EscapeControls(logging.Filter):
+    """Request bodies, headers and user text reach log messages; a newline in them must not forge a record.
+    A traceback keeps its lines, but every line after the first is indented, so none reads as a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = escape_controls(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            first, *rest = record.exc_text.split("\n")
+            record.exc_text = "\n".join([first, *(f"  {line}" if line[:1] not in (" ", "") else line
+                                                  for line in (_CONTROL.sub("?", ln) for ln in rest))])
+        return True
+
+
+class Throttled:
+    """At most `per_minute` lines a minute from one noisy source (rejected requests), then one line with how many
+    more there were: a flood of bad requests cannot fill the disk through the log."""
+
+    def __init__(self, logger: logging.Logger, per_minute: int = 10,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger, self.per_minute, self.clock = logger, per_minute, clock
+        self.window_start, self.logged, self.dropped = clock(), 0, 0
+
+    def warning(self, msg: str, *args: object) -> None:
+        now = self.clock()
+        if now - self.window_start >= 60:
+            if self.dropped:
+                self.logger.warning("%d more like this in the last minute were not logged", self.dropped)
+            self.window_start, self.logged, self.dropped = now, 0, 0
+        if self.logged < self.per_minute:
+            self.logged += 1
+            self.logger.warning(msg, *args)
+        else:
+            self.dropped += 1
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
@@ -94,6 +143,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text", secrets: Iterable[str]
     redactor = RedactSecrets(secrets)
     handler.addFilter(AddContext())
     handler.addFilter(redactor)
+    handler.addFilter(EscapeControls())
     root = logging.getLogger()
     root.handlers[:] = ([handler] if stderr else []) + ([_file_like(handler, log_file)] if log_file else [])
     root.setLevel(level)

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     redis_namespace: str = Field("chatops", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
     services_file: Path | None = None
     port: int = Field(3000, ge=1, le=65535)
+    # HTTP mode: the address PORT (and WORKER_METRICS_PORT) listen on; 127.0.0.1 behind a local proxy.
+    bind_address: str = Field("0.0.0.0", min_length=1)
+    # When set, GET /metrics answers only `Authorization: Bearer <METRICS_TOKEN>` (Prometheus' `authorization`).
+    metrics_token: SecretStr | None = None
     # HTTP mode: processes sharing PORT (SO_REUSEPORT); unset, one per usable CPU core, at most 4.
     http_workers: int | None = Field(None, ge=1, le=64)
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)  # `chatops worker`: /healthz and /metrics
@@ -103,7 +107,7 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every secret value this process holds, for log redaction and the no-leak test."""
-        values = [self.slack_bot_token, self.slack_signing_secret, self.slack_app_token]
+        values = [self.slack_bot_token, self.slack_signing_secret, self.slack_app_token, self.metrics_token]
         return [v.get_secret_value() for v in values if v and v.get_secret_value()]
 
 

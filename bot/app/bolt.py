@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 
+from bot.app.slack_gate import InstallationAuth, QuietVerification, once_per_click
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -15,16 +18,25 @@ log = logging.getLogger(__name__)
 def create_app(rt: Runtime, *, verify_requests: bool = True) -> AsyncApp:
     settings = rt.settings
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+    auth = InstallationAuth(rt.slack.web)
+    rt.hooks.closers.append(auth.aclose)
+    with contextlib.suppress(RuntimeError):  # no running loop: the first request starts it
+        auth.start()
+    client = copy.copy(rt.slack.web)
+    client.token = None  # the token comes with `auth`'s answer; Bolt would otherwise warn that it ignores it
     app = AsyncApp(
-        client=rt.slack.web,
+        client=client,
+        authorize=auth.authorize(),
         signing_secret=secret or "socket-mode-has-no-signing-secret",
-        request_verification_enabled=verify_requests and bool(secret),
+        request_verification_enabled=False,
+        before_authorize=QuietVerification(secret) if verify_requests and secret else None,
         raise_error_for_unhandled_request=False,
         # Listeners do their quick work (validate, queue) and ack at the end; slow work is on the queue. Running
         # them inline avoids Bolt polling every 10 ms for the ack, which dominated ack latency under load.
         process_before_response=True,
         logger=logging.getLogger("slack_bolt"),
     )
+    app.use(once_per_click(rt))
 
     @app.error
     async def on_error(error: Exception, body: dict, **_: Any) -> None:

@@ -135,7 +135,7 @@ async def worker_command(settings: Settings, concurrency: int | None) -> int:
             from bot.app.http_server import create_asgi, serve
 
             log.info("worker health and metrics on :%d (/healthz, /metrics)", settings.worker_metrics_port)
-            tasks.append(asyncio.create_task(serve(create_asgi(None, rt), host="0.0.0.0",
+            tasks.append(asyncio.create_task(serve(create_asgi(None, rt), host=settings.bind_address,
                                                    port=settings.worker_metrics_port, stop=stop)))
         await asyncio.gather(*tasks)
     finally:
@@ -231,8 +231,9 @@ async def serve_slack(rt: object, stop: asyncio.Event, *, routes: dict | None = 
         await handler.close_async()
         return
     if public:
-        log.info("HTTP mode: listening on 0.0.0.0:%d (POST /slack/events, GET /healthz)", settings.port)
-    await serve(create_asgi(app, rt, routes), host="0.0.0.0", port=settings.port if public else None,
+        log.info("HTTP mode: listening on %s:%d (POST /slack/events, GET /healthz)", settings.bind_address,
+                 settings.port)
+    await serve(create_asgi(app, rt, routes), host=settings.bind_address, port=settings.port if public else None,
                 stop=stop, extra_sockets=extra_sockets or (), on_ready=on_ready)  # type: ignore[arg-type]
 
 

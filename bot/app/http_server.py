@@ -4,28 +4,43 @@
     GET  /healthz        200 only while Redis answers (and the queue's background loops make progress)
     GET  /metrics        Prometheus text format
     plus whatever routes features add (PagerDuty and Alertmanager webhooks).
+
+Every body is bounded: Slack's route at SLACK_MAX_BODY (Slack's own payloads are a few KB, a large modal's
+state some tens), the webhooks at WEBHOOK_MAX_BODY (an Alertmanager storm of thousands of alerts); more is a 413,
+said by Content-Length before a byte is read, or as soon as the stream passes the limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from slack_bolt.adapter.asgi.async_handler import AsyncSlackRequestHandler
 
+from bot.logs import Throttled
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 Response = tuple[int, dict[str, str], bytes]
 Route = Callable[[dict, bytes], Awaitable[Response]]
-MAX_BODY = 1_000_000
+SLACK_MAX_BODY = 512 * 1024
+WEBHOOK_MAX_BODY = 32 * 1024 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+_unparsed = Throttled(log)  # per process: unsigned garbage must not flood the log
 
 
 def json_response(status: int, data: Any) -> Response:
@@ -60,22 +75,52 @@ def create_asgi(app: Any, rt: Runtime, routes: dict[tuple[str, str], Route] | No
     table: dict[tuple[str, str], Route] = {("GET", "/healthz"): lambda scope, body: health(rt)}
     table.update(rt.hooks.http_routes)
     table.update(routes or {})  # the caller's word is last (an HTTP child hands /healthz to its parent)
+    rejected = Throttled(log)
+    if ("GET", "/metrics") in table and rt.settings.metrics_token:
+        table[("GET", "/metrics")] = guarded(table[("GET", "/metrics")],
+                                             rt.settings.metrics_token.get_secret_value())
 
     async def asgi(scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "lifespan":
             await slack(scope, receive, send)
             return
         route = table.get((scope["method"], scope["path"]))
-        if route is None:
-            await _slack_guarded(slack, scope, receive, send)  # /slack/events, or Bolt's own 404
-            return
-        body = await _read_body(receive)
-        status, headers, payload = await route(scope, body)
+        try:
+            if route is None:  # /slack/events, or Bolt's own 404
+                await _slack_guarded(slack, scope, bounded(scope, receive, SLACK_MAX_BODY), send)
+                return
+            status, headers, payload = await _answer(route, scope, await _read_body(scope, receive))
+        except BodyTooLarge as exc:
+            rejected.warning("rejected %s %s: body too large (%s)", scope["method"], scope["path"], exc)
+            status, headers, payload = json_response(413, {"error": f"request body too large ({exc})"})
         await send({"type": "http.response.start", "status": status,
                     "headers": [(k.encode(), v.encode()) for k, v in headers.items()]})
         await send({"type": "http.response.body", "body": payload})
 
     return asgi
+
+
+async def _answer(route: Route, scope: dict, body: bytes) -> Response:
+    """A route that fails unexpectedly answers a plain 500 with a reference; the traceback stays in the log."""
+    try:
+        return await route(scope, body)
+    except Exception:
+        ref = uuid.uuid4().hex[:8]
+        log.exception("%s %s failed (ref %s)", scope["method"], scope["path"], ref)
+        return json_response(500, {"error": f"internal error (ref {ref})"})
+
+
+def guarded(route: Route, token: str) -> Route:
+    """METRICS_TOKEN: /metrics only for `Authorization: Bearer <token>` (compared in constant time)."""
+    expected = f"bearer {token}".encode()
+
+    async def guarded_route(scope: dict, body: bytes) -> Response:
+        offered = dict(scope.get("headers") or []).get(b"authorization", b"")
+        if not hmac.compare_digest(offered[:7].lower() + offered[7:], expected):
+            return json_response(401, {"error": "/metrics needs Authorization: Bearer <METRICS_TOKEN>"})
+        return await route(scope, body)
+
+    return guarded_route
 
 
 async def _not_found(scope: dict, receive: Callable, send: Callable) -> None:
@@ -101,8 +146,12 @@ async def _slack_guarded(slack: Callable, scope: dict, receive: Callable, send: 
 
     try:
         await slack(scope, receive, tracking_send)
-    except Exception:
-        log.exception("the Slack request could not be handled (answered 400)")
+    except BodyTooLarge:
+        if started:
+            return
+        raise
+    except Exception as exc:  # a body Bolt cannot parse, before its signature is even checked: no traceback
+        _unparsed.warning("could not handle a Slack request (%s; answered 400)", type(exc).__name__)
         if not started:
             await _send_plain(send, 400, b"malformed request")
 
@@ -113,17 +162,40 @@ async def _send_plain(send: Callable, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _read_body(receive: Callable) -> bytes:
-    chunks, size = [], 0
+def declared_length(scope: dict) -> int:
+    for key, value in scope.get("headers") or []:
+        if key.lower() == b"content-length" and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+def bounded(scope: dict, receive: Callable, limit: int) -> Callable:
+    """`receive`, raising BodyTooLarge once the body is over `limit`: by Content-Length before reading, or as the
+    chunks add up (a chunked upload says no length)."""
+    received = 0
+
+    async def receive_bounded() -> dict:
+        nonlocal received
+        if declared_length(scope) > limit:
+            raise BodyTooLarge(f"{declared_length(scope)} bytes; the limit is {limit}")
+        message = await receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise BodyTooLarge(f"over {limit} bytes")
+        return message
+
+    return receive_bounded
+
+
+async def _read_body(scope: dict, receive: Callable, limit: int = WEBHOOK_MAX_BODY) -> bytes:
+    """One buffer, grown in place: a 10 MB alert storm is held once, not as a list of chunks and their join."""
+    receive = bounded(scope, receive, limit)
+    body = bytearray()
     while True:
         message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise ValueError("request body too large")
-        chunks.append(chunk)
+        body += message.get("body", b"")
         if not message.get("more_body"):
-            return b"".join(chunks)
+            return body  # type: ignore[return-value]  # bytes-like: every route reads it as bytes
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

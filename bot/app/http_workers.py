@@ -170,7 +170,8 @@ def parent_routes(parent_url: str) -> tuple[dict[tuple[str, str], Route], Any]:
 
     async def forward(scope: dict, body: bytes) -> Response:
         try:
-            answer = await client.get(scope["path"])
+            passed = {k.decode(): v.decode("latin-1") for k, v in scope.get("headers") or [] if k == b"authorization"}
+            answer = await client.get(scope["path"], headers=passed)  # METRICS_TOKEN is the parent's to check
         except httpx.HTTPError as exc:
             return json_response(503, {"ok": False, "problem": f"the main server process did not answer "
                                                                f"({type(exc).__name__})"})
