@@ -1,4 +1,5 @@
-"""The incident buttons: Acknowledge (header and paging DMs), Diagnose, Escalate, Resolve.
+"""The incident buttons: Acknowledge (header and paging DMs), Diagnose, Escalate, Resolve; and Declare / Cancel
+on the preview `/incident` shows for text that looks typed by accident.
 
 A button's value is the incident id. Nothing about the click is trusted beyond Slack's signature: the same
 server-side authorisation as the commands runs here, so a forged payload naming another incident or pressed
@@ -15,15 +16,20 @@ from bot.errors import UserError
 from bot.incidents import escalation, lifecycle
 from bot.incidents.messages import (
     ACK_ACTION,
+    CANCEL_DECLARE_ACTION,
+    DECLARE_ACTION,
     DIAGNOSE_ACTION,
     ESCALATE_ACTION,
     RESOLVE_ACTION,
+    ack_answer,
+    escalate_answer,
     who,
 )
 from bot.incidents.model import parse_incident_id
 from bot.incidents.service import Incidents, incidents_of
 from bot.paging.slack_dm import OPEN_CHANNEL_ACTION_ID
 from bot.runtime import Runtime
+from handlers.commands.incident import declared_answer
 from handlers.errors import answers_errors
 
 _registered: weakref.WeakSet = weakref.WeakSet()
@@ -37,6 +43,8 @@ def register(app: Any, rt: Runtime) -> None:
     for action_id, handler in ((ACK_ACTION, on_ack), (DIAGNOSE_ACTION, on_diagnose),
                                (ESCALATE_ACTION, on_escalate), (RESOLVE_ACTION, on_resolve)):
         app.action(action_id)(_listener(rt, handler))
+    for action_id, handler in ((DECLARE_ACTION, on_declare), (CANCEL_DECLARE_ACTION, on_cancel_declare)):
+        app.action(action_id)(_preview_listener(rt, handler))
 
     @app.action(OPEN_CHANNEL_ACTION_ID)
     async def open_channel(ack: Any, **_: Any) -> None:
@@ -66,7 +74,7 @@ async def on_ack(ctx: Incidents, incident: Any, user: str, key: str) -> str:
     result = await escalation.acknowledge(ctx, incident.id, user, "button")
     if result.already:
         return f"{incident.id} was already acknowledged by {who(result.incident.paging.acked_by)}."
-    return f"You acknowledged {incident.id}; the escalation is stopped."
+    return ack_answer(result.incident)
 
 
 async def on_diagnose(ctx: Incidents, incident: Any, user: str, key: str) -> str:
@@ -85,7 +93,7 @@ async def on_escalate(ctx: Incidents, incident: Any, user: str, key: str) -> str
         return (f"{incident.id} was escalated moments ago; not paging another level. Use `/escalate` if you "
                 f"really mean the level after that.")
     result = await escalation.escalate_next(ctx, incident.id, user, None)
-    return f"Paging level {result.level} of {incident.id}: {', '.join(result.targets) or 'nobody'}."
+    return escalate_answer(incident.id, result.level, result.targets)
 
 
 async def on_resolve(ctx: Incidents, incident: Any, user: str, key: str) -> str:
@@ -93,3 +101,29 @@ async def on_resolve(ctx: Incidents, incident: Any, user: str, key: str) -> str:
     await lifecycle.resolve(ctx, incident.id, user, None, key=key)
     return (f"{incident.id} is resolved. Say what fixed it with `/incident note {incident.id} <what fixed it>` "
             f"so the postmortem has it.")
+
+
+def _preview_listener(rt: Runtime, handler: Any) -> Any:
+    """The preview's buttons carry a proposal token, not an incident id; the answer replaces the preview, so
+    its buttons are gone once used."""
+    @answers_errors
+    async def listener(ack: Any, body: dict, action: dict, respond: Any, **_: Any) -> None:
+        await ack()
+        user = (body.get("user") or {}).get("id") or ""
+        text = await handler(incidents_of(rt), str(action.get("value") or ""), user)
+        await respond(text=text, response_type="ephemeral", replace_original=True)
+
+    listener.__name__ = f"incident_preview_{handler.__name__}"
+    return listener
+
+
+async def on_declare(ctx: Incidents, token: str, user: str) -> str:
+    incident, created = await lifecycle.declare_proposed(ctx, token, user)
+    return declared_answer(ctx, incident, created)
+
+
+async def on_cancel_declare(ctx: Incidents, token: str, user: str) -> str:
+    declared = await lifecycle.cancel_proposal(ctx, token)
+    if declared:
+        return f"*{declared}* was already declared from this preview; `/incident resolve` closes it."
+    return "Cancelled: nothing was declared and nobody was paged."

@@ -159,13 +159,20 @@ class IncidentBot:
     async def command(self, command: str, text: str, *, user: str = "U1", channel: str | None = None,
                       trigger_id: str | None = None, retry_num: int | None = None) -> str:
         """Send a slash command; returns the text of the (ephemeral) answer."""
+        reply = await self.command_reply(command, text, user=user, channel=channel, trigger_id=trigger_id,
+                                         retry_num=retry_num)
+        return reply.get("text", "")
+
+    async def command_reply(self, command: str, text: str, *, user: str = "U1", channel: str | None = None,
+                            trigger_id: str | None = None, retry_num: int | None = None) -> dict:
+        """Send a slash command; returns the whole answer (text, blocks, response_type)."""
         body = slash_command_body(command, text, user_id=user, user_name=PEOPLE.get(user, user.lower()),
                                   channel_id=channel or self.channel, response_url=self.local.response_url(),
                                   trigger_id=trigger_id or uuid.uuid4().hex)
         extra = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"} if retry_num else {}
         response = await self.post_slack(body, "application/x-www-form-urlencoded", **extra)
         assert response.status_code == 200, (response.status_code, response.text)
-        return response.json().get("text", "") if response.content else ""
+        return response.json() if response.content else {}
 
     async def click(self, action_id: str, value: str, *, user: str = "U1", channel: str | None = None,
                     message_ts: str = "1.000001") -> httpx.Response:
@@ -271,6 +278,12 @@ class IncidentBot:
             args += ["--kill-after-page", str(marker)]
         return subprocess.Popen(args, cwd=Path(__file__).resolve().parent.parent,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def buttons(reply: dict) -> dict[str, str]:
+    """action_id → value of every button in a message or an answer."""
+    return {e["action_id"]: e.get("value", "") for b in reply.get("blocks") or [] if b.get("type") == "actions"
+            for e in b.get("elements", [])}
 
 
 async def declare_incident(bot: IncidentBot, text: str, **kwargs: Any) -> str:

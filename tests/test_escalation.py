@@ -300,3 +300,78 @@ async def test_a_slow_slack_during_the_permission_check_is_said_plainly_within_3
         assert (await bot.incident(inc)).severity == "P1"
         await bot.settle()
         assert len(pd.requests) == pages_before
+
+
+# ------------------------------------------------------------------------------ saying who was paged, truly
+
+def nobody_on_call() -> dict:
+    """A policy with nobody to page at any severity (no on-call, no managers, no provider)."""
+    return {"severities": {sev: {"first": [], "then": [], "update_every": 3600} for sev in ("P0", "P1", "P2", "P3")}}
+
+
+async def test_when_the_policy_names_nobody_every_answer_says_nobody_was_paged(local_slack, redis_url, tmp_path):
+    async with incident_bot(local_slack, redis_url, tmp_path, policy=nobody_on_call()) as bot:
+        declared = await bot.command("/incident", "Database down P0")
+        assert "nobody is paged: the P0 paging policy names nobody" in declared and "/escalate @user" in declared
+        assert "on-call is being paged" not in declared
+        incident = await bot.wait_incident("INC-1", lambda i: i.ready)
+        here = incident.channel
+        await bot.settle()
+        assert "nobody paged: the P0 paging policy names nobody to page" in json.dumps(
+            next(m for m in local_slack.messages(here) if m.ts == incident.header_ts).blocks)
+
+        escalated = await bot.command("/escalate", "", channel=here)
+        assert escalated.startswith("Nobody has been paged for INC-1: the P0 paging policy names nobody to page.")
+        assert "every level" not in escalated and "/escalate P0" not in escalated  # it is P0 already
+        again = await bot.command("/escalate", "P0 worse", channel=here)
+        assert again.startswith("INC-1 is already P0.") and "To lower it" not in again
+
+        acked = await bot.command("/incident", "ack", channel=here)
+        assert "Nobody had been paged (the P0 paging policy names nobody to page)" in acked
+        assert "escalation is stopped" not in acked
+        resolved = await bot.command("/incident", "resolve replica promoted", channel=here)
+        assert "Nobody had been paged" in resolved and "pages are being closed" not in resolved
+        await bot.settle()
+        said = " ".join(bot.channel_texts(await bot.incident("INC-1")))
+        assert "Nobody had been paged" in said and "Escalation stopped" not in said
+
+
+async def test_a_severity_raise_that_pages_nobody_says_so(local_slack, redis_url, tmp_path):
+    async with incident_bot(local_slack, redis_url, tmp_path, policy=nobody_on_call()) as bot:
+        inc = await declare_incident(bot, "Docs build slow P3")
+        here = (await bot.incident(inc)).channel
+        raised = await bot.command("/escalate", "P1 customers notice", channel=here)
+        assert raised.endswith("Nobody is paged: the P1 paging policy names nobody to page.")
+        await bot.settle()
+        said = " ".join(bot.channel_texts(await bot.incident(inc)))
+        assert "Nobody is paged: the P1 paging policy names nobody to page." in said
+        assert "was paged already" not in said
+
+
+async def test_when_every_page_failed_ack_escalate_and_resolve_say_nobody_was_reached(
+        local_slack, redis_url, tmp_path):
+    with FakePagerDuty(routing_keys={"k" * 32}) as pd:  # our key is not one PagerDuty knows: every page fails
+        policy = default_policy(pd.events_url)
+        policy["severities"]["P1"].update(then=[])
+        async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, policy=policy) as bot:
+            inc = await declare_incident(bot, "Cluster unreachable P1")
+            await bot.wait_for(lambda: bot.timeline(inc, "page_failed"), 5, "the failed page")
+            await bot.wait_incident(inc, lambda i: all(o.done for o in i.paging.orders))
+            here = (await bot.incident(inc)).channel
+            escalated = await bot.command("/escalate", "", channel=here)
+            assert escalated.startswith("Nobody has been paged for INC-1: every page so far failed")
+            assert "/escalate P0" in escalated  # raising is still possible from P1
+            acked = await bot.command("/incident", "ack", channel=here)
+            assert "Nobody had been paged (every page so far failed" in acked
+            resolved = await bot.command("/incident", "resolve network restored", channel=here)
+            assert "Nobody had been paged" in resolved and "pages are being closed" not in resolved
+
+
+async def test_when_someone_was_paged_the_answers_say_so(local_slack, redis_url, tmp_path, pd):
+    async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd) as bot:
+        declared = await bot.command("/incident", "Login errors P2")
+        assert "on-call is being paged (PagerDuty on-call)" in declared
+        await bot.wait_for(lambda: bot.pd_triggers(), 5, "the page")
+        incident = await bot.wait_incident("INC-1", lambda i: i.ready and i.paging.first_paged_at is not None)
+        assert "escalation is stopped" in await bot.command("/incident", "ack", channel=incident.channel)
+        assert "pages are being closed" in await bot.command("/incident", "resolve fixed", channel=incident.channel)

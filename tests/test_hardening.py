@@ -167,3 +167,13 @@ async def test_a_replayed_escalate_click_escalates_once(local_slack, redis_url, 
         assert replay.status_code == 200
         await bot.settle()
         assert (await bot.incident(inc)).paging.level == level, "the replayed click escalated again"
+
+
+async def test_metrics_token_guards_metrics_and_leaves_health_open(local_slack, redis_url, tmp_path):
+    async with running_bot(local_slack, redis_url, tmp_path, services={}, metrics_token="m3trics-t0ken") as bot:
+        assert (await bot.http.get(bot.base_url + "/metrics")).status_code == 401
+        wrong = await bot.http.get(bot.base_url + "/metrics", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        right = await bot.http.get(bot.base_url + "/metrics", headers={"Authorization": "Bearer m3trics-t0ken"})
+        assert right.status_code == 200 and "chatops" in right.text
+        assert (await bot.http.get(bot.base_url + "/healthz")).status_code == 200

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from bot.incidents.messages import HEADER_ACTIONS
+from bot.incidents.messages import CANCEL_DECLARE_ACTION, DECLARE_ACTION, HEADER_ACTIONS
 from bot.slack.local.model import Scripted
-from tests.incident_harness import IncidentBot, declare_incident, incident_bot
+from tests.incident_harness import IncidentBot, buttons, declare_incident, incident_bot
 
 
 def header_blocks(bot: IncidentBot, incident) -> list[dict]:
@@ -280,3 +280,93 @@ async def test_a_subcommand_typo_or_a_common_verb_declares_nothing(local_slack, 
         answer = await bot.command("/incident", text)
         assert f"Did you mean `{meant}`?" in answer and "/incident declare" in answer
         assert await bot.ctx.store.list_open() == []
+
+
+# ------------------------------------------------------------------------------ text typed by accident
+
+ACCIDENTAL = [
+    ("scribe <@U2|bob>", '"scribe" reads like a command'),
+    ("liaison <@U2|bob> customer calls", '"liaison" reads like a command'),
+    ("comms <@U2|bob>", '"comms" reads like a command'),
+    ("page <@UONCALL|oncall> now", '"page" reads like a command, not an incident title. Did you mean `/escalate`?'),
+    ("<@U2|bob>", "starts with a mention"),
+    ("<@U2|bob> can you look at checkout", "starts with a mention"),
+    ("outage", 'A one-word title ("outage")'),
+    ("checkout P1", 'A one-word title ("checkout")'),
+]
+
+
+async def assert_nothing_declared(bot: IncidentBot) -> None:
+    await bot.settle()
+    assert await bot.ctx.store.list_open() == []
+    assert not bot.local.calls_to("conversations.create")
+    assert bot.pagerduty.events == []  # nobody was paged
+
+
+@pytest.mark.parametrize("text, why", ACCIDENTAL)
+async def test_text_typed_by_accident_is_only_previewed_with_a_declare_button(
+        local_slack, redis_url, tmp_path, pd, text, why):
+    async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd) as bot:
+        reply = await bot.command_reply("/incident", text, user="U1", channel="C1")
+        assert reply["response_type"] == "ephemeral"
+        assert why in reply["text"] and "Nothing was declared and nobody was paged" in reply["text"]
+        assert "*Declare INC as “" in reply["text"] and "/incident declare " in reply["text"]
+        assert set(buttons(reply)) == {DECLARE_ACTION, CANCEL_DECLARE_ACTION}
+        await assert_nothing_declared(bot)
+
+
+async def test_role_words_never_declare_whether_or_not_the_role_subcommand_exists(
+        local_slack, redis_url, tmp_path, pd):
+    from handlers.commands.incident import SUBCOMMAND_HANDLERS
+
+    async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd) as bot:
+        reply = await bot.command_reply("/incident", "role comms <@UONCALL|oncall>", channel="C1")
+        if "role" not in SUBCOMMAND_HANDLERS:  # the subcommand answers for itself when it exists
+            assert DECLARE_ACTION in buttons(reply)
+        assert "Declaring" not in reply["text"]
+        await assert_nothing_declared(bot)
+
+
+async def test_the_preview_declares_exactly_what_it_showed_once_however_often_it_is_pressed(
+        local_slack, redis_url, tmp_path, pd):
+    async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd) as bot:
+        reply = await bot.command_reply("/incident", "scribe <@U2|bob> P1", user="U1", channel="C1")
+        token = buttons(reply)[DECLARE_ACTION]
+        assert "UOUT" not in token and "scribe" not in token  # the button names the preview, not the text
+        await bot.click(DECLARE_ACTION, token, user="UOUT")  # someone else's (forged) press declares nothing
+        await bot.wait_for(lambda: any("Only <@U1> can confirm" in t for t in bot.ephemerals_for("UOUT")), 5)
+        for _ in range(3):  # the press, a double click, a replay
+            await bot.click(DECLARE_ACTION, token, user="U1")
+        incident = await bot.wait_incident("INC-1", lambda i: i.ready)
+        await bot.settle()
+        assert (incident.title, incident.severity, incident.reporter) == ("scribe <@U2|bob>", "P1", "U1")
+        answers = bot.ephemerals_for("U1")
+        assert sum("Declaring *INC-1* (P1)" in a for a in answers) == 1
+        assert sum("*INC-1* was already declared" in a for a in answers) == 2
+        assert await bot.ctx.store.open_ids() == ["INC-1"]
+        assert len(local_slack.calls_to("conversations.create")) == 1
+        assert [e["dedup_key"] for e in bot.pd_triggers()] == ["INC-1:P1:L1"]
+
+
+async def test_cancel_forgets_the_preview_and_declare_still_declares_directly(local_slack, redis_url, tmp_path, pd):
+    async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd) as bot:
+        token = buttons(await bot.command_reply("/incident", "outage", channel="C1"))[CANCEL_DECLARE_ACTION]
+        await bot.click(CANCEL_DECLARE_ACTION, token)
+        await bot.click(DECLARE_ACTION, token)
+        await bot.wait_for(lambda: any("expired or was cancelled" in t for t in bot.ephemerals_for("U1")), 5)
+        assert any(t.startswith("Cancelled: nothing was declared") for t in bot.ephemerals_for("U1"))
+        await assert_nothing_declared(bot)
+        assert "Declaring *INC-1* (P2): scribe" in await bot.command("/incident", "declare scribe rota broken")
+        assert "Declaring *INC-2* (P1): Checkout is down" in await bot.command("/incident", "Checkout is down P1 api")
+
+
+async def test_help_lists_every_subcommand_there_is(local_slack, redis_url, tmp_path):
+    from handlers.commands.incident import READ_SUBCOMMANDS, subcommands
+
+    async with incident_bot(local_slack, redis_url, tmp_path) as bot:
+        helped = await bot.command("/incident", "help")
+        names = [*subcommands(bot.rt), *READ_SUBCOMMANDS]
+        assert {"postmortem", "summary", "list", "help"} <= set(names)
+        for name in names:
+            assert f"`/incident {name}" in helped or f"`{name}`" in helped, name
+        assert "`/incident declare <title>" in helped and "`/escalate @user`" in helped

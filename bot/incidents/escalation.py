@@ -167,7 +167,12 @@ async def escalate_next(ctx: Incidents, incident_id: str, actor: str, reason: st
 
 def _no_next_level(incident: Incident) -> str:
     return (f"{incident.id} has paged every level of its {incident.paging.severity} policy already. Page someone "
-            f"by name (`/escalate @user` or `@group`), or raise the severity (`/escalate P0 <reason>`).")
+    """Said when `/escalate` finds no level left: true whether the levels were paged, failed, or never existed."""
+    raise_it = "" if incident.severity == "P0" else ", or raise the severity (`/escalate P0 <reason>`)"
+    if reason := messages.nobody_paged_reason(incident):
+        return (f"Nobody has been paged for {incident.id}: {reason}. Page someone by name (`/escalate @user` or "
+                f"`@group`){raise_it}.")
+            f"by name (`/escalate @user` or `@group`){raise_it}.")
 
 
 async def page_people(ctx: Incidents, incident_id: str, actor: str, people: list[str], reason: str | None,
@@ -232,7 +237,7 @@ async def change_severity(ctx: Incidents, incident_id: str, actor: str, new: Sev
     await ctx.timeline.record(incident.id, "severity", entry_id=f"severity:{key}", actor=actor, text=reason or "",
                               data={"from": old, "to": new, "paged": paged})
     await ctx.say(incident.id, f"severity:{key}", *messages.line(
-        messages.severity_line(actor, old, new, paged)
+        messages.severity_line(actor, old, incident, paged)
         + (f"\nReason: {messages.inert(reason)}" if reason else "")))
     await ctx.refresh_header(incident.id)
     return SeverityChange(incident, old, new, list(dict.fromkeys(paged)))
@@ -280,7 +285,8 @@ async def acknowledge(ctx: Incidents, incident_id: str, actor: str, via: str) ->
                               text=f"acknowledged after {messages.format_duration(after)}",
                               data={"via": via, "after_s": round(after, 3), "severity": paging.severity,
                                     "level": paging.level})
-    await ctx.say(incident.id, f"ack:{gen}", *messages.line(messages.ack_line(actor, after, via)))
+    nobody = messages.nobody_paged_reason(incident)
+    await ctx.say(incident.id, f"ack:{gen}", *messages.line(messages.ack_line(actor, after, via, nobody)))
     await notify_providers(ctx, incident, "acknowledge", f"ack:{gen}")
     await ctx.refresh_header(incident.id)
     return AckResult(incident, False, after)

@@ -23,8 +23,10 @@ lock; each records a timeline entry with who and when and queues the channel pos
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+import uuid
 from typing import Any
 
 from bot.errors import UserError
@@ -81,6 +83,39 @@ async def declare(ctx: Incidents, *, title: str, severity: Severity, reporter: s
 
 
 async def _wait_for_record(ctx: Incidents, incident: str, timeout_s: float = 3.0) -> Incident:
+PROPOSAL_TTL_S = 3600  # how long a "Declare?" preview's button keeps working
+
+
+async def propose(ctx: Incidents, *, title: str, severity: Severity, reporter: str, origin_channel: str,
+                  service: str | None = None) -> str:
+    """Keep a declaration that looked accidental until its reporter confirms it; returns the token the
+    preview's Declare button carries. Nothing is declared and nobody is paged until `declare_proposed`."""
+    token = uuid.uuid4().hex
+    fields = {"title": title, "severity": severity, "service": service, "reporter": reporter,
+              "origin_channel": origin_channel}
+    await ctx.rt.redis.set(ctx.store.key("proposal", token), json.dumps(fields), ex=PROPOSAL_TTL_S)
+    return token
+
+
+async def declare_proposed(ctx: Incidents, token: str, user: str) -> tuple[Incident, bool]:
+    """Declare exactly what the preview showed, once: a second or replayed click finds the incident the first
+    one declared (the token is the declaration's trigger), and declares nothing more."""
+    raw = await ctx.rt.redis.get(ctx.store.key("proposal", token))
+    if raw is None:
+        raise UserError("That preview has expired or was cancelled; nothing was declared. To declare, type "
+                        "`/incident declare <title> [P0|P1|P2|P3] [service]`.")
+    fields = json.loads(raw)
+    if fields["reporter"] != user:
+        raise UserError(f"Only {messages.who(fields['reporter'])} can confirm their own declaration.")
+    return await declare(ctx, **fields, trigger_id=f"proposal:{token}")
+
+
+async def cancel_proposal(ctx: Incidents, token: str) -> str | None:
+    """Forget a preview; returns the incident it already declared, if its Declare button was pressed first."""
+    await ctx.rt.redis.delete(ctx.store.key("proposal", token))
+    return await ctx.store.by_trigger(f"proposal:{token}")
+
+
     deadline = time.monotonic() + timeout_s
     while True:
         found = await ctx.store.get(incident)

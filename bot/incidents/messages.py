@@ -21,6 +21,8 @@ DIAGNOSE_ACTION = "incident_diagnose"
 ESCALATE_ACTION = "incident_escalate"
 RESOLVE_ACTION = "incident_resolve"
 HEADER_ACTIONS = (ACK_ACTION, DIAGNOSE_ACTION, ESCALATE_ACTION, RESOLVE_ACTION)
+DECLARE_ACTION = "incident_declare_confirm"  # the Declare button of a preview; its value is the proposal token
+CANCEL_DECLARE_ACTION = "incident_declare_cancel"
 
 SEVERITY_ICON = {"P0": ":red_circle:", "P1": ":large_orange_circle:", "P2": ":large_yellow_circle:",
                  "P3": ":large_blue_circle:"}
@@ -28,20 +30,8 @@ RESOLVED_ICON = ":white_check_mark:"
 FIELD_MAX = 2000
 _USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
 
-USAGE = """*`/incident` — declare and run incidents*
-• `/incident <title> [P0|P1|P2|P3] [service]` declare (default P2); with a service its diagnosis starts
-• `/incident status investigating|identified|monitoring|resolved [note]` post a status update
-• `/incident sev P1` change the severity (a raise pages whoever the new severity adds)
-• `/incident commander @user` hand over the commander role
-• `/incident role scribe|comms|tech_lead @user` assign a role (`/incident role` lists them)
-• `/incident note <text>` add a note to the timeline
-• `/incident ack` acknowledge the page (stops the escalation)
-• `/incident resolve <what fixed it>` resolve
-• `/incident list` open incidents
-Inside an incident channel the incident is implied; elsewhere name it: `/incident status INC-12 monitoring`.
-To declare a title that starts with one of these words: `/incident declare status page down P1`.
-*`/escalate`* `[reason]` pages the next level now · `/escalate P0 [reason]` raises the severity · \
-`/escalate @user` or `@group` pages them"""
+ESCALATE_USAGE = ("*`/escalate`* `[reason]` pages the next level now · `/escalate P0 [reason]` raises the severity · "
+                  "`/escalate @user` or `@group` pages them")
 
 
 # ------------------------------------------------------------------------------------------------ formatting
@@ -138,8 +128,12 @@ def paging_line(incident: Incident, now: float) -> str:
     if paging.acknowledged and paging.acked_at:
         started = paging.first_paged_at or incident.declared_at
         return f"acknowledged by {who(paging.acked_by)} after {format_duration(paging.acked_at - started)}"
+    if not incident.ready and paging.level == 0:
+        return "starting…"
+    if reason := nobody_paged_reason(incident):
+        return f"nobody paged: {reason}"
     if paging.severity is None or paging.level == 0:
-        return "nobody paged" if incident.ready else "starting…"
+        return "nobody paged"
     line = f"level {paging.level} paged, not acknowledged"
     if paging.next_escalation_at and incident.is_open:
         line += f"; escalates {slack_date(paging.next_escalation_at, '{time}')}"
@@ -214,21 +208,101 @@ def status_line(incident: Incident, actor: str, old: str, new: str, note: str | 
     return text
 
 
-def severity_line(actor: str, old: str, new: str, paged: list[str]) -> str:
+def severity_line(actor: str, old: str, incident: Incident, paged: list[str]) -> str:
+    new = incident.severity
     text = f"{SEVERITY_ICON[new]} *Severity:* {old} → *{new}* ({who(actor)})"
     if paged:
-        text += f"\nPaging what {new} adds: {', '.join(paged)}."
-    elif _rank(new) < _rank(old):
-        text += f"\nNobody new to page: everyone {new} names was paged already."
-    else:
-        text += f"\nNobody new to page; escalation continues with {new}'s policy."
-    return text
+        return text + f"\nPaging what {new} adds: {', '.join(paged)}."
+    if reason := nobody_paged_reason(incident):
+        return text + f"\nNobody is paged: {reason}."
+    if _rank(new) < _rank(old):
+        return text + f"\nNobody new to page: everyone {new} names was paged already."
+    paging = incident.paging
+    if not paging.acknowledged and paging.level < len(paging.levels):
+        return text + f"\nNobody new to page; escalation continues with {new}'s policy."
+    return text + "\nNobody new to page."
 
 
-def ack_line(actor: str, after_s: float, via: str) -> str:
+def paged_note(incident: Incident, paged: list[str]) -> str:
+    """The sentence after a severity change in the changer's answer: who is paged now, if anyone."""
+    if paged:
+        return f" Paging what {incident.severity} adds: {', '.join(paged)}."
+    if reason := nobody_paged_reason(incident):
+        return f" Nobody is paged: {reason}."
+    return " Nobody new to page."
+
+
+def nobody_paged_reason(incident: Incident) -> str | None:
+    """Why no page has reached anyone for `incident`; None when one has, one is on its way, or paging has
+    not started yet. Read from the incident's own page orders (and `first_paged_at`, set by a delivered page),
+    so no answer says "paged" or "escalation" when nobody was paged."""
+    paging = incident.paging
+    if paging.severity is None or paging.first_paged_at is not None or any(not o.done for o in paging.orders):
+        return None
+    if paging.orders:
+        return "every page so far failed (the incident channel says why)"
+    return f"the {paging.severity} paging policy names nobody to page"
+
+
+def ack_answer(incident: Incident) -> str:
+    """The acknowledger's own answer (command or button)."""
+    if reason := nobody_paged_reason(incident):
+        return f"You acknowledged {escape(incident.id)}. Nobody had been paged ({reason}), so no page was stopped."
+    return f"You acknowledged {escape(incident.id)}; the escalation is stopped."
+
+
+def ack_line(actor: str, after_s: float, via: str, nobody_reason: str | None = None) -> str:
     source = {"pagerduty": " in PagerDuty", "opsgenie": " in Opsgenie"}.get(via, "")
+    if nobody_reason:
+        return (f":raising_hand: Acknowledged by {who(actor)} after {format_duration(after_s)}. Nobody had been "
+                f"paged ({nobody_reason}).")
     return (f":raising_hand: Page acknowledged by {who(actor)}{source} after {format_duration(after_s)}. "
             f"Escalation stopped.")
+
+
+def escalate_answer(incident_id: str, level: int, targets: list[str]) -> str:
+    """The escalator's answer (command or button)."""
+    return f"Paging level {level} of {escape(incident_id)}: {', '.join(targets)}."
+
+
+def resolve_answer(incident: Incident) -> str:
+    if reason := nobody_paged_reason(incident):
+        return f"{escape(incident.id)} is resolved. Thank you. Nobody had been paged ({reason}), so no page is open."
+    return f"{escape(incident.id)} is resolved. Thank you — the pages are being closed."
+
+
+def level_targets(levels: list[Any]) -> list[str]:
+    """Who the first of a severity's policy levels pages, by name ([] when the policy names nobody)."""
+    if not levels:
+        return []
+    return targets_text([(p, i) for p, ids in levels[0].routes().items() for i in (ids or (None,))])
+
+
+def declare_paging(levels: list[Any], severity: str) -> str:
+    """What declaring at `severity` pages, from the policy's first level (the pages themselves go out next)."""
+    if names := level_targets(levels):
+        return f"on-call is being paged ({', '.join(names)})"
+    hint = "; page someone by name with `/escalate @user`" if _rank(severity) <= 1 else ""
+    return f"nobody is paged: the {severity} paging policy names nobody{hint}"
+
+
+def declare_preview(why: str, title: str, severity: str, service: str | None, targets: list[str], typed: str,
+                    token: str) -> tuple[str, list[dict[str, Any]]]:
+    """The answer to an `/incident` that looks typed by accident: what it would declare and page, and buttons."""
+    shown = inert(one_line(title, 200))
+    where = f", service `{escape(service)}`" if service else ""
+    pages = f"it would page {', '.join(targets)}" if targets else f"it would page nobody ({severity} names nobody)"
+    text = (f"{why} Nothing was declared and nobody was paged.\n*Declare INC as “{shown}” {severity}{where}?* "
+            f"Declaring {pages}. Press Declare, or type `/incident declare {inert(one_line(typed, 200))}`. "
+            f"`/incident help` lists the subcommands.")
+
+    def button(label: str, action: str, style: str | None = None) -> dict[str, Any]:
+        return {"type": "button", "action_id": action, "value": token, **({"style": style} if style else {}),
+                "text": {"type": "plain_text", "text": label}}
+
+    actions = {"type": "actions", "block_id": f"declare:{token}",
+               "elements": [button("Declare", DECLARE_ACTION, "danger"), button("Cancel", CANCEL_DECLARE_ACTION)]}
+    return truncate(text, 3000), [_section(text), actions]
 
 
 def escalated_line(level: int, targets: list[str], reason: str, actor: str | None) -> str:

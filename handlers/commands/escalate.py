@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from bot.errors import UserError
-from bot.incidents import escalation
+from bot.incidents import escalation, messages
 from bot.incidents.service import GROUP_MENTION, MENTION, Incidents, incidents_of
 from bot.runtime import Runtime
 from bot.slack.mrkdwn import escape, one_line
@@ -68,16 +68,18 @@ def register(app: Any, rt: Runtime) -> None:
                        f"for {incident.id}."
             else:
                 result = await escalation.escalate_next(ctx, incident.id, user, reason)
-                text = f"Paging level {result.level} of {incident.id}: {', '.join(result.targets) or 'nobody'}."
+                text = messages.escalate_answer(incident.id, result.level, result.targets)
         await ack(text=text, response_type="ephemeral")
 
 
 async def raise_severity(ctx: Incidents, incident: Any, user: str, new: str, reason: str | None, key: str) -> str:
-    if int(new[1]) >= int(incident.severity[1]):
+    if new == incident.severity:
+        raise UserError(f"{incident.id} is already {new}. `/escalate <reason>` pages the next level; "
+                        f"`/escalate @user` pages someone by name.")
+    if int(new[1]) > int(incident.severity[1]):
         raise UserError(f"{incident.id} is {incident.severity}; `/escalate {new}` only raises the severity. "
                         f"To lower it: `/incident sev {new}`.")
     await ctx.authorize(incident, user, "severity")
     await ctx.authorize(incident, user, "escalate")
     change = await escalation.change_severity(ctx, incident.id, user, new, key=key, reason=reason)  # type: ignore
-    paged = f" Paging what {new} adds: {', '.join(change.paged)}." if change.paged else " Nobody new to page."
-    return f"{incident.id} raised to *{new}* (was {change.old}).{paged}"
+    return f"{incident.id} raised to *{new}* (was {change.old}).{messages.paged_note(change.incident, change.paged)}"

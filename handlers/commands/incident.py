@@ -8,6 +8,7 @@ lines in the channel, the timeline) is written by bot/incidents, mostly from the
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 import uuid
 from typing import Any
@@ -21,7 +22,7 @@ from bot.incidents.model import (
     parse_incident_id,
     role_label,
 )
-from bot.incidents.service import MENTION, Incidents, incidents_of
+from bot.incidents.service import GROUP_MENTION, MENTION, Incidents, incidents_of
 from bot.runtime import Runtime
 from bot.slack.mrkdwn import escape, one_line
 from bot.writeup.context import Writeup
@@ -78,23 +79,36 @@ def parse_person(token: str) -> str:
                     f"type @ and pick the person from the list.")
 
 
-# Words people type meaning a subcommand: declaring an incident titled "acknowledge" would page someone.
-VERB_MEANS = {"acknowledge": "ack", "acked": "ack", "close": "resolve", "closed": "resolve", "fixed": "resolve",
-              "update": "status", "state": "status", "show": "list", "open": "list",
-              "escalate": "/escalate", "page": "/escalate", "summarise": "summary", "summarize": "summary",
-              "pm": "postmortem", "retro": "postmortem"}
+# Words that start something meant for the bot rather than an incident's title: roles, and verbs people type
+# for a subcommand. A text starting with one is only previewed (declaring pages someone at 3 a.m.); the value
+# is the command probably meant, offered when it exists. The one list of such words.
+COMMAND_WORDS: dict[str, str | None] = {
+    "acknowledge": "ack", "acked": "ack", "close": "resolve", "closed": "resolve", "fixed": "resolve",
+    "update": "status", "state": "status", "show": "list", "open": "list", "escalate": "/escalate",
+    "page": "/escalate", "oncall": "/escalate", "on-call": "/escalate", "summarise": "summary",
+    "summarize": "summary", "pm": "postmortem", "retro": "postmortem", "role": "role", "roles": "role",
+    "scribe": "role", "liaison": "role", "comms": "role", "lead": "role", "tech": "role", "tech_lead": "role",
+    "owner": "commander", "ic": "commander", "assign": "role", "invite": "join", "join": "join", "leave": None,
+    "mute": None, "unmute": None, "subscribe": None, "unsubscribe": None, "cancel": None, "reopen": None,
+    "set": None, "add": None, "remove": None, "start": None, "stop": None,
+}
 
 
-def refuse_subcommand_typo(word: str) -> None:
-    """`/incident stats` or `/incident acknowledge` is a typo, not an incident that pages people at 3 a.m."""
-    bare = word.lower().strip(":,.")
-    known = sorted({*SUBCOMMAND_HANDLERS, *incident_writeup.SUBCOMMANDS, "list", "help"})
-    guess = VERB_MEANS.get(bare) or next(iter(difflib.get_close_matches(bare, known, n=1, cutoff=0.75)), None)
-    if guess:
-        shown = escape(one_line(word, 30))
-        meant = guess if guess.startswith("/") else f"/incident {guess}"
-        raise UserError(f'Unknown subcommand "{shown}". Did you mean `{meant}`? To declare an incident whose title '
-                        f"starts with that word: `/incident declare {shown} …`. `/incident help` lists everything.")
+def accidental(words: list[str], known: list[str]) -> str | None:
+    """Why `/incident <words>` looks typed by accident (a command word, a mention, a subcommand typo), or None."""
+    first, shown = words[0].lower().strip(":,."), escape(one_line(words[0], 30))
+    if first in COMMAND_WORDS:
+        meant = COMMAND_WORDS[first]
+        hint = f" Did you mean `{_command(meant)}`?" if meant and (meant.startswith("/") or meant in known) else ""
+        return f'"{shown}" reads like a command, not an incident title.{hint}'
+    if MENTION.match(words[0]) or GROUP_MENTION.match(words[0]):
+        return "That starts with a mention, not an incident title."
+    guess = difflib.get_close_matches(first, known, n=1, cutoff=0.75)
+    return f'Unknown subcommand "{shown}". Did you mean `{_command(guess[0])}`?' if guess else None
+
+
+def _command(name: str) -> str:
+    return name if name.startswith("/") else f"/incident {name}"
 
 
 def split_explicit(args: list[str]) -> tuple[str | None, list[str]]:
@@ -111,41 +125,61 @@ def register(app: Any, rt: Runtime) -> None:
         ctx = incidents_of(rt)
         words = (command.get("text") or "").split()
         sub = words[0].lower() if words else ""
-        if sub in ("help", ""):
-            if not words:
-                raise UserError(f"Give the incident a title: {DECLARE_USAGE}. `/incident help` lists the rest.")
-            await ack(text=messages.USAGE, response_type="ephemeral")
-            return
-        if sub == "list":
-            await ack(text=messages.list_text(await ctx.store.list_open()), response_type="ephemeral")
+        if not words:
+            raise UserError(f"Give the incident a title: {DECLARE_USAGE}. `/incident help` lists the rest.")
+        if sub in READ_SUBCOMMANDS:
+            await ack(text=await READ_SUBCOMMANDS[sub](ctx, command, words[1:]), response_type="ephemeral")
             return
         handler = subcommands(rt).get(sub)
-        if handler is None and sub != "declare":
-            refuse_subcommand_typo(words[0])
         if handler is None:
-            text = await declare_command(ctx, command, words[1:] if sub == "declare" else words)
-        elif not await first_time(ctx, command):
+            await ack(**await declare_or_preview(ctx, command, words), response_type="ephemeral")
+            return
+        if not await first_time(ctx, command):
             text = ALREADY_DONE
         else:
             text = await handler(ctx, command, words[1:])
         await ack(text=text, response_type="ephemeral")
 
 
-async def declare_command(ctx: Incidents, command: dict, words: list[str]) -> str:
+async def declare_or_preview(ctx: Incidents, command: dict, words: list[str]) -> dict[str, Any]:
+    """`/incident declare <title>` and a real title declare at once; text that looks typed by accident only
+    gets a preview with a Declare button (`lifecycle.propose`): it declares nothing and pages nobody."""
+    direct = words[0].lower() == "declare"
+    words = words[1:] if direct else words
+    why = None if direct else accidental(words, sorted({*subcommands(ctx.rt), *READ_SUBCOMMANDS}))
     title, severity, service = parse_declaration(words, list(ctx.rt.services().services))
+    if not direct and why is None and len(title.split()) == 1:
+        why = f'A one-word title ("{escape(one_line(title, 30))}") is more likely a command typed by accident.'
+    if why is None:
+        return {"text": await declare_now(ctx, command, title, severity, service)}
+    token = await lifecycle.propose(ctx, title=title, severity=severity, service=service,  # type: ignore
+                                    reporter=command["user_id"], origin_channel=command["channel_id"])
+    targets = messages.level_targets(ctx.policy.levels_for(severity))
+    text, blocks = messages.declare_preview(why, title, severity, service, targets, " ".join(words), token)
+    return {"text": text, "blocks": blocks}
+
+
+async def declare_now(ctx: Incidents, command: dict, title: str, severity: str, service: str | None) -> str:
     incident, created = await lifecycle.declare(
         ctx, title=title, severity=severity, service=service, reporter=command["user_id"],  # type: ignore
         origin_channel=command["channel_id"], trigger_id=command.get("trigger_id"))
+    return declared_answer(ctx, incident, created)
+
+
+def declared_answer(ctx: Incidents, incident: Any, created: bool) -> str:
+    """`/incident <title>` and the preview's Declare button answer alike."""
     if not created:
         return f"*{incident.id}* was already declared for this command; nothing new was opened."
     if ctx.settings.incident_create_channels:
-        name = channel_name(ctx.settings.incident_channel_prefix, incident.number, title, incident.declared_at)
+        name = channel_name(ctx.settings.incident_channel_prefix, incident.number, incident.title,
+                            incident.declared_at)
         where = f"its channel `#{name}` is being opened and you will be invited"
     else:
         where = "it runs in a thread under its header in this channel"
-    paging = "; on-call is being paged" if ctx.policy.levels_for(severity) else "; nobody is paged at this severity"
-    diagnosing = f"; diagnosing `{escape(service)}`" if service else ""
-    return f"Declaring *{incident.id}* ({severity}): {messages.title_line(incident)} — {where}{paging}{diagnosing}."
+    paging = messages.declare_paging(ctx.policy.levels_for(incident.severity), incident.severity)
+    diagnosing = f"; diagnosing `{escape(incident.service)}`" if incident.service else ""
+    return (f"Declaring *{incident.id}* ({incident.severity}): {messages.title_line(incident)} — {where}; "
+            f"{paging}{diagnosing}.")
 
 
 ALREADY_DONE = "Already done: this was Slack repeating the same command."
@@ -162,6 +196,7 @@ def _key(command: dict) -> str:
 
 
 async def status_command(ctx: Incidents, command: dict, args: list[str]) -> str:
+    """`/incident status investigating|identified|monitoring|resolved [note]` post a status update"""
     explicit, args = split_explicit(args)
     example = "/incident status INC-12 monitoring"
     if not args:
@@ -182,6 +217,7 @@ async def status_command(ctx: Incidents, command: dict, args: list[str]) -> str:
 
 
 async def sev_command(ctx: Incidents, command: dict, args: list[str]) -> str:
+    """`/incident sev P1` change the severity (a raise pages whoever the new severity adds)"""
     explicit, args = split_explicit(args)
     new = severity_of(args[0]) if args else None
     if new is None:
@@ -191,11 +227,11 @@ async def sev_command(ctx: Incidents, command: dict, args: list[str]) -> str:
     reason = " ".join(args[1:]).strip() or None
     change = await escalation.change_severity(ctx, incident.id, command["user_id"], new,  # type: ignore
                                               key=_key(command), reason=reason)
-    paged = f" Paging: {', '.join(change.paged)}." if change.paged else ""
-    return f"{incident.id} is now *{new}* (was {change.old}).{paged}"
+    return f"{incident.id} is now *{new}* (was {change.old}).{messages.paged_note(change.incident, change.paged)}"
 
 
 async def commander_command(ctx: Incidents, command: dict, args: list[str]) -> str:
+    """`/incident commander @user` hand over the commander role"""
     explicit, args = split_explicit(args)
     if not args:
         raise UserError("Who? `/incident commander @user` — mention them so Slack sends their id.")
@@ -207,6 +243,7 @@ async def commander_command(ctx: Incidents, command: dict, args: list[str]) -> s
 
 
 async def note_command(ctx: Incidents, command: dict, args: list[str]) -> str:
+    """`/incident note <text>` add a note to the timeline"""
     explicit, args = split_explicit(args)
     text = " ".join(args).strip()
     if not text:
@@ -218,6 +255,7 @@ async def note_command(ctx: Incidents, command: dict, args: list[str]) -> str:
 
 
 async def ack_command(ctx: Incidents, command: dict, args: list[str]) -> str:
+    """`/incident ack` acknowledge the page (stops the escalation)"""
     explicit, _ = split_explicit(args)
     incident = await ctx.find_for_command(command["channel_id"], explicit, "/incident ack INC-12")
     await ctx.authorize(incident, command["user_id"], "ack")
@@ -225,21 +263,23 @@ async def ack_command(ctx: Incidents, command: dict, args: list[str]) -> str:
     if result.already:
         paging = result.incident.paging
         return f"{incident.id} was already acknowledged by {messages.who(paging.acked_by)}."
-    return f"You acknowledged {incident.id}; the escalation is stopped."
+    return messages.ack_answer(result.incident)
 
 
 async def resolve_command(ctx: Incidents, command: dict, args: list[str]) -> str:
+    """`/incident resolve <what fixed it>` resolve"""
     explicit, args = split_explicit(args)
     fix = " ".join(args).strip()
     if not fix:
         raise UserError("Say what fixed it: `/incident resolve rolled back deploy 4512`. It goes in the record.")
     incident = await ctx.find_for_command(command["channel_id"], explicit, "/incident resolve INC-12 <what fixed it>")
     await ctx.authorize(incident, command["user_id"], "resolve")
-    await lifecycle.resolve(ctx, incident.id, command["user_id"], fix, key=_key(command))
-    return f"{incident.id} is resolved. Thank you — the pages are being closed."
+    resolved = await lifecycle.resolve(ctx, incident.id, command["user_id"], fix, key=_key(command))
+    return messages.resolve_answer(resolved)
 
 
 async def role_command(ctx: Incidents, command: dict, args: list[str]) -> str:
+    """`/incident role scribe|comms|tech_lead @user` assign a role (`/incident role` lists them)"""
     explicit, args = split_explicit(args)
     if not args:
         raise UserError(roles.roles_help(ctx.settings))
@@ -256,6 +296,7 @@ async def role_command(ctx: Incidents, command: dict, args: list[str]) -> str:
 
 
 async def join_command(ctx: Incidents, command: dict, args: list[str]) -> str:
+    """`/incident join INC-12` ask to take part in an incident (its commander is told)"""
     explicit, rest = split_explicit(args)
     if not explicit or rest:
         raise UserError("Which incident? `/incident join INC-12`; `/incident list` shows the open ones.")
@@ -274,3 +315,39 @@ SUBCOMMAND_HANDLERS = {"status": status_command, "sev": sev_command, "severity":
                        "commander": commander_command, "note": note_command, "ack": ack_command,
                        "resolve": resolve_command, "role": role_command, "join": join_command}
 
+
+async def list_command(ctx: Incidents, command: dict, args: list[str]) -> str:
+    """`/incident list` open incidents"""
+    return messages.list_text(await ctx.store.list_open())
+
+
+async def help_command(ctx: Incidents, command: dict, args: list[str]) -> str:
+    """`/incident help` this list"""
+    return help_text(ctx.rt)
+
+
+# Subcommands that change nothing: they answer a Slack retry again rather than "Already done".
+READ_SUBCOMMANDS = {"list": list_command, "help": help_command}
+HELP_HEAD = ("*`/incident` — declare and run incidents*\n"
+             "• `/incident <title> [P0|P1|P2|P3] [service]` declare (default P2); with a service its diagnosis "
+             "starts. A title that reads like a command (or one word, or a mention) is shown to you first, "
+             "with a Declare button")
+HELP_FOOT = ("• `/incident declare <title> …` declare at once, whatever the title starts with\n"
+             "Inside an incident channel the incident is implied; elsewhere name it: "
+             "`/incident status INC-12 monitoring`.")
+
+
+def help_text(rt: Runtime) -> str:
+    """Built from the subcommand tables, each line the first line of its handler's docstring, so a new
+    subcommand is listed the moment it exists (one without a docstring is listed by name)."""
+    names: dict[Any, list[str]] = {}
+    for name, handler in {**SUBCOMMAND_HANDLERS, **subcommands(rt), **READ_SUBCOMMANDS}.items():
+        names.setdefault(handler, []).append(name)
+    lines = [HELP_HEAD, *(f"• {_help_line(handler, aliases)}" for handler, aliases in names.items()), HELP_FOOT]
+    return "\n".join([*lines, messages.ESCALATE_USAGE])
+
+
+def _help_line(handler: Any, aliases: list[str]) -> str:
+    doc = (inspect.getdoc(handler) or "").strip().splitlines()
+    line = doc[0] if doc and doc[0].startswith("`/incident") else f"`/incident {aliases[0]}`"
+    return line + (f" (or `{'`, `'.join(aliases[1:])}`)" if len(aliases) > 1 else "")

@@ -49,6 +49,7 @@ async def summary_subcommand(rt: Runtime, incident_id: str, user: str, channel: 
 
 
 async def postmortem_command(ctx: Any, command: dict, args: list[str]) -> str:
+    """`/incident postmortem [INC-12]` draft the postmortem from the timeline"""
     explicit, rest = _explicit(args)
     if rest:
         raise UserError(f"`/incident postmortem` takes no other words. Use {POSTMORTEM_USAGE}.")
@@ -58,6 +59,7 @@ async def postmortem_command(ctx: Any, command: dict, args: list[str]) -> str:
 
 
 async def summary_command(ctx: Any, command: dict, args: list[str]) -> str:
+    """`/incident summary [INC-12] [--post]` a catch-up summary, to you (or posted in the incident)"""
     explicit, rest = _explicit(args)
     post = any(word.lower() in ("--post", "post") for word in rest)
     unknown = [word for word in rest if word.lower() not in ("--post", "post")]
