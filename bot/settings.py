@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from checks.services import ServicesFile
 
 SLACK_DEFAULT_API_URL = "https://slack.com/api/"
+SLACK_PARTNERS = "SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)"
 
 
 class ConfigError(Exception):
@@ -52,6 +53,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     chatops_data_dir: Path = Path(".chatops")
+    # No terminal chat: `chatops run` without Slack variables stops with one line (the image sets it, so a
+    # container started without its tokens says so instead of chatting with /dev/null).
+    chatops_headless: bool = False
 
     # Worker and diagnosis tuning.
     worker_concurrency: int = Field(16, ge=1, le=512)
@@ -95,6 +99,16 @@ class Settings(BaseSettings):
         if self.slack_signing_secret:
             return "http"
         return "terminal"
+
+    def check_terminal_chat(self) -> None:
+        """`chatops run` without Socket Mode or HTTP mode opens the terminal chat, unless that is surely a mistake:
+        a bot token means Slack was meant (one of its partners is missing), and a headless process has no one to
+        chat with."""
+        if self.slack_bot_token:
+            raise ConfigError(f"SLACK_BOT_TOKEN is set without a way to reach Slack: set {SLACK_PARTNERS} too")
+        if self.chatops_headless:
+            raise ConfigError(f"CHATOPS_HEADLESS is on, so there is no terminal chat: set SLACK_BOT_TOKEN with "
+                              f"{SLACK_PARTNERS}")
 
     def resolved_services_file(self) -> Path:
         """`SERVICES_FILE`, else `services.yml`, else the shipped example, so a fresh clone runs."""

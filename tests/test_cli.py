@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import yaml
@@ -75,3 +76,45 @@ def test_invalid_settings_stop_with_one_line_naming_the_variable(tmp_path: Path)
     assert "SLACK_BOT_TOKEN is required" in result.stderr and "s3cret-value" not in result.stderr
     result = chatops("worker", env={"CHATOPS_DATA_DIR": str(tmp_path)})  # no REDIS_URL, no local `chatops run`
     assert result.returncode == 2 and "REDIS_URL is required" in result.stderr
+
+
+def test_diagnose_list_shows_each_service_with_its_description_and_checks(tmp_path: Path) -> None:
+    path = services_file(tmp_path, {
+        "api": {"description": "Public API", "http": [{"url": "https://api.example.com/health"}],
+                "dns": ["api.example.com"]},
+        "queue-db": {"tcp": ["db.internal:5432"]},
+    })
+    result = chatops("diagnose", "list", "--services", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "api       Public API  2 checks: dns.resolve, http.health",
+        "queue-db              1 checks: tcp.connect",
+    ]
+
+
+def test_postmortem_of_an_incident_that_does_not_exist_is_one_line_and_exit_2(redis_url: str) -> None:
+    namespace = f"cli-{uuid.uuid4().hex[:8]}"  # an empty bot: no incident at all
+    result = chatops("postmortem", "INC-99", env={"REDIS_URL": redis_url, "REDIS_NAMESPACE": namespace})
+    assert result.returncode == 2
+    assert result.stderr.strip() == "chatops: There is no incident INC-99." and result.stdout == ""
+
+
+def test_a_bot_token_without_its_partner_stops_instead_of_opening_the_terminal_chat(tmp_path: Path) -> None:
+    result = chatops("run", env={"SLACK_BOT_TOKEN": "xoxb-only-this", "CHATOPS_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == ("chatops: SLACK_BOT_TOKEN is set without a way to reach Slack: set "
+                                     "SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode) too")
+    assert not (tmp_path / "redis").exists()  # stopped before starting anything
+
+
+def test_the_images_default_command_without_slack_variables_stops_with_one_line(tmp_path: Path) -> None:
+    """What the container runs (Dockerfile: CHATOPS_HEADLESS=true, `chatops run --no-worker`, stdin /dev/null):
+    one line and exit 2, not a terminal chat that reads end-of-file and exits 0 to be restarted forever."""
+    result = subprocess.run([sys.executable, "-m", "bot", "run", "--no-worker"], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+                            env={"PATH": os.environ["PATH"], "CHATOPS_HEADLESS": "true",
+                                 "CHATOPS_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        ("chatops: CHATOPS_HEADLESS is on, so there is no terminal chat: set SLACK_BOT_TOKEN with SLACK_APP_TOKEN "
+         "(Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)")]

@@ -3,6 +3,8 @@
     chatops run [--no-worker]          Slack (Socket Mode or HTTP) or, with no Slack variables, a terminal chat
     chatops worker [--concurrency N]   queue workers only
     chatops diagnose TARGET [--services FILE] [--format text|json]
+    chatops diagnose list              the services and the checks each runs
+    chatops postmortem INC-12          print an incident's postmortem draft
 
 Exit codes: 0 fine; 1 a diagnosis found a `fail` or `error`; 2 usage or configuration error.
 """
@@ -110,6 +112,9 @@ async def diagnose_command(settings: Settings, target: str, services: Path | Non
     from handlers.commands.diagnose import unknown_service_text
 
     catalog = load_services(services or settings.resolved_services_file())
+    if target == "list":
+        print(services_text(catalog))
+        return EXIT_OK
     if target not in catalog.services:
         from bot.diagnosis.render.text import unescape
 
@@ -119,6 +124,17 @@ async def diagnose_command(settings: Settings, target: str, services: Path | Non
     verdict = build_verdict(target, results)
     print(diagnosis_json(verdict, results) if fmt == "json" else diagnosis_text(verdict, results))
     return EXIT_PROBLEM if any(r.status in (Status.fail, Status.error) for r in results) else EXIT_OK
+
+
+def services_text(catalog: Any) -> str:
+    """`chatops diagnose list`: one aligned line a service, as `/diagnose list` answers in Slack."""
+    from checks.runner import plan
+
+    rows = [(name, spec.description or "", plan(spec)) for name, spec in sorted(catalog.services.items())]
+    name_w, about_w = (max((len(row[i]) for row in rows), default=0) for i in (0, 1))
+    return "\n".join(f"{name:<{name_w}}  {about:<{about_w}}  {len(probes)} checks: "
+                     f"{', '.join(sorted({p.check for p in probes})) or 'none configured'}"
+                     for name, about, probes in rows) or "No services are configured."
 
 
 async def worker_command(settings: Settings, concurrency: int | None) -> int:
@@ -154,6 +170,7 @@ async def run_command(settings: Settings, *, worker: bool, child: Any = None, ve
     if settings.slack_mode == "terminal":
         from bot.app.terminal import run_terminal
 
+        settings.check_terminal_chat()
         return await run_terminal(settings, stop=stop, worker=worker, verbose=verbose)
     async with redis_for(settings) as redis_url:
         rt = await create_full_runtime(settings, redis_url=redis_url)
@@ -239,12 +256,16 @@ async def serve_slack(rt: object, stop: asyncio.Event, *, routes: dict | None = 
 
 async def postmortem_command(settings: Settings, incident: str) -> int:
     from bot.app.features import create_full_runtime
+    from bot.writeup.postmortem.assemble import PostmortemError, postmortem_markdown
 
+    # Reading a draft pages nobody: the paging policy's start-up warnings would only bury the answer.
+    logging.getLogger("bot.paging").setLevel(logging.ERROR)
     rt = await create_full_runtime(settings, redis_url=shared_redis_url(settings, "postmortem"))
     try:
-        from bot.writeup.postmortem.assemble import postmortem_markdown
-
         print(await postmortem_markdown(rt, incident))
+    except PostmortemError as exc:  # no such incident, or a template that does not render: a usage error
+        print(f"chatops: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         await rt.aclose()
     return EXIT_OK
