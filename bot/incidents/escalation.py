@@ -166,12 +166,12 @@ async def escalate_next(ctx: Incidents, incident_id: str, actor: str, reason: st
 
 
 def _no_next_level(incident: Incident) -> str:
-    return (f"{incident.id} has paged every level of its {incident.paging.severity} policy already. Page someone "
     """Said when `/escalate` finds no level left: true whether the levels were paged, failed, or never existed."""
     raise_it = "" if incident.severity == "P0" else ", or raise the severity (`/escalate P0 <reason>`)"
     if reason := messages.nobody_paged_reason(incident):
         return (f"Nobody has been paged for {incident.id}: {reason}. Page someone by name (`/escalate @user` or "
                 f"`@group`){raise_it}.")
+    return (f"{incident.id} has paged every level of its {incident.paging.severity} policy already. Page someone "
             f"by name (`/escalate @user` or `@group`){raise_it}.")
 
 

@@ -82,7 +82,6 @@ async def declare(ctx: Incidents, *, title: str, severity: Severity, reporter: s
     return incident, True
 
 
-async def _wait_for_record(ctx: Incidents, incident: str, timeout_s: float = 3.0) -> Incident:
 PROPOSAL_TTL_S = 3600  # how long a "Declare?" preview's button keeps working
 
 
@@ -116,6 +115,7 @@ async def cancel_proposal(ctx: Incidents, token: str) -> str | None:
     return await ctx.store.by_trigger(f"proposal:{token}")
 
 
+async def _wait_for_record(ctx: Incidents, incident: str, timeout_s: float = 3.0) -> Incident:
     deadline = time.monotonic() + timeout_s
     while True:
         found = await ctx.store.get(incident)
