@@ -17,7 +17,9 @@ RUN pip install --no-deps . \
     && mkdir -p /data && chown chatops /data
 
 USER chatops
-ENV CHATOPS_DATA_DIR=/data PORT=3000 LOG_FORMAT=json
+# CHATOPS_HEADLESS: nobody types into a container, so `chatops run` without Slack variables stops with one line
+# naming them (exit 2) instead of opening a terminal chat on /dev/null that ends at once and is restarted forever.
+ENV CHATOPS_DATA_DIR=/data PORT=3000 LOG_FORMAT=json CHATOPS_HEADLESS=true
 EXPOSE 3000
 # /healthz answers 200 only while Redis answers and the queue's loops make progress. It is served in HTTP mode
 # (PORT) and by `chatops worker` when WORKER_METRICS_PORT is set; otherwise (Socket Mode) the check falls back to

@@ -106,15 +106,3 @@ def test_a_bot_token_without_its_partner_stops_instead_of_opening_the_terminal_c
                                      "SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode) too")
     assert not (tmp_path / "redis").exists()  # stopped before starting anything
 
-
-def test_the_images_default_command_without_slack_variables_stops_with_one_line(tmp_path: Path) -> None:
-    """What the container runs (Dockerfile: CHATOPS_HEADLESS=true, `chatops run --no-worker`, stdin /dev/null):
-    one line and exit 2, not a terminal chat that reads end-of-file and exits 0 to be restarted forever."""
-    result = subprocess.run([sys.executable, "-m", "bot", "run", "--no-worker"], stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
-                            env={"PATH": os.environ["PATH"], "CHATOPS_HEADLESS": "true",
-                                 "CHATOPS_DATA_DIR": str(tmp_path)})
-    assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.strip().splitlines() == [
-        ("chatops: CHATOPS_HEADLESS is on, so there is no terminal chat: set SLACK_BOT_TOKEN with SLACK_APP_TOKEN "
-         "(Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)")]
