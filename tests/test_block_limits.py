@@ -14,6 +14,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.diagnosis.render.slack import grouped_message, verdict_message
+from bot.incidents.messages import header
+from bot.incidents.model import Incident
 from bot.slack.limits import SLACK
 from bot.slack.local import LocalSlack
 from checks.model import CheckResult, Finding, Status, Verdict
@@ -163,3 +165,14 @@ async def test_a_500_service_list_is_paged_and_every_page_is_a_valid_message(loc
         assert f"…and {500 - first.count('`service-')} more: `/diagnose list page 2`" in first
         too_far = (await bot.command("/diagnose", f"list page {len(pages) + 1}")).json()["text"]
         assert f"`/diagnose list page {len(pages)}` is the last" in too_far
+
+
+def test_an_incident_header_with_a_very_long_title_and_much_to_show_posts(local_slack, client):
+    incident = Incident(id="INC-7", number=7, title="<!channel> & " * 700, reporter="U1", origin_channel="C1",
+                        commander="U1", roles={f"role-{n}": "U1" for n in range(40)}, service="api",
+                        last_update="&" * 2000, last_update_at=1.0,
+                        failing_checks=[f"http.health svc-{n} answered 503" for n in range(30)])
+    text, blocks = header(incident)
+    client.chat_postMessage(channel="C1", text=text, blocks=blocks)
+    shown = str(local_slack.messages("C1")[0].blocks)
+    assert "…and 25 more" in shown and "<!channel>" not in shown

@@ -14,7 +14,15 @@ from typing import Any
 
 from bot import durations
 from bot.incidents.model import SEVERITY_MEANING, Incident, role_label
-from bot.slack.mrkdwn import SECTION_TEXT_MAX, escape, inert, one_line, truncate
+from bot.slack.mrkdwn import (
+    SECTION_TEXT_MAX,
+    context,
+    escape,
+    fit_lines,
+    inert,
+    one_line,
+    truncate,
+)
 
 ACK_ACTION = "incident_ack"
 DIAGNOSE_ACTION = "incident_diagnose"
@@ -67,7 +75,7 @@ def _section(text: str) -> dict[str, Any]:
 
 
 def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(text, SECTION_TEXT_MAX)}]}
+    return context(text)
 
 
 def _field(name: str, value: str) -> dict[str, str]:
@@ -106,7 +114,7 @@ def header(incident: Incident, *, now: float | None = None) -> tuple[str, list[d
     first = {**_section(heading), "block_id": f"chatops:{incident.id}:header"}  # tests and people find it by this
     blocks: list[dict[str, Any]] = [first, {"type": "section", "fields": fields[:10]}]
     if incident.failing_checks:
-        shown = "\n".join(f"• {inert(one_line(c, 200))}" for c in incident.failing_checks[:5])
+        shown = fit_lines([f"• {inert(one_line(c, 200))}" for c in incident.failing_checks], 2500, max_lines=5)
         blocks.append(_section(f"*Failing checks*\n{shown}"))
     if incident.last_update and incident.last_update_at:
         blocks.append(_context(f"Last update {slack_date(incident.last_update_at, '{time}')}: "
