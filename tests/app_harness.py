@@ -67,7 +67,11 @@ class RunningBot:
             "response_url": self.local.response_url(), "trigger_id": trigger_id or uuid.uuid4().hex,
             "api_app_id": "ATEST",
         })
-        return await self.post_signed("/slack/events", body, "application/x-www-form-urlencoded")
+        response = await self.post_signed("/slack/events", body, "application/x-www-form-urlencoded")
+        if response.headers.get("content-type", "").startswith("application/json"):
+            refused = self.local.check_reply(response.json())  # the ack is a message too: Slack judges it alike
+            assert refused is None, f"Slack would not show this answer to {command} {text}: {refused}"
+        return response
 
     async def event(self, event: dict, *, event_id: str | None = None) -> httpx.Response:
         envelope = {"type": "event_callback", "team_id": "T0LOCAL", "api_app_id": "ATEST",
