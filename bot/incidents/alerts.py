@@ -25,6 +25,7 @@ from bot.errors import UserError
 from bot.incidents import lifecycle, messages
 from bot.incidents.model import group_hash
 from bot.incidents.service import Incidents
+from bot.incidents.timeline import EntryKind
 from bot.slack.mrkdwn import inert, one_line
 
 log = logging.getLogger("bot.incidents")
@@ -121,7 +122,7 @@ async def handle_webhook(ctx: Incidents, hook: AlertmanagerWebhook) -> dict[str,
             await lifecycle.resolve(ctx, existing.id, "alertmanager",
                                     "Alertmanager: every alert of the group resolved.", key=key)
             return {"incident": existing.id, "action": "resolved"}
-        await ctx.timeline.record(existing.id, "alert", entry_id=key, actor="alertmanager",
+        await ctx.timeline.record(existing.id, EntryKind.ALERT, entry_id=key, actor="alertmanager",
                                   text="Alertmanager reports every alert of the group resolved.")
         await ctx.say(existing.id, key, *messages.line(
             ":large_green_circle: Alertmanager reports every alert of the group resolved. The incident stays "
@@ -161,7 +162,7 @@ async def _note_new_alerts(ctx: Incidents, incident_id: str, hook: AlertmanagerW
             fresh.append((fingerprint, alert))
     for fingerprint, alert in fresh:
         summary = alert.annotations.get("summary") or alert.labels.get("alertname") or fingerprint
-        await ctx.timeline.record(incident_id, "alert", entry_id=f"alert:{fingerprint}:{alert.status}:{alert.startsAt}",
+        await ctx.timeline.record(incident_id, EntryKind.ALERT, entry_id=f"alert:{fingerprint}:{alert.status}:{alert.startsAt}",
                                   actor="alertmanager", text=summary,
                                   data={"status": alert.status, "labels": alert.labels, "fingerprint": fingerprint,
                                         "starts_at": alert.startsAt, "ends_at": alert.endsAt,

@@ -31,6 +31,7 @@ from bot.errors import UserError
 from bot.incidents import messages
 from bot.incidents.model import FrozenLevel, Incident, PageOrder, PageRecord, Severity
 from bot.incidents.service import Incidents
+from bot.incidents.timeline import EntryKind
 from bot.paging.policy import Level
 from bot.paging.providers import Page, make_dedup_key
 from bot.queue import Job, Retry, lease
@@ -155,7 +156,7 @@ async def escalate_next(ctx: Incidents, incident_id: str, actor: str, reason: st
         effects = Effects([order] if order else [], _arm_timer(ctx, incident, time.time()), cancel)
     await effects.run(ctx, incident)
     targets = _target_names(level.routes)
-    await ctx.timeline.record(incident.id, "escalated", entry_id=f"escalated:{paging.severity}:L{level.number}",
+    await ctx.timeline.record(incident.id, EntryKind.ESCALATED, entry_id=f"escalated:{paging.severity}:L{level.number}",
                               actor=actor, text=reason or "", data={"level": level.number, "reason": "manual",
                                                                     "severity": paging.severity})
     await ctx.say(incident.id, f"escalated:{paging.severity}:L{level.number}",
@@ -188,7 +189,7 @@ async def page_people(ctx: Incidents, incident_id: str, actor: str, people: list
     if order:
         await enqueue_page(ctx, incident.id, order.dedup_key)
         names = _target_names({"slack": people})
-        await ctx.timeline.record(incident.id, "escalated", entry_id=f"escalated:people:{key}", actor=actor,
+        await ctx.timeline.record(incident.id, EntryKind.ESCALATED, entry_id=f"escalated:people:{key}", actor=actor,
                                   text=reason or "", data={"reason": "people", "people": people})
         await ctx.say(incident.id, f"people:{key}", *messages.line(messages.people_paged_line(actor, names, reason)))
     return incident
@@ -234,7 +235,7 @@ async def change_severity(ctx: Incidents, incident_id: str, actor: str, new: Sev
     if reminder:
         await ctx.rt.queue.enqueue("incident.remind", {"incident": incident.id, "gen": incident.reminder_gen},
                                    job_id=reminder[0], run_at=reminder[1])
-    await ctx.timeline.record(incident.id, "severity", entry_id=f"severity:{key}", actor=actor, text=reason or "",
+    await ctx.timeline.record(incident.id, EntryKind.SEVERITY, entry_id=f"severity:{key}", actor=actor, text=reason or "",
                               data={"from": old, "to": new, "paged": paged})
     await ctx.say(incident.id, f"severity:{key}", *messages.line(
         messages.severity_line(actor, old, incident, paged)
@@ -281,7 +282,7 @@ async def acknowledge(ctx: Incidents, incident_id: str, actor: str, via: str) ->
         await ctx.rt.queue.cancel(cancel)
     after = now - started
     gen = paging.timer_gen
-    await ctx.timeline.record(incident.id, "page_acked", entry_id=f"page_acked:{gen}", actor=actor, at=now,
+    await ctx.timeline.record(incident.id, EntryKind.PAGE_ACKED, entry_id=f"page_acked:{gen}", actor=actor, at=now,
                               text=f"acknowledged after {messages.format_duration(after)}",
                               data={"via": via, "after_s": round(after, 3), "severity": paging.severity,
                                     "level": paging.level})
@@ -336,7 +337,7 @@ async def escalate_timer_job(ctx: Incidents, job: Job) -> None:
         await ctx.store.save(incident)
     await effects.run(ctx, incident)
     targets = _target_names(level.routes)
-    await ctx.timeline.record(incident.id, "escalated", entry_id=f"escalated:{paging.severity}:L{level.number}",
+    await ctx.timeline.record(incident.id, EntryKind.ESCALATED, entry_id=f"escalated:{paging.severity}:L{level.number}",
                               actor="bot", at=now, data={"level": level.number, "reason": "timer", "due": due,
                                                          "lateness_s": round(now - due, 3),
                                                          "severity": paging.severity})
@@ -430,7 +431,7 @@ async def _send(ctx: Incidents, order: PageOrder, page: Page, provider_name: str
 
 async def _note_page(ctx: Incidents, incident: Incident, order: PageOrder, record: PageRecord, field: str) -> None:
     """Timeline entry, incident bookkeeping, and (for a failure) one plain sentence in the channel. Idempotent."""
-    kind = "page_sent" if record.ok else "page_failed"
+    kind = EntryKind.PAGE_SENT if record.ok else EntryKind.PAGE_FAILED
     await ctx.timeline.record(incident.id, kind, entry_id=f"page:{field}", actor="bot", at=record.at,
                               text=record.error or "",
                               data={"dedup_key": record.dedup_key, "delivery": record.delivery,

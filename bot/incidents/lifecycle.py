@@ -39,6 +39,7 @@ from bot.incidents.model import (
     incident_id,
 )
 from bot.incidents.service import Incidents
+from bot.incidents.timeline import EntryKind
 from bot.queue import Job, Permanent
 from bot.slack.client import SlackError
 from bot.slack.mrkdwn import escape
@@ -74,7 +75,7 @@ async def declare(ctx: Incidents, *, title: str, severity: Severity, reporter: s
                         source=source, declared_at=now, updated_at=now, origin_channel=origin_channel,  # type: ignore
                         alert_group_key=alert_group_key)
     await ctx.store.create(incident)
-    await ctx.timeline.record(new_id, "declared", entry_id="declared", actor=reporter, at=now, text=title,
+    await ctx.timeline.record(new_id, EntryKind.DECLARED, entry_id="declared", actor=reporter, at=now, text=title,
                               data={"severity": severity, "service": service, "source": source,
                                     "origin_channel": origin_channel, "alert_group_key": alert_group_key})
     await ctx.rt.queue.enqueue("incident.declare", {"incident": new_id}, job_id=f"declare:{new_id}")
@@ -314,7 +315,7 @@ async def request_incident_diagnosis(ctx: Incidents, incident: Incident, user: s
                         f"`/diagnose list` shows what can be diagnosed.")
     assert incident.channel is not None
     started = await request_diagnosis(ctx.rt, incident.service, incident.channel, user, incident_id=incident.id)
-    await ctx.timeline.record(incident.id, "diagnosis_requested", entry_id=f"diagnosis_requested:{started.run_id}",
+    await ctx.timeline.record(incident.id, EntryKind.DIAGNOSIS_REQUESTED, entry_id=f"diagnosis_requested:{started.run_id}",
                               actor=user, text=incident.service,
                               data={"service": incident.service, "run_id": started.run_id,
                                     "joined": started.joined, "planned": started.planned})
@@ -331,7 +332,7 @@ async def on_diagnosis_finished(rt: Any, run_id: str, state: dict[str, str], ver
     if not incident or ctx is None or await ctx.store.get(incident) is None:
         return
     failing = [f"{f.check} {f.target}: {f.summary}" for f in verdict.findings]  # findings are the problems
-    await ctx.timeline.record(incident, "diagnosis", entry_id=f"diagnosis:{run_id}", actor="bot",
+    await ctx.timeline.record(incident, EntryKind.DIAGNOSIS, entry_id=f"diagnosis:{run_id}", actor="bot",
                               text=verdict.headline,
                               data={"run_id": run_id, "service": verdict.target, "status": str(verdict.status.value),
                                     "suggested_severity": verdict.severity, "failing_checks": failing,
@@ -356,7 +357,7 @@ async def change_status(ctx: Incidents, incident_id_: str, actor: str, new: Inci
         incident.status = new
         incident.last_update_at, incident.last_update = now, note or f"Status: {new}"
     next_due = now + ctx.policy.update_every_s(incident.severity)
-    await ctx.timeline.record(incident.id, "status", entry_id=f"status:{key}", actor=actor, at=now,
+    await ctx.timeline.record(incident.id, EntryKind.STATUS, entry_id=f"status:{key}", actor=actor, at=now,
                               text=note or "", data={"from": old, "to": new, "next_update_due": next_due})
     await ctx.say(incident.id, f"status:{key}",
                   *messages.line(messages.status_line(incident, actor, old, new, note, next_due)))
@@ -370,7 +371,7 @@ async def add_note(ctx: Incidents, incident_id_: str, actor: str, text: str, *, 
         now = time.time()
         if incident.is_open:
             incident.last_update_at, incident.last_update = now, text
-    await ctx.timeline.record(incident.id, "note", entry_id=f"note:{key}", actor=actor, at=now, text=text)
+    await ctx.timeline.record(incident.id, EntryKind.NOTE, entry_id=f"note:{key}", actor=actor, at=now, text=text)
     await ctx.say(incident.id, f"note:{key}", *messages.line(
         f":memo: Note from {messages.who(actor)}: {messages.inert(text)}"))
     await ctx.refresh_header(incident.id)
@@ -384,7 +385,7 @@ async def set_commander(ctx: Incidents, incident_id_: str, actor: str, commander
         if old == commander:
             raise UserError(f"<@{commander}> is already the commander of {incident.id}.")
         incident.commander = commander
-    await ctx.timeline.record(incident.id, "commander", entry_id=f"commander:{key}", actor=actor,
+    await ctx.timeline.record(incident.id, EntryKind.COMMANDER, entry_id=f"commander:{key}", actor=actor,
                               data={"from": old, "to": commander})
     await ctx.say(incident.id, f"commander:{key}", *messages.line(
         f":crown: {messages.who(commander)} is now the incident commander (handed over by {messages.who(actor)})."))
@@ -411,7 +412,7 @@ async def resolve(ctx: Incidents, incident_id_: str, actor: str, resolution: str
     for job_id in (cancel_timer, cancel_reminder):
         if job_id:
             await ctx.rt.queue.cancel(job_id)
-    await ctx.timeline.record(incident.id, "resolved", entry_id="resolved", actor=actor, at=now,
+    await ctx.timeline.record(incident.id, EntryKind.RESOLVED, entry_id="resolved", actor=actor, at=now,
                               text=resolution or "",
                               data={"from": old, "duration_s": round(incident.elapsed_s(), 3),
                                     "severity": incident.severity})
@@ -474,7 +475,7 @@ async def remind_job(ctx: Incidents, job: Job) -> None:
         await ctx.store.save(incident)
     await _enqueue_reminder(ctx, incident, reminder)
     if fire is not None:
-        await ctx.timeline.record(incident.id, "reminder", entry_id=f"reminder:{gen}", actor="bot",
+        await ctx.timeline.record(incident.id, EntryKind.REMINDER, entry_id=f"reminder:{gen}", actor="bot",
                                   data={"since_update_s": round(fire, 1), "every_s": every})
         await ctx.say(incident.id, f"reminder:{gen}",
                       *messages.line(messages.reminder_line(incident, fire, every)))

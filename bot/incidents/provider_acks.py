@@ -19,6 +19,7 @@ from bot.incidents import escalation
 from bot.incidents.alerts import header
 from bot.incidents.service import Incidents
 from bot.incidents.store import IncidentNotFound
+from bot.incidents.timeline import EntryKind
 from bot.paging import (
     SIGNATURE_HEADER,
     WebhookError,
@@ -62,7 +63,7 @@ async def handle_event(ctx: Incidents, event: Any) -> dict[str, Any]:
         return {"action": "duplicate", "incident": incident_id}
     actor = event.acknowledged_by or "PagerDuty"
     if event.is_resolve:
-        await ctx.timeline.record(incident_id, "page_resolved", entry_id=f"pd:{event.event_id or event.incident_key}",
+        await ctx.timeline.record(incident_id, EntryKind.PAGE_RESOLVED, entry_id=f"pd:{event.event_id or event.incident_key}",
                                   actor=actor, text=f"PagerDuty alert {event.incident_key} resolved",
                                   data={"dedup_key": event.incident_key,
                                         "pagerduty_incident": event.pagerduty_incident_id})

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -34,13 +35,62 @@ Observer = Callable[["Entry"], Awaitable[None]]
 WATCH_ATTEMPTS = 50  # optimistic-lock retries of one entry change before giving up (bounded, like every retry)
 
 
+class EntryKind(StrEnum):
+    """Every kind of timeline entry. The values are what Redis holds, so never rename one. A new kind must also
+    be classified by the catch-up (bot/writeup/summaries.py) and the postmortem (bot/writeup/postmortem/facts.py);
+    tests/test_timeline_kinds.py checks that it is."""
+
+    # what people said and did in the channel (bot/writeup/capture.py)
+    MESSAGE = "message"
+    REPLY = "reply"
+    REACTION = "reaction"
+    PIN = "pin"
+    MEMBER_JOINED = "member_joined"
+    # what the incident commands changed (bot/incidents/lifecycle.py, escalation.py, roles.py)
+    DECLARED = "declared"
+    SEVERITY = "severity"
+    STATUS = "status"
+    COMMANDER = "commander"
+    ROLE = "role"
+    NOTE = "note"
+    RESOLVED = "resolved"
+    REMINDER = "reminder"
+    ACTION_ITEM = "action_item"
+    # paging (bot/incidents/escalation.py, provider_acks.py) and alerts (alerts.py)
+    PAGE_SENT = "page_sent"
+    PAGE_FAILED = "page_failed"
+    PAGE_ACKED = "page_acked"
+    PAGE_RESOLVED = "page_resolved"
+    ESCALATED = "escalated"
+    ALERT = "alert"
+    # diagnosis runs (bot/incidents/lifecycle.py, bot/writeup/install.py)
+    DIAGNOSIS_REQUESTED = "diagnosis_requested"
+    DIAGNOSIS = "diagnosis"
+    DIAGNOSIS_FINDINGS = "diagnosis_findings"
+    # what the bot wrote about the incident (bot/writeup)
+    SUMMARY = "summary"
+    POSTMORTEM = "postmortem"
+
+
+MESSAGE_KINDS = frozenset({EntryKind.MESSAGE, EntryKind.REPLY})  # what people wrote in the channel or a thread
+
+
+def entry_kind(kind: str) -> EntryKind:
+    """`kind` as an EntryKind; a ValueError naming the known kinds for any other string (a typo would otherwise
+    record entries that no summary or postmortem shows)."""
+    try:
+        return EntryKind(kind)
+    except ValueError:
+        known = ", ".join(k.value for k in EntryKind)
+        raise ValueError(f"unknown timeline entry kind {kind!r}; expected one of {known}") from None
+
+
 @dataclass
 class Entry:
     id: str
     incident_id: str
     at: float  # epoch seconds (UTC)
-    kind: str  # message, reply, reaction, pin, member_joined, declared, severity, status, commander, note,
-    #            page_sent, page_acked, escalated, diagnosis, resolved, action_item, summary, ...
+    kind: str  # an EntryKind; entries read back from Redis hold its plain string value (equal to the member)
     actor: str | None = None  # Slack user id, or "bot"
     text: str = ""
     ts: str | None = None  # Slack message ts, when the entry is (about) a message
@@ -92,15 +142,18 @@ class Timeline:
     def _thread_key(self, incident_id: str, thread_ts: str) -> str:
         return f"{self.namespace}:inc:{incident_id}:tl:thread:{thread_ts}"
 
-    async def record(self, incident_id: str, kind: str, *, entry_id: str | None = None, at: float | None = None,
+    async def record(self, incident_id: str, kind: EntryKind | str, *, entry_id: str | None = None, at: float | None = None,
                      actor: str | None = None, text: str = "", **fields: Any) -> Entry:
-        """Add an entry; with an `entry_id` that exists already, keep the original and return it (idempotent)."""
+        """Add an entry; with an `entry_id` that exists already, keep the original and return it (idempotent).
+        An unknown `kind` raises ValueError."""
+        kind = entry_kind(kind)
         entry = Entry(id=entry_id or f"{kind}:{uuid.uuid4().hex[:12]}", incident_id=incident_id,
                       at=time.time() if at is None else at, kind=kind, actor=actor, text=text, **fields)
         return await self.add(entry) or await self._require(incident_id, entry.id)
 
     async def add(self, entry: Entry) -> Entry | None:
         """Store a complete entry unless its id exists; None when it did (nothing changed then)."""
+        entry_kind(entry.kind)  # refuse an unknown kind here too: captured messages come in through `add`
         data_key, order_key = self._keys(entry.incident_id)
         if not await self.redis.hsetnx(data_key, entry.id, entry.to_json()):
             return None

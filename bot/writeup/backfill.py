@@ -28,7 +28,7 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot.incidents.timeline import Entry
+from bot.incidents.timeline import MESSAGE_KINDS, Entry
 from bot.queue import Job
 from bot.runtime import Runtime
 from bot.slack.client import SlackError
@@ -235,7 +235,7 @@ async def _merge(w: Writeup, report: BackfillReport, incident: IncidentView, cha
 async def _reconcile(w: Writeup, incident: IncidentView, seen: set[str], cutoff: float) -> int:
     """Messages the timeline holds that a complete read no longer lists were deleted while the bot was away."""
     vanished = [e for e in await w.timeline.entries(incident.id)
-                if e.kind in ("message", "reply") and not e.removed and e.channel == incident.channel and e.ts
+                if e.kind in MESSAGE_KINDS and not e.removed and e.channel == incident.channel and e.ts
                 and e.ts not in seen and e.at <= cutoff and _in_scope(e, incident)]
     for entry in vanished:
         await w.timeline.update(incident.id, entry.id, removed=True, data={"removed_by": "backfill"})

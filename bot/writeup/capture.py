@@ -29,7 +29,7 @@ import logging
 import re
 from typing import Any
 
-from bot.incidents.timeline import Entry, message_entry_id
+from bot.incidents.timeline import Entry, EntryKind, message_entry_id
 from bot.runtime import Runtime
 from bot.writeup.context import CaptureRules, Writeup, bot_identity, writeup_of
 from bot.writeup.requests import request_backfill
@@ -72,7 +72,7 @@ def message_entry(incident_id: str, channel: str, message: dict, rules: CaptureR
     if message.get("files"):
         data["files"] = [str(f.get("name") or f.get("title") or "file") for f in message["files"]][:20]
     entry = Entry(id=message_entry_id(channel, ts), incident_id=incident_id, at=float(ts),
-                  kind="reply" if reply else "message", actor=actor, text=str(message.get("text") or ""),
+                  kind=EntryKind.REPLY if reply else EntryKind.MESSAGE, actor=actor, text=str(message.get("text") or ""),
                   ts=ts, thread_ts=thread_ts, channel=channel, data=data,
                   edited=bool(message.get("edited")))
     return derive(entry, rules)
@@ -213,7 +213,7 @@ async def _on_reaction(w: Writeup, event: dict) -> None:
     added = event.get("type") == "reaction_added"
     entry_id = f"reaction:{channel}:{ts}:{name}:{user}"
     at = float(event.get("event_ts") or ts)
-    recorded = await w.timeline.record(incident_id, "reaction", entry_id=entry_id, at=at, actor=user,
+    recorded = await w.timeline.record(incident_id, EntryKind.REACTION, entry_id=entry_id, at=at, actor=user,
                                        text=str(name), ts=ts, channel=channel, removed=not added)
     if recorded.removed == added:
         await w.timeline.update(incident_id, entry_id, removed=not added)
@@ -281,7 +281,7 @@ async def _on_pin(w: Writeup, event: dict) -> None:
     pinned = event.get("type") == "pin_added"
     entry_id = f"pin:{channel}:{ts}"
     at = float(event.get("event_ts") or ts)
-    recorded = await w.timeline.record(incident_id, "pin", entry_id=entry_id, at=at, actor=event.get("user"),
+    recorded = await w.timeline.record(incident_id, EntryKind.PIN, entry_id=entry_id, at=at, actor=event.get("user"),
                                        ts=ts, channel=channel, removed=not pinned)
     if recorded.removed == pinned:
         await w.timeline.update(incident_id, entry_id, removed=not pinned, at=at)
@@ -311,7 +311,7 @@ async def _on_member_joined(w: Writeup, event: dict) -> None:
     if not incident_id:
         return
     at = float(event.get("event_ts") or 0) or None
-    await w.timeline.record(incident_id, "member_joined", entry_id=f"joined:{channel}:{user}", at=at, actor=user,
+    await w.timeline.record(incident_id, EntryKind.MEMBER_JOINED, entry_id=f"joined:{channel}:{user}", at=at, actor=user,
                             channel=channel, data={"inviter": event.get("inviter")})
     user_id, _ = await bot_identity(w)
     if user_id and user == user_id:

@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 from bot.incidents.service import Incidents
-from bot.incidents.timeline import Entry, Timeline
+from bot.incidents.timeline import Entry, EntryKind, Timeline
 from bot.runtime import Runtime
 from bot.writeup.config import WriteupSettings, load_writeup_settings
 from bot.writeup.context import CaptureRules, Writeup, writeup_of
@@ -76,17 +76,17 @@ def job_handlers(rt: Runtime) -> dict[str, Any]:
 async def on_timeline_entry(rt: Runtime, entry: Entry) -> None:
     """React to what the incident feature records (runs inside its call: only quick enqueues here)."""
     w = writeup_of(rt)
-    if entry.kind == "resolved" and w.settings.postmortem_on_resolve:
+    if entry.kind == EntryKind.RESOLVED and w.settings.postmortem_on_resolve:
         from bot.writeup.requests import request_postmortem
 
         # A moment's delay, so the resolution's own channel post (queued right after this entry) exists to link.
         await request_postmortem(rt, entry.incident_id, reason="resolved", backfill=w.settings.backfill_on_resolve,
                                  delay_s=RESOLVE_GRACE_S)
-    elif entry.kind == "declared":
+    elif entry.kind == EntryKind.DECLARED:
         from bot.writeup.summaries import arm_catch_up
 
         await arm_catch_up(rt, entry.incident_id, str(entry.data.get("severity") or "P2"))
-    elif entry.kind == "severity" and entry.data.get("to"):
+    elif entry.kind == EntryKind.SEVERITY and entry.data.get("to"):
         from bot.writeup.summaries import arm_catch_up
 
         await arm_catch_up(rt, entry.incident_id, str(entry.data["to"]), replace=True)
@@ -101,7 +101,7 @@ async def record_findings(rt: Runtime, run_id: str, state: dict[str, str], verdi
     findings = [{"check": f.check, "target": f.target, "status": str(getattr(f.status, "value", f.status)),
                  "summary": f.summary, "severity": f.severity, "evidence": _jsonable(f.evidence or {}),
                  "hint": f.hint, "resource": f.resource} for f in verdict.findings]
-    await w.timeline.record(incident_id, "diagnosis_findings", entry_id=f"diagnosis_findings:{run_id}",
+    await w.timeline.record(incident_id, EntryKind.DIAGNOSIS_FINDINGS, entry_id=f"diagnosis_findings:{run_id}",
                             actor="bot", text=verdict.headline,
                             data={"run_id": run_id, "service": verdict.target,
                                   "status": str(getattr(verdict.status, "value", verdict.status)),

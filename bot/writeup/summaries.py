@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from bot.incidents.timeline import Entry
+from bot.incidents.timeline import MESSAGE_KINDS, Entry, EntryKind
 from bot.queue import Job
 from bot.runtime import Runtime
 from bot.slack.client import SlackError
@@ -66,8 +66,40 @@ _DECISION = re.compile(r"^\s*(decision|decided)\s*:|\b(we decided|we(?:'ll| will
 _ANSWER_START = re.compile(r"^\s*(yes|yep|yeah|no|nope|nah|because|it'?s|it is|it was|answer|a:|done|fixed|"
                            r"confirmed|correct|right|that'?s|we did|i did|already)\b", re.IGNORECASE)
 _SOLVED = re.compile(r"\b(never ?mind|nvm|found it|figured it out|answered|solved)\b", re.IGNORECASE)
-SUMMARY_KINDS = {"status", "severity", "commander", "note", "page_sent", "page_failed", "page_acked", "escalated",
-                 "diagnosis", "resolved", "declared"}
+
+
+@dataclass(frozen=True)
+class InCatchUp:
+    """How the catch-up treats one kind of timeline entry."""
+
+    news: bool  # a new entry of this kind makes the periodic catch-up worth posting
+    listed: bool = False  # listed under "what changed", in the bot's words (postmortem.facts._describe)
+    quoted: bool = False  # ... followed by the text someone wrote with it
+
+
+_QUIET = InCatchUp(news=False)  # the channel's own bookkeeping, and the bot's own summaries
+_NEWS = InCatchUp(news=True)  # worth a catch-up; people's words are digested, the rest is not listed
+_LISTED = InCatchUp(news=True, listed=True)
+_QUOTED = InCatchUp(news=True, listed=True, quoted=True)
+
+# Every EntryKind, explicitly (tests/test_timeline_kinds.py checks that none is missing).
+CATCH_UP: dict[EntryKind, InCatchUp] = {
+    EntryKind.MESSAGE: _NEWS, EntryKind.REPLY: _NEWS,
+    EntryKind.REACTION: _QUIET, EntryKind.PIN: _QUIET, EntryKind.MEMBER_JOINED: _QUIET,
+    EntryKind.DECLARED: _LISTED, EntryKind.SEVERITY: _QUOTED, EntryKind.STATUS: _QUOTED,
+    EntryKind.COMMANDER: _LISTED, EntryKind.ROLE: _NEWS, EntryKind.NOTE: _QUOTED, EntryKind.RESOLVED: _QUOTED,
+    EntryKind.REMINDER: _NEWS, EntryKind.ACTION_ITEM: _NEWS,
+    EntryKind.PAGE_SENT: _LISTED, EntryKind.PAGE_FAILED: _LISTED, EntryKind.PAGE_ACKED: _LISTED,
+    EntryKind.PAGE_RESOLVED: _NEWS, EntryKind.ESCALATED: _LISTED, EntryKind.ALERT: _NEWS,
+    EntryKind.DIAGNOSIS_REQUESTED: _NEWS, EntryKind.DIAGNOSIS: _LISTED, EntryKind.DIAGNOSIS_FINDINGS: _NEWS,
+    EntryKind.SUMMARY: _QUIET, EntryKind.POSTMORTEM: _NEWS,
+}
+_DECIDED = frozenset({EntryKind.STATUS, EntryKind.SEVERITY})  # bot-recorded changes listed as decisions
+
+
+def in_catch_up(kind: str) -> InCatchUp:
+    """How the catch-up treats `kind`; an entry stored under a kind this version does not know is news."""
+    return CATCH_UP.get(kind, _NEWS)  # type: ignore[call-overload]
 
 
 # ------------------------------------------------------------------------------------------------ the digest
@@ -96,7 +128,7 @@ class Digest:
 def digest(entries: list[Entry], rules: CaptureRules, names: dict[str, str] | None = None) -> Digest:
     """The extractive summary of messages (a thread, or an incident since some time). Pure and deterministic."""
     names = names or {}
-    messages = [e for e in entries if e.kind in ("message", "reply") and not e.removed]
+    messages = [e for e in entries if e.kind in MESSAGE_KINDS and not e.removed]
     replies = sum(1 for e in messages if e.is_reply)
     counts = Counter(e.actor for e in messages if e.actor)
     first_seen = {}
@@ -106,7 +138,7 @@ def digest(entries: list[Entry], rules: CaptureRules, names: dict[str, str] | No
     d = Digest(replies=replies, participants=[(u, n) for u, n in participants])
     d.key_points = _key_points(messages, rules, names)
     d.decisions = [_item(e, names) for e in messages if _DECISION.search(plain(e.text, names))]
-    d.decisions += [Item(_bot_change(e), e.actor, e.at) for e in entries if e.kind in ("status", "severity")
+    d.decisions += [Item(_bot_change(e), e.actor, e.at) for e in entries if e.kind in _DECIDED
                     and not e.removed]
     d.decisions.sort(key=lambda i: i.at)
     d.questions = open_questions(messages, rules, names)
@@ -189,7 +221,7 @@ def _answerable(m: Entry, text: str, open_: list[tuple[Entry, set[str]]]) -> lis
 
 def _bot_change(e: Entry) -> str:
     d = e.data
-    what = "Status" if e.kind == "status" else "Severity"
+    what = "Status" if e.kind == EntryKind.STATUS else "Severity"
     note = f": {e.text}" if e.text else ""
     return f"{what} {d.get('from', '?')} → {d.get('to', '?')}{note}"
 
@@ -310,7 +342,7 @@ async def _overview(w: Writeup, title: str, entries: list[Entry], names: dict[st
     if w.summarizer is None:
         return None
     lines = [f"{names.get(e.actor or '', e.actor or '?')}: {plain(e.text, names)}" for e in entries
-             if e.kind in ("message", "reply") and not e.removed]
+             if e.kind in MESSAGE_KINDS and not e.removed]
     return await w.summarizer.overview(title, lines) if lines else None
 
 
@@ -471,14 +503,14 @@ async def catch_up(rt: Runtime, incident_id: str, *, now: float | None = None) -
     everything_actions = [Item(plain(e.data["action"].get("text") or "", names), e.actor, e.at, e.ts,
                                e.data["action"].get("owner")) for e in action_entries]
     d = digest(recent, w.rules, names)
-    changes = [e for e in recent if e.kind in SUMMARY_KINDS and not e.removed]
+    changes = [e for e in recent if in_catch_up(e.kind).listed and not e.removed]
     on_it = list(dict.fromkeys([u for u in [incident.commander] if u] + [u for u, _ in d.participants]))
-    keys = [_item(e, names) for e in recent if e.kind in ("message", "reply") and e.key_event and not e.removed]
+    keys = [_item(e, names) for e in recent if e.kind in MESSAGE_KINDS and e.key_event and not e.removed]
     return CatchUp(incident, since, changes, d, everything_actions, on_it, keys), names
 
 
 async def _open_actions(w: Writeup, incident_id: str) -> list[Entry]:
-    return [e for e in await w.timeline.entries(incident_id) if e.kind in ("message", "reply") and not e.removed
+    return [e for e in await w.timeline.entries(incident_id) if e.kind in MESSAGE_KINDS and not e.removed
             and e.data.get("action") and not e.data["action"].get("done")]
 
 
@@ -498,8 +530,8 @@ def render_catch_up(c: CatchUp, names: dict[str, str], *, now: float | None = No
                               SECTION_TEXT_MAX))
     since = datetime.fromtimestamp(c.since, UTC).strftime("%H:%M UTC")
     changed = [f"• {datetime.fromtimestamp(e.at, UTC).strftime('%H:%M')} {inert(_describe(e, names))}"
-               + (f": {inert(' '.join(plain(e.text, names).split())[:ITEM_CHARS])}" if e.text and e.kind in
-                  ("status", "note", "severity", "resolved") else "") for e in c.changes]
+               + (f": {inert(' '.join(plain(e.text, names).split())[:ITEM_CHARS])}" if e.text and in_catch_up(e.kind).quoted
+                  else "") for e in c.changes]
     talk = sum(n for _, n in c.digest.participants)
     if talk:
         changed.append(f"• {talk} messages from {len(c.digest.participants)} people")
@@ -529,7 +561,7 @@ async def post_catch_up(rt: Runtime, incident_id: str) -> str | None:
     thread = incident.thread_ts if incident.mode == "thread" else None
     posted = await rt.slack.post_message(incident.channel, text, blocks=blocks, thread_ts=thread)
     await rt.redis.set(rt.key("wu", "catchup", incident_id, "at"), time.time())
-    await writeup_of(rt).timeline.record(incident_id, "summary", entry_id=f"summary:{posted['ts']}", actor="bot",
+    await writeup_of(rt).timeline.record(incident_id, EntryKind.SUMMARY, entry_id=f"summary:{posted['ts']}", actor="bot",
                                          ts=str(posted["ts"]), channel=incident.channel,
                                          data={"thread_ts": thread} if thread else {})
     return str(posted["ts"])
@@ -567,7 +599,7 @@ async def catch_up_job(rt: Runtime, job: Job) -> None:
     since = float(raw) if raw else incident.declared_at
     if time.time() - since >= every - 1:
         news = [e for e in await writeup_of(rt).timeline.entries_since(incident_id, since)
-                if e.kind not in ("reaction", "pin", "member_joined", "summary")]
+                if in_catch_up(e.kind).news]
         if news:
             await post_catch_up(rt, incident_id)
         else:

@@ -26,18 +26,49 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from bot import durations
-from bot.incidents.timeline import Entry
+from bot.incidents.timeline import Entry, EntryKind
 from bot.writeup.slacktext import plain
 from bot.writeup.view import IncidentView
 
 # How fast each severity must be answered (the runbook's table), for the "went well / went wrong" prompts.
 RESPOND_WITHIN_S = {"P0": 15 * 60, "P1": 3600, "P2": 4 * 3600, "P3": 24 * 3600}
-BOT_ACTIONS = {"declared", "severity", "status", "commander", "note", "page_sent", "page_failed", "page_acked",
-               "escalated", "diagnosis_requested", "diagnosis", "resolved", "reminder", "action_item"}
-_QUOTED = {"severity", "status", "note", "page_failed", "escalated", "resolved", "action_item"}  # text people wrote
+
+
+class InPostmortem(Enum):
+    """What the postmortem makes of one kind of timeline entry."""
+
+    TALK = "talk"  # people's words: counted, searched for key events, action items and lessons
+    FINDINGS = "findings"  # a diagnosis run's findings, shown under that run
+    EVENT = "event"  # a line of the timeline, in the bot's words (`_describe`)
+    QUOTED = "quoted"  # ... followed by the text someone wrote with it
+    LEFT_OUT = "left out"  # deliberately not in the postmortem
+
+
+_E = EntryKind
+# Every EntryKind, explicitly (tests/test_timeline_kinds.py checks that none is missing).
+POSTMORTEM: dict[EntryKind, InPostmortem] = {
+    _E.MESSAGE: InPostmortem.TALK, _E.REPLY: InPostmortem.TALK,
+    _E.REACTION: InPostmortem.LEFT_OUT, _E.PIN: InPostmortem.LEFT_OUT,  # already folded into their message
+    _E.MEMBER_JOINED: InPostmortem.LEFT_OUT, _E.ROLE: InPostmortem.LEFT_OUT,
+    _E.DECLARED: InPostmortem.EVENT, _E.SEVERITY: InPostmortem.QUOTED, _E.STATUS: InPostmortem.QUOTED,
+    _E.COMMANDER: InPostmortem.EVENT, _E.NOTE: InPostmortem.QUOTED, _E.RESOLVED: InPostmortem.QUOTED,
+    _E.REMINDER: InPostmortem.EVENT, _E.ACTION_ITEM: InPostmortem.QUOTED,
+    _E.PAGE_SENT: InPostmortem.EVENT, _E.PAGE_FAILED: InPostmortem.QUOTED, _E.PAGE_ACKED: InPostmortem.EVENT,
+    _E.PAGE_RESOLVED: InPostmortem.LEFT_OUT,  # the PagerDuty alert closing is not the incident ending
+    _E.ESCALATED: InPostmortem.QUOTED, _E.ALERT: InPostmortem.LEFT_OUT,
+    _E.DIAGNOSIS_REQUESTED: InPostmortem.EVENT, _E.DIAGNOSIS: InPostmortem.EVENT,
+    _E.DIAGNOSIS_FINDINGS: InPostmortem.FINDINGS,
+    _E.SUMMARY: InPostmortem.LEFT_OUT, _E.POSTMORTEM: InPostmortem.LEFT_OUT,  # the bot's own write-ups
+}
+
+
+def in_postmortem(kind: str) -> InPostmortem:
+    """What the postmortem makes of `kind`; a kind this version does not know is left out."""
+    return POSTMORTEM.get(kind, InPostmortem.LEFT_OUT)  # type: ignore[call-overload]
 _LUCKY = re.compile(r"\b(lucky|luckily|fortunately|by chance|happened to|close call|near miss)\b", re.IGNORECASE)
 _WELL = re.compile(r"\b(went well|worked well|helped a lot|good call|saved us)\b", re.IGNORECASE)
 _WRONG = re.compile(r"\b(went wrong|didn'?t work|did not work|should have|took too long|confusing|"
@@ -269,16 +300,17 @@ class _Builder:
     def take(self, e: Entry) -> None:
         if e.removed:
             return
-        if e.kind in ("message", "reply"):
+        use = in_postmortem(e.kind)
+        if use is InPostmortem.TALK:
             self._message(e)
-        elif e.kind == "diagnosis_findings":
+        elif use is InPostmortem.FINDINGS:
             run = str(e.data.get("run_id") or e.id)
             self.findings_by_run[run] = (e, [_finding(f) for f in e.data.get("findings") or []])
-        elif e.kind in BOT_ACTIONS:
+        elif use in (InPostmortem.EVENT, InPostmortem.QUOTED):
             self._action(e)
 
     def _message(self, e: Entry) -> None:
-        if e.kind == "reply":
+        if e.kind == EntryKind.REPLY:
             self.replies += 1
         else:
             self.messages += 1
@@ -307,50 +339,50 @@ class _Builder:
         link = self._bot_link(e)
         text = plain(e.text, self.names) if e.text else ""
         what = _describe(e, self.names)
-        if e.kind == "declared":
+        if e.kind == EntryKind.DECLARED:
             self.declared = self.declared or e
-        elif e.kind == "resolved":
+        elif e.kind == EntryKind.RESOLVED:
             self.resolved = e
-        elif e.kind == "severity":
+        elif e.kind == EntryKind.SEVERITY:
             self.severity_changes.append(e)
-        elif e.kind == "status":
+        elif e.kind == EntryKind.STATUS:
             if d.get("to") == "monitoring" and self.mitigated is None:
                 self.mitigated = e
             if d.get("to") == "identified" and text:
                 self.notes.append(Note(e.at, e.actor, text, link))
-        elif e.kind == "commander" and d.get("to"):
+        elif e.kind == EntryKind.COMMANDER and d.get("to"):
             self.commanders.append((e.at, str(d["to"]), str(d.get("from") or "")))
-        elif e.kind in ("page_sent", "page_failed"):
-            ok = e.kind == "page_sent"
+        elif e.kind in (EntryKind.PAGE_SENT, EntryKind.PAGE_FAILED):
+            ok = e.kind == EntryKind.PAGE_SENT
             if ok and self.first_page is None:
                 self.first_page = e
             self.pages.append(PageEvent(e.at, str(d.get("delivery") or "?"), str(d.get("severity") or ""),
                                         d.get("level"), ok, text if not ok else "", str(d.get("reason") or "")))
-        elif e.kind == "page_acked":
+        elif e.kind == EntryKind.PAGE_ACKED:
             self.first_ack = self.first_ack or e
             self.acks.append(Ack(e.at, e.actor, str(d.get("via") or ""), d.get("after_s")))
-        elif e.kind == "escalated":
+        elif e.kind == EntryKind.ESCALATED:
             self.escalations.append(Event(e.at, e.kind, what, e.actor, text, link))
-        elif e.kind == "diagnosis":
+        elif e.kind == EntryKind.DIAGNOSIS:
             self.diagnoses.append(e)
-        elif e.kind == "reminder":
+        elif e.kind == EntryKind.REMINDER:
             self.reminders += 1
-        elif e.kind == "action_item":
+        elif e.kind == EntryKind.ACTION_ITEM:
             self.actions.append(ActionItem(e.at, text, d.get("owner") or e.actor, bool(d.get("done")), "bot",
                                            e.actor, link))
-        quote = text if e.kind in _QUOTED else ""
+        quote = text if in_postmortem(e.kind) is InPostmortem.QUOTED else ""
         self.events.append(Event(e.at, e.kind, what, e.actor, quote, link, ref=e.data.get("run_id")))
 
     def _bot_link(self, e: Entry) -> str | None:
         inc = self.incident
         if e.ts and e.channel:
             return self.links.message(e.channel, e.ts, e.thread_ts)
-        if e.kind == "diagnosis" and e.data.get("parent_ts"):
+        if e.kind == EntryKind.DIAGNOSIS and e.data.get("parent_ts"):
             return self.links.message(inc.channel, str(e.data["parent_ts"]))
-        key = {"declared": "header"}.get(e.id) or (f"ack:{e.id.split(':', 1)[1]}" if e.kind == "page_acked"
+        key = {"declared": "header"}.get(e.id) or (f"ack:{e.id.split(':', 1)[1]}" if e.kind == EntryKind.PAGE_ACKED
                                                   and ":" in e.id else e.id)
         ts = inc.posted.get(key)
-        if e.kind == "declared" and inc.link:
+        if e.kind == EntryKind.DECLARED and inc.link:
             return inc.link
         if not ts:
             return None
@@ -550,43 +582,43 @@ def _describe(e: Entry, names: dict[str, str]) -> str:
     """The bot's words for one of its actions: blameless, systems and steps rather than people's failings."""
     d = e.data
     kind = e.kind
-    if kind == "declared":
+    if kind == EntryKind.DECLARED:
         svc = f", service {d['service']}" if d.get("service") else ""
         return f"Incident declared as {d.get('severity', '?')}{svc}" + (
             f" (from {d['source']})" if d.get("source") not in (None, "slack") else "")
-    if kind == "severity":
+    if kind == EntryKind.SEVERITY:
         return f"Severity {d.get('from', '?')} → {d.get('to', '?')}" + (
             f"; paged {len(d['paged'])} more" if d.get("paged") else "")
-    if kind == "status":
+    if kind == EntryKind.STATUS:
         return f"Status {d.get('from', '?')} → {d.get('to', '?')}"
-    if kind == "commander":
+    if kind == EntryKind.COMMANDER:
         return f"Commander role handed over to {_who(d.get('to'), names)}"
-    if kind == "note":
+    if kind == EntryKind.NOTE:
         return "Note added"
-    if kind == "page_sent":
+    if kind == EntryKind.PAGE_SENT:
         return f"Page sent to {d.get('delivery', '?')} ({d.get('severity', '?')}, level {d.get('level', '?')})"
-    if kind == "page_failed":
+    if kind == EntryKind.PAGE_FAILED:
         return f"Page to {d.get('delivery', '?')} could not be delivered"
-    if kind == "page_acked":
+    if kind == EntryKind.PAGE_ACKED:
         after = d.get("after_s")
         return "Page acknowledged" + (f" after {fmt_duration(float(after))}" if after is not None else "") + (
             f" via {d['via']}" if d.get("via") else "")
-    if kind == "escalated":
+    if kind == EntryKind.ESCALATED:
         if d.get("reason") == "people":
             return f"Paged {len(d.get('people') or [])} named responder(s)"
         return f"Escalated to level {d.get('level', '?')} ({d.get('reason', 'manual')})" + (
             " by timer: not acknowledged in time" if d.get("reason") == "timer" else "")
-    if kind == "diagnosis_requested":
+    if kind == EntryKind.DIAGNOSIS_REQUESTED:
         return f"Diagnosis of {d.get('service', '?')} started ({d.get('planned', '?')} checks)"
-    if kind == "diagnosis":
+    if kind == EntryKind.DIAGNOSIS:
         counts = d.get("counts") or {}
         return f"Diagnosis of {d.get('service', '?')} finished: {d.get('status', '?')}" + (
             f" ({_counts(counts)})" if counts else "")
-    if kind == "resolved":
+    if kind == EntryKind.RESOLVED:
         return "Resolved"
-    if kind == "reminder":
+    if kind == EntryKind.REMINDER:
         return "Reminder: a status update was due"
-    if kind == "action_item":
+    if kind == EntryKind.ACTION_ITEM:
         return "Action item recorded"
     return kind.replace("_", " ").capitalize()
 

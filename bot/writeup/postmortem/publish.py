@@ -23,6 +23,7 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
+from bot.incidents.timeline import EntryKind
 from bot.queue import Job, Permanent
 from bot.runtime import Runtime
 from bot.slack.client import SlackError
@@ -88,7 +89,7 @@ async def publish_postmortem(rt: Runtime, incident_id: str) -> Published:
                           "s3": result.s3_uri, "at": str(time.time()),
                           "mode": "canvas" if result.canvas_id else "file"}.items() if v})
     result.announced = await _announce(rt, incident, result, previous_link=state.get("link"))
-    await w.timeline.record(incident_id, "postmortem", entry_id=f"postmortem:{result.canvas_id or result.file_id}",
+    await w.timeline.record(incident_id, EntryKind.POSTMORTEM, entry_id=f"postmortem:{result.canvas_id or result.file_id}",
                             actor="bot", text=result.link or "",
                             data={"canvas_id": result.canvas_id, "file_id": result.file_id, "s3": result.s3_uri})
     return result
