@@ -139,7 +139,7 @@ async def test_threads_elsewhere_are_summarised_only_when_enabled(local_slack, r
 
 async def test_markup_in_the_thread_stays_inert_in_the_summary(local_slack, redis_url, tmp_path, monkeypatch):
     async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch, SUMMARY_THRESHOLD="3") as bot:
-        incident = await declare(bot, "Injection P3")
+        incident = await declare(bot, "declare Injection P3")  # one word alone is previewed, not declared
         root = await say(bot, incident.channel, "U2", "<!channel> *bold* `code` | # Heading &lt;!here&gt;?")
         await chat(bot, incident.channel, root, [("U1", "x" * 10_000 + "?"), ("U2", "<@U1|alice> *look*?"),
                                                  ("U1", "TODO: `rm -rf` <https://evil.example|click> ~now~")])
@@ -191,7 +191,7 @@ async def test_an_optional_summariser_adds_an_overview_and_its_failure_changes_n
         async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch, SUMMARY_THRESHOLD="3",
                                SUMMARIZER_URL=api["url"], SUMMARIZER_API_KEY="sk-test-123",
                                SUMMARIZER_MODEL="test-model") as bot:
-            incident = await declare(bot, "Checkout P3")
+            incident = await declare(bot, "declare Checkout P3")
             root = await say(bot, incident.channel, "U2", "500s since the deploy")
             await chat(bot, incident.channel, root, [("U1", "roll back?"), ("U2", "yes, rolling back"),
                                                      ("U1", "done")])
@@ -245,7 +245,7 @@ async def test_catch_ups_follow_the_severity_cadence_while_something_happens(
         local_slack, redis_url, tmp_path, monkeypatch):
     async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch,
                            policy=default_policy(None, update_every_s=1)) as bot:
-        incident = await declare(bot, "Cadence P3")
+        incident = await declare(bot, "declare Cadence P3")
         await say(bot, incident.channel, "U2", "still broken")
         await bot.wait_for(lambda: [m for m in local_slack.messages(incident.channel) if "Catch-up" in m.text],
                            timeout_s=6, what="a cadence catch-up")

@@ -131,7 +131,7 @@ async def test_channel_activity_lands_in_the_timeline_once_with_key_events_and_a
 
 async def test_removing_the_reaction_or_pin_unmarks_the_key_event(local_slack, redis_url, tmp_path, monkeypatch):
     async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch, KEY_EVENT_REACTION="fire") as bot:
-        incident = await declare(bot, "Latency P3")
+        incident = await declare(bot, "declare Latency P3")  # one word alone is previewed, not declared
         ts = await say(bot, incident.channel, "U2", "p99 at 4s")
         await react(bot, incident.channel, ts, "U1", "pushpin")  # not the configured reaction any more
         assert not (await bot.ctx.timeline.get(incident.id, message_entry_id(incident.channel, ts))).key_event

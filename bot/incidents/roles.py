@@ -13,6 +13,7 @@ from bot.incidents import messages
 from bot.incidents.config import IncidentSettings
 from bot.incidents.model import ROLE_LABELS, Incident, role_label
 from bot.incidents.service import Incidents
+from bot.incidents.timeline import EntryKind
 from bot.slack.mrkdwn import escape, one_line
 
 COMMANDER = "commander"
@@ -48,7 +49,7 @@ async def assign_role(ctx: Incidents, incident_id_: str, actor: str, role: str, 
         if old == person:
             raise UserError(f"<@{person}> is already the {role_label(role).lower()} of {incident.id}.")
         incident.roles[role] = person
-    await ctx.timeline.record(incident.id, "role", entry_id=f"role:{key}", actor=actor,
+    await ctx.timeline.record(incident.id, EntryKind.ROLE, entry_id=f"role:{key}", actor=actor,
                               data={"role": role, "from": old, "to": person})
     await ctx.say(incident.id, f"role:{key}", *messages.line(
         f":busts_in_silhouette: {messages.who(person)} is now the {role_label(role).lower()} of {incident.id} "
