@@ -389,9 +389,7 @@ async def set_commander(ctx: Incidents, incident_id_: str, actor: str, commander
                               data={"from": old, "to": commander})
     await ctx.say(incident.id, f"commander:{key}", *messages.line(
         f":crown: {messages.who(commander)} is now the incident commander (handed over by {messages.who(actor)})."))
-    if incident.mode == "channel":
-        await ctx.rt.queue.enqueue("incident.invite", {"incident": incident.id, "users": [commander]},
-                                   job_id=f"invite:{incident.id}:{key}")
+    await ctx.invite(incident, commander, key)
     await ctx.refresh_header(incident.id)
     return incident
 

@@ -54,9 +54,7 @@ async def assign_role(ctx: Incidents, incident_id_: str, actor: str, role: str, 
     await ctx.say(incident.id, f"role:{key}", *messages.line(
         f":busts_in_silhouette: {messages.who(person)} is now the {role_label(role).lower()} of {incident.id} "
         f"(assigned by {messages.who(actor)})."))
-    if incident.mode == "channel":
-        await ctx.rt.queue.enqueue("incident.invite", {"incident": incident.id, "users": [person]},
-                                   job_id=f"invite:{incident.id}:{key}")
+    await ctx.invite(incident, person, key)
     await ctx.refresh_header(incident.id)
     return incident
 

@@ -73,6 +73,12 @@ class Incidents:
         await self.rt.queue.enqueue("incident.refresh", {"incident": incident_id}, job_id=f"refresh:{incident_id}",
                                     delay_s=delay_s)
 
+    async def invite(self, incident: Incident, user: str, key: str) -> None:
+        """A new commander or role holder is brought into the incident channel (a job: Slack may be slow)."""
+        if incident.mode == "channel":
+            await self.rt.queue.enqueue("incident.invite", {"incident": incident.id, "users": [user]},
+                                        job_id=f"invite:{incident.id}:{key}")
+
     async def say(self, incident_id: str, key: str, text: str, blocks: list[dict] | None = None) -> None:
         """Queue a message into the incident (its channel, or its thread), posted once under `key`."""
         await self.rt.queue.enqueue("incident.post", {"incident": incident_id, "key": key, "text": text,
