@@ -12,11 +12,15 @@ figures; not a test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import statistics
+import subprocess
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from benchmarks import pct
 from bot.app.redis_server import RedisServer
@@ -64,17 +68,22 @@ async def wait_for_keys(pd: FakePagerDuty, keys: list[str], timeout_s: float) ->
     raise TimeoutError(f"{len(missing)} pages never reached PagerDuty: {missing[:5]}")
 
 
-async def run(tmp: Path) -> None:
+@contextlib.asynccontextmanager
+async def bot_with_worker_processes(tmp: Path, procs: list[subprocess.Popen], *, processes: int,
+                                    dead_worker_after_s: float,
+                                    **options: Any) -> AsyncIterator[tuple[IncidentBot, FakePagerDuty]]:
+    """The bot as deployed for these figures: AOF Redis, LocalSlack, the fake PagerDuty, no in-process worker
+    and `processes` worker processes in `procs` (the caller may add more; all are stopped on the way out)."""
     with RedisServer(tmp / "redis", aof=True, die_with_parent=True) as redis, FakePagerDuty() as pd:
         local = LocalSlack(bot_token=BOT_TOKEN).start()
         local.add_user("U1", "alice")
         try:
             async with incident_bot(local, redis.url, tmp, pagerduty=pd, policy=policy(pd.events_url),
-                                    workers=0) as bot:
-                procs = [bot.worker_process(tmp, dead_worker_after_s=10) for _ in range(WORKER_PROCESSES)]
+                                    workers=0, **options) as bot:
+                procs += [bot.worker_process(tmp, dead_worker_after_s=dead_worker_after_s) for _ in range(processes)]
                 try:
                     await asyncio.sleep(3.0)  # the worker processes import and join the group
-                    await report(bot, pd)
+                    yield bot, pd
                 finally:
                     for proc in procs:
                         proc.terminate()
@@ -82,6 +91,11 @@ async def run(tmp: Path) -> None:
                         proc.wait(30)
         finally:
             local.stop()
+
+
+async def run(tmp: Path) -> None:
+    async with bot_with_worker_processes(tmp, [], processes=WORKER_PROCESSES, dead_worker_after_s=10) as (bot, pd):
+        await report(bot, pd)
 
 
 async def report(bot: IncidentBot, pd: FakePagerDuty) -> None:

@@ -3,10 +3,10 @@ again at once; how long after that restart does PagerDuty receive the page?
 
     .venv/bin/python -m benchmarks recovery
 
-Set-up: a private Redis with AOF, LocalSlack, the fake PagerDuty (a real HTTP server), the Bolt app in this
-process, and one worker process at the production default for releasing a dead worker's jobs (5 s), replaced by
-a fresh one at each kill. Target (issue #12): p50 and max ≤ 10 s after the restart, and exactly one PagerDuty
-alert per incident. Prints figures; not a test.
+Set-up (bench_incidents.bot_with_worker_processes): a private Redis with AOF, LocalSlack, the fake PagerDuty,
+the Bolt app in this process, and one worker process at the production default for releasing a dead worker's
+jobs (5 s), replaced by a fresh one at each kill. Target (issue #12): p50 and max ≤ 10 s after the restart, and
+one first-level PagerDuty alert per incident. Prints figures; not a test.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_incidents import first_trigger_at, policy, wait_for_keys
-from bot.app.redis_server import RedisServer
-from bot.slack.local import LocalSlack
+from benchmarks.bench_incidents import (
+    bot_with_worker_processes,
+    first_trigger_at,
+    wait_for_keys,
+)
 from tests.fixtures.paging import FakePagerDuty
-from tests.incident_harness import BOT_TOKEN, IncidentBot, incident_bot
+from tests.incident_harness import IncidentBot
 
 KILL_AFTER_S = (0.0, 0.1, 0.5, 1.0)
 RUNS = 3
@@ -47,22 +49,10 @@ async def one_crash(bot: IncidentBot, pd: FakePagerDuty, tmp: Path, procs: list,
 
 
 async def run(tmp: Path) -> None:
-    with RedisServer(tmp / "redis", aof=True, die_with_parent=True) as redis, FakePagerDuty() as pd:
-        local = LocalSlack(bot_token=BOT_TOKEN).start()
-        local.add_user("U1", "alice")
-        try:
-            async with incident_bot(local, redis.url, tmp, pagerduty=pd, policy=policy(pd.events_url),
-                                    workers=0, page_lease_s=3.0) as bot:
-                procs = [bot.worker_process(tmp, dead_worker_after_s=DEAD_WORKER_AFTER_S)]
-                await asyncio.sleep(3.0)  # imports, joining the consumer group
-                try:
-                    await report(bot, pd, tmp, procs)
-                finally:
-                    for proc in procs:
-                        proc.terminate()
-                        proc.wait(30)
-        finally:
-            local.stop()
+    procs: list = []
+    async with bot_with_worker_processes(tmp, procs, processes=1, dead_worker_after_s=DEAD_WORKER_AFTER_S,
+                                         page_lease_s=3.0) as (bot, pd):
+        await report(bot, pd, tmp, procs)
 
 
 async def report(bot: IncidentBot, pd: FakePagerDuty, tmp: Path, procs: list) -> None:
