@@ -80,6 +80,19 @@ async def test_five_unsigned_10mb_posts_add_a_few_lines_to_the_log(local_slack, 
         assert "rejected POST /slack/events" in log_file.getvalue() and "yyyy" not in log_file.getvalue()
 
 
+async def test_a_webhook_refused_for_its_token_logs_one_short_line_without_the_body(local_slack, redis_url,
+                                                                                     tmp_path, log_file):
+    async with incident_bot(local_slack, redis_url, tmp_path) as bot, served(bot.app, bot.rt) as http:
+        before = len(log_file.getvalue())
+        for _ in range(30):
+            answer = await http.post("/hooks/alertmanager", content=b"z" * MB + FORGED.encode(),
+                                     headers={"content-type": "application/json", "authorization": "Bearer wrong"})
+            assert answer.status_code == 401
+    logged = log_file.getvalue()[before:]
+    assert logged.count("rejected POST /hooks/alertmanager: 401") == 10, logged  # then the throttle holds
+    assert "zzz" not in logged and len(logged) < 2048, logged
+
+
 async def test_a_forged_log_line_in_a_body_or_a_command_stays_inside_its_own_record(local_slack, redis_url,
                                                                                    tmp_path, log_file):
     async with running_bot(local_slack, redis_url, tmp_path, services={}) as bot:

@@ -65,14 +65,14 @@ def get(port: int, path: str) -> httpx.Response | None:
 
 @contextlib.contextmanager
 def http_server_processes(local_slack, redis_url: str, tmp_path: Path,  # type: ignore[no-untyped-def]
-                          *flags: str) -> Iterator[tuple[subprocess.Popen, int]]:
+                          *flags: str, **settings: str) -> Iterator[tuple[subprocess.Popen, int]]:
     """`chatops run [flags]` in HTTP mode with HTTP_WORKERS=2; stopped with SIGTERM, which must be clean."""
     local_slack.add_user("U1", "u1")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
     env.update(SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SLACK_TEST_SIGNING_SECRET, SLACK_API_URL=local_slack.url,
                REDIS_URL=redis_url, PORT=str(port), HTTP_WORKERS="2", CHATOPS_DATA_DIR=str(tmp_path / "data"),
-               SERVICES_FILE=str(ROOT / "services.example.yml"), REDIS_NAMESPACE=f"hw{port}")
+               SERVICES_FILE=str(ROOT / "services.example.yml"), REDIS_NAMESPACE=f"hw{port}", **settings)
     server = subprocess.Popen([sys.executable, "-m", "bot", "run", *flags], env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -97,6 +97,21 @@ def test_without_a_worker_the_parent_answers_beside_one_child(local_slack, redis
         wait_for(lambda: (r := get(port, "/healthz")) is not None and r.status_code == 200, what="server up")
         assert len(children_of(server.pid)) == 1
         assert all(get(port, "/metrics").status_code == 200 for _ in range(10))
+
+
+def test_bind_address_decides_where_every_process_listens(local_slack, redis_url: str, tmp_path: Path) -> None:
+    """BIND_ADDRESS=127.0.0.2: the port answers there and nowhere else, for the parent and the children alike."""
+    with http_server_processes(local_slack, redis_url, tmp_path, BIND_ADDRESS="127.0.0.2") as (server, port):
+        def answers(host: str) -> bool:
+            try:
+                return httpx.get(f"http://{host}:{port}/healthz", timeout=2,
+                                 headers={"Connection": "close"}).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(lambda: answers("127.0.0.2"), what="/healthz on 127.0.0.2")
+        assert len(children_of(server.pid)) == 2
+        assert not any(answers("127.0.0.1") for _ in range(5))
 
 
 def test_the_children_answer_and_health_and_metrics_are_the_parents(two_process_server, local_slack) -> None:

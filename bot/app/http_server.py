@@ -89,7 +89,10 @@ def create_asgi(app: Any, rt: Runtime, routes: dict[tuple[str, str], Route] | No
             if route is None:  # /slack/events, or Bolt's own 404
                 await _slack_guarded(slack, scope, bounded(scope, receive, SLACK_MAX_BODY), send)
                 return
-            status, headers, payload = await _answer(route, scope, await _read_body(scope, receive))
+            body = await _read_body(scope, receive)
+            status, headers, payload = await _answer(route, scope, body)
+            if status in (401, 403):  # a guessed or wrong secret: worth a line, never the body
+                rejected.warning("rejected %s %s: %d (%d bytes)", scope["method"], scope["path"], status, len(body))
         except BodyTooLarge as exc:
             rejected.warning("rejected %s %s: body too large (%s)", scope["method"], scope["path"], exc)
             status, headers, payload = json_response(413, {"error": f"request body too large ({exc})"})
