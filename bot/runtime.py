@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 
 from bot.queue import Queue
+from bot.queue.connection import connect
 from bot.settings import Settings, load_services
 from bot.slack.client import SlackClient
 from checks.services import ServicesFile
@@ -128,16 +127,9 @@ class Runtime:
         await self.redis.aclose()
 
 
-def create_runtime(settings: Settings, *, redis_url: str, queue_name: str | None = None) -> Runtime:
-    # A burst of commands must wait briefly for a connection, not fail: redis-py's default pool raises
-    # MaxConnectionsError when exhausted, which turned a 200-command burst into "failed on our side" answers.
-    # After a Redis restart the first command on each pooled connection meets "Connection closed by server";
-    # redis-py 8 retries nothing unless told, so a bounded, jittered retry (the only one Redis calls get).
-    pool = aioredis.BlockingConnectionPool.from_url(
-        redis_url, max_connections=max(64, settings.worker_concurrency + 16), timeout=5, socket_timeout=10,
-        socket_connect_timeout=5, health_check_interval=30,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3))
-    redis = aioredis.Redis(connection_pool=pool)
+def create_runtime(settings: Settings, *, redis_url: str | None = None, queue_name: str | None = None) -> Runtime:
+    """`redis_url` overrides REDIS_URL (the private Redis of `chatops run`); Sentinel settings apply either way."""
+    redis = connect(settings, redis_url)
     queue_name = queue_name or settings.redis_namespace
     queue = Queue(redis, queue_name, visibility_timeout_s=settings.job_visibility_timeout_s,
                   max_deliveries=settings.job_max_deliveries)

@@ -75,7 +75,11 @@ def test_invalid_settings_stop_with_one_line_naming_the_variable(tmp_path: Path)
     assert result.returncode == 2
     assert "SLACK_BOT_TOKEN is required" in result.stderr and "s3cret-value" not in result.stderr
     result = chatops("worker", env={"CHATOPS_DATA_DIR": str(tmp_path)})  # no REDIS_URL, no local `chatops run`
-    assert result.returncode == 2 and "REDIS_URL is required" in result.stderr
+    assert result.returncode == 2 and "REDIS_URL or REDIS_SENTINELS is required" in result.stderr
+    result = chatops("worker", env={"REDIS_SENTINELS": "s1:26379,s2"})
+    assert result.returncode == 2 and result.stderr.startswith("chatops: REDIS_SENTINELS: must be host:port")
+    result = chatops("worker", env={"REDIS_SENTINELS": "s1:26379"})
+    assert result.returncode == 2 and "REDIS_SENTINEL_MASTER is required" in result.stderr
 
 
 def test_diagnose_list_shows_each_service_with_its_description_and_checks(tmp_path: Path) -> None:

@@ -188,7 +188,7 @@ async def run_command(settings: Settings, *, worker: bool, child: Any = None, ve
 
 
 @contextlib.asynccontextmanager
-async def http_processes(rt: Any, redis_url: str, child: Any, *, worker: bool,
+async def http_processes(rt: Any, redis_url: str | None, child: Any, *, worker: bool,
                          stop: asyncio.Event) -> AsyncIterator[dict[str, Any]]:
     """How this process serves HTTP, as arguments for `serve_slack`. A child of HTTP_WORKERS hands /healthz and
     /metrics to its parent and says when it listens; a parent with HTTP_WORKERS > 1 starts the children and
@@ -218,7 +218,9 @@ async def http_processes(rt: Any, redis_url: str, child: Any, *, worker: bool,
     private = listening_socket("127.0.0.1", 0)
     parent_url = f"http://127.0.0.1:{private.getsockname()[1]}"
     count = processes if worker else processes - 1
-    children = HttpChildren(count, parent_url, {**os.environ, "REDIS_URL": redis_url, "HTTP_WORKERS": "1"})
+    # The children inherit the environment, Sentinel settings included; REDIS_URL names a private Redis too.
+    redis_env = {"REDIS_URL": redis_url} if redis_url else {}
+    children = HttpChildren(count, parent_url, {**os.environ, **redis_env, "HTTP_WORKERS": "1"})
     rt.hooks.health_checks.append(children.problem)
     await children.wait_ready(stop)
     if worker:

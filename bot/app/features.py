@@ -13,7 +13,7 @@ from bot.runtime import Runtime, create_runtime
 from bot.settings import Settings
 
 
-async def create_full_runtime(settings: Settings, *, redis_url: str, queue_name: str | None = None) -> Runtime:
+async def create_full_runtime(settings: Settings, *, redis_url: str | None, queue_name: str | None = None) -> Runtime:
     rt = create_runtime(settings, redis_url=redis_url, queue_name=queue_name)
     for install in _feature_installers():
         await install(rt)

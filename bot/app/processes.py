@@ -17,9 +17,10 @@ log = logging.getLogger("chatops")
 
 
 @contextlib.asynccontextmanager
-async def redis_for(settings: Settings) -> AsyncIterator[str]:
-    """`REDIS_URL`, or a private Redis with AOF under CHATOPS_DATA_DIR that lives as long as this process."""
-    if settings.redis_url:
+async def redis_for(settings: Settings) -> AsyncIterator[str | None]:
+    """`REDIS_URL`, or a private Redis with AOF under CHATOPS_DATA_DIR that lives as long as this process.
+    None under Sentinel without REDIS_URL: the client finds the primary through REDIS_SENTINELS."""
+    if settings.redis_url or settings.redis_sentinels:
         yield settings.redis_url
         return
     from bot.app.redis_server import RedisServer
@@ -41,14 +42,15 @@ def private_redis_url_file(settings: Settings) -> Path:
     return settings.chatops_data_dir / "redis.url"
 
 
-def shared_redis_url(settings: Settings, command: str) -> str:
-    """REDIS_URL, else the private Redis of a `chatops run` using the same CHATOPS_DATA_DIR on this machine."""
-    if settings.redis_url:
+def shared_redis_url(settings: Settings, command: str) -> str | None:
+    """REDIS_URL (or None under Sentinel), else the private Redis of a `chatops run` using the same
+    CHATOPS_DATA_DIR on this machine."""
+    if settings.redis_url or settings.redis_sentinels:
         return settings.redis_url
     url_file = private_redis_url_file(settings)
     if url_file.exists():
         return url_file.read_text().strip()
-    raise ConfigError(f"REDIS_URL is required for `chatops {command}` (or run it beside a `chatops run` that "
+    raise ConfigError(f"REDIS_URL or REDIS_SENTINELS is required for `chatops {command}` (or run it beside a `chatops run` that "
                       f"uses the same CHATOPS_DATA_DIR, {settings.chatops_data_dir})")
 
 

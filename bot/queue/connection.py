@@ -1,0 +1,156 @@
+"""How every process reaches Redis: one client built here from the settings, whatever the topology.
+
+    single Redis   REDIS_URL (redis://, rediss://, unix://), or the private Redis a `chatops run` started
+    Sentinel       REDIS_SENTINELS=host:port,... + REDIS_SENTINEL_MASTER: the client asks the sentinels for the
+                   primary on every new connection, so after a failover it follows the promoted replica by itself;
+                   REDIS_URL then only lends the data nodes' password, TLS (rediss://) and db
+
+`durable(redis, marker_key, what)` is the one place writes whose loss matters (escalation timers, page records,
+incident records) wait for replicas: `WAIT <REDIS_WAIT_REPLICAS> <REDIS_WAIT_TIMEOUT_MS>`, on by default under
+Sentinel. Replication is asynchronous; without it a write acknowledged a moment before the primary dies is gone
+from the promoted replica.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bot.logs import Throttled
+from bot.settings import Settings
+
+log = logging.getLogger("bot.queue")
+
+# A failover (down-after 1-5 s, then election and promotion) outlasts 3 jittered retries capped at 1 s: under
+# Sentinel a short command waits out roughly that long instead of failing a user's command mid-failover.
+SINGLE_RETRIES, SENTINEL_RETRIES = 3, 8
+SENTINEL_QUERY_TIMEOUT_S = 0.5  # per sentinel; a dead one must not hold up finding the primary
+MARKER_TTL_MS = 60_000
+
+
+@dataclass(frozen=True)
+class WaitPolicy:
+    replicas: int
+    timeout_ms: int
+
+
+@dataclass
+class DurabilityStats:
+    """Per process, for /metrics: durable writes, and those fewer replicas acknowledged than asked."""
+
+    waits: int = 0
+    short: int = 0
+
+
+DURABILITY = DurabilityStats()
+_policies: weakref.WeakKeyDictionary[Any, WaitPolicy] = weakref.WeakKeyDictionary()
+_short_log = Throttled(log, per_minute=2)
+
+
+def connect(settings: Settings, url: str | None = None, *, max_connections: int | None = None) -> aioredis.Redis:
+    """The process's Redis client; `url` overrides REDIS_URL (a private Redis this process found or started)."""
+    url = url or settings.redis_url
+    options = _pool_options(settings, max_connections)
+    if settings.redis_sentinels:
+        client = _sentinel_client(settings, url, options)
+    else:
+        if not url:
+            raise ValueError("no Redis: set REDIS_URL or REDIS_SENTINELS")
+        client = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(url, **options))
+    _policies[client] = WaitPolicy(settings.wait_replicas, settings.redis_wait_timeout_ms)
+    return client
+
+
+def _pool_options(settings: Settings, max_connections: int | None) -> dict[str, Any]:
+    # A burst of commands must wait briefly for a connection, not fail: redis-py's default pool raises
+    # MaxConnectionsError when exhausted, which turned a 200-command burst into "failed on our side" answers.
+    # After a Redis restart the first command on each pooled connection meets "Connection closed by server";
+    # redis-py 8 retries nothing unless told, so a bounded, jittered retry (the only one Redis calls get).
+    # READONLY means the node we reached was demoted (a DNS endpoint that moved, a stale primary): the write was
+    # refused, so retrying it on a fresh connection, which reaches the current primary, is safe.
+    retries = SENTINEL_RETRIES if settings.redis_sentinels else SINGLE_RETRIES
+    return dict(
+        max_connections=max_connections or max(64, settings.worker_concurrency + 16), timeout=5, socket_timeout=10,
+        socket_connect_timeout=5, health_check_interval=30,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=retries,
+                    supported_errors=(RedisConnectionError, RedisTimeoutError, ReadOnlyError)))
+
+
+class SentinelBlockingPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """Sentinel's pool (connections reach the primary the sentinels name now), waiting for a free connection
+    like the single-Redis pool. Closing it for good also closes the clients of the sentinels."""
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
+        super().__init__(service_name, sentinel_manager, **kwargs)
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        if inuse_connections:  # the client is closing (a failover drops only idle connections)
+            await self.sentinel_manager.aclose()
+
+
+def _sentinel_client(settings: Settings, url: str | None, options: dict[str, Any]) -> aioredis.Redis:
+    sentinel_kwargs: dict[str, Any] = {"socket_timeout": SENTINEL_QUERY_TIMEOUT_S,
+                                       "socket_connect_timeout": SENTINEL_QUERY_TIMEOUT_S}
+    if settings.redis_sentinel_password:
+        sentinel_kwargs["password"] = settings.redis_sentinel_password.get_secret_value()
+    if settings.redis_sentinel_tls:
+        sentinel_kwargs["ssl"] = True
+    sentinel = Sentinel(settings.sentinel_addresses, sentinel_kwargs=sentinel_kwargs)
+    return sentinel.master_for(settings.redis_sentinel_master, connection_pool_class=SentinelBlockingPool,
+                               **_data_node_options(url), **options)
+
+
+def _data_node_options(url: str | None) -> dict[str, Any]:
+    """Password, user, db and TLS of the data nodes from REDIS_URL; its host and port are the sentinels' to say."""
+    if not url:
+        return {}
+    parsed = parse_url(url)
+    keep = {k: parsed[k] for k in ("username", "password", "db") if parsed.get(k) is not None}
+    return {**keep, "ssl": True} if url.startswith("rediss://") else keep
+
+
+async def durable(redis: aioredis.Redis, marker_key: str, what: str) -> int | None:
+    """Wait until the replicas hold every write made so far, on any connection: a marker write, then WAIT, on one
+    connection (WAIT covers its own connection's writes, and replication keeps the primary's order). Returns the
+    replicas that acknowledged, None when no WAIT is configured for this client.
+
+    Fewer than asked is logged (throttled) and counted, not raised: the user's command stands. A connection lost
+    during the WAIT is raised: the write's fate is then unknown, and a retry on the new primary would prove
+    nothing about it."""
+    policy = _policies.get(redis)
+    if policy is None or policy.replicas <= 0:
+        return None
+    acked = await _marker_and_wait(redis, marker_key, policy)
+    DURABILITY.waits += 1
+    if acked < policy.replicas:
+        DURABILITY.short += 1
+        _short_log.warning("Redis: %s acknowledged by %d of %d replicas within %d ms; it is lost if the primary "
+                           "fails before they catch up", what, acked, policy.replicas, policy.timeout_ms)
+    return acked
+
+
+async def _marker_and_wait(redis: aioredis.Redis, marker_key: str, policy: WaitPolicy) -> int:
+    pool = redis.connection_pool
+    conn = await pool.get_connection()
+    try:
+        await conn.send_packed_command(conn.pack_commands(
+            [("SET", marker_key, "1", "PX", MARKER_TTL_MS), ("WAIT", policy.replicas, policy.timeout_ms)]))
+        await conn.read_response()
+        return int(await conn.read_response())
+    except BaseException:
+        await conn.disconnect()
+        raise
+    finally:
+        await pool.release(conn)
