@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.slack",
     "tests.fixtures.aws",
     "tests.fixtures.paging",
+    "tests.redis_topologies",
 ]
 
 POLICY = Path(__file__).resolve().parent.parent / "deploy" / "iam-policy.json"

@@ -48,6 +48,7 @@ from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from bot.queue import QueueStats, once
+from bot.queue.connection import DURABILITY
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,10 @@ class _RuntimeCollector(Collector):
         for method, count in sorted(self.rt.slack.errors.items()):
             errors.add_metric([method], count)
         yield errors
+        yield CounterMetricFamily("chatops_redis_durable_writes", "Writes followed by WAIT for replicas "
+                                  "(timers, pages, incidents).", value=DURABILITY.waits)
+        yield CounterMetricFamily("chatops_redis_durable_writes_short", "Durable writes fewer replicas acknowledged "
+                                  "than REDIS_WAIT_REPLICAS within REDIS_WAIT_TIMEOUT_MS.", value=DURABILITY.short)
         worker = self.rt.worker
         if worker is not None:
             yield from _worker_families(worker)

@@ -41,6 +41,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from bot.queue.batch import ScriptBatcher
+from bot.queue.connection import durable
 from bot.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -381,6 +382,8 @@ class Queue:
             log.debug("job %s already waiting: not enqueued again", job_id, extra={"job_id": job_id, "kind": kind})
         else:
             log.debug("enqueued %s job %s", kind, job_id, extra={"job_id": job_id, "kind": kind})
+            if delay_s > 0 or run_at is not None:  # a timer (an escalation) must survive a failover
+                await durable(self.redis, f"{self.stream_key}:durable", f"{kind} timer {job_id}")
             return job_id
         return result
 

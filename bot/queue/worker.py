@@ -25,7 +25,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.queue import slots
@@ -48,7 +48,12 @@ Handler = Callable[[Job], Awaitable[None]]
 LOOP_BACKOFF = RetryPolicy(base_s=0.1, max_s=5.0)
 # Recording a job's outcome survives a short Redis blip; after that the job stays pending and is reclaimed.
 SETTLE_RETRY = RetryPolicy(attempts=6, base_s=0.1, max_s=2.0)
-REDIS_BLIPS = (RedisConnectionError, RedisTimeoutError)
+# READONLY: we reached a demoted primary. The write was refused, and the client's next connection (through Sentinel,
+# or a DNS endpoint that moved) reaches the current one: a blip like a lost connection, never a failed job.
+REDIS_BLIPS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
+# A handler that met an unreachable or demoted primary is run again in the same delivery, this many times in all
+# (within job_timeout_s), before its job is left pending for the reclaimer: a failover must not use up deliveries.
+HANDLER_REDIS_TRIES = 5
 DEFAULT_SOCKET_TIMEOUT_S = 5.0  # redis-py's default when the client sets none
 RECLAIM_BATCH = 100
 MAX_INFLIGHT_FACTOR = 4  # jobs in flight, parked ones included, at most this many times `concurrency`
@@ -164,7 +169,9 @@ class Worker:
                 _raise_if_cancelled()
                 failures += 1
                 delay = LOOP_BACKOFF.delay(failures)
-                log.warning("queue %s: %s; retrying in %.1f s", name, error_text(exc), delay)
+                # Once per outage, not once per round: a failover is seconds of the same error in every loop.
+                log.log(logging.WARNING if failures == 1 else logging.DEBUG,
+                        "queue %s: %s; retrying until Redis answers", name, error_text(exc))
                 await _pause(halt, delay)
                 continue
             except Exception:  # a bug must not silently stop the loop: /healthz sees last_progress go stale
@@ -172,6 +179,8 @@ class Worker:
                 log.exception("queue %s failed", name)
                 await _pause(halt, LOOP_BACKOFF.delay(failures))
                 continue
+            if failures:
+                log.info("queue %s: Redis answers again after %d failed round(s)", name, failures)
             failures = 0
             self.last_progress[name] = time.monotonic()
             if not more:
@@ -300,7 +309,13 @@ class Worker:
         slots.bind(self._parking(job.entry_id))
         try:
             async with asyncio.timeout(self.job_timeout_s) as deadline:
-                await handler(job)
+                await _run_through_failover(handler, job)
+        except REDIS_BLIPS as exc:
+            # Not the job's fault: no delivery is used up and it is never dead-lettered. It stays pending here;
+            # the reclaimer hands it on once the lease lapses (Redis is back by then, or this happens again).
+            log.warning("job %s (%s): Redis unavailable (%s); left for the reclaimer", job.id, job.kind,
+                        error_text(exc), extra=_extra(job))
+            return "unsettled", time.monotonic() - started
         except Permanent as exc:
             return await self._fail(job, error_text(exc), permanent=True), time.monotonic() - started
         except Retry as exc:
@@ -438,6 +453,19 @@ class Worker:
             log.warning("worker %s could not release its jobs on the way out (%s): others will after %g s",
                         self.consumer, error_text(exc), self.dead_worker_after_s)
         log.info("worker %s stopped", self.consumer, extra={"consumer": self.consumer})
+
+
+async def _run_through_failover(handler: Handler, job: Job) -> None:
+    """Run the handler; when it meets an unreachable or demoted primary, run it again after a pause (handlers are
+    idempotent: jobs may run more than once anyway)."""
+    for attempt in range(1, HANDLER_REDIS_TRIES + 1):
+        try:
+            return await handler(job)
+        except REDIS_BLIPS as exc:
+            if attempt == HANDLER_REDIS_TRIES:
+                raise
+            log.info("job %s: Redis unavailable (%s); running it again", job.id, error_text(exc), extra=_extra(job))
+            await asyncio.sleep(LOOP_BACKOFF.delay(attempt))
 
 
 async def _settle(fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
