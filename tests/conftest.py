@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.aws",
     "tests.fixtures.paging",
     "tests.redis_topologies",
+    "tests.redis_cluster",
 ]
 
 POLICY = Path(__file__).resolve().parent.parent / "deploy" / "iam-policy.json"

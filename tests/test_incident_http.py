@@ -34,17 +34,27 @@ def signed(body: bytes, secret: str = PD_WEBHOOK_SECRET) -> dict[str, str]:
     return {"X-PagerDuty-Signature": f"v1=deadbeef, v1={digest}"}  # rotation: any one matching signature counts
 
 
+T1, T2 = "2026-11-21T10:00:00Z", "2026-11-21T14:00:00Z"  # two firings of one alert group, hours apart
+
+
 def alert_webhook(status: str, group_key: str = '{}:{alertname="ApiDown"}', *, fingerprints: tuple = ("f1",),
-                  severity: str = "critical", service: str = "api") -> dict:
+                  severity: str = "critical", service: str = "api", starts_at: str = T1,
+                  resolved: tuple = ()) -> dict:
+    """A v4 delivery of the group; `resolved` lists the alerts already resolved in a firing group."""
     labels = {"alertname": "ApiDown", "severity": severity, "service": service}
+
+    def alert(fp: str) -> dict:
+        state = "resolved" if status == "resolved" or fp in resolved else "firing"
+        return {"status": state, "labels": {**labels, "instance": f"api-{fp}"},
+                "annotations": {"summary": f"api-{fp} down"}, "startsAt": starts_at,
+                "endsAt": "2026-11-21T18:00:00Z" if state == "resolved" else "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prom.local/graph", "fingerprint": fp}
+
     return {
         "version": "4", "groupKey": group_key, "status": status, "receiver": "chatops", "groupLabels": labels,
         "commonLabels": labels, "commonAnnotations": {"summary": "API returns 503 <!channel>"},
         "externalURL": "http://alertmanager.local", "truncatedAlerts": 0,
-        "alerts": [{"status": status, "labels": {**labels, "instance": f"api-{fp}"},
-                    "annotations": {"summary": f"api-{fp} down"}, "startsAt": "2026-11-21T10:00:00Z",
-                    "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prom.local/graph",
-                    "fingerprint": fp} for fp in fingerprints],
+        "alerts": [alert(fp) for fp in fingerprints],
     }
 
 
@@ -122,7 +132,7 @@ async def test_an_alert_group_opens_one_incident_is_annotated_and_resolves_it(lo
                                                                                   ALERTMANAGER_TOKEN})
         assert repeat.json()["action"] == "unchanged"  # Alertmanager re-sends the group: no second incident
         grown = await bot.hook("/hooks/alertmanager", alert_webhook("firing", fingerprints=("f1", "f2")), BEARER)
-        assert grown.json() == {"incident": "INC-1", "action": "annotated", "new_alerts": 1}
+        assert grown.json() == {"incident": "INC-1", "action": "annotated", "new_alerts": 1, "resolved_alerts": 0}
 
         incident = await bot.wait_incident("INC-1", lambda i: i.ready)
         assert (incident.severity, incident.service, incident.source) == ("P0", "api", "alertmanager")
@@ -140,8 +150,66 @@ async def test_an_alert_group_opens_one_incident_is_annotated_and_resolves_it(lo
         assert (incident.status, incident.resolved_by) == ("resolved", "alertmanager")
         assert [e.data["fingerprint"] for e in await bot.timeline("INC-1", "alert")] == ["f1", "f2", "f1", "f2"]
 
-        reopened = await bot.hook("/hooks/alertmanager", alert_webhook("firing"), BEARER)
-        assert reopened.json() == {"incident": "INC-2", "action": "opened"}  # back after being resolved: new one
+        reopened = await bot.hook("/hooks/alertmanager", alert_webhook("firing", starts_at=T2), BEARER)
+        assert reopened.json() == {"incident": "INC-2", "action": "opened"}  # fired again after resolving: new one
+
+
+async def test_replayed_payloads_of_a_closed_incident_change_nothing(local_slack, redis_url, tmp_path):
+    async with incident_bot(local_slack, redis_url, tmp_path) as bot:
+        await bot.hook("/hooks/alertmanager", alert_webhook("firing", fingerprints=("f1", "f2")), BEARER)
+        old_resolved = alert_webhook("resolved", fingerprints=("f1", "f2"))
+        assert (await bot.hook("/hooks/alertmanager", old_resolved, BEARER)).json()["action"] == "resolved"
+        newer = await bot.hook("/hooks/alertmanager", alert_webhook("firing", starts_at=T2), BEARER)
+        assert newer.json() == {"incident": "INC-2", "action": "opened"}
+        incident = await bot.wait_incident("INC-2", lambda i: i.ready)
+        await bot.settle()
+        entries, said = len(await bot.timeline("INC-2")), bot.channel_texts(incident)
+
+        replay = await bot.hook("/hooks/alertmanager", old_resolved, BEARER)  # the same bytes, hours late
+        assert replay.status_code == 200 and replay.json()["action"] == "ignored", replay.text
+        assert "replayed or late" in replay.json()["reason"]
+        old_firing = await bot.hook("/hooks/alertmanager", alert_webhook("firing", fingerprints=("f1", "f2")),
+                                    BEARER)
+        assert (old_firing.json()["incident"], old_firing.json()["action"]) == ("INC-2", "ignored")
+        await bot.settle()
+        assert (await bot.incident("INC-2")).is_open
+        assert len(await bot.timeline("INC-2")) == entries and bot.channel_texts(incident) == said
+        assert await bot.ctx.store.all_ids() == ["INC-1", "INC-2"]
+
+        fixed = await bot.hook("/hooks/alertmanager", alert_webhook("resolved", starts_at=T2), BEARER)
+        assert fixed.json() == {"incident": "INC-2", "action": "resolved"}
+        again = await bot.hook("/hooks/alertmanager", alert_webhook("firing", fingerprints=("f1", "f2")), BEARER)
+        assert again.json() == {"incident": None, "action": "ignored",  # INC-1's alerts do not open INC-3
+                                "reason": "no open incident for this group, and no alert in the delivery is new"}
+        assert await bot.ctx.store.all_ids() == ["INC-1", "INC-2"]
+
+
+async def test_an_incident_resolves_when_every_alert_it_saw_firing_has_resolved(local_slack, redis_url, tmp_path):
+    async with incident_bot(local_slack, redis_url, tmp_path) as bot:
+        await bot.hook("/hooks/alertmanager", alert_webhook("firing", fingerprints=("f1", "f2")), BEARER)
+        early = await bot.hook("/hooks/alertmanager", alert_webhook("resolved", fingerprints=("f9",)), BEARER)
+        assert early.json()["action"] == "ignored"  # resolved before it was ever seen firing
+        half = alert_webhook("firing", fingerprints=("f1", "f2"), resolved=("f1",))
+        answer = await bot.hook("/hooks/alertmanager", half, BEARER)
+        assert answer.json() == {"incident": "INC-1", "action": "annotated", "new_alerts": 0, "resolved_alerts": 1}
+        incident = await bot.wait_incident("INC-1", lambda i: i.ready)
+        await bot.wait_for(lambda: any("resolved: api-f1 down" in t for t in bot.channel_texts(incident)), 5,
+                           "the partial resolve")
+        assert (await bot.incident("INC-1")).is_open
+
+        late = await bot.hook("/hooks/alertmanager", alert_webhook("firing", fingerprints=("f1", "f2")), BEARER)
+        assert late.json()["action"] == "ignored"  # f1 firing again with its old startsAt: an older delivery
+        await bot.settle()
+        said = bot.channel_texts(incident)
+        assert not [t for t in said if "firing: api-f1 down" in t]
+        assert [(e.data["fingerprint"], e.data["status"]) for e in await bot.timeline("INC-1", "alert")] == [
+            ("f1", "firing"), ("f2", "firing"), ("f1", "resolved")]
+
+        only_f1 = await bot.hook("/hooks/alertmanager", alert_webhook("resolved", fingerprints=("f1",)), BEARER)
+        assert only_f1.json()["action"] == "unchanged" and (await bot.incident("INC-1")).is_open
+        rest = await bot.hook("/hooks/alertmanager", alert_webhook("resolved", fingerprints=("f1", "f2")), BEARER)
+        assert rest.json() == {"incident": "INC-1", "action": "resolved"}
+        assert (await bot.incident("INC-1")).resolved_by == "alertmanager"
 
 
 async def test_concurrent_deliveries_of_one_group_open_one_incident(local_slack, redis_url, tmp_path):
@@ -152,6 +220,10 @@ async def test_concurrent_deliveries_of_one_group_open_one_incident(local_slack,
         assert sorted(r.json()["action"] for r in responses) == ["opened"] + ["unchanged"] * 4
         assert await bot.ctx.store.open_ids() == ["INC-1"]
         assert (await bot.incident("INC-1")).severity == "P2"
+        resolved = alert_webhook("resolved", severity="warning")
+        responses = await asyncio.gather(*(bot.hook("/hooks/alertmanager", resolved, BEARER) for _ in range(5)))
+        assert sorted(r.json()["action"] for r in responses) == ["ignored"] * 4 + ["resolved"]
+        assert [e.data["status"] for e in await bot.timeline("INC-1", "alert")] == ["firing", "resolved"]
 
 
 async def test_alerts_resolved_can_annotate_instead_of_resolving(local_slack, redis_url, tmp_path):
@@ -164,6 +236,10 @@ async def test_alerts_resolved_can_annotate_instead_of_resolving(local_slack, re
         assert (await bot.incident("INC-1")).is_open
         await bot.wait_for(lambda: any("stays open until someone resolves it" in t
                                        for t in bot.channel_texts(incident)), 5, "the note")
+        retry = await bot.hook("/hooks/alertmanager", alert_webhook("resolved"), BEARER)
+        assert retry.json()["action"] == "unchanged"
+        await bot.settle()
+        assert sum("stays open until" in t for t in bot.channel_texts(incident)) == 1
 
 
 async def test_a_bot_is_reachable_only_through_signed_slack_requests(local_slack, redis_url, tmp_path):

@@ -51,7 +51,7 @@ def _run_key(rt: Runtime, run_id: str, part: str = "") -> str:
 
 
 def _active_key(rt: Runtime, channel: str, service: str) -> str:
-    return rt.key("diag", "active", channel, service)
+    return rt.queue.key("diag", "active", channel, service)  # set by the start job's enqueue: the queue's slot
 
 
 async def request_diagnosis(rt: Runtime, service: str, channel: str, user: str, *,

@@ -90,8 +90,8 @@ class Incidents:
                         *, thread_ts: str | None = None) -> str:
         """Post and remember the ts under `key`; a try that died between posting and remembering is found again
         (bot/slack/posts.py), so a resumed declaration does not post a second header."""
-        return await post_once(self.store.redis, self.slack, self.store.key(incident_id, "posted"), key, channel,
-                               text, blocks=blocks, thread_ts=thread_ts)
+        return await post_once(self.store.redis, self.slack, self.store.incident_key(incident_id, "posted"), key,
+                               channel, text, blocks=blocks, thread_ts=thread_ts)
 
     async def post_in(self, incident: Incident, key: str, text: str, blocks: list[dict] | None) -> str | None:
         """Post into the incident's channel (or thread); None while it has no place yet."""

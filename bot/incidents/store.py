@@ -11,6 +11,8 @@ Keys, each under the runtime's namespace (`chatops:inc:seq`, ...):
     inc:trigger:<trigger_id>      id declared by that slash-command invocation (a Slack retry finds it)
     inc:cmd:<trigger_id>          a change command (status, sev, /escalate…) already handled
     inc:alert:<group hash>        id opened by that Alertmanager groupKey (cleared when it resolves)
+    inc:alert:<group hash>:owners hash: `<fingerprint>|<startsAt>` → the incident that recorded that alert firing
+    inc:alert:<group hash>:<id>   hash: `<fingerprint>|<startsAt>` → firing | resolved, as that incident saw it
     inc:<id>:steps                hash: declaration step → its result ("channel" → C123, "header" → ts, ...)
     inc:<id>:posted               hash: message key → ts, so a retried job never posts the same message twice
     inc:<id>:pages                hash: `<dedup key>|<delivery>` → PageRecord JSON (one per provider or Slack user)
@@ -37,6 +39,7 @@ from bot.queue import lease
 
 LOCK_WAIT_S = 10.0  # a live holder renews its short lease; a dead one's is free within lease.LEASE_TTL_S
 TRIGGER_TTL_S = 86_400
+ALERT_OWNERS_TTL_S = 90 * 86_400  # how long a group remembers which incident an alert belonged to (replays)
 
 class IncidentNotFound(LookupError):
     pass
@@ -203,6 +206,35 @@ class IncidentStore:
         key = self.key("alert", group_hash)
         if _text(await self.redis.get(key) or b"") == incident:
             await self.redis.delete(key)
+
+    async def alert_owners(self, group_hash: str, instances: list[str]) -> list[str | None]:
+        """For each alert instance, the incident of the group that recorded it firing (None: never seen)."""
+        return await self._fields(self.key("alert", group_hash, "owners"), instances)
+
+    async def alert_states(self, group_hash: str, incident: str, instances: list[str]) -> list[str | None]:
+        """For each alert instance, `firing` or `resolved` as the incident recorded it (None: not recorded)."""
+        return await self._fields(self.key("alert", group_hash, incident), instances)
+
+    async def record_alerts(self, group_hash: str, incident: str, states: dict[str, str]) -> None:
+        """Record alert instances' states for the incident, owner first: a retry after a crash in between finds
+        the owner without a state and records it again. Two commands, no transaction: the keys may live on two
+        Redis Cluster shards."""
+        if not states:
+            return
+        owners = self.key("alert", group_hash, "owners")
+        await self.redis.hset(owners, mapping=dict.fromkeys(states, incident))
+        await self.redis.expire(owners, ALERT_OWNERS_TTL_S)
+        await self.redis.hset(self.key("alert", group_hash, incident), mapping=states)
+
+    async def alert_tally(self, group_hash: str, incident: str) -> tuple[int, int]:
+        """(still firing, recorded) alert instances of the incident."""
+        states = [_text(v) for v in await self.redis.hvals(self.key("alert", group_hash, incident))]
+        return states.count("firing"), len(states)
+
+    async def _fields(self, key: str, fields: list[str]) -> list[str | None]:
+        if not fields:
+            return []
+        return [None if v is None else _text(v) for v in await self.redis.hmget(key, fields)]
 
 
 def _number(incident: str) -> int:
