@@ -16,8 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.app.http_server import create_asgi, serve
+from bot.app.http_server import WEBHOOK_MAX_BODY, create_asgi, serve
 from bot.incidents.messages import ESCALATE_ACTION
+from bot.incidents.model import group_hash
 from bot.logs import setup_logging
 from bot.slack.local import http_error
 from bot.slack.local.payloads import block_action_body, signed_headers
@@ -115,9 +116,11 @@ async def test_every_route_bounds_its_body_and_answers_malformed_payloads_with_4
         webhook_10mb = await http.post("/hooks/alertmanager", content=b"[" * (10 * MB), headers={**json_type,
                                                                                                   **BEARER})
         assert webhook_10mb.status_code == 400, webhook_10mb.text  # read whole, then refused as not a webhook
+        assert WEBHOOK_MAX_BODY >= 10 * MB  # an alert storm of thousands of alerts fits
         huge = await http.post("/hooks/pagerduty", content=b"{" * (40 * MB), headers=json_type)
         assert huge.status_code == 413 and "too large" in huge.json()["error"]
-        for body in (b"", b"\xff\xfe", b'{"version": "4"', b"null", b'{"version": "4", "alerts": 7}'):
+        pending = b'{"version": "4", "groupKey": "g", "status": "firing", "alerts": [{"status": "pending"}]}'
+        for body in (b"", b"\xff\xfe", b'{"version": "4"', b"null", b'{"version": "4", "alerts": 7}', pending):
             answer = await http.post("/hooks/alertmanager", content=body, headers={**json_type, **BEARER})
             assert answer.status_code == 400 and "Traceback" not in answer.text, (body, answer.text)
 
@@ -144,6 +147,18 @@ async def test_an_alert_storm_of_a_thousand_alerts_opens_its_incident(local_slac
                                  headers={"Authorization": f"Bearer {ALERTMANAGER_TOKEN}"})
         assert answer.status_code == 200, answer.text
         assert answer.json()["action"] == "opened"
+        assert await bot.ctx.store.open_ids() == ["INC-1"]
+        assert await bot.ctx.store.alert_tally(group_hash(hook["groupKey"]), "INC-1") == (1000, 1000)
+        hook["status"] = "resolved"
+        for alert in hook["alerts"]:
+            alert["status"] = "resolved"
+        answer = await http.post("/hooks/alertmanager", content=json.dumps(hook).encode(),
+                                 headers={"Authorization": f"Bearer {ALERTMANAGER_TOKEN}"})
+        assert answer.json() == {"incident": "INC-1", "action": "resolved"}, answer.text
+        over = await http.post("/hooks/alertmanager", content=b" " * (WEBHOOK_MAX_BODY + 1),
+                               headers={"Authorization": f"Bearer {ALERTMANAGER_TOKEN}"})
+        assert over.status_code == 413 and "too large" in over.json()["error"]
+        assert await bot.ctx.store.all_ids() == ["INC-1"]
 
 
 async def test_the_first_command_acks_within_3s_while_slack_refuses_auth_test(local_slack, redis_url, tmp_path):
