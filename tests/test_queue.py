@@ -144,7 +144,7 @@ async def test_a_claimed_enqueue_queues_once_and_tells_later_callers_who_holds_t
     """`/diagnose api` twice in one channel: the first claims the run and queues its start, the second queues
     nothing and learns the first run's id — decided atomically, in one round trip."""
     seen, handler = recorder()
-    claim = f"{unique_name}:active:C1:api"
+    claim = queue.key("active", "C1", "api")  # in the queue's hash slot, as the enqueue script requires
     results = await asyncio.gather(*(
         queue.enqueue_claimed(claim, f"run-{i}", 30, "diagnose.start", {"run": f"run-{i}"}, job_id=f"run-{i}:start")
         for i in range(5)))
@@ -159,7 +159,7 @@ async def test_a_claimed_enqueue_queues_once_and_tells_later_callers_who_holds_t
 async def test_a_claimed_enqueue_whose_job_id_is_waiting_takes_no_claim(queue: Queue, redis: aioredis.Redis,
                                                                         unique_name: str) -> None:
     await queue.enqueue("diagnose.start", {}, job_id="run-1:start")
-    claim = f"{unique_name}:active:C1:api"
+    claim = queue.key("active", "C1", "api")  # in the queue's hash slot, as the enqueue script requires
 
     assert await queue.enqueue_claimed(claim, "run-1", 30, "diagnose.start", {}, job_id="run-1:start") is None
     assert await redis.get(claim) is None  # nothing was queued, so nothing may look like it is running

@@ -37,7 +37,8 @@ class WorkerProcs:
         """Start a worker process and wait until its heartbeat shows it is consuming."""
         proc = await asyncio.to_thread(self._spawn, consumer, options)
         self.procs.append(proc)
-        await wait_for(lambda: self.redis.exists(f"{self.queue}:alive:{consumer}"), 10, f"{consumer} to start")
+        alive = Queue(self.redis, self.queue).alive_key(consumer)
+        await wait_for(lambda: self.redis.exists(alive), 10, f"{consumer} to start")
         return proc
 
     def _spawn(self, consumer: str, options: dict[str, float]) -> subprocess.Popen[bytes]:

@@ -10,6 +10,11 @@ Semantics are a plain call's: each caller gets its own result or its own excepti
 its call), a connection error fails the batch's calls after the client's bounded retry, and a script Redis has
 forgotten (after a restart or SCRIPT FLUSH) is loaded again and the call re-run. An error raised while the
 batch is written (an argument redis-py cannot encode) fails the whole batch: callers here pass str and int.
+
+On Redis Cluster the same pipeline is a cluster pipeline: it sends each call to the node that owns the slot of
+its keys (one round trip per node), so a batch spanning several queues still costs a round trip per shard. Each
+call's keys share one slot (bot/queue/keys.py). redis-py refuses `pipe.evalsha()` in a cluster pipeline
+(redis/redis-py#2914), but routes the same command sent as a plain EVALSHA by its first key.
 """
 
 from __future__ import annotations
@@ -74,7 +79,7 @@ class ScriptBatcher:
     async def _send(self, batch: list[Call]) -> list[Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for script, keys, args, _ in batch:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             return await pipe.execute(raise_on_error=False)
 
     @staticmethod

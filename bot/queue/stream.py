@@ -13,16 +13,18 @@ Life of a job::
                                └── reclaimer: entries of a dead worker, or idle past the visibility timeout,
                                    go back to the stream (attempt + 1), or to `dead` when out of deliveries
 
-Redis keys for a queue named N (all multi-key scripts assume a standalone Redis, not Cluster):
+Redis keys for a queue named N. They share the hash tag {N} (bot/queue/keys.py), so on Redis Cluster a queue
+lives in one slot and every script below runs there; each script names every key it touches in KEYS.
 
-    N:stream           stream of due jobs; fields j (job id), t (token), k (kind), p (JSON payload),
-                       a (attempt: this delivery's number, from 1), e (first enqueue, epoch seconds)
-    N:stream group "workers"
-    N:delayed          zset: token -> due time (ms, Redis clock)
-    N:delayed:jobs     hash: token -> the job's stream fields (JSON array), until it is due
-    N:id:<job id>      string: token of the waiting job that holds this id (idempotent enqueue only)
-    N:dead             stream of dead letters: job_id, kind, payload, attempts, error, enqueued_at, failed_at
-    N:alive:<consumer> a live worker's heartbeat (PX)
+    {N}:stream           stream of due jobs; fields j (job id), t (token), k (kind), p (JSON payload),
+                         a (attempt: this delivery's number, from 1), e (first enqueue, epoch seconds)
+    {N}:stream group "workers"
+    {N}:delayed          zset: token -> due time (ms, Redis clock)
+    {N}:delayed:jobs     hash: token -> the job's stream fields (JSON array), until it is due
+    {N}:id:<job id>      string: token of the waiting job that holds this id (idempotent enqueue only)
+    {N}:dead             stream of dead letters: job_id, kind, payload, attempts, error, enqueued_at, failed_at
+    {N}:alive:<consumer> a live worker's heartbeat (PX)
+    {N}:<anything>       `Queue.key(...)`: a claim key that an enqueue sets atomically (enqueue_claimed)
 
 The token names one enqueue: retries of it keep the token; a later enqueue under the same job id gets a new one.
 """
@@ -42,6 +44,7 @@ from redis.exceptions import ResponseError
 
 from bot.queue.batch import ScriptBatcher
 from bot.queue.connection import durable
+from bot.queue.keys import tagged
 from bot.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -121,8 +124,8 @@ local function job_fields(f, attempt)
   return {'j', f.j, 't', f.t, 'k', f.k, 'p', f.p, 'a', tostring(attempt), 'e', f.e}
 end
 -- A waiting job holds its id so that enqueueing the id again is a no-op; unguarded jobs have token == id.
-local function hold_id(prefix, f, ttl_ms)
-  if f.t ~= f.j then redis.call('SET', prefix .. f.j, f.t, 'NX', 'PX', ttl_ms) end
+local function hold_id(id_key, f, ttl_ms)
+  if f.t ~= f.j then redis.call('SET', id_key, f.t, 'NX', 'PX', ttl_ms) end
 end
 local function dead_letter(dead, maxlen, f, err, failed_at)
   redis.call('XADD', dead, 'MAXLEN', '~', maxlen, '*', 'job_id', f.j, 'kind', f.k, 'payload', f.p,
@@ -183,8 +186,8 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
 """
 
-# KEYS: stream, delayed, delayed:jobs, dead. ARGV: group, entry id, error, delay ms, deliveries allowed (0 for
-# "dead now"), dead maxlen, failed_at, id prefix, id ttl ms. Returns 'retry', 'dead', 'lost' or 'gone'.
+# KEYS: stream, delayed, delayed:jobs, dead, the job's id key. ARGV: group, entry id, error, delay ms, deliveries
+# allowed (0 for "dead now"), dead maxlen, failed_at, id ttl ms. Returns 'retry', 'dead', 'lost' or 'gone'.
 _FAIL = _LUA_COMMON + """
 local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 'lost' end
@@ -199,16 +202,17 @@ end
 local delay = tonumber(ARGV[4])
 redis.call('ZADD', KEYS[2], now_ms() + delay, f.t)
 redis.call('HSET', KEYS[3], f.t, cjson.encode(job_fields(f, attempt + 1)))
-hold_id(ARGV[8], f, delay + tonumber(ARGV[9]))
+hold_id(KEYS[5], f, delay + tonumber(ARGV[8]))
 return 'retry'
 """
 
-# KEYS: stream, dead. ARGV: group, deliveries allowed, reason, dead maxlen, failed_at, id prefix, id ttl ms,
-# entry ids... Puts unfinished entries back in the stream (attempt + 1) or in `dead` when out of deliveries.
+# KEYS: stream, dead, then per entry the id key of its job. ARGV: group, deliveries allowed, reason, dead maxlen,
+# failed_at, id ttl ms, entry ids... Puts unfinished entries back in the stream (attempt + 1) or in `dead` when out
+# of deliveries.
 # Returns {job id, kind, 'requeued'|'dead'} per entry actually released (XACK guards against double release).
 _RELEASE = _LUA_COMMON + """
 local out = {}
-for i = 8, #ARGV do
+for i = 7, #ARGV do
   local id = ARGV[i]
   local entry = redis.call('XRANGE', KEYS[1], id, id)
   if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 then
@@ -221,7 +225,7 @@ for i = 8, #ARGV do
         table.insert(out, {f.j, f.k, 'dead'})
       else
         redis.call('XADD', KEYS[1], '*', unpack(job_fields(f, attempt + 1)))
-        hold_id(ARGV[6], f, tonumber(ARGV[7]))
+        hold_id(KEYS[i - 4], f, tonumber(ARGV[6]))
         table.insert(out, {f.j, f.k, 'requeued'})
       end
     end
@@ -306,10 +310,10 @@ class Queue:
         self.retry = retry
         self.maxlen_hint = maxlen_hint
         self.idempotency_ttl_s = idempotency_ttl_s
-        self.stream_key = f"{name}:stream"
-        self.delayed_key = f"{name}:delayed"
-        self.delayed_jobs_key = f"{name}:delayed:jobs"
-        self.dead_key = f"{name}:dead"
+        self.stream_key = self.key("stream")
+        self.delayed_key = self.key("delayed")
+        self.delayed_jobs_key = self.key("delayed", "jobs")
+        self.dead_key = self.key("dead")
         self.group = GROUP
         self._batcher = ScriptBatcher(redis)  # enqueues come in bursts (slash commands, fan-out of checks)
         self._scripts = {
@@ -321,11 +325,15 @@ class Queue:
             )
         }
 
+    def key(self, *parts: object) -> str:
+        """A key in this queue's hash slot (`{N}:...`): the only keys a queue script may touch."""
+        return ":".join([tagged(self.name), *(str(p) for p in parts)])
+
     def id_key(self, job_id: str) -> str:
-        return f"{self.name}:id:{job_id}"
+        return self.key("id", job_id)
 
     def alive_key(self, consumer: str) -> str:
-        return f"{self.name}:alive:{consumer}"
+        return self.key("alive", consumer)
 
     # -- producer API -------------------------------------------------------------------------------------------
 
@@ -442,12 +450,13 @@ class Queue:
         """Acknowledge and delete a finished job's entry. False if it had been reclaimed from this worker."""
         return bool(await self._scripts["ack"](keys=[self.stream_key], args=[self.group, job.entry_id]))
 
-    async def fail(self, entry_id: str, error: str, *, delay_s: float, permanent: bool = False) -> str:
-        """Schedule the retry of a failed delivery, or dead-letter it. Returns 'retry', 'dead', 'lost' or 'gone'."""
+    async def fail(self, entry_id: str, error: str, *, job_id: str, delay_s: float, permanent: bool = False) -> str:
+        """Schedule the retry of a failed delivery of job `job_id`, or dead-letter it. Returns 'retry', 'dead',
+        'lost' or 'gone'."""
         outcome = await self._scripts["fail"](
-            keys=[self.stream_key, self.delayed_key, self.delayed_jobs_key, self.dead_key],
+            keys=[self.stream_key, self.delayed_key, self.delayed_jobs_key, self.dead_key, self.id_key(job_id)],
             args=[self.group, entry_id, error, max(int(delay_s * 1000), 0), 0 if permanent else self.max_deliveries,
-                  self.maxlen_hint, repr(time.time()), f"{self.name}:id:", int(self.idempotency_ttl_s * 1000)],
+                  self.maxlen_hint, repr(time.time()), int(self.idempotency_ttl_s * 1000)],
         )
         return text(outcome)
 
@@ -456,12 +465,22 @@ class Queue:
         deliveries. Safe to race with other workers: each entry is released once."""
         if not entry_ids:
             return []
+        id_keys = [self.id_key(job_id) for job_id in await self._job_ids(entry_ids)]
         released = await self._scripts["release"](
-            keys=[self.stream_key, self.dead_key],
-            args=[self.group, self.max_deliveries, reason, self.maxlen_hint, repr(time.time()), f"{self.name}:id:",
+            keys=[self.stream_key, self.dead_key, *id_keys],
+            args=[self.group, self.max_deliveries, reason, self.maxlen_hint, repr(time.time()),
                   int(self.idempotency_ttl_s * 1000), *entry_ids],
         )
         return [(text(job_id), text(kind), text(outcome)) for job_id, kind, outcome in released]
+
+    async def _job_ids(self, entry_ids: list[str]) -> list[str]:
+        """The job id in each stream entry ('' for an entry already gone), so that the release script can name the
+        id keys it may write in KEYS. Entries never change, so reading them first is safe."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in entry_ids:
+                pipe.xrange(self.stream_key, entry_id, entry_id)
+            found = await pipe.execute()
+        return [text(_field(entries[0][1], "j")) if entries else "" for entries in found]
 
     async def move_due(self, limit: int = 100) -> int:
         return int(await self._scripts["move_due"](
@@ -515,6 +534,11 @@ def _entries_of(reply: Any) -> list[tuple[Any, dict[Any, Any]]]:
     if entries and isinstance(entries[0], list) and entries[0] and isinstance(entries[0][0], (list, tuple)):
         entries = entries[0]
     return list(entries)
+
+
+def _field(fields: dict[Any, Any], name: str) -> Any:
+    """A field of a stream entry read by a bytes or a decoding client."""
+    return fields.get(name, fields.get(name.encode(), ""))
 
 
 def job_from_entry(entry_id: str, fields: dict[str, str]) -> Job:

@@ -337,7 +337,8 @@ class Worker:
     async def _fail(self, job: Job, error: str, *, delay_s: float | None = None, permanent: bool = False) -> str:
         delay = self.queue.retry.delay(job.attempt) if delay_s is None else delay_s
         self._settling.add(job.entry_id)
-        outcome = await _settle(self.queue.fail, job.entry_id, error, delay_s=delay, permanent=permanent)
+        outcome = await _settle(self.queue.fail, job.entry_id, error, job_id=job.id, delay_s=delay,
+                                permanent=permanent)
         if outcome == "retry":
             log.info("job %s (%s) will retry in %.2f s", job.id, job.kind, delay, extra=_extra(job))
         elif outcome == "dead":
@@ -502,7 +503,8 @@ def _extra(job: Job) -> dict[str, Any]:
 
 def _check_block_below_socket_timeout(queue: Queue, block_ms: int) -> None:
     # A BLOCK as long as the socket timeout makes every idle read end in TimeoutError instead of an empty reply.
-    socket_timeout = queue.redis.connection_pool.connection_kwargs.get("socket_timeout", DEFAULT_SOCKET_TIMEOUT_S)
+    pool = getattr(queue.redis, "connection_pool", queue.redis)  # a cluster client keeps the options itself
+    socket_timeout = pool.connection_kwargs.get("socket_timeout", DEFAULT_SOCKET_TIMEOUT_S)
     if socket_timeout is not None and block_ms / 1000 >= socket_timeout - 0.5:
         raise ValueError(
             f"block_ms={block_ms} must stay at least 0.5 s below the Redis client's socket_timeout ({socket_timeout} s)"
