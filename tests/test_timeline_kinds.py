@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from bot.incidents.store import incident_key
 from bot.incidents.timeline import EntryKind, Timeline
 from bot.writeup.postmortem.facts import POSTMORTEM, InPostmortem
 from bot.writeup.summaries import CATCH_UP
@@ -45,6 +46,6 @@ async def test_kinds_are_stored_as_their_old_strings(redis) -> None:
     await timeline.record("INC-1", EntryKind.PAGE_SENT, entry_id="page:1", at=10.0, actor="bot")
     await timeline.record("INC-1", "note", entry_id="note:1", at=20.0, actor="U1", text="a plain string still works")
 
-    raw = await redis.hget(f"{timeline.namespace}:inc:INC-1:tl", "page:1")
+    raw = await redis.hget(incident_key(timeline.namespace, "INC-1", "tl"), "page:1")
     assert '"kind":"page_sent"' in raw
     assert [e.kind for e in await timeline.entries("INC-1")] == ["page_sent", EntryKind.NOTE]

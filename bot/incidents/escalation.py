@@ -399,7 +399,7 @@ async def _send_under_lease(ctx: Incidents, incident: Incident, order: PageOrder
     """Another worker sending the same delivery holds its lease alive; waiting for it (rather than asking the
     queue for a retry, which counts as a delivery) lets us read its record, or take over once a dead holder's
     short lease lapses."""
-    key, token = ctx.store.key(incident.id, "pagelease", field), uuid.uuid4().hex
+    key, token = ctx.store.incident_key(incident.id, "pagelease", field), uuid.uuid4().hex
     try:
         await lease.acquire(ctx.rt.redis, key, token, wait_s=PAGE_LEASE_WAIT_S, ttl_s=ctx.page_lease_s)
     except lease.LeaseBusy:

@@ -17,6 +17,7 @@ import uuid
 from bot.durations import format_duration
 from bot.errors import UserError
 from bot.incidents.service import Incidents, mention_all
+from bot.queue.keys import tagged
 
 # KEYS: the person's window, the workspace's. ARGV: now, window seconds, per-person limit, per-workspace limit,
 # this declaration's member. Answers {0, 0} (counted) or {1 person | 2 workspace, seconds until a slot frees}.
@@ -45,7 +46,8 @@ async def check_declaration(ctx: Incidents, user: str, trigger_id: str | None) -
         return
     settings = ctx.settings
     member = f"{user}:{trigger_id or uuid.uuid4().hex}"
-    keys = [ctx.rt.key("declare-limit", "user", user), ctx.rt.key("declare-limit", "workspace")]
+    limits = tagged(ctx.rt.namespace, "declare-limit")  # one script counts both: one hash slot
+    keys = [f"{limits}:user:{user}", f"{limits}:workspace"]
     script = ctx.rt.redis.register_script(_CHECK_AND_COUNT)
     which, wait = await script(keys=keys, args=[time.time(), settings.incident_declare_window_s,
                                                 settings.incident_declare_per_user,

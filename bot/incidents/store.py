@@ -1,9 +1,12 @@
 """Incidents in Redis. Works with a bytes client (the runtime's) or a decoding one (the tests').
 
-Keys, each under the runtime's namespace (`chatops:inc:seq`, ...):
+Keys, each under the runtime's namespace (`chatops:inc:seq`, ...). An incident's own keys share the hash tag
+`{<namespace>:inc:<id>}` (bot/queue/keys.py): on Redis Cluster they live in one slot, and incidents spread over the
+shards. The indexes over all incidents (open, all, chan, threads) are keys of their own, written after the record in
+separate idempotent commands, never in one transaction with it; every save writes them again.
 
     inc:seq                       INCR → the next incident number
-    inc:<id>                      the Incident as JSON
+    {inc:<id>}                    the Incident as JSON
     inc:open                      set of open incident ids
     inc:all                       zset id → number (every incident ever declared)
     inc:chan:<channel>            incident id of an incident channel
@@ -13,12 +16,12 @@ Keys, each under the runtime's namespace (`chatops:inc:seq`, ...):
     inc:alert:<group hash>        id opened by that Alertmanager groupKey (cleared when it resolves)
     inc:alert:<group hash>:owners hash: `<fingerprint>|<startsAt>` → the incident that recorded that alert firing
     inc:alert:<group hash>:<id>   hash: `<fingerprint>|<startsAt>` → firing | resolved, as that incident saw it
-    inc:<id>:steps                hash: declaration step → its result ("channel" → C123, "header" → ts, ...)
-    inc:<id>:posted               hash: message key → ts, so a retried job never posts the same message twice
-    inc:<id>:pages                hash: `<dedup key>|<delivery>` → PageRecord JSON (one per provider or Slack user)
-    inc:<id>:pagelease:<field>    held while one worker sends that delivery
-    inc:<id>:lock                 the mutation lock: a short lease renewed while held (bot/queue/lease.py)
-    inc:<id>:tl, inc:<id>:tl:order  the timeline (bot/incidents/timeline.py)
+    {inc:<id>}:steps              hash: declaration step → its result ("channel" → C123, "header" → ts, ...)
+    {inc:<id>}:posted             hash: message key → ts, so a retried job never posts the same message twice
+    {inc:<id>}:pages              hash: `<dedup key>|<delivery>` → PageRecord JSON (one per provider or Slack user)
+    {inc:<id>}:pagelease:<field>  held while one worker sends that delivery
+    {inc:<id>}:lock               the mutation lock: a short lease renewed while held (bot/queue/lease.py)
+    {inc:<id>}:tl, {inc:<id>}:tl:order  the timeline (bot/incidents/timeline.py)
 
 Every change to an incident is a read-modify-write under its lock (`store.mutate(id)`), so a button press, a
 command and an escalation timer racing on one incident see each other's writes.
@@ -36,6 +39,7 @@ import redis.asyncio as aioredis
 
 from bot.incidents.model import Incident, PageRecord, incident_id
 from bot.queue import lease
+from bot.queue.keys import tagged
 
 LOCK_WAIT_S = 10.0  # a live holder renews its short lease; a dead one's is free within lease.LEASE_TTL_S
 TRIGGER_TTL_S = 86_400
@@ -59,7 +63,12 @@ class IncidentStore:
         self.namespace = namespace
 
     def key(self, *parts: object) -> str:
+        """A key of no one incident: an index, a trigger, a proposal."""
         return ":".join([self.namespace, "inc", *(str(p) for p in parts)])
+
+    def incident_key(self, incident: str, *parts: object) -> str:
+        """One incident's key, in that incident's hash slot: `{chatops:inc:INC-7}:steps`."""
+        return incident_key(self.namespace, incident, *parts)
 
     # -- identity ---------------------------------------------------------------------------------------------
 
@@ -85,19 +94,14 @@ class IncidentStore:
 
     async def create(self, incident: Incident) -> bool:
         """Store a new incident; False if the id exists (it never overwrites)."""
-        created = await self.redis.set(self.key(incident.id), incident.model_dump_json(), nx=True)
+        created = await self.redis.set(self.incident_key(incident.id), incident.model_dump_json(), nx=True)
         if not created:
             return False
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.sadd(self.key("open"), incident.id)
-        pipe.zadd(self.key("all"), {incident.id: incident.number})
-        if incident.mode == "thread" and incident.channel:
-            pipe.sadd(self.key("threads", incident.channel), incident.id)
-        await pipe.execute()
+        await self._index(incident)
         return True
 
     async def get(self, incident: str) -> Incident | None:
-        raw = await self.redis.get(self.key(incident))
+        raw = await self.redis.get(self.incident_key(incident))
         return Incident.model_validate_json(raw) if raw is not None else None
 
     async def require(self, incident: str) -> Incident:
@@ -108,8 +112,14 @@ class IncidentStore:
 
     async def save(self, incident: Incident) -> None:
         incident.updated_at = time.time()
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self.key(incident.id), incident.model_dump_json())
+        await self.redis.set(self.incident_key(incident.id), incident.model_dump_json())
+        await self._index(incident)
+
+    async def _index(self, incident: Incident) -> None:
+        """The indexes over incidents, after the record: each write is idempotent, so a crash in between is repaired
+        by the next save, and no transaction spans two hash slots."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(self.key("all"), {incident.id: incident.number})
         if incident.is_open:
             pipe.sadd(self.key("open"), incident.id)
         else:
@@ -130,7 +140,7 @@ class IncidentStore:
 
     @contextlib.asynccontextmanager
     async def lock(self, incident: str, *, wait_s: float = LOCK_WAIT_S) -> AsyncIterator[None]:
-        key, token = self.key(incident, "lock"), uuid.uuid4().hex
+        key, token = self.incident_key(incident, "lock"), uuid.uuid4().hex
         try:
             await lease.acquire(self.redis, key, token, wait_s=wait_s)
         except lease.LeaseBusy:
@@ -156,7 +166,10 @@ class IncidentStore:
         ids = await self.open_ids()
         if not ids:
             return []
-        raws = await self.redis.mget([self.key(i) for i in ids])
+        async with self.redis.pipeline(transaction=False) as pipe:  # not MGET: the records live in many slots
+            for incident in ids:
+                pipe.get(self.incident_key(incident))
+            raws = await pipe.execute()
         return [Incident.model_validate_json(raw) for raw in raws if raw is not None]
 
     async def all_ids(self) -> list[str]:
@@ -165,29 +178,29 @@ class IncidentStore:
     # -- declaration steps and idempotent posts -------------------------------------------------------------------
 
     async def step(self, incident: str, name: str) -> str | None:
-        raw = await self.redis.hget(self.key(incident, "steps"), name)
+        raw = await self.redis.hget(self.incident_key(incident, "steps"), name)
         return _text(raw) if raw is not None else None
 
     async def mark_step(self, incident: str, name: str, value: str = "1") -> None:
-        await self.redis.hset(self.key(incident, "steps"), name, value)
+        await self.redis.hset(self.incident_key(incident, "steps"), name, value)
 
     async def steps(self, incident: str) -> dict[str, str]:
-        raw = await self.redis.hgetall(self.key(incident, "steps"))
+        raw = await self.redis.hgetall(self.incident_key(incident, "steps"))
         return {_text(k): _text(v) for k, v in raw.items()}
 
     # -- page records ---------------------------------------------------------------------------------------------
 
     async def page_record(self, incident: str, field: str) -> PageRecord | None:
-        raw = await self.redis.hget(self.key(incident, "pages"), field)
+        raw = await self.redis.hget(self.incident_key(incident, "pages"), field)
         return PageRecord.model_validate_json(raw) if raw is not None else None
 
     async def record_page(self, incident: str, field: str, record: PageRecord) -> bool:
         """Record a delivery's outcome; False (and nothing changed) if one is recorded already."""
-        return bool(await self.redis.hsetnx(self.key(incident, "pages"), field, record.model_dump_json()))
+        return bool(await self.redis.hsetnx(self.incident_key(incident, "pages"), field, record.model_dump_json()))
 
     async def page_records(self, incident: str) -> dict[str, PageRecord]:
         """`<dedup key>|<delivery>` → outcome, for every page of the incident."""
-        raw = await self.redis.hgetall(self.key(incident, "pages"))
+        raw = await self.redis.hgetall(self.incident_key(incident, "pages"))
         return {_text(k): PageRecord.model_validate_json(v) for k, v in raw.items()}
 
     # -- alerts ---------------------------------------------------------------------------------------------------
@@ -235,6 +248,10 @@ class IncidentStore:
         if not fields:
             return []
         return [None if v is None else _text(v) for v in await self.redis.hmget(key, fields)]
+
+
+def incident_key(namespace: str, incident: str, *parts: object) -> str:
+    return ":".join([tagged(namespace, "inc", incident), *(str(p) for p in parts)])
 
 
 def _number(incident: str) -> int:

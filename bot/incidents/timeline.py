@@ -1,7 +1,8 @@
 """An incident's timeline, recorded as things happen (not scraped at the end).
 
-Entries live in Redis: a hash `<namespace>:inc:<id>:tl` of entry id → JSON, a sorted set `…:tl:order` by time,
-and per thread a sorted set `…:tl:thread:<thread_ts>` of its replies (so a thread summary does not read a
+Entries live in Redis: a hash `{<namespace>:inc:<id>}:tl` of entry id → JSON, a sorted set `…:tl:order` by time,
+and per thread a sorted set `…:tl:thread:<thread_ts>` of its replies (all in the incident's hash slot, so the
+transactions below run on Redis Cluster too) (so a thread summary does not read a
 50,000-entry incident). Entry ids are deterministic where the source has an identity (`msg:<channel>:<ts>` for
 a Slack message), so a live event, its Slack retry and a back-filled copy of the same message all land on one
 entry; an edit updates it and a deletion marks it removed. Bot actions (declared, severity, pages...) get ids
@@ -26,6 +27,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
+
+from bot.incidents.store import incident_key
 
 log = logging.getLogger("bot.timeline")
 
@@ -136,11 +139,11 @@ class Timeline:
         self.observers: list[Observer] = list(observers or [])
 
     def _keys(self, incident_id: str) -> tuple[str, str]:
-        base = f"{self.namespace}:inc:{incident_id}:tl"
+        base = incident_key(self.namespace, incident_id, "tl")
         return base, f"{base}:order"
 
     def _thread_key(self, incident_id: str, thread_ts: str) -> str:
-        return f"{self.namespace}:inc:{incident_id}:tl:thread:{thread_ts}"
+        return incident_key(self.namespace, incident_id, "tl", "thread", thread_ts)
 
     async def record(self, incident_id: str, kind: EntryKind | str, *, entry_id: str | None = None, at: float | None = None,
                      actor: str | None = None, text: str = "", **fields: Any) -> Entry:

@@ -69,7 +69,10 @@ async def user_names(rt: Runtime, ids: Iterable[str]) -> dict[str, str]:
     wanted = sorted({i for i in ids if i and i[:1] in ("U", "W")})
     if not wanted:
         return {}
-    cached = await rt.redis.mget([rt.key("wu", "name", i) for i in wanted])
+    async with rt.redis.pipeline(transaction=False) as pipe:  # not MGET: the names live in many hash slots
+        for user in wanted:
+            pipe.get(rt.key("wu", "name", user))
+        cached = await pipe.execute()
     names: dict[str, str] = {}
     for user, raw in zip(wanted, cached, strict=True):
         if raw is not None:

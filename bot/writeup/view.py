@@ -86,7 +86,7 @@ async def load_incident(rt: Runtime, incident_id: str) -> IncidentView | None:
     incident = await store.get(incident_id)
     if incident is None:
         return None
-    posted = await rt.redis.hgetall(store.key(incident_id, "posted"))
+    posted = await rt.redis.hgetall(store.incident_key(incident_id, "posted"))
     # A post still PENDING (or whose worker died before recording it) has no ts to link to yet.
     return view_of(incident, {_text(k): _text(v) for k, v in posted.items() if _text(v) != PENDING})
 
