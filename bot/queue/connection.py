@@ -4,6 +4,9 @@
     Sentinel       REDIS_SENTINELS=host:port,... + REDIS_SENTINEL_MASTER: the client asks the sentinels for the
                    primary on every new connection, so after a failover it follows the promoted replica by itself;
                    REDIS_URL then only lends the data nodes' password, TLS (rediss://) and db
+    Redis Cluster  REDIS_URL at any node (or a managed configuration endpoint): a cluster client that learns the
+                   slot map and follows MOVED/ASK; chosen by REDIS_CLUSTER=true, or when REDIS_CLUSTER is unset and
+                   the node answers `INFO cluster` with cluster_enabled:1 at start-up
 
 `durable(redis, marker_key, what)` is the one place writes whose loss matters (escalation timers, page records,
 incident records) wait for replicas: `WAIT <REDIS_WAIT_REPLICAS> <REDIS_WAIT_TIMEOUT_MS>`, on by default under
@@ -18,13 +21,15 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.logs import Throttled
@@ -37,6 +42,7 @@ log = logging.getLogger("bot.queue")
 SINGLE_RETRIES, SENTINEL_RETRIES = 3, 8
 SENTINEL_QUERY_TIMEOUT_S = 0.5  # per sentinel; a dead one must not hold up finding the primary
 MARKER_TTL_MS = 60_000
+CLUSTER_PROBE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -64,12 +70,45 @@ def connect(settings: Settings, url: str | None = None, *, max_connections: int 
     options = _pool_options(settings, max_connections)
     if settings.redis_sentinels:
         client = _sentinel_client(settings, url, options)
+    elif not url:
+        raise ValueError("no Redis: set REDIS_URL or REDIS_SENTINELS")
+    elif is_cluster(settings, url):
+        return _cluster_client(url, options)  # no WAIT policy: durable() is for Sentinel's primary and replica
     else:
-        if not url:
-            raise ValueError("no Redis: set REDIS_URL or REDIS_SENTINELS")
         client = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(url, **options))
     _policies[client] = WaitPolicy(settings.wait_replicas, settings.redis_wait_timeout_ms)
     return client
+
+
+def is_cluster(settings: Settings, url: str) -> bool:
+    """REDIS_CLUSTER when set; else whether the REDIS_URL node says it is a cluster node (`INFO cluster`)."""
+    if settings.redis_cluster is not None:
+        return settings.redis_cluster
+    if url.startswith("unix://"):  # a cluster is reached over TCP only
+        return False
+    return _cluster_enabled(url)
+
+
+def _cluster_enabled(url: str) -> bool:
+    # Once per process at start-up, before any event loop work depends on Redis: a short blocking probe.
+    probe = redis.Redis.from_url(url, socket_timeout=CLUSTER_PROBE_TIMEOUT_S,
+                                 socket_connect_timeout=CLUSTER_PROBE_TIMEOUT_S)
+    try:
+        return bool(probe.info("cluster").get("cluster_enabled"))
+    except RedisError as exc:
+        log.warning("could not ask Redis whether it is a cluster node (%s): assuming a single Redis; set "
+                    "REDIS_CLUSTER=true or false to skip the question", type(exc).__name__)
+        return False
+    finally:
+        probe.close()
+
+
+def _cluster_client(url: str, options: dict[str, Any]) -> RedisCluster:
+    # The cluster client keeps one pool per node, and it raises when a pool is full rather than waiting for a free
+    # connection: so no cap (redis-py's default), or a burst of commands would fail where a single Redis waits.
+    # Its own bounded retry also covers MOVED/ASK, CLUSTERDOWN and a node that went away (the slot map reloads).
+    kept = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout", "health_check_interval", "retry")}
+    return RedisCluster.from_url(url, **kept)
 
 
 def _pool_options(settings: Settings, max_connections: int | None) -> dict[str, Any]:
