@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
+from bot.app.redis_server import free_port
 from tests.app_harness import running_bot
 from tests.servers import Reply, local_http_server
 
@@ -78,3 +80,17 @@ async def test_healthz_fails_while_redis_is_down_and_recovers(local_slack, redis
             await asyncio.sleep(0.1)
         else:
             pytest.fail("/healthz did not recover after Redis came back")
+
+
+async def test_healthz_fails_while_redis_url_names_a_demoted_primary(local_slack, redis_server_factory, tmp_path):
+    """A plain REDIS_URL at a node that turned replica answers PING but refuses writes: not ready."""
+    redis = redis_server_factory(aof=False)
+    admin = aioredis.Redis.from_url(redis.url)
+    async with running_bot(local_slack, redis.url, tmp_path, services={"api": {}}, workers=0) as bot:
+        assert (await bot.http.get(bot.base_url + "/healthz")).status_code == 200
+        await admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))  # demoted; its primary is gone
+        demoted = await bot.http.get(bot.base_url + "/healthz")
+        assert demoted.status_code == 503 and "not the primary" in demoted.json()["redis"]
+        await admin.execute_command("REPLICAOF", "NO", "ONE")
+        assert (await bot.http.get(bot.base_url + "/healthz")).status_code == 200
+    await admin.aclose()

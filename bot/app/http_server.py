@@ -1,7 +1,7 @@
 """HTTP mode: one ASGI app with Slack's endpoint, health, metrics and webhooks, served by uvicorn.
 
     POST /slack/events   commands, events and interactivity (signed; verified by Bolt)
-    GET  /healthz        200 only while Redis answers (and the queue's background loops make progress)
+    GET  /healthz        200 only while Redis answers as a primary (and the queue's background loops progress)
     GET  /metrics        Prometheus text format
     plus whatever routes features add (PagerDuty and Alertmanager webhooks).
 
@@ -26,6 +26,7 @@ from typing import Any
 from slack_bolt.adapter.asgi.async_handler import AsyncSlackRequestHandler
 
 from bot.logs import Throttled
+from bot.queue.readiness import redis_problem
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,12 @@ def json_response(status: int, data: Any) -> Response:
 
 async def health(rt: Runtime) -> Response:
     try:
-        await asyncio.wait_for(rt.redis.ping(), timeout=2)
+        not_primary = await asyncio.wait_for(redis_problem(rt.redis), timeout=2)
     except Exception as exc:
         return json_response(503, {"ok": False, "redis": f"unreachable ({type(exc).__name__})"})
+    if not_primary:
+        _log_problem(rt, not_primary)
+        return json_response(503, {"ok": False, "redis": not_primary})
     for check in rt.hooks.health_checks:
         problem = check()
         if problem:
