@@ -22,7 +22,7 @@ from tests.writeup_harness import declare, delete, edit, react, say, writeup_bot
 
 HEADINGS = {"# Postmortem:", "## Summary", "### Time at each severity", "## Timeline", "## Metrics", "## Root cause",
             "## Resolution", "## Action items", "## Lessons learned", "### What went well", "### What went wrong",
-            "### Where we got lucky", "## Responders and roles", "## Supporting data", "### Checks run",
+            "### Where we got lucky", "## Responders and roles", "### Roles", "## Supporting data", "### Checks run",
             "### Pages and acknowledgements"}
 
 

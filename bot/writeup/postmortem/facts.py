@@ -16,6 +16,8 @@ Where each section comes from:
     lessons        prompts seeded from what happened (acks within target, pages failed, severity raised...)
                    and from messages that say "luckily", "fortunately", "went well", "went wrong"...
     responders     roles (reporter, commanders, acknowledged, resolved) and everyone who wrote in the channel
+    roles          the commander and each role's holder(s), with when they took it: commander entries (the
+                   first names the commander from the declaration) and role entries
     supporting     diagnoses (checks run and results), pages sent/failed, acknowledgements, escalations
 """
 
@@ -30,6 +32,7 @@ from enum import Enum
 from typing import Any
 
 from bot import durations
+from bot.incidents.model import role_label
 from bot.incidents.timeline import Entry, EntryKind
 from bot.writeup.slacktext import plain
 from bot.writeup.view import IncidentView
@@ -53,7 +56,7 @@ _E = EntryKind
 POSTMORTEM: dict[EntryKind, InPostmortem] = {
     _E.MESSAGE: InPostmortem.TALK, _E.REPLY: InPostmortem.TALK,
     _E.REACTION: InPostmortem.LEFT_OUT, _E.PIN: InPostmortem.LEFT_OUT,  # already folded into their message
-    _E.MEMBER_JOINED: InPostmortem.LEFT_OUT, _E.ROLE: InPostmortem.LEFT_OUT,
+    _E.MEMBER_JOINED: InPostmortem.LEFT_OUT, _E.ROLE: InPostmortem.EVENT,
     _E.DECLARED: InPostmortem.EVENT, _E.SEVERITY: InPostmortem.QUOTED, _E.STATUS: InPostmortem.QUOTED,
     _E.COMMANDER: InPostmortem.EVENT, _E.NOTE: InPostmortem.QUOTED, _E.RESOLVED: InPostmortem.QUOTED,
     _E.REMINDER: InPostmortem.EVENT, _E.ACTION_ITEM: InPostmortem.QUOTED,
@@ -178,6 +181,16 @@ class Responder:
 
 
 @dataclass
+class RoleHolding:
+    """One person holding one role from `at` (until the next holding of the same role, if any)."""
+
+    role: str  # its label: "Commander", "Scribe", "Tech lead"
+    user: str
+    at: float
+    by: str | None  # who assigned it; None for the commander at declaration
+
+
+@dataclass
 class Note:
     at: float
     actor: str | None
@@ -217,6 +230,7 @@ class PostmortemFacts:
     action_items: list[ActionItem]
     lessons: Lessons
     responders: list[Responder]
+    roles: list[RoleHolding]
     checks: list[CheckRun]
     pages: list[PageEvent]
     acks: list[Ack]
@@ -287,6 +301,7 @@ class _Builder:
         self.acks: list[Ack] = []
         self.escalations: list[Event] = []
         self.commanders: list[tuple[float, str, str]] = []  # (at, to, from)
+        self.role_entries: list[Entry] = []
         self.posters: dict[str, list[float]] = {}  # user → [count, first at]
         self.lucky: list[str] = []
         self.well: list[str] = []
@@ -352,6 +367,9 @@ class _Builder:
                 self.notes.append(Note(e.at, e.actor, text, link))
         elif e.kind == EntryKind.COMMANDER and d.get("to"):
             self.commanders.append((e.at, str(d["to"]), str(d.get("from") or "")))
+            self.role_entries.append(e)
+        elif e.kind == EntryKind.ROLE and d.get("to") and d.get("role"):
+            self.role_entries.append(e)
         elif e.kind in (EntryKind.PAGE_SENT, EntryKind.PAGE_FAILED):
             ok = e.kind == EntryKind.PAGE_SENT
             if ok and self.first_page is None:
@@ -408,7 +426,8 @@ class _Builder:
             milestones=self._milestones(declared_at), events=self._events(), metrics=self._metrics(declared_at),
             root_cause_notes=self.notes, findings=findings, resolution=self._resolution(),
             action_items=self.actions, lessons=self._lessons(declared_at, checks),
-            responders=self._responders(), checks=checks, pages=self.pages, acks=self.acks,
+            responders=self._responders(), roles=self._roles(declared_at), checks=checks, pages=self.pages,
+            acks=self.acks,
             escalations=self.escalations, names=self.names, message_count=self.messages,
             reply_count=self.replies,
         )
@@ -521,6 +540,9 @@ class _Builder:
                 add(user, "incident commander", at)
         else:
             add(inc.commander, "incident commander", declared_at)
+        for e in self.role_entries:
+            if e.kind == EntryKind.ROLE:
+                add(str(e.data["to"]), role_label(str(e.data["role"])).lower(), e.at)
         for ack in self.acks:
             add(ack.actor, "acknowledged the page", ack.at)
         if self.resolved:
@@ -529,6 +551,16 @@ class _Builder:
             add(user, "in the channel", at)
         out = [Responder(u, r, int(self.posters.get(u, [0])[0]), first[u]) for u, r in roles.items()]
         return sorted(out, key=lambda r: (r.first_at, r.user))
+
+    def _roles(self, declared_at: float) -> list[RoleHolding]:
+        """The commander first (from the declaration: the first hand-over names them, else the record does),
+        then every assignment in the order it was made."""
+        first = self.commanders[0][2] if self.commanders else self.incident.commander
+        held = [RoleHolding("Commander", first, declared_at, None)] if first else []
+        for e in self.role_entries:
+            role = "commander" if e.kind == EntryKind.COMMANDER else str(e.data["role"])
+            held.append(RoleHolding(role_label(role), str(e.data["to"]), e.at, e.actor))
+        return held
 
     def _lessons(self, declared_at: float, checks: list[CheckRun]) -> Lessons:
         lessons = Lessons()
@@ -593,6 +625,8 @@ def _describe(e: Entry, names: dict[str, str]) -> str:
         return f"Status {d.get('from', '?')} → {d.get('to', '?')}"
     if kind == EntryKind.COMMANDER:
         return f"Commander role handed over to {_who(d.get('to'), names)}"
+    if kind == EntryKind.ROLE:
+        return f"{role_label(str(d.get('role') or '?'))} role assigned to {_who(d.get('to'), names)}"
     if kind == EntryKind.NOTE:
         return "Note added"
     if kind == EntryKind.PAGE_SENT:
