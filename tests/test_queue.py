@@ -1,6 +1,8 @@
 """The job queue against a real Redis: what a handler sees, when it runs, and where a failing job ends up.
 
-Every test uses its own queue name (`unique_name`), so tests never see each other's jobs.
+Every test uses its own queue name (`unique_name`), so tests never see each other's jobs. The tests marked
+`@ON_VALKEY` (enqueue, claim, ack, delayed jobs, dead letters, replay) run on a Valkey server as well, so the
+engine stays supported by test, not by assumption.
 """
 
 from __future__ import annotations
@@ -19,6 +21,24 @@ from bot.queue import Job, Permanent, Queue, QueueStats, Retry, Worker, once
 from bot.retry import RetryPolicy
 
 FAST_RETRY = RetryPolicy(base_s=0.1, max_s=0.2)
+ON_VALKEY = pytest.mark.parametrize("engine_url", ["redis", pytest.param("valkey", marks=pytest.mark.valkey)],
+                                    indirect=True)
+
+
+@pytest.fixture
+def engine_url(request: pytest.FixtureRequest) -> str:
+    """The session's Redis, or for a test parametrised by ON_VALKEY also the session's Valkey server."""
+    engine = getattr(request, "param", "redis")
+    return request.getfixturevalue("valkey_server_url" if engine == "valkey" else "redis_url")
+
+
+@pytest.fixture
+async def redis(engine_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(engine_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
@@ -67,6 +87,7 @@ def recorder() -> tuple[list[Job], Callable[[Job], Awaitable[None]]]:
 # -- enqueue and process --------------------------------------------------------------------------------------
 
 
+@ON_VALKEY
 async def test_an_enqueued_job_reaches_its_handler_once_with_kind_payload_and_attempt(queue: Queue) -> None:
     seen, handler = recorder()
     before = time.time()
@@ -78,6 +99,7 @@ async def test_an_enqueued_job_reaches_its_handler_once_with_kind_payload_and_at
     assert before <= seen[0].enqueued_at <= time.time()
 
 
+@ON_VALKEY
 async def test_finished_jobs_are_deleted_from_the_stream_so_it_does_not_grow(queue: Queue, redis) -> None:
     _seen, handler = recorder()
     for n in range(200):
@@ -139,6 +161,7 @@ async def test_a_job_id_waiting_to_run_is_not_enqueued_twice(queue: Queue) -> No
     assert [j.payload for j in seen] == [{"n": 1}]
 
 
+@ON_VALKEY
 async def test_a_claimed_enqueue_queues_once_and_tells_later_callers_who_holds_the_claim(
         queue: Queue, redis: aioredis.Redis, unique_name: str) -> None:
     """`/diagnose api` twice in one channel: the first claims the run and queues its start, the second queues
@@ -221,6 +244,7 @@ async def test_once_is_true_only_the_first_time(redis, unique_name: str) -> None
 # -- delayed jobs ---------------------------------------------------------------------------------------------
 
 
+@ON_VALKEY
 async def test_a_delayed_job_runs_at_its_time_not_before(queue: Queue) -> None:
     ran_at: list[float] = []
 
@@ -251,6 +275,7 @@ async def test_run_at_is_an_absolute_time(queue: Queue) -> None:
     assert at <= ran_at[0] < at + 0.4
 
 
+@ON_VALKEY
 async def test_a_cancelled_delayed_job_never_runs_and_its_id_is_free_again(queue: Queue) -> None:
     seen, handler = recorder()
     await queue.enqueue("escalate", {"level": 2}, job_id="escalate:inc-7", delay_s=0.3)
@@ -308,6 +333,7 @@ async def test_retry_raised_by_a_handler_waits_the_delay_it_asks_for(queue: Queu
     assert attempts[1] - attempts[0] >= 0.5
 
 
+@ON_VALKEY
 async def test_a_job_failing_every_time_ends_in_the_dead_letters_with_its_last_error(queue: Queue) -> None:
     calls: list[int] = []
 
@@ -373,6 +399,7 @@ async def test_a_hung_handler_times_out_and_is_retried(queue: Queue) -> None:
     assert attempts == [1, 2]
 
 
+@ON_VALKEY
 async def test_a_dead_letter_can_be_replayed_as_a_fresh_job(queue: Queue) -> None:
     await queue.enqueue("later", {"x": 1})
     await worker_for(queue, {}).run_until_idle()
@@ -399,6 +426,7 @@ async def take_without_running(queue: Queue, consumer: str, *, alive: bool) -> s
     return entry_id
 
 
+@ON_VALKEY
 async def test_a_dead_workers_job_is_released_without_waiting_for_the_visibility_timeout(queue: Queue) -> None:
     seen, handler = recorder()
     await queue.enqueue("page", {"incident": 7})
