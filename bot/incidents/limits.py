@@ -40,13 +40,18 @@ return {0, '0'}
 """
 
 
+def limits_prefix(namespace: str) -> str:
+    """What the windows' keys start with: one hash tag, because one script counts both."""
+    return tagged(namespace, "declare-limit")
+
+
 async def check_declaration(ctx: Incidents, user: str, trigger_id: str | None) -> None:
     """Count this declaration, or raise UserError (nothing counted, nothing declared) when over a limit."""
     if await ctx.is_admin(user):
         return
     settings = ctx.settings
     member = f"{user}:{trigger_id or uuid.uuid4().hex}"
-    limits = tagged(ctx.rt.namespace, "declare-limit")  # one script counts both: one hash slot
+    limits = limits_prefix(ctx.rt.namespace)
     keys = [f"{limits}:user:{user}", f"{limits}:workspace"]
     script = ctx.rt.redis.register_script(_CHECK_AND_COUNT)
     which, wait = await script(keys=keys, args=[time.time(), settings.incident_declare_window_s,
