@@ -16,7 +16,7 @@ Other features use only service.py, store.py, timeline.py and model.py (an impor
 Timeline kinds recorded here (bot/incidents/timeline.py; entry ids are deterministic, so retries land on one entry):
 
     declared             actor = reporter (or "alertmanager"); text = title; data: severity, service, source,
-                         origin_channel, alert_group_key                       entry id "declared"
+                         origin_channel, alert_group_key, private              entry id "declared"
     status               data: from, to, next_update_due; text = the note       "status:<key>"
     severity             data: from, to, paged (names paged for the difference); text = reason  "severity:<key>"
     commander            data: from, to                                         "commander:<key>"

@@ -54,9 +54,12 @@ TIMER_GRACE_S = 5.0  # the auditor re-queues a timer this long past its due time
 
 async def declare(ctx: Incidents, *, title: str, severity: Severity, reporter: str, origin_channel: str,
                   service: str | None = None, trigger_id: str | None = None, source: str = "slack",
-                  alert_group_key: str | None = None) -> tuple[Incident, bool]:
+                  alert_group_key: str | None = None, private: bool = False) -> tuple[Incident, bool]:
     """Record a new incident and queue its declaration. Returns (incident, created); a repeated `trigger_id`
-    (a Slack retry of the same command) returns the incident it already created."""
+    (a Slack retry of the same command) returns the incident it already created. Only a person declares a
+    `private` incident: an alert's incident is seen by whoever the alert pages."""
+    if private:
+        _check_private(ctx, source)
     if trigger_id:
         existing = await ctx.store.by_trigger(trigger_id)
         if existing:
@@ -73,26 +76,36 @@ async def declare(ctx: Incidents, *, title: str, severity: Severity, reporter: s
     incident = Incident(id=new_id, number=number, title=title, severity=severity, service=service,
                         reporter=reporter, commander=reporter if source == "slack" else None,
                         source=source, declared_at=now, updated_at=now, origin_channel=origin_channel,  # type: ignore
-                        alert_group_key=alert_group_key)
+                        alert_group_key=alert_group_key, private=private)
     await ctx.store.create(incident)
     await ctx.timeline.record(new_id, EntryKind.DECLARED, entry_id="declared", actor=reporter, at=now, text=title,
                               data={"severity": severity, "service": service, "source": source,
-                                    "origin_channel": origin_channel, "alert_group_key": alert_group_key})
+                                    "origin_channel": origin_channel, "alert_group_key": alert_group_key,
+                                    "private": private})
     await ctx.rt.queue.enqueue("incident.declare", {"incident": new_id}, job_id=f"declare:{new_id}")
     await arm_audit(ctx)
     return incident, True
+
+
+def _check_private(ctx: Incidents, source: str) -> None:
+    if source != "slack":
+        raise ValueError("only a person declares a private incident")
+    if not ctx.settings.incident_create_channels:
+        raise UserError("A private incident needs a private channel of its own, and this bot runs incidents in "
+                        "threads (INCIDENT_CREATE_CHANNELS=false). Declare it without `private`, or ask an "
+                        "admin to turn channels on.")
 
 
 PROPOSAL_TTL_S = 3600  # how long a "Declare?" preview's button keeps working
 
 
 async def propose(ctx: Incidents, *, title: str, severity: Severity, reporter: str, origin_channel: str,
-                  service: str | None = None) -> str:
+                  service: str | None = None, private: bool = False) -> str:
     """Keep a declaration that looked accidental until its reporter confirms it; returns the token the
     preview's Declare button carries. Nothing is declared and nobody is paged until `declare_proposed`."""
     token = uuid.uuid4().hex
     fields = {"title": title, "severity": severity, "service": service, "reporter": reporter,
-              "origin_channel": origin_channel}
+              "origin_channel": origin_channel, "private": private}
     await ctx.rt.redis.set(ctx.store.key("proposal", token), json.dumps(fields), ex=PROPOSAL_TTL_S)
     return token
 
@@ -160,12 +173,12 @@ async def _ensure_place(ctx: Incidents, incident: Incident) -> Incident:
     """The incident channel (created once), or a thread in the channel it was declared in."""
     if incident.channel:
         return incident
-    channel, name, note = None, None, None
+    channel, name, note, origin = None, None, None, None
     if ctx.settings.incident_create_channels:
         name = channel_name(ctx.settings.incident_channel_prefix, incident.number, incident.title,
                             incident.declared_at)
         try:
-            answer = await ctx.slack.call("conversations.create", name=name)
+            answer = await ctx.slack.call("conversations.create", name=name, is_private=incident.private)
             channel = str(answer["channel"]["id"])
         except SlackError as exc:
             if exc.error == "name_taken" or _is_transient(exc):
@@ -175,6 +188,7 @@ async def _ensure_place(ctx: Incidents, incident: Incident) -> Incident:
                 raise  # Slack is struggling: the retried job tries again (and finds the channel if it was made)
             if channel is None:
                 note = f"Could not create #{name} ({exc.error}); running the incident in this thread instead."
+                origin = await _private_fallback(ctx, incident) if incident.private else None
                 log.warning("%s: conversations.create %s failed: %s", incident.id, name, exc.error)
     base = await ctx.workspace_url() if channel else None
     async with ctx.store.mutate(incident.id) as current:
@@ -182,13 +196,20 @@ async def _ensure_place(ctx: Incidents, incident: Incident) -> Incident:
             if channel:
                 current.mode, current.channel, current.channel_name = "channel", channel, name
                 current.link = f"{base.rstrip('/')}/archives/{channel}" if base else None
-            elif current.origin_channel:
-                current.mode, current.channel, current.place_note = "thread", current.origin_channel, note
+            elif origin or current.origin_channel:
+                current.mode, current.channel, current.place_note = "thread", origin or current.origin_channel, note
             else:  # an alert, with no channel of its own and no INCIDENTS_CHANNEL to fall back to
                 raise Permanent(f"{current.id}: no channel could be created and INCIDENTS_CHANNEL is not set")
     if current.link:
         await ctx.store.mark_step(current.id, "link", current.link)
     return current
+
+
+async def _private_fallback(ctx: Incidents, incident: Incident) -> str:
+    """A private incident never falls back to a thread in a shared channel (its title would show there): it
+    runs in a thread of the reporter's DM with the bot, until someone makes a private channel by hand."""
+    answer = await ctx.slack.call("conversations.open", users=incident.reporter)
+    return str(answer["channel"]["id"])
 
 
 async def _find_channel(ctx: Incidents, name: str) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from bot import durations
 from bot.incidents.model import SEVERITY_MEANING, Incident, role_label
+from bot.slack.limits import SLACK
 from bot.slack.mrkdwn import (
     SECTION_TEXT_MAX,
     context,
@@ -21,6 +22,7 @@ from bot.slack.mrkdwn import (
     fit_lines,
     inert,
     one_line,
+    plain,
     truncate,
 )
 
@@ -28,7 +30,11 @@ ACK_ACTION = "incident_ack"
 DIAGNOSE_ACTION = "incident_diagnose"
 ESCALATE_ACTION = "incident_escalate"
 RESOLVE_ACTION = "incident_resolve"
-HEADER_ACTIONS = (ACK_ACTION, DIAGNOSE_ACTION, ESCALATE_ACTION, RESOLVE_ACTION)
+ASSIGN_ROLE_ACTION = "incident_assign_role"  # opens ASSIGN_ROLE_VIEW, a modal with a role and a person to pick
+HEADER_ACTIONS = (ACK_ACTION, DIAGNOSE_ACTION, ESCALATE_ACTION, RESOLVE_ACTION, ASSIGN_ROLE_ACTION)
+ASSIGN_ROLE_VIEW = "incident_assign_role_view"  # the modal's callback_id; its private_metadata is the incident id
+ROLE_BLOCK, ROLE_PICK, PERSON_BLOCK, PERSON_PICK = "role", "role_pick", "person", "person_pick"
+PRIVATE_MARK = ":lock: Private"
 DECLARE_ACTION = "incident_declare_confirm"  # the Declare button of a preview; its value is the proposal token
 CANCEL_DECLARE_ACTION = "incident_declare_cancel"
 
@@ -97,8 +103,9 @@ def header(incident: Incident, *, now: float | None = None) -> tuple[str, list[d
     """The pinned header: title, severity, status, commander, service, elapsed time, paging, buttons."""
     now = now or time.time()
     icon = RESOLVED_ICON if not incident.is_open else SEVERITY_ICON[incident.severity]
+    private = f" · {PRIVATE_MARK}" if incident.private else ""
     heading = (f"{icon} *{escape(incident.id)} · {incident.severity} {SEVERITY_MEANING[incident.severity]} · "
-               f"{incident.status.capitalize()}*\n*{title_line(incident)}*")
+               f"{incident.status.capitalize()}*{private}\n*{title_line(incident)}*")
     running = ("Duration", format_duration(incident.elapsed_s(now))) if not incident.is_open else \
         ("Running for", format_duration(incident.elapsed_s(now)))
     fields = [
@@ -172,8 +179,27 @@ def header_actions(incident: Incident) -> dict[str, Any]:
         button("Resolve", RESOLVE_ACTION, "danger", confirm=confirm(
             "Resolve?", f"Mark {escape(incident.id)} resolved? Say what fixed it with "
                         "`/incident note` (or use `/incident resolve <what fixed it>` instead).", "Resolve")),
+        button("Assign role", ASSIGN_ROLE_ACTION),
     ]
     return {"type": "actions", "block_id": f"incident:{incident.id}", "elements": elements}
+
+
+def assign_role_view(incident: Incident, roles: list[str]) -> dict[str, Any]:
+    """The modal the header's "Assign role" opens: a role (commander first) and a person. Roles whose name is
+    longer than an option value may be are left to `/incident role`, and the list stops at Slack's 100."""
+    options = [{"text": plain(role_label(r), SLACK.option_text), "value": r}
+               for r in roles if len(r) <= SLACK.option_value][:SLACK.select_options]
+    role = {"type": "input", "block_id": ROLE_BLOCK, "label": plain("Role", 2000),
+            "element": {"type": "static_select", "action_id": ROLE_PICK, "options": options,
+                        "placeholder": plain("Pick a role", 150)}}
+    person = {"type": "input", "block_id": PERSON_BLOCK, "label": plain("Person", 2000),
+              "element": {"type": "users_select", "action_id": PERSON_PICK,
+                          "placeholder": plain("Pick a person", 150)}}
+    intro = _section(f"Assign a role in *{escape(incident.id)}*. The same as `/incident role <role> @user`; the "
+                     f"new holder is invited to the channel.")
+    return {"type": "modal", "callback_id": ASSIGN_ROLE_VIEW, "private_metadata": incident.id,
+            "title": plain("Assign a role", 24), "submit": plain("Assign", 24), "close": plain("Cancel", 24),
+            "blocks": [intro, role, person]}
 
 
 def topic(incident: Incident) -> str:
@@ -185,6 +211,8 @@ def topic(incident: Incident) -> str:
 # ------------------------------------------------------------------------------------------------ posts
 
 def announcement(incident: Incident) -> tuple[str, list[dict[str, Any]]]:
+    if incident.private:
+        return private_announcement(incident)
     icon = RESOLVED_ICON if not incident.is_open else SEVERITY_ICON[incident.severity]
     where = f"<#{incident.channel}>" if incident.channel and incident.mode == "channel" else "its thread"
     state = "resolved" if not incident.is_open else incident.status
@@ -194,6 +222,14 @@ def announcement(incident: Incident) -> tuple[str, list[dict[str, Any]]]:
     if incident.service:
         text += f" Service: `{escape(incident.service)}`."
     return plain_summary(incident), [_section(text)]
+
+
+def private_announcement(incident: Incident) -> tuple[str, list[dict[str, Any]]]:
+    """Says a private incident exists (people should know something is being handled), never what it is."""
+    state = "resolved" if not incident.is_open else incident.status
+    text = (f"{PRIVATE_MARK}: *{escape(incident.id)}* {incident.severity} ({state}), declared by "
+            f"{who(incident.reporter)}. Its commander, {who(incident.commander)}, adds whoever is needed.")
+    return f"{incident.id} [{incident.severity}] private incident — {state}", [_section(text)]
 
 
 def line(text: str) -> tuple[str, list[dict[str, Any]]]:
@@ -295,10 +331,10 @@ def declare_paging(levels: list[Any], severity: str) -> str:
 
 
 def declare_preview(why: str, title: str, severity: str, service: str | None, targets: list[str], typed: str,
-                    token: str) -> tuple[str, list[dict[str, Any]]]:
+                    token: str, *, private: bool = False) -> tuple[str, list[dict[str, Any]]]:
     """The answer to an `/incident` that looks typed by accident: what it would declare and page, and buttons."""
     shown = inert(one_line(title, 200))
-    where = f", service `{escape(service)}`" if service else ""
+    where = (f", service `{escape(service)}`" if service else "") + (", private" if private else "")
     pages = f"it would page {', '.join(targets)}" if targets else f"it would page nobody ({severity} names nobody)"
     text = (f"{why} Nothing was declared and nobody was paged.\n*Declare INC as “{shown}” {severity}{where}?* "
             f"Declaring {pages}. Press Declare, or type `/incident declare {inert(one_line(typed, 200))}`. "

@@ -98,6 +98,9 @@ class Incident(BaseModel):
     commander: str | None = None
     roles: dict[str, str] = Field(default_factory=dict)  # role name → Slack user id (bot/incidents/roles.py)
     source: Literal["slack", "alertmanager"] = "slack"
+    # Declared `private` (never by an alert): its channel is private, and outside it the incident is not listed
+    # and not shown to anyone but its commander, role holders and incident admins (Incidents.may_see).
+    private: bool = False
     declared_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
 

@@ -9,7 +9,7 @@ in the timeline (kind `role`), said in the channel, shown in the header; the new
 from __future__ import annotations
 
 from bot.errors import UserError
-from bot.incidents import messages
+from bot.incidents import lifecycle, messages
 from bot.incidents.config import IncidentSettings
 from bot.incidents.model import ROLE_LABELS, Incident, role_label
 from bot.incidents.service import Incidents
@@ -40,6 +40,18 @@ def roles_help(settings: IncidentSettings) -> str:
     return f"Roles: {', '.join(role_names(settings))}. For example {ROLE_USAGE}."
 
 
+async def give(ctx: Incidents, incident: Incident, actor: str, role: str, person: str, *, key: str) -> str:
+    """Authorise, then assign `role` (the commander too): `/incident role` and the header's "Assign role" dialog
+    both come here, so a click is checked exactly as the command is."""
+    if role == COMMANDER:
+        await ctx.authorize(incident, actor, "commander")
+        await lifecycle.set_commander(ctx, incident.id, actor, person, key=key)
+    else:
+        await ctx.authorize(incident, actor, "roles")
+        await assign_role(ctx, incident.id, actor, role, person, key=key)
+    return f"<@{person}> is now the {role_label(role).lower()} of {incident.id}."
+
+
 async def assign_role(ctx: Incidents, incident_id_: str, actor: str, role: str, person: str, *,
                       key: str) -> Incident:
     async with ctx.store.mutate(incident_id_) as incident:
@@ -63,6 +75,8 @@ async def ask_to_join(ctx: Incidents, incident: Incident, user: str) -> str:
     """Someone outside the incident asks to take part: said in the incident once per person."""
     if await ctx.is_member(incident.channel, user):
         return f"You are in <#{incident.channel}> already; run {incident.id} from there."
+    if incident.private and not await ctx.may_see(incident, user):
+        raise UserError(ctx.private_refusal(incident))  # not said inside either: asking is not a way in
     commander = messages.who(incident.commander)
     await ctx.say(incident.id, f"join:{user}", *messages.line(
         f":wave: {messages.who(user)} asks to join {incident.id}. {commander}: `/invite` them to add them, or "

@@ -139,12 +139,36 @@ class Incidents:
         try:
             # Commands are answered within Slack's 3 s: the membership look-ups get a budget, and a Slack that is
             # slow or failing is said plainly rather than read as "you are not a member".
-            allowed = await asyncio.wait_for(self._allowed(incident, user, permission), timeout=AUTHORIZE_BUDGET_S)
+            refusal = await asyncio.wait_for(self._refusal(incident, user, action, permission),
+                                             timeout=AUTHORIZE_BUDGET_S)
         except (TimeoutError, _MembershipUnknown):
             raise UserError(f"I couldn't check who may {_VERBS[action]} {incident.id} just now: Slack did not "
                             f"answer in time. Nothing was changed; try again in a moment.") from None
-        if not allowed:
-            raise UserError(self.refusal(incident, action, permission))
+        if refusal:
+            raise UserError(refusal)
+
+    async def _refusal(self, incident: Incident, user: str, action: Action, permission: Permission) -> str | None:
+        """Why `user` may not, or None. Someone who may not see a private incident is told only that."""
+        if not await self.may_see(incident, user, strict=True):
+            return self.private_refusal(incident)
+        if not await self._allowed(incident, user, permission):
+            return self.refusal(incident, action, permission)
+        return None
+
+    async def may_see(self, incident: Incident, user: str, *, strict: bool = False) -> bool:
+        """Anyone sees a public incident; a private one only its channel's members, its commander and role
+        holders, and incident admins. Without `strict`, a Slack that cannot say counts as "no"."""
+        if not incident.private or incident.is_responder(user) or await self.is_admin(user, strict=strict):
+            return True
+        if strict:
+            return bool(incident.channel) and await self._member_or_raise(incident.channel, user)  # type: ignore
+        return await self.is_member(incident.channel, user)
+
+    def private_refusal(self, incident: Incident) -> str:
+        """No title, no channel name: only that it exists and who can let them in."""
+        commander = f"<@{incident.commander}>" if incident.commander else "its commander"
+        return (f"{incident.id} is a private incident: only the people in it can see or change it. "
+                f"{commander} can add you; ask them directly. Nothing was changed.")
 
     async def _allowed(self, incident: Incident, user: str, permission: Permission) -> bool:
         if await self.is_admin(user, strict=True):

@@ -20,7 +20,6 @@ from bot.incidents.model import (
     STATUSES,
     channel_name,
     parse_incident_id,
-    role_label,
 )
 from bot.incidents.service import GROUP_MENTION, MENTION, Incidents, incidents_of
 from bot.runtime import Runtime
@@ -31,7 +30,9 @@ from handlers.errors import answers_errors
 
 TITLE_MAX = 200
 SEVERITY_TOKEN = re.compile(r"^(?:p|sev)-?(\d+)$", re.IGNORECASE)
-DECLARE_USAGE = "`/incident <title> [P0|P1|P2|P3] [service]`, for example `/incident Checkout errors P1 api`"
+DECLARE_USAGE = ("`/incident <title> [P0|P1|P2|P3] [service] [private]`, for example "
+                 "`/incident Checkout errors P1 api`")
+PRIVATE_WORD = "private"  # the last word of a declaration: the incident gets a private channel
 SEVERITY_HELP = "P0 (critical), P1 (high), P2 (medium) or P3 (low)"
 
 
@@ -70,6 +71,13 @@ def parse_declaration(words: list[str], known_services: list[str]) -> tuple[str,
     return title, severity or "P2", service
 
 
+def split_private(words: list[str]) -> tuple[list[str], bool]:
+    """A trailing `private` is the option, not the title's last word (`… private P2` keeps it in the title)."""
+    if len(words) >= 2 and words[-1].lower() == PRIVATE_WORD:
+        return words[:-1], True
+    return words, False
+
+
 def parse_person(token: str) -> str:
     """`<@U123|bob>` (how Slack sends a mention with should_escape) → U123."""
     match = MENTION.match(token)
@@ -90,7 +98,7 @@ COMMAND_WORDS: dict[str, str | None] = {
     "scribe": "role", "liaison": "role", "comms": "role", "lead": "role", "tech": "role", "tech_lead": "role",
     "owner": "commander", "ic": "commander", "assign": "role", "invite": "join", "join": "join", "leave": None,
     "mute": None, "unmute": None, "subscribe": None, "unsubscribe": None, "cancel": None, "reopen": None,
-    "set": None, "add": None, "remove": None, "start": None, "stop": None,
+    "set": None, "add": None, "remove": None, "start": None, "stop": None, PRIVATE_WORD: None, "public": None,
 }
 
 
@@ -147,22 +155,26 @@ async def declare_or_preview(ctx: Incidents, command: dict, words: list[str]) ->
     direct = words[0].lower() == "declare"
     words = words[1:] if direct else words
     why = None if direct else accidental(words, sorted({*subcommands(ctx.rt), *READ_SUBCOMMANDS}))
-    title, severity, service = parse_declaration(words, list(ctx.rt.services().services))
+    declared, private = split_private(words)
+    title, severity, service = parse_declaration(declared, list(ctx.rt.services().services))
     if not direct and why is None and len(title.split()) == 1:
         why = f'A one-word title ("{escape(one_line(title, 30))}") is more likely a command typed by accident.'
     if why is None:
-        return {"text": await declare_now(ctx, command, title, severity, service)}
+        return {"text": await declare_now(ctx, command, title, severity, service, private)}
     token = await lifecycle.propose(ctx, title=title, severity=severity, service=service,  # type: ignore
-                                    reporter=command["user_id"], origin_channel=command["channel_id"])
+                                    reporter=command["user_id"], origin_channel=command["channel_id"],
+                                    private=private)
     targets = messages.level_targets(ctx.policy.levels_for(severity))
-    text, blocks = messages.declare_preview(why, title, severity, service, targets, " ".join(words), token)
+    text, blocks = messages.declare_preview(why, title, severity, service, targets, " ".join(words), token,
+                                            private=private)
     return {"text": text, "blocks": blocks}
 
 
-async def declare_now(ctx: Incidents, command: dict, title: str, severity: str, service: str | None) -> str:
+async def declare_now(ctx: Incidents, command: dict, title: str, severity: str, service: str | None,
+                      private: bool) -> str:
     incident, created = await lifecycle.declare(
         ctx, title=title, severity=severity, service=service, reporter=command["user_id"],  # type: ignore
-        origin_channel=command["channel_id"], trigger_id=command.get("trigger_id"))
+        origin_channel=command["channel_id"], trigger_id=command.get("trigger_id"), private=private)
     return declared_answer(ctx, incident, created)
 
 
@@ -173,7 +185,8 @@ def declared_answer(ctx: Incidents, incident: Any, created: bool) -> str:
     if ctx.settings.incident_create_channels:
         name = channel_name(ctx.settings.incident_channel_prefix, incident.number, incident.title,
                             incident.declared_at)
-        where = f"its channel `#{name}` is being opened and you will be invited"
+        kind = "private channel" if incident.private else "channel"
+        where = f"its {kind} `#{name}` is being opened and you will be invited"
     else:
         where = "it runs in a thread under its header in this channel"
     paging = messages.declare_paging(ctx.policy.levels_for(incident.severity), incident.severity)
@@ -286,13 +299,9 @@ async def role_command(ctx: Incidents, command: dict, args: list[str]) -> str:
     role = roles.parse_role(args[0], ctx.settings)
     if len(args) != 2:
         raise UserError(f"Who? `/incident role {role} @user` — one person, mentioned so Slack sends their id.")
-    if role == roles.COMMANDER:
-        return await commander_command(ctx, command, [explicit, *args[1:]] if explicit else args[1:])
     person = parse_person(args[1])
     incident = await ctx.find_for_command(command["channel_id"], explicit, f"/incident role INC-12 {role} @user")
-    await ctx.authorize(incident, command["user_id"], "roles")
-    await roles.assign_role(ctx, incident.id, command["user_id"], role, person, key=_key(command))
-    return f"<@{person}> is now the {role_label(role).lower()} of {incident.id}."
+    return await roles.give(ctx, incident, command["user_id"], role, person, key=_key(command))
 
 
 async def join_command(ctx: Incidents, command: dict, args: list[str]) -> str:
@@ -317,8 +326,9 @@ SUBCOMMAND_HANDLERS = {"status": status_command, "sev": sev_command, "severity":
 
 
 async def list_command(ctx: Incidents, command: dict, args: list[str]) -> str:
-    """`/incident list` open incidents"""
-    return messages.list_text(await ctx.store.list_open())
+    """`/incident list` open incidents (a private one only to the people in it)"""
+    user = command["user_id"]
+    return messages.list_text([i for i in await ctx.store.list_open() if await ctx.may_see(i, user)])
 
 
 async def help_command(ctx: Incidents, command: dict, args: list[str]) -> str:
@@ -331,7 +341,9 @@ READ_SUBCOMMANDS = {"list": list_command, "help": help_command}
 HELP_HEAD = ("*`/incident` — declare and run incidents*\n"
              "• `/incident <title> [P0|P1|P2|P3] [service]` declare (default P2); with a service its diagnosis "
              "starts. A title that reads like a command (or one word, or a mention) is shown to you first, "
-             "with a Declare button")
+             "with a Declare button\n"
+             "• `/incident <title> P1 private` declare a private incident: its channel is private, and outside "
+             "it only its commander, role holders and incident admins see it; its commander adds people")
 HELP_FOOT = ("• `/incident declare <title> …` declare at once, whatever the title starts with\n"
              "Inside an incident channel the incident is implied; elsewhere name it: "
              "`/incident status INC-12 monitoring`.")
