@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     job_max_deliveries: int = Field(5, ge=1, le=100)
     diagnose_deadline_s: float = Field(60.0, gt=0)
     diagnose_update_interval_s: float = Field(1.0, ge=0)
+    # While an incident is `monitoring`, its service is diagnosed again this often until it is resolved.
+    recovery_recheck_s: float = Field(300.0, ge=1)
     slack_timeout_s: float = Field(10.0, gt=0)
     slack_max_retries: int = Field(5, ge=0, le=20)
     slack_channel_burst: int = Field(5, ge=1)

@@ -4,12 +4,17 @@ Ranking: failures first, then warnings, then checks that could not run — an Ac
 note must never headline over a health endpoint that is down. Among failures (and likewise among warnings), a
 finding in a lower layer (config < change < platform < symptom) is a likelier cause than one above it, so a NAT
 route in an ALB subnet is listed before the timeouts it causes, and those before the 5xx alarm; within a layer,
-higher severity first. The top failure "explains" the failures in higher layers.
+higher severity first. The top failure "explains" the failures in higher layers that concern the same resource
+path (`resource_keys`: the same host:port, load balancer, target group, function, subnet...): a refused connection
+on one port explains nothing about a 404 on another port of the same host. Findings that name no resource at all
+are about the service as a whole, and explain each other by layer alone.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from urllib.parse import urlsplit
 
 from checks.model import CheckResult, Finding, Severity, Status, Verdict, worst
 from checks.registry import Layer, registered_checks
@@ -38,10 +43,48 @@ def rank_findings(results: list[CheckResult]) -> list[Finding]:
     problems.sort(key=lambda r: (_STATUS_RANK[r.status], _layer(r.check), r.severity or "P9", r.check, r.target))
     findings = [_finding(r) for r in problems]
     if findings and findings[0].status is Status.fail:
-        top_layer = _layer(findings[0].check)
-        findings[0].explains = sorted({f.check for f in findings[1:]
-                                       if f.status is Status.fail and _layer(f.check) > top_layer})
+        top = findings[0]
+        findings[0].explains = sorted({f.check for f in findings[1:] if f.status is Status.fail
+                                       and _layer(f.check) > _layer(top.check) and same_path(top, f)})
     return findings
+
+
+# Evidence keys that name the resource a result is about, besides `resource` and `target` themselves.
+_PATH_EVIDENCE = ("load_balancer", "target_group", "target_groups", "function", "function_name", "subnet",
+                  "subnets", "route_table", "table", "queue", "db_instance", "distribution", "url")
+_AWS_NAMED = re.compile(r"(?:loadbalancer/(?:app|net|gwy)/|targetgroup/)([^/]+)/[0-9a-f]+$|:function:([^:]+)")
+
+
+def same_path(a: Finding, b: Finding) -> bool:
+    keys_a, keys_b = resource_keys(a), resource_keys(b)
+    if not keys_a and not keys_b:
+        return True
+    return bool(keys_a & keys_b)
+
+
+def resource_keys(finding: Finding) -> set[str]:
+    """The resources a finding concerns, normalised so that two checks naming one thing differently agree: a URL
+    and a TCP target become host:port, an ELB or Lambda ARN its name. A bare host is never a key: two ports of
+    one host are two resources."""
+    names = [finding.target or "", *(finding.resource or "").split(", ")]
+    for key in _PATH_EVIDENCE:
+        value = finding.evidence.get(key)
+        names.extend(value if isinstance(value, list) else [value])
+    return {k for k in (_resource_key(str(n)) for n in names if isinstance(n, str | int) and n) if k}
+
+
+def _resource_key(name: str) -> str | None:
+    name = name.strip().split(" (", 1)[0]
+    if "://" in name:
+        parts = urlsplit(name)
+        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+        return f"{parts.hostname}:{port}" if parts.hostname else None
+    named = _AWS_NAMED.search(name)
+    if named:
+        return named.group(1) or named.group(2)
+    if name.startswith(("alarms in ", "$")):
+        return None  # a region's alarms, a DSN variable: not a resource path
+    return name or None
 
 
 def suggested_severity(findings: list[Finding]) -> Severity | None:

@@ -38,6 +38,7 @@ from bot.incidents.model import parse_incident_id
 from bot.incidents.service import Incidents, incidents_of
 from bot.paging.slack_dm import OPEN_CHANNEL_ACTION_ID
 from bot.runtime import Runtime
+from bot.slack.client import SlackError
 from bot.slack.mrkdwn import truncate
 from handlers.commands.incident import declared_answer
 from handlers.errors import answers_errors, internal_error_text, reference_id
@@ -125,7 +126,11 @@ async def on_assign_role(ctx: Incidents, incident: Any, user: str, key: str) -> 
     click's trigger_id, which views.open needs within 3 s of the click."""
     await ctx.authorize(incident, user, "roles")
     view = assign_role_view(incident, roles.role_names(ctx.settings))
-    await ctx.slack.call("views.open", trigger_id=key, view=view)
+    try:
+        await ctx.slack.call("views.open", trigger_id=key, view=view)
+    except SlackError as exc:  # e.g. expired_trigger_id: Slack was slower than the click's 3 s
+        log.warning("%s: views.open failed: %s", incident.id, exc.error)
+        return f"The dialog could not open; {ASSIGN_ROLE_FALLBACK.format(id=incident.id)}."
     return f"Pick the role and the person in the dialog ({ASSIGN_ROLE_FALLBACK.format(id=incident.id)})."
 
 

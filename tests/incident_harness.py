@@ -321,13 +321,14 @@ def seed_workspace(local: Any) -> None:
 async def incident_bot(local: Any, redis_url: str, tmp_path: Path, *, pagerduty: Any = None,
                        policy: dict[str, Any] | None = None, workers: int = 1,
                        incident: dict[str, Any] | None = None, settings: dict[str, Any] | None = None,
-                       page_lease_s: float = 20.0) -> AsyncIterator[IncidentBot]:
+                       page_lease_s: float = 20.0, services: dict[str, Any] | None = None
+                       ) -> AsyncIterator[IncidentBot]:
     """A running bot (app + `workers` in-process workers) against `local` Slack, Redis at `redis_url` and the
     fake PagerDuty `pagerduty` (or Slack-DM-only paging without one)."""
     seed_workspace(local)
     tag = uuid.uuid4().hex[:8]
     services_file = tmp_path / f"services-{tag}.yml"
-    services_file.write_text(yaml.safe_dump({"services": SERVICES}))
+    services_file.write_text(yaml.safe_dump({"services": services or SERVICES}))
     policy_file = tmp_path / f"policy-{tag}.yml"
     policy_file.write_text(yaml.safe_dump(policy or default_policy(pagerduty.events_url if pagerduty else None)))
     env = {"PAGERDUTY_ROUTING_KEY": pagerduty.routing_key} if pagerduty else {}

@@ -24,6 +24,7 @@ from bot.incidents.messages import (
     ROLE_BLOCK,
     ROLE_PICK,
 )
+from bot.slack.local.model import slack_error
 from bot.slack.local.payloads import APP_ID, TEAM_ID
 from bot.writeup.postmortem.assemble import postmortem_markdown
 from tests.incident_harness import IncidentBot, declare_incident, incident_bot, seed_workspace
@@ -152,6 +153,12 @@ async def test_the_header_assigns_a_role_through_a_dialog_and_refuses_an_outside
         assert "Only members of" in forged.json()["errors"][PERSON_BLOCK]
         await bot.settle()
         assert (await bot.incident(inc)).roles == {"scribe": "U2"}
+
+        # A click Slack answers too late for (the trigger expired): the command to type instead.
+        local_slack.script("views.open", slack_error("expired_trigger_id"))
+        await bot.click(ASSIGN_ROLE_ACTION, inc, user="U1", channel=incident.channel)
+        await bot.wait_for(lambda: any(f"or type `/incident role {inc} <role> @user`" in t and "could not open" in t
+                                       for t in bot.ephemerals_for("U1")), 5, "the fallback")
 
 
 # ------------------------------------------------------------------------------------------------ postmortem

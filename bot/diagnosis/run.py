@@ -3,7 +3,9 @@
     diagnose.start   post the parent message, queue one diagnose.check per planned check, arm the deadline
     diagnose.check   run one check (once), store its result, reply in the thread, nudge the parent
     diagnose.refresh redraw the parent from the stored state (debounced: at most one pending per run)
-    diagnose.finish  when all results are in or the deadline passed: verdict, grouped reply, final parent
+    diagnose.finish  when all results are in or the deadline passed: verdict, what changed since the previous run
+                     of the service in the same incident or channel (bot/diagnosis/history.py), grouped reply,
+                     final parent
 
 Jobs may run more than once (a worker dies, a job is retried), so every effect is guarded: a check's result is
 stored with HSETNX and reused, every post goes through `post_once` (a worker killed between Slack's answer and
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.diagnosis import history
 from bot.diagnosis.render import slack as render
 from bot.queue import Job
 from bot.runtime import Runtime
@@ -194,7 +197,7 @@ def _final_message(state: dict[str, str]) -> tuple[str, list[dict]]:
 
     verdict = Verdict.model_validate_json(state["verdict"])
     duration = float(state.get("finished_at", state["started"])) - float(state["started"])
-    return render.verdict_message(verdict, duration_s=duration)
+    return render.verdict_message(verdict, duration_s=duration, diff=history.stored_diff(state))
 
 
 async def finish_job(rt: Runtime, job: Job) -> None:
@@ -215,8 +218,11 @@ async def finish_job(rt: Runtime, job: Job) -> None:
     results = await run_results(rt, run_id)
     ordered = [results[p.key] for p in planned if p.key in results]
     verdict = build_verdict(state["service"], ordered)
+    state["finished_at"] = str(time.time())
+    diff = await history.diff_and_remember(rt, run_id, state, ordered, _run_key(rt, run_id))
+    state["diff"] = diff.to_json() if diff else ""  # the hooks see it too
     await rt.redis.hset(_run_key(rt, run_id),
-                        mapping={"verdict": verdict.model_dump_json(), "finished_at": time.time()})
+                        mapping={"verdict": verdict.model_dump_json(), "finished_at": state["finished_at"]})
     await redraw_parent(rt, run_id)
     if len(planned) > GROUP_AFTER:
         quiet = [r for r in ordered if not r.status.is_problem]

@@ -9,6 +9,7 @@
     incident.refresh     redraw the header and the announcement (coalesced)
     incident.topic       update the channel topic       incident.invite   invite people to the channel
     incident.audit       periodic: re-queue committed decisions whose jobs were lost
+    incident.recheck     while monitoring: diagnose the service again (delayed; re-arms itself)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.incidents import escalation, lifecycle
+from bot.incidents import diagnoses, escalation, lifecycle
 from bot.incidents.service import Incidents, incidents_of
 from bot.queue import Job
 from bot.runtime import Runtime
@@ -32,6 +33,7 @@ JOBS: dict[str, Callable[[Incidents, Job], Awaitable[None]]] = {
     "incident.topic": lifecycle.topic_job,
     "incident.invite": lifecycle.invite_job,
     "incident.audit": lifecycle.audit_job,
+    "incident.recheck": diagnoses.recheck_job,
 }
 
 

@@ -29,8 +29,9 @@ import time
 import uuid
 from typing import Any
 
+from bot.diagnosis import history
 from bot.errors import UserError
-from bot.incidents import escalation, limits, messages
+from bot.incidents import diagnoses, escalation, limits, messages
 from bot.incidents.model import (
     Incident,
     IncidentStatus,
@@ -334,16 +335,7 @@ async def request_incident_diagnosis(ctx: Incidents, incident: Incident, user: s
     if incident.service not in ctx.rt.services().services:
         raise UserError(f"`{escape(incident.service)}` is not in the services file any more; "
                         f"`/diagnose list` shows what can be diagnosed.")
-    assert incident.channel is not None
-    started = await request_diagnosis(ctx.rt, incident.service, incident.channel, user, incident_id=incident.id)
-    await ctx.timeline.record(incident.id, EntryKind.DIAGNOSIS_REQUESTED, entry_id=f"diagnosis_requested:{started.run_id}",
-                              actor=user, text=incident.service,
-                              data={"service": incident.service, "run_id": started.run_id,
-                                    "joined": started.joined, "planned": started.planned})
-    async with ctx.store.mutate(incident.id) as current:
-        if started.run_id not in current.diagnosis_runs:
-            current.diagnosis_runs.append(started.run_id)
-    return started.run_id
+    return (await diagnoses.diagnose_for_incident(ctx, incident, user, incident.service)).run_id
 
 
 async def on_diagnosis_finished(rt: Any, run_id: str, state: dict[str, str], verdict: Any) -> None:
@@ -353,14 +345,19 @@ async def on_diagnosis_finished(rt: Any, run_id: str, state: dict[str, str], ver
     if not incident or ctx is None or await ctx.store.get(incident) is None:
         return
     failing = [f"{f.check} {f.target}: {f.summary}" for f in verdict.findings]  # findings are the problems
+    diff = history.stored_diff(state)
+    latest = diagnoses.latest_verdict(run_id, state, verdict, diff)
     await ctx.timeline.record(incident, EntryKind.DIAGNOSIS, entry_id=f"diagnosis:{run_id}", actor="bot",
-                              text=verdict.headline,
+                              text=verdict.headline, at=latest.at or None,
                               data={"run_id": run_id, "service": verdict.target, "status": str(verdict.status.value),
                                     "suggested_severity": verdict.severity, "failing_checks": failing,
-                                    "counts": verdict.counts})
+                                    "counts": verdict.counts, "parent_ts": state.get("parent_ts"),
+                                    "since_last": latest.since_last})
     async with ctx.store.mutate(incident) as current:
-        current.failing_checks = failing
+        if diagnoses.newer(current.latest_verdict, latest):
+            current.failing_checks, current.latest_verdict = failing, latest
     await ctx.refresh_header(incident)
+    await diagnoses.judge_while_monitoring(ctx, current, run_id, state, verdict, diff)
 
 
 # ------------------------------------------------------------------------------------------------ changes
@@ -384,6 +381,8 @@ async def change_status(ctx: Incidents, incident_id_: str, actor: str, new: Inci
                   *messages.line(messages.status_line(incident, actor, old, new, note, next_due)))
     await ctx.refresh_header(incident.id)
     await _refresh_topic(ctx, incident)
+    if new == "monitoring" and old != "monitoring":
+        await diagnoses.arm(ctx, incident)
     return incident
 
 

@@ -120,9 +120,8 @@ def header(incident: Incident, *, now: float | None = None) -> tuple[str, list[d
     ]
     first = {**_section(heading), "block_id": f"chatops:{incident.id}:header"}  # tests and people find it by this
     blocks: list[dict[str, Any]] = [first, {"type": "section", "fields": fields[:10]}]
-    if incident.failing_checks:
-        shown = fit_lines([f"• {inert(one_line(c, 200))}" for c in incident.failing_checks], 2500, max_lines=5)
-        blocks.append(_section(f"*Failing checks*\n{shown}"))
+    if incident.latest_verdict or incident.failing_checks:
+        blocks.append(_section(diagnosis_summary(incident)))
     if incident.last_update and incident.last_update_at:
         blocks.append(_context(f"Last update {slack_date(incident.last_update_at, '{time}')}: "
                                f"{inert(one_line(incident.last_update, 500))}"))
@@ -132,6 +131,24 @@ def header(incident: Incident, *, now: float | None = None) -> tuple[str, list[d
     else:
         blocks.append(header_actions(incident))
     return plain_summary(incident), blocks
+
+
+VERDICT_ICON = {"ok": ":white_check_mark:", "warn": ":warning:", "fail": ":x:", "error": ":grey_question:",
+                "skipped": ":fast_forward:"}
+
+
+def diagnosis_summary(incident: Incident) -> str:
+    """The latest verdict with its time (it replaces the one before), then its failing checks."""
+    lines = []
+    if latest := incident.latest_verdict:
+        lines.append(f"*Latest diagnosis* of `{escape(latest.service)}` at {slack_date(latest.at, '{time}')}: "
+                     f"{VERDICT_ICON.get(latest.status, '')} {inert(one_line(latest.headline, 300))}")
+        if latest.since_last:
+            lines.append(f"_{escape(latest.since_last)}_")
+    if incident.failing_checks:
+        shown = fit_lines([f"• {inert(one_line(c, 200))}" for c in incident.failing_checks], 2500, max_lines=5)
+        lines.append(f"*Failing checks*\n{shown}")
+    return "\n".join(lines)
 
 
 def roles_line(incident: Incident) -> str:

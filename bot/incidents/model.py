@@ -87,6 +87,17 @@ class Paging(BaseModel):
         return next((o for o in self.orders if o.dedup_key == dedup_key), None)
 
 
+class LatestVerdict(BaseModel):
+    """The newest finished diagnosis of the incident, as its header shows it (bot/incidents/diagnoses.py)."""
+
+    run_id: str
+    service: str
+    status: str  # ok | warn | fail | error | skipped
+    headline: str
+    at: float
+    since_last: str | None = None  # "since the last run (4 min ago): 1 fixed, 0 new, 0 still failing"
+
+
 class Incident(BaseModel):
     id: str  # "INC-12"
     number: int
@@ -119,6 +130,7 @@ class Incident(BaseModel):
     last_update: str | None = None
     failing_checks: list[str] = Field(default_factory=list)  # from the latest diagnosis verdict
     diagnosis_runs: list[str] = Field(default_factory=list)
+    latest_verdict: LatestVerdict | None = None
     resolved_at: float | None = None
     resolved_by: str | None = None
     resolution: str | None = None

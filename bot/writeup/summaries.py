@@ -88,7 +88,7 @@ CATCH_UP: dict[EntryKind, InCatchUp] = {
     EntryKind.REACTION: _QUIET, EntryKind.PIN: _QUIET, EntryKind.MEMBER_JOINED: _QUIET,
     EntryKind.DECLARED: _LISTED, EntryKind.SEVERITY: _QUOTED, EntryKind.STATUS: _QUOTED,
     EntryKind.COMMANDER: _LISTED, EntryKind.ROLE: _NEWS, EntryKind.NOTE: _QUOTED, EntryKind.RESOLVED: _QUOTED,
-    EntryKind.REMINDER: _NEWS, EntryKind.ACTION_ITEM: _NEWS,
+    EntryKind.REMINDER: _QUIET, EntryKind.ACTION_ITEM: _NEWS,  # the bot's own nagging is not news
     EntryKind.PAGE_SENT: _LISTED, EntryKind.PAGE_FAILED: _LISTED, EntryKind.PAGE_ACKED: _LISTED,
     EntryKind.PAGE_RESOLVED: _NEWS, EntryKind.ESCALATED: _LISTED, EntryKind.ALERT: _NEWS,
     EntryKind.DIAGNOSIS_REQUESTED: _NEWS, EntryKind.DIAGNOSIS: _LISTED, EntryKind.DIAGNOSIS_FINDINGS: _NEWS,
@@ -488,6 +488,8 @@ class CatchUp:
     open_actions: list[Item]
     on_it: list[str]
     key_events: list[Item] = field(default_factory=list)
+    first_failing_run: Entry | None = None  # the incident's first diagnosis that found a failure
+    latest_run: Entry | None = None  # its newest diagnosis (the header shows the same)
 
 
 async def catch_up(rt: Runtime, incident_id: str, *, now: float | None = None) -> tuple[CatchUp, dict[str, str]]:
@@ -498,7 +500,8 @@ async def catch_up(rt: Runtime, incident_id: str, *, now: float | None = None) -
     raw = await rt.redis.get(rt.key("wu", "catchup", incident_id, "at"))
     since = float(raw) if raw else incident.declared_at - 1
     recent = await w.timeline.entries_since(incident_id, since)
-    action_entries = await _open_actions(w, incident_id)
+    everything = await w.timeline.entries(incident_id)
+    action_entries = _open_actions(everything)
     names = await user_names(rt, _people(recent) | _people(action_entries) | {incident.commander or ""})
     everything_actions = [Item(plain(e.data["action"].get("text") or "", names), e.actor, e.at, e.ts,
                                e.data["action"].get("owner")) for e in action_entries]
@@ -506,12 +509,36 @@ async def catch_up(rt: Runtime, incident_id: str, *, now: float | None = None) -
     changes = [e for e in recent if in_catch_up(e.kind).listed and not e.removed]
     on_it = list(dict.fromkeys([u for u in [incident.commander] if u] + [u for u, _ in d.participants]))
     keys = [_item(e, names) for e in recent if e.kind in MESSAGE_KINDS and e.key_event and not e.removed]
-    return CatchUp(incident, since, changes, d, everything_actions, on_it, keys), names
+    first_failing, latest = diagnosis_runs(everything)
+    return CatchUp(incident, since, changes, d, everything_actions, on_it, keys, first_failing, latest), names
 
 
-async def _open_actions(w: Writeup, incident_id: str) -> list[Entry]:
-    return [e for e in await w.timeline.entries(incident_id) if e.kind in MESSAGE_KINDS and not e.removed
+def _open_actions(entries: list[Entry]) -> list[Entry]:
+    return [e for e in entries if e.kind in MESSAGE_KINDS and not e.removed
             and e.data.get("action") and not e.data["action"].get("done")]
+
+
+FAILING_STATUSES = ("fail", "error")
+
+
+def diagnosis_runs(entries: list[Entry]) -> tuple[Entry | None, Entry | None]:
+    """(the first diagnosis run that found a failure, the latest run) among an incident's timeline entries."""
+    runs = sorted((e for e in entries if e.kind == EntryKind.DIAGNOSIS and not e.removed), key=lambda e: e.at)
+    first = next((e for e in runs if e.data.get("status") in FAILING_STATUSES), None)
+    return first, (runs[-1] if runs else None)
+
+
+def _run_line(label: str, e: Entry) -> str:
+    since = f" ({e.data['since_last']})" if e.data.get("since_last") else ""
+    return (f"• {label} {datetime.fromtimestamp(e.at, UTC).strftime('%H:%M')} `{inert(str(e.data.get('service')))}`: "
+            f"{inert(' '.join(e.text.split())[:ITEM_CHARS])}{inert(since)}")
+
+
+def run_lines(c: CatchUp) -> list[str]:
+    lines = [_run_line("first failing run", c.first_failing_run)] if c.first_failing_run else []
+    if c.latest_run and c.latest_run is not c.first_failing_run:
+        lines.append(_run_line("latest run", c.latest_run))
+    return lines
 
 
 def render_catch_up(c: CatchUp, names: dict[str, str], *, now: float | None = None,
@@ -537,6 +564,7 @@ def render_catch_up(c: CatchUp, names: dict[str, str], *, now: float | None = No
         changed.append(f"• {talk} messages from {len(c.digest.participants)} people")
     return _message(parts, (
         (f"What changed since {since}", changed, "nothing: no status changes and no messages"),
+        ("Diagnosis", run_lines(c), None),
         ("Failing checks", [f"• {inert(x)}" for x in inc.failing_checks], "none from the latest diagnosis"),
         ("Who is on it", [], ", ".join(_who(u, names) for u in c.on_it) or "nobody has written yet"),
         ("Key events", [_line(i, names) for i in c.key_events], None),

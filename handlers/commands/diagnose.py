@@ -1,4 +1,5 @@
-"""`/diagnose TARGET` — validate, answer at once, and leave the probing to the queue."""
+"""`/diagnose TARGET` — validate, answer at once, and leave the probing to the queue. Typed in an incident's
+channel, the run belongs to that incident (bot/incidents/diagnoses.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 from bot.diagnosis.run import request_diagnosis
 from bot.errors import UserError
+from bot.incidents import diagnoses
+from bot.incidents.service import Incidents
 from bot.runtime import Runtime
 from bot.slack.mrkdwn import (
     FALLBACK_TEXT_MAX,
@@ -108,8 +111,19 @@ def register(app: Any, rt: Runtime) -> None:
             await ack(text=fallback, blocks=blocks, response_type="ephemeral")
             return
         service = parse_target(text, list(rt.services().services))
-        started = await request_diagnosis(rt, service, command["channel_id"], command["user_id"])
+        started = await start(rt, service, command["channel_id"], command["user_id"])
         await ack(text=started_text(service, started), response_type="ephemeral")
+
+
+async def start(rt: Runtime, service: str, channel: str, user: str) -> Any:
+    """One Redis read more on the ack path, for the incident whose channel this is (thread-mode incidents share
+    their channel with others, so a run there stays the channel's)."""
+    ctx = rt.feature(Incidents)
+    incident_id = await ctx.store.by_channel(channel) if ctx else None
+    incident = await ctx.store.get(incident_id) if ctx and incident_id else None
+    if ctx and incident and incident.is_open and incident.mode == "channel":
+        return await diagnoses.diagnose_for_incident(ctx, incident, user, service)
+    return await request_diagnosis(rt, service, channel, user)
 
 
 def started_text(service: str, started: Any) -> str:

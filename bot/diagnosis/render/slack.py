@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from bot.diagnosis.render.text import evidence_table
+from bot.diagnosis.render.text import change_line, change_lines, evidence_table
 from bot.slack.mrkdwn import (
     BLOCK_TEXT_BUDGET,
     and_more,
     context,
     escape,
     fit_blocks,
+    fit_lines,
     inert,
     one_line,
     pack_lines,
@@ -16,6 +17,7 @@ from bot.slack.mrkdwn import (
     section,
     truncate,
 )
+from checks.compare import RunDiff
 from checks.model import CheckResult, Status, Verdict
 
 ICONS = {Status.ok: ":white_check_mark:", Status.warn: ":warning:", Status.fail: ":x:",
@@ -23,6 +25,8 @@ ICONS = {Status.ok: ":white_check_mark:", Status.warn: ":warning:", Status.fail:
 EVIDENCE_MAX = 1500
 TOP_FINDINGS = 3  # on the parent message; all of them are in the thread
 FINDING_MAX = 2000  # each of the top findings, so three of them and the headline fit in one message
+CHANGES_MAX = 1500  # the "since the last run" list on the parent; the thread has every check
+CHANGES_SHOWN = 8
 
 
 def progress_message(service: str, done: int, total: int, counts: dict[str, int]) -> tuple[str, list[dict]]:
@@ -32,15 +36,20 @@ def progress_message(service: str, done: int, total: int, counts: dict[str, int]
     return text, blocks
 
 
-def verdict_message(verdict: Verdict, *, duration_s: float | None = None) -> tuple[str, list[dict]]:
-    """The parent message once the run is over: the verdict in one or two lines, the top findings below."""
+def verdict_message(verdict: Verdict, *, duration_s: float | None = None,
+                    diff: RunDiff | None = None) -> tuple[str, list[dict]]:
+    """The parent message once the run is over: the verdict in one or two lines, what changed since the last
+    run, the top findings below."""
     icon = ICONS[verdict.status]
     sev = f" · suggested severity *{verdict.severity}*" if verdict.severity else ""
     took = f" · {duration_s:.1f}s" if duration_s is not None else ""
     tally = ", ".join(f"{n} {s}" for s, n in sorted(verdict.counts.items()))
-    text = escape(f"{verdict.target}: {one_line(verdict.headline, 300)}")  # notifications parse mentions too
+    since = f" — {change_line(diff)}" if diff else ""
+    text = escape(f"{verdict.target}: {one_line(verdict.headline, 300)}{since}")  # notifications parse mentions
     blocks = [section(f"{icon} *`{escape(verdict.target)}`*: {inert(verdict.headline)}"),
               context(escape(f"{tally}{took}") + sev + " · details in the thread")]
+    if diff:
+        blocks.append(changes_section(diff))
     for finding in verdict.findings[:TOP_FINDINGS]:
         lines = [f"{ICONS[finding.status]} *{inert(finding.summary)}*"]
         if finding.resource:
@@ -51,6 +60,14 @@ def verdict_message(verdict: Verdict, *, duration_s: float | None = None) -> tup
     if len(verdict.findings) > TOP_FINDINGS:
         blocks.append(context(and_more(len(verdict.findings) - TOP_FINDINGS, "see the thread")))
     return truncate(text, 3000), fit_blocks(blocks, hint="see the thread")
+
+
+def changes_section(diff: RunDiff) -> dict:
+    """What changed since the last run of this service here: the counts line, then each check and target."""
+    lines = [f"• {inert(one_line(line, 300))}" for line in change_lines(diff)]
+    shown = fit_lines(lines, CHANGES_MAX, max_lines=CHANGES_SHOWN) if lines else ""
+    return section(truncate(f":arrows_counterclockwise: *{escape(change_line(diff))}*" +
+                            (f"\n{shown}" if shown else ""), FINDING_MAX))
 
 
 def result_message(result: CheckResult) -> tuple[str, list[dict]]:

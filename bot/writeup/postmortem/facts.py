@@ -477,7 +477,7 @@ class _Builder:
             found = self.findings_by_run.get(str(event.ref)) if event.ref and not event.link else None
             if found and found[0].data.get("parent_ts"):
                 event.link = self.links.message(self.incident.channel, str(found[0].data["parent_ts"]))
-        return sorted(self.events, key=lambda e: e.at)  # stable: equal times keep the timeline's order
+        return collapse_reminders(sorted(self.events, key=lambda e: e.at))  # stable: equal times keep the order
 
     def _metrics(self, declared_at: float) -> list[Metric]:
         ack, page, mit, res = self.first_ack, self.first_page, self.mitigated, self.resolved
@@ -578,7 +578,7 @@ class _Builder:
             lessons.went_wrong.append("No page was acknowledged. Did the pages reach the right people?")
         problems = [f for run in checks for f in run.findings]
         if checks and problems:
-            first = checks[0]
+            first = next((run for run in checks if run.findings), checks[0])  # the first failing run
             lessons.went_well.append(
                 f"The diagnosis of {first.service or 'the service'} reported {len(first.findings)} finding(s) "
                 f"{fmt_duration(first.at - declared_at)} after declaration. Did it point at the cause?")
@@ -606,6 +606,17 @@ class _Builder:
         lessons.went_wrong.extend(f"Said in the channel: {q}" for q in self.wrong)
         lessons.lucky.extend(f"Said in the channel: {q}" for q in self.lucky)
         return lessons
+
+
+def collapse_reminders(events: list[Event]) -> list[Event]:
+    """The bot's reminders as one line with a count, where the first one was: they are not the story."""
+    reminders = [e for e in events if e.kind == EntryKind.REMINDER]
+    if len(reminders) < 2:
+        return events
+    first, last = reminders[0], reminders[-1]
+    first.what = (f"Reminder: a status update was due ({len(reminders)} reminders, the last at "
+                  f"{time.strftime('%H:%M', time.gmtime(last.at))} UTC)")
+    return [e for e in events if e.kind != EntryKind.REMINDER or e is first]
 
 
 # ------------------------------------------------------------------------------------------------ wording
@@ -647,7 +658,7 @@ def _describe(e: Entry, names: dict[str, str]) -> str:
     if kind == EntryKind.DIAGNOSIS:
         counts = d.get("counts") or {}
         return f"Diagnosis of {d.get('service', '?')} finished: {d.get('status', '?')}" + (
-            f" ({_counts(counts)})" if counts else "")
+            f" ({_counts(counts)})" if counts else "") + (f"; {d['since_last']}" if d.get("since_last") else "")
     if kind == EntryKind.RESOLVED:
         return "Resolved"
     if kind == EntryKind.REMINDER:

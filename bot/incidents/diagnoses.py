@@ -1,0 +1,120 @@
+"""A diagnosis belongs to its incident, and confirms its recovery.
+
+`diagnose_for_incident` starts a run that belongs to an incident (its buttons, a declaration, an alert, or
+`/diagnose` typed in its channel). Every finished run of an incident's diagnosis (`record_verdict`, from lifecycle.on_diagnosis_finished) replaces the
+header's latest verdict. When the incident moves to `monitoring`, `arm` queues `incident.recheck`: it re-runs
+the diagnosis of the incident's service at once and every RECOVERY_RECHECK_S after that until the incident leaves
+`monitoring` (delayed jobs on the queue, so a restart loses none; a generation counter retires the chain of an
+earlier monitoring period). A run while monitoring that passes every check posts "recovered: all N checks that
+failed at HH:MM now pass" with the header's Resolve button; a run with new failures is posted at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.diagnosis import history
+from bot.diagnosis.run import DiagnosisStarted, request_diagnosis
+from bot.diagnosis.render.text import change_line, change_text
+from bot.incidents import messages
+from bot.incidents.model import Incident, LatestVerdict
+from bot.incidents.service import Incidents
+from bot.incidents.timeline import EntryKind
+from bot.queue import Job
+from bot.slack.mrkdwn import escape, inert
+from checks.compare import FAILING, RunDiff
+
+log = logging.getLogger(__name__)
+
+
+def _gen_key(ctx: Incidents, incident_id: str) -> str:
+    return ctx.store.key("recheck", incident_id)
+
+
+async def diagnose_for_incident(ctx: Incidents, incident: Incident, user: str, service: str) -> DiagnosisStarted:
+    """A run whose verdict reaches the incident's header, timeline, catch-ups and postmortem."""
+    assert incident.channel is not None
+    started = await request_diagnosis(ctx.rt, service, incident.channel, user, incident_id=incident.id)
+    await ctx.timeline.record(incident.id, EntryKind.DIAGNOSIS_REQUESTED, entry_id=f"diagnosis_requested:{started.run_id}",
+                              actor=user, text=service,
+                              data={"service": service, "run_id": started.run_id,
+                                    "joined": started.joined, "planned": started.planned})
+    async with ctx.store.mutate(incident.id) as current:
+        if started.run_id not in current.diagnosis_runs:
+            current.diagnosis_runs.append(started.run_id)
+    return started
+
+
+def latest_verdict(run_id: str, state: dict[str, str], verdict: Any, diff: RunDiff | None) -> LatestVerdict:
+    at = float(state.get("finished_at") or state.get("started") or 0)
+    return LatestVerdict(run_id=run_id, service=verdict.target, status=str(verdict.status.value),
+                         headline=verdict.headline, at=at, since_last=change_line(diff) if diff else None)
+
+
+def newer(current: LatestVerdict | None, candidate: LatestVerdict) -> bool:
+    """Runs can finish out of order (a slow one after a quick re-run): the header keeps the newest."""
+    return current is None or candidate.at >= current.at
+
+
+# ------------------------------------------------------------------------------------------------ monitoring
+
+async def arm(ctx: Incidents, incident: Incident) -> None:
+    """The incident just moved to monitoring: re-check now, then on the cadence."""
+    if not incident.service:
+        return
+    gen = await ctx.rt.redis.incr(_gen_key(ctx, incident.id))
+    await _enqueue(ctx, incident.id, int(gen), 0, delay_s=0.0)
+
+
+async def _enqueue(ctx: Incidents, incident_id: str, gen: int, n: int, *, delay_s: float) -> None:
+    await ctx.rt.queue.enqueue("incident.recheck", {"incident": incident_id, "gen": gen, "n": n},
+                               job_id=f"recheck:{incident_id}:{gen}:{n}", delay_s=delay_s)
+
+
+async def recheck_job(ctx: Incidents, job: Job) -> None:
+    incident_id, gen, n = job.payload["incident"], int(job.payload["gen"]), int(job.payload["n"])
+    incident = await ctx.store.get(incident_id)
+    current = await ctx.rt.redis.get(_gen_key(ctx, incident_id))
+    if incident is None or incident.status != "monitoring" or current is None or int(current) != gen:
+        return  # resolved, back to investigating, or a later monitoring period has its own chain
+    if incident.service and incident.service in ctx.rt.services().services:
+        await diagnose_for_incident(ctx, incident, "bot", incident.service)
+    await _enqueue(ctx, incident_id, gen, n + 1, delay_s=ctx.rt.settings.recovery_recheck_s)
+
+
+async def judge_while_monitoring(ctx: Incidents, incident: Incident, run_id: str, state: dict[str, str],
+                                 verdict: Any, diff: RunDiff | None) -> None:
+    """Recovery confirmed, or a regression, posted at once."""
+    if incident.status != "monitoring":
+        return
+    failing = [f for f in verdict.findings if f.status.value in FAILING]
+    if diff is not None and diff.regressed:
+        await ctx.say(incident.id, f"regression:{run_id}", *messages.line(regression_text(verdict.target, diff)))
+        return
+    reference = await history.first_failing_run(ctx.rt, state)
+    if failing or reference is None:
+        return
+    gen = await ctx.rt.redis.get(_gen_key(ctx, incident.id))
+    text = recovered_text(len(reference.failing), reference.at)
+    await ctx.say(incident.id, f"recovered:{verdict.target}:{int(gen or 0)}", text,
+                  recovered_blocks(incident, text))
+
+
+def recovered_text(failed: int, at: float) -> str:
+    return f"recovered: all {failed} checks that failed at {datetime.fromtimestamp(at, UTC):%H:%M} UTC now pass"
+
+
+def recovered_blocks(incident: Incident, text: str) -> list[dict]:
+    resolve = next(e for e in messages.header_actions(incident)["elements"]
+                   if e["action_id"] == messages.RESOLVE_ACTION)  # the header's button: same action, same checks
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": f":white_check_mark: *{text}*. "
+                                                                    f"Resolve {incident.id} if you agree."}},
+            {"type": "actions", "block_id": f"recovered:{incident.id}", "elements": [resolve]}]
+
+
+def regression_text(service: str, diff: RunDiff) -> str:
+    listed = "\n".join(f"• new: {inert(change_text(c))}" for c in diff.new[:5])
+    return (f":rotating_light: *Regression while monitoring* `{escape(service)}`: "
+            f"{escape(change_line(diff))}\n{listed}")

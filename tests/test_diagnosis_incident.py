@@ -1,0 +1,179 @@
+"""A diagnosis belongs to its incident: what changed since the last run, recovery confirmed, and "explains"
+kept within one resource path."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from checks.compare import compare, record_of
+from checks.model import CheckResult, Status
+from checks.verdict import build_verdict
+from bot.diagnosis.render.slack import verdict_message
+from bot.diagnosis.render.text import change_line, diagnosis_json, diagnosis_text, diff_markdown
+from bot.incidents.messages import RESOLVE_ACTION
+from tests.app_harness import running_bot
+from tests.incident_harness import buttons, declare_incident, incident_bot
+from tests.servers import Reply, closed_port, local_http_server
+
+URL_A, URL_B, URL_C = "http://a.test/health", "http://b.test/health", "http://c.test/health"
+
+
+def result(check: str, target: str, status: Status, summary: str, **evidence: object) -> CheckResult:
+    return CheckResult(check=check, target=target, status=status, summary=summary, evidence=dict(evidence))
+
+
+def probe(url: str) -> dict:
+    return {"url": url, "samples": 2, "timeout_s": 1}
+
+
+# ------------------------------------------------------------------------------------------------ the diff
+
+def test_a_rerun_counts_fixed_new_and_still_failing_by_check_and_target() -> None:
+    before = record_of("r1", "api", 1000.0, [
+        result("http.health", URL_A, Status.fail, "All 2 samples failed: HTTP 502"),
+        result("http.health", URL_B, Status.fail, "All 2 samples failed: HTTP 502"),
+        result("tcp.connect", "db:5432", Status.fail, "refused"),
+        result("dns.resolve", "api.test", Status.ok, "resolves", median_ms=20),
+    ])
+    after = record_of("r2", "api", 1240.0, [
+        result("http.health", URL_A, Status.ok, "All 2 samples returned 200"),
+        result("http.health", URL_B, Status.ok, "All 2 samples returned 200"),
+        result("tcp.connect", "db:5432", Status.fail, "timed out"),
+        result("dns.resolve", "api.test", Status.ok, "resolves", median_ms=900),
+    ])
+    diff = compare(before, after)
+    assert change_line(diff) == "since the last run (4 min ago): 2 fixed, 0 new, 1 still failing"
+    assert [(c.check, c.target) for c in diff.fixed] == [("http.health", URL_A), ("http.health", URL_B)]
+    assert diff.still_failing[0].notes == ("was: refused",)  # the same check failing differently
+    assert diff.changed[0].check == "dns.resolve" and diff.changed[0].notes == ("median_ms 20 → 900",)
+    text = diagnosis_text(build_verdict("api", []), [], diff)
+    assert "fixed: http.health http://a.test/health — All 2 samples returned 200" in text
+    assert json.loads(diagnosis_json(build_verdict("api", []), [], diff))["since_last_run"]["line"] == \
+        change_line(diff)
+    assert diff_markdown(diff).startswith("**Since the last run (4 min ago): 2 fixed")
+
+
+def test_a_new_failure_is_new_and_a_check_that_stopped_running_is_not_fixed() -> None:
+    before = record_of("r1", "api", 0.0, [result("http.health", URL_A, Status.fail, "502"),
+                                          result("tcp.connect", "db:5432", Status.ok, "ok")])
+    after = record_of("r2", "api", 30.0, [result("tcp.connect", "db:5432", Status.error, "deadline")])
+    diff = compare(before, after)
+    assert change_line(diff) == "since the last run (30 s ago): 0 fixed, 1 new, 1 still failing"
+    assert diff.regressed and diff.still_failing[0].notes == ("not run this time",)
+
+
+def test_the_verdict_message_says_what_changed_in_its_summary_line_and_blocks() -> None:
+    before = record_of("r1", "api", 0.0, [result("http.health", URL_A, Status.fail, "502")])
+    now = [result("http.health", URL_A, Status.ok, "200")]
+    diff = compare(before, record_of("r2", "api", 125.0, now))
+    text, blocks = verdict_message(build_verdict("api", now), diff=diff)
+    assert "since the last run (2 min ago): 1 fixed, 0 new, 0 still failing" in text
+    assert "fixed: http.health http://a.test/health" in json.dumps(blocks)
+
+
+# ------------------------------------------------------------------------------------------------ explains
+
+def test_a_cause_explains_only_failures_on_its_own_resource_path() -> None:
+    refused = result("tcp.connect", "127.0.0.1:9001", Status.fail, "Connection refused")
+    refused.resource = "127.0.0.1:9001"
+    same_port = result("http.health", "http://127.0.0.1:9001/health", Status.fail, "All samples failed")
+    other_port = result("http.health", "http://127.0.0.1:9002/health", Status.fail, "HTTP 404")
+    assert build_verdict("api", [refused, same_port]).findings[0].explains == ["http.health"]
+    unrelated = build_verdict("api", [refused, other_port])
+    assert unrelated.findings[0].explains == []
+    assert "This explains" not in unrelated.headline and "1 other finding(s) below" in unrelated.headline
+
+
+async def test_a_run_with_two_unrelated_failures_explains_neither_with_the_other(local_slack, redis_url, tmp_path):
+    with local_http_server({"/health": Reply(404)}) as server, closed_port() as (host, port):
+        services = {"api": {"tcp": [f"{host}:{port}"], "http": [probe(server.url("/health"))]}}
+        async with running_bot(local_slack, redis_url, tmp_path, services=services) as bot:
+            await bot.command("/diagnose", "api")
+            await bot.settle()
+            verdict = local_slack.calls_to("chat.update")[-1].params["text"]
+    assert "refused" in verdict.lower(), verdict
+    assert "explains" not in verdict and "1 other finding(s) below" in verdict
+
+
+# ------------------------------------------------------------------------------------------------ in an incident
+
+async def _runs(bot, incident_id: str, count: int) -> list:
+    return await bot.wait_for(
+        lambda: _at_least(bot.timeline(incident_id, "diagnosis"), count), 20, f"{count} diagnosis runs")
+
+
+async def _at_least(entries_coro, count: int) -> list | None:
+    entries = await entries_coro
+    return entries if len(entries) >= count else None
+
+
+def _header_text(bot, incident) -> str:
+    header = next(m for m in bot.local.messages(incident.channel) if m.ts == incident.header_ts)
+    return json.dumps(header.blocks)
+
+
+async def test_a_target_flipping_from_502_to_200_is_fixed_then_recovery_is_confirmed(local_slack, redis_url,
+                                                                                      tmp_path):
+    with local_http_server({"/health": Reply(502)}) as server:
+        services = {"api": {"http": [probe(server.url("/health"))]}}
+        async with incident_bot(local_slack, redis_url, tmp_path, services=services,
+                                settings={"recovery_recheck_s": 1.0, "diagnose_update_interval_s": 0.1}) as bot:
+            inc_id = await declare_incident(bot, "API returns 502s P2 api")
+            first = (await _runs(bot, inc_id, 1))[0]  # the declaration's diagnosis
+            assert first.data["status"] == "fail" and first.data["since_last"] is None
+            incident = await bot.incident(inc_id)
+            await bot.settle()
+            assert "HTTP 502" in _header_text(bot, await bot.incident(inc_id))
+
+            server.routes["/health"] = [Reply(200)]  # the fix
+            answer = await bot.command("/diagnose", "api", user="U2", channel=incident.channel)
+            assert "Queued" in answer
+            second = (await _runs(bot, inc_id, 2))[-1]
+            assert re.fullmatch(r"since the last run \(\d+ s ago\): 1 fixed, 0 new, 0 still failing",
+                                second.data["since_last"])
+            parent = next(m for m in local_slack.messages(incident.channel) if m.ts == second.data["parent_ts"])
+            assert "1 fixed, 0 new, 0 still failing" in parent.text
+            assert f"fixed: http.health {server.url('/health')}" in json.dumps(parent.blocks)
+            await bot.settle()
+            header = _header_text(bot, await bot.incident(inc_id))
+            assert "Latest diagnosis" in header and "looks healthy" in header and "HTTP 502" not in header
+
+            await bot.command("/incident", "status monitoring deployed the fix", channel=incident.channel)
+            recovered = await bot.wait_for(lambda: _message_with(bot, incident, "recovered: all 1 checks"), 20,
+                                           "the recovery confirmation")
+            assert re.search(r"recovered: all 1 checks that failed at \d\d:\d\d UTC now pass", recovered.text)
+            assert buttons({"blocks": recovered.blocks}) == {RESOLVE_ACTION: inc_id}
+
+            server.routes["/health"] = [Reply(503)]  # it breaks again while monitoring
+            regression = await bot.wait_for(lambda: _message_with(bot, incident, "Regression while monitoring"),
+                                            20, "the regression")
+            assert "1 new" in regression.text and "HTTP 503" in regression.text
+
+            server.routes["/health"] = [Reply(200)]
+            await bot.click(RESOLVE_ACTION, inc_id, user="U1", channel=incident.channel)
+            await bot.wait_incident(inc_id, lambda i: i.status == "resolved")
+            await bot.settle()
+            done = len(await bot.timeline(inc_id, "diagnosis"))
+            await bot.settle(quiet_s=1.5)  # past a recheck interval: the chain stopped with the resolution
+            assert len(await bot.timeline(inc_id, "diagnosis")) == done
+
+
+def _message_with(bot, incident, needle: str):
+    return next((m for m in bot.local.messages(incident.channel) if needle in (m.text or "")), None)
+
+
+# ------------------------------------------------------------------------------------------------ reminders
+
+def test_reminders_are_not_news_and_collapse_into_one_line_with_a_count() -> None:
+    from bot.incidents.timeline import EntryKind
+    from bot.writeup.postmortem.facts import Event, collapse_reminders
+    from bot.writeup.summaries import in_catch_up
+
+    assert not in_catch_up(EntryKind.REMINDER).news  # a catch-up after a reminder has nothing new to say
+    events = [Event(0.0, EntryKind.DECLARED, "Incident declared"),
+              *(Event(3600.0 * n, EntryKind.REMINDER, "Reminder: a status update was due") for n in (1, 2, 3)),
+              Event(11000.0, EntryKind.RESOLVED, "Resolved")]
+    collapsed = collapse_reminders(events)
+    assert [e.kind for e in collapsed] == [EntryKind.DECLARED, EntryKind.REMINDER, EntryKind.RESOLVED]
+    assert collapsed[1].what == "Reminder: a status update was due (3 reminders, the last at 03:00 UTC)"
