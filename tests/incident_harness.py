@@ -41,6 +41,8 @@ import httpx
 import yaml
 from pydantic import SecretStr
 
+from bot.alerts.config import AlertSourceSettings
+from bot.alerts.install import install as install_alerts
 from bot.app.bolt import create_app
 from bot.app.http_server import create_asgi
 from bot.app.jobs import job_handlers
@@ -106,6 +108,7 @@ class BotConfig:
     env: dict[str, str] = field(default_factory=dict)  # what the policy reads (PAGERDUTY_ROUTING_KEY)
     incident: dict[str, Any] = field(default_factory=dict)  # IncidentSettings overrides
     settings: dict[str, Any] = field(default_factory=dict)  # Settings overrides
+    alerts: dict[str, Any] = field(default_factory=dict)  # AlertSourceSettings overrides
     page_lease_s: float = 20.0
 
     def dump(self, path: Path) -> Path:
@@ -130,6 +133,7 @@ async def build_runtime(config: BotConfig) -> tuple[Runtime, Incidents]:
     policy = load_policy(Path(config.policy_file), env=config.env)
     ctx = await install(rt, settings=incident_settings, policy=policy)
     ctx.page_lease_s = config.page_lease_s
+    await install_alerts(rt, settings=AlertSourceSettings(**config.alerts))
     from bot.app import features
 
     for other in getattr(features, "_feature_installers", list)():
@@ -321,7 +325,8 @@ def seed_workspace(local: Any) -> None:
 async def incident_bot(local: Any, redis_url: str, tmp_path: Path, *, pagerduty: Any = None,
                        policy: dict[str, Any] | None = None, workers: int = 1,
                        incident: dict[str, Any] | None = None, settings: dict[str, Any] | None = None,
-                       page_lease_s: float = 20.0, services: dict[str, Any] | None = None
+                       page_lease_s: float = 20.0, services: dict[str, Any] | None = None,
+                       alerts: dict[str, Any] | None = None
                        ) -> AsyncIterator[IncidentBot]:
     """A running bot (app + `workers` in-process workers) against `local` Slack, Redis at `redis_url` and the
     fake PagerDuty `pagerduty` (or Slack-DM-only paging without one)."""
@@ -334,7 +339,8 @@ async def incident_bot(local: Any, redis_url: str, tmp_path: Path, *, pagerduty:
     env = {"PAGERDUTY_ROUTING_KEY": pagerduty.routing_key} if pagerduty else {}
     config = BotConfig(slack_url=local.url, redis_url=redis_url, namespace=f"tinc{tag}",
                        services_file=str(services_file), policy_file=str(policy_file), env=env,
-                       incident=incident or {}, settings=settings or {}, page_lease_s=page_lease_s)
+                       incident=incident or {}, settings=settings or {}, page_lease_s=page_lease_s,
+                       alerts=alerts or {})
     rt, ctx = await build_runtime(config)
     app = create_app(rt)  # handlers.actions registers the incident buttons
     asgi = create_asgi(app, rt)

@@ -43,8 +43,10 @@ def runtime_secrets(rt: Runtime) -> list[str]:
 
 
 def _feature_installers() -> list[Callable[[Runtime], Awaitable[Any]]]:
+    from bot.alerts import install as alerts
     from bot.app import metrics
     from bot.incidents import install as incidents
     from bot.writeup import install as writeup
 
-    return [metrics.install, incidents.install, writeup.install]
+    # alerts after incidents: the alert sources need the incidents feature
+    return [metrics.install, incidents.install, alerts.install, writeup.install]

@@ -1,4 +1,4 @@
-"""Incidents: declare, run, page, escalate and resolve — from Slack, Alertmanager and PagerDuty.
+"""Incidents: declare, run, page, escalate and resolve — from Slack, alert sources (bot/alerts/) and PagerDuty.
 
     config.py      IncidentSettings (INCIDENT_*, ALERT*, PAGERDUTY_WEBHOOK_SECRET; the paging policy file)
     model.py       Incident, Paging, PageOrder, PageRecord, FrozenLevel; ids, channel names
@@ -8,14 +8,17 @@
     escalation.py  page orders and exactly-once delivery, escalation timers, acks, severity changes, /escalate
     messages.py    the header, the announcement, the lines posted into the channel
     timeline.py    Timeline: the incident's recorded entries, read by the write-up features
-    alerts.py      POST /hooks/alertmanager            provider_acks.py   POST /hooks/pagerduty (acks flow back)
+    notice.py      AlertNotice: what any alert source tells the intake; AlertSource, the sources' names
+    alerts.py      the alert intake: a notice (notice.py) provider_acks.py   POST /hooks/pagerduty (acks flow back)
+                   opens, annotates, resolves
     jobs.py        the job kinds                       install.py         wiring into a Runtime
 
-Other features use only service.py, store.py, timeline.py and model.py (an import-linter contract holds this).
+Other features use only service.py, store.py, timeline.py, model.py and notice.py, and the alert sources
+(bot/alerts/) the intake, alerts.py (an import-linter contract holds this).
 
 Timeline kinds recorded here (bot/incidents/timeline.py; entry ids are deterministic, so retries land on one entry):
 
-    declared             actor = reporter (or "alertmanager"); text = title; data: severity, service, source,
+    declared             actor = reporter (or the alert source); text = title; data: severity, service, source,
                          origin_channel, alert_group_key, private              entry id "declared"
     status               data: from, to, next_update_due; text = the note       "status:<key>"
     severity             data: from, to, paged (names paged for the difference); text = reason  "severity:<key>"
@@ -33,7 +36,8 @@ Timeline kinds recorded here (bot/incidents/timeline.py; entry ids are determini
     diagnosis_requested  data: service, run_id, joined, planned                 "diagnosis_requested:<run>"
     diagnosis            text = verdict headline; data: run_id, service, status, suggested_severity,
                          failing_checks, counts                                 "diagnosis:<run>"
-    alert                Alertmanager: text = summary; data: status, labels, fingerprint, starts_at, ...
+    alert                an alert source: text = summary; data: status, labels, source, fingerprint,
+                         starts_at, ...; or a note (CloudWatch no data)           "alert:…", "alert-note:…"
     resolved             text = what fixed it; data: from, duration_s, severity  "resolved"
 
 `<key>` is the Slack trigger_id of the command (or button click) that made the change.

@@ -3,7 +3,7 @@
 Provides the `Incidents` context (settings, policy, providers, store, timeline) on the runtime, and adds to
 `rt.hooks`:
     job_handlers        incidents' job kinds (bot/incidents/jobs.py)
-    http_routes         POST /hooks/pagerduty, POST /hooks/alertmanager
+    http_routes         POST /hooks/pagerduty (the alert sources' routes: bot/alerts/install.py)
     diagnosis_finished  the hook that writes a verdict into the incident's timeline and header
     closers             closing the providers' HTTP clients
     secrets             webhook secrets, for log redaction
@@ -44,10 +44,9 @@ async def install(rt: Runtime, *, settings: IncidentSettings | None = None, poli
 
 
 def _wire(rt: Runtime, ctx: Incidents) -> None:
-    from bot.incidents import alerts, jobs, lifecycle, provider_acks
+    from bot.incidents import jobs, lifecycle, provider_acks
     rt.hooks.job_handlers.append(jobs.job_handlers)
     rt.hooks.http_routes[("POST", "/hooks/pagerduty")] = provider_acks.make_route(ctx)
-    rt.hooks.http_routes[("POST", "/hooks/alertmanager")] = alerts.make_route(ctx)
     rt.hooks.diagnosis_finished.append(lifecycle.on_diagnosis_finished)
     rt.hooks.closers.append(_close)
     rt.hooks.secrets.extend(ctx.settings.secrets())

@@ -14,6 +14,7 @@ from typing import Any
 
 from bot import durations
 from bot.incidents.model import SEVERITY_MEANING, Incident, role_label
+from bot.incidents.notice import AlertSource
 from bot.slack.limits import SLACK
 from bot.slack.mrkdwn import (
     SECTION_TEXT_MAX,
@@ -233,7 +234,7 @@ def announcement(incident: Incident) -> tuple[str, list[dict[str, Any]]]:
     icon = RESOLVED_ICON if not incident.is_open else SEVERITY_ICON[incident.severity]
     where = f"<#{incident.channel}>" if incident.channel and incident.mode == "channel" else "its thread"
     state = "resolved" if not incident.is_open else incident.status
-    by = "Alertmanager" if incident.source == "alertmanager" else who(incident.reporter)
+    by = who(incident.reporter) if incident.source == "slack" else AlertSource(incident.source).title
     text = (f"{icon} *{escape(incident.id)}* {incident.severity} — *{title_line(incident)}* ({state}). "
             f"Declared by {by}; follow it in {where}.")
     if incident.service:

@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from bot.incidents.notice import AlertSource
+
 Severity = Literal["P0", "P1", "P2", "P3"]
 IncidentStatus = Literal["investigating", "identified", "monitoring", "resolved"]
 SEVERITIES: tuple[Severity, ...] = ("P0", "P1", "P2", "P3")
@@ -105,10 +107,10 @@ class Incident(BaseModel):
     severity: Severity = "P2"
     status: IncidentStatus = "investigating"
     service: str | None = None
-    reporter: str  # Slack user id, or "alertmanager"
+    reporter: str  # Slack user id, or the alert source ("alertmanager", "cloudwatch", …)
     commander: str | None = None
     roles: dict[str, str] = Field(default_factory=dict)  # role name → Slack user id (bot/incidents/roles.py)
-    source: Literal["slack", "alertmanager"] = "slack"
+    source: Literal["slack"] | AlertSource = "slack"
     # Declared `private` (never by an alert): its channel is private, and outside it the incident is not listed
     # and not shown to anyone but its commander, role holders and incident admins (Incidents.may_see).
     private: bool = False

@@ -1,0 +1,94 @@
+"""`POST /hooks/alertmanager`: Alertmanager's webhook (v4).
+
+One incident per `groupKey` while it is open; each alert is `(fingerprint, startsAt)` — Alertmanager keeps
+`startsAt` while one alert fires and gives it a new one when it fires again. An alert's status is `resolved`
+when it says so or when the whole group does. Severity from the ALERT_SEVERITY_LABEL label through
+ALERT_SEVERITY_MAP, service from the ALERT_SERVICE_LABEL label (ALERT_RULES first).
+
+Auth: ALERTMANAGER_TOKEN as `Authorization: Bearer <token>` (Alertmanager's `http_config.authorization`) or in
+the ALERTMANAGER_SECRET_HEADER header; compared in constant time. Without a token the route answers 404.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.alerts import auth
+from bot.alerts.http import Refused, Request
+from bot.incidents.notice import AlertInstance, AlertNotice, AlertSource
+
+if TYPE_CHECKING:
+    from bot.alerts.service import Alerts
+
+TITLE_MAX = 200
+
+
+class Alert(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: str = ""
+    endsAt: str = ""
+    generatorURL: str = ""
+    fingerprint: str = ""
+
+
+class AlertmanagerWebhook(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    version: Literal["4"]
+    groupKey: str = Field(min_length=1)
+    status: Literal["firing", "resolved"]
+    receiver: str = ""
+    groupLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)
+    externalURL: str = ""
+    alerts: list[Alert] = Field(default_factory=list)
+    truncatedAlerts: int = 0
+
+
+def configured(ax: Alerts) -> bool:
+    return ax.incident_settings.alertmanager_token is not None
+
+
+async def authenticate(ax: Alerts, request: Request) -> None:
+    settings = ax.incident_settings
+    bearer = request.header("authorization")
+    offered = bearer[7:].strip() if bearer[:7].lower() == "bearer " else ""
+    offered = offered or request.header(settings.alertmanager_secret_header)
+    if not auth.same(offered, settings.alertmanager_token.get_secret_value()):
+        raise Refused(401, "missing or wrong bearer token / secret header")
+
+
+async def parse(ax: Alerts, request: Request) -> list[AlertNotice]:
+    try:
+        hook = AlertmanagerWebhook.model_validate_json(request.body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        raise Refused(400, f"not an Alertmanager v4 webhook: {where}: {err.get('msg')}") from None
+    labels = {**hook.groupLabels, **hook.commonLabels}
+    names = ax.incident_settings
+    title = (hook.commonAnnotations.get("summary") or hook.commonAnnotations.get("title")
+             or labels.get("alertname") or "Alertmanager alert")
+    return [AlertNotice(
+        AlertSource.ALERTMANAGER, hook.groupKey, hook.status, title[:TITLE_MAX],
+        ax.mapping.severity(AlertSource.ALERTMANAGER, labels, labels.get(names.alert_severity_label)),  # type: ignore
+        ax.mapping.service(AlertSource.ALERTMANAGER, labels, [labels.get(names.alert_service_label)]),
+        [_instance(alert, hook.status) for alert in hook.alerts])]
+
+
+def _instance(alert: Alert, group_status: str) -> AlertInstance:
+    fingerprint = alert.fingerprint or hashlib.sha256(json.dumps(alert.labels, sort_keys=True).encode()
+                                                      ).hexdigest()[:16]
+    status = "resolved" if group_status == "resolved" else alert.status
+    summary = alert.annotations.get("summary") or alert.labels.get("alertname") or fingerprint
+    return AlertInstance(fingerprint, alert.startsAt, status, summary, alert.labels,  # type: ignore[arg-type]
+                         alert.endsAt, alert.generatorURL)

@@ -1,0 +1,94 @@
+"""`POST /hooks/datadog`: Datadog's Webhooks integration, with the payload template the README gives:
+
+    {"id": "$ID", "alert_id": "$ALERT_ID", "alert_cycle_key": "$ALERT_CYCLE_KEY",
+     "alert_transition": "$ALERT_TRANSITION", "alert_title": "$ALERT_TITLE", "title": "$EVENT_TITLE",
+     "alert_priority": "$ALERT_PRIORITY", "alert_scope": "$ALERT_SCOPE", "tags": "$TAGS",
+     "alert_status": "$ALERT_STATUS", "link": "$LINK", "body": "$TEXT_ONLY_MSG"}
+
+and the custom header `{"X-Chatops-Token": "<DATADOG_WEBHOOK_SECRET>"}` (Datadog signs nothing).
+
+One incident per monitor (`alert_id`) while it is open; each alert is the monitor's scope (`alert_scope`, one
+per group of a multi-alert monitor) in one alert cycle (`alert_cycle_key`, which links a trigger to its
+recovery). `Recovered` resolves; `No Data` is said in the open incident only; any other transition fires.
+Severity from `alert_priority` (P1..P3 as is, others through ALERT_SEVERITY_MAP), service from a `service:<name>`
+tag (ALERT_RULES first; rules see the labels `alert_id`, `scope`, `priority`, `title` and each `tag.<name>`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.alerts import auth
+from bot.alerts.http import Refused, Request
+from bot.incidents.notice import AlertInstance, AlertNotice, AlertSource
+
+if TYPE_CHECKING:
+    from bot.alerts.service import Alerts
+
+RECOVERED, NO_DATA = {"recovered"}, {"no data", "no_data", "nodata"}
+
+
+class DatadogEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+
+    id: str = ""
+    alert_id: str = Field(min_length=1)
+    alert_cycle_key: str = ""
+    alert_transition: str = Field(min_length=1)
+    alert_title: str = ""
+    title: str = ""
+    alert_priority: str = ""
+    alert_scope: str = ""
+    tags: str = ""
+    alert_status: str = ""
+    link: str = ""
+    body: str = ""
+
+
+def configured(ax: Alerts) -> bool:
+    return ax.settings.datadog_webhook_secret is not None
+
+
+async def authenticate(ax: Alerts, request: Request) -> None:
+    s = ax.settings
+    secret = s.datadog_webhook_secret.get_secret_value()  # type: ignore[union-attr]
+    if not auth.same(request.header(s.datadog_webhook_header), secret):
+        raise Refused(401, f"missing or wrong {s.datadog_webhook_header} header")
+
+
+async def parse(ax: Alerts, request: Request) -> list[AlertNotice]:
+    try:
+        event = DatadogEvent.model_validate_json(request.body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        raise Refused(400, f"not the documented Datadog payload: {where}: {err.get('msg')}") from None
+    labels = _labels(event)
+    title = (event.alert_title or event.title or f"Datadog monitor {event.alert_id}")[:200]
+    transition = event.alert_transition.strip().lower()
+    status = "resolved" if transition in RECOVERED else "firing"
+    notice = AlertNotice(
+        AlertSource.DATADOG, f"datadog:{event.alert_id}", status, title,  # type: ignore[arg-type]
+        ax.mapping.severity(AlertSource.DATADOG, labels, event.alert_priority),  # type: ignore[arg-type]
+        ax.mapping.service(AlertSource.DATADOG, labels, [labels.get("tag.service")]))
+    if transition in NO_DATA:
+        return [replace(notice, note=f"Datadog: {title} has no data ({event.alert_scope or 'all'})",
+                      note_key=f"nodata:{event.id or event.alert_cycle_key}")]
+    summary = event.alert_status or title
+    scope = event.alert_scope or "*"
+    instance = AlertInstance(f"{event.alert_id}|{scope}", event.alert_cycle_key or event.id, status,  # type: ignore
+                             summary, labels, url=event.link)
+    return [replace(notice, instances=[instance])]
+
+
+def _labels(event: DatadogEvent) -> dict[str, str]:
+    labels = {"alert_id": event.alert_id, "scope": event.alert_scope, "priority": event.alert_priority,
+              "title": event.alert_title or event.title}
+    for tag in event.tags.split(","):
+        name, _, value = tag.strip().partition(":")
+        if name and value:
+            labels.setdefault(f"tag.{name}", value)
+    return labels

@@ -1,0 +1,100 @@
+"""`POST /hooks/grafana`: Grafana Alerting's webhook contact point (payload version "1").
+
+One incident per `groupKey` while it is open; each alert is `(fingerprint, startsAt)`. Severity from the
+ALERT_SEVERITY_LABEL label, service from the ALERT_SERVICE_LABEL label (ALERT_RULES first).
+
+Auth, either: the contact point's HTTP basic auth (GRAFANA_WEBHOOK_USER / GRAFANA_WEBHOOK_PASSWORD), or its
+HMAC signature (hmacConfig): lower-case hex HMAC-SHA256 of the body — of "<timestamp>:<body>" when a timestamp
+header is configured, which must then be within ALERT_WINDOW_S — in GRAFANA_WEBHOOK_HMAC_HEADER.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.alerts import auth
+from bot.alerts.http import Refused, Request
+from bot.incidents.notice import AlertInstance, AlertNotice, AlertSource
+
+if TYPE_CHECKING:
+    from bot.alerts.service import Alerts
+
+TITLE_MAX = 200
+
+
+class GrafanaAlert(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: str = ""
+    endsAt: str = ""
+    fingerprint: str = Field(min_length=1)
+    generatorURL: str = ""
+
+
+class GrafanaWebhook(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    version: Literal["1"]
+    groupKey: str = Field(min_length=1)
+    status: Literal["firing", "resolved"]
+    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)
+    groupLabels: dict[str, str] = Field(default_factory=dict)
+    title: str = ""
+    alerts: list[GrafanaAlert] = Field(default_factory=list)
+
+
+def configured(ax: Alerts) -> bool:
+    s = ax.settings
+    return s.grafana_webhook_hmac_secret is not None or s.grafana_webhook_password is not None
+
+
+async def authenticate(ax: Alerts, request: Request) -> None:
+    s = ax.settings
+    if s.grafana_webhook_hmac_secret is not None and request.header(s.grafana_webhook_hmac_header):
+        return _check_hmac(ax, request)
+    user, password = auth.basic_credentials(request)
+    wanted = s.grafana_webhook_password.get_secret_value() if s.grafana_webhook_password else ""
+    user_ok = auth.same(user, s.grafana_webhook_user) if s.grafana_webhook_user else True
+    if not (auth.same(password, wanted) and user_ok):
+        raise Refused(401, f"missing or wrong basic auth / {s.grafana_webhook_hmac_header}")
+
+
+def _check_hmac(ax: Alerts, request: Request) -> None:
+    s = ax.settings
+    signed = request.body
+    if s.grafana_webhook_timestamp_header:
+        timestamp = auth.fresh_timestamp(request, s.grafana_webhook_timestamp_header, s.alert_window_s)
+        signed = timestamp.encode() + b":" + request.body
+    expected = auth.hmac_hex(s.grafana_webhook_hmac_secret.get_secret_value(), signed)  # type: ignore[union-attr]
+    if not auth.same(request.header(s.grafana_webhook_hmac_header).lower(), expected):
+        raise Refused(401, f"wrong {s.grafana_webhook_hmac_header}")
+
+
+async def parse(ax: Alerts, request: Request) -> list[AlertNotice]:
+    try:
+        hook = GrafanaWebhook.model_validate_json(request.body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        raise Refused(400, f"not a Grafana webhook (version 1): {where}: {err.get('msg')}") from None
+    labels = {**hook.groupLabels, **hook.commonLabels}
+    names = ax.incident_settings
+    title = (hook.commonAnnotations.get("summary") or labels.get("alertname") or hook.title or "Grafana alert")
+    return [AlertNotice(
+        AlertSource.GRAFANA, hook.groupKey, hook.status, title[:TITLE_MAX],
+        ax.mapping.severity(AlertSource.GRAFANA, labels, labels.get(names.alert_severity_label)),  # type: ignore
+        ax.mapping.service(AlertSource.GRAFANA, labels, [labels.get(names.alert_service_label)]),
+        [_instance(alert, hook.status) for alert in hook.alerts])]
+
+
+def _instance(alert: GrafanaAlert, group_status: str) -> AlertInstance:
+    status = "resolved" if group_status == "resolved" else alert.status
+    summary = alert.annotations.get("summary") or alert.labels.get("alertname") or alert.fingerprint
+    return AlertInstance(alert.fingerprint, alert.startsAt, status, summary, alert.labels,  # type: ignore[arg-type]
+                         alert.endsAt, alert.generatorURL)

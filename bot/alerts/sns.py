@@ -1,0 +1,108 @@
+"""`POST /hooks/sns`: Amazon SNS HTTPS deliveries (raw message delivery off) from the topics in SNS_TOPIC_ARNS.
+
+Every message is verified before anything else: its topic must be allowed (else 403), its SignatureVersion 1
+(SHA1withRSA) or 2 (SHA256withRSA) signature must check against the certificate at SigningCertURL, fetched and
+checked by bot/alerts/sns_fetch.py (else 401). Then:
+
+- SubscriptionConfirmation: the SubscribeURL is visited (same SNS-host rule, and the topic's own region), which
+  confirms the subscription;
+- Notification: the message is a CloudWatch alarm (bot/alerts/cloudwatch.py) or it is ignored with a 200;
+- UnsubscribeConfirmation: nothing is done (resubscribing is a person's decision).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import TYPE_CHECKING, Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bot.alerts import cloudwatch
+from bot.alerts.http import Refused, Reply, Request
+from bot.alerts.sns_fetch import CONFIRM_MAX_BYTES, Untrusted
+from bot.incidents.notice import AlertNotice
+
+if TYPE_CHECKING:
+    from bot.alerts.service import Alerts
+
+HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
+# What is signed, per message type, in this (byte-sorted) order; absent optional keys are skipped.
+SIGNED_KEYS = {
+    "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
+    "SubscriptionConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
+    "UnsubscribeConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
+}
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    Type: Literal["Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation"]
+    MessageId: str
+    TopicArn: str
+    Message: str
+    Timestamp: str
+    SignatureVersion: str
+    Signature: str
+    SigningCertURL: str
+    Subject: str | None = None
+    Token: str | None = None
+    SubscribeURL: str | None = None
+
+    def canonical(self) -> bytes:
+        values = self.model_dump()
+        lines = [f"{key}\n{values[key]}\n" for key in SIGNED_KEYS[self.Type] if values.get(key) is not None]
+        return "".join(lines).encode()
+
+
+def configured(ax: Alerts) -> bool:
+    return bool(ax.settings.sns_topic_arns)
+
+
+def envelope(request: Request) -> Envelope:
+    try:
+        return Envelope.model_validate_json(request.body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        raise Refused(400, f"not an SNS message (raw delivery must be off): {where}: {err.get('msg')}") from None
+
+
+async def authenticate(ax: Alerts, request: Request) -> None:
+    message = envelope(request)
+    if message.TopicArn not in ax.settings.sns_topic_arns:
+        raise Refused(403, "the topic is not in SNS_TOPIC_ARNS")
+    if request.header("x-amz-sns-topic-arn") not in ("", message.TopicArn):
+        raise Refused(400, "the x-amz-sns-topic-arn header and the body disagree")
+    if message.SignatureVersion not in HASHES:
+        raise Untrusted("SignatureVersion must be 1 or 2")
+    key = await ax.sns.public_key(message.SigningCertURL)
+    try:
+        signature = base64.b64decode(message.Signature, validate=True)
+        key.verify(signature, message.canonical(), padding.PKCS1v15(), HASHES[message.SignatureVersion]())
+    except (InvalidSignature, binascii.Error, ValueError):
+        raise Untrusted("the message signature does not verify") from None
+
+
+async def parse(ax: Alerts, request: Request) -> list[AlertNotice] | Reply:
+    message = envelope(request)
+    if message.Type == "SubscriptionConfirmation":
+        return await _confirm(ax, message)
+    if message.Type == "UnsubscribeConfirmation":
+        return Reply(200, {"action": "ignored", "reason": "unsubscribed; subscribe again from AWS to resume"})
+    return await cloudwatch.parse_message(ax, message.Message)
+
+
+async def _confirm(ax: Alerts, message: Envelope) -> Reply:
+    host, path = ax.sns.sns_url(message.SubscribeURL or "")
+    if host.split(".")[1] != message.TopicArn.split(":")[3]:
+        raise Untrusted("the SubscribeURL is not in the topic's region")
+    try:
+        await ax.sns.get(host, path, CONFIRM_MAX_BYTES)
+    except Untrusted as exc:  # SNS retries a 5xx: the confirmation may work next time
+        return Reply(502, {"error": f"confirming the subscription failed: {exc}"})
+    return Reply(200, {"action": "subscribed", "topic": message.TopicArn})

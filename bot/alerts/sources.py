@@ -1,0 +1,70 @@
+"""The alert sources: one row each — the route, whether it is configured, how a request is authenticated and
+how it is parsed into notices, which the incident intake (bot/incidents/alerts.py) takes.
+
+| source       | route                    | auth                                                 | module          |
+|--------------|--------------------------|------------------------------------------------------|-----------------|
+| alertmanager | POST /hooks/alertmanager | bearer token or secret header (ALERTMANAGER_TOKEN)   | alertmanager    |
+| cloudwatch   | POST /hooks/sns          | SNS message signature (v1/v2) + topic allow-list     | sns, cloudwatch |
+| grafana      | POST /hooks/grafana      | basic auth or HMAC (hmacConfig)                      | grafana         |
+| datadog      | POST /hooks/datadog      | shared secret in a custom header                     | datadog         |
+| generic      | POST /hooks/generic      | HMAC-SHA256 of "<timestamp>.<body>", 5-minute window | generic         |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bot.alerts import alertmanager, datadog, generic, grafana, sns
+from bot.alerts.http import Refused, Reply, Request, Response, json_response
+from bot.alerts.service import Alerts
+from bot.errors import UserError
+from bot.incidents import alerts as intake
+from bot.incidents.notice import AlertNotice, AlertSource
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: AlertSource
+    path: str
+    off: str  # what to set to turn the source on (the 404 says it)
+    configured: Callable[[Alerts], bool]
+    authenticate: Callable[[Alerts, Request], Awaitable[None]]
+    parse: Callable[[Alerts, Request], Awaitable[list[AlertNotice] | Reply]]
+
+
+SOURCES = (
+    Source(AlertSource.ALERTMANAGER, "/hooks/alertmanager", "ALERTMANAGER_TOKEN", alertmanager.configured,
+           alertmanager.authenticate, alertmanager.parse),
+    Source(AlertSource.CLOUDWATCH, "/hooks/sns", "SNS_TOPIC_ARNS", sns.configured, sns.authenticate, sns.parse),
+    Source(AlertSource.GRAFANA, "/hooks/grafana", "GRAFANA_WEBHOOK_PASSWORD or GRAFANA_WEBHOOK_HMAC_SECRET",
+           grafana.configured, grafana.authenticate, grafana.parse),
+    Source(AlertSource.DATADOG, "/hooks/datadog", "DATADOG_WEBHOOK_SECRET", datadog.configured,
+           datadog.authenticate, datadog.parse),
+    Source(AlertSource.GENERIC, "/hooks/generic", "GENERIC_WEBHOOK_SECRET", generic.configured,
+           generic.authenticate, generic.parse),
+)
+
+
+def make_route(ax: Alerts, source: Source) -> Callable[[dict, bytes], Awaitable[Response]]:
+    async def route(scope: dict, body: bytes) -> Response:
+        if not source.configured(ax):
+            return json_response(404, {"error": f"the {source.kind.title} webhook is off: set {source.off}"})
+        request = Request(scope, body)
+        try:
+            await source.authenticate(ax, request)
+            parsed = await source.parse(ax, request)
+            if isinstance(parsed, Reply):
+                return json_response(parsed.status, parsed.data)
+            return json_response(200, await _take(ax, parsed))
+        except Refused as exc:
+            return json_response(exc.status, {"error": str(exc)})
+        except UserError as exc:
+            return json_response(409, {"error": str(exc)})
+
+    return route
+
+
+async def _take(ax: Alerts, notices: list[AlertNotice]) -> dict:
+    answers = [await intake.take(ax.incidents, notice) for notice in notices]
+    return answers[0] if len(answers) == 1 else {"results": answers}
