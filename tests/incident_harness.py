@@ -51,6 +51,8 @@ from bot.incidents.install import install
 from bot.incidents.model import Incident
 from bot.incidents.service import Incidents
 from bot.incidents.timeline import Entry
+from bot.oncall.config import OncallSettings
+from bot.oncall.install import install as install_oncall
 from bot.paging.policy import load_policy
 from bot.queue import Worker
 from bot.runtime import Runtime, create_runtime
@@ -110,6 +112,7 @@ class BotConfig:
     settings: dict[str, Any] = field(default_factory=dict)  # Settings overrides
     alerts: dict[str, Any] = field(default_factory=dict)  # AlertSourceSettings overrides
     page_lease_s: float = 20.0
+    oncall: dict[str, Any] = field(default_factory=dict)  # OncallSettings fields (oncall_file, the calendar token)
 
     def dump(self, path: Path) -> Path:
         path.write_text(json.dumps(self.__dict__))
@@ -131,6 +134,7 @@ async def build_runtime(config: BotConfig) -> tuple[Runtime, Incidents]:
         "incident_responders": ["U2"], "pagerduty_webhook_secret": PD_WEBHOOK_SECRET,
         "alertmanager_token": ALERTMANAGER_TOKEN, "incident_audit_interval_s": 10.0, **config.incident})
     policy = load_policy(Path(config.policy_file), env=config.env)
+    await install_oncall(rt, settings=OncallSettings(**config.oncall))  # before incidents, which pages schedules
     ctx = await install(rt, settings=incident_settings, policy=policy)
     ctx.page_lease_s = config.page_lease_s
     await install_alerts(rt, settings=AlertSourceSettings(**config.alerts))
@@ -326,8 +330,8 @@ async def incident_bot(local: Any, redis_url: str, tmp_path: Path, *, pagerduty:
                        policy: dict[str, Any] | None = None, workers: int = 1,
                        incident: dict[str, Any] | None = None, settings: dict[str, Any] | None = None,
                        page_lease_s: float = 20.0, services: dict[str, Any] | None = None,
-                       alerts: dict[str, Any] | None = None
-                       ) -> AsyncIterator[IncidentBot]:
+                       alerts: dict[str, Any] | None = None,
+                       oncall: dict[str, Any] | None = None) -> AsyncIterator[IncidentBot]:
     """A running bot (app + `workers` in-process workers) against `local` Slack, Redis at `redis_url` and the
     fake PagerDuty `pagerduty` (or Slack-DM-only paging without one)."""
     seed_workspace(local)
@@ -340,7 +344,7 @@ async def incident_bot(local: Any, redis_url: str, tmp_path: Path, *, pagerduty:
     config = BotConfig(slack_url=local.url, redis_url=redis_url, namespace=f"tinc{tag}",
                        services_file=str(services_file), policy_file=str(policy_file), env=env,
                        incident=incident or {}, settings=settings or {}, page_lease_s=page_lease_s,
-                       alerts=alerts or {})
+                       alerts=alerts or {}, oncall=_oncall_settings(oncall, tmp_path, tag))
     rt, ctx = await build_runtime(config)
     app = create_app(rt)  # handlers.actions registers the incident buttons
     asgi = create_asgi(app, rt)
@@ -356,6 +360,18 @@ async def incident_bot(local: Any, redis_url: str, tmp_path: Path, *, pagerduty:
         for closer in rt.hooks.closers:
             await closer(rt)
         await rt.aclose()
+
+
+def _oncall_settings(oncall: dict[str, Any] | None, tmp_path: Path, tag: str) -> dict[str, Any]:
+    """`oncall={"schedules": {...}, "oncall_calendar_token": ...}` → an ONCALL_FILE and the other settings."""
+    if not oncall:
+        return {}
+    settings = {k: v for k, v in oncall.items() if k != "schedules"}
+    if "schedules" in oncall:
+        path = tmp_path / f"oncall-{tag}.yml"
+        path.write_text(yaml.safe_dump({"schedules": oncall["schedules"]}))
+        settings["oncall_file"] = str(path)
+    return settings
 
 
 # ------------------------------------------------------------------------------------------- worker process

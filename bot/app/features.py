@@ -1,5 +1,6 @@
-"""Assembles a runtime with every feature wired in (incidents, paging, timeline and write-up, metrics) — the one
-place that knows which features exist, so the CLI, the terminal chat and the tests build the same bot."""
+"""Assembles a runtime with every feature wired in (on-call schedules, incidents, paging, timeline and write-up,
+metrics) — the one place that knows which features exist, so the CLI, the terminal chat and the tests build the
+same bot."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def _feature_installers() -> list[Callable[[Runtime], Awaitable[Any]]]:
     from bot.alerts import install as alerts
     from bot.app import metrics
     from bot.incidents import install as incidents
+    from bot.oncall import install as oncall
     from bot.writeup import install as writeup
 
     # alerts after incidents: the alert sources need the incidents feature
-    return [metrics.install, incidents.install, alerts.install, writeup.install]
+    return [metrics.install, oncall.install, incidents.install, alerts.install, writeup.install]

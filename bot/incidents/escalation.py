@@ -32,7 +32,8 @@ from bot.incidents import messages
 from bot.incidents.model import FrozenLevel, Incident, PageOrder, PageRecord, Severity
 from bot.incidents.service import Incidents
 from bot.incidents.timeline import EntryKind
-from bot.paging.policy import Level
+from bot.oncall.service import oncall_of
+from bot.paging.policy import SCHEDULE, Level
 from bot.paging.providers import Page, make_dedup_key
 from bot.queue import Job, Retry, lease
 
@@ -46,12 +47,28 @@ def freeze(levels: list[Level]) -> list[FrozenLevel]:
                         ack_timeout_s=lvl.ack_timeout_s, urgency=lvl.urgency) for lvl in levels]  # type: ignore
 
 
-def _order(incident: Incident, level: FrozenLevel | Level, severity: Severity, reason: str,
-           actor: str | None = None) -> PageOrder:
+async def _order(ctx: Incidents, incident: Incident, level: FrozenLevel | Level, severity: Severity, reason: str,
+                 actor: str | None = None) -> PageOrder:
     routes = level.routes if isinstance(level, FrozenLevel) else {p: list(i) for p, i in level.routes().items()}
+    routes, via = await resolve_schedules(ctx, routes)
     return PageOrder(dedup_key=make_dedup_key(incident.id, severity, level.number), severity=severity,
                      level=level.number, routes=routes, urgency=level.urgency, reason=reason,  # type: ignore
-                     actor=actor)
+                     actor=actor, schedules=via)
+
+
+async def resolve_schedules(ctx: Incidents, routes: dict[str, list[str]]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """A level's `{schedule: …}` targets → whoever is on call for each right now, overrides included (so an
+    override made while a page is open redirects the next step). Also returns target → schedule it came from."""
+    out = {provider: list(ids) for provider, ids in routes.items() if provider != SCHEDULE}
+    via: dict[str, str] = {}
+    oncall = oncall_of(ctx.rt)
+    for name in routes.get(SCHEDULE, []):
+        found, _ = await oncall.page_routes(name) if oncall else ({}, None)
+        for provider, ids in found.items():
+            bucket = out.setdefault(provider, [])
+            bucket.extend(i for i in ids if i not in bucket)
+            via.update({target: name for target in ids or [provider]})
+    return out, via
 
 
 def _add_order(incident: Incident, order: PageOrder) -> PageOrder | None:
@@ -125,7 +142,8 @@ async def start_paging(ctx: Incidents, incident_id: str) -> Incident:
             paging.levels = freeze(ctx.policy.levels_for(incident.severity))
             if paging.levels:
                 paging.level = 1
-                order = _add_order(incident, _order(incident, paging.levels[0], incident.severity, "policy"))
+                order = _add_order(incident, await _order(ctx, incident, paging.levels[0], incident.severity,
+                                                          "policy"))
                 effects.orders = [order] if order else []
                 effects.timer = _arm_timer(ctx, incident, time.time())
     await effects.run(ctx, incident)
@@ -152,10 +170,10 @@ async def escalate_next(ctx: Incidents, incident_id: str, actor: str, reason: st
         paging.level += 1
         paging.acked_at = paging.acked_by = paging.ack_via = None  # the newly paged must acknowledge
         level = paging.levels[paging.level - 1]
-        order = _add_order(incident, _order(incident, level, paging.severity, "manual", actor))
+        order = _add_order(incident, await _order(ctx, incident, level, paging.severity, "manual", actor))
         effects = Effects([order] if order else [], _arm_timer(ctx, incident, time.time()), cancel)
     await effects.run(ctx, incident)
-    targets = _target_names(level.routes)
+    targets = _order_names(incident, paging.severity, level)
     await ctx.timeline.record(incident.id, EntryKind.ESCALATED, entry_id=f"escalated:{paging.severity}:L{level.number}",
                               actor=actor, text=reason or "", data={"level": level.number, "reason": "manual",
                                                                     "severity": paging.severity})
@@ -223,10 +241,10 @@ async def change_severity(ctx: Incidents, incident_id: str, actor: str, new: Sev
             paging.levels = freeze(ctx.policy.levels_for(new))
             paging.level = min(reached, len(paging.levels))
             for level in added:
-                order = _add_order(incident, _order(incident, level, new, "severity", actor))
+                order = _add_order(incident, await _order(ctx, incident, level, new, "severity", actor))
                 if order:
                     effects.orders.append(order)
-                    paged += _target_names(order.routes)
+                    paged += _target_names(order.routes, order.schedules)
             if effects.orders:
                 paging.acked_at = paging.acked_by = paging.ack_via = None
             effects.timer = _arm_timer(ctx, incident, time.time())
@@ -304,11 +322,21 @@ def _require_open(incident: Incident, verb: str = "change") -> None:
                         f"Declare a new incident if it is back.")
 
 
-def _target_names(routes: dict[str, list[str]]) -> list[str]:
-    pairs: list[tuple[str, str | None]] = []
+def _target_names(routes: dict[str, list[str]], via: dict[str, str] | None = None) -> list[str]:
+    """Names of who a page goes to; one paged from a schedule says which (`@alice (on call: payments)`)."""
+    names: list[str] = []
     for provider, ids in routes.items():
-        pairs.extend((provider, i) for i in ids) if ids else pairs.append((provider, None))
-    return messages.targets_text(pairs)
+        for target in ids or [None]:
+            name = messages.targets_text([(provider, target)])[0]
+            schedule = (via or {}).get(target or provider)
+            names.append(f"{name} (on call: {messages.inert(schedule)})" if schedule else name)
+    return list(dict.fromkeys(names))
+
+
+def _order_names(incident: Incident, severity: Severity, level: FrozenLevel) -> list[str]:
+    """Who a level's order paged (schedules resolved), or the level's own targets if no order was made."""
+    order = incident.paging.order(make_dedup_key(incident.id, severity, level.number))
+    return _target_names(order.routes, order.schedules) if order else _target_names(level.routes)
 
 
 # ------------------------------------------------------------------------------------------------ jobs
@@ -332,11 +360,11 @@ async def escalate_timer_job(ctx: Incidents, job: Job) -> None:
         paging.level += 1
         level = paging.levels[paging.level - 1]
         assert paging.severity is not None
-        order = _add_order(incident, _order(incident, level, paging.severity, "timer"))
+        order = _add_order(incident, await _order(ctx, incident, level, paging.severity, "timer"))
         effects = Effects([order] if order else [], _arm_timer(ctx, incident, now))
         await ctx.store.save(incident)
     await effects.run(ctx, incident)
-    targets = _target_names(level.routes)
+    targets = _order_names(incident, paging.severity, level)
     await ctx.timeline.record(incident.id, EntryKind.ESCALATED, entry_id=f"escalated:{paging.severity}:L{level.number}",
                               actor="bot", at=now, data={"level": level.number, "reason": "timer", "due": due,
                                                          "lateness_s": round(now - due, 3),
@@ -436,7 +464,8 @@ async def _note_page(ctx: Incidents, incident: Incident, order: PageOrder, recor
                               text=record.error or "",
                               data={"dedup_key": record.dedup_key, "delivery": record.delivery,
                                     "severity": record.severity, "level": record.level, "reason": order.reason,
-                                    "urgency": order.urgency, "provider_ref": record.provider_ref})
+                                    "urgency": order.urgency, "provider_ref": record.provider_ref,
+                                    "schedule": order.schedules.get(record.delivery.removeprefix("slack:"))})
     user = record.delivery.removeprefix("slack:") if record.delivery.startswith("slack:") else None
     async with ctx.store.mutate(incident.id) as current:
         if record.ok and current.paging.first_paged_at is None:

@@ -20,10 +20,12 @@ from bot.incidents.config import IncidentSettings, load_incident_settings
 from bot.incidents.service import Incidents
 from bot.incidents.store import IncidentStore
 from bot.incidents.timeline import Timeline
+from bot.oncall.service import oncall_of
 from bot.paging import build_providers, close_providers, load_policy
 from bot.paging.policy import PagingPolicy
 from bot.paging.providers import Provider
 from bot.runtime import Runtime
+from bot.settings import ConfigError
 
 
 async def install(rt: Runtime, *, settings: IncidentSettings | None = None, policy: PagingPolicy | None = None,
@@ -34,6 +36,7 @@ async def install(rt: Runtime, *, settings: IncidentSettings | None = None, poli
         return installed
     settings = settings or load_incident_settings()
     policy = policy or load_policy(settings.paging_policy_file)
+    _check_schedules(rt, policy)
     if providers is None:
         providers = build_providers(policy.paging, rt.slack, rt.redis, key_prefix=rt.key("paging", "dm"))
     ctx = Incidents(rt=rt, settings=settings, policy=policy, providers=providers,
@@ -43,13 +46,31 @@ async def install(rt: Runtime, *, settings: IncidentSettings | None = None, poli
     return ctx
 
 
+def _check_schedules(rt: Runtime, policy: PagingPolicy) -> None:
+    """A policy level naming a schedule that ONCALL_FILE does not define would page nobody: refuse to start."""
+    oncall = oncall_of(rt)
+    known = set(oncall.schedules) if oncall else set()
+    if missing := sorted(policy.schedules() - known):
+        raise ConfigError(f"{policy.source}: names schedule {missing[0]!r}, which ONCALL_FILE does not define "
+                          f"(defined: {', '.join(sorted(known)) or 'none'})")
+
+
 def _wire(rt: Runtime, ctx: Incidents) -> None:
     from bot.incidents import jobs, lifecycle, provider_acks
+    if (oncall := oncall_of(rt)) is not None:
+        oncall.handoff_notes.append(lambda: _open_incidents(ctx))
     rt.hooks.job_handlers.append(jobs.job_handlers)
     rt.hooks.http_routes[("POST", "/hooks/pagerduty")] = provider_acks.make_route(ctx)
     rt.hooks.diagnosis_finished.append(lifecycle.on_diagnosis_finished)
     rt.hooks.closers.append(_close)
     rt.hooks.secrets.extend(ctx.settings.secrets())
+
+
+async def _open_incidents(ctx: Incidents) -> list[str]:
+    """For the on-call handoff DM: the open incidents, as `/incident list` shows them."""
+    from bot.incidents import messages
+
+    return [messages.list_text(await ctx.store.list_open())]
 
 
 async def _close(rt: Runtime) -> None:

@@ -168,6 +168,8 @@ def paging_line(incident: Incident, now: float) -> str:
     if paging.severity is None or paging.level == 0:
         return "nobody paged"
     line = f"level {paging.level} paged, not acknowledged"
+    if on_call := [f"{who(t)} ({inert(name)})" for o in paging.orders[-1:] for t, name in o.schedules.items()]:
+        line += f"; on call: {', '.join(on_call)}"
     if paging.next_escalation_at and incident.is_open:
         line += f"; escalates {slack_date(paging.next_escalation_at, '{time}')}"
     return line

@@ -62,6 +62,7 @@ class PageOrder(BaseModel):
     urgency: Literal["high", "low"] = "high"
     reason: Literal["policy", "timer", "manual", "severity", "people"] = "policy"
     actor: str | None = None
+    schedules: dict[str, str] = Field(default_factory=dict)  # paged target → the on-call schedule it came from
     ordered_at: float = Field(default_factory=time.time)
     done: bool = False
 

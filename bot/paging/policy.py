@@ -9,6 +9,7 @@ Grammar of a level (`first`, and each item of `then`):
     U0123ABCD / S0456EFGH                  a Slack user / user group, DM'd by the built-in `slack` provider
     oncall / managers                      the Slack ids listed under `oncall:` / `managers:`
     {provider: opsgenie, targets: [team:sre]}   a provider with explicit targets
+    {schedule: payments-primary}           whoever is on call for that schedule (ONCALL_FILE) when the level fires
     [pagerduty, managers, U0CTO]           several of the above paged at once
 `then` is a list of levels, so `then: [managers, U0CTO]` is two levels (managers, then the CTO) while
 `then: [[managers, U0CTO]]` is one level paging both. `repeat: N` pages the last level N more times, each
@@ -69,6 +70,8 @@ ENV_ONCALL = "PAGING_ONCALL"  # comma/space separated Slack user or group ids, u
 ENV_MANAGERS = "PAGING_MANAGERS"
 
 _SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+_SCHEDULE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+SCHEDULE = "schedule"  # a level's target resolved when it fires: `{schedule: <name>}` → whoever is on call then
 _PROVIDER_SUFFIX = re.compile(r"^-[a-z0-9][a-z0-9_-]{0,39}$")  # the `-<anything>` of `pagerduty-<anything>`
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -352,6 +355,11 @@ class PagingPolicy:
     def severity_change_allowed(self) -> Permission:
         return self.permissions["severity"]
 
+    def schedules(self) -> set[str]:
+        """Every schedule a level names (each must exist in ONCALL_FILE)."""
+        return {t.id for sev in self.severities.values() for level in sev.levels for t in level.targets
+                if t.provider == SCHEDULE and t.id}
+
     def levels_for(self, severity: str) -> list[Level]:
         return list(self._severity(severity).levels)
 
@@ -550,11 +558,13 @@ def _level_targets(raw: Any, path: str, names: _Names) -> tuple[Target, ...]:
         where = f"{path}[{i}]" if isinstance(raw, list) else path
         if isinstance(item, str):
             targets.extend(_named_targets(item.strip(), where, names))
+        elif isinstance(item, dict) and "schedule" in item:
+            targets.append(_schedule_target(item, where))
         elif isinstance(item, dict):
             targets.extend(_route_targets(item, where, names))
         else:
             raise ConfigError(f"{where}: expected a provider name, a Slack id, oncall, managers, "
-                              "or {provider: …, targets: […]}")
+                              "{schedule: <name>} or {provider: …, targets: […]}")
     return tuple(dict.fromkeys(targets))
 
 
@@ -569,6 +579,14 @@ def _named_targets(name: str, where: str, names: _Names) -> list[Target]:
     if name in names.providers:
         return [Target(name)]
     raise ConfigError(f"{where}: {_unknown(name, names)}")
+
+
+def _schedule_target(item: dict[str, Any], where: str) -> Target:
+    """`{schedule: payments-primary}`: whoever is on call for that schedule (ONCALL_FILE) when the level fires."""
+    name = item["schedule"]
+    if set(item) != {"schedule"} or not isinstance(name, str) or not _SCHEDULE_NAME.match(name):
+        raise ConfigError(f"{where}: expected {{schedule: <name of a schedule in ONCALL_FILE>}}")
+    return Target(SCHEDULE, name)
 
 
 def _route_targets(item: dict[str, Any], where: str, names: _Names) -> list[Target]:

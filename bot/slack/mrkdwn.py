@@ -143,3 +143,18 @@ def button(label: str, action_id: str, value: str = "", **extra: Any) -> dict[st
 def fallback_text(text: str, limit: int = FALLBACK_TEXT_MAX) -> str:
     """A message's `text`: the notification and screen-reader version, kept well under Slack's 40,000 cut."""
     return truncate(text, min(limit, MESSAGE_TEXT_MAX))
+
+
+def slack_date(at: float, fmt: str = "{date_short_pretty} {time}") -> str:
+    """A Slack date token: shown in each reader's own time zone, with a UTC fallback."""
+    from datetime import UTC, datetime
+
+    fallback = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(at)}^{fmt}|{fallback}>"
+
+
+def mention(slack_id: str | None) -> str:
+    """A Slack user (U…/W…) or user group (S…) id as a mention; None as "nobody"."""
+    if not slack_id:
+        return "nobody"
+    return f"<!subteam^{slack_id}>" if slack_id.startswith("S") else f"<@{slack_id}>"

@@ -1,0 +1,45 @@
+"""On-call settings, read from the environment when asked (never at import time).
+
+    ONCALL_FILE               (none)   YAML schedules (bot/oncall/schedule.py); without it /oncall says how to add one
+    ONCALL_CALENDAR_TOKEN     (none)   guards GET /oncall/<schedule>.ics?token=…; the feeds answer 404 without it
+    ONCALL_CALENDAR_WEEKS     8        how many weeks ahead a feed exports
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.oncall.schedule import Schedule, parse_schedules
+from bot.settings import ConfigError, describe_validation_error, read_yaml_file
+
+
+class OncallSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    oncall_file: Path | None = None
+    oncall_calendar_token: SecretStr | None = None
+    oncall_calendar_weeks: int = Field(8, ge=1, le=104)
+
+    def secrets(self) -> list[str]:
+        return [self.oncall_calendar_token.get_secret_value()] if self.oncall_calendar_token else []
+
+
+def load_oncall_settings() -> OncallSettings:
+    try:
+        return OncallSettings()
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, env=True)) from None
+
+
+def load_schedules(path: Path | None) -> dict[str, Schedule]:
+    """The schedules of ONCALL_FILE ({} without one); a ConfigError names the file and the path inside it."""
+    if path is None:
+        return {}
+    from bot.oncall.calendar import expand_ical
+
+    data = read_yaml_file(path, "on-call file")
+    data = expand_ical(data if data is not None else {"schedules": {}}, base=path.parent, source=str(path))
+    return parse_schedules(data, source=str(path))

@@ -1,0 +1,70 @@
+"""Wires on-call schedules into a runtime: `await install(rt)` (called by bot.app.features.create_full_runtime,
+before incidents, which pages schedules and adds open incidents to the handoff DMs).
+
+Adds to `rt.hooks`:
+    job_handlers   oncall.handoff (a delayed job per schedule and handoff instant)
+    http_routes    GET /oncall/<schedule>.ics?token=…  (404 without ONCALL_CALENDAR_TOKEN)
+    secrets        the calendar token, for log redaction
+
+A bad ONCALL_FILE stops the process at start-up with one ConfigError line naming the file and the path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+from bot.oncall.calendar import feed
+from bot.oncall.config import OncallSettings, load_oncall_settings, load_schedules
+from bot.oncall.overrides import OverrideStore
+from bot.oncall.schedule import Schedule
+from bot.oncall.service import HANDOFF_JOB, Oncall, handoff_job
+from bot.queue import Job
+from bot.runtime import Runtime
+
+Response = tuple[int, dict[str, str], bytes]
+
+
+async def install(rt: Runtime, *, settings: OncallSettings | None = None,
+                  schedules: dict[str, Schedule] | None = None) -> Oncall:
+    """Idempotent: a second call returns the context already installed."""
+    installed = rt.feature(Oncall)
+    if installed is not None:
+        return installed
+    settings = settings or load_oncall_settings()
+    schedules = load_schedules(settings.oncall_file) if schedules is None else schedules
+    ctx = rt.provide(Oncall(rt=rt, settings=settings, schedules=schedules,
+                            overrides=OverrideStore(rt.redis, rt.namespace)))
+    rt.hooks.job_handlers.append(lambda _rt: {HANDOFF_JOB: _bound(ctx)})
+    for name in schedules:
+        rt.hooks.http_routes[("GET", f"/oncall/{name}.ics")] = calendar_route(ctx, name)
+    rt.hooks.secrets.extend(settings.secrets())
+    return ctx
+
+
+def _bound(ctx: Oncall) -> Any:
+    async def oncall_handoff(job: Job) -> None:
+        await handoff_job(ctx, job)
+
+    return oncall_handoff
+
+
+def calendar_route(ctx: Oncall, name: str) -> Any:
+    async def ics(scope: dict, body: bytes) -> Response:
+        token = ctx.settings.oncall_calendar_token
+        if token is None:
+            return 404, {"content-type": "text/plain"}, b"calendar feeds are off: set ONCALL_CALENDAR_TOKEN\n"
+        given = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
+        if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+            return 401, {"content-type": "text/plain"}, b"bad or missing ?token=\n"
+        now = time.time()
+        weeks = ctx.settings.oncall_calendar_weeks
+        text = feed(ctx.schedules[name], await ctx.shifts(name, now, now + weeks * 7 * 86400),
+                    now=dt.datetime.fromtimestamp(now, dt.timezone.utc))
+        return 200, {"content-type": "text/calendar; charset=utf-8",
+                     "content-disposition": f'inline; filename="{name}.ics"'}, text.encode()
+
+    return ics

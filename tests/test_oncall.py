@@ -1,0 +1,148 @@
+"""On call, end to end: a P1 declared inside Alice's shift pages Alice by Slack DM and escalates to Bob's
+schedule; an override made while the page is open redirects the next step; `/oncall` answers inside the ack;
+handoffs DM both people once; the calendar feed is guarded and well-formed.
+
+Real parts: Redis, LocalSlack (DMs read back from it), the queue's workers, signed slash commands.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pytest
+
+from bot.oncall import service
+from bot.oncall.service import oncall_of
+from tests.incident_harness import IncidentBot, declare_incident, incident_bot
+
+ACK_TIMEOUT_S = 1.5
+ALICE, BOB, CAROL = "UONCALL", "UMGR1", "UMGR2"  # seeded people of the harness
+
+
+def daily_from_an_hour_ago(people: list[str]) -> dict:
+    """A daily rotation whose current shift began an hour ago, with `people[0]` on it now."""
+    began = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    return {"time_zone": "UTC", "rotation": {"every": "1d", "handoff": f"{began:%H:%M}", "people": people,
+                                             "start": began.date().isoformat()}}
+
+
+SCHEDULES = {"schedules": {"payments-primary": daily_from_an_hour_ago([ALICE, CAROL]),
+                           "payments-secondary": daily_from_an_hour_ago([BOB, CAROL])}}
+
+
+def schedule_policy() -> dict:
+    """P1: level 1 whoever is on call for payments-primary; unacknowledged → payments-secondary."""
+    return {"severities": {"P1": {"first": {"schedule": "payments-primary"},
+                                  "then": [{"schedule": "payments-secondary"}], "ack_timeout": ACK_TIMEOUT_S},
+                           "P3": {}}}
+
+
+def paged(bot: IncidentBot, user: str, incident_id: str) -> bool:
+    """`user` got the page's DM (not a handoff DM that lists the incident)."""
+    return any(f"incident {incident_id}:" in m.text for m in bot.dms_to(user))
+
+
+async def test_a_p1_pages_alice_from_her_schedule_then_escalates_to_bobs(local_slack, redis_url, tmp_path):
+    async with incident_bot(local_slack, redis_url, tmp_path, policy=schedule_policy(), oncall=SCHEDULES) as bot:
+        inc = await declare_incident(bot, "Payments failing P1 api", user="UOUT")
+        await bot.wait_for(lambda: paged(bot, ALICE, inc), 5, "Alice's page")
+        assert not paged(bot, BOB, inc)  # Bob's schedule waits for the ack timeout
+        sent = await bot.wait_for(lambda: bot.timeline(inc, "page_sent"), 5, "the page in the timeline")
+        assert sent[0].data["schedule"] == "payments-primary" and sent[0].data["delivery"] == f"slack:{ALICE}"
+        header = " ".join(bot.channel_texts(await bot.incident(inc)))
+        assert f"on call: <@{ALICE}> (payments-primary)" in header
+
+        await bot.wait_for(lambda: paged(bot, BOB, inc), 10, "Bob's page after the timeout")
+        incident = await bot.incident(inc)
+        assert incident.paging.orders[1].schedules == {BOB: "payments-secondary"}
+        assert time.time() - incident.paging.orders[0].ordered_at >= ACK_TIMEOUT_S - 0.1
+        assert any(f"<@{BOB}> (on call: payments-secondary)" in t for t in bot.channel_texts(incident))
+        assert not paged(bot, CAROL, inc)
+
+
+async def test_an_override_made_while_the_page_is_open_redirects_the_next_step(local_slack, redis_url, tmp_path):
+    async with incident_bot(local_slack, redis_url, tmp_path, policy=schedule_policy(), oncall=SCHEDULES) as bot:
+        inc = await declare_incident(bot, "Payments failing P1 api", user="UOUT")
+        await bot.wait_for(lambda: paged(bot, ALICE, inc), 5, "Alice's page")
+        answer = await bot.command("/oncall", f"override payments-secondary <@{CAROL}|carol> 4h", user=BOB)
+        assert f"<@{CAROL}> is on call for *payments-secondary*" in answer and f"made by <@{BOB}>" in answer
+
+        await bot.wait_for(lambda: paged(bot, CAROL, inc), 10, "the override's page")
+        await bot.settle()
+        assert not paged(bot, BOB, inc)
+        handoff = [m.text for m in bot.dms_to(BOB) if "has ended" in m.text]  # the override began a new shift
+        assert len(handoff) == 1 and f"<@{CAROL}> has it now" in handoff[0] and inc in handoff[0]
+        assert (await bot.incident(inc)).paging.orders[1].schedules == {CAROL: "payments-secondary"}
+        listing = await bot.command("/oncall", "payments-secondary", user=ALICE)
+        assert f"<@{CAROL}>" in listing and f"override by <@{BOB}>" in listing
+
+
+async def test_oncall_answers_inside_the_ack_and_refuses_outsiders_and_bad_input(local_slack, redis_url, tmp_path):
+    async with incident_bot(local_slack, redis_url, tmp_path, policy=schedule_policy(), oncall=SCHEDULES) as bot:
+        started = time.monotonic()
+        now = await bot.command("/oncall", "", user="UOUT")
+        elapsed = time.monotonic() - started
+        assert elapsed < 3.0, elapsed
+        assert f"*payments-primary*: <@{ALICE}> until" in now and f"then <@{CAROL}>" in now
+        assert f"*payments-secondary*: <@{BOB}> until" in now
+
+        refused = await bot.command("/oncall", f"override payments-primary <@UOUT|outsider> 4h", user="UOUT")
+        assert "Only people in the *payments-primary* rotation" in refused and "Nothing was changed" in refused
+        assert "Did you mean `payments-primary`" in await bot.command("/oncall", "payments-primry")
+        assert "Type `/oncall override @user 4h`" in await bot.command(
+            "/oncall", f"override payments-primary <@{CAROL}> forever", user=ALICE)
+        assert "Which schedule?" in await bot.command("/oncall", f"override <@{CAROL}> 4h", user=ALICE)
+        assert "Type `/oncall swap @user 2026-03-02`" in await bot.command(
+            "/oncall", f"swap payments-primary <@{CAROL}> tomorrow", user=ALICE)
+        assert not await oncall_of(bot.rt).overrides.list("payments-primary")
+
+
+async def test_a_swap_gives_my_shift_to_bob_and_me_his_next_one(local_slack, redis_url, tmp_path):
+    async with incident_bot(local_slack, redis_url, tmp_path, policy=schedule_policy(), oncall=SCHEDULES) as bot:
+        today = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).date()
+        answer = await bot.command("/oncall", f"swap payments-primary <@{CAROL}> {today.isoformat()}", user=ALICE)
+        assert answer.count("is on call for *payments-primary*") == 2, answer
+        ctx = oncall_of(bot.rt)
+        assert (await ctx.shift_at("payments-primary")).user == CAROL
+        tomorrow = (await ctx.shift_at("payments-primary")).end.timestamp()
+        taken = await ctx.shift_at("payments-primary", tomorrow + 60)
+        assert taken.user == ALICE and taken.override is not None and taken.override.made_by == ALICE
+
+
+async def test_a_handoff_dms_both_people_once_with_the_open_incidents(local_slack, redis_url, tmp_path):
+    async with incident_bot(local_slack, redis_url, tmp_path, policy=schedule_policy(), oncall=SCHEDULES) as bot:
+        inc = await declare_incident(bot, "Payments failing P1 api", user="UOUT")
+        ctx = oncall_of(bot.rt)
+        now = time.time()
+        cover = await ctx.overrides.add("payments-primary", CAROL, now - 60, now + 1.5, ALICE)  # ends in a second
+        await service.arm_handoffs(ctx, ["payments-primary"])
+        incoming = await bot.wait_for(lambda: [m.text for m in bot.dms_to(ALICE) if "You are on call" in m.text],
+                                      10, "the incoming DM")
+        assert "*payments-primary*" in incoming[0] and inc in incoming[0]
+        outgoing = [m.text for m in bot.dms_to(CAROL) if "has ended" in m.text]
+        assert len(outgoing) == 1 and inc in outgoing[0]
+        job = service.HANDOFF_JOB
+        await bot.rt.queue.enqueue(job, {"schedule": "payments-primary", "at": cover.end})  # delivered twice
+        await bot.settle()
+        assert len([m for m in bot.dms_to(ALICE) if "You are on call" in m.text]) == 1
+
+
+@pytest.mark.parametrize(("token", "status"), [("s3cret-token", 200), ("wrong", 401), ("", 401)])
+async def test_the_calendar_feed_is_guarded_by_its_token(local_slack, redis_url, tmp_path, token, status):
+    oncall = {**SCHEDULES, "oncall_calendar_token": "s3cret-token", "oncall_calendar_weeks": 2}
+    async with incident_bot(local_slack, redis_url, tmp_path, policy=schedule_policy(), oncall=oncall) as bot:
+        response = await bot.http.get(f"/oncall/payments-primary.ics?token={token}")
+        assert response.status_code == status
+        if status == 200:
+            body = response.content.decode()
+            assert response.headers["content-type"].startswith("text/calendar")
+            assert body.startswith("BEGIN:VCALENDAR\r\n") and body.endswith("END:VCALENDAR\r\n")
+            assert body.count("BEGIN:VEVENT") in (14, 15)  # two weeks of daily shifts, the first one cut
+            assert f"SUMMARY:On call: {ALICE}" in body
+            assert all(len(line.encode()) <= 75 for line in body.split("\r\n"))
+
+
+async def test_without_a_calendar_token_the_feed_does_not_exist(local_slack, redis_url, tmp_path):
+    async with incident_bot(local_slack, redis_url, tmp_path, policy=schedule_policy(), oncall=SCHEDULES) as bot:
+        assert (await bot.http.get("/oncall/payments-primary.ics?token=x")).status_code == 404
