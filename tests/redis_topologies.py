@@ -57,6 +57,7 @@ class SentinelTopology:
     replica: int
     sentinels: list[int]
     procs: dict[int, subprocess.Popen] = field(default_factory=dict)
+    upstream: int | None = None  # where the replica replicates from: the primary, or a proxy in front of it
 
     def env(self, **extra: str) -> dict[str, str]:
         """The bot's settings for this topology, as environment variables."""
@@ -66,7 +67,7 @@ class SentinelTopology:
     def start(self, binary: str) -> None:
         self._spawn(binary, self.primary, "--port", str(self.primary), *SERVER_ARGS)
         self._spawn(binary, self.replica, "--port", str(self.replica), *SERVER_ARGS,
-                    "--replicaof", "127.0.0.1", str(self.primary))
+                    "--replicaof", "127.0.0.1", str(self.upstream or self.primary))
         wait_until(lambda: client(self.replica).info("replication")["master_link_status"] == "up", "replica in sync")
         for port in self.sentinels:
             conf = self.directory / f"sentinel-{port}.conf"  # writable: Sentinel rewrites it

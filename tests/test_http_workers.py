@@ -64,15 +64,17 @@ def get(port: int, path: str) -> httpx.Response | None:
 
 
 @contextlib.contextmanager
-def http_server_processes(local_slack, redis_url: str, tmp_path: Path,  # type: ignore[no-untyped-def]
+def http_server_processes(local_slack, redis_url: str | None, tmp_path: Path,  # type: ignore[no-untyped-def]
                           *flags: str, **settings: str) -> Iterator[tuple[subprocess.Popen, int]]:
-    """`chatops run [flags]` in HTTP mode with HTTP_WORKERS=2; stopped with SIGTERM, which must be clean."""
+    """`chatops run [flags]` in HTTP mode with HTTP_WORKERS=2; stopped with SIGTERM, which must be clean.
+    `redis_url=None`: no REDIS_URL at all (the Redis settings are in `settings`, e.g. REDIS_SENTINELS)."""
     local_slack.add_user("U1", "u1")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "REDIS_URL"))}
     env.update(SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SLACK_TEST_SIGNING_SECRET, SLACK_API_URL=local_slack.url,
-               REDIS_URL=redis_url, PORT=str(port), HTTP_WORKERS="2", CHATOPS_DATA_DIR=str(tmp_path / "data"),
-               SERVICES_FILE=str(ROOT / "services.example.yml"), REDIS_NAMESPACE=f"hw{port}", **settings)
+               PORT=str(port), HTTP_WORKERS="2", CHATOPS_DATA_DIR=str(tmp_path / "data"),
+               SERVICES_FILE=str(ROOT / "services.example.yml"), REDIS_NAMESPACE=f"hw{port}")
+    env.update({"REDIS_URL": redis_url} if redis_url else {}, **settings)
     server = subprocess.Popen([sys.executable, "-m", "bot", "run", *flags], env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -1,23 +1,38 @@
 """The queue on a Sentinel-managed Redis: a worker and a producer built by `connect()` from the Sentinel settings
 follow a promoted replica by themselves, nothing queued before the kill is lost or run twice, timers fire, and a
-READONLY reply from a demoted primary is retried, never dead-lettered."""
+READONLY reply from a demoted primary is retried, never dead-lettered. Then the real processes (`chatops run`,
+`chatops worker`, `chatops postmortem`) given only the Sentinel settings, through a failover."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import subprocess
+import sys
 import time
+import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
+import yaml
 
 from bot.app.http_server import health
 from bot.queue import Job, Queue, Worker
 from bot.queue.connection import DURABILITY, connect
 from bot.runtime import create_runtime
 from bot.settings import Settings
+from bot.slack.local.payloads import signed_headers, slash_command_body
+from tests.app_harness import BOT_TOKEN, free_port
+from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET
 from tests.redis_topologies import SentinelTopology
+from tests.servers import Reply, local_http_server
+from tests.test_http_workers import ROOT, http_server_processes
 
 pytestmark = pytest.mark.slow
 
@@ -110,3 +125,97 @@ async def test_readonly_from_a_demoted_primary_is_retried_not_dead_lettered(
     assert await queue.dead_letters() == [] and worker.stats["jobs_dead_lettered"] == 0
     await primary.aclose()
     await queue_redis.aclose()
+
+
+# -- the real processes ---------------------------------------------------------------------------------------
+
+
+def slash(local_slack, port: int, command: str, text: str, channel: str) -> httpx.Response:  # type: ignore[no-untyped-def]
+    body = slash_command_body(command, text, channel_id=channel, trigger_id=uuid.uuid4().hex,
+                              response_url=local_slack.response_url(channel=channel))
+    return httpx.post(f"http://127.0.0.1:{port}/slack/events", content=body, timeout=10,
+                      headers={**signed_headers(body, SLACK_TEST_SIGNING_SECRET), "Connection": "close",
+                               "Content-Type": "application/x-www-form-urlencoded"})
+
+
+def diagnosed(local_slack, channel: str) -> bool:  # type: ignore[no-untyped-def]
+    """The diagnosis' message in `channel` carries its verdict (`api: ...`)."""
+    return any(c.params.get("channel") == channel and c.params.get("text", "").startswith("api:")
+               for c in local_slack.calls_to("chat.update"))
+
+
+def incident_channel(local_slack, title_word: str) -> str | None:  # type: ignore[no-untyped-def]
+    """The incident's own channel, once its header is posted there."""
+    for channel in local_slack.channels():
+        if title_word in channel["name"] and local_slack.messages(channel["id"]):
+            return channel["id"]
+    return None
+
+
+def status(port: int, path: str = "/healthz") -> int | None:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5, headers={"Connection": "close"}).status_code
+    except httpx.TransportError:
+        return None
+
+
+def wait(check, timeout_s: float, what: str, logs: Path | None = None):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s\n" + (
+            logs.read_text()[-3000:] if logs else "")
+        time.sleep(0.1)
+    return result
+
+
+def test_chatops_run_and_worker_with_only_sentinel_settings_ride_out_a_failover(
+        sentinel_topology: SentinelTopology, local_slack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`chatops run` (HTTP mode) and a `chatops worker` given REDIS_SENTINELS / REDIS_SENTINEL_MASTER and no
+    REDIS_URL. The primary is SIGKILLed while a diagnosis and a P1 declaration are being handled: /healthz goes
+    503, and after the promotion, without restarting anything, it is 200 again and a new /diagnose and a new
+    /incident P1 are acked and handled end to end within 15 s; `chatops postmortem` finds the first incident."""
+    ops = local_slack.add_channel("ops", members=["U1"])
+    with local_http_server({"/health": Reply(200, delay_s=0.5)}) as target:
+        services = tmp_path / "services.yml"
+        services.write_text(yaml.safe_dump({"services": {"api": {"http": [{"url": target.url("/health"),
+                                                                          "samples": 2}]}}}))
+        settings = {**sentinel_topology.env(), "SERVICES_FILE": str(services)}
+        with http_server_processes(local_slack, None, tmp_path, "--no-worker", **settings) as (server, port):
+            wait(lambda: status(port) == 200, 30, "chatops run serves")
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "REDIS_URL"))}
+            env.update(settings, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_URL=local_slack.url, REDIS_NAMESPACE=f"hw{port}",
+                       WORKER_METRICS_PORT=str(worker_port := free_port()), CHATOPS_DATA_DIR=str(tmp_path / "data"))
+            log = tmp_path / "worker.log"
+            worker = subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=env, cwd=ROOT,
+                                      stdout=log.open("w"), stderr=subprocess.STDOUT)
+            try:
+                wait(lambda: status(worker_port) == 200, 30, "chatops worker serves", log)
+                assert "Queued 1 checks" in slash(local_slack, port, "/diagnose", "api", "C1").text
+                assert "Declaring *INC-1* (P1)" in slash(local_slack, port, "/incident", "Checkout down P1", "C1").text
+                wait(lambda: target.hits, 10, "the first diagnosis is probing", log)
+
+                old = sentinel_topology.kill_primary()  # mid-work: the diagnosis and the declaration are running
+                with ThreadPoolExecutor(2) as pool:  # both at once: each waits up to 2 s, promotion takes about 2 s
+                    assert list(pool.map(status, [port, worker_port])) == [503, 503]  # no primary reachable
+                sentinel_topology.wait_promoted(old)
+                promoted_at = time.monotonic()
+
+                assert "Queued 1 checks" in slash(local_slack, port, "/diagnose", "api", ops).text
+                assert "Declaring *INC-2* (P1)" in slash(local_slack, port, "/incident", "Search gone P1", ops).text
+                wait(lambda: diagnosed(local_slack, ops) and incident_channel(local_slack, "search"), 15,
+                     "the new /diagnose and /incident handled", log)
+                handled_s = time.monotonic() - promoted_at
+                assert handled_s < 15
+                wait(lambda: status(port) == 200 and status(worker_port) == 200, 10, "/healthz 200 again", log)
+                wait(lambda: diagnosed(local_slack, "C1") and incident_channel(local_slack, "checkout"), 15,
+                     "the work in flight at the kill finished", log)
+                print(f"promotion → new commands handled end to end: {handled_s:.1f} s")
+            finally:
+                worker.send_signal(signal.SIGTERM)
+                worker.wait(30)
+            assert worker.returncode == 0 and "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+            postmortem = subprocess.run([sys.executable, "-m", "bot", "postmortem", "INC-1"], env=env, cwd=ROOT,
+                                        capture_output=True, text=True, timeout=60)
+            assert postmortem.returncode == 0, postmortem.stderr[-2000:]
+            assert "Checkout down" in postmortem.stdout
