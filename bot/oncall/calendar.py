@@ -213,8 +213,8 @@ def _as_rotation(rows: list[tuple[dt.datetime, dt.datetime, str, int]]) -> dict[
     hours = length / dt.timedelta(hours=1)
     if hours < 1 or hours != int(hours):
         raise ValueError("events must last whole hours")
-    for (start, _, _, _), (nxt, _, _, _) in zip(rows, rows[1:]):
-        if nxt.replace(tzinfo=None) - start.replace(tzinfo=None) != length:
+    for (start, end, _, _), (nxt, _, _, _) in zip(rows, [*rows[1:], (rows[-1][0] + length, None, "", 0)]):
+        if {nxt.replace(tzinfo=None) - start.replace(tzinfo=None), end.replace(tzinfo=None) - start.replace(tzinfo=None)} != {length}:
             raise ValueError("events must be the same length and back to back (a rotation)")
     cycle_weeks = {weeks for *_, weeks in rows}
     if len(cycle_weeks) != 1 or length * len(rows) != dt.timedelta(weeks=cycle_weeks.pop()):
