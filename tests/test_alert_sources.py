@@ -14,6 +14,9 @@ import uuid
 from tests.fixtures.sns import (
     ACCOUNT,
     CERT_PATH,
+    AIA_PATH,
+    FAILING_CERT_PATH,
+    LEAF_ONLY_CERT_PATH,
     LB,
     REGION,
     SNS_HOST,
@@ -71,6 +74,17 @@ async def test_a_cloudwatch_alarm_through_sns_opens_and_resolves_an_incident(loc
             assert (await bot.incident("INC-2")).is_open
             fixed = sns.alarm("OK", T4, old="INSUFFICIENT_DATA")  # follows the ALARM at T3 through no data
             assert (await bot.hook("/hooks/sns", fixed, sns_headers(fixed))).json()["action"] == "resolved"
+
+
+async def test_a_leaf_only_signing_certificate_is_completed_from_amazon_trust_services(local_slack, redis_url,
+                                                                                       tmp_path, aws):
+    with fake_sns(tmp_path) as sns:
+        async with incident_bot(local_slack, redis_url, tmp_path, services=SERVICES, alerts=sns.settings) as bot:
+            message = sns.message("Notification", json.dumps(cloudwatch_alarm("ALARM", T1)),
+                                  cert_url=f"https://{SNS_HOST}{LEAF_ONLY_CERT_PATH}")
+            answer = await bot.hook("/hooks/sns", message, sns_headers(message))
+            assert answer.json() == {"incident": "INC-1", "action": "opened"}, answer.text
+            assert sns.aia.hits == [AIA_PATH]  # the intermediate, from the leaf's caIssuers URL
 
 
 async def test_eventbridge_and_composite_alarms_through_sns(local_slack, redis_url, tmp_path, aws):
@@ -135,6 +149,12 @@ async def test_sns_messages_that_cannot_be_trusted_change_nothing(local_slack, r
             answer = await bot.hook("/hooks/sns", evil_confirm, sns_headers(evil_confirm))
             assert answer.status_code == 401
             assert sns.server.hits == [CERT_PATH, UNTRUSTED_CERT_PATH]  # from the SNS host only; no confirmation
+            assert await bot.ctx.store.open_ids() == []
+
+            blip = sns.message("Notification", json.dumps(cloudwatch_alarm("ALARM", T1)),
+                               cert_url=f"https://{SNS_HOST}{FAILING_CERT_PATH}")
+            answer = await bot.hook("/hooks/sns", blip, sns_headers(blip))
+            assert answer.status_code == 503  # SNS retries a 5xx: a blip at the certificate host loses no alarm
             assert await bot.ctx.store.open_ids() == []
 
 

@@ -5,8 +5,8 @@ is unset is off: its route answers 404.
                                          off without one. Anything else gets 403.
     SNS_REGIONS                 (the regions of SNS_TOPIC_ARNS)  regions whose SNS hosts may serve signing
                                          certificates and subscription confirmations
-    SNS_TRUST_ROOTS_FILE        (certifi's bundle)  PEM of the certificates that anchor the SNS signing
-                                         certificate's chain (the Amazon root, or the Amazon intermediates)
+    SNS_TRUST_ROOTS_FILE        (certifi's bundle)  PEM of the roots the SNS signing certificate must chain to
+                                         (a leaf-only PEM's issuer is fetched from crt.*.amazontrust.com)
     SNS_CERT_NAME               sns.amazonaws.com   the DNS name the signing certificate must carry
     SNS_CONNECT_TO              (none)   TEST ONLY: `host=127.0.0.1:port,...` sends requests for an SNS host to a
                                          local server, still checking the host name and its TLS certificate as

@@ -103,6 +103,6 @@ async def _confirm(ax: Alerts, message: Envelope) -> Reply:
         raise Untrusted("the SubscribeURL is not in the topic's region")
     try:
         await ax.sns.get(host, path, CONFIRM_MAX_BYTES)
-    except Untrusted as exc:  # SNS retries a 5xx: the confirmation may work next time
+    except Refused as exc:  # SNS retries a 5xx: the confirmation may work next time
         return Reply(502, {"error": f"confirming the subscription failed: {exc}"})
     return Reply(200, {"action": "subscribed", "topic": message.TopicArn})

@@ -3,7 +3,9 @@ confirmations.
 
 A URL is fetched only when it is `https://sns.<region>.amazonaws.com[.cn]/...` (the AWS SDKs' rule) with a region
 of SNS_REGIONS, over verified TLS, with a timeout, no redirects and a size cap. A signing certificate must also
-chain to SNS_TRUST_ROOTS_FILE, be valid now and name SNS_CERT_NAME; it is kept per URL for an hour.
+chain to SNS_TRUST_ROOTS_FILE, be valid now and name SNS_CERT_NAME; it is kept per URL for an hour. When the PEM
+holds the leaf alone and it does not chain by itself, its issuer is fetched from the leaf's caIssuers URL, only
+from Amazon Trust Services (crt.*.amazontrust.com), and must itself chain to the roots.
 
 SNS_CONNECT_TO (tests only) sends the request for such a host to another address — the host rule, the Host
 header and the TLS name check stay those of the SNS host, so it cannot widen what is trusted.
@@ -24,12 +26,14 @@ import certifi
 import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.x509.oid import AuthorityInformationAccessOID
 from cryptography.x509.verification import DNSName, PolicyBuilder, Store, VerificationError
 
 from bot.alerts.config import AlertSourceSettings
 from bot.alerts.http import Refused
 
 SNS_HOST = re.compile(r"^sns\.([a-z0-9][a-z0-9-]*[a-z0-9])\.amazonaws\.com(\.cn)?$")
+AIA_HOST = re.compile(r"^crt\.[a-z0-9-]+(\.[a-z0-9-]+)*\.amazontrust\.com$")  # Amazon Trust Services' certificates
 TIMEOUT_S = 5.0
 CERT_MAX_BYTES = 32 * 1024  # a leaf plus its intermediates; the SDKs allow 10 KB for the leaf alone
 CONFIRM_MAX_BYTES = 64 * 1024
@@ -42,6 +46,11 @@ class Untrusted(Refused):
         super().__init__(401, message)
 
 
+class Unavailable(Refused):
+    def __init__(self, message: str) -> None:
+        super().__init__(503, message)
+
+
 @dataclass
 class SnsFetcher:
     settings: AlertSourceSettings
@@ -49,6 +58,7 @@ class SnsFetcher:
     _anchors: Store | None = None
     _certs: dict[str, tuple[RSAPublicKey, float]] = field(default_factory=dict)
     _pending: dict[str, asyncio.Future] = field(default_factory=dict)
+    _issuers: dict[str, x509.Certificate] = field(default_factory=dict)  # caIssuers URL → certificate
 
     def sns_url(self, url: str, *, suffix: str = "") -> tuple[str, str]:
         """(host, path?query) of an SNS URL in an allowed region; `Untrusted` for anything else."""
@@ -76,27 +86,49 @@ class SnsFetcher:
     async def _load(self, url: str) -> RSAPublicKey:
         host, path = self.sns_url(url, suffix=".pem")
         pem = await self.get(host, path, CERT_MAX_BYTES)
-        key = self._checked_key(pem)
+        key = await self._checked_key(pem)
         if len(self._certs) >= CACHED_CERTS:
             self._certs.pop(next(iter(self._certs)))
         self._certs[url] = (key, time.monotonic() + CERT_TTL_S)
         return key
 
-    def _checked_key(self, pem: bytes) -> RSAPublicKey:
+    async def _checked_key(self, pem: bytes) -> RSAPublicKey:
         try:
             leaf, *intermediates = x509.load_pem_x509_certificates(pem)
         except ValueError:
             raise Untrusted("the signing certificate is not PEM") from None
+        problem = self._chain_problem(leaf, intermediates)
+        if problem and not intermediates and (issuer := await self._aia_issuer(leaf)):
+            problem = self._chain_problem(leaf, [issuer])
+        if problem:
+            raise Untrusted(f"the signing certificate is not trusted: {problem}")
+        key = leaf.public_key()
+        if not isinstance(key, RSAPublicKey):
+            raise Untrusted("the signing certificate's key is not RSA")
+        return key
+
+    def _chain_problem(self, leaf: x509.Certificate, intermediates: list[x509.Certificate]) -> str | None:
         verifier = (PolicyBuilder().store(self._trust()).time(dt.datetime.now(dt.UTC))
                     .build_server_verifier(DNSName(self.settings.sns_cert_name)))
         try:
             verifier.verify(leaf, intermediates)
         except VerificationError as exc:
-            raise Untrusted(f"the signing certificate is not trusted: {exc}") from None
-        key = leaf.public_key()
-        if not isinstance(key, RSAPublicKey):
-            raise Untrusted("the signing certificate's key is not RSA")
-        return key
+            return str(exc)
+        return None
+
+    async def _aia_issuer(self, leaf: x509.Certificate) -> x509.Certificate | None:
+        """The issuing (intermediate) certificate a leaf-only PEM leaves out, from the leaf's caIssuers URL —
+        fetched only from Amazon Trust Services' repository (crt.*.amazontrust.com), and still only trusted if
+        it chains to the trust roots."""
+        for url in _ca_issuers(leaf):
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower()
+            if parts.scheme in ("http", "https") and parts.port in (None, 80, 443) and AIA_HOST.match(host):
+                if url not in self._issuers:
+                    body = await self.get(host, parts.path, CERT_MAX_BYTES, scheme=parts.scheme)
+                    self._issuers[url] = _one_certificate(body)
+                return self._issuers[url]
+        return None
 
     def _trust(self) -> Store:
         if self._anchors is None:
@@ -105,17 +137,20 @@ class SnsFetcher:
                 self._anchors = Store(x509.load_pem_x509_certificates(pem.read()))
         return self._anchors
 
-    async def get(self, host: str, path: str, max_bytes: int) -> bytes:
-        """GET https://<host><path> (an SNS host already checked); the body, or `Untrusted` when it fails."""
+    async def get(self, host: str, path: str, max_bytes: int, *, scheme: str = "https") -> bytes:
+        """GET https://<host><path> (an SNS host already checked). A 4xx or an oversized answer is `Untrusted`;
+        a network failure or a 5xx is a 503, which SNS retries — a legitimate alarm must not be lost to a blip."""
         target = self.settings.sns_connect_to.get(host, host)
         try:
-            async with self._http().stream("GET", f"https://{target}{path}", headers={"host": host},
+            async with self._http().stream("GET", f"{scheme}://{target}{path}", headers={"host": host},
                                            extensions={"sni_hostname": host}) as response:
+                if response.status_code >= 500:
+                    raise Unavailable(f"{host} answered HTTP {response.status_code}; try again")
                 if response.status_code != 200:
                     raise Untrusted(f"{host} answered HTTP {response.status_code}")
                 return await _capped(response, max_bytes)
         except httpx.HTTPError as exc:
-            raise Untrusted(f"fetching from {host} failed: {type(exc).__name__}") from None
+            raise Unavailable(f"fetching from {host} failed ({type(exc).__name__}); try again") from None
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -128,6 +163,27 @@ class SnsFetcher:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+
+
+def _ca_issuers(cert: x509.Certificate) -> list[str]:
+    try:
+        access = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        return []
+    return [d.access_location.value for d in access if d.access_method == AuthorityInformationAccessOID.CA_ISSUERS
+            and isinstance(d.access_location, x509.UniformResourceIdentifier)]
+
+
+def _one_certificate(body: bytes) -> x509.Certificate:
+    """A caIssuers answer: one DER certificate (RFC 5280), or PEM."""
+    try:
+        return x509.load_der_x509_certificate(body)
+    except ValueError:
+        pass
+    try:
+        return x509.load_pem_x509_certificate(body)
+    except ValueError:
+        raise Untrusted("the issuing certificate is neither DER nor PEM") from None
 
 
 async def _capped(response: Any, max_bytes: int) -> bytes:
