@@ -14,6 +14,17 @@ Sections (SECTIONS; a topology adds its own entry):
                    the last enqueue is acknowledged the primary is SIGKILLed, Sentinel promotes the replica, and
                    the worker carries on there. Counted: jobs and timers acknowledged before the kill that never
                    run (lost) or run twice, with WAIT (REDIS_WAIT_REPLICAS=1) and without. Target 0 / 0 with WAIT.
+  cluster          queue throughput on a three-primary Redis Cluster (tests/redis_cluster.py) and on a single
+                   redis-server, in the same run, both without persistence: CLUSTER_JOBS no-op jobs enqueued by
+                   PRODUCERS tasks per queue while CONSUMERS Workers per queue claim, run and ack them, all through
+                   the client `connect()` builds. Jobs/s (median of CLUSTER_RUNS) for one queue on each, and for
+                   three namespaces on the cluster (their slots spread over the shards). Target: one queue on the
+                   cluster >= 0.8x the single node. One process drives it all, as one bot process would: its CPU,
+                   not Redis, sets the pace, so the figures compare the two clients' cost per job, and three
+                   namespaces spread Redis's load without adding throughput. Redis errors met on the way are
+                   counted and printed (redis-py's cluster client drops every connection of a node after one
+                   connection error, which can fail other commands in flight on it).
+
 Prints figures; it is not a test.
 """
 
@@ -26,15 +37,20 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.app.redis_server import find_redis_server, free_port
+from redis.exceptions import RedisError
+
+from bot.app.redis_server import RedisServer, find_redis_server, free_port
 from bot.queue import Job, Queue, Worker
 from bot.queue.connection import connect
 from bot.settings import Settings
+from tests.redis_cluster import start_cluster
 from tests.redis_topologies import SentinelTopology
 
 FAILOVER_RUNS = 5
@@ -247,7 +263,117 @@ async def lagging_replica() -> None:
         print(f"   {label}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()), flush=True)
 
 
-SECTIONS = [Section("failover", failover), Section("lagging replica", lagging_replica)]
+# -- cluster --------------------------------------------------------------------------------------------------
+
+CLUSTER_JOBS = 12_000
+CLUSTER_RUNS = 3
+PRODUCERS, CONSUMERS = 4, 2  # per queue: producer tasks, and Workers (concurrency 16 each)
+ENQUEUE_TRIES = 5
+
+
+@dataclass
+class Throughput:
+    jobs_per_s: float
+    shards: int  # primaries holding the queues (1 on a single node)
+    errors: int  # Redis errors met on the way: enqueues tried again, and worker loops' warnings
+
+
+class ErrorCount(logging.Handler):
+    """Warnings and errors the workers log (each is a loop that met a Redis error and carried on)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+async def queue_throughput(url: str, queues: int) -> Throughput:
+    """CLUSTER_JOBS no-op jobs spread over `queues` namespaces, from the first enqueue until every job is
+    acknowledged."""
+    redis = connect(Settings(redis_url=url))
+    run = uuid.uuid4().hex[:6]
+    qs = [Queue(redis, f"bench{run}n{n}") for n in range(queues)]
+    handled, done, errors = Counter[str](), asyncio.Event(), ErrorCount()
+
+    async def noop(job: Job) -> None:
+        handled["jobs"] += 1
+        if handled["jobs"] == CLUSTER_JOBS:
+            done.set()
+
+    workers = [Worker(q, {"noop": noop}, block_ms=200) for q in qs for _ in range(CONSUMERS)]
+    share = CLUSTER_JOBS // (queues * PRODUCERS)
+    logging.getLogger().addHandler(errors)
+    try:
+        started = time.perf_counter()
+        runners = [asyncio.create_task(w.run()) for w in workers]
+        await asyncio.gather(*(_produce(q, share, handled) for q in qs for _ in range(PRODUCERS)))
+        await asyncio.wait_for(done.wait(), 120)
+        while sum([(await q.stats()).pending for q in qs]):  # the last handled jobs' acks
+            await asyncio.sleep(0.005)
+        elapsed = time.perf_counter() - started
+    finally:
+        for w in workers:
+            w.stop()
+        await asyncio.gather(*runners, return_exceptions=True)
+        logging.getLogger().removeHandler(errors)
+        shards = len({redis.get_node_from_key(q.stream_key).name for q in qs}) if _is_cluster(redis) else 1
+        await redis.aclose()
+    return Throughput(CLUSTER_JOBS / elapsed, shards, errors.count + handled["enqueue errors"])
+
+
+async def _produce(queue: Queue, count: int, tally: Counter[str]) -> None:
+    for i in range(count):
+        for attempt in range(1, ENQUEUE_TRIES + 1):
+            try:
+                await queue.enqueue("noop", {"i": i})  # an enqueue tried again may run twice: counted as an error
+                break
+            except RedisError:
+                tally["enqueue errors"] += 1
+                if attempt == ENQUEUE_TRIES:
+                    raise
+
+
+def _is_cluster(redis: object) -> bool:
+    return hasattr(redis, "get_node_from_key")
+
+
+async def cluster() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as d, ExitStack() as stack:
+        nodes = start_cluster(stack, Path(d))
+        single = stack.enter_context(_single_node(Path(d) / "single"))
+        cluster_url = f"redis://127.0.0.1:{nodes[1].port}"
+        runs: dict[str, list[Throughput]] = {"single": [], "cluster": [], "cluster x3": []}
+        for _ in range(CLUSTER_RUNS):  # interleaved, so a noisy moment on the machine hits all three
+            runs["single"].append(await queue_throughput(single, 1))
+            runs["cluster"].append(await queue_throughput(cluster_url, 1))
+            runs["cluster x3"].append(await queue_throughput(cluster_url, 3))
+    med = {k: statistics.median(r.jobs_per_s for r in v) for k, v in runs.items()}
+    print(f"   {CLUSTER_JOBS:,} jobs, {PRODUCERS} producers and {CONSUMERS} workers per queue, one process, median "
+          f"of {CLUSTER_RUNS} runs; per run jobs/s (Redis errors met and retried):")
+    for name, rs in runs.items():
+        print(f"     {name:<10} " + "  ".join(f"{r.jobs_per_s:,.0f} ({r.errors})" for r in rs))
+    print(f"   single node, 1 queue:       {med['single']:,.0f} jobs/s")
+    print(f"   3-primary cluster, 1 queue: {med['cluster']:,.0f} jobs/s = "
+          f"{med['cluster'] / med['single']:.2f}x the single node (target >= 0.8x)")
+    shards = sorted(r.shards for r in runs["cluster x3"])
+    print(f"   3-primary cluster, 3 namespaces: {med['cluster x3']:,.0f} jobs/s = "
+          f"{med['cluster x3'] / med['single']:.2f}x; their queues on {'/'.join(map(str, shards))} of 3 primaries",
+          flush=True)
+
+
+@contextmanager
+def _single_node(directory: Path) -> Iterator[str]:
+    server = RedisServer(directory, aof=False).start()  # as the cluster nodes: no persistence
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+SECTIONS = [Section("failover", failover), Section("lagging replica", lagging_replica),
+            Section("cluster", cluster)]
 
 
 async def main(names: list[str]) -> int:
