@@ -146,3 +146,13 @@ async def test_the_calendar_feed_is_guarded_by_its_token(local_slack, redis_url,
 async def test_without_a_calendar_token_the_feed_does_not_exist(local_slack, redis_url, tmp_path):
     async with incident_bot(local_slack, redis_url, tmp_path, policy=schedule_policy(), oncall=SCHEDULES) as bot:
         assert (await bot.http.get("/oncall/payments-primary.ics?token=x")).status_code == 404
+
+
+async def test_starting_the_bot_arms_each_schedules_next_handoff_once(local_slack, redis_url, tmp_path):
+    async with incident_bot(local_slack, redis_url, tmp_path, policy=schedule_policy(), oncall=SCHEDULES) as bot:
+        ctx = oncall_of(bot.rt)
+        for name in ("payments-primary", "payments-secondary"):
+            at = (await ctx.shift_at(name)).end.timestamp()
+            again = await bot.rt.queue.enqueue(service.HANDOFF_JOB, {"schedule": name, "at": at},
+                                               job_id=service.handoff_job_id(name, at), run_at=at)
+            assert again is None, f"{name}'s handoff was not waiting in the queue"

@@ -56,7 +56,8 @@ async def _order(ctx: Incidents, incident: Incident, level: FrozenLevel | Level,
                      actor=actor, schedules=via)
 
 
-async def resolve_schedules(ctx: Incidents, routes: dict[str, list[str]]) -> tuple[dict[str, list[str]], dict[str, str]]:
+async def resolve_schedules(ctx: Incidents,
+                            routes: dict[str, list[str]]) -> tuple[dict[str, list[str]], dict[str, str]]:
     """A level's `{schedule: …}` targets → whoever is on call for each right now, overrides included (so an
     override made while a page is open redirects the next step). Also returns target → schedule it came from."""
     out = {provider: list(ids) for provider, ids in routes.items() if provider != SCHEDULE}

@@ -209,20 +209,32 @@ def rotation_from_ical(text: str, zone: str | None) -> tuple[dict[str, Any], str
 
 
 def _as_rotation(rows: list[tuple[dt.datetime, dt.datetime, str, int]]) -> dict[str, Any]:
-    length = rows[0][1].replace(tzinfo=None) - rows[0][0].replace(tzinfo=None)
+    """Equal, back-to-back weekly-repeating events → `{every, handoff, people, start}`, or a ValueError."""
+    length = _wall(rows[0][1]) - _wall(rows[0][0])
     hours = length / dt.timedelta(hours=1)
     if hours < 1 or hours != int(hours):
         raise ValueError("events must last whole hours")
-    for (start, end, _, _), (nxt, _, _, _) in zip(rows, [*rows[1:], (rows[-1][0] + length, None, "", 0)]):
-        if {nxt.replace(tzinfo=None) - start.replace(tzinfo=None), end.replace(tzinfo=None) - start.replace(tzinfo=None)} != {length}:
+    next_starts = [start for start, *_ in rows[1:]] + [rows[-1][0] + length]
+    for (start, end, _, _), following in zip(rows, next_starts):
+        if {_wall(end) - _wall(start), _wall(following) - _wall(start)} != {length}:
             raise ValueError("events must be the same length and back to back (a rotation)")
     cycle_weeks = {weeks for *_, weeks in rows}
     if len(cycle_weeks) != 1 or length * len(rows) != dt.timedelta(weeks=cycle_weeks.pop()):
         raise ValueError(f"{len(rows)} events of {int(hours)}h must each repeat every {len(rows)} × {int(hours)}h "
                          "(RRULE INTERVAL in weeks)")
     first = rows[0][0]
-    whole_weeks = length % dt.timedelta(weeks=1) == dt.timedelta(0)
-    handoff = f"{first:%H:%M}" if not whole_weeks else f"{WEEKDAYS[first.weekday()]} {first:%H:%M}"
-    every = f"{int(hours) // 168}w" if whole_weeks else (f"{int(hours) // 24}d" if hours % 24 == 0 else f"{int(hours)}h")
-    return {"every": every, "handoff": handoff, "people": [person for _, _, person, _ in rows],
+    weekly = length % dt.timedelta(weeks=1) == dt.timedelta(0)
+    return {"every": _length_text(int(hours)), "people": [person for _, _, person, _ in rows],
+            "handoff": f"{WEEKDAYS[first.weekday()]} {first:%H:%M}" if weekly else f"{first:%H:%M}",
             "start": first.date().isoformat()}
+
+
+def _wall(instant: dt.datetime) -> dt.datetime:
+    """Wall-clock time in the schedule's zone: rotations hand over at the same local time across DST."""
+    return instant.replace(tzinfo=None)
+
+
+def _length_text(hours: int) -> str:
+    if hours % 168 == 0:
+        return f"{hours // 168}w"
+    return f"{hours // 24}d" if hours % 24 == 0 else f"{hours}h"

@@ -5,14 +5,17 @@ Adds to `rt.hooks`:
     job_handlers   oncall.handoff (a delayed job per schedule and handoff instant)
     http_routes    GET /oncall/<schedule>.ics?token=…  (404 without ONCALL_CALENDAR_TOKEN)
     secrets        the calendar token, for log redaction
+and queues each schedule's next handoff (idempotently) so handoff DMs start without anyone asking.
 
 A bad ONCALL_FILE stops the process at start-up with one ConfigError line naming the file and the path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
+import logging
 import time
 from typing import Any
 from urllib.parse import parse_qs
@@ -21,11 +24,13 @@ from bot.oncall.calendar import feed
 from bot.oncall.config import OncallSettings, load_oncall_settings, load_schedules
 from bot.oncall.overrides import OverrideStore
 from bot.oncall.schedule import Schedule
-from bot.oncall.service import HANDOFF_JOB, Oncall, handoff_job
+from bot.oncall.service import HANDOFF_JOB, Oncall, arm_handoffs, handoff_job
 from bot.queue import Job
 from bot.runtime import Runtime
 
 Response = tuple[int, dict[str, str], bytes]
+ARM_AT_START_TIMEOUT_S = 2.0
+log = logging.getLogger("bot.oncall")
 
 
 async def install(rt: Runtime, *, settings: OncallSettings | None = None,
@@ -42,7 +47,20 @@ async def install(rt: Runtime, *, settings: OncallSettings | None = None,
     for name in schedules:
         rt.hooks.http_routes[("GET", f"/oncall/{name}.ics")] = calendar_route(ctx, name)
     rt.hooks.secrets.extend(settings.secrets())
+    await _arm_at_start(ctx)
     return ctx
+
+
+async def _arm_at_start(ctx: Oncall) -> None:
+    """Queue each schedule's next handoff when a process starts (idempotent, so every process may), so handoff
+    DMs begin without anyone typing /oncall. Redis being slow or away must not stop the start: the next
+    `/oncall`, override or handoff arms them too."""
+    if not ctx.schedules:
+        return
+    try:
+        await asyncio.wait_for(arm_handoffs(ctx), ARM_AT_START_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 — a start-up nicety, logged and retried by the paths above
+        log.warning("could not arm the on-call handoffs at start-up: %s", type(exc).__name__)
 
 
 def _bound(ctx: Oncall) -> Any:

@@ -106,7 +106,8 @@ async def _send_handoff(ctx: Oncall, name: str, outgoing: Shift, incoming: Shift
     body = "\n".join(notes) if notes else "No open incidents."
     until = slack_date(incoming.end.timestamp())
     texts = {
-        outgoing.user: f":wave: Your on-call shift for *{name}* has ended; {mention(incoming.user)} has it now.\n{body}",
+        outgoing.user: f":wave: Your on-call shift for *{name}* has ended; {mention(incoming.user)} has it now."
+                       f"\n{body}",
         incoming.user: f":pager: You are on call for *{name}* until {until} (from {mention(outgoing.user)}).\n{body}",
     }
     for user, text in texts.items():

@@ -89,7 +89,8 @@ def rotation_person(schedule: Schedule, rotation: Rotation, instant: dt.datetime
     return rotation.people[shift_index(schedule, rotation, instant) % len(rotation.people)]
 
 
-def _handoffs_between(schedule: Schedule, rotation: Rotation, start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
+def _handoffs_between(schedule: Schedule, rotation: Rotation, start: dt.datetime,
+                      end: dt.datetime) -> list[dt.datetime]:
     k = shift_index(schedule, rotation, start) + 1
     out = []
     while (at := handoff_at(schedule, rotation, k)) < end:
@@ -100,7 +101,8 @@ def _handoffs_between(schedule: Schedule, rotation: Rotation, start: dt.datetime
 
 # ------------------------------------------------------------------------------------------------ restrictions
 
-def _windows(schedule: Schedule, window: Window, start: dt.datetime, end: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
+def _windows(schedule: Schedule, window: Window, start: dt.datetime,
+             end: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
     """The instants a restriction window is open, for every local day that can touch [start, end)."""
     tz = schedule.tz
     day, last = start.astimezone(tz).date() - dt.timedelta(days=1), end.astimezone(tz).date()
