@@ -39,6 +39,7 @@ import redis.asyncio as aioredis
 
 from bot.incidents.model import Incident, PageRecord, incident_id
 from bot.queue import lease
+from bot.queue.connection import durable
 from bot.queue.keys import tagged
 
 LOCK_WAIT_S = 10.0  # a live holder renews its short lease; a dead one's is free within lease.LEASE_TTL_S
@@ -98,6 +99,7 @@ class IncidentStore:
         if not created:
             return False
         await self._index(incident)
+        await durable(self.redis, self.incident_key(incident.id, "durable"), f"incident {incident.id}")
         return True
 
     async def get(self, incident: str) -> Incident | None:
@@ -114,6 +116,7 @@ class IncidentStore:
         incident.updated_at = time.time()
         await self.redis.set(self.incident_key(incident.id), incident.model_dump_json())
         await self._index(incident)
+        await durable(self.redis, self.incident_key(incident.id, "durable"), f"incident {incident.id}")
 
     async def _index(self, incident: Incident) -> None:
         """The indexes over incidents, after the record: each write is idempotent, so a crash in between is repaired
@@ -196,7 +199,9 @@ class IncidentStore:
 
     async def record_page(self, incident: str, field: str, record: PageRecord) -> bool:
         """Record a delivery's outcome; False (and nothing changed) if one is recorded already."""
-        return bool(await self.redis.hsetnx(self.incident_key(incident, "pages"), field, record.model_dump_json()))
+        recorded = await self.redis.hsetnx(self.incident_key(incident, "pages"), field, record.model_dump_json())
+        await durable(self.redis, self.incident_key(incident, "durable"), f"page record of {incident}")
+        return bool(recorded)
 
     async def page_records(self, incident: str) -> dict[str, PageRecord]:
         """`<dedup key>|<delivery>` → outcome, for every page of the incident."""
