@@ -14,6 +14,7 @@ import pytest
 
 from bot.oncall import service
 from bot.oncall.service import oncall_of
+from bot.settings import ConfigError
 from tests.incident_harness import IncidentBot, declare_incident, incident_bot
 
 ACK_TIMEOUT_S = 1.5
@@ -156,3 +157,17 @@ async def test_starting_the_bot_arms_each_schedules_next_handoff_once(local_slac
             again = await bot.rt.queue.enqueue(service.HANDOFF_JOB, {"schedule": name, "at": at},
                                                job_id=service.handoff_job_id(name, at), run_at=at)
             assert again is None, f"{name}'s handoff was not waiting in the queue"
+
+
+@pytest.mark.parametrize(("oncall", "message"), [
+    ({"schedules": {"payments-primary": SCHEDULES["schedules"]["payments-primary"]}},
+     "names schedule 'payments-secondary', which ONCALL_FILE does not define"),
+    ({"schedules": {**SCHEDULES["schedules"], "checkout": {**daily_from_an_hour_ago([ALICE]),
+                                                           "page_via": "pagerduty-checkout"}}},
+     "schedules.checkout.page_via: no provider 'pagerduty-checkout' is configured"),
+])
+async def test_a_policy_and_schedules_that_do_not_fit_stop_the_start(local_slack, redis_url, tmp_path, oncall,
+                                                                     message):
+    with pytest.raises(ConfigError, match=message):
+        async with incident_bot(local_slack, redis_url, tmp_path, policy=schedule_policy(), oncall=oncall):
+            pass

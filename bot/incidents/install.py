@@ -53,6 +53,10 @@ def _check_schedules(rt: Runtime, policy: PagingPolicy) -> None:
     if missing := sorted(policy.schedules() - known):
         raise ConfigError(f"{policy.source}: names schedule {missing[0]!r}, which ONCALL_FILE does not define "
                           f"(defined: {', '.join(sorted(known)) or 'none'})")
+    for name, schedule in (oncall.schedules.items() if oncall else ()):
+        if schedule.page_via and schedule.page_via not in policy.paging.providers:
+            raise ConfigError(f"ONCALL_FILE: schedules.{name}.page_via: no provider {schedule.page_via!r} is "
+                              f"configured in the paging policy ({policy.source})")
 
 
 def _wire(rt: Runtime, ctx: Incidents) -> None:
