@@ -236,6 +236,12 @@ async def test_datadog_monitors_through_the_documented_template(local_slack, red
         assert await bot.timeline("INC-1", "diagnosis_requested")
         assert (await bot.hook("/hooks/datadog", datadog_payload("Re-Triggered"), token)).json()["action"] == \
             "unchanged"
+        no_data = await bot.hook("/hooks/datadog", datadog_payload("No Data"), token)
+        assert no_data.json() == {"incident": "INC-1", "action": "annotated"}
+        await bot.wait_for(lambda: any("has no data" in t for t in bot.channel_texts(incident)), 5, "the note")
+        assert (await bot.incident("INC-1")).is_open
+        unkeyed = {k: v for k, v in datadog_payload("Recovered").items() if k != "alert_cycle_key"}
+        assert (await bot.hook("/hooks/datadog", unkeyed, token)).status_code == 400  # the template's key is needed
         resolved = await bot.hook("/hooks/datadog", datadog_payload("Recovered"), token)
         assert resolved.json() == {"incident": "INC-1", "action": "resolved"}
         late = await bot.hook("/hooks/datadog", datadog_payload("Triggered"), token)  # an old trigger, retried

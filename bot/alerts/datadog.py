@@ -36,7 +36,7 @@ class DatadogEvent(BaseModel):
 
     id: str = ""
     alert_id: str = Field(min_length=1)
-    alert_cycle_key: str = ""
+    alert_cycle_key: str = Field(min_length=1)  # links a trigger to its recovery: the firing's identity
     alert_transition: str = Field(min_length=1)
     alert_title: str = ""
     title: str = ""
@@ -76,11 +76,11 @@ async def parse(ax: Alerts, request: Request) -> list[AlertNotice]:
         ax.mapping.service(AlertSource.DATADOG, labels, [labels.get("tag.service")]))
     if transition in NO_DATA:
         return [replace(notice, note=f"Datadog: {title} has no data ({event.alert_scope or 'all'})",
-                      note_key=f"nodata:{event.id or event.alert_cycle_key}")]
+                      note_key=f"nodata:{event.alert_cycle_key}:{event.id}")]
     summary = event.alert_status or title
     scope = event.alert_scope or "*"
-    instance = AlertInstance(f"{event.alert_id}|{scope}", event.alert_cycle_key or event.id, status,  # type: ignore
-                             summary, labels, url=event.link)
+    instance = AlertInstance(f"{event.alert_id}|{scope}", event.alert_cycle_key, status, summary,  # type: ignore
+                             labels, url=event.link)
     return [replace(notice, instances=[instance])]
 
 
