@@ -3,7 +3,8 @@
     POST /slack/events   commands, events and interactivity (signed; verified by Bolt)
     GET  /healthz        200 only while Redis answers as a primary (and the queue's background loops progress)
     GET  /metrics        Prometheus text format
-    plus whatever routes features add (PagerDuty and Alertmanager webhooks).
+    plus whatever routes features add (PagerDuty acks; the alert sources: Alertmanager, SNS, Grafana, Datadog,
+    generic — bot/alerts/sources.py).
 
 Every body is bounded: Slack's route at SLACK_MAX_BODY (Slack's own payloads are a few KB, a large modal's
 state some tens), the webhooks at WEBHOOK_MAX_BODY (an Alertmanager storm of thousands of alerts); more is a 413,
