@@ -11,6 +11,7 @@ failed at HH:MM now pass" with the header's Resolve button; a run with new failu
 
 from __future__ import annotations
 
+import time
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -48,7 +49,7 @@ async def diagnose_for_incident(ctx: Incidents, incident: Incident, user: str, s
 
 
 def latest_verdict(run_id: str, state: dict[str, str], verdict: Any, diff: RunDiff | None) -> LatestVerdict:
-    at = float(state.get("finished_at") or state.get("started") or 0)
+    at = float(state.get("finished_at") or state.get("started") or time.time())  # no stamp: it finished now
     return LatestVerdict(run_id=run_id, service=verdict.target, status=str(verdict.status.value),
                          headline=verdict.headline, at=at, since_last=change_line(diff) if diff else None)
 
