@@ -101,8 +101,10 @@ async def drive_a_session(bot: RunningBot, pagerduty: FakePagerDuty, answers: li
 
 async def redis_dump(bot: RunningBot) -> str:
     """Every value this bot stored: timeline, incident records, diagnosis results, dead letters."""
-    redis, parts = bot.rt.redis, []
-    async for key in redis.scan_iter(match=f"{bot.rt.namespace}:*"):
+    redis, parts, ns = bot.rt.redis, [], bot.rt.namespace
+    keys = {key for pattern in (f"{ns}:*", f"{{{ns}}}:*", f"{{{ns}:*")  # plain, the queue's tag, an incident's
+            async for key in redis.scan_iter(match=pattern)}
+    for key in sorted(keys):
         kind = (await redis.type(key)).decode()
         reader = {"string": redis.get, "hash": redis.hgetall, "list": lambda k: redis.lrange(k, 0, -1),
                   "set": redis.smembers, "zset": lambda k: redis.zrange(k, 0, -1, withscores=True),
