@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from checks.fixes import FixOffer
+
 Severity = Literal["P0", "P1", "P2", "P3"]
 
 
@@ -47,6 +49,8 @@ class CheckResult(BaseModel):
     duration_ms: int = 0
     # Suggested severity when this result is a problem (runbook table); None lets the verdict decide by status.
     severity: Severity | None = None
+    # Reversible fixes for the cause this result names (a button each); empty for most results.
+    fixes: list[FixOffer] = Field(default_factory=list)
 
 
 class Finding(BaseModel):
@@ -61,6 +65,7 @@ class Finding(BaseModel):
     hint: str | None = None
     severity: Severity
     explains: list[str] = Field(default_factory=list)  # ids of checks whose failures this finding accounts for
+    fixes: list[FixOffer] = Field(default_factory=list)
 
 
 class Verdict(BaseModel):

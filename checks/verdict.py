@@ -32,7 +32,7 @@ def _finding(result: CheckResult) -> Finding:
     return Finding(
         check=result.check, target=result.target, status=result.status, summary=result.summary,
         resource=result.resource, evidence=result.evidence, hint=result.hint,
-        severity=result.severity or _DEFAULT_SEVERITY[result.status],
+        severity=result.severity or _DEFAULT_SEVERITY[result.status], fixes=result.fixes,
     )
 
 
