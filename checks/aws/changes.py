@@ -11,32 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from checks.aws.clients import AwsCheckError
 from checks.aws.common import aws_check, region
 from checks.aws.logs import ErrorScan, is_not_found, iso, scan_errors
+from checks.correlation import SUSPECT_WINDOW, Change, find_suspect
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, aws_once, check
 
 LOOKBACK = timedelta(hours=24)
-SUSPECT_WINDOW = timedelta(minutes=60)  # a change this long before the first error is a rollback candidate
-
-
-@dataclass(frozen=True)
-class Change:
-    kind: str  # lambda-version | lambda-update | apigateway-deployment | stack-update
-    at: datetime
-    name: str  # how people call it: "api-handler v42", "stack orders-prod update"
-    resource: str  # version ARN, deployment id, stack id
-    rollback: str  # the concrete way back, or what to do when there is none
-    detail: str = ""
-
-    def as_evidence(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "at": iso(self.at), "resource": self.resource,
-                "detail": self.detail}
 
 
 def parse_aws_time(value: Any) -> datetime:
@@ -206,48 +191,6 @@ def _stack_rollback(stack: str, outcome: str) -> str:
         return f"The update of {stack} already rolled back; check that the rollback restored the old resources."
     return (f"Redeploy {stack}'s previous template and parameters (CloudFormation cannot undo a completed update "
             "by itself).")
-
-
-# --- correlation -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Suspect:
-    change: Change
-    sentence: str
-
-
-def find_suspect(changes: list[Change], scans: list[ErrorScan]) -> Suspect | None:
-    """The change most likely to have caused the errors, or None.
-
-    First rule: the errors' first occurrence is within 60 min after a change (the latest such change wins).
-    Second rule: an error signature first seen within 60 min after a change, when errors already existed before.
-    """
-    signatures = [s for scan in scans for s in scan.signatures]
-    if not signatures:
-        return None
-    first_error = min(s.first_seen for s in signatures)
-    before = [c for c in changes if first_error - SUSPECT_WINDOW <= c.at <= first_error]
-    if before:
-        change = sorted(before, key=lambda c: c.at)[-1]  # the latest; on a tie, the one listed last
-        return Suspect(change, f"Errors started {_minutes(first_error - change.at)} after {_deploy(change)}; "
-                               "rollback candidate.")
-    for change in sorted(changes, key=lambda c: c.at, reverse=True):
-        new = [s for s in signatures if change.at <= s.first_seen <= change.at + SUSPECT_WINDOW]
-        if new:
-            first = min(new, key=lambda s: s.first_seen)
-            return Suspect(change, f"New error “{first.signature}” appeared {_minutes(first.first_seen - change.at)} "
-                                   f"after {_deploy(change)}; rollback candidate.")
-    return None
-
-
-def _deploy(change: Change) -> str:
-    return f"deploy of {change.name}" if change.kind.startswith(("lambda", "apigateway")) else change.name
-
-
-def _minutes(delta: timedelta) -> str:
-    minutes = round(delta.total_seconds() / 60)
-    return "less than a minute" if minutes < 1 else ("1 min" if minutes == 1 else f"{minutes} min")
 
 
 # --- the check -------------------------------------------------------------------------------------------------
