@@ -22,8 +22,8 @@ Sections (SECTIONS; a topology adds its own entry):
                    cluster >= 0.8x the single node. One process drives it all, as one bot process would: its CPU,
                    not Redis, sets the pace, so the figures compare the two clients' cost per job, and three
                    namespaces spread Redis's load without adding throughput. Redis errors met on the way are
-                   counted and printed: with three queues on one cluster client, about one run in three meets a
-                   few `Connection closed by server` (cause not found yet).
+                   counted and printed (before the client was initialized ahead of the workers, about one run in
+                   three met a few `Connection closed by server`: see `initialized` in bot/queue/connection.py).
 
 Prints figures; it is not a test.
 """
@@ -48,7 +48,7 @@ from redis.exceptions import RedisError
 
 from bot.app.redis_server import RedisServer, find_redis_server, free_port
 from bot.queue import Job, Queue, Worker
-from bot.queue.connection import connect
+from bot.queue.connection import connect, initialized
 from bot.settings import Settings
 from tests.redis_cluster import start_cluster
 from tests.redis_topologies import SentinelTopology
@@ -292,7 +292,7 @@ class ErrorCount(logging.Handler):
 async def queue_throughput(url: str, queues: int) -> Throughput:
     """CLUSTER_JOBS no-op jobs spread over `queues` namespaces, from the first enqueue until every job is
     acknowledged."""
-    redis = connect(Settings(redis_url=url))
+    redis = await initialized(connect(Settings(redis_url=url)))
     run = uuid.uuid4().hex[:6]
     qs = [Queue(redis, f"bench{run}n{n}") for n in range(queues)]
     handled, done, errors = Counter[str](), asyncio.Event(), ErrorCount()

@@ -8,6 +8,7 @@ where nothing would refuse it: every Lua script call's keys hash to one slot.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from bot.queue import Queue, lease
-from bot.queue.connection import connect
+from bot.queue.connection import connect, initialized
 from bot.settings import load_settings
 from tests.test_diagnose_e2e import (  # noqa: F401
     test_healthy_service_gets_parent_thread_and_green_verdict,
@@ -55,12 +56,39 @@ def redis_url(redis_cluster_url: str) -> str:
 
 
 @pytest.fixture
-async def redis(redis_cluster_url: str) -> AsyncIterator[RedisCluster]:
-    client = RedisCluster.from_url(redis_cluster_url, decode_responses=True)
+def engine_url(request: pytest.FixtureRequest, redis_cluster_url: str) -> str:
+    """The cluster, for the queue tests parametrised by engine (ON_VALKEY); their Valkey run is a single node's."""
+    if getattr(request, "param", "redis") == "valkey":
+        pytest.skip("the Valkey run of this test is on a single node (tests/test_queue.py)")
+    return redis_cluster_url
+
+
+@pytest.fixture
+async def redis(engine_url: str) -> AsyncIterator[RedisCluster]:
+    client = RedisCluster.from_url(engine_url, decode_responses=True)
     try:
         yield client
     finally:
         await client.aclose()
+
+
+async def test_concurrent_first_commands_of_an_initialized_client_reach_the_right_nodes(
+        redis_cluster: list[Any], redis_cluster_url: str, unique_name: str) -> None:
+    """Six workers start at once on a new client: each creates its queue's group. Initialized first, no command is
+    redirected (a MOVED makes redis-py reload its slot map and drop connections other tasks are using)."""
+    def redirected() -> int:
+        return sum(n.client.info("commandstats").get("cmdstat_xgroup|create", {}).get("rejected_calls", 0)
+                   for n in redis_cluster)
+
+    before = redirected()
+    client = await initialized(connect(load_settings(redis_url=redis_cluster_url)))
+    try:
+        queues = [Queue(client, f"{unique_name}:{n}") for n in range(12)]
+        await asyncio.gather(*(q.ensure_group() for q in queues))
+        assert len({client.get_node_from_key(q.stream_key).name for q in queues}) > 1
+    finally:
+        await client.aclose()
+    assert redirected() == before
 
 
 async def test_the_client_finds_the_cluster_from_one_node_by_itself(redis_cluster_url: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from bot.app.key_layout import Names, ensure_layout
 from bot.incidents.service import Incidents
 from bot.logs import redact_also
+from bot.queue.connection import initialized
 from bot.runtime import Runtime, create_runtime
 from bot.settings import Settings
 
@@ -18,7 +19,7 @@ from bot.settings import Settings
 async def create_full_runtime(settings: Settings, *, redis_url: str | None, queue_name: str | None = None) -> Runtime:
     rt = create_runtime(settings, redis_url=redis_url, queue_name=queue_name)
     try:  # before anything reads Redis: a deployment's old keys are renamed first (bot/app/key_layout.py)
-        await ensure_layout(rt.redis, Names(rt.namespace, rt.queue.key))
+        await ensure_layout(await initialized(rt.redis), Names(rt.namespace, rt.queue.key))
     except BaseException:
         await rt.aclose()
         raise

@@ -80,6 +80,16 @@ def connect(settings: Settings, url: str | None = None, *, max_connections: int 
     return client
 
 
+async def initialized(client: aioredis.Redis) -> aioredis.Redis:
+    """The client, ready to be shared by concurrent tasks. A cluster client loads its slot map on its first command;
+    first commands sent concurrently before that reached the wrong nodes (MOVED), and the slot-map reloads those
+    trigger dropped connections other tasks were using (`Connection closed by server`, measured with six workers
+    starting at once). A plain or Sentinel client needs nothing."""
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+    return client
+
+
 def is_cluster(settings: Settings, url: str) -> bool:
     """REDIS_CLUSTER when set; else whether the REDIS_URL node says it is a cluster node (`INFO cluster`)."""
     if settings.redis_cluster is not None:
