@@ -15,6 +15,7 @@ from typing import Any
 
 from checks.aws.clients import AwsCheckError
 from checks.aws.common import aws_check, error_result, region
+from checks.aws.fixes.lambda_concurrency import lift_offer
 from checks.aws.logs import (
     WINDOW,
     ReportLine,
@@ -24,6 +25,7 @@ from checks.aws.logs import (
     percentile,
     read_events,
 )
+from checks.fixes import FixOffer
 from checks.model import CheckResult, Severity, Status
 from checks.registry import CheckContext, Layer, aws_items, check
 
@@ -89,6 +91,7 @@ class Problem:
     severity: Severity
     sentence: str
     hint: str
+    fixes: tuple[FixOffer, ...] = ()
 
 
 def fold(problems: list[Problem], *, ok: str, resource: str, evidence: dict[str, Any]) -> CheckResult:
@@ -103,6 +106,7 @@ def fold(problems: list[Problem], *, ok: str, resource: str, evidence: dict[str,
         hint=" ".join(dict.fromkeys(p.hint for p in ranked)),
         resource=resource,
         evidence=evidence,
+        fixes=[fix for p in ranked for fix in p.fixes],
     )
 
 
@@ -130,7 +134,7 @@ async def lambda_config(function: str, ctx: CheckContext) -> CheckResult:
     deprecation = DEPRECATED_RUNTIMES.get(runtime or "")
     env = (config.get("Environment") or {}).get("Variables") or {}
     problems = [
-        *_concurrency_problems(function, reserved),
+        *_concurrency_problems(function, reserved, where),
         *_runtime_problems(function, runtime, deprecation, ctx.now.date()),
         *_loop_problems(function, mappings, env),
         *_disabled_trigger_problems(function, mappings),
@@ -157,7 +161,7 @@ async def lambda_config(function: str, ctx: CheckContext) -> CheckResult:
     return fold(problems, ok=ok, resource=config.get("FunctionArn") or function, evidence=evidence)
 
 
-def _concurrency_problems(function: str, reserved: int | None) -> list[Problem]:
+def _concurrency_problems(function: str, reserved: int | None, where: str) -> list[Problem]:
     if reserved != 0:
         return []
     return [
@@ -167,6 +171,7 @@ def _concurrency_problems(function: str, reserved: int | None) -> list[Problem]:
             f"{function} has reserved concurrency 0: every invocation is throttled.",
             f"Remove the limit: `aws lambda delete-function-concurrency --function-name {function}` "
             "(or put a positive value back).",
+            (lift_offer(function, where),),
         )
     ]
 
