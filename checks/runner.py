@@ -105,7 +105,7 @@ async def run_service(
         service=service,
         now=now or datetime.now(UTC),
         http=http,
-        aws=(aws_factory() if aws_factory else AwsClients()) if service.aws else None,  # type: ignore[arg-type]
+        aws=(aws_factory() if aws_factory else AwsClients()) if service.needs_aws else None,  # type: ignore[arg-type]
         deadline=time.monotonic() + deadline_s,
         env=dict(os.environ) if env is None else env,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Annotated, Any
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
     AnyHttpUrl,
@@ -138,6 +139,64 @@ class AwsSpec(_Strict):
     peek_dead_letters: bool = False
 
 
+_PULUMI_NAME = r"[A-Za-z0-9_.-]+"
+PULUMI_CLOUD = "https://api.pulumi.com"
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}  # plain http only here (a local proxy or test server): tokens travel
+
+
+class PulumiSpec(_Strict):
+    """Where a service's Pulumi stacks keep their state: `s3://bucket[/prefix][?region=r]`, `file:///path`, or
+    Pulumi Cloud (`https://api.pulumi.com`, or a self-hosted service's API URL) with its token in `token_env`.
+
+    Stacks are `project/stack` on a self-managed backend (a bare `stack` means the legacy, project-less layout)
+    and `organization/project/stack` on Pulumi Cloud.
+    """
+
+    backend: str
+    stacks: list[Annotated[str, Field(pattern=rf"^{_PULUMI_NAME}(/{_PULUMI_NAME}){{0,2}}$")]] = Field(min_length=1)
+    token_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme == "s3" and parts.netloc:
+            unknown = sorted(set(parse_qs(parts.query)) - {"region"})
+            if unknown:
+                raise ValueError(f"unsupported s3 backend option {unknown[0]!r}: the bot uses its own AWS "
+                                 "credentials; only ?region= is read")
+            return value
+        if parts.scheme == "file" and parts.path.startswith(("/", "~")):
+            return value
+        if parts.scheme == "https" and parts.hostname or parts.scheme == "http" and parts.hostname in _LOOPBACK:
+            if parts.hostname == "app.pulumi.com":
+                raise ValueError(f"use the API endpoint {PULUMI_CLOUD}, not the console's app.pulumi.com")
+            return value
+        raise ValueError('expected "s3://bucket[/prefix]", "file:///absolute/path" or "https://api.pulumi.com"')
+
+    @model_validator(mode="after")
+    def _cloud_needs_token_and_org(self) -> PulumiSpec:
+        if self.kind != "cloud":
+            return self
+        if not self.token_env:
+            raise ValueError("token_env: name the environment variable that holds the Pulumi access token")
+        for index, stack in enumerate(self.stacks):
+            if stack.count("/") != 2:
+                raise ValueError(f"stacks[{index}]: Pulumi Cloud stacks are organization/project/stack")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """`s3`, `file` or `cloud`."""
+        scheme = urlsplit(self.backend).scheme
+        return "cloud" if scheme in ("https", "http") else scheme
+
+    @property
+    def region(self) -> str | None:
+        """An S3 backend's `?region=`, when it names one."""
+        return (parse_qs(urlsplit(self.backend).query).get("region") or [None])[0]
+
+
 class ServiceSpec(_Strict):
     description: str = ""
     http: list[HttpProbe] = []
@@ -147,6 +206,7 @@ class ServiceSpec(_Strict):
     cdn: list[AnyHttpUrl] = []  # asset URLs whose cache headers are checked
     database: DatabaseSpec | None = None
     aws: AwsSpec | None = None
+    pulumi: PulumiSpec | None = None
     allow_link_local: bool = False
 
     @model_validator(mode="after")
@@ -158,6 +218,8 @@ class ServiceSpec(_Strict):
         hosts += [(f"tls[{i}]", t.host) for i, t in enumerate(self.tls)]
         hosts += [(f"dns[{i}]", h) for i, h in enumerate(self.dns)]
         hosts += [(f"cdn[{i}]", u.host or "") for i, u in enumerate(self.cdn)]
+        if self.pulumi and self.pulumi.kind == "cloud":
+            hosts.append(("pulumi.backend", urlsplit(self.pulumi.backend).hostname or ""))
         for where, host in hosts:
             if is_link_local(host):
                 raise ValueError(
@@ -165,6 +227,12 @@ class ServiceSpec(_Strict):
                     "set allow_link_local: true on the service if you really mean to probe it"
                 )
         return self
+
+
+    @property
+    def needs_aws(self) -> bool:
+        """AWS clients serve the `aws` block, and Pulumi stacks too (an S3 backend; drift of AWS resources)."""
+        return self.aws is not None or self.pulumi is not None
 
 
 class ServicesFile(_Strict):

@@ -56,6 +56,7 @@ class LocalHttpServer(ThreadingHTTPServer):
                  port: int = 0) -> None:
         self.routes = {path: [route] if isinstance(route, Reply) else list(route) for path, route in routes.items()}
         self.hits: list[str] = []  # paths requested, in order
+        self.request_headers: list[dict[str, str]] = []  # the headers of each request, in the same order
         self.stopping = threading.Event()
         self.ssl_context = ssl_context
         self._lock = threading.Lock()
@@ -103,6 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: LocalHttpServer
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.server.request_headers.append(dict(self.headers.items()))
         reply = self.server.next_reply(self.path.split("?", 1)[0])
         if reply.delay_s and self.server.stopping.wait(reply.delay_s):
             return

@@ -158,8 +158,8 @@ def _context(rt: Runtime, run_id: str, state: dict[str, str]) -> CheckContext:
     service = rt.services().services[state["service"]]
     remaining = float(state["deadline"]) - time.time()
     return CheckContext(service_name=state["service"], service=service, now=datetime.now(UTC), http=rt.probe_http,
-                        aws=rt.aws_for_run(run_id) if service.aws else None, deadline=time.monotonic() + remaining,
-                        env=dict(os.environ))
+                        aws=rt.aws_for_run(run_id) if service.needs_aws else None,
+                        deadline=time.monotonic() + remaining, env=dict(os.environ))
 
 
 async def _reply_once(rt: Runtime, run_id: str, state: dict[str, str], key: str, text: str,

@@ -1,8 +1,8 @@
 """`aws.recent_changes`: what changed in the last 24 h, and whether the errors began right after it.
 
-Changes come from Lambda published versions (and unpublished `$LATEST` updates), API Gateway deployments and
-CloudFormation stack updates. When there are any, the service's log groups (and `/aws/lambda/<fn>` of each
-function) are scanned for errors with the same scan `aws.log_errors` uses, from an hour before the earliest change
+Changes come from Lambda published versions (and unpublished `$LATEST` updates), API Gateway deployments,
+CloudFormation stack updates and Pulumi stack updates (the `pulumi:` block). When there are any, the service's log
+groups (and `/aws/lambda/<fn>` of each function) are scanned for errors with the same scan `aws.log_errors` uses, from an hour before the earliest change
 until now. A change in [first error − 60 min, first error] is a rollback candidate; so is a change followed within
 60 min by an error signature never seen before it. CloudTrail `lookup_events` is not used (moto cannot fake it).
 """
@@ -18,6 +18,7 @@ from checks.aws.clients import AwsCheckError
 from checks.aws.common import aws_check, region
 from checks.aws.logs import ErrorScan, is_not_found, iso, scan_errors
 from checks.correlation import SUSPECT_WINDOW, Change, find_suspect
+from checks.iac.pulumi import pulumi_changes
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, aws_once, check
 
@@ -198,7 +199,7 @@ def _stack_rollback(stack: str, outcome: str) -> str:
 
 def _has_changes_to_watch(service: Any) -> bool:
     aws = service.aws
-    return bool(aws.lambda_functions or aws.api_gateways or aws.stacks)
+    return bool(aws.lambda_functions or aws.api_gateways or aws.stacks or service.pulumi)
 
 
 @check(
@@ -221,6 +222,7 @@ async def recent_changes(_region: str, ctx: CheckContext) -> CheckResult:
         changes += await apigateway_changes(ctx, api_id, since)
     for stack in spec.stacks:
         changes += await stack_changes(ctx, stack, since)
+    changes += await pulumi_changes(ctx, since)
     changes = [c for c in changes if c.at <= ctx.now]
     changes.sort(key=lambda c: c.at)
     evidence: dict[str, Any] = {"since": iso(since), "changes": [c.as_evidence() for c in changes]}

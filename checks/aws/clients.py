@@ -26,6 +26,7 @@ IAM_PREFIX = {"elbv2": "elasticloadbalancing", "lambda": "lambda", "logs": "logs
 # Operations whose IAM action is not simply the CamelCase of their name (AccessDenied must name the real one).
 IAM_ACTION_EXCEPTIONS = {
     ("s3", "head_object"): "s3:GetObject",
+    ("s3", "head_bucket"): "s3:ListBucket",
     ("s3", "get_public_access_block"): "s3:GetBucketPublicAccessBlock",
     ("s3", "list_objects_v2"): "s3:ListBucket",
     ("rds", "describe_db_instances"): "rds:DescribeDBInstances",
@@ -134,6 +135,23 @@ class AwsClients:
                 return await self._in_thread(collect)
 
         return await self._memoized(("paginate", service, operation, region, key, _params_key(params)), fetch)
+
+    async def read_object(self, region: str, bucket: str, key: str) -> bytes | None:
+        """An S3 object's bytes, read in a worker thread (the body is a stream `call` cannot hand over), or None
+        when there is no such key."""
+        client = self.client("s3", region)
+
+        def read() -> bytes | None:
+            try:
+                return bytes(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+            except client.exceptions.NoSuchKey:
+                return None
+
+        async def fetch() -> bytes | None:
+            with _aws_errors("s3", region, "get_object"):
+                return await self._in_thread(read)
+
+        return await self._memoized(("object", "s3", "get_object", region, bucket, key), fetch)
 
 
 def _params_key(params: dict[str, Any]) -> str:

@@ -1,0 +1,1 @@
+"""Infrastructure-as-code state: what the deployment tool's own records say about the service's stacks."""
