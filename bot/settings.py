@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     diagnose_update_interval_s: float = Field(1.0, ge=0)
     # While an incident is `monitoring`, its service is diagnosed again this often until it is resolved.
     recovery_recheck_s: float = Field(300.0, ge=1)
+    # Fixes from Slack (bot/remediation): off until turned on; a request not approved in time expires.
+    remediation_enabled: bool = False
+    remediation_request_ttl_s: float = Field(900.0, ge=10)
     slack_timeout_s: float = Field(10.0, gt=0)
     slack_max_retries: int = Field(5, ge=0, le=20)
     slack_channel_burst: int = Field(5, ge=1)

@@ -12,3 +12,9 @@ def register(app: Any, rt: Any) -> None:
         from handlers import incident_actions
 
         incident_actions.register(app, rt)
+    from bot.remediation.service import Remediation
+
+    if rt.feature(Remediation) is not None:
+        from handlers import remediation_actions
+
+        remediation_actions.register(app, rt)

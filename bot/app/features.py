@@ -49,7 +49,10 @@ def _feature_installers() -> list[Callable[[Runtime], Awaitable[Any]]]:
     from bot.app import metrics
     from bot.incidents import install as incidents
     from bot.oncall import install as oncall
+    from bot.remediation import service as remediation
     from bot.writeup import install as writeup
 
     # alerts after incidents: the alert sources need the incidents feature
-    return [metrics.install, oncall.install, incidents.install, alerts.install, writeup.install]
+    # remediation after incidents: it needs their policy, permissions and timeline
+    return [metrics.install, oncall.install, incidents.install, alerts.install, writeup.install,
+            remediation.install]

@@ -83,6 +83,11 @@ async def request_diagnosis(rt: Runtime, service: str, channel: str, user: str, 
     return DiagnosisStarted(run_id, False, len(planned))
 
 
+async def run_state(rt: Runtime, run_id: str) -> dict[str, str]:
+    """A run's state (service, channel, incident_id, …); {} once it expired."""
+    return await _state(rt, run_id)
+
+
 async def _state(rt: Runtime, run_id: str) -> dict[str, str]:
     raw = await rt.redis.hgetall(_run_key(rt, run_id))
     return {k.decode(): v.decode() for k, v in raw.items()}
@@ -137,6 +142,8 @@ async def check_job(rt: Runtime, job: Job) -> None:
     stored = await rt.redis.hget(results_key, planned.key)
     if stored is None:
         result = await run_check(planned, _context(rt, run_id, state))
+        if not rt.settings.remediation_enabled:
+            result.fixes = []  # the one gate: an offer that is not stored is shown nowhere
         if await rt.redis.hsetnx(results_key, planned.key, result.model_dump_json()):
             await rt.redis.expire(results_key, RUN_TTL_S)
         stored = await rt.redis.hget(results_key, planned.key)
@@ -149,7 +156,7 @@ async def check_job(rt: Runtime, job: Job) -> None:
         await rt.queue.enqueue("diagnose.refresh", {"run": run_id}, job_id=f"{run_id}:refresh",
                                delay_s=rt.settings.diagnose_update_interval_s)
     if total <= GROUP_AFTER or result.status.is_problem:
-        await _reply_once(rt, run_id, state, planned.key, *render.result_message(result))
+        await _reply_once(rt, run_id, state, planned.key, *render.result_message(result, run_id))
 
 
 def _context(rt: Runtime, run_id: str, state: dict[str, str]) -> CheckContext:

@@ -51,7 +51,8 @@ async def diagnose_for_incident(ctx: Incidents, incident: Incident, user: str, s
 def latest_verdict(run_id: str, state: dict[str, str], verdict: Any, diff: RunDiff | None) -> LatestVerdict:
     at = float(state.get("finished_at") or state.get("started") or time.time())  # no stamp: it finished now
     return LatestVerdict(run_id=run_id, service=verdict.target, status=str(verdict.status.value),
-                         headline=verdict.headline, at=at, since_last=change_line(diff) if diff else None)
+                         headline=verdict.headline, at=at, since_last=change_line(diff) if diff else None,
+                         fixes=[fix for finding in verdict.findings for fix in finding.fixes])
 
 
 def newer(current: LatestVerdict | None, candidate: LatestVerdict) -> bool:

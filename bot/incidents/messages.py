@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot import durations
+from bot.diagnosis.render.slack import fix_buttons
 from bot.incidents.model import SEVERITY_MEANING, Incident, role_label
 from bot.incidents.notice import AlertSource
 from bot.slack.limits import SLACK
@@ -131,6 +132,8 @@ def header(incident: Incident, *, now: float | None = None) -> tuple[str, list[d
         blocks.append(_section(f"{RESOLVED_ICON} Resolved by {who(incident.resolved_by)}: {fix}"))
     else:
         blocks.append(header_actions(incident))
+        if (latest := incident.latest_verdict) and latest.fixes:
+            blocks.append(fix_buttons(latest.run_id, latest.fixes, f"fixes:{incident.id}"))
     return plain_summary(incident), blocks
 
 

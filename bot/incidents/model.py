@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from bot.incidents.notice import AlertSource
+from checks.fixes import FixOffer
 
 Severity = Literal["P0", "P1", "P2", "P3"]
 IncidentStatus = Literal["investigating", "identified", "monitoring", "resolved"]
@@ -99,6 +100,7 @@ class LatestVerdict(BaseModel):
     headline: str
     at: float
     since_last: str | None = None  # "since the last run (4 min ago): 1 fixed, 0 new, 0 still failing"
+    fixes: list[FixOffer] = Field(default_factory=list)  # what its findings offer to fix (header buttons)
 
 
 class Incident(BaseModel):

@@ -27,11 +27,13 @@ from bot.slack.posts import post_once
 
 log = logging.getLogger("bot.incidents")
 
-Action = Literal["escalate", "severity", "resolve", "ack", "status", "commander", "roles", "note", "read"]
+Action = Literal["escalate", "severity", "resolve", "ack", "status", "commander", "roles", "note", "read",
+                 "remediate"]
 _VERBS = {"escalate": "escalate", "severity": "change the severity of", "resolve": "resolve",
           "ack": "acknowledge the page of", "status": "post status updates to",
           "commander": "hand over the commander role of", "roles": "assign roles in", "note": "add notes to",
-          "read": "read the summary or postmortem of"}
+          "read": "read the summary or postmortem of",
+          "remediate": "request or approve fixes in"}
 MEMBERSHIP_CACHE_S = 30.0  # a "yes, a member" is remembered this long (a "no" is always asked again)
 
 

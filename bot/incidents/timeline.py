@@ -70,6 +70,8 @@ class EntryKind(StrEnum):
     DIAGNOSIS_REQUESTED = "diagnosis_requested"
     DIAGNOSIS = "diagnosis"
     DIAGNOSIS_FINDINGS = "diagnosis_findings"
+    # fixes from Slack: requested, approved, denied, applied or failed (bot/remediation)
+    REMEDIATION = "remediation"
     # what the bot wrote about the incident (bot/writeup)
     SUMMARY = "summary"
     POSTMORTEM = "postmortem"

@@ -30,6 +30,10 @@ first configured of pagerduty → opsgenie → Slack DMs to `oncall`, and "manag
 Permissions (`permissions:`, one key per action in PERMISSION_ACTIONS): `channel_members` (the default: the
 incident channel's members, its commander and role holders), `responders` (commander and role holders only) or
 a list of Slack user/group ids. Incident admins (INCIDENT_ADMINS) may do everything.
+
+Fixes from Slack (`remediation:`): `approval: default` (a second person must approve for P0/P1 incidents and
+outside an incident) or `always`; `approvers:` Slack users/groups who may approve (default: whoever the
+`remediate` permission allows); `self_approve:` actions the requester may approve themselves.
 """
 
 from __future__ import annotations
@@ -197,7 +201,8 @@ def _allowed(value: Any) -> Any:
 Allowed = Annotated[Any, BeforeValidator(_allowed)]
 
 # What the permission policy governs; every action defaults to `channel_members`.
-PERMISSION_ACTIONS = ("severity", "status", "commander", "roles", "resolve", "escalate", "note", "read")
+PERMISSION_ACTIONS = ("severity", "status", "commander", "roles", "resolve", "escalate", "note", "read",
+                      "remediate")
 
 
 class PermissionsSpec(_Strict):
@@ -212,6 +217,28 @@ class PermissionsSpec(_Strict):
     escalate: Allowed = "channel_members"
     note: Allowed = "channel_members"
     read: Allowed = "channel_members"
+    remediate: Allowed = "channel_members"  # request and approve fixes from Slack (bot/remediation)
+
+
+class RemediationSpec(_Strict):
+    """`remediation:` in the policy file: when a fix needs a second person, and who that may be."""
+
+    approval: Literal["default", "always"] = "default"
+    approvers: list[SlackId] = []
+    self_approve: list[str] = []  # action names, e.g. lambda.lift_zero_concurrency
+
+
+@dataclass(frozen=True)
+class RemediationPolicy:
+    always: bool = False  # every fix needs a second person, whatever the severity
+    approvers: frozenset[str] = frozenset()  # empty: whoever the `remediate` permission allows
+    self_approve: frozenset[str] = frozenset()
+
+    def needs_second_person(self, action: str, severity: str | None) -> bool:
+        """`severity` None: outside an incident."""
+        if action in self.self_approve:
+            return False
+        return self.always or severity in (None, "P0", "P1")
 
 
 def _configurable_name(name: str) -> bool:
@@ -234,6 +261,7 @@ class PolicyFile(_Strict):
     escalation_allowed: Allowed | None = None  # older spellings of permissions.escalate / permissions.severity
     severity_change_allowed: Allowed | None = None
     permissions: PermissionsSpec = PermissionsSpec()
+    remediation: RemediationSpec = RemediationSpec()
 
     def permission_specs(self) -> dict[str, Any]:
         """action → what the file allows; the older top-level keys win for their action when given."""
@@ -345,6 +373,7 @@ class PagingPolicy:
     permissions: Mapping[str, Permission]  # PERMISSION_ACTIONS → who may
     paging: PagingConfig
     source: str = "defaults"
+    remediation: RemediationPolicy = RemediationPolicy()
     warnings: tuple[str, ...] = ()
 
     @property
@@ -506,6 +535,8 @@ def _build(spec: PolicyFile, configs: dict[str, Any], *, source: str) -> PagingP
         permissions={action: _permission(value) for action, value in spec.permission_specs().items()},
         paging=PagingConfig(providers=configs),
         source=source,
+        remediation=RemediationPolicy(spec.remediation.approval == "always", frozenset(spec.remediation.approvers),
+                                      frozenset(spec.remediation.self_approve)),
         warnings=warnings,
     )
 

@@ -92,7 +92,7 @@ CATCH_UP: dict[EntryKind, InCatchUp] = {
     EntryKind.PAGE_SENT: _LISTED, EntryKind.PAGE_FAILED: _LISTED, EntryKind.PAGE_ACKED: _LISTED,
     EntryKind.PAGE_RESOLVED: _NEWS, EntryKind.ESCALATED: _LISTED, EntryKind.ALERT: _NEWS,
     EntryKind.DIAGNOSIS_REQUESTED: _NEWS, EntryKind.DIAGNOSIS: _LISTED, EntryKind.DIAGNOSIS_FINDINGS: _NEWS,
-    EntryKind.SUMMARY: _QUIET, EntryKind.POSTMORTEM: _NEWS,
+    EntryKind.SUMMARY: _QUIET, EntryKind.POSTMORTEM: _NEWS, EntryKind.REMEDIATION: _LISTED,
 }
 _DECIDED = frozenset({EntryKind.STATUS, EntryKind.SEVERITY})  # bot-recorded changes listed as decisions
 

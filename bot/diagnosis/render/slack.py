@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from bot.diagnosis.render.text import change_line, change_lines, evidence_table
 from bot.slack.mrkdwn import (
     BLOCK_TEXT_BUDGET,
@@ -18,6 +21,7 @@ from bot.slack.mrkdwn import (
     truncate,
 )
 from checks.compare import RunDiff
+from checks.fixes import FixOffer
 from checks.model import CheckResult, Status, Verdict
 
 ICONS = {Status.ok: ":white_check_mark:", Status.warn: ":warning:", Status.fail: ":x:",
@@ -27,6 +31,25 @@ TOP_FINDINGS = 3  # on the parent message; all of them are in the thread
 FINDING_MAX = 2000  # each of the top findings, so three of them and the headline fit in one message
 CHANGES_MAX = 1500  # the "since the last run" list on the parent; the thread has every check
 CHANGES_SHOWN = 8
+FIX_ACTION = "remediation_offer"  # a fix's button; its value is `offer_ref` (bot/remediation resolves it)
+FIXES_SHOWN = 5
+
+
+def offer_digest(offer: FixOffer) -> str:
+    """Names one offer of a run: the button carries this, never the parameters themselves."""
+    return hashlib.sha256(json.dumps([offer.action, offer.params], sort_keys=True).encode()).hexdigest()[:12]
+
+
+def offer_ref(run_id: str, offer: FixOffer) -> str:
+    return f"{run_id}:{offer_digest(offer)}"
+
+
+def fix_buttons(run_id: str, fixes: list[FixOffer], block_id: str) -> dict:
+    """An actions block with one button per offer (the first few): the preview opens on click."""
+    elements = [{"type": "button", "action_id": f"{FIX_ACTION}:{i}", "value": offer_ref(run_id, offer),
+                 "text": {"type": "plain_text", "text": one_line(offer.label, 75)}}
+                for i, offer in enumerate(fixes[:FIXES_SHOWN])]
+    return {"type": "actions", "block_id": block_id, "elements": elements}
 
 
 def progress_message(service: str, done: int, total: int, counts: dict[str, int]) -> tuple[str, list[dict]]:
@@ -70,8 +93,8 @@ def changes_section(diff: RunDiff) -> dict:
                             (f"\n{shown}" if shown else ""), FINDING_MAX))
 
 
-def result_message(result: CheckResult) -> tuple[str, list[dict]]:
-    """One threaded reply for one check result."""
+def result_message(result: CheckResult, run_id: str = "") -> tuple[str, list[dict]]:
+    """One threaded reply for one check result, with a button for each fix it offers."""
     head = f"{ICONS[result.status]} *{escape(result.check)}* `{escape(result.target)}` — {inert(result.summary)}"
     blocks = [section(head)]
     details = []
@@ -84,6 +107,8 @@ def result_message(result: CheckResult) -> tuple[str, list[dict]]:
     if result.evidence and result.status.is_problem:
         # inert(): a ``` inside evidence (log lines, server answers) must not close the code block early
         blocks.append(section("```" + inert(truncate(evidence_table(result.evidence), EVIDENCE_MAX)) + "```"))
+    if result.fixes and run_id:
+        blocks.append(fix_buttons(run_id, result.fixes, f"fix:{run_id}:{result.check}"[:255]))
     blocks.append(context(f"{result.status.value} · {result.duration_ms} ms"))
     return escape(f"{result.status.value}: {result.check} {result.target} — {one_line(result.summary)}"), blocks
 

@@ -64,7 +64,7 @@ POSTMORTEM: dict[EntryKind, InPostmortem] = {
     _E.PAGE_RESOLVED: InPostmortem.LEFT_OUT,  # the PagerDuty alert closing is not the incident ending
     _E.ESCALATED: InPostmortem.QUOTED, _E.ALERT: InPostmortem.LEFT_OUT,
     _E.DIAGNOSIS_REQUESTED: InPostmortem.EVENT, _E.DIAGNOSIS: InPostmortem.EVENT,
-    _E.DIAGNOSIS_FINDINGS: InPostmortem.FINDINGS,
+    _E.DIAGNOSIS_FINDINGS: InPostmortem.FINDINGS, _E.REMEDIATION: InPostmortem.EVENT,
     _E.SUMMARY: InPostmortem.LEFT_OUT, _E.POSTMORTEM: InPostmortem.LEFT_OUT,  # the bot's own write-ups
 }
 
@@ -307,6 +307,7 @@ class _Builder:
         self.well: list[str] = []
         self.wrong: list[str] = []
         self.reminders = 0
+        self.fixes: list[Entry] = []  # fixes applied from Slack, for the Resolution
         self.messages = 0
         self.replies = 0
 
@@ -385,6 +386,8 @@ class _Builder:
             self.diagnoses.append(e)
         elif e.kind == EntryKind.REMINDER:
             self.reminders += 1
+        elif e.kind == EntryKind.REMEDIATION and d.get("stage") == "applied":
+            self.fixes.append(e)
         elif e.kind == EntryKind.ACTION_ITEM:
             self.actions.append(ActionItem(e.at, text, d.get("owner") or e.actor, bool(d.get("done")), "bot",
                                            e.actor, link))
@@ -494,7 +497,11 @@ class _Builder:
         res = self.resolved
         if res is None:
             return None
-        return Note(res.at, res.actor, plain(res.text, self.names) if res.text else "", self._bot_link(res))
+        text = plain(res.text, self.names) if res.text else ""
+        if self.fixes:  # what the bot changed on request is part of how it was resolved
+            applied = "; ".join(f"{plain(e.text, self.names)} ({e.data.get('message', '')})" for e in self.fixes)
+            text = f"{text} Fixed from Slack: {applied}".strip()
+        return Note(res.at, res.actor, text, self._bot_link(res))
 
     def _checks(self) -> list[CheckRun]:
         runs: list[CheckRun] = []
@@ -665,6 +672,8 @@ def _describe(e: Entry, names: dict[str, str]) -> str:
         return "Reminder: a status update was due"
     if kind == EntryKind.ACTION_ITEM:
         return "Action item recorded"
+    if kind == EntryKind.REMEDIATION:
+        return f"Fix {d.get('stage', '?')}: {e.text}" + (f" ({d['message']})" if d.get("message") else "")
     return kind.replace("_", " ").capitalize()
 
 

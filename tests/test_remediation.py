@@ -1,0 +1,193 @@
+"""Fixes from Slack, end to end: a moto Lambda with reserved concurrency 0, diagnosed in an incident, its fix
+previewed, requested by one person, approved by another, applied once, recorded, and confirmed by the
+re-diagnosis; and the refusals (self-approval, an outsider, an expired request, a resource changed since the
+preview), a crash between the change and its record, and the feature turned off."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from urllib.parse import urlencode
+
+import pytest
+
+from bot.diagnosis.render.slack import FIX_ACTION
+from bot.remediation import messages
+from bot.remediation.service import remediation_of
+from bot.slack.local.payloads import APP_ID, TEAM_ID
+from checks.aws.fixes import lambda_concurrency
+from tests.aws_lambda_scenarios import REGION, create_function
+from tests.incident_harness import buttons, declare_incident, incident_bot
+
+SERVICES = {"api": {"aws": {"region": REGION, "lambda_functions": ["api-handler"]}}}
+FAST = {"diagnose_update_interval_s": 0.1, "remediation_enabled": True}
+
+
+def throttled(aws) -> None:
+    create_function(aws, "api-handler")
+    aws.client("lambda", REGION).put_function_concurrency(FunctionName="api-handler", ReservedConcurrentExecutions=0)
+
+
+def reserved(aws) -> int | None:
+    return aws.client("lambda", REGION).get_function_concurrency(FunctionName="api-handler").get(
+        "ReservedConcurrentExecutions")
+
+
+def submitted(opened: dict, user: str, typed: dict[str, str]) -> str:
+    values = {f"{messages.INPUT_PREFIX}{k}": {"value": {"type": "plain_text_input", "value": v}}
+              for k, v in typed.items()}
+    payload = {"type": "view_submission", "api_app_id": APP_ID, "team": {"id": TEAM_ID, "domain": "local"},
+               "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM_ID},
+               "trigger_id": uuid.uuid4().hex, "is_enterprise_install": False, "enterprise": None,
+               "view": {**opened, "id": f"V{uuid.uuid4().hex[:8]}", "state": {"values": values}}}
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def with_button(bot, channel: str, action_prefix: str):
+    return [m for m in bot.local.messages(channel)
+            if any(a.startswith(action_prefix) for a in buttons({"blocks": m.blocks}))]
+
+
+async def diagnosed_incident(bot, text: str = "api-handler throttled P1 api"):
+    inc = await declare_incident(bot, text)
+    incident = await bot.incident(inc)
+    await bot.wait_for(lambda: with_button(bot, incident.channel, FIX_ACTION), 20, "the finding's fix button")
+    await bot.settle()
+    return inc, incident
+
+
+async def request_fix(bot, incident, user: str = "U1", typed: dict[str, str] | None = None):
+    action_id, value = next((a, v) for m in with_button(bot, incident.channel, FIX_ACTION)
+                            for a, v in buttons({"blocks": m.blocks}).items() if a.startswith(FIX_ACTION))
+    before = len(bot.local.calls_to("views.open"))
+    await bot.click(action_id, value, user=user, channel=incident.channel)
+    opened = (await bot.wait_for(lambda: bot.local.calls_to("views.open")[before:], 5, "the preview"))[0]
+    view = opened.response["view"]
+    response = await bot.post_slack(submitted(view, user, typed or {}), "application/x-www-form-urlencoded")
+    assert response.status_code == 200, response.text
+    approval = await bot.wait_for(lambda: with_button(bot, incident.channel, messages.APPROVE_ACTION), 5,
+                                  "the approval request")
+    return view, approval[-1]
+
+
+async def test_a_fix_is_previewed_requested_approved_by_a_second_person_applied_and_confirmed(
+        aws, local_slack, redis_url, tmp_path):
+    throttled(aws)
+    async with incident_bot(local_slack, redis_url, tmp_path, services=SERVICES, settings=FAST) as bot:
+        inc, incident = await diagnosed_incident(bot)
+        header = next(m for m in local_slack.messages(incident.channel) if m.ts == incident.header_ts)
+        assert any(a.startswith(FIX_ACTION) for a in buttons({"blocks": header.blocks}))
+
+        view, approval = await request_fix(bot, incident, typed={"value": "5"})
+        preview = json.dumps(view["blocks"], ensure_ascii=False)
+        assert "lambda:DeleteFunctionConcurrency(FunctionName=api-handler)" in preview
+        assert "concurrency: 0 → unreserved" in preview and "every other function" in preview
+        assert "PutFunctionConcurrency(FunctionName=api-handler, ReservedConcurrentExecutions=5)" in \
+            json.dumps(approval.blocks)  # the typed value is what will run
+        request_id = buttons({"blocks": approval.blocks})[messages.APPROVE_ACTION]
+
+        await bot.click(messages.APPROVE_ACTION, request_id, user="U1", channel=incident.channel)
+        await bot.click(messages.APPROVE_ACTION, request_id, user="UOUT", channel=incident.channel)
+        await bot.wait_for(lambda: any("needs a second person" in t for t in bot.ephemerals_for("U1")), 5)
+        await bot.wait_for(lambda: any("Only members" in t for t in bot.ephemerals_for("UOUT")), 5)
+        await bot.settle()
+        assert reserved(aws) == 0  # refused twice: nothing changed
+
+        await bot.click(messages.APPROVE_ACTION, request_id, user="U2", channel=incident.channel)
+        await bot.wait_for(lambda: reserved(aws) == 5, 10, "the change in moto")
+        result = await bot.wait_for(lambda: [m for m in local_slack.messages(incident.channel)
+                                             if m.text.startswith("Fixed:")], 10, "the result")
+        assert "reserved concurrency 0 → 5" in result[0].text
+        assert messages.UNDO_ACTION in buttons({"blocks": result[0].blocks})
+        runs = await bot.wait_for(lambda: _fixed_run(bot, inc), 30, "the re-diagnosis")
+        assert "1 fixed" in runs
+        stages = [e.data["stage"] for e in await bot.timeline(inc, "remediation")]
+        assert stages == ["requested", "approved", "applied"]
+
+
+async def _fixed_run(bot, inc):
+    entries = await bot.timeline(inc, "diagnosis")
+    return next((e.data["since_last"] for e in entries if e.data.get("since_last")), None)
+
+
+async def test_a_resource_changed_since_the_preview_is_not_overwritten(aws, local_slack, redis_url, tmp_path):
+    throttled(aws)
+    async with incident_bot(local_slack, redis_url, tmp_path, services=SERVICES, settings=FAST) as bot:
+        inc, incident = await diagnosed_incident(bot)
+        _, approval = await request_fix(bot, incident)
+        aws.client("lambda", REGION).put_function_concurrency(FunctionName="api-handler",
+                                                               ReservedConcurrentExecutions=3)  # someone else
+        request_id = buttons({"blocks": approval.blocks})[messages.APPROVE_ACTION]
+        await bot.click(messages.APPROVE_ACTION, request_id, user="U2", channel=incident.channel)
+        failed = await bot.wait_for(lambda: [m for m in local_slack.messages(incident.channel)
+                                             if m.text.startswith("Fix failed:")], 10, "the refusal")
+        assert "changed since the preview" in failed[0].text and reserved(aws) == 3
+
+
+async def test_an_expired_request_cannot_be_approved(aws, local_slack, redis_url, tmp_path):
+    throttled(aws)
+    async with incident_bot(local_slack, redis_url, tmp_path, services=SERVICES, settings=FAST) as bot:
+        inc, incident = await diagnosed_incident(bot)
+        _, approval = await request_fix(bot, incident)
+        request_id = buttons({"blocks": approval.blocks})[messages.APPROVE_ACTION]
+        fx = remediation_of(bot.rt)
+        request = await fx.records.get(request_id)
+        request.expires_at = time.time() - 1
+        await fx.records.save(request)
+        await bot.click(messages.APPROVE_ACTION, request_id, user="U2", channel=incident.channel)
+        await bot.wait_for(lambda: any("expired" in t for t in bot.ephemerals_for("U2")), 5)
+        await bot.settle()
+        assert reserved(aws) == 0
+
+
+async def test_a_crash_between_the_change_and_its_record_applies_it_once(aws, local_slack, redis_url, tmp_path,
+                                                                         monkeypatch):
+    throttled(aws)
+    writes = []
+    real_write = lambda_concurrency._write
+
+    async def counted(*args):
+        writes.append(args)
+        await real_write(*args)
+
+    monkeypatch.setattr(lambda_concurrency, "_write", counted)
+    async with incident_bot(local_slack, redis_url, tmp_path, services=SERVICES,
+                            settings={**FAST, "job_visibility_timeout_s": 1}) as bot:
+        inc, incident = await diagnosed_incident(bot)
+        _, approval = await request_fix(bot, incident)
+        fx = remediation_of(bot.rt)
+        real_save, crashed = fx.records.save, []
+
+        async def crash_once(request):
+            if request.result is not None and not crashed:
+                crashed.append(request.id)
+                raise ConnectionError("worker lost Redis right after the change")
+            await real_save(request)
+
+        monkeypatch.setattr(fx.records, "save", crash_once)
+        request_id = buttons({"blocks": approval.blocks})[messages.APPROVE_ACTION]
+        await bot.click(messages.APPROVE_ACTION, request_id, user="U2", channel=incident.channel)
+        await bot.wait_for(lambda: (bot.rt.loop_result if False else None) or
+                           [m for m in local_slack.messages(incident.channel) if m.text.startswith("Fix")], 30,
+                           "the result after the retry")
+        assert crashed and len(writes) == 1 and reserved(aws) is None
+        assert (await fx.records.get(request_id)).status == "done"
+
+
+async def test_turned_off_no_fix_is_offered_and_the_buttons_refuse(aws, local_slack, redis_url, tmp_path):
+    throttled(aws)
+    async with incident_bot(local_slack, redis_url, tmp_path, services=SERVICES,
+                            settings={"diagnose_update_interval_s": 0.1}) as bot:
+        inc = await declare_incident(bot, "api-handler throttled P1 api")
+        await bot.wait_for(lambda: _runs_done(bot, inc), 20, "the diagnosis")
+        await bot.settle()
+        incident = await bot.incident(inc)
+        assert not with_button(bot, incident.channel, FIX_ACTION)
+        assert "reserved concurrency 0" in json.dumps([m.blocks for m in local_slack.messages(incident.channel)])
+        await bot.click(f"{FIX_ACTION}:0", "run:abc", user="U1", channel=incident.channel)
+        await bot.wait_for(lambda: any("REMEDIATION_ENABLED=false" in t for t in bot.ephemerals_for("U1")), 5)
+
+
+async def _runs_done(bot, inc):
+    return await bot.timeline(inc, "diagnosis")
