@@ -9,7 +9,7 @@ strictly, and every error names its path (`services.api.http[0].url: invalid URL
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
@@ -197,6 +197,58 @@ class PulumiSpec(_Strict):
         return (parse_qs(urlsplit(self.backend).query).get("region") or [None])[0]
 
 
+class GcpBucketSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+    access: Literal["read", "write"] = "read"  # what the service's service account does with the objects
+    probe_write: bool = False  # write, read back and delete one object with the bot's own credentials
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_str(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class CloudSqlSpec(_Strict):
+    instance: str = Field(pattern=r"^[a-z][a-z0-9-]{0,97}$")
+    client_ssl: Literal["none", "tls", "cert"] | None = None  # what the app presents: nothing, TLS, TLS + cert
+    path: Literal["private", "public", "connector"] | None = None  # how the app reaches it
+    client_cidrs: list[ipaddress.IPv4Network] = []  # the app's egress addresses, for authorized networks
+    max_connections: int | None = Field(None, ge=1)  # when a database flag sets it, else read from the tier
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_str(cls, value: Any) -> Any:
+        return {"instance": value} if isinstance(value, str) else value
+
+
+class BackendServiceSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+    regional: bool = False  # a regional backend service in the gcp block's region, else global
+    per_user: bool = False  # serves per-user responses: caching them all would leak one user's page to another
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_str(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class GcpSpec(_Strict):
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+    region: str = Field(pattern=r"^[a-z]+-[a-z]+\d+$")
+    service_account: str | None = Field(None, pattern=r"^[^@\s]+@[a-z0-9.-]+$")  # the app's, for bucket grants
+    cloud_run: list[Annotated[str, Field(pattern=r"^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$")]] = []
+    cloud_sql: list[CloudSqlSpec] = []
+    buckets: list[GcpBucketSpec] = []
+    backend_services: list[BackendServiceSpec] = []
+    log_filters: list[Annotated[str, Field(min_length=1, max_length=2000)]] = []  # extra Cloud Logging filters
+
+    @model_validator(mode="after")
+    def _buckets_need_an_account(self) -> GcpSpec:
+        if self.buckets and not self.service_account:
+            raise ValueError("buckets: set service_account (the app's) so its bucket grants can be checked")
+        return self
+
+
 class ServiceSpec(_Strict):
     description: str = ""
     http: list[HttpProbe] = []
@@ -207,6 +259,7 @@ class ServiceSpec(_Strict):
     database: DatabaseSpec | None = None
     aws: AwsSpec | None = None
     pulumi: PulumiSpec | None = None
+    gcp: GcpSpec | None = None
     allow_link_local: bool = False
 
     @model_validator(mode="after")
