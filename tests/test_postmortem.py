@@ -20,7 +20,7 @@ from bot.writeup.view import IncidentView
 from tests.servers import Reply, local_http_server
 from tests.writeup_harness import declare, delete, edit, react, say, writeup_bot
 
-HEADINGS = {"# Postmortem:", "## Summary", "### Time at each severity", "## Timeline", "## Metrics", "## Root cause",
+HEADINGS = {"# Postmortem:", "## Summary", "### Impact", "### Discussion", "### Time at each severity", "## Timeline", "## Metrics", "## Root cause",
             "## Resolution", "## Action items", "## Lessons learned", "### What went well", "### What went wrong",
             "### Where we got lucky", "## Responders and roles", "### Roles", "## Supporting data", "### Checks run",
             "### Pages and acknowledgements"}
@@ -36,7 +36,7 @@ def section(markdown: str, heading: str) -> str:
 
 
 def event_lines(markdown: str) -> list[str]:
-    timeline = section(markdown, "## Timeline")
+    timeline = section(markdown, "## Timeline").split("### Discussion")[0]
     return [line for line in timeline.splitlines() if line.startswith("- 2")]
 
 
@@ -56,7 +56,8 @@ def structure_is_intact(markdown: str) -> None:
             rows = []
     assert not re.search(r"(?<!\\)<", markdown), "raw < (HTML, autolink or Slack mention) in the document"
     for label in re.findall(r"(?<!\\)\[([^\]]*)\]\(", markdown):
-        assert label in {"message", "link", "results"} or label.endswith("header message"), label
+        assert label in {"message", "link", "results"} or label.endswith("header message") or \
+            re.fullmatch(r"#\d+|[A-Z][A-Z0-9]+-\d+", label), label  # or a ticket: #12, OPS-7
 
 
 # ------------------------------------------------------------------------------------------------ pure facts
@@ -106,6 +107,7 @@ def test_durations_metrics_and_severity_time_come_from_the_timeline():
     assert facts.duration_s == 7200
     assert [(s.severity, s.duration_s) for s in facts.severity_spans] == [("P2", 900), ("P1", 6300)]
     metrics = {m.name: (m.seconds, m.start) for m in facts.metrics}
+    assert metrics.pop("Time to detect")[0] is None  # no alert, no first error: unknown, with the reason
     assert metrics == {"Time to acknowledge": (300.0, "first page sent"), "Time to mitigate": (3600, "declaration"),
                        "Time to resolve": (7200, "declaration")}
     markdown = render_markdown(facts)
@@ -236,7 +238,7 @@ async def test_a_scripted_incident_gives_a_postmortem_with_exactly_its_facts_in_
     assert facts.severity_spans[0].end == at["severity"] and facts.severity_spans[1].end == incident.resolved_at
     assert sum(s.duration_s for s in facts.severity_spans) == facts.duration_s
     assert facts.services == ["api"]
-    assert "Users impacted | _To fill in" in markdown
+    assert "| Users impacted | unknown: the services file names no AWS resources" in markdown
     # Metrics, each from the right start
     metrics = {m.name: m.seconds for m in facts.metrics}
     first_page = min(e.at for e in entries if e.kind == "page_sent")
@@ -259,7 +261,9 @@ async def test_a_scripted_incident_gives_a_postmortem_with_exactly_its_facts_in_
     assert "“rollback started at 14:21” _(edited)_" in key_lines[1]
     assert "14:20" not in markdown  # the text before the edit is gone
     assert "wrong window" not in markdown  # the deleted message left no trace
-    assert "is the db ok" not in section(markdown, "## Timeline")  # not a key event
+    assert not any("is the db ok" in line for line in lines)  # not a key event...
+    discussion = section(markdown, "### Discussion")  # ...but a reply in a key event's thread: discussion
+    assert "@alice: “is the db ok?”" in discussion and "@bob: “yes, db is fine”" in discussion
     assert any("Status investigating → identified — @alice: “deploy 4512 broke the pool config”" in line
                and "[message](" in line for line in lines)
     assert any("Resolved — @alice: “rolled back deploy 4512” — [message](" in line for line in lines)

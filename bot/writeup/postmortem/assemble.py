@@ -11,6 +11,7 @@ format the facts but not reach into Python.
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -29,9 +30,11 @@ from bot.incidents.timeline import Entry
 from bot.runtime import Runtime
 from bot.writeup.context import user_names, writeup_of
 from bot.writeup.postmortem import markdown as md
+from bot.writeup.postmortem.draft import detection
 from bot.writeup.postmortem.facts import PostmortemFacts, build_facts, fmt_duration
+from bot.writeup.postmortem.impact import Impact, measure_impact
 from bot.writeup.slacktext import MENTION_IDS
-from bot.writeup.view import load_incident
+from bot.writeup.view import IncidentView, load_incident
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parent / "templates" / "postmortem.md.j2"
 _USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
@@ -133,7 +136,26 @@ async def gather_facts(rt: Runtime, incident_id: str, *, now: float | None = Non
         raise PostmortemError(f"There is no incident {incident_id}.")
     entries = await w.timeline.entries(incident_id)
     names = await user_names(rt, people_in(entries, incident))
-    return build_facts(incident, entries, names=names, now=now)
+    impact = await incident_impact(rt, incident, entries, time.time() if now is None else now)
+    facts = build_facts(incident, entries, names=names, now=now, impact=impact)
+    return facts
+
+
+async def incident_impact(rt: Runtime, incident: IncidentView, entries: list[Entry], now: float) -> Impact:
+    """The service's metrics from the impact start (else the declaration) to the resolution (else now)."""
+    found = detection(entries, incident.declared_at)
+    start = found.impact_start if found.impact_start is not None else incident.declared_at
+    start_from = found.source if found.impact_start is not None else "declaration"
+    end = incident.resolved_at or now
+    if not incident.service:
+        return Impact(start, end, start_from, unknown="the incident names no service, so no metric was read")
+    try:
+        spec = rt.services().services.get(incident.service)
+    except Exception as exc:  # a broken services file: say so, do not fail the draft
+        return Impact(start, end, start_from, unknown=f"the services file cannot be read: {str(exc)[:200]}")
+    if spec is None:
+        return Impact(start, end, start_from, unknown=f"the services file no longer has {incident.service}")
+    return await measure_impact(rt.aws, spec, start, end, start_from)
 
 
 def people_in(entries: list[Entry], incident: Any) -> set[str]:

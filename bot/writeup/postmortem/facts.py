@@ -11,7 +11,11 @@ Where each section comes from:
                    `monitoring`; resolution = resolved
     timeline       key events (📌 or pinned messages) and the bot's actions, time order, each with a link
     metrics        time to acknowledge (from the first page), to mitigate and to resolve (from declaration)
-    root cause     notes of `identified` status updates, diagnosis findings with their evidence
+    root cause     notes of `identified` status updates; each distinct diagnosis finding once, with when it first
+                   failed and passed again (draft.candidates); remediation entries, if any
+    detection      time to detect from an alert's startsAt or a first error in the logs (draft.detection)
+    impact         the services' metrics, measured by assemble.py (impact.py) and passed in
+    discussion     thread messages chosen by the heuristic in draft.py, quoted; bot chatter as counts
     action items   messages starting `action:`/`TODO:` or carrying the action reaction
     lessons        prompts seeded from what happened (acks within target, pages failed, severity raised...)
                    and from messages that say "luckily", "fortunately", "went well", "went wrong"...
@@ -34,6 +38,9 @@ from typing import Any
 from bot import durations
 from bot.incidents.model import role_label
 from bot.incidents.timeline import Entry, EntryKind
+from bot.writeup.postmortem import draft
+from bot.writeup.postmortem.draft import Candidate, Detection, Quote, Remediation
+from bot.writeup.postmortem.impact import Impact
 from bot.writeup.slacktext import plain
 from bot.writeup.view import IncidentView
 
@@ -151,6 +158,9 @@ class ActionItem:
     source: str
     author: str | None = None
     link: str | None = None
+    id: str = ""  # the timeline entry it came from: what a tracker ticket is keyed on
+    due: str | None = None
+    ticket: Any = None  # a trackers.Ticket once exported (assemble.py fills it in)
 
 
 @dataclass
@@ -238,6 +248,17 @@ class PostmortemFacts:
     names: dict[str, str]
     message_count: int
     reply_count: int
+    detection: Detection | None = None
+    impact: Impact | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    discussion: list[Quote] = field(default_factory=list)
+    chatter: dict[str, int] = field(default_factory=dict)
+    remediations: list[Remediation] = field(default_factory=list)
+
+    @property
+    def owner(self) -> str | None:
+        """Who owns the document: the commander at the end (the last holding of the role)."""
+        return next((h.user for h in reversed(self.roles) if h.role == "Commander"), None)
 
     @property
     def is_resolved(self) -> bool:
@@ -270,7 +291,8 @@ class Permalinks:
 # ------------------------------------------------------------------------------------------------ building
 
 def build_facts(incident: IncidentView, entries: Iterable[Entry], *, names: dict[str, str] | None = None,
-                now: float | None = None, users_impacted: str | None = None) -> PostmortemFacts:
+                now: float | None = None, users_impacted: str | None = None,
+                impact: Impact | None = None) -> PostmortemFacts:
     """The postmortem's facts. `entries` in time order (as Timeline.entries returns them)."""
     now = time.time() if now is None else now
     names = dict(names or {})
@@ -278,7 +300,9 @@ def build_facts(incident: IncidentView, entries: Iterable[Entry], *, names: dict
     b = _Builder(incident, names, links, now)
     for entry in entries:
         b.take(entry)
-    return b.facts(users_impacted)
+    facts = b.facts(users_impacted)
+    facts.impact = impact
+    return facts
 
 
 class _Builder:
@@ -308,6 +332,7 @@ class _Builder:
         self.wrong: list[str] = []
         self.reminders = 0
         self.fixes: list[Entry] = []  # fixes applied from Slack, for the Resolution
+        self.all: list[Entry] = []
         self.messages = 0
         self.replies = 0
 
@@ -316,6 +341,7 @@ class _Builder:
     def take(self, e: Entry) -> None:
         if e.removed:
             return
+        self.all.append(e)
         use = in_postmortem(e.kind)
         if use is InPostmortem.TALK:
             self._message(e)
@@ -341,7 +367,7 @@ class _Builder:
         if action:
             self.actions.append(ActionItem(e.at, plain(action.get("text") or "", self.names), action.get("owner"),
                                            bool(action.get("done")), str(action.get("source") or ""),
-                                           e.actor, link))
+                                           e.actor, link, e.id, action.get("due")))
         quote = _quote(text)
         if _LUCKY.search(text):
             self.lucky.append(quote)
@@ -389,8 +415,8 @@ class _Builder:
         elif e.kind == EntryKind.REMEDIATION and d.get("stage") == "applied":
             self.fixes.append(e)
         elif e.kind == EntryKind.ACTION_ITEM:
-            self.actions.append(ActionItem(e.at, text, d.get("owner") or e.actor, bool(d.get("done")), "bot",
-                                           e.actor, link))
+            self.actions.append(ActionItem(e.at, text, d.get("owner") or e.actor, bool(d.get("done")),
+                                           str(d.get("source") or "bot"), e.actor, link, e.id, d.get("due")))
         quote = text if in_postmortem(e.kind) is InPostmortem.QUOTED else ""
         self.events.append(Event(e.at, e.kind, what, e.actor, quote, link, ref=e.data.get("run_id")))
 
@@ -419,6 +445,7 @@ class _Builder:
         end = resolved_at or self.now
         checks = self._checks()
         findings = [f for run in checks for f in run.findings]
+        found = draft.detection(self.all, declared_at)
         return PostmortemFacts(
             incident_id=inc.id, title=inc.title, status=inc.status, severity=inc.severity,
             declared_at=declared_at, generated_at=self.now, resolved_at=resolved_at,
@@ -426,14 +453,33 @@ class _Builder:
             source=str((self.declared.data if self.declared else {}).get("source") or "slack"),
             channel=inc.channel, link=inc.link, services=self._services(checks),
             users_impacted=users_impacted, severity_spans=self._severity_spans(declared_at, end),
-            milestones=self._milestones(declared_at), events=self._events(), metrics=self._metrics(declared_at),
+            milestones=self._milestones(declared_at), events=self._events(),
+            metrics=[*self._detect_metric(found), *self._metrics(declared_at)],
             root_cause_notes=self.notes, findings=findings, resolution=self._resolution(),
             action_items=self.actions, lessons=self._lessons(declared_at, checks),
             responders=self._responders(), roles=self._roles(declared_at), checks=checks, pages=self.pages,
             acks=self.acks,
             escalations=self.escalations, names=self.names, message_count=self.messages,
-            reply_count=self.replies,
+            reply_count=self.replies, detection=found, candidates=draft.candidates(checks),
+            discussion=self._discussion(), chatter=draft.chatter(self.all),
+            remediations=draft.remediations(self.all),
         )
+
+    def _detect_metric(self, found: Detection) -> list[Metric]:
+        start = found.source if found.impact_start is not None else f"unknown: {found.reason}"
+        return [Metric("Time to detect", found.seconds, start, "declaration")]
+
+    def _discussion(self) -> list[Quote]:
+        inc = self.incident
+        key_threads = {str(e.ts) for e in self.all if e.key_event and e.ts}
+        key_threads |= {ts for ts in (*inc.posted.values(), inc.header_ts, inc.thread_ts) if ts}
+        responders = {inc.commander or ""} | {user for _, user, _ in self.commanders} | {
+            str(e.data.get("to")) for e in self.role_entries}
+        quotes = draft.discussion(self.all, key_threads, responders - {""},
+                                  lambda e: self.links.message(e.channel, e.ts, e.thread_ts))
+        for q in quotes:
+            q.text = plain(q.text, self.names)
+        return quotes
 
     def _services(self, checks: list[CheckRun]) -> list[str]:
         found = []
