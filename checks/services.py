@@ -132,7 +132,11 @@ class AwsSpec(_Strict):
     subnets: list[str] = []
     roles: list[str] = []
     parameters: list[str] = []  # SSM parameter names the service reads at start-up
-    api_gateways: list[str] = []  # REST API ids whose deployments count as changes
+    api_gateways: list[str] = []  # REST API ids: deployments count as changes; stages, metrics and integrations
+    http_apis: list[str] = []  # API Gateway v2 (HTTP API) ids: stages, metrics and integrations
+    beanstalk_environments: list[str] = []  # Elastic Beanstalk environment names
+    instances: list[str] = []  # EC2 instance ids whose metadata options (IMDS) are checked
+    xray: bool = False  # read X-Ray trace summaries and the service graph for the window
     stacks: list[str] = []  # CloudFormation stacks whose events count as changes
     # Peeking at dead letters is a receive (it bumps receive counts, needs sqs:ReceiveMessage, bodies may hold
     # personal data), so it is opt-in.

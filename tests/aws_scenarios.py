@@ -287,3 +287,63 @@ def put_parameter(aws: AwsClients, name: str, value: str, *, secure: bool = True
 
 def minutes_ago(now: datetime, minutes: int) -> datetime:
     return now - timedelta(minutes=minutes)
+
+
+# --- EC2 instance metadata and API Gateway ---------------------------------------------------------------------
+
+
+def metadata_instance(aws: AwsClients, *, tokens: str = "required", hop_limit: int = 2,
+                      endpoint: str = "enabled") -> str:
+    """A running instance with the given IMDS options (moto stores and returns them as AWS does)."""
+    found = aws.client("ec2", REGION).run_instances(
+        ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
+        MetadataOptions={"HttpTokens": tokens, "HttpPutResponseHopLimit": hop_limit, "HttpEndpoint": endpoint})
+    return found["Instances"][0]["InstanceId"]
+
+
+def rest_api(aws: AwsClients, function_arn: str, *, name: str = "orders", stage: str = "prod",
+             rate_limit: float = 100.0, access_logs: bool = True, method_rate: float | None = None) -> str:
+    """A REST API with GET /orders proxied to a Lambda (29 s integration timeout), deployed to `stage`."""
+    api = aws.client("apigateway", REGION)
+    api_id = api.create_rest_api(name=name)["id"]
+    root = api.get_resources(restApiId=api_id)["items"][0]["id"]
+    resource = api.create_resource(restApiId=api_id, parentId=root, pathPart="orders")["id"]
+    api.put_method(restApiId=api_id, resourceId=resource, httpMethod="GET", authorizationType="NONE")
+    api.put_integration(restApiId=api_id, resourceId=resource, httpMethod="GET", type="AWS_PROXY",
+                        integrationHttpMethod="POST", timeoutInMillis=29000,
+                        uri=f"arn:aws:apigateway:{REGION}:lambda:path/2015-03-31/functions/{function_arn}/invocations")
+    api.create_deployment(restApiId=api_id, stageName=stage)
+    patches = [{"op": "replace", "path": "/*/*/throttling/rateLimit", "value": str(rate_limit)}]
+    if method_rate is not None:
+        patches.append({"op": "replace", "path": "/~1orders/GET/throttling/rateLimit", "value": str(method_rate)})
+    if access_logs:
+        patches += [{"op": "replace", "path": "/accessLogSettings/destinationArn",
+                     "value": f"arn:aws:logs:{REGION}:123456789012:log-group:{name}-access"},
+                    {"op": "replace", "path": "/accessLogSettings/format", "value": "$context.requestId"}]
+    api.update_stage(restApiId=api_id, stageName=stage, patchOperations=patches)
+    return api_id
+
+
+def http_api(aws: AwsClients, function_arn: str, *, rate_limit: float = 100.0, access_logs: bool = True) -> str:
+    """An HTTP API with GET /orders → Lambda (30 s) and a `$default` stage."""
+    api = aws.client("apigatewayv2", REGION)
+    api_id = api.create_api(Name="orders-http", ProtocolType="HTTP")["ApiId"]
+    integration = api.create_integration(ApiId=api_id, IntegrationType="AWS_PROXY", IntegrationUri=function_arn,
+                                         PayloadFormatVersion="2.0", TimeoutInMillis=30000)["IntegrationId"]
+    api.create_route(ApiId=api_id, RouteKey="GET /orders", Target=f"integrations/{integration}")
+    logs = ({"AccessLogSettings": {"DestinationArn": f"arn:aws:logs:{REGION}:123456789012:log-group:http-access",
+                                   "Format": "$context.requestId"}} if access_logs else {})
+    api.create_stage(ApiId=api_id, StageName="$default", **logs,
+                     DefaultRouteSettings={"ThrottlingRateLimit": rate_limit, "ThrottlingBurstLimit": 50})
+    return api_id
+
+
+def put_api_traffic(aws: AwsClients, dimensions: dict[str, str], *, at: datetime, requests: int, e5: int = 0,
+                    e4: int = 0, latency_ms: float = 80.0, integration_ms: float = 60.0, http: bool = False) -> None:
+    """Seed one minute of AWS/ApiGateway datapoints (REST names by default, HTTP API names with `http=True`)."""
+    names = ("Count", "5xx", "4xx") if http else ("Count", "5XXError", "4XXError")
+    values = [*zip(names, (requests, e5, e4), strict=True), ("Latency", latency_ms),
+              ("IntegrationLatency", integration_ms)]
+    dims = [{"Name": k, "Value": v} for k, v in dimensions.items()]
+    aws.client("cloudwatch", REGION).put_metric_data(Namespace="AWS/ApiGateway", MetricData=[
+        {"MetricName": name, "Dimensions": dims, "Value": value, "Timestamp": at} for name, value in values])

@@ -44,7 +44,7 @@ def iam_action(service: str, operation: str) -> str:
     """`("elbv2", "describe_target_health")` → `elasticloadbalancing:DescribeTargetHealth`."""
     if (service, operation) in IAM_ACTION_EXCEPTIONS:
         return IAM_ACTION_EXCEPTIONS[(service, operation)]
-    if service == "apigateway":  # API Gateway's IAM actions are HTTP verbs on resource paths
+    if service in ("apigateway", "apigatewayv2"):  # API Gateway's IAM actions (REST and HTTP APIs) are HTTP verbs
         return "apigateway:GET"
     prefix = IAM_PREFIX.get(service, service)
     return f"{prefix}:{''.join(part.capitalize() for part in operation.split('_'))}"
@@ -120,6 +120,12 @@ class AwsClients:
 
         return await self._memoized(("call", service, operation, region, _params_key(params)), fetch)
 
+    async def poll(self, service: str, region: str, operation: str, **params: Any) -> dict[str, Any]:
+        """Like `call`, but never memoized: for answers that change between two identical calls (query status)."""
+        client = self.client(service, region)
+        with _aws_errors(service, region, operation):
+            return await self._in_thread(getattr(client, operation), **params)
+
     async def paginate(self, service: str, region: str, operation: str, key: str, **params: Any) -> list[Any]:
         """All items under `key` across pages, collected in a worker thread."""
         client = self.client(service, region)
@@ -135,6 +141,7 @@ class AwsClients:
                 return await self._in_thread(collect)
 
         return await self._memoized(("paginate", service, operation, region, key, _params_key(params)), fetch)
+
 
     async def read_object(self, region: str, bucket: str, key: str) -> bytes | None:
         """An S3 object's bytes, read in a worker thread (the body is a stream `call` cannot hand over), or None

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from checks.aws import insights
 from checks.aws.clients import AwsCheckError
 from checks.aws.common import aws_check, aws_error_code, region
 from checks.logsignatures import (  # re-exported: the Lambda checks and the tests import them from here
@@ -47,6 +48,9 @@ TOP_SIGNATURES = 5
 # handful that may be noise or one bad request (warn, P2). Logs carry no request count, so no rate is possible
 # here; aws.lambda_metrics owns the error-rate rule.
 FAIL_AT_ERRORS = 10
+# Above this stored size a group's hour is usually more than FilterLogEvents pages can bring back in time (a page
+# is at most 1 MB); Logs Insights scans it server-side and returns only the error lines.
+INSIGHTS_ABOVE_BYTES = 5 * 1024**3
 
 # --- pure parsing: Lambda REPORT lines -------------------------------------------------------------------------
 
@@ -188,6 +192,7 @@ class ErrorScan:
     signatures: list[ErrorSignature]
     events_scanned: int
     truncated: bool
+    via: str = "filter"  # "filter": FilterLogEvents pages; "insights": one Logs Insights query (error lines only)
 
     @property
     def total(self) -> int:
@@ -203,9 +208,23 @@ class ErrorScan:
 
 
 async def scan_errors(ctx: CheckContext, log_group: str, start: datetime, end: datetime) -> ErrorScan:
-    """Read every event of `log_group` in [start, end] and summarise its errors. Raises AwsCheckError."""
+    """Summarise the errors of `log_group` in [start, end]: through a Logs Insights query when the group is large,
+    else (or when Insights fails) by reading every event. Raises AwsCheckError."""
+    if await stored_bytes(ctx, log_group) >= INSIGHTS_ABOVE_BYTES:
+        found = await insights.error_events(ctx, log_group, start, end)
+        if found is not None:
+            return ErrorScan(log_group, start, end, summarise_errors(found.events), len(found.events),
+                             found.truncated, via="insights")
     batch = await read_events(ctx, log_group, start, end)
     return ErrorScan(log_group, start, end, summarise_errors(batch.events), len(batch.events), batch.truncated)
+
+
+async def stored_bytes(ctx: CheckContext, log_group: str) -> int:
+    """The group's stored size (0 when it does not exist: the read that follows says so)."""
+    assert ctx.aws is not None
+    found = await ctx.aws.call("logs", region(ctx), "describe_log_groups", logGroupNamePrefix=log_group)
+    return next((int(g.get("storedBytes") or 0) for g in found.get("logGroups", []) if g["logGroupName"] == log_group),
+                0)
 
 
 # --- the check -------------------------------------------------------------------------------------------------
@@ -236,6 +255,7 @@ def log_errors_result(scan: ErrorScan) -> CheckResult:
         "window_end": iso(scan.end),
         "events_scanned": scan.events_scanned,
         "truncated": scan.truncated,
+        "read_with": scan.via,
         "errors": scan.total,
         "first_error_at": iso(scan.first_error_at),
         "last_error_at": iso(scan.last_error_at),
