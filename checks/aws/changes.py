@@ -16,8 +16,10 @@ from typing import Any
 
 from checks.aws.clients import AwsCheckError
 from checks.aws.common import aws_check, region
+from checks.aws.fixes.lambda_rollback import function_and_version, rollback_offers
 from checks.aws.logs import ErrorScan, is_not_found, iso, scan_errors
 from checks.correlation import SUSPECT_WINDOW, Change, find_suspect
+from checks.fixes import FixOffer
 from checks.iac.pulumi import pulumi_changes
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, aws_once, check
@@ -251,6 +253,10 @@ async def recent_changes(_region: str, ctx: CheckContext) -> CheckResult:
     suspect = find_suspect(changes, scans)
     if suspect:
         evidence["suspect"] = suspect.change.as_evidence()
+        rolled_back = await _rolled_back(ctx, suspect.change)
+        if rolled_back:
+            return CheckResult(status=Status.ok, resource=suspect.change.resource, evidence=evidence,
+                               summary=suspect.sentence.removesuffix("rollback candidate.") + rolled_back)
         return CheckResult(
             status=Status.fail,
             severity="P1",
@@ -258,6 +264,7 @@ async def recent_changes(_region: str, ctx: CheckContext) -> CheckResult:
             resource=suspect.change.resource,
             evidence=evidence,
             hint=f"Roll back: {suspect.change.rollback}",
+            fixes=await _rollback_fixes(ctx, suspect.change),
         )
     latest = changes[-1]
     listed = f"{_count(changes)} in the last 24 h (latest: {latest.name} at {latest.at:%H:%M} UTC)"
@@ -266,6 +273,31 @@ async def recent_changes(_region: str, ctx: CheckContext) -> CheckResult:
     else:
         summary = f"{listed}; errors since {first_error:%H:%M} UTC do not follow any of them within 60 min."
     return CheckResult(status=Status.ok, summary=summary, evidence=evidence)
+
+
+async def _rolled_back(ctx: CheckContext, change: Change) -> str | None:
+    """Whether a suspect Lambda version has been taken off every alias since, as a sentence; None if not.
+
+    Only a function with aliases can say so: without them, a version may be invoked by its number.
+    """
+    function, version = function_and_version(change.resource)
+    if change.kind != "lambda-version" or not version.isdigit():
+        return None
+    assert ctx.aws is not None
+    aliases = await ctx.aws.paginate("lambda", region(ctx), "list_aliases", "Aliases", FunctionName=function)
+    if not aliases or any(a.get("FunctionVersion") == version for a in aliases):
+        return None
+    runs = ", ".join(f"{a['Name']} runs v{a['FunctionVersion']}" for a in aliases)
+    return f"rolled back since: no alias of {function} runs v{version} any more ({runs})."
+
+
+async def _rollback_fixes(ctx: CheckContext, change: Change) -> list[FixOffer]:
+    """A one-click rollback for a published Lambda version that aliases run; an unpublished `$LATEST` update
+    keeps no earlier code, so it gets none (the hint says why)."""
+    if change.kind != "lambda-version":
+        return []
+    assert ctx.aws is not None
+    return await rollback_offers(ctx.aws, region(ctx), change.resource)
 
 
 def _count(changes: list[Change]) -> str:

@@ -26,6 +26,9 @@ from checks.aws.common import (
     route_target,
     subnet_route_tables,
 )
+from checks.aws.fixes.route_table import move_offer
+from checks.aws.fixes.target_matcher import add_codes_offer
+from checks.fixes import FixOffer
 from checks.model import STATUS_ORDER, CheckResult, Status
 from checks.registry import CheckContext, Layer, aws_items, check
 from checks.services import ServiceSpec, is_link_local
@@ -54,7 +57,7 @@ async def alb_routes(name: str, ctx: CheckContext) -> CheckResult:
             status=Status.ok, resource=lb["LoadBalancerArn"], evidence=evidence,
             summary=f"All {len(rows)} subnets of {name} route 0.0.0.0/0 to an attached internet gateway.",
         )
-    return _routes_finding(name, lb, rows, broken, attached, evidence)
+    return _routes_finding(name, lb, rows, broken, attached, evidence, region(ctx))
 
 
 async def _attached_internet_gateways(ctx: CheckContext, vpc_id: str) -> set[str]:
@@ -109,7 +112,7 @@ def _route_problem(
 
 
 def _routes_finding(name: str, lb: dict[str, Any], rows: list[dict[str, Any]], broken: list[dict[str, Any]],
-                    attached: set[str], evidence: dict[str, Any]) -> CheckResult:
+                    attached: set[str], evidence: dict[str, Any], aws_region: str) -> CheckResult:
     failing = [row for row in broken if row["verdict"] == "fail"]
     if not failing:
         row = broken[0]
@@ -137,7 +140,17 @@ def _routes_finding(name: str, lb: dict[str, Any], rows: list[dict[str, Any]], b
         summary=summary,
         evidence=evidence,
         hint=_routes_hint(first, rows, attached, lb["VpcId"]),
+        fixes=_route_fixes(failing, rows, aws_region),
     )
+
+
+def _route_fixes(failing: list[dict[str, Any]], rows: list[dict[str, Any]], where: str) -> list[FixOffer]:
+    """Move each failing subnet onto the table its healthy siblings use; nothing to offer when none is healthy."""
+    good = next((row for row in rows if row["verdict"] == "ok"), None)
+    if good is None:
+        return []
+    return [move_offer(where, row["subnet"], good["route_table"], row["route_table"])
+            for row in failing if row["route_table"] and row["route_table"] != good["route_table"]]
 
 
 def _routes_hint(bad: dict[str, Any], rows: list[dict[str, Any]], attached: set[str], vpc: str) -> str:
@@ -229,7 +242,7 @@ async def _judge_target_group(ctx: CheckContext, group: dict[str, Any]) -> Check
         },
         "targets": rows,
     }
-    return _target_verdict(group, matcher, rows, evidence)
+    return _target_verdict(group, matcher, rows, evidence, region(ctx))
 
 
 def _target_key(description: dict[str, Any]) -> str:
@@ -251,7 +264,7 @@ def _target_row(description: dict[str, Any], probe: int | str | None) -> dict[st
 
 
 def _target_verdict(group: dict[str, Any], matcher: str | None, rows: list[dict[str, Any]],
-                    evidence: dict[str, Any]) -> CheckResult:
+                    evidence: dict[str, Any], where: str) -> CheckResult:
     name, arn = group["TargetGroupName"], group["TargetGroupArn"]
     if not rows:
         if group.get("LoadBalancerArns"):
@@ -273,6 +286,7 @@ def _target_verdict(group: dict[str, Any], matcher: str | None, rows: list[dict[
             hint=f"Change the matcher (aws elbv2 modify-target-group --target-group-arn {arn} --matcher "
                  f"'{{\"HttpCode\": \"{matcher},{codes.replace(' ', '')}\"}}') or make the app answer "
                  f"{_first_code(matcher)} on {path}.",
+            fixes=[offer] if (offer := add_codes_offer(where, group, matcher, rejected)) else [],
         )
     if unhealthy:
         first = unhealthy[0]

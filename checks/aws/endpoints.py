@@ -15,6 +15,7 @@ from urllib.parse import unquote
 
 from checks.aws.clients import AwsCheckError
 from checks.aws.common import RouteTable, aws_check, aws_error_code, region, subnet_route_tables
+from checks.aws.fixes.gateway_endpoint import endpoint_offer
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, aws_items, check
 
@@ -131,7 +132,9 @@ async def vpce_policy(role: str, ctx: CheckContext) -> CheckResult:
     first = problems[0]
     return CheckResult(status=Status.fail, severity="P1", resource=first.resource, evidence=evidence,
                        summary=f"Role {role}: {first.summary}" + (f" (+{len(problems) - 1} more)" if problems[1:] else ""),
-                       hint=first.hint)
+                       hint=first.hint,
+                       fixes=[endpoint_offer(region(ctx), *pair)
+                              for pair in dict.fromkeys(p.gateway_route for p in problems if p.gateway_route)])
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ class Problem:
     resource: str
     summary: str
     hint: str
+    gateway_route: tuple[str, str] | None = None  # (gateway endpoint, route table) whose association fixes it
 
 
 @dataclass
@@ -238,6 +242,7 @@ def _unrouted(req: Requirement, table: RouteTable, gateway: dict[str, Any] | Non
                     "endpoint, so its requests reach the service over the internet and are denied.",
             hint=f"Add {rtb} to {vpce}: aws ec2 modify-vpc-endpoint --vpc-endpoint-id {vpce} "
                  f"--add-route-table-ids {rtb}",
+            gateway_route=(vpce, rtb),
         )
     names = ", ".join(e["VpcEndpointId"] for e in existing)
     return Problem(
@@ -279,6 +284,7 @@ def _judge_source_vpc(req: Requirement, by_vpc: dict[str, list[dict[str, Any]]],
                 hint=(f"Add {table.route_table_id} to {gateway['VpcEndpointId']}: aws ec2 modify-vpc-endpoint "
                       f"--vpc-endpoint-id {gateway['VpcEndpointId']} --add-route-table-ids {table.route_table_id}")
                 if gateway else f"Create a {what} VPC endpoint in {table.vpc_id} and add {table.route_table_id} to it.",
+                gateway_route=(gateway["VpcEndpointId"], table.route_table_id) if gateway else None,
             ))
     return problems, rows
 

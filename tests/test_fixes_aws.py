@@ -1,0 +1,375 @@
+"""The AWS fix actions against moto: the check that finds the cause offers the fix, the preview shows the state it
+saw, the fix changes moto's state, the check passes again, and the undo restores the exact previous state.
+A state that moved between preview and fix is refused, never overwritten."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from checks.aws.changes import parse_aws_time, recent_changes
+from checks.aws.clients import AwsClients
+from checks.aws.elb import TargetGroups, alb_routes, target_health
+from checks.aws.endpoints import vpce_policy
+from checks.aws.fixes import fix_actions
+from checks.aws.fixes.common import label
+from checks.fixes import FixOffer, FixPlan, FixRefused, FixResult
+from checks.model import Status
+from checks.registry import CheckContext
+from checks.runner import make_http_client
+from checks.services import AwsSpec, ServiceSpec
+from tests.aws_lambda_scenarios import create_function, deploy_version, point_alias, put_log_lines
+from tests.aws_scenarios import (
+    REGION,
+    Network,
+    build_alb,
+    build_network,
+    build_target_group,
+    drop_association,
+    gateway_endpoint,
+    health_server,
+    role_with_policy,
+    route_main_table_through_nat,
+    route_through_nat,
+    source_vpce_statement,
+)
+
+MakeCtx = Callable[..., CheckContext]
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with make_http_client() as client:
+        yield client
+
+
+@pytest.fixture
+def make_ctx(aws: AwsClients, http: httpx.AsyncClient) -> MakeCtx:
+    def make(now: datetime | None = None, **spec: Any) -> CheckContext:
+        # A diagnosis run's view: its memo must not leak into the fix's reads, or the re-run's.
+        return CheckContext(service_name="web", service=ServiceSpec(aws=AwsSpec(region=REGION, **spec)),
+                            now=now or datetime.now(UTC), http=http, aws=aws.scoped())
+
+    return make
+
+
+@pytest.fixture
+def net(aws: AwsClients) -> Network:
+    return build_network(aws)
+
+
+async def plan_and_apply(aws: AwsClients, offer: FixOffer) -> tuple[FixPlan, FixResult]:
+    action = fix_actions()[offer.action]
+    plan = await action.plan(aws, offer.params)
+    return plan, await action.apply(aws, plan)
+
+
+# --- lambda.rollback_alias -------------------------------------------------------------------------------------
+
+
+def bad_deploy(aws: AwsClients) -> datetime:
+    """api-handler v1 (build 41) and v2 (build 42) published, alias live on v2, errors from 3 min after v2."""
+    create_function(aws, "api-handler")
+    deploy_version(aws, "api-handler", "build 41")
+    v2 = deploy_version(aws, "api-handler", "build 42")
+    point_alias(aws, "api-handler", "live", v2["Version"])
+    deployed_at = parse_aws_time(v2["LastModified"])
+    put_log_lines(aws, "/aws/lambda/api-handler", [
+        (deployed_at - timedelta(minutes=30), "INFO all good"),
+        *[(deployed_at + timedelta(minutes=3, seconds=s), f"[ERROR] TypeError: bad payload {s}") for s in range(5)],
+    ])
+    return deployed_at
+
+
+async def test_bad_lambda_deploy_is_rolled_back_and_the_undo_puts_it_back(aws: AwsClients, make_ctx: MakeCtx) -> None:
+    deployed_at = bad_deploy(aws)
+    diagnose = lambda: recent_changes(REGION, make_ctx(deployed_at + timedelta(minutes=10),  # noqa: E731
+                                                       lambda_functions=["api-handler"]))
+
+    found = await diagnose()
+
+    assert found.status is Status.fail and found.summary.startswith("Errors started 3 min after deploy of api-handler v2")
+    params = {"region": REGION, "function": "api-handler", "alias": "live", "version": "1", "from_version": "2"}
+    assert found.fixes == [FixOffer("lambda.rollback_alias", "Roll back api-handler to v1", params,
+                                    reverse_label="Put api-handler back on v2")]
+
+    plan, result = await plan_and_apply(aws, found.fixes[0])
+
+    assert plan.calls == ["lambda:UpdateAlias(FunctionName=api-handler, Name=live, FunctionVersion=1)"]
+    assert (plan.before["FunctionVersion"], plan.after["FunctionVersion"]) == ("2", "1")
+    assert result.ok and result.message == "Alias live of api-handler now runs v1 (was v2)."
+    assert aws.client("lambda", REGION).get_alias(FunctionName="api-handler", Name="live")["FunctionVersion"] == "1"
+    again = await diagnose()
+    assert again.status is Status.ok and again.fixes == []
+    assert again.summary.endswith("rolled back since: no alias of api-handler runs v2 any more (live runs v1).")
+
+    assert result.reverse == FixOffer("lambda.rollback_alias", "Put back api-handler to v2",
+                                      {**params, "version": "2", "from_version": "1"},
+                                      reverse_label="Put api-handler back on v1")
+    _, undone = await plan_and_apply(aws, result.reverse)
+    assert undone.ok and undone.after["FunctionVersion"] == "2"
+    assert (await diagnose()).status is Status.fail
+
+
+async def test_rollback_refuses_when_someone_deployed_after_the_preview(aws: AwsClients, make_ctx: MakeCtx) -> None:
+    deployed_at = bad_deploy(aws)
+    found = await recent_changes(REGION, make_ctx(deployed_at + timedelta(minutes=10), lambda_functions=["api-handler"]))
+    action = fix_actions()["lambda.rollback_alias"]
+    plan = await action.plan(aws, found.fixes[0].params)
+    v3 = deploy_version(aws, "api-handler", "build 43, the real fix")
+    point_alias(aws, "api-handler", "live", v3["Version"])
+
+    with pytest.raises(FixRefused, match=r"state changed since the preview \(FunctionVersion 2 → 3\)"):
+        await action.apply(aws, plan)
+
+    assert aws.client("lambda", REGION).get_alias(FunctionName="api-handler", Name="live")["FunctionVersion"] == "3"
+    with pytest.raises(FixRefused, match="now runs v3, not v2 as the diagnosis saw"):
+        await action.plan(aws, found.fixes[0].params)
+
+
+async def test_latest_only_function_gets_no_fake_rollback(aws: AwsClients, make_ctx: MakeCtx) -> None:
+    create_function(aws, "worker")
+    client = aws.client("lambda", REGION)
+    client.create_alias(FunctionName="worker", Name="live", FunctionVersion="$LATEST")
+    updated = parse_aws_time(client.get_function_configuration(FunctionName="worker")["LastModified"])
+    put_log_lines(aws, "/aws/lambda/worker", [(updated + timedelta(minutes=2), "[ERROR] KeyError: 'id'")])
+
+    found = await recent_changes(REGION, make_ctx(updated + timedelta(minutes=5), lambda_functions=["worker"]))
+
+    assert found.status is Status.fail and "$LATEST" in found.summary
+    assert found.fixes == [] and "keep no history to roll back to" in found.hint
+    asked = {"region": REGION, "function": "worker", "alias": "live", "version": "$LATEST", "from_version": "$LATEST"}
+    with pytest.raises(FixRefused, match=r"runs \$LATEST, which is updated in place and keeps no earlier code"):
+        await fix_actions()["lambda.rollback_alias"].plan(aws, asked)
+
+
+async def test_rollback_to_a_deleted_version_or_a_missing_alias_is_refused_in_a_sentence(aws: AwsClients) -> None:
+    create_function(aws, "api-handler")
+    deploy_version(aws, "api-handler", "build 41")
+    point_alias(aws, "api-handler", "live", "1")
+    action = fix_actions()["lambda.rollback_alias"]
+    params = {"region": REGION, "function": "api-handler", "alias": "live", "version": "0", "from_version": "1"}
+
+    with pytest.raises(FixRefused, match="^Version 0 of api-handler no longer exists"):
+        await action.plan(aws, params)
+    with pytest.raises(FixRefused, match="^api-handler has no alias canary"):
+        await action.plan(aws, {**params, "alias": "canary"})
+    with pytest.raises(FixRefused, match="^Missing parameters: alias, from_version.$"):
+        await action.plan(aws, {"region": REGION, "function": "api-handler", "version": "1"})
+
+
+# --- vpc.reassociate_route_table -------------------------------------------------------------------------------
+
+
+async def test_subnet_routed_through_nat_is_moved_back_to_its_siblings_table(
+    aws: AwsClients, net: Network, make_ctx: MakeCtx
+) -> None:
+    build_alb(aws, net)
+    bad = net.public_subnets[1]
+    route_through_nat(aws, net, bad)
+
+    found = await alb_routes("web", make_ctx(load_balancers=["web"]))
+
+    assert found.status is Status.fail
+    assert [f.label for f in found.fixes] == [f"Move {bad} to {net.public_route_table}"]
+    plan, result = await plan_and_apply(aws, found.fixes[0])
+    assert plan.calls == [f"ec2:ReplaceRouteTableAssociation(AssociationId={plan.before['association']}, "
+                          f"RouteTableId={net.public_route_table})"]
+    assert (plan.before["route_table"], plan.before["default_route"]) == (net.private_route_table, net.nat_id)
+    assert (plan.after["route_table"], plan.after["default_route"]) == (net.public_route_table, net.igw_id)
+    assert result.ok and result.after["route_table"] == net.public_route_table
+    assert (await alb_routes("web", make_ctx(load_balancers=["web"]))).status is Status.ok
+
+    assert result.reverse is not None and result.reverse.label == f"Move {bad} to {net.private_route_table}"
+    _, undone = await plan_and_apply(aws, result.reverse)
+    assert undone.ok and undone.after["route_table"] == net.private_route_table
+    assert (await alb_routes("web", make_ctx(load_balancers=["web"]))).status is Status.fail
+
+
+async def test_subnet_on_the_main_table_gets_an_association_and_the_undo_removes_it(
+    aws: AwsClients, net: Network, make_ctx: MakeCtx
+) -> None:
+    build_alb(aws, net)
+    route_main_table_through_nat(aws, net)
+    bad = net.public_subnets[0]
+    drop_association(aws, bad)
+
+    found = await alb_routes("web", make_ctx(load_balancers=["web"]))
+    plan, result = await plan_and_apply(aws, found.fixes[0])
+
+    assert plan.calls == [f"ec2:AssociateRouteTable(SubnetId={bad}, RouteTableId={net.public_route_table})"]
+    assert plan.before["association"] == "none (main table)"
+    assert result.ok and (await alb_routes("web", make_ctx(load_balancers=["web"]))).status is Status.ok
+    assert result.reverse is not None and result.reverse.params["implicit"] == "true"
+    undo = fix_actions()["vpc.reassociate_route_table"]
+    undo_plan = await undo.plan(aws, result.reverse.params)
+    assert undo_plan.calls == [f"ec2:DisassociateRouteTable(AssociationId={result.after['association']})"]
+    undone = await undo.apply(aws, undo_plan)
+    assert undone.ok and undone.after["association"] == "none (main table)"
+    assert undone.after["route_table"] == net.main_route_table
+
+
+async def test_reassociation_refuses_when_the_subnet_moved_after_the_preview(
+    aws: AwsClients, net: Network, make_ctx: MakeCtx
+) -> None:
+    build_alb(aws, net)
+    bad = net.public_subnets[1]
+    route_through_nat(aws, net, bad)
+    found = await alb_routes("web", make_ctx(load_balancers=["web"]))
+    action = fix_actions()["vpc.reassociate_route_table"]
+    plan = await action.plan(aws, found.fixes[0].params)
+    drop_association(aws, bad)  # someone else's change: the subnet now uses the main table
+
+    with pytest.raises(FixRefused, match="state changed since the preview"):
+        await action.apply(aws, plan)
+
+    with pytest.raises(FixRefused, match=f"now uses {net.main_route_table}, not {net.private_route_table}"):
+        await action.plan(aws, found.fixes[0].params)
+
+
+# --- elb.add_matcher_code --------------------------------------------------------------------------------------
+
+
+async def test_matcher_gets_the_code_the_health_path_answers_and_the_undo_restores_it(
+    aws: AwsClients, net: Network, make_ctx: MakeCtx
+) -> None:
+    with health_server(299) as port:
+        group = build_target_group(aws, net, matcher="200", targets=[("127.0.0.1", port)])
+        diagnose = lambda: target_health(TargetGroups("web-tg"), make_ctx(target_groups=["web-tg"]))  # noqa: E731
+
+        found = await diagnose()
+
+        assert found.status is Status.fail
+        arn = group["TargetGroupArn"]
+        assert found.fixes == [FixOffer("elb.add_matcher_code", "Accept 299 in web-tg health checks",
+                                        {"region": REGION, "target_group": arn, "from_matcher": "200",
+                                         "matcher": "200,299"},
+                                        reverse_label="Restore web-tg matcher to 200")]
+        plan, result = await plan_and_apply(aws, found.fixes[0])
+        assert plan.calls == [f'elasticloadbalancing:ModifyTargetGroup(TargetGroupArn={arn}, '
+                              'Matcher={"HttpCode": "200,299"})']
+        assert (plan.before["Matcher.HttpCode"], plan.after["Matcher.HttpCode"]) == ("200", "200,299")
+        assert result.ok
+        described = aws.client("elbv2", REGION).describe_target_groups(TargetGroupArns=[arn])["TargetGroups"][0]
+        assert described["Matcher"] == {"HttpCode": "200,299"}
+        assert (await diagnose()).status is Status.ok
+
+        assert result.reverse is not None and result.reverse.label == "Restore web-tg matcher to 200"
+        _, undone = await plan_and_apply(aws, result.reverse)
+        assert undone.ok and undone.after["Matcher.HttpCode"] == "200"
+        assert (await diagnose()).status is Status.fail
+
+
+async def test_a_health_path_answering_5xx_is_not_papered_over(
+    aws: AwsClients, net: Network, make_ctx: MakeCtx
+) -> None:
+    with health_server(503) as port:
+        build_target_group(aws, net, matcher="200", targets=[("127.0.0.1", port)])
+
+        found = await target_health(TargetGroups("web-tg"), make_ctx(target_groups=["web-tg"]))
+
+    assert found.status is Status.fail and "answers 503" in found.summary
+    assert found.fixes == []
+
+
+async def test_matcher_change_refuses_when_someone_changed_it_after_the_preview(
+    aws: AwsClients, net: Network, make_ctx: MakeCtx
+) -> None:
+    with health_server(299) as port:
+        group = build_target_group(aws, net, matcher="200", targets=[("127.0.0.1", port)])
+        found = await target_health(TargetGroups("web-tg"), make_ctx(target_groups=["web-tg"]))
+    action = fix_actions()["elb.add_matcher_code"]
+    plan = await action.plan(aws, found.fixes[0].params)
+    aws.client("elbv2", REGION).modify_target_group(TargetGroupArn=group["TargetGroupArn"],
+                                                    Matcher={"HttpCode": "200-299"})
+
+    with pytest.raises(FixRefused, match=r"Matcher.HttpCode 200 → 200-299"):
+        await action.apply(aws, plan)
+
+
+# --- vpc.associate_gateway_endpoint ----------------------------------------------------------------------------
+
+
+async def test_route_table_is_put_on_the_gateway_endpoint_and_the_undo_takes_it_off(
+    aws: AwsClients, net: Network, make_ctx: MakeCtx
+) -> None:
+    vpce = gateway_endpoint(aws, net, route_tables=(net.public_route_table,))
+    role_with_policy(aws, "app", [source_vpce_statement(vpce)])
+    diagnose = lambda: vpce_policy("app", make_ctx(roles=["app"], subnets=[net.private_subnets[0]]))  # noqa: E731
+
+    found = await diagnose()
+
+    rtb = net.private_route_table
+    assert found.status is Status.fail
+    assert found.fixes == [FixOffer("vpc.associate_gateway_endpoint", f"Add {rtb} to {vpce}",
+                                    {"region": REGION, "endpoint": vpce, "route_table": rtb},
+                                    reverse_label=f"Remove {rtb} from {vpce}")]
+    plan, result = await plan_and_apply(aws, found.fixes[0])
+    assert plan.calls == [f"ec2:ModifyVpcEndpoint(VpcEndpointId={vpce}, AddRouteTableIds=['{rtb}'])"]
+    assert plan.before["RouteTableIds"] == net.public_route_table
+    assert plan.after["RouteTableIds"] == ", ".join(sorted([net.public_route_table, rtb]))
+    assert result.ok
+    tables = aws.client("ec2", REGION).describe_vpc_endpoints(VpcEndpointIds=[vpce])["VpcEndpoints"][0]["RouteTableIds"]
+    assert sorted(tables) == sorted([net.public_route_table, rtb])
+    assert (await diagnose()).status is Status.ok
+
+    assert result.reverse == FixOffer("vpc.disassociate_gateway_endpoint", f"Remove {rtb} from {vpce}",
+                                      {"region": REGION, "endpoint": vpce, "route_table": rtb},
+                                      reverse_label=f"Add {rtb} to {vpce}")
+    undo_plan, undone = await plan_and_apply(aws, result.reverse)
+    assert undo_plan.calls == [f"ec2:ModifyVpcEndpoint(VpcEndpointId={vpce}, RemoveRouteTableIds=['{rtb}'])"]
+    assert undone.ok and undone.after["RouteTableIds"] == net.public_route_table
+    assert (await diagnose()).status is Status.fail
+
+
+async def test_endpoint_association_refuses_when_the_endpoint_changed_after_the_preview(
+    aws: AwsClients, net: Network, make_ctx: MakeCtx
+) -> None:
+    vpce = gateway_endpoint(aws, net, route_tables=(net.public_route_table,))
+    role_with_policy(aws, "app", [source_vpce_statement(vpce)])
+    found = await vpce_policy("app", make_ctx(roles=["app"], subnets=[net.private_subnets[0]]))
+    action = fix_actions()["vpc.associate_gateway_endpoint"]
+    plan = await action.plan(aws, found.fixes[0].params)
+    aws.client("ec2", REGION).modify_vpc_endpoint(VpcEndpointId=vpce, RemoveRouteTableIds=[net.public_route_table])
+
+    with pytest.raises(FixRefused, match="state changed since the preview"):
+        await action.apply(aws, plan)
+
+    assert aws.client("ec2", REGION).describe_vpc_endpoints(VpcEndpointIds=[vpce])["VpcEndpoints"][0].get(
+        "RouteTableIds", []) == []
+
+
+async def test_endpoint_actions_refuse_what_does_not_apply(aws: AwsClients, net: Network) -> None:
+    vpce = gateway_endpoint(aws, net, route_tables=(net.public_route_table,))
+    other = build_network(aws, cidr="10.1.0.0/16")
+    params = {"region": REGION, "endpoint": vpce}
+    add, remove = fix_actions()["vpc.associate_gateway_endpoint"], fix_actions()["vpc.disassociate_gateway_endpoint"]
+
+    with pytest.raises(FixRefused, match=f"{net.public_route_table} is already on {vpce}"):
+        await add.plan(aws, {**params, "route_table": net.public_route_table})
+    with pytest.raises(FixRefused, match=f"{net.private_route_table} is not on {vpce}"):
+        await remove.plan(aws, {**params, "route_table": net.private_route_table})
+    with pytest.raises(FixRefused, match=f"not a route table of {net.vpc_id}"):
+        await add.plan(aws, {**params, "route_table": other.private_route_table})
+    with pytest.raises(FixRefused, match="InvalidVpcEndpointId.NotFound"):
+        await add.plan(aws, {**params, "endpoint": "vpce-0123456789abcdef0", "route_table": net.private_route_table})
+
+
+# --- shared ----------------------------------------------------------------------------------------------------
+
+
+def test_labels_fit_a_slack_button_and_keep_both_ends() -> None:
+    long = label(f"Roll back {'f' * 64} to v41")
+    assert len(long) == 75 and long.startswith("Roll back fff") and long.endswith("to v41") and "…" in long
+    assert label("Roll back api-handler to v41") == "Roll back api-handler to v41"
+
+
+def test_every_registered_action_has_a_name_matching_its_key() -> None:
+    actions = fix_actions()
+    assert {"lambda.rollback_alias", "vpc.reassociate_route_table", "elb.add_matcher_code",
+            "vpc.associate_gateway_endpoint", "vpc.disassociate_gateway_endpoint"} <= set(actions)
+    assert all(action.name == name for name, action in actions.items())
