@@ -138,6 +138,8 @@ class AwsSpec(_Strict):
     instances: list[str] = []  # EC2 instance ids whose metadata options (IMDS) are checked
     xray: bool = False  # read X-Ray trace summaries and the service graph for the window
     stacks: list[str] = []  # CloudFormation stacks whose events count as changes
+    security_groups: list[str] = []  # SG ids to judge besides those found on the LBs, targets, DBs and Lambdas
+    vpc_endpoints: list[str] = []  # interface endpoint ids (SSM, Secrets Manager, STS, ECR…) the service calls
     # Peeking at dead letters is a receive (it bumps receive counts, needs sqs:ReceiveMessage, bodies may hold
     # personal data), so it is opt-in.
     peek_dead_letters: bool = False

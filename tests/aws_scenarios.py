@@ -347,3 +347,73 @@ def put_api_traffic(aws: AwsClients, dimensions: dict[str, str], *, at: datetime
     dims = [{"Name": k, "Value": v} for k, v in dimensions.items()]
     aws.client("cloudwatch", REGION).put_metric_data(Namespace="AWS/ApiGateway", MetricData=[
         {"MetricName": name, "Dimensions": dims, "Value": value, "Timestamp": at} for name, value in values])
+
+
+# --- security groups, NAT gateways, functions in a VPC, interface endpoints ----------------------------------
+
+
+def security_group(aws: AwsClients, net: Network, name: str, *, ingress: list[tuple[int, str]] = (),
+                   egress: list[tuple[int, str]] | None = None) -> str:
+    """A security group with TCP rules (port, source) where source is an `sg-…` id or a CIDR. `egress=None` keeps
+    the allow-all egress rule AWS creates; a list replaces it."""
+    ec2 = aws.client("ec2", REGION)
+    group = ec2.create_security_group(GroupName=name, Description=name, VpcId=net.vpc_id)["GroupId"]
+    if ingress:
+        ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[_permission(*r) for r in ingress])
+    if egress is not None:
+        ec2.revoke_security_group_egress(GroupId=group, IpPermissions=[
+            {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        if egress:
+            ec2.authorize_security_group_egress(GroupId=group, IpPermissions=[_permission(*r) for r in egress])
+    return group
+
+
+def _permission(port: int, source: str) -> dict[str, Any]:
+    peer = {"UserIdGroupPairs": [{"GroupId": source}]} if source.startswith("sg-") else {
+        "IpRanges": [{"CidrIp": source}]}
+    return {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, **peer}
+
+
+def instance_in(aws: AwsClients, net: Network, groups: list[str]) -> str:
+    ec2 = aws.client("ec2", REGION)
+    found = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, SubnetId=net.private_subnets[0],
+                              SecurityGroupIds=groups)
+    return found["Instances"][0]["InstanceId"]
+
+
+def vpc_function(aws: AwsClients, name: str, subnets: tuple[str, ...], groups: list[str], *, role: str,
+                 env: dict[str, str] | None = None) -> dict[str, Any]:
+    """A Lambda function attached to `subnets`, running as `role` (whose policies say which AWS services it calls)."""
+    from tests.aws_lambda_scenarios import code_zip
+
+    arn = aws.client("iam", REGION).get_role(RoleName=role)["Role"]["Arn"]
+    return aws.client("lambda", REGION).create_function(
+        FunctionName=name, Runtime="python3.12", Role=arn, Handler="app.handler", Code={"ZipFile": code_zip()},
+        VpcConfig={"SubnetIds": list(subnets), "SecurityGroupIds": groups}, Environment={"Variables": env or {}})
+
+
+def delete_nat(aws: AwsClients, net: Network) -> None:
+    """The private subnets keep their 0.0.0.0/0 route to the NAT gateway, which AWS then shows as a blackhole."""
+    aws.client("ec2", REGION).delete_nat_gateway(NatGatewayId=net.nat_id)
+
+
+def put_nat_metrics(aws: AwsClients, nat_id: str, at: datetime, **sums: float) -> None:
+    """AWS/NATGateway datapoints (moto has no data plane, so they are seeded), e.g. ErrorPortAllocation=12."""
+    aws.client("cloudwatch", REGION).put_metric_data(Namespace="AWS/NATGateway", MetricData=[
+        {"MetricName": metric, "Dimensions": [{"Name": "NatGatewayId", "Value": nat_id}], "Timestamp": at,
+         "Value": value, "Unit": "Count"} for metric, value in sums.items()])
+
+
+def interface_endpoint(aws: AwsClients, net: Network, service: str, *, subnets: tuple[str, ...], groups: list[str],
+                       private_dns: bool = True, policy: dict[str, Any] | None = None) -> str:
+    ec2 = aws.client("ec2", REGION)
+    params: dict[str, Any] = {"PolicyDocument": json.dumps(policy)} if policy else {}
+    return ec2.create_vpc_endpoint(VpcId=net.vpc_id, ServiceName=f"com.amazonaws.{REGION}.{service}",
+                                   VpcEndpointType="Interface", SubnetIds=list(subnets), SecurityGroupIds=groups,
+                                   PrivateDnsEnabled=private_dns, **params)["VpcEndpoint"]["VpcEndpointId"]
+
+
+def enable_vpc_dns(aws: AwsClients, net: Network, *, support: bool = True, hostnames: bool = True) -> None:
+    ec2 = aws.client("ec2", REGION)
+    ec2.modify_vpc_attribute(VpcId=net.vpc_id, EnableDnsSupport={"Value": support})
+    ec2.modify_vpc_attribute(VpcId=net.vpc_id, EnableDnsHostnames={"Value": hostnames})

@@ -33,6 +33,7 @@ from checks.model import CheckResult, Status
 from checks.registry import CheckContext
 
 __all__ = [
+    "DNS_ATTRIBUTE_FLAGS",
     "LoadBalancerNotFound",
     "RouteTable",
     "aws_check",
@@ -42,7 +43,9 @@ __all__ = [
     "error_result",
     "region",
     "route_target",
+    "service_subnets",
     "subnet_route_tables",
+    "vpc_dns_attributes",
 ]
 
 Item = TypeVar("Item")
@@ -190,3 +193,29 @@ def route_target(route: dict[str, Any] | None) -> str | None:
     if route is None:
         return None
     return next((str(route[key]) for key in _TARGET_KEYS if route.get(key)), None)
+
+
+# --- The service's VPC ---------------------------------------------------------------------------------------
+
+
+async def service_subnets(ctx: CheckContext) -> list[str]:
+    """`aws.subnets` and the subnets of the service's functions in a VPC (`lambda:GetFunctionConfiguration`)."""
+    assert ctx.service.aws is not None
+    found = list(ctx.service.aws.subnets)
+    for function in ctx.service.aws.lambda_functions:
+        config = await ctx.aws.call("lambda", region(ctx), "get_function_configuration", FunctionName=function)
+        found += (config.get("VpcConfig") or {}).get("SubnetIds") or []
+    return list(dict.fromkeys(found))
+
+
+# A VPC DNS attribute → its `aws ec2 modify-vpc-attribute` flag, for hints.
+DNS_ATTRIBUTE_FLAGS = {"enableDnsSupport": "--enable-dns-support", "enableDnsHostnames": "--enable-dns-hostnames"}
+
+
+async def vpc_dns_attributes(ctx: CheckContext, vpc: str) -> dict[str, bool]:
+    """`enableDnsSupport` and `enableDnsHostnames` of a VPC (`ec2:DescribeVpcAttribute`)."""
+    found = {}
+    for attribute in DNS_ATTRIBUTE_FLAGS:
+        answer = await ctx.aws.call("ec2", region(ctx), "describe_vpc_attribute", VpcId=vpc, Attribute=attribute)
+        found[attribute] = bool(answer[attribute[0].upper() + attribute[1:]]["Value"])
+    return found

@@ -1,4 +1,6 @@
-"""VPC endpoints the service depends on: IAM conditions on `aws:sourceVpce`/`aws:sourceVpc`, and SSM parameters.
+"""VPC endpoints the service depends on: IAM conditions on `aws:sourceVpce`/`aws:sourceVpc`, SSM parameters, and
+the interface endpoints of `aws.vpc_endpoints` (state, private DNS and VPC DNS, zones, 443 from the service's
+subnets, endpoint policy Denies that apply to `aws.roles`).
 
 A role policy that allows DynamoDB only `"aws:SourceVpce": "vpce-…"` works from a subnet whose route table is
 on that gateway endpoint and fails with AccessDenied from every other subnet — and IAM's error never says why.
@@ -8,13 +10,26 @@ tables against them, statically (moto, like IAM itself, cannot simulate `aws:sou
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 from checks.aws.clients import AwsCheckError
-from checks.aws.common import RouteTable, aws_check, aws_error_code, region, subnet_route_tables
+from checks.aws.common import (
+    DNS_ATTRIBUTE_FLAGS,
+    RouteTable,
+    aws_check,
+    aws_error_code,
+    region,
+    service_subnets,
+    subnet_route_tables,
+    vpc_dns_attributes,
+)
+from checks.aws.lambdas import Problem as LambdaProblem
+from checks.aws.lambdas import fold
+from checks.aws.policies import ResourcePolicy, deny_result, judge_policy
+from checks.aws.policy_eval import DenyMatch
+from checks.aws.roles import role_policy_documents, service_roles
+from checks.aws.security_groups import HTTPS, Side, allows
 from checks.aws.fixes.gateway_endpoint import endpoint_offer
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, aws_items, check
@@ -74,27 +89,6 @@ def _as_list(value: Any) -> list[str]:
     if value is None:
         return []
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
-
-
-async def role_policy_documents(ctx: CheckContext, role: str) -> list[tuple[str, dict[str, Any]]]:
-    """(policy name, document) for the role's inline and attached managed policies."""
-    documents = []
-    for name in await ctx.aws.paginate("iam", region(ctx), "list_role_policies", "PolicyNames", RoleName=role):
-        found = await ctx.aws.call("iam", region(ctx), "get_role_policy", RoleName=role, PolicyName=name)
-        documents.append((f"inline policy {name}", _document(found["PolicyDocument"])))
-    attached = await ctx.aws.paginate("iam", region(ctx), "list_attached_role_policies", "AttachedPolicies",
-                                      RoleName=role)
-    for policy in attached:
-        meta = await ctx.aws.call("iam", region(ctx), "get_policy", PolicyArn=policy["PolicyArn"])
-        version = await ctx.aws.call("iam", region(ctx), "get_policy_version", PolicyArn=policy["PolicyArn"],
-                                     VersionId=meta["Policy"]["DefaultVersionId"])
-        documents.append((f"managed policy {policy['PolicyName']}", _document(version["PolicyVersion"]["Document"])))
-    return documents
-
-
-def _document(document: dict[str, Any] | str) -> dict[str, Any]:
-    # boto3 decodes IAM documents to dicts; a raw client or a Stubber may hand back the URL-encoded JSON.
-    return document if isinstance(document, dict) else json.loads(unquote(document))
 
 
 # --- aws.vpce_policy -----------------------------------------------------------------------------------------
@@ -336,3 +330,101 @@ def _parameter_error(name: str, ctx: CheckContext, exc: AwsCheckError) -> CheckR
                            summary=f"Access denied: the bot's role needs kms:Decrypt on the KMS key of {name}",
                            hint="Allow kms:Decrypt on that key for the bot's role (deploy/iam-policy.json).")
     raise exc
+
+
+# --- aws.interface_endpoints ---------------------------------------------------------------------------------
+
+
+@check("aws.interface_endpoints", each=aws_items("vpc_endpoints"), layer=Layer.config, timeout_s=20)
+@aws_check
+async def interface_endpoints(endpoint_id: str, ctx: CheckContext) -> CheckResult:
+    """An interface endpoint the service calls is available, resolvable, reachable on 443 and lets its roles in"""
+    endpoint = await _endpoint(ctx, endpoint_id)
+    if endpoint is None:
+        return CheckResult(status=Status.fail, severity="P1", resource=endpoint_id,
+                           summary=f"VPC endpoint {endpoint_id} does not exist in {region(ctx)}.",
+                           hint="Fix aws.vpc_endpoints in the services file, or recreate the endpoint.")
+    subnets = await _service_subnet_rows(ctx, endpoint["VpcId"])
+    problems = _state_problems(endpoint) + await _dns_problems(ctx, endpoint)
+    problems += await _az_problems(ctx, endpoint, subnets) + await _sg_problems(ctx, endpoint, subnets)
+    denies = await _endpoint_denies(ctx, endpoint)
+    evidence = {"service": endpoint.get("ServiceName"), "private_dns": endpoint.get("PrivateDnsEnabled"),
+                "subnets": endpoint.get("SubnetIds", []), "groups": [g["GroupId"] for g in endpoint.get("Groups", [])],
+                "service_subnets": subnets, "denies": [d.row() for d in denies]}
+    if not problems and any(d.certain for d in denies):
+        return deny_result(denies, ok="", evidence=evidence, resource=endpoint_id)
+    return fold(problems, resource=endpoint_id, evidence=evidence,
+                ok=f"{endpoint_id} ({endpoint.get('ServiceName')}) is available, resolvable and reachable on 443 "
+                   f"from {len(subnets)} service subnet(s)")
+
+
+def _state_problems(endpoint: dict[str, Any]) -> list[LambdaProblem]:
+    state = str(endpoint.get("State", "")).lower()
+    if state == "available":
+        return []
+    return [LambdaProblem(Status.fail, "P1", f"{endpoint['VpcEndpointId']} is {state}, not available.",
+                          "Accept or recreate the endpoint (aws ec2 describe-vpc-endpoints shows why).")]
+
+
+async def _dns_problems(ctx: CheckContext, endpoint: dict[str, Any]) -> list[LambdaProblem]:
+    eid, service = endpoint["VpcEndpointId"], endpoint.get("ServiceName", "")
+    if not endpoint.get("PrivateDnsEnabled"):
+        return [LambdaProblem(
+            Status.fail, "P1", f"Private DNS is off on {eid} ({service}): the SDK's default name resolves to the "
+                               "public endpoint, which private subnets without NAT cannot reach.",
+            f"aws ec2 modify-vpc-endpoint --vpc-endpoint-id {eid} --private-dns-enabled")]
+    off = [a for a, on in (await vpc_dns_attributes(ctx, endpoint["VpcId"])).items() if not on]
+    return [LambdaProblem(
+        Status.fail, "P1", f"{eid} has private DNS on, but {', '.join(off)} is off in {endpoint['VpcId']}: the "
+                           f"private name of {service} does not resolve to the endpoint.",
+        f"aws ec2 modify-vpc-attribute --vpc-id {endpoint['VpcId']} {DNS_ATTRIBUTE_FLAGS[off[0]]}"
+        " '{\"Value\":true}'")] if off else []
+
+
+async def _service_subnet_rows(ctx: CheckContext, vpc: str) -> list[dict[str, Any]]:
+    """The service's subnets in the endpoint's VPC, with their AZ and CIDR (`ec2:DescribeSubnets`)."""
+    ids = await service_subnets(ctx)
+    if not ids:
+        return []
+    found = await ctx.aws.call("ec2", region(ctx), "describe_subnets", SubnetIds=ids)
+    return [{"subnet": s["SubnetId"], "az": s["AvailabilityZone"], "cidr": s["CidrBlock"]}
+            for s in found["Subnets"] if s["VpcId"] == vpc]
+
+
+async def _az_problems(ctx: CheckContext, endpoint: dict[str, Any], subnets: list[dict[str, Any]]) -> list[LambdaProblem]:
+    if not endpoint.get("SubnetIds") or not subnets:
+        return []
+    found = await ctx.aws.call("ec2", region(ctx), "describe_subnets", SubnetIds=endpoint["SubnetIds"])
+    covered = {s["AvailabilityZone"] for s in found["Subnets"]}
+    missing = sorted({row["az"] for row in subnets} - covered)
+    return [LambdaProblem(
+        Status.warn, "P2", f"{endpoint['VpcEndpointId']} has no network interface in {', '.join(missing)}, where "
+                           "the service runs: those calls cross zones and fail with the endpoint's zone.",
+        f"aws ec2 modify-vpc-endpoint --vpc-endpoint-id {endpoint['VpcEndpointId']} --add-subnet-ids "
+        "<a subnet in each missing zone>")] if missing else []
+
+
+async def _sg_problems(ctx: CheckContext, endpoint: dict[str, Any], subnets: list[dict[str, Any]]) -> list[LambdaProblem]:
+    group_ids = [g["GroupId"] for g in endpoint.get("Groups", [])]
+    if not group_ids or not subnets:
+        return []
+    found = await ctx.aws.call("ec2", region(ctx), "describe_security_groups", GroupIds=group_ids)
+    rules = [rule for g in found["SecurityGroups"] for rule in g.get("IpPermissions", [])]
+    assert ctx.service.aws is not None
+    blocked = [row["subnet"] for row in subnets
+               if not allows(rules, HTTPS, Side(row["subnet"], list(ctx.service.aws.security_groups),
+                                                 [row["cidr"].split("/")[0]]))]
+    return [LambdaProblem(
+        Status.fail, "P1", f"The security groups of {endpoint['VpcEndpointId']} ({', '.join(group_ids)}) allow no "
+                           f"TCP 443 from subnet(s) {', '.join(blocked)}: calls to {endpoint.get('ServiceName')} "
+                           "time out.",
+        f"aws ec2 authorize-security-group-ingress --group-id {group_ids[0]} --protocol tcp --port 443 --cidr "
+        f"{next(r['cidr'] for r in subnets if r['subnet'] == blocked[0])}")] if blocked else []
+
+
+async def _endpoint_denies(ctx: CheckContext, endpoint: dict[str, Any]) -> list[DenyMatch]:
+    assert ctx.service.aws is not None
+    if not ctx.service.aws.roles or not endpoint.get("PolicyDocument"):
+        return []
+    policy = ResourcePolicy(f"endpoint policy of {endpoint['VpcEndpointId']}", endpoint["PolicyDocument"], ("*",))
+    return judge_policy(policy, await service_roles(ctx))

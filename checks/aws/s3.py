@@ -19,6 +19,9 @@ import botocore.exceptions
 
 from checks.aws.clients import AwsCheckError, describe_client_error, error_code
 from checks.aws.common import aws_check, aws_error_code, region
+from checks.aws.policies import ResourcePolicy, deny_result, judge_policy
+from checks.aws.policy_eval import DenyMatch
+from checks.aws.roles import service_roles
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, aws_items, check
 from checks.services import BucketSpec
@@ -36,12 +39,16 @@ _DENIED = {"AccessDenied", "403"}  # S3 answers HEAD (no body) and moto answers 
 async def s3(bucket: BucketSpec, ctx: CheckContext) -> CheckResult:
     """S3 bucket policy Deny statements, and an optional write/read/delete probe"""
     statements = await _policy_statements(ctx, bucket.name)
+    role_denies = await _role_denies(ctx, bucket.name, statements)
     conditional = [s for s in statements if s.get("Effect") == "Deny" and _network_keys(s)]
     evidence: dict[str, Any] = {
         "bucket": bucket.name,
         "public_access_block": await _public_access_block(ctx, bucket.name),
         "conditional_denies": [quote(s) for s in conditional],
     }
+    if any(d.certain for d in role_denies):
+        return deny_result(role_denies, ok="", evidence=evidence, resource=f"arn:aws:s3:::{bucket.name}")
+    evidence["denies"] = [d.row() for d in role_denies]
     policy_note = _policy_note(conditional)
     hint = ("If the app gets 403 from this bucket, these conditions are the usual cause: the request must arrive "
             "through the named VPC endpoint / network, or over TLS.") if conditional else None
@@ -68,6 +75,16 @@ async def _policy_statements(ctx: CheckContext, bucket: str) -> list[dict[str, A
         raise
     statements = json.loads(found["Policy"]).get("Statement", [])
     return statements if isinstance(statements, list) else [statements]
+
+
+async def _role_denies(ctx: CheckContext, bucket: str, statements: list[dict[str, Any]]) -> list[DenyMatch]:
+    """Every Deny of the bucket policy that applies to one of `aws.roles` — by principal, NotPrincipal or an
+    identity condition — and covers what the role is allowed on the bucket."""
+    if not statements or not ctx.service.aws or not ctx.service.aws.roles:
+        return []
+    arn = f"arn:aws:s3:::{bucket}"
+    policy = ResourcePolicy(f"bucket policy of {bucket}", {"Statement": statements}, (arn, f"{arn}/*"))
+    return judge_policy(policy, await service_roles(ctx))
 
 
 async def _public_access_block(ctx: CheckContext, bucket: str) -> dict[str, bool] | None:
