@@ -26,7 +26,6 @@ from checks.registry import CheckContext
 from checks.runner import make_http_client, plan, run_check, run_service
 from tests.app_harness import free_port
 from tests.aws_lambda_scenarios import (
-    ROLE_NAME,
     create_function,
     put_lambda_metrics,
     put_log_lines,
@@ -38,9 +37,10 @@ from tests.aws_scenarios import (
     build_network,
     build_target_group,
     firing_alarm,
-    interface_endpoint,
+    http_api,
+    metadata_instance,
     put_parameter,
-    security_group,
+    rest_api,
 )
 from tests.fixtures.aws import FAKE_CREDENTIALS
 
@@ -69,21 +69,15 @@ def build_world(aws: AwsClients) -> dict[str, Any]:
     for name in ("/api/db-url", "/api/feature-flags"):
         put_parameter(aws, name, "value")
     firing_alarm(aws, "api-5xx", reason="Threshold crossed")
-    return {"services": {"api": {"aws": {
+    fn_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{FUNCTIONS[0]}"
+    runbook = {"instances": [metadata_instance(aws)], "api_gateways": [rest_api(aws, fn_arn)],
+               "http_apis": [http_api(aws, fn_arn)], "xray": True}  # Beanstalk: moto has DescribeEnvironments only
+    return {"services": {"api": {"aws": {**runbook,
         "region": "us-east-1", "load_balancers": ["web"], "target_groups": ["web-tg"],
         "lambda_functions": FUNCTIONS, "log_groups": [f"/aws/lambda/{FUNCTIONS[0]}"], "queues": ["jobs", "emails"],
         "dynamodb_tables": ["orders", "users"], "parameters": ["/api/db-url", "/api/feature-flags"],
         "alarm_prefixes": ["api-"], "subnets": list(net.public_subnets[:1]),
-        **network_and_policies(aws, net),
     }}}}
-
-
-def network_and_policies(aws: AwsClients, net: Any) -> dict[str, Any]:
-    """Keys for the security group, policy, NAT, VPC DNS and interface endpoint checks: the functions' role and an
-    SSM interface endpoint reachable from the private subnets."""
-    group = security_group(aws, net, "vpce", ingress=[(443, net.cidr)])
-    endpoint = interface_endpoint(aws, net, "ssm", subnets=net.private_subnets, groups=[group])
-    return {"roles": [ROLE_NAME], "vpc_endpoints": [endpoint], "security_groups": [group]}
 
 
 class CallCounter:
