@@ -26,6 +26,7 @@ from checks.registry import CheckContext
 from checks.runner import make_http_client, plan, run_check, run_service
 from tests.app_harness import free_port
 from tests.aws_lambda_scenarios import (
+    ROLE_NAME,
     create_function,
     put_lambda_metrics,
     put_log_lines,
@@ -38,9 +39,11 @@ from tests.aws_scenarios import (
     build_target_group,
     firing_alarm,
     http_api,
+    interface_endpoint,
     metadata_instance,
     put_parameter,
     rest_api,
+    security_group,
 )
 from tests.fixtures.aws import FAKE_CREDENTIALS
 
@@ -77,7 +80,16 @@ def build_world(aws: AwsClients) -> dict[str, Any]:
         "lambda_functions": FUNCTIONS, "log_groups": [f"/aws/lambda/{FUNCTIONS[0]}"], "queues": ["jobs", "emails"],
         "dynamodb_tables": ["orders", "users"], "parameters": ["/api/db-url", "/api/feature-flags"],
         "alarm_prefixes": ["api-"], "subnets": list(net.public_subnets[:1]),
+        **network_and_policies(aws, net),
     }}}}
+
+
+def network_and_policies(aws: AwsClients, net: Any) -> dict[str, Any]:
+    """Keys for the security group, policy, NAT, VPC DNS and interface endpoint checks: the functions' role and an
+    SSM interface endpoint reachable from the private subnets."""
+    group = security_group(aws, net, "vpce", ingress=[(443, net.cidr)])
+    endpoint = interface_endpoint(aws, net, "ssm", subnets=net.private_subnets, groups=[group])
+    return {"roles": [ROLE_NAME], "vpc_endpoints": [endpoint], "security_groups": [group]}
 
 
 class CallCounter:

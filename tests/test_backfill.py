@@ -42,7 +42,7 @@ async def test_backfill_after_missed_events_gives_the_same_postmortem_as_live_ca
             assert "**Key event**" not in gap  # the missed events really are missing
 
             report = await backfill_incident(bot.rt, "INC-1")
-            assert report.complete and report.added == 5 and report.threads == 2  # ours and the diagnosis thread
+            assert report.complete and report.added == 5 and report.threads == 3  # ours, the declaration's diagnosis, monitoring's re-check
             assert await markdown_of(bot, "INC-1", incident.resolved_at) == live
 
             again = await backfill_incident(bot.rt, "INC-1")  # idempotent: nothing new the second time

@@ -62,6 +62,15 @@ def net(aws: AwsClients) -> Network:
     return build_network(aws)
 
 
+def refuse(client: Any, operation: str, code: str) -> None:
+    """Answer `operation` on `client` with AWS error `code` before the request is sent, so moto never sees it."""
+    def answer(**_: Any) -> tuple[Any, dict[str, Any]]:
+        return (type("Http", (), {"status_code": 403})(),
+                {"Error": {"Code": code, "Message": "injected"}, "ResponseMetadata": {"HTTPStatusCode": 403}})
+
+    client.meta.events.register(f"before-call.*.{operation}", answer)
+
+
 async def plan_and_apply(aws: AwsClients, offer: FixOffer) -> tuple[FixPlan, FixResult]:
     action = fix_actions()[offer.action]
     plan = await action.plan(aws, offer.params)
@@ -289,6 +298,28 @@ async def test_matcher_change_refuses_when_someone_changed_it_after_the_preview(
 
     with pytest.raises(FixRefused, match=r"Matcher.HttpCode 200 → 200-299"):
         await action.apply(aws, plan)
+
+
+async def test_an_aws_error_while_fixing_is_one_sentence_and_changes_nothing(
+    aws: AwsClients, net: Network, make_ctx: MakeCtx
+) -> None:
+    with health_server(299) as port:
+        group = build_target_group(aws, net, matcher="200", targets=[("127.0.0.1", port)])
+        found = await target_health(TargetGroups("web-tg"), make_ctx(target_groups=["web-tg"]))
+    action = fix_actions()["elb.add_matcher_code"]
+    plan = await action.plan(aws, found.fixes[0].params)
+    refuse(aws.client("elbv2", REGION), "ModifyTargetGroup", "AccessDenied")
+
+    result = await action.apply(aws, plan)
+
+    assert (result.ok, result.message, result.reverse) == (
+        False, "Access denied: the bot's role needs elasticloadbalancing:ModifyTargetGroup.", None)
+    described = aws.client("elbv2", REGION).describe_target_groups(TargetGroupArns=[group["TargetGroupArn"]])
+    assert described["TargetGroups"][0]["Matcher"] == {"HttpCode": "200"}
+    refuse(aws.client("elbv2", REGION), "DescribeTargetGroups", "AccessDenied")
+    with pytest.raises(FixRefused, match="^Access denied: the bot's role needs "
+                                         "elasticloadbalancing:DescribeTargetGroups.$"):
+        await action.plan(aws, found.fixes[0].params)
 
 
 # --- vpc.associate_gateway_endpoint ----------------------------------------------------------------------------

@@ -60,7 +60,7 @@ def test_a_first_conversation_reads_like_a_chat(tmp_path: Path) -> None:
     # The incident is declared, and the chat follows the person into its channel.
     assert "INC-1" in out
     assert "you were added to #inc-" in out and "now chatting there" in out
-    assert "/nope is not a command here. Known: /incident, /diagnose, /escalate, /help" in out
+    assert "/nope is not a command here. Known: /incident, /diagnose, /escalate, /oncall, /help" in out
     for wire in ("<@", "<#", "<!", "&lt;", "&gt;", "&amp;", "*INC", ":x:", ":mag:", "```", "{\n"):
         assert wire not in out, wire
     assert "Traceback" not in out + result.stderr
