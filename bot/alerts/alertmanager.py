@@ -15,7 +15,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from bot.alerts import auth
 from bot.alerts.http import Refused, Request
@@ -68,12 +68,7 @@ async def authenticate(ax: Alerts, request: Request) -> None:
 
 
 async def parse(ax: Alerts, request: Request) -> list[AlertNotice]:
-    try:
-        hook = AlertmanagerWebhook.model_validate_json(request.body)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
-        raise Refused(400, f"not an Alertmanager v4 webhook: {where}: {err.get('msg')}") from None
+    hook = request.model(AlertmanagerWebhook, "not an Alertmanager v4 webhook: ")
     labels = {**hook.groupLabels, **hook.commonLabels}
     names = ax.incident_settings
     title = (hook.commonAnnotations.get("summary") or hook.commonAnnotations.get("title")

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from bot.alerts import auth
 from bot.alerts.http import Refused, Request
@@ -60,12 +60,7 @@ async def authenticate(ax: Alerts, request: Request) -> None:
 
 
 async def parse(ax: Alerts, request: Request) -> list[AlertNotice]:
-    try:
-        event = DatadogEvent.model_validate_json(request.body)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
-        raise Refused(400, f"not the documented Datadog payload: {where}: {err.get('msg')}") from None
+    event = request.model(DatadogEvent, "not the documented Datadog payload: ")
     labels = _labels(event)
     title = (event.alert_title or event.title or f"Datadog monitor {event.alert_id}")[:200]
     transition = event.alert_transition.strip().lower()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from bot.alerts import auth
 from bot.alerts.http import Refused, Request
@@ -51,12 +51,7 @@ async def authenticate(ax: Alerts, request: Request) -> None:
 
 
 async def parse(ax: Alerts, request: Request) -> list[AlertNotice]:
-    try:
-        alert = GenericAlert.model_validate_json(request.body)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
-        raise Refused(400, f"{where}: {err.get('msg')}") from None
+    alert = request.model(GenericAlert, "")
     at = float(request.header(TIMESTAMP))
     key = hashlib.sha256(alert.dedup_key.encode()).hexdigest()[:24]
     async with ax.alert_lock(f"generic-{key}"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from bot.alerts import auth
 from bot.alerts.http import Refused, Request
@@ -77,12 +77,7 @@ def _check_hmac(ax: Alerts, request: Request) -> None:
 
 
 async def parse(ax: Alerts, request: Request) -> list[AlertNotice]:
-    try:
-        hook = GrafanaWebhook.model_validate_json(request.body)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
-        raise Refused(400, f"not a Grafana webhook (version 1): {where}: {err.get('msg')}") from None
+    hook = request.model(GrafanaWebhook, "not a Grafana webhook (version 1): ")
     labels = {**hook.groupLabels, **hook.commonLabels}
     names = ax.incident_settings
     title = (hook.commonAnnotations.get("summary") or labels.get("alertname") or hook.title or "Grafana alert")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+Model = TypeVar("Model", bound=BaseModel)
 Response = tuple[int, dict[str, str], bytes]
 
 
@@ -26,6 +29,15 @@ class Request:
             return json.loads(self.body)
         except (ValueError, UnicodeDecodeError):
             raise Refused(400, "the body is not JSON") from None
+
+    def model(self, model: type[Model], what: str) -> Model:
+        """The body parsed straight into the source's model; a 400 naming the first field that does not fit."""
+        try:
+            return model.model_validate_json(self.body)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err.get("loc", ())) or "body"
+            raise Refused(400, f"{what}{where}: {err.get('msg')}") from None
 
 
 class Refused(Exception):  # noqa: N818 (an answer, not a failure)

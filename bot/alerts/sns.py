@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from bot.alerts import cloudwatch
 from bot.alerts.http import Refused, Reply, Request
@@ -64,12 +64,7 @@ def configured(ax: Alerts) -> bool:
 
 
 def envelope(request: Request) -> Envelope:
-    try:
-        return Envelope.model_validate_json(request.body)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
-        raise Refused(400, f"not an SNS message (raw delivery must be off): {where}: {err.get('msg')}") from None
+    return request.model(Envelope, "not an SNS message (raw delivery must be off): ")
 
 
 async def authenticate(ax: Alerts, request: Request) -> None:
