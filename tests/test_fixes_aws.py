@@ -116,9 +116,9 @@ async def test_bad_lambda_deploy_is_rolled_back_and_the_undo_puts_it_back(aws: A
     assert again.status is Status.ok and again.fixes == []
     assert again.summary.endswith("rolled back since: no alias of api-handler runs v2 any more (live runs v1).")
 
-    assert result.reverse == FixOffer("lambda.rollback_alias", "Put back api-handler to v2",
+    assert result.reverse == FixOffer("lambda.rollback_alias", "Put api-handler back on v2",
                                       {**params, "version": "2", "from_version": "1"},
-                                      reverse_label="Put api-handler back on v1")
+                                      reverse_label="Roll back api-handler to v1")
     _, undone = await plan_and_apply(aws, result.reverse)
     assert undone.ok and undone.after["FunctionVersion"] == "2"
     assert (await diagnose()).status is Status.fail
@@ -193,7 +193,9 @@ async def test_subnet_routed_through_nat_is_moved_back_to_its_siblings_table(
     assert result.ok and result.after["route_table"] == net.public_route_table
     assert (await alb_routes("web", make_ctx(load_balancers=["web"]))).status is Status.ok
 
-    assert result.reverse is not None and result.reverse.label == f"Move {bad} to {net.private_route_table}"
+    assert result.reverse is not None and result.reverse.label == found.fixes[0].reverse_label
+    assert result.reverse.label == f"Move {bad} to {net.private_route_table}"
+    assert result.reverse.reverse_label == found.fixes[0].label
     _, undone = await plan_and_apply(aws, result.reverse)
     assert undone.ok and undone.after["route_table"] == net.private_route_table
     assert (await alb_routes("web", make_ctx(load_balancers=["web"]))).status is Status.fail
@@ -268,6 +270,7 @@ async def test_matcher_gets_the_code_the_health_path_answers_and_the_undo_restor
         assert (await diagnose()).status is Status.ok
 
         assert result.reverse is not None and result.reverse.label == "Restore web-tg matcher to 200"
+        assert result.reverse.reverse_label == found.fixes[0].label
         _, undone = await plan_and_apply(aws, result.reverse)
         assert undone.ok and undone.after["Matcher.HttpCode"] == "200"
         assert (await diagnose()).status is Status.fail

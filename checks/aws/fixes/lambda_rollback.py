@@ -53,12 +53,17 @@ class RollbackAlias:
 def rollback_offer(where: str, function: str, alias: str, version: str, from_version: str,
                    *, name_alias: bool = False) -> FixOffer:
     """Move `alias` of `function` from `from_version` to `version` (a rollback, or the undo of one)."""
-    verb = "Roll back" if int(version) < int(from_version) else "Put back"
     who = f"{function} {alias}" if name_alias else function
-    return FixOffer(action=NAME, label=label(f"{verb} {who} to v{version}"),
+    return FixOffer(action=NAME, label=_move_label(who, version, from_version),
                     params={"region": where, "function": function, "alias": alias, "version": version,
                             "from_version": from_version},
-                    reverse_label=label(f"Put {who} back on v{from_version}"))
+                    reverse_label=_move_label(who, from_version, version))
+
+
+def _move_label(who: str, version: str, from_version: str) -> str:
+    if int(version) < int(from_version):
+        return label(f"Roll back {who} to v{version}")
+    return label(f"Put {who} back on v{version}")
 
 
 async def _alias_state(aws: AwsClients, where: str, function: str, alias: str) -> dict[str, str]:

@@ -60,7 +60,7 @@ def move_offer(where: str, subnet: str, route_table: str, from_route_table: str,
     if implicit:
         params["implicit"] = "true"
     return FixOffer(action=NAME, label=label(f"Move {subnet} to {route_table}"), params=params,
-                    reverse_label=label(f"Move {subnet} back to {from_route_table}"))
+                    reverse_label=label(f"Move {subnet} to {from_route_table}"))
 
 
 def _implicit(params: dict[str, str]) -> bool:

@@ -57,11 +57,17 @@ class AddMatcherCode:
 
 def matcher_offer(where: str, arn: str, name: str, matcher: str, from_matcher: str) -> FixOffer:
     """Set the matcher of target group `name` from `from_matcher` to `matcher`."""
-    added = [code for code in matcher.split(",") if code not in from_matcher.split(",")]
-    text = f"Accept {', '.join(added)} in {name} health checks" if added else f"Restore {name} matcher to {matcher}"
-    return FixOffer(action=NAME, label=label(text),
+    return FixOffer(action=NAME, label=_matcher_label(name, matcher, from_matcher),
                     params={"region": where, "target_group": arn, "from_matcher": from_matcher, "matcher": matcher},
-                    reverse_label=label(f"Restore {name} matcher to {from_matcher}"))
+                    reverse_label=_matcher_label(name, from_matcher, matcher))
+
+
+def _matcher_label(name: str, matcher: str, from_matcher: str) -> str:
+    codes, before = matcher.split(","), from_matcher.split(",")
+    added = [code for code in codes if code not in before]
+    if added and set(before) <= set(codes):
+        return label(f"Accept {', '.join(added)} in {name} health checks")
+    return label(f"Restore {name} matcher to {matcher}")
 
 
 def add_codes_offer(where: str, group: dict[str, Any], matcher: str, codes: list[int]) -> FixOffer | None:
