@@ -17,6 +17,7 @@ from checks.aws.elb import TargetGroups, alb_routes, target_health
 from checks.aws.endpoints import vpce_policy
 from checks.aws.fixes import fix_actions
 from checks.aws.fixes.common import label
+from checks.aws.fixes.lambda_rollback import offers_for_version
 from checks.fixes import FixOffer, FixPlan, FixRefused, FixResult
 from checks.model import Status
 from checks.registry import CheckContext
@@ -169,6 +170,19 @@ async def test_rollback_to_a_deleted_version_or_a_missing_alias_is_refused_in_a_
         await action.plan(aws, {**params, "alias": "canary"})
     with pytest.raises(FixRefused, match="^Missing parameters: alias, from_version.$"):
         await action.plan(aws, {"region": REGION, "function": "api-handler", "version": "1"})
+
+
+def test_each_alias_on_the_suspect_version_gets_its_own_rollback_and_a_first_version_none() -> None:
+    versions = [{"Version": v} for v in ("$LATEST", "40", "41", "42")]
+    aliases = [{"Name": "live", "FunctionVersion": "42"}, {"Name": "canary", "FunctionVersion": "42"},
+               {"Name": "old", "FunctionVersion": "40"}]
+
+    offers = offers_for_version(REGION, "api-handler", "42", versions, aliases)
+
+    assert [(o.label, o.params["alias"], o.params["version"]) for o in offers] == [
+        ("Roll back api-handler live to v41", "live", "41"), ("Roll back api-handler canary to v41", "canary", "41")]
+    assert offers_for_version(REGION, "api-handler", "40", versions, aliases) == []
+    assert offers_for_version(REGION, "api-handler", "41", versions, aliases) == []  # no alias runs v41
 
 
 # --- vpc.reassociate_route_table -------------------------------------------------------------------------------
