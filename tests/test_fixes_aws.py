@@ -63,6 +63,12 @@ def net(aws: AwsClients) -> Network:
     return build_network(aws)
 
 
+def reaches(plan: FixPlan, result: FixResult) -> bool:
+    """The preview's "after" is what AWS really shows after the fix (a retry relies on it to recognise its own
+    change)."""
+    return all(result.after.get(key) == value for key, value in plan.after.items())
+
+
 def refuse(client: Any, operation: str, code: str) -> None:
     """Answer `operation` on `client` with AWS error `code` before the request is sent, so moto never sees it."""
     def answer(**_: Any) -> tuple[Any, dict[str, Any]]:
@@ -112,6 +118,7 @@ async def test_bad_lambda_deploy_is_rolled_back_and_the_undo_puts_it_back(aws: A
     assert plan.calls == ["lambda:UpdateAlias(FunctionName=api-handler, Name=live, FunctionVersion=1)"]
     assert (plan.before["FunctionVersion"], plan.after["FunctionVersion"]) == ("2", "1")
     assert result.ok and result.message == "Alias live of api-handler now runs v1 (was v2)."
+    assert reaches(plan, result)
     assert aws.client("lambda", REGION).get_alias(FunctionName="api-handler", Name="live")["FunctionVersion"] == "1"
     again = await diagnose()
     assert again.status is Status.ok and again.fixes == []
@@ -204,7 +211,8 @@ async def test_subnet_routed_through_nat_is_moved_back_to_its_siblings_table(
                           f"RouteTableId={net.public_route_table})"]
     assert (plan.before["route_table"], plan.before["default_route"]) == (net.private_route_table, net.nat_id)
     assert (plan.after["route_table"], plan.after["default_route"]) == (net.public_route_table, net.igw_id)
-    assert result.ok and result.after["route_table"] == net.public_route_table
+    assert result.ok and result.after["route_table"] == net.public_route_table and reaches(plan, result)
+    assert "association" not in plan.after  # AWS picks the new association's id
     assert (await alb_routes("web", make_ctx(load_balancers=["web"]))).status is Status.ok
 
     assert result.reverse is not None and result.reverse.label == found.fixes[0].reverse_label
@@ -228,13 +236,14 @@ async def test_subnet_on_the_main_table_gets_an_association_and_the_undo_removes
 
     assert plan.calls == [f"ec2:AssociateRouteTable(SubnetId={bad}, RouteTableId={net.public_route_table})"]
     assert plan.before["association"] == "none (main table)"
-    assert result.ok and (await alb_routes("web", make_ctx(load_balancers=["web"]))).status is Status.ok
+    assert result.ok and reaches(plan, result)
+    assert (await alb_routes("web", make_ctx(load_balancers=["web"]))).status is Status.ok
     assert result.reverse is not None and result.reverse.params["implicit"] == "true"
     undo = fix_actions()["vpc.reassociate_route_table"]
     undo_plan = await undo.plan(aws, result.reverse.params)
     assert undo_plan.calls == [f"ec2:DisassociateRouteTable(AssociationId={result.after['association']})"]
     undone = await undo.apply(aws, undo_plan)
-    assert undone.ok and undone.after["association"] == "none (main table)"
+    assert undone.ok and undone.after["association"] == "none (main table)" and reaches(undo_plan, undone)
     assert undone.after["route_table"] == net.main_route_table
 
 
@@ -278,7 +287,7 @@ async def test_matcher_gets_the_code_the_health_path_answers_and_the_undo_restor
         assert plan.calls == [f'elasticloadbalancing:ModifyTargetGroup(TargetGroupArn={arn}, '
                               'Matcher={"HttpCode": "200,299"})']
         assert (plan.before["Matcher.HttpCode"], plan.after["Matcher.HttpCode"]) == ("200", "200,299")
-        assert result.ok
+        assert result.ok and reaches(plan, result)
         described = aws.client("elbv2", REGION).describe_target_groups(TargetGroupArns=[arn])["TargetGroups"][0]
         assert described["Matcher"] == {"HttpCode": "200,299"}
         assert (await diagnose()).status is Status.ok
@@ -360,7 +369,7 @@ async def test_route_table_is_put_on_the_gateway_endpoint_and_the_undo_takes_it_
     assert plan.calls == [f"ec2:ModifyVpcEndpoint(VpcEndpointId={vpce}, AddRouteTableIds=['{rtb}'])"]
     assert plan.before["RouteTableIds"] == net.public_route_table
     assert plan.after["RouteTableIds"] == ", ".join(sorted([net.public_route_table, rtb]))
-    assert result.ok
+    assert result.ok and reaches(plan, result)
     tables = aws.client("ec2", REGION).describe_vpc_endpoints(VpcEndpointIds=[vpce])["VpcEndpoints"][0]["RouteTableIds"]
     assert sorted(tables) == sorted([net.public_route_table, rtb])
     assert (await diagnose()).status is Status.ok

@@ -33,8 +33,7 @@ class ReassociateRouteTable:
             params=dict(params),
             calls=[_call_text(before, subnet, target, implicit=_implicit(params))],
             before=before,
-            after={**before, "route_table": target, "association": "none (main table)" if _implicit(params) else "a new association",
-                   "default_route": _default_target(destination)},
+            after=_after(before, target, destination, implicit=_implicit(params)),
             untouched=[f"the routes in {target} and {before['route_table']}, and the other subnets that use them",
                        "the load balancer, its listeners and targets",
                        f"the network ACL and security groups of {subnet}"],
@@ -61,6 +60,16 @@ def move_offer(where: str, subnet: str, route_table: str, from_route_table: str,
         params["implicit"] = "true"
     return FixOffer(action=NAME, label=label(f"Move {subnet} to {route_table}"), params=params,
                     reverse_label=label(f"Move {subnet} to {from_route_table}"))
+
+
+def _after(before: dict[str, str], target: str, destination: dict[str, Any], *, implicit: bool) -> dict[str, str]:
+    """What the subnet's state will read after the move. A new association's id is AWS's to pick, so it is left
+    out rather than guessed: every value here must be one the state really reaches."""
+    after = {key: value for key, value in before.items() if key != "association"}
+    after.update(route_table=target, default_route=_default_target(destination))
+    if implicit:
+        after["association"] = "none (main table)"
+    return after
 
 
 def _implicit(params: dict[str, str]) -> bool:
