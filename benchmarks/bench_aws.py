@@ -25,6 +25,7 @@ from checks.aws.clients import AwsClients
 from checks.registry import CheckContext
 from checks.runner import make_http_client, plan, run_check, run_service
 from tests.app_harness import free_port
+from tests.aws_fake_apis import ENV, FakeAwsServer, beanstalk_api, beanstalk_tail, running
 from tests.aws_lambda_scenarios import (
     ROLE_NAME,
     create_function,
@@ -74,7 +75,7 @@ def build_world(aws: AwsClients) -> dict[str, Any]:
     firing_alarm(aws, "api-5xx", reason="Threshold crossed")
     fn_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{FUNCTIONS[0]}"
     runbook = {"instances": [metadata_instance(aws)], "api_gateways": [rest_api(aws, fn_arn)],
-               "http_apis": [http_api(aws, fn_arn)], "xray": True}  # Beanstalk: moto has DescribeEnvironments only
+               "http_apis": [http_api(aws, fn_arn)], "xray": True, "beanstalk_environments": [ENV]}
     return {"services": {"api": {"aws": {**runbook,
         "region": "us-east-1", "load_balancers": ["web"], "target_groups": ["web-tg"],
         "lambda_functions": FUNCTIONS, "log_groups": [f"/aws/lambda/{FUNCTIONS[0]}"], "queues": ["jobs", "emails"],
@@ -163,8 +164,12 @@ def main() -> None:
     try:
         wait_for_port(port)
         spec = parse_services(build_world(AwsClients())).services["api"]
-        for latency_s in (0.0, 0.05):
-            asyncio.run(measure(spec, latency_s))
+        with running(FakeAwsServer({}, "query", {})) as beanstalk:  # moto has Beanstalk's DescribeEnvironments only
+            beanstalk.files["/tail"] = beanstalk_tail(datetime.now(UTC), errors=False)
+            beanstalk.handlers.update(beanstalk_api(datetime.now(UTC), beanstalk.url + "/tail"))
+            os.environ["AWS_ENDPOINT_URL_ELASTIC_BEANSTALK"] = beanstalk.url
+            for latency_s in (0.0, 0.05):
+                asyncio.run(measure(spec, latency_s))
     finally:
         server.terminate()
         server.wait(timeout=10)

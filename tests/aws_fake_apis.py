@@ -7,6 +7,9 @@ to other hosts through), so everything else a test does still goes to moto.
 - `query_api(monkeypatch, "ELASTIC_BEANSTALK", {"DescribeEvents": fn}, files={"/tail/i-1": b"..."})`: the
   query protocol (form-encoded `Action=…`, XML answers), plus plain GET files for pre-signed download URLs.
 
+`beanstalk_api(now, tail_url, health=…)` and `beanstalk_tail(now, errors=…)` script one Elastic Beanstalk
+environment, healthy or broken after its latest deploy.
+
 `server.calls` lists the operations in the order they were asked, for assertions on polling and cancelling.
 """
 
@@ -16,7 +19,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
@@ -110,15 +113,22 @@ def _json_default(value: Any) -> Any:
 
 
 @contextmanager
-def _serve(monkeypatch: pytest.MonkeyPatch, service: str, server: FakeAwsServer) -> Iterator[FakeAwsServer]:
+def running(server: FakeAwsServer) -> Iterator[FakeAwsServer]:
+    """Serve in a thread until the block ends (point a client at `server.url` yourself)."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service}", server.url)
     try:
         yield server
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def _serve(monkeypatch: pytest.MonkeyPatch, service: str, server: FakeAwsServer) -> Iterator[FakeAwsServer]:
+    with running(server):
+        monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service}", server.url)
+        yield server
 
 
 @contextmanager
@@ -132,3 +142,54 @@ def query_api(monkeypatch: pytest.MonkeyPatch, service: str, handlers: Mapping[s
               files: Mapping[str, bytes] = {}) -> Iterator[FakeAwsServer]:  # noqa: B006 - read only
     with _serve(monkeypatch, service, FakeAwsServer(handlers, "query", files)) as server:
         yield server
+
+
+# --- an Elastic Beanstalk environment: orders-prod, v41 for hours, v42 deployed 30 min ago -----------------------
+
+ENV = "orders-prod"
+
+
+def _environment(now: datetime, *, health: str = "Ok", version: str = "v42") -> dict:
+    return {"Environments": [{"EnvironmentName": ENV, "ApplicationName": "orders", "VersionLabel": version,
+                              "Status": "Ready", "Health": "Green" if health == "Ok" else "Red",
+                              "HealthStatus": health, "DateUpdated": now - timedelta(minutes=30)}]}
+
+
+def _deploy_events(now: datetime) -> dict:
+    def event(minutes: int, message: str, version: str) -> dict:
+        return {"EventDate": now - timedelta(minutes=minutes), "Message": message, "VersionLabel": version,
+                "Severity": "INFO", "EnvironmentName": ENV, "ApplicationName": "orders"}
+    return {"Events": [event(300, "Environment health has transitioned from Info to Ok.", "v41"),
+                       event(30, "Environment update is starting.", "v42"),
+                       event(28, "New application version was deployed to running EC2 instances.", "v42")]}
+
+
+def beanstalk_tail(now: datetime, *, errors: bool) -> bytes:
+    """One instance's tail file: quiet requests before the deploy, and `KeyError` lines 21, 15 and 9 min ago."""
+    quiet = [f"{(now - timedelta(minutes=m)):%b %d %H:%M:%S} ip-10-0-1-5 web: GET /orders 200" for m in (40, 35)]
+    broken = [f"{(now - timedelta(minutes=m)):%b %d %H:%M:%S} ip-10-0-1-5 web: ERROR KeyError: 'currency' in order {m}"
+              for m in (21, 15, 9)] if errors else []
+    return ("----------------------------------------\n/var/log/web.stdout.log\n"
+            "----------------------------------------\n" + "\n".join(quiet + broken) + "\n").encode()
+
+
+def beanstalk_api(now: datetime, tail_url: str, *, health: str = "Ok") -> dict[str, Handler]:
+    """Handlers for the environment: `health` other than Ok makes it and its one instance fail with 5xx causes."""
+    sick = health != "Ok"
+    return {
+        "DescribeEnvironments": lambda body: _environment(now, health=health),
+        "DescribeEnvironmentHealth": lambda body: {
+            "EnvironmentName": ENV, "HealthStatus": health, "Status": "Ready",
+            "Causes": ["100.0 % of the requests are failing with HTTP 5xx."] if sick else [],
+            "ApplicationMetrics": {"RequestCount": 1200, "StatusCodes": {"Status5xx": 100 if sick else 0}}},
+        "DescribeInstancesHealth": lambda body: {"InstanceHealthList": [
+            {"InstanceId": "i-0abc", "HealthStatus": health, "Causes": ["Application errors (5xx)."] if sick else [],
+             "Deployment": {"VersionLabel": "v42", "Status": "Deployed"}}]},
+        "DescribeEvents": lambda body: _deploy_events(now),
+        "DescribeApplicationVersions": lambda body: {"ApplicationVersions": [
+            {"VersionLabel": "v41", "DateCreated": now - timedelta(days=2)},
+            {"VersionLabel": "v42", "DateCreated": now - timedelta(hours=1)}]},
+        "RetrieveEnvironmentInfo": lambda body: {"EnvironmentInfo": [
+            {"InfoType": "tail", "Ec2InstanceId": "i-0abc", "SampleTimestamp": now - timedelta(minutes=1),
+             "Message": tail_url}]},
+    }

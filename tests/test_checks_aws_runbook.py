@@ -22,7 +22,7 @@ from checks.aws.xray import xray_traces
 from checks.model import Status
 from checks.registry import CheckContext, Layer, registered_checks
 from checks.services import AwsSpec, ServiceSpec
-from tests.aws_fake_apis import json_api, query_api
+from tests.aws_fake_apis import ENV, beanstalk_api, beanstalk_tail, json_api, query_api
 from tests.aws_lambda_scenarios import create_function, put_lambda_metrics, put_log_lines, wall_clock
 from tests.aws_scenarios import http_api, metadata_instance, put_api_traffic, rest_api
 
@@ -107,6 +107,12 @@ async def test_http_api_without_access_logs_warns_and_reads_v2_metric_names(aws)
                                                 "lambda_timeout_ms": 10000.0, "lambda_max_duration_ms": None}]
     metrics = await api_stage_metrics(Api("HTTP", api_id), ctx)
     assert metrics.status is Status.fail and "25%" in metrics.summary and "$default" in metrics.summary
+
+
+async def test_integration_with_a_deleted_lambda_names_the_route_and_the_function(aws):
+    api_id = rest_api(aws, "arn:aws:lambda:us-east-1:123456789012:function:gone-fn")
+    result = await api_stage_config(Api("REST", api_id), context(aws, api_gateways=[api_id]))
+    assert result.status is Status.fail and "GET /orders on orders calls Lambda gone-fn" in result.summary
 
 
 async def test_healthy_rest_and_http_apis_pass_both_checks(aws):
@@ -225,53 +231,6 @@ async def test_insights_refused_falls_back_to_filter_log_events_on_moto(aws, mon
 
 # --- Elastic Beanstalk (local server: moto implements DescribeEnvironments only) ---------------------------------
 
-ENV = "orders-prod"
-
-
-def _environment(now: datetime, *, health: str = "Ok", version: str = "v42") -> dict:
-    return {"Environments": [{"EnvironmentName": ENV, "ApplicationName": "orders", "VersionLabel": version,
-                              "Status": "Ready", "Health": "Green" if health == "Ok" else "Red",
-                              "HealthStatus": health, "DateUpdated": now - timedelta(minutes=30)}]}
-
-
-def _deploy_events(now: datetime) -> dict:
-    def event(minutes: int, message: str, version: str) -> dict:
-        return {"EventDate": now - timedelta(minutes=minutes), "Message": message, "VersionLabel": version,
-                "Severity": "INFO", "EnvironmentName": ENV, "ApplicationName": "orders"}
-    return {"Events": [event(300, "Environment health has transitioned from Info to Ok.", "v41"),
-                       event(30, "Environment update is starting.", "v42"),
-                       event(28, "New application version was deployed to running EC2 instances.", "v42")]}
-
-
-def _tail(now: datetime, *, errors: bool) -> bytes:
-    quiet = [f"{(now - timedelta(minutes=m)):%b %d %H:%M:%S} ip-10-0-1-5 web: GET /orders 200" for m in (40, 35)]
-    broken = [f"{(now - timedelta(minutes=m)):%b %d %H:%M:%S} ip-10-0-1-5 web: ERROR KeyError: 'currency' in order {m}"
-              for m in (21, 15, 9)] if errors else []
-    return ("----------------------------------------\n/var/log/web.stdout.log\n"
-            "----------------------------------------\n" + "\n".join(quiet + broken) + "\n").encode()
-
-
-def _beanstalk(now: datetime, tail_url: str, *, health: str = "Ok") -> dict:
-    sick = health != "Ok"
-    return {
-        "DescribeEnvironments": lambda body: _environment(now, health=health),
-        "DescribeEnvironmentHealth": lambda body: {
-            "EnvironmentName": ENV, "HealthStatus": health, "Status": "Ready",
-            "Causes": ["100.0 % of the requests are failing with HTTP 5xx."] if sick else [],
-            "ApplicationMetrics": {"RequestCount": 1200, "StatusCodes": {"Status5xx": 100 if sick else 0}}},
-        "DescribeInstancesHealth": lambda body: {"InstanceHealthList": [
-            {"InstanceId": "i-0abc", "HealthStatus": health, "Causes": ["Application errors (5xx)."] if sick else [],
-             "Deployment": {"VersionLabel": "v42", "Status": "Deployed"}}]},
-        "DescribeEvents": lambda body: _deploy_events(now),
-        "DescribeApplicationVersions": lambda body: {"ApplicationVersions": [
-            {"VersionLabel": "v41", "DateCreated": now - timedelta(days=2)},
-            {"VersionLabel": "v42", "DateCreated": now - timedelta(hours=1)}]},
-        "RetrieveEnvironmentInfo": lambda body: {"EnvironmentInfo": [
-            {"InfoType": "tail", "Ec2InstanceId": "i-0abc", "SampleTimestamp": now - timedelta(minutes=1),
-             "Message": tail_url}]},
-    }
-
-
 @pytest.fixture
 async def http_client():
     async with httpx.AsyncClient() as client:
@@ -281,8 +240,8 @@ async def http_client():
 async def test_errors_after_a_beanstalk_deploy_name_the_version_and_the_one_to_roll_back_to(aws, monkeypatch,
                                                                                              http_client):
     now = wall_clock()
-    with query_api(monkeypatch, "ELASTIC_BEANSTALK", {}, files={"/tail/i-0abc": _tail(now, errors=True)}) as server:
-        server.handlers.update(_beanstalk(now, server.url + "/tail/i-0abc", health="Severe"))
+    with query_api(monkeypatch, "ELASTIC_BEANSTALK", {}, files={"/tail/i-0abc": beanstalk_tail(now, errors=True)}) as server:
+        server.handlers.update(beanstalk_api(now, server.url + "/tail/i-0abc", health="Severe"))
         ctx = context(aws, now, http=http_client, beanstalk_environments=[ENV])
         deploy = await beanstalk_deploy(ENV, ctx)
         health = await beanstalk_health(ENV, ctx)
@@ -297,8 +256,8 @@ async def test_errors_after_a_beanstalk_deploy_name_the_version_and_the_one_to_r
 
 async def test_healthy_beanstalk_environment_after_a_clean_deploy_passes(aws, monkeypatch, http_client):
     now = wall_clock()
-    with query_api(monkeypatch, "ELASTIC_BEANSTALK", {}, files={"/tail/i-0abc": _tail(now, errors=False)}) as server:
-        server.handlers.update(_beanstalk(now, server.url + "/tail/i-0abc"))
+    with query_api(monkeypatch, "ELASTIC_BEANSTALK", {}, files={"/tail/i-0abc": beanstalk_tail(now, errors=False)}) as server:
+        server.handlers.update(beanstalk_api(now, server.url + "/tail/i-0abc"))
         ctx = context(aws, now, http=http_client, beanstalk_environments=[ENV])
         deploy = await beanstalk_deploy(ENV, ctx)
         health = await beanstalk_health(ENV, ctx)
@@ -312,7 +271,7 @@ async def test_beanstalk_logs_streamed_to_cloudwatch_are_read_there_instead_of_t
     put_log_lines(aws, f"/aws/elasticbeanstalk/{ENV}/var/log/web.stdout.log",
                   [(now - timedelta(minutes=m), f"Traceback: ValueError: order {m} has no lines") for m in (20, 10)])
     with query_api(monkeypatch, "ELASTIC_BEANSTALK", {}) as server:
-        server.handlers.update(_beanstalk(now, server.url + "/nowhere"))
+        server.handlers.update(beanstalk_api(now, server.url + "/nowhere"))
         result = await beanstalk_deploy(ENV, context(aws, now, http=http_client, beanstalk_environments=[ENV]))
     assert "RetrieveEnvironmentInfo" not in server.calls and result.evidence["logs_read_from"] == "cloudwatch"
     assert result.status is Status.fail and "10 min after version v42" in result.summary

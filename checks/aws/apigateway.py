@@ -18,9 +18,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from checks.aws.clients import AwsCheckError
 from checks.aws.common import aws_check, region
 from checks.aws.lambdas import Problem, _configuration, _metric_totals, fold
-from checks.aws.logs import WINDOW, iso
+from checks.aws.logs import WINDOW, is_not_found, iso
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, check
 from checks.services import ServiceSpec
@@ -61,6 +62,7 @@ class Integration:
 class ApiConfig:
     api: Api
     name: str
+    region: str
     stages: list[Stage]
     integrations: list[Integration] = field(default_factory=list)
 
@@ -91,7 +93,7 @@ async def _read_rest(ctx: CheckContext, api: Api) -> ApiConfig:
         for resource in resources for verb, method in (resource.get("resourceMethods") or {}).items()
         if method.get("methodIntegration")
     ]
-    return ApiConfig(api, rest.get("name", api.id), [_rest_stage(s) for s in stages], integrations)
+    return ApiConfig(api, rest.get("name", api.id), where, [_rest_stage(s) for s in stages], integrations)
 
 
 def _rest_stage(stage: dict[str, Any]) -> Stage:
@@ -118,7 +120,7 @@ async def _read_http(ctx: CheckContext, api: Api) -> ApiConfig:
                     (await ctx.aws.call("apigatewayv2", where, "get_integrations", ApiId=api.id)).get("Items", [])}
     linked = [(r["RouteKey"], integrations.get((r.get("Target") or "").removeprefix("integrations/")))
               for r in routes]
-    return ApiConfig(api, found.get("Name", api.id), [_http_stage(s) for s in stages],
+    return ApiConfig(api, found.get("Name", api.id), where, [_http_stage(s) for s in stages],
                      [_integration(key, i, "TimeoutInMillis", "IntegrationUri", 30_000) for key, i in linked if i])
 
 
@@ -299,7 +301,13 @@ async def _lambda_facts(ctx: CheckContext, config: ApiConfig) -> dict[str, dict[
 
 
 async def _lambda_fact(ctx: CheckContext, function: str) -> dict[str, Any]:
-    lambda_config, totals = await asyncio.gather(_configuration(ctx, function), _metric_totals(ctx, function))
+    try:
+        lambda_config = await _configuration(ctx, function)
+    except AwsCheckError as exc:
+        if is_not_found(exc):
+            return {"lambda_missing": True}
+        raise
+    totals = await _metric_totals(ctx, function)
     return {"lambda_timeout_ms": float(lambda_config.get("Timeout") or 3) * 1000,
             "lambda_max_duration_ms": totals["duration"]}
 
@@ -308,6 +316,13 @@ def _timeout_problems(config: ApiConfig, integration: Integration, facts: dict[s
     if not facts:
         return []
     limit, function = integration.timeout_ms, integration.function
+    if facts.get("lambda_missing"):
+        return [Problem(
+            Status.fail, "P1",
+            f"{integration.route} on {config.name} calls Lambda {function}, which does not exist in {config.region}: "
+            "every call fails with 5XX.",
+            f"Point the integration at the function's current name, or redeploy {function}.",
+        )]
     longest, timeout = facts["lambda_max_duration_ms"], facts["lambda_timeout_ms"]
     if longest is not None and longest >= limit:
         return [Problem(
