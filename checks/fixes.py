@@ -48,6 +48,21 @@ class FixRefused(Exception):
     """The action will not run; the message is one sentence for the requester."""
 
 
+class FixChanged(FixRefused):
+    """Refused because the state read right before the write is not the preview's; `current` is what was read.
+
+    A retry after an interrupted attempt compares `current` with the plan's `after`: equal means that attempt
+    made the change, which is a success and not a refusal."""
+
+    def __init__(self, message: str, current: dict[str, str]) -> None:
+        super().__init__(message)
+        self.current = current
+
+    def reached(self, after: dict[str, str]) -> bool:
+        """The state already holds every value the plan meant to set."""
+        return all(self.current.get(key) == value for key, value in after.items())
+
+
 class FixAction(Protocol):
     name: str
 
@@ -56,7 +71,7 @@ class FixAction(Protocol):
         ...
 
     async def apply(self, aws: Any, plan: FixPlan) -> FixResult:
-        """Re-reads the state first and raises FixRefused if its fingerprint differs from the plan's."""
+        """Re-reads the state first and raises FixChanged if its fingerprint differs from the plan's."""
         ...
 
 

@@ -168,10 +168,10 @@ async def test_a_crash_between_the_change_and_its_record_applies_it_once(aws, lo
         monkeypatch.setattr(fx.records, "save", crash_once)
         request_id = buttons({"blocks": approval.blocks})[messages.APPROVE_ACTION]
         await bot.click(messages.APPROVE_ACTION, request_id, user="U2", channel=incident.channel)
-        await bot.wait_for(lambda: (bot.rt.loop_result if False else None) or
-                           [m for m in local_slack.messages(incident.channel) if m.text.startswith("Fix")], 30,
-                           "the result after the retry")
+        posted = await bot.wait_for(lambda: [m for m in local_slack.messages(incident.channel)
+                                             if m.text.startswith("Fix")], 30, "the result after the retry")
         assert crashed and len(writes) == 1 and reserved(aws) is None
+        assert posted[0].text.startswith("Fixed:") and "an earlier attempt made the change" in posted[0].text
         assert (await fx.records.get(request_id)).status == "done"
 
 

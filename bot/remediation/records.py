@@ -72,8 +72,11 @@ def as_dict(value: Any) -> dict[str, Any]:
 
 
 class Records:
-    def __init__(self, redis: Any, key: Any) -> None:
+    def __init__(self, redis: Any, key: Any, decision_key: Any) -> None:
         self.redis, self._key = redis, key  # `key(*parts)`: the runtime's namespaced key
+        # `decision_key(request_id)`: in the queue's hash slot, so an approval claims it and queues the job in one
+        # script (Queue.enqueue_claimed); its value is "approved:<user>:<nonce>" or "denied:<user>:<nonce>"
+        self.decision_key = decision_key
 
     async def save_preview(self, preview: Preview, ttl_s: float) -> str:
         token = uuid.uuid4().hex[:16]
@@ -90,6 +93,19 @@ class Records:
     async def get(self, request_id: str) -> FixRequest | None:
         raw = await self.redis.get(self._key("fix", "req", request_id))
         return FixRequest.model_validate_json(raw) if raw else None
+
+    async def deny(self, request_id: str, user: str) -> bool:
+        """True when this call took the decision (nobody approved or denied before)."""
+        return bool(await self.redis.set(self.decision_key(request_id), f"denied:{user}:{uuid.uuid4().hex[:8]}",
+                                          nx=True, ex=RECORD_TTL_S))
+
+    async def decision(self, request_id: str) -> tuple[str, str] | None:
+        """("approved" or "denied", who) once someone decided; the request record may not say so yet."""
+        raw = await self.redis.get(self.decision_key(request_id))
+        if not raw:
+            return None
+        verdict, user, _ = (raw.decode() if isinstance(raw, bytes) else raw).split(":", 2)
+        return verdict, user
 
     async def claim(self, request_id: str, what: str) -> bool:
         """True for the first caller only: one decision per request, one attempt marker per request."""

@@ -2,15 +2,19 @@
 
 Nothing a button carries is trusted: an offer's button names a diagnosis run and a digest of the offer, and the
 offer itself is read back from the run's stored results; an approval names a request, whose plan was stored
-when it was requested. The job runs the action at most once per request: the result is stored before anything
-is posted, an attempt marker tells a retry that an earlier delivery may have started, and the action re-reads
-the resource and refuses when it differs from the preview (so a retry after a write does not write again).
+when it was requested. An approval takes the request's decision and queues its job in one Redis script, so no
+crash leaves an approved fix that never runs; the decision, not the request record, says who approved (the job
+writes it into the record). The job runs the action at most once per request: the result is stored before
+anything is posted, an attempt marker tells a retry that an earlier delivery may have started, and the action
+re-reads the resource and refuses when it differs from the preview (so a retry after a write does not write
+again); a retry that finds the state already at the plan's "after" reports the fix as applied.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +32,12 @@ from bot.runtime import Runtime
 from bot.slack.client import SlackError
 from bot.slack.posts import post_once
 from checks.aws.fixes import fix_actions
-from checks.fixes import FixAction, FixOffer, FixPlan, FixRefused, FixResult
+from checks.fixes import FixAction, FixChanged, FixOffer, FixPlan, FixRefused, FixResult
 
 log = logging.getLogger(__name__)
 
 APPLY_JOB = "remediation.apply"
-DISABLED = ("Fixes from Slack are turned off here (REMEDIATION_ENABLED=false). Nothing was changed; "
+DISABLED = ("Fixes are turned off here (REMEDIATION_ENABLED=false). Nothing was changed; "
             "the finding's hint says how to fix it by hand.")
 
 
@@ -78,7 +82,8 @@ async def install(rt: Runtime) -> Remediation:
     """Idempotent. Needs the incidents feature (its policy, permissions, timeline)."""
     if (installed := rt.feature(Remediation)) is not None:
         return installed
-    fx = Remediation(incidents_of(rt), Records(rt.redis, rt.key), fix_actions())
+    records = Records(rt.redis, rt.key, lambda request_id: rt.queue.key("fix", "decided", request_id))
+    fx = Remediation(incidents_of(rt), records, fix_actions())
     rt.provide(fx)
     rt.hooks.job_handlers.append(job_handlers)
     return fx
@@ -165,11 +170,12 @@ async def approve(fx: Remediation, request_id: str, user: str) -> str:
     fx.require_enabled()
     request = await _pending(fx, request_id)
     await guard.may_approve(fx.ctx, request, await fx.incident(request.origin), user)
-    if not await fx.records.claim(request.id, "decided"):
+    decision = f"approved:{user}:{uuid.uuid4().hex[:8]}"
+    holder = await fx.rt.queue.enqueue_claimed(fx.records.decision_key(request.id), decision, RECORD_TTL_S,
+                                               APPLY_JOB, {"request": request.id}, job_id=f"fix:{request.id}")
+    if holder != decision:
         return "Someone decided this request a moment ago; nothing more to do."
-    request.status, request.decided_by = "approved", user
-    await fx.records.save(request)
-    await fx.rt.queue.enqueue(APPLY_JOB, {"request": request.id}, job_id=f"fix:{request.id}")
+    request.decided_by = user  # the job records the approval: a save here could overwrite its result
     await _redraw(fx, request, f"Approved by <@{user}>: running.")
     await _record(fx, request, "approved", user, {})
     return f"Approved: “{request.label}” runs now; the result is posted here."
@@ -179,7 +185,7 @@ async def deny(fx: Remediation, request_id: str, user: str) -> str:
     fx.require_enabled()
     request = await _pending(fx, request_id)
     await guard.may_request(fx.ctx, request.origin, await fx.incident(request.origin), user)
-    if not await fx.records.claim(request.id, "decided"):
+    if not await fx.records.deny(request.id, user):
         return "Someone decided this request a moment ago; nothing more to do."
     request.status, request.decided_by = "denied", user
     await fx.records.save(request)
@@ -192,8 +198,9 @@ async def _pending(fx: Remediation, request_id: str) -> FixRequest:
     request = await fx.records.get(request_id)
     if request is None:
         raise UserError("I don't know that fix request any more (they are kept a day). Nothing was changed.")
-    if request.status != "pending":
-        raise UserError(f"This request was already {request.status} by <@{request.decided_by}>.")
+    decided = await fx.records.decision(request.id)
+    if decided is not None:
+        raise UserError(f"This request was already {decided[0]} by <@{decided[1]}>.")
     if request.expired:
         raise UserError(f"This request expired {int(fx.rt.settings.remediation_request_ttl_s // 60)} min after it "
                         f"was made, unapproved. Nothing was changed; request it again from the finding.")
@@ -204,9 +211,11 @@ async def _pending(fx: Remediation, request_id: str) -> FixRequest:
 
 async def apply_job(fx: Remediation, job: Job) -> None:
     request = await fx.records.get(str(job.payload["request"]))
-    if request is None or request.status not in ("approved", "done"):
+    decided = await fx.records.decision(request.id) if request else None
+    if request is None or decided is None or decided[0] != "approved":
         return
     if request.result is None:
+        request.status, request.decided_by = "approved", decided[1]
         first = await fx.records.claim(request.id, "attempt")
         result = await execute(fx, request.fix_plan(), first_attempt=first)
         request.result, request.status = as_dict(result), "done"
@@ -220,11 +229,24 @@ async def execute(fx: Remediation, plan: FixPlan, *, first_attempt: bool) -> Fix
         return FixResult(False, f"this bot has no fix called {plan.action} any more")
     try:
         return await action.apply(fx.rt.aws, plan)
+    except FixChanged as exc:
+        if first_attempt or not exc.reached(plan.after):
+            return _refused(exc, first_attempt)
+        return FixResult(True, f"an earlier attempt made the change and was interrupted before it could say so; "
+                               f"now {_state_text(exc.current, plan.after)}.", exc.current)
     except FixRefused as exc:
-        if first_attempt:
-            return FixResult(False, str(exc))
+        return _refused(exc, first_attempt)
+
+
+def _refused(exc: FixRefused, first_attempt: bool) -> FixResult:
+    if first_attempt:
+        return FixResult(False, str(exc))
         return FixResult(False, f"an earlier attempt was interrupted, and now: {exc} If that attempt made the "
                                 "change, the re-diagnosis shows it.")
+
+
+def _state_text(current: dict[str, str], after: dict[str, str]) -> str:
+    return ", ".join(f"{key} {current.get(key)}" for key in after)
 
 
 async def announce(fx: Remediation, request: FixRequest) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from checks.aws.clients import AwsCheckError, AwsClients
 from checks.aws.common import aws_error_code
-from checks.fixes import FixPlan, FixRefused, fingerprint
+from checks.fixes import FixChanged, FixPlan, FixRefused, fingerprint
 
 LABEL_LIMIT = 75  # Slack button text
 
@@ -54,8 +54,8 @@ def unchanged(plan: FixPlan, before: dict[str, str]) -> None:
         return
     moved = [f"{key} {plan.before.get(key, 'none')} → {before.get(key, 'none')}"
              for key in sorted({*plan.before, *before}) if plan.before.get(key) != before.get(key)]
-    raise FixRefused(f"Not done: the state changed since the preview ({'; '.join(moved)}); someone may have fixed "
-                     "it another way, so look again before acting.")
+    raise FixChanged(f"Not done: the state changed since the preview ({'; '.join(moved)}); someone may have fixed "
+                     "it another way, so look again before acting.", before)
 
 
 def need(params: dict[str, str], *names: str) -> list[str]:

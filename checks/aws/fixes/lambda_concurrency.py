@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from checks.aws.clients import AwsCheckError
-from checks.fixes import FixOffer, FixPlan, FixRefused, FixResult, call_text, fingerprint
+from checks.fixes import FixChanged, FixOffer, FixPlan, FixRefused, FixResult, call_text, fingerprint
 
 LIFT = "lambda.lift_zero_concurrency"
 RESTORE = "lambda.restore_zero_concurrency"
@@ -72,9 +72,9 @@ async def _apply(aws: Any, plan: FixPlan, target: str, reverse: FixOffer | None)
     params = plan.params
     before = {"reserved_concurrency": await _reserved(aws, params)}
     if fingerprint(before) != plan.fingerprint:
-        raise FixRefused(f"{params['function']} changed since the preview: its reserved concurrency is now "
+        raise FixChanged(f"{params['function']} changed since the preview: its reserved concurrency is now "
                          f"{before['reserved_concurrency']}, not {plan.before['reserved_concurrency']}. "
-                         "Nothing was changed; look again before retrying.")
+                         "Nothing was changed; look again before retrying.", before)
     try:
         await _write(aws, params["region"], params["function"], target)
     except AwsCheckError as exc:
