@@ -9,6 +9,7 @@ pytest_plugins = [
     "tests.fixtures.redis_server",
     "tests.fixtures.slack",
     "tests.fixtures.aws",
+    "tests.fixtures.moto_server",
     "tests.fixtures.paging",
     "tests.redis_topologies",
     "tests.redis_cluster",

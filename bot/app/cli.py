@@ -5,8 +5,11 @@
     chatops diagnose TARGET [--services FILE] [--format text|json]
     chatops diagnose list              the services and the checks each runs
     chatops postmortem INC-12          print an incident's postmortem draft
+    chatops fix ACTION key=value … --dry-run|--yes   preview a fix as Slack does; run it where the policy allows
+                                                      self-approval
 
-Exit codes: 0 fine; 1 a diagnosis found a `fail` or `error`; 2 usage or configuration error.
+Exit codes: 0 fine; 1 a diagnosis found a `fail` or `error`, or a fix was refused or failed; 2 usage or
+configuration error (a fix that needs approval in Slack, or fixes turned off, included).
 """
 
 from __future__ import annotations
@@ -53,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--format", choices=["text", "json"], default="text")
     postmortem = sub.add_parser("postmortem", help="print the postmortem draft of an incident")
     postmortem.add_argument("incident", help="incident id, e.g. INC-12")
+    fix = sub.add_parser("fix", help="preview a fix (--dry-run) or run one the policy lets you approve (--yes)")
+    fix.add_argument("action", help="e.g. lambda.lift_zero_concurrency")
+    fix.add_argument("params", nargs="*", metavar="key=value", help="e.g. region=eu-west-1 function=api-handler")
+    mode = fix.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--dry-run", action="store_true", help="show the calls, before → after, and what is untouched")
+    mode.add_argument("--yes", action="store_true", help="run it (only actions under remediation.self_approve)")
     return parser
 
 
@@ -84,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_async(worker_command(settings, args.concurrency))
         if args.command == "postmortem":
             return run_async(postmortem_command(settings, args.incident))
+        if args.command == "fix":
+            return run_async(fix_command(settings, args.action, args.params, run=args.yes))
     except ConfigError as exc:
         print(f"chatops: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -271,3 +282,26 @@ async def postmortem_command(settings: Settings, incident: str) -> int:
     finally:
         await rt.aclose()
     return EXIT_OK
+
+
+async def fix_command(settings: Settings, action: str, pairs: list[str], *, run: bool) -> int:
+    from bot.errors import UserError
+    from bot.incidents.config import load_incident_settings
+    from bot.paging.policy import load_policy
+    from bot.remediation.service import DISABLED
+    from bot.remediation.shell import fix_from_shell, parse_params
+    from checks.aws.clients import AwsClients
+    from checks.aws.fixes import fix_actions
+
+    if not settings.remediation_enabled:
+        print(f"chatops: {DISABLED}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.getLogger("bot.paging").setLevel(logging.ERROR)  # only its `remediation:` part matters here
+    policy = load_policy(load_incident_settings().paging_policy_file).remediation
+    try:
+        outcome = await fix_from_shell(fix_actions(), AwsClients(), policy, action, parse_params(pairs), run=run)
+    except UserError as exc:
+        print(f"chatops: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(outcome.text)
+    return EXIT_OK if outcome.ok else EXIT_PROBLEM

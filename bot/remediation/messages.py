@@ -16,13 +16,25 @@ INPUT_PREFIX = "fix_param:"  # the block id of a parameter the requester types
 PLAN_MAX = 2500
 
 
+def changes(plan: FixPlan) -> list[str]:
+    """`key: before → after`, one line a value the fix sets (Slack's preview and `chatops fix` alike)."""
+    return [f"{key}: {plan.before.get(key, '—')} → {value}" for key, value in plan.after.items()]
+
+
 def plan_text(plan: FixPlan) -> str:
     """Exactly what will be called, the before and after values, and what it will not touch."""
     calls = "\n".join(plan.calls)
-    changes = "\n".join(f"{key}: {plan.before.get(key, '—')} → {value}" for key, value in plan.after.items())
+    lines = "\n".join(changes(plan))
     untouched = "\n".join(f"• {inert(item)}" for item in plan.untouched)
-    return truncate(f"*Calls*\n```{inert(calls)}```\n*Before → after*\n```{inert(changes)}```\n"
+    return truncate(f"*Calls*\n```{inert(calls)}```\n*Before → after*\n```{inert(lines)}```\n"
                     f"*Will not touch*\n{untouched}", PLAN_MAX)
+
+
+def plan_plain(plan: FixPlan) -> str:
+    """The preview for a terminal (`chatops fix --dry-run`): the same three parts, as plain text."""
+    return "\n".join(["Calls:", *(f"  {call}" for call in plan.calls), "Before → after:",
+                      *(f"  {line}" for line in changes(plan)), "Will not touch:",
+                      *(f"  • {item}" for item in plan.untouched)])
 
 
 def preview_view(offer: FixOffer, plan: FixPlan, token: str, approvers: str) -> dict[str, Any]:
