@@ -4,7 +4,7 @@ the incidents feature). Idempotent.
 Provides the `Writeup` context (settings, timeline, capture rules, optional summariser) on the runtime, and adds
 to `rt.hooks`:
     event_recorders     capture.record_event (timeline) and summaries.record_thread_event (threads)
-    job_handlers        writeup.postmortem, writeup.backfill, summary.thread, summary.incident
+    job_handlers        writeup.postmortem, writeup.backfill, writeup.tickets, summary.thread, summary.incident
     diagnosis_finished  the findings of a diagnosis, with evidence, into the incident's timeline
     closers, secrets    the summariser's HTTP client; SUMMARIZER_API_KEY for log redaction
 
@@ -42,6 +42,10 @@ async def install(rt: Runtime, *, settings: WriteupSettings | None = None) -> Wr
 
     w.summarizer = make_summarizer(w)
     rt.provide(w)
+    from bot.writeup.trackers.config import load_tracker_settings
+
+    trackers = rt.provide(load_tracker_settings())
+    rt.hooks.secrets.extend(trackers.secrets())
     _wire(rt, w)
     return w
 
@@ -62,6 +66,7 @@ def job_handlers(rt: Runtime) -> dict[str, Any]:
     from bot.writeup import summaries
     from bot.writeup.backfill import backfill_job
     from bot.writeup.postmortem.publish import postmortem_job
+    from bot.writeup.trackers.export import tickets_job
 
     def bind(fn: Any) -> Any:
         async def handler(job: Any) -> None:
@@ -70,6 +75,7 @@ def job_handlers(rt: Runtime) -> dict[str, Any]:
         return handler
 
     return {"writeup.postmortem": bind(postmortem_job), "writeup.backfill": bind(backfill_job),
+            "writeup.tickets": bind(tickets_job),
             **summaries.job_handlers(rt)}
 
 

@@ -1,4 +1,5 @@
-"""`/incident postmortem [INC-n]` and `/incident summary [INC-n] [--post]`: the write-up subcommands.
+"""`/incident postmortem [INC-n]`, `/incident summary [INC-n] [--post]`, `/incident action <text> [@owner] [due]`,
+`/incident tickets [INC-n]` and `/incident followups [@user]`: the write-up subcommands.
 
 handlers/commands/incident.py offers them when the write-up feature is installed, with the same
 signature as its own: `(ctx, command, args) -> ephemeral text`. Both are the policy's `read` permission. The slow parts (assembling and publishing a
@@ -7,10 +8,14 @@ postmortem, posting a summary) go to the queue; the ephemeral summary is built a
 
 from __future__ import annotations
 
+import re
+import time
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from bot.errors import UserError
 from bot.runtime import Runtime
+from bot.slack.mrkdwn import escape, one_line
 
 POSTMORTEM_USAGE = "`/incident postmortem` in the incident channel, or `/incident postmortem INC-12`"
 SUMMARY_USAGE = "`/incident summary [INC-12] [--post]`"
@@ -44,8 +49,10 @@ async def summary_subcommand(rt: Runtime, incident_id: str, user: str, channel: 
         await rt.queue.enqueue("summary.post", {"incident": incident.id, "user": user},
                                job_id=f"sumpost:{incident.id}")
         return f"Posting a catch-up summary of *{incident.id}* in the incident channel."
+    from bot.writeup.trackers.export import tickets_line
+
     text, _ = await catch_up_text(rt, incident.id)
-    return text
+    return f"{text}\n{await tickets_line(rt, incident.id)}"
 
 
 async def postmortem_command(ctx: Any, command: dict, args: list[str]) -> str:
@@ -78,4 +85,113 @@ def _explicit(args: list[str]) -> tuple[str | None, list[str]]:
     return None, args
 
 
-SUBCOMMANDS = {"postmortem": postmortem_command, "summary": summary_command}
+ACTION_USAGE = "`/incident action <what to do> [@owner] [YYYY-MM-DD | 3d | 2w]`"
+RELATIVE_DUE = re.compile(r"^(\d{1,3})([dw])$", re.IGNORECASE)
+FOLLOWUPS_SHOWN = 25
+
+
+def parse_due(token: str, now: float | None = None) -> str | None:
+    """`2026-12-24` → itself; `3d` / `2w` → the date that many days or weeks from today (UTC); else None."""
+    if len(token) == 10:
+        try:
+            return date.fromisoformat(token).isoformat()
+        except ValueError:
+            return None
+    match = RELATIVE_DUE.match(token)
+    if not match:
+        return None
+    days = int(match.group(1)) * (7 if match.group(2).lower() == "w" else 1)
+    today = datetime.fromtimestamp(time.time() if now is None else now, UTC).date()
+    return (today + timedelta(days=days)).isoformat()
+
+
+def parse_person(token: str) -> str:
+    """`<@U123|bob>` → U123 (the same rule as the incident commands: Slack sends a mention as an id)."""
+    from bot.incidents.service import MENTION
+
+    match = MENTION.match(token)
+    if match:
+        return match.group(1)
+    raise UserError(f"I can't tell who `{escape(one_line(token, 40))}` is. Mention them so Slack sends their id: "
+                    f"type @ and pick the person from the list.")
+
+
+def parse_action(args: list[str]) -> tuple[str, str | None, str | None]:
+    """`<text> [@owner] [due]` (owner and due in either order, at the end) → (text, owner id, due date)."""
+    words, owner, due = list(args), None, None
+    for _ in range(2):
+        if len(words) > 1 and due is None and parse_due(words[-1]):
+            due = parse_due(words.pop())
+        elif len(words) > 1 and owner is None and words[-1].startswith("<@"):
+            owner = parse_person(words.pop())
+    text = " ".join(words).strip()
+    if not text:
+        raise UserError(f"What should be done? {ACTION_USAGE}, for example "
+                        f"`/incident action alert on pool saturation @bob 2w`.")
+    return text, owner, due
+
+
+async def action_command(ctx: Any, command: dict, args: list[str]) -> str:
+    """`/incident action <text> [@owner] [due]` record an action item (it becomes a ticket on resolve)"""
+    from bot.incidents.timeline import EntryKind
+    from bot.writeup.context import writeup_of
+
+    explicit, rest = _explicit(args)
+    text, owner, due = parse_action(rest)
+    incident = await ctx.find_for_command(command["channel_id"], explicit, "/incident action INC-12 <text>")
+    await ctx.authorize(incident, command["user_id"], "note")
+    user = command["user_id"]
+    key = command.get("trigger_id") or f"{user}:{time.time_ns()}"
+    await writeup_of(ctx.rt).timeline.record(
+        incident.id, EntryKind.ACTION_ITEM, entry_id=f"action_item:{key}", actor=user, text=text,
+        data={"owner": owner or user, "due": due, "source": "command", "done": False})
+    who = f"<@{owner or user}>"
+    return (f"Action item recorded in {incident.id} for {who}" + (f", due {due}" if due else "") +
+            ". It becomes a ticket when the incident is resolved (or now: `/incident tickets`).")
+
+
+async def tickets_command(ctx: Any, command: dict, args: list[str]) -> str:
+    """`/incident tickets [INC-12]` make tickets of the action items now (and refresh their state)"""
+    from bot.writeup.trackers.export import request_tickets, tracker_settings
+
+    explicit, rest = _explicit(args)
+    if rest:
+        raise UserError("`/incident tickets` takes only an incident: `/incident tickets INC-12`.")
+    incident = await ctx.find_for_command(command["channel_id"], explicit, "/incident tickets INC-12")
+    await ctx.authorize(incident, command["user_id"], "note")
+    chosen = tracker_settings(ctx.rt).chosen
+    if chosen is None:
+        return ("No tracker is configured: set GITHUB_TOKEN and GITHUB_REPOSITORY, or JIRA_URL, JIRA_USER, "
+                "JIRA_API_TOKEN and JIRA_PROJECT.")
+    await request_tickets(ctx.rt, incident.id, reason=f"requested by {command['user_id']}")
+    return (f"Making tickets in {'GitHub' if chosen == 'github' else 'Jira'} for the action items of *{incident.id}*; "
+            f"`/incident summary` shows them in a moment.")
+
+
+async def followups_command(ctx: Any, command: dict, args: list[str]) -> str:
+    """`/incident followups [@user]` open action items across incidents, oldest first"""
+    from bot.durations import format_duration
+    from bot.writeup.trackers.export import followups
+
+    if len(args) > 1:
+        raise UserError("`/incident followups` or `/incident followups @user`.")
+    owner = parse_person(args[0]) if args else None
+    user, now = command["user_id"], time.time()
+    shown = []
+    for f in await followups(ctx.rt, owner=owner):
+        incident = await ctx.store.get(f.incident)
+        if incident is not None and await ctx.may_see(incident, user):
+            shown.append(f)
+    if not shown:
+        return "No open action items" + (f" for <@{owner}>." if owner else ".")
+    lines = [f"• *{f.incident}* ({format_duration(f.age_s(now))} old) {escape(one_line(f.text, 150))} — "
+             f"<@{f.owner}>" + (f", due {f.due}" if f.due else "") +
+             (f" — <{f.ticket['url']}|{f.ticket['key']}> ({escape(f.ticket['state'])})" if f.ticket else "")
+             for f in shown[:FOLLOWUPS_SHOWN]]
+    more = f"\n…and {len(shown) - FOLLOWUPS_SHOWN} more" if len(shown) > FOLLOWUPS_SHOWN else ""
+    head = f"*Open action items{f' of <@{owner}>' if owner else ''}* ({len(shown)}):"
+    return "\n".join([head, *lines]) + more
+
+
+SUBCOMMANDS = {"postmortem": postmortem_command, "summary": summary_command, "action": action_command,
+               "tickets": tickets_command, "followups": followups_command}

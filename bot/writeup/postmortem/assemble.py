@@ -34,6 +34,7 @@ from bot.writeup.postmortem.draft import detection
 from bot.writeup.postmortem.facts import PostmortemFacts, build_facts, fmt_duration
 from bot.writeup.postmortem.impact import Impact, measure_impact
 from bot.writeup.slacktext import MENTION_IDS
+from bot.writeup.trackers.store import stored_tickets
 from bot.writeup.view import IncidentView, load_incident
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parent / "templates" / "postmortem.md.j2"
@@ -138,6 +139,9 @@ async def gather_facts(rt: Runtime, incident_id: str, *, now: float | None = Non
     names = await user_names(rt, people_in(entries, incident))
     impact = await incident_impact(rt, incident, entries, time.time() if now is None else now)
     facts = build_facts(incident, entries, names=names, now=now, impact=impact)
+    tickets = await stored_tickets(rt, incident_id)
+    for item in facts.action_items:
+        item.ticket = tickets.get(item.id)
     return facts
 
 

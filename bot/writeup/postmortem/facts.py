@@ -161,6 +161,7 @@ class ActionItem:
     id: str = ""  # the timeline entry it came from: what a tracker ticket is keyed on
     due: str | None = None
     ticket: Any = None  # a trackers.Ticket once exported (assemble.py fills it in)
+    owner_name: str | None = None  # what a ticket calls the owner
 
 
 @dataclass

@@ -229,6 +229,11 @@ async def postmortem_job(rt: Runtime, job: Job) -> None:
     except PostmortemError as exc:
         raise Permanent(str(exc)) from None
     log.info("%s: postmortem published (%s)", incident_id, published.link or published.s3_uri)
+    if job.payload.get("reason") == "resolved":  # after the draft exists, so each ticket links to it
+        from bot.writeup.trackers.export import request_tickets, tracker_settings
+
+        if tracker_settings(rt).tracker_on_resolve:
+            await request_tickets(rt, incident_id, reason="resolved")
     if job.payload.get("backfill"):
         await request_backfill(rt, incident_id, reason="resolved", republish=True)
 

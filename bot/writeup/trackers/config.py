@@ -1,0 +1,95 @@
+"""Where action items become tickets, read from the environment when asked (never at import time).
+
+GitHub Issues, with the names GitHub's own tooling uses:
+    GITHUB_TOKEN           a token that may create issues in the repository (fine-grained: Issues read/write)
+    GITHUB_REPOSITORY      owner/repo
+    GITHUB_API_URL         https://api.github.com (GitHub Enterprise Server: https://<host>/api/v3)
+Jira Cloud (REST v3, basic auth with an API token):
+    JIRA_URL               https://<site>.atlassian.net
+    JIRA_USER              the account's e-mail
+    JIRA_API_TOKEN         an API token of that account
+    JIRA_PROJECT           the project key (OPS)
+    JIRA_ISSUE_TYPE        Task
+Both:
+    TRACKER                github | jira | off; unset: whichever is fully configured (GitHub first)
+    TRACKER_LABELS         incident-action     comma-separated labels put on every ticket
+    TRACKER_ON_RESOLVE     true                export the incident's action items when it is resolved
+    TRACKER_TIMEOUT_S      10                  per HTTP request
+    TRACKER_ATTEMPTS       4                   per request, on 429/5xx/network errors (then the job retries)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.settings import ConfigError, describe_validation_error
+
+
+class TrackerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    tracker: Literal["github", "jira", "off"] | None = None
+    github_token: SecretStr | None = None
+    github_repository: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+    github_api_url: AnyHttpUrl = AnyHttpUrl("https://api.github.com")
+    jira_url: AnyHttpUrl | None = None
+    jira_user: str | None = None
+    jira_api_token: SecretStr | None = None
+    jira_project: str | None = Field(None, pattern=r"^[A-Z][A-Z0-9_]{0,9}$")
+    jira_issue_type: str = "Task"
+    tracker_labels: str = "incident-action"
+    tracker_on_resolve: bool = True
+    tracker_timeout_s: float = Field(10.0, gt=0, le=120)
+    tracker_attempts: int = Field(4, ge=1, le=10)
+
+    @field_validator("tracker", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return value.strip().lower() or None if isinstance(value, str) else value
+
+    @property
+    def labels(self) -> list[str]:
+        return [label.strip() for label in self.tracker_labels.split(",") if label.strip()]
+
+    @property
+    def github_ready(self) -> bool:
+        return bool(self.github_token and self.github_repository)
+
+    @property
+    def jira_ready(self) -> bool:
+        return bool(self.jira_url and self.jira_user and self.jira_api_token and self.jira_project)
+
+    @property
+    def chosen(self) -> str | None:
+        """The tracker in use, or None (off, or nothing configured)."""
+        if self.tracker == "off":
+            return None
+        if self.tracker == "github" or (self.tracker is None and self.github_ready):
+            return "github" if self.github_ready else None
+        if self.tracker == "jira" or (self.tracker is None and self.jira_ready):
+            return "jira" if self.jira_ready else None
+        return None
+
+    def problem(self) -> str | None:
+        """A sentence when TRACKER names a tracker that is not fully configured."""
+        if self.tracker == "github" and not self.github_ready:
+            return "TRACKER=github needs GITHUB_TOKEN and GITHUB_REPOSITORY (owner/repo)"
+        if self.tracker == "jira" and not self.jira_ready:
+            return "TRACKER=jira needs JIRA_URL, JIRA_USER, JIRA_API_TOKEN and JIRA_PROJECT"
+        return None
+
+    def secrets(self) -> list[str]:
+        return [s.get_secret_value() for s in (self.github_token, self.jira_api_token) if s]
+
+
+def load_tracker_settings(**overrides: object) -> TrackerSettings:
+    try:
+        settings = TrackerSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, env=True)) from None
+    if settings.problem():
+        raise ConfigError(str(settings.problem()))
+    return settings

@@ -1,0 +1,219 @@
+"""Action items → tickets, once; their state back into the bot; the open ones across incidents.
+
+The `writeup.tickets` job (coalesced per incident) runs when a resolved incident's postmortem is published, and on
+`/incident tickets`. Under the incident's tickets lease it reads the incident's action items from the timeline
+(the postmortem's own `action_items`: `action:`/`TODO:` lines, the ☑ reaction, `/incident action`), and for each:
+
+    remembered in Redis          refresh its state from the tracker (open / closed / the Jira status)
+    not remembered, not done     search the tracker by the item's marker; create only if nothing is found;
+                                 remember it in Redis either way
+
+A job may run more than once and a worker may die at any point: the marker (model.marker) is derived from the
+incident and the item, so a ticket created by a worker that was SIGKILLed before it wrote Redis is found, not
+made again. A create is never retried in place (see http.py). A tracker's refusal (bad token, unknown project)
+ends the job with the sentence; 429/5xx/network errors retry the job, bounded by the queue's max deliveries.
+
+Redis (under the bot's namespace):
+    wu:tickets:<incident>     hash: action item entry id → Ticket JSON
+    wu:tickets:<incident>:lk  the lease while one worker exports that incident
+    wu:followups              hash: `<incident>|<item>` → FollowUp JSON, refreshed by every export
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+
+from bot.queue import Job, Permanent, lease
+from bot.retry import RetryableError
+from bot.runtime import Runtime
+from bot.writeup.context import user_names, writeup_of
+from bot.writeup.trackers.config import TrackerSettings
+from bot.writeup.trackers.github import GitHubIssues
+from bot.writeup.trackers.jira import JiraCloud
+from bot.writeup.trackers.model import Ticket, TicketRequest, TrackerError, TrackerRefused
+from bot.writeup.trackers.store import remember, stored_tickets, tickets_key
+from bot.writeup.view import IncidentView, load_incident
+
+log = logging.getLogger("bot.trackers")
+
+TITLE_MAX = 120
+LEASE_WAIT_S = 30.0
+TRACKERS = {"github": GitHubIssues, "jira": JiraCloud}
+
+
+@dataclass
+class FollowUp:
+    incident: str
+    item: str
+    text: str
+    owner: str | None  # Slack user id
+    at: float
+    due: str | None
+    done: bool
+    ticket: dict[str, Any] | None = None  # Ticket fields
+
+    def age_s(self, now: float) -> float:
+        return max(now - self.at, 0.0)
+
+
+@dataclass
+class ExportReport:
+    incident: str
+    items: int = 0
+    created: int = 0
+    found: int = 0  # made by an earlier run that died before remembering it
+    refreshed: int = 0
+    changed: bool = False  # something the postmortem shows is new
+
+
+def tracker_settings(rt: Runtime) -> TrackerSettings:
+    found = rt.feature(TrackerSettings)
+    return found if found is not None else TrackerSettings()
+
+
+async def request_tickets(rt: Runtime, incident_id: str, *, reason: str) -> None:
+    await rt.queue.enqueue("writeup.tickets", {"incident": incident_id, "reason": reason},
+                           job_id=f"tickets:{incident_id}")
+
+
+async def action_items(rt: Runtime, incident: IncidentView) -> list[Any]:
+    """The incident's action items, as the postmortem lists them (names resolved for the ticket's text)."""
+    from bot.writeup.postmortem.assemble import people_in
+    from bot.writeup.postmortem.facts import build_facts
+
+    entries = await writeup_of(rt).timeline.entries(incident.id)
+    names = await user_names(rt, people_in(entries, incident))
+    facts = build_facts(incident, entries, names=names)
+    for item in facts.action_items:
+        item.owner_name = facts.name(item.owner) if item.owner else None
+    return list(facts.action_items)
+
+
+async def export(rt: Runtime, incident_id: str, *, create: bool = True) -> ExportReport:
+    incident = await load_incident(rt, incident_id)
+    if incident is None:
+        raise TrackerRefused(f"There is no incident {incident_id}.")
+    report = ExportReport(incident.id)
+    settings = tracker_settings(rt)
+    async with lease.held(rt.redis, tickets_key(rt, incident.id) + ":lk", wait_s=LEASE_WAIT_S, ttl_s=10.0):
+        items = await action_items(rt, incident)
+        report.items = len(items)
+        stored = await stored_tickets(rt, incident.id)
+        if settings.chosen:
+            async with httpx.AsyncClient() as client:
+                tracker = TRACKERS[settings.chosen](settings, client)
+                pm_link = await _postmortem_link(rt, incident.id)
+                for item in items:
+                    await _one(rt, tracker, incident, item, stored, pm_link, create, report)
+        await _index(rt, incident, items, stored)
+    return report
+
+
+async def _one(rt: Runtime, tracker: Any, incident: IncidentView, item: Any, stored: dict[str, Ticket],
+               pm_link: str | None, create: bool, report: ExportReport) -> None:
+    ticket = stored.get(item.id)
+    if ticket is not None:
+        fresh = await tracker.refresh(ticket)
+        report.refreshed += 1
+        report.changed |= (fresh.state, fresh.done) != (ticket.state, ticket.done)
+    elif create and not item.done:
+        request = _request(incident, item, pm_link)
+        fresh = await tracker.find(request)
+        if fresh is None:
+            fresh = await tracker.create(request)
+            report.created += 1
+            log.info("%s: ticket %s created for an action item", incident.id, fresh.key)
+        else:
+            report.found += 1
+        report.changed = True
+    else:
+        return
+    stored[item.id] = fresh
+    await remember(rt, incident.id, fresh)
+
+
+def _request(incident: IncidentView, item: Any, pm_link: str | None) -> TicketRequest:
+    title = " ".join(item.text.split()) or "Action item"
+    title = title if len(title) <= TITLE_MAX else title[: TITLE_MAX - 1] + "…"
+    return TicketRequest(incident.id, item.id, f"[{incident.id}] {title}", item.text, item.owner_name, item.due,
+                         incident.link, pm_link)
+
+
+async def _postmortem_link(rt: Runtime, incident_id: str) -> str | None:
+    link = await rt.redis.hget(rt.key("wu", "pm", incident_id), "link")
+    return _text(link) if link else None
+
+
+async def _index(rt: Runtime, incident: IncidentView, items: list[Any], stored: dict[str, Ticket]) -> None:
+    """The follow-ups index: every action item of the incident with its latest known state."""
+    if not items:
+        return
+    mapping = {f"{incident.id}|{item.id}": json.dumps(asdict(_followup(incident, item, stored.get(item.id))))
+               for item in items}
+    await rt.redis.hset(rt.key("wu", "followups"), mapping=mapping)
+
+
+def _followup(incident: IncidentView, item: Any, ticket: Ticket | None) -> FollowUp:
+    done = bool(item.done or (ticket and ticket.done))
+    return FollowUp(incident.id, item.id, item.text, item.owner, item.at, item.due, done,
+                    asdict(ticket) if ticket else None)
+
+
+async def followups(rt: Runtime, *, owner: str | None = None, include_done: bool = False) -> list[FollowUp]:
+    """Action items across incidents, oldest first: the index (refreshed by every export) plus, read live, the
+    items of incidents still open (their export has not run yet)."""
+    raw = await rt.redis.hgetall(rt.key("wu", "followups"))
+    found = {_text(k): FollowUp(**json.loads(v)) for k, v in raw.items()}
+    for incident in await _open_incidents(rt):
+        stored = await stored_tickets(rt, incident.id)
+        for item in await action_items(rt, incident):
+            found[f"{incident.id}|{item.id}"] = _followup(incident, item, stored.get(item.id))
+    chosen = [f for f in found.values() if (include_done or not f.done) and (owner is None or f.owner == owner)]
+    return sorted(chosen, key=lambda f: f.at)
+
+
+async def _open_incidents(rt: Runtime) -> list[IncidentView]:
+    from bot.writeup.view import store_of, view_of
+
+    return [view_of(i) for i in await store_of(rt).list_open()]
+
+
+async def tickets_line(rt: Runtime, incident_id: str) -> str:
+    """One line for `/incident summary`: the tickets and their state, or why there are none."""
+    tickets = await stored_tickets(rt, incident_id)
+    if not tickets:
+        chosen = tracker_settings(rt).chosen
+        return ("Tickets: none yet (they are made on resolve, or now with `/incident tickets`)." if chosen
+                else "Tickets: no tracker is configured (GITHUB_TOKEN + GITHUB_REPOSITORY, or JIRA_*).")
+    shown = ", ".join(f"<{t.url}|{t.key}> ({t.state})" for t in sorted(tickets.values(), key=lambda t: t.created_at))
+    done = sum(t.done for t in tickets.values())
+    return f"Tickets: {shown} — {done} of {len(tickets)} done."
+
+
+async def tickets_job(rt: Runtime, job: Job) -> None:
+    incident_id = str(job.payload["incident"])
+    try:
+        report = await export(rt, incident_id)
+    except TrackerRefused as exc:
+        raise Permanent(str(exc)) from None
+    except (RetryableError, TrackerError, lease.LeaseBusy) as exc:
+        raise RuntimeError(f"{incident_id}: tickets not exported yet: {exc}") from None  # the queue retries
+    log.info("%s: tickets: %d created, %d found again, %d refreshed", incident_id, report.created, report.found,
+             report.refreshed)
+    if report.changed and job.payload.get("reason") != "postmortem refresh":
+        from bot.writeup.requests import request_postmortem
+
+        await request_postmortem(rt, incident_id, reason="tickets")  # the draft links each ticket
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+__all__ = ["ExportReport", "FollowUp", "export", "followups", "request_tickets", "stored_tickets",
+           "tickets_job", "tickets_line", "tracker_settings"]

@@ -1,0 +1,85 @@
+"""GitHub Issues (REST, `X-GitHub-Api-Version: 2022-11-28`).
+
+    find     GET  /repos/{owner}/{repo}/issues?state=all&labels=…&per_page=100   (up to MAX_PAGES pages; the
+             marker is an HTML comment in the body. The list is read rather than /search/issues because the
+             search index lags behind a create by seconds to minutes — the very window a retried job runs in.)
+    create   POST /repos/{owner}/{repo}/issues   {title, body, labels}
+    state    GET  /repos/{owner}/{repo}/issues/{number}
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from bot.writeup.trackers.config import TrackerSettings
+from bot.writeup.trackers.http import call
+from bot.writeup.trackers.model import Ticket, TicketRequest, TrackerError
+
+MAX_PAGES = 5
+
+
+class GitHubIssues:
+    name = "github"
+
+    def __init__(self, settings: TrackerSettings, client: httpx.AsyncClient) -> None:
+        assert settings.github_token is not None and settings.github_repository
+        self.settings, self.client = settings, client
+        self.base = f"{str(settings.github_api_url).rstrip('/')}/repos/{settings.github_repository}"
+        self.headers = {"Authorization": f"Bearer {settings.github_token.get_secret_value()}",
+                        "Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28",
+                        "User-Agent": "chatops-incident-bot"}
+
+    async def find(self, request: TicketRequest) -> Ticket | None:
+        params: dict[str, Any] = {"state": "all", "per_page": 100, "sort": "created", "direction": "desc"}
+        if self.settings.labels:
+            params["labels"] = ",".join(self.settings.labels)
+        for page in range(1, MAX_PAGES + 1):
+            answer = await self._get(f"{self.base}/issues", params={**params, "page": page})
+            found = next((i for i in answer if request.marker in (i.get("body") or "")), None)
+            if found is not None:
+                return self._ticket(found, request.item_id)
+            if len(answer) < params["per_page"]:
+                return None
+        return None
+
+    async def create(self, request: TicketRequest) -> Ticket:
+        body = {"title": request.title, "body": self._body(request), "labels": self.settings.labels}
+        response = await call(self.client, "POST", f"{self.base}/issues", json=body, headers=self.headers,
+                              timeout=self.settings.tracker_timeout_s)
+        return self._ticket(response.json(), request.item_id, created=True)
+
+    async def refresh(self, ticket: Ticket) -> Ticket:
+        issue = await self._get(f"{self.base}/issues/{ticket.key.lstrip('#')}")
+        fresh = self._ticket(issue, ticket.item)
+        fresh.created_at = ticket.created_at
+        return fresh
+
+    async def _get(self, url: str, **kwargs: Any) -> Any:
+        response = await call(self.client, "GET", url, headers=self.headers, timeout=self.settings.tracker_timeout_s,
+                              attempts=self.settings.tracker_attempts, **kwargs)
+        return response.json()
+
+    def _ticket(self, issue: dict[str, Any], item: str, *, created: bool = False) -> Ticket:
+        if "number" not in issue:
+            raise TrackerError("GitHub answered without an issue number")
+        state = str(issue.get("state") or "open")
+        now = time.time()
+        return Ticket("github", f"#{issue['number']}", str(issue.get("html_url") or ""), state, state == "closed",
+                      item, now if created else 0.0, now)
+
+    @staticmethod
+    def _body(r: TicketRequest) -> str:
+        lines = [r.text, "", f"Action item from incident **{r.incident_id}**."]
+        if r.owner:
+            lines.append(f"Owner: {r.owner}")
+        if r.due:
+            lines.append(f"Due: {r.due}")
+        if r.incident_link:
+            lines.append(f"Incident: {r.incident_link}")
+        if r.postmortem_link:
+            lines.append(f"Postmortem: {r.postmortem_link}")
+        lines += ["", f"<!-- {r.marker} (written by the incident bot: it finds this issue again by it) -->"]
+        return "\n".join(lines)
