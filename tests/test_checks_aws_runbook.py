@@ -277,6 +277,22 @@ async def test_beanstalk_logs_streamed_to_cloudwatch_are_read_there_instead_of_t
     assert result.status is Status.fail and "10 min after version v42" in result.summary
 
 
+async def test_failed_beanstalk_deploy_is_reported_even_when_the_instance_logs_cannot_be_read(aws, monkeypatch,
+                                                                                             http_client):
+    now = wall_clock()
+    failed = {"EventDate": now - timedelta(minutes=12), "Severity": "ERROR", "VersionLabel": "v42",
+              "Message": "Failed to deploy application."}
+    with query_api(monkeypatch, "ELASTIC_BEANSTALK", {}) as server:
+        server.handlers.update(beanstalk_api(now, server.url + "/nowhere"))
+        events = server.handlers["DescribeEvents"]({})
+        server.handlers["DescribeEvents"] = lambda body: {"Events": [*events["Events"], failed]}
+        del server.handlers["RetrieveEnvironmentInfo"]  # the fake answers InvalidRequestException
+        result = await beanstalk_deploy(ENV, context(aws, now, http=http_client, beanstalk_environments=[ENV]))
+    assert result.status is Status.fail
+    assert "A deployment to orders-prod failed" in result.summary and "(version v42)" in result.summary
+    assert "--version-label v41" in result.hint and result.evidence["logs_read_from"].startswith("none: ")
+
+
 def test_tail_lines_keep_their_own_time_and_file():
     now = datetime(2026, 12, 3, 15, 0, tzinfo=UTC)
     text = ("-----\n/var/log/eb-engine.log\n-----\n2026/12/03 14:50:01.123 [ERROR] deploy hook failed\n"
@@ -294,3 +310,18 @@ def test_new_checks_are_registered_with_their_layers():
         "aws.instance_metadata": Layer.config, "aws.api_stage_config": Layer.config,
         "aws.api_stage_metrics": Layer.symptom, "aws.xray_traces": Layer.platform,
         "aws.beanstalk_health": Layer.platform, "aws.beanstalk_deploy": Layer.change}
+
+
+def test_diagnose_list_shows_the_checks_the_new_keys_enable_and_a_misspelt_key_names_its_path():
+    from bot.app.cli import services_text
+    from bot.settings import ConfigError, parse_services
+
+    catalog = parse_services({"services": {"shop": {"aws": {
+        "api_gateways": ["r1"], "http_apis": ["h1"], "beanstalk_environments": ["orders-prod"], "instances": ["i-1"],
+        "xray": True}}}})
+    listed = services_text(catalog)
+    for check in ("aws.api_stage_config", "aws.api_stage_metrics", "aws.beanstalk_deploy", "aws.beanstalk_health",
+                  "aws.instance_metadata", "aws.xray_traces"):
+        assert check in listed
+    with pytest.raises(ConfigError, match=r"services\.shop\.aws\.beanstalk_environment"):
+        parse_services({"services": {"shop": {"aws": {"beanstalk_environment": ["orders-prod"]}}}})

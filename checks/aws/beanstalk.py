@@ -20,11 +20,13 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
+
 from checks.aws.changes import LOOKBACK, parse_aws_time
 from checks.aws.clients import AwsCheckError
 from checks.aws.common import aws_check, aws_error_code, region
 from checks.aws.lambdas import Problem, fold
-from checks.aws.logs import ErrorScan, is_not_found, iso, scan_errors, summarise_errors, to_millis
+from checks.aws.logs import ErrorScan, iso, scan_errors, summarise_errors, to_millis
 from checks.correlation import Change, find_suspect
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, aws_items, check
@@ -266,10 +268,8 @@ async def instance_log_scans(ctx: CheckContext, name: str, start: datetime) -> t
         return list(await asyncio.gather(*(scan_errors(ctx, g, start, ctx.now) for g in groups))), "cloudwatch"
     try:
         return [await tail_scan(ctx, name, start)], "tail"
-    except AwsCheckError as exc:
-        if is_not_found(exc):
-            return [], "none"
-        raise
+    except AwsCheckError as exc:  # the deploys and failed events are still worth reporting without the logs
+        return [], f"none: {exc}"
 
 
 async def tail_scan(ctx: CheckContext, name: str, start: datetime) -> ErrorScan:
@@ -315,14 +315,17 @@ async def _download(ctx: CheckContext, url: str) -> str:
     """The tail file behind the pre-signed URL Elastic Beanstalk returns (read at most MAX_TAIL_BYTES)."""
     if not url.startswith(("https://", "http://")):
         return ""
-    async with ctx.http.stream("GET", url, timeout=5.0) as response:
-        if response.status_code != 200:
-            return ""
-        body = b""
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) >= MAX_TAIL_BYTES:
-                break
+    body = b""
+    try:
+        async with ctx.http.stream("GET", url, timeout=5.0) as response:
+            if response.status_code != 200:
+                return ""
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) >= MAX_TAIL_BYTES:
+                    break
+    except httpx.HTTPError:
+        return ""  # an expired or unreachable link: that instance's lines are missing, the others still count
     return body[:MAX_TAIL_BYTES].decode("utf-8", "replace")
 
 
