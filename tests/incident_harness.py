@@ -273,17 +273,23 @@ class IncidentBot:
 
     # -- a worker in another process ---------------------------------------------------------------------------
 
-    def worker_process(self, tmp_path: Path, *, kill_after_page: bool = False,
-                       dead_worker_after_s: float = 1.0) -> subprocess.Popen:
+    def worker_process(self, tmp_path: Path, *, kill_after_page: bool = False, kill_after_fix: Path | None = None,
+                       fix_trail: Path | None = None, dead_worker_after_s: float = 1.0) -> subprocess.Popen:
         """`python -m tests.incident_harness worker`: the same bot in a child process, consuming this bot's
         queue. With `kill_after_page`, it SIGKILLs itself right after PagerDuty accepted the first page and
-        before the page is recorded — the window the exactly-once guarantee is about."""
+        before the page is recorded — the window the exactly-once guarantee is about. With `kill_after_fix`
+        (a marker file it writes first), it does the same after a fix's AWS write, before its result is stored;
+        `fix_trail` gets a line per reserved-concurrency write the process makes."""
         config_file = self.config.dump(tmp_path / f"bot-{uuid.uuid4().hex[:6]}.json")
         marker = tmp_path / f"killed-{uuid.uuid4().hex[:6]}"
         args = [sys.executable, "-m", "tests.incident_harness", "worker", str(config_file),
                 "--dead-worker-after-s", str(dead_worker_after_s)]
         if kill_after_page:
             args += ["--kill-after-page", str(marker)]
+        if kill_after_fix is not None:
+            args += ["--kill-after-fix", str(kill_after_fix)]
+        if fix_trail is not None:
+            args += ["--fix-trail", str(fix_trail)]
         return subprocess.Popen(args, cwd=Path(__file__).resolve().parent.parent,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -376,11 +382,16 @@ def _oncall_settings(oncall: dict[str, Any] | None, tmp_path: Path, tag: str) ->
 
 # ------------------------------------------------------------------------------------------- worker process
 
-async def _run_worker_process(config_file: Path, kill_marker: Path | None, dead_worker_after_s: float) -> None:
+async def _run_worker_process(config_file: Path, kill_marker: Path | None, dead_worker_after_s: float,
+                              fix_marker: Path | None = None, fix_trail: Path | None = None) -> None:
     config = BotConfig.load(config_file)
     rt, ctx = await build_runtime(config)
     if kill_marker is not None:
         _die_after_first_page(ctx, kill_marker)
+    if fix_marker is not None:
+        _die_after_fix_write(rt, fix_marker)
+    if fix_trail is not None:
+        _trail_fix_writes(fix_trail)
     worker = make_worker(rt, dead_worker_after_s=dead_worker_after_s)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -407,6 +418,34 @@ def _die_after_first_page(ctx: Incidents, marker: Path) -> None:
     provider.trigger = trigger_then_die  # type: ignore[method-assign]
 
 
+def _die_after_fix_write(rt: Runtime, marker: Path) -> None:
+    from bot.remediation.service import remediation_of
+
+    records = remediation_of(rt).records
+    save = records.save
+
+    async def save_or_die(request: Any) -> None:
+        if request.result is not None and not marker.exists():
+            marker.write_text(request.id)
+            os.kill(os.getpid(), signal.SIGKILL)  # the fix is applied in AWS, its result not yet stored
+        await save(request)
+
+    records.save = save_or_die  # type: ignore[method-assign]
+
+
+def _trail_fix_writes(trail: Path) -> None:
+    from checks.aws.fixes import lambda_concurrency
+
+    write = lambda_concurrency._write
+
+    async def trailed(aws: Any, region: str, function: str, target: str) -> None:
+        with trail.open("a") as out:
+            out.write(f"{os.getpid()} {function} {target}\n")
+        await write(aws, region, function, target)
+
+    lambda_concurrency._write = trailed  # type: ignore[assignment]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="tests.incident_harness")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -414,8 +453,11 @@ def main(argv: list[str] | None = None) -> None:
     worker.add_argument("config", type=Path)
     worker.add_argument("--kill-after-page", type=Path, default=None)
     worker.add_argument("--dead-worker-after-s", type=float, default=1.0)
+    worker.add_argument("--kill-after-fix", type=Path, default=None)
+    worker.add_argument("--fix-trail", type=Path, default=None)
     args = parser.parse_args(argv)
-    asyncio.run(_run_worker_process(args.config, args.kill_after_page, args.dead_worker_after_s))
+    asyncio.run(_run_worker_process(args.config, args.kill_after_page, args.dead_worker_after_s,
+                                    args.kill_after_fix, args.fix_trail))
 
 
 if __name__ == "__main__":
