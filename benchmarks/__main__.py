@@ -1,7 +1,7 @@
 """Run every benchmark, one process each (so one's leftovers cannot colour another's figures), and print them.
 
     .venv/bin/python -m benchmarks            # all
-    .venv/bin/python -m benchmarks queue aws  # some of: diagnose, aws, queue, incidents, recovery, hardening,
+    .venv/bin/python -m benchmarks queue aws  # some of: diagnose, charts, aws, queue, incidents, recovery, hardening,
                                               #   postmortem, redis
 """
 
@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-ORDER = ["diagnose", "aws", "queue", "incidents", "recovery", "hardening", "postmortem", "redis"]
+ORDER = ["diagnose", "charts", "aws", "queue", "incidents", "recovery", "hardening", "postmortem", "redis"]
 
 
 def main(names: list[str]) -> int:

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     job_max_deliveries: int = Field(5, ge=1, le=100)
     diagnose_deadline_s: float = Field(60.0, gt=0)
     diagnose_update_interval_s: float = Field(1.0, ge=0)
+    # A failing check whose evidence is a time series gets a PNG chart in its thread reply (false: text only).
+    diagnose_charts: bool = True
     # While an incident is `monitoring`, its service is diagnosed again this often until it is resolved.
     recovery_recheck_s: float = Field(300.0, ge=1)
     # Fixes from Slack (bot/remediation): off until turned on; a request not approved in time expires.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
@@ -36,6 +37,24 @@ def worst(statuses: list[Status]) -> Status:
     return Status.ok
 
 
+class Marker(BaseModel):
+    """A moment worth seeing on a chart: the first error signature, the last deploy, the first bad minute."""
+
+    at: datetime
+    label: str
+    kind: Literal["first_error", "deploy", "first_breach"] = "first_breach"
+
+
+class Series(BaseModel):
+    """The time series a check judged, kept so a renderer can draw it without asking AWS again."""
+
+    metric: str  # what the y axis is, for people: "5xx ratio", "Lambda errors per minute"
+    unit: str = ""  # "%", "ms", "count"
+    points: list[tuple[datetime, float]] = Field(default_factory=list)
+    threshold: float | None = None  # the line the check compared against, in the points' unit
+    markers: list[Marker] = Field(default_factory=list)
+
+
 class CheckResult(BaseModel):
     """What one check found about one target. `check`, `target` and `duration_ms` are filled in by the runner."""
 
@@ -51,6 +70,8 @@ class CheckResult(BaseModel):
     severity: Severity | None = None
     # Reversible fixes for the cause this result names (a button each); empty for most results.
     fixes: list[FixOffer] = Field(default_factory=list)
+    # The metric the check judged, when its evidence is a time series (a chart is drawn from it); else None.
+    series: Series | None = None
 
 
 class Finding(BaseModel):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.diagnosis import history
+from bot.diagnosis import charts, history
 from bot.diagnosis.render import slack as render
 from bot.queue import Job
 from bot.runtime import Runtime
@@ -157,6 +157,8 @@ async def check_job(rt: Runtime, job: Job) -> None:
                                delay_s=rt.settings.diagnose_update_interval_s)
     if total <= GROUP_AFTER or result.status.is_problem:
         await _reply_once(rt, run_id, state, planned.key, *render.result_message(result, run_id))
+        await charts.attach_chart(rt, _run_key(rt, run_id, "replies"), planned.key, state["channel"],
+                                  state["parent_ts"], result, RUN_TTL_S)
 
 
 def _context(rt: Runtime, run_id: str, state: dict[str, str]) -> CheckContext:

@@ -28,8 +28,9 @@ from checks.aws.common import (
 )
 from checks.aws.fixes.route_table import move_offer
 from checks.aws.fixes.target_matcher import add_codes_offer
+from checks.aws.series import first_breach, minutes_by_id, ratio_points
 from checks.fixes import FixOffer
-from checks.model import STATUS_ORDER, CheckResult, Status
+from checks.model import STATUS_ORDER, CheckResult, Series, Status
 from checks.registry import CheckContext, Layer, aws_items, check
 from checks.services import ServiceSpec, is_link_local
 
@@ -439,7 +440,8 @@ async def elb_5xx(name: str, ctx: CheckContext) -> CheckResult:
     lb = await describe_load_balancer(ctx, name)
     if lb.get("Type") != "application":
         return CheckResult(status=Status.skipped, summary=f"{name} is a {lb.get('Type')} load balancer: no HTTP codes.")
-    sums = await _metric_sums(ctx, lb["LoadBalancerArn"].split(":loadbalancer/", 1)[1])
+    minutes = await _metric_minutes(ctx, lb["LoadBalancerArn"].split(":loadbalancer/", 1)[1])
+    sums = {key: sum(values.values()) for key, values in minutes.items()}
     errors = sums["target_5xx"] + sums["elb_5xx"]
     # ELB 503s for "no healthy target" are not in RequestCount; never let the ratio exceed 100 %.
     served = max(sums["requests"], errors)
@@ -463,9 +465,16 @@ async def elb_5xx(name: str, ctx: CheckContext) -> CheckResult:
                f"({int(sums['target_5xx'])} from targets, {int(sums['elb_5xx'])} from the load balancer).")
     if served < MIN_REQUESTS:
         return CheckResult(status=Status.warn, severity="P2", resource=lb["LoadBalancerArn"], evidence=evidence,
-                           summary=summary + " Too little traffic to call it an outage.", hint=_5xx_hint(source))
+                           summary=summary + " Too little traffic to call it an outage.", hint=_5xx_hint(source),
+                           series=_5xx_series(minutes))
     return CheckResult(status=Status.fail, severity="P0" if ratio > P0_RATIO else "P1", resource=lb["LoadBalancerArn"],
-                       evidence=evidence, summary=summary, hint=_5xx_hint(source))
+                       evidence=evidence, summary=summary, hint=_5xx_hint(source), series=_5xx_series(minutes))
+
+
+def _5xx_series(minutes: dict[str, dict[Any, float]]) -> Series:
+    points = ratio_points([minutes["target_5xx"], minutes["elb_5xx"]], minutes["requests"])
+    return Series(metric="5xx ratio per minute", unit="%", points=points, threshold=100 * FAIL_RATIO,
+                  markers=first_breach(points, 100 * FAIL_RATIO, "first minute over 5 %"))
 
 
 def _5xx_hint(source: str) -> str:
@@ -475,7 +484,8 @@ def _5xx_hint(source: str) -> str:
             "health, security groups, NACLs and the target timeout.")
 
 
-async def _metric_sums(ctx: CheckContext, dimension: str) -> dict[str, float]:
+async def _metric_minutes(ctx: CheckContext, dimension: str) -> dict[str, dict[Any, float]]:
+    """Each metric's per-minute Sums over the window: {"requests": {minute: n}, "target_5xx": ..., "elb_5xx": ...}."""
     queries = [
         {
             "Id": key.replace("_", ""),
@@ -491,8 +501,5 @@ async def _metric_sums(ctx: CheckContext, dimension: str) -> dict[str, float]:
     ]
     results = await ctx.aws.paginate("cloudwatch", region(ctx), "get_metric_data", "MetricDataResults",
                                      MetricDataQueries=queries, StartTime=ctx.now - WINDOW, EndTime=ctx.now)
-    sums = dict.fromkeys(_METRICS, 0.0)
-    for result in results:  # pages repeat an Id with more values; add them up
-        key = next(k for k in _METRICS if k.replace("_", "") == result["Id"])
-        sums[key] += sum(result.get("Values", []))
-    return sums
+    by_id = minutes_by_id(results)
+    return {key: by_id.get(key.replace("_", ""), {}) for key in _METRICS}

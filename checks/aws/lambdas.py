@@ -25,8 +25,9 @@ from checks.aws.logs import (
     percentile,
     read_events,
 )
+from checks.aws.series import first_breach, minutes_by_id, ratio_points
 from checks.fixes import FixOffer
-from checks.model import CheckResult, Severity, Status
+from checks.model import CheckResult, Series, Severity, Status
 from checks.registry import CheckContext, Layer, aws_items, check
 
 # When AWS stops applying security patches to a runtime ("Deprecation date" in
@@ -289,7 +290,20 @@ async def lambda_metrics(function: str, ctx: CheckContext) -> CheckResult:
         f"{function}: {int(invocations)} invocations in the last hour, {int(errors)} errors, no throttles"
         + (f", max duration {max_duration:.0f} ms of {timeout_ms:.0f} ms." if max_duration is not None else ".")
     )
-    return fold(problems, ok=ok, resource=config.get("FunctionArn") or function, evidence=evidence)
+    result = fold(problems, ok=ok, resource=config.get("FunctionArn") or function, evidence=evidence)
+    return result.model_copy(update={"series": _lambda_series(totals["minutes"], throttles > 0)}) if problems \
+        else result
+
+
+def _lambda_series(minutes: dict[str, dict[Any, float]], throttled: bool) -> Series:
+    """Throttles when there were any (the more specific cause), else the error rate, per minute."""
+    if throttled:
+        points = sorted(minutes["throttles"].items())
+        return Series(metric="Lambda throttles per minute", unit="count", points=points, threshold=0,
+                      markers=first_breach(points, 0, "first throttle"))
+    points = ratio_points([minutes["errors"]], minutes["invocations"])
+    return Series(metric="Lambda error rate per minute", unit="%", points=points, threshold=100 * ERROR_RATE_FAIL,
+                  markers=first_breach(points, 100 * ERROR_RATE_FAIL, "first minute over 5 %"))
 
 
 def _timeout_problem(function: str, max_duration: float, timeout_ms: float) -> Problem:
@@ -330,11 +344,11 @@ async def _metric_totals(ctx: CheckContext, function: str) -> dict[str, Any]:
         "cloudwatch", region(ctx), "get_metric_data", "MetricDataResults",
         MetricDataQueries=queries, StartTime=ctx.now - WINDOW, EndTime=ctx.now,
     )
-    values: dict[str, list[float]] = {key: [] for key in _METRICS}
-    for result in results:
-        values[result["Id"]].extend(float(v) for v in result.get("Values", []))
+    minutes = minutes_by_id(results)
+    values = {key: list(minutes.get(key, {}).values()) for key in _METRICS}
     totals: dict[str, Any] = {key: sum(values[key]) for key in ("errors", "throttles", "invocations")}
     totals["duration"] = max(values["duration"], default=None)
+    totals["minutes"] = {key: minutes.get(key, {}) for key in _METRICS}
     return totals
 
 

@@ -11,12 +11,16 @@ from bot.slack.local.model import SlackError
 from bot.slack.local.params import Params
 from bot.slack.local.workspace import Channel, StoredFile, Workspace
 
+ALT_TXT_MAX = 1000  # Slack answers alt_txt_too_large past this many characters
+
 
 def get_upload_url(ws: Workspace, p: Params) -> dict:
     """Step 1 of files_upload_v2: reserve a file id and hand out a URL on this server to POST the bytes to."""
     filename, length = p.required("filename"), p.text("length", "")
     if not length.isdigit():
         raise SlackError("invalid_arguments")
+    if len(p.text("alt_txt") or "") > ALT_TXT_MAX:
+        raise SlackError("alt_txt_too_large")
     stored = StoredFile(id=ws.ids.next("F"), name=filename, length=int(length), created=int(time.time()),
                         user=ws.bot_user_id, upload_key=secrets.token_hex(12), alt_txt=p.text("alt_txt"),
                         snippet_type=p.text("snippet_type"))

@@ -1,0 +1,99 @@
+"""Charts in the thread: a failing metric check (ALB 5xx in moto) gets a PNG of the series it judged, shared with
+Slack's files v2 upload in its reply's thread; DIAGNOSE_CHARTS=false leaves only the text."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+from bot.diagnosis.render.chart import render_png
+from checks.model import Marker, Series
+from tests.app_harness import running_bot
+from tests.aws_scenarios import REGION, build_alb, build_network, put_alb_traffic
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SERVICES = {"web": {"aws": {"region": REGION, "load_balancers": ["web"]}}}
+
+
+def png_size(content: bytes) -> tuple[int, int]:
+    """Width and height from the IHDR chunk, after checking the file is a whole PNG (signature … IEND)."""
+    assert content.startswith(PNG_SIGNATURE), content[:16]
+    assert content[12:16] == b"IHDR" and content.endswith(b"IEND\xaeB`\x82")
+    return struct.unpack(">II", content[16:24])
+
+
+def failing_alb(aws) -> None:
+    """Six minutes of traffic, the last four mostly 502s from the load balancer."""
+    lb = build_alb(aws, build_network(aws))
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    for minutes_ago in range(6, 0, -1):
+        errors = 400 if minutes_ago <= 4 else 0
+        put_alb_traffic(aws, lb, at=now - timedelta(minutes=minutes_ago), requests=1000, elb_5xx=errors)
+
+
+async def diagnose(bot) -> tuple[object, list]:
+    await bot.command("/diagnose", "web")
+    await bot.settle()
+    [parent] = bot.parents()
+    return parent, bot.local.replies(bot.channel, parent.ts)
+
+
+async def test_failing_5xx_check_shares_a_png_chart_in_its_thread(aws, local_slack, redis_url, tmp_path):
+    failing_alb(aws)
+    async with running_bot(local_slack, redis_url, tmp_path, services=SERVICES) as bot:
+        parent, replies = await diagnose(bot)
+
+        assert any("aws.elb_5xx" in r.text for r in replies), [r.text for r in replies]
+        [shared] = local_slack.files(bot.channel)
+        assert shared["name"] == "aws.elb_5xx-web.png" and shared["mimetype"] == "image/png"
+        width, height = png_size(shared["content"])
+        assert 300 <= width <= 2000 and 150 <= height <= 1200, (width, height)
+        assert len(shared["content"]) < 200_000
+        assert "5xx ratio per minute" in shared["alt_txt"] and "threshold 5%" in shared["alt_txt"]
+        [[share]] = shared["shares"]["public"].values()
+        assert share["thread_ts"] == parent.ts  # in the diagnosis thread, not the channel
+        steps = [c.method for c in local_slack.calls
+                 if c.method in ("files.getUploadURLExternal", "upload", "files.completeUploadExternal")]
+        assert steps == ["files.getUploadURLExternal", "upload", "files.completeUploadExternal"]
+
+
+async def test_charts_off_leaves_the_text_reply_and_uploads_nothing(aws, local_slack, redis_url, tmp_path):
+    failing_alb(aws)
+    async with running_bot(local_slack, redis_url, tmp_path, services=SERVICES, diagnose_charts=False) as bot:
+        _, replies = await diagnose(bot)
+
+        assert any("aws.elb_5xx" in r.text for r in replies)
+        assert local_slack.files() == []
+        assert local_slack.calls_to("files.getUploadURLExternal") == []
+
+
+async def test_a_healthy_metric_check_gets_no_chart(aws, local_slack, redis_url, tmp_path):
+    lb = build_alb(aws, build_network(aws))
+    put_alb_traffic(aws, lb, at=datetime.now(UTC) - timedelta(minutes=2), requests=1000, target_5xx=3)
+    async with running_bot(local_slack, redis_url, tmp_path, services=SERVICES) as bot:
+        _, replies = await diagnose(bot)
+
+        assert any("aws.elb_5xx" in r.text for r in replies)
+        assert local_slack.files() == []
+
+
+def test_chart_draws_threshold_and_markers_and_survives_dollar_signs() -> None:
+    start = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)
+    points = [(start + timedelta(minutes=i), float(v)) for i, v in enumerate([0, 0, 1, 30, 45, 50])]
+    series = Series(metric="cost $ per $minute", unit="%", points=points, threshold=5,
+                    markers=[Marker(at=points[1][0], label="deploy v7 $HOME", kind="deploy"),
+                             Marker(at=points[3][0], label="KeyError: 'user_id'", kind="first_error")])
+
+    width, height = png_size(render_png(series))
+
+    assert (width, height) == (640, 260)
+
+
+def test_the_http_ack_path_does_not_import_matplotlib() -> None:
+    code = ("import sys; import bot.app.http_server, bot.diagnosis.run, bot.diagnosis.charts, handlers; "
+            "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stderr[-2000:]
