@@ -44,7 +44,8 @@ def preview_view(offer: FixOffer, plan: FixPlan, token: str, approvers: str) -> 
             blocks.append({"type": "input", "block_id": f"{INPUT_PREFIX}{key}", "optional": True,
                            "label": {"type": "plain_text", "text": key.replace("_", " ")[:2000]},
                            "element": {"type": "plain_text_input", "action_id": "value"}})
-    blocks.append(context(f"Requesting posts this for approval; it needs {escape(approvers)}."))
+    # `approvers` is the bot's own mrkdwn (mentions of policy ids and channels): escaping it would break them
+    blocks.append(context(f"Requesting posts this for approval; it needs {approvers}."))
     return {"type": "modal", "callback_id": PREVIEW_VIEW, "private_metadata": token,
             "title": {"type": "plain_text", "text": "Preview fix"},
             "submit": {"type": "plain_text", "text": "Request"}, "close": {"type": "plain_text", "text": "Cancel"},
@@ -65,7 +66,7 @@ def approval_message(label: str, plan: FixPlan, requester: str, needs: str, expi
                {"type": "button", "action_id": DENY_ACTION, "value": request_id, "style": "danger",
                 "text": {"type": "plain_text", "text": "Deny"}}]
     return text, [section(f":wrench: {text}"), section(plan_text(plan)),
-                  context(f"Needs approval by {escape(needs)} · expires <!date^{int(expires_at)}^{{time}}|soon>"),
+                  context(f"Needs approval by {needs} · expires <!date^{int(expires_at)}^{{time}}|soon>"),
                   {"type": "actions", "block_id": f"fix:{request_id}", "elements": buttons}]
 
 

@@ -31,7 +31,6 @@ from bot.remediation.records import RECORD_TTL_S, FixRequest, Origin, Preview, R
 from bot.runtime import Runtime
 from bot.slack.client import SlackError
 from bot.slack.posts import post_once
-from checks.aws.fixes import fix_actions
 from checks.fixes import FixAction, FixChanged, FixOffer, FixPlan, FixRefused, FixResult
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,16 @@ DISABLED = ("Fixes are turned off here (REMEDIATION_ENABLED=false). Nothing was 
 class Remediation:
     ctx: Incidents
     records: Records
-    actions: dict[str, FixAction]
+    _actions: dict[str, FixAction] | None = None
+
+    @property
+    def actions(self) -> dict[str, FixAction]:
+        """Built on first use: the fixes import boto3, which a process answering Slack need not load."""
+        if self._actions is None:
+            from checks.aws.fixes import fix_actions
+
+            self._actions = fix_actions()
+        return self._actions
 
     @property
     def rt(self) -> Runtime:
@@ -83,7 +91,7 @@ async def install(rt: Runtime) -> Remediation:
     if (installed := rt.feature(Remediation)) is not None:
         return installed
     records = Records(rt.redis, rt.key, lambda request_id: rt.queue.key("fix", "decided", request_id))
-    fx = Remediation(incidents_of(rt), records, fix_actions())
+    fx = Remediation(incidents_of(rt), records)
     rt.provide(fx)
     rt.hooks.job_handlers.append(job_handlers)
     return fx
@@ -288,7 +296,7 @@ async def _record(fx: Remediation, request: FixRequest, stage: str, actor: str, 
     if request.origin.incident_id:
         await fx.ctx.timeline.record(request.origin.incident_id, EntryKind.REMEDIATION,
                                      entry_id=f"remediation:{request.id}:{stage}", actor=actor, text=request.label,
-                                     data={"request": request.id, "action": request.plan["action"], "stage": stage,
+                                     data={"request": request.id, "fix": request.plan["action"], "stage": stage,
                                            "requester": request.requester, **data})
 
 
