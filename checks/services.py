@@ -116,6 +116,9 @@ class BucketSpec(_Strict):
         return {"name": value} if isinstance(value, str) else value
 
 
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
 class AwsSpec(_Strict):
     region: str = Field("us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
     load_balancers: list[str] = []
@@ -125,6 +128,8 @@ class AwsSpec(_Strict):
     queues: list[str] = []
     dynamodb_tables: list[str] = []
     db_instances: list[str] = []
+    # instance id → the app's libpq sslmode, judged against the instance's rds.force_ssl and CA expiry
+    db_client_sslmode: dict[str, SslMode] = {}
     buckets: list[BucketSpec] = []
     distributions: list[str] = []
     certificates: list[str] = []

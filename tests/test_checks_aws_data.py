@@ -211,19 +211,20 @@ async def test_on_demand_table_without_throttles_is_ok(aws: AwsClients) -> None:
 # --- RDS -----------------------------------------------------------------------------------------------------
 
 
-def make_db(aws: AwsClients, max_connections: int | None = 100) -> None:
+def make_db(aws: AwsClients, max_connections: int | None = 100, *, force_ssl: bool = False,
+            ca: str = "rds-ca-rsa2048-g1") -> None:
     client = aws.client("rds", REGION)
     client.create_db_parameter_group(DBParameterGroupName="orders-pg", DBParameterGroupFamily="postgres15",
                                      Description="orders")
-    if max_connections:
-        client.modify_db_parameter_group(DBParameterGroupName="orders-pg", Parameters=[{
-            "ParameterName": "max_connections", "ParameterValue": str(max_connections),
-            "ApplyMethod": "pending-reboot",
-        }])
+    settings = {"max_connections": max_connections, "rds.force_ssl": 1 if force_ssl else None}
+    for name, value in settings.items():
+        if value is not None:
+            client.modify_db_parameter_group(DBParameterGroupName="orders-pg", Parameters=[{
+                "ParameterName": name, "ParameterValue": str(value), "ApplyMethod": "pending-reboot"}])
     client.create_db_instance(
         DBInstanceIdentifier="orders-db", Engine="postgres", DBInstanceClass="db.t3.micro", AllocatedStorage=20,
         MasterUsername="app", MasterUserPassword="not-a-real-secret", DBParameterGroupName="orders-pg",
-        MultiAZ=True,
+        MultiAZ=True, CACertificateIdentifier=ca,
     )
 
 
@@ -270,6 +271,56 @@ async def test_unknown_limit_reports_the_peak_only(aws: AwsClients) -> None:
 
     assert result.status is Status.ok and result.evidence["max_connections"] is None
     assert "peak 950 connections" in result.summary
+
+
+async def test_forced_ssl_against_a_client_that_disables_it_is_a_failure(aws: AwsClients) -> None:
+    make_db(aws, force_ssl=True)
+
+    result = await rds("orders-db", context(aws, db_instances=["orders-db"],
+                                            db_client_sslmode={"orders-db": "disable"}))
+
+    assert result.status is Status.fail and result.severity == "P1"
+    assert "forces SSL (rds.force_ssl=1) but the app connects with sslmode=disable" in result.summary
+    assert result.evidence["force_ssl"] == "rds.force_ssl" and result.evidence["client_sslmode"] == "disable"
+    assert "sslmode=require" in (result.hint or "")
+
+
+async def test_forced_ssl_with_a_client_that_uses_tls_is_ok(aws: AwsClients) -> None:
+    make_db(aws, force_ssl=True)
+
+    result = await rds("orders-db", context(aws, db_instances=["orders-db"],
+                                            db_client_sslmode={"orders-db": "verify-full"}))
+
+    assert result.status is Status.ok, result.summary
+    assert result.evidence["ca_certificate"] == "rds-ca-rsa2048-g1"
+    assert result.evidence["ca_valid_till"].startswith("2061-05-25")
+
+
+async def test_expired_ca_fails_a_client_that_verifies_the_server(aws: AwsClients) -> None:
+    make_db(aws, ca="rds-ca-2019")  # expired on 2024-08-22
+
+    verifying = await rds("orders-db", context(aws, db_instances=["orders-db"],
+                                               db_client_sslmode={"orders-db": "verify-full"}))
+    not_verifying = await rds("orders-db", context(aws, db_instances=["orders-db"]))
+
+    assert verifying.status is Status.fail and verifying.severity == "P1"
+    assert "certificate authority rds-ca-2019 expired on 2024-08-22" in verifying.summary
+    assert "sslmode=verify-full" in verifying.summary
+    assert not_verifying.status is Status.warn and not_verifying.severity == "P2"
+    assert "modify-db-instance --ca-certificate-identifier" in (not_verifying.hint or "")
+
+
+async def test_ca_expiring_within_a_week_is_an_urgent_warning(aws: AwsClients, monkeypatch) -> None:
+    from tests.fixtures.rds_certificates import CERTIFICATE_AUTHORITIES
+
+    now = datetime.now(UTC)
+    monkeypatch.setitem(CERTIFICATE_AUTHORITIES, "rds-ca-rsa2048-g1", now + timedelta(days=5, hours=1))
+    make_db(aws)
+
+    result = await rds("orders-db", context(aws, now=now, db_instances=["orders-db"]))
+
+    assert result.status is Status.warn and result.severity == "P2"
+    assert "rds-ca-rsa2048-g1 expires in 5 days" in result.summary
 
 
 # --- S3 ------------------------------------------------------------------------------------------------------
