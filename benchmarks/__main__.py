@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks            # all
     .venv/bin/python -m benchmarks queue aws  # some of: diagnose, charts, aws, queue, incidents, recovery, hardening,
-                                              #   postmortem, redis
+                                              #   postmortem, redis, startup
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-ORDER = ["diagnose", "charts", "aws", "queue", "incidents", "recovery", "hardening", "postmortem", "redis"]
+ORDER = ["startup", "diagnose", "charts", "aws", "queue", "incidents", "recovery", "hardening", "postmortem", "redis"]
 
 
 def main(names: list[str]) -> int:

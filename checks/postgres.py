@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
-
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from typing import TYPE_CHECKING, Any
 
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, check
 from checks.services import DatabaseSpec, ServiceSpec
+
+if TYPE_CHECKING:  # the driver is imported when the check first runs, not when the checks are registered
+    import psycopg
 
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT = "5s"
@@ -48,6 +48,9 @@ def _database_of(service: ServiceSpec) -> list[DatabaseSpec]:
 @check("postgres", each=_database_of, target=lambda db: f"${db.dsn_env}", layer=Layer.platform, timeout_s=20)
 async def postgres(database: DatabaseSpec, ctx: CheckContext) -> CheckResult:
     """PostgreSQL login, queries running too long, connections near max_connections"""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     dsn = ctx.env.get(database.dsn_env)
     if not dsn:
         return CheckResult(
@@ -83,6 +86,8 @@ async def postgres(database: DatabaseSpec, ctx: CheckContext) -> CheckResult:
 
 
 async def _connect(dsn: str) -> psycopg.AsyncConnection[Any]:
+    import psycopg
+
     return await psycopg.AsyncConnection.connect(
         dsn, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True, application_name="chatops-diagnose"
     )

@@ -17,9 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import boto3
 import botocore.exceptions
-from botocore.config import Config
 
 # botocore's service names differ from IAM's action prefixes in a few places.
 IAM_PREFIX = {"elbv2": "elasticloadbalancing", "lambda": "lambda", "logs": "logs", "events": "events"}
@@ -62,6 +60,11 @@ class AwsClients:
     READ_ONLY_PREFIXES = ("describe_", "get_", "list_", "filter_")
 
     def __init__(self, *, connect_timeout: float = 3.0, read_timeout: float = 10.0, max_attempts: int = 4) -> None:
+        # Imported here, not with the module: registering the checks (which a process answering Slack does to
+        # count a /diagnose plan) must not cost boto3's import; the first client cache pays it.
+        import boto3
+        from botocore.config import Config
+
         # botocore's `total_max_attempts` counts the first try too, which is what "attempts" means here.
         self._config = Config(
             connect_timeout=connect_timeout,

@@ -1,0 +1,111 @@
+"""Start-up and memory of an HTTP process, against the minimal Bolt app (benchmarks/minimal_bolt.py) started the
+same way in the same run.
+
+For each round, each server is started as its own process: the clock runs from `Popen` to the first 200 on
+GET /healthz (polled every 10 ms); then it answers ten signed `/diagnose api` commands, and its RSS is read from
+/proc (so what the first requests load is counted). The bot is `chatops run --no-worker` with HTTP_WORKERS=1 —
+one process doing what each HTTP child does. Rounds alternate the two so load drift hits both alike.
+
+    .venv/bin/python -m benchmarks.bench_startup
+
+Targets (issue #20): start → /healthz ≤ 1.3 × and RSS ≤ 1.3 × the minimal Bolt app. Prints figures; not a test.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+
+from benchmarks.bench_queue import rss_kib
+from bot.app.redis_server import RedisServer
+from bot.slack.local import LocalSlack
+from tests.app_harness import BOT_TOKEN, free_port
+from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET, signed_headers
+
+ROUNDS = 3
+ACKS = 10
+
+
+def minimal_bolt(port: int, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "benchmarks.minimal_bolt", str(port)], env=env)
+
+
+def chatops_http(tmp: Path, redis_url: str) -> Callable[[int, dict[str, str]], subprocess.Popen]:
+    services = tmp / "services.yml"
+    services.write_text("services:\n  api:\n    http:\n      - url: http://127.0.0.1:9/\n")
+
+    def start(port: int, env: dict[str, str]) -> subprocess.Popen:
+        env = {**env, "REDIS_URL": redis_url, "SERVICES_FILE": str(services), "PORT": str(port), "HTTP_WORKERS": "1",
+               "REDIS_NAMESPACE": f"boot{uuid.uuid4().hex[:8]}"}
+        return subprocess.Popen([sys.executable, "-m", "bot", "run", "--no-worker"], env=env)
+
+    return start
+
+
+def one_start(start: Callable[[int, dict[str, str]], subprocess.Popen], env: dict[str, str],
+              local: LocalSlack) -> tuple[float, float]:
+    """(seconds from Popen to the first 200 on /healthz, RSS in MiB after ten acks)."""
+    port = free_port()
+    started = time.perf_counter()
+    proc = start(port, env)
+    try:
+        with httpx.Client(timeout=5) as http:
+            booted = _first_200(http, f"http://127.0.0.1:{port}/healthz", started)
+            for i in range(ACKS):
+                body = urlencode({"command": "/diagnose", "text": "api", "channel_id": f"CBOOT{i}",
+                                  "user_id": "U1", "team_id": "T0LOCAL", "user_name": "u", "channel_name": "c",
+                                  "response_url": local.response_url(), "trigger_id": f"t{i}"})
+                answer = http.post(f"http://127.0.0.1:{port}/slack/events", content=body,
+                                   headers=signed_headers(body, SLACK_TEST_SIGNING_SECRET))
+                assert answer.status_code == 200 and "Queued" in answer.text, answer.text[:300]
+            return booted, rss_kib(proc.pid) / 1024
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _first_200(http: httpx.Client, url: str, started: float) -> float:
+    deadline = started + 30
+    while time.perf_counter() < deadline:
+        try:
+            if http.get(url).status_code == 200:
+                return time.perf_counter() - started
+        except httpx.TransportError:
+            pass
+        time.sleep(0.01)
+    raise RuntimeError(f"{url} did not answer 200 within 30 s")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as redis, \
+            LocalSlack(bot_token=BOT_TOKEN) as local:
+        local.add_user("U1", "u1")
+        env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SLACK_TEST_SIGNING_SECRET,
+               "SLACK_API_URL": local.url, "LOG_LEVEL": "WARNING"}
+        env.pop("SLACK_APP_TOKEN", None)
+        servers = {"minimal Bolt app": minimal_bolt, "chatops run --no-worker": chatops_http(Path(tmp), redis.url)}
+        figures: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
+        for _ in range(ROUNDS):
+            for name, start in servers.items():
+                figures[name].append(one_start(start, env, local))
+        print(f"HTTP process start → first 200 on /healthz, and RSS after {ACKS} acks (median of {ROUNDS} starts; "
+              f"targets ≤ 1.3 × the minimal Bolt app)")
+        base_s, base_mib = (statistics.median(f[i] for f in figures["minimal Bolt app"]) for i in (0, 1))
+        for name, runs in figures.items():
+            boot_s, mib = (statistics.median(f[i] for f in runs) for i in (0, 1))
+            print(f"  {name:<25} start {boot_s * 1000:5.0f} ms ({boot_s / base_s:.2f} ×)   "
+                  f"RSS {mib:5.1f} MiB ({mib / base_mib:.2f} ×)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The smallest Bolt app that does the bot's job on the ack path, in a process of its own: the baseline for the
+bot's start-up, memory and ack figures (`python -m benchmarks startup`).
+
+    python -m benchmarks.minimal_bolt PORT
+
+Bolt's AsyncApp with the bot's Bolt settings (`process_before_response=True`, one workspace token), its ASGI
+adapter on /slack/events, a `/diagnose` and `/incident` listener that ack with a fixed text, and GET /healthz
+answering 200 — served by uvicorn on uvloop with the options bot.app.http_server.serve uses. It imports nothing
+from the bot, so what it costs is what Bolt, uvicorn and the interpreter cost.
+
+Environment: SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_API_URL (the local Slack emulator's).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def build_app():  # type: ignore[no-untyped-def]
+    from slack_bolt.adapter.asgi.async_handler import AsyncSlackRequestHandler
+    from slack_bolt.async_app import AsyncApp
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    client = AsyncWebClient(token=os.environ["SLACK_BOT_TOKEN"], base_url=os.environ["SLACK_API_URL"])
+    app = AsyncApp(client=client, signing_secret=os.environ["SLACK_SIGNING_SECRET"], process_before_response=True)
+
+    async def command(ack, command):  # type: ignore[no-untyped-def]
+        await ack(text=f"Queued 1 checks for `{command.get('text', '')}`.")
+
+    app.command("/diagnose")(command)
+    app.command("/incident")(command)
+    slack = AsyncSlackRequestHandler(app, path="/slack/events")
+
+    async def asgi(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "http" and scope["path"] == "/healthz":
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": b'{"ok": true}'})
+            return
+        await slack(scope, receive, send)
+
+    return asgi
+
+
+def main() -> None:
+    import uvicorn
+    import uvloop
+
+    config = uvicorn.Config(build_app(), host="127.0.0.1", port=int(sys.argv[1]), log_config=None, lifespan="off",
+                            access_log=False)
+    uvloop.run(uvicorn.Server(config).serve())
+
+
+if __name__ == "__main__":
+    main()
