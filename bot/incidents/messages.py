@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from bot import durations
@@ -25,6 +24,7 @@ from bot.slack.mrkdwn import (
     inert,
     one_line,
     plain,
+    slack_date,
     truncate,
 )
 
@@ -55,12 +55,6 @@ ESCALATE_USAGE = ("*`/escalate`* `[reason]` pages the next level now · `/escala
 def format_duration(seconds: float) -> str:
     """`45s`, `4m12s`, `1h02m`, `2d03h` — compact, for "acknowledged after 4m12s"."""
     return durations.format_duration(seconds)
-
-
-def slack_date(at: float, fmt: str = "{date_short_pretty} {time}") -> str:
-    """A Slack date token: shown in each reader's time zone, with a UTC fallback."""
-    fallback = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"<!date^{int(at)}^{fmt}|{fallback}>"
 
 
 def who(actor: str | None) -> str:
