@@ -111,6 +111,20 @@ async def test_a_swap_gives_my_shift_to_bob_and_me_his_next_one(local_slack, red
         assert taken.user == ALICE and taken.override is not None and taken.override.made_by == ALICE
 
 
+@pytest.mark.parametrize(("day", "who", "said"), [
+    ("9999-12-31", CAROL, "at most 366 days ahead"),  # was an overflow deep in the timeline: "failed on our side"
+    ("0001-01-01", CAROL, "0001-01-01 is over"),
+    ("today", ALICE, "Name someone else"),  # was two overrides of Alice by Alice, one weeks away
+])
+async def test_a_swap_of_oneself_or_an_impossible_day_is_refused(local_slack, redis_url, tmp_path, day, who, said):
+    async with incident_bot(local_slack, redis_url, tmp_path, policy=schedule_policy(), oncall=SCHEDULES) as bot:
+        today = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).date().isoformat()
+        answer = await bot.command("/oncall", f"swap payments-primary <@{who}> {day.replace('today', today)}",
+                                   user=ALICE)
+        assert said in answer and "failed on our side" not in answer, answer
+        assert not await oncall_of(bot.rt).overrides.list("payments-primary")
+
+
 async def test_a_handoff_dms_both_people_once_with_the_open_incidents(local_slack, redis_url, tmp_path):
     async with incident_bot(local_slack, redis_url, tmp_path, policy=schedule_policy(), oncall=SCHEDULES) as bot:
         inc = await declare_incident(bot, "Payments failing P1 api", user="UOUT")

@@ -19,6 +19,7 @@ from bot.oncall.timeline import Override
 from bot.slack.mrkdwn import escape, mention, one_line, slack_date
 
 MAX_OVERRIDE = dt.timedelta(days=31)
+MAX_SWAP_AHEAD = dt.timedelta(days=366)
 OVERRIDE_USAGE = "`/oncall override @user 4h` (or `until 18:00`, or `until 2026-03-02T09:00`)"
 SWAP_USAGE = "`/oncall swap @user 2026-03-02`"
 _LENGTH = re.compile(r"^(\d+)(m|h|d|w)$")
@@ -93,10 +94,23 @@ async def override(ctx: Oncall, name: str, actor: str, user: str, words: list[st
     return made
 
 
-async def swap(ctx: Oncall, name: str, actor: str, user: str, day: dt.date) -> list[Override]:
+def _swappable(schedule_tz: dt.tzinfo, actor: str, user: str, day: dt.date, now: float) -> None:
+    """Refuse a swap with oneself, of a day already over, or of a day too far ahead to compute (year 9999)."""
+    if user == actor:
+        raise UserError(f"Name someone else to take your shift. Type {SWAP_USAGE}.")
+    today = dt.datetime.fromtimestamp(now, schedule_tz).date()
+    if day < today:
+        raise UserError(f"{day.isoformat()} is over. Type {SWAP_USAGE} with today or a later day.")
+    if day > today + MAX_SWAP_AHEAD:
+        raise UserError(f"A swap can be at most {MAX_SWAP_AHEAD.days} days ahead. Type {SWAP_USAGE}.")
+
+
+async def swap(ctx: Oncall, name: str, actor: str, user: str, day: dt.date,
+               now: float | None = None) -> list[Override]:
     """`user` takes the actor's shift on `day` (in the schedule's zone), and the actor takes `user`'s next
     shift after it: two overrides, both shown as a swap made by the actor."""
     schedule = ctx.schedules[name]
+    _swappable(schedule.tz, actor, user, day, time.time() if now is None else now)
     day_start = dt.datetime.combine(day, dt.time(0), tzinfo=schedule.tz).timestamp()
     mine = [s for s in await ctx.shifts(name, day_start, day_start + 86400) if s.user == actor]
     if not mine:
