@@ -1,49 +1,25 @@
-"""Upgrading a running deployment: keys written by the code before the Cluster-ready layout (commit 7f64d10, run here
-from git) are renamed at start-up, and this version's queue, worker, incident store and timeline carry on with them."""
+"""Upgrading a running deployment: keys written by the code before the Cluster-ready layout (commit 7f64d10, its
+recorded Redis commands replayed) are renamed at start-up, and this version's queue, worker, incident store and
+timeline carry on with them."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import redis.asyncio as aioredis
 
 from bot.app.features import create_full_runtime
 from bot.app.key_layout import Names, ensure_layout
-from bot.incidents.model import Incident, PageRecord
 from bot.incidents.store import IncidentStore
 from bot.incidents.timeline import Timeline
 from bot.queue import Queue
 from bot.settings import ConfigError, load_settings
+from tests import old_layout
 from tests.test_queue import FAST_RETRY, eventually, recorder, running, worker_for
-
-OLD_LAYOUT_COMMIT = "7f64d10"  # the last commit that wrote untagged keys
-REPO = Path(__file__).resolve().parents[1]
-
-
-def old_module(path: str, tmp_path: Path) -> ModuleType:
-    """`path` as it was at OLD_LAYOUT_COMMIT, imported under a name of its own (its imports are today's modules)."""
-    try:
-        source = subprocess.run(["git", "show", f"{OLD_LAYOUT_COMMIT}:{path}"], cwd=REPO, capture_output=True,
-                                text=True, check=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        pytest.skip(f"the old layout's code needs git history with {OLD_LAYOUT_COMMIT}")
-    name = "old_" + path.replace("/", "_").removesuffix(".py")
-    file = tmp_path / f"{name}.py"
-    file.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -56,32 +32,11 @@ async def raw_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         await client.aclose()
 
 
-async def seed_old_deployment(redis: aioredis.Redis, ns: str, tmp_path: Path) -> dict[str, float]:
+async def seed_old_deployment(redis: aioredis.Redis, ns: str) -> dict[str, float]:
     """What a running old deployment leaves in Redis: a dead letter, a job its (now dead) worker held, a queued
-    job, an escalation timer, and an incident with declaration steps, a page record and a timeline."""
-    stream = old_module("bot/queue/stream.py", tmp_path)
-    store = old_module("bot/incidents/store.py", tmp_path).IncidentStore(redis, ns)
-    timeline = old_module("bot/incidents/timeline.py", tmp_path).Timeline(redis, ns)
-    queue = stream.Queue(redis, ns, max_deliveries=3)
-    await queue.ensure_group()
-    await queue.enqueue("work", {"n": "doomed"}, job_id="doomed")
-    [(entry, _)] = await queue.read("old-worker", 1, 100)
-    assert await queue.fail(entry, "RuntimeError: boom", delay_s=0, permanent=True) == "dead"
-    await queue.enqueue("work", {"n": "inflight"}, job_id="inflight")
-    assert len(await queue.read("old-worker", 1, 100)) == 1  # held by a worker that then died, never acked
-    await queue.enqueue("work", {"n": "queued"}, job_id="queued")
-    await queue.enqueue("work", {"n": "timer"}, job_id="timer", delay_s=2.0)
-    enqueued = time.time()
-
-    number = await store.next_number()
-    incident = Incident(id=f"INC-{number}", number=number, title="checkout 500s", reporter="U1",
-                        origin_channel="C1", channel="C9")
-    assert await store.create(incident)
-    await store.mark_step(incident.id, "channel", "C9")
-    assert await store.record_page(incident.id, "pd|pagerduty", PageRecord(dedup_key="pd", delivery="pagerduty", severity="P2", level=1, ok=True))
-    await timeline.record(incident.id, "declared", actor="U1", text="declared P2")
-    await timeline.record(incident.id, "message", entry_id="msg:C9:1.0", actor="U2", text="rolling back")
-    return {"timer_enqueued_at": enqueued}
+    job, an escalation timer, and an incident with declaration steps, a page record and a timeline. The commands
+    the old code sent are replayed (tests/old_layout.py), so no git history is needed."""
+    return {"timer_enqueued_at": await old_layout.replay(redis, ns)}
 
 
 async def keys_under(redis: aioredis.Redis, ns: str) -> dict[str, str]:
@@ -94,8 +49,8 @@ async def keys_under(redis: aioredis.Redis, ns: str) -> dict[str, str]:
 
 
 async def test_an_old_deployments_jobs_timers_dead_letters_and_incidents_carry_on_after_the_upgrade(
-        redis: aioredis.Redis, raw_redis: aioredis.Redis, unique_name: str, tmp_path: Path) -> None:
-    seeded = await seed_old_deployment(redis, unique_name, tmp_path)
+        redis: aioredis.Redis, raw_redis: aioredis.Redis, unique_name: str) -> None:
+    seeded = await seed_old_deployment(redis, unique_name)
     queue = Queue(redis, unique_name, visibility_timeout_s=1, max_deliveries=3, retry=FAST_RETRY)
 
     report = await ensure_layout(raw_redis, Names(unique_name, queue.key))
@@ -116,7 +71,7 @@ async def test_an_old_deployments_jobs_timers_dead_letters_and_incidents_carry_o
 
     async with running(worker_for(queue, {"work": work})):
         await eventually(lambda: {"queued", "inflight", "timer"} <= set(ran_at), timeout_s=10)
-    assert ran_at["timer"] >= seeded["timer_enqueued_at"] + 1.9  # the timer kept its due time
+    assert ran_at["timer"] >= seeded["timer_enqueued_at"] + old_layout.TIMER_DELAY_S - 0.1  # the timer kept its due time
     assert sorted(j.id for j in seen) == ["inflight", "queued", "timer"]
     [dead] = await queue.dead_letters()
     assert (dead["job_id"], dead["error"]) == ("doomed", "RuntimeError: boom")
@@ -131,9 +86,9 @@ async def test_an_old_deployments_jobs_timers_dead_letters_and_incidents_carry_o
                                                                             ("message", "rolling back")]
 
 
-async def test_a_second_start_changes_nothing(redis: aioredis.Redis, raw_redis: aioredis.Redis, unique_name: str,
-                                             tmp_path: Path) -> None:
-    await seed_old_deployment(redis, unique_name, tmp_path)
+async def test_a_second_start_changes_nothing(redis: aioredis.Redis, raw_redis: aioredis.Redis,
+                                             unique_name: str) -> None:
+    await seed_old_deployment(redis, unique_name)
     names = Names(unique_name, Queue(raw_redis, unique_name).key)
     assert await ensure_layout(raw_redis, names) is not None
     after_first = await keys_under(raw_redis, unique_name)
@@ -147,9 +102,8 @@ async def test_a_second_start_changes_nothing(redis: aioredis.Redis, raw_redis: 
 
 
 async def test_processes_starting_together_rename_each_key_once(redis_url: str, raw_redis: aioredis.Redis,
-                                                                redis: aioredis.Redis, unique_name: str,
-                                                                tmp_path: Path) -> None:
-    await seed_old_deployment(redis, unique_name, tmp_path)
+                                                                redis: aioredis.Redis, unique_name: str) -> None:
+    await seed_old_deployment(redis, unique_name)
     clients = [aioredis.Redis.from_url(redis_url) for _ in range(5)]
     try:
         reports = await asyncio.gather(*(ensure_layout(c, Names(unique_name, Queue(c, unique_name).key))
@@ -195,9 +149,9 @@ def namespace() -> str:
     return "t" + uuid.uuid4().hex[:12]
 
 
-async def test_every_process_migrates_before_it_starts(redis_url: str, redis: aioredis.Redis, tmp_path: Path) -> None:
+async def test_every_process_migrates_before_it_starts(redis_url: str, redis: aioredis.Redis) -> None:
     ns = namespace()
-    await seed_old_deployment(redis, ns, tmp_path)
+    await seed_old_deployment(redis, ns)
     rt = await create_full_runtime(load_settings(redis_url=redis_url, redis_namespace=ns), redis_url=redis_url)
     try:
         assert (await rt.queue.stats()).delayed == 1
