@@ -74,6 +74,11 @@ class FixAction(Protocol):
         """Re-reads the state first and raises FixChanged if its fingerprint differs from the plan's."""
         ...
 
+    def reverse(self, plan: FixPlan) -> FixOffer | None:
+        """The offer that undoes `plan` once applied. A function of the plan alone, so a retry that finds an
+        interrupted attempt's change can offer the same undo the attempt would have."""
+        ...
+
 
 def fingerprint(before: dict[str, str]) -> str:
     """The identity of the state a preview saw: equal states hash equal, whatever the key order."""

@@ -14,7 +14,7 @@ import pytest
 
 from bot.diagnosis.render.slack import FIX_ACTION
 from bot.remediation import messages
-from bot.remediation.service import remediation_of
+from bot.remediation.service import execute, remediation_of
 from bot.slack.local.payloads import APP_ID, TEAM_ID
 from checks.aws.fixes import lambda_concurrency
 from tests.aws_lambda_scenarios import REGION, create_function
@@ -172,7 +172,14 @@ async def test_a_crash_between_the_change_and_its_record_applies_it_once(aws, lo
                                              if m.text.startswith("Fix")], 30, "the result after the retry")
         assert crashed and len(writes) == 1 and reserved(aws) is None
         assert posted[0].text.startswith("Fixed:") and "an earlier attempt made the change" in posted[0].text
-        assert (await fx.records.get(request_id)).status == "done"
+        assert buttons({"blocks": posted[0].blocks}) == {messages.UNDO_ACTION: request_id}  # the same undo
+        done = await fx.records.get(request_id)
+        assert done.status == "done" and done.fix_result().reverse.action == lambda_concurrency.RESTORE
+
+        aws.client("lambda", REGION).put_function_concurrency(FunctionName="api-handler",
+                                                               ReservedConcurrentExecutions=3)  # someone else
+        again = await execute(fx, done.fix_plan(), first_attempt=False)
+        assert not again.ok and again.message.startswith("an earlier attempt was interrupted, and now: ")
 
 
 async def test_turned_off_no_fix_is_offered_and_the_buttons_refuse(aws, local_slack, redis_url, tmp_path):

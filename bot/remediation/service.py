@@ -25,6 +25,7 @@ from bot.incidents import diagnoses
 from bot.incidents.model import Incident
 from bot.incidents.service import Incidents, incidents_of
 from bot.incidents.timeline import EntryKind
+from bot.logs import escape_controls
 from bot.queue import Job
 from bot.remediation import guard, messages
 from bot.remediation.records import RECORD_TTL_S, FixRequest, Origin, Preview, Records, as_dict
@@ -241,7 +242,7 @@ async def execute(fx: Remediation, plan: FixPlan, *, first_attempt: bool) -> Fix
         if first_attempt or not exc.reached(plan.after):
             return _refused(exc, first_attempt)
         return FixResult(True, f"an earlier attempt made the change and was interrupted before it could say so; "
-                               f"now {_state_text(exc.current, plan.after)}.", exc.current)
+                               f"now {_state_text(exc.current, plan.after)}.", exc.current, action.reverse(plan))
     except FixRefused as exc:
         return _refused(exc, first_attempt)
 
@@ -249,8 +250,8 @@ async def execute(fx: Remediation, plan: FixPlan, *, first_attempt: bool) -> Fix
 def _refused(exc: FixRefused, first_attempt: bool) -> FixResult:
     if first_attempt:
         return FixResult(False, str(exc))
-        return FixResult(False, f"an earlier attempt was interrupted, and now: {exc} If that attempt made the "
-                                "change, the re-diagnosis shows it.")
+    return FixResult(False, f"an earlier attempt was interrupted, and now: {exc} If that attempt made the "
+                            "change, the re-diagnosis shows it.")
 
 
 def _state_text(current: dict[str, str], after: dict[str, str]) -> str:
@@ -293,6 +294,10 @@ async def _redraw(fx: Remediation, request: FixRequest, outcome: str) -> None:
 
 
 async def _record(fx: Remediation, request: FixRequest, stage: str, actor: str, data: dict[str, Any]) -> None:
+    """The audit trail: a log line for every stage (the only one outside an incident, beside the request record,
+    kept a day), and the incident's timeline when there is one."""
+    log.info("fix %s %s by %s: %s%s", request.id, stage, escape_controls(actor), escape_controls(request.label),
+             f" ({escape_controls(str(data['message']))})" if "message" in data else "")
     if request.origin.incident_id:
         await fx.ctx.timeline.record(request.origin.incident_id, EntryKind.REMEDIATION,
                                      entry_id=f"remediation:{request.id}:{stage}", actor=actor, text=request.label,

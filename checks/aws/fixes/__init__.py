@@ -18,7 +18,7 @@ from typing import Any
 
 from checks.aws.fixes import gateway_endpoint, lambda_concurrency, lambda_rollback, route_table, target_matcher
 from checks.aws.fixes.common import CURRENT_FIX
-from checks.fixes import FixAction, FixPlan, FixResult
+from checks.fixes import FixAction, FixOffer, FixPlan, FixResult
 
 _MODULES = (lambda_rollback, route_table, target_matcher, gateway_endpoint, lambda_concurrency)
 
@@ -43,6 +43,9 @@ class _Attributed:
             return await self._action.apply(aws, plan)
         finally:
             CURRENT_FIX.reset(token)
+
+    def reverse(self, plan: FixPlan) -> FixOffer | None:
+        return self._action.reverse(plan)
 
 
 def fix_actions() -> dict[str, FixAction]:

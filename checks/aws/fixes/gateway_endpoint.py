@@ -50,7 +50,11 @@ class GatewayEndpointRouteTable:
         after = await _endpoint_state(aws, where, endpoint)
         done = f"{route_table} is now on {endpoint}" if self.adding else f"{route_table} is off {endpoint} again"
         return FixResult(ok=True, message=f"{done} (route tables: {after['RouteTableIds']}).", after=after,
-                         reverse=endpoint_offer(where, endpoint, route_table, adding=not self.adding))
+                         reverse=self.reverse(plan))
+
+    def reverse(self, plan: FixPlan) -> FixOffer:
+        where, endpoint, route_table = need(plan.params, *_PARAMS)
+        return endpoint_offer(where, endpoint, route_table, adding=not self.adding)
 
     def _change(self, route_table: str) -> dict[str, list[str]]:
         return {"AddRouteTableIds" if self.adding else "RemoveRouteTableIds": [route_table]}

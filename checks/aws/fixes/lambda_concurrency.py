@@ -97,11 +97,12 @@ class LiftZeroConcurrency:
                        {"reserved_concurrency": target}, _UNTOUCHED, fingerprint(before))
 
     async def apply(self, aws: Any, plan: FixPlan) -> FixResult:
-        target = plan.after["reserved_concurrency"]
-        reverse = FixOffer(RESTORE, f"Put reserved concurrency 0 back on {plan.params['function']}"[:75],
-                           {"region": plan.params["region"], "function": plan.params["function"],
-                            "expect": target})
-        return await _apply(aws, plan, target, reverse)
+        return await _apply(aws, plan, plan.after["reserved_concurrency"], self.reverse(plan))
+
+    def reverse(self, plan: FixPlan) -> FixOffer:
+        return FixOffer(RESTORE, f"Put reserved concurrency 0 back on {plan.params['function']}"[:75],
+                        {"region": plan.params["region"], "function": plan.params["function"],
+                         "expect": plan.after["reserved_concurrency"]})
 
 
 class RestoreZeroConcurrency:
@@ -118,10 +119,12 @@ class RestoreZeroConcurrency:
                        {"reserved_concurrency": "0"}, _UNTOUCHED, fingerprint(before))
 
     async def apply(self, aws: Any, plan: FixPlan) -> FixResult:
-        reverse = FixOffer(LIFT, f"Lift reserved concurrency 0 from {plan.params['function']}"[:75],
-                           {"region": plan.params["region"], "function": plan.params["function"],
-                            "value": plan.before["reserved_concurrency"].replace(UNRESERVED, "")})
-        return await _apply(aws, plan, "0", reverse)
+        return await _apply(aws, plan, "0", self.reverse(plan))
+
+    def reverse(self, plan: FixPlan) -> FixOffer:
+        return FixOffer(LIFT, f"Lift reserved concurrency 0 from {plan.params['function']}"[:75],
+                        {"region": plan.params["region"], "function": plan.params["function"],
+                         "value": plan.before["reserved_concurrency"].replace(UNRESERVED, "")})
 
 
 def actions() -> list[Any]:

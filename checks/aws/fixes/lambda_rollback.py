@@ -47,7 +47,11 @@ class RollbackAlias:
             return FixResult(ok=False, message=failed)
         after = await _alias_state(aws, where, function, alias)
         return FixResult(ok=True, message=f"Alias {alias} of {function} now runs v{version} (was v{from_version}).",
-                         after=after, reverse=rollback_offer(where, function, alias, from_version, version))
+                         after=after, reverse=self.reverse(plan))
+
+    def reverse(self, plan: FixPlan) -> FixOffer:
+        where, function, alias, version, from_version = need(plan.params, *_PARAMS)
+        return rollback_offer(where, function, alias, from_version, version)
 
 
 def rollback_offer(where: str, function: str, alias: str, version: str, from_version: str,

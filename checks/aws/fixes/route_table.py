@@ -48,10 +48,14 @@ class ReassociateRouteTable:
         if failed:
             return FixResult(ok=False, message=failed)
         after = await _subnet_state(aws, where, subnet)
-        undo = move_offer(where, subnet, expected, target, implicit=before["association"].startswith("none"))
         return FixResult(ok=True, message=f"Subnet {subnet} now uses route table {after['route_table']} "
                                           f"(0.0.0.0/0 → {after['default_route']}); it used {expected}.",
-                         after=after, reverse=undo)
+                         after=after, reverse=self.reverse(plan))
+
+    def reverse(self, plan: FixPlan) -> FixOffer:
+        """Back to the table it used; implicitly (the main table) when it had no association of its own."""
+        where, subnet, target, expected = need(plan.params, *_PARAMS)
+        return move_offer(where, subnet, expected, target, implicit=plan.before["association"].startswith("none"))
 
 
 def move_offer(where: str, subnet: str, route_table: str, from_route_table: str, *, implicit: bool = False) -> FixOffer:

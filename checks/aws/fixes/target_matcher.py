@@ -49,10 +49,13 @@ class AddMatcherCode:
         if failed:
             return FixResult(ok=False, message=failed)
         after = await _group_state(aws, where, arn)
-        name = after["target_group"]
-        return FixResult(ok=True, message=f"The health check of {name} now accepts {after['Matcher.HttpCode']} "
-                                          f"(was {expected}).",
-                         after=after, reverse=matcher_offer(where, arn, name, expected, matcher))
+        return FixResult(ok=True, message=f"The health check of {after['target_group']} now accepts "
+                                          f"{after['Matcher.HttpCode']} (was {expected}).",
+                         after=after, reverse=self.reverse(plan))
+
+    def reverse(self, plan: FixPlan) -> FixOffer:
+        where, arn, expected, matcher = need(plan.params, *_PARAMS)
+        return matcher_offer(where, arn, plan.before["target_group"], expected, matcher)
 
 
 def matcher_offer(where: str, arn: str, name: str, matcher: str, from_matcher: str) -> FixOffer:
