@@ -141,10 +141,24 @@ async def test_sns_messages_that_cannot_be_trusted_change_nothing(local_slack, r
             untrusted = sns.message("Notification", json.dumps(cloudwatch_alarm("ALARM", T1)),
                                     cert_url=f"https://{SNS_HOST}{UNTRUSTED_CERT_PATH}")
             unknown_version = sns.message("Notification", json.dumps(cloudwatch_alarm("ALARM", T1)), version="3")
+            tampered_v2 = sns.message("Notification", json.dumps(cloudwatch_alarm("ALARM", T1)), version="2")
+            tampered_v2["Message"] = tampered_v2["Message"].replace("api-5xx", "api-5xx-forged")
+            subject = sns.alarm("ALARM", T1)
+            subject["Subject"] = "OK: all clear"
+            downgraded = sns.message("Notification", json.dumps(cloudwatch_alarm("ALARM", T1)), version="2")
+            downgraded["SignatureVersion"] = "1"  # not signed itself, but it picks the hash: still no match
+            bad_urls = [f"https://{SNS_HOST}@evil.test{CERT_PATH}", f"https://evil.test@{SNS_HOST}{CERT_PATH}",
+                        f"https://{SNS_HOST}:8443{CERT_PATH}", f"https://{SNS_HOST}:abc{CERT_PATH}",
+                        f"https://{SNS_HOST}:99999{CERT_PATH}", f"http://{SNS_HOST}{CERT_PATH}",
+                        f"https://{SNS_HOST}/SimpleNotificationService.pem/../x", f"https://{SNS_HOST}.{CERT_PATH}"]
+            odd_urls = [sns.message("Notification", json.dumps(cloudwatch_alarm("ALARM", T1)), cert_url=url)
+                        for url in bad_urls]
             for message, status in [(tampered, 401), (elsewhere, 401), (lookalike, 401), (other_region, 401),
-                                    (other_topic, 403), (unknown_version, 401), (untrusted, 401)]:
+                                    (other_topic, 403), (unknown_version, 401), (untrusted, 401),
+                                    (tampered_v2, 401), (subject, 401), (downgraded, 401),
+                                    *((m, 401) for m in odd_urls)]:
                 answer = await bot.hook("/hooks/sns", message, sns_headers(message))
-                assert answer.status_code == status, (answer.status_code, answer.text)
+                assert answer.status_code == status, (message["SigningCertURL"], answer.status_code, answer.text)
             evil_confirm = sns.confirmation(subscribe_url=sns.server.url("/?Action=ConfirmSubscription"))
             answer = await bot.hook("/hooks/sns", evil_confirm, sns_headers(evil_confirm))
             assert answer.status_code == 401
@@ -259,8 +273,10 @@ async def test_the_generic_signed_webhook(local_slack, redis_url, tmp_path):
     alert = {"title": "Checkout queue backing up", "severity": "P2", "service": "checkout",
              "dedup_key": "checkout-queue", "status": "firing", "description": "12,000 messages waiting"}
     async with incident_bot(local_slack, redis_url, tmp_path, alerts={"generic_webhook_secret": GENERIC_SECRET}) as bot:
+        too_long = generic_signed(alert)[0], {"X-Chatops-Timestamp": "1" * 5000, "X-Chatops-Signature": "v1=0"}
         for body, headers in (generic_signed(alert, "wrong-secret"), generic_signed(alert, at=int(time.time()) - 301),
-                              (json.dumps(alert).encode(), {})):
+                              generic_signed(alert, at=int(time.time()) + 301),  # a clock ahead: as suspicious
+                              (json.dumps(alert).encode(), {}), too_long):
             assert (await bot.hook("/hooks/generic", body, headers)).status_code == 401
         assert await bot.ctx.store.open_ids() == []
         opened = await bot.hook("/hooks/generic", *generic_signed(alert))

@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 
 from bot.alerts.http import Refused, Request
+
+UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
 
 
 def same(offered: str, expected: str) -> bool:
@@ -22,7 +25,7 @@ def fresh_timestamp(request: Request, header: str, window_s: float) -> str:
     """The request's unix-seconds timestamp header; 401 when missing, malformed or outside the window (either
     way: a clock far ahead is as suspicious as a replay)."""
     raw = request.header(header)
-    if not raw.isdigit():
+    if not UNIX_SECONDS.fullmatch(raw):  # not str.isdigit: it takes "²" and 5,000 digits, which int() refuses
         raise Refused(401, f"missing or malformed {header} (unix seconds)")
     if abs(time.time() - int(raw)) > window_s:
         raise Refused(401, f"{header} is outside the {int(window_s)} s window: a stale or replayed request")

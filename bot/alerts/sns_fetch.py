@@ -20,7 +20,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import certifi
 import httpx
@@ -64,8 +64,8 @@ class SnsFetcher:
         """(host, path?query) of an SNS URL in an allowed region; `Untrusted` for anything else."""
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
-        found = SNS_HOST.match(host)
-        if parts.scheme != "https" or parts.port not in (None, 443) or parts.username or not found:
+        found = SNS_HOST.fullmatch(host)
+        if parts.scheme != "https" or _port(parts) not in (None, 443) or parts.username or not found:
             raise Untrusted("the URL is not an https://sns.<region>.amazonaws.com address")
         if found.group(1) not in self.settings.regions():
             raise Untrusted(f"SNS region {found.group(1)} is not one of SNS_REGIONS")
@@ -123,7 +123,7 @@ class SnsFetcher:
         for url in _ca_issuers(leaf):
             parts = urlsplit(url)
             host = (parts.hostname or "").lower()
-            if parts.scheme in ("http", "https") and parts.port in (None, 80, 443) and AIA_HOST.match(host):
+            if parts.scheme in ("http", "https") and _port(parts) in (None, 80, 443) and AIA_HOST.fullmatch(host):
                 if url not in self._issuers:
                     body = await self.get(host, parts.path, CERT_MAX_BYTES, scheme=parts.scheme)
                     self._issuers[url] = _one_certificate(body)
@@ -163,6 +163,15 @@ class SnsFetcher:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+
+
+def _port(parts: SplitResult) -> int | None:
+    """The URL's port; -1 for one that is not a port at all (`:abc`, `:99999`), which urlsplit raises on — an
+    unverified message must get its 401, not a 500 with its URL in a traceback."""
+    try:
+        return parts.port
+    except ValueError:
+        return -1
 
 
 def _ca_issuers(cert: x509.Certificate) -> list[str]:
