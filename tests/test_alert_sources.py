@@ -221,9 +221,9 @@ async def test_grafana_alerts_with_basic_auth_or_hmac(local_slack, redis_url, tm
         signature = hmac.new(b"grafana-hmac", now.encode() + b":" + body, hashlib.sha256).hexdigest()
         stale = str(int(time.time()) - 600)
         old = hmac.new(b"grafana-hmac", stale.encode() + b":" + body, hashlib.sha256).hexdigest()
-        assert (await bot.hook("/hooks/grafana", body, {"X-Grafana-Alerting-Signature": old,
+        assert (await bot.hook("/hooks/grafana", body, {"X-Grafana-Alert-Signature": old,
                                                         "X-Grafana-Ts": stale})).status_code == 401
-        resolved = await bot.hook("/hooks/grafana", body, {"X-Grafana-Alerting-Signature": signature,
+        resolved = await bot.hook("/hooks/grafana", body, {"X-Grafana-Alert-Signature": signature,
                                                            "X-Grafana-Ts": now})
         assert resolved.json() == {"incident": "INC-1", "action": "resolved"}
 

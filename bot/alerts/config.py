@@ -14,7 +14,8 @@ is unset is off: its route answers 404.
     SNS_TLS_CA_FILE             (system) CA bundle for the HTTPS fetches from SNS hosts
     GRAFANA_WEBHOOK_USER / GRAFANA_WEBHOOK_PASSWORD   HTTP basic auth of the Grafana contact point
     GRAFANA_WEBHOOK_HMAC_SECRET (none)   or: the contact point's hmacConfig.secret
-    GRAFANA_WEBHOOK_HMAC_HEADER X-Grafana-Alerting-Signature   hmacConfig.header
+    GRAFANA_WEBHOOK_HMAC_HEADER X-Grafana-Alert-Signature   hmacConfig.header (what Grafana sends when it is
+                                         left empty; its UI's placeholder, X-Grafana-Alerting-Signature, is not it)
     GRAFANA_WEBHOOK_TIMESTAMP_HEADER (none)  hmacConfig.timestampHeader, when set there
     DATADOG_WEBHOOK_SECRET      (none)   the value Datadog sends in DATADOG_WEBHOOK_HEADER
     DATADOG_WEBHOOK_HEADER      X-Chatops-Token
@@ -75,7 +76,7 @@ class AlertSourceSettings(BaseSettings):
     grafana_webhook_user: str | None = None
     grafana_webhook_password: SecretStr | None = None
     grafana_webhook_hmac_secret: SecretStr | None = None
-    grafana_webhook_hmac_header: str = "X-Grafana-Alerting-Signature"
+    grafana_webhook_hmac_header: str = "X-Grafana-Alert-Signature"  # grafana/alerting http/hmac.go's default
     grafana_webhook_timestamp_header: str | None = None
     datadog_webhook_secret: SecretStr | None = None
     datadog_webhook_header: str = "X-Chatops-Token"
