@@ -22,6 +22,7 @@ from bot.queue import Queue, lease
 from bot.queue.connection import connect, initialized
 from bot.settings import load_settings
 from tests.test_diagnose_e2e import (  # noqa: F401
+    test_failing_slow_and_dead_targets_are_told_apart_in_the_thread,
     test_healthy_service_gets_parent_thread_and_green_verdict,
     test_second_diagnose_of_same_target_joins_the_running_one,
 )

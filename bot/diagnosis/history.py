@@ -47,7 +47,9 @@ async def diff_and_remember(rt: Runtime, run_id: str, state: dict[str, str], res
         await rt.redis.hset(run_key, "diff", diff.to_json() if diff else "")
     else:
         diff = RunDiff.from_json(stored) if stored else None
-    async with rt.redis.pipeline(transaction=True) as pipe:
+    # Not a transaction: the two keys hash to different Redis Cluster slots, and a finish job that runs again
+    # writes both again, so a crash in between is repaired.
+    async with rt.redis.pipeline(transaction=False) as pipe:
         pipe.set(_key(rt, "last", state), current.to_json(), ex=HISTORY_TTL_S)
         if current.failing:
             pipe.set(_key(rt, "firstfail", state), current.to_json(), ex=HISTORY_TTL_S, nx=True)
