@@ -226,6 +226,11 @@ async def test_grafana_alerts_with_basic_auth_or_hmac(local_slack, redis_url, tm
         resolved = await bot.hook("/hooks/grafana", body, {"X-Grafana-Alert-Signature": signature,
                                                            "X-Grafana-Ts": now})
         assert resolved.json() == {"incident": "INC-1", "action": "resolved"}
+        again = await bot.hook("/hooks/grafana", grafana_payload("firing", "2026-12-03T11:00:00Z"),
+                               basic("grafana", GRAFANA_PASSWORD))
+        assert again.json() == {"incident": "INC-2", "action": "opened"}  # the same alert, firing again
+        replayed = await bot.hook("/hooks/grafana", grafana_payload("resolved"), basic("grafana", GRAFANA_PASSWORD))
+        assert replayed.json()["action"] == "ignored" and (await bot.incident("INC-2")).is_open
 
 
 def datadog_payload(transition: str, cycle: str = "cycle-1") -> dict:
@@ -260,6 +265,10 @@ async def test_datadog_monitors_through_the_documented_template(local_slack, red
         assert resolved.json() == {"incident": "INC-1", "action": "resolved"}
         late = await bot.hook("/hooks/datadog", datadog_payload("Triggered"), token)  # an old trigger, retried
         assert late.json()["action"] == "ignored"
+        again = await bot.hook("/hooks/datadog", datadog_payload("Triggered", "cycle-2"), token)
+        assert again.json() == {"incident": "INC-2", "action": "opened"}
+        old = await bot.hook("/hooks/datadog", datadog_payload("Recovered"), token)  # the first cycle's, replayed
+        assert old.json()["action"] == "ignored" and (await bot.incident("INC-2")).is_open
 
 
 def generic_signed(body: dict, secret: str = GENERIC_SECRET, at: int | None = None) -> tuple[bytes, dict]:
