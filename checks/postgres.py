@@ -1,4 +1,4 @@
-"""PostgreSQL: can the bot log in, is a query stuck, is the server near `max_connections`.
+"""PostgreSQL: can the bot log in, is a query stuck, is the server near `max_connections` (and who holds them).
 
 The connection string is read from the environment variable the services file names (`database.dsn_env`) and is
 never shown: no summary, evidence or hint carries the DSN or a password. libpq's own sentences are kept because
@@ -24,6 +24,7 @@ STATEMENT_TIMEOUT = "5s"
 CONNECTIONS_WARN_RATIO = 0.8
 QUERY_TEXT_CHARS = 120
 MAX_LISTED_QUERIES = 5
+MAX_LISTED_CLIENTS = 3
 
 _CONNECTIONS = """
 SELECT current_setting('max_connections')::int,
@@ -41,13 +42,45 @@ LIMIT %s
 """
 
 
-def _database_of(service: ServiceSpec) -> list[DatabaseSpec]:
+# Who holds the connections: a pool that leaks or an app that scaled out shows up as one address with most of them.
+_BY_CLIENT = """
+SELECT coalesce(host(client_addr), 'local socket'), count(*)::int
+FROM pg_stat_activity WHERE backend_type = 'client backend'
+GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT %s
+"""
+
+
+def database_of(service: ServiceSpec) -> list[DatabaseSpec]:
     return [service.database] if service.database else []
 
 
-@check("postgres", each=_database_of, target=lambda db: f"${db.dsn_env}", layer=Layer.platform, timeout_s=20)
+@check("postgres", each=database_of, target=lambda db: f"${db.dsn_env}", layer=Layer.platform, timeout_s=20)
 async def postgres(database: DatabaseSpec, ctx: CheckContext) -> CheckResult:
-    """PostgreSQL login, queries running too long, connections near max_connections"""
+    """PostgreSQL login, queries running too long, connections near max_connections (and from where)"""
+    import psycopg
+
+    session = await open_session(database, ctx)
+    if isinstance(session, CheckResult):
+        return session
+    conn, where, secrets = session
+    try:
+        async with conn:
+            return await _inspect(conn, database.long_query_s, where)
+    except psycopg.Error as exc:  # e.g. our own statement_timeout fired on a server too busy to answer
+        return CheckResult(
+            status=Status.error,
+            summary=f"Logged in to PostgreSQL at {where} but could not read pg_stat_activity: "
+            f"{scrub(str(exc), secrets)}",
+            resource=where,
+        )
+
+
+Session = tuple["psycopg.AsyncConnection[Any]", str, list[str]]  # connection, host:port/db, secrets to scrub
+
+
+async def open_session(database: DatabaseSpec, ctx: CheckContext) -> Session | CheckResult:
+    """A connection (autocommit, statement_timeout set) to the database `dsn_env` names, or the result that says
+    why there is none: variable unset, DSN unreadable, login refused, server unreachable."""
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
@@ -74,15 +107,13 @@ async def postgres(database: DatabaseSpec, ctx: CheckContext) -> CheckResult:
     except TimeoutError:
         return _connect_failure(f"no answer within {CONNECT_TIMEOUT_S} s", where)
     try:
-        async with conn:
-            return await _inspect(conn, database.long_query_s, where)
-    except psycopg.Error as exc:  # e.g. our own statement_timeout fired on a server too busy to answer
-        return CheckResult(
-            status=Status.error,
-            summary=f"Logged in to PostgreSQL at {where} but could not read pg_stat_activity: "
-            f"{scrub(str(exc), secrets)}",
-            resource=where,
-        )
+        await conn.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
+    except psycopg.Error as exc:
+        await conn.close()
+        return CheckResult(status=Status.error, resource=where,
+                           summary=f"Logged in to PostgreSQL at {where} but it answers nothing: "
+                           f"{scrub(str(exc), secrets)}")
+    return conn, where, secrets
 
 
 async def _connect(dsn: str) -> psycopg.AsyncConnection[Any]:
@@ -123,11 +154,12 @@ def _connect_failure(reason: str, where: str) -> CheckResult:
 
 async def _inspect(conn: psycopg.AsyncConnection[Any], long_query_s: int, where: str) -> CheckResult:
     async with conn.cursor() as cur:
-        await cur.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
         await cur.execute(_CONNECTIONS)
         max_connections, connections = await cur.fetchone() or (0, 0)
         await cur.execute(_LONG_QUERIES, (long_query_s, MAX_LISTED_QUERIES))
         rows = await cur.fetchall()
+        await cur.execute(_BY_CLIENT, (MAX_LISTED_CLIENTS,))
+        by_client = [{"client": address, "connections": count} for address, count in await cur.fetchall()]
     long_queries = [_describe_query(row) for row in rows]
     total_long = rows[0][5] if rows else 0
     ratio = connections / max_connections if max_connections else 0.0
@@ -139,6 +171,7 @@ async def _inspect(conn: psycopg.AsyncConnection[Any], long_query_s: int, where:
         "long_query_s": long_query_s,
         "long_queries": long_queries,
         "long_query_count": total_long,
+        "by_client": by_client,
     }
     problems = []
     if total_long:
@@ -148,7 +181,9 @@ async def _inspect(conn: psycopg.AsyncConnection[Any], long_query_s: int, where:
             f"(longest: pid {oldest['pid']}, {oldest['seconds']:.0f} s, {oldest['query']!r})"
         )
     if ratio >= CONNECTIONS_WARN_RATIO:
-        problems.append(f"{connections} of {max_connections} connections in use ({100 * ratio:.0f} %)")
+        top = by_client[0] if by_client else None
+        source = f", most from {top['client']} ({top['connections']})" if top else ""
+        problems.append(f"{connections} of {max_connections} connections in use ({100 * ratio:.0f} %){source}")
     if not problems:
         return CheckResult(
             status=Status.ok,

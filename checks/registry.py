@@ -36,6 +36,12 @@ class Layer(IntEnum):
     symptom = 40  # what users see: HTTP failures, alarms, 5xx ratios, error logs
 
 
+@dataclass(frozen=True)
+class PreviousSample:
+    at: datetime
+    numbers: dict[str, float]
+
+
 @dataclass
 class CheckContext:
     service_name: str
@@ -45,6 +51,9 @@ class CheckContext:
     aws: AwsClients | None = None
     deadline: float = field(default_factory=lambda: time.monotonic() + 60)
     env: dict[str, str] = field(default_factory=dict)  # where `dsn_env` and friends are read from
+    # The numbers a check reported on a target in the service's previous run, and when that run finished
+    # (`previous(check, target)`); None without a previous run, or outside the bot (CLI, tests).
+    previous: Callable[[str, str], Awaitable[PreviousSample | None]] | None = None
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())

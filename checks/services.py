@@ -104,6 +104,7 @@ class TlsTarget(HostPort):
 class DatabaseSpec(_Strict):
     dsn_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
     long_query_s: int = Field(300, ge=1)
+    lock_wait_s: int = Field(10, ge=1)  # a session waiting this long on another's lock is reported (postgres.locks)
 
 
 class BucketSpec(_Strict):

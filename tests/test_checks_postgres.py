@@ -111,6 +111,9 @@ async def test_connections_near_max_connections_are_a_warning(pg_dsn: str) -> No
     assert result.status is Status.warn and result.severity == "P2", result.summary
     assert result.evidence["connections_pct"] >= 80
     assert f"of {max_connections} connections in use" in result.summary
+    top = result.evidence["by_client"][0]
+    assert top["client"] == "127.0.0.1" and top["connections"] >= needed
+    assert f"most from 127.0.0.1 ({top['connections']})" in result.summary
 
 
 async def test_unknown_role_is_a_refused_login(pg_dsn: str) -> None:

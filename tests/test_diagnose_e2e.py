@@ -115,6 +115,14 @@ async def test_list_shows_services_and_their_checks(local_slack, redis_url, tmp_
         assert "`db`" in text and "none configured" in text
 
 
+async def test_list_shows_the_database_checks_for_a_service_with_a_database(local_slack, redis_url, tmp_path):
+    services = {"orders": {"database": {"dsn_env": "ORDERS_DB_DSN", "lock_wait_s": 5},
+                           "aws": {"db_instances": ["orders-db"], "db_client_sslmode": {"orders-db": "require"}}}}
+    async with running_bot(local_slack, redis_url, tmp_path, services=services) as bot:
+        text = (await bot.command("/diagnose", "list")).json()["text"]
+        assert "postgres, postgres.locks, postgres.size" in text and "aws.rds" in text
+
+
 async def test_a_channel_slack_says_does_not_exist_dead_letters_the_job_at_once(local_slack, redis_url, tmp_path):
     services = {"api": {"http": [probe("http://127.0.0.1:9/")]}}
     async with running_bot(local_slack, redis_url, tmp_path, services=services) as bot:

@@ -11,10 +11,12 @@ the previous one, so a finish job that runs twice compares with the same previou
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from bot.runtime import Runtime
 from checks.compare import RunDiff, RunRecord, compare, parse_record, record_of
 from checks.model import CheckResult
+from checks.registry import PreviousSample
 
 HISTORY_TTL_S = 14 * 86400  # longer than any incident is expected to stay open
 
@@ -29,6 +31,15 @@ def _key(rt: Runtime, kind: str, state: dict[str, str]) -> str:
 
 async def previous_run(rt: Runtime, state: dict[str, str]) -> RunRecord | None:
     return parse_record(await rt.redis.get(_key(rt, "last", state)))
+
+
+async def previous_sample(rt: Runtime, state: dict[str, str], check: str, target: str) -> PreviousSample | None:
+    """What `check` reported on `target` in the service's previous run in this scope (its numbers), and when."""
+    record = await previous_run(rt, state)
+    outcome = next((o for o in record.outcomes if o.key == (check, target)), None) if record else None
+    if record is None or outcome is None:
+        return None
+    return PreviousSample(at=datetime.fromtimestamp(record.at, UTC), numbers=outcome.numbers)
 
 
 async def first_failing_run(rt: Runtime, state: dict[str, str]) -> RunRecord | None:

@@ -16,6 +16,7 @@ Redis keys live under `<namespace>:diag:` and expire a day after the run.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -168,7 +169,8 @@ def _context(rt: Runtime, run_id: str, state: dict[str, str]) -> CheckContext:
     remaining = float(state["deadline"]) - time.time()
     return CheckContext(service_name=state["service"], service=service, now=datetime.now(UTC), http=rt.probe_http,
                         aws=rt.aws_for_run(run_id) if service.needs_aws else None,
-                        deadline=time.monotonic() + remaining, env=dict(os.environ))
+                        deadline=time.monotonic() + remaining, env=dict(os.environ),
+                        previous=functools.partial(history.previous_sample, rt, state))
 
 
 async def _reply_once(rt: Runtime, run_id: str, state: dict[str, str], key: str, text: str,
