@@ -110,6 +110,15 @@ def test_an_override_spanning_a_handoff_covers_both_sides_then_the_rotation_resu
     assert on_call(s, handoff, [cover]).end == handoff + dt.timedelta(hours=2)
 
 
+def test_a_month_long_override_is_one_shift_with_its_real_start_and_end() -> None:
+    s = parse_schedules(yaml.safe_load(MINIMAL))["payments-primary"]
+    now = berlin(2026, 12, 3, 16, 0)
+    cover = Override(id="o1", schedule="payments-primary", user="U0CAROL", start=(now - dt.timedelta(hours=1))
+                     .timestamp(), end=(now + dt.timedelta(days=30)).timestamp(), made_by="U0ADMIN", made_at=1.0)
+    shift = on_call(s, now, [cover])  # was cut at the look-around: "until" 8 days and a week on, not 30 days
+    assert (shift.user, shift.start, shift.end) == ("U0CAROL", now - dt.timedelta(hours=1), now + dt.timedelta(days=30))
+
+
 # ------------------------------------------------------------------------------------------ properties
 
 ZONES = st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "UTC"])
@@ -140,7 +149,8 @@ def overrides(draw: st.DrawFn, around: dt.datetime) -> list[Override]:
     out = []
     for i in range(draw(st.integers(0, 3))):
         start = around + dt.timedelta(minutes=draw(st.integers(-3000, 3000)))
-        end = start + dt.timedelta(minutes=draw(st.integers(1, 4000)))
+        end = start + dt.timedelta(minutes=draw(st.sampled_from([st.integers(1, 4000), st.integers(1, 31 * 1440)])
+                                                .flatmap(lambda lengths: lengths)))  # up to /oncall's 31 days
         out.append(Override(id=f"o{i}", schedule="s", user=draw(st.sampled_from(["U0X1", "U0Y2"])),
                             start=start.timestamp(), end=end.timestamp(), made_by="U0M", made_at=float(i)))
     return out
@@ -170,6 +180,9 @@ def test_at_every_instant_exactly_one_person_per_layer_and_on_call_agrees(s: Sch
         assert len(covering) == 1 and covering[0].user in layer.rotation.people
     shift = on_call(s, instant, made)
     assert shift.start <= instant < shift.end
+    if shift.override is not None:  # its real start and end, not cut at the edge of the window on_call looked in
+        start, end = (dt.datetime.fromtimestamp(at, UTC) for at in (shift.override.start, shift.override.end))
+        assert shift in shifts(s, start - dt.timedelta(hours=1), end + dt.timedelta(hours=1), made)
     in_force = [o for o in made if o.covers(instant.timestamp())]
     if in_force:
         assert shift.user == max(in_force, key=lambda o: o.made_at).user

@@ -194,7 +194,19 @@ def _at(schedule: Schedule, plans: list[_LayerPlan], overrides: list[Override], 
 def on_call(schedule: Schedule, instant: dt.datetime, overrides: Sequence[Override] = ()) -> Shift:
     """The shift in effect at `instant`, with its real start and end (the next handoff is `end`)."""
     instant = _aware(instant)
-    reach = max(layer.rotation.every for layer in schedule.all_layers()) + LOOK_AROUND
-    around = shifts(schedule, instant - reach, instant + reach, overrides)
+    around = shifts(schedule, *_around(schedule, instant, overrides), overrides)
     starts = [s.start for s in around]
     return around[bisect.bisect_right(starts, instant) - 1]
+
+
+def _around(schedule: Schedule, instant: dt.datetime,
+            overrides: Sequence[Override]) -> tuple[dt.datetime, dt.datetime]:
+    """A window that holds the whole shift at `instant`: the longest rotation shift either side, widened to an
+    override in force then (up to 31 days), so an override's shift is not cut at the window's edge."""
+    reach = max(layer.rotation.every for layer in schedule.all_layers()) + LOOK_AROUND
+    start, end = instant - reach, instant + reach
+    for o in overrides:
+        if o.covers(instant.timestamp()):
+            start = min(start, dt.datetime.fromtimestamp(o.start, UTC))
+            end = max(end, dt.datetime.fromtimestamp(o.end, UTC))
+    return start, end
