@@ -97,3 +97,26 @@ def test_the_http_ack_path_does_not_import_matplotlib() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
 
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+async def test_lambda_metrics_keep_the_minutes_they_judged_as_the_series(aws) -> None:
+    from checks.aws.lambdas import lambda_metrics
+    from checks.registry import CheckContext
+    from checks.services import AwsSpec, ServiceSpec
+    from tests.aws_lambda_scenarios import create_function, put_lambda_metrics
+
+    create_function(aws, "api-handler")
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    put_lambda_metrics(aws, "api-handler", now - timedelta(minutes=9), invocations=50)
+    put_lambda_metrics(aws, "api-handler", now - timedelta(minutes=4), invocations=50, throttles=7)
+    ctx = CheckContext(service_name="api", service=ServiceSpec(aws=AwsSpec(lambda_functions=["api-handler"])),
+                       now=now, http=None, aws=aws)  # type: ignore[arg-type]
+
+    result = await lambda_metrics("api-handler", ctx)
+
+    assert result.status.is_problem and result.series is not None
+    assert result.series.metric == "Lambda throttles per minute" and result.series.threshold == 0
+    assert [v for _, v in result.series.points] == [0.0, 7.0]
+    [marker] = result.series.markers
+    assert marker.kind == "first_breach" and marker.at == now - timedelta(minutes=4)
+    assert png_size(render_png(result.series)) == (640, 260)
