@@ -1,25 +1,37 @@
 """`chatops fix` from a shell, against moto served over HTTP (the CLI is a process of its own): the same preview
-as Slack's, `--yes` only where the policy allows self-approval, and the feature switch."""
+as Slack's, `--yes` only where the policy allows self-approval and through the request path (its record, audit
+line, and the incident's timeline when one is named), and the feature switch."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import redis
 import yaml
 
 from tests.aws_lambda_scenarios import REGION, create_function
+from tests.incident_harness import declare_incident, incident_bot
 
 ROOT = Path(__file__).resolve().parent.parent
 LIFT = ["lambda.lift_zero_concurrency", f"region={REGION}", "function=api-handler"]
+SELF_APPROVE = {"remediation": {"self_approve": ["lambda.lift_zero_concurrency"]}}
+SERVICES = {"api": {"aws": {"region": REGION, "lambda_functions": ["api-handler"]}}}
 
 
-def chatops_fix(*args: str, tmp_path: Path, policy: dict | None = None,
-                enabled: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "REDIS_URL", "PAGING_POLICY_FILE"))}
+def chatops_fix(*args: str, tmp_path: Path, policy: dict | None = None, enabled: bool = True,
+                redis: tuple[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`redis`: (url, namespace) of the bot whose records `--yes` writes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "REDIS_", "PAGING_POLICY_FILE"))}
     env["REMEDIATION_ENABLED"] = "true" if enabled else "false"
+    if redis is not None:
+        env["REDIS_URL"], env["REDIS_NAMESPACE"] = redis
     if policy is not None:
         path = tmp_path / "policy.yml"
         path.write_text(yaml.safe_dump(policy))
@@ -49,18 +61,40 @@ def test_dry_run_prints_the_calls_before_after_and_untouched_and_changes_nothing
     assert reserved(served_aws) == 0
 
 
-def test_yes_runs_a_self_approvable_fix_once_and_prints_its_undo(served_aws, tmp_path):
+def test_yes_runs_a_self_approvable_fix_once_records_it_and_prints_its_undo(served_aws, redis_url, tmp_path):
     throttled(served_aws)
-    policy = {"remediation": {"self_approve": ["lambda.lift_zero_concurrency"]}}
-    result = chatops_fix(*LIFT, "--yes", tmp_path=tmp_path, policy=policy)
+    namespace = f"tfix{uuid.uuid4().hex[:6]}"
+    result = chatops_fix(*LIFT, "--yes", tmp_path=tmp_path, policy=SELF_APPROVE, redis=(redis_url, namespace))
     assert result.returncode == 0, result.stderr
     assert reserved(served_aws) is None
     assert "Fixed: api-handler: reserved concurrency 0 → unreserved." in result.stdout
     undo = next(line for line in result.stdout.splitlines() if line.startswith("Undo: "))
     assert undo == (f"Undo: chatops fix lambda.restore_zero_concurrency region={REGION} function=api-handler "
                     "expect=unreserved --yes")
-    again = chatops_fix(*LIFT, "--yes", tmp_path=tmp_path, policy=policy)  # nothing left to lift
+    request_id = re.search(r"Recorded as fix request (\w+) \(the log\)", result.stdout).group(1)
+    assert "run `chatops diagnose SERVICE`" in result.stdout
+    kept = json.loads(redis.Redis.from_url(redis_url).get(f"{namespace}:fix:req:{request_id}"))
+    assert (kept["status"], kept["result"]["ok"], kept["plan"]["action"]) == ("done", True, LIFT[0])
+    assert kept["requester"].endswith("(chatops fix)") and kept["decided_by"] == kept["requester"]
+    assert f"fix {request_id} applied by " in result.stderr  # the audit line
+    again = chatops_fix(*LIFT, "--yes", tmp_path=tmp_path, policy=SELF_APPROVE, redis=(redis_url, namespace))
     assert again.returncode == 1 and "not 0: nothing to lift" in again.stdout
+
+
+async def test_yes_naming_an_incident_writes_its_timeline(served_aws, local_slack, redis_url, tmp_path):
+    throttled(served_aws)
+    async with incident_bot(local_slack, redis_url, tmp_path, services=SERVICES) as bot:
+        inc = await declare_incident(bot, "api-handler throttled P1 api")
+        result = await asyncio.to_thread(chatops_fix, *LIFT, f"incident={inc.lower()}", "--yes", tmp_path=tmp_path,
+                                         policy=SELF_APPROVE, redis=(redis_url, bot.config.namespace))
+        assert result.returncode == 0, result.stderr
+        assert f"({inc}'s timeline and the log)" in result.stdout and "`chatops diagnose api`" in result.stdout
+        entries = await bot.timeline(inc, "remediation")
+        assert [e.data["stage"] for e in entries] == ["requested", "approved", "applied"]
+        assert entries[-1].actor.endswith("(chatops fix)") and entries[-1].data["fix"] == LIFT[0]
+        missing = await asyncio.to_thread(chatops_fix, *LIFT, "incident=INC-999", "--yes", tmp_path=tmp_path,
+                                          policy=SELF_APPROVE, redis=(redis_url, bot.config.namespace))
+        assert missing.returncode == 2 and "There is no incident INC-999" in missing.stderr
 
 
 def test_yes_refuses_where_a_second_person_must_approve_and_says_who(served_aws, tmp_path):

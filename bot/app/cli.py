@@ -289,7 +289,7 @@ async def fix_command(settings: Settings, action: str, pairs: list[str], *, run:
     from bot.incidents.config import load_incident_settings
     from bot.paging.policy import load_policy
     from bot.remediation.service import DISABLED
-    from bot.remediation.shell import fix_from_shell, parse_params
+    from bot.remediation.shell import action_named, fix_from_shell, may_run_here, parse_params, split_incident
     from checks.aws.clients import AwsClients
     from checks.aws.fixes import fix_actions
 
@@ -299,9 +299,56 @@ async def fix_command(settings: Settings, action: str, pairs: list[str], *, run:
     logging.getLogger("bot.paging").setLevel(logging.ERROR)  # only its `remediation:` part matters here
     policy = load_policy(load_incident_settings().paging_policy_file).remediation
     try:
-        outcome = await fix_from_shell(fix_actions(), AwsClients(), policy, action, parse_params(pairs), run=run)
+        params, incident = split_incident(parse_params(pairs))
+        if not run:
+            outcome = await fix_from_shell(fix_actions(), AwsClients(), policy, action, params, run=None)
+        else:
+            action_named(fix_actions(), action)  # refusals need no Redis: say them before connecting
+            may_run_here(policy, action)
+            outcome = await _fix_recorded(settings, policy, action, params, incident)
     except UserError as exc:
         print(f"chatops: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(outcome.text)
     return EXIT_OK if outcome.ok else EXIT_PROBLEM
+
+
+async def _fix_recorded(settings: Settings, policy: Any, action: str, params: dict[str, str], incident_id: str) -> Any:
+    """`--yes`: through the request path, so the fix has a request record and audit lines (and a timeline entry
+    when `incident=` names one) like a fix approved in Slack. Needs the bot's Redis, as `chatops postmortem` does."""
+    from bot.app.features import create_full_runtime
+    from bot.errors import UserError
+    from bot.incidents.service import incidents_of
+    from bot.remediation import service
+    from bot.remediation.shell import Outcome, fix_from_shell, recheck_text, shell_label
+
+    rt = await create_full_runtime(settings, redis_url=shared_redis_url(settings, "fix --yes"))
+    try:
+        fx = service.remediation_of(rt)
+        incident = await incidents_of(rt).store.get(incident_id) if incident_id else None
+        if incident_id and incident is None:
+            raise UserError(f"There is no incident {incident_id}; leave incident= out or name one that exists.")
+        recorded: list[Any] = []
+
+        async def run(plan: Any) -> Any:
+            request = await service.run_from_shell(fx, plan, shell_label(action, params), shell_user(), incident)
+            recorded.append(request)
+            return request.fix_result()
+
+        outcome = await fix_from_shell(fx.actions, rt.aws, policy, action, params, run=run)
+    finally:
+        await rt.aclose()
+    if not recorded:
+        return outcome
+    service_name = (incident.service or "") if incident else ""
+    return Outcome(outcome.ok, f"{outcome.text}\n{recheck_text(recorded[0].id, incident_id, service_name)}")
+
+
+def shell_user() -> str:
+    """Who ran `chatops fix --yes`, as the record and the timeline name them (not a Slack id: shown as text)."""
+    import getpass
+
+    try:
+        return f"{getpass.getuser()} (chatops fix)"
+    except (KeyError, OSError):  # no login name in this container
+        return "chatops fix"

@@ -96,7 +96,12 @@ class Records:
 
     async def deny(self, request_id: str, user: str) -> bool:
         """True when this call took the decision (nobody approved or denied before)."""
-        return bool(await self.redis.set(self.decision_key(request_id), f"denied:{user}:{uuid.uuid4().hex[:8]}",
+        return await self.decide(request_id, "denied", user)
+
+    async def decide(self, request_id: str, verdict: str, user: str) -> bool:
+        """True when this call took the decision. An approval from Slack takes it with its job instead
+        (Queue.enqueue_claimed); `chatops fix --yes` runs in its own process and takes it here."""
+        return bool(await self.redis.set(self.decision_key(request_id), f"{verdict}:{user}:{uuid.uuid4().hex[:8]}",
                                           nx=True, ex=RECORD_TTL_S))
 
     async def decision(self, request_id: str) -> tuple[str, str] | None:

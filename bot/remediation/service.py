@@ -224,12 +224,39 @@ async def apply_job(fx: Remediation, job: Job) -> None:
     if request is None or decided is None or decided[0] != "approved":
         return
     if request.result is None:
-        request.status, request.decided_by = "approved", decided[1]
-        first = await fx.records.claim(request.id, "attempt")
-        result = await execute(fx, request.fix_plan(), first_attempt=first)
-        request.result, request.status = as_dict(result), "done"
-        await fx.records.save(request)  # before anything is said: a retry from here on never applies again
+        await _run(fx, request, decided[1])
     await announce(fx, request)
+
+
+async def _run(fx: Remediation, request: FixRequest, approver: str) -> None:
+    request.status, request.decided_by = "approved", approver
+    first = await fx.records.claim(request.id, "attempt")
+    result = await execute(fx, request.fix_plan(), first_attempt=first)
+    request.result, request.status = as_dict(result), "done"
+    await fx.records.save(request)  # before anything is said: a retry from here on never applies again
+
+
+async def run_from_shell(fx: Remediation, plan: FixPlan, label: str, requester: str,
+                         incident: Incident | None) -> FixRequest:
+    """`chatops fix --yes`, once the policy let the requester approve it: the same request record, decision,
+    once-only run and audit (log lines; the incident's timeline when one is named) as a Slack request approved
+    by its requester, run in this process. Not posted and not re-diagnosed: a shell may have no Slack and no
+    worker, so the caller prints the re-check command."""
+    origin = Origin(channel=incident.channel or "" if incident else "", incident_id=incident.id if incident else "",
+                    service=incident.service or "" if incident else "")
+    request = FixRequest(label=label, plan=as_dict(plan), origin=origin, requester=requester,
+                         severity=incident.severity if incident else None, expires_at=time.time())
+    await fx.records.save(request)
+    await _record(fx, request, "requested", requester, {"calls": plan.calls})
+    await fx.records.decide(request.id, "approved", requester)
+    await _record(fx, request, "approved", requester, {})
+    await _run(fx, request, requester)
+    result = request.fix_result()
+    assert result is not None
+    await _record(fx, request, "applied" if result.ok else "failed", requester,
+                  {"ok": result.ok, "message": result.message, "calls": plan.calls, "before": plan.before,
+                   "after": result.after})
+    return request
 
 
 async def execute(fx: Remediation, plan: FixPlan, *, first_attempt: bool) -> FixResult:
