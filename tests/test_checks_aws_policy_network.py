@@ -14,7 +14,7 @@ import pytest
 from checks.aws.clients import AwsClients
 from checks.aws.endpoints import interface_endpoints
 from checks.aws.policies import identity_policies, resource_policies
-from checks.aws.policy_eval import Principal, conditions, principal_applies
+from checks.aws.policy_eval import Principal, conditions, denies_for, principal_applies
 from checks.aws.s3 import s3
 from checks.aws.security_groups import security_groups
 from checks.aws.vpc import external_hosts, lambda_vpc, nat_gateways, vpc_dns
@@ -87,6 +87,18 @@ def test_deny_applies_by_principal_not_principal_and_identity_condition() -> Non
     assert conditions(tagged, role) == (False, [])
     network = {"Condition": {"StringNotEquals": {"aws:SourceVpce": "vpce-1"}}}
     assert conditions(network, role) == (True, ["aws:SourceVpce StringNotEquals vpce-1"])
+
+
+def test_boundary_deny_counts_only_on_the_resources_the_role_is_granted() -> None:
+    role = Principal(ROLE_ARN)
+    grants = [("s3:GetObject", "arn:aws:s3:::orders/*"), ("sqs:SendMessage", "*")]
+    boundary = {"Statement": [
+        {"Sid": "Audit", "Effect": "Deny", "Action": "s3:*", "Resource": "arn:aws:s3:::audit-trail/*"},
+        {"Sid": "Orders", "Effect": "Deny", "Action": "s3:Get*", "Resource": "arn:aws:s3:::orders/*"},
+        {"Sid": "AllButJobs", "Effect": "Deny", "Action": "sqs:*", "NotResource": "arn:aws:sqs:*:*:jobs"}]}
+    found = denies_for("boundary", boundary, role, ["s3:GetObject", "sqs:SendMessage"], grants)
+    assert [(d.sid, d.blocked) for d in found] == [("Orders", ("s3:GetObject",)), ("AllButJobs", ("sqs:SendMessage",))]
+    assert [d.sid for d in denies_for("boundary", boundary, role, ["s3:GetObject"])] == ["Audit", "Orders"]
 
 
 # --- aws.resource_policies -------------------------------------------------------------------------------------
@@ -216,14 +228,16 @@ async def test_role_without_boundary_or_visible_scps_is_ok(aws: AwsClients, make
 # --- aws.security_groups -----------------------------------------------------------------------------------------
 
 
-def web_tier(aws: AwsClients, net: Network, *, target_ingress: bool = True) -> tuple[str, str]:
+def web_tier(aws: AwsClients, net: Network, *, target_ingress: bool = True, registered: int = 80) -> tuple[str, str]:
+    """ALB → one instance registered on `registered` (the target group's port is 80); the app SG allows that
+    port from the ALB's SG, or 8080 only when `target_ingress` is False."""
     lb_sg = security_group(aws, net, "alb", ingress=[(443, "0.0.0.0/0")])
-    app_sg = security_group(aws, net, "app", ingress=[(80, lb_sg)] if target_ingress else [(8080, lb_sg)])
+    app_sg = security_group(aws, net, "app", ingress=[(registered, lb_sg)] if target_ingress else [(8080, lb_sg)])
     elbv2 = aws.client("elbv2", REGION)
     lb = build_alb(aws, net)
     elbv2.set_security_groups(LoadBalancerArn=lb["LoadBalancerArn"], SecurityGroups=[lb_sg])
     build_target_group(aws, net, target_type="instance", load_balancer=lb,
-                       targets=[(instance_in(aws, net, [app_sg]), 80)])
+                       targets=[(instance_in(aws, net, [app_sg]), registered)])
     return lb_sg, app_sg
 
 
@@ -234,6 +248,16 @@ async def test_alb_to_target_path_allowed_is_ok(aws: AwsClients, net: Network, m
 
     assert result.status is Status.ok, result.summary
     assert [(r["port"], r["egress"], r["ingress"]) for r in result.evidence["paths"]] == [(80, True, True)]
+
+
+async def test_target_registered_on_its_own_port_is_judged_on_that_port(aws: AwsClients, net: Network,
+                                                                        make_ctx: MakeCtx) -> None:
+    web_tier(aws, net, registered=32768)  # ECS dynamic port behind a port-80 target group
+
+    result = await security_groups(REGION, make_ctx(load_balancers=["web"]))
+
+    assert result.status is Status.ok, result.summary
+    assert [(r["port"], r["ingress"]) for r in result.evidence["paths"]] == [(32768, True)]
 
 
 async def test_target_sg_without_the_target_port_is_named(aws: AwsClients, net: Network, make_ctx: MakeCtx) -> None:

@@ -121,7 +121,7 @@ async def identity_policies(name: str, ctx: CheckContext) -> CheckResult:
     denies, outside = _boundary_limits(role, allowed)
     scps = await _service_control_policies(ctx, role.principal.account)
     for scp_name, document in scps or []:
-        denies += denies_for(scp_name, document, role.principal, allowed)
+        denies += denies_for(scp_name, document, role.principal, allowed, role.grants())
     evidence = {"role": role.principal.arn, "boundary": role.boundary[0] if role.boundary else None,
                 "allowed_actions": allowed, "outside_boundary": outside,
                 "scps": [n for n, _ in scps] if scps is not None else "not visible from this account"}
@@ -138,7 +138,7 @@ def _boundary_limits(role: Role, allowed: list[str]) -> tuple[list[DenyMatch], l
     arn, document = role.boundary
     granted = [a for _, s in statements(document) if s.get("Effect") == "Allow" for a in as_list(s.get("Action"))]
     outside = [a for a in allowed if not matches_any(granted, a) and "*" not in a]
-    return denies_for(f"permissions boundary {arn}", document, role.principal, allowed), outside
+    return denies_for(f"permissions boundary {arn}", document, role.principal, allowed, role.grants()), outside
 
 
 def _outside_boundary(role: Role, outside: list[str], evidence: dict[str, Any]) -> CheckResult:

@@ -153,18 +153,37 @@ def blocked_actions(statement: dict[str, Any], allowed: list[str]) -> list[str]:
     return [a for a in allowed if any(overlaps(a, d) for d in denied)]
 
 
-def denies_for(policy: str, document: Any, principal: Principal, allowed: list[str]) -> list[DenyMatch]:
-    """The Deny statements of `document` that apply to `principal` and take away something in `allowed`."""
+def covers_resource(statement: dict[str, Any], resource: str) -> bool:
+    """Whether the statement's Resource (or what its NotResource leaves) can include the `resource` pattern."""
+    if "NotResource" in statement:
+        return not matches_any(as_list(statement["NotResource"]), resource)
+    return any(overlaps(p, resource) for p in as_list(statement.get("Resource")) or ["*"])
+
+
+def denies_for(policy: str, document: Any, principal: Principal, allowed: list[str],
+               grants: list[tuple[str, str]] | None = None) -> list[DenyMatch]:
+    """The Deny statements of `document` that apply to `principal` and take away something in `allowed`. With
+    `grants` ((action, resource) the role is allowed), a Deny counts only where its resources meet the granted
+    ones: a boundary's "Deny s3:* on the audit bucket" takes nothing from a role that reads another bucket."""
     found = []
     for sid, statement in statements(document):
         if statement.get("Effect") != "Deny" or not principal_applies(statement, principal):
             continue
         applies, depends_on = conditions(statement, principal)
         blocked = blocked_actions(statement, allowed)
+        if grants is not None:
+            blocked = [a for a in blocked if any(a == g and covers_resource(statement, r) for g, r in grants)]
         if applies and blocked:
             actions = as_list(statement.get("Action")) or [f"NOT {a}" for a in as_list(statement.get("NotAction"))]
             found.append(DenyMatch(policy, sid, principal.name, tuple(actions), tuple(blocked), tuple(depends_on)))
     return found
+
+
+def allowed_grants(documents: list[Any], principal: Principal) -> list[tuple[str, str]]:
+    """(action, resource pattern) for every Allow statement of the documents that applies to `principal`."""
+    return [(action, resource) for document in documents for _, s in statements(document)
+            if s.get("Effect") == "Allow" and principal_applies(s, principal)
+            for action in as_list(s.get("Action")) for resource in as_list(s.get("Resource")) or ["*"]]
 
 
 def allowed_actions(documents: list[Any], principal: Principal, resources: list[str]) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from checks.aws.common import region
-from checks.aws.policy_eval import Principal, allowed_actions
+from checks.aws.policy_eval import Principal, allowed_actions, allowed_grants
 from checks.registry import CheckContext
 
 
@@ -29,6 +29,10 @@ class Role:
     def allowed(self, resources: list[str]) -> list[str]:
         """The actions its identity policies allow on any of `resources`."""
         return allowed_actions([doc for _, doc in self.documents], self.principal, resources)
+
+    def grants(self) -> list[tuple[str, str]]:
+        """(action, resource pattern) its identity policies allow."""
+        return allowed_grants([doc for _, doc in self.documents], self.principal)
 
 
 async def role_policy_documents(ctx: CheckContext, role: str) -> list[tuple[str, dict[str, Any]]]:

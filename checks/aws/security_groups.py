@@ -93,23 +93,20 @@ async def _lb_paths(ctx: CheckContext, name: str) -> list[Path]:
     lb = await describe_load_balancer(ctx, name)
     source = Side(f"load balancer {lb['LoadBalancerName']}", lb.get("SecurityGroups", []))
     groups = await ctx.aws.call("elbv2", region(ctx), "describe_target_groups", LoadBalancerArn=lb["LoadBalancerArn"])
-    paths = []
-    for group in groups["TargetGroups"]:
-        for target in await _instance_targets(ctx, group):
-            paths.append(Path(source, target, target_port(group, target), f"{source.name} → {target.name}"))
-    return paths
+    return [Path(source, target, port, f"{source.name} → {target.name}")
+            for group in groups["TargetGroups"] for target, port in await _instance_targets(ctx, group)]
 
 
-def target_port(group: dict[str, Any], target: Side) -> int:
-    return int(group.get("Port") or 80)
-
-
-async def _instance_targets(ctx: CheckContext, group: dict[str, Any]) -> list[Side]:
+async def _instance_targets(ctx: CheckContext, group: dict[str, Any]) -> list[tuple[Side, int]]:
+    """Each instance target with the port the load balancer sends to: the port it was registered with (ECS
+    dynamic ports, an app on 8080 behind a port-80 group), else the group's."""
     if group.get("TargetType", "instance") != "instance":
         return []
     health = await ctx.aws.call("elbv2", region(ctx), "describe_target_health", TargetGroupArn=group["TargetGroupArn"])
-    ids = sorted({d["Target"]["Id"] for d in health["TargetHealthDescriptions"]})
-    return await instance_sides(ctx, ids) if ids else []
+    ports = {(d["Target"]["Id"], int(d["Target"].get("Port") or group.get("Port") or 80))
+             for d in health["TargetHealthDescriptions"]}
+    sides = {s.name: s for s in await instance_sides(ctx, sorted({i for i, _ in ports}))} if ports else {}
+    return [(sides[f"instance {i}"], port) for i, port in sorted(ports) if f"instance {i}" in sides]
 
 
 async def instance_sides(ctx: CheckContext, ids: list[str]) -> list[Side]:
