@@ -93,6 +93,7 @@ async def on_ack(ctx: Incidents, incident: Any, user: str, key: str) -> str:
 
 
 async def on_diagnose(ctx: Incidents, incident: Any, user: str, key: str) -> str:
+    await ctx.require_visible(incident, user)  # a forged click must not name a private incident's service
     run_id = await lifecycle.request_incident_diagnosis(ctx, incident, user)
     return f"Diagnosing `{incident.service}` for {incident.id} (run {run_id}); results appear in the channel."
 

@@ -17,10 +17,14 @@ import pytest
 
 from bot.incidents import lifecycle
 from bot.incidents.messages import (
+    ACK_ACTION,
     ASSIGN_ROLE_ACTION,
     ASSIGN_ROLE_VIEW,
+    DIAGNOSE_ACTION,
+    ESCALATE_ACTION,
     PERSON_BLOCK,
     PERSON_PICK,
+    RESOLVE_ACTION,
     ROLE_BLOCK,
     ROLE_PICK,
 )
@@ -80,6 +84,28 @@ async def test_a_private_incident_has_a_private_channel_and_is_hidden_from_outsi
 
         said = await answer(bot, "status INC-2 monitoring contained", user="U2", channel="C1")  # a member
         assert "INC-2 is now *monitoring*" in said["text"]
+
+
+async def test_an_outsiders_header_clicks_on_a_private_incident_reveal_and_start_nothing(
+        local_slack, redis_url, tmp_path):
+    async with incident_bot(local_slack, redis_url, tmp_path) as bot:
+        said = await answer(bot, f"{TITLE} P2 api private", user="U1")
+        assert said["text"].startswith("Declaring *INC-1* (P2)"), said
+        incident = await bot.wait_incident("INC-1", lambda i: i.ready)
+        await bot.settle()
+        before, diagnoses = await bot.incident("INC-1"), len(await bot.timeline("INC-1"))
+
+        for action in (ACK_ACTION, DIAGNOSE_ACTION, ESCALATE_ACTION, RESOLVE_ACTION, ASSIGN_ROLE_ACTION):
+            await bot.click(action, "INC-1", user="UOUT", channel="C1")  # a forged click from outside
+        refusals = await bot.wait_for(lambda: [t for t in bot.ephemerals_for("UOUT")
+                                               if "INC-1 is a private incident" in t] or None, 5, "refusals")
+        await bot.settle()
+        answers = bot.ephemerals_for("UOUT")
+        assert len(refusals) == 5, answers  # Diagnose said "Diagnosing `api` for INC-1" and ran it
+        assert not any("api" in t or "payroll" in t.lower() or incident.channel in t for t in answers), answers
+        assert (await bot.incident("INC-1")).model_dump(exclude={"updated_at"}) == before.model_dump(
+            exclude={"updated_at"})
+        assert len(await bot.timeline("INC-1")) == diagnoses
 
 
 async def test_private_needs_a_channel_and_stays_a_title_word_before_a_severity(local_slack, redis_url, tmp_path):

@@ -149,6 +149,17 @@ class Incidents:
         if refusal:
             raise UserError(refusal)
 
+    async def require_visible(self, incident: Incident, user: str) -> None:
+        """Raise the private refusal (UserError) unless `user` may see `incident`: for what anyone may do to a
+        public incident but must not reveal or start in a private one (the Diagnose button)."""
+        try:
+            visible = await asyncio.wait_for(self.may_see(incident, user, strict=True), timeout=AUTHORIZE_BUDGET_S)
+        except (TimeoutError, _MembershipUnknown):
+            raise UserError(f"I couldn't check whether you may see {incident.id} just now: Slack did not answer in "
+                            f"time. Nothing was changed; try again in a moment.") from None
+        if not visible:
+            raise UserError(self.private_refusal(incident))
+
     async def _refusal(self, incident: Incident, user: str, action: Action, permission: Permission) -> str | None:
         """Why `user` may not, or None. Someone who may not see a private incident is told only that."""
         if not await self.may_see(incident, user, strict=True):
