@@ -73,7 +73,8 @@ async def test_outside_an_incident_a_second_person_approves_and_the_result_is_po
         kept = await remediation_of(bot.rt).records.get(request_id)
         assert (kept.status, kept.requester, kept.decided_by, kept.result["ok"]) == ("done", "U1", "U2", True)
         assert kept.origin.channel == channel and kept.origin.incident_id == "" and kept.severity is None
-        audit = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"fix {request_id} ")]
+        lines = lambda: [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"fix {request_id} ")]
+        audit = await bot.wait_for(lambda: len(lines()) == 3 and lines(), 10, "the audit line after the post")
         assert [line.split(" ")[2] for line in audit] == ["requested", "approved", "applied"]
         assert audit[-1] == (f"fix {request_id} applied by U2: Lift reserved concurrency 0 from api-handler "
                              "(api-handler: reserved concurrency 0 → unreserved.)")
