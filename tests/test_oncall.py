@@ -143,6 +143,24 @@ async def test_a_handoff_dms_both_people_once_with_the_open_incidents(local_slac
         assert len([m for m in bot.dms_to(ALICE) if "You are on call" in m.text]) == 1
 
 
+async def test_a_handoff_dm_lists_a_private_incident_only_to_someone_in_it(local_slack, redis_url, tmp_path):
+    async with incident_bot(local_slack, redis_url, tmp_path, policy=schedule_policy(), oncall=SCHEDULES) as bot:
+        public = await declare_incident(bot, "Search slow P3", user="U1")
+        await bot.command("/incident", "Payroll export leaked P3 private", user="U1")
+        await bot.wait_incident("INC-2", lambda i: i.ready)
+        await bot.command("/incident", f"role scribe <@{CAROL}>", user="U1",
+                          channel=(await bot.incident("INC-2")).channel)  # Carol is in it, Alice is not
+        ctx, now = oncall_of(bot.rt), time.time()
+        await ctx.overrides.add("payments-primary", CAROL, now - 60, now + 1.5, ALICE)  # Carol hands back to Alice
+        await service.arm_handoffs(ctx, ["payments-primary"])
+        [incoming] = await bot.wait_for(lambda: [m.text for m in bot.dms_to(ALICE) if "You are on call" in m.text],
+                                        10, "the incoming DM")
+        [outgoing] = await bot.wait_for(lambda: [m.text for m in bot.dms_to(CAROL) if "has ended" in m.text],
+                                        10, "the outgoing DM")
+        assert public in incoming and "INC-2" not in incoming and "Payroll" not in incoming, incoming
+        assert public in outgoing and "Payroll export leaked" in outgoing
+
+
 @pytest.mark.parametrize(("token", "status"), [("s3cret-token", 200), ("wrong", 401), ("", 401)])
 async def test_the_calendar_feed_is_guarded_by_its_token(local_slack, redis_url, tmp_path, token, status):
     oncall = {**SCHEDULES, "oncall_calendar_token": "s3cret-token", "oncall_calendar_weeks": 2}

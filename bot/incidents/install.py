@@ -62,7 +62,7 @@ def _check_schedules(rt: Runtime, policy: PagingPolicy) -> None:
 def _wire(rt: Runtime, ctx: Incidents) -> None:
     from bot.incidents import jobs, lifecycle, provider_acks
     if (oncall := oncall_of(rt)) is not None:
-        oncall.handoff_notes.append(lambda: _open_incidents(ctx))
+        oncall.handoff_notes.append(lambda user: _open_incidents(ctx, user))
     rt.hooks.job_handlers.append(jobs.job_handlers)
     rt.hooks.http_routes[("POST", "/hooks/pagerduty")] = provider_acks.make_route(ctx)
     rt.hooks.diagnosis_finished.append(lifecycle.on_diagnosis_finished)
@@ -70,11 +70,11 @@ def _wire(rt: Runtime, ctx: Incidents) -> None:
     rt.hooks.secrets.extend(ctx.settings.secrets())
 
 
-async def _open_incidents(ctx: Incidents) -> list[str]:
-    """For the on-call handoff DM: the open incidents, as `/incident list` shows them."""
+async def _open_incidents(ctx: Incidents, user: str) -> list[str]:
+    """For the on-call handoff DM to `user`: the open incidents they may see, as `/incident list` shows them."""
     from bot.incidents import messages
 
-    return [messages.list_text(await ctx.store.list_open())]
+    return [messages.list_text([i for i in await ctx.store.list_open() if await ctx.may_see(i, user)])]
 
 
 async def _close(rt: Runtime) -> None:

@@ -26,8 +26,8 @@ from bot.slack.mrkdwn import mention, slack_date
 log = logging.getLogger("bot.oncall")
 
 HANDOFF_JOB = "oncall.handoff"
-# Lines for the handoff DM (open incidents, follow-ups), supplied by features above this one.
-HandoffNotes = Callable[[], Awaitable[list[str]]]
+# Lines for the handoff DM to this user (open incidents, follow-ups), supplied by features above this one.
+HandoffNotes = Callable[[str], Awaitable[list[str]]]
 
 
 @dataclass
@@ -100,19 +100,22 @@ async def handoff_job(ctx: Oncall, job: Job) -> None:
 
 
 async def _send_handoff(ctx: Oncall, name: str, outgoing: Shift, incoming: Shift) -> None:
-    notes: list[str] = []
-    for supplier in ctx.handoff_notes:
-        notes += await supplier()
-    body = "\n".join(notes) if notes else "No open incidents."
     until = slack_date(incoming.end.timestamp())
     texts = {
-        outgoing.user: f":wave: Your on-call shift for *{name}* has ended; {mention(incoming.user)} has it now."
-                       f"\n{body}",
-        incoming.user: f":pager: You are on call for *{name}* until {until} (from {mention(outgoing.user)}).\n{body}",
+        outgoing.user: f":wave: Your on-call shift for *{name}* has ended; {mention(incoming.user)} has it now.",
+        incoming.user: f":pager: You are on call for *{name}* until {until} (from {mention(outgoing.user)}).",
     }
     for user, text in texts.items():
         if user and user.startswith(("U", "W")):
-            await _dm(ctx, user, text)
+            await _dm(ctx, user, f"{text}\n{await _notes_for(ctx, user)}")
+
+
+async def _notes_for(ctx: Oncall, user: str) -> str:
+    """Each recipient's own notes: a private incident is listed only to someone who may see it."""
+    notes: list[str] = []
+    for supplier in ctx.handoff_notes:
+        notes += await supplier(user)
+    return "\n".join(notes) if notes else "No open incidents."
 
 
 async def _dm(ctx: Oncall, user: str, text: str) -> None:
