@@ -99,6 +99,18 @@ async def test_oncall_answers_inside_the_ack_and_refuses_outsiders_and_bad_input
         assert not await oncall_of(bot.rt).overrides.list("payments-primary")
 
 
+async def test_two_weeks_of_hourly_layered_shifts_fit_in_one_slack_message(local_slack, redis_url, tmp_path):
+    hourly = {"time_zone": "Europe/Berlin", "layers": [
+        {"rotation": {"every": "1h", "handoff": "00:00", "people": [ALICE, BOB, CAROL]}},
+        {"rotation": {"every": "1h", "handoff": "00:30", "people": [BOB, CAROL]},
+         "restrictions": [{"days": ["mon", "tue", "wed", "thu", "fri"], "from": "09:00", "to": "18:00"}]}]}
+    oncall = {"schedules": {**SCHEDULES["schedules"], "hourly": hourly}}
+    async with incident_bot(local_slack, redis_url, tmp_path, policy=schedule_policy(), oncall=oncall) as bot:
+        listing = await bot.command("/oncall", "hourly", user=ALICE)
+        assert len(listing) <= 40_000 and listing.count("\n• ") > 200, len(listing)  # was 51,000 characters
+        assert listing.splitlines()[-1].startswith("…and ") and listing.endswith(" more")
+
+
 async def test_a_swap_gives_my_shift_to_bob_and_me_his_next_one(local_slack, redis_url, tmp_path):
     async with incident_bot(local_slack, redis_url, tmp_path, policy=schedule_policy(), oncall=SCHEDULES) as bot:
         today = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).date()

@@ -21,7 +21,7 @@ from bot.oncall.timeline import UTC, Override, Shift, on_call, shifts
 from bot.queue import Job, once
 from bot.runtime import Runtime
 from bot.slack.client import SlackError
-from bot.slack.mrkdwn import mention, slack_date
+from bot.slack.mrkdwn import MESSAGE_TEXT_MAX, fit_lines, mention, slack_date
 
 log = logging.getLogger("bot.oncall")
 
@@ -154,6 +154,7 @@ async def now_text(ctx: Oncall) -> str:
 async def schedule_text(ctx: Oncall, name: str, days: int = 14) -> str:
     """`/oncall <schedule>`: the next two weeks, then the overrides in force with who made them."""
     now = time.time()
-    rows = [shift_line(s) for s in await ctx.shifts(name, now, now + days * 86400)]
-    text = f"*{name}* ({ctx.schedules[name].time_zone}), the next {days} days:\n" + "\n".join(f"• {r}" for r in rows)
-    return text
+    rows = [f"• {shift_line(s)}" for s in await ctx.shifts(name, now, now + days * 86400)]
+    head = f"*{name}* ({ctx.schedules[name].time_zone}), the next {days} days:\n"
+    # Hourly shifts over two weeks, with layers, run past the 40,000 characters Slack takes in a message.
+    return head + fit_lines(rows, MESSAGE_TEXT_MAX - len(head))
