@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from checks.aws.clients import AwsCheckError
-from checks.aws.common import aws_check, region
-from checks.aws.lambdas import Problem, _configuration, _metric_totals, fold
+from checks.aws.common import Problem, aws_check, fold, function_configuration, region
+from checks.aws.lambdas import metric_totals
 from checks.aws.logs import WINDOW, is_not_found, iso
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, check
@@ -302,12 +302,12 @@ async def _lambda_facts(ctx: CheckContext, config: ApiConfig) -> dict[str, dict[
 
 async def _lambda_fact(ctx: CheckContext, function: str) -> dict[str, Any]:
     try:
-        lambda_config = await _configuration(ctx, function)
+        lambda_config = await function_configuration(ctx, function)
     except AwsCheckError as exc:
         if is_not_found(exc):
             return {"lambda_missing": True}
         raise
-    totals = await _metric_totals(ctx, function)
+    totals = await metric_totals(ctx, function)
     return {"lambda_timeout_ms": float(lambda_config.get("Timeout") or 3) * 1000,
             "lambda_max_duration_ms": totals["duration"]}
 

@@ -24,8 +24,7 @@ import httpx
 
 from checks.aws.changes import LOOKBACK, parse_aws_time
 from checks.aws.clients import AwsCheckError
-from checks.aws.common import aws_check, aws_error_code, region
-from checks.aws.lambdas import Problem, fold
+from checks.aws.common import Problem, aws_check, aws_error_code, fold, region
 from checks.aws.logs import ErrorScan, iso, scan_errors, summarise_errors, to_millis
 from checks.correlation import Change, find_suspect
 from checks.model import CheckResult, Status

@@ -16,18 +16,18 @@ from typing import Any
 from checks.aws.clients import AwsCheckError
 from checks.aws.common import (
     DNS_ATTRIBUTE_FLAGS,
+    Problem,
     RouteTable,
     aws_check,
     aws_error_code,
+    fold,
     region,
     service_subnets,
     subnet_route_tables,
     vpc_dns_attributes,
 )
-from checks.aws.lambdas import Problem as LambdaProblem
-from checks.aws.lambdas import fold
 from checks.aws.policies import ResourcePolicy, deny_result, judge_policy
-from checks.aws.policy_eval import DenyMatch
+from checks.aws.policy_eval import DenyMatch, as_list, statements
 from checks.aws.roles import role_policy_documents, service_roles
 from checks.aws.security_groups import HTTPS, Side, allows
 from checks.aws.fixes.gateway_endpoint import endpoint_offer
@@ -67,28 +67,12 @@ class Requirement:
 
 def vpc_requirements(policy: str, document: dict[str, Any]) -> list[Requirement]:
     """Every `aws:sourceVpce` / `aws:sourceVpc` condition in a policy document, any operator, any key case."""
-    statements = document.get("Statement", [])
-    found = []
-    for index, statement in enumerate(statements if isinstance(statements, list) else [statements]):
-        for operator, conditions in (statement.get("Condition") or {}).items():
-            for key, values in conditions.items():
-                if key.lower() in (SOURCE_VPCE, SOURCE_VPC):
-                    found.append(Requirement(
-                        policy=policy,
-                        sid=statement.get("Sid") or f"#{index}",
-                        effect=statement.get("Effect", ""),
-                        actions=tuple(_as_list(statement.get("Action") or statement.get("NotAction"))),
-                        operator=operator,
-                        key=key,
-                        values=tuple(_as_list(values)),
-                    ))
-    return found
-
-
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    return [Requirement(policy=policy, sid=sid, effect=statement.get("Effect", ""),
+                        actions=tuple(as_list(statement.get("Action") or statement.get("NotAction"))),
+                        operator=operator, key=key, values=tuple(as_list(values)))
+            for sid, statement in statements(document)
+            for operator, conditions in (statement.get("Condition") or {}).items()
+            for key, values in conditions.items() if key.lower() in (SOURCE_VPCE, SOURCE_VPC)]
 
 
 # --- aws.vpce_policy -----------------------------------------------------------------------------------------
@@ -108,7 +92,7 @@ async def vpce_policy(role: str, ctx: CheckContext) -> CheckResult:
     assert ctx.service.aws is not None
     tables = await subnet_route_tables(ctx, ctx.service.aws.subnets)
     endpoints = await _endpoints(ctx, requirements, tables)
-    problems: list[Problem] = []
+    problems: list[Unmet] = []
     subnet_rows: list[dict[str, Any]] = []
     for req in requirements:
         req_problems, rows = _judge(req, endpoints, tables)
@@ -132,7 +116,9 @@ async def vpce_policy(role: str, ctx: CheckContext) -> CheckResult:
 
 
 @dataclass(frozen=True)
-class Problem:
+class Unmet:
+    """A condition of the role's policy that requests from a subnet cannot meet."""
+
     resource: str
     summary: str
     hint: str
@@ -193,20 +179,20 @@ def serves(endpoint: dict[str, Any], table: RouteTable) -> bool:
     )
 
 
-def _judge(req: Requirement, endpoints: Endpoints, tables: dict[str, RouteTable]) -> tuple[list[Problem], list]:
+def _judge(req: Requirement, endpoints: Endpoints, tables: dict[str, RouteTable]) -> tuple[list[Unmet], list]:
     if req.by_endpoint:
         return _judge_source_vpce(req, endpoints.by_id, tables)
     return _judge_source_vpc(req, endpoints.by_vpc, tables)
 
 
 def _judge_source_vpce(req: Requirement, by_id: dict[str, dict[str, Any] | None],
-                       tables: dict[str, RouteTable]) -> tuple[list[Problem], list[dict[str, Any]]]:
+                       tables: dict[str, RouteTable]) -> tuple[list[Unmet], list[dict[str, Any]]]:
     named = [v for v in req.values if _is_endpoint_id(v)]
     existing = [by_id[v] for v in named if by_id.get(v)]
     problems, rows = [], []
     if named and not existing:
         missing = ", ".join(named)
-        problems.append(Problem(
+        problems.append(Unmet(
             resource=named[0],
             summary=f"{req.where} requires requests through {missing}, which does not exist.",
             hint=f"Update the aws:SourceVpce condition in {req.policy} to the current endpoint id, or recreate the "
@@ -224,12 +210,12 @@ def _judge_source_vpce(req: Requirement, by_id: dict[str, dict[str, Any] | None]
 
 
 def _unrouted(req: Requirement, table: RouteTable, gateway: dict[str, Any] | None,
-              existing: list[dict[str, Any]]) -> Problem:
+              existing: list[dict[str, Any]]) -> Unmet:
     rtb = table.route_table_id
     implicit = " (the VPC's main table; the subnet has no association of its own)" if table.main else ""
     if gateway is not None:
         vpce = gateway["VpcEndpointId"]
-        return Problem(
+        return Unmet(
             resource=rtb,
             summary=f"{req.where} allows {', '.join(req.actions)} only through {vpce}, but "
                     f"subnet {table.subnet_id} uses route table {rtb}{implicit}, which is not on that gateway "
@@ -239,7 +225,7 @@ def _unrouted(req: Requirement, table: RouteTable, gateway: dict[str, Any] | Non
             gateway_route=(vpce, rtb),
         )
     names = ", ".join(e["VpcEndpointId"] for e in existing)
-    return Problem(
+    return Unmet(
         resource=table.subnet_id,
         summary=f"{req.where} allows requests only through {names}, none of which is usable "
                 f"from subnet {table.subnet_id} in {table.vpc_id}.",
@@ -249,7 +235,7 @@ def _unrouted(req: Requirement, table: RouteTable, gateway: dict[str, Any] | Non
 
 
 def _judge_source_vpc(req: Requirement, by_vpc: dict[str, list[dict[str, Any]]],
-                      tables: dict[str, RouteTable]) -> tuple[list[Problem], list[dict[str, Any]]]:
+                      tables: dict[str, RouteTable]) -> tuple[list[Unmet], list[dict[str, Any]]]:
     # aws:SourceVpc is only set on requests that arrive through a VPC endpoint, so the subnet's VPC must be
     # listed *and* an endpoint of the statement's service must carry the subnet's traffic.
     services = {a.split(":", 1)[0].lower() for a in req.actions if ":" in a}
@@ -260,7 +246,7 @@ def _judge_source_vpc(req: Requirement, by_vpc: dict[str, list[dict[str, Any]]],
         served_by = next((e["VpcEndpointId"] for e in candidates if serves(e, table)), None)
         rows.append(_subnet_row(req, table, served_by))
         if table.vpc_id not in req.values:
-            problems.append(Problem(
+            problems.append(Unmet(
                 resource=table.subnet_id,
                 summary=f"{req.where} allows requests only from {', '.join(req.values)}, but "
                         f"subnet {table.subnet_id} is in {table.vpc_id}.",
@@ -270,7 +256,7 @@ def _judge_source_vpc(req: Requirement, by_vpc: dict[str, list[dict[str, Any]]],
         elif not served_by:
             gateway = next((e for e in candidates if e.get("VpcEndpointType") == "Gateway"), None)
             what = ", ".join(sorted(services)) or "the service"
-            problems.append(Problem(
+            problems.append(Unmet(
                 resource=table.route_table_id,
                 summary=f"{req.where} requires aws:SourceVpc {table.vpc_id}, which is only set "
                         f"on requests through a VPC endpoint, and no {what} endpoint serves route table "
@@ -358,23 +344,23 @@ async def interface_endpoints(endpoint_id: str, ctx: CheckContext) -> CheckResul
                    f"from {len(subnets)} service subnet(s)")
 
 
-def _state_problems(endpoint: dict[str, Any]) -> list[LambdaProblem]:
+def _state_problems(endpoint: dict[str, Any]) -> list[Problem]:
     state = str(endpoint.get("State", "")).lower()
     if state == "available":
         return []
-    return [LambdaProblem(Status.fail, "P1", f"{endpoint['VpcEndpointId']} is {state}, not available.",
+    return [Problem(Status.fail, "P1", f"{endpoint['VpcEndpointId']} is {state}, not available.",
                           "Accept or recreate the endpoint (aws ec2 describe-vpc-endpoints shows why).")]
 
 
-async def _dns_problems(ctx: CheckContext, endpoint: dict[str, Any]) -> list[LambdaProblem]:
+async def _dns_problems(ctx: CheckContext, endpoint: dict[str, Any]) -> list[Problem]:
     eid, service = endpoint["VpcEndpointId"], endpoint.get("ServiceName", "")
     if not endpoint.get("PrivateDnsEnabled"):
-        return [LambdaProblem(
+        return [Problem(
             Status.fail, "P1", f"Private DNS is off on {eid} ({service}): the SDK's default name resolves to the "
                                "public endpoint, which private subnets without NAT cannot reach.",
             f"aws ec2 modify-vpc-endpoint --vpc-endpoint-id {eid} --private-dns-enabled")]
     off = [a for a, on in (await vpc_dns_attributes(ctx, endpoint["VpcId"])).items() if not on]
-    return [LambdaProblem(
+    return [Problem(
         Status.fail, "P1", f"{eid} has private DNS on, but {', '.join(off)} is off in {endpoint['VpcId']}: the "
                            f"private name of {service} does not resolve to the endpoint.",
         f"aws ec2 modify-vpc-attribute --vpc-id {endpoint['VpcId']} {DNS_ATTRIBUTE_FLAGS[off[0]]}"
@@ -391,20 +377,20 @@ async def _service_subnet_rows(ctx: CheckContext, vpc: str) -> list[dict[str, An
             for s in found["Subnets"] if s["VpcId"] == vpc]
 
 
-async def _az_problems(ctx: CheckContext, endpoint: dict[str, Any], subnets: list[dict[str, Any]]) -> list[LambdaProblem]:
+async def _az_problems(ctx: CheckContext, endpoint: dict[str, Any], subnets: list[dict[str, Any]]) -> list[Problem]:
     if not endpoint.get("SubnetIds") or not subnets:
         return []
     found = await ctx.aws.call("ec2", region(ctx), "describe_subnets", SubnetIds=endpoint["SubnetIds"])
     covered = {s["AvailabilityZone"] for s in found["Subnets"]}
     missing = sorted({row["az"] for row in subnets} - covered)
-    return [LambdaProblem(
+    return [Problem(
         Status.warn, "P2", f"{endpoint['VpcEndpointId']} has no network interface in {', '.join(missing)}, where "
                            "the service runs: those calls cross zones and fail with the endpoint's zone.",
         f"aws ec2 modify-vpc-endpoint --vpc-endpoint-id {endpoint['VpcEndpointId']} --add-subnet-ids "
         "<a subnet in each missing zone>")] if missing else []
 
 
-async def _sg_problems(ctx: CheckContext, endpoint: dict[str, Any], subnets: list[dict[str, Any]]) -> list[LambdaProblem]:
+async def _sg_problems(ctx: CheckContext, endpoint: dict[str, Any], subnets: list[dict[str, Any]]) -> list[Problem]:
     group_ids = [g["GroupId"] for g in endpoint.get("Groups", [])]
     if not group_ids or not subnets:
         return []
@@ -414,7 +400,7 @@ async def _sg_problems(ctx: CheckContext, endpoint: dict[str, Any], subnets: lis
     blocked = [row["subnet"] for row in subnets
                if not allows(rules, HTTPS, Side(row["subnet"], list(ctx.service.aws.security_groups),
                                                  [row["cidr"].split("/")[0]]))]
-    return [LambdaProblem(
+    return [Problem(
         Status.fail, "P1", f"The security groups of {endpoint['VpcEndpointId']} ({', '.join(group_ids)}) allow no "
                            f"TCP 443 from subnet(s) {', '.join(blocked)}: calls to {endpoint.get('ServiceName')} "
                            "time out.",

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from checks.aws.common import aws_check, region
-from checks.aws.lambdas import Problem, fold
+from checks.aws.common import Problem, aws_check, fold, region
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, aws_items, check
 

@@ -9,12 +9,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 from checks.aws.clients import AwsCheckError
-from checks.aws.common import aws_check, error_result, region
+from checks.aws.common import Problem, aws_check, error_result, fold, function_configuration, region
 from checks.aws.fixes.lambda_concurrency import lift_offer
 from checks.aws.logs import (
     WINDOW,
@@ -26,8 +25,7 @@ from checks.aws.logs import (
     read_events,
 )
 from checks.aws.series import first_breach, minutes_by_id, ratio_points
-from checks.fixes import FixOffer
-from checks.model import CheckResult, Series, Severity, Status
+from checks.model import CheckResult, Series, Status
 from checks.registry import CheckContext, Layer, aws_items, check
 
 # When AWS stops applying security patches to a runtime ("Deprecation date" in
@@ -82,39 +80,6 @@ COLD_MIN_INVOCATIONS = 20  # below this a ratio says more about traffic than abo
 INIT_WARN_MS = 1000.0
 MEMORY_WARN = 0.95
 
-_SEVERITY_ORDER = ["P0", "P1", "P2", "P3"]
-_STATUS_ORDER = [Status.fail, Status.error, Status.warn]
-
-
-@dataclass(frozen=True)
-class Problem:
-    status: Status
-    severity: Severity
-    sentence: str
-    hint: str
-    fixes: tuple[FixOffer, ...] = ()
-
-
-def fold(problems: list[Problem], *, ok: str, resource: str, evidence: dict[str, Any]) -> CheckResult:
-    """One result from a check's problems: the worst status, its most urgent severity, every sentence."""
-    if not problems:
-        return CheckResult(status=Status.ok, summary=ok, resource=resource, evidence=evidence)
-    ranked = sorted(problems, key=lambda p: (_STATUS_ORDER.index(p.status), _SEVERITY_ORDER.index(p.severity)))
-    return CheckResult(
-        status=ranked[0].status,
-        severity=ranked[0].severity,
-        summary=" ".join(p.sentence for p in ranked),
-        hint=" ".join(dict.fromkeys(p.hint for p in ranked)),
-        resource=resource,
-        evidence=evidence,
-        fixes=[fix for p in ranked for fix in p.fixes],
-    )
-
-
-async def _configuration(ctx: CheckContext, function: str) -> dict[str, Any]:
-    assert ctx.aws is not None
-    return await ctx.aws.call("lambda", region(ctx), "get_function_configuration", FunctionName=function)
-
 
 # --- aws.lambda_config -----------------------------------------------------------------------------------------
 
@@ -125,7 +90,7 @@ async def lambda_config(function: str, ctx: CheckContext) -> CheckResult:
     """Lambda configuration: reserved concurrency 0, deprecated runtime, an SQS trigger feeding itself."""
     assert ctx.aws is not None
     where = region(ctx)
-    config = await _configuration(ctx, function)
+    config = await function_configuration(ctx, function)
     concurrency = await ctx.aws.call("lambda", where, "get_function_concurrency", FunctionName=function)
     mappings = await ctx.aws.paginate(
         "lambda", where, "list_event_source_mappings", "EventSourceMappings", FunctionName=function
@@ -253,8 +218,8 @@ _METRICS = {"errors": ("Errors", "Sum"), "throttles": ("Throttles", "Sum"), "inv
 @aws_check
 async def lambda_metrics(function: str, ctx: CheckContext) -> CheckResult:
     """Lambda errors, throttles and durations near the timeout over the last hour (CloudWatch AWS/Lambda)."""
-    config = await _configuration(ctx, function)
-    totals = await _metric_totals(ctx, function)
+    config = await function_configuration(ctx, function)
+    totals = await metric_totals(ctx, function)
     timeout_ms = float(config.get("Timeout") or 3) * 1000
     invocations, errors, throttles = totals["invocations"], totals["errors"], totals["throttles"]
     max_duration = totals["duration"]
@@ -324,7 +289,7 @@ def _timeout_problem(function: str, max_duration: float, timeout_ms: float) -> P
     )
 
 
-async def _metric_totals(ctx: CheckContext, function: str) -> dict[str, Any]:
+async def metric_totals(ctx: CheckContext, function: str) -> dict[str, Any]:
     """Sums (and the max of Duration) over the last hour from one get_metric_data call, at one-minute periods."""
     assert ctx.aws is not None
     dimensions = [{"Name": "FunctionName", "Value": function}]
@@ -359,7 +324,7 @@ async def _metric_totals(ctx: CheckContext, function: str) -> dict[str, Any]:
 @aws_check
 async def lambda_cold_starts(function: str, ctx: CheckContext) -> CheckResult:
     """Cold starts, init time and memory headroom over the last hour, from the function's REPORT log lines."""
-    config = await _configuration(ctx, function)
+    config = await function_configuration(ctx, function)
     logging = config.get("LoggingConfig") or {}
     log_group = logging.get("LogGroup") or f"/aws/lambda/{function}"
     json_format = logging.get("LogFormat") == "JSON"

@@ -19,8 +19,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from checks.aws.common import aws_check, describe_load_balancer, region
-from checks.aws.lambdas import Problem, fold
+from checks.aws.common import Problem, aws_check, describe_load_balancer, fold, function_configuration, region
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, aws_once, check
 from checks.services import ServiceSpec
@@ -124,7 +123,7 @@ async def _database(ctx: CheckContext, instance_id: str) -> tuple[Side, int]:
 
 
 async def _lambda_side(ctx: CheckContext, function: str) -> Side | None:
-    config = await ctx.aws.call("lambda", region(ctx), "get_function_configuration", FunctionName=function)
+    config = await function_configuration(ctx, function)
     groups = (config.get("VpcConfig") or {}).get("SecurityGroupIds") or []
     return Side(f"function {function}", groups) if groups else None
 

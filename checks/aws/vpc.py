@@ -23,8 +23,11 @@ from typing import Any
 
 from checks.aws.common import (
     DNS_ATTRIBUTE_FLAGS,
+    Problem,
     RouteTable,
     aws_check,
+    fold,
+    function_configuration,
     region,
     route_target,
     service_subnets,
@@ -32,7 +35,6 @@ from checks.aws.common import (
     vpc_dns_attributes,
 )
 from checks.aws.endpoints import serves
-from checks.aws.lambdas import Problem, fold
 from checks.aws.roles import load_role
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, aws_items, aws_once, check
@@ -137,7 +139,7 @@ def _default(table: RouteTable) -> dict[str, Any] | None:
 @aws_check
 async def lambda_vpc(function: str, ctx: CheckContext) -> CheckResult:
     """A function in a VPC has a way out for what it calls: a NAT gateway or an endpoint per subnet"""
-    config = await ctx.aws.call("lambda", region(ctx), "get_function_configuration", FunctionName=function)
+    config = await function_configuration(ctx, function)
     subnets = (config.get("VpcConfig") or {}).get("SubnetIds") or []
     if not subnets:
         return CheckResult(status=Status.ok, resource=function, summary=f"{function} is not in a VPC.")

@@ -17,8 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from checks.aws.common import aws_check, region
-from checks.aws.lambdas import Problem, fold
+from checks.aws.common import Problem, aws_check, fold, region
 from checks.aws.logs import WINDOW, iso
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, aws_once, check
