@@ -1,8 +1,8 @@
 """A process that answers Slack over HTTP imports only what answering needs: building the app as `chatops run
 --no-worker` does and acking a signed `/incident list` and `/diagnose api` leaves the Postgres driver, boto3,
-Jinja2, the postmortem code, google-auth and matplotlib unimported (each costs start-up time and memory in every
-HTTP process; a worker imports them when it first runs a check or drafts a postmortem). A fresh interpreter, so
-nothing another test imported counts."""
+Jinja2, the postmortem code, google-auth, Pillow (charts) and cryptography's X.509 (SNS signatures) unimported: each
+costs start-up time and memory in every HTTP process, and the code that uses them imports them when it first runs.
+A fresh interpreter, so nothing another test imported counts."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 NOT_ON_THE_HTTP_PATH = ["psycopg", "boto3", "botocore.config", "jinja2", "bot.writeup.postmortem.assemble",
-                        "google.auth", "matplotlib"]
+                        "google.auth", "PIL", "cryptography.x509"]
 
 SCRIPT = """
 import asyncio, json, sys

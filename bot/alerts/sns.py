@@ -16,9 +16,6 @@ import base64
 import binascii
 from typing import TYPE_CHECKING, Literal
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
 from pydantic import BaseModel, ConfigDict
 
 from bot.alerts import cloudwatch
@@ -29,7 +26,7 @@ from bot.incidents.notice import AlertNotice
 if TYPE_CHECKING:
     from bot.alerts.service import Alerts
 
-HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
+HASHES = {"1": "SHA1", "2": "SHA256"}  # SignatureVersion → cryptography's hash class
 # What is signed, per message type, in this (byte-sorted) order; absent optional keys are skipped.
 SIGNED_KEYS = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
@@ -76,9 +73,14 @@ async def authenticate(ax: Alerts, request: Request) -> None:
     if message.SignatureVersion not in HASHES:
         raise Untrusted("SignatureVersion must be 1 or 2")
     key = await ax.sns.public_key(message.SigningCertURL)
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
     try:
         signature = base64.b64decode(message.Signature, validate=True)
-        key.verify(signature, message.canonical(), padding.PKCS1v15(), HASHES[message.SignatureVersion]())
+        key.verify(signature, message.canonical(), padding.PKCS1v15(),
+                   getattr(hashes, HASHES[message.SignatureVersion])())
     except (InvalidSignature, binascii.Error, ValueError):
         raise Untrusted("the message signature does not verify") from None
 

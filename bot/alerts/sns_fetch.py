@@ -19,18 +19,20 @@ import re
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urlsplit
 
 import certifi
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-from cryptography.x509.oid import AuthorityInformationAccessOID
-from cryptography.x509.verification import DNSName, PolicyBuilder, Store, VerificationError
 
 from bot.alerts.config import AlertSourceSettings
 from bot.alerts.http import Refused
+
+# cryptography (~10 MiB of OpenSSL bindings) is imported by the first SNS message, not by every HTTP process.
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+    from cryptography.x509.verification import Store
 
 SNS_HOST = re.compile(r"^sns\.([a-z0-9][a-z0-9-]*[a-z0-9])\.amazonaws\.com(\.cn)?$")
 AIA_HOST = re.compile(r"^crt\.[a-z0-9-]+(\.[a-z0-9-]+)*\.amazontrust\.com$")  # Amazon Trust Services' certificates
@@ -93,6 +95,9 @@ class SnsFetcher:
         return key
 
     async def _checked_key(self, pem: bytes) -> RSAPublicKey:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
         try:
             leaf, *intermediates = x509.load_pem_x509_certificates(pem)
         except ValueError:
@@ -108,6 +113,8 @@ class SnsFetcher:
         return key
 
     def _chain_problem(self, leaf: x509.Certificate, intermediates: list[x509.Certificate]) -> str | None:
+        from cryptography.x509.verification import DNSName, PolicyBuilder, VerificationError
+
         verifier = (PolicyBuilder().store(self._trust()).time(dt.datetime.now(dt.UTC))
                     .build_server_verifier(DNSName(self.settings.sns_cert_name)))
         try:
@@ -131,6 +138,9 @@ class SnsFetcher:
         return None
 
     def _trust(self) -> Store:
+        from cryptography import x509
+        from cryptography.x509.verification import Store
+
         if self._anchors is None:
             path = self.settings.sns_trust_roots_file or certifi.where()
             with open(path, "rb") as pem:
@@ -175,6 +185,9 @@ def _port(parts: SplitResult) -> int | None:
 
 
 def _ca_issuers(cert: x509.Certificate) -> list[str]:
+    from cryptography import x509
+    from cryptography.x509.oid import AuthorityInformationAccessOID
+
     try:
         access = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
     except x509.ExtensionNotFound:
@@ -185,6 +198,8 @@ def _ca_issuers(cert: x509.Certificate) -> list[str]:
 
 def _one_certificate(body: bytes) -> x509.Certificate:
     """A caIssuers answer: one DER certificate (RFC 5280), or PEM."""
+    from cryptography import x509
+
     try:
         return x509.load_der_x509_certificate(body)
     except ValueError:

@@ -15,16 +15,16 @@ import asyncio
 import ssl
 import time
 from datetime import UTC, datetime
-from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from typing import TYPE_CHECKING, Any
 
 from checks.model import CheckResult, Severity, Status
 from checks.net import guard
 from checks.net.probe import classify_connect_error, time_left, with_route
 from checks.registry import CheckContext, Layer, check
 from checks.services import TlsTarget
+
+if TYPE_CHECKING:  # imported when a TLS check first runs, not when the checks are registered
+    from cryptography import x509
 
 CHECK_LIMIT_S = 15.0
 RESOLVE_TIMEOUT_S = 3.0
@@ -75,6 +75,8 @@ async def tls_certificate(target: TlsTarget, ctx: CheckContext) -> CheckResult:
             der, session = await _fetch(address, target, _unverified_context(), ends_at)
     except _HandshakeFailed as exc:
         return _handshake_failure(target, address, exc)
+    from cryptography import x509
+
     certificate = x509.load_der_x509_certificate(der)
     return judge(target, address, certificate, verify_error, _aware(ctx.now), session)
 
@@ -181,6 +183,9 @@ def _untrusted(target: TlsTarget, error: ssl.SSLCertVerificationError, evidence:
 
 def describe(cert: x509.Certificate) -> dict[str, Any]:
     """The facts about a certificate a responder looks at."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = [*san.get_values_for_type(x509.DNSName), *map(str, san.get_values_for_type(x509.IPAddress))]
