@@ -103,6 +103,9 @@ async def test_an_outsiders_header_clicks_on_a_private_incident_reveal_and_start
         answers = bot.ephemerals_for("UOUT")
         assert len(refusals) == 5, answers  # Diagnose said "Diagnosing `api` for INC-1" and ran it
         assert not any("api" in t or "payroll" in t.lower() or incident.channel in t for t in answers), answers
+        for severity in ("P2", "P3"):  # answered "INC-1 is already P2" / "INC-1 is P2; … only raises"
+            said = await bot.command("/escalate", f"INC-1 {severity}", user="UOUT", channel="C1")
+            assert "INC-1 is a private incident" in said and "P2" not in said, said
         assert (await bot.incident("INC-1")).model_dump(exclude={"updated_at"}) == before.model_dump(
             exclude={"updated_at"})
         assert len(await bot.timeline("INC-1")) == diagnoses

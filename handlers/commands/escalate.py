@@ -73,13 +73,14 @@ def register(app: Any, rt: Runtime) -> None:
 
 
 async def raise_severity(ctx: Incidents, incident: Any, user: str, new: str, reason: str | None, key: str) -> str:
+    # Asked first, so an outsider learns nothing of a private incident's severity from the answers below.
+    await ctx.authorize(incident, user, "severity")
+    await ctx.authorize(incident, user, "escalate")
     if new == incident.severity:
         raise UserError(f"{incident.id} is already {new}. `/escalate <reason>` pages the next level; "
                         f"`/escalate @user` pages someone by name.")
     if int(new[1]) > int(incident.severity[1]):
         raise UserError(f"{incident.id} is {incident.severity}; `/escalate {new}` only raises the severity. "
                         f"To lower it: `/incident sev {new}`.")
-    await ctx.authorize(incident, user, "severity")
-    await ctx.authorize(incident, user, "escalate")
     change = await escalation.change_severity(ctx, incident.id, user, new, key=key, reason=reason)  # type: ignore
     return f"{incident.id} raised to *{new}* (was {change.old}).{messages.paged_note(change.incident, change.paged)}"
