@@ -17,7 +17,7 @@ from checks.aws.policies import identity_policies, resource_policies
 from checks.aws.policy_eval import Principal, conditions, denies_for, principal_applies
 from checks.aws.s3 import s3
 from checks.aws.security_groups import security_groups
-from checks.aws.vpc import external_hosts, lambda_vpc, nat_gateways, vpc_dns
+from checks.aws.vpc import endpoint_prefix, external_hosts, lambda_vpc, nat_gateways, vpc_dns
 from checks.model import Status
 from checks.registry import CheckContext
 from checks.runner import make_http_client
@@ -356,6 +356,12 @@ async def test_lambda_without_nat_reaches_dynamodb_through_its_endpoint(aws: Aws
         {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]}))
     broken = await lambda_vpc("worker", make_ctx(lambda_functions=["worker"]))
     assert broken.status is Status.fail and "cannot reach secretsmanager" in broken.summary
+
+
+def test_an_endpoint_serves_the_iam_prefix_of_its_api_not_its_last_label() -> None:
+    names = ["com.amazonaws.us-east-1.ecr.api", "com.amazonaws.us-east-1.kinesis-streams",
+             "com.amazonaws.us-east-1.secretsmanager", "com.amazonaws.us-east-1.sagemaker.runtime"]
+    assert [endpoint_prefix(n) for n in names] == ["ecr", "kinesis", "secretsmanager", "sagemaker"]
 
 
 def _association_id(ec2: Any, subnet: str) -> str:

@@ -46,6 +46,10 @@ _DEAD_NAT = {"failed", "deleted", "deleting"}
 _HOST = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[^@/\s]*@)?([a-z0-9-]+(?:\.[a-z0-9-]+)+)(?::\d+)?(?:/|$)", re.I)
 # Services whose calls Lambda itself makes from outside the function's ENIs (logs, ENI management).
 _NOT_FROM_THE_FUNCTION = {"logs", "ec2", "cloudwatch", "xray"}
+# Endpoint service names (after com.amazonaws.<region>.) that differ from the IAM action prefix of their API.
+_ENDPOINT_PREFIXES = {"ecr.api": "ecr", "kinesis-streams": "kinesis", "monitoring": "cloudwatch",
+                      "sagemaker.api": "sagemaker", "sagemaker.runtime": "sagemaker", "ecs-agent": "ecs",
+                      "ecs-telemetry": "ecs", "codeartifact.api": "codeartifact"}
 
 
 def _has_subnets(service: ServiceSpec) -> bool:
@@ -181,10 +185,17 @@ def _egress_row(table: RouteTable, hosts: list[str], services: list[str],
                 endpoints: list[dict[str, Any]]) -> dict[str, Any]:
     target = route_target(_default(table)) or "none"
     via_nat = target.startswith(("nat-", "tgw-")) or target.startswith("eni-")
-    served = {e.get("ServiceName", "").rsplit(".", 1)[-1] for e in endpoints if serves(e, table)}
+    served = {endpoint_prefix(e.get("ServiceName", "")) for e in endpoints if serves(e, table)}
     unreachable = ([] if via_nat else hosts) + [s for s in services if not via_nat and s not in served]
     return {"subnet": table.subnet_id, "route_table": table.route_table_id, "outbound": target,
             "endpoints": ", ".join(sorted(served)), "unreachable": ", ".join(unreachable)}
+
+
+def endpoint_prefix(service_name: str) -> str:
+    """The IAM action prefix an endpoint's service answers: com.amazonaws.us-east-1.kinesis-streams → kinesis
+    (the last label alone would make an ECR endpoint "api")."""
+    name = service_name.split(".", 3)[-1] if service_name.startswith("com.amazonaws.") else service_name
+    return _ENDPOINT_PREFIXES.get(name, name.split(".", 1)[0])
 
 
 def _egress_problem(function: str, row: dict[str, Any]) -> Problem:
