@@ -1,6 +1,6 @@
 """Thread charts: what one chart costs a worker, against the budget of ≤ 150 ms and ≤ 30 MB extra per chart.
 
-- cold: the first chart of a process — importing matplotlib (only ever done to draw) and its font setup — and the
+- cold: the first chart of a process — importing Pillow (only ever done to draw) and loading its font — and the
   resident memory that import adds, once per worker process;
 - warm: each later chart's drawing time (median, p95, max over 40 charts of a 60-point series with a threshold and
   two markers), the Python allocation peak while drawing one, and resident memory growth over those 40 charts;
@@ -56,7 +56,7 @@ def cold_and_warm(series: Series) -> bytes:
     before = rss_mb()
     cold_ms, png = timed_render(series)
     after_first = rss_mb()
-    print(f"cold: first chart {cold_ms:.0f} ms (matplotlib import + fonts + drawing), "
+    print(f"cold: first chart {cold_ms:.0f} ms (Pillow import + fonts + drawing), "
           f"resident +{after_first - before:.1f} MB once per process; PNG {len(png) / 1024:.1f} KB")
     times = [timed_render(series)[0] for _ in range(WARM_CHARTS)]
     after_warm = rss_mb()

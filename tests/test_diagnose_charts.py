@@ -3,12 +3,15 @@ Slack's files v2 upload in its reply's thread; DIAGNOSE_CHARTS=false leaves only
 
 from __future__ import annotations
 
+import io
 import struct
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
-from bot.diagnosis.render.chart import render_png
+from PIL import Image
+
+from bot.diagnosis.render.chart import COLOURS, MARKER_COLOURS, SIZE, render_png
 from checks.model import Marker, Series
 from tests.app_harness import running_bot
 from tests.aws_scenarios import REGION, build_alb, build_network, put_alb_traffic
@@ -79,21 +82,56 @@ async def test_a_healthy_metric_check_gets_no_chart(aws, local_slack, redis_url,
         assert local_slack.files() == []
 
 
-def test_chart_draws_threshold_and_markers_and_survives_dollar_signs() -> None:
+def pixels_of(png: bytes, colour: tuple[int, int, int]) -> list[tuple[int, int]]:
+    """(x, y) of every pixel drawn exactly in `colour`."""
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    raw, wanted = image.tobytes(), bytes(colour)
+    found = (i // 3 for i in range(0, len(raw), 3) if raw[i:i + 3] == wanted)
+    return [(i % image.width, i // image.width) for i in found]
+
+
+def rising_series() -> Series:
+    """Quiet, a deploy, then errors climbing past a threshold of 5."""
     start = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)
+    points = [(start + timedelta(minutes=i), float(v)) for i, v in enumerate([0, 0, 0, 1, 9, 20, 30])]
+    return Series(metric="5xx ratio per minute", unit="%", points=points, threshold=5,
+                  markers=[Marker(at=points[2][0], label="deploy v42", kind="deploy"),
+                           Marker(at=points[4][0], label="first 5xx over 5 %", kind="first_breach")])
+
+
+def test_chart_draws_the_series_against_a_dashed_threshold_and_the_markers_in_time_order() -> None:
+    png = render_png(rising_series())
+
+    threshold = pixels_of(png, COLOURS["threshold"])
+    rows = {y for _, y in threshold}
+    row = max(rows, key=lambda y: sum(1 for _, py in threshold if py == y))
+    dashes = sorted(x for x, y in threshold if y == row)
+    gaps = sum(1 for a, b in zip(dashes, dashes[1:]) if b - a > 1)
+    assert len(dashes) > SIZE[0] // 3 and gaps > 20, (len(dashes), gaps)  # across the plot, and dashed
+    series = pixels_of(png, COLOURS["series"])
+    first_x, last_x = min(x for x, _ in series), max(x for x, _ in series)
+    assert all(y > row for x, y in series if x == first_x)  # 0 % is drawn below the threshold of 5 %
+    assert all(y < row for x, y in series if x == last_x)  # 30 % is drawn above it
+    deploy, breach = ({x for x, _ in pixels_of(png, MARKER_COLOURS[kind])} for kind in ("deploy", "first_breach"))
+    assert deploy and breach and min(deploy) < min(breach) and first_x < min(deploy) < last_x
+
+
+def test_chart_is_640_by_260_and_survives_dollar_signs_long_labels_and_a_single_point() -> None:
+    start = datetime(2026, 11, 3, 23, 58, tzinfo=UTC)
     points = [(start + timedelta(minutes=i), float(v)) for i, v in enumerate([0, 0, 1, 30, 45, 50])]
-    series = Series(metric="cost $ per $minute", unit="%", points=points, threshold=5,
-                    markers=[Marker(at=points[1][0], label="deploy v7 $HOME", kind="deploy"),
-                             Marker(at=points[3][0], label="KeyError: 'user_id'", kind="first_error")])
+    series = Series(metric="cost $ per $minute", unit="ms", points=points, threshold=5,
+                    markers=[Marker(at=points[1][0], label="deploy v7 $HOME " + "x" * 200, kind="deploy"),
+                             Marker(at=points[5][0], label="KeyError: 'user_id'", kind="first_error")])
+    single = Series(metric="Lambda throttles per minute", points=[(start, 0.0)])
 
-    width, height = png_size(render_png(series))
+    assert png_size(render_png(series)) == SIZE == (640, 260)
+    assert png_size(render_png(single)) == SIZE
+    assert pixels_of(render_png(single), COLOURS["series"])  # the one point is still drawn
 
-    assert (width, height) == (640, 260)
 
-
-def test_the_http_ack_path_does_not_import_matplotlib() -> None:
+def test_the_http_ack_path_does_not_import_pillow() -> None:
     code = ("import sys; import bot.app.http_server, bot.diagnosis.run, bot.diagnosis.charts, handlers; "
-            "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
+            "assert 'PIL' not in sys.modules, 'Pillow imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
 
     assert done.returncode == 0, done.stderr[-2000:]
