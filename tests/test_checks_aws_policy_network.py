@@ -436,6 +436,23 @@ async def test_interface_endpoint_with_private_dns_off_fails(aws: AwsClients, ne
     assert "Private DNS is off" in result.summary and "--private-dns-enabled" in result.hint
 
 
+async def test_endpoint_sg_allowing_443_from_the_functions_group_is_ok(aws: AwsClients, net: Network,
+                                                                        make_ctx: MakeCtx) -> None:
+    enable_vpc_dns(aws, net)
+    app_role(aws)
+    fn_sg = security_group(aws, net, "fn")
+    vpc_function(aws, "worker", net.private_subnets, [fn_sg], role="app")
+    endpoint = ssm_endpoint(aws, net, https_from=fn_sg)  # the usual rule: by the callers' group, not a CIDR
+    ctx = make_ctx(vpc_endpoints=[endpoint], lambda_functions=["worker"])
+
+    assert (await interface_endpoints(endpoint, ctx)).status is Status.ok
+    other_sg = security_group(aws, net, "other")
+    aws.client("lambda", REGION).update_function_configuration(
+        FunctionName="worker", VpcConfig={"SubnetIds": list(net.private_subnets), "SecurityGroupIds": [other_sg]})
+    broken = await interface_endpoints(endpoint, make_ctx(vpc_endpoints=[endpoint], lambda_functions=["worker"]))
+    assert broken.status is Status.fail and "allow no TCP 443 from subnet(s)" in broken.summary
+
+
 async def test_endpoint_sg_without_443_from_the_service_subnet_fails(aws: AwsClients, net: Network,
                                                                       make_ctx: MakeCtx) -> None:
     enable_vpc_dns(aws, net)

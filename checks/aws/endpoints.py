@@ -21,6 +21,7 @@ from checks.aws.common import (
     aws_check,
     aws_error_code,
     fold,
+    function_configuration,
     region,
     service_subnets,
     subnet_route_tables,
@@ -396,16 +397,25 @@ async def _sg_problems(ctx: CheckContext, endpoint: dict[str, Any], subnets: lis
         return []
     found = await ctx.aws.call("ec2", region(ctx), "describe_security_groups", GroupIds=group_ids)
     rules = [rule for g in found["SecurityGroups"] for rule in g.get("IpPermissions", [])]
-    assert ctx.service.aws is not None
+    callers = await _caller_groups(ctx)
     blocked = [row["subnet"] for row in subnets
-               if not allows(rules, HTTPS, Side(row["subnet"], list(ctx.service.aws.security_groups),
-                                                 [row["cidr"].split("/")[0]]))]
+               if not allows(rules, HTTPS, Side(row["subnet"], callers, [row["cidr"].split("/")[0]]))]
     return [Problem(
         Status.fail, "P1", f"The security groups of {endpoint['VpcEndpointId']} ({', '.join(group_ids)}) allow no "
                            f"TCP 443 from subnet(s) {', '.join(blocked)}: calls to {endpoint.get('ServiceName')} "
                            "time out.",
         f"aws ec2 authorize-security-group-ingress --group-id {group_ids[0]} --protocol tcp --port 443 --cidr "
         f"{next(r['cidr'] for r in subnets if r['subnet'] == blocked[0])}")] if blocked else []
+
+
+async def _caller_groups(ctx: CheckContext) -> list[str]:
+    """The security groups the service's calls leave from: its functions' and `aws.security_groups`, so a rule
+    naming the callers' group (the usual one) counts as well as a CIDR."""
+    assert ctx.service.aws is not None
+    groups = list(ctx.service.aws.security_groups)
+    for function in ctx.service.aws.lambda_functions:
+        groups += ((await function_configuration(ctx, function)).get("VpcConfig") or {}).get("SecurityGroupIds") or []
+    return list(dict.fromkeys(groups))
 
 
 async def _endpoint_denies(ctx: CheckContext, endpoint: dict[str, Any]) -> list[DenyMatch]:
