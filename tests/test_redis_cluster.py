@@ -1,8 +1,8 @@
 """The bot on a three-primary Redis Cluster (tests/redis_cluster.py), with REDIS_URL naming one node.
 
-The tests imported below are the queue, incident and end-to-end tests that matter, collected here a second time
-with `redis_url` and `redis` pointing at the cluster; a cluster refuses any script, transaction or multi-key
-command whose keys span slots, so passing here is the proof. The first test checks the same rule on a single node,
+The tests imported below are the queue, incident, escalation and end-to-end tests that matter, collected here a
+second time with `redis_url` and `redis` pointing at the cluster; a cluster refuses any script, transaction or
+multi-key command whose keys span slots, so passing here is the proof. The first test checks the same rule on a single node,
 where nothing would refuse it: every Lua script call's keys hash to one slot.
 """
 
@@ -26,6 +26,7 @@ from tests.test_diagnose_e2e import (  # noqa: F401
     test_healthy_service_gets_parent_thread_and_green_verdict,
     test_second_diagnose_of_same_target_joins_the_running_one,
 )
+from tests.test_escalation import test_an_unacknowledged_p0_reaches_the_managers_after_its_timeout  # noqa: F401
 from tests.test_incidents import (  # noqa: F401
     test_declaring_opens_a_channel_with_pinned_header_topic_people_announcement_page_and_diagnosis,
     test_every_change_updates_the_header_and_the_timeline_with_who_and_when,
