@@ -290,6 +290,18 @@ async def test_lambda_sg_without_https_egress_fails(aws: AwsClients, net: Networ
     assert "allow no TCP 443 out" in result.summary
 
 
+async def test_lambda_sg_with_https_egress_only_to_the_endpoints_group_is_ok(aws: AwsClients, net: Network,
+                                                                            make_ctx: MakeCtx) -> None:
+    app_role(aws)
+    endpoints_sg = security_group(aws, net, "vpce")
+    tight = security_group(aws, net, "fn", egress=[(443, endpoints_sg)])  # what the failing hint recommends
+    vpc_function(aws, "worker", net.private_subnets, [tight], role="app")
+
+    result = await security_groups(REGION, make_ctx(lambda_functions=["worker"]))
+
+    assert result.status is Status.ok, result.summary
+
+
 # --- aws.nat_gateways --------------------------------------------------------------------------------------------
 
 

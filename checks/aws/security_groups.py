@@ -201,8 +201,10 @@ def _first(side: Side) -> str:
 
 
 def _lambda_egress(side: Side, groups: dict[str, dict[str, Any]]) -> list[tuple[str, Problem]]:
-    anywhere = Side("AWS endpoints", [], [])
-    if any(allows(groups[g].get("IpPermissionsEgress", []), HTTPS, anywhere) for g in side.groups if g in groups):
+    # Any 443 egress counts, to a CIDR, a prefix list or the endpoints' security group: which endpoint the
+    # function calls is not known here.
+    rules = [rule for g in side.groups if g in groups for rule in groups[g].get("IpPermissionsEgress", [])]
+    if any(_rule_port(rule, HTTPS) for rule in rules):
         return []
     return [(side.groups[0], Problem(
         Status.fail, "P1", f"{side.name} runs with {', '.join(side.groups)}, which allow no TCP 443 out: every AWS "
