@@ -2,8 +2,8 @@
 
 The tests imported below are the queue, incident, escalation and end-to-end tests that matter, collected here a
 second time with `redis_url` and `redis` pointing at the cluster; a cluster refuses any script, transaction or
-multi-key command whose keys span slots, so passing here is the proof. The first test checks the same rule on a single node,
-where nothing would refuse it: every Lua script call's keys hash to one slot.
+multi-key command whose keys span slots, so passing here is the proof. The first test checks the same rule on a
+single node, where nothing would refuse it: every Lua script call's keys hash to one slot.
 """
 
 from __future__ import annotations
