@@ -355,29 +355,39 @@ def cold_start_result(
     function: str, log_group: str, reports: list[ReportLine], *, truncated: bool = False
 ) -> CheckResult:
     inits = [r.init_ms for r in reports if r.init_ms is not None]
-    ratio = len(inits) / len(reports)
     memory = [(r.max_memory_used_mb, r.memory_size_mb) for r in reports if r.max_memory_used_mb and r.memory_size_mb]
     peak_used, size = max(memory, default=(None, None), key=lambda m: m[0] / m[1])
-    evidence = {
+    evidence = _cold_start_evidence(log_group, reports, inits, peak_used, size) | {"truncated": truncated}
+    problems = _cold_start_problems(function, len(reports), inits) + _memory_problems(function, peak_used, size)
+    ok = (
+        f"{function}: {len(inits)} cold starts in {len(reports)} invocations"
+        + (f", max init {max(inits):.0f} ms" if inits else "")
+        + (f", peak memory {peak_used} of {size} MB." if peak_used else ".")
+    )
+    return fold(problems, ok=ok, resource=log_group, evidence=evidence)
+
+
+def _cold_start_evidence(log_group: str, reports: list[ReportLine], inits: list[float], peak_used: int | None,
+                         size: int | None) -> dict[str, Any]:
+    return {
         "log_group": log_group,
         "invocations": len(reports),
         "cold_starts": len(inits),
-        "cold_start_ratio_pct": round(ratio * 100, 1),
-        "init_ms": {
-            "p50": percentile(inits, 50),
-            "p95": percentile(inits, 95),
-            "max": max(inits, default=None),
-        },
+        "cold_start_ratio_pct": round(len(inits) / len(reports) * 100, 1),
+        "init_ms": {"p50": percentile(inits, 50), "p95": percentile(inits, 95), "max": max(inits, default=None)},
         "max_memory_used_mb": peak_used,
         "memory_size_mb": size,
         "timeouts": sum(1 for r in reports if (r.status or "").lower() == "timeout"),
-        "truncated": truncated,
     }
+
+
+def _cold_start_problems(function: str, invocations: int, inits: list[float]) -> list[Problem]:
+    ratio = len(inits) / invocations
     problems = []
-    if len(reports) >= COLD_MIN_INVOCATIONS and ratio > COLD_RATIO_WARN:
+    if invocations >= COLD_MIN_INVOCATIONS and ratio > COLD_RATIO_WARN:
         problems.append(Problem(
             Status.warn, "P2",
-            f"{ratio:.0%} of {function}'s invocations were cold starts ({len(inits)} of {len(reports)}).",
+            f"{ratio:.0%} of {function}'s invocations were cold starts ({len(inits)} of {invocations}).",
             "Bursty traffic or frequent deploys cause cold starts; provisioned concurrency or a smaller package helps.",
         ))
     if inits and max(inits) > INIT_WARN_MS:
@@ -386,17 +396,16 @@ def cold_start_result(
             f"{function}'s cold starts take up to {max(inits):.0f} ms of init (p50 {percentile(inits, 50):.0f} ms).",
             "Move slow set-up out of module import (lazy clients, fewer dependencies) or use provisioned concurrency.",
         ))
-    if peak_used and size and peak_used / size >= MEMORY_WARN:
-        problems.append(Problem(
-            Status.warn, "P2",
-            f"{function} used up to {peak_used} of its {size} MB ({peak_used / size:.0%}): close to running out.",
-            f"Raise the memory: `aws lambda update-function-configuration --function-name {function} "
-            f"--memory-size {size * 2}`.",
-        ))
-    ok = (
-        f"{function}: {len(inits)} cold starts in {len(reports)} invocations"
-        + (f", max init {max(inits):.0f} ms" if inits else "")
-        + (f", peak memory {peak_used} of {size} MB." if peak_used else ".")
-    )
-    return fold(problems, ok=ok, resource=log_group, evidence=evidence)
+    return problems
+
+
+def _memory_problems(function: str, peak_used: int | None, size: int | None) -> list[Problem]:
+    if not (peak_used and size and peak_used / size >= MEMORY_WARN):
+        return []
+    return [Problem(
+        Status.warn, "P2",
+        f"{function} used up to {peak_used} of its {size} MB ({peak_used / size:.0%}): close to running out.",
+        f"Raise the memory: `aws lambda update-function-configuration --function-name {function} "
+        f"--memory-size {size * 2}`.",
+    )]
 
