@@ -16,6 +16,7 @@ from bot.oncall import service
 from bot.oncall.service import oncall_of
 from bot.settings import ConfigError
 from tests.incident_harness import IncidentBot, declare_incident, incident_bot
+from tests.writeup_harness import writeup_bot
 
 ACK_TIMEOUT_S = 1.5
 ALICE, BOB, CAROL = "UONCALL", "UMGR1", "UMGR2"  # seeded people of the harness
@@ -171,6 +172,24 @@ async def test_a_handoff_dm_lists_a_private_incident_only_to_someone_in_it(local
                                         10, "the outgoing DM")
         assert public in incoming and "INC-2" not in incoming and "Payroll" not in incoming, incoming
         assert public in outgoing and "Payroll export leaked" in outgoing
+
+
+async def test_a_handoff_dm_lists_the_open_action_items_its_recipient_may_see(local_slack, redis_url, tmp_path,
+                                                                              monkeypatch):
+    async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch, policy=schedule_policy(),
+                           oncall=SCHEDULES) as bot:
+        public = await declare_incident(bot, "Search slow P3", user="U1")
+        await bot.command("/incident", f"action {public} alert on search latency <@{BOB}>", user="U1")
+        await bot.command("/incident", "Payroll export leaked P3 private", user="U1")
+        secret = await bot.wait_incident("INC-2", lambda i: i.ready)
+        await bot.command("/incident", "action rotate the payroll bucket keys", user="U1", channel=secret.channel)
+        ctx, now = oncall_of(bot.rt), time.time()
+        await ctx.overrides.add("payments-primary", CAROL, now - 60, now + 1.5, ALICE)  # Carol hands back to Alice
+        await service.arm_handoffs(ctx, ["payments-primary"])
+        [incoming] = await bot.wait_for(lambda: [m.text for m in bot.dms_to(ALICE) if "You are on call" in m.text],
+                                        10, "the incoming DM")
+        assert "*Open action items* (1):" in incoming and f"*{public}* alert on search latency — <@{BOB}>" in incoming
+        assert "payroll" not in incoming.lower(), incoming
 
 
 @pytest.mark.parametrize(("token", "status"), [("s3cret-token", 200), ("wrong", 401), ("", 401)])

@@ -32,11 +32,11 @@ FAST = {"BACKFILL_CALLS_PER_MIN": "60000", "SUMMARY_SETTLE_S": "0", "SUMMARY_MIN
 @contextlib.asynccontextmanager
 async def writeup_bot(local: Any, redis_url: str, tmp_path: Any, monkeypatch: Any, *, pagerduty: Any = None,
                       services: dict | None = None, incident: dict | None = None, policy: dict | None = None,
-                      **env: str) -> AsyncIterator[IncidentBot]:
+                      oncall: dict | None = None, **env: str) -> AsyncIterator[IncidentBot]:
     for name, value in {**FAST, **env}.items():
         monkeypatch.setenv(name, value)
     async with incident_bot(local, redis_url, tmp_path, pagerduty=pagerduty, incident=incident,
-                            policy=policy) as bot:
+                            policy=policy, oncall=oncall) as bot:
         if services is not None:
             import yaml
 

@@ -60,6 +60,10 @@ def _wire(rt: Runtime, w: Writeup) -> None:
     rt.hooks.closers.append(_close)
     rt.hooks.secrets.extend(w.settings.secrets())
     w.timeline.observers.append(lambda entry: on_timeline_entry(rt, entry))
+    from bot.oncall.service import oncall_of
+    if (oncall := oncall_of(rt)) is not None:  # installed before us: its handoff DMs list follow-ups too
+        from bot.writeup.handoff import handoff_followups
+        oncall.handoff_notes.append(lambda user: handoff_followups(rt, user))
 
 
 def job_handlers(rt: Runtime) -> dict[str, Any]:
