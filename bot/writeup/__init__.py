@@ -5,6 +5,7 @@
     backfill.py    reading channel history the live capture missed
     requests.py    asking for a back-fill or a postmortem (one enqueue each, coalesced per incident)
     summaries.py   thread summaries and incident catch-ups
+    handoff.py     the open action items in an on-call handoff DM
     view.py        `IncidentView`: the read-only view of an incident record the write-ups use
     slacktext.py   Slack message text → plain text, mentions
     postmortem/    facts, Markdown from a Jinja2 template, publishing as a canvas, a file, S3
