@@ -78,6 +78,8 @@ def test_a_calendar_url_is_fetched_with_a_size_cap(tmp_path: Path) -> None:
     (("DTEND;TZID=Europe/Berlin:20260316T090000", "DTEND;TZID=Europe/Berlin:20260317T090000"),
      "the same length and back to back"),
     (("INTERVAL=2", "INTERVAL=3"), "must each repeat every"),
+    (("INTERVAL=2", "INTERVAL=99999999999999"), "INTERVAL must be a number of weeks from 1 to 52"),  # was a crash
+    (("INTERVAL=2", "INTERVAL=two"), "INTERVAL must be a number of weeks from 1 to 52"),
 ])
 def test_what_the_import_cannot_follow_is_refused_by_path(tmp_path: Path, change: tuple[str, str],
                                                           message: str) -> None:

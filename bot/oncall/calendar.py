@@ -28,6 +28,7 @@ from bot.settings import ConfigError
 
 FETCH_TIMEOUT_S = 10.0
 FETCH_MAX_BYTES = 1_000_000
+MAX_INTERVAL_WEEKS = 52  # a rotation that repeats less than yearly is not one
 _SLACK_ID = re.compile(r"\b([US][A-Z0-9]{2,})\b")
 _STAMP = "%Y%m%dT%H%M%SZ"
 
@@ -177,7 +178,10 @@ def _interval_weeks(event: dict[str, tuple[dict[str, str], str]]) -> int:
     parts = dict(p.split("=", 1) for p in event["RRULE"][1].upper().split(";") if "=" in p)
     if parts.get("FREQ") != "WEEKLY" or set(parts) - {"FREQ", "INTERVAL", "WKST"}:
         raise ValueError("only RRULE:FREQ=WEEKLY with an optional INTERVAL is supported")
-    return int(parts.get("INTERVAL", "1"))
+    interval = parts.get("INTERVAL", "1")
+    if not interval.isdigit() or not 1 <= int(interval) <= MAX_INTERVAL_WEEKS:  # 10**20 weeks overflowed timedelta
+        raise ValueError(f"RRULE INTERVAL must be a number of weeks from 1 to {MAX_INTERVAL_WEEKS}")
+    return int(interval)
 
 
 def _zone_of(events: list[dict[str, Any]], zone: str | None) -> str:
