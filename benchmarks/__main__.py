@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks            # all
     .venv/bin/python -m benchmarks queue aws  # some of: diagnose, charts, aws, queue, incidents, recovery, hardening,
-                                              #   postmortem, redis, startup
+                                              #   postmortem, redis, startup, lists
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 
-ORDER = ["startup", "diagnose", "charts", "aws", "queue", "incidents", "recovery", "hardening", "postmortem", "redis"]
+ORDER = ["startup", "lists", "diagnose", "charts", "aws", "queue", "incidents", "recovery", "hardening", "postmortem",
+         "redis"]
 
 
 def main(names: list[str]) -> int:

@@ -34,7 +34,8 @@ from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET, signed_headers
 async def post(asgi, form):
     body = urlencode({"team_id": "T0LOCAL", "user_id": "U1", "user_name": "u", "channel_id": "CIMPORTS",
                       "channel_name": "c", "trigger_id": "t", "response_url": sys.argv[1], **form}).encode()
-    headers = [(k.lower().encode(), v.encode()) for k, v in signed_headers(body.decode(), SLACK_TEST_SIGNING_SECRET).items()]
+    signed = signed_headers(body.decode(), SLACK_TEST_SIGNING_SECRET)
+    headers = [(k.lower().encode(), v.encode()) for k, v in signed.items()]
     scope = {"type": "http", "method": "POST", "path": "/slack/events", "query_string": b"", "headers": headers,
              "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1)}
     messages, sent = [{"type": "http.request", "body": body, "more_body": False}], []

@@ -74,7 +74,8 @@ async def _open_incidents(ctx: Incidents, user: str) -> list[str]:
     """For the on-call handoff DM to `user`: the open incidents they may see, as `/incident list` shows them."""
     from bot.incidents import messages
 
-    return [messages.list_text([i for i in await ctx.store.list_open() if await ctx.may_see(i, user)])]
+    shown, total = await ctx.open_for(user, messages.LIST_SHOWN)
+    return [messages.list_text(shown, total=total)]
 
 
 async def _close(rt: Runtime) -> None:

@@ -411,11 +411,17 @@ def targets_text(targets: list[tuple[str, str | None]]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def list_text(incidents: list[Incident], now: float | None = None) -> str:
+LIST_SHOWN = 15  # rows of `/incident list`: what fits Slack's 3,000 characters with long titles
+
+
+def list_text(incidents: list[Incident], now: float | None = None, *, total: int | None = None) -> str:
+    """The open incidents shown (at most LIST_SHOWN, most severe and oldest first) of `total` open ones."""
     if not incidents:
         return "No open incidents. Declare one with `/incident <title> [P0|P1|P2|P3] [service]`."
     now = now or time.time()
-    rows = [f"*Open incidents ({len(incidents)}):*"]
+    total = max(total or 0, len(incidents))
+    more = f"; the {len(incidents)} most severe shown, oldest first" if total > len(incidents) else ""
+    rows = [f"*Open incidents ({total:,}{more}):*"]
     for inc in sorted(incidents, key=lambda i: (i.severity, i.declared_at)):
         where = f"<#{inc.channel}>" if inc.channel and inc.mode == "channel" else "thread"
         rows.append(f"{SEVERITY_ICON[inc.severity]} *{escape(inc.id)}* {inc.severity} {inc.status} · "

@@ -177,6 +177,10 @@ class Incidents:
             return bool(incident.channel) and await self._member_or_raise(incident.channel, user)  # type: ignore
         return await self.is_member(incident.channel, user)
 
+    async def open_for(self, user: str, limit: int) -> tuple[list[Incident], int]:
+        """What `/incident list` shows `user`: the first `limit` open incidents they may see, and how many."""
+        return await self.store.list_page(lambda incident: self.may_see(incident, user), limit)
+
     def private_refusal(self, incident: Incident) -> str:
         """No title, no channel name: only that it exists and who can let them in."""
         commander = f"<@{incident.commander}>" if incident.commander else "its commander"

@@ -9,6 +9,10 @@ separate idempotent commands, never in one transaction with it; every save write
     {inc:<id>}                    the Incident as JSON
     inc:open                      set of open incident ids
     inc:all                       zset id → number (every incident ever declared)
+    inc:open:rank                 zset id → severity, then declaration time, of the open public incidents: what
+                                  `/incident list` pages through, so it reads only the records it shows
+    inc:open:rank:private         the same for the open private ones (few; each is read to ask who may see it)
+    inc:open:rank:built           set once both were filled from `inc:open` (deployments that predate them)
     inc:chan:<channel>            incident id of an incident channel
     inc:threads:<channel>         set of ids of thread-mode incidents living in <channel>
     inc:trigger:<trigger_id>      id declared by that slash-command invocation (a Slack retry finds it)
@@ -32,12 +36,12 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from bot.incidents.model import Incident, PageRecord, incident_id
+from bot.incidents.model import SEVERITIES, Incident, PageRecord, incident_id
 from bot.queue import lease
 from bot.queue.connection import durable
 from bot.queue.keys import tagged
@@ -45,6 +49,7 @@ from bot.queue.keys import tagged
 LOCK_WAIT_S = 10.0  # a live holder renews its short lease; a dead one's is free within lease.LEASE_TTL_S
 TRIGGER_TTL_S = 86_400
 ALERT_OWNERS_TTL_S = 90 * 86_400  # how long a group remembers which incident an alert belonged to (replays)
+RANKED, RANKED_PRIVATE, RANKED_BUILT = ("open", "rank"), ("open", "rank", "private"), ("open", "rank", "built")
 
 class IncidentNotFound(LookupError):
     pass
@@ -62,6 +67,7 @@ class IncidentStore:
     def __init__(self, redis: aioredis.Redis, namespace: str = "chatops") -> None:
         self.redis = redis
         self.namespace = namespace
+        self._ranked = False  # this process saw the list index built (bot/incidents/store.py _ensure_ranked)
 
     def key(self, *parts: object) -> str:
         """A key of no one incident: an index, a trigger, a proposal."""
@@ -127,6 +133,7 @@ class IncidentStore:
             pipe.sadd(self.key("open"), incident.id)
         else:
             pipe.srem(self.key("open"), incident.id)
+        self._rank(pipe, incident)
         if incident.mode == "channel" and incident.channel:
             pipe.set(self.key("chan", incident.channel), incident.id)
         if incident.mode == "thread" and incident.channel:
@@ -166,14 +173,64 @@ class IncidentStore:
         return sorted((_text(i) for i in await self.redis.smembers(self.key("open"))), key=_number)
 
     async def list_open(self) -> list[Incident]:
-        ids = await self.open_ids()
+        """Every open incident (the audit's and the trackers' view; `/incident list` uses `list_page`)."""
+        return [incident for incident in await self._records(await self.open_ids()) if incident is not None]
+
+    async def list_page(self, visible: Callable[[Incident], Awaitable[bool]],
+                        limit: int) -> tuple[list[Incident], int]:
+        """The first `limit` open incidents by severity, then age, that `visible` lets the reader see, and how many
+        they may see in all. Public ones are counted by their index and only the shown ones are read; the private
+        ones (few) are all read, to ask `visible`. Flat in the number of incidents stored."""
+        await self._ensure_ranked()
+        private = [i for i in await self._open_records(await self._ranked_ids(RANKED_PRIVATE)) if await visible(i)]
+        public = await self._open_records(await self._ranked_ids(RANKED, limit))
+        total = int(await self.redis.zcard(self.key(*RANKED))) + len(private)
+        return sorted(public + private, key=list_rank)[:limit], total
+
+    async def _ranked_ids(self, index: tuple[str, ...], limit: int = 0) -> list[str]:
+        return [_text(i) for i in await self.redis.zrange(self.key(*index), 0, limit - 1)]
+
+    async def _open_records(self, ids: list[str]) -> list[Incident]:
+        """The records of `ids` that are still open; an index entry whose incident closed or vanished in a race
+        with a rebuild is dropped from the index here."""
+        found = await self._records(ids)
+        stale = [i for i, incident in zip(ids, found, strict=True) if incident is None or not incident.is_open]
+        if stale:
+            await self.redis.zrem(self.key(*RANKED), *stale)
+            await self.redis.zrem(self.key(*RANKED_PRIVATE), *stale)
+        return [incident for incident in found if incident is not None and incident.is_open]
+
+    async def _records(self, ids: list[str]) -> list[Incident | None]:
         if not ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:  # not MGET: the records live in many slots
             for incident in ids:
                 pipe.get(self.incident_key(incident))
             raws = await pipe.execute()
-        return [Incident.model_validate_json(raw) for raw in raws if raw is not None]
+        return [Incident.model_validate_json(raw) if raw is not None else None for raw in raws]
+
+    def _rank(self, pipe: Any, incident: Incident) -> None:
+        """Keep an open incident in the list index for its visibility, and out of the other; a closed one in
+        neither. Idempotent, so every save may write it again."""
+        ranked, private = self.key(*RANKED), self.key(*RANKED_PRIVATE)
+        keep = (private if incident.private else ranked) if incident.is_open else None
+        if keep:
+            pipe.zadd(keep, {incident.id: list_rank(incident)})
+        for index in (ranked, private):
+            if index != keep:
+                pipe.zrem(index, incident.id)
+
+    async def _ensure_ranked(self) -> None:
+        """Incidents saved before the list index existed are ranked once, from `inc:open`; saves keep it since."""
+        if self._ranked or await self.redis.exists(self.key(*RANKED_BUILT)):
+            self._ranked = True
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for incident in await self.list_open():
+            self._rank(pipe, incident)
+        pipe.set(self.key(*RANKED_BUILT), 1)
+        await pipe.execute()
+        self._ranked = True
 
     async def all_ids(self) -> list[str]:
         return [_text(i) for i in await self.redis.zrange(self.key("all"), 0, -1)]
@@ -257,6 +314,11 @@ class IncidentStore:
 
 def incident_key(namespace: str, incident: str, *parts: object) -> str:
     return ":".join([tagged(namespace, "inc", incident), *(str(p) for p in parts)])
+
+
+def list_rank(incident: Incident) -> float:
+    """Where `/incident list` shows an open incident: by severity (P0 first), then oldest first."""
+    return SEVERITIES.index(incident.severity) * 1e10 + incident.declared_at
 
 
 def _number(incident: str) -> int:

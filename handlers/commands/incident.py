@@ -327,8 +327,8 @@ SUBCOMMAND_HANDLERS = {"status": status_command, "sev": sev_command, "severity":
 
 async def list_command(ctx: Incidents, command: dict, args: list[str]) -> str:
     """`/incident list` open incidents (a private one only to the people in it)"""
-    user = command["user_id"]
-    return messages.list_text([i for i in await ctx.store.list_open() if await ctx.may_see(i, user)])
+    shown, total = await ctx.open_for(command["user_id"], messages.LIST_SHOWN)
+    return messages.list_text(shown, total=total)
 
 
 async def help_command(ctx: Incidents, command: dict, args: list[str]) -> str:
