@@ -8,7 +8,9 @@ to other hosts through), so everything else a test does still goes to moto.
   query protocol (form-encoded `Action=…`, XML answers), plus plain GET files for pre-signed download URLs.
 
 `beanstalk_api(now, tail_url, health=…)` and `beanstalk_tail(now, errors=…)` script one Elastic Beanstalk
-environment, healthy or broken after its latest deploy.
+environment, healthy or broken after its latest deploy; `BeanstalkEnvironment` is that environment as state, for
+tests that change it (`UpdateEnvironment` deploys a version; `DescribeApplicationVersions` honours VersionLabels).
+A handler raises `FakeAwsError(code, message)` to answer with an AWS error.
 
 `server.calls` lists the operations in the order they were asked, for assertions on polling and cancelling.
 """
@@ -46,19 +48,29 @@ class FakeAwsServer(ThreadingHTTPServer):
         self.calls.append(operation)
         handler = self.handlers.get(operation)
         if handler is None:
-            return self._error(operation)
-        result = handler(body)
+            return self._error("InvalidRequestException", f"{operation} is not scripted")
+        try:
+            result = handler(body)
+        except FakeAwsError as exc:
+            return self._error(exc.code, exc.message)
         if self.protocol == "json":
             return 200, json.dumps(result, default=_json_default).encode(), "application/x-amz-json-1.1"
         return 200, query_xml(operation, result).encode(), "text/xml"
 
-    def _error(self, operation: str) -> tuple[int, bytes, str]:
+    def _error(self, code: str, message: str) -> tuple[int, bytes, str]:
         if self.protocol == "json":
-            body = {"__type": "InvalidRequestException", "message": f"{operation} is not scripted"}
-            return 400, json.dumps(body).encode(), "application/x-amz-json-1.1"
-        xml = (f"<ErrorResponse><Error><Type>Sender</Type><Code>InvalidRequestException</Code><Message>{operation} "
-               "is not scripted</Message></Error></ErrorResponse>")
+            return 400, json.dumps({"__type": code, "message": message}).encode(), "application/x-amz-json-1.1"
+        xml = (f"<ErrorResponse><Error><Type>Sender</Type><Code>{escape(code)}</Code><Message>{escape(message)}"
+               "</Message></Error></ErrorResponse>")
         return 400, xml.encode(), "text/xml"
+
+
+class FakeAwsError(Exception):
+    """Raised by a handler: the server answers with this AWS error code and message (HTTP 400)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -147,21 +159,87 @@ def query_api(monkeypatch: pytest.MonkeyPatch, service: str, handlers: Mapping[s
 # --- an Elastic Beanstalk environment: orders-prod, v41 for hours, v42 deployed 30 min ago -----------------------
 
 ENV = "orders-prod"
+APPLICATION = "orders"
+_ARN = "arn:aws:elasticbeanstalk:us-east-1:123456789012"
 
 
-def _environment(now: datetime, *, health: str = "Ok", version: str = "v42") -> dict:
-    return {"Environments": [{"EnvironmentName": ENV, "ApplicationName": "orders", "VersionLabel": version,
-                              "Status": "Ready", "Health": "Green" if health == "Ok" else "Red",
-                              "HealthStatus": health, "DateUpdated": now - timedelta(minutes=30)}]}
+class BeanstalkEnvironment:
+    """orders-prod's state as Elastic Beanstalk keeps it, so a fix's `UpdateEnvironment` shows in the next
+    `DescribeEnvironments` and `DescribeEvents`. A deploy leaves the environment `Updating` (as AWS does for
+    minutes) until the test calls `settle()`. Answers carry the fields of botocore's output shapes
+    (EnvironmentDescription, ApplicationVersionDescription); errors are AWS's InvalidParameterValue sentences."""
+
+    def __init__(self, now: datetime, *, health: str = "Ok") -> None:
+        self.now, self.health = now, health
+        self.version, self.status = "v42", "Ready"
+        self.updated = now - timedelta(minutes=30)
+        self.versions = {"v41": now - timedelta(days=2), "v42": now - timedelta(hours=1)}
+        self.events = _deploy_events(now)["Events"]
+
+    def settle(self) -> None:
+        """The running deployment finishes on every instance."""
+        self.status = "Ready"
+        self.events.append(_event(self.now, "Environment update completed successfully.", self.version))
+
+    def describe(self, body: dict[str, Any]) -> dict[str, Any]:
+        named = {v for k, v in body.items() if k.startswith("EnvironmentNames.member.")}
+        return {"Environments": [self._description()] if not named or ENV in named else []}
+
+    def describe_events(self, body: dict[str, Any]) -> dict[str, Any]:
+        # Newest first, as AWS answers; of events at the same instant, the one recorded last comes first.
+        return {"Events": sorted(self.events, key=lambda e: e["EventDate"])[::-1]}
+
+    def describe_versions(self, body: dict[str, Any]) -> dict[str, Any]:
+        wanted = {v for k, v in body.items() if k.startswith("VersionLabels.member.")} or set(self.versions)
+        return {"ApplicationVersions": [self._version(label, created) for label, created in self.versions.items()
+                                        if label in wanted]}
+
+    def update(self, body: dict[str, Any]) -> dict[str, Any]:
+        if body.get("EnvironmentName") != ENV:
+            raise FakeAwsError("InvalidParameterValue",
+                               f"No Environment found for EnvironmentName = '{body.get('EnvironmentName')}'.")
+        if body.get("VersionLabel") not in self.versions:
+            raise FakeAwsError("InvalidParameterValue", f"No Application Version named '{body.get('VersionLabel')}' "
+                                                        f"found.")
+        self.version, self.status, self.updated = body["VersionLabel"], "Updating", self.now
+        self.events.append(_event(self.now, "Environment update is starting.", self.version))
+        return self._description()
+
+    def handlers(self, tail_url: str) -> dict[str, Handler]:
+        return {"DescribeEnvironments": self.describe, "DescribeEvents": self.describe_events,
+                "DescribeApplicationVersions": self.describe_versions, "UpdateEnvironment": self.update,
+                **_health_handlers(self.now, self.health), "RetrieveEnvironmentInfo": lambda body: {"EnvironmentInfo": [
+                    {"InfoType": "tail", "Ec2InstanceId": "i-0abc", "SampleTimestamp": self.now - timedelta(minutes=1),
+                     "Message": tail_url}]}}
+
+    def _description(self) -> dict[str, Any]:
+        return {"EnvironmentName": ENV, "EnvironmentId": "e-abcdef1234", "ApplicationName": APPLICATION,
+                "VersionLabel": self.version, "SolutionStackName": "64bit Amazon Linux 2023 v4.3.0 running Python 3.11",
+                "EndpointURL": "awseb-e-a-AWSEBLoa-1.us-east-1.elb.amazonaws.com",
+                "CNAME": f"{ENV}.eba-abc.us-east-1.elasticbeanstalk.com", "DateCreated": self.now - timedelta(days=30),
+                "DateUpdated": self.updated, "Status": self.status, "AbortableOperationInProgress":
+                self.status == "Updating", "Health": "Green" if self.health == "Ok" else "Red",
+                "HealthStatus": self.health, "Tier": {"Name": "WebServer", "Type": "Standard", "Version": "1.0"},
+                "EnvironmentArn": f"{_ARN}:environment/{APPLICATION}/{ENV}"}
+
+    def _version(self, label: str, created: datetime) -> dict[str, Any]:
+        return {"ApplicationVersionArn": f"{_ARN}:applicationversion/{APPLICATION}/{label}",
+                "ApplicationName": APPLICATION, "VersionLabel": label,
+                "SourceBundle": {"S3Bucket": "elasticbeanstalk-us-east-1-123456789012", "S3Key": f"orders/{label}.zip"},
+                "DateCreated": created, "DateUpdated": created, "Status": "Processed"}
+
+
+def _event(at: datetime, message: str, version: str) -> dict:
+    return {"EventDate": at, "Message": message, "VersionLabel": version, "Severity": "INFO",
+            "EnvironmentName": ENV, "ApplicationName": APPLICATION}
 
 
 def _deploy_events(now: datetime) -> dict:
-    def event(minutes: int, message: str, version: str) -> dict:
-        return {"EventDate": now - timedelta(minutes=minutes), "Message": message, "VersionLabel": version,
-                "Severity": "INFO", "EnvironmentName": ENV, "ApplicationName": "orders"}
-    return {"Events": [event(300, "Environment health has transitioned from Info to Ok.", "v41"),
-                       event(30, "Environment update is starting.", "v42"),
-                       event(28, "New application version was deployed to running EC2 instances.", "v42")]}
+    healthy = "Environment health has transitioned from Info to Ok."
+    return {"Events": [_event(now - timedelta(minutes=300), healthy, "v41"),
+                       _event(now - timedelta(minutes=30), "Environment update is starting.", "v42"),
+                       _event(now - timedelta(minutes=28), "New application version was deployed to running EC2 "
+                                                            "instances.", "v42")]}
 
 
 def beanstalk_tail(now: datetime, *, errors: bool) -> bytes:
@@ -173,11 +251,9 @@ def beanstalk_tail(now: datetime, *, errors: bool) -> bytes:
             "----------------------------------------\n" + "\n".join(quiet + broken) + "\n").encode()
 
 
-def beanstalk_api(now: datetime, tail_url: str, *, health: str = "Ok") -> dict[str, Handler]:
-    """Handlers for the environment: `health` other than Ok makes it and its one instance fail with 5xx causes."""
+def _health_handlers(now: datetime, health: str) -> dict[str, Handler]:
     sick = health != "Ok"
     return {
-        "DescribeEnvironments": lambda body: _environment(now, health=health),
         "DescribeEnvironmentHealth": lambda body: {
             "EnvironmentName": ENV, "HealthStatus": health, "Status": "Ready",
             "Causes": ["100.0 % of the requests are failing with HTTP 5xx."] if sick else [],
@@ -185,11 +261,9 @@ def beanstalk_api(now: datetime, tail_url: str, *, health: str = "Ok") -> dict[s
         "DescribeInstancesHealth": lambda body: {"InstanceHealthList": [
             {"InstanceId": "i-0abc", "HealthStatus": health, "Causes": ["Application errors (5xx)."] if sick else [],
              "Deployment": {"VersionLabel": "v42", "Status": "Deployed"}}]},
-        "DescribeEvents": lambda body: _deploy_events(now),
-        "DescribeApplicationVersions": lambda body: {"ApplicationVersions": [
-            {"VersionLabel": "v41", "DateCreated": now - timedelta(days=2)},
-            {"VersionLabel": "v42", "DateCreated": now - timedelta(hours=1)}]},
-        "RetrieveEnvironmentInfo": lambda body: {"EnvironmentInfo": [
-            {"InfoType": "tail", "Ec2InstanceId": "i-0abc", "SampleTimestamp": now - timedelta(minutes=1),
-             "Message": tail_url}]},
     }
+
+
+def beanstalk_api(now: datetime, tail_url: str, *, health: str = "Ok") -> dict[str, Handler]:
+    """Handlers for the environment: `health` other than Ok makes it and its one instance fail with 5xx causes."""
+    return BeanstalkEnvironment(now, health=health).handlers(tail_url)

@@ -4,13 +4,14 @@ A state that moved between preview and fix is refused, never overwritten."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from checks.aws.beanstalk import beanstalk_deploy
 from checks.aws.changes import parse_aws_time, recent_changes
 from checks.aws.clients import AwsClients
 from checks.aws.elb import TargetGroups, alb_routes, target_health
@@ -18,12 +19,13 @@ from checks.aws.endpoints import vpce_policy
 from checks.aws.fixes import fix_actions
 from checks.aws.fixes.common import label
 from checks.aws.fixes.lambda_rollback import offers_for_version
-from checks.fixes import FixOffer, FixPlan, FixRefused, FixResult
+from checks.fixes import FixChanged, FixOffer, FixPlan, FixRefused, FixResult
 from checks.model import Status
 from checks.registry import CheckContext
 from checks.runner import make_http_client
 from checks.services import AwsSpec, ServiceSpec
-from tests.aws_lambda_scenarios import create_function, deploy_version, point_alias, put_log_lines
+from tests.aws_fake_apis import ENV, BeanstalkEnvironment, FakeAwsServer, beanstalk_tail, query_api
+from tests.aws_lambda_scenarios import create_function, deploy_version, point_alias, put_log_lines, wall_clock
 from tests.aws_scenarios import (
     REGION,
     Network,
@@ -416,6 +418,116 @@ async def test_endpoint_actions_refuse_what_does_not_apply(aws: AwsClients, net:
         await add.plan(aws, {**params, "endpoint": "vpce-0123456789abcdef0", "route_table": net.private_route_table})
 
 
+# --- beanstalk.deploy_version ---------------------------------------------------------------------------------
+
+Beanstalk = tuple[BeanstalkEnvironment, FakeAwsServer]
+ROLLBACK = {"region": REGION, "environment": ENV, "version": "v41", "from_version": "v42"}
+
+
+@pytest.fixture
+def beanstalk(aws: AwsClients, monkeypatch: pytest.MonkeyPatch) -> Iterator[Beanstalk]:
+    """orders-prod on the local Elastic Beanstalk server: v42 deployed 30 min ago, KeyErrors from 9 min later."""
+    now = wall_clock()
+    orders = BeanstalkEnvironment(now, health="Severe")
+    with query_api(monkeypatch, "ELASTIC_BEANSTALK", {}, files={"/tail": beanstalk_tail(now, errors=True)}) as server:
+        server.handlers.update(orders.handlers(server.url + "/tail"))
+        yield orders, server
+
+
+async def test_bad_beanstalk_deploy_is_rolled_back_and_the_undo_puts_it_back(
+    aws: AwsClients, beanstalk: Beanstalk, make_ctx: MakeCtx
+) -> None:
+    orders, server = beanstalk
+    diagnose = lambda: beanstalk_deploy(ENV, make_ctx(orders.now, beanstalk_environments=[ENV]))  # noqa: E731
+    action = fix_actions()["beanstalk.deploy_version"]
+
+    found = await diagnose()
+
+    assert found.status is Status.fail and found.summary == ("Errors started 9 min after version v42 was deployed to "
+                                                             "orders-prod (previous version v41); rollback candidate.")
+    assert found.fixes == [FixOffer("beanstalk.deploy_version", "Roll back orders-prod to v41", ROLLBACK,
+                                    reverse_label="Put orders-prod back on v42")]
+
+    plan, result = await plan_and_apply(aws, found.fixes[0])
+
+    assert plan.calls == ["elasticbeanstalk:UpdateEnvironment(EnvironmentName=orders-prod, VersionLabel=v41)"]
+    assert (plan.before, plan.after) == ({"environment": ENV, "VersionLabel": "v42", "Status": "Ready"},
+                                         {"VersionLabel": "v41"})
+    assert result.ok and result.message.startswith("orders-prod is deploying v41 (was v42);")
+    assert reaches(plan, result) and (orders.version, orders.status) == ("v41", "Updating")
+    assert server.calls.count("UpdateEnvironment") == 1
+    deploying = await diagnose()
+    assert deploying.status is Status.ok and deploying.fixes == []
+    assert deploying.summary.endswith("rolled back since: orders-prod runs v41 again, not v42 (still Updating).")
+    assert result.reverse == FixOffer("beanstalk.deploy_version", "Put orders-prod back on v42",
+                                      {**ROLLBACK, "version": "v42", "from_version": "v41", "undo": "yes"},
+                                      reverse_label="Roll back orders-prod to v41")
+    with pytest.raises(FixRefused, match="^orders-prod is Updating, not Ready"):  # the rollback is still deploying
+        await action.plan(aws, result.reverse.params)
+
+    orders.settle()
+    assert (await diagnose()).summary.endswith("rolled back since: orders-prod runs v41 again, not v42.")
+    undo_plan, undone = await plan_and_apply(aws, result.reverse)
+    assert undone.ok and reaches(undo_plan, undone) and orders.version == "v42"
+    assert undone.reverse is not None and undone.reverse.label == "Roll back orders-prod to v41"
+    orders.settle()
+    assert (await diagnose()).status is Status.fail
+
+
+async def test_beanstalk_rollback_refuses_when_someone_deployed_after_the_preview(
+    aws: AwsClients, beanstalk: Beanstalk
+) -> None:
+    orders, server = beanstalk
+    action = fix_actions()["beanstalk.deploy_version"]
+    plan = await action.plan(aws, ROLLBACK)
+    orders.versions["v43"] = orders.now
+    orders.update({"EnvironmentName": ENV, "VersionLabel": "v43"})  # someone's fix-forward, straight to AWS
+
+    with pytest.raises(FixChanged, match=r"state changed since the preview \(Status Ready → Updating; "
+                                         r"VersionLabel v42 → v43\)"):
+        await action.apply(aws, plan)
+
+    assert "UpdateEnvironment" not in server.calls and orders.version == "v43"
+    orders.settle()
+    with pytest.raises(FixRefused, match="^orders-prod now runs v43, not v42 as the diagnosis saw"):
+        await action.plan(aws, ROLLBACK)
+
+
+async def test_beanstalk_rollback_refuses_an_environment_that_is_updating(aws: AwsClients,
+                                                                          beanstalk: Beanstalk) -> None:
+    orders, server = beanstalk
+    action = fix_actions()["beanstalk.deploy_version"]
+    orders.status = "Updating"  # a configuration change, same version
+
+    with pytest.raises(FixRefused, match="^orders-prod is Updating, not Ready: a deployment or configuration change"):
+        await action.plan(aws, ROLLBACK)
+
+    orders.status = "Ready"
+    plan = await action.plan(aws, ROLLBACK)
+    orders.status = "Updating"
+    with pytest.raises(FixChanged, match=r"\(Status Ready → Updating\)"):
+        await action.apply(aws, plan)
+    assert "UpdateEnvironment" not in server.calls and orders.version == "v42"
+
+
+async def test_beanstalk_rollback_to_a_missing_version_is_refused_or_fails_in_one_sentence(
+    aws: AwsClients, beanstalk: Beanstalk
+) -> None:
+    orders, _ = beanstalk
+    action = fix_actions()["beanstalk.deploy_version"]
+    plan = await action.plan(aws, ROLLBACK)
+    del orders.versions["v41"]  # deleted after the preview: the state the preview fingerprinted did not move
+
+    result = await action.apply(aws, plan)
+
+    assert not result.ok and "No Application Version named 'v41' found." in result.message
+    assert (orders.version, orders.status) == ("v42", "Ready")
+    with pytest.raises(FixRefused, match="^Version v41 of orders no longer exists"):
+        await action.plan(aws, ROLLBACK)
+    with pytest.raises(FixRefused, match="^No Elastic Beanstalk environment orders-staging"):
+        await action.plan(aws, {**ROLLBACK, "environment": "orders-staging"})
+
+
 # --- shared ----------------------------------------------------------------------------------------------------
 
 
@@ -428,5 +540,6 @@ def test_labels_fit_a_slack_button_and_keep_both_ends() -> None:
 def test_every_registered_action_has_a_name_matching_its_key() -> None:
     actions = fix_actions()
     assert {"lambda.rollback_alias", "vpc.reassociate_route_table", "elb.add_matcher_code",
-            "vpc.associate_gateway_endpoint", "vpc.disassociate_gateway_endpoint"} <= set(actions)
+            "vpc.associate_gateway_endpoint", "vpc.disassociate_gateway_endpoint",
+            "beanstalk.deploy_version"} <= set(actions)
     assert all(action.name == name for name, action in actions.items())

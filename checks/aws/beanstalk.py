@@ -6,7 +6,9 @@
   failed deployments, the error signatures of the instances' logs (their CloudWatch log groups when the
   environment streams logs, else the last 100 lines of each instance through `RequestEnvironmentInfo` /
   `RetrieveEnvironmentInfo`), and "errors started N min after version X was deployed; previous version Y" through
-  the same correlation `aws.recent_changes` uses.
+  the same correlation `aws.recent_changes` uses. The finding offers `beanstalk.deploy_version` ("Roll back
+  orders-prod to v41"); once the suspect version is no longer live, the errors it caused are reported as rolled
+  back since, not as a failure.
 
 moto implements `DescribeEnvironments` only (events, health, versions and environment info raise
 NotImplementedError), so the tests run these checks against a local server that speaks the Elastic Beanstalk
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,8 +28,9 @@ import httpx
 from checks.aws.changes import LOOKBACK, parse_aws_time
 from checks.aws.clients import AwsCheckError
 from checks.aws.common import Problem, aws_check, aws_error_code, fold, region
+from checks.aws.fixes.beanstalk_version import version_offer
 from checks.aws.logs import ErrorScan, iso, scan_errors, summarise_errors, to_millis
-from checks.correlation import Change, find_suspect
+from checks.correlation import Change, Suspect, find_suspect
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, aws_items, check
 
@@ -163,8 +167,7 @@ async def beanstalk_deploy(name: str, ctx: CheckContext) -> CheckResult:
     suspect = find_suspect(deploys, scans)
     if suspect:
         evidence["suspect"] = suspect.change.as_evidence()
-        return CheckResult(status=Status.fail, severity="P1", summary=suspect.sentence, resource=name,
-                           evidence=evidence, hint=f"Roll back: {suspect.change.rollback}")
+        return _suspect_result(region(ctx), environment, suspect, evidence)
     return fold(_failed_deploy_problems(name, failed, deploys), ok=_quiet(name, environment, deploys), resource=name,
                 evidence=evidence)
 
@@ -220,13 +223,45 @@ async def _version_before(ctx: CheckContext, application: str, label: str) -> st
     return labels[index - 1] if index > 0 else None
 
 
-def _deploy(env: str, label: str, at: datetime, previous: str | None) -> Change:
+@dataclass(frozen=True)
+class VersionDeploy(Change):
+    """A deploy of application version `version` over `previous` (None: the first version on record)."""
+
+    version: str = ""
+    previous: str | None = None
+
+
+def _deploy(env: str, label: str, at: datetime, previous: str | None) -> VersionDeploy:
     rollback = (f"`aws elasticbeanstalk update-environment --environment-name {env} --version-label {previous}`"
                 if previous else f"{label} is the first version on record; redeploy the last known good build.")
-    return Change(kind="beanstalk-deploy", at=at,
-                  name=f"version {label} was deployed to {env}"
-                  + (f" (previous version {previous})" if previous else ""),
-                  resource=env, rollback=rollback, detail=f"previous: {previous}" if previous else "")
+    return VersionDeploy(kind="beanstalk-deploy", at=at,
+                         name=f"version {label} was deployed to {env}"
+                         + (f" (previous version {previous})" if previous else ""),
+                         resource=env, rollback=rollback, detail=f"previous: {previous}" if previous else "",
+                         version=label, previous=previous)
+
+
+def _suspect_result(where: str, environment: dict[str, Any], suspect: Suspect,
+                    evidence: dict[str, Any]) -> CheckResult:
+    """The deploy the errors followed: a failure with its rollback offered, or, when another version is live
+    now (rolled back, or replaced by a newer one), an ok that says so."""
+    deploy, name = suspect.change, environment["EnvironmentName"]
+    assert isinstance(deploy, VersionDeploy)
+    live = environment.get("VersionLabel")
+    if live and live != deploy.version:
+        return CheckResult(status=Status.ok, resource=name, evidence=evidence,
+                           summary=suspect.sentence.removesuffix("rollback candidate.") + _since(environment, deploy))
+    offers = [version_offer(where, name, deploy.previous, deploy.version)] if deploy.previous else []
+    return CheckResult(status=Status.fail, severity="P1", summary=suspect.sentence, resource=name, evidence=evidence,
+                       hint=f"Roll back: {deploy.rollback}", fixes=offers)
+
+
+def _since(environment: dict[str, Any], deploy: VersionDeploy) -> str:
+    name, live, status = environment["EnvironmentName"], environment["VersionLabel"], environment.get("Status")
+    still = f" (still {status})" if status and status != "Ready" else ""
+    if live == deploy.previous:
+        return f"rolled back since: {name} runs {live} again, not {deploy.version}{still}."
+    return f"replaced since: {name} runs {live} now, not {deploy.version}{still}."
 
 
 def _failed_deploy_problems(name: str, failed: list[dict[str, Any]], deploys: list[Change]) -> list[Problem]:

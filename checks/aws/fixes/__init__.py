@@ -7,6 +7,7 @@
 | target_matcher | elb.add_matcher_code |
 | gateway_endpoint | vpc.associate_gateway_endpoint, vpc.disassociate_gateway_endpoint (its undo) |
 | lambda_concurrency | lambda.lift_zero_concurrency, lambda.restore_zero_concurrency (its undo) |
+| beanstalk_version | beanstalk.deploy_version |
 
 Every action the registry hands out runs its `plan` and `apply` with CURRENT_FIX set to its name, so logs and the
 IAM coverage test can tell which fix made an AWS call.
@@ -16,11 +17,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from checks.aws.fixes import gateway_endpoint, lambda_concurrency, lambda_rollback, route_table, target_matcher
+from checks.aws.fixes import (
+    beanstalk_version,
+    gateway_endpoint,
+    lambda_concurrency,
+    lambda_rollback,
+    route_table,
+    target_matcher,
+)
 from checks.aws.fixes.common import CURRENT_FIX
 from checks.fixes import FixAction, FixOffer, FixPlan, FixResult
 
-_MODULES = (lambda_rollback, route_table, target_matcher, gateway_endpoint, lambda_concurrency)
+_MODULES = (lambda_rollback, route_table, target_matcher, gateway_endpoint, lambda_concurrency, beanstalk_version)
 
 
 class _Attributed:
