@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
@@ -72,6 +73,34 @@ class CheckResult(BaseModel):
     fixes: list[FixOffer] = Field(default_factory=list)
     # The metric the check judged, when its evidence is a time series (a chart is drawn from it); else None.
     series: Series | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing a check found wrong: a check collects several and folds them into its single result."""
+
+    status: Status
+    severity: Severity
+    sentence: str
+    hint: str
+    fixes: tuple[FixOffer, ...] = ()
+
+
+def fold(problems: list[Problem], *, ok: str, resource: str, evidence: dict[str, Any]) -> CheckResult:
+    """One result from a check's problems: the worst status, its most urgent severity, every sentence."""
+    if not problems:
+        return CheckResult(status=Status.ok, summary=ok, resource=resource, evidence=evidence)
+    severities = get_args(Severity)
+    ranked = sorted(problems, key=lambda p: (STATUS_ORDER.index(p.status), severities.index(p.severity)))
+    return CheckResult(
+        status=ranked[0].status,
+        severity=ranked[0].severity,
+        summary=" ".join(p.sentence for p in ranked),
+        hint=" ".join(dict.fromkeys(p.hint for p in ranked)),
+        resource=resource,
+        evidence=evidence,
+        fixes=[fix for p in ranked for fix in p.fixes],
+    )
 
 
 class Finding(BaseModel):

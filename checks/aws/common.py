@@ -29,8 +29,7 @@ from typing import Any, TypeVar
 import botocore.exceptions
 
 from checks.aws.clients import AwsCheckError
-from checks.fixes import FixOffer
-from checks.model import CheckResult, Severity, Status
+from checks.model import CheckResult, Problem, Status, fold
 from checks.registry import CheckContext
 
 __all__ = [
@@ -56,8 +55,6 @@ Item = TypeVar("Item")
 CheckFn = Callable[[Item, CheckContext], Awaitable[CheckResult]]
 
 _NEEDS_ACTION = re.compile(r"needs (\S+:\S+)")
-_SEVERITY_ORDER = ["P0", "P1", "P2", "P3"]
-_STATUS_ORDER = [Status.fail, Status.error, Status.warn]
 
 
 def aws_check(func: CheckFn[Item]) -> CheckFn[Item]:
@@ -225,36 +222,6 @@ async def vpc_dns_attributes(ctx: CheckContext, vpc: str) -> dict[str, bool]:
         answer = await ctx.aws.call("ec2", region(ctx), "describe_vpc_attribute", VpcId=vpc, Attribute=attribute)
         found[attribute] = bool(answer[attribute[0].upper() + attribute[1:]]["Value"])
     return found
-
-
-# --- One check, several problems -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing a check found wrong: several fold into the check's single result."""
-
-    status: Status
-    severity: Severity
-    sentence: str
-    hint: str
-    fixes: tuple[FixOffer, ...] = ()
-
-
-def fold(problems: list[Problem], *, ok: str, resource: str, evidence: dict[str, Any]) -> CheckResult:
-    """One result from a check's problems: the worst status, its most urgent severity, every sentence."""
-    if not problems:
-        return CheckResult(status=Status.ok, summary=ok, resource=resource, evidence=evidence)
-    ranked = sorted(problems, key=lambda p: (_STATUS_ORDER.index(p.status), _SEVERITY_ORDER.index(p.severity)))
-    return CheckResult(
-        status=ranked[0].status,
-        severity=ranked[0].severity,
-        summary=" ".join(p.sentence for p in ranked),
-        hint=" ".join(dict.fromkeys(p.hint for p in ranked)),
-        resource=resource,
-        evidence=evidence,
-        fixes=[fix for p in ranked for fix in p.fixes],
-    )
 
 
 async def function_configuration(ctx: CheckContext, function: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from checks.gcp.api import GcpCheckError, call, gcp_check, gcp_items, spec
 from checks.gcp.monitoring import metric_filter, series, totals_by
-from checks.model import CheckResult, Status
+from checks.model import CheckResult, Problem, Status, fold
 from checks.registry import CheckContext, Layer, check
 from checks.services import BackendServiceSpec
 
@@ -64,29 +64,34 @@ async def backend_service(backend: BackendServiceSpec, ctx: CheckContext) -> Che
     ratio, requests = await hit_ratio(ctx, backend.name) if cdn else (None, 0)
     evidence = {"backends": rows, "groups": len(groups), "cdn": cdn, "cache_mode": mode,
                 "hit_ratio": None if ratio is None else round(ratio, 3), "requests_last_hour": requests}
-    resource = backend.name
-    if rows and len(unhealthy) == len(rows):
-        return CheckResult(status=Status.fail, severity="P1", resource=resource, evidence=evidence,
-                           summary=f"Every backend of {backend.name} is unhealthy ({len(rows)}): the load balancer "
-                                   "has nowhere to send requests.",
-                           hint="Check the health check's path/port against the app and the firewall rule for "
-                                "Google's health-check ranges (35.191.0.0/16, 130.211.0.0/22).")
-    if cdn and mode == "FORCE_CACHE_ALL" and backend.per_user:
-        return CheckResult(status=Status.fail, severity="P1", resource=resource, evidence=evidence,
-                           summary=f"{backend.name} serves per-user responses with Cloud CDN in FORCE_CACHE_ALL: "
-                                   "one user's private page can be served to another.",
-                           hint="Switch to USE_ORIGIN_HEADERS or CACHE_ALL_STATIC and invalidate the cache.")
-    if unhealthy:
-        names = ", ".join(f"{r['instance'] or r['address']} ({r['state']})" for r in unhealthy[:5])
-        return CheckResult(status=Status.warn, severity="P2", resource=resource, evidence=evidence,
-                           summary=f"{len(unhealthy)} of {len(rows)} backends of {backend.name} are unhealthy: {names}.")
-    if ratio is not None and requests >= MIN_REQUESTS_FOR_RATIO and ratio < LOW_HIT_RATIO:
-        return CheckResult(status=Status.warn, severity="P3", resource=resource, evidence=evidence,
-                           summary=f"Cloud CDN on {backend.name} hit {ratio:.0%} of {requests} requests ({mode}): "
-                                   "nearly everything goes to the origin.",
-                           hint="With USE_ORIGIN_HEADERS the origin must send Cache-Control: public, max-age=…; "
-                                "private/no-store responses are never cached.")
+    problems = _health_problems(backend.name, rows, unhealthy) + _cdn_problems(backend, cdn, mode, ratio, requests)
     health = f"{len(rows)} backend(s) healthy" if rows else "no health-checked backends (serverless NEG?)"
     cdn_note = f"; CDN {mode}, hit ratio {ratio:.0%}" if ratio is not None else (f"; CDN {mode}" if cdn else "")
-    return CheckResult(status=Status.ok, summary=f"{backend.name}: {health}{cdn_note}.", resource=resource,
-                       evidence=evidence)
+    return fold(problems, ok=f"{backend.name}: {health}{cdn_note}.", resource=backend.name, evidence=evidence)
+
+
+def _health_problems(name: str, rows: list[dict[str, Any]], unhealthy: list[dict[str, Any]]) -> list[Problem]:
+    hint = ("Check the health check's path/port against the app and the firewall rule for Google's health-check "
+            "ranges (35.191.0.0/16, 130.211.0.0/22).")
+    if rows and len(unhealthy) == len(rows):
+        return [Problem(Status.fail, "P1", f"Every backend of {name} is unhealthy ({len(rows)}): the load balancer "
+                                           "has nowhere to send requests.", hint)]
+    if unhealthy:
+        names = ", ".join(f"{r['instance'] or r['address']} ({r['state']})" for r in unhealthy[:5])
+        return [Problem(Status.warn, "P2", f"{len(unhealthy)} of {len(rows)} backends of {name} are unhealthy: "
+                                           f"{names}.", hint)]
+    return []
+
+
+def _cdn_problems(backend: BackendServiceSpec, cdn: bool, mode: str | None, ratio: float | None,
+                  requests: int) -> list[Problem]:
+    if cdn and mode == "FORCE_CACHE_ALL" and backend.per_user:
+        return [Problem(Status.fail, "P1", f"{backend.name} serves per-user responses with Cloud CDN in "
+                                           "FORCE_CACHE_ALL: one user's private page can be served to another.",
+                        "Switch to USE_ORIGIN_HEADERS or CACHE_ALL_STATIC and invalidate the cache.")]
+    if ratio is not None and requests >= MIN_REQUESTS_FOR_RATIO and ratio < LOW_HIT_RATIO:
+        return [Problem(Status.warn, "P3", f"Cloud CDN on {backend.name} hit {ratio:.0%} of {requests} requests "
+                                           f"({mode}): nearly everything goes to the origin.",
+                        "With USE_ORIGIN_HEADERS the origin must send Cache-Control: public, max-age=…; "
+                        "private/no-store responses are never cached.")]
+    return []

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from checks.model import CheckResult, Severity, Status
+from checks.model import CheckResult, Problem, Status, fold
 
 # An update that has held the lock this long has most likely died: CloudFront or RDS changes take tens of
 # minutes, very few updates take an hour.
@@ -141,14 +141,6 @@ def _resource_row(resource: dict[str, Any]) -> dict[str, str]:
 # --- assessing -----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Problem:
-    status: Status
-    severity: Severity
-    sentence: str
-    hint: str
-
-
 def assess(state: StackState, now: datetime) -> CheckResult:
     """One result for the stack: every problem found, worst first, in one summary; the tables in evidence."""
     if state.deployment is None:
@@ -159,13 +151,8 @@ def assess(state: StackState, now: datetime) -> CheckResult:
     evidence = {"backend": state.where, "resources": len(state.deployment.get("resources") or []),
                 "locks": [lock.as_evidence(now) for lock in state.locks], "pending_operations": pending,
                 "failed_resources": failed, "updates": [u.as_evidence() for u in state.updates[-5:]]}
-    problems = _problems(state, now, pending, failed)
-    if not problems:
-        return CheckResult(status=Status.ok, summary=_healthy(state, now), resource=state.ref, evidence=evidence)
-    problems.sort(key=lambda p: (p.status is not Status.fail, p.severity))
-    return CheckResult(status=problems[0].status, severity=problems[0].severity, resource=state.ref,
-                       summary=" ".join(p.sentence for p in problems), evidence=evidence,
-                       hint=" ".join(dict.fromkeys(p.hint for p in problems)))
+    return fold(_problems(state, now, pending, failed), ok=_healthy(state, now), resource=state.ref,
+                evidence=evidence)
 
 
 def _problems(state: StackState, now: datetime, pending: list[dict[str, str]],
