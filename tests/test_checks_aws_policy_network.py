@@ -202,6 +202,21 @@ async def test_boundary_that_does_not_allow_an_action_fails(aws: AwsClients, mak
     assert "web-boundary" in result.hint
 
 
+async def test_boundary_allowing_everything_but_iam_by_not_action_is_ok(aws: AwsClients, make_ctx: MakeCtx) -> None:
+    app_role(aws)
+    iam = aws.client("iam", REGION)
+    boundary = iam.create_policy(PolicyName="no-iam", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}]}))["Policy"]["Arn"]
+    iam.put_role_permissions_boundary(RoleName="app", PermissionsBoundary=boundary)
+
+    assert (await identity_policies("app", make_ctx(roles=["app"]))).status is Status.ok
+
+    iam.put_role_policy(RoleName="app", PolicyName="admin", PolicyDocument=json.dumps({"Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "iam:CreateUser", "Resource": "*"}]}))
+    result = await identity_policies("app", make_ctx(roles=["app"]))
+    assert result.status is Status.fail and result.evidence["outside_boundary"] == ["iam:CreateUser"]
+
+
 async def test_scp_deny_is_named_with_its_statement(aws: AwsClients, make_ctx: MakeCtx) -> None:
     app_role(aws)
     org = aws.client("organizations", REGION)

@@ -24,7 +24,7 @@ from typing import Any
 
 from checks.aws.clients import AwsCheckError
 from checks.aws.common import aws_check, aws_error_code, region
-from checks.aws.policy_eval import DenyMatch, allowed_actions, as_list, denies_for, matches_any, statements
+from checks.aws.policy_eval import DenyMatch, allowed_actions, denies_for, grants_action, statements
 from checks.aws.roles import Role, load_role, service_roles
 from checks.aws.sqs import describe_queue
 from checks.model import CheckResult, Status
@@ -136,8 +136,8 @@ def _boundary_limits(role: Role, allowed: list[str]) -> tuple[list[DenyMatch], l
     if role.boundary is None:
         return [], []
     arn, document = role.boundary
-    granted = [a for _, s in statements(document) if s.get("Effect") == "Allow" for a in as_list(s.get("Action"))]
-    outside = [a for a in allowed if not matches_any(granted, a) and "*" not in a]
+    allows = [s for _, s in statements(document) if s.get("Effect") == "Allow"]
+    outside = [a for a in allowed if "*" not in a and not any(grants_action(s, a) for s in allows)]
     return denies_for(f"permissions boundary {arn}", document, role.principal, allowed, role.grants()), outside
 
 

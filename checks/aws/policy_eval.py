@@ -144,6 +144,13 @@ def _identity_test(operator: str, key: str, values: list[str], principal: Princi
     return hit != negated
 
 
+def grants_action(statement: dict[str, Any], action: str) -> bool:
+    """Whether the statement names `action`: in its Action, or outside its NotAction ("everything but iam:*")."""
+    if "NotAction" in statement:
+        return not matches_any(as_list(statement["NotAction"]), action)
+    return matches_any(as_list(statement.get("Action")), action)
+
+
 def blocked_actions(statement: dict[str, Any], allowed: list[str]) -> list[str]:
     """The allowed actions a Deny covers: overlapping its Action, or outside its NotAction."""
     if "NotAction" in statement:
