@@ -8,6 +8,7 @@ job kinds, routes, recorders and closers to `rt.hooks`; nothing is looked up by 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,13 +20,14 @@ import redis.asyncio as aioredis
 
 from bot.queue import Queue
 from bot.queue.connection import connect
-from bot.settings import Settings, load_services
+from bot.settings import ConfigError, Settings, load_services
 from bot.slack.client import SlackClient
 from checks.services import ServicesFile
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+SERVICES_CHECK_S = 1.0  # how often a request may stat the services file for an edit
 JobHandler = Callable[[Any], Awaitable[None]]
 # (scope, body) -> (status, headers, body): an extra HTTP route (webhooks, /metrics).
 Route = Callable[[dict, bytes], Awaitable[tuple[int, dict[str, str], bytes]]]
@@ -48,14 +50,79 @@ class Hooks:
 
 
 @dataclass
+class ServicesWatch:
+    """The services file, parsed off the request path. `current()` answers from memory and at most once a second
+    stats the file; a changed file is parsed in a thread (the C YAML loader, then the schema) and swapped in whole
+    once it is valid. A bad edit keeps the last good file: logged once, and `problem` says so (`/diagnose list`
+    shows it). Only the first read, at start-up, is inline, so a broken file still stops the start."""
+
+    path: Path
+    problem: str | None = None
+    _file: ServicesFile | None = None
+    _version: tuple[int, int] | None = None  # (mtime ns, size) of the file last parsed, good or bad
+    _good_at: float = 0.0
+    _checked_at: float = 0.0
+    _reloading: asyncio.Task | None = None
+
+    def current(self) -> ServicesFile:
+        if self._file is None:
+            version = self._stat()
+            self._file, self._version, self._good_at = load_services(self.path), version, time.time()
+            return self._file
+        if time.monotonic() - self._checked_at >= SERVICES_CHECK_S and self._reloading is None:
+            self._checked_at = time.monotonic()
+            version = self._stat()
+            if version != self._version:
+                self._reload(version)
+        return self._file
+
+    def _stat(self) -> tuple[int, int]:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return (0, 0)  # load_services names the missing file
+        return (stat.st_mtime_ns, stat.st_size)
+
+    def _reload(self, version: tuple[int, int]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a CLI command): nothing to keep waiting
+            self._swap(version, self._parse())
+            return
+        self._reloading = loop.create_task(self._reload_off_loop(version))
+
+    async def _reload_off_loop(self, version: tuple[int, int]) -> None:
+        try:
+            self._swap(version, await asyncio.to_thread(self._parse))
+        finally:
+            self._reloading = None
+
+    def _parse(self) -> ServicesFile | ConfigError:
+        try:
+            return load_services(self.path)
+        except ConfigError as exc:
+            return exc
+
+    def _swap(self, version: tuple[int, int], parsed: ServicesFile | ConfigError) -> None:
+        self._version = version
+        if isinstance(parsed, ConfigError):
+            since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self._good_at))
+            self.problem = (f"The services file's last edit was not used ({parsed}); still using the version read "
+                            f"at {since}.")
+            log.error("%s", self.problem)
+            return
+        self._file, self.problem, self._good_at = parsed, None, time.time()
+        log.info("services file reloaded: %d services", len(parsed.services))
+
+
+@dataclass
 class Runtime:
     settings: Settings
     redis: aioredis.Redis
     queue: Queue
     slack: SlackClient
     services_path: Path
-    _services: ServicesFile | None = None
-    _services_mtime: float = -1.0
+    _services: ServicesWatch | None = None
     _probe_http: Any = None
     _aws: Any = None
     namespace: str = "chatops"  # prefix of every Redis key, so several bots (or test runs) can share one Redis
@@ -78,15 +145,15 @@ class Runtime:
         return ":".join([self.namespace, *(str(p) for p in parts)])
 
     def services(self) -> ServicesFile:
-        """The services file, re-read when it changes on disk so an edit needs no restart."""
-        try:
-            mtime = self.services_path.stat().st_mtime
-        except FileNotFoundError:
-            mtime = 0.0  # load_services names the missing file
-        if self._services is None or mtime != self._services_mtime:
-            self._services = load_services(self.services_path)
-            self._services_mtime = mtime
-        return self._services
+        """The services file as last read well; an edit needs no restart (ServicesWatch)."""
+        if self._services is None:
+            self._services = ServicesWatch(self.services_path)
+        return self._services.current()
+
+    @property
+    def services_problem(self) -> str | None:
+        """Why the services file in use is not the one on disk (a bad edit), or None."""
+        return self._services.problem if self._services else None
 
     @property
     def probe_http(self) -> Any:

@@ -79,6 +79,10 @@ def services_listing(rt: Runtime, page: int = 1) -> tuple[str, list[dict]]:
     shown, after = _page(pages, page), sum(len(p) for p in pages[page:])
     title = "*Services I can diagnose:*" if len(pages) == 1 else f"*Services I can diagnose* (page {page} of {len(pages)}):"
     blocks = [section(title), *(section(chunk) for chunk in pack_lines(shown or ["none are configured"]))]
+    if rt.services_problem:  # a bad edit of the file: say that this list is the last good one
+        note = f":warning: {escape(rt.services_problem)}"
+        title = f"{note}\n{title}"
+        blocks.insert(0, context(note))
     if after:
         blocks.append(context(and_more(after, f"`/diagnose list page {page + 1}`")))
     return fit_lines([title, *shown], FALLBACK_TEXT_MAX), blocks
