@@ -12,6 +12,7 @@ import time
 import uuid
 
 from tests.fixtures.sns import (
+    sns_timestamp,
     ACCOUNT,
     CERT_PATH,
     AIA_PATH,
@@ -147,6 +148,10 @@ async def test_sns_messages_that_cannot_be_trusted_change_nothing(local_slack, r
             subject["Subject"] = "OK: all clear"
             downgraded = sns.message("Notification", json.dumps(cloudwatch_alarm("ALARM", T1)), version="2")
             downgraded["SignatureVersion"] = "1"  # not signed itself, but it picks the hash: still no match
+            replayed = sns.message("Notification", json.dumps(cloudwatch_alarm("ALARM", T1)),
+                                   published=sns_timestamp(-2 * 86_400))  # genuine, signed, two days old
+            from_the_future = sns.message("Notification", json.dumps(cloudwatch_alarm("ALARM", T1)),
+                                          published=sns_timestamp(3600))
             bad_urls = [f"https://{SNS_HOST}@evil.test{CERT_PATH}", f"https://evil.test@{SNS_HOST}{CERT_PATH}",
                         f"https://{SNS_HOST}:8443{CERT_PATH}", f"https://{SNS_HOST}:abc{CERT_PATH}",
                         f"https://{SNS_HOST}:99999{CERT_PATH}", f"http://{SNS_HOST}{CERT_PATH}",
@@ -156,6 +161,7 @@ async def test_sns_messages_that_cannot_be_trusted_change_nothing(local_slack, r
             for message, status in [(tampered, 401), (elsewhere, 401), (lookalike, 401), (other_region, 401),
                                     (other_topic, 403), (unknown_version, 401), (untrusted, 401),
                                     (tampered_v2, 401), (subject, 401), (downgraded, 401),
+                                    (replayed, 401), (from_the_future, 401),
                                     *((m, 401) for m in odd_urls)]:
                 answer = await bot.hook("/hooks/sns", message, sns_headers(message))
                 assert answer.status_code == status, (message["SigningCertURL"], answer.status_code, answer.text)
@@ -164,6 +170,9 @@ async def test_sns_messages_that_cannot_be_trusted_change_nothing(local_slack, r
             assert answer.status_code == 401
             assert sns.server.hits == [CERT_PATH, UNTRUSTED_CERT_PATH]  # from the SNS host only; no confirmation
             assert await bot.ctx.store.open_ids() == []
+
+            oversized = await bot.hook("/hooks/sns", b"{" + b" " * (1024 * 1024), sns_headers(tampered))
+            assert oversized.status_code == 413  # SNS caps a message at 256 KB: a megabyte is not from SNS
 
             blip = sns.message("Notification", json.dumps(cloudwatch_alarm("ALARM", T1)),
                                cert_url=f"https://{SNS_HOST}{FAILING_CERT_PATH}")

@@ -83,6 +83,9 @@ class AlertSourceSettings(BaseSettings):
     generic_webhook_secret: SecretStr | None = None
     alert_rules: list[Rule] = []
     alert_window_s: float = Field(300.0, gt=0, le=3600)
+    # SNS retries a delivery for at most about an hour by its delivery policy; a signed message much older than
+    # that is a replay, and past ALERT_OWNERS_TTL_S it could open an incident again.
+    sns_max_age_s: float = Field(86_400.0, gt=0, le=30 * 86_400)
 
     @field_validator("sns_topic_arns", "sns_regions", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -83,6 +84,18 @@ async def authenticate(ax: Alerts, request: Request) -> None:
                    getattr(hashes, HASHES[message.SignatureVersion])())
     except (InvalidSignature, binascii.Error, ValueError):
         raise Untrusted("the message signature does not verify") from None
+    _check_age(message.Timestamp, ax.settings.sns_max_age_s)
+
+
+def _check_age(timestamp: str, max_age_s: float) -> None:
+    """A signed message is genuine but may be old: SNS's Timestamp (signed) says when it was published."""
+    try:
+        sent = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+        age_s = (dt.datetime.now(dt.UTC) - sent).total_seconds()
+    except (ValueError, TypeError):
+        raise Untrusted("the message Timestamp is not an ISO 8601 time") from None
+    if age_s > max_age_s or age_s < -300:
+        raise Untrusted(f"the message was published {age_s:.0f} s ago, outside SNS_MAX_AGE_S ({max_age_s:.0f} s)")
 
 
 async def parse(ax: Alerts, request: Request) -> list[AlertNotice] | Reply:

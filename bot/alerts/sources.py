@@ -31,12 +31,14 @@ class Source:
     configured: Callable[[Alerts], bool]
     authenticate: Callable[[Alerts, Request], Awaitable[None]]
     parse: Callable[[Alerts, Request], Awaitable[list[AlertNotice] | Reply]]
+    max_body: int | None = None  # bytes; None: the server's webhook limit (sized for an Alertmanager storm)
 
 
 SOURCES = (
     Source(AlertSource.ALERTMANAGER, "/hooks/alertmanager", "ALERTMANAGER_TOKEN", alertmanager.configured,
            alertmanager.authenticate, alertmanager.parse),
-    Source(AlertSource.CLOUDWATCH, "/hooks/sns", "SNS_TOPIC_ARNS", sns.configured, sns.authenticate, sns.parse),
+    Source(AlertSource.CLOUDWATCH, "/hooks/sns", "SNS_TOPIC_ARNS", sns.configured, sns.authenticate, sns.parse,
+           max_body=1024 * 1024),  # an SNS message is at most 256 KB; the envelope and escaping add some
     Source(AlertSource.GRAFANA, "/hooks/grafana", "GRAFANA_WEBHOOK_PASSWORD or GRAFANA_WEBHOOK_HMAC_SECRET",
            grafana.configured, grafana.authenticate, grafana.parse),
     Source(AlertSource.DATADOG, "/hooks/datadog", "DATADOG_WEBHOOK_SECRET", datadog.configured,
@@ -62,6 +64,8 @@ def make_route(ax: Alerts, source: Source) -> Callable[[dict, bytes], Awaitable[
         except UserError as exc:
             return json_response(409, {"error": str(exc)})
 
+    if source.max_body is not None:
+        route.max_body = source.max_body  # type: ignore[attr-defined]  # read by bot.app.http_server
     return route
 
 

@@ -7,7 +7,8 @@
     generic — bot/alerts/sources.py).
 
 Every body is bounded: Slack's route at SLACK_MAX_BODY (Slack's own payloads are a few KB, a large modal's
-state some tens), the webhooks at WEBHOOK_MAX_BODY (an Alertmanager storm of thousands of alerts); more is a 413,
+state some tens), the webhooks at WEBHOOK_MAX_BODY (an Alertmanager storm of thousands of alerts) unless a route sets its own
+`max_body` (SNS: 1 MB); more is a 413,
 said by Content-Length before a byte is read, or as soon as the stream passes the limit.
 """
 
@@ -94,7 +95,7 @@ def create_asgi(app: Any, rt: Runtime, routes: dict[tuple[str, str], Route] | No
             if route is None:  # /slack/events, or Bolt's own 404
                 await _slack_guarded(slack, scope, bounded(scope, receive, SLACK_MAX_BODY), send)
                 return
-            body = await _read_body(scope, receive)
+            body = await _read_body(scope, receive, getattr(route, "max_body", WEBHOOK_MAX_BODY))
             status, headers, payload = await _answer(route, scope, body)
             if status in (401, 403):  # a guessed or wrong secret: worth a line, never the body
                 rejected.warning("rejected %s %s: %d (%d bytes)", scope["method"], scope["path"], status, len(body))
