@@ -346,6 +346,19 @@ async def test_nat_port_allocation_errors_warn(aws: AwsClients, net: Network, ma
     assert "12 port allocation errors" in result.summary
 
 
+async def test_nat_dropping_a_sliver_of_its_traffic_is_ok_and_a_real_share_warns(aws: AwsClients, net: Network,
+                                                                                 make_ctx: MakeCtx) -> None:
+    at = datetime.now(UTC) - timedelta(minutes=3)
+    put_nat_metrics(aws, net.nat_id, at, PacketsDropCount=5, PacketsInFromSource=4_000_000,
+                    PacketsInFromDestination=6_000_000)  # 0.00005 %: routine
+    ctx = make_ctx(subnets=list(net.private_subnets))
+    assert (await nat_gateways(REGION, ctx)).status is Status.ok
+
+    put_nat_metrics(aws, net.nat_id, at - timedelta(minutes=1), PacketsDropCount=20_000)  # 0.2 %
+    result = await nat_gateways(REGION, make_ctx(subnets=list(net.private_subnets)))
+    assert result.status is Status.warn and "20005 dropped packets" in result.summary
+
+
 # --- aws.lambda_vpc ----------------------------------------------------------------------------------------------
 
 

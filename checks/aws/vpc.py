@@ -42,6 +42,9 @@ from checks.services import ServiceSpec
 
 WINDOW = timedelta(minutes=15)
 NAT_METRICS = {"ErrorPortAllocation": "port allocation errors", "PacketsDropCount": "dropped packets"}
+# AWS: dropped packets matter above 0.01 % of the gateway's traffic; a busy gateway drops a few all the time.
+NAT_TRAFFIC = ("PacketsInFromSource", "PacketsInFromDestination")
+DROP_SHARE_WARN = 0.0001
 _DEAD_NAT = {"failed", "deleted", "deleting"}
 _HOST = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[^@/\s]*@)?([a-z0-9-]+(?:\.[a-z0-9-]+)+)(?::\d+)?(?:/|$)", re.I)
 # Services whose calls Lambda itself makes from outside the function's ENIs (logs, ENI management).
@@ -50,6 +53,9 @@ _NOT_FROM_THE_FUNCTION = {"logs", "ec2", "cloudwatch", "xray"}
 _ENDPOINT_PREFIXES = {"ecr.api": "ecr", "kinesis-streams": "kinesis", "monitoring": "cloudwatch",
                       "sagemaker.api": "sagemaker", "sagemaker.runtime": "sagemaker", "ecs-agent": "ecs",
                       "ecs-telemetry": "ecs", "codeartifact.api": "codeartifact"}
+
+
+_NAT_QUERIED = (*NAT_METRICS, *NAT_TRAFFIC)
 
 
 def _has_subnets(service: ServiceSpec) -> bool:
@@ -89,13 +95,13 @@ async def _nat_metrics(ctx: CheckContext, ids: list[str]) -> dict[str, dict[str,
     queries = [{"Id": f"m{i}x{j}", "ReturnData": True, "MetricStat": {
         "Metric": {"Namespace": "AWS/NATGateway", "MetricName": metric,
                    "Dimensions": [{"Name": "NatGatewayId", "Value": nat}]}, "Period": 60, "Stat": "Sum"}}
-        for i, nat in enumerate(ids) for j, metric in enumerate(NAT_METRICS)]
+        for i, nat in enumerate(ids) for j, metric in enumerate(_NAT_QUERIED)]
     results = await ctx.aws.paginate("cloudwatch", region(ctx), "get_metric_data", "MetricDataResults",
                                      MetricDataQueries=queries, StartTime=ctx.now - WINDOW, EndTime=ctx.now)
-    sums = {nat: dict.fromkeys(NAT_METRICS, 0.0) for nat in ids}
+    sums = {nat: dict.fromkeys(_NAT_QUERIED, 0.0) for nat in ids}
     for result in results:
         i, j = (int(n) for n in result["Id"][1:].split("x"))
-        sums[ids[i]][list(NAT_METRICS)[j]] += sum(result.get("Values", []))
+        sums[ids[i]][_NAT_QUERIED[j]] += sum(result.get("Values", []))
     return sums
 
 
@@ -117,12 +123,15 @@ def _route_problems(table: RouteTable, nats: dict[str, dict[str, Any]]) -> list[
 
 
 def _metric_problems(nat_id: str, sums: dict[str, float]) -> list[tuple[str, Problem]]:
+    packets = sum(sums.get(m, 0.0) for m in NAT_TRAFFIC)
+    worrying = {"ErrorPortAllocation": sums.get("ErrorPortAllocation", 0) > 0,
+                "PacketsDropCount": sums.get("PacketsDropCount", 0) > DROP_SHARE_WARN * packets}
     return [(nat_id, Problem(
         Status.warn, "P2", f"NAT gateway {nat_id} had {sums[metric]:.0f} {what} in the last 15 min.",
         "Port allocation errors mean too many concurrent connections to one destination: reuse connections, "
         "spread over more NAT gateways or add secondary IPs. Dropped packets: see the NAT gateway's metrics "
         "and AWS Health."))
-        for metric, what in NAT_METRICS.items() if sums.get(metric, 0) > 0]
+        for metric, what in NAT_METRICS.items() if worrying[metric]]
 
 
 def _outbound_row(table: RouteTable, nats: dict[str, dict[str, Any]]) -> dict[str, Any]:
