@@ -93,26 +93,26 @@ async def vpce_policy(role: str, ctx: CheckContext) -> CheckResult:
     assert ctx.service.aws is not None
     tables = await subnet_route_tables(ctx, ctx.service.aws.subnets)
     endpoints = await _endpoints(ctx, requirements, tables)
-    problems: list[Unmet] = []
-    subnet_rows: list[dict[str, Any]] = []
-    for req in requirements:
-        req_problems, rows = _judge(req, endpoints, tables)
-        problems += req_problems
-        subnet_rows += rows
+    judged = [_judge(req, endpoints, tables) for req in requirements]
+    problems = [p for found, _ in judged for p in found]
     evidence = {
         "statements": [req.row() for req in requirements],
         "endpoints": [_endpoint_row(eid, ep) for eid, ep in endpoints.by_id.items()],
-        "subnets": subnet_rows,
+        "subnets": [row for _, rows in judged for row in rows],
     }
     if not problems:
         where = f"from all {len(tables)} subnets" if tables else "(no subnets listed to check routes from)"
         return CheckResult(status=Status.ok, resource=role, evidence=evidence,
                            summary=f"The endpoint conditions of {role} can be met {where}.")
-    first = problems[0]
+    return _unmet_result(role, problems, evidence, region(ctx))
+
+
+def _unmet_result(role: str, problems: list[Unmet], evidence: dict[str, Any], where: str) -> CheckResult:
+    """`fail` naming the first unmet condition, with an association offer per gateway endpoint/route table."""
+    first, more = problems[0], f" (+{len(problems) - 1} more)" if problems[1:] else ""
     return CheckResult(status=Status.fail, severity="P1", resource=first.resource, evidence=evidence,
-                       summary=f"Role {role}: {first.summary}" + (f" (+{len(problems) - 1} more)" if problems[1:] else ""),
-                       hint=first.hint,
-                       fixes=[endpoint_offer(region(ctx), *pair)
+                       summary=f"Role {role}: {first.summary}{more}", hint=first.hint,
+                       fixes=[endpoint_offer(where, *pair)
                               for pair in dict.fromkeys(p.gateway_route for p in problems if p.gateway_route)])
 
 
