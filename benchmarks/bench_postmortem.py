@@ -8,6 +8,9 @@
 2. Back-fill of a 10,000-message channel (100 threads of 10 replies among them) against LocalSlack over HTTP:
    calls made, time unpaced, and what the configured pace means (Tier 3 internal apps at 50 calls/min with 200
    per page; commercially distributed apps at 1 call/min with 15 per page).
+3. The trends report (`/incident report 90d`, `chatops report`) over 10,000 incident records spread over 90 days
+   (1 % still open with an action item each, paging orders of one to three levels, 300 recurring findings):
+   reading the records and the findings index, computing, rendering. Target: under 2 s.
 
     .venv/bin/python -m benchmarks.bench_postmortem
 
@@ -30,7 +33,7 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from bot.app.redis_server import RedisServer
-from bot.incidents.model import Incident
+from bot.incidents.model import Incident, PageOrder, Paging
 from bot.incidents.store import IncidentStore
 from bot.incidents.timeline import Entry, Timeline
 from bot.runtime import create_runtime
@@ -189,10 +192,65 @@ async def bench_backfill(redis_url: str, tmp: Path) -> None:
             await rt.aclose()
 
 
+# ------------------------------------------------------------------------------------------------ report
+
+def synthetic_incident(n: int, now: float, rng: random.Random) -> Incident:
+    severity = rng.choice(["P0", "P1", "P1", "P2", "P2", "P2", "P3"])
+    declared = now - rng.uniform(0, 90 * 86400)
+    levels = rng.choice([1, 1, 1, 2, 3])
+    orders = [PageOrder(dedup_key=f"INC-{n}:{severity}:{level}", severity=severity, level=level,
+                        routes={"slack": [rng.choice(PEOPLE)], "pagerduty": []},
+                        reason="policy" if level == 1 else "timer") for level in range(1, levels + 1)]
+    is_open = n % 100 == 0
+    paging = Paging(first_paged_at=declared + 5, acked_at=declared + 5 + rng.expovariate(1 / 600), orders=orders)
+    return Incident(id=f"INC-{n}", number=n, title=f"incident {n}", severity=severity,
+                    service=rng.choice(["api", "web", "db", "queue", "search"]), reporter=PEOPLE[0],
+                    origin_channel="C0BENCH", declared_at=declared, paging=paging,
+                    status="investigating" if is_open else "resolved",
+                    resolved_at=None if is_open else declared + rng.expovariate(1 / 5400))
+
+
+async def bench_report(redis_url: str, count: int = 10_000) -> None:
+    from bot.incidents.timeline import EntryKind
+    from bot.writeup.report import build_report, markdown, record_recurring
+
+    settings = Settings(slack_bot_token=SecretStr("xoxb-test-token"), redis_url=redis_url)
+    rt = create_runtime(settings, redis_url=redis_url, queue_name=f"bench{uuid.uuid4().hex[:6]}")
+    w = await install(rt, settings=WriteupSettings())
+    store_ = IncidentStore(rt.redis, rt.namespace)
+    rng, now = random.Random(7), time.time()
+    for start in range(1, count + 1, 500):
+        batch = [synthetic_incident(n, now, rng) for n in range(start, min(start + 500, count + 1))]
+        pipe = rt.redis.pipeline(transaction=False)
+        for incident in batch:
+            pipe.set(store_.incident_key(incident.id), incident.model_dump_json())
+            pipe.zadd(store_.key("all"), {incident.id: incident.number})
+            if incident.is_open:
+                pipe.sadd(store_.key("open"), incident.id)
+        await pipe.execute()
+        for incident in batch:
+            if incident.is_open:
+                await w.timeline.record(incident.id, EntryKind.ACTION_ITEM, entry_id="action_item:1", actor=PEOPLE[1],
+                                        text="add an alarm", data={"owner": PEOPLE[2]})
+    for n in range(1, count + 1, 7):  # 300 findings, each failing in several incidents
+        await record_recurring(rt, f"INC-{n}", [{"check": f"check.{n % 300}", "target": "res", "status": "fail"}])
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        report = await build_report(rt, since_s=90 * 86400, now=now)
+        text = markdown(report)
+        best = min(best, time.perf_counter() - started)
+    print(f"report over {count:,} incidents (90 days; {report.incidents:,} in the window, {report.open_incidents} "
+          f"open, {len(report.recurring)} recurring findings, {report.open_followups} open follow-ups): "
+          f"{best:.2f} s best of 3 (target < 2 s); {len(text):,} characters of Markdown")
+    await rt.aclose()
+
+
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis", aof=False) as redis:
         await bench_assembly(redis.url)
         await bench_backfill(redis.url, Path(tmp))
+        await bench_report(redis.url)
 
 
 if __name__ == "__main__":

@@ -162,7 +162,8 @@ def test_detection_takes_the_earliest_start_before_the_declaration_and_says_why_
                      data={"status": "firing", "starts_at": _iso(datetime.fromtimestamp(1_790_000_000 - 600, UTC))}),
                entry("alert:later", 60, "alert", data={"status": "firing", "starts_at": "2030-01-01T00:00:00Z"}),
                entry("f", 30, "diagnosis_findings", data={"findings": [
-                   {"check": "aws.logs", "target": "/aws/lambda/x", "evidence": {"first_error_at": 1_790_000_000 - 900}}]})]
+                   {"check": "aws.logs", "target": "/aws/lambda/x",
+                    "evidence": {"first_error_at": 1_790_000_000 - 900}}]})]
     found = detection(entries, 1_790_000_000)
     assert found.seconds == 900 and "first error in the logs (aws.logs on /aws/lambda/x)" == found.source
     none = detection([], 1_790_000_000)

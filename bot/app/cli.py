@@ -5,6 +5,7 @@
     chatops diagnose TARGET [--services FILE] [--format text|json]
     chatops diagnose list              the services and the checks each runs
     chatops postmortem INC-12          print an incident's postmortem draft
+    chatops report [--since 30d] [--service S] [--format markdown|json]   incident trends (MTTA/MTTR, pages…)
     chatops fix ACTION key=value … --dry-run|--yes   preview a fix as Slack does; run it where the policy allows
                                                       self-approval
 
@@ -56,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--format", choices=["text", "json"], default="text")
     postmortem = sub.add_parser("postmortem", help="print the postmortem draft of an incident")
     postmortem.add_argument("incident", help="incident id, e.g. INC-12")
+    report = sub.add_parser("report", help="incident trends: MTTA/MTTR per severity, pages, recurring findings")
+    report.add_argument("--since", default="30d", help="30d, 90d, 12h, 2w (default 30d)")
+    report.add_argument("--service", default=None, help="only this service's incidents")
+    report.add_argument("--format", choices=["markdown", "json"], default="markdown")
     fix = sub.add_parser("fix", help="preview a fix (--dry-run) or run one the policy lets you approve (--yes)")
     fix.add_argument("action", help="e.g. lambda.lift_zero_concurrency")
     fix.add_argument("params", nargs="*", metavar="key=value", help="e.g. region=eu-west-1 function=api-handler")
@@ -93,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_async(worker_command(settings, args.concurrency))
         if args.command == "postmortem":
             return run_async(postmortem_command(settings, args.incident))
+        if args.command == "report":
+            return run_async(report_command(settings, args.since, args.service, args.format))
         if args.command == "fix":
             return run_async(fix_command(settings, args.action, args.params, run=args.yes))
     except ConfigError as exc:
@@ -281,6 +288,25 @@ async def postmortem_command(settings: Settings, incident: str) -> int:
         return EXIT_USAGE
     finally:
         await rt.aclose()
+    return EXIT_OK
+
+
+async def report_command(settings: Settings, since: str, service: str | None, fmt: str) -> int:
+    from bot.app.features import create_full_runtime
+    from bot.writeup.report import build_report, markdown, parse_since
+
+    try:
+        since_s = parse_since(since)
+    except ValueError as exc:
+        print(f"chatops: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.getLogger("bot.paging").setLevel(logging.ERROR)  # reading records pages nobody
+    rt = await create_full_runtime(settings, redis_url=shared_redis_url(settings, "report"))
+    try:
+        report = await build_report(rt, since_s=since_s, service=service)
+    finally:
+        await rt.aclose()
+    print(report.to_json() if fmt == "json" else markdown(report), end="" if fmt != "json" else "\n")
     return EXIT_OK
 
 

@@ -117,6 +117,9 @@ async def record_findings(rt: Runtime, run_id: str, state: dict[str, str], verdi
                                   "status": str(getattr(verdict.status, "value", verdict.status)),
                                   "counts": dict(verdict.counts or {}), "findings": findings,
                                   "parent_ts": state.get("parent_ts"), "channel": state.get("channel")})
+    from bot.writeup.report import record_recurring
+
+    await record_recurring(rt, incident_id, findings)  # for the report's recurring findings
 
 
 def _jsonable(value: Any) -> Any:

@@ -2,8 +2,11 @@
 `/incident tickets [INC-n]` and `/incident followups [@user]`: the write-up subcommands.
 
 handlers/commands/incident.py offers them when the write-up feature is installed, with the same
-signature as its own: `(ctx, command, args) -> ephemeral text`. Both are the policy's `read` permission. The slow parts (assembling and publishing a
-postmortem, posting a summary) go to the queue; the ephemeral summary is built at once from the timeline.
+signature as its own: `(ctx, command, args) -> ephemeral text`. Postmortem and summary need the policy's `read`
+permission, action and tickets its `note`; followups and report show only incidents the person may see (a
+report leaves private incidents out for anyone but incident admins). The slow parts (assembling and publishing a
+postmortem, posting a summary, making tickets) go to the queue; the ephemeral summary is built at once from the
+timeline.
 """
 
 from __future__ import annotations
@@ -193,5 +196,25 @@ async def followups_command(ctx: Any, command: dict, args: list[str]) -> str:
     return "\n".join([head, *lines]) + more
 
 
+REPORT_USAGE = "`/incident report [30d|90d] [service]`"
+
+
+async def report_command(ctx: Any, command: dict, args: list[str]) -> str:
+    """`/incident report [30d|90d] [service]` incidents, MTTA/MTTR against targets, pages, recurring findings"""
+    from bot.writeup.report import build_report, parse_since, slack_text
+
+    since, service = 30 * 86400.0, None
+    for word in args:
+        try:
+            since = parse_since(word)
+        except ValueError:
+            if service is not None or word.lower() not in ctx.rt.services().services:
+                raise UserError(f"Unknown period or service `{escape(one_line(word, 40))}`. Use {REPORT_USAGE}.")
+            service = word.lower()
+    admin = await ctx.is_admin(command["user_id"])
+    report = await build_report(ctx.rt, since_s=since, service=service, include_private=admin)
+    return slack_text(report) + ("" if admin else "\n_Private incidents are left out._")
+
+
 SUBCOMMANDS = {"postmortem": postmortem_command, "summary": summary_command, "action": action_command,
-               "tickets": tickets_command, "followups": followups_command}
+               "tickets": tickets_command, "followups": followups_command, "report": report_command}

@@ -81,13 +81,14 @@ async def request_tickets(rt: Runtime, incident_id: str, *, reason: str) -> None
                            job_id=f"tickets:{incident_id}")
 
 
-async def action_items(rt: Runtime, incident: IncidentView) -> list[Any]:
-    """The incident's action items, as the postmortem lists them (names resolved for the ticket's text)."""
+async def action_items(rt: Runtime, incident: IncidentView, *, resolve_names: bool = True) -> list[Any]:
+    """The incident's action items, as the postmortem lists them; `resolve_names`: resolve people's names for a ticket's
+    text (a Slack call for names not cached yet), else they stay ids (the follow-ups list mentions them)."""
     from bot.writeup.postmortem.assemble import people_in
     from bot.writeup.postmortem.facts import build_facts
 
     entries = await writeup_of(rt).timeline.entries(incident.id)
-    names = await user_names(rt, people_in(entries, incident))
+    names = await user_names(rt, people_in(entries, incident)) if resolve_names else {}
     facts = build_facts(incident, entries, names=names)
     for item in facts.action_items:
         item.owner_name = facts.name(item.owner) if item.owner else None
@@ -171,7 +172,7 @@ async def followups(rt: Runtime, *, owner: str | None = None, include_done: bool
     found = {_text(k): FollowUp(**json.loads(v)) for k, v in raw.items()}
     for incident in await _open_incidents(rt):
         stored = await stored_tickets(rt, incident.id)
-        for item in await action_items(rt, incident):
+        for item in await action_items(rt, incident, resolve_names=False):
             found[f"{incident.id}|{item.id}"] = _followup(incident, item, stored.get(item.id))
     chosen = [f for f in found.values() if (include_done or not f.done) and (owner is None or f.owner == owner)]
     return sorted(chosen, key=lambda f: f.at)

@@ -1,0 +1,127 @@
+"""The trends report against a hand-computed set of incidents: counts by severity and service, MTTA and MTTR
+(median, nearest-rank p90, within target), pages and escalations per target, recurring findings, open
+follow-ups — from the records in Redis, through `/incident report` and `chatops report`."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from bot.incidents.model import Incident, PageOrder, Paging
+from bot.incidents.timeline import EntryKind
+from bot.writeup.report import build_report, compute, markdown, p90, parse_since, record_recurring
+from bot.writeup.trackers.export import export
+from tests.writeup_harness import writeup_bot
+
+DAY = 86400.0
+
+
+def order(level: int, routes: dict, reason: str = "policy") -> PageOrder:
+    return PageOrder(dedup_key=f"k{level}{reason}{sorted(routes)}", severity="P0", level=level, routes=routes,
+                     reason=reason)
+
+
+def incidents(now: float) -> list[Incident]:
+    def make(n: int, severity: str, service: str, ago_d: float, *, ack: float | None = None,
+             resolve: float | None = None, orders: tuple = (), private: bool = False) -> Incident:
+        declared = now - ago_d * DAY
+        paging = Paging(first_paged_at=declared if orders else None, acked_at=declared + ack if ack else None,
+                        orders=list(orders))
+        return Incident(id=f"INC-{n}", number=n, title=f"incident {n}", severity=severity, service=service,
+                        reporter="U1", origin_channel="C1", declared_at=declared, paging=paging, private=private,
+                        status="resolved" if resolve else "investigating",
+                        resolved_at=declared + resolve if resolve else None)
+
+    return [
+        make(1, "P0", "api", 10, ack=300, resolve=1800,
+             orders=(order(1, {"slack": ["U1"]}), order(2, {"slack": ["U2"]}, "timer"))),
+        make(2, "P0", "api", 5, ack=900, resolve=7200, orders=(order(1, {"pagerduty": []}),)),
+        make(3, "P0", "db", 3, ack=60, resolve=600, orders=(order(1, {"slack": ["U1"]}),)),
+        make(4, "P1", "db", 2, ack=1200, orders=(order(1, {"slack": ["U2"], "opsgenie": ["team-a"]}),)),
+        make(5, "P2", "api", 40, ack=10, resolve=100, orders=(order(1, {"slack": ["U1"]}),)),  # outside 30d
+        make(6, "P3", "web", 1, resolve=3600),
+    ]
+
+
+FAIL = {"check": "http.health", "target": "https://api/pay", "status": "fail"}
+
+
+async def test_the_report_matches_the_hand_computed_figures(local_slack, redis_url, tmp_path, monkeypatch, capsys):
+    async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch,
+                           services={"api": {}, "db": {}, "web": {}}) as bot:
+        now = time.time()
+        for incident in incidents(now):
+            assert await bot.ctx.store.create(incident)
+        for incident_id in ("INC-1", "INC-2", "INC-5"):
+            await record_recurring(bot.rt, incident_id, [FAIL])
+        await record_recurring(bot.rt, "INC-3", [{"check": "aws.rds", "target": "db1", "status": "warn"}])
+        await record_recurring(bot.rt, "INC-4", [{"check": "aws.rds", "target": "db1", "status": "error"}])
+        for incident_id in ("INC-1", "INC-4"):
+            await bot.ctx.timeline.record(incident_id, EntryKind.ACTION_ITEM, entry_id="action_item:a", actor="U1",
+                                          text=f"follow up {incident_id}", data={"owner": "U2"})
+        await export(bot.rt, "INC-1")  # a resolved incident's items reach the follow-ups index by its export
+        report = await build_report(bot.rt, since_s=parse_since("30d"), now=now)
+        only_db = await build_report(bot.rt, since_s=parse_since("30d"), service="db", now=now)
+        answer = await bot.command("/incident", "report 30d", user="U1", channel="C1")
+        bad = await bot.command("/incident", "report 30x", user="U1", channel="C1")
+        ack_target = bot.ctx.policy.ack_timeout_s("P0")
+
+    assert report.incidents == 5 and report.open_incidents == 1
+    assert report.by_severity == {"P0": 3, "P1": 1, "P2": 0, "P3": 1}
+    assert report.by_service == {"api": 2, "db": 2, "web": 1}
+    p0a, p0r = report.mtta["P0"], report.mttr["P0"]
+    assert (p0a.count, p0a.median_s, p0a.p90_s, p0a.target_s) == (3, 300, 900, ack_target)
+    assert p0a.within_target == sum(1 for v in (300, 900, 60) if v <= ack_target)
+    assert (p0r.count, p0r.median_s, p0r.p90_s, p0r.target_s, p0r.within_target) == (3, 1800, 7200, 900, 1)
+    assert (report.mtta["P1"].median_s, report.mttr["P1"].count) == (1200, 0)
+    assert (report.mttr["P3"].median_s, report.mttr["P3"].within_target) == (3600, 1)
+    assert report.pages == {"U1": 2, "U2": 2, "pagerduty": 1, "opsgenie:team-a": 1}
+    assert report.escalations == {"U2": 1}
+    assert report.recurring == [{"check": "http.health", "target": "https://api/pay", "incidents": ["INC-1", "INC-2"]}]
+    assert [f["incident"] for f in report.followups] == ["INC-1", "INC-4"] and report.open_followups == 2
+    assert (only_db.incidents, only_db.recurring, only_db.open_followups) == (2, [], 1)
+    assert "*Incident report* (last 30d): 5 incidents, 1 open, 2 open follow-ups" in answer
+    assert "• *P0* 3: MTTA 5m 00s median, 15m 00s p90" in answer and "<@U1> 2 (0)" in answer
+    assert "Recurring: `http.health` on `https://api/pay` in INC-1, INC-2" in answer
+    assert "Unknown period or service `30x`" in bad
+    text = markdown(report)
+    assert "| P0 | 3 | 5m 00s | 15m 00s |" in text and "| U2 | 2 | 1 |" in text
+    assert json.loads(report.to_json())["mttr"]["P0"]["p90_s"] == 7200
+
+
+def test_percentiles_and_periods():
+    assert p90([]) is None and p90([5]) == 5 and p90(list(range(1, 11))) == 9 and p90(list(range(1, 12))) == 10
+    assert parse_since("90d") == 90 * DAY and parse_since("12h") == 43200 and parse_since("2w") == 14 * DAY
+    for bad in ("0d", "30", "d30", "30y"):
+        with pytest.raises(ValueError):
+            parse_since(bad)
+    empty = compute([], since_s=DAY, now=1000.0)
+    assert empty.incidents == 0 and empty.mtta["P0"].median_s is None
+
+
+async def test_chatops_report_prints_json_or_markdown_from_a_shell(redis_url):
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    from bot.incidents.store import IncidentStore
+    from tests.test_cli import chatops
+
+    namespace = f"cli-{uuid.uuid4().hex[:8]}"
+    client = aioredis.Redis.from_url(redis_url)
+    store = IncidentStore(client, namespace)
+    for incident in incidents(time.time())[:3]:
+        await store.create(incident)
+    await client.aclose()
+    env = {"REDIS_URL": redis_url, "REDIS_NAMESPACE": namespace}
+    as_json = chatops("report", "--since", "30d", "--format", "json", env=env)
+    as_markdown = chatops("report", "--service", "db", env=env)
+    wrong = chatops("report", "--since", "3x", env=env)
+
+    assert as_json.returncode == 0, as_json.stderr
+    data = json.loads(as_json.stdout)
+    assert data["incidents"] == 3 and data["mtta"]["P0"]["median_s"] == 300 and data["pages"]["U1"] == 2
+    assert as_markdown.returncode == 0 and "# Incident report (last 30d, service `db`)" in as_markdown.stdout
+    assert wrong.returncode == 2 and "not a period" in wrong.stderr
