@@ -15,6 +15,7 @@ import pytest
 from bot.oncall import service
 from bot.oncall.service import oncall_of
 from bot.settings import ConfigError
+from bot.slack.local.model import slack_error
 from tests.incident_harness import IncidentBot, declare_incident, incident_bot
 from tests.writeup_harness import writeup_bot
 
@@ -234,3 +235,32 @@ async def test_a_policy_and_schedules_that_do_not_fit_stop_the_start(local_slack
     with pytest.raises(ConfigError, match=message):
         async with incident_bot(local_slack, redis_url, tmp_path, policy=schedule_policy(), oncall=oncall):
             pass
+
+
+async def test_whoever_a_private_incident_pages_may_see_it_and_is_invited(local_slack, redis_url, tmp_path):
+    policy = {"severities": {"P1": {"first": {"schedule": "payments-primary"},
+                                    "then": [{"schedule": "payments-secondary"}], "ack_timeout": 600}, "P3": {}}}
+    async with incident_bot(local_slack, redis_url, tmp_path, policy=policy, oncall=SCHEDULES) as bot:
+        await bot.command("/incident", "Payroll export leaked P1 private", user="U1")
+        incident = await bot.wait_incident("INC-1", lambda i: i.ready)
+        await bot.wait_for(lambda: paged(bot, ALICE, "INC-1"), 5, "Alice's page")
+        members = lambda: local_slack.channel(incident.channel)["members"]  # noqa: E731
+        await bot.wait_for(lambda: ALICE in members(), 10, "Alice invited into the private channel")
+        await bot.settle()
+        assert "UOUT" not in members() and BOB not in members()
+        said = await bot.command("/incident", "status INC-1 identified the export job is stopped", user=ALICE)
+        assert said.startswith("INC-1 is now *identified*"), said
+        assert "INC-1" in await bot.command("/incident", "list", user=ALICE)
+
+        local_slack.script("conversations.invite", slack_error("user_is_restricted"))  # Bob cannot be added
+        await bot.command("/escalate", "nobody answers", user="U1", channel=incident.channel)
+        await bot.wait_for(lambda: paged(bot, BOB, "INC-1"), 5, "Bob's page")
+        await bot.settle()
+        assert BOB not in members()
+        assert "asks to join INC-1" not in " ".join(bot.channel_texts(await bot.incident("INC-1")))
+        assert (await bot.command("/incident", "join INC-1", user=BOB)).startswith("Asked in INC-1")
+
+        for command in ("join INC-1", "status INC-1 resolved all good"):
+            refused = await bot.command("/incident", command, user="UOUT")
+            assert "INC-1 is a private incident" in refused and "Payroll" not in refused, refused
+        assert (await bot.incident("INC-1")).status == "identified"

@@ -473,6 +473,8 @@ async def _note_page(ctx: Incidents, incident: Incident, order: PageOrder, recor
             current.paging.first_paged_at = record.at
         if user and user not in current.paging.slack_paged:
             current.paging.slack_paged.append(user)
+    if user and record.ok and current.private:  # nobody can join a private channel by themselves
+        await ctx.invite(current, user, f"paged:{user}")
     if not record.ok and record.error:
         await ctx.post_in(current, f"pagefail:{field}", *messages.line(messages.page_failed_line(record.error)))
 

@@ -41,7 +41,7 @@ from bot.incidents.model import (
 )
 from bot.incidents.service import Incidents
 from bot.incidents.timeline import EntryKind
-from bot.queue import Job, Permanent
+from bot.queue import Job, Permanent, Retry
 from bot.slack.client import SlackError
 from bot.slack.mrkdwn import escape
 
@@ -49,6 +49,7 @@ log = logging.getLogger("bot.incidents")
 
 STALLED_DECLARATION_S = 30.0  # the auditor resumes a declaration not finished this long after it started
 TIMER_GRACE_S = 5.0  # the auditor re-queues a timer this long past its due time
+INVITE_WAIT_S = 1.0  # an invite that finds no channel yet asks again this much later (bounded by the queue)
 
 
 # ------------------------------------------------------------------------------------------------ declare
@@ -539,6 +540,10 @@ async def topic_job(ctx: Incidents, job: Job) -> None:
 async def invite_job(ctx: Incidents, job: Job) -> None:
     incident = await ctx.store.get(job.payload["incident"])
     if incident is None or incident.mode != "channel":
+        return
+    if incident.channel is None:
+        if not incident.ready:  # the first page's DM goes out before the channel is made: invite once it is
+            raise Retry(f"{incident.id} has no channel yet", delay_s=INVITE_WAIT_S)
         return
     try:
         await ctx.slack.call("conversations.invite", channel=incident.channel, users=",".join(job.payload["users"]),

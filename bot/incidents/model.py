@@ -90,6 +90,12 @@ class Paging(BaseModel):
     def order(self, dedup_key: str) -> PageOrder | None:
         return next((o for o in self.orders if o.dedup_key == dedup_key), None)
 
+    def was_paged(self, user: str) -> bool:
+        """`user` was named by a Slack page order (a schedule's on-call person, a policy level, `/escalate @user`)
+        or DM'd through a user group: someone asked to respond."""
+        return bool(user) and (user in self.slack_paged
+                               or any(user in order.routes.get("slack", ()) for order in self.orders))
+
 
 class LatestVerdict(BaseModel):
     """The newest finished diagnosis of the incident, as its header shows it (bot/incidents/diagnoses.py)."""
@@ -115,7 +121,8 @@ class Incident(BaseModel):
     roles: dict[str, str] = Field(default_factory=dict)  # role name → Slack user id (bot/incidents/roles.py)
     source: Literal["slack"] | AlertSource = "slack"
     # Declared `private` (never by an alert): its channel is private, and outside it the incident is not listed
-    # and not shown to anyone but its commander, role holders and incident admins (Incidents.may_see).
+    # and not shown to anyone but its commander, role holders, the people paged for it and incident admins
+    # (Incidents.may_see).
     private: bool = False
     declared_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)

@@ -76,7 +76,8 @@ class Incidents:
                                     delay_s=delay_s)
 
     async def invite(self, incident: Incident, user: str, key: str) -> None:
-        """A new commander or role holder is brought into the incident channel (a job: Slack may be slow)."""
+        """A new commander, role holder, or someone paged for a private incident is brought into the incident
+        channel (a job: Slack may be slow)."""
         if incident.mode == "channel":
             await self.rt.queue.enqueue("incident.invite", {"incident": incident.id, "users": [user]},
                                         job_id=f"invite:{incident.id}:{key}")
@@ -170,8 +171,10 @@ class Incidents:
 
     async def may_see(self, incident: Incident, user: str, *, strict: bool = False) -> bool:
         """Anyone sees a public incident; a private one only its channel's members, its commander and role
-        holders, and incident admins. Without `strict`, a Slack that cannot say counts as "no"."""
-        if not incident.private or incident.is_responder(user) or await self.is_admin(user, strict=strict):
+        holders, the people paged for it (asked to respond, so they must be able to), and incident admins.
+        Without `strict`, a Slack that cannot say counts as "no"."""
+        if (not incident.private or incident.is_responder(user) or incident.paging.was_paged(user)
+                or await self.is_admin(user, strict=strict)):
             return True
         if strict:
             return bool(incident.channel) and await self._member_or_raise(incident.channel, user)  # type: ignore
