@@ -285,6 +285,45 @@ async def test_target_sg_without_the_target_port_is_named(aws: AwsClients, net: 
     assert f"--group-id {app_sg} --protocol tcp --port 80 --source-group {lb_sg}" in result.hint
 
 
+def database(aws: AwsClients, groups: list[str]) -> str:
+    """A PostgreSQL instance (port 5432) in `groups`; returns its endpoint address."""
+    found = aws.client("rds", REGION).create_db_instance(
+        DBInstanceIdentifier="orders-db", Engine="postgres", DBInstanceClass="db.t3.micro", AllocatedStorage=20,
+        MasterUsername="app", MasterUserPassword="not-a-secret-1", VpcSecurityGroupIds=groups)
+    return found["DBInstance"]["Endpoint"]["Address"]
+
+
+async def test_database_reached_by_the_targets_and_the_function_that_names_it(aws: AwsClients, net: Network,
+                                                                              make_ctx: MakeCtx) -> None:
+    _, app_sg = web_tier(aws, net)
+    app_role(aws)
+    fn_sg, idle_sg = security_group(aws, net, "fn"), security_group(aws, net, "idle")
+    db_sg = security_group(aws, net, "db", ingress=[(5432, app_sg), (5432, fn_sg)])
+    address = database(aws, [db_sg])
+    vpc_function(aws, "reports", net.private_subnets, [fn_sg], role="app", env={"DB_HOST": address})
+    vpc_function(aws, "mailer", net.private_subnets, [idle_sg], role="app")  # never connects to the database
+    ctx = make_ctx(load_balancers=["web"], db_instances=["orders-db"], lambda_functions=["reports", "mailer"])
+
+    result = await security_groups(REGION, ctx)
+
+    assert result.status is Status.ok, result.summary
+    to_db = [(r["from"], r["ingress"]) for r in result.evidence["paths"] if r["to"] == "database orders-db"]
+    assert len(to_db) == 2 and all(ingress for _, ingress in to_db)
+    assert not any(r["from"] == "function mailer" and r["to"] == "database orders-db" for r in result.evidence["paths"])
+
+
+async def test_database_sg_without_the_app_group_is_named(aws: AwsClients, net: Network, make_ctx: MakeCtx) -> None:
+    _, app_sg = web_tier(aws, net)
+    db_sg = security_group(aws, net, "db", ingress=[(5432, "10.0.99.0/24")])  # an old subnet, not the app's
+    database(aws, [db_sg])
+
+    result = await security_groups(REGION, make_ctx(load_balancers=["web"], db_instances=["orders-db"]))
+
+    assert result.status is Status.fail and result.resource == db_sg
+    assert f"No ingress rule of {db_sg} (database orders-db) allows TCP 5432 from instance" in result.summary
+    assert f"--group-id {db_sg} --protocol tcp --port 5432 --source-group {app_sg}" in result.hint
+
+
 async def test_world_open_database_port_warns(aws: AwsClients, net: Network, make_ctx: MakeCtx) -> None:
     open_db = security_group(aws, net, "db", ingress=[(5432, "0.0.0.0/0")])
 

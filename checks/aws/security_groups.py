@@ -4,7 +4,8 @@
 - load balancer → targets: an LB security group's egress and a target's security group ingress both allow the
   target group's port (by security-group reference, or a CIDR);
 - targets and Lambda ENIs → databases: the source's egress and the database security group's ingress allow the
-  database port;
+  database port (a function only when its environment names the database, by endpoint or identifier: a function
+  that never opens a connection to it is not on that path);
 - Lambda in a VPC → its endpoints: the function's security groups allow 443 out (AWS APIs, interface endpoints);
 - world-open ingress (0.0.0.0/0, ::/0) on a database or admin port of any of these groups, or of
   `aws.security_groups`.
@@ -115,17 +116,38 @@ async def instance_sides(ctx: CheckContext, ids: list[str]) -> list[Side]:
             for reservation in found["Reservations"] for i in reservation["Instances"]]
 
 
-async def _database(ctx: CheckContext, instance_id: str) -> tuple[Side, int]:
+@dataclass
+class Database:
+    side: Side
+    port: int
+    names: tuple[str, ...]  # how a client's configuration refers to it: endpoint address, identifier
+
+
+async def _database(ctx: CheckContext, instance_id: str) -> Database:
     found = await ctx.aws.call("rds", region(ctx), "describe_db_instances", DBInstanceIdentifier=instance_id)
     db = found["DBInstances"][0]
-    port = int((db.get("Endpoint") or {}).get("Port") or db.get("DbInstancePort") or 5432)
-    return Side(f"database {instance_id}", [g["VpcSecurityGroupId"] for g in db.get("VpcSecurityGroups", [])]), port
+    endpoint = db.get("Endpoint") or {}
+    port = int(endpoint.get("Port") or db.get("DbInstancePort") or 5432)
+    side = Side(f"database {instance_id}", [g["VpcSecurityGroupId"] for g in db.get("VpcSecurityGroups", [])])
+    return Database(side, port, tuple(n for n in (endpoint.get("Address"), instance_id) if n))
 
 
-async def _lambda_side(ctx: CheckContext, function: str) -> Side | None:
+@dataclass
+class FunctionSide:
+    side: Side
+    environment: str  # the function's environment values, to see which databases it names
+
+
+async def _lambda_side(ctx: CheckContext, function: str) -> FunctionSide | None:
     config = await function_configuration(ctx, function)
     groups = (config.get("VpcConfig") or {}).get("SecurityGroupIds") or []
-    return Side(f"function {function}", groups) if groups else None
+    env = " ".join(((config.get("Environment") or {}).get("Variables") or {}).values())
+    return FunctionSide(Side(f"function {function}", groups), env) if groups else None
+
+
+def _db_clients(targets: list[Side], functions: list[FunctionSide], db: Database) -> list[Side]:
+    """Who connects to `db`: every load-balancer target, and the functions whose environment names it."""
+    return targets + [f.side for f in functions if any(name in f.environment for name in db.names)]
 
 
 # --- the check -------------------------------------------------------------------------------------------------
@@ -143,11 +165,13 @@ async def security_groups(_: str, ctx: CheckContext) -> CheckResult:
     assert ctx.service.aws is not None
     spec = ctx.service.aws
     paths = [p for lb in spec.load_balancers for p in await _lb_paths(ctx, lb)]
-    lambdas = [s for f in spec.lambda_functions if (s := await _lambda_side(ctx, f)) is not None]
-    sources = [p.target for p in paths] + lambdas
+    functions = [s for f in spec.lambda_functions if (s := await _lambda_side(ctx, f)) is not None]
+    lambdas = [f.side for f in functions]
+    targets = [p.target for p in paths]
     for db_id in spec.db_instances:
-        db, port = await _database(ctx, db_id)
-        paths += [Path(source, db, port, f"{source.name} → {db.name}") for source in sources]
+        db = await _database(ctx, db_id)
+        paths += [Path(client, db.side, db.port, f"{client.name} → {db.side.name}")
+                  for client in _db_clients(targets, functions, db)]
     ids = sorted({g for p in paths for g in p.source.groups + p.target.groups}
                  | {g for s in lambdas for g in s.groups} | set(spec.security_groups))
     groups = await _describe_groups(ctx, ids)
