@@ -1,6 +1,6 @@
 """One healthy estate exercising the network, policy and runbook checks together against moto: the whole diagnosis
 of a service whose load balancer, instances, function in a VPC, queue and key, bucket, interface endpoint, APIs,
-Beanstalk environment and X-Ray are all in order reports no failure and no warning. Each check's own healthy twin
+Beanstalk environment, database and X-Ray are all in order reports no failure and no warning. Each check's own healthy twin
 lives beside its broken scenario; this is where checks meet resources built for the others (an ALB with a
 security group, instance targets on their registered port, a role with a boundary) and a false alarm shows."""
 
@@ -124,6 +124,10 @@ def build_estate(aws: AwsClients, app_port: int) -> dict[str, Any]:
     alb_sg = security_group(aws, net, "alb", ingress=[(443, "0.0.0.0/0")])
     app_sg = security_group(aws, net, "app", ingress=[(app_port, alb_sg)])
     fn_sg = security_group(aws, net, "fn")
+    db_sg = security_group(aws, net, "db", ingress=[(5432, app_sg)])
+    aws.client("rds", REGION).create_db_instance(
+        DBInstanceIdentifier="orders-db", Engine="postgres", DBInstanceClass="db.t3.micro", AllocatedStorage=20,
+        MasterUsername="app", MasterUserPassword="not-a-secret-1", VpcSecurityGroupIds=[db_sg])
     vpce_sg = security_group(aws, net, "vpce", ingress=[(443, net.cidr)])
     instance = _alb_with_instance(aws, net, alb_sg, app_sg, app_port)
     role = _app_role(aws)
@@ -140,7 +144,7 @@ def build_estate(aws: AwsClients, app_port: int) -> dict[str, Any]:
     return {"services": {"orders": {"aws": {
         "region": REGION, "load_balancers": ["web"], "target_groups": ["web-tg"], "lambda_functions": ["orders-fn"],
         "queues": [_queue_with_key(aws)], "buckets": [_bucket(aws)], "roles": [role], "instances": [metadata_instance(aws), instance],
-        "security_groups": [alb_sg, app_sg, fn_sg, vpce_sg], "vpc_endpoints": [endpoint],
+        "security_groups": [alb_sg, app_sg, fn_sg, vpce_sg, db_sg], "db_instances": ["orders-db"], "vpc_endpoints": [endpoint],
         "api_gateways": [rest], "http_apis": [http], "xray": True, "beanstalk_environments": [ENV],
         "subnets": list(net.private_subnets),
     }}}}
@@ -166,4 +170,4 @@ async def test_a_healthy_estate_raises_no_failure_and_no_warning(aws: AwsClients
     assert {"aws.security_groups", "aws.identity_policies", "aws.resource_policies", "aws.s3", "aws.lambda_vpc",
             "aws.nat_gateways", "aws.vpc_dns", "aws.interface_endpoints", "aws.instance_metadata",
             "aws.api_stage_config", "aws.api_stage_metrics", "aws.beanstalk_deploy", "aws.beanstalk_health",
-            "aws.xray_traces", "aws.target_health"} <= ran
+            "aws.xray_traces", "aws.target_health", "aws.rds"} <= ran
