@@ -14,7 +14,7 @@ from typing import Any
 
 from checks.gcp.api import GcpCheckError, call, gcp_check, gcp_items, spec
 from checks.gcp.monitoring import metric_filter, peak, series, totals_by
-from checks.model import CheckResult, Severity, Status, worst
+from checks.model import CheckResult, Problem, Status, fold
 from checks.registry import CheckContext, Layer, check
 
 WINDOW = timedelta(hours=1)
@@ -59,24 +59,22 @@ def ready_condition(resource: dict[str, Any]) -> dict[str, Any]:
 # --- findings ---------------------------------------------------------------------------------------------------
 
 
-def _finding(status: Status, severity: Severity | None, sentence: str, hint: str | None = None) -> dict[str, Any]:
-    return {"status": status, "severity": severity, "sentence": sentence, "hint": hint}
-
-
-def readiness_findings(name: str, service: dict[str, Any]) -> list[dict[str, Any]]:
+def readiness_findings(name: str, service: dict[str, Any]) -> list[Problem]:
     ready = ready_condition(service)
     state = ready.get("state", "")
     why = " — ".join(x for x in (ready.get("reason"), ready.get("message")) if x)
     if state == "CONDITION_FAILED":
-        return [_finding(Status.fail, "P1", f"Cloud Run service {name} is not ready: {why or 'no reason given'}.")]
+        return [Problem(Status.fail, "P1", f"Cloud Run service {name} is not ready: {why or 'no reason given'}.",
+                        f"`gcloud run services describe {name}` shows the whole condition; gcp.logging has the "
+                        "container's own errors.")]
     if service.get("reconciling") or state in _IN_PROGRESS:
-        return [_finding(Status.warn, "P3", f"Cloud Run service {name} is still rolling out ({state or 'reconciling'}).",
+        return [Problem(Status.warn, "P3", f"Cloud Run service {name} is still rolling out ({state or 'reconciling'}).",
                          "Wait for the rollout to settle, then rerun.")]
     return []
 
 
 def rollout_findings(name: str, region: str, service: dict[str, Any],
-                     revisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                     revisions: list[dict[str, Any]]) -> list[Problem]:
     created, ready = short(service.get("latestCreatedRevision", "")), short(service.get("latestReadyRevision", ""))
     if not created or created == ready or service.get("reconciling"):
         return []
@@ -84,7 +82,7 @@ def rollout_findings(name: str, region: str, service: dict[str, Any],
     condition = ready_condition(failed)
     why = condition.get("message") or condition.get("revisionReason") or condition.get("reason") or "no reason given"
     serving = ", ".join(serving_revisions(service)) or ready or "nothing"
-    return [_finding(
+    return [Problem(
         Status.fail, "P1",
         f"The newest revision {created} of {name} never became ready ({why}); {serving} still serves.",
         f"Fix the container and redeploy; to pin the old one: `gcloud run services update-traffic {name} "
@@ -92,14 +90,15 @@ def rollout_findings(name: str, region: str, service: dict[str, Any],
     )]
 
 
-def traffic_findings(name: str, service: dict[str, Any]) -> list[dict[str, Any]]:
+def traffic_findings(name: str, service: dict[str, Any]) -> list[Problem]:
     wants_latest = any(t.get("type") == "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST" and t.get("percent")
                        for t in service.get("traffic", []))
     latest = short(service.get("latestReadyRevision", ""))
     serving = serving_revisions(service)
     if wants_latest and latest and serving and latest not in serving:
-        return [_finding(Status.warn, "P2",
-                         f"{name} asks for the latest revision ({latest}) but {', '.join(serving)} serves traffic.")]
+        return [Problem(Status.warn, "P2",
+                        f"{name} asks for the latest revision ({latest}) but {', '.join(serving)} serves traffic.",
+                        f"`gcloud run services update-traffic {name} --to-latest` once {latest} is known good.")]
     return []
 
 
@@ -134,7 +133,7 @@ async def cloud_run(name: str, ctx: CheckContext) -> CheckResult:
     minimum = min_instances(service)
     starts = await cold_starts(ctx, name) if minimum == 0 else None
     if minimum == 0 and starts:
-        findings.append(_finding(
+        findings.append(Problem(
             Status.warn, "P3", f"{name} scales to zero (min-instances 0) and had {starts} cold start(s) in the last "
                                "hour; first requests wait for a container to start.",
             f"`gcloud run services update {name} --region {region} --min-instances 1` keeps one warm."))
@@ -145,18 +144,8 @@ async def cloud_run(name: str, ctx: CheckContext) -> CheckResult:
         "latest_ready": short(service.get("latestReadyRevision", "")),
         "serving": serving_revisions(service), "min_instances": minimum, "cold_starts_last_hour": starts,
     }
-    return _result(name, service_path(ctx, name), findings, evidence)
-
-
-def _result(name: str, resource: str, findings: list[dict[str, Any]], evidence: dict[str, Any]) -> CheckResult:
-    if not findings:
-        return CheckResult(status=Status.ok, summary=f"Cloud Run service {name} is ready and serving its latest "
-                                                     f"revision {evidence['latest_ready']}.",
-                           resource=resource, evidence=evidence)
-    status = worst([f["status"] for f in findings])
-    top = max((f for f in findings if f["status"] is status), key=lambda f: f["hint"] is not None)
-    return CheckResult(status=status, severity=top["severity"], summary=" ".join(f["sentence"] for f in findings),
-                       resource=resource, evidence=evidence, hint=top["hint"])
+    return fold(findings, resource=service_path(ctx, name), evidence=evidence,
+                ok=f"Cloud Run service {name} is ready and serving its latest revision {evidence['latest_ready']}.")
 
 
 @check("gcp.cloud_run_traffic", each=gcp_items("cloud_run"), layer=Layer.symptom, timeout_s=25)
