@@ -181,6 +181,18 @@ async def test_xray_throttled_node_warns_and_a_quiet_graph_is_healthy(aws, monke
     assert healthy.status is Status.ok and "slowest downstream orders-api → payments.example.com" in healthy.summary
 
 
+async def test_xray_a_stray_fault_or_a_few_throttles_among_thousands_are_not_findings(aws, monkeypatch):
+    traces = [_trace(f"1-{i}", fault=i == 0) for i in range(10)]  # one 502 in a quiet hour: 10 %, but one trace
+    graph = _graph()
+    graph["Services"][2]["SummaryStatistics"].update(TotalCount=10_000, ErrorStatistics={"TotalCount": 2,
+                                                                                         "ThrottleCount": 2})
+    handlers = {"TraceSummaries": lambda body: {"TraceSummaries": traces}, "ServiceGraph": lambda body: graph}
+    with json_api(monkeypatch, "XRAY", handlers):
+        result = await xray_traces("us-east-1", context(aws, xray=True))
+    assert result.status is Status.ok, result.summary
+    assert result.evidence["faulted"] == 1
+
+
 # --- Logs Insights for large groups ------------------------------------------------------------------------------
 
 

@@ -24,6 +24,8 @@ from checks.registry import CheckContext, Layer, aws_once, check
 
 MAX_PAGES = 5
 FAULT_FAIL = 0.05
+MIN_FAULTED = 3  # one or two faulted traces in a quiet hour are a stray 5xx, not an incident
+THROTTLE_WARN = 0.01  # a node's share of throttled requests; a handful among thousands is retried and unnoticed
 _MIN_TIME_LEFT_S = 3.0
 
 
@@ -125,7 +127,7 @@ async def xray_traces(_region: str, ctx: CheckContext) -> CheckResult:
 
 def _fault_problems(summaries: list[dict[str, Any]], faults: Counter[str]) -> list[Problem]:
     faulted = sum(1 for s in summaries if s.get("HasFault"))
-    if not summaries or faulted / len(summaries) <= FAULT_FAIL:
+    if faulted < MIN_FAULTED or faulted / len(summaries) <= FAULT_FAIL:
         return []
     cause, count = faults.most_common(1)[0] if faults else ("an unnamed service", faulted)
     return [Problem(
@@ -138,7 +140,8 @@ def _fault_problems(summaries: list[dict[str, Any]], faults: Counter[str]) -> li
 
 
 def _throttle_problems(nodes: list[Node]) -> list[Problem]:
-    throttled = sorted((n for n in nodes if n.throttles), key=lambda n: -n.throttles)
+    throttled = sorted((n for n in nodes if n.throttles and n.throttles >= THROTTLE_WARN * n.total),
+                       key=lambda n: -n.throttles)
     return [Problem(
         Status.warn, "P2",
         f"{n.name} throttled {n.throttles} of {n.total} requests (429) in the last hour.",
