@@ -4,6 +4,7 @@ becomes a schedule; what the import does not support is refused with a sentence 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,11 @@ TWO_WEEK_ROTATION = "\r\n".join([
     "DTEND;TZID=Europe/Berlin:20260316T090000", "RRULE:FREQ=WEEKLY;INTERVAL=2",
     "SUMMARY:On call: Bob", "DESCRIPTION:a long description that names the person late\r\n  U0BOB", "END:VEVENT",
     "END:VCALENDAR", ""])
+
+
+# The same rotation stamped in UTC: 08:00Z is 09:00 in Berlin in winter, 10:00 once summer time starts (29 March).
+UTC_TWO_WEEK_ROTATION = re.sub(r"(DT(?:START|END));TZID=Europe/Berlin:(\d{8})T090000", r"\1:\2T080000Z",
+                               TWO_WEEK_ROTATION)
 
 
 def test_text_is_escaped_and_long_lines_fold_at_75_octets_without_splitting_a_character() -> None:
@@ -72,6 +78,24 @@ def test_a_calendar_url_is_fetched_with_a_size_cap(tmp_path: Path) -> None:
         assert load_schedules(oncall)["payments"].rotation.every == dt.timedelta(weeks=1)
 
 
+@pytest.mark.parametrize(("calendar", "summer_handoff"), [
+    (TWO_WEEK_ROTATION, dt.datetime(2026, 3, 30, 7, tzinfo=UTC)),  # Berlin wall clock: 09:00 CEST
+    (UTC_TWO_WEEK_ROTATION, dt.datetime(2026, 3, 30, 8, tzinfo=UTC)),  # the same UTC time: 10:00 CEST
+])
+def test_an_imported_series_repeats_in_the_zone_its_start_is_written_in_across_the_march_change(
+        tmp_path: Path, calendar: str, summer_handoff: dt.datetime) -> None:
+    (tmp_path / "rota.ics").write_text(calendar)
+    oncall = tmp_path / "oncall.yml"
+    oncall.write_text(yaml.safe_dump({"schedules": {"payments": {"ical": "rota.ics", "time_zone": "Europe/Berlin"}}}))
+    s = load_schedules(oncall)["payments"]
+    winter = on_call(s, dt.datetime(2026, 3, 9, 8, 30, tzinfo=UTC))
+    assert winter.user == "U0BOB" and winter.start == dt.datetime(2026, 3, 9, 8, tzinfo=UTC)  # 09:00 CET both ways
+    summer = on_call(s, summer_handoff + dt.timedelta(minutes=1))
+    assert summer.user == "U0ALICE" and summer.start == summer_handoff
+    assert on_call(s, summer_handoff - dt.timedelta(minutes=1)).user == "U0BOB"
+    assert s.time_zone == "Europe/Berlin"  # shown and restricted in Berlin time either way
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (("RRULE:FREQ=WEEKLY;INTERVAL=2", "RRULE:FREQ=DAILY"), "only RRULE:FREQ=WEEKLY"),
     (("SUMMARY:Alice U0ALICE", "SUMMARY:Alice"), "no Slack id"),
@@ -80,6 +104,8 @@ def test_a_calendar_url_is_fetched_with_a_size_cap(tmp_path: Path) -> None:
     (("INTERVAL=2", "INTERVAL=3"), "must each repeat every"),
     (("INTERVAL=2", "INTERVAL=99999999999999"), "INTERVAL must be a number of weeks from 1 to 52"),  # was a crash
     (("INTERVAL=2", "INTERVAL=two"), "INTERVAL must be a number of weeks from 1 to 52"),
+    (("DTSTART;TZID=Europe/Berlin:20260309T090000", "DTSTART:20260309T080000Z"),
+     "start times are written in different zones (Europe/Berlin, UTC)"),
 ])
 def test_what_the_import_cannot_follow_is_refused_by_path(tmp_path: Path, change: tuple[str, str],
                                                           message: str) -> None:

@@ -7,7 +7,11 @@ Import: a schedule in ONCALL_FILE may say `ical: <file path or https URL>` inste
 VEVENTs with DTSTART/DTEND (UTC `…Z`, `TZID=<IANA zone>`, or floating local times, read in the schedule's zone),
 a Slack id (U…/S…) in SUMMARY (or DESCRIPTION) naming who is on call, and `RRULE:FREQ=WEEKLY[;INTERVAL=n]`.
 The events must form a rotation: equal length, back to back, each repeating every (events × length). That is
-turned into `rotation: {every, handoff, people, start}`. Anything else (EXDATE, RDATE, BYDAY lists, COUNT/UNTIL,
+turned into `rotation: {every, handoff, people, start}`. An event repeats at the same wall-clock time of the zone
+its DTSTART is written in (RFC 5545 3.3.10): a `TZID=Europe/Berlin` series at 09:00 Berlin time all year, a UTC
+(`…Z`) series at the same UTC time, so across a DST change it moves an hour on the local clock. The rotation keeps
+that zone (`time_zone: UTC` on the rotation when it is not the schedule's); events written in different zones
+are refused. Anything else (EXDATE, RDATE, BYDAY lists, COUNT/UNTIL,
 other frequencies) is refused with a sentence saying so, never guessed.
 """
 
@@ -31,6 +35,7 @@ FETCH_MAX_BYTES = 1_000_000
 MAX_INTERVAL_WEEKS = 52  # a rotation that repeats less than yearly is not one
 _SLACK_ID = re.compile(r"\b([US][A-Z0-9]{2,})\b")
 _STAMP = "%Y%m%dT%H%M%SZ"
+_UTC_ZONE = ZoneInfo("UTC")
 
 
 # ------------------------------------------------------------------------------------------------ export
@@ -156,10 +161,12 @@ def _events(text: str) -> list[dict[str, tuple[dict[str, str], str]]]:
 
 
 def _when(prop: tuple[dict[str, str], str], zone: ZoneInfo) -> dt.datetime:
+    """The time in the zone it is written in, which its repeats keep: UTC for `…Z`, its TZID, else (a floating
+    time) the schedule's `zone`."""
     params, value = prop
     try:
         if value.endswith("Z"):
-            return dt.datetime.strptime(value, _STAMP).replace(tzinfo=dt.timezone.utc).astimezone(zone)
+            return dt.datetime.strptime(value, _STAMP).replace(tzinfo=_UTC_ZONE)
         local = dt.datetime.strptime(value, "%Y%m%dT%H%M%S")
     except ValueError:
         raise ValueError(f"cannot read the time {value[:30]!r} (expected 20260302T090000 or …Z)") from None
@@ -169,7 +176,7 @@ def _when(prop: tuple[dict[str, str], str], zone: ZoneInfo) -> dt.datetime:
             tz = ZoneInfo(params["TZID"].strip('"'))
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown TZID {params['TZID'][:40]!r}; use an IANA zone name") from None
-    return local.replace(tzinfo=tz).astimezone(zone)
+    return local.replace(tzinfo=tz)
 
 
 def _interval_weeks(event: dict[str, tuple[dict[str, str], str]]) -> int:
@@ -202,14 +209,26 @@ def rotation_from_ical(text: str, zone: str | None) -> tuple[dict[str, Any], str
     tz = ZoneInfo(zone_name)
     rows = []
     for event in events:
-        start, end = _when(event["DTSTART"], tz), _when(event.get("DTEND", event["DTSTART"]), tz)
+        start = _when(event["DTSTART"], tz)
+        end = _when(event.get("DTEND", event["DTSTART"]), tz).astimezone(start.tzinfo)
         label = event.get("SUMMARY", ({}, ""))[1] + " " + event.get("DESCRIPTION", ({}, ""))[1]
         person = _SLACK_ID.search(label)
         if person is None:
             raise ValueError(f"no Slack id (U0123ABCD) in the event starting {start:%Y-%m-%d %H:%M}")
         rows.append((start, end, person.group(1), _interval_weeks(event)))
     rows.sort()
-    return _as_rotation(rows), zone_name
+    repeats_in = _repeat_zone(rows)
+    rotation = _as_rotation(rows)
+    return (rotation if repeats_in == zone_name else {**rotation, "time_zone": repeats_in}), zone_name
+
+
+def _repeat_zone(rows: list[tuple[dt.datetime, dt.datetime, str, int]]) -> str:
+    """The one zone every event's DTSTART is written in (its repeats keep that zone's wall-clock time)."""
+    zones = sorted({str(start.tzinfo) for start, *_ in rows})
+    if len(zones) > 1:
+        raise ValueError(f"the events' start times are written in different zones ({', '.join(zones)}); a rotation "
+                         "repeats in one: write every DTSTART in UTC (…Z) or every one with the same TZID")
+    return zones[0]
 
 
 def _as_rotation(rows: list[tuple[dt.datetime, dt.datetime, str, int]]) -> dict[str, Any]:
@@ -234,7 +253,7 @@ def _as_rotation(rows: list[tuple[dt.datetime, dt.datetime, str, int]]) -> dict[
 
 
 def _wall(instant: dt.datetime) -> dt.datetime:
-    """Wall-clock time in the schedule's zone: rotations hand over at the same local time across DST."""
+    """Wall-clock time in the zone the events repeat in (their DTSTART's), as RFC 5545 repeats them."""
     return instant.replace(tzinfo=None)
 
 

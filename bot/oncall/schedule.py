@@ -9,7 +9,9 @@
 `restrictions` (windows in the schedule's time zone); where a later layer's restrictions apply it overrides the
 earlier layers. `every` is a length: `1d`, `1w`, `2w`, `12h`, `3d`. `handoff` is a local time (`09:00`) or, for
 whole weeks, a weekday and time (`mon 09:00`). `start` (a date) anchors who comes first: the first person takes
-the shift that begins on the first handoff at or after `start` (default 2024-01-01, a Monday).
+the shift that begins on the first handoff at or after `start` (default 2024-01-01, a Monday). A rotation's
+handoffs are wall-clock times in the schedule's `time_zone`, or in its own `time_zone` when it names one (a
+calendar stamped in UTC imports as `time_zone: UTC`: it hands over at the same UTC time all year).
 `page_via: pagerduty-payments` pages the schedule through a configured paging provider instead of Slack DMs.
 """
 
@@ -20,7 +22,16 @@ import re
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot.settings import ConfigError, describe_validation_error
 
@@ -53,6 +64,14 @@ def parse_clock(value: Any) -> dt.time:
     return dt.time(int(match.group(1)), int(match.group(2)))
 
 
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value[:40]!r}; use an IANA name like Europe/Berlin") from None
+    return value
+
+
 def _weekday(value: Any) -> int:
     text = str(value).strip().lower()[:3]
     if text not in WEEKDAYS:
@@ -64,6 +83,7 @@ Member = Annotated[str, BeforeValidator(_member)]
 Every = Annotated[dt.timedelta, BeforeValidator(_every)]
 Clock = Annotated[dt.time, BeforeValidator(parse_clock)]
 Weekday = Annotated[int, BeforeValidator(_weekday)]
+TimeZone = Annotated[str, AfterValidator(_zone)]
 
 
 class _Strict(BaseModel):
@@ -91,6 +111,7 @@ class Rotation(_Strict):
     handoff: Annotated[Handoff, BeforeValidator(_handoff)] = Handoff(weekday=None, time=dt.time(9, 0))
     people: list[Member] = Field(min_length=1)
     start: dt.date = DEFAULT_START
+    time_zone: TimeZone | None = None  # the zone its handoffs are wall-clock times in; None: the schedule's
 
     @model_validator(mode="after")
     def _weekday_needs_weeks(self) -> Rotation:
@@ -100,11 +121,14 @@ class Rotation(_Strict):
         return self
 
     def first_handoff(self) -> dt.datetime:
-        """The local (naive) wall-clock time of handoff 0: the first at or after `start`."""
+        """The local (naive) wall-clock time of handoff 0, the first at or after `start`, in `zone()`."""
         day = self.start
         if self.handoff.weekday is not None:
             day += dt.timedelta(days=(self.handoff.weekday - day.weekday()) % 7)
         return dt.datetime.combine(day, self.handoff.time)
+
+    def zone(self, schedule_zone: ZoneInfo) -> ZoneInfo:
+        return ZoneInfo(self.time_zone) if self.time_zone else schedule_zone
 
 
 class Window(_Strict):
@@ -123,19 +147,10 @@ class Layer(_Strict):
 
 class Schedule(_Strict):
     name: str = ""
-    time_zone: str
+    time_zone: TimeZone
     rotation: Rotation | None = None  # shorthand for `layers: [{rotation: …}]`
     layers: list[Layer] = []
     page_via: str | None = None  # a paging provider name (pagerduty-payments): page through it, not Slack DMs
-
-    @field_validator("time_zone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value[:40]!r}; use an IANA name like Europe/Berlin") from None
-        return value
 
     @model_validator(mode="after")
     def _one_layer_at_least(self) -> Schedule:

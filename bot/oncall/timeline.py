@@ -4,8 +4,9 @@ Every rule is turned into instants first (handoffs, restriction window edges, ov
 wall-clock time resolved in the schedule's zone (`fold=0`: a time skipped by a spring-forward lands after the
 gap, an autumn time that happens twice means its first occurrence). Between two consecutive instants nothing
 changes, so the answer at any instant is the answer at the boundary before it, and the shifts tile the range
-with no gap and no overlap by construction. A rotation's handoffs are wall-clock times: a weekly 09:00 handoff
-stays at 09:00 across a DST change (that shift is an hour shorter or longer).
+with no gap and no overlap by construction. A rotation's handoffs are wall-clock times in its zone (the
+schedule's unless it names its own): a weekly 09:00 handoff stays at 09:00 across a DST change (that shift is an
+hour shorter or longer), while a rotation in UTC hands over at the same UTC time all year.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def _local_to_utc(schedule: Schedule, local: dt.datetime) -> dt.datetime:
 
 def handoff_at(schedule: Schedule, rotation: Rotation, k: int) -> dt.datetime:
     """Handoff number k (0 = the first at or after `start`; negative ones came before)."""
-    return _local_to_utc(schedule, rotation.first_handoff() + k * rotation.every)
+    local = rotation.first_handoff() + k * rotation.every
+    return local.replace(tzinfo=rotation.zone(schedule.tz), fold=0).astimezone(UTC)
 
 
 def shift_index(schedule: Schedule, rotation: Rotation, instant: dt.datetime) -> int:
