@@ -43,7 +43,8 @@ class Marker(BaseModel):
 
     at: datetime
     label: str
-    kind: Literal["first_error", "deploy", "first_breach"] = "first_breach"
+    kind: Literal["first_error", "deploy", "first_breach", "milestone"] = "first_breach"  # milestone: an
+    # incident's declared / acknowledged / escalated / mitigated / resolved, on the postmortem's timeline chart
 
 
 class Series(BaseModel):

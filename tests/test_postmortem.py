@@ -56,7 +56,7 @@ def structure_is_intact(markdown: str) -> None:
             rows = []
     assert not re.search(r"(?<!\\)<", markdown), "raw < (HTML, autolink or Slack mention) in the document"
     for label in re.findall(r"(?<!\\)\[([^\]]*)\]\(", markdown):
-        assert label in {"message", "link", "results"} or label.endswith("header message") or \
+        assert label in {"message", "link", "results", "timeline chart"} or label.endswith("header message") or \
             re.fullmatch(r"\\?#\d+|[A-Z][A-Z0-9]+-\d+", label), label  # or a ticket: #12, OPS-7
 
 

@@ -13,6 +13,8 @@ import boto3
 
 from bot.incidents.timeline import EntryKind
 from bot.writeup.postmortem.assemble import gather_facts, render_markdown
+from bot.writeup.postmortem.chart import timeline_png, timeline_series
+from bot.writeup.postmortem.publish import publish_postmortem
 from bot.writeup.postmortem.draft import candidates, chatter, detection, discussion, parse_time
 from bot.writeup.postmortem.facts import CheckRun, Finding
 from bot.writeup.postmortem.impact import period_for
@@ -115,6 +117,9 @@ async def test_an_alerted_incident_gives_a_draft_with_impact_detection_findings_
             facts = await gather_facts(bot.rt, incident_id, now=incident.resolved_at)
             markdown = render_markdown(facts)
             runs = [e for e in await bot.timeline(incident_id) if e.kind == "diagnosis_findings"]
+            published = local_slack.canvases()[0]["markdown"]
+            await publish_postmortem(bot.rt, incident_id)  # again: the same chart is not shared twice
+            charts = [f for f in local_slack.files(channel) if f.get("name") == f"{incident_id}-timeline.png"]
 
     # Time to detect: from the alert's startsAt to the declaration
     detect = next(m for m in facts.metrics if m.name == "Time to detect")
@@ -153,6 +158,12 @@ async def test_an_alerted_incident_gives_a_draft_with_impact_detection_findings_
     assert "| Owner | @" in markdown
     assert len(GAP.findall(markdown)) <= 3, GAP.findall(markdown)
     structure_is_intact(markdown)
+    # The picture: shared once in the channel (republishing an unchanged chart shares nothing), linked in the draft
+    assert len(charts) == 1 and "[timeline chart](" in published
+    series = timeline_series(facts)
+    assert series.metric == "5xx from the load balancer (api-lb)" and max(v for _, v in series.points) == 300
+    assert [m.label for m in series.markers] == ["Detected", "Acknowledged", "Mitigated", "Resolved"]
+    assert timeline_png(facts)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ------------------------------------------------------------------------------------------------ pure parts

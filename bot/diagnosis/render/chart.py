@@ -23,7 +23,8 @@ PLOT = (60, 28, 628, 236)  # left, top, right, bottom of the plotting area; labe
 FONT_PX = {"label": 11, "title": 13}
 COLOURS = {"background": (255, 255, 255), "frame": (200, 200, 200), "text": (50, 50, 50),
            "series": (31, 119, 180), "threshold": (214, 39, 40)}
-MARKER_COLOURS = {"first_error": (140, 86, 75), "deploy": (148, 103, 189), "first_breach": (255, 127, 14)}
+MARKER_COLOURS = {"first_error": (140, 86, 75), "deploy": (148, 103, 189), "first_breach": (255, 127, 14),
+                  "milestone": (44, 160, 44)}
 THRESHOLD_DASH = (6, 4)  # px on, px off
 MARKER_DOTS = (2, 3)
 MAX_DOTTED_POINTS = 120  # above this many points, dots on each point would only thicken the line

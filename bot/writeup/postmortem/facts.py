@@ -255,6 +255,7 @@ class PostmortemFacts:
     discussion: list[Quote] = field(default_factory=list)
     chatter: dict[str, int] = field(default_factory=dict)
     remediations: list[Remediation] = field(default_factory=list)
+    chart_link: str | None = None  # the timeline chart, once shared (publish.py)
 
     @property
     def owner(self) -> str | None:

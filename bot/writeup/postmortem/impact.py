@@ -58,6 +58,7 @@ class ImpactFigure:
     peak_at: float | None  # start of the peak period (epoch seconds)
     source: str  # "CloudWatch AWS/Lambda Errors (Sum per 1 min)"
     note: str = ""  # why there is no number
+    points: list[tuple[float, float]] = field(default_factory=list)  # (period start, value), for the chart
 
 
 @dataclass
@@ -177,7 +178,7 @@ def _figure(q: _Query, points: list[tuple[float, float]], period: int) -> Impact
                             "no data points in the window (the metric is not emitted, or nothing happened)")
     peak_at, peak = max(sorted(points), key=lambda p: p[1])  # the earliest minute among equal peaks
     total = peak if q.spec.stat == "Maximum" else sum(v for _, v in points)
-    return ImpactFigure(q.spec.label, q.resource, total, peak, peak_at, source)
+    return ImpactFigure(q.spec.label, q.resource, total, peak, peak_at, source, points=sorted(points))
 
 
 def _floor(at: float, period: int) -> float:

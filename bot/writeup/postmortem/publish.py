@@ -6,6 +6,8 @@ link posted once in the incident channel and under the announcement.
              the incident lives in a thread. Later publications edit the same canvas (canvases.edit, replace).
     file     when canvases are off (POSTMORTEM_CANVAS=false) or refused (free plan, missing canvases:write):
              files_upload_v2 of `<INC-n>-postmortem.md` into the channel (the incident thread in thread mode).
+    chart    when the service's metrics were measured: a PNG of the key metric with the milestones marked
+             (chart.py), shared in the channel when it changed, linked from the draft, and in S3 beside it
     S3       with POSTMORTEM_S3_BUCKET: put `<prefix><INC-n>/postmortem.md` (boto3, in a thread, default
              credentials and region); every publication overwrites it.
 
@@ -16,6 +18,7 @@ link are remembered in Redis, so a re-run edits rather than duplicates.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -67,6 +70,8 @@ async def publish_postmortem(rt: Runtime, incident_id: str) -> Published:
     if incident is None:
         raise PostmortemError(f"There is no incident {incident_id}.")
     facts = await gather_facts(rt, incident_id)
+    state = {_text(k): _text(v) for k, v in (await rt.redis.hgetall(_key(rt, incident_id))).items()}
+    facts.chart_link = await _chart(rt, incident, facts, state)
     try:
         markdown = render_markdown(facts, w.settings.postmortem_template)
     except PostmortemError as exc:  # the team's template is broken: publish the built-in one rather than nothing
@@ -74,7 +79,6 @@ async def publish_postmortem(rt: Runtime, incident_id: str) -> Published:
             raise
         log.error("%s; publishing with the built-in template", exc)
         markdown = render_markdown(facts)
-    state = {_text(k): _text(v) for k, v in (await rt.redis.hgetall(_key(rt, incident_id))).items()}
     result = Published(incident_id, markdown)
     title = f"Postmortem {incident.id}: {' '.join(incident.title.split())[:120]}"
     if w.settings.postmortem_canvas and state.get("mode") != "file" and incident.channel:
@@ -93,6 +97,34 @@ async def publish_postmortem(rt: Runtime, incident_id: str) -> Published:
                             actor="bot", text=result.link or "",
                             data={"canvas_id": result.canvas_id, "file_id": result.file_id, "s3": result.s3_uri})
     return result
+
+
+async def _chart(rt: Runtime, incident: IncidentView, facts: Any, state: dict[str, str]) -> str | None:
+    """The timeline chart, shared in the channel (and put beside the Markdown in S3) when it changed since the last
+    publication; its link for the draft. A chart that cannot be drawn or shared leaves the draft without it."""
+    from bot.writeup.postmortem.chart import timeline_png
+
+    png = await asyncio.to_thread(timeline_png, facts)
+    if png is None or not incident.channel:
+        return None
+    digest = hashlib.sha256(png).hexdigest()[:16]
+    if state.get("chart_sha") == digest and state.get("chart_link"):
+        return state["chart_link"]
+    w = writeup_of(rt)
+    thread = incident.thread_ts if incident.mode == "thread" else None
+    try:
+        shared = await rt.slack.upload_file(incident.channel, png, f"{incident.id}-timeline.png", thread_ts=thread,
+                                            title=f"{incident.id}: the key metric over the incident",
+                                            alt_txt=f"{incident.id} timeline chart")
+    except SlackError as exc:
+        log.warning("%s: the timeline chart was not shared: %s", incident.id, exc.error)
+        return None
+    link = str(shared.get("permalink") or "") or None
+    if w.settings.postmortem_s3_bucket:
+        await _s3(w.settings.postmortem_s3_bucket, w.settings.postmortem_s3_prefix, incident.id, png,
+                  name="timeline.png", content_type="image/png")
+    await rt.redis.hset(_key(rt, incident.id), mapping={"chart_sha": digest, "chart_link": link or ""})
+    return link
 
 
 async def _canvas(rt: Runtime, incident: IncidentView, title: str, markdown: str, state: dict[str, str],
@@ -175,8 +207,10 @@ async def _file(rt: Runtime, incident: IncidentView, title: str, markdown: str, 
         result.link = files[0].get("permalink")
 
 
-async def _s3(bucket: str, prefix: str, incident_id: str, markdown: str) -> str:
-    key = f"{prefix}{incident_id}/postmortem.md"
+async def _s3(bucket: str, prefix: str, incident_id: str, body: str | bytes, *, name: str = "postmortem.md",
+              content_type: str = "text/markdown; charset=utf-8") -> str:
+    key = f"{prefix}{incident_id}/{name}"
+    data = body.encode() if isinstance(body, str) else body
 
     def put() -> None:
         import boto3
@@ -184,8 +218,7 @@ async def _s3(bucket: str, prefix: str, incident_id: str, markdown: str) -> str:
 
         # Bounded like every other external call: botocore's defaults wait 60 s per read.
         config = Config(connect_timeout=5, read_timeout=20, retries={"mode": "standard", "total_max_attempts": 4})
-        boto3.client("s3", config=config).put_object(Bucket=bucket, Key=key, Body=markdown.encode(),
-                                                     ContentType="text/markdown; charset=utf-8")
+        boto3.client("s3", config=config).put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
 
     await asyncio.to_thread(put)
     return f"s3://{bucket}/{key}"
