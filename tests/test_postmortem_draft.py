@@ -16,11 +16,11 @@ from bot.writeup.postmortem.assemble import gather_facts, render_markdown
 from bot.writeup.postmortem.chart import timeline_png, timeline_series
 from bot.writeup.postmortem.publish import publish_postmortem
 from bot.writeup.postmortem.draft import candidates, chatter, detection, discussion, parse_time
-from bot.writeup.postmortem.facts import CheckRun, Finding
+from bot.writeup.postmortem.facts import CheckRun, Finding, build_facts
 from bot.writeup.postmortem.impact import period_for
 from tests.incident_harness import ALERTMANAGER_TOKEN
 from tests.servers import Reply, local_http_server
-from tests.test_postmortem import entry, section, structure_is_intact
+from tests.test_postmortem import T0, entry, section, structure_is_intact
 from tests.writeup_harness import react, say, writeup_bot
 
 GAP = re.compile(r"_To fill in\b")
@@ -191,6 +191,16 @@ def test_each_finding_once_with_first_failure_and_recovery():
     found = candidates(runs)
     assert [(c.check, c.first_failed, c.passed_again, c.runs) for c in found] == [
         ("http.health", 10, 30, 2), ("aws.sqs_dlq", 10, None, 3)]
+
+
+def test_remediation_entries_are_listed_with_their_result_when_the_timeline_has_them():
+    from tests.test_postmortem import SCRIPT, incident_view
+
+    fix = entry("remediation:1", 3000, "remediation", actor="U2", text="rolled back api-worker to v41",
+                data={"action": "lambda.rollback api-worker → v41", "result": "succeeded"})
+    markdown = render_markdown(build_facts(incident_view(), [*SCRIPT[:-1], fix, SCRIPT[-1]], now=T0 + 7200))
+    assert "Remediation actions taken:" in markdown
+    assert "@U2: lambda.rollback api-worker → v41 → succeeded" in section(markdown, "## Root cause")
 
 
 def test_discussion_heuristic_and_chatter_counts():

@@ -55,7 +55,8 @@ async def summary_subcommand(rt: Runtime, incident_id: str, user: str, channel: 
     from bot.writeup.trackers.export import tickets_line
 
     text, _ = await catch_up_text(rt, incident.id)
-    return f"{text}\n{await tickets_line(rt, incident.id)}"
+    tickets = await tickets_line(rt, incident.id)
+    return f"{text}\n{tickets}" if tickets else text
 
 
 async def postmortem_command(ctx: Any, command: dict, args: list[str]) -> str:

@@ -185,12 +185,11 @@ async def _open_incidents(rt: Runtime) -> list[IncidentView]:
 
 
 async def tickets_line(rt: Runtime, incident_id: str) -> str:
-    """One line for `/incident summary`: the tickets and their state, or why there are none."""
+    """One line for `/incident summary`: the tickets and their state; "" when there is no tracker and no ticket."""
     tickets = await stored_tickets(rt, incident_id)
     if not tickets:
         chosen = tracker_settings(rt).chosen
-        return ("Tickets: none yet (they are made on resolve, or now with `/incident tickets`)." if chosen
-                else "Tickets: no tracker is configured (GITHUB_TOKEN + GITHUB_REPOSITORY, or JIRA_*).")
+        return "Tickets: none yet (they are made on resolve, or now with `/incident tickets`)." if chosen else ""
     shown = ", ".join(f"<{t.url}|{t.key}> ({t.state})" for t in sorted(tickets.values(), key=lambda t: t.created_at))
     done = sum(t.done for t in tickets.values())
     return f"Tickets: {shown} — {done} of {len(tickets)} done."
