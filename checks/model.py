@@ -115,7 +115,7 @@ class Finding(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
     hint: str | None = None
     severity: Severity
-    explains: list[str] = Field(default_factory=list)  # ids of checks whose failures this finding accounts for
+    explains: list[str] = Field(default_factory=list)  # the failures it accounts for: "<check> <target>"
     fixes: list[FixOffer] = Field(default_factory=list)
 
 

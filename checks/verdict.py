@@ -44,9 +44,14 @@ def rank_findings(results: list[CheckResult]) -> list[Finding]:
     findings = [_finding(r) for r in problems]
     if findings and findings[0].status is Status.fail:
         top = findings[0]
-        findings[0].explains = sorted({f.check for f in findings[1:] if f.status is Status.fail
+        findings[0].explains = sorted({explained_id(f) for f in findings[1:] if f.status is Status.fail
                                        and _layer(f.check) > _layer(top.check) and same_path(top, f)})
     return findings
+
+
+def explained_id(finding: Finding) -> str:
+    """One failure, as `explains` lists it: a check on one target (the same check on two targets is two)."""
+    return f"{finding.check} {finding.target}"
 
 
 # Evidence keys that name the resource a result is about, besides `resource` and `target` themselves.

@@ -79,7 +79,8 @@ def test_a_cause_explains_only_failures_on_its_own_resource_path() -> None:
     refused.resource = "127.0.0.1:9001"
     same_port = result("http.health", "http://127.0.0.1:9001/health", Status.fail, "All samples failed")
     other_port = result("http.health", "http://127.0.0.1:9002/health", Status.fail, "HTTP 404")
-    assert build_verdict("api", [refused, same_port]).findings[0].explains == ["http.health"]
+    explained = build_verdict("api", [refused, same_port]).findings[0].explains
+    assert explained == ["http.health http://127.0.0.1:9001/health"]  # a failure is a check on one target
     unrelated = build_verdict("api", [refused, other_port])
     assert unrelated.findings[0].explains == []
     assert "This explains" not in unrelated.headline and "1 other finding(s) below" in unrelated.headline

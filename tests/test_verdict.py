@@ -18,9 +18,21 @@ def test_a_config_cause_heads_the_symptoms_it_explains() -> None:
         result("aws.lambda_config", Status.ok, "fine"),
     ])
     assert [f.check for f in verdict.findings] == ["aws.alb_routes", "http.health", "aws.alarms"]
-    assert verdict.findings[0].explains == ["aws.alarms", "http.health"]
+    assert verdict.findings[0].explains == ["aws.alarms t", "http.health t"]
     assert verdict.headline.startswith("Subnet b routes 0.0.0.0/0 through a NAT gateway")
     assert verdict.severity == "P0" and verdict.status is Status.fail
+
+
+def test_one_check_failing_on_two_targets_is_two_failures_explained() -> None:
+    route = CheckResult(check="aws.alb_routes", target="api-alb", status=Status.fail, severity="P1",
+                        summary="Subnet b routes 0.0.0.0/0 through a NAT gateway", resource="api-alb")
+    probes = [CheckResult(check="http.health", target=url, status=Status.fail, severity="P0",
+                          summary="All 5 samples timed out", evidence={"load_balancer": "api-alb"})
+              for url in ("https://a.example/health", "https://b.example/health")]
+    verdict = build_verdict("api", [route, *probes])
+    assert verdict.findings[0].explains == ["http.health https://a.example/health",
+                                            "http.health https://b.example/health"]
+    assert verdict.headline.endswith("This explains 2 other failing check(s).")  # nothing left "below"
 
 
 def test_a_check_that_could_not_run_or_a_hygiene_note_never_headlines_over_an_outage() -> None:
