@@ -369,13 +369,15 @@ async def incident_bot(local: Any, redis_url: str, tmp_path: Path, *, pagerduty:
 
 
 def _oncall_settings(oncall: dict[str, Any] | None, tmp_path: Path, tag: str) -> dict[str, Any]:
-    """`oncall={"schedules": {...}, "oncall_calendar_token": ...}` → an ONCALL_FILE and the other settings."""
+    """`oncall={"schedules": {...}, "services": {...}, "oncall_calendar_token": ...}` → an ONCALL_FILE (schedules,
+    services, default_schedule) and the other settings."""
     if not oncall:
         return {}
-    settings = {k: v for k, v in oncall.items() if k != "schedules"}
+    in_file = {k: v for k, v in oncall.items() if k in ("schedules", "services", "default_schedule")}
+    settings = {k: v for k, v in oncall.items() if k not in in_file}
     if "schedules" in oncall:
         path = tmp_path / f"oncall-{tag}.yml"
-        path.write_text(yaml.safe_dump({"schedules": oncall["schedules"]}))
+        path.write_text(yaml.safe_dump(in_file))
         settings["oncall_file"] = str(path)
     return settings
 

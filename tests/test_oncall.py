@@ -264,3 +264,50 @@ async def test_whoever_a_private_incident_pages_may_see_it_and_is_invited(local_
             refused = await bot.command("/incident", command, user="UOUT")
             assert "INC-1 is a private incident" in refused and "Payroll" not in refused, refused
         assert (await bot.incident("INC-1")).status == "identified"
+
+
+SERVICE_SCHEDULES = {"schedules": {"payments-primary": daily_from_an_hour_ago([ALICE, CAROL]),
+                                   "checkout-primary": daily_from_an_hour_ago([BOB, CAROL])},
+                     "services": {"api": "payments-primary", "checkout": "checkout-primary"}}
+BY_SERVICE_POLICY = {"severities": {"P1": {"first": {"schedule": "by_service"}, "ack_timeout": 600}, "P3": {}}}
+
+
+async def test_a_p1_on_each_service_pages_whoever_is_on_call_for_that_services_schedule(local_slack, redis_url,
+                                                                                       tmp_path):
+    async with incident_bot(local_slack, redis_url, tmp_path, policy=BY_SERVICE_POLICY,
+                            oncall=SERVICE_SCHEDULES) as bot:
+        api = await declare_incident(bot, "Payments failing P1 api", user="UOUT")
+        checkout = await declare_incident(bot, "Carts lost P1 checkout", user="UOUT")
+        await bot.wait_for(lambda: paged(bot, ALICE, api) and paged(bot, BOB, checkout), 5, "both pages")
+        await bot.settle()
+        assert not paged(bot, BOB, api) and not paged(bot, ALICE, checkout)
+        assert (await bot.incident(api)).paging.orders[0].schedules == {ALICE: "payments-primary"}
+        assert (await bot.incident(checkout)).paging.orders[0].schedules == {BOB: "checkout-primary"}
+        header = " ".join(bot.channel_texts(await bot.incident(checkout)))
+        assert f"on call: <@{BOB}> (checkout-primary)" in header
+
+
+@pytest.mark.parametrize("default", ["payments-primary", None])
+async def test_a_service_without_a_schedule_pages_the_default_or_the_channel_says_why(local_slack, redis_url,
+                                                                                      tmp_path, default):
+    oncall = {**SERVICE_SCHEDULES, "services": {"api": "payments-primary"},
+              **({"default_schedule": default} if default else {})}
+    async with incident_bot(local_slack, redis_url, tmp_path, policy=BY_SERVICE_POLICY, oncall=oncall) as bot:
+        inc = await declare_incident(bot, "Carts lost P1 checkout", user="UOUT")
+        if default:
+            await bot.wait_for(lambda: paged(bot, ALICE, inc), 5, "the default schedule's page")
+            return
+        why = ("Level 1 paged nobody from an on-call schedule: ONCALL_FILE's `services:` gives service `checkout` "
+               "no schedule, and it has no `default_schedule`.")
+        incident = await bot.incident(inc)
+        await bot.wait_for(lambda: any(why in t for t in bot.channel_texts(incident)), 5, "the reason in the channel")
+        await bot.settle()
+        assert not any(paged(bot, person, inc) for person in (ALICE, BOB, CAROL))
+        assert sum(why in t for t in bot.channel_texts(await bot.incident(inc))) == 1
+
+
+async def test_a_by_service_level_without_services_in_the_oncall_file_stops_the_start(local_slack, redis_url,
+                                                                                      tmp_path):
+    with pytest.raises(ConfigError, match=r"a level pages \{schedule: by_service\}, but ONCALL_FILE says no service"):
+        async with incident_bot(local_slack, redis_url, tmp_path, policy=BY_SERVICE_POLICY, oncall=SCHEDULES):
+            pass

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from bot.oncall.calendar import escape_text, feed, fold, unfold
-from bot.oncall.config import load_schedules
+from bot.oncall.config import load_oncall_file, load_schedules
 from bot.oncall.schedule import parse_schedules
 from bot.oncall.timeline import on_call, shifts
 from bot.paging.policy import parse_policy
@@ -138,8 +138,9 @@ def test_the_readme_examples_load_as_written(tmp_path: Path) -> None:
     (tmp_path / "calendars").mkdir()
     (tmp_path / "calendars" / "databases.ics").write_text(TWO_WEEK_ROTATION)
     (tmp_path / "oncall.yml").write_text(full)
-    schedules = load_schedules(tmp_path / "oncall.yml")
+    schedules, routing = load_oncall_file(tmp_path / "oncall.yml")
     assert set(schedules) == {"payments-primary", "payments-secondary", "databases", "checkout"}
+    assert routing.schedule_for("postgres") == "databases" and routing.schedule_for("search") == "payments-primary"
     office = on_call(schedules["payments-primary"], dt.datetime(2026, 3, 4, 10, tzinfo=UTC))  # Wednesday 11:00
     assert office.layer == "office hours" and office.user in ("U0CAROL", "U0DAN")
     assert parse_policy(yaml.safe_load(policy), env={}).schedules() == {"payments-primary", "payments-secondary"}

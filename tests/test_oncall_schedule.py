@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.oncall.schedule import Schedule, parse_schedules
+from bot.oncall.schedule import Schedule, parse_oncall_file, parse_schedules
 from bot.oncall.timeline import Override, layer_shifts, on_call, shifts
 from bot.settings import ConfigError
 
@@ -197,3 +197,24 @@ def test_neighbouring_shifts_always_differ_in_person_or_layer(s: Schedule,
     got = shifts(s, instant, instant + dt.timedelta(days=3))
     for before, after in zip(got, got[1:]):
         assert (before.user, before.layer) != (after.user, after.layer)  # neighbours that match are merged
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"services": {"api": "payments-secundary"}},
+     "services.api: no schedule 'payments-secundary' is defined under `schedules:` (defined: payments-primary)"),
+    ({"default_schedule": "nope"}, "default_schedule: no schedule 'nope' is defined"),
+    ({"services": {"Public API": "payments-primary"}}, "services: service name 'Public API'"),
+    ({"schedules": {"by_service": yaml.safe_load(MINIMAL)["schedules"]["payments-primary"]}},
+     "schedules: schedule name 'by_service' is reserved"),
+])
+def test_service_routing_errors_name_the_path(extra: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_oncall_file({**yaml.safe_load(MINIMAL), **extra}, source="oncall.yml")
+    assert str(err.value).startswith(f"oncall.yml: {message}"), str(err.value)
+
+
+def test_each_service_has_its_schedule_and_the_rest_the_default() -> None:
+    _, routing = parse_oncall_file({**yaml.safe_load(MINIMAL), "services": {"api": "payments-primary"}})
+    assert routing.schedule_for("api") == "payments-primary" and routing.schedule_for("search") is None
+    _, routing = parse_oncall_file({**yaml.safe_load(MINIMAL), "default_schedule": "payments-primary"})
+    assert routing.schedule_for("search") == routing.schedule_for(None) == "payments-primary"

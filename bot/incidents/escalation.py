@@ -32,6 +32,7 @@ from bot.incidents import messages
 from bot.incidents.model import FrozenLevel, Incident, PageOrder, PageRecord, Severity
 from bot.incidents.service import Incidents
 from bot.incidents.timeline import EntryKind
+from bot.oncall.schedule import BY_SERVICE
 from bot.oncall.service import oncall_of
 from bot.paging.policy import SCHEDULE, Level
 from bot.paging.providers import Page, make_dedup_key
@@ -50,26 +51,32 @@ def freeze(levels: list[Level]) -> list[FrozenLevel]:
 async def _order(ctx: Incidents, incident: Incident, level: FrozenLevel | Level, severity: Severity, reason: str,
                  actor: str | None = None) -> PageOrder:
     routes = level.routes if isinstance(level, FrozenLevel) else {p: list(i) for p, i in level.routes().items()}
-    routes, via = await resolve_schedules(ctx, routes)
+    routes, via, unpaged = await resolve_schedules(ctx, routes, incident.service)
     return PageOrder(dedup_key=make_dedup_key(incident.id, severity, level.number), severity=severity,
                      level=level.number, routes=routes, urgency=level.urgency, reason=reason,  # type: ignore
-                     actor=actor, schedules=via)
+                     actor=actor, schedules=via, unpaged=unpaged)
 
 
-async def resolve_schedules(ctx: Incidents,
-                            routes: dict[str, list[str]]) -> tuple[dict[str, list[str]], dict[str, str]]:
+async def resolve_schedules(ctx: Incidents, routes: dict[str, list[str]], service: str | None = None
+                            ) -> tuple[dict[str, list[str]], dict[str, str], list[str]]:
     """A level's `{schedule: …}` targets → whoever is on call for each right now, overrides included (so an
-    override made while a page is open redirects the next step). Also returns target → schedule it came from."""
+    override made while a page is open redirects the next step); `by_service` is the schedule ONCALL_FILE gives
+    `service` (or its default). Also returns target → schedule it came from, and why a target paged nobody."""
     out = {provider: list(ids) for provider, ids in routes.items() if provider != SCHEDULE}
     via: dict[str, str] = {}
+    unpaged: list[str] = []
     oncall = oncall_of(ctx.rt)
-    for name in routes.get(SCHEDULE, []):
+    for named in routes.get(SCHEDULE, []):
+        name = oncall.routing.schedule_for(service) if oncall and named == BY_SERVICE else named
+        if name is None:
+            unpaged.append(messages.no_service_schedule(service))
+            continue
         found, _ = await oncall.page_routes(name) if oncall else ({}, None)
         for provider, ids in found.items():
             bucket = out.setdefault(provider, [])
             bucket.extend(i for i in ids if i not in bucket)
             via.update({target: name for target in ids or [provider]})
-    return out, via
+    return out, via, unpaged
 
 
 def _add_order(incident: Incident, order: PageOrder) -> PageOrder | None:
@@ -388,6 +395,9 @@ async def page_job(ctx: Incidents, job: Job) -> None:
         for provider_name, ids in order.routes.items():
             for delivery, targets in await _deliveries(ctx, provider_name, ids):
                 await _deliver_once(ctx, incident, order, page, provider_name, delivery, targets)
+        for i, why in enumerate(order.unpaged):  # never silently: say why a schedule level paged nobody
+            await ctx.say(incident.id, f"unpaged:{order.dedup_key}:{i}", *messages.line(
+                messages.unpaged_line(order.level, why)))
     await _finish_order(ctx, incident_id, order)
 
 

@@ -20,6 +20,7 @@ from bot.incidents.config import IncidentSettings, load_incident_settings
 from bot.incidents.service import Incidents
 from bot.incidents.store import IncidentStore
 from bot.incidents.timeline import Timeline
+from bot.oncall.schedule import BY_SERVICE
 from bot.oncall.service import oncall_of
 from bot.paging import build_providers, close_providers, load_policy
 from bot.paging.policy import PagingPolicy
@@ -53,6 +54,10 @@ def _check_schedules(rt: Runtime, policy: PagingPolicy) -> None:
     if missing := sorted(policy.schedules() - known):
         raise ConfigError(f"{policy.source}: names schedule {missing[0]!r}, which ONCALL_FILE does not define "
                           f"(defined: {', '.join(sorted(known)) or 'none'})")
+    if policy.pages_by_service() and not (oncall and oncall.routing.configured):
+        raise ConfigError(f"{policy.source}: a level pages {{schedule: {BY_SERVICE}}}, but ONCALL_FILE says no "
+                          f"service's schedule: add `services: {{api: payments-primary}}` (and optionally "
+                          f"`default_schedule:`) to it")
     for name, schedule in (oncall.schedules.items() if oncall else ()):
         if schedule.page_via and schedule.page_via not in policy.paging.providers:
             raise ConfigError(f"ONCALL_FILE: schedules.{name}.page_via: no provider {schedule.page_via!r} is "

@@ -393,6 +393,18 @@ def reminder_line(incident: Incident, since_s: float, every_s: float) -> str:
             f"`/incident status {incident.status} <what we know now>`.")
 
 
+def no_service_schedule(service: str | None) -> str:
+    """Why `{schedule: by_service}` found no schedule (kept in the page order, said in the channel)."""
+    if not service:
+        return "the incident names no service, and ONCALL_FILE has no `default_schedule`"
+    return (f"ONCALL_FILE's `services:` gives service `{inert(one_line(service, 60))}` no schedule, and it has no "
+            f"`default_schedule`")
+
+
+def unpaged_line(level: int, why: str) -> str:
+    return f":warning: Level {level} paged nobody from an on-call schedule: {why}."
+
+
 def page_failed_line(error: str) -> str:
     return f":warning: {inert(one_line(error, 600))}"
 

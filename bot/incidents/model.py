@@ -64,6 +64,7 @@ class PageOrder(BaseModel):
     reason: Literal["policy", "timer", "manual", "severity", "people"] = "policy"
     actor: str | None = None
     schedules: dict[str, str] = Field(default_factory=dict)  # paged target → the on-call schedule it came from
+    unpaged: list[str] = Field(default_factory=list)  # why a schedule target paged nobody (said in the channel)
     ordered_at: float = Field(default_factory=time.time)
     done: bool = False
 

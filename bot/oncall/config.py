@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.oncall.schedule import Schedule, parse_schedules
+from bot.oncall.schedule import Schedule, ServiceSchedules, parse_oncall_file
 from bot.settings import ConfigError, describe_validation_error, read_yaml_file
 
 
@@ -36,10 +36,15 @@ def load_oncall_settings() -> OncallSettings:
 
 def load_schedules(path: Path | None) -> dict[str, Schedule]:
     """The schedules of ONCALL_FILE ({} without one); a ConfigError names the file and the path inside it."""
+    return load_oncall_file(path)[0]
+
+
+def load_oncall_file(path: Path | None) -> tuple[dict[str, Schedule], ServiceSchedules]:
+    """The schedules of ONCALL_FILE and which one each service pages (nothing without a file)."""
     if path is None:
-        return {}
+        return {}, ServiceSchedules()
     from bot.oncall.calendar import expand_ical
 
     data = read_yaml_file(path, "on-call file")
     data = expand_ical(data if data is not None else {"schedules": {}}, base=path.parent, source=str(path))
-    return parse_schedules(data, source=str(path))
+    return parse_oncall_file(data, source=str(path))

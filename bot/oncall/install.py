@@ -21,9 +21,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from bot.oncall.calendar import feed
-from bot.oncall.config import OncallSettings, load_oncall_settings, load_schedules
+from bot.oncall.config import OncallSettings, load_oncall_file, load_oncall_settings
 from bot.oncall.overrides import OverrideStore
-from bot.oncall.schedule import Schedule
+from bot.oncall.schedule import Schedule, ServiceSchedules
 from bot.oncall.service import HANDOFF_JOB, Oncall, arm_handoffs, handoff_job
 from bot.queue import Job
 from bot.runtime import Runtime
@@ -34,15 +34,16 @@ log = logging.getLogger("bot.oncall")
 
 
 async def install(rt: Runtime, *, settings: OncallSettings | None = None,
-                  schedules: dict[str, Schedule] | None = None) -> Oncall:
+                  schedules: dict[str, Schedule] | None = None, routing: ServiceSchedules | None = None) -> Oncall:
     """Idempotent: a second call returns the context already installed."""
     installed = rt.feature(Oncall)
     if installed is not None:
         return installed
     settings = settings or load_oncall_settings()
-    schedules = load_schedules(settings.oncall_file) if schedules is None else schedules
+    if schedules is None:
+        schedules, routing = load_oncall_file(settings.oncall_file)
     ctx = rt.provide(Oncall(rt=rt, settings=settings, schedules=schedules,
-                            overrides=OverrideStore(rt.redis, rt.namespace)))
+                            overrides=OverrideStore(rt.redis, rt.namespace), routing=routing or ServiceSchedules()))
     rt.hooks.job_handlers.append(lambda _rt: {HANDOFF_JOB: _bound(ctx)})
     for name in schedules:
         rt.hooks.http_routes[("GET", f"/oncall/{name}.ics")] = calendar_route(ctx, name)

@@ -13,6 +13,11 @@ the shift that begins on the first handoff at or after `start` (default 2024-01-
 handoffs are wall-clock times in the schedule's `time_zone`, or in its own `time_zone` when it names one (a
 calendar stamped in UTC imports as `time_zone: UTC`: it hands over at the same UTC time all year).
 `page_via: pagerduty-payments` pages the schedule through a configured paging provider instead of Slack DMs.
+
+Which schedule answers for which service (a policy level `{schedule: by_service}` pages it):
+
+    services: {api: payments-primary, search: search-primary}
+    default_schedule: payments-primary     # a service not listed, or an incident without a service
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_START = dt.date(2024, 1, 1)
 _SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")  # as the paging policy and the DM provider read them
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+_SERVICE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")  # as the services file names them
+BY_SERVICE = "by_service"  # `{schedule: by_service}` in a policy level: the incident's service's schedule
 _EVERY = re.compile(r"^(\d+)\s*([hdw])$")
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _UNIT_HOURS = {"h": 1, "d": 24, "w": 168}
@@ -176,6 +183,8 @@ class Schedule(_Strict):
 
 class OncallFile(_Strict):
     schedules: dict[str, Schedule] = Field(default_factory=dict)
+    services: dict[str, str] = Field(default_factory=dict)  # service → the schedule paged for its incidents
+    default_schedule: str | None = None  # paged by `by_service` for a service `services` does not list
 
     @field_validator("schedules", mode="before")
     @classmethod
@@ -184,15 +193,63 @@ class OncallFile(_Strict):
             for name in value:
                 if not isinstance(name, str) or not _NAME.match(name):
                     raise ValueError(f"schedule name {str(name)[:40]!r}: use 1-40 lowercase letters, digits, - or _")
+                if name == BY_SERVICE:
+                    raise ValueError(f"schedule name {BY_SERVICE!r} is reserved: a policy level's "
+                                     f"{{schedule: {BY_SERVICE}}} means the schedule of the incident's service")
         return value
 
+    @field_validator("services", mode="before")
+    @classmethod
+    def _service_names(cls, value: Any) -> Any:
+        for service in value if isinstance(value, dict) else ():
+            if not isinstance(service, str) or not _SERVICE.match(service):
+                raise ValueError(f"service name {str(service)[:40]!r}: use the name the services file gives it")
+        return value
 
-def parse_schedules(data: Any, *, source: str = "on-call file") -> dict[str, Schedule]:
-    """Named schedules from parsed YAML; a ConfigError says `<source>: schedules.<name>.<field>: <what>`."""
+    def routing(self) -> ServiceSchedules:
+        return ServiceSchedules(services=self.services, default=self.default_schedule)
+
+
+class ServiceSchedules(_Strict):
+    """Which schedule a `{schedule: by_service}` level pages for an incident's service."""
+
+    services: dict[str, str] = Field(default_factory=dict)
+    default: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.services) or self.default is not None
+
+    def schedule_for(self, service: str | None) -> str | None:
+        """The service's own schedule, else the default one, else None (nobody to page from a schedule)."""
+        return self.services.get(service or "") or self.default
+
+
+def parse_oncall_file(data: Any, *, source: str = "on-call file") -> tuple[dict[str, Schedule], ServiceSchedules]:
+    """Named schedules and the service routing from parsed YAML; a ConfigError says `<source>: <path>: <what>`
+    (`schedules.<name>.<field>`, `services.<service>`, `default_schedule`)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with `schedules:` at the top level")
     try:
         parsed = OncallFile.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
-    return {name: s.model_copy(update={"name": name}) for name, s in parsed.schedules.items()}
+    _check_references(parsed, source)
+    schedules = {name: s.model_copy(update={"name": name}) for name, s in parsed.schedules.items()}
+    return schedules, parsed.routing()
+
+
+def _check_references(parsed: OncallFile, source: str) -> None:
+    """Every schedule named by `services` or `default_schedule` is defined: otherwise it would page nobody."""
+    named = [(f"services.{service}", name) for service, name in parsed.services.items()]
+    named += [("default_schedule", parsed.default_schedule)] if parsed.default_schedule is not None else []
+    defined = ", ".join(sorted(parsed.schedules)) or "none"
+    for where, name in named:
+        if name not in parsed.schedules:
+            raise ConfigError(f"{source}: {where}: no schedule {str(name)[:40]!r} is defined under `schedules:` "
+                              f"(defined: {defined})")
+
+
+def parse_schedules(data: Any, *, source: str = "on-call file") -> dict[str, Schedule]:
+    """Named schedules from parsed YAML; a ConfigError says `<source>: schedules.<name>.<field>: <what>`."""
+    return parse_oncall_file(data, source=source)[0]

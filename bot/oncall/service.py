@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from bot.oncall.config import OncallSettings
 from bot.oncall.overrides import OverrideStore
-from bot.oncall.schedule import Schedule
+from bot.oncall.schedule import Schedule, ServiceSchedules
 from bot.oncall.timeline import UTC, Override, Shift, on_call, shifts
 from bot.queue import Job, once
 from bot.runtime import Runtime
@@ -36,6 +36,7 @@ class Oncall:
     settings: OncallSettings
     schedules: dict[str, Schedule]
     overrides: OverrideStore
+    routing: ServiceSchedules = field(default_factory=ServiceSchedules)  # `services:` → the schedule of each
     handoff_notes: list[HandoffNotes] = field(default_factory=list)
 
     def schedule(self, name: str) -> Schedule | None:

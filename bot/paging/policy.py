@@ -10,6 +10,8 @@ Grammar of a level (`first`, and each item of `then`):
     oncall / managers                      the Slack ids listed under `oncall:` / `managers:`
     {provider: opsgenie, targets: [team:sre]}   a provider with explicit targets
     {schedule: payments-primary}           whoever is on call for that schedule (ONCALL_FILE) when the level fires
+    {schedule: by_service}                 whoever is on call for the schedule ONCALL_FILE's `services:` gives the
+                                           incident's service (or its `default_schedule`)
     [pagerduty, managers, U0CTO]           several of the above paged at once
 `then` is a list of levels, so `then: [managers, U0CTO]` is two levels (managers, then the CTO) while
 `then: [[managers, U0CTO]]` is one level paging both. `repeat: N` pages the last level N more times, each
@@ -60,6 +62,7 @@ from pydantic import (
     model_validator,
 )
 
+from bot.oncall.schedule import BY_SERVICE
 from bot.paging.kinds import PAGERDUTY, SLACK_DM, ProviderKind, configurable, kind_of
 from bot.paging.providers import SEVERITIES, Page, RetrySpec, make_dedup_key
 from bot.settings import ConfigError, describe_validation_error, read_yaml_file
@@ -385,9 +388,14 @@ class PagingPolicy:
         return self.permissions["severity"]
 
     def schedules(self) -> set[str]:
-        """Every schedule a level names (each must exist in ONCALL_FILE)."""
+        """Every schedule a level names (each must exist in ONCALL_FILE); not `by_service`, chosen per incident."""
         return {t.id for sev in self.severities.values() for level in sev.levels for t in level.targets
-                if t.provider == SCHEDULE and t.id}
+                if t.provider == SCHEDULE and t.id and t.id != BY_SERVICE}
+
+    def pages_by_service(self) -> bool:
+        """Some level names `{schedule: by_service}` (ONCALL_FILE must then say which schedule each service has)."""
+        return any(t.provider == SCHEDULE and t.id == BY_SERVICE
+                   for sev in self.severities.values() for level in sev.levels for t in level.targets)
 
     def levels_for(self, severity: str) -> list[Level]:
         return list(self._severity(severity).levels)
@@ -613,7 +621,8 @@ def _named_targets(name: str, where: str, names: _Names) -> list[Target]:
 
 
 def _schedule_target(item: dict[str, Any], where: str) -> Target:
-    """`{schedule: payments-primary}`: whoever is on call for that schedule (ONCALL_FILE) when the level fires."""
+    """`{schedule: payments-primary}`: whoever is on call for that schedule (ONCALL_FILE) when the level fires;
+    `{schedule: by_service}`: for the schedule of the incident's service."""
     name = item["schedule"]
     if set(item) != {"schedule"} or not isinstance(name, str) or not _SCHEDULE_NAME.match(name):
         raise ConfigError(f"{where}: expected {{schedule: <name of a schedule in ONCALL_FILE>}}")
