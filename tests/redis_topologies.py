@@ -65,15 +65,22 @@ class SentinelTopology:
                 "REDIS_SENTINEL_MASTER": MASTER, **extra}
 
     def start(self, binary: str) -> None:
-        self._spawn(binary, self.primary, "--port", str(self.primary), *SERVER_ARGS)
-        self._spawn(binary, self.replica, "--port", str(self.replica), *SERVER_ARGS,
-                    "--replicaof", "127.0.0.1", str(self.upstream or self.primary))
-        wait_until(lambda: client(self.replica).info("replication")["master_link_status"] == "up", "replica in sync")
+        self.start_primary(binary)
+        self.start_replica(binary)
         for port in self.sentinels:
             conf = self.directory / f"sentinel-{port}.conf"  # writable: Sentinel rewrites it
             conf.write_text(SENTINEL_CONF.format(port=port, master=MASTER, primary=self.primary))
             self._spawn(binary, port, str(conf), "--sentinel")
         wait_until(self._sentinels_see_everyone, "sentinels see the replica and each other")
+
+    def start_primary(self, binary: str, *args: str) -> None:
+        self._spawn(binary, self.primary, "--port", str(self.primary), *SERVER_ARGS, *args)
+
+    def start_replica(self, binary: str) -> None:
+        """Start the replica and wait until it is in sync."""
+        self._spawn(binary, self.replica, "--port", str(self.replica), *SERVER_ARGS,
+                    "--replicaof", "127.0.0.1", str(self.upstream or self.primary))
+        wait_until(lambda: client(self.replica).info("replication")["master_link_status"] == "up", "replica in sync")
 
     def current_primary(self) -> int:
         host, port = client(self.sentinels[0]).sentinel_get_master_addr_by_name(MASTER)

@@ -24,13 +24,14 @@ import yaml
 
 from bot.app.http_server import health
 from bot.queue import Job, Queue, Worker
-from bot.queue.connection import DURABILITY, connect
+from bot.app.redis_server import find_redis_server
+from bot.queue.connection import DURABILITY, NoReplicasError, connect
 from bot.runtime import create_runtime
 from bot.settings import Settings
 from bot.slack.local.payloads import signed_headers, slash_command_body
 from tests.app_harness import BOT_TOKEN, free_port
 from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET
-from tests.redis_topologies import SentinelTopology
+from tests.redis_topologies import SentinelTopology, client
 from tests.servers import Reply, local_http_server
 from tests.test_http_workers import ROOT, http_server_processes
 
@@ -125,6 +126,46 @@ async def test_readonly_from_a_demoted_primary_is_retried_not_dead_lettered(
     assert await queue.dead_letters() == [] and worker.stats["jobs_dead_lettered"] == 0
     await primary.aclose()
     await queue_redis.aclose()
+
+
+async def test_noreplicas_from_an_isolated_primary_is_retried_not_dead_lettered(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A primary with min-replicas-to-write 1 and no replica (what a primary cut off from its replicas is) refuses
+    every write with NOREPLICAS. Jobs running when that starts are run again, not failed, with one warning for
+    the whole outage; once a replica follows the primary they finish, each once, and nothing is dead-lettered."""
+    topology = SentinelTopology(tmp_path, free_port(), free_port(), [])
+    binary = find_redis_server()
+    topology.start_primary(binary)
+    redis = connect(Settings(redis_url=f"redis://127.0.0.1:{topology.primary}"))
+    queue = Queue(redis, "nr", max_deliveries=1)
+    refusing, tries = asyncio.Event(), Counter[str]()
+
+    async def write(job: Job) -> None:
+        if not refusing.is_set():  # the replicas are gone from here on: every write is refused
+            await redis.config_set("min-replicas-to-write", 1)
+            refusing.set()
+        tries[job.id] += 1
+        await redis.rpush("nr:done", job.id)
+
+    ids = [await queue.enqueue("write", {"n": n}) for n in range(6)]
+    worker = Worker(queue, {"write": write}, concurrency=3)
+    try:
+        running = asyncio.create_task(worker.run_until_idle(timeout_s=30))
+        await refusing.wait()
+        with pytest.raises(NoReplicasError):
+            await redis.set("nr:probe", "1")  # named, not a bare ResponseError: retried, then raised as NOREPLICAS
+        await wait_for(lambda: max(tries.values()) > 1, 10)  # the refusal outlasted the client's own retries
+        await asyncio.to_thread(topology.start_replica, binary)
+        await running
+        done = [d.decode() for d in await redis.lrange("nr:done", 0, -1)]
+        dead = await queue.dead_letters()
+    finally:
+        await redis.aclose()
+        topology.stop()
+    assert sorted(done) == sorted(ids)  # each once: a refused write did nothing
+    assert dead == [] and worker.stats["jobs_dead_lettered"] == 0
+    warned = [r for r in caplog.records if "too few replicas" in r.getMessage()]
+    assert len(warned) == 1, [r.getMessage() for r in warned]
 
 
 # -- the real processes ---------------------------------------------------------------------------------------

@@ -23,13 +23,14 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis._parsers import _AsyncRESP3Parser
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, RedisError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.logs import Throttled
@@ -43,6 +44,22 @@ SINGLE_RETRIES, SENTINEL_RETRIES = 3, 8
 SENTINEL_QUERY_TIMEOUT_S = 0.5  # per sentinel; a dead one must not hold up finding the primary
 MARKER_TTL_MS = 60_000
 CLUSTER_PROBE_TIMEOUT_S = 2.0
+
+
+class NoReplicasError(ResponseError):
+    """NOREPLICAS: a primary with `min-replicas-to-write` refusing a write because too few replicas follow it.
+    That is what a primary cut off from its replicas answers (one Sentinel is about to demote, or a stale one in a
+    split brain): like READONLY, the write was refused, and a fresh connection may reach the current primary."""
+
+
+class _Parser(_AsyncRESP3Parser):
+    # redis-py has no class for NOREPLICAS (a bare ResponseError): this names it, so the client's retry and the
+    # worker can tell it from a command's own error.
+    EXCEPTION_CLASSES = {**_AsyncRESP3Parser.EXCEPTION_CLASSES, "NOREPLICAS": NoReplicasError}
+
+
+# Writes refused or lost for the node's sake, never the command's: retried on a fresh connection.
+REFUSED_WRITES = (ReadOnlyError, NoReplicasError)
 
 
 @dataclass(frozen=True)
@@ -126,14 +143,15 @@ def _pool_options(settings: Settings, max_connections: int | None) -> dict[str, 
     # MaxConnectionsError when exhausted, which turned a 200-command burst into "failed on our side" answers.
     # After a Redis restart the first command on each pooled connection meets "Connection closed by server";
     # redis-py 8 retries nothing unless told, so a bounded, jittered retry (the only one Redis calls get).
-    # READONLY means the node we reached was demoted (a DNS endpoint that moved, a stale primary): the write was
-    # refused, so retrying it on a fresh connection, which reaches the current primary, is safe.
+    # READONLY means the node we reached was demoted (a DNS endpoint that moved, a stale primary), NOREPLICAS that
+    # it lost its replicas (an isolated primary): the write was refused, so retrying it on a fresh connection is
+    # safe, and that connection reaches the current primary (under Sentinel it asks the sentinels again).
     retries = SENTINEL_RETRIES if settings.redis_sentinels else SINGLE_RETRIES
     return dict(
         max_connections=max_connections or max(64, settings.worker_concurrency + 16), timeout=5, socket_timeout=10,
-        socket_connect_timeout=5, health_check_interval=30,
+        socket_connect_timeout=5, health_check_interval=30, parser_class=_Parser,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=retries,
-                    supported_errors=(RedisConnectionError, RedisTimeoutError, ReadOnlyError)))
+                    supported_errors=(RedisConnectionError, RedisTimeoutError, *REFUSED_WRITES)))
 
 
 class SentinelBlockingPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):

@@ -25,10 +25,12 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bot.logs import Throttled
 from bot.queue import slots
+from bot.queue.connection import REFUSED_WRITES, NoReplicasError
 from bot.queue.stream import (
     Job,
     Permanent,
@@ -48,9 +50,10 @@ Handler = Callable[[Job], Awaitable[None]]
 LOOP_BACKOFF = RetryPolicy(base_s=0.1, max_s=5.0)
 # Recording a job's outcome survives a short Redis blip; after that the job stays pending and is reclaimed.
 SETTLE_RETRY = RetryPolicy(attempts=6, base_s=0.1, max_s=2.0)
-# READONLY: we reached a demoted primary. The write was refused, and the client's next connection (through Sentinel,
-# or a DNS endpoint that moved) reaches the current one: a blip like a lost connection, never a failed job.
-REDIS_BLIPS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
+# READONLY: we reached a demoted primary; NOREPLICAS: a primary that lost its replicas (isolated, about to be
+# demoted). The write was refused, and the client's next connection (through Sentinel, or a DNS endpoint that
+# moved) reaches the current one: a blip like a lost connection, never a failed job.
+REDIS_BLIPS = (RedisConnectionError, RedisTimeoutError, *REFUSED_WRITES)
 # A handler that met an unreachable or demoted primary is run again in the same delivery, this many times in all
 # (within job_timeout_s), before its job is left pending for the reclaimer: a failover must not use up deliveries.
 HANDLER_REDIS_TRIES = 5
@@ -101,6 +104,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._capacity = asyncio.Event()
         self._joined = asyncio.Event()
+        # Every running job meets NOREPLICAS at once in such an outage: one line says so, not one per job and try.
+        self._no_replicas_log = Throttled(log, per_minute=1)
 
     def stop(self) -> None:
         """Stop taking work. `run()` then waits `stop_grace_s` for running jobs, releases the rest, and returns."""
@@ -309,7 +314,7 @@ class Worker:
         slots.bind(self._parking(job.entry_id))
         try:
             async with asyncio.timeout(self.job_timeout_s) as deadline:
-                await _run_through_failover(handler, job)
+                await _run_through_failover(handler, job, self._no_replicas_log)
         except REDIS_BLIPS as exc:
             # Not the job's fault: no delivery is used up and it is never dead-lettered. It stays pending here;
             # the reclaimer hands it on once the lease lapses (Redis is back by then, or this happens again).
@@ -456,15 +461,18 @@ class Worker:
         log.info("worker %s stopped", self.consumer, extra={"consumer": self.consumer})
 
 
-async def _run_through_failover(handler: Handler, job: Job) -> None:
-    """Run the handler; when it meets an unreachable or demoted primary, run it again after a pause (handlers are
-    idempotent: jobs may run more than once anyway)."""
+async def _run_through_failover(handler: Handler, job: Job, no_replicas_log: Throttled) -> None:
+    """Run the handler; when it meets an unreachable, demoted or isolated primary, run it again after a pause
+    (handlers are idempotent: jobs may run more than once anyway)."""
     for attempt in range(1, HANDLER_REDIS_TRIES + 1):
         try:
             return await handler(job)
         except REDIS_BLIPS as exc:
             if attempt == HANDLER_REDIS_TRIES:
                 raise
+            if isinstance(exc, NoReplicasError):
+                no_replicas_log.warning("Redis primary refuses writes: too few replicas follow it "
+                                        "(min-replicas-to-write). Reconnecting and running jobs again")
             log.info("job %s: Redis unavailable (%s); running it again", job.id, error_text(exc), extra=_extra(job))
             await asyncio.sleep(LOOP_BACKOFF.delay(attempt))
 
