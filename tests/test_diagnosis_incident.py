@@ -11,6 +11,7 @@ from checks.model import CheckResult, Status
 from checks.verdict import build_verdict
 from bot.diagnosis.render.slack import verdict_message
 from bot.diagnosis.render.text import change_line, diagnosis_json, diagnosis_text, diff_markdown
+from bot.incidents.diagnoses import recovered_text
 from bot.incidents.messages import RESOLVE_ACTION
 from tests.app_harness import running_bot
 from tests.incident_harness import buttons, declare_incident, incident_bot
@@ -143,7 +144,7 @@ async def test_a_target_flipping_from_502_to_200_is_fixed_then_recovery_is_confi
             await bot.command("/incident", "status monitoring deployed the fix", channel=incident.channel)
             recovered = await bot.wait_for(lambda: _message_with(bot, incident, "recovered: all 1 checks"), 20,
                                            "the recovery confirmation")
-            assert re.search(r"recovered: all 1 checks that failed at \d\d:\d\d UTC now pass", recovered.text)
+            assert re.search(r"recovered: all 1 checks that failed since \d\d:\d\d UTC now pass", recovered.text)
             assert buttons({"blocks": recovered.blocks}) == {RESOLVE_ACTION: inc_id}
 
             server.routes["/health"] = [Reply(503)]  # it breaks again while monitoring
@@ -158,6 +159,37 @@ async def test_a_target_flipping_from_502_to_200_is_fixed_then_recovery_is_confi
             done = len(await bot.timeline(inc_id, "diagnosis"))
             await bot.settle(quiet_s=1.5)  # past a recheck interval: the chain stopped with the resolution
             assert len(await bot.timeline(inc_id, "diagnosis")) == done
+
+
+async def test_recovery_counts_every_check_that_failed_in_any_run_since_the_first_failure(local_slack, redis_url,
+                                                                                           tmp_path):
+    with local_http_server({"/a": Reply(502), "/b": Reply(200)}) as server:
+        services = {"api": {"http": [probe(server.url("/a")), probe(server.url("/b"))]}}
+        async with incident_bot(local_slack, redis_url, tmp_path, services=services,
+                                settings={"recovery_recheck_s": 1.0, "diagnose_update_interval_s": 0.1}) as bot:
+            inc_id = await declare_incident(bot, "API returns 502s P2 api")
+            first = (await _runs(bot, inc_id, 1))[0]  # run 1: A fails
+            assert [c.startswith(f"http.health {server.url('/a')}:") for c in first.data["failing_checks"]] == [True]
+            incident = await bot.incident(inc_id)
+            await bot.settle()
+
+            server.routes["/b"] = [Reply(503)]  # run 2: A and B fail
+            await bot.command("/diagnose", "api", user="U2", channel=incident.channel)
+            second = (await _runs(bot, inc_id, 2))[-1]
+            assert len(second.data["failing_checks"]) == 2
+            await bot.settle()
+
+            server.routes["/a"], server.routes["/b"] = [Reply(200)], [Reply(200)]  # run 3 (monitoring): both pass
+            await bot.command("/incident", "status monitoring deployed the fix", channel=incident.channel)
+            recovered = await bot.wait_for(lambda: _message_with(bot, incident, "recovered:"), 20,
+                                           "the recovery confirmation")
+            assert re.search(r"recovered: all 2 checks that failed since \d\d:\d\d UTC now pass", recovered.text)
+
+
+def test_a_failed_check_that_no_longer_runs_is_named_not_counted_as_passing() -> None:
+    text = recovered_text(3, [("http.health", "http://old.test/health")], 0.0)
+    assert text == ("recovered: 2 of the 3 checks that failed since 00:00 UTC now pass; 1 no longer runs "
+                    "(http.health http://old.test/health)")
 
 
 def _message_with(bot, incident, needle: str):

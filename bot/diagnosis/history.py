@@ -2,6 +2,8 @@
 
     <namespace>:diag:last:<scope>:<service>        RunRecord of the latest finished run   (TTL HISTORY_TTL_S)
     <namespace>:diag:firstfail:<scope>:<service>   RunRecord of the first run with failures (TTL HISTORY_TTL_S)
+    <namespace>:diag:failed:<scope>:<service>      set of every check+target that failed in any run since
+                                                   (JSON `[check, target]`; TTL HISTORY_TTL_S)
 
 `<scope>` is the incident id when the run belongs to one, else the channel. The diff of a run is stored with the
 run (field `diff` of its state hash, "" when there was nothing to compare with) before the run's record replaces
@@ -10,6 +12,7 @@ the previous one, so a finish job that runs twice compares with the same previou
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 
@@ -46,6 +49,13 @@ async def first_failing_run(rt: Runtime, state: dict[str, str]) -> RunRecord | N
     return parse_record(await rt.redis.get(_key(rt, "firstfail", state)))
 
 
+async def failed_since_first(rt: Runtime, state: dict[str, str]) -> set[tuple[str, str]]:
+    """Every check+target that failed in any run of the service in this scope since its first failing run: what
+    recovery must see pass, not only what the first failing run happened to catch."""
+    members = await rt.redis.smembers(_key(rt, "failed", state))
+    return {tuple(json.loads(m)) for m in members}  # type: ignore[misc]
+
+
 async def diff_and_remember(rt: Runtime, run_id: str, state: dict[str, str], results: list[CheckResult],
                             run_key: str) -> RunDiff | None:
     """The run's diff against the previous run of its service in its scope (None for the first run), stored in
@@ -64,6 +74,8 @@ async def diff_and_remember(rt: Runtime, run_id: str, state: dict[str, str], res
         pipe.set(_key(rt, "last", state), current.to_json(), ex=HISTORY_TTL_S)
         if current.failing:
             pipe.set(_key(rt, "firstfail", state), current.to_json(), ex=HISTORY_TTL_S, nx=True)
+            pipe.sadd(_key(rt, "failed", state), *(json.dumps(o.key) for o in current.failing))
+            pipe.expire(_key(rt, "failed", state), HISTORY_TTL_S)
         await pipe.execute()
     return diff
 

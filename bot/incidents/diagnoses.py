@@ -6,7 +6,10 @@ header's latest verdict. When the incident moves to `monitoring`, `arm` queues `
 the diagnosis of the incident's service at once and every RECOVERY_RECHECK_S after that until the incident leaves
 `monitoring` (delayed jobs on the queue, so a restart loses none; a generation counter retires the chain of an
 earlier monitoring period). A run while monitoring that passes every check posts "recovered: all N checks that
-failed at HH:MM now pass" with the header's Resolve button; a run with new failures is posted at once.
+failed since HH:MM now pass" with the header's Resolve button — N counts every distinct check+target that failed
+in any run of the service since its first failing run, not only that run's. One of those the run no longer runs
+(the services file changed) cannot pass: the message says how many pass and names those no longer run. A run with
+new failures is posted at once.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.diagnosis import history
-from bot.diagnosis.run import DiagnosisStarted, request_diagnosis
+from bot.diagnosis.run import DiagnosisStarted, request_diagnosis, run_results
 from bot.diagnosis.render.text import change_line, change_text
 from bot.incidents import messages
 from bot.incidents.model import Incident, LatestVerdict
@@ -28,6 +31,7 @@ from bot.slack.mrkdwn import escape, inert
 from checks.compare import FAILING, RunDiff
 
 log = logging.getLogger(__name__)
+SHOWN_GONE = 3  # checks named in a recovery message as no longer run; the rest are counted
 
 
 def _gen_key(ctx: Incidents, incident_id: str) -> str:
@@ -98,14 +102,23 @@ async def judge_while_monitoring(ctx: Incidents, incident: Incident, run_id: str
     reference = await history.first_failing_run(ctx.rt, state)
     if failing or reference is None:
         return
+    failed = await history.failed_since_first(ctx.rt, state) | {o.key for o in reference.failing}
+    ran = {(r.check, r.target) for r in (await run_results(ctx.rt, run_id)).values()}
     gen = await ctx.rt.redis.get(_gen_key(ctx, incident.id))
-    text = recovered_text(len(reference.failing), reference.at)
+    text = recovered_text(len(failed), sorted(failed - ran), reference.at)
     await ctx.say(incident.id, f"recovered:{verdict.target}:{int(gen or 0)}", text,
                   recovered_blocks(incident, text))
 
 
-def recovered_text(failed: int, at: float) -> str:
-    return f"recovered: all {failed} checks that failed at {datetime.fromtimestamp(at, UTC):%H:%M} UTC now pass"
+def recovered_text(failed: int, gone: list[tuple[str, str]], at: float) -> str:
+    """`failed`: how many check+targets failed since `at`; `gone`: those of them this run did not run."""
+    since = f"since {datetime.fromtimestamp(at, UTC):%H:%M} UTC"
+    if not gone:
+        return f"recovered: all {failed} checks that failed {since} now pass"
+    named = ", ".join(f"{check} {target}" for check, target in gone[:SHOWN_GONE])
+    more = f" and {len(gone) - SHOWN_GONE} more" if len(gone) > SHOWN_GONE else ""
+    return (f"recovered: {failed - len(gone)} of the {failed} checks that failed {since} now pass; "
+            f"{len(gone)} no longer run{'s' if len(gone) == 1 else ''} ({escape(named)}{more})")
 
 
 def recovered_blocks(incident: Incident, text: str) -> list[dict]:
