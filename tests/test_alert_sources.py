@@ -77,6 +77,53 @@ async def test_a_cloudwatch_alarm_through_sns_opens_and_resolves_an_incident(loc
             assert (await bot.hook("/hooks/sns", fixed, sns_headers(fixed))).json()["action"] == "resolved"
 
 
+async def test_an_ok_delivered_before_its_alarm_opens_and_resolves_the_incident(local_slack, redis_url, tmp_path,
+                                                                                  aws):
+    with fake_sns(tmp_path, rules=ELB_IS_P1) as sns:
+        async with incident_bot(local_slack, redis_url, tmp_path, services=SERVICES, alerts=sns.settings) as bot:
+            ok = sns.alarm("OK", T2, old="ALARM")  # SNS delivered the OK first
+            assert (await bot.hook("/hooks/sns", ok, sns_headers(ok))).json()["action"] == "ignored"
+            alarm = sns.alarm("ALARM", T1)
+            answer = await bot.hook("/hooks/sns", alarm, sns_headers(alarm))
+            assert answer.json() == {"results": [{"incident": "INC-1", "action": "opened"},
+                                                 {"incident": "INC-1", "action": "resolved"}]}
+            incident = await bot.incident("INC-1")
+            assert (incident.status, incident.resolved_by, incident.severity) == ("resolved", "cloudwatch", "P1")
+            said = [e.text for e in await bot.timeline("INC-1", "alert")]
+            assert any("OK again at 2026-12-03T10:20:00.000+00:00" in text for text in said), said
+            retried = await bot.hook("/hooks/sns", alarm, sns_headers(alarm))  # SNS retries the ALARM
+            assert [r["action"] for r in retried.json()["results"]] == ["ignored", "ignored"]
+
+            newer = sns.alarm("ALARM", T3)  # the remembered OK is older than this ALARM: it changes nothing
+            assert (await bot.hook("/hooks/sns", newer, sns_headers(newer))).json() == {"incident": "INC-2",
+                                                                                        "action": "opened"}
+            assert (await bot.hook("/hooks/sns", ok, sns_headers(ok))).json()["action"] == "ignored"  # replayed
+            assert (await bot.incident("INC-2")).is_open
+            fixed = sns.alarm("OK", T4, old="ALARM")
+            assert (await bot.hook("/hooks/sns", fixed, sns_headers(fixed))).json()["action"] == "resolved"
+
+
+async def test_with_annotate_an_alarm_that_cleared_before_it_arrived_stays_open_and_says_so(local_slack, redis_url,
+                                                                                            tmp_path, aws):
+    with fake_sns(tmp_path) as sns:
+        async with incident_bot(local_slack, redis_url, tmp_path, services=SERVICES, alerts=sns.settings,
+                                incident={"alert_on_resolved": "annotate"}) as bot:
+            ok = sns.alarm("OK", T2, old="ALARM")
+            await bot.hook("/hooks/sns", ok, sns_headers(ok))
+            alarm = sns.alarm("ALARM", T1)
+            answer = (await bot.hook("/hooks/sns", alarm, sns_headers(alarm))).json()
+            assert [r["action"] for r in answer["results"]] == ["opened", "annotated"]
+            incident = await bot.wait_incident("INC-1", lambda i: i.ready)
+            assert incident.is_open
+            said = await bot.wait_for(lambda: _said(bot, incident.channel, "reports every alert of the incident "
+                                                    "resolved"), 20, "the annotation")
+            assert "stays open until someone resolves it" in said.text
+
+
+async def _said(bot, channel: str, needle: str):
+    return next((m for m in bot.local.messages(channel) if needle in (m.text or "")), None)
+
+
 async def test_a_leaf_only_signing_certificate_is_completed_from_amazon_trust_services(local_slack, redis_url,
                                                                                        tmp_path, aws):
     with fake_sns(tmp_path) as sns:

@@ -6,6 +6,13 @@ incident per alarm (its ARN) while it is open; an alert instance is the alarm AR
 transition. An OK resolves the firing it follows: the one EventBridge names as the previous state, or else the
 latest ALARM transition seen before the OK's own time — so an old OK, replayed, resolves nothing newer.
 
+SNS keeps no order, so an OK can arrive before the ALARM it ends. Every OK's time is remembered (per alarm, for
+SNS_MAX_AGE_S: an ALARM published longer ago is refused anyway). An ALARM with a remembered OK after it and no
+other ALARM in between had already cleared when it arrived: it still opens its incident — the alarm did fire, and
+the on-call engineer should see that it did and for how long — and the same delivery then resolves it, which
+resolves the incident at once or, with ALERT_ON_RESOLVED=annotate, says so in its channel. An OK older than the
+ALARM changes nothing.
+
 Service (ALERT_RULES first; rules see `alarm_name`, `namespace`, `metric`, `account`, `region`, `state` and
 `dimension.<Name>`): the services file's `aws.alarm_prefixes` against the alarm name, then its resources against
 the alarm's dimension values (LoadBalancer, TargetGroup, FunctionName, TableName, QueueName,
@@ -70,7 +77,7 @@ async def parse_message(ax: Alerts, message: str) -> list[AlertNotice] | Reply:
         alarm = from_event(data) if data.get("detail-type") == EVENT else from_alarm(data)
     except (KeyError, TypeError, ValueError, AttributeError):
         return Reply(200, {"action": "ignored", "reason": "the message is not a CloudWatch alarm"})
-    return [await notice(ax, alarm)]
+    return await notices(ax, alarm)
 
 
 def from_alarm(data: dict[str, Any]) -> Alarm:
@@ -126,6 +133,27 @@ def _iso(raw: str) -> str:
     return parsed.astimezone(dt.UTC).isoformat(timespec="milliseconds")
 
 
+async def notices(ax: Alerts, alarm: Alarm) -> list[AlertNotice]:
+    """The alarm's notice; for an ALARM whose OK came first, that notice and then its resolution."""
+    fired = await notice(ax, alarm)
+    cleared = await _cleared(ax, alarm)
+    return [fired, _resolution(alarm, fired, cleared)] if cleared else [fired]
+
+
+async def _cleared(ax: Alerts, alarm: Alarm) -> str | None:
+    """An OK is remembered (None); for an ALARM, the time of a remembered OK that already ended it, if any."""
+    key, at = _alert_key(alarm), _epoch(alarm.changed_at)
+    if alarm.state == "OK":
+        await ax.episodes.cleared(key, alarm.changed_at, at, ax.settings.sns_max_age_s)
+    return await ax.episodes.cleared_after(key, at) if alarm.state == "ALARM" else None
+
+
+def _resolution(alarm: Alarm, fired: AlertNotice, cleared: str) -> AlertNotice:
+    said = f"{alarm.name} was OK again at {cleared} (its OK arrived before this ALARM)"
+    return replace(fired, status="resolved", instances=[
+        replace(item, status="resolved", ends_at=cleared, summary=said) for item in fired.instances])
+
+
 async def notice(ax: Alerts, alarm: Alarm) -> AlertNotice:
     labels = alarm.labels()
     base = AlertNotice(
@@ -139,14 +167,21 @@ async def notice(ax: Alerts, alarm: Alarm) -> AlertNotice:
         raise Refused(400, "NewStateValue must be ALARM, OK or INSUFFICIENT_DATA")
     start = await _firing_start(ax, alarm)
     if start is None:
-        return base  # an OK for an ALARM never seen: nothing to resolve
+        return base  # an OK for an ALARM not seen yet: nothing to resolve now (`_cleared` remembers it)
     instance = AlertInstance(alarm.arn, start, base.status, alarm.reason or alarm.name, labels)
     return replace(base, instances=[instance])
 
 
+def _alert_key(alarm: Alarm) -> str:
+    return hashlib.sha256(alarm.arn.encode()).hexdigest()[:24]
+
+
+def _epoch(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso).timestamp()
+
+
 async def _firing_start(ax: Alerts, alarm: Alarm) -> str | None:
-    key = hashlib.sha256(alarm.arn.encode()).hexdigest()[:24]
-    at = dt.datetime.fromisoformat(alarm.changed_at).timestamp()
+    key, at = _alert_key(alarm), _epoch(alarm.changed_at)
     if alarm.state == "ALARM":
         await ax.episodes.began(key, alarm.changed_at, at)
         return alarm.changed_at

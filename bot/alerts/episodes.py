@@ -3,7 +3,8 @@
 An alert instance is `(fingerprint, starts_at)`. CloudWatch's OK message carries only its own time, and the
 generic webhook carries none: this remembers the firings' start times per alert (a sorted set, score = epoch
 seconds) and when each ended, so a resolution is matched with the firing it follows — and an old, replayed one
-with an old firing, which changes nothing in a newer incident.
+with an old firing, which changes nothing in a newer incident. It also remembers resolutions on their own
+(`cleared`), for a source whose resolution may arrive before the firing it ends (CloudWatch through SNS).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 TTL_S = 90 * 86_400  # as long as the incident store remembers which incident an instance belonged to
+KEPT_CLEARED = 50  # resolutions remembered per alert: a flapping alarm must not grow its set without bound
 
 
 class Episodes:
@@ -51,6 +53,25 @@ class Episodes:
         await self.redis.hsetnx(key, current[0], f"{at}")
         await self.redis.expire(key, TTL_S)
         return current[0]
+
+    async def cleared(self, alert: str, name: str, at: float, ttl_s: float) -> None:
+        """Remember a resolution at `at` whatever firing it ends: SNS keeps no order, so the firing it ends may
+        arrive after it, and `cleared_after` finds it then. The newest KEPT_CLEARED per alert are kept."""
+        key = self._key(alert, "cleared")
+        await self.redis.zadd(key, {name: at})
+        await self.redis.zremrangebyrank(key, 0, -KEPT_CLEARED - 1)
+        await self.redis.expire(key, max(1, int(ttl_s)))
+
+    async def cleared_after(self, alert: str, at: float) -> str | None:
+        """The first remembered resolution after a firing that began at `at`; None when there is none, or when
+        another firing began in between (the resolution ends that one)."""
+        found = await self.redis.zrangebyscore(self._key(alert, "cleared"), f"({at}", "+inf", start=0, num=1,
+                                               withscores=True)
+        if not found:
+            return None
+        name, ended = found[0]
+        between = await self.redis.zcount(self._key(alert), f"({at}", f"({ended}")
+        return None if between else _text(name)
 
     def _key(self, alert: str, *more: str) -> str:
         return ":".join([self.prefix, alert, *more])
