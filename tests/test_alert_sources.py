@@ -124,6 +124,23 @@ async def _said(bot, channel: str, needle: str):
     return next((m for m in bot.local.messages(channel) if needle in (m.text or "")), None)
 
 
+async def test_severity_from_the_alarm_description_unless_a_rule_sets_it(local_slack, redis_url, tmp_path, aws):
+    rules = [{"source": "cloudwatch", "match": {"alarm_name": "checkout-.*"}, "severity": "P0"}]
+
+    def described(name: str, description: str) -> dict:
+        alarm = cloudwatch_alarm("ALARM", T1, name=name) | {"AlarmDescription": description}
+        return sns.message("Notification", json.dumps(alarm))
+
+    with fake_sns(tmp_path, rules=rules) as sns:
+        async with incident_bot(local_slack, redis_url, tmp_path, services=SERVICES, alerts=sns.settings) as bot:
+            for name, description in [("api-5xx", "API 5xx above 10 a minute. severity=P1"),
+                                      ("checkout-5xx", "Checkout 5xx, severity: P3")]:
+                message = described(name, description)
+                assert (await bot.hook("/hooks/sns", message, sns_headers(message))).json()["action"] == "opened"
+            assert (await bot.incident("INC-1")).severity == "P1"  # from the description
+            assert (await bot.incident("INC-2")).severity == "P0"  # the rule wins
+
+
 async def test_a_leaf_only_signing_certificate_is_completed_from_amazon_trust_services(local_slack, redis_url,
                                                                                        tmp_path, aws):
     with fake_sns(tmp_path) as sns:

@@ -17,7 +17,9 @@ Service (ALERT_RULES first; rules see `alarm_name`, `namespace`, `metric`, `acco
 `dimension.<Name>`): the services file's `aws.alarm_prefixes` against the alarm name, then its resources against
 the alarm's dimension values (LoadBalancer, TargetGroup, FunctionName, TableName, QueueName,
 DBInstanceIdentifier, DistributionId, BucketName), then an alarm tag `service` (EventBridge with tags).
-Severity: ALERT_RULES, then an alarm tag `severity` (EventBridge), else ALERT_DEFAULT_SEVERITY.
+Severity: ALERT_RULES, then an alarm tag `severity` (EventBridge), then `severity=<value>` in the alarm's
+description (AlarmDescription: the only free text every message carries), else ALERT_DEFAULT_SEVERITY; a value
+other than P0..P3 goes through ALERT_SEVERITY_MAP.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +43,7 @@ DIMENSION_RESOURCES = {"LoadBalancer": "load_balancers", "TargetGroup": "target_
                        "FunctionName": "lambda_functions", "TableName": "dynamodb_tables", "QueueName": "queues",
                        "DBInstanceIdentifier": "db_instances", "DistributionId": "distributions",
                        "BucketName": "buckets"}
+DESCRIBED_SEVERITY = re.compile(r"\bseverity\s*[=:]\s*([A-Za-z0-9_-]{1,20})", re.IGNORECASE)  # "severity=P1"
 
 
 @dataclass
@@ -158,7 +162,7 @@ async def notice(ax: Alerts, alarm: Alarm) -> AlertNotice:
     labels = alarm.labels()
     base = AlertNotice(
         AlertSource.CLOUDWATCH, f"cloudwatch:{alarm.arn}", "resolved" if alarm.state == "OK" else "firing",
-        _title(alarm), ax.mapping.severity(AlertSource.CLOUDWATCH, labels, alarm.tags.get("severity")),  # type: ignore
+        _title(alarm), ax.mapping.severity(AlertSource.CLOUDWATCH, labels, _severity(alarm)),  # type: ignore
         ax.mapping.service(AlertSource.CLOUDWATCH, labels, [*_services(ax, alarm), alarm.tags.get("service")]))
     if alarm.state == "INSUFFICIENT_DATA":
         return replace(base, note=f"CloudWatch: {alarm.name} has insufficient data. {alarm.reason}".strip(),
@@ -189,6 +193,11 @@ async def _firing_start(ax: Alerts, alarm: Alarm) -> str | None:
         return alarm.previous_changed_at
     latest = await ax.episodes.latest(key, at)
     return latest[0] if latest else None
+
+
+def _severity(alarm: Alarm) -> str | None:
+    found = DESCRIBED_SEVERITY.search(alarm.description)
+    return alarm.tags.get("severity") or (found.group(1) if found else None)
 
 
 def _title(alarm: Alarm) -> str:
