@@ -111,8 +111,22 @@ def accidental(words: list[str], known: list[str]) -> str | None:
         return f'"{shown}" reads like a command, not an incident title.{hint}'
     if MENTION.match(words[0]) or GROUP_MENTION.match(words[0]):
         return "That starts with a mention, not an incident title."
-    guess = difflib.get_close_matches(first, known, n=1, cutoff=0.75)
-    return f'Unknown subcommand "{shown}". Did you mean `{_command(guess[0])}`?' if guess else None
+    guess = next((name for name in known if _mistyped(first, name)), None)
+    return f'Unknown subcommand "{shown}". Did you mean `{_command(guess)}`?' if guess else None
+
+
+def _mistyped(word: str, name: str) -> bool:
+    """One slip away from a subcommand (a letter missing, extra, wrong, or two swapped): `stats`, `resolv`, `stauts`.
+    Not a word of its own that merely looks alike — "Repo went private", "Reports slow" are titles."""
+    if len(word) < 3 or word == name or word == name + "s":
+        return False
+    if len(word) == len(name):
+        diffs = [i for i, (a, b) in enumerate(zip(word, name)) if a != b]
+        swapped = len(diffs) == 2 and diffs[1] == diffs[0] + 1 and word[diffs[0]] == name[diffs[1]] \
+            and word[diffs[1]] == name[diffs[0]]
+        return len(diffs) == 1 or swapped
+    short, long_ = sorted((word, name), key=len)
+    return len(long_) - len(short) == 1 and any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
 def _command(name: str) -> str:
