@@ -19,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from bot.queue import Queue, lease
-from bot.queue.connection import connect, initialized
+from bot.queue.connection import DURABILITY, connect, durable, initialized
 from bot.settings import load_settings
 from tests.test_diagnose_e2e import (  # noqa: F401
     test_failing_slow_and_dead_targets_are_told_apart_in_the_thread,
@@ -112,6 +112,51 @@ async def test_a_burst_of_enqueues_on_several_queues_lands_on_several_shards(red
     shards = {redis.get_node_from_key(q.stream_key).name for q in queues}
     assert len(shards) >= 2
     assert [(await q.stats()).depth for q in queues] == [1] * 12
+
+
+def wait_calls(nodes: list[Any]) -> dict[int, int]:
+    """WAIT commands each node has served, by port."""
+    return {n.port: n.client.info("commandstats").get("cmdstat_wait", {}).get("calls", 0) for n in nodes}
+
+
+async def test_a_durable_write_waits_for_the_replica_of_the_primary_owning_its_slot(
+        redis_cluster_with_replicas: list[Any], unique_name: str) -> None:
+    """REDIS_WAIT_REPLICAS=1 on a cluster with a replica per primary: a timer's enqueue sends WAIT to the primary
+    holding the queue's slot (only there), and that primary's replica acknowledges it."""
+    nodes = redis_cluster_with_replicas
+    url = f"redis://127.0.0.1:{nodes[1].port}"
+    client = await initialized(connect(load_settings(redis_url=url, redis_wait_replicas=1)))
+    try:
+        queues = [Queue(client, f"{unique_name}:{n}") for n in range(6)]
+        owners = {client.get_node_from_key(q.stream_key).port for q in queues}
+        assert len(owners) > 1  # the timers' slots are on several primaries
+        for q in queues:
+            before, waits, short = wait_calls(nodes), DURABILITY.waits, DURABILITY.short
+            await q.enqueue("escalate", {}, delay_s=60)
+            owner = client.get_node_from_key(q.stream_key).port
+            sent = {port: n - before[port] for port, n in wait_calls(nodes).items() if n > before[port]}
+            assert sent == {owner: 1}
+            assert (DURABILITY.waits - waits, DURABILITY.short - short) == (1, 0)  # acknowledged, not short
+            marker = f"{q.stream_key}:durable"  # what enqueue() waits on: in the timer's own slot
+            assert key_slot(marker.encode()) == key_slot(q.delayed_key.encode())
+            assert await durable(client, marker, "a timer") >= 1
+    finally:
+        await client.aclose()
+
+
+async def test_without_replicas_asked_a_durable_write_sends_no_wait(redis_cluster: list[Any],
+                                                                   redis_cluster_url: str, unique_name: str) -> None:
+    """REDIS_WAIT_REPLICAS unset: a cluster's primaries may have no replicas, so durable() waits for none."""
+    settings = load_settings(redis_url=redis_cluster_url)
+    assert settings.wait_replicas == 0
+    client = await initialized(connect(settings))
+    try:
+        before = wait_calls(redis_cluster)
+        await Queue(client, unique_name).enqueue("escalate", {}, delay_s=60)
+        assert await durable(client, f"{{{unique_name}}}:stream:durable", "a timer") is None
+    finally:
+        await client.aclose()
+    assert wait_calls(redis_cluster) == before
 
 
 # -- every script call's keys hash to one slot, checked on a single node ----------------------------------------

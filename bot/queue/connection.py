@@ -10,14 +10,18 @@
 
 `durable(redis, marker_key, what)` is the one place writes whose loss matters (escalation timers, page records,
 incident records) wait for replicas: `WAIT <REDIS_WAIT_REPLICAS> <REDIS_WAIT_TIMEOUT_MS>`, on by default under
-Sentinel. Replication is asynchronous; without it a write acknowledged a moment before the primary dies is gone
-from the promoted replica.
+Sentinel, off unless REDIS_WAIT_REPLICAS is set on a single Redis or a cluster (whose primaries may have no
+replicas). Replication is asynchronous; without it a write acknowledged a moment before the primary dies is gone
+from the promoted replica. On a cluster the WAIT goes to the primary owning the marker key's slot, so the marker
+must share the write's hash tag.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,12 +29,12 @@ import redis
 import redis.asyncio as aioredis
 from redis._parsers import _AsyncRESP3Parser
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import Connection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, RedisError, ResponseError
+from redis.exceptions import AskError, MovedError, ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.logs import Throttled
@@ -90,7 +94,7 @@ def connect(settings: Settings, url: str | None = None, *, max_connections: int 
     elif not url:
         raise ValueError("no Redis: set REDIS_URL or REDIS_SENTINELS")
     elif is_cluster(settings, url):
-        return _cluster_client(url, options)  # no WAIT policy: durable() is for Sentinel's primary and replica
+        client = _cluster_client(url, options)
     else:
         client = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(url, **options))
     _policies[client] = WaitPolicy(settings.wait_replicas, settings.redis_wait_timeout_ms)
@@ -209,15 +213,35 @@ async def durable(redis: aioredis.Redis, marker_key: str, what: str) -> int | No
 
 
 async def _marker_and_wait(redis: aioredis.Redis, marker_key: str, policy: WaitPolicy) -> int:
+    async with _connection_for(redis, marker_key) as conn:
+        try:
+            await conn.send_packed_command(conn.pack_commands(
+                [("SET", marker_key, "1", "PX", MARKER_TTL_MS), ("WAIT", policy.replicas, policy.timeout_ms)]))
+            await conn.read_response()
+            return int(await conn.read_response())
+        except (MovedError, AskError):
+            return 0  # the slot moved since the write (resharding): which replicas hold it is unknown
+        except BaseException:
+            await conn.disconnect()
+            raise
+
+
+@contextlib.asynccontextmanager
+async def _connection_for(redis: aioredis.Redis | RedisCluster, key: str) -> AsyncIterator[Connection]:
+    """One connection to the primary holding `key`. On a cluster that is the node owning the key's slot: WAIT
+    counts that node's replicas, and the cluster client's own execute_command could not keep the marker and the
+    WAIT on one connection."""
+    if isinstance(redis, RedisCluster):
+        node = redis.get_node_from_key(key)
+        conn = node.acquire_connection()
+        try:
+            yield conn
+        finally:
+            node.release(conn)
+        return
     pool = redis.connection_pool
     conn = await pool.get_connection()
     try:
-        await conn.send_packed_command(conn.pack_commands(
-            [("SET", marker_key, "1", "PX", MARKER_TTL_MS), ("WAIT", policy.replicas, policy.timeout_ms)]))
-        await conn.read_response()
-        return int(await conn.read_response())
-    except BaseException:
-        await conn.disconnect()
-        raise
+        yield conn
     finally:
         await pool.release(conn)
