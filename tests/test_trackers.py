@@ -188,3 +188,112 @@ def test_action_arguments_and_markers():
     with pytest.raises(Exception, match="What should be done"):
         parse_action([])
     assert marker("INC-1", "msg:C1:1.2") == marker("INC-1", "msg:C1:1.2") != marker("INC-2", "msg:C1:1.2")
+
+
+async def test_a_private_incident_keeps_its_action_items_and_title_out_of_the_tracker_and_the_announcement(
+        local_slack, redis_url, tmp_path, monkeypatch):
+    announcements = local_slack.add_channel("incidents", members=["U1"])
+    with serving(FakeGitHub()) as gh:
+        async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch, **github_env(gh),
+                               incident={"incidents_channel": announcements}) as bot:
+            incident = await declare(bot, "Payroll export leaking salaries P1 private")
+            assert incident.private
+            await say(bot, incident.channel, "U1", "action: rotate the payroll bucket keys")
+            await bot.command("/incident", "resolve contained", user="U1", channel=incident.channel)
+            await bot.wait_for(lambda: len(gh.issues) == 1, what="the private incident's issue")
+            await bot.settle()
+            channel, ts = (await bot.incident(incident.id)).announcement
+            under_announcement = [m.text for m in local_slack.replies(channel, ts)]
+            in_channel = [m.text for m in local_slack.messages(incident.channel)]
+
+    [issue] = gh.issues
+    assert "payroll" not in (issue["title"] + issue["body"]).lower()
+    assert issue["title"] == "[INC-1] Action item of a private incident (its text is in the incident's channel)"
+    ready = [t for t in under_announcement if "postmortem draft" in t]
+    assert ready and all("Payroll" not in t and "<http" not in t and "|" not in t for t in ready)
+    assert any("postmortem draft" in t and "<" in t for t in in_channel)  # its people get the link
+
+
+async def test_private_action_item_text_reaches_the_tracker_when_the_setting_allows_it(
+        local_slack, redis_url, tmp_path, monkeypatch):
+    with serving(FakeJira()) as jira:
+        async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch, TRACKER_ON_RESOLVE="false",
+                               TRACKER_PRIVATE_TEXT="true", **jira_env(jira)) as bot:
+            incident = await declare(bot, "Payroll export P2 private")
+            await say(bot, incident.channel, "U1", "action: rotate the payroll bucket keys")
+            await bot.settle()
+            report = await export(bot.rt, incident.id)
+
+    assert report.created == 1 and jira.issues[0]["fields"]["summary"] == "[INC-1] rotate the payroll bucket keys"
+
+
+async def test_rate_limits_are_waited_out_as_each_tracker_asks_and_a_long_wait_goes_back_to_the_queue(
+        local_slack, redis_url, tmp_path, monkeypatch):
+    from bot.queue import Retry
+    from bot.writeup.trackers.export import tickets_job
+
+    with serving(FakeGitHub()) as gh, serving(FakeJira()) as jira:
+        async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch, TRACKER_ON_RESOLVE="false",
+                               **github_env(gh)) as bot:
+            incident = await declare(bot, "Search slow P3")
+            await say(bot, incident.channel, "U1", "TODO: shard the index")
+            await bot.settle()
+            gh.rate_limited, gh.rate_limit_wait_s = 1, 2  # 403, x-ratelimit-remaining 0, reset in ≤ 2 s: wait here
+            started = time.monotonic()
+            first = await export(bot.rt, incident.id)
+            waited = time.monotonic() - started
+            await bot.rt.redis.delete(tickets_key(bot.rt, incident.id))
+            gh.rate_limited, gh.rate_limit_wait_s = 1, 600  # too long to sleep in a job: the queue runs it later
+            with pytest.raises(Retry) as later:
+                await tickets_job(bot.rt, _job(incident.id))
+        async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch, TRACKER_ON_RESOLVE="false",
+                               **jira_env(jira)) as bot:
+            incident = await declare(bot, "Search slow P3")
+            await say(bot, incident.channel, "U1", "TODO: shard the index")
+            await bot.settle()
+            jira.rate_limited, jira.rate_limit_wait_s = 1, 1  # 429 + Retry-After: 1 on the search
+            jira_report = await export(bot.rt, incident.id)
+            await bot.rt.redis.delete(tickets_key(bot.rt, incident.id))
+            jira.rate_limited, jira.rate_limit_wait_s = 1, 900
+            with pytest.raises(Retry) as jira_later:
+                await tickets_job(bot.rt, _job(incident.id))
+
+    assert first.created == 1 and waited >= 0.9 and len(gh.issues) == 1
+    assert 500 <= later.value.delay_s <= 600 and len(gh.issues) == 1  # nothing made while limited
+    assert jira_report.created == 1 and jira_later.value.delay_s == 900 and len(jira.issues) == 1
+
+
+async def test_github_pages_are_followed_by_the_link_header_to_find_an_older_ticket(
+        local_slack, redis_url, tmp_path, monkeypatch):
+    with serving(FakeGitHub()) as gh:
+        async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch, TRACKER_ON_RESOLVE="false",
+                               **github_env(gh)) as bot:
+            incident = await declare(bot, "Search slow P3")
+            await say(bot, incident.channel, "U1", "TODO: shard the index")
+            await bot.settle()
+            await export(bot.rt, incident.id)
+            for n in range(150):  # newer issues with the same labels push ours to the second page
+                gh.issues.append({**gh.issues[0], "number": n + 2, "body": "another", "title": f"other {n}"})
+            await bot.rt.redis.delete(tickets_key(bot.rt, incident.id))
+            again = await export(bot.rt, incident.id)
+
+    lists = [p for m, p in gh.requests if m == "GET" and p == "/repos/acme/ops/issues"]
+    assert (again.created, again.found) == (0, 1) and gh.creates() == 1 and len(lists) == 3
+
+
+def test_the_fake_jira_refuses_a_plain_string_description_as_jira_cloud_v3_does():
+    import httpx
+
+    with serving(FakeJira()) as jira:
+        fields = {"project": {"key": "OPS"}, "summary": "x", "issuetype": {"name": "Task"}, "description": "text"}
+        answer = httpx.post(f"{jira.url}/rest/api/3/issue", json={"fields": fields},
+                            auth=("bot@example.com", "jira-token"), timeout=5)
+    assert answer.status_code == 400 and "Atlassian Document" in answer.json()["errors"]["description"]
+    assert jira.issues == []
+
+
+def _job(incident_id: str):
+    from bot.queue import Job
+
+    return Job(id="t", kind="writeup.tickets", payload={"incident": incident_id, "reason": "test"}, attempt=1,
+               enqueued_at=time.time())

@@ -1,13 +1,17 @@
 """Local GitHub Issues and Jira Cloud: real HTTP servers implementing the endpoints the bot uses, with the
 payload shapes of the real APIs (the fields the bot reads and a few it does not), in memory.
 
-    GitHub   POST /repos/{o}/{r}/issues, GET /repos/{o}/{r}/issues (state, labels, per_page, page),
-             GET /repos/{o}/{r}/issues/{n}; Bearer token required
-    Jira     POST /rest/api/3/issue, GET /rest/api/3/search/jql (project = "K" AND labels = "x"),
-             GET /rest/api/3/issue/{key}; basic auth required
+    GitHub   POST /repos/{o}/{r}/issues (422 without a title or with labels that are not a list),
+             GET /repos/{o}/{r}/issues (state, labels, per_page ≤ 100, page; a `link` header with rel="next"
+             while more pages follow, as GitHub paginates), GET /repos/{o}/{r}/issues/{n}; Bearer token required
+    Jira     POST /rest/api/3/issue (400 unless `description` is an Atlassian Document — v3 refuses a plain string
+             — or a label holds a space), GET /rest/api/3/search/jql (project = "K" AND labels = "x"; maxResults,
+             `nextPageToken`; only ids unless `fields` is given), GET /rest/api/3/issue/{key}; basic auth required
 
 `on_create(issue)` runs after an issue is stored and before the answer is sent (to kill a worker in that
-window); `fail_creates_after_storing` answers 502 to that many creates that did store the issue.
+window); `fail_creates_after_storing` answers 502 to that many creates that did store the issue;
+`rate_limited` answers that many requests as the real API does when its rate limit is exceeded (GitHub: 403 with
+`x-ratelimit-remaining: 0` and `x-ratelimit-reset`; Jira: 429 with `Retry-After`), waiting `rate_limit_wait_s`.
 """
 
 from __future__ import annotations
@@ -16,11 +20,15 @@ import base64
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
+
+# (status, JSON body[, extra headers])
+Reply = tuple[int, Any] | tuple[int, Any, dict[str, str]]
 
 
 class _Fake(ThreadingHTTPServer):
@@ -34,6 +42,19 @@ class _Fake(ThreadingHTTPServer):
         self.requests: list[tuple[str, str]] = []
         self.on_create: Callable[[dict[str, Any]], None] | None = None
         self.fail_creates_after_storing = 0
+        self.rate_limited = 0
+        self.rate_limit_wait_s = 1
+
+    def limit(self) -> Reply | None:
+        """The rate-limit answer while `rate_limited` lasts."""
+        with self.lock:
+            if self.rate_limited <= 0:
+                return None
+            self.rate_limited -= 1
+        return self.limited()
+
+    def limited(self) -> Reply:
+        raise NotImplementedError
 
     @property
     def url(self) -> str:
@@ -42,11 +63,10 @@ class _Fake(ThreadingHTTPServer):
     def creates(self) -> int:
         return sum(1 for method, path in self.requests if method == "POST")
 
-    def answer(self, method: str, path: str, query: dict[str, list[str]], body: Any,
-               headers: Any) -> tuple[int, Any]:
+    def answer(self, method: str, path: str, query: dict[str, list[str]], body: Any, headers: Any) -> Reply:
         raise NotImplementedError
 
-    def stored(self, issue: dict[str, Any]) -> tuple[int, Any] | None:
+    def stored(self, issue: dict[str, Any]) -> Reply | None:
         """After a create stored `issue`: the hook, and maybe a 502 although it was stored."""
         if self.on_create is not None:
             self.on_create(issue)
@@ -65,35 +85,48 @@ class FakeGitHub(_Fake):
         with self.lock:
             self.issues[number - 1]["state"] = "closed"
 
-    def answer(self, method: str, path: str, query: dict[str, list[str]], body: Any,
-               headers: Any) -> tuple[int, Any]:
+    def answer(self, method: str, path: str, query: dict[str, list[str]], body: Any, headers: Any) -> Reply:
         if headers.get("Authorization") != f"Bearer {self.token}":
             return 401, {"message": "Bad credentials"}
+        limited = self.limit()
+        if limited is not None:
+            return limited
         base = f"/repos/{self.repo}/issues"
         if method == "POST" and path == base:
+            if not isinstance(body.get("title"), str | int) or not isinstance(body.get("labels", []), list):
+                return 422, {"message": "Invalid request.", "errors": [{"resource": "Issue", "code": "invalid"}]}
             with self.lock:
                 number = len(self.issues) + 1
-                issue = {"id": 1000 + number, "number": number, "state": "open", "title": body["title"],
+                issue = {"id": 1000 + number, "number": number, "state": "open", "title": str(body["title"]),
                          "body": body.get("body"), "labels": [{"name": n} for n in body.get("labels") or []],
                          "html_url": f"https://github.com/{self.repo}/issues/{number}",
                          "url": f"{self.url}/repos/{self.repo}/issues/{number}", "user": {"login": "chatops-bot"}}
                 self.issues.append(issue)
             return self.stored(issue) or (201, issue)
         if method == "GET" and path == base:
-            return 200, self._list(query)
+            return self._list(path, query)
         match = re.fullmatch(rf"{base}/(\d+)", path)
         if method == "GET" and match and int(match.group(1)) <= len(self.issues):
             return 200, self.issues[int(match.group(1)) - 1]
         return 404, {"message": "Not Found"}
 
-    def _list(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+    def limited(self) -> Reply:
+        reset = int(time.time() + self.rate_limit_wait_s)
+        return 403, {"message": "API rate limit exceeded for user ID 1."}, {
+            "x-ratelimit-limit": "5000", "x-ratelimit-remaining": "0", "x-ratelimit-used": "5000",
+            "x-ratelimit-reset": str(reset), "x-ratelimit-resource": "core"}
+
+    def _list(self, path: str, query: dict[str, list[str]]) -> Reply:
         state = query.get("state", ["open"])[0]
         wanted = set(query.get("labels", [""])[0].split(",")) - {""}
-        per_page, page = int(query.get("per_page", ["30"])[0]), int(query.get("page", ["1"])[0])
+        per_page, page = min(int(query.get("per_page", ["30"])[0]), 100), int(query.get("page", ["1"])[0])
         with self.lock:
             found = [i for i in reversed(self.issues) if (state == "all" or i["state"] == state)
                      and wanted <= {label["name"] for label in i["labels"]}]
-        return found[(page - 1) * per_page: page * per_page]
+        if len(found) <= page * per_page:
+            return 200, found[(page - 1) * per_page: page * per_page]
+        following = urlencode({**{k: v[0] for k, v in query.items()}, "page": page + 1})
+        return 200, found[(page - 1) * per_page: page * per_page], {"link": f'<{self.url}{path}?{following}>; rel="next"'}
 
 
 class FakeJira(_Fake):
@@ -106,24 +139,16 @@ class FakeJira(_Fake):
             issue = next(i for i in self.issues if i["key"] == key)
             issue["fields"]["status"] = {"name": "Done", "statusCategory": {"key": "done", "name": "Done"}}
 
-    def answer(self, method: str, path: str, query: dict[str, list[str]], body: Any,
-               headers: Any) -> tuple[int, Any]:
+    def answer(self, method: str, path: str, query: dict[str, list[str]], body: Any, headers: Any) -> Reply:
         if headers.get("Authorization") != self.auth:
             return 401, {"errorMessages": ["You are not authenticated."]}
+        limited = self.limit()
+        if limited is not None:
+            return limited
         if method == "POST" and path == "/rest/api/3/issue":
-            fields = body["fields"]
-            if fields["project"]["key"] != self.project:
-                return 400, {"errorMessages": [], "errors": {"project": "valid project is required"}}
-            with self.lock:
-                n = len(self.issues) + 1
-                issue = {"id": str(10000 + n), "key": f"{self.project}-{n}",
-                         "self": f"{self.url}/rest/api/3/issue/{10000 + n}",
-                         "fields": {**fields, "status": {"name": "To Do",
-                                                         "statusCategory": {"key": "new", "name": "To Do"}}}}
-                self.issues.append(issue)
-            return self.stored(issue) or (201, {k: issue[k] for k in ("id", "key", "self")})
+            return self._create(body["fields"])
         if method == "GET" and path == "/rest/api/3/search/jql":
-            return 200, {"issues": self._search(query.get("jql", [""])[0]), "isLast": True}
+            return 200, self._search(query)
         match = re.fullmatch(r"/rest/api/3/issue/([A-Z]+-\d+)", path)
         if method == "GET" and match:
             found = next((i for i in self.issues if i["key"] == match.group(1)), None)
@@ -132,14 +157,67 @@ class FakeJira(_Fake):
             return 404, {"errorMessages": ["Issue does not exist or you do not have permission to see it."]}
         return 404, {"errorMessages": ["not found"]}
 
-    def _search(self, jql: str) -> list[dict[str, Any]]:
+    def limited(self) -> Reply:
+        return 429, {"errorMessages": ["Rate limit exceeded."]}, {"Retry-After": str(self.rate_limit_wait_s)}
+
+    def _create(self, fields: dict[str, Any]) -> Reply:
+        errors = _field_errors(fields, self.project)
+        if errors:
+            return 400, {"errorMessages": [], "errors": errors}
+        with self.lock:
+            n = len(self.issues) + 1
+            issue = {"id": str(10000 + n), "key": f"{self.project}-{n}",
+                     "self": f"{self.url}/rest/api/3/issue/{10000 + n}",
+                     "fields": {**fields, "status": {"name": "To Do",
+                                                     "statusCategory": {"key": "new", "name": "To Do"}}}}
+            self.issues.append(issue)
+        return self.stored(issue) or (201, {k: issue[k] for k in ("id", "key", "self")})
+
+    def _search(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        jql = query.get("jql", [""])[0]
         match = re.fullmatch(r'project = "([A-Z0-9_]+)" AND labels = "([^"]+)"', jql)
         if not match:
             raise ValueError(f"JQL this fake does not know: {jql}")
+        size = min(int(query.get("maxResults", ["50"])[0]), 5000)
+        start = int(query.get("nextPageToken", ["0"])[0])
+        fields = {f for f in query.get("fields", [""])[0].split(",") if f}
         with self.lock:
-            return [{"id": i["id"], "key": i["key"], "fields": {"status": i["fields"]["status"]}}
-                    for i in self.issues if i["key"].startswith(match.group(1) + "-")
-                    and match.group(2) in i["fields"].get("labels", [])]
+            found = [i for i in self.issues if i["key"].startswith(match.group(1) + "-")
+                     and match.group(2) in i["fields"].get("labels", [])]
+        page = [{"id": i["id"]} | ({"key": i["key"], "fields": {f: i["fields"].get(f) for f in fields}}
+                                   if fields else {}) for i in found[start:start + size]]
+        more = start + size < len(found)
+        return {"issues": page, "isLast": not more, **({"nextPageToken": str(start + size)} if more else {})}
+
+
+def _field_errors(fields: dict[str, Any], project: str) -> dict[str, str]:
+    """What Jira Cloud's v3 create refuses, among the fields the bot sends."""
+    errors = {}
+    if (fields.get("project") or {}).get("key") != project:
+        errors["project"] = "valid project is required"
+    if not str(fields.get("summary") or "").strip() or len(str(fields.get("summary"))) > 255:
+        errors["summary"] = "You must specify a summary of the issue (at most 255 characters)."
+    if "description" in fields and not _is_adf(fields["description"]):
+        errors["description"] = "Operation value must be an Atlassian Document (see the Atlassian Document Format)"
+    if any(not isinstance(label, str) or " " in label or not label for label in fields.get("labels") or []):
+        errors["labels"] = "The label must not contain spaces."
+    return errors
+
+
+def _is_adf(doc: Any) -> bool:
+    """A document node (type doc, version 1) whose text nodes are non-empty strings."""
+    if not (isinstance(doc, dict) and doc.get("type") == "doc" and doc.get("version") == 1
+            and isinstance(doc.get("content"), list)):
+        return False
+    return all(_adf_node(node) for node in doc["content"])
+
+
+def _adf_node(node: Any) -> bool:
+    if not isinstance(node, dict) or not isinstance(node.get("type"), str):
+        return False
+    if node["type"] == "text":
+        return isinstance(node.get("text"), str) and node["text"] != ""
+    return all(_adf_node(child) for child in node.get("content") or [])
 
 
 def _handler(server: _Fake) -> type[BaseHTTPRequestHandler]:
@@ -155,9 +233,11 @@ def _handler(server: _Fake) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length)) if length else None
             server.requests.append((method, url.path))
-            status, answer = server.answer(method, url.path, parse_qs(url.query), body, self.headers)
+            status, answer, *extra = server.answer(method, url.path, parse_qs(url.query), body, self.headers)
             data = json.dumps(answer).encode()
             self.send_response(status)
+            for name, value in (extra[0] if extra else {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

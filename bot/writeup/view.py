@@ -38,6 +38,7 @@ class IncidentView:
     header_ts: str | None = None
     link: str | None = None  # permalink of the header message
     announcement: tuple[str, str] | None = None  # (channel, ts) in the incidents channel
+    private: bool = False  # outside its channel, only its people may learn what it is about
     resolved_at: float | None = None
     resolved_by: str | None = None
     resolution: str | None = None
@@ -65,6 +66,7 @@ def view_of(incident: Any, posted: dict[str, str] | None = None) -> IncidentView
         service=incident.service, channel=incident.channel, mode=incident.mode, thread_ts=incident.thread_ts,
         header_ts=incident.header_ts, link=incident.link,
         announcement=tuple(announcement) if announcement else None,  # type: ignore[arg-type]
+        private=bool(getattr(incident, "private", False)),
         resolved_at=incident.resolved_at, resolved_by=incident.resolved_by, resolution=incident.resolution,
         failing_checks=list(incident.failing_checks or []),
         first_paged_at=getattr(paging, "first_paged_at", None), acked_at=getattr(paging, "acked_at", None),

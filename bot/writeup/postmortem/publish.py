@@ -47,6 +47,9 @@ CANVAS_REFUSALS = {"not_allowed_token_type", "missing_scope", "canvas_disabled_u
                    "restricted_action", "feature_not_enabled", "canvas_creation_failed", "invalid_arguments",
                    "not_allowed", "channel_canvas_already_exists", "method_deprecated"}
 
+# Under a private incident's public announcement: no link, no title (the announcement itself says only the id).
+PRIVATE_READY = ":page_facing_up: {id}: the postmortem draft is ready; its people find it in the incident's channel."
+
 
 @dataclass
 class Published:
@@ -225,7 +228,8 @@ async def _s3(bucket: str, prefix: str, incident_id: str, body: str | bytes, *, 
 
 
 async def _announce(rt: Runtime, incident: IncidentView, result: Published, *, previous_link: str | None) -> bool:
-    """Post the link once in the incident channel and under the announcement (again only if the link changed)."""
+    """Post the link once in the incident channel and under the announcement (again only if the link changed).
+    Under a private incident's announcement only that a draft exists: its link would unfurl the draft's title."""
     if not incident.channel:
         return False
     posted_key = rt.key("wu", "pm", incident.id, "posted")
@@ -244,8 +248,9 @@ async def _announce(rt: Runtime, incident: IncidentView, result: Published, *, p
     await rt.redis.hset(posted_key, "channel", str(answer["ts"]))
     if incident.announcement and incident.announcement[0] != incident.channel:
         channel, ts = incident.announcement
+        public = PRIVATE_READY.format(id=incident.id) if incident.private else text
         try:
-            reply = await rt.slack.post_message(channel, text, thread_ts=ts)
+            reply = await rt.slack.post_message(channel, public, thread_ts=ts)
             await rt.redis.hset(posted_key, "announcement", str(reply["ts"]))
         except SlackError as exc:
             log.warning("%s: could not reply under the announcement: %s", incident.id, exc.error)

@@ -14,6 +14,9 @@ Both:
     TRACKER                github | jira | off; unset: whichever is fully configured (GitHub first)
     TRACKER_LABELS         incident-action     comma-separated labels put on every ticket
     TRACKER_ON_RESOLVE     true                export the incident's action items when it is resolved
+    TRACKER_PRIVATE_TEXT   false               copy a private incident's action item text into its ticket (off:
+                                               the ticket says only that it is an action item of that incident,
+                                               as the tracker's readers are not the incident's people)
     TRACKER_TIMEOUT_S      10                  per HTTP request
     TRACKER_ATTEMPTS       4                   per request, on 429/5xx/network errors (then the job retries)
 """
@@ -42,6 +45,7 @@ class TrackerSettings(BaseSettings):
     jira_issue_type: str = "Task"
     tracker_labels: str = "incident-action"
     tracker_on_resolve: bool = True
+    tracker_private_text: bool = False
     tracker_timeout_s: float = Field(10.0, gt=0, le=120)
     tracker_attempts: int = Field(4, ge=1, le=10)
 

@@ -11,7 +11,8 @@ The `writeup.tickets` job (coalesced per incident) runs when a resolved incident
 A job may run more than once and a worker may die at any point: the marker (model.marker) is derived from the
 incident and the item, so a ticket created by a worker that was SIGKILLed before it wrote Redis is found, not
 made again. A create is never retried in place (see http.py). A tracker's refusal (bad token, unknown project)
-ends the job with the sentence; 429/5xx/network errors retry the job, bounded by the queue's max deliveries.
+ends the job with the sentence; 5xx/network errors retry the job, bounded by the queue's max deliveries, and a
+rate limit runs it again after the wait the tracker asked for (http.py).
 
 Redis (under the bot's namespace):
     wu:tickets:<incident>     hash: action item entry id → Ticket JSON
@@ -28,14 +29,14 @@ from typing import Any
 
 import httpx
 
-from bot.queue import Job, Permanent, lease
+from bot.queue import Job, Permanent, Retry, lease
 from bot.retry import RetryableError
 from bot.runtime import Runtime
 from bot.writeup.context import user_names, writeup_of
 from bot.writeup.trackers.config import TrackerSettings
 from bot.writeup.trackers.github import GitHubIssues
 from bot.writeup.trackers.jira import JiraCloud
-from bot.writeup.trackers.model import Ticket, TicketRequest, TrackerError, TrackerRefused
+from bot.writeup.trackers.model import RateLimited, Ticket, TicketRequest, TrackerError, TrackerRefused
 from bot.writeup.trackers.store import remember, stored_tickets, tickets_key
 from bot.writeup.view import IncidentView, load_incident
 
@@ -43,7 +44,9 @@ log = logging.getLogger("bot.trackers")
 
 TITLE_MAX = 120
 LEASE_WAIT_S = 30.0
+RATE_LIMIT_WAIT_MAX_S = 3600.0  # GitHub's primary limit resets within the hour
 TRACKERS = {"github": GitHubIssues, "jira": JiraCloud}
+PRIVATE_ITEM_TEXT = "Action item of a private incident (its text is in the incident's channel)"
 
 
 @dataclass
@@ -123,7 +126,7 @@ async def _one(rt: Runtime, tracker: Any, incident: IncidentView, item: Any, sto
         report.refreshed += 1
         report.changed |= (fresh.state, fresh.done) != (ticket.state, ticket.done)
     elif create and not item.done:
-        request = _request(incident, item, pm_link)
+        request = _request(incident, item, pm_link, private_text=tracker.settings.tracker_private_text)
         fresh = await tracker.find(request)
         if fresh is None:
             fresh = await tracker.create(request)
@@ -138,10 +141,13 @@ async def _one(rt: Runtime, tracker: Any, incident: IncidentView, item: Any, sto
     await remember(rt, incident.id, fresh)
 
 
-def _request(incident: IncidentView, item: Any, pm_link: str | None) -> TicketRequest:
-    title = " ".join(item.text.split()) or "Action item"
+def _request(incident: IncidentView, item: Any, pm_link: str | None, *, private_text: bool) -> TicketRequest:
+    """What the ticket says. A private incident's item keeps its words in Slack unless TRACKER_PRIVATE_TEXT allows
+    them out: the tracker's readers are not the incident's people."""
+    text = item.text if private_text or not incident.private else PRIVATE_ITEM_TEXT
+    title = " ".join(text.split()) or "Action item"
     title = title if len(title) <= TITLE_MAX else title[: TITLE_MAX - 1] + "…"
-    return TicketRequest(incident.id, item.id, f"[{incident.id}] {title}", item.text, item.owner_name, item.due,
+    return TicketRequest(incident.id, item.id, f"[{incident.id}] {title}", text, item.owner_name, item.due,
                          incident.link, pm_link)
 
 
@@ -201,6 +207,9 @@ async def tickets_job(rt: Runtime, job: Job) -> None:
         report = await export(rt, incident_id)
     except TrackerRefused as exc:
         raise Permanent(str(exc)) from None
+    except RateLimited as exc:  # run again when the tracker said, not on the queue's shorter backoff
+        raise Retry(f"{incident_id}: tickets not exported yet: {exc}",
+                    delay_s=min(exc.retry_after, RATE_LIMIT_WAIT_MAX_S)) from None
     except (RetryableError, TrackerError, lease.LeaseBusy) as exc:
         raise RuntimeError(f"{incident_id}: tickets not exported yet: {exc}") from None  # the queue retries
     log.info("%s: tickets: %d created, %d found again, %d refreshed", incident_id, report.created, report.found,

@@ -1,8 +1,10 @@
 """GitHub Issues (REST, `X-GitHub-Api-Version: 2022-11-28`).
 
-    find     GET  /repos/{owner}/{repo}/issues?state=all&labels=…&per_page=100   (up to MAX_PAGES pages; the
-             marker is an HTML comment in the body. The list is read rather than /search/issues because the
-             search index lags behind a create by seconds to minutes — the very window a retried job runs in.)
+    find     GET  /repos/{owner}/{repo}/issues?state=all&labels=…&per_page=100, then the `link` header's
+             rel="next" URLs (GitHub's pagination; at most MAX_PAGES pages, only on the API's own host, which gets
+             the token). The marker is an HTML comment in the body. The list is read rather than /search/issues
+             because the search index lags behind a create by seconds to minutes — the very window a retried job
+             runs in.
     create   POST /repos/{owner}/{repo}/issues   {title, body, labels}
     state    GET  /repos/{owner}/{repo}/issues/{number}
 """
@@ -33,16 +35,19 @@ class GitHubIssues:
                         "User-Agent": "chatops-incident-bot"}
 
     async def find(self, request: TicketRequest) -> Ticket | None:
-        params: dict[str, Any] = {"state": "all", "per_page": 100, "sort": "created", "direction": "desc"}
+        """Newest first, following the `link` header's rel="next" (GitHub's pagination), at most MAX_PAGES pages."""
+        params: dict[str, Any] | None = {"state": "all", "per_page": 100, "sort": "created", "direction": "desc"}
         if self.settings.labels:
-            params["labels"] = ",".join(self.settings.labels)
-        for page in range(1, MAX_PAGES + 1):
-            answer = await self._get(f"{self.base}/issues", params={**params, "page": page})
-            found = next((i for i in answer if request.marker in (i.get("body") or "")), None)
+            params = {**params, "labels": ",".join(self.settings.labels)}
+        url: str | None = f"{self.base}/issues"
+        for _ in range(MAX_PAGES):
+            if url is None:
+                break
+            response = await self._response(url, params=params)
+            found = next((i for i in response.json() if request.marker in (i.get("body") or "")), None)
             if found is not None:
                 return self._ticket(found, request.item_id)
-            if len(answer) < params["per_page"]:
-                return None
+            url, params = self._next(response), None  # the next URL carries the query
         return None
 
     async def create(self, request: TicketRequest) -> Ticket:
@@ -57,10 +62,16 @@ class GitHubIssues:
         fresh.created_at = ticket.created_at
         return fresh
 
+    def _next(self, response: httpx.Response) -> str | None:
+        url = response.links.get("next", {}).get("url")
+        return url if url and httpx.URL(url).host == httpx.URL(self.base).host else None
+
     async def _get(self, url: str, **kwargs: Any) -> Any:
-        response = await call(self.client, "GET", url, headers=self.headers, timeout=self.settings.tracker_timeout_s,
-                              attempts=self.settings.tracker_attempts, **kwargs)
-        return response.json()
+        return (await self._response(url, **kwargs)).json()
+
+    async def _response(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await call(self.client, "GET", url, headers=self.headers, timeout=self.settings.tracker_timeout_s,
+                          attempts=self.settings.tracker_attempts, **kwargs)
 
     def _ticket(self, issue: dict[str, Any], item: str, *, created: bool = False) -> Ticket:
         if "number" not in issue:

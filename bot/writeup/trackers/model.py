@@ -17,7 +17,16 @@ class TrackerError(Exception):
 
 
 class TrackerRefused(TrackerError):
-    """A 4xx other than 429: retrying the same request will not help (bad token, unknown project...)."""
+    """A 4xx other than a rate limit: retrying the same request will not help (bad token, unknown project...)."""
+
+
+class RateLimited(TrackerError):
+    """The tracker asked us to wait `retry_after` seconds, longer than is worth sleeping in place (or before a
+    create, which is never repeated in place): the job is run again after that long."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass
