@@ -7,7 +7,7 @@ certificate), the time from the alarm to its incident channel and to the first d
 
 Set-up: a private Redis with AOF (as deployed), LocalSlack, the fake PagerDuty (a real HTTP server), the Bolt app
 served through the real ASGI app in this process, and 2 worker processes (tests/incident_harness.py builds the
-same bot in both). Targets (issue #4): page p99 < 1 s after the command; timer lateness p99 < 2 s; (issue #14)
+same bot in both). Targets (issue #4): page p99 < 1 s after the command (issue #20: ≤ 500 ms); timer lateness p99 < 2 s; (issue #14)
 alert → first verdict p99 ≤ 2 s plus the slowest check. Prints figures; not a test.
 """
 
@@ -26,7 +26,6 @@ from typing import Any
 
 from benchmarks import pct
 from bot.app.redis_server import RedisServer
-from bot.incidents.escalation import LINK_WAIT_S
 from bot.slack.local import LocalSlack
 from tests.fixtures.paging import FakePagerDuty
 from tests.fixtures.sns import T1, FakeSns, fake_sns, sns_headers
@@ -136,13 +135,13 @@ async def report(bot: IncidentBot, pd: FakePagerDuty) -> None:
 
     print(f"   /incident … P0 → PagerDuty received the page, {INCIDENTS} declared at once: "
           f"p50 {statistics.median(latency) * 1000:.0f} ms, p99 {pct(latency, 99) * 1000:.0f} ms, "
-          f"max {max(latency) * 1000:.0f} ms  (target p99 < 1000 ms)")
+          f"max {max(latency) * 1000:.0f} ms  (target p99 ≤ 500 ms)")
     print(f"   escalation timers, due → next level received by PagerDuty: p50 {statistics.median(received) * 1000:.0f}"
           f" ms, p99 {pct(received, 99) * 1000:.0f} ms (timer job started: p99 {pct(fired, 99) * 1000:.0f} ms)"
           f"  (target p99 < 2000 ms)")
     linked = sum(1 for inc in sent if (pd.alert(keys[inc]).body.get("links") or [{}])[0].get("href"))
-    print(f"   first pages that carried the channel link: {linked} of {INCIDENTS} (a page waits at most "
-          f"{LINK_WAIT_S * 1000:.0f} ms for it)")
+    print(f"   first pages that carried the channel link: {linked} of {INCIDENTS} (a page is sent without waiting "
+          f"for the channel; it links to it only if it already exists)")
     print(f"   PagerDuty: {len(pd.alerts)} alerts for {len(pd.events)} events "
           f"(expected {2 * (INCIDENTS + 5) - 5} alerts: 5 warm-up + {INCIDENTS} × 2 levels)")
 

@@ -180,7 +180,9 @@ async def test_exactly_one_alert_when_a_worker_is_killed_between_sending_and_rec
         assert len(bot.pd_triggers("INC-1:P1:L1")) == 2
         sent = [e for e in await bot.timeline("INC-1", "page_sent") if e.data["delivery"] == "pagerduty"]
         assert len(sent) == 1
-        assert len(local_slack.calls_to("conversations.create")) == 1
+        # one channel: the killed worker may have created it while paging (the page no longer waits for it); the
+        # resumed declaration then finds it by its name
+        assert len([c for c in local_slack.calls_to("conversations.create") if (c.response or {}).get("ok")]) == 1
 
 
 async def test_raising_the_severity_pages_only_whoever_the_new_severity_adds(local_slack, redis_url, tmp_path, pd):

@@ -79,7 +79,8 @@ async def test_a_signed_pagerduty_acknowledgement_stops_the_escalation(local_sla
         again = await bot.hook("/hooks/pagerduty", body, signed(body))  # PagerDuty retries the delivery
         assert again.json()["action"] == "duplicate"
 
-        incident = await bot.wait_incident(inc, lambda i: i.paging.acknowledged)
+        # the page goes out before the channel exists: the ack line is posted once the channel is there
+        incident = await bot.wait_incident(inc, lambda i: i.paging.acknowledged and i.channel is not None)
         assert (incident.paging.acked_by, incident.paging.ack_via) == ("Jane Doe", "pagerduty")
         await bot.wait_for(lambda: any("acknowledged by Jane Doe in PagerDuty after" in t
                                        for t in bot.channel_texts(incident)), 5, "the ack line")

@@ -20,7 +20,6 @@ ack, a resolve, a severity change or a manual escalation bumps `gen` (and cancel
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -40,7 +39,6 @@ from bot.queue import Job, Retry, lease
 
 log = logging.getLogger("bot.incidents")
 
-LINK_WAIT_S = 0.5
 PAGE_LEASE_WAIT_S = 10.0  # a live sender renews its lease; longer than this and the queue retries us later
 
 def freeze(levels: list[Level]) -> list[FrozenLevel]:
@@ -139,21 +137,26 @@ async def enqueue_page(ctx: Incidents, incident_id: str, dedup_key: str) -> None
 
 # ---------------------------------------------------------------------------------------------- decisions
 
+async def order_first_page(ctx: Incidents, incident: Incident) -> Effects:
+    """Freeze the policy of the incident's severity into it and decide its first level's page, once (an incident
+    whose paging started is left as it is). The caller saves the incident, then runs the effects."""
+    effects = Effects([])
+    paging = incident.paging
+    if paging.severity is None and incident.is_open:
+        paging.severity = incident.severity
+        paging.levels = freeze(ctx.policy.levels_for(incident.severity))
+        if paging.levels:
+            paging.level = 1
+            order = _add_order(incident, await _order(ctx, incident, paging.levels[0], incident.severity, "policy"))
+            effects.orders = [order] if order else []
+            effects.timer = _arm_timer(ctx, incident, time.time())
+    return effects
+
+
 async def start_paging(ctx: Incidents, incident_id: str) -> Incident:
-    """Freeze the policy of the incident's severity and page its first level (once; a resumed declaration
-    finds paging started and does nothing)."""
+    """Page an incident recorded without its first page decided (`declare` decides it with the record)."""
     async with ctx.store.mutate(incident_id) as incident:
-        effects = Effects([])
-        paging = incident.paging
-        if paging.severity is None and incident.is_open:
-            paging.severity = incident.severity
-            paging.levels = freeze(ctx.policy.levels_for(incident.severity))
-            if paging.levels:
-                paging.level = 1
-                order = _add_order(incident, await _order(ctx, incident, paging.levels[0], incident.severity,
-                                                          "policy"))
-                effects.orders = [order] if order else []
-                effects.timer = _arm_timer(ctx, incident, time.time())
+        effects = await order_first_page(ctx, incident)
     await effects.run(ctx, incident)
     return incident
 
@@ -390,8 +393,7 @@ async def page_job(ctx: Incidents, job: Job) -> None:
     if incident is None or order is None or order.done:
         return
     if incident.is_open:
-        incident = await _wait_for_link(ctx, incident, order)
-        page = _page(incident, order)
+        page = _page(incident, order)  # the channel's link when it is known: a page never waits for Slack
         for provider_name, ids in order.routes.items():
             for delivery, targets in await _deliveries(ctx, provider_name, ids):
                 await _deliver_once(ctx, incident, order, page, provider_name, delivery, targets)
@@ -399,18 +401,6 @@ async def page_job(ctx: Incidents, job: Job) -> None:
             await ctx.say(incident.id, f"unpaged:{order.dedup_key}:{i}", *messages.line(
                 messages.unpaged_line(order.level, why)))
     await _finish_order(ctx, incident_id, order)
-
-
-async def _wait_for_link(ctx: Incidents, incident: Incident, order: PageOrder) -> Incident:
-    """The first page is ordered before the channel exists; give the declaration a moment to create it, so the
-    page can link to it — but never hold a page back longer than LINK_WAIT_S for a link."""
-    if incident.link is not None:
-        return incident
-    while time.time() - order.ordered_at < LINK_WAIT_S:
-        if await ctx.store.step(incident.id, "link") is not None:  # a small hash field, not the whole record
-            break
-        await asyncio.sleep(0.05)
-    return await ctx.store.get(incident.id) or incident
 
 
 async def _deliveries(ctx: Incidents, provider: str, ids: list[str]) -> list[tuple[str, tuple[str, ...]]]:
@@ -485,8 +475,8 @@ async def _note_page(ctx: Incidents, incident: Incident, order: PageOrder, recor
             current.paging.slack_paged.append(user)
     if user and record.ok and current.private:  # nobody can join a private channel by themselves
         await ctx.invite(current, user, f"paged:{user}")
-    if not record.ok and record.error:
-        await ctx.post_in(current, f"pagefail:{field}", *messages.line(messages.page_failed_line(record.error)))
+    if not record.ok and record.error:  # queued: the first page may fail before the channel exists
+        await ctx.say(incident.id, f"pagefail:{field}", *messages.line(messages.page_failed_line(record.error)))
 
 
 async def _finish_order(ctx: Incidents, incident_id: str, order: PageOrder) -> None:

@@ -6,8 +6,9 @@ takes the steps below, each recorded when done (`inc:<id>:steps`, the posted-mes
 record), so a worker that dies half-way is resumed by the retried job — or by the auditor — without a second
 channel, header or announcement:
 
-    paging    the severity's first level is ordered first (escalation.start_paging), so the page never waits
-              for the set-up; the page job waits up to LINK_WAIT_S for the incident's link, then sends anyway
+    paging    decided by `declare()` with the record and queued right after it (escalation.order_first_page),
+              ahead of this job: the page never waits for the set-up, and carries the channel's link only if
+              the channel exists by the time it is sent (later levels do)
     channel   conversations.create inc-<yyyymmdd>-<n>-<slug> (name_taken → it is ours from an earlier try:
               found with conversations.list); thread mode when creation is off or refused. Its link
               (auth.test's workspace URL + /archives/<id>) is what pages and DMs point to.
@@ -79,7 +80,9 @@ async def declare(ctx: Incidents, *, title: str, severity: Severity, reporter: s
                         reporter=reporter, commander=reporter if source == "slack" else None,
                         source=source, declared_at=now, updated_at=now, origin_channel=origin_channel,  # type: ignore
                         alert_group_key=alert_group_key, private=private)
+    first_page = await escalation.order_first_page(ctx, incident)  # nobody else sees the record yet: no lock
     await ctx.store.create(incident)
+    await first_page.run(ctx, incident)  # before the set-up is even queued: the page waits for no Slack call
     await ctx.timeline.record(new_id, EntryKind.DECLARED, entry_id="declared", actor=reporter, at=now, text=title,
                               data={"severity": severity, "service": service, "source": source,
                                     "origin_channel": origin_channel, "alert_group_key": alert_group_key,
@@ -147,7 +150,7 @@ async def declare_job(ctx: Incidents, job: Job) -> None:
     incident = await ctx.store.get(incident_id_)
     if incident is None or incident.ready:
         return
-    if incident.is_open:  # first: the page must not wait for the set-up (it waits briefly for the link only)
+    if incident.is_open:  # a record from before `declare` decided the page: page first, then set up
         await escalation.start_paging(ctx, incident.id)
     incident = await _ensure_place(ctx, incident)
     incident = await _ensure_header(ctx, incident)

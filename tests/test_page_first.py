@@ -1,0 +1,36 @@
+"""The page first: a declaration's page is decided with the incident record and queued right after it, ahead of
+the declaration's Slack set-up, so it reaches the provider while Slack is still creating the channel (here
+conversations.create is rate-limited for 2 s); the channel, header and pin still follow, in that order."""
+
+from __future__ import annotations
+
+from bot.slack.local.model import http_error
+from tests.incident_harness import incident_bot
+
+
+async def test_the_page_is_queued_with_the_record_ahead_of_the_set_up(local_slack, redis_url, tmp_path, pd) -> None:
+    async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, workers=0) as bot:
+        await bot.command("/incident", "Payments down P1")
+        recorded = await bot.incident("INC-1")
+        assert [o.dedup_key for o in recorded.paging.orders] == ["INC-1:P1:L1"]
+        await bot.rt.queue.ensure_group()
+        queued = [fields["j"] for _, fields in await bot.rt.queue.read("peek", 10, 0)]  # the stream, in order
+        assert queued.index("page:INC-1:P1:L1") < queued.index("declare:INC-1"), queued
+
+
+async def test_the_page_reaches_the_provider_before_the_channel_exists(local_slack, redis_url, tmp_path, pd) -> None:
+    local_slack.script("conversations.create", http_error(429, retry_after=2))
+    async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd) as bot:
+        await bot.command("/incident", "Checkout down P1")
+        await bot.wait_for(lambda: bot.pd_triggers("INC-1:P1:L1"), 1.5, "the page, before the channel exists")
+        assert (await bot.incident("INC-1")).channel is None
+        assert "links" not in pd.alert("INC-1:P1:L1").body  # it did not wait for the channel's link
+
+        incident = await bot.wait_incident("INC-1", lambda i: i.ready, 15)
+        header = next(m for m in local_slack.messages(incident.channel) if m.ts == incident.header_ts)
+        assert header.pinned and incident.link
+        created = [c for c in local_slack.calls_to("conversations.create") if c.status == 200]
+        posted = [c for c in local_slack.calls_to("chat.postMessage") if c.params.get("channel") == incident.channel]
+        order = local_slack.calls.index
+        assert order(created[-1]) < order(posted[0]) < order(local_slack.calls_to("pins.add")[-1])
+        assert len(bot.pd_triggers("INC-1:P1:L1")) == 1
