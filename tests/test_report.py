@@ -125,3 +125,39 @@ async def test_chatops_report_prints_json_or_markdown_from_a_shell(redis_url):
     assert data["incidents"] == 3 and data["mtta"]["P0"]["median_s"] == 300 and data["pages"]["U1"] == 2
     assert as_markdown.returncode == 0 and "# Incident report (last 30d, service `db`)" in as_markdown.stdout
     assert wrong.returncode == 2 and "not a period" in wrong.stderr
+
+
+def test_the_slack_report_stays_within_an_answer_and_says_what_it_left_out():
+    from bot.slack.mrkdwn import FALLBACK_TEXT_MAX
+    from bot.writeup.report import slack_text
+
+    now = time.time()
+    many = [Incident(id=f"INC-{n}", number=n, title="t", severity="P1", service=f"service-{n:03d}-" + "x" * 40,
+                     reporter="U1", origin_channel="C1", declared_at=now - 60, paging=Paging())
+            for n in range(1, 201)]
+    findings = {f"aws.check_{k}\t" + "arn:aws:lambda:eu-west-1:123456789012:function:" + "f" * 60:
+                {f"INC-{n}" for n in range(1, 201)} for k in range(30)}
+    report = compute([json.loads(i.model_dump_json()) for i in many], since_s=DAY, now=now, findings=findings)
+    text = slack_text(report, note="_Private incidents are left out._")
+
+    assert len(text) <= FALLBACK_TEXT_MAX and text.endswith("_Private incidents are left out._")
+    assert "…and 190 more" in text  # services beyond the first ten, and incidents of each recurring finding
+    assert "…and 20 more recurring findings (`chatops report` lists them)" in text
+
+
+async def test_followups_answer_fits_a_message_and_counts_the_rest(local_slack, redis_url, tmp_path, monkeypatch):
+    from bot.slack.mrkdwn import FALLBACK_TEXT_MAX
+    from bot.writeup.trackers.export import FollowUp
+    from tests.writeup_harness import declare
+
+    async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch) as bot:
+        incident = await declare(bot, "Checkout errors P2")
+        items = {f"{incident.id}|i{n}": json.dumps(FollowUp(incident.id, f"i{n}", f"item {n} " + "words " * 40,
+                                                            "U2", time.time() - n, None, False).__dict__)
+                 for n in range(60)}
+        await bot.rt.redis.hset(bot.rt.key("wu", "followups"), mapping=items)
+        answer = await bot.command("/incident", "followups", user="U1", channel="C1")
+
+    shown = [line for line in answer.splitlines() if line.startswith("• ")]
+    assert len(answer) <= FALLBACK_TEXT_MAX and answer.startswith("*Open action items* (60):")
+    assert answer.splitlines()[-1] == f"…and {60 - len(shown)} more" and 5 <= len(shown) < 60

@@ -278,9 +278,10 @@ def markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def slack_text(report: Report) -> str:
-    """The report as a Slack message (mrkdwn has no tables: one line per severity)."""
-    from bot.slack.mrkdwn import escape
+def slack_text(report: Report, *, note: str = "") -> str:
+    """The report as a Slack message (mrkdwn has no tables: one line per severity), within what an answer may
+    carry: at most TOP of each list and FALLBACK_TEXT_MAX characters in all, "…and N more" for the rest."""
+    from bot.slack.mrkdwn import FALLBACK_TEXT_MAX, escape, fit_lines
 
     span = f"last {period(report.since_s)}" + (f", `{escape(report.service)}`" if report.service else "")
     lines = [f"*Incident report* ({span}): {report.incidents} incidents, {report.open_incidents} open, "
@@ -292,13 +293,22 @@ def slack_text(report: Report) -> str:
                          f"({a.within_target}/{a.count} within {_d(a.target_s)}); MTTR {_d(r.median_s)} median, "
                          f"{_d(r.p90_s)} p90 ({r.within_target}/{r.count} within {_d(r.target_s)})")
     if report.by_service:
-        lines.append("By service: " + ", ".join(f"`{escape(s)}` {n}" for s, n in list(report.by_service.items())[:TOP]))
+        lines.append("By service: " + _top([f"`{escape(s)}` {n}" for s, n in report.by_service.items()]))
     if report.pages:
-        lines.append("Pages (escalations): " + ", ".join(
-            f"{_who(t)} {n} ({report.escalations.get(t, 0)})" for t, n in list(report.pages.items())[:TOP]))
+        lines.append("Pages (escalations): " + _top(
+            [f"{_who(t)} {n} ({report.escalations.get(t, 0)})" for t, n in report.pages.items()]))
     for f in report.recurring[:TOP]:
-        lines.append(f"Recurring: `{escape(f['check'])}` on `{escape(f['target'])}` in {', '.join(f['incidents'])}")
-    return "\n".join(lines)
+        lines.append(f"Recurring: `{escape(f['check'])}` on `{escape(f['target'])}` in {_top(f['incidents'])}")
+    if len(report.recurring) > TOP:
+        lines.append(f"…and {len(report.recurring) - TOP} more recurring findings (`chatops report` lists them)")
+    room = FALLBACK_TEXT_MAX - (len(note) + 1 if note else 0)
+    return fit_lines(lines, room) + (f"\n{note}" if note else "")
+
+
+def _top(items: list[str]) -> str:
+    """The first TOP items, comma-separated, and how many more there are."""
+    shown = ", ".join(items[:TOP])
+    return shown + (f" …and {len(items) - TOP} more" if len(items) > TOP else "")
 
 
 def _who(target: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from bot.errors import UserError
 from bot.runtime import Runtime
-from bot.slack.mrkdwn import escape, one_line
+from bot.slack.mrkdwn import FALLBACK_TEXT_MAX, escape, fit_lines, one_line
 
 POSTMORTEM_USAGE = "`/incident postmortem` in the incident channel, or `/incident postmortem INC-12`"
 SUMMARY_USAGE = "`/incident summary [INC-12] [--post]`"
@@ -191,10 +191,9 @@ async def followups_command(ctx: Any, command: dict, args: list[str]) -> str:
     lines = [f"• *{f.incident}* ({format_duration(f.age_s(now))} old) {escape(one_line(f.text, 150))} — "
              f"<@{f.owner}>" + (f", due {f.due}" if f.due else "") +
              (f" — <{f.ticket['url']}|{f.ticket['key']}> ({escape(f.ticket['state'])})" if f.ticket else "")
-             for f in shown[:FOLLOWUPS_SHOWN]]
-    more = f"\n…and {len(shown) - FOLLOWUPS_SHOWN} more" if len(shown) > FOLLOWUPS_SHOWN else ""
+             for f in shown]
     head = f"*Open action items{f' of <@{owner}>' if owner else ''}* ({len(shown)}):"
-    return "\n".join([head, *lines]) + more
+    return fit_lines([head, *lines], FALLBACK_TEXT_MAX, max_lines=FOLLOWUPS_SHOWN + 1)
 
 
 REPORT_USAGE = "`/incident report [30d|90d] [service]`"
@@ -214,7 +213,7 @@ async def report_command(ctx: Any, command: dict, args: list[str]) -> str:
             service = word.lower()
     admin = await ctx.is_admin(command["user_id"])
     report = await build_report(ctx.rt, since_s=since, service=service, include_private=admin)
-    return slack_text(report) + ("" if admin else "\n_Private incidents are left out._")
+    return slack_text(report, note="" if admin else "_Private incidents are left out._")
 
 
 SUBCOMMANDS = {"postmortem": postmortem_command, "summary": summary_command, "action": action_command,
