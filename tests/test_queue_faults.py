@@ -1,6 +1,8 @@
 """Faults the queue must survive without losing a job: worker processes killed or stopped mid-job, Redis restarts.
 
-Workers here are real processes (tests/queue_worker_proc.py) and Redis is a real server; nothing is mocked.
+Workers here are real processes (tests/queue_worker_proc.py) and Redis is a real server; nothing is mocked. The
+worker-death tests of a few seconds each also run on Valkey (`@ON_VALKEY`, marked `valkey`); the Redis restart tests
+drive a redis-server of their own.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from bot.app.redis_server import RedisServer
 from bot.queue import Job, Queue, Worker
+from tests.test_queue import ON_VALKEY, engine_url, redis  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -60,8 +63,8 @@ class WorkerProcs:
 
 
 @pytest.fixture
-def worker_procs(redis: aioredis.Redis, redis_url: str, unique_name: str, tmp_path: Path) -> Iterator[WorkerProcs]:
-    procs = WorkerProcs(redis, redis_url, unique_name, tmp_path)
+def worker_procs(redis: aioredis.Redis, engine_url: str, unique_name: str, tmp_path: Path) -> Iterator[WorkerProcs]:
+    procs = WorkerProcs(redis, engine_url, unique_name, tmp_path)
     try:
         yield procs
     except BaseException:
@@ -92,11 +95,13 @@ async def log_of(redis: aioredis.Redis, queue: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("found_by", "options"),
+    ("found_by", "options", "engine_url"),
     [
-        ("its heartbeat stopping", {"visibility": 30, "dead_after": 1}),
-        ("the visibility timeout", {"visibility": 2, "dead_after": 30}),
+        ("its heartbeat stopping", {"visibility": 30, "dead_after": 1}, "redis"),
+        ("the visibility timeout", {"visibility": 2, "dead_after": 30}, "redis"),
+        pytest.param("its heartbeat stopping", {"visibility": 30, "dead_after": 1}, "valkey", marks=pytest.mark.valkey),
     ],
+    indirect=["engine_url"],
 )
 async def test_a_job_whose_worker_is_killed_mid_job_is_completed_by_another_worker_exactly_once(
     redis: aioredis.Redis, unique_name: str, worker_procs: WorkerProcs, found_by: str, options: dict
@@ -121,6 +126,7 @@ async def test_a_job_whose_worker_is_killed_mid_job_is_completed_by_another_work
     assert (stats.depth, stats.pending) == (0, 0)
 
 
+@ON_VALKEY
 async def test_a_job_that_kills_its_worker_every_time_ends_in_the_dead_letters(
     redis: aioredis.Redis, unique_name: str, worker_procs: WorkerProcs
 ) -> None:
@@ -140,6 +146,7 @@ async def test_a_job_that_kills_its_worker_every_time_ends_in_the_dead_letters(
     assert len(await log_of(redis, unique_name)) == 3
 
 
+@ON_VALKEY
 async def test_a_job_failing_every_time_in_a_worker_process_ends_in_the_dead_letters_with_its_error(
     redis: aioredis.Redis, unique_name: str, worker_procs: WorkerProcs
 ) -> None:
@@ -154,6 +161,7 @@ async def test_a_job_failing_every_time_in_a_worker_process_ends_in_the_dead_let
     assert len(await log_of(redis, unique_name)) == 3
 
 
+@ON_VALKEY
 async def test_a_delayed_job_survives_its_worker_being_killed_and_runs_on_time(
     redis: aioredis.Redis, unique_name: str, worker_procs: WorkerProcs
 ) -> None:
@@ -175,6 +183,7 @@ async def test_a_delayed_job_survives_its_worker_being_killed_and_runs_on_time(
 # -- a worker is told to stop ---------------------------------------------------------------------------------
 
 
+@ON_VALKEY
 async def test_sigterm_lets_the_running_job_finish_before_the_worker_exits(
     redis: aioredis.Redis, unique_name: str, worker_procs: WorkerProcs
 ) -> None:
