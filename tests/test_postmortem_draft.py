@@ -221,3 +221,33 @@ def test_discussion_heuristic_and_chatter_counts():
                                         "see https://grafana.example.com/d/abc for latency"]
     assert chatter(entries) == {"status-update reminder": 2, "catch-up summary": 1}
     assert period_for(0, 3600) == 60 and period_for(0, 86_400 * 3) == 180
+
+
+async def test_time_to_detect_from_the_first_error_the_cloudwatch_log_check_found(aws):
+    """The real aws.log_errors check over moto's CloudWatch Logs, its evidence stored as record_findings stores it,
+    gives the draft its time to detect; errors already there when the scan began are said to be a lower bound."""
+    from checks.aws.logs import log_errors
+    from tests.aws_lambda_scenarios import put_log_lines, wall_clock
+    from tests.test_checks_aws_compute import context
+    from bot.writeup.install import _jsonable
+
+    now = wall_clock()
+    started = now - timedelta(minutes=25)
+    put_log_lines(aws, "api-prod", [(started + timedelta(minutes=m), f"ERROR upstream 502 from payments #{m}")
+                                    for m in range(0, 20, 2)])
+    put_log_lines(aws, "busy", [(now - timedelta(seconds=s), "ERROR disk full") for s in range(3570, 0, -60)])
+    declared = started.replace(microsecond=0).timestamp() + 15 * 60  # the evidence keeps whole seconds
+
+    def findings_entry(result, target: str):
+        finding = {"check": "aws.log_errors", "target": target, "status": result.status.value,
+                   "evidence": _jsonable(result.evidence)}
+        return entry(f"diagnosis_findings:{target}", 0, "diagnosis_findings", data={"findings": [finding]})
+
+    fresh = await log_errors("api-prod", context(aws, now, log_groups=["api-prod"]))
+    found = detection([findings_entry(fresh, "api-prod")], declared)
+    old = await log_errors("busy", context(aws, now, log_groups=["busy"]))
+    edge = detection([findings_entry(old, "busy")], now.timestamp())
+
+    assert found.impact_start == started.replace(microsecond=0).timestamp() and found.seconds == 15 * 60
+    assert found.source == "first error in the logs (aws.log_errors on api-prod)"
+    assert edge.seconds is not None and edge.seconds >= 58 * 60 and "may have begun earlier" in edge.source

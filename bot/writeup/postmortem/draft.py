@@ -6,7 +6,8 @@ Time to detect — the earliest of, before the declaration:
     an alert instance's `startsAt` (Alertmanager, Grafana, Datadog; for CloudWatch the alarm's state change),
     recorded as EntryKind.ALERT data.starts_at;
     the first error signature a diagnosis found in the service's logs (a finding whose evidence carries a
-    `first_seen`/`first_error_at` time).
+    `first_seen`/`first_error_at` time: aws.log_errors, gcp.log_errors, the Beanstalk check); an error within
+    a minute of the scan's `window_start` is said to be possibly later than the real start.
   Without either, "unknown" with the reason.
 
 Root-cause candidates — each distinct finding (check + target) once, however many runs reported it: when it
@@ -41,6 +42,8 @@ DEPLOY_OR_DASHBOARD = re.compile(
     r"https?://\S*(deploy|release|pipeline|actions/runs|/builds?/|/jobs?/|argo|spinnaker|jenkins|circleci|"
     r"grafana|dashboard|/d/|cloudwatch|datadog|kibana|newrelic|honeycomb|console\.aws)", re.IGNORECASE)
 FIRST_ERROR_KEYS = ("first_error_at", "first_seen", "first_error")
+SCAN_EDGE_S = 60.0
+SCAN_EDGE_NOTE = "; errors from the start of the logs read, so they may have begun earlier"
 REMEDIATION_KIND = "remediation"  # a timeline kind another part of the bot may record
 
 
@@ -126,8 +129,15 @@ def _first_errors(e: Entry) -> list[tuple[float, str]]:
         for key in FIRST_ERROR_KEYS:
             at = parse_time(evidence.get(key)) if isinstance(evidence, dict) else None
             if at is not None:
-                out.append((at, f"first error in the logs ({f.get('check')} on {f.get('target') or '?'})"))
+                source = f"first error in the logs ({f.get('check')} on {f.get('target') or '?'})"
+                out.append((at, source + (SCAN_EDGE_NOTE if _at_scan_start(evidence, at) else "")))
     return out
+
+
+def _at_scan_start(evidence: dict[str, Any], at: float) -> bool:
+    """An error in the scan's first minute may only be the first one the scan read, not the first one logged."""
+    start = parse_time(evidence.get("window_start"))
+    return start is not None and at - start < SCAN_EDGE_S
 
 
 def candidates(runs: list[Any]) -> list[Candidate]:
