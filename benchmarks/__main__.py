@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks            # all
     .venv/bin/python -m benchmarks queue aws  # some of: diagnose, charts, aws, queue, incidents, recovery, hardening,
-                                              #   postmortem, redis, startup, lists
+                                              #   postmortem, redis, startup, lists, timers
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 import time
 
 ORDER = ["startup", "lists", "diagnose", "charts", "aws", "queue", "incidents", "recovery", "hardening", "postmortem",
-         "redis"]
+         "redis", "timers"]
 
 
 def main(names: list[str]) -> int:

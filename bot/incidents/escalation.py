@@ -375,6 +375,10 @@ async def escalate_timer_job(ctx: Incidents, job: Job) -> None:
         effects = Effects([order] if order else [], _arm_timer(ctx, incident, now))
         await ctx.store.save(incident)
     await effects.run(ctx, incident)
+    # Sent here, in the timer's own job: queued, a burst's pages waited behind every other timer and its lines
+    # and header redraws. The queued page job stays the fallback (a crash here); exactly-once holds either way.
+    for order in effects.orders:
+        await deliver(ctx, incident.id, order.dedup_key)
     targets = _order_names(incident, paging.severity, level)
     await ctx.timeline.record(incident.id, EntryKind.ESCALATED, entry_id=f"escalated:{paging.severity}:L{level.number}",
                               actor="bot", at=now, data={"level": level.number, "reason": "timer", "due": due,
@@ -386,8 +390,11 @@ async def escalate_timer_job(ctx: Incidents, job: Job) -> None:
 
 
 async def page_job(ctx: Incidents, job: Job) -> None:
+    await deliver(ctx, job.payload["incident"], job.payload["key"])
+
+
+async def deliver(ctx: Incidents, incident_id: str, key: str) -> None:
     """Carry out one PageOrder: every delivery once (see the module docstring for what "once" means)."""
-    incident_id, key = job.payload["incident"], job.payload["key"]
     incident = await ctx.store.get(incident_id)
     order = incident.paging.order(key) if incident else None
     if incident is None or order is None or order.done:

@@ -1,0 +1,87 @@
+"""Escalation timer bursts: 10 / 100 / 1,000 timers due in the same second → the next level's page received by
+an unthrottled fake PagerDuty, through 2 worker processes (as bench_incidents deploys the bot).
+
+Each burst's incidents are stored as a declaration leaves them (open, in a channel, the first level paged and
+done, its timer armed), all due at one instant; the timers are real delayed jobs `incident.escalate`. The figure
+is due → PagerDuty received the level-2 trigger.
+
+    .venv/bin/python -m benchmarks.bench_timers
+
+Targets (issue #20): 100 due at once → p99 ≤ 1.5 s; 1,000 → p99 ≤ 5 s. Prints figures; not a test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks import pct
+from benchmarks.bench_incidents import NO_DECLARE_LIMITS, bot_with_worker_processes, first_trigger_at, wait_for_keys
+from bot.incidents import escalation
+from bot.incidents.model import Incident, incident_id
+from tests.incident_harness import IncidentBot
+
+SIZES = (10, 100, 1_000)
+LEAD_S = 2.0  # the burst is due this long after its timers are queued
+
+
+async def armed(bot: IncidentBot, number: int, channel: str) -> tuple[Incident, str]:
+    """An incident as its declaration leaves it; returns it and its timer's job id (not yet queued)."""
+    ctx = bot.ctx
+    now = time.time()
+    incident = Incident(id=incident_id(number), number=number, title=f"Timer burst {number}", severity="P0",
+                        reporter="U1", commander="U1", origin_channel="C1", channel=channel, ready=True,
+                        declared_at=now, updated_at=now)
+    effects = await escalation.order_first_page(ctx, incident)
+    for order in incident.paging.orders:
+        order.done = True
+    assert effects.timer is not None
+    await ctx.store.create(incident)
+    return incident, effects.timer[0]
+
+
+async def burst(bot: IncidentBot, first: int, n: int) -> list[float]:
+    """n timers due at one instant; seconds from due to each level-2 page at PagerDuty."""
+    made: list[tuple[Incident, str]] = []
+    for start in range(0, n, 50):
+        made += await asyncio.gather(*(armed(bot, first + i, bot.local.add_channel(f"timer-{first + i}",
+                                                                                   members=["U1"]))
+                                       for i in range(start, min(start + 50, n))))
+    due_wall = time.time() + LEAD_S
+    due_mono = time.monotonic() + LEAD_S
+    for incident, job_id in made:
+        async with bot.ctx.store.mutate(incident.id) as current:
+            current.paging.next_escalation_at = due_wall
+        await bot.rt.queue.enqueue("incident.escalate", {"incident": incident.id, "gen": current.paging.timer_gen},
+                                   job_id=job_id, run_at=due_wall)
+    keys = [f"{incident.id}:P0:L2" for incident, _ in made]
+    await wait_for_keys(bot.pagerduty, keys, LEAD_S + 120)
+    return [first_trigger_at(bot.pagerduty, key) - due_mono for key in keys]
+
+
+async def run(tmp: Path) -> None:
+    async with bot_with_worker_processes(tmp, [], processes=2, dead_worker_after_s=10,
+                                         incident=NO_DECLARE_LIMITS) as (bot, _pd):
+        rows, first = [], 1
+        for n in SIZES:
+            latency = await burst(bot, first, n)
+            first += n
+            rows.append((n, statistics.median(latency), pct(latency, 99), max(latency)))
+            await asyncio.sleep(2.0)  # the burst's follow-ups (lines, header redraws) settle
+    print("escalation timers due in the same second → level-2 page at PagerDuty (2 worker processes; targets: "
+          "100 → p99 ≤ 1.5 s, 1,000 → p99 ≤ 5 s)")
+    print(f"  {'timers':>7}  {'p50':>8}  {'p99':>8}  {'max':>8}  {'pages/s':>8}")
+    for n, p50, p99, worst in rows:
+        print(f"  {n:>7,}  {p50:6.2f} s  {p99:6.2f} s  {worst:6.2f} s  {n / max(worst, 1e-3):8.0f}")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-timers-") as tmp:
+        asyncio.run(run(Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
