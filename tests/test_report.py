@@ -11,8 +11,9 @@ import pytest
 
 from bot.incidents.model import Incident, PageOrder, Paging
 from bot.incidents.timeline import EntryKind
-from bot.writeup.report import build_report, compute, markdown, p90, parse_since, record_recurring
+from bot.writeup.report import SEVERITIES, build_report, compute, markdown, p90, parse_since, record_recurring
 from bot.writeup.trackers.export import export
+from tests.test_diagnose_charts import png_size
 from tests.writeup_harness import writeup_bot
 
 DAY = 86400.0
@@ -65,6 +66,8 @@ async def test_the_report_matches_the_hand_computed_figures(local_slack, redis_u
         report = await build_report(bot.rt, since_s=parse_since("30d"), now=now)
         only_db = await build_report(bot.rt, since_s=parse_since("30d"), service="db", now=now)
         answer = await bot.command("/incident", "report 30d", user="U1", channel="C1")
+        [shared] = await bot.wait_for(lambda: bot.local.files("C1"), what="the report's chart")
+        [posted] = [m for m in bot.local.messages("C1") if m.files]
         bad = await bot.command("/incident", "report 30x", user="U1", channel="C1")
         ack_target = bot.ctx.policy.ack_timeout_s("P0")
 
@@ -82,9 +85,18 @@ async def test_the_report_matches_the_hand_computed_figures(local_slack, redis_u
     assert report.recurring == [{"check": "http.health", "target": "https://api/pay", "incidents": ["INC-1", "INC-2"]}]
     assert [f["incident"] for f in report.followups] == ["INC-1", "INC-4"] and report.open_followups == 2
     assert (only_db.incidents, only_db.recurring, only_db.open_followups) == (2, [], 1)
-    assert "*Incident report* (last 30d): 5 incidents, 1 open, 2 open follow-ups" in answer
-    assert "• *P0* 3: MTTA 5m 00s median, 15m 00s p90" in answer and "<@U1> 2 (0)" in answer
-    assert "Recurring: `http.health` on `https://api/pay` in INC-1, INC-2" in answer
+    assert report.by_week == [dict.fromkeys(SEVERITIES, 0), dict.fromkeys(SEVERITIES, 0),
+                              {"P0": 1, "P1": 0, "P2": 0, "P3": 0}, {"P0": 2, "P1": 0, "P2": 0, "P3": 0},
+                              {"P0": 0, "P1": 1, "P2": 0, "P3": 1}]  # 4 weeks from the start, and 2 days
+    assert answer == "Posting the incident report for the last 30d here, with a chart, in a moment."
+    text = posted.text  # the report is the text of the message that carries the chart
+    assert "*Incident report* (last 30d): 5 incidents, 1 open, 2 open follow-ups" in text
+    assert "• *P0* 3: MTTA 5m 00s median, 15m 00s p90" in text and "<@U1> 2 (0)" in text
+    assert "Recurring: `http.health` on `https://api/pay` in INC-1, INC-2" in text
+    assert shared["name"] == "incident-report-30d.png" and shared["mimetype"] == "image/png"
+    assert png_size(shared["content"]) == (640, 260) and 1_000 < len(shared["content"]) < 100_000
+    # (the job's window ends a moment after `now`, so INC-4, two days old, may fall in the week before: no "at most")
+    assert "5 incidents (P0 3, P1 1, P2 0, P3 1) in 5 weeks" in shared["alt_txt"]
     assert "Unknown period or service `30x`" in bad
     text = markdown(report)
     assert "| P0 | 3 | 5m 00s | 15m 00s |" in text and "| U2 | 2 | 1 |" in text
@@ -161,3 +173,52 @@ async def test_followups_answer_fits_a_message_and_counts_the_rest(local_slack, 
     shown = [line for line in answer.splitlines() if line.startswith("• ")]
     assert len(answer) <= FALLBACK_TEXT_MAX and answer.startswith("*Open action items* (60):")
     assert answer.splitlines()[-1] == f"…and {60 - len(shown)} more" and 5 <= len(shown) < 60
+
+
+async def test_a_report_typed_where_the_bot_cannot_post_reaches_the_dm_once_without_private_incidents(
+        local_slack, redis_url, tmp_path, monkeypatch):
+    from bot.queue.stream import Job
+    from bot.writeup.report_post import JOB, report_job
+
+    async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch,
+                           services={"api": {}, "db": {}, "web": {}}) as bot:
+        now = time.time()
+        for incident in incidents(now):
+            incident.private = incident.id == "INC-6"
+            assert await bot.ctx.store.create(incident)
+        war_room = bot.local.add_channel("war-room", members=["U1"], is_private=True, bot_member=False)
+        await bot.command("/incident", "report 30d", user="U1", channel=war_room, trigger_id="T-report")
+        [dm] = await bot.wait_for(lambda: [m for m in bot.dms_to("U1") if m.files], what="the report in the DM")
+        await bot.settle()
+        again = Job(id="report:T-report", kind=JOB, attempt=2, enqueued_at=now,
+                    payload={"channel": war_room, "user": "U1", "since_s": 30 * DAY, "service": None, "at": now,
+                             "request": "T-report"})
+        await report_job(bot.rt, again)  # a redelivery of the same job
+
+    assert "*Incident report* (last 30d): 4 incidents" in dm.text  # INC-6 is private: left out
+    assert "Private incidents are left out" in dm.text
+    assert len(local_slack.files()) == 1 and local_slack.messages(war_room) == []
+
+
+def test_the_chart_stacks_each_week_by_severity_with_heights_in_proportion():
+    import io
+
+    from PIL import Image
+
+    from bot.diagnosis.render.chart import PLOT
+    from bot.writeup.report_chart import SEVERITY_COLOURS, report_png
+
+    now = time.time()
+    records = [json.loads(i.model_dump_json()) for i in incidents(now)]
+    png = report_png(compute(records, since_s=30 * DAY, now=now))
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    left, top, right, bottom = PLOT  # the bars' area; the legend's swatches are above it
+    painted = {s: [(x, y) for x in range(left, right) for y in range(top, bottom + 1)
+                   if image.getpixel((x, y)) == colour] for s, colour in SEVERITY_COLOURS.items()}
+    rows = {s: len({y for _, y in points}) for s, points in painted.items()}
+
+    assert png_size(png) == (640, 260)
+    assert min(x for x, _ in painted["P1"]) > min(x for x, _ in painted["P0"])  # P1 in the last week, P0 before
+    # The busiest week has 2 incidents, so the axis tops at 2: one incident is half the plot's height.
+    assert rows["P0"] == 2 * rows["P1"] == 2 * rows["P3"] == bottom - top
+    assert painted["P2"] == []  # no P2 incident in the window

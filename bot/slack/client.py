@@ -202,17 +202,30 @@ class SlackClient:
         return None
 
     async def upload_file(self, channel: str, content: bytes, filename: str, *, title: str | None = None,
-                          alt_txt: str | None = None, thread_ts: str | None = None) -> dict[str, Any]:
+                          alt_txt: str | None = None, thread_ts: str | None = None,
+                          initial_comment: str | None = None) -> dict[str, Any]:
         """Share `content` as a file in `channel` (in the thread `thread_ts`) with Slack's three-step upload:
         files.getUploadURLExternal, the bytes POSTed to the URL it hands out, files.completeUploadExternal. Paced
-        like a post (the share is a message). Not retried after a timeout: a second share would be a duplicate."""
+        like a post (the share is a message, with `initial_comment` as its text). Not retried after a timeout: a
+        second share would be a duplicate. A public channel the bot is not in is joined, as for a post."""
         async with self.pacer.slot(channel):
             reserved = await self.call("files.getUploadURLExternal", filename=filename, length=len(content),
                                        alt_txt=alt_txt)
             await self._send_upload(reserved["upload_url"], content)
-            done = await self.call("files.completeUploadExternal", channel_id=channel, thread_ts=thread_ts,
-                                   files=[{"id": reserved["file_id"], "title": title or filename}])
+            share = dict(channel_id=channel, thread_ts=thread_ts, initial_comment=initial_comment,
+                         files=[{"id": reserved["file_id"], "title": title or filename}])
+            done = await self._complete_upload(share)
         return dict((done.get("files") or [{}])[0])
+
+    async def _complete_upload(self, share: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await self._call_once("files.completeUploadExternal", share)
+        except SlackError as exc:
+            if exc.error != "not_in_channel":
+                self.errors["files.completeUploadExternal"] += 1
+                raise
+        await self.call("conversations.join", channel=share["channel_id"])  # public channels; private re-raise
+        return await self.call("files.completeUploadExternal", **share)
 
     async def _send_upload(self, url: str, content: bytes) -> None:
         """Step 2: the raw bytes to the upload URL (Slack answers 200 "OK - <length>")."""

@@ -4,7 +4,8 @@ the incidents feature). Idempotent.
 Provides the `Writeup` context (settings, timeline, capture rules, optional summariser) on the runtime, and adds
 to `rt.hooks`:
     event_recorders     capture.record_event (timeline) and summaries.record_thread_event (threads)
-    job_handlers        writeup.postmortem, writeup.backfill, writeup.tickets, summary.thread, summary.incident
+    job_handlers        writeup.postmortem, writeup.backfill, writeup.tickets, writeup.report, summary.thread,
+                        summary.incident
     diagnosis_finished  the findings of a diagnosis, with evidence, into the incident's timeline
     closers, secrets    the summariser's HTTP client; SUMMARIZER_API_KEY for log redaction
 
@@ -70,6 +71,8 @@ def job_handlers(rt: Runtime) -> dict[str, Any]:
     from bot.writeup import summaries
     from bot.writeup.backfill import backfill_job
     from bot.writeup.postmortem.publish import postmortem_job
+    from bot.writeup.report_post import JOB as REPORT_JOB
+    from bot.writeup.report_post import report_job
     from bot.writeup.trackers.export import tickets_job
 
     def bind(fn: Any) -> Any:
@@ -79,7 +82,7 @@ def job_handlers(rt: Runtime) -> dict[str, Any]:
         return handler
 
     return {"writeup.postmortem": bind(postmortem_job), "writeup.backfill": bind(backfill_job),
-            "writeup.tickets": bind(tickets_job),
+            "writeup.tickets": bind(tickets_job), REPORT_JOB: bind(report_job),
             **summaries.job_handlers(rt)}
 
 

@@ -14,6 +14,7 @@
     recurring       the same check failing on the same resource in more than one incident of the window
                     (the findings index written by bot/writeup/install.record_findings)
     follow-ups      open action items of the window's incidents (bot/writeup/trackers/export.followups)
+    by week         incidents per severity in each 7-day slice of the window from its start (the chart's bars)
 
 Records are read in pipelined batches and parsed as plain JSON (only the fields used), so 10,000 incidents take
 well under the 2 s budget (`python -m benchmarks postmortem`).
@@ -37,6 +38,7 @@ from bot.writeup.postmortem.facts import RESPOND_WITHIN_S, fmt_duration
 BATCH = 1000
 SINCE = re.compile(r"^(\d{1,4})([dhw])$", re.IGNORECASE)
 UNIT_S = {"h": 3600, "d": 86400, "w": 7 * 86400}
+WEEK_S = UNIT_S["w"]
 SEVERITIES = ("P0", "P1", "P2", "P3")
 TOP = 10  # people, services and recurring findings shown in text
 
@@ -75,6 +77,7 @@ class Report:
     open_incidents: int
     open_followups: int = 0
     followups: list[dict[str, Any]] = field(default_factory=list)
+    by_week: list[dict[str, int]] = field(default_factory=list)  # oldest week first; the chart draws it
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -114,7 +117,18 @@ def compute(records: list[dict[str, Any]], *, since_s: float, now: float, servic
               for s, rs in by_sev.items()},
         pages=dict(pages.most_common()), escalations=dict(escalations.most_common()),
         recurring=_recurring(findings or {}, ids),
-        open_incidents=sum(1 for r in chosen if r.get("status") != "resolved"))
+        open_incidents=sum(1 for r in chosen if r.get("status") != "resolved"),
+        by_week=weekly(chosen, start, since_s))
+
+
+def weekly(records: list[dict[str, Any]], start: float, since_s: float) -> list[dict[str, int]]:
+    """Incidents per severity in each week of the window, counted from its start (the last week may be short)."""
+    weeks = [dict.fromkeys(SEVERITIES, 0) for _ in range(max(math.ceil(since_s / WEEK_S), 1))]
+    for r in records:
+        week = min(int((float(r["declared_at"]) - start) // WEEK_S), len(weeks) - 1)
+        severity = str(r.get("severity"))
+        weeks[week][severity] = weeks[week].get(severity, 0) + 1
+    return weeks
 
 
 def select(records: list[dict[str, Any]], start: float, service: str | None) -> list[dict[str, Any]]:

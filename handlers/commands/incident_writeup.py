@@ -3,10 +3,10 @@
 
 handlers/commands/incident.py offers them when the write-up feature is installed, with the same
 signature as its own: `(ctx, command, args) -> ephemeral text`. Postmortem and summary need the policy's `read`
-permission, action and tickets its `note`; followups and report show only incidents the person may see (a
-report leaves private incidents out for anyone but incident admins). The slow parts (assembling and publishing a
-postmortem, posting a summary, making tickets) go to the queue; the ephemeral summary is built at once from the
-timeline.
+permission, action and tickets its `note`; followups show only incidents the person may see, and a report is
+posted in the channel with its chart (bot/writeup/report_post.py), so it leaves private incidents out. The slow
+parts (assembling and publishing a postmortem, posting a summary or a report, making tickets) go to the queue; the
+ephemeral summary is built at once from the timeline.
 """
 
 from __future__ import annotations
@@ -201,7 +201,8 @@ REPORT_USAGE = "`/incident report [30d|90d] [service]`"
 
 async def report_command(ctx: Any, command: dict, args: list[str]) -> str:
     """`/incident report [30d|90d] [service]` incidents, MTTA/MTTR against targets, pages, recurring findings"""
-    from bot.writeup.report import build_report, parse_since, slack_text
+    from bot.writeup.report import parse_since, period
+    from bot.writeup.report_post import request_report
 
     since, service = 30 * 86400.0, None
     for word in args:
@@ -211,9 +212,11 @@ async def report_command(ctx: Any, command: dict, args: list[str]) -> str:
             if service is not None or word.lower() not in ctx.rt.services().services:
                 raise UserError(f"Unknown period or service `{escape(one_line(word, 40))}`. Use {REPORT_USAGE}.")
             service = word.lower()
-    admin = await ctx.is_admin(command["user_id"])
-    report = await build_report(ctx.rt, since_s=since, service=service, include_private=admin)
-    return slack_text(report, note="" if admin else "_Private incidents are left out._")
+    # Drawing and sharing the chart take longer than an ack may: a queue job posts the report with its chart.
+    await request_report(ctx.rt, channel=command["channel_id"], user=command["user_id"], since_s=since,
+                         service=service, request_id=str(command.get("trigger_id") or time.time_ns()))
+    scope = f" of `{escape(service)}`" if service else ""
+    return f"Posting the incident report{scope} for the last {period(since)} here, with a chart, in a moment."
 
 
 SUBCOMMANDS = {"postmortem": postmortem_command, "summary": summary_command, "action": action_command,

@@ -78,21 +78,22 @@ class _Scale:
 
 
 def _draw(draw: Any, series: Series) -> None:
-    fonts = _fonts()
+    faces = fonts()
     points = [(t, v) for t, v in series.points if math.isfinite(v)]
     scale = _scale(series, points)
     draw.rectangle(PLOT, outline=COLOURS["frame"])
     if series.threshold is not None:
         _dashed_row(draw, round(scale.y(series.threshold)), COLOURS["threshold"], THRESHOLD_DASH)
     for row, marker in enumerate(series.markers):
-        _draw_marker(draw, scale, marker, row % MARKER_LABEL_ROWS, fonts["label"])
+        _draw_marker(draw, scale, marker, row % MARKER_LABEL_ROWS, faces["label"])
     _draw_series(draw, scale, points)
     if series.threshold is not None:
-        _threshold_label(draw, scale, series, fonts["label"])
-    _axis_labels(draw, scale, series, fonts)
+        _threshold_label(draw, scale, series, faces["label"])
+    _axis_labels(draw, scale, series, faces)
 
 
-def _fonts() -> dict[str, Any]:
+def fonts() -> dict[str, Any]:
+    """The label and title fonts, made per chart (see the module docstring); other charts draw with them too."""
     from PIL import ImageFont
 
     return {role: ImageFont.load_default(size=px) for role, px in FONT_PX.items()}
@@ -110,11 +111,11 @@ def _scale(series: Series, points: list[tuple[datetime, float]]) -> _Scale:
     if t1 == t0:  # one point: a two-minute window around it
         t0, t1 = t0 - 60, t1 + 60
     y0 = min([0.0, *values])
-    y1 = _nice_ceiling(max(values, default=0.0))
+    y1 = nice_ceiling(max(values, default=0.0))
     return _Scale(t0, t1, y0, y1 if y1 > y0 else y0 + 1)
 
 
-def _nice_ceiling(value: float) -> float:
+def nice_ceiling(value: float) -> float:
     if value <= 0:
         return value
     power = 10 ** math.floor(math.log10(value))
