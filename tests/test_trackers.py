@@ -297,3 +297,31 @@ def _job(incident_id: str):
 
     return Job(id="t", kind="writeup.tickets", payload={"incident": incident_id, "reason": "test"}, attempt=1,
                enqueued_at=time.time())
+
+
+@pytest.mark.parametrize("login_readable", [True, False], ids=["personal token", "app token without /user"])
+async def test_github_finds_its_issue_again_when_it_dropped_the_labels_for_lack_of_push_access(
+        local_slack, redis_url, tmp_path, monkeypatch, login_readable):
+    with serving(FakeGitHub()) as gh:
+        gh.no_push_access, gh.user_forbidden = True, not login_readable
+        async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch, TRACKER_ON_RESOLVE="false",
+                               **github_env(gh)) as bot:
+            incident = await declare(bot, "Search slow P3")
+            await say(bot, incident.channel, "U1", "TODO: shard the index")
+            await say(bot, incident.channel, "U1", "TODO: alert on slow queries")
+            gh.fail_creates_after_storing = 1  # stored, but the answer is a 502: the job fails and is retried
+            await request_tickets(bot.rt, incident.id, reason="test")
+            await bot.wait_for(lambda: len(gh.issues) == 2, what="two issues")
+            await bot.settle()
+            other = {**gh.issues[0], "number": 3, "body": "unrelated", "user": {"login": "someone"}}
+            gh.issues.append(other)  # a person's newer issue: not the bot's
+            await bot.rt.redis.delete(tickets_key(bot.rt, incident.id))  # Redis forgot them: a job retried later
+            asked_before = gh.requests.count(("GET", "/user"))
+            again = await export(bot.rt, incident.id)
+
+    assert gh.creates() == 2 and len(gh.issues) == 3
+    assert [i["labels"] for i in gh.issues[:2]] == [[], []]  # GitHub dropped them silently
+    assert (again.created, again.found) == (0, 2)
+    assert all("labels" not in q for q in gh.queries)
+    assert all(q.get("creator") == (["chatops-bot"] if login_readable else None) for q in gh.queries)
+    assert gh.requests.count(("GET", "/user")) - asked_before == 1  # once per export, for both items

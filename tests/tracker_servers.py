@@ -3,7 +3,9 @@ payload shapes of the real APIs (the fields the bot reads and a few it does not)
 
     GitHub   POST /repos/{o}/{r}/issues (422 without a title or with labels that are not a list),
              GET /repos/{o}/{r}/issues (state, labels, per_page ≤ 100, page; a `link` header with rel="next"
-             while more pages follow, as GitHub paginates), GET /repos/{o}/{r}/issues/{n}; Bearer token required
+             while more pages follow, as GitHub paginates; creator), GET /repos/{o}/{r}/issues/{n}, GET /user;
+             Bearer token required. `no_push_access`: a create silently drops its labels, as GitHub does for a
+             token without push access; `user_forbidden`: GET /user answers 403, as for an App installation token
     Jira     POST /rest/api/3/issue (400 unless `description` is an Atlassian Document — v3 refuses a plain string
              — or a label holds a space), GET /rest/api/3/search/jql (project = "K" AND labels = "x"; maxResults,
              `nextPageToken`; only ids unless `fields` is given), GET /rest/api/3/issue/{key}; basic auth required
@@ -77,9 +79,12 @@ class _Fake(ThreadingHTTPServer):
 
 
 class FakeGitHub(_Fake):
-    def __init__(self, repo: str = "acme/ops", token: str = "ghp_test") -> None:
+    def __init__(self, repo: str = "acme/ops", token: str = "ghp_test", login: str = "chatops-bot") -> None:
         super().__init__()
-        self.repo, self.token = repo, token
+        self.repo, self.token, self.login = repo, token, login
+        self.no_push_access = False
+        self.user_forbidden = False
+        self.queries: list[dict[str, list[str]]] = []  # of the issue lists, in order
 
     def close(self, number: int) -> None:
         with self.lock:
@@ -95,16 +100,22 @@ class FakeGitHub(_Fake):
         if method == "POST" and path == base:
             if not isinstance(body.get("title"), str | int) or not isinstance(body.get("labels", []), list):
                 return 422, {"message": "Invalid request.", "errors": [{"resource": "Issue", "code": "invalid"}]}
+            labels = [] if self.no_push_access else body.get("labels") or []
             with self.lock:
                 number = len(self.issues) + 1
                 issue = {"id": 1000 + number, "number": number, "state": "open", "title": str(body["title"]),
-                         "body": body.get("body"), "labels": [{"name": n} for n in body.get("labels") or []],
+                         "body": body.get("body"), "labels": [{"name": n} for n in labels],
                          "html_url": f"https://github.com/{self.repo}/issues/{number}",
-                         "url": f"{self.url}/repos/{self.repo}/issues/{number}", "user": {"login": "chatops-bot"}}
+                         "url": f"{self.url}/repos/{self.repo}/issues/{number}", "user": {"login": self.login}}
                 self.issues.append(issue)
             return self.stored(issue) or (201, issue)
         if method == "GET" and path == base:
+            self.queries.append(query)
             return self._list(path, query)
+        if method == "GET" and path == "/user":
+            if self.user_forbidden:
+                return 403, {"message": "Resource not accessible by integration"}
+            return 200, {"login": self.login, "id": 1, "type": "Bot"}
         match = re.fullmatch(rf"{base}/(\d+)", path)
         if method == "GET" and match and int(match.group(1)) <= len(self.issues):
             return 200, self.issues[int(match.group(1)) - 1]
@@ -119,10 +130,12 @@ class FakeGitHub(_Fake):
     def _list(self, path: str, query: dict[str, list[str]]) -> Reply:
         state = query.get("state", ["open"])[0]
         wanted = set(query.get("labels", [""])[0].split(",")) - {""}
+        creator = query.get("creator", [None])[0]
         per_page, page = min(int(query.get("per_page", ["30"])[0]), 100), int(query.get("page", ["1"])[0])
         with self.lock:
             found = [i for i in reversed(self.issues) if (state == "all" or i["state"] == state)
-                     and wanted <= {label["name"] for label in i["labels"]}]
+                     and wanted <= {label["name"] for label in i["labels"]}
+                     and creator in (None, i["user"]["login"])]
         if len(found) <= page * per_page:
             return 200, found[(page - 1) * per_page: page * per_page]
         following = urlencode({**{k: v[0] for k, v in query.items()}, "page": page + 1})

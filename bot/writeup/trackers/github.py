@@ -1,10 +1,14 @@
 """GitHub Issues (REST, `X-GitHub-Api-Version: 2022-11-28`).
 
-    find     GET  /repos/{owner}/{repo}/issues?state=all&labels=…&per_page=100, then the `link` header's
-             rel="next" URLs (GitHub's pagination; at most MAX_PAGES pages, only on the API's own host, which gets
-             the token). The marker is an HTML comment in the body. The list is read rather than /search/issues
-             because the search index lags behind a create by seconds to minutes — the very window a retried job
-             runs in.
+    find     GET  /repos/{owner}/{repo}/issues?state=all&creator=<the token's login>&sort=created&direction=desc
+             &per_page=100, then the `link` header's rel="next" URLs (GitHub's pagination; at most MAX_PAGES
+             pages, only on the API's own host, which gets the token). The marker is an HTML comment in the body.
+             Not filtered by labels: GitHub silently drops the labels of a create when the token lacks push
+             access, and a find by labels would then never see the issue, so every retried job made another.
+             The login comes from GET /user, asked once per tracker; a token that cannot read it (a GitHub App
+             installation's answers 403) lists every issue, newest first. The list is read rather than
+             /search/issues because the search index lags behind a create by seconds to minutes — the very
+             window a retried job runs in.
     create   POST /repos/{owner}/{repo}/issues   {title, body, labels}
     state    GET  /repos/{owner}/{repo}/issues/{number}
 """
@@ -18,9 +22,10 @@ import httpx
 
 from bot.writeup.trackers.config import TrackerSettings
 from bot.writeup.trackers.http import call
-from bot.writeup.trackers.model import Ticket, TicketRequest, TrackerError
+from bot.writeup.trackers.model import Ticket, TicketRequest, TrackerError, TrackerRefused
 
 MAX_PAGES = 5
+_UNASKED = object()  # the login has not been asked for yet (None: asked, and the token may not read it)
 
 
 class GitHubIssues:
@@ -33,12 +38,14 @@ class GitHubIssues:
         self.headers = {"Authorization": f"Bearer {settings.github_token.get_secret_value()}",
                         "Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28",
                         "User-Agent": "chatops-incident-bot"}
+        self._creator: object = _UNASKED
 
     async def find(self, request: TicketRequest) -> Ticket | None:
         """Newest first, following the `link` header's rel="next" (GitHub's pagination), at most MAX_PAGES pages."""
         params: dict[str, Any] | None = {"state": "all", "per_page": 100, "sort": "created", "direction": "desc"}
-        if self.settings.labels:
-            params = {**params, "labels": ",".join(self.settings.labels)}
+        creator = await self._login()
+        if creator:
+            params = {**params, "creator": creator}
         url: str | None = f"{self.base}/issues"
         for _ in range(MAX_PAGES):
             if url is None:
@@ -49,6 +56,16 @@ class GitHubIssues:
                 return self._ticket(found, request.item_id)
             url, params = self._next(response), None  # the next URL carries the query
         return None
+
+    async def _login(self) -> str | None:
+        """The token's own login (GET /user, once); None when the token may not read it."""
+        if self._creator is _UNASKED:
+            try:
+                user = await self._get(f"{str(self.settings.github_api_url).rstrip('/')}/user")
+            except TrackerRefused:
+                user = {}
+            self._creator = str(user.get("login") or "") or None
+        return self._creator  # type: ignore[return-value]
 
     async def create(self, request: TicketRequest) -> Ticket:
         body = {"title": request.title, "body": self._body(request), "labels": self.settings.labels}
