@@ -325,3 +325,28 @@ async def test_github_finds_its_issue_again_when_it_dropped_the_labels_for_lack_
     assert all("labels" not in q for q in gh.queries)
     assert all(q.get("creator") == (["chatops-bot"] if login_readable else None) for q in gh.queries)
     assert gh.requests.count(("GET", "/user")) - asked_before == 1  # once per export, for both items
+
+
+def test_jira_labels_with_spaces_stop_the_start_naming_the_setting_while_github_takes_them(monkeypatch):
+    from bot.settings import ConfigError
+    from bot.writeup.trackers.config import load_tracker_settings
+
+    jira_site = {"JIRA_URL": "https://acme.atlassian.net", "JIRA_USER": "bot@example.com",
+                 "JIRA_API_TOKEN": "jira-token", "JIRA_PROJECT": "OPS"}  # no TRACKER: Jira is the one configured
+    for name, value in {**jira_site, "TRACKER_LABELS": "incident, needs review,ops"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as refused:
+        load_tracker_settings()
+    monkeypatch.setenv("TRACKER", "github")
+    for name, value in {"GITHUB_TOKEN": "ghp_x", "GITHUB_REPOSITORY": "acme/ops"}.items():
+        monkeypatch.setenv(name, value)
+    github = load_tracker_settings()  # GitHub labels may hold spaces ("good first issue")
+    monkeypatch.setenv("TRACKER", "jira")
+    monkeypatch.setenv("TRACKER_LABELS", "incident,needs-review")
+    jira = load_tracker_settings()
+
+    assert str(refused.value) == ('TRACKER_LABELS: Jira labels cannot contain spaces: "needs review" '
+                                  '(write needs-review instead)')
+    assert "\n" not in str(refused.value)
+    assert github.chosen == "github" and github.labels == ["incident", "needs review", "ops"]
+    assert jira.chosen == "jira" and jira.labels == ["incident", "needs-review"]

@@ -12,7 +12,9 @@ Jira Cloud (REST v3, basic auth with an API token):
     JIRA_ISSUE_TYPE        Task
 Both:
     TRACKER                github | jira | off; unset: whichever is fully configured (GitHub first)
-    TRACKER_LABELS         incident-action     comma-separated labels put on every ticket
+    TRACKER_LABELS         incident-action     comma-separated labels put on every ticket (for Jira without
+                                               spaces: Jira refuses every create with such a label, so the
+                                               start refuses it instead)
     TRACKER_ON_RESOLVE     true                export the incident's action items when it is resolved
     TRACKER_PRIVATE_TEXT   false               copy a private incident's action item text into its ticket (off:
                                                the ticket says only that it is an action item of that incident,
@@ -78,12 +80,22 @@ class TrackerSettings(BaseSettings):
         return None
 
     def problem(self) -> str | None:
-        """A sentence when TRACKER names a tracker that is not fully configured."""
+        """A sentence when TRACKER names a tracker that is not fully configured, or its labels would be refused."""
         if self.tracker == "github" and not self.github_ready:
             return "TRACKER=github needs GITHUB_TOKEN and GITHUB_REPOSITORY (owner/repo)"
         if self.tracker == "jira" and not self.jira_ready:
             return "TRACKER=jira needs JIRA_URL, JIRA_USER, JIRA_API_TOKEN and JIRA_PROJECT"
-        return None
+        return self._jira_labels_problem()
+
+    def _jira_labels_problem(self) -> str | None:
+        """Jira answers 400 "The label must not contain spaces" to a create with such a label: every ticket would
+        fail, long after a start that looked fine."""
+        spaced = [label for label in self.labels if any(c.isspace() for c in label)]
+        if self.chosen != "jira" or not spaced:
+            return None
+        shown = ", ".join(f'"{label[:40]}"' for label in spaced[:3])
+        fixed = "-".join(spaced[0].split())[:40]
+        return f"TRACKER_LABELS: Jira labels cannot contain spaces: {shown} (write {fixed} instead)"
 
     def secrets(self) -> list[str]:
         return [s.get_secret_value() for s in (self.github_token, self.jira_api_token) if s]
