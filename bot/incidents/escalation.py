@@ -375,15 +375,15 @@ async def escalate_timer_job(ctx: Incidents, job: Job) -> None:
         effects = Effects([order] if order else [], _arm_timer(ctx, incident, now))
         await ctx.store.save(incident)
     await effects.run(ctx, incident)
-    # Sent here, in the timer's own job: queued, a burst's pages waited behind every other timer and its lines
-    # and header redraws. The queued page job stays the fallback (a crash here); exactly-once holds either way.
-    for order in effects.orders:
-        await deliver(ctx, incident.id, order.dedup_key)
     targets = _order_names(incident, paging.severity, level)
     await ctx.timeline.record(incident.id, EntryKind.ESCALATED, entry_id=f"escalated:{paging.severity}:L{level.number}",
                               actor="bot", at=now, data={"level": level.number, "reason": "timer", "due": due,
                                                          "lateness_s": round(now - due, 3),
                                                          "severity": paging.severity})
+    # Sent here, in the timer's own job: queued, a burst's pages waited behind every other timer and its lines
+    # and header redraws. The queued page job stays the fallback (a crash here); exactly-once holds either way.
+    for order in effects.orders:
+        await deliver(ctx, incident.id, order.dedup_key)
     await ctx.say(incident.id, f"escalated:{paging.severity}:L{level.number}",
                   *messages.line(messages.escalated_line(level.number, targets, "timer", None)))
     await ctx.refresh_header(incident.id)
