@@ -136,6 +136,28 @@ async def bare_server_latency(local: LocalSlack, n: int = 200, bursts: int = BUR
         return figures
 
 
+async def minimal_bolt_latency(local: LocalSlack, n: int = 200, bursts: int = BURSTS) -> AckFigures:
+    """The Bolt floor: the same requests against benchmarks/minimal_bolt (Bolt with the bot's settings, a fixed
+    ack), in its own process like the bot."""
+    port = free_port()
+    env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SLACK_TEST_SIGNING_SECRET,
+           "SLACK_API_URL": local.url}
+    server = subprocess.Popen([sys.executable, "-m", "benchmarks.minimal_bolt", str(port)], env=env)
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            await _wait_healthy(http, port)
+        for _ in range(2):
+            await _fire(port, [_request(local, port, "CWARM") for _ in range(n)])
+        figures = AckFigures([])
+        for _ in range(bursts):
+            figures.bursts.append(await _fire(port, [_request(local, port, "CBOLT") for _ in range(n)]))
+            await asyncio.sleep(0.2)
+        return figures
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 @contextlib.contextmanager
 def bare_server(delay_s: float = 0.0) -> Iterator[int]:
     """benchmarks/bare_asgi in its own process; yields its port once it answers."""
@@ -243,9 +265,13 @@ async def main() -> None:
               "target p99 < 100 ms")
         bare = await bare_server_latency(local)
         print(f"  baseline, the same HTTP stack answering a fixed ack: {bare.line()}")
+        bolt = await minimal_bolt_latency(local)
+        print(f"  baseline, the minimal Bolt app (benchmarks/minimal_bolt.py, one process): {bolt.line()}")
         for workers in (1, 2):
             figures = await ack_latency(local, redis.url, Path(tmp), http_workers=workers)
-            print(f"  chatops run --no-worker, HTTP_WORKERS={workers}: {figures.line()}")
+            ratio = (f"; p99 {pct(figures.all, 99) / pct(bolt.all, 99):.2f} × the minimal Bolt app" if workers == 1
+                     else "")
+            print(f"  chatops run --no-worker, HTTP_WORKERS={workers}: {figures.line()}{ratio}")
         for workers in (1, None):
             busy = await ack_latency(local, redis.url, Path(tmp), http_workers=workers, busy_checks=500)
             print(f"  chatops run, HTTP_WORKERS={workers or f'unset (= {default_process_count()} here)'}, its worker "

@@ -6,6 +6,7 @@ register anything; importing the others is harmless because no module here does 
 
 from __future__ import annotations
 
+import gc
 import importlib
 import pkgutil
 from pathlib import Path
@@ -23,3 +24,6 @@ def load() -> None:
         if module.name not in _NOT_CHECKS:
             importlib.import_module(module.name)
     _loaded = True
+    # The modules live as long as the process: keep the collector from walking them again and again. A process
+    # that answers Slack loads them with its first /diagnose, after its start-up heap was frozen.
+    gc.freeze()
