@@ -81,6 +81,20 @@ class ErrorSignature:
         }
 
 
+class SignatureTotals:
+    """What a scan of one log source adds up to; its dataclass holds `signatures`."""
+
+    signatures: list[ErrorSignature]
+
+    @property
+    def total(self) -> int:
+        return sum(s.count for s in self.signatures)
+
+    @property
+    def first_error_at(self) -> datetime | None:
+        return min((s.first_seen for s in self.signatures), default=None)
+
+
 def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat(timespec="seconds") if moment else None
 

@@ -10,7 +10,6 @@ bot must find the rest by itself, as it does in production.
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 import redis
 
 from bot.app.redis_server import find_redis_server, free_port
+from tests.redis_topologies import wait_until as topology_wait
 
 SLOTS = 16384
 CLUSTER_PORT_MAX = 55535  # a node's bus port is its port + 10000
@@ -34,15 +34,7 @@ def cluster_port(taken: set[int]) -> int:
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout_s: float = START_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (redis.ConnectionError, redis.ResponseError):
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"cluster fixture: {what} within {timeout_s} s")
+    topology_wait(check, f"cluster fixture: {what}", timeout_s)
 
 
 class ClusterNode:

@@ -43,7 +43,7 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = START_TI
         except (redis.ConnectionError, redis.ResponseError, redis.TimeoutError):
             pass
         time.sleep(0.05)
-    raise TimeoutError(f"redis topology: {what} within {timeout_s} s")
+    raise TimeoutError(f"{what} within {timeout_s} s")
 
 
 def client(port: int) -> redis.Redis:

@@ -331,8 +331,6 @@ async def _diagnose_on_declare(ctx: Incidents, incident: Incident) -> str:
 
 
 async def request_incident_diagnosis(ctx: Incidents, incident: Incident, user: str) -> str:
-    from bot.diagnosis.run import request_diagnosis
-
     if not incident.service:
         raise UserError(f"{incident.id} names no service, so there is nothing to diagnose. "
                         f"Run `/diagnose SERVICE` here for the one you suspect.")

@@ -303,3 +303,13 @@ def _code(text: str) -> str:
 
 MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
 GROUP_MENTION = re.compile(r"^<!subteam\^(S[A-Z0-9]+)(?:\|[^>]*)?>$")
+
+
+def parse_person(token: str) -> str:
+    """`<@U123|bob>` (how Slack sends a mention with should_escape) → U123."""
+    from bot.slack.mrkdwn import escape, one_line
+
+    if match := MENTION.match(token):
+        return match.group(1)
+    raise UserError(f"I can't tell who `{escape(one_line(token, 40))}` is. Mention them so Slack sends their id: "
+                    f"type @ and pick the person from the list.")

@@ -28,6 +28,7 @@ from checks.logsignatures import (  # re-exported: the Lambda checks and the tes
     CONTEXT_LINES,
     ErrorSignature,
     LogLine,
+    SignatureTotals,
     error_blocks,
     from_millis,
     headline,
@@ -185,7 +186,7 @@ async def read_events(
 
 
 @dataclass
-class ErrorScan:
+class ErrorScan(SignatureTotals):
     log_group: str
     start: datetime
     end: datetime
@@ -193,14 +194,6 @@ class ErrorScan:
     events_scanned: int
     truncated: bool
     via: str = "filter"  # "filter": FilterLogEvents pages; "insights": one Logs Insights query (error lines only)
-
-    @property
-    def total(self) -> int:
-        return sum(s.count for s in self.signatures)
-
-    @property
-    def first_error_at(self) -> datetime | None:
-        return min((s.first_seen for s in self.signatures), default=None)
 
     @property
     def last_error_at(self) -> datetime | None:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from checks.gcp.api import call, gcp_check, spec
-from checks.logsignatures import ErrorSignature, iso, summarise_errors, to_millis
+from checks.logsignatures import ErrorSignature, SignatureTotals, iso, summarise_errors, to_millis
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, Layer, check
 
@@ -45,19 +45,11 @@ def run_filter(name: str) -> str:
 
 
 @dataclass
-class LogScan:
+class LogScan(SignatureTotals):
     target: str
     signatures: list[ErrorSignature]
     entries: int
     truncated: bool
-
-    @property
-    def total(self) -> int:
-        return sum(s.count for s in self.signatures)
-
-    @property
-    def first_error_at(self) -> datetime | None:
-        return min((s.first_seen for s in self.signatures), default=None)
 
 
 def entry_text(entry: dict[str, Any]) -> str:

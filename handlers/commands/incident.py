@@ -21,7 +21,7 @@ from bot.incidents.model import (
     channel_name,
     parse_incident_id,
 )
-from bot.incidents.service import GROUP_MENTION, MENTION, Incidents, incidents_of
+from bot.incidents.service import GROUP_MENTION, MENTION, Incidents, incidents_of, parse_person
 from bot.runtime import Runtime
 from bot.slack.mrkdwn import escape, one_line
 from bot.writeup.context import Writeup
@@ -76,15 +76,6 @@ def split_private(words: list[str]) -> tuple[list[str], bool]:
     if len(words) >= 2 and words[-1].lower() == PRIVATE_WORD:
         return words[:-1], True
     return words, False
-
-
-def parse_person(token: str) -> str:
-    """`<@U123|bob>` (how Slack sends a mention with should_escape) → U123."""
-    match = MENTION.match(token)
-    if match:
-        return match.group(1)
-    raise UserError(f"I can't tell who `{escape(one_line(token, 40))}` is. Mention them so Slack sends their id: "
-                    f"type @ and pick the person from the list.")
 
 
 # Words that start something meant for the bot rather than an incident's title: roles, and verbs people type

@@ -110,14 +110,9 @@ def parse_due(token: str, now: float | None = None) -> str | None:
 
 
 def parse_person(token: str) -> str:
-    """`<@U123|bob>` → U123 (the same rule as the incident commands: Slack sends a mention as an id)."""
-    from bot.incidents.service import MENTION
+    from bot.incidents.service import parse_person as person  # the one rule: Slack sends a mention as an id
 
-    match = MENTION.match(token)
-    if match:
-        return match.group(1)
-    raise UserError(f"I can't tell who `{escape(one_line(token, 40))}` is. Mention them so Slack sends their id: "
-                    f"type @ and pick the person from the list.")
+    return person(token)
 
 
 def parse_action(args: list[str]) -> tuple[str, str | None, str | None]:
