@@ -60,7 +60,9 @@ async def test_a_p1_pages_alice_from_her_schedule_then_escalates_to_bobs(local_s
         incident = await bot.incident(inc)
         assert incident.paging.orders[1].schedules == {BOB: "payments-secondary"}
         assert time.time() - incident.paging.orders[0].ordered_at >= ACK_TIMEOUT_S - 0.1
-        assert any(f"<@{BOB}> (on call: payments-secondary)" in t for t in bot.channel_texts(incident))
+        # The page goes first; the channel's line about it follows (issue #20: nothing waits for Slack's posts).
+        await bot.wait_for(lambda: any(f"<@{BOB}> (on call: payments-secondary)" in t
+                                       for t in bot.channel_texts(incident)), 5, "the channel line about Bob")
         assert not paged(bot, CAROL, inc)
 
 
