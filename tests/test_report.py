@@ -91,7 +91,7 @@ async def test_the_report_matches_the_hand_computed_figures(local_slack, redis_u
     assert answer == "Posting the incident report for the last 30d here, with a chart, in a moment."
     text = posted.text  # the report is the text of the message that carries the chart
     assert "*Incident report* (last 30d): 5 incidents, 1 open, 2 open follow-ups" in text
-    assert "• *P0* 3: MTTA 5m 00s median, 15m 00s p90" in text and "<@U1> 2 (0)" in text
+    assert "• *P0* × 3: MTTA 5m 00s median, 15m 00s p90" in text and "<@U1> 2 (0)" in text
     assert "Recurring: `http.health` on `https://api/pay` in INC-1, INC-2" in text
     assert shared["name"] == "incident-report-30d.png" and shared["mimetype"] == "image/png"
     assert png_size(shared["content"]) == (640, 260) and 1_000 < len(shared["content"]) < 100_000

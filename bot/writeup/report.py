@@ -266,12 +266,16 @@ def _d(seconds: float | None) -> str:
     return fmt_duration(seconds) if seconds is not None else "—"
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def markdown(report: Report) -> str:
     """The report as Markdown (the CLI's default; a file or a wiki page)."""
     span = f"last {period(report.since_s)}" + (f", service `{report.service}`" if report.service else "")
     lines = [f"# Incident report ({span})", "",
-             f"{report.incidents} incidents ({report.open_incidents} still open), "
-             f"{report.open_followups} open follow-ups.", "",
+             f"{_n(report.incidents, 'incident')} ({report.open_incidents} still open), "
+             f"{_n(report.open_followups, 'open follow-up')}.", "",
              "| Severity | Incidents | MTTA median | MTTA p90 | acked within target | MTTR median | MTTR p90 | "
              "resolved within target |", "|---|---|---|---|---|---|---|---|"]
     for sev in SEVERITIES:
@@ -298,12 +302,12 @@ def slack_text(report: Report, *, note: str = "") -> str:
     from bot.slack.mrkdwn import FALLBACK_TEXT_MAX, escape, fit_lines
 
     span = f"last {period(report.since_s)}" + (f", `{escape(report.service)}`" if report.service else "")
-    lines = [f"*Incident report* ({span}): {report.incidents} incidents, {report.open_incidents} open, "
-             f"{report.open_followups} open follow-ups"]
+    lines = [f"*Incident report* ({span}): {_n(report.incidents, 'incident')}, {report.open_incidents} open, "
+             f"{_n(report.open_followups, 'open follow-up')}"]
     for sev in SEVERITIES:
         a, r = report.mtta[sev], report.mttr[sev]
         if report.by_severity.get(sev):
-            lines.append(f"• *{sev}* {report.by_severity[sev]}: MTTA {_d(a.median_s)} median, {_d(a.p90_s)} p90 "
+            lines.append(f"• *{sev}* × {report.by_severity[sev]}: MTTA {_d(a.median_s)} median, {_d(a.p90_s)} p90 "
                          f"({a.within_target}/{a.count} within {_d(a.target_s)}); MTTR {_d(r.median_s)} median, "
                          f"{_d(r.p90_s)} p90 ({r.within_target}/{r.count} within {_d(r.target_s)})")
     if report.by_service:
