@@ -115,6 +115,20 @@ def registered_checks() -> dict[str, CheckDef]:
     return dict(_REGISTRY)
 
 
+def check_definition(check_id: str) -> CheckDef | None:
+    """One check, importing only the module that defines it (and none of the others) the first time it is asked."""
+    if check_id not in _REGISTRY:
+        from checks import catalog
+
+        catalog.load_one(check_id)
+    return _REGISTRY.get(check_id)
+
+
+def registered_definitions() -> dict[str, CheckDef]:
+    """The checks registered so far, importing nothing."""
+    return dict(_REGISTRY)
+
+
 def aws_items(attr: str) -> Callable[[ServiceSpec], list[Any]]:
     """`each=` for AWS checks: the entries of `aws.<attr>`, or nothing when the service has no `aws` block."""
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import httpx
 
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, CheckDef, registered_checks
+from checks.registry import CheckContext, CheckDef, check_definition, registered_checks
 from checks.services import ServiceSpec
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def _item(definition: CheckDef, service: ServiceSpec, index: int) -> object:
 async def run_check(planned: PlannedCheck, ctx: CheckContext) -> CheckResult:
     """Run one planned check; always returns a result (an `error` one when the check could not run)."""
     started = time.perf_counter()
-    definition = registered_checks().get(planned.check)
+    definition = check_definition(planned.check)
     try:
         if definition is None:
             raise LookupError(f"unknown check {planned.check}")

@@ -17,14 +17,14 @@ from collections import Counter
 from urllib.parse import urlsplit
 
 from checks.model import CheckResult, Finding, Severity, Status, Verdict, worst
-from checks.registry import Layer, registered_checks
+from checks.registry import Layer, check_definition
 
 _STATUS_RANK = {Status.fail: 0, Status.warn: 1, Status.error: 2}
 _DEFAULT_SEVERITY: dict[Status, Severity] = {Status.fail: "P1", Status.error: "P2", Status.warn: "P2"}
 
 
 def _layer(check_id: str) -> Layer:
-    definition = registered_checks().get(check_id)
+    definition = check_definition(check_id)
     return definition.layer if definition else Layer.symptom
 
 

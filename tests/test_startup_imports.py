@@ -54,7 +54,7 @@ async def main():
     rt = await create_full_runtime(load_settings(), redis_url=None)
     try:
         rt.services()
-        warm_up(checks=False)
+        warm_up()
         asgi = create_asgi(create_app(rt), rt)
         answers = [await post(asgi, {"command": "/incident", "text": "list"}),
                    await post(asgi, {"command": "/diagnose", "text": "api"})]

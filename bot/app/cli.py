@@ -161,7 +161,7 @@ async def worker_command(settings: Settings, concurrency: int | None) -> int:
     redis_url = shared_redis_url(settings, "worker")
     stop = stop_on_signals()
     rt = await create_full_runtime(settings, redis_url=redis_url)
-    warm_up(checks=True)
+    warm_up()
     try:
         log.info("worker started (concurrency %d)", concurrency or settings.worker_concurrency)
         tasks = [asyncio.create_task(run_workers(rt, stop, concurrency or settings.worker_concurrency))]
@@ -193,7 +193,7 @@ async def run_command(settings: Settings, *, worker: bool, child: Any = None, ve
     async with redis_for(settings) as redis_url:
         rt = await create_full_runtime(settings, redis_url=redis_url)
         rt.services()  # fail fast on a broken services file, before Slack traffic arrives
-        warm_up(checks=worker)
+        warm_up()
         async with http_processes(rt, redis_url, child, worker=worker, stop=stop) as serving:
             tasks = [asyncio.create_task(serve_slack(rt, stop, **serving))]
             if worker:

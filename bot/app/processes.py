@@ -54,16 +54,12 @@ def shared_redis_url(settings: Settings, command: str) -> str | None:
                       f"uses the same CHATOPS_DATA_DIR, {settings.chatops_data_dir})")
 
 
-def warm_up(*, checks: bool) -> None:
-    """Before the first request: in a process that runs checks (a worker), import every check (its first
-    `/diagnose` would otherwise wait for boto3's import); then set the startup heap aside. A process that only
-    answers HTTP never runs a check, and leaves boto3, psycopg and the GCP code unimported. Imports leave ~100k long-lived objects, and a full collection
-    walking them took ~50 ms here — met by a burst of slash commands as a p99 spike. gc.freeze() moves them to
-    a generation the collector never scans; they live as long as the process anyway."""
-    if checks:
-        from checks import catalog
-
-        catalog.load()
+def warm_up() -> None:
+    """Before the first request, set the start-up heap aside. Imports leave ~100k long-lived objects, and a full
+    collection walking them took ~50 ms here — met by a burst of slash commands as a p99 spike. gc.freeze() moves
+    them to a generation the collector never scans; they live as long as the process anyway. Checks are not
+    imported here: a worker imports a check's module (and boto3, psycopg or google-auth with it) when it first runs
+    that check (checks/catalog.py), and an HTTP process when it first plans a `/diagnose`."""
     gc.collect()
     gc.freeze()
 
