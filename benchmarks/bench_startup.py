@@ -12,6 +12,10 @@ the bot, and not the installed Bolt, ~0.3 s a start for compiling its own source
 
     .venv/bin/python -m benchmarks.bench_startup
 
+Then the services file's growth: files of 10 / 100 / 500 services, each parsed as the bot does (libyaml's loader,
+then validation) and listed by `/diagnose list` (its first page: render time, characters, pages), as a table with
+each row's ratio to the 10-service row.
+
 Targets (issue #20): start → /healthz ≤ 1.3 × and RSS ≤ 1.3 × the minimal Bolt app. Prints figures; not a test.
 """
 
@@ -29,6 +33,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
+import yaml
 
 from benchmarks.bench_queue import rss_kib
 from bot.app.redis_server import RedisServer
@@ -38,6 +43,8 @@ from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET, signed_headers
 
 ROUNDS = 5
 ACKS = 10
+SERVICE_COUNTS = (10, 100, 500)
+REPEATS = 5  # of each parse and render; the median is shown
 
 
 def minimal_bolt(port: int, env: dict[str, str]) -> subprocess.Popen:
@@ -113,6 +120,69 @@ def main() -> None:
             boot_s, mib = (statistics.median(f[i] for f in runs) for i in (0, 1))
             print(f"  {name:<25} start {boot_s * 1000:5.0f} ms ({boot_s / base_s:.2f} ×)   "
                   f"RSS {mib:5.1f} MiB ({mib / base_mib:.2f} ×)")
+        services_growth(Path(tmp))
+
+
+class _Listed:
+    """What `/diagnose list` reads from the runtime: the services in use, and whether the file on disk was bad."""
+
+    services_problem = None
+
+    def __init__(self, services: object) -> None:
+        self._services = services
+
+    def services(self) -> object:
+        return self._services
+
+
+def services_file(tmp: Path, count: int) -> Path:
+    """`count` services of the example file's shape: probes, DNS, TLS, TCP and a database each."""
+    services = {f"svc-{i:04d}": {
+        "description": f"Service number {i}, owned by team {i % 17}",
+        "http": [{"url": f"https://svc-{i}.example.com/health", "samples": 3, "latency_ms": 800}],
+        "dns": [f"svc-{i}.example.com"], "tls": [f"svc-{i}.example.com:443"], "tcp": [f"db-{i}.internal:5432"],
+        "database": {"dsn_env": f"SVC_{i}_DSN"}} for i in range(count)}
+    path = tmp / f"services-{count}.yml"
+    path.write_text(yaml.safe_dump({"services": services}))
+    return path
+
+
+def _median_s(work: Callable[[], object]) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        result = work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def services_growth(tmp: Path) -> None:
+    from bot.settings import load_services
+    from handlers.commands.diagnose import services_listing
+
+    services_listing(_Listed(load_services(services_file(tmp, 1))))  # imports the checks planning asks: uncounted
+    loader = "libyaml (CSafeLoader)" if hasattr(yaml, "CSafeLoader") else "pure-Python SafeLoader (no libyaml!)"
+    print(f"services file growth (parse: {loader} + validation; `/diagnose list` page 1; median of {REPEATS}; "
+          "ratio to 10 services)")
+    print(f"  {'services':>8}  {'file KiB':>8}  {'parse ms':>9} {'ratio':>6}  {'list ms':>8} {'ratio':>6}  "
+          f"{'page 1 chars':>12} {'ratio':>6}  {'pages':>5}")
+    base = None
+    for count in SERVICE_COUNTS:
+        path = services_file(tmp, count)
+        parse_s, parsed = _median_s(lambda p=path: load_services(p))
+        list_s, (text, blocks) = _median_s(lambda s=parsed: services_listing(_Listed(s)))
+        chars = len(text) + sum(len(b.get("text", {}).get("text", "")) for b in blocks)
+        pages = _pages(parsed)
+        base = base or (parse_s, list_s, chars)
+        print(f"  {count:>8}  {path.stat().st_size / 1024:>8.0f}  {parse_s * 1000:>9.1f} {parse_s / base[0]:>5.1f}×  "
+              f"{list_s * 1000:>8.1f} {list_s / base[1]:>5.1f}×  {chars:>12,} {chars / base[2]:>5.1f}×  {pages:>5}")
+
+
+def _pages(parsed: object) -> int:
+    from bot.slack.mrkdwn import page_lines
+    from handlers.commands.diagnose import LISTING_PAGE_TEXT, service_line
+
+    return len(page_lines([service_line(n, s) for n, s in sorted(parsed.services.items())], LISTING_PAGE_TEXT))
 
 
 if __name__ == "__main__":
