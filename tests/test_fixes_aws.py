@@ -18,6 +18,7 @@ from checks.aws.elb import TargetGroups, alb_routes, target_health
 from checks.aws.endpoints import vpce_policy
 from checks.aws.fixes import fix_actions
 from checks.aws.fixes.common import label
+from checks.aws.fixes.lambda_event_source import offers_for_latest
 from checks.aws.fixes.lambda_rollback import offers_for_version
 from checks.fixes import FixChanged, FixOffer, FixPlan, FixRefused, FixResult
 from checks.model import Status
@@ -25,7 +26,15 @@ from checks.registry import CheckContext
 from checks.runner import make_http_client
 from checks.services import AwsSpec, ServiceSpec
 from tests.aws_fake_apis import ENV, BeanstalkEnvironment, FakeAwsServer, beanstalk_tail, query_api
-from tests.aws_lambda_scenarios import create_function, deploy_version, point_alias, put_log_lines, wall_clock
+from tests.aws_lambda_scenarios import (
+    code_zip,
+    create_function,
+    deploy_version,
+    point_alias,
+    put_log_lines,
+    sqs_queue,
+    wall_clock,
+)
 from tests.aws_scenarios import (
     REGION,
     Network,
@@ -192,6 +201,134 @@ def test_each_alias_on_the_suspect_version_gets_its_own_rollback_and_a_first_ver
         ("Roll back api-handler live to v41", "live", "41"), ("Roll back api-handler canary to v41", "canary", "41")]
     assert offers_for_version(REGION, "api-handler", "40", versions, aliases) == []
     assert offers_for_version(REGION, "api-handler", "41", versions, aliases) == []  # no alias runs v41
+
+
+# --- lambda.point_event_source ---------------------------------------------------------------------------------
+
+
+def bad_latest_update(aws: AwsClients) -> tuple[datetime, str, str]:
+    """worker v1 (build 41) published, then new code on $LATEST only; the orders queue's mapping invokes the
+    unqualified function, and errors begin 2 min after the update. Returns (update time, mapping UUID, queue ARN)."""
+    create_function(aws, "worker")
+    deploy_version(aws, "worker", "build 41")
+    client = aws.client("lambda", REGION)
+    _, queue = sqs_queue(aws, "orders")
+    uuid = client.create_event_source_mapping(EventSourceArn=queue, FunctionName="worker")["UUID"]
+    client.update_function_code(FunctionName="worker", ZipFile=code_zip("# build 42\ndef handler(e, c):\n    1/0\n"))
+    updated = wall_clock() + timedelta(seconds=5)
+    stamp_latest(client, updated)
+    put_log_lines(aws, "/aws/lambda/worker", [
+        (updated - timedelta(minutes=30), "INFO all good"),
+        *[(updated + timedelta(minutes=2, seconds=s), f"[ERROR] ZeroDivisionError: division by zero {s}")
+          for s in range(5)],
+    ])
+    return updated, uuid, queue
+
+
+def stamp_latest(client: Any, at: datetime) -> None:
+    """AWS stamps $LATEST's LastModified on a code update; moto keeps its creation time, so set it in the answer."""
+    def stamp(parsed: dict[str, Any], **_: Any) -> None:
+        for version in parsed.get("Versions", []):
+            if version.get("Version") == "$LATEST":
+                version["LastModified"] = at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+
+    client.meta.events.register("after-call.lambda.ListVersionsByFunction", stamp)
+
+
+def mapping_arn(aws: AwsClients, uuid: str) -> str:
+    return aws.client("lambda", REGION).get_event_source_mapping(UUID=uuid)["FunctionArn"]
+
+
+async def test_queue_on_latest_is_pointed_at_the_last_version_and_the_undo_points_it_back(
+    aws: AwsClients, make_ctx: MakeCtx
+) -> None:
+    updated, uuid, queue = bad_latest_update(aws)
+    unqualified = mapping_arn(aws, uuid)
+
+    found = await recent_changes(REGION, make_ctx(updated + timedelta(minutes=10), lambda_functions=["worker"]))
+
+    assert found.status is Status.fail and "$LATEST" in found.summary
+    assert "at v1, the last published version" in found.hint
+    params = {"region": REGION, "function": "worker", "uuid": uuid, "source": queue, "version": "1",
+              "from_version": "$LATEST"}
+    assert found.fixes == [FixOffer("lambda.point_event_source", "Point queue orders at worker v1", params,
+                                    reverse_label="Point queue orders back at worker $LATEST")]
+
+    plan, result = await plan_and_apply(aws, found.fixes[0])
+
+    assert plan.calls == [f"lambda:UpdateEventSourceMapping(UUID={uuid}, FunctionName={unqualified}:1)"]
+    assert (plan.before["FunctionArn"], plan.after["FunctionArn"]) == (unqualified, f"{unqualified}:1")
+    assert result.ok and result.message == "Queue orders now invokes worker v1 (was $LATEST)."
+    assert reaches(plan, result) and mapping_arn(aws, uuid) == f"{unqualified}:1"
+
+    assert result.reverse == FixOffer("lambda.point_event_source", "Point queue orders back at worker $LATEST",
+                                      {**params, "version": "$LATEST", "from_version": "1"},
+                                      reverse_label="Point queue orders at worker v1")
+    undo_plan, undone = await plan_and_apply(aws, result.reverse)
+    assert undo_plan.calls == [f"lambda:UpdateEventSourceMapping(UUID={uuid}, FunctionName={unqualified})"]
+    assert undone.ok and mapping_arn(aws, uuid) == unqualified
+
+
+async def test_pointing_the_event_source_refuses_when_the_mapping_moved_after_the_preview(
+    aws: AwsClients, make_ctx: MakeCtx
+) -> None:
+    updated, uuid, _ = bad_latest_update(aws)
+    found = await recent_changes(REGION, make_ctx(updated + timedelta(minutes=10), lambda_functions=["worker"]))
+    action = fix_actions()["lambda.point_event_source"]
+    plan = await action.plan(aws, found.fixes[0].params)
+    v2 = deploy_version(aws, "worker", "build 43, the real fix")
+    client = aws.client("lambda", REGION)
+    client.update_event_source_mapping(UUID=uuid, FunctionName=v2["FunctionArn"])
+
+    with pytest.raises(FixChanged, match=r"state changed since the preview \(FunctionArn .*:function:worker → "
+                                         r".*:function:worker:2\)") as moved:
+        await action.apply(aws, plan)
+
+    assert not moved.value.reached(plan.after)
+    assert mapping_arn(aws, uuid) == v2["FunctionArn"]
+    with pytest.raises(FixRefused, match=r"^Queue orders now invokes worker v2, not \$LATEST as the diagnosis saw"):
+        await action.plan(aws, found.fixes[0].params)
+
+
+async def test_latest_only_function_without_versions_gets_no_event_source_fix(aws: AwsClients,
+                                                                                make_ctx: MakeCtx) -> None:
+    create_function(aws, "worker")
+    client = aws.client("lambda", REGION)
+    _, queue = sqs_queue(aws, "orders")
+    uuid = client.create_event_source_mapping(EventSourceArn=queue, FunctionName="worker")["UUID"]
+    updated = parse_aws_time(client.get_function_configuration(FunctionName="worker")["LastModified"])
+    put_log_lines(aws, "/aws/lambda/worker", [(updated + timedelta(minutes=2), "[ERROR] KeyError: 'id'")])
+
+    found = await recent_changes(REGION, make_ctx(updated + timedelta(minutes=5), lambda_functions=["worker"]))
+
+    assert found.status is Status.fail and found.fixes == []
+    assert "keep no history to roll back to: publish versions" in found.hint
+    asked = {"region": REGION, "function": "worker", "uuid": uuid, "source": queue, "version": "$LATEST",
+             "from_version": "$LATEST"}
+    with pytest.raises(FixRefused, match=r"keeps no earlier code: there is no version to point the event source at"):
+        await fix_actions()["lambda.point_event_source"].plan(aws, asked)
+    with pytest.raises(FixRefused, match="^Version 1 of worker no longer exists"):
+        await fix_actions()["lambda.point_event_source"].plan(aws, {**asked, "version": "1"})
+    with pytest.raises(FixRefused, match="^Event source mapping 0{8}-.* of worker no longer exists"):
+        await fix_actions()["lambda.point_event_source"].plan(aws, {**asked, "uuid": "00000000-0000-0000-0000-000000000000", "version": "1"})
+
+
+def test_event_source_offers_go_to_the_newest_version_and_name_the_source() -> None:
+    fn = "arn:aws:lambda:us-east-1:123456789012:function:api-handler"
+    versions = [{"Version": v} for v in ("$LATEST", "40", "41")]
+    mappings = [
+        {"UUID": "a", "FunctionArn": fn, "EventSourceArn": "arn:aws:kinesis:us-east-1:123456789012:stream/clicks"},
+        {"UUID": "b", "FunctionArn": fn,
+         "EventSourceArn": "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2026-01-01T00:00:00.000"},
+        {"UUID": "c", "FunctionArn": f"{fn}:live", "EventSourceArn": "arn:aws:sqs:us-east-1:123456789012:jobs"},
+    ]
+
+    offers = offers_for_latest(REGION, "api-handler", versions, mappings)
+
+    assert [(o.label, o.params["uuid"], o.params["version"]) for o in offers] == [
+        ("Point stream clicks at api-handler v41", "a", "41"),
+        ("Point table orders's stream at api-handler v41", "b", "41")]
+    assert offers_for_latest(REGION, "api-handler", [{"Version": "$LATEST"}], mappings) == []
 
 
 # --- vpc.reassociate_route_table -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 
 from checks.aws.clients import AwsCheckError
 from checks.aws.common import aws_check, region
+from checks.aws.fixes.lambda_event_source import event_source_offers
 from checks.aws.fixes.lambda_rollback import function_and_version, rollback_offers
 from checks.aws.logs import ErrorScan, is_not_found, iso, scan_errors
 from checks.correlation import SUSPECT_WINDOW, Change, find_suspect
@@ -77,10 +78,18 @@ def versions_as_changes(
                 at=at,
                 name=f"{function} $LATEST (unpublished update)",
                 resource=latest.get("FunctionArn", function),
-                rollback=f"Redeploy {function}'s previous build; $LATEST updates keep no history to roll back to.",
+                rollback=_latest_rollback(function, published[-1]["Version"] if published else None),
                 detail=latest.get("Description") or "",
             ))
     return changes
+
+
+def _latest_rollback(function: str, newest: str | None) -> str:
+    if newest is None:
+        return (f"Redeploy {function}'s previous build; $LATEST updates keep no history to roll back to: publish "
+                "versions so the next rollback is one click.")
+    return (f"Point what invokes {function}'s $LATEST (event source mappings, direct callers) at v{newest}, the last "
+            "published version; $LATEST itself keeps no history to roll back to.")
 
 
 def _alias_rollback(function: str, version: str, previous: str | None, aliases: list[dict[str, Any]]) -> str:
@@ -292,12 +301,15 @@ async def _rolled_back(ctx: CheckContext, change: Change) -> str | None:
 
 
 async def _rollback_fixes(ctx: CheckContext, change: Change) -> list[FixOffer]:
-    """A one-click rollback for a published Lambda version that aliases run; an unpublished `$LATEST` update
-    keeps no earlier code, so it gets none (the hint says why)."""
-    if change.kind != "lambda-version":
-        return []
+    """A one-click rollback for a published Lambda version that aliases run, or for an unpublished `$LATEST`
+    update the event source mappings on the unqualified function to the last published version. `$LATEST` keeps
+    no earlier code, so a function without published versions gets none (the hint says why)."""
     assert ctx.aws is not None
-    return await rollback_offers(ctx.aws, region(ctx), change.resource)
+    if change.kind == "lambda-version":
+        return await rollback_offers(ctx.aws, region(ctx), change.resource)
+    if change.kind == "lambda-update":
+        return await event_source_offers(ctx.aws, region(ctx), function_and_version(change.resource)[0])
+    return []
 
 
 def _count(changes: list[Change]) -> str:

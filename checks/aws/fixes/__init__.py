@@ -3,6 +3,7 @@
 | module | actions |
 |---|---|
 | lambda_rollback | lambda.rollback_alias |
+| lambda_event_source | lambda.point_event_source (its own undo) |
 | route_table | vpc.reassociate_route_table |
 | target_matcher | elb.add_matcher_code |
 | gateway_endpoint | vpc.associate_gateway_endpoint, vpc.disassociate_gateway_endpoint (its undo) |
@@ -21,6 +22,7 @@ from checks.aws.fixes import (
     beanstalk_version,
     gateway_endpoint,
     lambda_concurrency,
+    lambda_event_source,
     lambda_rollback,
     route_table,
     target_matcher,
@@ -28,7 +30,8 @@ from checks.aws.fixes import (
 from checks.aws.fixes.common import CURRENT_FIX
 from checks.fixes import FixAction, FixOffer, FixPlan, FixResult
 
-_MODULES = (lambda_rollback, route_table, target_matcher, gateway_endpoint, lambda_concurrency, beanstalk_version)
+_MODULES = (lambda_rollback, lambda_event_source, route_table, target_matcher, gateway_endpoint, lambda_concurrency,
+            beanstalk_version)
 
 
 class _Attributed:
