@@ -3,6 +3,7 @@ Slack's files v2 upload in its reply's thread; DIAGNOSE_CHARTS=false leaves only
 
 from __future__ import annotations
 
+import asyncio
 import io
 import struct
 import subprocess
@@ -11,9 +12,11 @@ from datetime import UTC, datetime, timedelta
 
 from PIL import Image
 
-from bot.diagnosis.render.chart import COLOURS, MARKER_COLOURS, SIZE, render_png
+from bot.diagnosis.render.chart import COLOURS, MARKER_COLOURS, PLOT, SIZE, render_png
+from checks.aws.changes import parse_aws_time
 from checks.model import Marker, Series
 from tests.app_harness import running_bot
+from tests.aws_lambda_scenarios import create_function, deploy_version, put_log_lines
 from tests.aws_scenarios import REGION, build_alb, build_network, put_alb_traffic
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -158,3 +161,61 @@ async def test_lambda_metrics_keep_the_minutes_they_judged_as_the_series(aws) ->
     [marker] = result.series.markers
     assert marker.kind == "first_breach" and marker.at == now - timedelta(minutes=4)
     assert png_size(render_png(result.series)) == (640, 260)
+
+
+def marker_columns(png: bytes, kind: str) -> list[int]:
+    """The x of each dotted vertical drawn in `kind`'s colour (a column holding many of its pixels, not a label)."""
+    xs = [x for x, _ in pixels_of(png, MARKER_COLOURS[kind])]
+    return sorted(x for x in set(xs) if xs.count(x) >= (PLOT[3] - PLOT[1]) // 4)
+
+
+async def test_the_chart_marks_the_runs_deploy_and_first_error_found_by_the_other_checks(aws, local_slack, redis_url,
+                                                                                         tmp_path):
+    """ALB 5xx climbing, a Lambda deploy (the change check's scenario) and errors in its log right after: the 5xx
+    chart, shared once the verdict is built, marks the deploy and the first error beside its own first breach."""
+    failing_alb(aws)
+    create_function(aws, "api-handler")
+    deploy_version(aws, "api-handler", "build 41")
+    v2 = deploy_version(aws, "api-handler", "build 42")
+    deployed_at = parse_aws_time(v2["LastModified"])
+    first_error = deployed_at + timedelta(seconds=3)  # four pixels right of the deploy on a 7-minute chart
+    put_log_lines(aws, "/aws/lambda/api-handler", [
+        (first_error + timedelta(seconds=s), f"[ERROR] KeyError: 'user_id' in request {s}") for s in range(3)])
+    # The checks read logs up to their start: wait until the errors (stamped after moto's deploy) are past.
+    await asyncio.sleep(max((first_error + timedelta(seconds=3) - datetime.now(UTC)).total_seconds(), 0))
+    services = {"web": {"aws": {"region": REGION, "load_balancers": ["web"], "lambda_functions": ["api-handler"],
+                                "log_groups": ["/aws/lambda/api-handler"]}}}
+    async with running_bot(local_slack, redis_url, tmp_path, services=services) as bot:
+        parent, replies = await diagnose(bot)
+
+        [shared] = [f for f in local_slack.files(bot.channel) if f["name"] == "aws.elb_5xx-web.png"]
+        alt = shared["alt_txt"]
+        assert f"deploy api-handler v2 at {deployed_at:%H:%M} UTC" in alt, alt
+        assert f"first error: [ERROR] KeyError: 'user_id' in request <N> at {first_error:%H:%M} UTC" in alt, alt
+        assert "first breach: first minute over 5 %" in alt, alt
+        [[share]] = shared["shares"]["public"].values()
+        assert share["thread_ts"] == parent.ts
+        assert any("aws.elb_5xx" in r.text for r in replies)
+        png = shared["content"]
+        [breach], [deploy], [error] = (marker_columns(png, k) for k in ("first_breach", "deploy", "first_error"))
+        assert breach < deploy < error, (breach, deploy, error)
+
+
+def test_run_markers_prefer_the_suspect_deploy_and_leave_off_moments_far_outside_the_series() -> None:
+    from checks.chartmarks import with_run_markers
+    from checks.model import CheckResult, Status
+
+    series = rising_series()  # 14:00–14:06, with its own deploy and first-breach markers
+    at = series.points[3][0]
+    change = {"kind": "lambda-version", "name": "api-handler v7", "at": at.isoformat(), "resource": "v7"}
+    old = {**change, "name": "api-handler v6", "at": (at - timedelta(hours=5)).isoformat()}
+    later = {**change, "name": "api-handler v8", "at": (at + timedelta(minutes=2)).isoformat()}
+    changes = CheckResult(status=Status.fail, summary="", evidence={"changes": [old, change, later], "suspect": change,
+                                                                    "first_error_at": (at - timedelta(hours=3)).isoformat()})
+    logs = CheckResult(status=Status.fail, summary="", evidence={"first_error_at": "not a time"})
+
+    marked = with_run_markers(series, [changes, logs])
+
+    assert [(m.kind, m.label) for m in marked.markers] == [
+        ("deploy", "deploy v42"), ("deploy", "deploy api-handler v7"), ("first_breach", "first 5xx over 5 %")]
+    assert with_run_markers(series, []) == series

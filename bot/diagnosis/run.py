@@ -1,11 +1,13 @@
 """A diagnosis run, from `/diagnose api` to the verdict in the channel, as durable jobs on the queue.
 
     diagnose.start   post the parent message, queue one diagnose.check per planned check, arm the deadline
-    diagnose.check   run one check (once), store its result, reply in the thread, nudge the parent
+    diagnose.check   run one check (once), store its result, reply in the thread, nudge the parent (and share
+                     its chart when the verdict was drawn before its reply got out)
     diagnose.refresh redraw the parent from the stored state (debounced: at most one pending per run)
     diagnose.finish  when all results are in or the deadline passed: verdict, what changed since the previous run
-                     of the service in the same incident or channel (bot/diagnosis/history.py), grouped reply,
-                     final parent
+                     of the service in the same incident or channel (bot/diagnosis/history.py), final parent,
+                     the charts of replied-to metric checks (marked with the run's deploy and first error),
+                     grouped reply
 
 Jobs may run more than once (a worker dies, a job is retried), so every effect is guarded: a check's result is
 stored with HSETNX and reused, every post goes through `post_once` (a worker killed between Slack's answer and
@@ -158,8 +160,9 @@ async def check_job(rt: Runtime, job: Job) -> None:
                                delay_s=rt.settings.diagnose_update_interval_s)
     if total <= GROUP_AFTER or result.status.is_problem:
         await _reply_once(rt, run_id, state, planned.key, *render.result_message(result, run_id))
-        await charts.attach_chart(rt, _run_key(rt, run_id, "replies"), planned.key, state["channel"],
-                                  state["parent_ts"], result, RUN_TTL_S)
+        # The verdict's charts pass by a reply not yet posted; such a reply shares its own chart.
+        if await rt.redis.hexists(_run_key(rt, run_id), "verdict"):
+            await _share_charts(rt, run_id, state, [planned.key])
 
 
 def _context(rt: Runtime, run_id: str, state: dict[str, str]) -> CheckContext:
@@ -177,6 +180,16 @@ async def _reply_once(rt: Runtime, run_id: str, state: dict[str, str], key: str,
                       blocks: list[dict]) -> None:
     await post_once(rt.redis, rt.slack, _run_key(rt, run_id, "replies"), key, state["channel"], text, blocks=blocks,
                     thread_ts=state["parent_ts"], ttl_s=RUN_TTL_S)
+
+
+async def _share_charts(rt: Runtime, run_id: str, state: dict[str, str], keys: list[str],
+                        results: dict[str, CheckResult] | None = None) -> None:
+    """Charts once every result is in, so each marks the deploy and first error the run's other checks found."""
+    if not rt.settings.diagnose_charts:
+        return
+    found = results if results is not None else await run_results(rt, run_id)
+    await charts.attach_run_charts(rt, _run_key(rt, run_id, "replies"), keys, state["channel"], state["parent_ts"],
+                                   found, RUN_TTL_S)
 
 
 async def refresh_job(rt: Runtime, job: Job) -> None:
@@ -235,6 +248,7 @@ async def finish_job(rt: Runtime, job: Job) -> None:
     await rt.redis.hset(_run_key(rt, run_id),
                         mapping={"verdict": verdict.model_dump_json(), "finished_at": state["finished_at"]})
     await redraw_parent(rt, run_id)
+    await _share_charts(rt, run_id, state, [p.key for p in planned], results)
     if len(planned) > GROUP_AFTER:
         quiet = [r for r in ordered if not r.status.is_problem]
         if quiet:

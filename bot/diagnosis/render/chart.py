@@ -25,6 +25,8 @@ COLOURS = {"background": (255, 255, 255), "frame": (200, 200, 200), "text": (50,
            "series": (31, 119, 180), "threshold": (214, 39, 40)}
 MARKER_COLOURS = {"first_error": (140, 86, 75), "deploy": (148, 103, 189), "first_breach": (255, 127, 14),
                   "milestone": (44, 160, 44)}
+MARKER_NAMES = {"first_error": "first error", "deploy": "deploy", "first_breach": "first breach",
+                "milestone": "milestone"}  # said by the alt text before each marker's label
 THRESHOLD_DASH = (6, 4)  # px on, px off
 MARKER_DOTS = (2, 3)
 MAX_DOTTED_POINTS = 120  # above this many points, dots on each point would only thicken the line
@@ -44,10 +46,18 @@ def chart_title(result: CheckResult) -> str:
 
 
 def alt_text(series: Series) -> str:
-    """What a screen reader says instead: the peak and the threshold."""
+    """What a screen reader says instead: the peak, the threshold and the marked moments."""
     peak = max((v for _, v in series.points), default=0.0)
     limit = f", threshold {series.threshold:g}{series.unit}" if series.threshold is not None else ""
-    return f"{series.metric}: {len(series.points)} points, peak {peak:g}{series.unit}{limit}"[:1000]
+    marked = "; ".join(f"{_named(m)} at {_utc(m.at):%H:%M} UTC" for m in series.markers)
+    return (f"{series.metric}: {len(series.points)} points, peak {peak:g}{series.unit}{limit}"
+            + (f"; marked: {marked}" if marked else ""))[:1000]
+
+
+def _named(marker: Marker) -> str:
+    """A marker's label, led by what kind of moment it is unless the label says so already."""
+    name = MARKER_NAMES[marker.kind]
+    return marker.label if marker.label.startswith(name) else f"{name}: {marker.label}"
 
 
 def render_png(series: Series) -> bytes:
