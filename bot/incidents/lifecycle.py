@@ -50,7 +50,13 @@ log = logging.getLogger("bot.incidents")
 
 STALLED_DECLARATION_S = 30.0  # the auditor resumes a declaration not finished this long after it started
 TIMER_GRACE_S = 5.0  # the auditor re-queues a timer this long past its due time
-INVITE_WAIT_S = 1.0  # an invite that finds no channel yet asks again this much later (bounded by the queue)
+INVITE_WAIT_S = 1.0  # the first wait of an invite or post that finds no channel yet (channel_wait_s doubles it)
+
+
+def channel_wait_s(job: Job) -> float:
+    """1, 2, 4, 8 s…: five tries span ~15 s, past a crashed declaration's reclaim (a dead worker's jobs are
+    released after 5 s) and its re-run, so a message or invite queued before the channel exists is not lost."""
+    return INVITE_WAIT_S * 2 ** (job.attempt - 1)
 
 
 # ------------------------------------------------------------------------------------------------ declare
@@ -511,7 +517,7 @@ async def post_job(ctx: Incidents, job: Job) -> None:
     if not incident.channel:
         from bot.queue import Retry
 
-        raise Retry("the incident has no channel yet", delay_s=1.0)
+        raise Retry("the incident has no channel yet", delay_s=channel_wait_s(job))
     await ctx.post_in(incident, job.payload["key"], job.payload["text"], job.payload.get("blocks"))
 
 
@@ -544,7 +550,7 @@ async def invite_job(ctx: Incidents, job: Job) -> None:
         return
     if incident.channel is None:
         if not incident.ready:  # the first page's DM goes out before the channel is made: invite once it is
-            raise Retry(f"{incident.id} has no channel yet", delay_s=INVITE_WAIT_S)
+            raise Retry(f"{incident.id} has no channel yet", delay_s=channel_wait_s(job))
         return
     try:
         await ctx.slack.call("conversations.invite", channel=incident.channel, users=",".join(job.payload["users"]),
