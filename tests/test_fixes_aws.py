@@ -244,8 +244,10 @@ async def test_queue_on_latest_is_pointed_at_the_last_version_and_the_undo_point
 ) -> None:
     updated, uuid, queue = bad_latest_update(aws)
     unqualified = mapping_arn(aws, uuid)
+    diagnose = lambda: recent_changes(REGION, make_ctx(updated + timedelta(minutes=10),  # noqa: E731
+                                                       lambda_functions=["worker"]))
 
-    found = await recent_changes(REGION, make_ctx(updated + timedelta(minutes=10), lambda_functions=["worker"]))
+    found = await diagnose()
 
     assert found.status is Status.fail and "$LATEST" in found.summary
     assert "at v1, the last published version" in found.hint
@@ -260,6 +262,10 @@ async def test_queue_on_latest_is_pointed_at_the_last_version_and_the_undo_point
     assert (plan.before["FunctionArn"], plan.after["FunctionArn"]) == (unqualified, f"{unqualified}:1")
     assert result.ok and result.message == "Queue orders now invokes worker v1 (was $LATEST)."
     assert reaches(plan, result) and mapping_arn(aws, uuid) == f"{unqualified}:1"
+    again = await diagnose()
+    assert again.status is Status.ok and again.fixes == []
+    assert again.summary.endswith("rolled back since: no event source mapping invokes $LATEST any more "
+                                  "(queue orders invokes worker v1).")
 
     assert result.reverse == FixOffer("lambda.point_event_source", "Point queue orders back at worker $LATEST",
                                       {**params, "version": "$LATEST", "from_version": "1"},
@@ -267,6 +273,7 @@ async def test_queue_on_latest_is_pointed_at_the_last_version_and_the_undo_point
     undo_plan, undone = await plan_and_apply(aws, result.reverse)
     assert undo_plan.calls == [f"lambda:UpdateEventSourceMapping(UUID={uuid}, FunctionName={unqualified})"]
     assert undone.ok and mapping_arn(aws, uuid) == unqualified
+    assert (await diagnose()).status is Status.fail
 
 
 async def test_pointing_the_event_source_refuses_when_the_mapping_moved_after_the_preview(

@@ -16,7 +16,7 @@ from typing import Any
 
 from checks.aws.clients import AwsCheckError
 from checks.aws.common import aws_check, region
-from checks.aws.fixes.lambda_event_source import event_source_offers
+from checks.aws.fixes.lambda_event_source import LATEST, event_source_offers, qualifier, source_name
 from checks.aws.fixes.lambda_rollback import function_and_version, rollback_offers
 from checks.aws.logs import ErrorScan, is_not_found, iso, scan_errors
 from checks.correlation import SUSPECT_WINDOW, Change, find_suspect
@@ -285,12 +285,19 @@ async def recent_changes(_region: str, ctx: CheckContext) -> CheckResult:
 
 
 async def _rolled_back(ctx: CheckContext, change: Change) -> str | None:
-    """Whether a suspect Lambda version has been taken off every alias since, as a sentence; None if not.
+    """Whether a suspect Lambda change has been taken out of service since, as a sentence; None if not."""
+    if change.kind == "lambda-update":
+        return await _latest_rolled_back(ctx, function_and_version(change.resource)[0])
+    if change.kind == "lambda-version":
+        return await _version_rolled_back(ctx, change)
+    return None
 
-    Only a function with aliases can say so: without them, a version may be invoked by its number.
-    """
+
+async def _version_rolled_back(ctx: CheckContext, change: Change) -> str | None:
+    """A published version taken off every alias. Only a function with aliases can say so: without them, a
+    version may be invoked by its number."""
     function, version = function_and_version(change.resource)
-    if change.kind != "lambda-version" or not version.isdigit():
+    if not version.isdigit():
         return None
     assert ctx.aws is not None
     aliases = await ctx.aws.paginate("lambda", region(ctx), "list_aliases", "Aliases", FunctionName=function)
@@ -298,6 +305,26 @@ async def _rolled_back(ctx: CheckContext, change: Change) -> str | None:
         return None
     runs = ", ".join(f"{a['Name']} runs v{a['FunctionVersion']}" for a in aliases)
     return f"rolled back since: no alias of {function} runs v{version} any more ({runs})."
+
+
+async def _latest_rolled_back(ctx: CheckContext, function: str) -> str | None:
+    """An unpublished `$LATEST` update whose event source mappings all invoke a published version now (the
+    `lambda.point_event_source` fix). Only mappings can say so: direct callers of `$LATEST` leave no trace, so a
+    function without mappings stays a candidate."""
+    assert ctx.aws is not None
+    mappings = await ctx.aws.paginate("lambda", region(ctx), "list_event_source_mappings", "EventSourceMappings",
+                                      FunctionName=function)
+    invoked = [(source_name(m.get("EventSourceArn", m["UUID"])), qualifier(m["FunctionArn"]))
+               for m in mappings if m.get("FunctionArn")]
+    if not invoked or any(version == LATEST for _, version in invoked):
+        return None
+    runs = ", ".join(f"{source} invokes {function} {_numbered(version)}" for source, version in invoked)
+    return f"rolled back since: no event source mapping invokes $LATEST any more ({runs})."
+
+
+def _numbered(version: str) -> str:
+    """A version as people write it ("v41"); an alias name stays as it is."""
+    return f"v{version}" if version.isdigit() else version
 
 
 async def _rollback_fixes(ctx: CheckContext, change: Change) -> list[FixOffer]:
