@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from urllib.parse import urlencode
 
 import pytest
 
 from bot.diagnosis.render.slack import FIX_ACTION
 from bot.remediation import messages
 from bot.remediation.service import execute, remediation_of
-from bot.slack.local.payloads import APP_ID, TEAM_ID
 from checks.aws.fixes import lambda_concurrency
 from tests.aws_lambda_scenarios import REGION, create_function
 from tests.incident_harness import buttons, declare_incident, incident_bot
+from tests.remediation_flow import diagnosed_incident, fixed_run, request_fix, with_button
 
 SERVICES = {"api": {"aws": {"region": REGION, "lambda_functions": ["api-handler"]}}}
 FAST = {"diagnose_update_interval_s": 0.1, "remediation_enabled": True}
@@ -32,43 +30,6 @@ def throttled(aws) -> None:
 def reserved(aws) -> int | None:
     return aws.client("lambda", REGION).get_function_concurrency(FunctionName="api-handler").get(
         "ReservedConcurrentExecutions")
-
-
-def submitted(opened: dict, user: str, typed: dict[str, str]) -> str:
-    values = {f"{messages.INPUT_PREFIX}{k}": {"value": {"type": "plain_text_input", "value": v}}
-              for k, v in typed.items()}
-    payload = {"type": "view_submission", "api_app_id": APP_ID, "team": {"id": TEAM_ID, "domain": "local"},
-               "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM_ID},
-               "trigger_id": uuid.uuid4().hex, "is_enterprise_install": False, "enterprise": None,
-               "view": {**opened, "id": f"V{uuid.uuid4().hex[:8]}", "state": {"values": values}}}
-    return urlencode({"payload": json.dumps(payload)})
-
-
-def with_button(bot, channel: str, action_prefix: str):
-    return [m for m in bot.local.messages(channel)
-            if any(a.startswith(action_prefix) for a in buttons({"blocks": m.blocks}))]
-
-
-async def diagnosed_incident(bot, text: str = "api-handler throttled P1 api"):
-    inc = await declare_incident(bot, text)
-    incident = await bot.incident(inc)
-    await bot.wait_for(lambda: with_button(bot, incident.channel, FIX_ACTION), 20, "the finding's fix button")
-    await bot.settle()
-    return inc, incident
-
-
-async def request_fix(bot, incident, user: str = "U1", typed: dict[str, str] | None = None):
-    action_id, value = next((a, v) for m in with_button(bot, incident.channel, FIX_ACTION)
-                            for a, v in buttons({"blocks": m.blocks}).items() if a.startswith(FIX_ACTION))
-    before = len(bot.local.calls_to("views.open"))
-    await bot.click(action_id, value, user=user, channel=incident.channel)
-    opened = (await bot.wait_for(lambda: bot.local.calls_to("views.open")[before:], 5, "the preview"))[0]
-    view = opened.response["view"]
-    response = await bot.post_slack(submitted(view, user, typed or {}), "application/x-www-form-urlencoded")
-    assert response.status_code == 200, response.text
-    approval = await bot.wait_for(lambda: with_button(bot, incident.channel, messages.APPROVE_ACTION), 5,
-                                  "the approval request")
-    return view, approval[-1]
 
 
 async def test_a_fix_is_previewed_requested_approved_by_a_second_person_applied_and_confirmed(
@@ -100,15 +61,10 @@ async def test_a_fix_is_previewed_requested_approved_by_a_second_person_applied_
                                              if m.text.startswith("Fixed:")], 10, "the result")
         assert "reserved concurrency 0 → 5" in result[0].text
         assert messages.UNDO_ACTION in buttons({"blocks": result[0].blocks})
-        runs = await bot.wait_for(lambda: _fixed_run(bot, inc), 30, "the re-diagnosis")
+        runs = await bot.wait_for(lambda: fixed_run(bot, inc), 30, "the re-diagnosis")
         assert "1 fixed" in runs
         stages = [e.data["stage"] for e in await bot.timeline(inc, "remediation")]
         assert stages == ["requested", "approved", "applied"]
-
-
-async def _fixed_run(bot, inc):
-    entries = await bot.timeline(inc, "diagnosis")
-    return next((e.data["since_last"] for e in entries if e.data.get("since_last")), None)
 
 
 async def test_a_resource_changed_since_the_preview_is_not_overwritten(aws, local_slack, redis_url, tmp_path):

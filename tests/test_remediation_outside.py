@@ -13,7 +13,8 @@ from bot.remediation import messages
 from bot.remediation.service import remediation_of
 from bot.slack.local.payloads import block_action_body
 from tests.incident_harness import buttons, incident_bot
-from tests.test_remediation import FAST, SERVICES, reserved, submitted, throttled
+from tests.remediation_flow import submitted
+from tests.test_remediation import FAST, SERVICES, reserved, throttled
 
 
 def fix_offers(bot, channel: str) -> list:

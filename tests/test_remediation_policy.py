@@ -6,7 +6,8 @@ from __future__ import annotations
 from bot.remediation import messages
 from bot.writeup.postmortem.assemble import postmortem_markdown
 from tests.incident_harness import buttons, default_policy, incident_bot, seed_workspace
-from tests.test_remediation import FAST, SERVICES, diagnosed_incident, request_fix, reserved, submitted, throttled
+from tests.remediation_flow import diagnosed_incident, request_fix, submitted
+from tests.test_remediation import FAST, SERVICES, reserved, throttled
 
 LIFT_LABEL = "Lift reserved concurrency 0 from api-handler"
 

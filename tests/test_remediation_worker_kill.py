@@ -9,7 +9,8 @@ import signal
 
 from bot.remediation import messages
 from tests.incident_harness import buttons, incident_bot
-from tests.test_remediation import FAST, SERVICES, diagnosed_incident, request_fix, reserved, throttled
+from tests.remediation_flow import diagnosed_incident, request_fix
+from tests.test_remediation import FAST, SERVICES, reserved, throttled
 
 
 async def test_a_worker_killed_between_the_fix_and_its_record_applies_it_once_and_reports_it_applied(
