@@ -103,6 +103,16 @@ def test_postmortem_of_an_incident_that_does_not_exist_is_one_line_and_exit_2(re
     assert result.stderr.strip() == "chatops: There is no incident INC-99." and result.stdout == ""
 
 
+def test_a_missing_services_file_stops_http_mode_with_one_line_and_nothing_left_open(tmp_path: Path,
+                                                                                     redis_url: str) -> None:
+    result = chatops("run", env={"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "REDIS_URL": redis_url,
+                                 "SLACK_API_URL": "http://127.0.0.1:9/api/", "SERVICES_FILE": str(tmp_path / "no.yml"),
+                                 "CHATOPS_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert f"chatops: cannot read services file {tmp_path / 'no.yml'}" in result.stderr
+    assert "Unclosed" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
 def test_a_bot_token_without_its_partner_stops_instead_of_opening_the_terminal_chat(tmp_path: Path) -> None:
     result = chatops("run", env={"SLACK_BOT_TOKEN": "xoxb-only-this", "CHATOPS_DATA_DIR": str(tmp_path)})
     assert result.returncode == 2 and result.stdout == ""

@@ -192,17 +192,21 @@ async def run_command(settings: Settings, *, worker: bool, child: Any = None, ve
         return await run_terminal(settings, stop=stop, worker=worker, verbose=verbose)
     async with redis_for(settings) as redis_url:
         rt = await create_full_runtime(settings, redis_url=redis_url)
-        rt.services()  # fail fast on a broken services file, before Slack traffic arrives
-        warm_up()
-        async with http_processes(rt, redis_url, child, worker=worker, stop=stop) as serving:
-            tasks = [asyncio.create_task(serve_slack(rt, stop, **serving))]
-            if worker:
-                tasks.append(asyncio.create_task(run_workers(rt, stop, settings.worker_concurrency)))
-            try:
-                await asyncio.gather(*tasks)
-            finally:
-                await rt.aclose()
+        try:  # a start that stops (a broken services file) still closes the Slack and Redis clients it opened
+            rt.services()  # fail fast on a broken services file, before Slack traffic arrives
+            warm_up()
+            await serve_everything(rt, redis_url, child, worker=worker, stop=stop)
+        finally:
+            await rt.aclose()
     return EXIT_OK
+
+
+async def serve_everything(rt: Any, redis_url: str | None, child: Any, *, worker: bool, stop: asyncio.Event) -> None:
+    async with http_processes(rt, redis_url, child, worker=worker, stop=stop) as serving:
+        tasks = [asyncio.create_task(serve_slack(rt, stop, **serving))]
+        if worker:
+            tasks.append(asyncio.create_task(run_workers(rt, stop, rt.settings.worker_concurrency)))
+        await asyncio.gather(*tasks)
 
 
 @contextlib.asynccontextmanager
