@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -54,6 +55,14 @@ class AlertmanagerWebhook(BaseModel):
     truncatedAlerts: int = 0
 
 
+class AlertGroup(Protocol):
+    """What Alertmanager's and Grafana's webhooks share: a group and its alerts."""
+
+    groupKey: str  # noqa: N815 (the payload's name)
+    status: str
+    alerts: Sequence[Alert]
+
+
 def configured(ax: Alerts) -> bool:
     return ax.incident_settings.alertmanager_token is not None
 
@@ -70,14 +79,19 @@ async def authenticate(ax: Alerts, request: Request) -> None:
 async def parse(ax: Alerts, request: Request) -> list[AlertNotice]:
     hook = request.model(AlertmanagerWebhook, "not an Alertmanager v4 webhook: ")
     labels = {**hook.groupLabels, **hook.commonLabels}
-    names = ax.incident_settings
     title = (hook.commonAnnotations.get("summary") or hook.commonAnnotations.get("title")
              or labels.get("alertname") or "Alertmanager alert")
-    return [AlertNotice(
-        AlertSource.ALERTMANAGER, hook.groupKey, hook.status, title[:TITLE_MAX],
-        ax.mapping.severity(AlertSource.ALERTMANAGER, labels, labels.get(names.alert_severity_label)),  # type: ignore
-        ax.mapping.service(AlertSource.ALERTMANAGER, labels, [labels.get(names.alert_service_label)]),
-        [_instance(alert, hook.status) for alert in hook.alerts])]
+    return [group_notice(ax, AlertSource.ALERTMANAGER, hook, labels, title)]
+
+
+def group_notice(ax: Alerts, source: AlertSource, hook: AlertGroup, labels: dict[str, str], title: str) -> AlertNotice:
+    """An alert group in Alertmanager's shape (Alertmanager's webhook, and Grafana's, which copies it)."""
+    names = ax.incident_settings
+    return AlertNotice(
+        source, hook.groupKey, hook.status, title[:TITLE_MAX],
+        ax.mapping.severity(source, labels, labels.get(names.alert_severity_label)),  # type: ignore[arg-type]
+        ax.mapping.service(source, labels, [labels.get(names.alert_service_label)]),
+        [_instance(alert, hook.status) for alert in hook.alerts])
 
 
 def _instance(alert: Alert, group_status: str) -> AlertInstance:

@@ -15,25 +15,17 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.alerts import auth
+from bot.alerts.alertmanager import Alert, group_notice
 from bot.alerts.http import Refused, Request
-from bot.incidents.notice import AlertInstance, AlertNotice, AlertSource
+from bot.incidents.notice import AlertNotice, AlertSource
 
 if TYPE_CHECKING:
     from bot.alerts.service import Alerts
 
-TITLE_MAX = 200
+class GrafanaAlert(Alert):
+    """Alertmanager's alert, as Grafana sends it: always with a fingerprint."""
 
-
-class GrafanaAlert(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    status: Literal["firing", "resolved"]
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: str = ""
-    endsAt: str = ""
     fingerprint: str = Field(min_length=1)
-    generatorURL: str = ""
 
 
 class GrafanaWebhook(BaseModel):
@@ -79,17 +71,5 @@ def _check_hmac(ax: Alerts, request: Request) -> None:
 async def parse(ax: Alerts, request: Request) -> list[AlertNotice]:
     hook = request.model(GrafanaWebhook, "not a Grafana webhook (version 1): ")
     labels = {**hook.groupLabels, **hook.commonLabels}
-    names = ax.incident_settings
     title = (hook.commonAnnotations.get("summary") or labels.get("alertname") or hook.title or "Grafana alert")
-    return [AlertNotice(
-        AlertSource.GRAFANA, hook.groupKey, hook.status, title[:TITLE_MAX],
-        ax.mapping.severity(AlertSource.GRAFANA, labels, labels.get(names.alert_severity_label)),  # type: ignore
-        ax.mapping.service(AlertSource.GRAFANA, labels, [labels.get(names.alert_service_label)]),
-        [_instance(alert, hook.status) for alert in hook.alerts])]
-
-
-def _instance(alert: GrafanaAlert, group_status: str) -> AlertInstance:
-    status = "resolved" if group_status == "resolved" else alert.status
-    summary = alert.annotations.get("summary") or alert.labels.get("alertname") or alert.fingerprint
-    return AlertInstance(alert.fingerprint, alert.startsAt, status, summary, alert.labels,  # type: ignore[arg-type]
-                         alert.endsAt, alert.generatorURL)
+    return [group_notice(ax, AlertSource.GRAFANA, hook, labels, title)]
