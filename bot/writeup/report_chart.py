@@ -7,11 +7,10 @@ callers run it in a thread.
 
 from __future__ import annotations
 
-import io
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.diagnosis.render.chart import COLOURS, PLOT, SIZE, fonts, nice_ceiling
+from bot.diagnosis.render.chart import COLOURS, PLOT, canvas_png, fonts, nice_ceiling
 from bot.writeup.report import SEVERITIES, WEEK_S, Report, period
 
 SEVERITY_COLOURS = {"P0": (214, 39, 40), "P1": (255, 127, 14), "P2": (188, 189, 34), "P3": (31, 119, 180)}
@@ -39,13 +38,7 @@ def alt_text(report: Report) -> str:
 
 def report_png(report: Report) -> bytes:
     """The chart as PNG bytes; an empty window still gets its axes and a zero line."""
-    from PIL import Image, ImageDraw  # lazily: see the module docstring
-
-    image = Image.new("RGB", SIZE, COLOURS["background"])
-    _draw(ImageDraw.Draw(image), report)
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
+    return canvas_png(lambda draw: _draw(draw, report))
 
 
 def _draw(draw: Any, report: Report) -> None:

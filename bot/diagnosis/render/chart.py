@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -62,10 +63,15 @@ def _named(marker: Marker) -> str:
 
 def render_png(series: Series) -> bytes:
     """The chart as PNG bytes. Needs at least one point (callers skip empty series)."""
+    return canvas_png(lambda draw: _draw(draw, series))
+
+
+def canvas_png(paint: Callable[[Any], None]) -> bytes:
+    """A blank chart of SIZE, painted by `paint(ImageDraw)`, as PNG bytes: the diagnosis and report charts."""
     from PIL import Image, ImageDraw  # lazily: see the module docstring
 
     image = Image.new("RGB", SIZE, COLOURS["background"])
-    _draw(ImageDraw.Draw(image), series)
+    paint(ImageDraw.Draw(image))
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
