@@ -89,6 +89,18 @@ def sqs_queue(aws: AwsClients, name: str, *, region: str = REGION) -> tuple[str,
     return url, arn
 
 
+def latest_update_behind_queue(aws: AwsClients, name: str, queue_name: str) -> tuple[str, str]:
+    """`name` v1 (build 41) published, then new, failing code on $LATEST only, with `queue_name`'s event source
+    mapping invoking the unqualified function: the `$LATEST`-only rollback case. Returns (mapping UUID, queue ARN)."""
+    create_function(aws, name)
+    deploy_version(aws, name, "build 41")
+    client = aws.client("lambda", REGION)
+    _, queue = sqs_queue(aws, queue_name)
+    uuid = client.create_event_source_mapping(EventSourceArn=queue, FunctionName=name)["UUID"]
+    client.update_function_code(FunctionName=name, ZipFile=code_zip("# build 42\ndef handler(e, c):\n    1/0\n"))
+    return uuid, queue
+
+
 def put_log_lines(
     aws: AwsClients,
     group: str,

@@ -27,9 +27,9 @@ from checks.runner import make_http_client
 from checks.services import AwsSpec, ServiceSpec
 from tests.aws_fake_apis import ENV, BeanstalkEnvironment, FakeAwsServer, beanstalk_tail, query_api
 from tests.aws_lambda_scenarios import (
-    code_zip,
     create_function,
     deploy_version,
+    latest_update_behind_queue,
     point_alias,
     put_log_lines,
     sqs_queue,
@@ -209,14 +209,9 @@ def test_each_alias_on_the_suspect_version_gets_its_own_rollback_and_a_first_ver
 def bad_latest_update(aws: AwsClients) -> tuple[datetime, str, str]:
     """worker v1 (build 41) published, then new code on $LATEST only; the orders queue's mapping invokes the
     unqualified function, and errors begin 2 min after the update. Returns (update time, mapping UUID, queue ARN)."""
-    create_function(aws, "worker")
-    deploy_version(aws, "worker", "build 41")
-    client = aws.client("lambda", REGION)
-    _, queue = sqs_queue(aws, "orders")
-    uuid = client.create_event_source_mapping(EventSourceArn=queue, FunctionName="worker")["UUID"]
-    client.update_function_code(FunctionName="worker", ZipFile=code_zip("# build 42\ndef handler(e, c):\n    1/0\n"))
+    uuid, queue = latest_update_behind_queue(aws, "worker", "orders")
     updated = wall_clock() + timedelta(seconds=5)
-    stamp_latest(client, updated)
+    stamp_latest(aws.client("lambda", REGION), updated)
     put_log_lines(aws, "/aws/lambda/worker", [
         (updated - timedelta(minutes=30), "INFO all good"),
         *[(updated + timedelta(minutes=2, seconds=s), f"[ERROR] ZeroDivisionError: division by zero {s}")

@@ -21,12 +21,11 @@ from bot.remediation import messages
 from checks.aws.clients import AwsClients
 from tests.aws_fake_apis import ENV, BeanstalkEnvironment, beanstalk_tail, query_api
 from tests.aws_lambda_scenarios import (
-    code_zip,
     create_function,
     deploy_version,
+    latest_update_behind_queue,
     point_alias,
     put_log_lines,
-    sqs_queue,
     wall_clock,
 )
 from tests.aws_scenarios import (
@@ -88,12 +87,8 @@ def bad_alias_deploy(aws: AwsClients, _: ExitStack, __: pytest.MonkeyPatch) -> B
 def bad_latest_update(aws: AwsClients, _: ExitStack, __: pytest.MonkeyPatch) -> Broken:
     """worker v1 published two hours ago, new code on $LATEST ten minutes ago; the orders queue's mapping invokes
     $LATEST, errors from 8 min ago."""
-    create_function(aws, "worker")
-    deploy_version(aws, "worker", "build 41")
+    uuid, _ = latest_update_behind_queue(aws, "worker", "orders")
     client = aws.client("lambda", REGION)
-    _, queue = sqs_queue(aws, "orders")
-    uuid = client.create_event_source_mapping(EventSourceArn=queue, FunctionName="worker")["UUID"]
-    client.update_function_code(FunctionName="worker", ZipFile=code_zip("# build 42\ndef handler(e, c):\n    1/0\n"))
     now = wall_clock()
     backdate("worker", "1", now - timedelta(minutes=120))
     backdate("worker", "$LATEST", now - timedelta(minutes=10))
