@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-import httpx
+from typing import TYPE_CHECKING
 
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, CheckDef, check_definition, registered_checks
 from checks.services import ServiceSpec
+
+if TYPE_CHECKING:  # planning (a process answering Slack) needs no HTTP client; running checks imports it
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,8 @@ async def run_service(
 
 def make_http_client() -> httpx.AsyncClient:
     """The probes' HTTP client: no redirects followed silently, no proxies from the environment, bounded pool."""
+    import httpx
+
     return httpx.AsyncClient(
         follow_redirects=False,
         trust_env=False,

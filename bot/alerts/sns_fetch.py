@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urlsplit
 
 import certifi
-import httpx
 
 from bot.alerts.config import AlertSourceSettings
 from bot.alerts.http import Refused
 
-# cryptography (~10 MiB of OpenSSL bindings) is imported by the first SNS message, not by every HTTP process.
+# cryptography (~10 MiB of OpenSSL bindings) and httpx are imported by the first SNS message, not by every HTTP
+# process.
 if TYPE_CHECKING:
+    import httpx
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
     from cryptography.x509.verification import Store
@@ -150,6 +151,8 @@ class SnsFetcher:
     async def get(self, host: str, path: str, max_bytes: int, *, scheme: str = "https") -> bytes:
         """GET https://<host><path> (an SNS host already checked). A 4xx or an oversized answer is `Untrusted`;
         a network failure or a 5xx is a 503, which SNS retries — a legitimate alarm must not be lost to a blip."""
+        import httpx
+
         target = self.settings.sns_connect_to.get(host, host)
         try:
             async with self._http().stream("GET", f"{scheme}://{target}{path}", headers={"host": host},
@@ -164,6 +167,8 @@ class SnsFetcher:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
+            import httpx
+
             context = ssl.create_default_context(cafile=str(self.settings.sns_tls_ca_file or certifi.where()))
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             self._client = httpx.AsyncClient(verify=context, timeout=TIMEOUT_S, follow_redirects=False,

@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bot.app.http_server import Response, Route, json_response
 
 log = logging.getLogger(__name__)
@@ -166,6 +164,8 @@ def signal_ready(ready_fd: int) -> None:
 
 def parent_routes(parent_url: str) -> tuple[dict[tuple[str, str], Route], Any]:
     """A child's /healthz and /metrics: the parent's answers. Returns the routes and the client to close."""
+    import httpx  # only a child forwards: a single process, or the parent, never needs an HTTP client here
+
     client = httpx.AsyncClient(base_url=parent_url, timeout=FORWARD_TIMEOUT_S)
 
     async def forward(scope: dict, body: bytes) -> Response:

@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import httpx
-
 from bot.oncall.schedule import WEEKDAYS, Schedule
 from bot.oncall.timeline import Shift
 from bot.settings import ConfigError
@@ -127,6 +125,8 @@ def read_calendar(location: str, base: Path) -> str:
 
 
 def _fetch(url: str) -> str:
+    import httpx  # only a schedule imported from a URL fetches: not every process
+
     body = b""
     try:
         with httpx.stream("GET", url, timeout=FETCH_TIMEOUT_S, follow_redirects=True) as response:

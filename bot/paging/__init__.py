@@ -7,16 +7,15 @@
     policy.py      the escalation policy file (levels, ack timeouts, who may escalate)
     pagerduty_events.py   PagerDuty v3 webhooks: signature check and parsing of ack/resolve events
 
-Nothing here does anything at import time; `build_providers` makes the providers a policy names.
+Nothing here does anything at import time; `build_providers` makes the providers a policy names, importing
+each provider's module (and httpx with it) only then.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.paging.kinds import KINDS, SLACK_DM, ProviderDeps, ProviderKind, kind_of
-from bot.paging.opsgenie import OpsgenieConfig, OpsgenieProvider
-from bot.paging.pagerduty import PagerDutyConfig, PagerDutyProvider
 from bot.paging.pagerduty_events import (
     SIGNATURE_HEADER,
     PagerDutyEvent,
@@ -42,27 +41,23 @@ from bot.paging.providers import (
     make_dedup_key,
     parse_dedup_key,
 )
-from bot.paging.slack_dm import SlackDmProvider
-from bot.slack.client import SlackClient
+
+if TYPE_CHECKING:
+    from bot.slack.client import SlackClient
 
 __all__ = [
     "SIGNATURE_HEADER",
     "WebhookError",
     "KINDS",
     "Level",
-    "OpsgenieConfig",
-    "OpsgenieProvider",
     "Page",
     "PageResult",
-    "PagerDutyConfig",
     "PagerDutyEvent",
-    "PagerDutyProvider",
     "PagingConfig",
     "PagingPolicy",
     "Permission",
     "Provider",
     "ProviderKind",
-    "SlackDmProvider",
     "Target",
     "build_providers",
     "close_providers",

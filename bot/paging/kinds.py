@@ -3,22 +3,23 @@
 A configured provider's name says its kind: `pagerduty`, `pagerduty-db`, `opsgenie-emea` (several PagerDuty
 services = several routing keys). `slack` (Slack DMs) is built in and takes no settings. Adding a kind means
 adding one row to `KINDS`; the policy file's grammar, its error messages, the default policy and
-`build_providers` all read from here.
+`build_providers` all read from here. A kind's module (its provider, its config model, and httpx with them) is
+imported when a policy configures that kind or a provider of it is built, so a process that only answers Slack
+without paging through PagerDuty or Opsgenie never loads them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+if TYPE_CHECKING:  # a provider's module (and httpx with it) is imported when a provider of its kind is built
+    from pydantic import BaseModel
 
-from bot.paging.opsgenie import DEFAULT_API_URL, OpsgenieConfig, OpsgenieProvider
-from bot.paging.pagerduty import DEFAULT_EVENTS_URL, PagerDutyConfig, PagerDutyProvider
-from bot.paging.providers import Provider
-from bot.paging.slack_dm import SlackDmProvider
-from bot.slack.client import SlackClient
+    from bot.paging.providers import Provider
+    from bot.slack.client import SlackClient
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,25 @@ class ProviderDeps:
 class ProviderKind:
     name: str  # the provider name, and the prefix of `<name>-<anything>`
     make: Callable[[str, Any, ProviderDeps], Provider]  # (provider name, its config, deps) → the provider
-    config: type[BaseModel] | None = None  # the resolved settings; None = built in, no settings
+    config_model: str = ""  # "module:Class" of the resolved settings; "" = built in, no settings
     secret_field: str = ""  # the config field holding the key; the file names its variable in `<field>_env`
     secret_env: str = ""  # the default environment variable for the key (also: set → on by default)
     url_field: str = ""
-    default_url: str = ""
     targets_refused: str = ""  # why `targets:` make no sense for this kind; "" = targets are allowed
+
+    @property
+    def config(self) -> type[BaseModel] | None:
+        """The settings model, its module imported the first time a policy configures this kind."""
+        if not self.config_model:
+            return None
+        module, _, name = self.config_model.partition(":")
+        return getattr(import_module(module), name)
+
+    @property
+    def default_url(self) -> str:
+        """Where the config model sends by default (its module says, once)."""
+        assert self.config is not None
+        return str(self.config.model_fields[self.url_field].default)
 
     @property
     def env_field(self) -> str:
@@ -50,25 +64,31 @@ class ProviderKind:
 
 
 def _pagerduty(name: str, config: Any, deps: ProviderDeps) -> Provider:
+    from bot.paging.pagerduty import PagerDutyProvider
+
     return PagerDutyProvider(config, name=name)
 
 
 def _opsgenie(name: str, config: Any, deps: ProviderDeps) -> Provider:
+    from bot.paging.opsgenie import OpsgenieProvider
+
     return OpsgenieProvider(config, name=name)
 
 
 def _slack_dm(name: str, config: Any, deps: ProviderDeps) -> Provider:
+    from bot.paging.slack_dm import SlackDmProvider
+
     return SlackDmProvider(deps.slack, deps.redis, key_prefix=deps.key_prefix, name=name)
 
 
 PAGERDUTY = ProviderKind(
-    "pagerduty", _pagerduty, PagerDutyConfig, secret_field="routing_key", secret_env="PAGERDUTY_ROUTING_KEY",
-    url_field="events_url", default_url=DEFAULT_EVENTS_URL,
+    "pagerduty", _pagerduty, "bot.paging.pagerduty:PagerDutyConfig", secret_field="routing_key",
+    secret_env="PAGERDUTY_ROUTING_KEY", url_field="events_url",
     targets_refused="PagerDuty pages go to the service behind the routing key; name another pagerduty-<name> "
                     "provider for another service instead of targets")
 OPSGENIE = ProviderKind(
-    "opsgenie", _opsgenie, OpsgenieConfig, secret_field="api_key", secret_env="OPSGENIE_API_KEY",
-    url_field="api_url", default_url=DEFAULT_API_URL)
+    "opsgenie", _opsgenie, "bot.paging.opsgenie:OpsgenieConfig", secret_field="api_key", secret_env="OPSGENIE_API_KEY",
+    url_field="api_url")
 SLACK_DM = ProviderKind("slack", _slack_dm)
 
 # Order matters: the default policy's on-call is the first configured of these (pagerduty → opsgenie → Slack DMs).
@@ -77,7 +97,7 @@ KINDS: tuple[ProviderKind, ...] = (PAGERDUTY, OPSGENIE, SLACK_DM)
 
 def configurable() -> tuple[ProviderKind, ...]:
     """The kinds a policy file configures under `providers:` (all but the built-in Slack DMs)."""
-    return tuple(kind for kind in KINDS if kind.config is not None)
+    return tuple(kind for kind in KINDS if kind.config_model)
 
 
 def kind_of(provider_name: str) -> ProviderKind | None:

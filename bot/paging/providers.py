@@ -19,13 +19,15 @@ import re
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot import durations
 from bot.retry import RetryableError, RetryPolicy, retry_async
+
+if TYPE_CHECKING:  # httpx is imported with the first page: a process that only answers Slack never sends one
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,8 @@ async def post_with_retries(
     only burns the rate limit). `what` ("pagerduty trigger INC-42:P0:L1") names the call in log lines; it must
     not contain secrets, and neither does anything else logged here.
     """
+    import httpx
+
     tries = 0
 
     async def attempt() -> HttpAnswer:
@@ -213,6 +217,8 @@ class HttpProvider:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
+            import httpx
+
             self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.config.timeout_s))
         return self._client
 

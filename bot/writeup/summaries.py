@@ -32,9 +32,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.incidents.timeline import MESSAGE_KINDS, Entry, EntryKind
 from bot.queue import Job
@@ -55,6 +53,9 @@ from bot.writeup.view import (
     load_incident,
     update_every_s,
 )
+
+if TYPE_CHECKING:  # imported by a summariser when one is configured, not by every process
+    import httpx
 
 log = logging.getLogger("bot.summaries")
 
@@ -304,12 +305,16 @@ class OpenAICompatibleSummarizer:
 
     def __init__(self, url: str, *, api_key: str | None, model: str, timeout_s: float,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
+        import httpx
+
         self.url = url.rstrip("/") + "/chat/completions"
         self.model = model
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.AsyncClient(timeout=timeout_s, headers=headers, transport=transport)
 
     async def overview(self, title: str, lines: list[str]) -> str | None:
+        import httpx
+
         conversation = "\n".join(lines)[-self.MAX_INPUT_CHARS:]
         body = {"model": self.model, "temperature": 0, "max_tokens": 300,
                 "messages": [{"role": "system", "content": self.SYSTEM},
