@@ -9,6 +9,8 @@ separate idempotent commands, never in one transaction with it; every save write
     {inc:<id>}                    the Incident as JSON
     inc:open                      set of open incident ids
     inc:all                       zset id → number (every incident ever declared)
+    inc:declared                  zset id → declaration time (every incident): the window a report reads
+    inc:declared:built            set once `inc:declared` was filled from `inc:all` (deployments that predate it)
     inc:open:rank                 zset id → severity, then declaration time, of the open public incidents: what
                                   `/incident list` pages through, so it reads only the records it shows
     inc:open:rank:private         the same for the open private ones (few; each is read to ask who may see it)
@@ -43,6 +45,7 @@ import redis.asyncio as aioredis
 
 from bot.incidents.model import SEVERITIES, Incident, PageRecord, incident_id
 from bot.queue import lease
+from bot.queue.batch import Batcher
 from bot.queue.connection import durable
 from bot.queue.keys import tagged
 
@@ -50,6 +53,8 @@ LOCK_WAIT_S = 10.0  # a live holder renews its short lease; a dead one's is free
 TRIGGER_TTL_S = 86_400
 ALERT_OWNERS_TTL_S = 90 * 86_400  # how long a group remembers which incident an alert belonged to (replays)
 RANKED, RANKED_PRIVATE, RANKED_BUILT = ("open", "rank"), ("open", "rank", "private"), ("open", "rank", "built")
+DECLARED, DECLARED_BUILT = ("declared",), ("declared", "built")
+READ_BATCH = 500  # records per pipelined read: a long window is read in bounded replies
 
 class IncidentNotFound(LookupError):
     pass
@@ -67,7 +72,9 @@ class IncidentStore:
     def __init__(self, redis: aioredis.Redis, namespace: str = "chatops") -> None:
         self.redis = redis
         self.namespace = namespace
+        self._reads = Batcher(redis)  # a burst of /diagnose asks "whose channel is this?" in one round trip
         self._ranked = False  # this process saw the list index built (bot/incidents/store.py _ensure_ranked)
+        self._declared = False  # ... and the declaration index (_ensure_declared)
 
     def key(self, *parts: object) -> str:
         """A key of no one incident: an index, a trigger, a proposal."""
@@ -129,6 +136,7 @@ class IncidentStore:
         by the next save, and no transaction spans two hash slots."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(self.key("all"), {incident.id: incident.number})
+        pipe.zadd(self.key(*DECLARED), {incident.id: incident.declared_at})
         if incident.is_open:
             pipe.sadd(self.key("open"), incident.id)
         else:
@@ -161,7 +169,7 @@ class IncidentStore:
     # -- lookups ----------------------------------------------------------------------------------------------
 
     async def by_channel(self, channel: str) -> str | None:
-        raw = await self.redis.get(self.key("chan", channel))
+        raw = await self._reads.command("GET", self.key("chan", channel))
         return _text(raw) if raw is not None else None
 
     async def open_in_thread_channel(self, channel: str) -> list[str]:
@@ -174,7 +182,7 @@ class IncidentStore:
 
     async def list_open(self) -> list[Incident]:
         """Every open incident (the audit's and the trackers' view; `/incident list` uses `list_page`)."""
-        return [incident for incident in await self._records(await self.open_ids()) if incident is not None]
+        return [incident for incident in await self.records(await self.open_ids()) if incident is not None]
 
     async def list_page(self, visible: Callable[[Incident], Awaitable[bool]],
                         limit: int) -> tuple[list[Incident], int]:
@@ -193,14 +201,15 @@ class IncidentStore:
     async def _open_records(self, ids: list[str]) -> list[Incident]:
         """The records of `ids` that are still open; an index entry whose incident closed or vanished in a race
         with a rebuild is dropped from the index here."""
-        found = await self._records(ids)
+        found = await self.records(ids)
         stale = [i for i, incident in zip(ids, found, strict=True) if incident is None or not incident.is_open]
         if stale:
             await self.redis.zrem(self.key(*RANKED), *stale)
             await self.redis.zrem(self.key(*RANKED_PRIVATE), *stale)
         return [incident for incident in found if incident is not None and incident.is_open]
 
-    async def _records(self, ids: list[str]) -> list[Incident | None]:
+    async def records(self, ids: list[str]) -> list[Incident | None]:
+        """The records of `ids`, in order (None for one that does not exist), in one pipelined read."""
         if not ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:  # not MGET: the records live in many slots
@@ -234,6 +243,30 @@ class IncidentStore:
 
     async def all_ids(self) -> list[str]:
         return [_text(i) for i in await self.redis.zrange(self.key("all"), 0, -1)]
+
+    async def declared_since(self, start: float) -> AsyncIterator[list[bytes | str]]:
+        """The stored JSON of the incidents declared at or after `start`, oldest first, READ_BATCH at a time: a
+        report reads its window, never every incident ever declared."""
+        await self._ensure_declared()
+        ids = [_text(i) for i in await self.redis.zrangebyscore(self.key(*DECLARED), start, "+inf")]
+        for at in range(0, len(ids), READ_BATCH):
+            async with self.redis.pipeline(transaction=False) as pipe:  # not MGET: the records live in many slots
+                for incident in ids[at:at + READ_BATCH]:
+                    pipe.get(self.incident_key(incident))
+                yield [raw for raw in await pipe.execute() if raw is not None]
+
+    async def _ensure_declared(self) -> None:
+        """Incidents saved before the declaration index existed are indexed once, from `inc:all`."""
+        if self._declared or await self.redis.exists(self.key(*DECLARED_BUILT)):
+            self._declared = True
+            return
+        ids = await self.all_ids()
+        for at in range(0, len(ids), READ_BATCH):
+            found = [i for i in await self.records(ids[at:at + READ_BATCH]) if i is not None]
+            if found:
+                await self.redis.zadd(self.key(*DECLARED), {i.id: i.declared_at for i in found})
+        await self.redis.set(self.key(*DECLARED_BUILT), 1)
+        self._declared = True
 
     # -- declaration steps and idempotent posts -------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ transactions below run on Redis Cluster too) (so a thread summary does not read 
 50,000-entry incident). Entry ids are deterministic where the source has an identity (`msg:<channel>:<ts>` for
 a Slack message), so a live event, its Slack retry and a back-filled copy of the same message all land on one
 entry; an edit updates it and a deletion marks it removed. Bot actions (declared, severity, pages...) get ids
-from their own keys.
+from their own keys. One key spans incidents: `<namespace>:inc:tl:actions`, the set of incidents whose timeline holds
+an action item, so the follow-ups list reads those timelines and not every open incident's.
 
 Changes to an existing entry (`update`, `upsert`) are optimistic transactions (WATCH on the incident's hash):
 a live edit and a back-filled copy of the same message racing in two workers both land, neither is lost.
@@ -125,6 +126,15 @@ class Entry:
 _FIELDS = frozenset(f.name for f in fields(Entry))
 
 
+def has_action_item(entry: Entry) -> bool:
+    """An `/incident action` entry, or a message captured as one (`action:`, `TODO:`, the action reaction)."""
+    return entry.kind == EntryKind.ACTION_ITEM or bool(entry.data.get("action"))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def message_entry_id(channel: str, ts: str) -> str:
     return f"msg:{channel}:{ts}"
 
@@ -143,6 +153,21 @@ class Timeline:
     def _keys(self, incident_id: str) -> tuple[str, str]:
         base = incident_key(self.namespace, incident_id, "tl")
         return base, f"{base}:order"
+
+    def actions_key(self) -> str:
+        """The set of incidents whose timeline holds an action item (the follow-ups list reads only those live)."""
+        return f"{self.namespace}:inc:tl:actions"
+
+    def _note_action(self, pipe: Any, entry: Entry) -> None:
+        if has_action_item(entry):
+            pipe.sadd(self.actions_key(), entry.incident_id)
+
+    async def incidents_with_actions(self) -> list[str]:
+        return sorted(_text(i) for i in await self.redis.smembers(self.actions_key()))
+
+    async def forget_actions(self, incident_ids: list[str]) -> None:
+        if incident_ids:
+            await self.redis.srem(self.actions_key(), *incident_ids)
 
     def _thread_key(self, incident_id: str, thread_ts: str) -> str:
         return incident_key(self.namespace, incident_id, "tl", "thread", thread_ts)
@@ -164,6 +189,7 @@ class Timeline:
             return None
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(order_key, {entry.id: entry.at})
+        self._note_action(pipe, entry)
         if entry.is_reply:
             pipe.zadd(self._thread_key(entry.incident_id, str(entry.thread_ts)), {entry.id: entry.at})
         await pipe.execute()
@@ -228,6 +254,8 @@ class Timeline:
                     pipe.multi()
                     pipe.hset(data_key, entry_id, changed.to_json())
                     await pipe.execute()
+                    if has_action_item(changed):
+                        await self.redis.sadd(self.actions_key(), incident_id)
                     return changed
                 except WatchError:
                     continue

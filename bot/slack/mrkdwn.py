@@ -60,20 +60,22 @@ def and_more(count: int, hint: str = "") -> str:
     return f"…and {count} more" + (f": {hint}" if hint else "")
 
 
-def fit_lines(lines: list[str], limit: int = SECTION_TEXT_MAX, *, hint: str = "", max_lines: int | None = None) -> str:
+def fit_lines(lines: list[str], limit: int = SECTION_TEXT_MAX, *, hint: str = "", max_lines: int | None = None,
+              unlisted: int = 0) -> str:
     """Join whole lines (at most `max_lines`) while they fit in `limit`, ending with "…and N more" when some had
-    to stay out."""
-    if len("\n".join(lines)) <= limit and (max_lines is None or len(lines) <= max_lines):
+    to stay out. `unlisted`: lines of a longer list that were never read (a page of it), counted in N too."""
+    if not unlisted and len("\n".join(lines)) <= limit and (max_lines is None or len(lines) <= max_lines):
         return "\n".join(lines)
     kept: list[str] = []
     used = 0
     for i, line in enumerate(lines[:max_lines]):
         # keeping this line leaves len(lines) - i - 1 to count in the closing line, which must fit too
-        if used + len(line) + 1 + len(and_more(len(lines) - i - 1, hint)) > limit:
+        if used + len(line) + 1 + len(and_more(len(lines) - i - 1 + unlisted, hint)) > limit:
             break
         kept.append(line)
         used += len(line) + 1
-    return truncate("\n".join([*kept, and_more(len(lines) - len(kept), hint)]), limit)
+    left = len(lines) - len(kept) + unlisted
+    return truncate("\n".join([*kept, *([and_more(left, hint)] if left else [])]), limit)
 
 
 def pack_lines(lines: list[str], limit: int = SECTION_TEXT_MAX) -> list[str]:

@@ -12,19 +12,15 @@ SHOWN = 5  # the DM points at `/incident followups` for the rest
 
 async def handoff_followups(rt: Runtime, user: str) -> list[str]:
     """Lines for the DM to `user` ([] when nothing is open); a private incident's items only to its people."""
-    from bot.writeup.trackers.export import followups
+    from bot.writeup.trackers.export import followups_page
 
     ctx = rt.feature(Incidents)
     if ctx is None:
         return []
-    shown = []
-    for item in await followups(rt):
-        incident = await ctx.store.get(item.incident)
-        if incident is not None and await ctx.may_see(incident, user):
-            shown.append(item)
+    shown, total = await followups_page(rt, lambda incident: ctx.may_see(incident, user), SHOWN)
     if not shown:
         return []
     lines = [f"• *{f.incident}* {escape(one_line(f.text, 150))}" + (f" — <@{f.owner}>" if f.owner else "")
-             + (f", due {escape(f.due)}" if f.due else "") for f in shown[:SHOWN]]
-    more = [and_more(len(shown) - SHOWN, "`/incident followups`")] if len(shown) > SHOWN else []
-    return [f"*Open action items* ({len(shown)}):", *lines, *more]
+             + (f", due {escape(f.due)}" if f.due else "") for f in shown]
+    more = [and_more(total - len(shown), "`/incident followups`")] if total > len(shown) else []
+    return [f"*Open action items* ({total}):", *lines, *more]

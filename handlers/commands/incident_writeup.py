@@ -170,25 +170,22 @@ async def tickets_command(ctx: Any, command: dict, args: list[str]) -> str:
 async def followups_command(ctx: Any, command: dict, args: list[str]) -> str:
     """`/incident followups [@user]` open action items across incidents, oldest first"""
     from bot.durations import format_duration
-    from bot.writeup.trackers.export import followups
+    from bot.writeup.trackers.export import followups_page
 
     if len(args) > 1:
         raise UserError("`/incident followups` or `/incident followups @user`.")
     owner = parse_person(args[0]) if args else None
     user, now = command["user_id"], time.time()
-    shown = []
-    for f in await followups(ctx.rt, owner=owner):
-        incident = await ctx.store.get(f.incident)
-        if incident is not None and await ctx.may_see(incident, user):
-            shown.append(f)
+    shown, total = await followups_page(ctx.rt, lambda incident: ctx.may_see(incident, user), FOLLOWUPS_SHOWN,
+                                        owner=owner)
     if not shown:
         return "No open action items" + (f" for <@{owner}>." if owner else ".")
     lines = [f"• *{f.incident}* ({format_duration(f.age_s(now))} old) {escape(one_line(f.text, 150))} — "
              f"<@{f.owner}>" + (f", due {f.due}" if f.due else "") +
              (f" — <{f.ticket['url']}|{f.ticket['key']}> ({escape(f.ticket['state'])})" if f.ticket else "")
              for f in shown]
-    head = f"*Open action items{f' of <@{owner}>' if owner else ''}* ({len(shown)}):"
-    return fit_lines([head, *lines], FALLBACK_TEXT_MAX, max_lines=FOLLOWUPS_SHOWN + 1)
+    head = f"*Open action items{f' of <@{owner}>' if owner else ''}* ({total}):"
+    return fit_lines([head, *lines], FALLBACK_TEXT_MAX, unlisted=total - len(shown))
 
 
 REPORT_USAGE = "`/incident report [30d|90d] [service]`"

@@ -17,12 +17,12 @@ rate limit runs it again after the wait the tracker asked for (http.py).
 Redis (under the bot's namespace):
     wu:tickets:<incident>     hash: action item entry id → Ticket JSON
     wu:tickets:<incident>:lk  the lease while one worker exports that incident
-    wu:followups              hash: `<incident>|<item>` → FollowUp JSON, refreshed by every export
+    wu:followups…             the follow-ups index (bot/writeup/trackers/followups.py), refreshed by every export
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -33,7 +33,9 @@ from bot.queue import Job, Permanent, Retry, lease
 from bot.retry import RetryableError
 from bot.runtime import Runtime
 from bot.writeup.context import user_names, writeup_of
+from bot.writeup.trackers import followups as index
 from bot.writeup.trackers.config import TrackerSettings
+from bot.writeup.trackers.followups import FollowUp
 from bot.writeup.trackers.github import GitHubIssues
 from bot.writeup.trackers.jira import JiraCloud
 from bot.writeup.trackers.model import RateLimited, Ticket, TicketRequest, TrackerError, TrackerRefused
@@ -47,21 +49,6 @@ LEASE_WAIT_S = 30.0
 RATE_LIMIT_WAIT_MAX_S = 3600.0  # GitHub's primary limit resets within the hour
 TRACKERS = {"github": GitHubIssues, "jira": JiraCloud}
 PRIVATE_ITEM_TEXT = "Action item of a private incident (its text is in the incident's channel)"
-
-
-@dataclass
-class FollowUp:
-    incident: str
-    item: str
-    text: str
-    owner: str | None  # Slack user id
-    at: float
-    due: str | None
-    done: bool
-    ticket: dict[str, Any] | None = None  # Ticket fields
-
-    def age_s(self, now: float) -> float:
-        return max(now - self.at, 0.0)
 
 
 @dataclass
@@ -158,36 +145,48 @@ async def _postmortem_link(rt: Runtime, incident_id: str) -> str | None:
 
 async def _index(rt: Runtime, incident: IncidentView, items: list[Any], stored: dict[str, Ticket]) -> None:
     """The follow-ups index: every action item of the incident with its latest known state."""
-    if not items:
-        return
-    mapping = {f"{incident.id}|{item.id}": json.dumps(asdict(_followup(incident, item, stored.get(item.id))))
-               for item in items}
-    await rt.redis.hset(rt.key("wu", "followups"), mapping=mapping)
+    await index.write(rt, [_followup(incident, item, stored.get(item.id)) for item in items])
 
 
 def _followup(incident: IncidentView, item: Any, ticket: Ticket | None) -> FollowUp:
     done = bool(item.done or (ticket and ticket.done))
     return FollowUp(incident.id, item.id, item.text, item.owner, item.at, item.due, done,
-                    asdict(ticket) if ticket else None)
+                    asdict(ticket) if ticket else None, private=incident.private)
 
 
 async def followups(rt: Runtime, *, owner: str | None = None, include_done: bool = False) -> list[FollowUp]:
-    """Action items across incidents, oldest first: the index (refreshed by every export) plus, read live, the
-    items of incidents still open (their export has not run yet)."""
-    raw = await rt.redis.hgetall(rt.key("wu", "followups"))
-    found = {_text(k): FollowUp(**json.loads(v)) for k, v in raw.items()}
-    for incident in await _open_incidents(rt):
-        stored = await stored_tickets(rt, incident.id)
-        for item in await action_items(rt, incident, resolve_names=False):
-            found[f"{incident.id}|{item.id}"] = _followup(incident, item, stored.get(item.id))
-    chosen = [f for f in found.values() if (include_done or not f.done) and (owner is None or f.owner == owner)]
+    """Action items across incidents, oldest first, from the index (without `include_done`, only the open ones
+    are read), after the open incidents that have any refreshed theirs."""
+    await _refresh_open(rt)
+    found = await (index.every(rt) if include_done else index.open_items(rt))
+    chosen = [f for f in found if (include_done or not f.done) and (owner is None or f.owner == owner)]
     return sorted(chosen, key=lambda f: f.at)
 
 
-async def _open_incidents(rt: Runtime) -> list[IncidentView]:
+async def followups_page(rt: Runtime, visible: index.Visible, limit: int, *,
+                         owner: str | None = None) -> tuple[list[FollowUp], int]:
+    """What `/incident followups` and a handoff show: the first `limit` open items the reader may see, and how
+    many there are (bot/writeup/trackers/followups.page)."""
+    await _refresh_open(rt)
+    return await index.page(rt, visible, limit, owner=owner)
+
+
+async def _refresh_open(rt: Runtime) -> None:
+    """The items of open incidents whose timeline holds any, into the index: their export may not have run yet.
+    Resolved incidents leave the timeline's set; their export indexes them when it runs."""
     from bot.writeup.view import store_of, view_of
 
-    return [view_of(i) for i in await store_of(rt).list_open()]
+    timeline = writeup_of(rt).timeline
+    ids = await timeline.incidents_with_actions()
+    found = await store_of(rt).records(ids)
+    await timeline.forget_actions([i for i, r in zip(ids, found, strict=True) if r is None or not r.is_open])
+    await asyncio.gather(*(_refresh(rt, view_of(r)) for r in found if r is not None and r.is_open))
+
+
+async def _refresh(rt: Runtime, incident: IncidentView) -> None:
+    stored, items = await asyncio.gather(stored_tickets(rt, incident.id),
+                                         action_items(rt, incident, resolve_names=False))
+    await _index(rt, incident, items, stored)
 
 
 async def tickets_line(rt: Runtime, incident_id: str) -> str:
@@ -225,4 +224,4 @@ def _text(value: Any) -> str:
 
 
 __all__ = ["ExportReport", "FollowUp", "export", "followups", "request_tickets", "stored_tickets",
-           "tickets_job", "tickets_line", "tracker_settings"]
+           "tickets_job", "tickets_line", "tracker_settings", "followups_page"]
