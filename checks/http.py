@@ -27,7 +27,7 @@ from checks.net.probe import (
     time_left,
     with_route,
 )
-from checks.registry import CheckContext, Layer, check
+from checks.registry import CheckContext, check
 from checks.services import HttpProbe
 
 CHECK_LIMIT_S = 90.0
@@ -51,8 +51,7 @@ _HINTS = {
 }
 
 
-@check("http.health", each=lambda svc: svc.http, target=lambda probe: str(probe.url), layer=Layer.symptom,
-       timeout_s=CHECK_LIMIT_S)
+@check("http.health", timeout_s=CHECK_LIMIT_S)
 async def http_health(probe: HttpProbe, ctx: CheckContext) -> CheckResult:
     """HTTP health: status and latency over several samples."""
     url = httpx.URL(str(probe.url))

@@ -13,8 +13,8 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, check
-from checks.services import DatabaseSpec, ServiceSpec
+from checks.registry import CheckContext, check
+from checks.services import DatabaseSpec
 
 if TYPE_CHECKING:  # the driver is imported when the check first runs, not when the checks are registered
     import psycopg
@@ -50,11 +50,7 @@ GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT %s
 """
 
 
-def database_of(service: ServiceSpec) -> list[DatabaseSpec]:
-    return [service.database] if service.database else []
-
-
-@check("postgres", each=database_of, target=lambda db: f"${db.dsn_env}", layer=Layer.platform, timeout_s=20)
+@check("postgres", timeout_s=20)
 async def postgres(database: DatabaseSpec, ctx: CheckContext) -> CheckResult:
     """PostgreSQL login, queries running too long, connections near max_connections (and from where)"""
     import psycopg

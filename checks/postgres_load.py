@@ -19,9 +19,10 @@ from datetime import datetime
 from typing import Any
 
 from checks.model import CheckResult, Status
-from checks.postgres import database_of, open_session, redact_query, scrub
-from checks.registry import CheckContext, Layer, check
+from checks.postgres import open_session, redact_query, scrub
+from checks.registry import CheckContext, check
 from checks.services import DatabaseSpec
+from checks.targets import database_target
 
 MAX_LISTED_WAITS = 10
 LARGEST_TABLES = 5
@@ -65,11 +66,7 @@ LIMIT %s
 """
 
 
-def _target(db: DatabaseSpec) -> str:
-    return f"${db.dsn_env}"
-
-
-@check("postgres.locks", each=database_of, target=_target, layer=Layer.platform, timeout_s=20)
+@check("postgres.locks", timeout_s=20)
 async def postgres_locks(database: DatabaseSpec, ctx: CheckContext) -> CheckResult:
     """PostgreSQL sessions blocked on locks: who blocks whom, for how long, on which table"""
     rows, where = await _read(database, ctx, _blocked_rows)
@@ -121,7 +118,7 @@ def _wait(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-@check(SIZE_CHECK, each=database_of, target=_target, layer=Layer.platform, timeout_s=20)
+@check(SIZE_CHECK, timeout_s=20)
 async def postgres_size(database: DatabaseSpec, ctx: CheckContext) -> CheckResult:
     """PostgreSQL database size against the previous run's sample, and the largest tables"""
     rows, where = await _read(database, ctx, _size_rows)
@@ -129,7 +126,7 @@ async def postgres_size(database: DatabaseSpec, ctx: CheckContext) -> CheckResul
         return rows
     (name, size), largest = rows
     tables = [{"table": table, "bytes": int(total), "size": _human(total)} for table, total in largest]
-    previous = await ctx.previous(SIZE_CHECK, _target(database)) if ctx.previous else None
+    previous = await ctx.previous(SIZE_CHECK, database_target(database)) if ctx.previous else None
     before = previous.numbers.get("database_bytes") if previous else None
     evidence: dict[str, Any] = {"database_bytes": int(size), "server": where, "database": name,
                                 "size": _human(size), "largest_tables": tables,

@@ -1,6 +1,7 @@
 """Registering checks and the context they run with.
 
-A check is a plain async function `async def name(item, ctx) -> CheckResult`. `@check` records it with:
+A check is a plain async function `async def name(item, ctx) -> CheckResult`. `@check` records it with its time
+limit, and with what its row in checks/catalog.py says (so that planning needs no check module):
 - `each`: which entries of a service's spec it runs for (one job per entry, e.g. one per HTTP probe);
 - `target`: how to name an entry for people (`https://api.example.com/health`, `web-alb`);
 - `layer`: where it sits between cause and symptom; the verdict ranks lower layers first, because a broken route
@@ -15,25 +16,20 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
+from checks import catalog
 from checks.model import CheckResult
+from checks.targets import Layer, aws_items, aws_once
+
+__all__ = ["CURRENT_CHECK", "CheckContext", "CheckDef", "Layer", "PreviousSample", "aws_items", "aws_once", "check",
+           "check_definition", "registered_checks", "registered_definitions"]
 
 if TYPE_CHECKING:
     import httpx
 
     from checks.aws.clients import AwsClients
     from checks.services import ServiceSpec
-
-
-class Layer(IntEnum):
-    """Lower is nearer the root cause."""
-
-    config = 10  # routes, ACLs, endpoints, IAM conditions, reserved concurrency: states that break things
-    change = 20  # a recent deploy or stack update
-    platform = 30  # target health, queue dead letters, database state, certificates
-    symptom = 40  # what users see: HTTP failures, alarms, 5xx ratios, error logs
 
 
 @dataclass(frozen=True)
@@ -80,15 +76,13 @@ _REGISTRY: dict[str, CheckDef] = {}
 CURRENT_CHECK: contextvars.ContextVar[str | None] = contextvars.ContextVar("current_check", default=None)
 
 
-def check(
-    check_id: str,
-    *,
-    each: Callable[[ServiceSpec], Iterable[Any]],
-    target: Callable[[Any], str] = str,
-    layer: Layer = Layer.symptom,
-    timeout_s: float = 20.0,
-) -> Callable[[CheckFunc], CheckFunc]:
-    """Register `func` as check `check_id`. Registration happens when the module defining it is imported."""
+def check(check_id: str, *, timeout_s: float = 20.0) -> Callable[[CheckFunc], CheckFunc]:
+    """Register `func` as check `check_id`, planned as its row in checks/catalog.py says. Registration happens when
+    the module defining it is imported."""
+    row = catalog.CHECKS.get(check_id)
+    if row is None:
+        raise LookupError(f"check {check_id!r} has no row in checks/catalog.py CHECKS: add one (its module, `each`, "
+                          f"layer and `target`) so that planning knows it without importing it")
 
     def register(func: CheckFunc) -> CheckFunc:
         doc = (func.__doc__ or check_id).strip().splitlines()[0]
@@ -101,7 +95,7 @@ def check(
             finally:
                 CURRENT_CHECK.reset(token)
 
-        _REGISTRY[check_id] = CheckDef(check_id, running, each, target, layer, timeout_s, doc)
+        _REGISTRY[check_id] = CheckDef(check_id, running, row.each, row.target, row.layer, timeout_s, doc)
         return running
 
     return register
@@ -109,8 +103,6 @@ def check(
 
 def registered_checks() -> dict[str, CheckDef]:
     """All checks, importing the modules that define them the first time it is asked."""
-    from checks import catalog
-
     catalog.load()
     return dict(_REGISTRY)
 
@@ -118,8 +110,6 @@ def registered_checks() -> dict[str, CheckDef]:
 def check_definition(check_id: str) -> CheckDef | None:
     """One check, importing only the module that defines it (and none of the others) the first time it is asked."""
     if check_id not in _REGISTRY:
-        from checks import catalog
-
         catalog.load_one(check_id)
     return _REGISTRY.get(check_id)
 
@@ -127,21 +117,3 @@ def check_definition(check_id: str) -> CheckDef | None:
 def registered_definitions() -> dict[str, CheckDef]:
     """The checks registered so far, importing nothing."""
     return dict(_REGISTRY)
-
-
-def aws_items(attr: str) -> Callable[[ServiceSpec], list[Any]]:
-    """`each=` for AWS checks: the entries of `aws.<attr>`, or nothing when the service has no `aws` block."""
-
-    def items(service: ServiceSpec) -> list[Any]:
-        return list(getattr(service.aws, attr)) if service.aws else []
-
-    return items
-
-
-def aws_once(predicate: Callable[[ServiceSpec], bool]) -> Callable[[ServiceSpec], list[Any]]:
-    """`each=` for an AWS check that runs once per service (e.g. alarms by prefix) when `predicate` holds."""
-
-    def items(service: ServiceSpec) -> list[Any]:
-        return [service.aws.region] if service.aws and predicate(service) else []
-
-    return items

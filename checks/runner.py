@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, CheckDef, check_definition, registered_checks
+from checks.catalog import CHECKS
+from checks.registry import CheckContext, CheckDef, check_definition
 from checks.services import ServiceSpec
 
 if TYPE_CHECKING:  # planning (a process answering Slack) needs no HTTP client; running checks imports it
@@ -36,10 +37,11 @@ class PlannedCheck:
 
 
 def plan(service: ServiceSpec) -> list[PlannedCheck]:
+    """The service's checks, lower layers first, from the catalog alone: planning imports no check module."""
     planned = []
-    for check_id, definition in sorted(registered_checks().items(), key=lambda kv: (kv[1].layer, kv[0])):
-        for index, item in enumerate(definition.each(service)):
-            planned.append(PlannedCheck(check_id, index, definition.target(item)))
+    for check_id, row in sorted(CHECKS.items(), key=lambda kv: (kv[1].layer, kv[0])):
+        for index, item in enumerate(row.each(service)):
+            planned.append(PlannedCheck(check_id, index, row.target(item)))
     return planned
 
 

@@ -58,8 +58,8 @@ def test_the_table_of_check_modules_is_what_importing_every_module_registers() -
     import_every_module()
     registered = {check_id: d.func.__module__ for check_id, d in sorted(registered_definitions().items())}
     assert len(registered) > 40  # every check registered: the walk saw the real modules
-    rows = "\n".join(f'    "{check_id}": "{module}",' for check_id, module in registered.items())
-    assert registered == MODULES, f"checks/catalog.py MODULES should read:\n{rows}"
+    rows = "\n".join(f"    {check_id}: {module}" for check_id, module in registered.items())
+    assert registered == MODULES, f"checks/catalog.py CHECKS should name these modules:\n{rows}"
 
 
 def test_a_worker_imports_a_checks_module_and_its_sdk_when_it_first_runs_that_check() -> None:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from checks.aws import insights
-from checks.aws.apigateway import Api, api_stage_config, api_stage_metrics
+from checks.aws.apigateway import api_stage_config, api_stage_metrics
 from checks.aws.beanstalk import beanstalk_deploy, beanstalk_health, tail_events
 from checks.aws.instances import instance_metadata
 from checks.aws.logs import log_errors
@@ -22,6 +22,7 @@ from checks.aws.xray import xray_traces
 from checks.model import Status
 from checks.registry import CheckContext, Layer, registered_checks
 from checks.services import AwsSpec, ServiceSpec
+from checks.targets import Api
 from tests.aws_fake_apis import ENV, beanstalk_api, beanstalk_tail, json_api, query_api
 from tests.aws_lambda_scenarios import create_function, put_lambda_metrics, put_log_lines, wall_clock
 from tests.aws_scenarios import http_api, metadata_instance, put_api_traffic, rest_api

@@ -14,7 +14,7 @@ import pytest
 from checks.gcp import api
 from checks.gcp.changes import cloud_run_changes
 from checks.gcp.lb import backend_service
-from checks.gcp.logs import LogTarget, logging_errors, run_filter
+from checks.gcp.logs import logging_errors
 from checks.gcp.run import cloud_run, cloud_run_traffic
 from checks.gcp.sql import cloud_sql, cloud_sql_access
 from checks.gcp.storage import storage
@@ -22,6 +22,7 @@ from checks.model import Status
 from checks.registry import CheckContext, registered_checks
 from checks.runner import make_http_client, run_service
 from checks.services import ServiceSpec
+from checks.targets import LogTarget, run_filter
 from checks.verdict import build_verdict
 from tests.gcp_fake import FakeGcp, fake_gcp
 

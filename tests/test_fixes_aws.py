@@ -14,7 +14,7 @@ import pytest
 from checks.aws.beanstalk import beanstalk_deploy
 from checks.aws.changes import parse_aws_time, recent_changes
 from checks.aws.clients import AwsClients
-from checks.aws.elb import TargetGroups, alb_routes, target_health
+from checks.aws.elb import alb_routes, target_health
 from checks.aws.endpoints import vpce_policy
 from checks.aws.fixes import fix_actions
 from checks.aws.fixes.common import label
@@ -25,6 +25,7 @@ from checks.model import Status
 from checks.registry import CheckContext
 from checks.runner import make_http_client
 from checks.services import AwsSpec, ServiceSpec
+from checks.targets import TargetGroups
 from tests.aws_fake_apis import ENV, BeanstalkEnvironment, FakeAwsServer, beanstalk_tail, query_api
 from tests.aws_lambda_scenarios import (
     create_function,

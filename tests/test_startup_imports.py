@@ -1,8 +1,10 @@
 """A process that answers Slack over HTTP imports only what answering needs: building the app as `chatops run
---no-worker` does and acking a signed `/incident list` and `/diagnose api` leaves the Postgres driver, boto3,
-Jinja2, the postmortem code, google-auth, Pillow (charts) and cryptography's X.509 (SNS signatures) unimported: each
-costs start-up time and memory in every HTTP process, and the code that uses them imports them when it first runs.
-A fresh interpreter, so nothing another test imported counts."""
+--no-worker` does and acking a signed `/incident list`, `/diagnose api` and `/diagnose list` leaves the Postgres
+driver, boto3 and botocore, Jinja2, the postmortem code, google-auth, Pillow and matplotlib (charts), cryptography's
+X.509 (SNS signatures), httpx (paging, probes) and every check module unimported: each costs start-up time and memory
+in every HTTP process, and the code that uses them imports them when it first runs (a check's module and SDK with
+the check, in a worker). Planning reads checks/catalog.py alone. A fresh interpreter, so nothing another test
+imported counts."""
 
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from checks.catalog import MODULES
 from tests.app_harness import BOT_TOKEN
 from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
-NOT_ON_THE_HTTP_PATH = ["psycopg", "boto3", "botocore.config", "jinja2", "bot.writeup.postmortem.assemble",
-                        "google.auth", "PIL", "cryptography.x509"]
+NOT_ON_THE_HTTP_PATH = ["psycopg", "boto3", "botocore", "jinja2", "bot.writeup.postmortem.assemble", "google.auth",
+                        "PIL", "matplotlib", "cryptography.x509", "httpx",
+                        *sorted(set(MODULES.values())), "checks.aws", "checks.gcp", "checks.net", "checks.iac"]
 
 SCRIPT = """
 import asyncio, json, sys
@@ -57,7 +61,8 @@ async def main():
         warm_up()
         asgi = create_asgi(create_app(rt), rt)
         answers = [await post(asgi, {"command": "/incident", "text": "list"}),
-                   await post(asgi, {"command": "/diagnose", "text": "api"})]
+                   await post(asgi, {"command": "/diagnose", "text": "api"}),
+                   await post(asgi, {"command": "/diagnose", "text": "list"})]
     finally:
         await rt.aclose()
     print(json.dumps({"answers": answers, "loaded": sorted(sys.modules)}))
@@ -77,9 +82,11 @@ def test_answering_slack_over_http_leaves_the_heavy_modules_unimported(local_sla
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    (list_status, list_text), (diagnose_status, diagnose_text) = report["answers"]
+    (list_status, list_text), (diagnose_status, diagnose_text), (services_status, services_text) = report["answers"]
     assert list_status == 200 and "incident" in list_text.lower(), list_text
-    assert diagnose_status == 200 and "Queued" in diagnose_text, diagnose_text
-    loaded = set(report["loaded"])
-    assert [m for m in NOT_ON_THE_HTTP_PATH if m in loaded] == []
-    assert "checks.postgres" in loaded  # the /diagnose plan did register every check: the test saw the real path
+    # the plan really ran: services.example.yml's api has an HTTP probe, a DNS name and a TLS endpoint
+    assert diagnose_status == 200 and "Queued 3 checks for `api`" in diagnose_text, diagnose_text
+    assert services_status == 200 and "`api`" in services_text and "http.health" in services_text, services_text
+    assert "postgres.locks" in services_text  # the db service's checks, named without importing their module
+    loaded = report["loaded"]
+    assert [m for m in loaded if any(m == p or m.startswith(f"{p}.") for p in NOT_ON_THE_HTTP_PATH)] == []

@@ -59,7 +59,7 @@ def warm_up() -> None:
     collection walking them took ~50 ms here — met by a burst of slash commands as a p99 spike. gc.freeze() moves
     them to a generation the collector never scans; they live as long as the process anyway. Checks are not
     imported here: a worker imports a check's module (and boto3, psycopg or google-auth with it) when it first runs
-    that check (checks/catalog.py), and an HTTP process when it first plans a `/diagnose`."""
+    that check (checks/catalog.py); planning a `/diagnose` reads the catalog alone, so an HTTP process imports none."""
     gc.collect()
     gc.freeze()
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from checks.aws.common import aws_check, region
 from checks.model import CheckResult, Severity, Status
-from checks.registry import CheckContext, Layer, aws_items, check
+from checks.registry import CheckContext, check
 
 FAIL_WITHIN = timedelta(days=3)
 WARN_WITHIN = timedelta(days=14)
@@ -21,7 +21,7 @@ BROKEN = {"EXPIRED", "REVOKED", "FAILED", "VALIDATION_TIMED_OUT"}
 LISTED_USERS = 5
 
 
-@check("aws.acm", each=aws_items("certificates"), layer=Layer.platform, timeout_s=15)
+@check("aws.acm", timeout_s=15)
 @aws_check
 async def acm(certificate_arn: str, ctx: CheckContext) -> CheckResult:
     """ACM certificate status and days until expiry"""

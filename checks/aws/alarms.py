@@ -11,16 +11,10 @@ from typing import Any
 
 from checks.aws.common import aws_check, region
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, aws_once, check
-from checks.services import ServiceSpec
+from checks.registry import CheckContext, check
 
 
-def _has_prefixes(service: ServiceSpec) -> bool:
-    return bool(service.aws and service.aws.alarm_prefixes)
-
-
-@check("aws.alarms", each=aws_once(_has_prefixes), target=lambda r: f"alarms in {r}", layer=Layer.symptom,
-       timeout_s=15)
+@check("aws.alarms", timeout_s=15)
 @aws_check
 async def alarms(_region: str, ctx: CheckContext) -> CheckResult:
     """No CloudWatch alarm with one of the service's name prefixes is in ALARM."""

@@ -23,8 +23,8 @@ from checks.aws.common import Problem, aws_check, fold, function_configuration, 
 from checks.aws.lambdas import metric_totals
 from checks.aws.logs import WINDOW, is_not_found, iso
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, check
-from checks.services import ServiceSpec
+from checks.registry import CheckContext, check
+from checks.targets import Api
 
 FIVE_XX_FAIL = 0.05
 FIVE_XX_P0 = 0.50
@@ -32,15 +32,6 @@ FOUR_XX_WARN = 0.25
 LATENCY_WARN_MS = 1000.0
 NEAR_RATE_LIMIT = 0.80
 _FUNCTION = re.compile(r":function:([^:/]+)")
-
-
-@dataclass(frozen=True)
-class Api:
-    kind: str  # "REST" | "HTTP"
-    id: str
-
-    def __str__(self) -> str:
-        return f"{self.kind} API {self.id}"
 
 
 @dataclass(frozen=True)
@@ -65,12 +56,6 @@ class ApiConfig:
     region: str
     stages: list[Stage]
     integrations: list[Integration] = field(default_factory=list)
-
-
-def apis(service: ServiceSpec) -> list[Api]:
-    if not service.aws:
-        return []
-    return [Api("REST", i) for i in service.aws.api_gateways] + [Api("HTTP", i) for i in service.aws.http_apis]
 
 
 # --- reading the configuration ---------------------------------------------------------------------------------
@@ -208,7 +193,7 @@ def _traffic(values: dict[str, list[float]], index: int) -> StageTraffic:
 # --- aws.api_stage_metrics -------------------------------------------------------------------------------------
 
 
-@check("aws.api_stage_metrics", each=apis, target=str, layer=Layer.symptom, timeout_s=20)
+@check("aws.api_stage_metrics", timeout_s=20)
 @aws_check
 async def api_stage_metrics(api: Api, ctx: CheckContext) -> CheckResult:
     """API Gateway 5XX/4XX ratios, Latency and IntegrationLatency per stage over the last hour."""
@@ -267,7 +252,7 @@ def _slow_part(t: StageTraffic) -> str:
 # --- aws.api_stage_config --------------------------------------------------------------------------------------
 
 
-@check("aws.api_stage_config", each=apis, target=str, layer=Layer.config, timeout_s=25)
+@check("aws.api_stage_config", timeout_s=25)
 @aws_check
 async def api_stage_config(api: Api, ctx: CheckContext) -> CheckResult:
     """API Gateway integration timeouts against the backing Lambda, throttling against the request rate, access

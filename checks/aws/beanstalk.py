@@ -32,7 +32,7 @@ from checks.aws.fixes.beanstalk_version import version_offer
 from checks.aws.logs import ErrorScan, iso, scan_errors, summarise_errors, to_millis
 from checks.correlation import Change, Suspect, find_suspect
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, aws_items, check
+from checks.registry import CheckContext, check
 
 TAIL_FRESH = timedelta(minutes=15)  # a tail requested this recently (by anyone) is read rather than requested again
 TAIL_WAIT_S = 20.0
@@ -60,7 +60,7 @@ def _missing(name: str) -> CheckResult:
 # --- aws.beanstalk_health --------------------------------------------------------------------------------------
 
 
-@check("aws.beanstalk_health", each=aws_items("beanstalk_environments"), layer=Layer.platform, timeout_s=20)
+@check("aws.beanstalk_health", timeout_s=20)
 @aws_check
 async def beanstalk_health(name: str, ctx: CheckContext) -> CheckResult:
     """Elastic Beanstalk environment health and its causes, per instance with the version each one runs."""
@@ -140,7 +140,7 @@ def _health_problems(name: str, status: str | None, causes: list[str],
 # --- aws.beanstalk_deploy --------------------------------------------------------------------------------------
 
 
-@check("aws.beanstalk_deploy", each=aws_items("beanstalk_environments"), layer=Layer.change, timeout_s=45)
+@check("aws.beanstalk_deploy", timeout_s=45)
 @aws_check
 async def beanstalk_deploy(name: str, ctx: CheckContext) -> CheckResult:
     """Application versions deployed to an Elastic Beanstalk environment in the last 24 h, failed deployments, and

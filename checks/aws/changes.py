@@ -23,7 +23,7 @@ from checks.correlation import SUSPECT_WINDOW, Change, find_suspect
 from checks.fixes import FixOffer
 from checks.iac.pulumi import pulumi_changes
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, aws_once, check
+from checks.registry import CheckContext, check
 
 LOOKBACK = timedelta(hours=24)
 
@@ -208,18 +208,7 @@ def _stack_rollback(stack: str, outcome: str) -> str:
 # --- the check -------------------------------------------------------------------------------------------------
 
 
-def _has_changes_to_watch(service: Any) -> bool:
-    aws = service.aws
-    return bool(aws.lambda_functions or aws.api_gateways or aws.stacks or service.pulumi)
-
-
-@check(
-    "aws.recent_changes",
-    each=aws_once(_has_changes_to_watch),
-    target=lambda where: f"recent changes ({where})",
-    layer=Layer.change,
-    timeout_s=45,
-)
+@check("aws.recent_changes", timeout_s=45)
 @aws_check
 async def recent_changes(_region: str, ctx: CheckContext) -> CheckResult:
     """Deploys and stack updates in the last 24 h, and whether the errors began right after one of them."""

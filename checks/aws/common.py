@@ -1,8 +1,9 @@
 """What every AWS check shares: turning AWS errors into `error` results, and the lookups several checks need.
 
-Write an AWS check as the happy path and let `@aws_check` handle the failure path:
+Write an AWS check as the happy path and let `@aws_check` handle the failure path (its row in checks/catalog.py
+says which entries it runs for, e.g. `Check("checks.aws.thing", aws_items("things"), Layer.platform)`):
 
-    @check("aws.thing", each=aws_items("things"), layer=Layer.platform)
+    @check("aws.thing", timeout_s=20)
     @aws_check
     async def thing(name: str, ctx: CheckContext) -> CheckResult:
         found = await ctx.aws.call("svc", region(ctx), "describe_thing", Name=name)

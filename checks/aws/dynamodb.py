@@ -12,7 +12,7 @@ from typing import Any
 
 from checks.aws.common import aws_check, region
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, aws_items, check
+from checks.registry import CheckContext, check
 
 WINDOW = timedelta(minutes=15)
 PERIOD_S = 60
@@ -23,7 +23,7 @@ OPERATIONS = (
 )
 
 
-@check("aws.dynamodb", each=aws_items("dynamodb_tables"), layer=Layer.platform, timeout_s=20)
+@check("aws.dynamodb", timeout_s=20)
 @aws_check
 async def dynamodb(table_name: str, ctx: CheckContext) -> CheckResult:
     """DynamoDB throttling and provisioned capacity headroom over the last 15 minutes"""

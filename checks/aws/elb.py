@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -31,13 +30,14 @@ from checks.aws.fixes.target_matcher import add_codes_offer
 from checks.aws.series import first_breach, minutes_by_id, ratio_points
 from checks.fixes import FixOffer
 from checks.model import STATUS_ORDER, CheckResult, Series, Status
-from checks.registry import CheckContext, Layer, aws_items, check
-from checks.services import ServiceSpec, is_link_local
+from checks.registry import CheckContext, check
+from checks.services import is_link_local
+from checks.targets import TargetGroups
 
 # --- aws.alb_routes ------------------------------------------------------------------------------------------
 
 
-@check("aws.alb_routes", each=aws_items("load_balancers"), layer=Layer.config, timeout_s=20)
+@check("aws.alb_routes", timeout_s=20)
 @aws_check
 async def alb_routes(name: str, ctx: CheckContext) -> CheckResult:
     """Every subnet of an internet-facing load balancer sends 0.0.0.0/0 to an attached internet gateway."""
@@ -171,36 +171,13 @@ def _routes_hint(bad: dict[str, Any], rows: list[dict[str, Any]], attached: set[
 # --- aws.target_health ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TargetGroups:
-    """What `aws.target_health` looks at: a target group from the services file, or all behind a load balancer."""
-
-    ref: str  # a target group name/ARN, or a load balancer name/ARN when `behind_load_balancer`
-    behind_load_balancer: bool = False
-
-    def __str__(self) -> str:
-        return f"{self.ref} target groups" if self.behind_load_balancer else self.ref
-
-
-def target_group_items(service: ServiceSpec) -> list[TargetGroups]:
-    """The listed target groups; when none are listed, the target groups behind the listed load balancers.
-
-    Listing target groups explicitly wins, so a group is never judged twice in one run.
-    """
-    if not service.aws:
-        return []
-    if service.aws.target_groups:
-        return [TargetGroups(tg) for tg in service.aws.target_groups]
-    return [TargetGroups(lb, behind_load_balancer=True) for lb in service.aws.load_balancers]
-
-
 UNHEALTHY_STATES = {"unhealthy", "unhealthy.draining", "unavailable"}
 NOT_A_FAILURE = {"Target.HealthCheckDisabled"}  # "unavailable" by design (e.g. Lambda targets without checks)
 MAX_PROBED_TARGETS = 5
 _FAILED_CODES = re.compile(r"codes:\s*\[([\d,\s]+)\]")
 
 
-@check("aws.target_health", each=target_group_items, layer=Layer.platform, timeout_s=25)
+@check("aws.target_health", timeout_s=25)
 @aws_check
 async def target_health(item: TargetGroups, ctx: CheckContext) -> CheckResult:
     """Targets are healthy, and the app's answer on the health path is one the matcher accepts."""
@@ -433,7 +410,7 @@ MIN_REQUESTS = 20  # below this a ratio is noise: 1 error in 3 requests is not "
 _METRICS = {"requests": "RequestCount", "target_5xx": "HTTPCode_Target_5XX_Count", "elb_5xx": "HTTPCode_ELB_5XX_Count"}
 
 
-@check("aws.elb_5xx", each=aws_items("load_balancers"), layer=Layer.symptom, timeout_s=15)
+@check("aws.elb_5xx", timeout_s=15)
 @aws_check
 async def elb_5xx(name: str, ctx: CheckContext) -> CheckResult:
     """Share of requests answered with 5xx by the targets or by the load balancer itself, last 15 minutes."""

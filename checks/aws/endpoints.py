@@ -33,7 +33,7 @@ from checks.aws.roles import role_policy_documents, service_roles
 from checks.aws.security_groups import HTTPS, Side, allows
 from checks.aws.fixes.gateway_endpoint import endpoint_offer
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, aws_items, check
+from checks.registry import CheckContext, check
 
 SOURCE_VPCE = "aws:sourcevpce"
 SOURCE_VPC = "aws:sourcevpc"
@@ -79,7 +79,7 @@ def vpc_requirements(policy: str, document: dict[str, Any]) -> list[Requirement]
 # --- aws.vpce_policy -----------------------------------------------------------------------------------------
 
 
-@check("aws.vpce_policy", each=aws_items("roles"), layer=Layer.config, timeout_s=20)
+@check("aws.vpce_policy", timeout_s=20)
 @aws_check
 async def vpce_policy(role: str, ctx: CheckContext) -> CheckResult:
     """Role policy conditions on aws:sourceVpce/aws:sourceVpc can be met from the service's subnets."""
@@ -280,7 +280,7 @@ def _subnet_row(req: Requirement, table: RouteTable, served_by: str | None) -> d
 _NOT_FOUND = {"ParameterNotFound", "ParameterVersionNotFound"}
 
 
-@check("aws.ssm_parameters", each=aws_items("parameters"), layer=Layer.config, timeout_s=15)
+@check("aws.ssm_parameters", timeout_s=15)
 @aws_check
 async def ssm_parameters(name: str, ctx: CheckContext) -> CheckResult:
     """An SSM parameter the service reads at start-up exists and can be read and decrypted."""
@@ -322,7 +322,7 @@ def _parameter_error(name: str, ctx: CheckContext, exc: AwsCheckError) -> CheckR
 # --- aws.interface_endpoints ---------------------------------------------------------------------------------
 
 
-@check("aws.interface_endpoints", each=aws_items("vpc_endpoints"), layer=Layer.config, timeout_s=20)
+@check("aws.interface_endpoints", timeout_s=20)
 @aws_check
 async def interface_endpoints(endpoint_id: str, ctx: CheckContext) -> CheckResult:
     """An interface endpoint the service calls is available, resolvable, reachable on 443 and lets its roles in"""

@@ -15,10 +15,10 @@ from typing import Any
 
 from checks.aws.common import Problem, aws_check, fold, region
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, aws_items, check
+from checks.registry import CheckContext, check
 
 
-@check("aws.instance_metadata", each=aws_items("instances"), layer=Layer.config, timeout_s=15)
+@check("aws.instance_metadata", timeout_s=15)
 @aws_check
 async def instance_metadata(instance_id: str, ctx: CheckContext) -> CheckResult:
     """EC2 metadata options: IMDS disabled, or IMDSv2 required with a hop limit of 1 that containers cannot cross."""

@@ -26,7 +26,7 @@ from checks.aws.logs import (
 )
 from checks.aws.series import first_breach, minutes_by_id, ratio_points
 from checks.model import CheckResult, Series, Status
-from checks.registry import CheckContext, Layer, aws_items, check
+from checks.registry import CheckContext, check
 
 # When AWS stops applying security patches to a runtime ("Deprecation date" in
 # https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html, as published in November 2026). Functions keep
@@ -84,7 +84,7 @@ MEMORY_WARN = 0.95
 # --- aws.lambda_config -----------------------------------------------------------------------------------------
 
 
-@check("aws.lambda_config", each=aws_items("lambda_functions"), layer=Layer.config, timeout_s=20)
+@check("aws.lambda_config", timeout_s=20)
 @aws_check
 async def lambda_config(function: str, ctx: CheckContext) -> CheckResult:
     """Lambda configuration: reserved concurrency 0, deprecated runtime, an SQS trigger feeding itself."""
@@ -214,7 +214,7 @@ _METRICS = {"errors": ("Errors", "Sum"), "throttles": ("Throttles", "Sum"), "inv
             "duration": ("Duration", "Maximum")}
 
 
-@check("aws.lambda_metrics", each=aws_items("lambda_functions"), layer=Layer.symptom, timeout_s=20)
+@check("aws.lambda_metrics", timeout_s=20)
 @aws_check
 async def lambda_metrics(function: str, ctx: CheckContext) -> CheckResult:
     """Lambda errors, throttles and durations near the timeout over the last hour (CloudWatch AWS/Lambda)."""
@@ -320,7 +320,7 @@ async def metric_totals(ctx: CheckContext, function: str) -> dict[str, Any]:
 # --- aws.lambda_cold_starts ------------------------------------------------------------------------------------
 
 
-@check("aws.lambda_cold_starts", each=aws_items("lambda_functions"), layer=Layer.symptom, timeout_s=30)
+@check("aws.lambda_cold_starts", timeout_s=30)
 @aws_check
 async def lambda_cold_starts(function: str, ctx: CheckContext) -> CheckResult:
     """Cold starts, init time and memory headroom over the last hour, from the function's REPORT log lines."""

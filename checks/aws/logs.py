@@ -40,7 +40,7 @@ from checks.logsignatures import (  # re-exported: the Lambda checks and the tes
     to_millis,
 )
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, aws_items, check
+from checks.registry import CheckContext, check
 
 WINDOW = timedelta(hours=1)
 MAX_EVENTS = 20_000  # per scan: two pages of filter_log_events; a busier hour is reported as truncated
@@ -223,7 +223,7 @@ async def stored_bytes(ctx: CheckContext, log_group: str) -> int:
 # --- the check -------------------------------------------------------------------------------------------------
 
 
-@check("aws.log_errors", each=aws_items("log_groups"), layer=Layer.symptom, timeout_s=30)
+@check("aws.log_errors", timeout_s=30)
 @aws_check
 async def log_errors(log_group: str, ctx: CheckContext) -> CheckResult:
     """Errors in a log group over the last hour, de-duplicated into signatures with counts and context."""

@@ -23,8 +23,8 @@ from checks.aws.common import (
     subnet_route_tables,
 )
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, check
-from checks.services import ServiceSpec
+from checks.registry import CheckContext, check
+from checks.targets import NaclTarget
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -146,26 +146,7 @@ def _ports(low: int, high: int) -> str:
 # --- the check -----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NaclTarget:
-    """A subnet from the services file, or the subnets of a listed load balancer."""
-
-    ref: str
-    load_balancer: bool = False
-
-    def __str__(self) -> str:
-        return f"{self.ref} subnets" if self.load_balancer else self.ref
-
-
-def nacl_targets(service: ServiceSpec) -> list[NaclTarget]:
-    if not service.aws:
-        return []
-    return [NaclTarget(s) for s in service.aws.subnets] + [
-        NaclTarget(lb, load_balancer=True) for lb in service.aws.load_balancers
-    ]
-
-
-@check("aws.nacl", each=nacl_targets, layer=Layer.config, timeout_s=20)
+@check("aws.nacl", timeout_s=20)
 @aws_check
 async def nacl(target: NaclTarget, ctx: CheckContext) -> CheckResult:
     """The subnets' network ACLs let TCP replies through on the whole ephemeral range 1024-65535, both ways."""

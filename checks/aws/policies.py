@@ -28,7 +28,7 @@ from checks.aws.policy_eval import DenyMatch, allowed_actions, denies_for, grant
 from checks.aws.roles import Role, load_role, service_roles
 from checks.aws.sqs import describe_queue
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, aws_items, aws_once, check
+from checks.registry import CheckContext, check
 
 # Not the management account, no organization (moto says AccountNotFoundException for that): SCPs are not visible.
 _SCP_HIDDEN = {"AccessDeniedException", "AccessDenied", "AWSOrganizationsNotInUseException", "AccountNotFoundException"}
@@ -72,11 +72,7 @@ def deny_result(denies: list[DenyMatch], *, ok: str, evidence: dict[str, Any], r
 # --- aws.resource_policies -------------------------------------------------------------------------------------
 
 
-def _has_roles_and_queues(service: Any) -> bool:
-    return bool(service.aws.roles and service.aws.queues)
-
-
-@check("aws.resource_policies", each=aws_once(_has_roles_and_queues), layer=Layer.config, timeout_s=20)
+@check("aws.resource_policies", timeout_s=20)
 @aws_check
 async def resource_policies(_: str, ctx: CheckContext) -> CheckResult:
     """Queue and KMS key policies hold no Deny that applies to the service's roles"""
@@ -112,7 +108,7 @@ async def _key_policy(ctx: CheckContext, key: str) -> ResourcePolicy:
 # --- aws.identity_policies -------------------------------------------------------------------------------------
 
 
-@check("aws.identity_policies", each=aws_items("roles"), layer=Layer.config, timeout_s=20)
+@check("aws.identity_policies", timeout_s=20)
 @aws_check
 async def identity_policies(name: str, ctx: CheckContext) -> CheckResult:
     """A role's permissions boundary and the account's SCPs do not take away what its policies allow"""

@@ -16,7 +16,7 @@ from typing import Any
 from checks.aws.clients import AwsCheckError
 from checks.aws.common import aws_check, region
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, aws_items, check
+from checks.registry import CheckContext, check
 
 WINDOW = timedelta(minutes=15)
 CONNECTIONS_WARN_RATIO = 0.8
@@ -31,7 +31,7 @@ STILL_SERVING = {
 }
 
 
-@check("aws.rds", each=aws_items("db_instances"), layer=Layer.platform, timeout_s=20)
+@check("aws.rds", timeout_s=20)
 @aws_check
 async def rds(instance_id: str, ctx: CheckContext) -> CheckResult:
     """RDS instance status and peak connections against max_connections"""

@@ -23,7 +23,7 @@ from checks.aws.policies import ResourcePolicy, deny_result, judge_policy
 from checks.aws.policy_eval import DenyMatch
 from checks.aws.roles import service_roles
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, aws_items, check
+from checks.registry import CheckContext, check
 from checks.services import BucketSpec
 
 PROBE_PREFIX = "_diagnose/probe-"
@@ -34,7 +34,7 @@ STATEMENT_CHARS = 500
 _DENIED = {"AccessDenied", "403"}  # S3 answers HEAD (no body) and moto answers policy denies with a bare 403
 
 
-@check("aws.s3", each=aws_items("buckets"), target=lambda b: b.name, layer=Layer.config, timeout_s=20)
+@check("aws.s3", timeout_s=20)
 @aws_check
 async def s3(bucket: BucketSpec, ctx: CheckContext) -> CheckResult:
     """S3 bucket policy Deny statements, and an optional write/read/delete probe"""

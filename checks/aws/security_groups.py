@@ -22,8 +22,7 @@ from typing import Any
 
 from checks.aws.common import Problem, aws_check, describe_load_balancer, fold, function_configuration, region
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, aws_once, check
-from checks.services import ServiceSpec
+from checks.registry import CheckContext, check
 
 DATABASE_PORTS = {3306: "MySQL", 5432: "PostgreSQL", 1433: "SQL Server", 1521: "Oracle", 6379: "Redis",
                   11211: "Memcached", 27017: "MongoDB", 9200: "Elasticsearch", 5439: "Redshift"}
@@ -153,12 +152,7 @@ def _db_clients(targets: list[Side], functions: list[FunctionSide], db: Database
 # --- the check -------------------------------------------------------------------------------------------------
 
 
-def _has_network_resources(service: ServiceSpec) -> bool:
-    aws = service.aws
-    return bool(aws and (aws.load_balancers or aws.db_instances or aws.lambda_functions or aws.security_groups))
-
-
-@check("aws.security_groups", each=aws_once(_has_network_resources), layer=Layer.config, timeout_s=25)
+@check("aws.security_groups", timeout_s=25)
 @aws_check
 async def security_groups(_: str, ctx: CheckContext) -> CheckResult:
     """Security groups allow the LB → target → database paths and Lambda egress; no world-open database port"""

@@ -16,7 +16,7 @@ from typing import Any
 from checks.aws.clients import AwsCheckError
 from checks.aws.common import aws_check, region
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, aws_items, check
+from checks.registry import CheckContext, check
 
 PEEK_MESSAGES = 3
 PEEK_BODY_CHARS = 200
@@ -56,7 +56,7 @@ async def describe_queue(ctx: CheckContext, name_or_url: str) -> Queue:
 # --- Dead-letter queues --------------------------------------------------------------------------------------
 
 
-@check("aws.sqs_dlq", each=aws_items("queues"), layer=Layer.platform, timeout_s=20)
+@check("aws.sqs_dlq", timeout_s=20)
 @aws_check
 async def sqs_dlq(queue_ref: str, ctx: CheckContext) -> CheckResult:
     """SQS dead letters: messages that failed processing, or a queue with no dead-letter queue at all"""

@@ -37,7 +37,7 @@ from checks.aws.common import (
 from checks.aws.endpoints import serves
 from checks.aws.roles import load_role
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, aws_items, aws_once, check
+from checks.registry import CheckContext, check
 from checks.services import ServiceSpec
 
 WINDOW = timedelta(minutes=15)
@@ -58,14 +58,10 @@ _ENDPOINT_PREFIXES = {"ecr.api": "ecr", "kinesis-streams": "kinesis", "monitorin
 _NAT_QUERIED = (*NAT_METRICS, *NAT_TRAFFIC)
 
 
-def _has_subnets(service: ServiceSpec) -> bool:
-    return bool(service.aws and (service.aws.subnets or service.aws.lambda_functions))
-
-
 # --- aws.nat_gateways ------------------------------------------------------------------------------------------
 
 
-@check("aws.nat_gateways", each=aws_once(_has_subnets), layer=Layer.config, timeout_s=20)
+@check("aws.nat_gateways", timeout_s=20)
 @aws_check
 async def nat_gateways(_: str, ctx: CheckContext) -> CheckResult:
     """NAT gateways on the service's outbound path are available, not dropping packets or out of ports"""
@@ -148,7 +144,7 @@ def _default(table: RouteTable) -> dict[str, Any] | None:
 # --- aws.lambda_vpc ----------------------------------------------------------------------------------------------
 
 
-@check("aws.lambda_vpc", each=aws_items("lambda_functions"), layer=Layer.config, timeout_s=20)
+@check("aws.lambda_vpc", timeout_s=20)
 @aws_check
 async def lambda_vpc(function: str, ctx: CheckContext) -> CheckResult:
     """A function in a VPC has a way out for what it calls: a NAT gateway or an endpoint per subnet"""
@@ -227,7 +223,7 @@ def service_names(service: ServiceSpec) -> list[str]:
     return sorted({n.lower().rstrip(".") for n in names if n and not n.replace(".", "").isdigit()})
 
 
-@check("aws.vpc_dns", each=aws_once(_has_subnets), layer=Layer.config, timeout_s=20)
+@check("aws.vpc_dns", timeout_s=20)
 @aws_check
 async def vpc_dns(_: str, ctx: CheckContext) -> CheckResult:
     """VPC DNS resolution is on, private zones for the service's names are associated, forwarding rules work"""

@@ -20,7 +20,7 @@ from typing import Any
 from checks.aws.common import Problem, aws_check, fold, region
 from checks.aws.logs import WINDOW, iso
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, aws_once, check
+from checks.registry import CheckContext, check
 
 MAX_PAGES = 5
 FAULT_FAIL = 0.05
@@ -94,8 +94,7 @@ def slowest_edges(services: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(edges, key=lambda e: -e["avg_ms"])
 
 
-@check("aws.xray_traces", each=aws_once(lambda s: s.aws.xray), target=lambda where: f"X-Ray ({where})",
-       layer=Layer.platform, timeout_s=25)
+@check("aws.xray_traces", timeout_s=25)
 @aws_check
 async def xray_traces(_region: str, ctx: CheckContext) -> CheckResult:
     """X-Ray over the last hour: faulted and throttled traces, their root-cause dependency, the slowest downstream."""

@@ -281,15 +281,6 @@ def _default_hint(exc: GcpCheckError) -> str:
     return "Rerun in a minute; if it persists, call the API by hand with the same credentials."
 
 
-def gcp_items(attr: str) -> Callable[[Any], list[Any]]:
-    """`each=` for GCP checks: the entries of `gcp.<attr>`, or nothing when the service has no `gcp` block."""
-
-    def items(service: Any) -> list[Any]:
-        return list(getattr(service.gcp, attr)) if service.gcp else []
-
-    return items
-
-
 def spec(ctx: CheckContext) -> Any:
     assert ctx.service.gcp is not None, "GCP checks run only for services with a `gcp` block"
     return ctx.service.gcp

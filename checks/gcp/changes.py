@@ -10,12 +10,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from checks.correlation import SUSPECT_WINDOW, Change, find_suspect
-from checks.gcp.api import gcp_check, gcp_items, spec
-from checks.gcp.logs import LogTarget, run_filter, scan
+from checks.gcp.api import gcp_check, spec
+from checks.gcp.logs import scan
+from checks.targets import LogTarget, run_filter
 from checks.gcp.run import list_revisions, short
 from checks.logsignatures import iso
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, check
+from checks.registry import CheckContext, check
 
 LOOKBACK = timedelta(hours=24)
 
@@ -40,7 +41,7 @@ def revisions_as_changes(name: str, region: str, revisions: list[dict[str, Any]]
     return changes
 
 
-@check("gcp.cloud_run_changes", each=gcp_items("cloud_run"), layer=Layer.change, timeout_s=40)
+@check("gcp.cloud_run_changes", timeout_s=40)
 @gcp_check
 async def cloud_run_changes(name: str, ctx: CheckContext) -> CheckResult:
     """Cloud Run revisions of the last 24 h, and whether the errors began right after one of them"""

@@ -12,10 +12,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from checks.gcp.api import GcpCheckError, call, gcp_check, gcp_items, spec
+from checks.gcp.api import GcpCheckError, call, gcp_check, spec
 from checks.gcp.monitoring import metric_filter, series, totals_by
 from checks.model import CheckResult, Problem, Status, fold
-from checks.registry import CheckContext, Layer, check
+from checks.registry import CheckContext, check
 from checks.services import BackendServiceSpec
 
 WINDOW = timedelta(hours=1)
@@ -49,8 +49,7 @@ async def hit_ratio(ctx: CheckContext, name: str) -> tuple[float | None, int]:
     return (counts.get("HIT", 0.0) / total if total else None), total
 
 
-@check("gcp.backend_service", each=gcp_items("backend_services"), target=lambda b: b.name, layer=Layer.platform,
-       timeout_s=25)
+@check("gcp.backend_service", timeout_s=25)
 @gcp_check
 async def backend_service(backend: BackendServiceSpec, ctx: CheckContext) -> CheckResult:
     """Load-balancer backend health, and Cloud CDN cache mode and hit ratio"""

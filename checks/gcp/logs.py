@@ -16,7 +16,8 @@ from typing import Any
 from checks.gcp.api import call, gcp_check, spec
 from checks.logsignatures import ErrorSignature, SignatureTotals, iso, summarise_errors, to_millis
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, check
+from checks.registry import CheckContext, check
+from checks.targets import LogTarget
 
 WINDOW = timedelta(hours=1)
 PAGE_SIZE = 1000
@@ -24,24 +25,6 @@ MAX_ENTRIES = 5000
 MAX_PAGES = 20  # a nextPageToken with no entries means "still searching"; this bounds that too
 FAIL_AT_ERRORS = 10  # as aws.log_errors: ten in an hour is sustained
 TOP_SIGNATURES = 5
-
-
-@dataclass(frozen=True)
-class LogTarget:
-    label: str  # how people call it: "Cloud Run api", or the filter itself
-    filter: str
-
-
-def log_targets(service: Any) -> list[LogTarget]:
-    """`each=`: one target per Cloud Run service and per extra filter of the `gcp` block."""
-    if not service.gcp:
-        return []
-    targets = [LogTarget(f"Cloud Run {name}", run_filter(name)) for name in service.gcp.cloud_run]
-    return targets + [LogTarget(f, f) for f in service.gcp.log_filters]
-
-
-def run_filter(name: str) -> str:
-    return f'resource.type="cloud_run_revision" AND resource.labels.service_name="{name}"'
 
 
 @dataclass
@@ -96,7 +79,7 @@ async def scan(ctx: CheckContext, target: LogTarget, start: datetime, end: datet
     return LogScan(target.label, summarise_errors(as_event(e) for e in entries), len(entries), truncated)
 
 
-@check("gcp.logging", each=log_targets, target=lambda t: t.label, layer=Layer.symptom, timeout_s=30)
+@check("gcp.logging", timeout_s=30)
 @gcp_check
 async def logging_errors(target: LogTarget, ctx: CheckContext) -> CheckResult:
     """Cloud Logging errors over the last hour, de-duplicated into signatures"""

@@ -12,10 +12,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from checks.gcp.api import GcpCheckError, call, gcp_check, gcp_items, spec
+from checks.gcp.api import GcpCheckError, call, gcp_check, spec
 from checks.gcp.monitoring import metric_filter, peak, series, totals_by
 from checks.model import CheckResult, Problem, Status, fold
-from checks.registry import CheckContext, Layer, check
+from checks.registry import CheckContext, check
 
 WINDOW = timedelta(hours=1)
 FAIL_5XX_RATIO = 0.05
@@ -121,7 +121,7 @@ async def cold_starts(ctx: CheckContext, name: str) -> int | None:
 # --- the checks -------------------------------------------------------------------------------------------------
 
 
-@check("gcp.cloud_run", each=gcp_items("cloud_run"), layer=Layer.platform, timeout_s=25)
+@check("gcp.cloud_run", timeout_s=25)
 @gcp_check
 async def cloud_run(name: str, ctx: CheckContext) -> CheckResult:
     """Cloud Run service readiness, failed rollouts, traffic and cold starts"""
@@ -148,7 +148,7 @@ async def cloud_run(name: str, ctx: CheckContext) -> CheckResult:
                 ok=f"Cloud Run service {name} is ready and serving its latest revision {evidence['latest_ready']}.")
 
 
-@check("gcp.cloud_run_traffic", each=gcp_items("cloud_run"), layer=Layer.symptom, timeout_s=25)
+@check("gcp.cloud_run_traffic", timeout_s=25)
 @gcp_check
 async def cloud_run_traffic(name: str, ctx: CheckContext) -> CheckResult:
     """Cloud Run requests, 5xx ratio and p99 latency over the last hour (Cloud Monitoring)"""

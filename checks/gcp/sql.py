@@ -13,10 +13,10 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from checks.gcp.api import GcpCheckError, call, gcp_check, gcp_items, spec
+from checks.gcp.api import GcpCheckError, call, gcp_check, spec
 from checks.gcp.monitoring import metric_filter, peak, series
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, check
+from checks.registry import CheckContext, check
 from checks.services import CloudSqlSpec
 
 CA_WARN = timedelta(days=30)
@@ -94,8 +94,7 @@ def state_problem(instance: dict[str, Any]) -> tuple[str, str] | None:
     return sentence, hint
 
 
-@check("gcp.cloud_sql", each=gcp_items("cloud_sql"), target=lambda d: d.instance, layer=Layer.platform,
-       timeout_s=25)
+@check("gcp.cloud_sql", timeout_s=25)
 @gcp_check
 async def cloud_sql(db: CloudSqlSpec, ctx: CheckContext) -> CheckResult:
     """Cloud SQL instance state, connections against the limit and server CA expiry"""
@@ -170,8 +169,7 @@ def path_problem(instance: dict[str, Any], db: CloudSqlSpec) -> str | None:
     return None
 
 
-@check("gcp.cloud_sql_access", each=lambda s: [d for d in gcp_items("cloud_sql")(s) if d.client_ssl or d.path],
-       target=lambda d: d.instance, layer=Layer.config, timeout_s=20)
+@check("gcp.cloud_sql_access", timeout_s=20)
 @gcp_check
 async def cloud_sql_access(db: CloudSqlSpec, ctx: CheckContext) -> CheckResult:
     """Cloud SQL SSL mode against the client, and the private IP / authorized networks path"""

@@ -11,9 +11,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from checks.gcp.api import GcpCheckError, GcpDenied, call, gcp_check, gcp_items, spec
+from checks.gcp.api import GcpCheckError, GcpDenied, call, gcp_check, spec
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, check
+from checks.registry import CheckContext, check
 from checks.services import GcpBucketSpec
 
 PROBE_PREFIX = "_diagnose/probe-"
@@ -61,8 +61,7 @@ async def project_bindings(ctx: CheckContext) -> list[dict[str, Any]] | None:
     return policy.get("bindings", [])
 
 
-@check("gcp.storage", each=gcp_items("buckets"), target=lambda b: f"gs://{b.name}", layer=Layer.config,
-       timeout_s=25)
+@check("gcp.storage", timeout_s=25)
 @gcp_check
 async def storage(bucket: GcpBucketSpec, ctx: CheckContext) -> CheckResult:
     """Cloud Storage grants for the app's service account, public access and uniform access; optional write probe"""

@@ -27,12 +27,8 @@ from checks.iac.pulumi_backends import diy_store, read_cloud_stack, read_diy_sta
 from checks.iac.pulumi_drift import missing_resources
 from checks.iac.pulumi_state import StackState, StateReadError, Update, assess
 from checks.model import CheckResult, Status
-from checks.registry import CheckContext, Layer, check
-from checks.services import ServiceSpec
-
-
-def _stacks(service: ServiceSpec) -> list[str]:
-    return list(service.pulumi.stacks) if service.pulumi else []
+from checks.registry import CheckContext, check
+from checks.targets import pulumi_stacks
 
 
 async def read_stack(ctx: CheckContext, ref: str) -> StackState:
@@ -57,7 +53,7 @@ async def _with_state(ref: str, ctx: CheckContext, then: StateCheck) -> CheckRes
         return error_result(exc).model_copy(update={"resource": ref})
 
 
-@check("pulumi.stack", each=_stacks, target=lambda ref: f"pulumi {ref}", layer=Layer.change, timeout_s=30)
+@check("pulumi.stack", timeout_s=30)
 async def pulumi_stack(ref: str, ctx: CheckContext) -> CheckResult:
     """Pulumi stack state: locks, pending operations, the last update's result"""
 
@@ -67,8 +63,7 @@ async def pulumi_stack(ref: str, ctx: CheckContext) -> CheckResult:
     return await _with_state(ref, ctx, judge)
 
 
-@check("pulumi.drift", each=_stacks, target=lambda ref: f"pulumi {ref} resources", layer=Layer.config,
-       timeout_s=45)
+@check("pulumi.drift", timeout_s=45)
 async def pulumi_drift(ref: str, ctx: CheckContext) -> CheckResult:
     """AWS resources a Pulumi stack records that no longer exist (buckets, functions, security groups, target groups)"""
     return await _with_state(ref, ctx, _drift)
@@ -102,7 +97,7 @@ async def pulumi_changes(ctx: CheckContext, since: datetime) -> list[Change]:
     """Every stack operation since `since` of the service's stacks, as changes; unreadable stacks give none (their
     own `pulumi.stack` result says why)."""
     changes: list[Change] = []
-    for ref in _stacks(ctx.service):
+    for ref in pulumi_stacks(ctx.service):
         try:
             state = await read_stack(ctx, ref)
         except (StateReadError, AwsCheckError):

@@ -21,7 +21,7 @@ from checks.aws.clients import AwsCheckError
 from checks.model import CheckResult, Status
 from checks.net import guard
 from checks.net.probe import Outcome, probe_http, request_timeouts, time_left, with_route
-from checks.registry import CheckContext, Layer, aws_items, check
+from checks.registry import CheckContext, check
 
 CHECK_LIMIT_S = 20.0
 RESOLVE_TIMEOUT_S = 3.0
@@ -44,7 +44,7 @@ MANAGED_POLICY_TTLS = {
 # ---------------------------------------------------------------------------------------------- cache headers
 
 
-@check("cdn.cache_headers", each=lambda svc: svc.cdn, target=str, layer=Layer.symptom, timeout_s=CHECK_LIMIT_S)
+@check("cdn.cache_headers", timeout_s=CHECK_LIMIT_S)
 async def cdn_cache_headers(asset: Any, ctx: CheckContext) -> CheckResult:
     """CDN: an asset is cacheable and the repeat request is a cache hit."""
     url = httpx.URL(str(asset))
@@ -151,7 +151,7 @@ def _response_evidence(outcome: Outcome | None) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------------------------- distribution
 
 
-@check("cdn.distribution", each=aws_items("distributions"), target=str, layer=Layer.config, timeout_s=CHECK_LIMIT_S)
+@check("cdn.distribution", timeout_s=CHECK_LIMIT_S)
 async def cdn_distribution(distribution_id: str, ctx: CheckContext) -> CheckResult:
     """CloudFront: the default cache behaviour caches (TTLs above 0)."""
     assert ctx.aws is not None and ctx.service.aws is not None

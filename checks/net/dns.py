@@ -21,7 +21,7 @@ import httpx
 from checks.model import CheckResult, Status
 from checks.net import guard
 from checks.net.probe import Outcome, no_route, probe_http, request_timeouts, time_left, with_route
-from checks.registry import CheckContext, Layer, check
+from checks.registry import CheckContext, check
 
 CHECK_LIMIT_S = 20.0
 RESOLVE_TIMEOUT_S = 3.0
@@ -34,7 +34,7 @@ _ZONE_HINT = (
 )
 
 
-@check("dns.resolve", each=lambda svc: svc.dns, target=str, layer=Layer.platform, timeout_s=CHECK_LIMIT_S)
+@check("dns.resolve", timeout_s=CHECK_LIMIT_S)
 async def dns_resolve(host: str, ctx: CheckContext) -> CheckResult:
     """DNS: the name resolves and every address it returns answers."""
     ends_at = time.monotonic() + time_left(ctx.remaining(), CHECK_LIMIT_S)

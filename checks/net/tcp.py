@@ -15,7 +15,7 @@ from typing import Any
 from checks.model import CheckResult, Status
 from checks.net import guard
 from checks.net.probe import Outcome, no_route, probe_tcp, time_left, with_route
-from checks.registry import CheckContext, Layer, check
+from checks.registry import CheckContext, check
 from checks.services import TcpTarget
 
 CHECK_LIMIT_S = 15.0
@@ -32,7 +32,7 @@ _HINTS = {
 _DEFAULT_HINT = "Look at the evidence for each address's error, then at the network path to it."
 
 
-@check("tcp.connect", each=lambda svc: svc.tcp, target=str, layer=Layer.platform, timeout_s=CHECK_LIMIT_S)
+@check("tcp.connect", timeout_s=CHECK_LIMIT_S)
 async def tcp_connect(target: TcpTarget, ctx: CheckContext) -> CheckResult:
     """TCP: a connection to host:port opens in time."""
     ends_at = time.monotonic() + time_left(ctx.remaining(), CHECK_LIMIT_S)

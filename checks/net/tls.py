@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from checks.model import CheckResult, Severity, Status
 from checks.net import guard
 from checks.net.probe import classify_connect_error, time_left, with_route
-from checks.registry import CheckContext, Layer, check
+from checks.registry import CheckContext, check
 from checks.services import TlsTarget
 
 if TYPE_CHECKING:  # imported when a TLS check first runs, not when the checks are registered
@@ -51,7 +51,7 @@ class _HandshakeFailed(Exception):
         self.kind = kind
 
 
-@check("tls.certificate", each=lambda svc: svc.tls, target=str, layer=Layer.platform, timeout_s=CHECK_LIMIT_S)
+@check("tls.certificate", timeout_s=CHECK_LIMIT_S)
 async def tls_certificate(target: TlsTarget, ctx: CheckContext) -> CheckResult:
     """TLS: certificate expiry, chain and name."""
     ends_at = time.monotonic() + time_left(ctx.remaining(), CHECK_LIMIT_S)
