@@ -1,4 +1,4 @@
-"""Script calls batched into one pipelined round trip per loop turn, against a real Redis: each caller still
+"""Script calls and reads batched into one pipelined round trip per loop turn, against a real Redis: each caller still
 gets exactly its own answer or its own error."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from bot.queue.batch import ScriptBatcher
+from bot.queue.batch import Batcher
 from tests.app_harness import free_port
 
 ECHO = """
@@ -22,7 +22,7 @@ return ARGV[1]
 """
 
 
-def counting(batcher: ScriptBatcher) -> list[int]:
+def counting(batcher: Batcher) -> list[int]:
     sizes: list[int] = []
     send = batcher._send
 
@@ -36,7 +36,7 @@ def counting(batcher: ScriptBatcher) -> list[int]:
 
 async def test_a_burst_of_calls_shares_a_few_round_trips_and_each_caller_gets_its_own_answer(
         redis: aioredis.Redis, unique_name: str) -> None:
-    batcher = ScriptBatcher(redis)
+    batcher = Batcher(redis)
     script = redis.register_script(ECHO)
     sizes = counting(batcher)
 
@@ -48,7 +48,7 @@ async def test_a_burst_of_calls_shares_a_few_round_trips_and_each_caller_gets_it
 
 
 async def test_a_script_error_stays_with_its_own_call(redis: aioredis.Redis, unique_name: str) -> None:
-    batcher = ScriptBatcher(redis)
+    batcher = Batcher(redis)
     script = redis.register_script(ECHO)
 
     answers = await asyncio.gather(*(batcher.call(script, [f"{unique_name}:n"], [arg])
@@ -60,7 +60,7 @@ async def test_a_script_error_stays_with_its_own_call(redis: aioredis.Redis, uni
 
 async def test_a_script_redis_forgot_is_loaded_again(redis: aioredis.Redis, unique_name: str) -> None:
     """After a Redis restart (or SCRIPT FLUSH) the cached sha is unknown: the calls still run, once each."""
-    batcher = ScriptBatcher(redis)
+    batcher = Batcher(redis)
     script = redis.register_script(ECHO)
     assert await batcher.call(script, [f"{unique_name}:n"], ["warm"]) == "warm"
     await redis.script_flush()
@@ -74,7 +74,7 @@ async def test_a_script_redis_forgot_is_loaded_again(redis: aioredis.Redis, uniq
 async def test_a_connection_error_reaches_every_caller_of_the_batch() -> None:
     # Nothing listens there; no retries, so the test does not wait out redis-py's default backoff.
     client = aioredis.Redis(port=free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
-    batcher = ScriptBatcher(client)
+    batcher = Batcher(client)
     script = client.register_script(ECHO)
     try:
         answers = await asyncio.gather(*(batcher.call(script, ["k"], [str(i)]) for i in range(5)),
@@ -87,7 +87,7 @@ async def test_a_connection_error_reaches_every_caller_of_the_batch() -> None:
 
 async def test_a_cancelled_caller_does_not_disturb_the_rest_of_its_batch(redis: aioredis.Redis,
                                                                            unique_name: str) -> None:
-    batcher = ScriptBatcher(redis)
+    batcher = Batcher(redis)
     script = redis.register_script(ECHO)
     calls = [asyncio.create_task(batcher.call(script, [f"{unique_name}:n"], [f"v{i}"])) for i in range(3)]
     await asyncio.sleep(0)  # all three are in the pending batch
@@ -96,3 +96,21 @@ async def test_a_cancelled_caller_does_not_disturb_the_rest_of_its_batch(redis: 
     with pytest.raises(asyncio.CancelledError):
         await calls[1]
     assert [await calls[0], await calls[2]] == ["v0", "v2"]
+
+
+async def test_reads_and_script_calls_of_one_turn_share_a_round_trip_and_answer_like_the_client(
+        redis: aioredis.Redis, unique_name: str) -> None:
+    """A burst of /diagnose reads "whose channel is this?" before it queues: those reads join the same batches."""
+    batcher = Batcher(redis)
+    script = redis.register_script(ECHO)
+    await redis.set(f"{unique_name}:chan:C1", "INC-7")
+    sizes = counting(batcher)
+
+    reads = [batcher.command("GET", f"{unique_name}:chan:C{i}") for i in range(100)]
+    calls = [batcher.call(script, [f"{unique_name}:n"], [f"v{i}"]) for i in range(100)]
+    answers = await asyncio.gather(*reads, *calls)
+
+    assert answers[:100] == [await redis.get(f"{unique_name}:chan:C{i}") for i in range(100)]
+    assert answers[1] == "INC-7" and answers[0] is None
+    assert answers[100:] == [f"v{i}" for i in range(100)]
+    assert sum(sizes) == 200 and len(sizes) <= 3, sizes

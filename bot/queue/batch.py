@@ -1,7 +1,8 @@
-"""Script calls made in the same turn of the event loop go to Redis together, as one pipelined round trip.
+"""Script calls and commands made in the same turn of the event loop go to Redis together, as one pipelined
+round trip.
 
 Why: a burst of slash commands (200 at once is the figure we hold ourselves to) makes one queue script call per
-command. Sent one by one, each call checks a connection out of the pool, writes, wakes Redis and waits for its
+command, and a `/diagnose` one read before it (is this channel an incident's?). Sent one by one, each call checks a connection out of the pool, writes, wakes Redis and waits for its
 own answer; on a 2-core machine those round trips, not Python, were most of the ack time (p99 ~150 ms against
 ~70 ms with Redis stubbed out). Pipelined, the burst costs a handful of round trips. A lone call pays one extra
 loop turn, which is nothing next to the round trip itself.
@@ -27,10 +28,11 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-Call = tuple[AsyncScript, Sequence[Any], Sequence[Any], asyncio.Future]
+ScriptCall = tuple[AsyncScript, Sequence[Any], Sequence[Any]]  # what to run again if Redis forgot the script
+Call = tuple[Sequence[Any], ScriptCall | None, asyncio.Future]  # (the command sent, its script call, its answer)
 
 
-class ScriptBatcher:
+class Batcher:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
         self._pending: list[Call] = []
@@ -38,8 +40,15 @@ class ScriptBatcher:
         self._running: set[asyncio.Task] = set()  # the loop holds tasks weakly; a flush must not be collected
 
     async def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        return await self._join(("EVALSHA", script.sha, len(keys), *keys, *args), (script, keys, args))
+
+    async def command(self, *command: Any) -> Any:
+        """A read (`command("GET", key)`), sent with whatever else this turn sends."""
+        return await self._join(command, None)
+
+    async def _join(self, command: Sequence[Any], script: ScriptCall | None) -> Any:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._pending.append((script, keys, args, future))
+        self._pending.append((command, script, future))
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush())
             self._running.add(self._flushing)
@@ -59,12 +68,11 @@ class ScriptBatcher:
                         future.set_exception(exc)
                 return
             forgotten = []
-            for call, result in zip(batch, results, strict=True):
-                future = call[3]
+            for (_, script, future), result in zip(batch, results, strict=True):
                 if future.done():  # the caller was cancelled meanwhile; its call has still run
                     continue
-                if isinstance(result, NoScriptError):
-                    forgotten.append(call)
+                if isinstance(result, NoScriptError) and script is not None:
+                    forgotten.append((*script, future))
                 elif isinstance(result, BaseException):
                     future.set_exception(result)
                 else:
@@ -78,8 +86,8 @@ class ScriptBatcher:
 
     async def _send(self, batch: list[Call]) -> list[Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
-            for script, keys, args, _ in batch:
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            for command, _, _ in batch:
+                pipe.execute_command(*command)
             return await pipe.execute(raise_on_error=False)
 
     @staticmethod

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from bot.queue.batch import ScriptBatcher
+from bot.queue.batch import Batcher
 from bot.queue.connection import durable
 from bot.queue.keys import tagged
 from bot.retry import RetryPolicy
@@ -315,7 +315,7 @@ class Queue:
         self.delayed_jobs_key = self.key("delayed", "jobs")
         self.dead_key = self.key("dead")
         self.group = GROUP
-        self._batcher = ScriptBatcher(redis)  # enqueues come in bursts (slash commands, fan-out of checks)
+        self._batcher = Batcher(redis)  # enqueues come in bursts (slash commands, fan-out of checks)
         self._scripts = {
             script_name: redis.register_script(source)
             for script_name, source in (
