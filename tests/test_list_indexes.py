@@ -127,3 +127,20 @@ async def test_only_open_incidents_whose_timeline_holds_an_action_item_are_read_
 
     assert await timeline.incidents_with_actions() == ["INC-2"]  # INC-1 resolved: its export indexes it
     assert [(f.incident, f.text) for f in listed] == [("INC-1", "raise the pool limit"), ("INC-2", "add a runbook")]
+
+
+async def test_a_report_reads_the_findings_of_its_window_including_those_recorded_before_their_index(rt):
+    from bot.writeup.report import _finding_key, record_recurring
+
+    store, now = IncidentStore(rt.redis, rt.namespace), time.time()
+    for number, declared in ((1, now - 400 * DAY), (2, now - 2 * DAY), (3, now - DAY), (4, now - 3600)):
+        assert await store.create(incident(number, declared))
+    finding = "aws.lambda_errors\tfn-1"  # recorded in INC-1..3 by a deployment without the per-incident sets
+    await rt.redis.sadd(rt.key("wu", "findings"), finding)
+    await rt.redis.sadd(_finding_key(rt, finding), "INC-1", "INC-2", "INC-3")
+    await record_recurring(rt, "INC-4", [{"check": "aws.lambda_errors", "target": "fn-1", "status": "fail"}])
+
+    report = await build_report(rt, since_s=30 * DAY, now=now)
+
+    assert report.recurring == [{"check": "aws.lambda_errors", "target": "fn-1",
+                                 "incidents": ["INC-2", "INC-3", "INC-4"]}]

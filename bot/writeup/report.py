@@ -188,27 +188,55 @@ def _finding_key(rt: Runtime, finding: str) -> str:
 
 async def record_recurring(rt: Runtime, incident_id: str, findings: list[dict[str, Any]]) -> None:
     """Index `check<TAB>target` → the incidents it failed in, for failing and warning findings (a check that
-    could not run is no finding). Sets, so runs of two incidents racing both land; re-recording is a no-op.
+    could not run is no finding), and the incident → its findings, which a report reads for its window's
+    incidents only. Sets, so runs of two incidents racing both land; re-recording is a no-op.
 
         wu:findings              set of `check<TAB>target`
-        wu:finding:<digest>      set of incident ids"""
+        wu:finding:<digest>      set of incident ids
+        wu:findings:of:<id>      set of `check<TAB>target` failing in that incident
+        wu:findings:of:built     set once the per-incident sets were filled from the others (older deployments)"""
     keys = {f"{f['check']}\t{f.get('target') or ''}" for f in findings if f.get("status") in ("fail", "warn")}
     if not keys:
         return
     pipe = rt.redis.pipeline(transaction=False)
     pipe.sadd(rt.key("wu", "findings"), *keys)
+    pipe.sadd(rt.key("wu", "findings", "of", incident_id), *keys)
     for key in keys:
         pipe.sadd(_finding_key(rt, key), incident_id)
     await pipe.execute()
 
 
-async def load_findings(rt: Runtime) -> dict[str, set[str]]:
+async def load_findings(rt: Runtime, ids: list[str]) -> dict[str, set[str]]:
+    """`check<TAB>target` → which of the incidents `ids` it failed in: their own sets are read, not every finding
+    recorded since the bot started."""
+    await _ensure_findings_of(rt)
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        for incident in ids:
+            pipe.smembers(rt.key("wu", "findings", "of", incident))
+        members = await pipe.execute() if ids else []
+    found: dict[str, set[str]] = {}
+    for incident, keys in zip(ids, members, strict=True):
+        for key in keys:
+            found.setdefault(_text(key), set()).add(incident)
+    return found
+
+
+async def _ensure_findings_of(rt: Runtime) -> None:
+    """Findings recorded before the per-incident sets existed are copied into them once."""
+    built = rt.key("wu", "findings", "of", "built")
+    if await rt.redis.exists(built):
+        return
     keys = sorted(_text(k) for k in await rt.redis.smembers(rt.key("wu", "findings")))
     async with rt.redis.pipeline(transaction=False) as pipe:
         for key in keys:
             pipe.smembers(_finding_key(rt, key))
         members = await pipe.execute() if keys else []
-    return {k: {_text(i) for i in m} for k, m in zip(keys, members, strict=True)}
+    pipe = rt.redis.pipeline(transaction=False)
+    for key, incidents in zip(keys, members, strict=True):
+        for incident in incidents:
+            pipe.sadd(rt.key("wu", "findings", "of", _text(incident)), key)
+    pipe.set(built, 1)
+    await pipe.execute()
 
 
 async def load_records(rt: Runtime, start: float) -> list[dict[str, Any]]:
@@ -227,7 +255,7 @@ async def build_report(rt: Runtime, *, since_s: float, service: str | None = Non
     now = time.time() if now is None else now
     records = [r for r in await load_records(rt, now - since_s) if include_private or not r.get("private")]
     report = compute(records, since_s=since_s, now=now, service=service, ack_targets=_ack_targets(rt),
-                     findings=await load_findings(rt))
+                     findings=await load_findings(rt, [str(r["id"]) for r in records]))
     await _followups(rt, report, {str(r["id"]) for r in select(records, report.start, service)})
     return report
 
