@@ -22,3 +22,24 @@ def summarize(figure: str, value: float, unit: str, *, baseline: float | None = 
             "target": target, "met": met}
     with open(path, "a", encoding="utf-8") as out:
         out.write(json.dumps(line) + "\n")
+
+
+def summarize_ratio(figure: str, value: float, baseline: float, unit: str, *, limit: float,
+                    baseline_name: str) -> None:
+    """A figure whose target is at most `limit` × its baseline measured in the same run."""
+    summarize(figure, value, unit, baseline=baseline, baseline_name=baseline_name,
+              target=f"≤ {limit:g} × {baseline_name}", met=value <= limit * baseline)
+
+
+def summarize_limit(figure: str, value: float, unit: str, limit: float | None, **baseline: object) -> None:
+    """A figure whose target is an absolute bound (`None`: printed for its growth, no target)."""
+    summarize(figure, value, unit, target=f"≤ {limit:g} {unit}" if limit is not None else "",
+              met=value <= limit if limit is not None else None, **baseline)  # type: ignore[arg-type]
+
+
+def summarize_startup(start_ms: float, bolt_start_ms: float, rss_mib: float, bolt_rss_mib: float) -> None:
+    """An HTTP process's start-up and memory beside the minimal Bolt app's (targets ≤ 1.3 × each)."""
+    summarize_ratio("HTTP process start → first 200 on /healthz", start_ms, bolt_start_ms, "ms", limit=1.3,
+                    baseline_name="minimal Bolt")
+    summarize_ratio("HTTP process RSS after acks", rss_mib, bolt_rss_mib, "MiB", limit=1.3,
+                    baseline_name="minimal Bolt")

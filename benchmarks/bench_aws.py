@@ -20,6 +20,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from benchmarks import summarize_limit, summarize_ratio
 from bot.settings import parse_services
 from checks.aws.clients import AwsClients
 from checks.registry import CheckContext
@@ -155,6 +156,10 @@ async def measure(spec: Any, latency_s: float) -> None:
           f"repeated {len(repeated)} (target 0)")
     for call, n in sorted(repeated.items(), key=lambda kv: -kv[1])[:5]:
         print(f"    x{n} {call[:140]}")
+    label = f"{len(results)} AWS checks, {latency_s * 1000:.0f} ms a call"
+    if latency_s:
+        summarize_ratio(f"{label}: wall", wall_ms, slowest[0], "ms", limit=1.5, baseline_name="slowest check")
+    summarize_limit(f"{label}: repeated calls", len(repeated), "calls", 0)
 
 
 def main() -> None:

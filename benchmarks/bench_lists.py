@@ -37,7 +37,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
-from benchmarks import summarize
+from benchmarks import summarize_limit, summarize_ratio
 from bot.app.redis_server import RedisServer
 from bot.incidents.messages import LIST_SHOWN, list_text
 from bot.incidents.model import SEVERITIES, Incident, incident_id
@@ -216,9 +216,8 @@ def table(name: str, what: str, rows: list[tuple[int, float, float]]) -> None:
         print(f"  {n:>8,}  {indexed:7.1f} ms  {indexed / base:6.2f} ×  {everything:15.1f} ms  "
               f"{everything / indexed:12.1f} ×")
     n, indexed, everything = rows[-1]
-    summarize(f"{name} at {n:,} stored", indexed, "ms", baseline=everything, baseline_name="before",
-                   target="≤ 50 ms", met=indexed <= 50)
-    summarize(f"{name}, {n:,} vs 10 stored", indexed / base, "×", target="≤ 2 ×", met=indexed / base <= 2)
+    summarize_limit(f"{name}, {n:,} stored", indexed, "ms", 50, baseline=everything, baseline_name="before")
+    summarize_ratio(f"{name}, {n:,} stored vs 10", indexed, base, "ms", limit=2, baseline_name="at 10")
 
 
 async def main() -> None:

@@ -35,6 +35,7 @@ from urllib.parse import urlencode
 import httpx
 import yaml
 
+from benchmarks import summarize_startup
 from benchmarks.bench_queue import rss_kib
 from bot.app.redis_server import RedisServer
 from bot.slack.local import LocalSlack
@@ -120,6 +121,7 @@ def main() -> None:
             boot_s, mib = (statistics.median(f[i] for f in runs) for i in (0, 1))
             print(f"  {name:<25} start {boot_s * 1000:5.0f} ms ({boot_s / base_s:.2f} ×)   "
                   f"RSS {mib:5.1f} MiB ({mib / base_mib:.2f} ×)")
+        summarize_startup(boot_s * 1000, base_s * 1000, mib, base_mib)  # the last row: chatops run --no-worker
         services_growth(Path(tmp))
 
 

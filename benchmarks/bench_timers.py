@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import pct
+from benchmarks import pct, summarize_limit
 from benchmarks.bench_incidents import NO_DECLARE_LIMITS, bot_with_worker_processes
 from bot.incidents import escalation
 from bot.incidents.model import Incident, incident_id
@@ -96,6 +96,7 @@ async def run(tmp: Path) -> None:
     print(f"  {'timers':>7}  {'p50':>8}  {'p99':>8}  {'max':>8}  {'pages/s':>8}")
     for n, p50, p99, worst in rows:
         print(f"  {n:>7,}  {p50:6.2f} s  {p99:6.2f} s  {worst:6.2f} s  {n / max(worst, 1e-3):8.0f}")
+        summarize_limit(f"{n:,} escalation timers due at once → page, p99", p99, "s", {100: 1.5, 1_000: 5.0}.get(n))
 
 
 def main() -> None:
