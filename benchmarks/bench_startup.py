@@ -35,7 +35,7 @@ from urllib.parse import urlencode
 import httpx
 import yaml
 
-from benchmarks import summarize_startup
+from benchmarks import summarize_limit, summarize_startup
 from benchmarks.bench_queue import rss_kib
 from bot.app.redis_server import RedisServer
 from bot.slack.local import LocalSlack
@@ -178,6 +178,7 @@ def services_growth(tmp: Path) -> None:
         base = base or (parse_s, list_s, chars)
         print(f"  {count:>8}  {path.stat().st_size / 1024:>8.0f}  {parse_s * 1000:>9.1f} {parse_s / base[0]:>5.1f}×  "
               f"{list_s * 1000:>8.1f} {list_s / base[1]:>5.1f}×  {chars:>12,} {chars / base[2]:>5.1f}×  {pages:>5}")
+    summarize_limit(f"/diagnose list page 1, {count} services ({pages} pages)", chars, "chars", 40_000)
 
 
 def _pages(parsed: object) -> int:
