@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bot.settings import ConfigError, describe_validation_error
+from bot.settings import ConfigError, EnvSettings, NoDecode, describe_validation_error
 
 _TOPIC = re.compile(r"^arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[A-Za-z0-9_.-]{1,256}$")
 
@@ -64,9 +63,7 @@ def _split(value: object) -> object:
     return [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
 
 
-class AlertSourceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
-
+class AlertSourceSettings(EnvSettings):
     sns_topic_arns: Annotated[list[str], NoDecode] = []
     sns_regions: Annotated[list[str], NoDecode] = []
     sns_trust_roots_file: Path | None = None

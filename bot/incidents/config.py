@@ -36,9 +36,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bot.settings import ConfigError, describe_validation_error
+from bot.settings import ConfigError, EnvSettings, NoDecode, describe_validation_error
 
 SEVERITIES = ("P0", "P1", "P2", "P3")
 DEFAULT_ALERT_SEVERITY_MAP = {"critical": "P0", "page": "P0", "error": "P1", "high": "P1", "warning": "P2",
@@ -54,9 +53,7 @@ def _split_ids(value: object) -> object:
     return value
 
 
-class IncidentSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
-
+class IncidentSettings(EnvSettings):
     incident_channel_prefix: str = "inc"
     incident_create_channels: bool = True
     incidents_channel: str | None = None

@@ -10,15 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.oncall.schedule import Schedule, ServiceSchedules, parse_oncall_file
-from bot.settings import ConfigError, describe_validation_error, read_yaml_file
+from bot.settings import ConfigError, EnvSettings, describe_validation_error, read_yaml_file
 
 
-class OncallSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
-
+class OncallSettings(EnvSettings):
     oncall_file: Path | None = None
     oncall_calendar_token: SecretStr | None = None
     oncall_calendar_weeks: int = Field(8, ge=1, le=104)

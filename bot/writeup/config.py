@@ -31,16 +31,13 @@ import re
 from pathlib import Path
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.settings import ConfigError, describe_validation_error
+from bot.settings import ConfigError, EnvSettings, describe_validation_error
 
 _EMOJI = re.compile(r"^[a-z0-9_+'-]{1,100}$")
 
 
-class WriteupSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
-
+class WriteupSettings(EnvSettings):
     summary_threshold: int = Field(20, ge=2, le=10_000)
     summary_min_interval_s: float = Field(180.0, ge=0)
     summary_settle_s: float = Field(5.0, ge=0)

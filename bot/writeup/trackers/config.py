@@ -28,14 +28,11 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.settings import ConfigError, describe_validation_error
+from bot.settings import ConfigError, EnvSettings, describe_validation_error
 
 
-class TrackerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
-
+class TrackerSettings(EnvSettings):
     tracker: Literal["github", "jira", "off"] | None = None
     github_token: SecretStr | None = None
     github_repository: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
