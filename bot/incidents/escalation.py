@@ -20,6 +20,7 @@ ack, a resolve, a severity change or a manual escalation bumps `gen` (and cancel
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -33,13 +34,26 @@ from bot.incidents.service import Incidents
 from bot.incidents.timeline import EntryKind
 from bot.oncall.schedule import BY_SERVICE
 from bot.oncall.service import oncall_of
+from bot.paging.pacing import Pace, pacer_for
 from bot.paging.policy import SCHEDULE, Level
-from bot.paging.providers import Page, make_dedup_key
-from bot.queue import Job, Retry, lease
+from bot.paging.providers import Page, Provider, make_dedup_key
+from bot.queue import Job, Retry, lease, slots
 
 log = logging.getLogger("bot.incidents")
 
 PAGE_LEASE_WAIT_S = 10.0  # a live sender renews its lease; longer than this and the queue retries us later
+SHORT_TURN_S = 1.0  # a page whose turn at a rate-limited provider is this close waits in its job; later, requeued
+TURN_TRIES = 3
+UNPACED = Pace(limit=1_000_000)  # a provider without a documented budget still waits out a 429's pause
+
+
+class PageDeferred(Exception):
+    """The provider's rate budget has no room for this page yet: send it again in `wait_s` (never drop it)."""
+
+    def __init__(self, provider: str, wait_s: float) -> None:
+        super().__init__(f"{provider} is rate limited: the page waits {wait_s:.1f} s for its turn")
+        self.provider, self.wait_s = provider, wait_s
+
 
 def freeze(levels: list[Level]) -> list[FrozenLevel]:
     return [FrozenLevel(number=lvl.number, routes={p: list(ids) for p, ids in lvl.routes().items()},
@@ -121,13 +135,15 @@ class Effects:
     async def run(self, ctx: Incidents, incident: Incident) -> None:
         if self.cancel:
             await ctx.rt.queue.cancel(self.cancel)
-        for order in self.orders:
-            await enqueue_page(ctx, incident.id, order.dedup_key)
-        if self.timer:
-            job_id, due = self.timer
-            await ctx.rt.queue.enqueue("incident.escalate", {"incident": incident.id,
-                                                             "gen": incident.paging.timer_gen},
-                                       job_id=job_id, run_at=due)
+        # Together: the queue sends enqueues made in the same turn as one round trip (bot/queue/batch.py).
+        await asyncio.gather(*(enqueue_page(ctx, incident.id, order.dedup_key) for order in self.orders),
+                             *([self._arm(ctx, incident)] if self.timer else []))
+
+    async def _arm(self, ctx: Incidents, incident: Incident) -> None:
+        assert self.timer is not None
+        job_id, due = self.timer
+        await ctx.rt.queue.enqueue("incident.escalate", {"incident": incident.id, "gen": incident.paging.timer_gen},
+                                   job_id=job_id, run_at=due)
 
 
 async def enqueue_page(ctx: Incidents, incident_id: str, dedup_key: str) -> None:
@@ -381,21 +397,41 @@ async def escalate_timer_job(ctx: Incidents, job: Job) -> None:
                                                          "lateness_s": round(now - due, 3),
                                                          "severity": paging.severity})
     # Sent here, in the timer's own job: queued, a burst's pages waited behind every other timer and its lines
-    # and header redraws. The queued page job stays the fallback (a crash here); exactly-once holds either way.
+    # and header redraws. The queued page job stays the fallback (a crash here, or a provider's rate limit);
+    # exactly-once holds either way. The record just saved under the lock is current: no need to read it again.
     for order in effects.orders:
-        await deliver(ctx, incident.id, order.dedup_key)
+        try:
+            await deliver(ctx, incident.id, order.dedup_key, incident)
+        except PageDeferred:
+            pass  # its queued page job waits for the turn
     await ctx.say(incident.id, f"escalated:{paging.severity}:L{level.number}",
                   *messages.line(messages.escalated_line(level.number, targets, "timer", None)))
-    await ctx.refresh_header(incident.id)
+    if not effects.orders:  # a delivered order redraws the header when it is done
+        await ctx.refresh_header(incident.id)
 
 
 async def page_job(ctx: Incidents, job: Job) -> None:
-    await deliver(ctx, job.payload["incident"], job.payload["key"])
+    try:
+        await deliver(ctx, job.payload["incident"], job.payload["key"])
+    except PageDeferred as deferred:
+        await _defer(ctx, job, deferred)
 
 
-async def deliver(ctx: Incidents, incident_id: str, key: str) -> None:
-    """Carry out one PageOrder: every delivery once (see the module docstring for what "once" means)."""
-    incident = await ctx.store.get(incident_id)
+async def _defer(ctx: Incidents, job: Job, deferred: PageDeferred) -> None:
+    """The same job again when the page's turn comes: queued durably like a timer, and not counted as a failed
+    delivery (a long wait behind a burst must not dead-letter a page). The channel hears why, once."""
+    incident_id, key = job.payload["incident"], job.payload["key"]
+    await ctx.rt.queue.enqueue("incident.page", job.payload, job_id=job.id, run_at=time.time() + deferred.wait_s)
+    log.info("page %s deferred %.1f s: %s", key, deferred.wait_s, deferred)
+    await ctx.say(incident_id, f"paced:{key}", *messages.line(
+        f"The page to {deferred.provider} waits for the provider's rate limit: it goes out in about "
+        f"{messages.format_duration(max(deferred.wait_s, 1))}."))
+
+
+async def deliver(ctx: Incidents, incident_id: str, key: str, incident: Incident | None = None) -> None:
+    """Carry out one PageOrder: every delivery once (see the module docstring for what "once" means).
+    `incident`: the record as the caller has just saved it, if it has; otherwise it is read."""
+    incident = incident or await ctx.store.get(incident_id)
     order = incident.paging.order(key) if incident else None
     if incident is None or order is None or order.done:
         return
@@ -444,8 +480,8 @@ async def _send_under_lease(ctx: Incidents, incident: Incident, order: PageOrder
         record = await ctx.store.page_record(incident.id, field)
         if record is None:
             record = await _send(ctx, order, page, provider_name, delivery, targets)
-            await ctx.store.record_page(incident.id, field, record)
-            record = await ctx.store.page_record(incident.id, field) or record
+            if not await ctx.store.record_page(incident.id, field, record):  # another sender's record stands
+                record = await ctx.store.page_record(incident.id, field) or record
     return record
 
 
@@ -458,11 +494,34 @@ async def _send(ctx: Incidents, order: PageOrder, page: Page, provider_name: str
                                           f"configured (check PAGING_POLICY_FILE).")
     from dataclasses import replace
 
+    budget = await _wait_turn(ctx, provider, f"{order.dedup_key}|{delivery}", order.severity)
     result = await provider.trigger(replace(page, targets=targets))
+    if result.throttled_for is not None and budget:  # still 429 after the bounded retries: pause, not a failure
+        pause = await pacer_for(ctx.rt.redis, ctx.store.namespace).pause(budget, result.throttled_for or None)
+        raise PageDeferred(provider_name, pause)
     for count in ctx.rt.hooks.page_outcomes:  # chatops_pages_total{provider,outcome}
         count(provider_name, result.ok)
     return PageRecord(dedup_key=order.dedup_key, delivery=delivery, severity=order.severity, level=order.level,
                       ok=result.ok, error=result.error, provider_ref=result.provider_ref)
+
+
+async def _wait_turn(ctx: Incidents, provider: Provider, member: str, severity: str) -> str | None:
+    """Take this delivery's turn in its provider key's budget (bot/paging/pacing.py): wait a moment for it, or raise
+    PageDeferred when it is further off. Returns the budget's name (None: the provider has no budget)."""
+    budget_of = getattr(provider, "budget", None)
+    if budget_of is None:
+        return None
+    budget, pace = budget_of()
+    pacer = pacer_for(ctx.rt.redis, ctx.store.namespace)
+    for _ in range(TURN_TRIES):
+        wait = await pacer.turn(budget, pace or UNPACED, member, severity)
+        if wait == 0:
+            return budget
+        if wait > SHORT_TURN_S:
+            break
+        async with slots.parked():  # waiting on the provider's pace: the worker may run another job meanwhile
+            await asyncio.sleep(wait)
+    raise PageDeferred(provider.name, wait)
 
 
 async def _note_page(ctx: Incidents, incident: Incident, order: PageOrder, record: PageRecord, field: str) -> None:
@@ -475,15 +534,22 @@ async def _note_page(ctx: Incidents, incident: Incident, order: PageOrder, recor
                                     "urgency": order.urgency, "provider_ref": record.provider_ref,
                                     "schedule": order.schedules.get(record.delivery.removeprefix("slack:"))})
     user = record.delivery.removeprefix("slack:") if record.delivery.startswith("slack:") else None
-    async with ctx.store.mutate(incident.id) as current:
+    if user or (record.ok and incident.paging.first_paged_at is None):
+        await _book_page(ctx, incident.id, record, user)
+    if not record.ok and record.error:  # queued: the first page may fail before the channel exists
+        await ctx.say(incident.id, f"pagefail:{field}", *messages.line(messages.page_failed_line(record.error)))
+
+
+async def _book_page(ctx: Incidents, incident_id: str, record: PageRecord, user: str | None) -> None:
+    """When paging first reached someone, and who was DM'd (they may then acknowledge). An escalation's page
+    skips this write: its incident was first paged long before, and that never changes."""
+    async with ctx.store.mutate(incident_id) as current:
         if record.ok and current.paging.first_paged_at is None:
             current.paging.first_paged_at = record.at
         if user and user not in current.paging.slack_paged:
             current.paging.slack_paged.append(user)
     if user and record.ok and current.private:  # nobody can join a private channel by themselves
         await ctx.invite(current, user, f"paged:{user}")
-    if not record.ok and record.error:  # queued: the first page may fail before the channel exists
-        await ctx.say(incident.id, f"pagefail:{field}", *messages.line(messages.page_failed_line(record.error)))
 
 
 async def _finish_order(ctx: Incidents, incident_id: str, order: PageOrder) -> None:
@@ -508,7 +574,17 @@ def _page(incident: Incident, order: PageOrder) -> Page:
 
 
 async def providers_job(ctx: Incidents, job: Job) -> None:
-    """Acknowledge or resolve every page that went out, at its provider (PagerDuty, Opsgenie, Slack DMs)."""
+    """Acknowledge or resolve every page that went out, at its provider (PagerDuty, Opsgenie, Slack DMs). These
+    events draw on the same rate budget as the pages: past it, the job comes back at its turn (the provider takes
+    the same action twice as once)."""
+    try:
+        await _tell_providers(ctx, job)
+    except PageDeferred as deferred:
+        await ctx.rt.queue.enqueue("incident.providers", job.payload, job_id=job.id,
+                                   run_at=time.time() + deferred.wait_s)
+
+
+async def _tell_providers(ctx: Incidents, job: Job) -> None:
     incident = await ctx.store.get(job.payload["incident"])
     if incident is None:
         return
@@ -524,6 +600,7 @@ async def providers_job(ctx: Incidents, job: Job) -> None:
         if provider is None:
             continue
         call = provider.acknowledge if action == "acknowledge" else provider.resolve
+        await _wait_turn(ctx, provider, f"{action}:{record.dedup_key}", record.severity)
         result = await call(incident.id, record.level, record.dedup_key)
         if not result.ok:
             log.warning("could not %s %s at %s: %s", action, record.dedup_key, provider_name, result.error)

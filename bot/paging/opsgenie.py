@@ -70,6 +70,10 @@ class OpsgenieConfig(BaseModel):
     api_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_API_URL)  # https://api.eu.opsgenie.com for EU accounts
     timeout_s: float = Field(5.0, gt=0, le=60)
     retry: RetrySpec = RetrySpec()
+    # Opsgenie's limits depend on the plan (Alert domain, a token bucket): set your plan's figure to pace ahead of
+    # it (bot/paging/pacing.py). None: pace only on 429s (`X-RateLimit-State: THROTTLED`).
+    rate_limit: int | None = Field(None, ge=1, le=100_000)
+    rate_window_s: float = Field(60.0, gt=0, le=3600)
     source: str = Field("chatops-incident-bot", min_length=1, max_length=100)
 
     @field_validator("api_key")
@@ -99,6 +103,7 @@ def opsgenie_responders(targets: tuple[str, ...] | list[str]) -> list[dict[str, 
 class OpsgenieProvider(HttpProvider):
     """Thin adapter over the Alert API (see the module docstring for the contract and the mappings)."""
 
+    kind = "opsgenie"
     config: OpsgenieConfig
 
     def __init__(self, config: OpsgenieConfig, *, name: str = "opsgenie",
@@ -142,6 +147,9 @@ class OpsgenieProvider(HttpProvider):
     async def _send(self, action: str, dedup_key: str, url: str, body: dict[str, Any]) -> PageResult:
         headers = {"Authorization": f"GenieKey {self.config.api_key.get_secret_value()}"}
         return await self._post(action, dedup_key, url, body, headers)
+
+    def _secret(self) -> str:
+        return self.config.api_key.get_secret_value()
 
     def _result(self, action: str, answer: HttpAnswer) -> PageResult:
         noun = _ACTION_NOUN[action]

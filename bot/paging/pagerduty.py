@@ -62,6 +62,10 @@ class PagerDutyConfig(BaseModel):
     events_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_EVENTS_URL)
     timeout_s: float = Field(5.0, gt=0, le=60)
     retry: RetrySpec = RetrySpec()
+    # The Events API's documented budget per routing key, about 120 events a minute: pages beyond it wait their
+    # turn (bot/paging/pacing.py). None: pace only on 429s.
+    rate_limit: int | None = Field(120, ge=1, le=100_000)
+    rate_window_s: float = Field(60.0, gt=0, le=3600)
     source: str = Field("chatops-incident-bot", min_length=1, max_length=255)
 
     @field_validator("routing_key")
@@ -85,6 +89,7 @@ def pagerduty_severity(severity: str, urgency: str | None = None) -> str:
 class PagerDutyProvider(HttpProvider):
     """Thin adapter: builds Events v2 bodies, sends them with bounded retries, reads the answer."""
 
+    kind = "pagerduty"
     config: PagerDutyConfig
 
     def __init__(self, config: PagerDutyConfig, *, name: str = "pagerduty",
@@ -126,6 +131,9 @@ class PagerDutyProvider(HttpProvider):
 
     async def _send(self, action: str, dedup_key: str, body: dict[str, Any]) -> PageResult:
         return await self._post(action, dedup_key, str(self.config.events_url), body)
+
+    def _secret(self) -> str:
+        return self.config.routing_key.get_secret_value()
 
     def _result(self, action: str, answer: HttpAnswer) -> PageResult:
         noun = _ACTION_NOUN[action]

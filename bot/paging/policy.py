@@ -140,6 +140,10 @@ class ProviderSpec(_Strict):
     timeout_s: float = Field(5.0, gt=0, le=60)
     retry: RetrySpec = RetrySpec()
     source: str = Field("chatops-incident-bot", min_length=1, max_length=100)
+    # The key's rate budget (bot/paging/pacing.py); left out, the kind's documented default (PagerDuty: 120 a
+    # minute; Opsgenie: none, its limits depend on the plan). `rate_limit: null` paces only on 429s.
+    rate_limit: int | None = Field(None, ge=1, le=100_000)
+    rate_window_s: float = Field(60.0, gt=0, le=3600)
 
     @model_validator(mode="before")
     @classmethod
@@ -159,7 +163,8 @@ class ProviderSpec(_Strict):
         assert self.kind.config is not None
         return self.kind.config(**{self.kind.secret_field: _env_secret(env, self.secret_env()),
                                    self.kind.url_field: getattr(self, self.kind.url_field),
-                                   "timeout_s": self.timeout_s, "retry": self.retry, "source": self.source})
+                                   "timeout_s": self.timeout_s, "retry": self.retry, "source": self.source,
+                                   **self.model_dump(include={"rate_limit", "rate_window_s"}, exclude_unset=True)})
 
 
 @cache

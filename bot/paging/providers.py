@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot import durations
+from bot.paging.pacing import Pace, budget_id
 from bot.retry import RetryableError, RetryPolicy, retry_async
 
 if TYPE_CHECKING:  # httpx is imported with the first page: a process that only answers Slack never sends one
@@ -80,6 +81,9 @@ class PageResult:
     ok: bool
     provider_ref: str | None = None  # PagerDuty dedup key, Opsgenie requestId, Slack "channel:ts" list
     error: str | None = None  # a plain sentence, safe to show in a channel
+    # Set when the provider still rate-limited the call (429) after the bounded retries: nothing was done there,
+    # and the page should go again after this many seconds (its Retry-After, when it said) — not be recorded.
+    throttled_for: float | None = None
 
 
 @runtime_checkable
@@ -127,6 +131,8 @@ class HttpAnswer:
     body: Any = None  # parsed JSON, or None when the body was not JSON (a 429 may be plain text)
     tries: int = 0
     failure: str | None = None  # set when retries ran out: "HTTP 503", "rate limited", "timed out after 5s"
+    throttled: bool = False  # retries ran out on a 429
+    retry_after: float | None = None  # the last 429's Retry-After
 
 
 async def post_with_retries(
@@ -147,11 +153,12 @@ async def post_with_retries(
     """
     import httpx
 
-    tries = 0
+    tries, last_429 = 0, None
 
     async def attempt() -> HttpAnswer:
-        nonlocal tries
+        nonlocal tries, last_429
         tries += 1
+        last_429 = None
         try:
             response = await client.post(url, json=payload, headers=headers, timeout=httpx.Timeout(timeout_s))
         except httpx.TimeoutException:
@@ -159,7 +166,8 @@ async def post_with_retries(
         except httpx.TransportError as exc:
             raise _retry(what, f"could not connect ({type(exc).__name__})") from None
         if response.status_code == 429:
-            raise _retry(what, "rate limited (HTTP 429)", retry_after=parse_retry_after(response.headers))
+            last_429 = (parse_retry_after(response.headers),)
+            raise _retry(what, "rate limited (HTTP 429)", retry_after=last_429[0])
         if response.status_code >= 500:
             raise _retry(what, f"HTTP {response.status_code}", retry_after=parse_retry_after(response.headers))
         return HttpAnswer(status=response.status_code, body=_json_or_none(response), tries=tries)
@@ -167,7 +175,8 @@ async def post_with_retries(
     try:
         return await retry_async(attempt, policy)
     except RetryableError as exc:
-        return HttpAnswer(status=None, tries=tries, failure=str(exc))
+        return HttpAnswer(status=None, tries=tries, failure=str(exc), throttled=last_429 is not None,
+                          retry_after=last_429[0] if last_429 else None)
 
 
 def _retry(what: str, reason: str, *, retry_after: float | None = None) -> RetryableError:
@@ -202,7 +211,8 @@ class HttpProvider:
     `post_with_retries`, and one log line per outcome. Subclasses build bodies and read answers (`_result`)."""
 
     name: str
-    config: Any  # a provider config with `timeout_s` and `retry`
+    kind: str  # "pagerduty", "opsgenie": names the budget of its key
+    config: Any  # a provider config with `timeout_s`, `retry`, `rate_limit` and `rate_window_s`
 
     def __init__(self, config: Any, *, name: str, client: httpx.AsyncClient | None = None) -> None:
         self.name = name
@@ -229,6 +239,8 @@ class HttpProvider:
             policy=self.config.retry.policy(), what=f"{self.name} {action} {dedup_key}",
         )
         result = self._result(action, answer)
+        if answer.throttled:
+            result.throttled_for = answer.retry_after or 0.0
         if result.ok:
             log.info("paging: %s %s %s accepted after %d tries", self.name, action, dedup_key, answer.tries)
         else:
@@ -236,4 +248,12 @@ class HttpProvider:
         return result
 
     def _result(self, action: str, answer: HttpAnswer) -> PageResult:
+        raise NotImplementedError
+
+    def budget(self) -> tuple[str, Pace | None]:
+        """The rate budget this provider's key draws on, and its pace when the config sets one (pacing.py)."""
+        limit = self.config.rate_limit
+        return budget_id(self.kind, self._secret()), Pace(limit, self.config.rate_window_s) if limit else None
+
+    def _secret(self) -> str:
         raise NotImplementedError

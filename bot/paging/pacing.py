@@ -1,0 +1,133 @@
+"""Pacing pages to a provider's rate limit: one budget per provider key, shared by every worker through Redis.
+
+Why: PagerDuty's Events API v2 takes about 120 events a minute per integration (routing) key and answers 429
+past it; a burst of escalation timers (1,000 due in one second) would otherwise spend its first two minutes of
+budget in one second and lose the rest to 429s. Opsgenie limits per plan and per request domain (a token bucket;
+see its "Rate Limiting" page) and says so with a 429 and `X-RateLimit-State: THROTTLED`.
+
+The policy (README, "Incidents and paging"):
+- A budget is `limit` sends in any `window_s` (a sliding window, so no window of the provider's own holds more),
+  counted in Redis per provider key — two provider names with one routing key share one budget. The window is
+  kept `MARGIN_S` longer than the provider's, so the time a request spends in transit never tips it over.
+- Pages waiting for the budget take their turn by severity, then by when they started waiting: a P0 goes
+  before every waiting P1–P3. P2/P3 pages (notices) may use only `LOW_SHARE` of a window: the rest stays free
+  for a P0/P1 that arrives after a burst of notices.
+- A page that cannot go now is told when its turn comes; the caller waits that long (briefly) or puts its job
+  back in the queue for then (bot/incidents/escalation.py). Nothing is dropped; the waiting set records it.
+- A 429 pauses the whole budget for its Retry-After (bounded by `MAX_PAUSE_S`), in every worker at once.
+- A waiter that stops asking (its worker died and the job went elsewhere) is forgotten `FORGET_AFTER_S` after
+  its turn was due, so it cannot hold the others back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from bot.queue.keys import tagged
+
+SEVERITY_RANK = {"P0": 0, "P1": 1, "P2": 2, "P3": 3}
+LOW_SHARE = 0.75  # of a window's budget, the most P2/P3 pages may use
+MARGIN_S = 1.0  # added to the provider's window: transit time must not put two windows' sends in one
+MAX_PAUSE_S = 60.0  # a Retry-After longer than this is not believed (a proxy's default, a clock step)
+DEFAULT_PAUSE_S = 2.0  # a 429 without Retry-After (PagerDuty's may have none)
+FORGET_AFTER_S = 30.0
+_RANK_SCALE = 10**13  # rank * scale + milliseconds: severity first, then who waited first
+
+# KEYS: sent (zset send id -> ms), waiting (zset member -> rank score), forget (zset member -> ms), pause (string).
+# ARGV: window ms, limit, cap for this page (limit, or its low share), member, rank, forget after ms.
+# Returns 0 when the page may go now (its send is counted), else milliseconds until its turn.
+_TURN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window, limit, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local member, rank, forget = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
+  redis.call('ZREM', KEYS[2], gone)
+  redis.call('ZREM', KEYS[3], gone)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('ZADD', KEYS[2], 'NX', rank * 10000000000000 + now, member)
+local ahead = redis.call('ZRANK', KEYS[2], member)
+local used = redis.call('ZCARD', KEYS[1])
+local paused = redis.call('PTTL', KEYS[4])
+if paused <= 0 and ahead < cap - used then
+  redis.call('ZREM', KEYS[2], member)
+  redis.call('ZREM', KEYS[3], member)
+  redis.call('ZADD', KEYS[1], now, member .. '@' .. now)
+  redis.call('PEXPIRE', KEYS[1], window)
+  return 0
+end
+local k = ahead - (cap - used)
+local due = now + window * math.ceil((k + 1) / limit)
+if k >= 0 and k < used then
+  due = tonumber(redis.call('ZRANGE', KEYS[1], k, k, 'WITHSCORES')[2]) + window
+end
+if paused > 0 then due = math.max(due, now + paused) end
+local wait = math.max(due - now, 10)
+redis.call('ZADD', KEYS[3], now + wait + forget, member)
+return wait
+"""
+
+
+@dataclass(frozen=True)
+class Pace:
+    """A provider key's documented budget: `limit` sends per `window_s`."""
+
+    limit: int
+    window_s: float = 60.0
+
+    def cap(self, severity: str) -> int:
+        """How much of a window a page of `severity` may use (P2/P3 leave room for P0/P1)."""
+        low = SEVERITY_RANK.get(severity, 0) >= SEVERITY_RANK["P2"]
+        return max(int(self.limit * LOW_SHARE), 1) if low else self.limit
+
+
+def budget_id(kind: str, secret: str) -> str:
+    """`pagerduty:<16 hex>`: names a key's budget without the key (Redis keys are visible to operators)."""
+    return f"{kind}:{hashlib.sha256(secret.encode()).hexdigest()[:16]}"
+
+
+class Pacer:
+    """The shared budgets, under `<namespace>:pace:<budget>` (one Redis Cluster slot per budget)."""
+
+    def __init__(self, redis: Any, namespace: str) -> None:
+        self.redis = redis
+        self.namespace = namespace
+        self._turn = redis.register_script(_TURN)
+
+    def _keys(self, budget: str) -> list[str]:
+        base = tagged(self.namespace, "pace", budget)
+        return [f"{base}:sent", f"{base}:waiting", f"{base}:forget", f"{base}:pause"]
+
+    async def turn(self, budget: str, pace: Pace, member: str, severity: str) -> float:
+        """0 when `member` (one delivery of a page) may send now — its send is counted then; otherwise seconds
+        until its turn, and it keeps its place among the waiting until it asks again."""
+        rank = SEVERITY_RANK.get(severity, 0)
+        window_ms = int((pace.window_s + MARGIN_S) * 1000)
+        wait_ms = await self._turn(keys=self._keys(budget), args=[
+            window_ms, pace.limit, pace.cap(severity), member, rank, int(FORGET_AFTER_S * 1000)])
+        return int(wait_ms) / 1000
+
+    async def pause(self, budget: str, retry_after_s: float | None) -> float:
+        """The provider answered 429: nobody sends on `budget` for its Retry-After (bounded); returns the pause."""
+        seconds = min(max(retry_after_s or DEFAULT_PAUSE_S, 0.1), MAX_PAUSE_S)
+        await self.redis.set(self._keys(budget)[3], "429", px=int(seconds * 1000))
+        return seconds
+
+    async def waiting(self, budget: str) -> list[str]:
+        """The deliveries waiting for `budget`, in the order they will go."""
+        return [m.decode() if isinstance(m, bytes) else str(m)
+                for m in await self.redis.zrange(self._keys(budget)[1], 0, -1)]
+
+
+_pacers: dict[tuple[int, str], Pacer] = {}
+
+
+def pacer_for(redis: Any, namespace: str) -> Pacer:
+    """One Pacer per Redis client and namespace (its script is registered once)."""
+    pacer = _pacers.get((id(redis), namespace))
+    if pacer is None or pacer.redis is not redis:
+        pacer = _pacers[(id(redis), namespace)] = Pacer(redis, namespace)
+    return pacer
