@@ -57,7 +57,8 @@ def print_summary(path: Path) -> None:
 def summary_row(f: dict) -> str:
     base = f.get("baseline")
     baseline = f"{_value(base, f['unit'])} {f.get('baseline_name') or ''}".strip() if base is not None else "—"
-    ratio = "—" if not base else f"{f['value'] / base:.2f} ×" if f["value"] >= base / 10 else f"÷{base / max(f['value'], 1e-9):,.0f}"
+    ratio = "—" if not base else f"{f['value'] / base:.2f} ×" if f["value"] >= base / 10 else \
+        f"÷{base / max(f['value'], 1e-9):,.0f}"  # far below its baseline: how many times less
     met = {True: "yes", False: "NO", None: "—"}[f.get("met")]
     return (f"{f['figure'][:52]:<52} {_value(f['value'], f['unit']):>11} {baseline[:24]:>24} {ratio:>7}  "
             f"{(f.get('target') or '—')[:28]:<28} {met}")

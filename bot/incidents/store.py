@@ -173,9 +173,11 @@ class IncidentStore:
         return _text(raw) if raw is not None else None
 
     async def open_in_thread_channel(self, channel: str) -> list[str]:
+        """The open thread-mode incidents of a channel: its own set, each asked whether it is open (not every open
+        incident read, once per message in that channel)."""
         ids = [_text(i) for i in await self.redis.smembers(self.key("threads", channel))]
-        open_ids = {_text(i) for i in await self.redis.smembers(self.key("open"))}
-        return sorted((i for i in ids if i in open_ids), key=_number)
+        flags = await self.redis.smismember(self.key("open"), ids) if ids else []
+        return sorted((i for i, is_open in zip(ids, flags, strict=True) if is_open), key=_number)
 
     async def open_ids(self) -> list[str]:
         return sorted((_text(i) for i in await self.redis.smembers(self.key("open"))), key=_number)
