@@ -1,8 +1,9 @@
 """Prometheus metrics for one runtime, and the dead-man check that fails /healthz when the queue's loops stall.
 
 `await install(rt)` (called by bot.app.features) provides, on the runtime:
-    metrics        this runtime's `Metrics`, on its own CollectorRegistry: nothing is registered at import time,
-                   and several runtimes in one process (tests) never clash
+    metrics        this runtime's `Metrics`, on its own CollectorRegistry, made (and prometheus_client imported)
+                   at the first scrape or count: nothing is registered at import time, several runtimes in one
+                   process (tests) never clash, and a process that only answers Slack does not load it
     http_routes    + GET /metrics (Prometheus text format)
     health_checks  + `DeadManCheck`: the in-process worker's mover or reclaimer made no progress for too long
     diagnosis_finished  + recording each finished run's check durations
@@ -25,31 +26,22 @@ Figures about jobs and checks are per process: a worker-only process has no HTTP
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    Metric,
-    SummaryMetricFamily,
-)
-from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from bot.queue import QueueStats, once
 from bot.queue.connection import DURABILITY
 from bot.runtime import Runtime
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
 
 log = logging.getLogger(__name__)
 
@@ -70,22 +62,22 @@ class Metrics:
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.registry = CollectorRegistry()
-        self.check_duration = Histogram(
-            "chatops_check_duration_seconds", "Time one diagnosis check took, by check id and result status.",
-            ["check", "status"], buckets=CHECK_BUCKETS_S, registry=self.registry)
-        self.pages = Counter("chatops_pages", "Pages sent to a provider, by provider and outcome (sent/failed).",
-                             ["provider", "outcome"], registry=self.registry)
         self._queue = _QueueCollector()
-        self.registry.register(self._queue)
-        self.registry.register(_RuntimeCollector(rt))
+
+    @functools.cached_property
+    def prometheus(self) -> _Registry:
+        return _Registry(self.rt, self._queue)
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.prometheus.registry
 
     def count_page(self, provider: str, ok: bool) -> None:
         """For the paging code: one page handed to `provider`, accepted (`ok`) or not."""
-        self.pages.labels(provider=provider, outcome="sent" if ok else "failed").inc()
+        self.prometheus.pages.labels(provider=provider, outcome="sent" if ok else "failed").inc()
 
     def observe_check(self, check: str, status: str, seconds: float) -> None:
-        self.check_duration.labels(check=check, status=status).observe(seconds)
+        self.prometheus.check_duration.labels(check=check, status=status).observe(seconds)
 
     async def on_diagnosis_finished(self, rt: Runtime, run_id: str, state: dict[str, str], verdict: Any) -> None:
         from bot.diagnosis.run import run_results
@@ -104,19 +96,41 @@ class Metrics:
             log.warning("metrics: queue stats unavailable (%s)", type(exc).__name__)
             stats = None
         self._queue.stats = stats
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)
 
     async def route(self, scope: dict, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
         return 200, {"content-type": CONTENT_TYPE_LATEST}, await self.scrape()
 
 
-class _QueueCollector(Collector):
+class _Registry:
+    """The runtime's CollectorRegistry and the counters the bot increments, made with the first scrape or count."""
+
+    def __init__(self, rt: Runtime, queue: _QueueCollector) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.check_duration = Histogram(
+            "chatops_check_duration_seconds", "Time one diagnosis check took, by check id and result status.",
+            ["check", "status"], buckets=CHECK_BUCKETS_S, registry=self.registry)
+        self.pages = Counter("chatops_pages", "Pages sent to a provider, by provider and outcome (sent/failed).",
+                             ["provider", "outcome"], registry=self.registry)
+        self.registry.register(queue)
+        self.registry.register(_RuntimeCollector(rt))
+
+
+class _QueueCollector:
     """Queue gauges from the snapshot `Metrics.scrape` took; `chatops_queue_stats_up` says whether it could."""
 
     def __init__(self) -> None:
         self.stats: QueueStats | None = None
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
         yield GaugeMetricFamily("chatops_queue_stats_up", "1 when the queue's figures could be read from Redis.",
                                 value=0 if self.stats is None else 1)
         if self.stats is None:
@@ -131,13 +145,15 @@ class _QueueCollector(Collector):
             yield GaugeMetricFamily(f"chatops_queue_{name}", about, value=value)
 
 
-class _RuntimeCollector(Collector):
+class _RuntimeCollector:
     """Figures the worker and the Slack client already keep, turned into metric families at scrape time."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
         errors = CounterMetricFamily("chatops_slack_api_errors", "Slack Web API calls that failed after retries, "
                                      "by method.", labels=["method"])
         for method, count in sorted(self.rt.slack.errors.items()):
@@ -153,6 +169,8 @@ class _RuntimeCollector(Collector):
 
 
 def _worker_families(worker: Any) -> Iterator[Metric]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+
     jobs = CounterMetricFamily("chatops_jobs", "Jobs this process's worker finished, by kind and outcome.",
                                labels=["kind", "outcome"])
     durations = SummaryMetricFamily("chatops_job_duration_seconds", "Handler time of finished jobs, by kind.",

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.diagnosis import charts, history
+from bot.diagnosis import history
 from bot.diagnosis.render import slack as render
 from bot.queue import Job
 from bot.runtime import Runtime
@@ -187,6 +187,8 @@ async def _share_charts(rt: Runtime, run_id: str, state: dict[str, str], keys: l
     """Charts once every result is in, so each marks the deploy and first error the run's other checks found."""
     if not rt.settings.diagnose_charts:
         return
+    from bot.diagnosis import charts  # the worker's: a process that only answers Slack never draws one
+
     found = results if results is not None else await run_results(rt, run_id)
     await charts.attach_run_charts(rt, _run_key(rt, run_id, "replies"), keys, state["channel"], state["parent_ts"],
                                    found, RUN_TTL_S)
