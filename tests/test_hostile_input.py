@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlencode
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from slack_sdk.signature import SignatureVerifier
 
 from bot.slack.local.payloads import (
     block_action_body,
@@ -109,6 +110,26 @@ async def test_unsigned_forged_and_stale_requests_get_401_and_change_nothing(loc
             body, _ = requests["/diagnose api"]
             accepted = await bot.post_signed("/slack/events", body, FORM)
             assert accepted.status_code == 200 and "Queued 1 checks" in accepted.json()["text"]
+
+
+async def test_a_request_s_signature_is_checked_once_and_a_bad_one_is_refused(local_slack, redis_url, tmp_path,
+                                                                               monkeypatch):
+    """Bolt's own check is switched off for the bot's quieter one (bot/app/slack_gate.py): exactly one of them runs."""
+    checked: list[bool] = []
+    is_valid = SignatureVerifier.is_valid
+
+    def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        checked.append(is_valid(self, *args, **kwargs))
+        return checked[-1]
+
+    monkeypatch.setattr(SignatureVerifier, "is_valid", counted)
+    async with running_bot(local_slack, redis_url, tmp_path, services={"api": {}}) as bot:
+        body = slash_command_body("/diagnose", "help", channel_id=bot.channel, response_url=local_slack.response_url())
+        accepted = await bot.post_signed("/slack/events", body, FORM)
+        assert accepted.status_code == 200 and checked == [True]
+        forged = {**signed_headers(body, "not-the-signing-secret"), "Content-Type": FORM}
+        refused = await bot.http.post(bot.base_url + "/slack/events", content=body.encode(), headers=forged)
+        assert refused.status_code == 401 and checked == [True, False]
 
 
 async def test_a_timestamp_that_is_not_a_number_gets_401_not_500(local_slack, redis_url, tmp_path):

@@ -6,7 +6,7 @@ replay guard for clicks. Each replaces a Bolt default that could hurt an ack or 
 - `InstallationAuth`: Bolt's single-workspace mode calls `auth.test` on the first request, inside the ack, with
   the client's retries (27 s while Slack answered 429). This learns the workspace once at start-up, retrying in
   the background; until then a request is authorized with the bot token alone, so an ack never waits for Slack.
-- `once_per_click`: a signed click replayed within Slack's 5-minute signing window does nothing the second time.
+- `OncePerClick`: a signed click replayed within Slack's 5-minute signing window does nothing the second time.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.middleware.async_middleware import AsyncMiddleware
 from slack_bolt.middleware.request_verification.async_request_verification import (
     AsyncRequestVerification,
 )
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -116,15 +118,20 @@ def click_key(rt: Runtime, body: dict) -> str | None:
     return rt.key("click", hashlib.sha256(repr(parts).encode()).hexdigest()[:32])
 
 
-def once_per_click(rt: Runtime) -> Callable[..., Awaitable[Any]]:
-    async def middleware(body: dict, next: Callable[[], Awaitable[Any]], **_: Any) -> Any:
-        key = click_key(rt, body)
-        if key is not None and not await _first_time(rt, key):
+class OncePerClick(AsyncMiddleware):
+    """A middleware object rather than a function: Bolt calls a function middleware with arguments it builds from
+    the request by name, on every request, slash commands included; this one reads the body it needs itself."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    async def async_process(self, *, req: AsyncBoltRequest, resp: BoltResponse,
+                            next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse | None:
+        key = click_key(self.rt, req.body)
+        if key is not None and not await _first_time(self.rt, key):
             log.info("ignored a replayed click (%s)", key.rsplit(":", 1)[-1][:8])
             return BoltResponse(status=200, body="")  # acknowledged, and nothing else happens
         return await next()
-
-    return middleware
 
 
 async def _first_time(rt: Runtime, key: str) -> bool:

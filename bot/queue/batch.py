@@ -2,9 +2,9 @@
 round trip.
 
 Why: a burst of slash commands (200 at once is the figure we hold ourselves to) makes one queue script call per
-command, and a `/diagnose` one read before it (is this channel an incident's?). Sent one by one, each call checks a connection out of the pool, writes, wakes Redis and waits for its
-own answer; on a 2-core machine those round trips, not Python, were most of the ack time (p99 ~150 ms against
-~70 ms with Redis stubbed out). Pipelined, the burst costs a handful of round trips. A lone call pays one extra
+command, and a `/diagnose` one read before it (is this channel an incident's?). Sent one by one, each call checks
+a connection out of the pool, writes, wakes Redis and waits for its own answer; on a 2-core machine those round
+trips, not Python, were most of the ack time (p99 ~150 ms against ~70 ms with Redis stubbed out). Pipelined, the burst costs a handful of round trips. A lone call pays one extra
 loop turn, which is nothing next to the round trip itself.
 
 Semantics are a plain call's: each caller gets its own result or its own exception (a script error stays with
