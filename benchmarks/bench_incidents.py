@@ -40,11 +40,14 @@ WORKER_PROCESSES = 2
 
 
 
-def policy(events_url: str) -> dict:
-    """P0 pages PagerDuty at once and again (level 2, its own dedup key) when nobody acknowledges in time."""
+def policy(events_url: str, limit: tuple[int, float] | None = None) -> dict:
+    """P0 pages PagerDuty at once and again (level 2, its own dedup key) when nobody acknowledges in time. The
+    bot paces at `limit` (events, window s), as the fake PagerDuty enforces it; None: an unthrottled key, so the
+    figures are the bot's own."""
     data = default_policy(events_url, ack_timeout_s=ACK_TIMEOUT_S)
     data["severities"]["P0"].update(first="pagerduty", then=["pagerduty"], repeat=0)
-    data["providers"]["pagerduty"]["rate_limit"] = None  # an unthrottled key: these figures are the bot's own
+    data["providers"]["pagerduty"].update(rate_limit=limit[0] if limit else None,
+                                          rate_window_s=limit[1] if limit else 60.0)
     return data
 
 
@@ -78,15 +81,16 @@ async def wait_for_keys(pd: FakePagerDuty, keys: list[str], timeout_s: float) ->
 
 @contextlib.asynccontextmanager
 async def bot_with_worker_processes(tmp: Path, procs: list[subprocess.Popen], *, processes: int,
-                                    dead_worker_after_s: float,
+                                    dead_worker_after_s: float, pd_limit: tuple[int, float] | None = None,
                                     **options: Any) -> AsyncIterator[tuple[IncidentBot, FakePagerDuty]]:
-    """The bot as deployed for these figures: AOF Redis, LocalSlack, the fake PagerDuty, no in-process worker
-    and `processes` worker processes in `procs` (the caller may add more; all are stopped on the way out)."""
-    with RedisServer(tmp / "redis", aof=True, die_with_parent=True) as redis, FakePagerDuty() as pd:
+    """The bot as deployed for these figures: AOF Redis, LocalSlack, the fake PagerDuty (enforcing `pd_limit`,
+    events per window s, and the bot pacing at it), no in-process worker and `processes` worker processes in
+    `procs` (the caller may add more; all are stopped on the way out)."""
+    with RedisServer(tmp / "redis", aof=True, die_with_parent=True) as redis, FakePagerDuty(limit=pd_limit) as pd:
         local = LocalSlack(bot_token=BOT_TOKEN).start()
         local.add_user("U1", "alice")
         try:
-            async with incident_bot(local, redis.url, tmp, pagerduty=pd, policy=policy(pd.events_url),
+            async with incident_bot(local, redis.url, tmp, pagerduty=pd, policy=policy(pd.events_url, pd_limit),
                                     workers=0, **options) as bot:
                 procs += [bot.worker_process(tmp, dead_worker_after_s=dead_worker_after_s) for _ in range(processes)]
                 try:

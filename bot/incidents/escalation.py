@@ -34,7 +34,7 @@ from bot.incidents.service import Incidents
 from bot.incidents.timeline import EntryKind
 from bot.oncall.schedule import BY_SERVICE
 from bot.oncall.service import oncall_of
-from bot.paging.pacing import Pace, pacer_for
+from bot.paging.pacing import pacer_for
 from bot.paging.policy import SCHEDULE, Level
 from bot.paging.providers import Page, Provider, make_dedup_key
 from bot.queue import Job, Retry, lease, slots
@@ -44,7 +44,6 @@ log = logging.getLogger("bot.incidents")
 PAGE_LEASE_WAIT_S = 10.0  # a live sender renews its lease; longer than this and the queue retries us later
 SHORT_TURN_S = 1.0  # a page whose turn at a rate-limited provider is this close waits in its job; later, requeued
 TURN_TRIES = 3
-UNPACED = Pace(limit=1_000_000)  # a provider without a documented budget still waits out a 429's pause
 
 
 class PageDeferred(Exception):
@@ -401,12 +400,12 @@ async def escalate_timer_job(ctx: Incidents, job: Job) -> None:
     # exactly-once holds either way. The record just saved under the lock is current: no need to read it again.
     for order in effects.orders:
         try:
-            await deliver(ctx, incident.id, order.dedup_key, incident)
+            await deliver(ctx, incident.id, order.dedup_key, incident, book=False)
         except PageDeferred:
             pass  # its queued page job waits for the turn
     await ctx.say(incident.id, f"escalated:{paging.severity}:L{level.number}",
                   *messages.line(messages.escalated_line(level.number, targets, "timer", None)))
-    if not effects.orders:  # a delivered order redraws the header when it is done
+    if not effects.orders:  # the queued page job redraws the header when its order is done
         await ctx.refresh_header(incident.id)
 
 
@@ -428,9 +427,13 @@ async def _defer(ctx: Incidents, job: Job, deferred: PageDeferred) -> None:
         f"{messages.format_duration(max(deferred.wait_s, 1))}."))
 
 
-async def deliver(ctx: Incidents, incident_id: str, key: str, incident: Incident | None = None) -> None:
+async def deliver(ctx: Incidents, incident_id: str, key: str, incident: Incident | None = None, *,
+                  book: bool = True) -> None:
     """Carry out one PageOrder: every delivery once (see the module docstring for what "once" means).
-    `incident`: the record as the caller has just saved it, if it has; otherwise it is read."""
+    `incident`: the record as the caller has just saved it, if it has; otherwise it is read. `book=False` (a
+    timer's own job) sends and records the provider pages but leaves their timeline entries, the order's `done`
+    and the header to the queued page job, which finds them recorded: in a burst, each timer's page then waits
+    for the timers before it to send, not to write up."""
     incident = incident or await ctx.store.get(incident_id)
     order = incident.paging.order(key) if incident else None
     if incident is None or order is None or order.done:
@@ -439,11 +442,12 @@ async def deliver(ctx: Incidents, incident_id: str, key: str, incident: Incident
         page = _page(incident, order)  # the channel's link when it is known: a page never waits for Slack
         for provider_name, ids in order.routes.items():
             for delivery, targets in await _deliveries(ctx, provider_name, ids):
-                await _deliver_once(ctx, incident, order, page, provider_name, delivery, targets)
-        for i, why in enumerate(order.unpaged):  # never silently: say why a schedule level paged nobody
+                await _deliver_once(ctx, incident, order, page, provider_name, delivery, targets, book)
+        for i, why in enumerate(order.unpaged if book else []):  # never silently: why a level paged nobody
             await ctx.say(incident.id, f"unpaged:{order.dedup_key}:{i}", *messages.line(
                 messages.unpaged_line(order.level, why)))
-    await _finish_order(ctx, incident_id, order)
+    if book:
+        await _finish_order(ctx, incident_id, order)
 
 
 async def _deliveries(ctx: Incidents, provider: str, ids: list[str]) -> list[tuple[str, tuple[str, ...]]]:
@@ -458,12 +462,13 @@ async def _deliveries(ctx: Incidents, provider: str, ids: list[str]) -> list[tup
 
 
 async def _deliver_once(ctx: Incidents, incident: Incident, order: PageOrder, page: Page, provider_name: str,
-                        delivery: str, targets: tuple[str, ...]) -> None:
+                        delivery: str, targets: tuple[str, ...], book: bool = True) -> None:
     field = f"{order.dedup_key}|{delivery}"
     record = await ctx.store.page_record(incident.id, field)
     if record is None:
         record = await _send_under_lease(ctx, incident, order, page, provider_name, delivery, targets, field)
-    await _note_page(ctx, incident, order, record, field)
+    if book or delivery.startswith("slack"):  # a DM'd person may acknowledge at once: note them now
+        await _note_page(ctx, incident, order, record, field)
 
 
 async def _send_under_lease(ctx: Incidents, incident: Incident, order: PageOrder, page: Page, provider_name: str,
@@ -514,7 +519,7 @@ async def _wait_turn(ctx: Incidents, provider: Provider, member: str, severity: 
     budget, pace = budget_of()
     pacer = pacer_for(ctx.rt.redis, ctx.store.namespace)
     for _ in range(TURN_TRIES):
-        wait = await pacer.turn(budget, pace or UNPACED, member, severity)
+        wait = await pacer.turn(budget, pace, member, severity) if pace else await pacer.paused_for(budget)
         if wait == 0:
             return budget
         if wait > SHORT_TURN_S:

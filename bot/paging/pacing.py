@@ -116,6 +116,11 @@ class Pacer:
         await self.redis.set(self._keys(budget)[3], "429", px=int(seconds * 1000))
         return seconds
 
+    async def paused_for(self, budget: str) -> float:
+        """Seconds left of a 429's pause on `budget` (0: none) — all an unpaced provider's page asks."""
+        left_ms = await self.redis.pttl(self._keys(budget)[3])
+        return max(int(left_ms), 0) / 1000
+
     async def waiting(self, budget: str) -> list[str]:
         """The deliveries waiting for `budget`, in the order they will go."""
         return [m.decode() if isinstance(m, bytes) else str(m)
