@@ -2,12 +2,18 @@
 the overhead of a diagnosis — wall time of 10 checks that each take 300 ms, divided by 300 ms.
 
 Ack latency is measured over several bursts per configuration (one burst's p99 is its 2nd-slowest answer, which
-on a shared 2-core machine moves by tens of ms from burst to burst), next to a baseline measured in the same run:
-the same HTTP stack answering a fixed ack, i.e. what the machine and server cost before the bot does anything.
+on a shared 2-core machine moves by tens of ms from burst to burst), next to baselines measured in the same run:
+the minimal Bolt app (benchmarks/minimal_bolt.py), up beside the bot's one HTTP process and sent its bursts in
+turn with it, and the same HTTP stack answering a fixed ack (what the machine and server cost before Bolt or the
+bot do anything). Beside latency, the server's CPU time per ack: steadier than latency when other work shares the
+machine.
 
-    .venv/bin/python -m benchmarks.bench_diagnose
+    .venv/bin/python -m benchmarks.bench_diagnose            # every figure
+    .venv/bin/python -m benchmarks.bench_diagnose acks       # the bot's one process against the minimal Bolt app
+    .venv/bin/python -m benchmarks.bench_diagnose profile    # the same under cProfile, with where the CPU goes
 
-Targets (issue #2): ack p99 < 100 ms (Slack allows 3,000); overhead ratio ≤ 1.2. Prints figures; not a test.
+Targets: ack p99 < 100 ms (Slack allows 3,000) and ≤ 1.2 × the minimal Bolt app's (issue #20); overhead ratio
+≤ 1.2. Prints figures; not a test.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pstats
+import signal
 import statistics
 import subprocess
 import sys
@@ -30,7 +38,7 @@ import httpx
 import redis.asyncio as aioredis
 import yaml
 
-from benchmarks import pct
+from benchmarks import pct, summarize_limit, summarize_ratio
 from bot.app.http_workers import default_process_count
 from bot.app.redis_server import RedisServer
 from bot.queue import Queue, QueueStats
@@ -51,6 +59,13 @@ class AckFigures:
     bursts: list[list[float]]  # latencies (ms) of each burst of concurrent commands
     queue_before: QueueStats | None = None  # with a busy worker: the backlog when the first burst was sent
     queue_after: QueueStats | None = None
+    cpu_s: float = 0.0  # the server's CPU time (user + system) while its bursts were answered, when measured
+
+    @contextlib.contextmanager
+    def cpu_of(self, pid: int) -> Iterator[None]:
+        before = _cpu_s(pid)
+        yield
+        self.cpu_s += _cpu_s(pid) - before
 
     @property
     def all(self) -> list[float]:
@@ -58,15 +73,23 @@ class AckFigures:
 
     def line(self) -> str:
         per_burst = ", ".join(f"{pct(b, 99):.0f}" for b in self.bursts)
+        cpu = f", {self.cpu_s / len(self.all) * 1000:.2f} ms of server CPU an ack" if self.cpu_s else ""
         return (f"p50 {pct(self.all, 50):.1f} ms, p99 {pct(self.all, 99):.1f} ms over {len(self.all)} acks "
-                f"(p99 of each burst: {per_burst} ms)")
+                f"(p99 of each burst: {per_burst} ms){cpu}")
+
+
+def _cpu_s(pid: int) -> float:
+    """A process's user + system CPU seconds so far (Linux: /proc/PID/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.asynccontextmanager
 async def bot_process(local: LocalSlack, redis_url: str, tmp: Path, catalog: dict, *, http_workers: int | None,
-                      worker: bool) -> AsyncIterator[tuple[int, str]]:
+                      worker: bool, profile: Path | None = None) -> AsyncIterator[tuple[int, str, int]]:
     """`chatops run` in HTTP mode as operators run it, in its own process (so the client does not share its
-    event loop), on its own Redis namespace; yields (port, namespace) once /healthz says every process serves."""
+    event loop), on its own Redis namespace; yields (port, namespace, pid) once /healthz says every process serves.
+    With `profile`, the process runs under cProfile and writes its figures there when it stops."""
     local.add_user("U1", "u1")
     services = tmp / f"bench-services-{uuid.uuid4().hex[:6]}.yml"
     services.write_text(yaml.safe_dump({"services": catalog}))
@@ -79,11 +102,13 @@ async def bot_process(local: LocalSlack, redis_url: str, tmp: Path, catalog: dic
     env.pop("HTTP_WORKERS", None)  # unset: the default, one process per usable core
     if http_workers is not None:
         env["HTTP_WORKERS"] = str(http_workers)
-    server = subprocess.Popen([sys.executable, "-m", "bot", "run", *([] if worker else ["--no-worker"])], env=env)
+    profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
+    server = subprocess.Popen([sys.executable, *profiler, "-m", "bot", "run", *([] if worker else ["--no-worker"])],
+                              env=env)
     try:
         async with httpx.AsyncClient(timeout=10) as http:
             await _wait_healthy(http, port)
-        yield port, namespace
+        yield port, namespace, server.pid
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -99,7 +124,7 @@ async def ack_latency(local: LocalSlack, redis_url: str, tmp: Path, n: int = 200
             slow = stack.enter_context(local_http_server({"/slow": Reply(200, delay_s=2.0)}))
             catalog["slow"] = {"http": [{"url": slow.url(f"/slow?{i}"), "samples": 1, "timeout_s": 5}
                                         for i in range(50)]}
-        port, namespace = await stack.enter_async_context(
+        port, namespace, _ = await stack.enter_async_context(
             bot_process(local, redis_url, tmp, catalog, http_workers=http_workers, worker=bool(busy_checks)))
         redis = aioredis.Redis.from_url(redis_url)
         stack.push_async_callback(redis.aclose)
@@ -136,26 +161,57 @@ async def bare_server_latency(local: LocalSlack, n: int = 200, bursts: int = BUR
         return figures
 
 
-async def minimal_bolt_latency(local: LocalSlack, n: int = 200, bursts: int = BURSTS) -> AckFigures:
-    """The Bolt floor: the same requests against benchmarks/minimal_bolt (Bolt with the bot's settings, a fixed
-    ack), in its own process like the bot."""
+@contextlib.contextmanager
+def minimal_bolt(local: LocalSlack, profile: Path | None = None) -> Iterator[tuple[int, int]]:
+    """benchmarks/minimal_bolt (Bolt with the bot's settings, a fixed ack) in its own process like the bot; yields
+    (port, pid) once it answers. With `profile`, under cProfile like the bot's."""
     port = free_port()
     env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SLACK_TEST_SIGNING_SECRET,
            "SLACK_API_URL": local.url}
-    server = subprocess.Popen([sys.executable, "-m", "benchmarks.minimal_bolt", str(port)], env=env)
+    profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
+    server = subprocess.Popen([sys.executable, *profiler, "-m", "benchmarks.minimal_bolt", str(port)], env=env)
     try:
-        async with httpx.AsyncClient(timeout=10) as http:
-            await _wait_healthy(http, port)
-        for _ in range(2):
-            await _fire(port, [_request(local, port, "CWARM") for _ in range(n)])
-        figures = AckFigures([])
-        for _ in range(bursts):
-            figures.bursts.append(await _fire(port, [_request(local, port, "CBOLT") for _ in range(n)]))
-            await asyncio.sleep(0.2)
-        return figures
+        _wait_answers(f"http://127.0.0.1:{port}/healthz")
+        yield port, server.pid
     finally:
-        server.terminate()
+        # uvicorn raises the signal again once it has stopped: SIGINT then unwinds through cProfile, which writes
+        # its figures; SIGTERM would end the process first.
+        server.send_signal(signal.SIGINT if profile else signal.SIGTERM)
         server.wait(timeout=30)
+
+
+async def bot_against_bolt(local: LocalSlack, redis_url: str, tmp: Path, n: int = 200, bursts: int = BURSTS,
+                           profiles: Path | None = None) -> tuple[AckFigures, AckFigures]:
+    """The bot's one HTTP process (`chatops run --no-worker`, HTTP_WORKERS=1) and the minimal Bolt app, both up
+    at once and sent bursts in turn (Bolt, bot, Bolt, bot, …), so a shift in the machine's load falls on both
+    alike. Returns (Bolt's figures, the bot's). With `profiles` (a folder), both run under cProfile and write
+    bolt.prof and bot.prof there."""
+    catalog: dict = {"api": {"http": [{"url": "http://127.0.0.1:9/"}]}}
+    with minimal_bolt(local, profiles and profiles / "bolt.prof") as (bolt_port, bolt_pid):
+        async with bot_process(local, redis_url, tmp, catalog, http_workers=1, worker=False,
+                               profile=profiles and profiles / "bot.prof") as (port, _, pid):
+            for _ in range(2):  # steady state in both: pools, caches, heap grown to a burst
+                await _fire(bolt_port, [_request(local, bolt_port, "CWARM") for _ in range(n)])
+                await _fire(port, [_request(local, port, f"CWARM{uuid.uuid4().hex[:8]}") for _ in range(n)])
+            bolt, bot = AckFigures([]), AckFigures([])
+            for _ in range(bursts):
+                with bolt.cpu_of(bolt_pid):
+                    bolt.bursts.append(await _fire(bolt_port, [_request(local, bolt_port, "CBOLT") for _ in range(n)]))
+                await asyncio.sleep(0.2)
+                channels = [f"CBENCH{uuid.uuid4().hex[:8]}" for _ in range(n)]
+                with bot.cpu_of(pid):
+                    bot.bursts.append(await _fire(port, [_request(local, port, channel) for channel in channels]))
+                await asyncio.sleep(0.2)
+    return bolt, bot
+
+
+def ratio_line(bot: AckFigures, bolt: AckFigures) -> str:
+    """The bot's p99 over Bolt's, over all acks and burst by burst (each bot burst against the Bolt burst just
+    before it)."""
+    pairs = sorted(pct(b, 99) / pct(a, 99) for a, b in zip(bolt.bursts, bot.bursts, strict=True))
+    return (f"p99 {pct(bot.all, 99):.1f} ms against {pct(bolt.all, 99):.1f} ms: "
+            f"{pct(bot.all, 99) / pct(bolt.all, 99):.2f} × the minimal Bolt app (burst by burst: "
+            f"{', '.join(f'{r:.2f}' for r in pairs)}; target ≤ 1.2)")
 
 
 @contextlib.contextmanager
@@ -164,11 +220,7 @@ def bare_server(delay_s: float = 0.0) -> Iterator[int]:
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "benchmarks.bare_asgi", str(port), str(delay_s)])
     try:
-        for _ in range(200):
-            with contextlib.suppress(httpx.TransportError):
-                httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
-                break
-            time.sleep(0.05)
+        _wait_answers(f"http://127.0.0.1:{port}/")
         yield port
     finally:
         server.terminate()
@@ -204,6 +256,15 @@ async def _fire(port: int, requests: list[bytes], settle_s: float = 0.5) -> list
     return list(await asyncio.gather(*(one(c, r) for c, r in zip(connections, requests, strict=True))))
 
 
+def _wait_answers(url: str) -> None:
+    for _ in range(200):
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer")
+
+
 async def _wait_healthy(http: httpx.AsyncClient, port: int) -> None:
     for _ in range(200):
         try:
@@ -231,7 +292,7 @@ async def diagnosis_overhead(local: LocalSlack, redis_url: str, tmp: Path, runs:
                 in_process.append((time.perf_counter() - started) / CHECK_S)
                 check_ms.extend(r.duration_ms for r in results)
         through_queue = []
-        async with bot_process(local, redis_url, tmp, {"api": spec}, http_workers=None, worker=True) as (port, _):
+        async with bot_process(local, redis_url, tmp, {"api": spec}, http_workers=None, worker=True) as (port, *_):
             for run in range(runs + 1):  # run 0 warms connections and caches and is not counted
                 # Each run in a fresh channel: Slack's per-channel pace (1 msg/s after a burst) would otherwise
                 # charge one run for the previous run's replies, which is not what this figure is about.
@@ -254,24 +315,50 @@ async def diagnosis_overhead(local: LocalSlack, redis_url: str, tmp: Path, runs:
         return in_process, through_queue, check_ms
 
 
+# What a request costs is spent in these modules; start-up (imports, the runtime) and the idle loop are not.
+REQUEST_PATH = r"slack_bolt|slack_sdk|uvicorn|httptools|redis/|/handlers/|/bot/(?!app/cli)|minimal_bolt|parse\.py"
+
+
+def print_profiles(folder: Path, requests: int) -> None:
+    """Per process, the CPU its requests cost (cProfile's time in the ASGI app, which counts a coroutine only
+    while it runs) and the functions that cost most, per request. cProfile slows the code it watches ~2×: read
+    the shares, not the milliseconds."""
+    for name in ("bolt", "bot"):
+        stats = pstats.Stats(str(folder / f"{name}.prof"))
+        in_app = max(cum for (path, _, func), (_, _, _, cum, _) in stats.stats.items()  # type: ignore[attr-defined]
+                     if path.endswith("proxy_headers.py") and func == "__call__")
+        print(f"  {name}: {in_app / requests * 1000:.2f} ms of CPU per request in the ASGI app "
+              f"({requests} requests, warm-up included); costliest functions on the request path:")
+        stats.sort_stats("cumulative").print_stats(REQUEST_PATH, 30)
+
+
 def _backlog(stats: QueueStats | None) -> str:
     return f"{stats.depth} queued, {stats.pending} running" if stats else "?"
 
 
-async def main() -> None:
+async def main(only: str = "") -> None:
+    """Every figure; with `acks`, only the bot's one process against the minimal Bolt app; with `profile`, that
+    comparison with the bot under cProfile, and its 25 costliest functions (which inflates the bot's figures)."""
     with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis", aof=True) as redis, \
             LocalSlack(bot_token="xoxb-test-token") as local:
         print("/diagnose ack latency: bursts of 200 concurrent signed requests, HTTP mode, loopback; "
               "target p99 < 100 ms")
+        profiles = Path(tmp) if only == "profile" else None
+        bolt, bot = await bot_against_bolt(local, redis.url, Path(tmp), profiles=profiles)
+        print(f"  baseline, the minimal Bolt app (benchmarks/minimal_bolt.py, one process): {bolt.line()}")
+        print(f"  chatops run --no-worker, HTTP_WORKERS=1, bursts taking turns with the minimal Bolt app: "
+              f"{bot.line()}")
+        print(f"    {ratio_line(bot, bolt)}")
+        summarize_ratio("/diagnose ack p99, 200 at once, one HTTP process", pct(bot.all, 99), pct(bolt.all, 99), "ms",
+                        limit=1.2, baseline_name="minimal Bolt")
+        if profiles is not None:
+            print_profiles(profiles, requests=len(bolt.all) + 2 * 200)
+        if only:
+            return
         bare = await bare_server_latency(local)
         print(f"  baseline, the same HTTP stack answering a fixed ack: {bare.line()}")
-        bolt = await minimal_bolt_latency(local)
-        print(f"  baseline, the minimal Bolt app (benchmarks/minimal_bolt.py, one process): {bolt.line()}")
-        for workers in (1, 2):
-            figures = await ack_latency(local, redis.url, Path(tmp), http_workers=workers)
-            ratio = (f"; p99 {pct(figures.all, 99) / pct(bolt.all, 99):.2f} × the minimal Bolt app" if workers == 1
-                     else "")
-            print(f"  chatops run --no-worker, HTTP_WORKERS={workers}: {figures.line()}{ratio}")
+        figures = await ack_latency(local, redis.url, Path(tmp), http_workers=2)
+        print(f"  chatops run --no-worker, HTTP_WORKERS=2: {figures.line()}")
         for workers in (1, None):
             busy = await ack_latency(local, redis.url, Path(tmp), http_workers=workers, busy_checks=500)
             print(f"  chatops run, HTTP_WORKERS={workers or f'unset (= {default_process_count()} here)'}, its worker "
@@ -282,6 +369,7 @@ async def main() -> None:
               f"{statistics.median(check_ms):.0f} ms itself): in-process runner ratio {statistics.median(in_process):.2f}; command → verdict through "
               f"queue, worker and Slack ratio {statistics.median(through_queue):.2f} (median of "
               f"{len(through_queue)}: {', '.join(f'{r:.2f}' for r in through_queue)}; target ≤ 1.2)")
+        summarize_limit("diagnosis: command → verdict ÷ the 300 ms check", statistics.median(through_queue), "×", 1.2)
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(*sys.argv[1:2]))
