@@ -2,9 +2,11 @@
 same way in the same run.
 
 For each round, each server is started as its own process: the clock runs from `Popen` to the first 200 on
-GET /healthz (polled every 10 ms); then it answers ten signed `/diagnose api` commands, and its RSS is read from
-/proc (so what the first requests load is counted). The bot is `chatops run --no-worker` with HTTP_WORKERS=1 —
-one process doing what each HTTP child does. Rounds alternate the two so load drift hits both alike.
+GET /healthz (polled every 10 ms), and the CPU time the process had used by then is read from /proc (user + system:
+less swayed than the clock by other work on a shared machine); then it answers ten signed `/diagnose api` commands,
+and its RSS is read from /proc (so what the first requests load is counted). The bot is `chatops run --no-worker`
+with HTTP_WORKERS=1 — one process doing what each HTTP child does. Rounds alternate the two so load drift hits
+both alike.
 
 Both run with bytecode caching on (into a private PYTHONPYCACHEPREFIX) after one uncounted start, as in the
 image, where `pip install` compiled every module: this checkout sets PYTHONDONTWRITEBYTECODE, which would charge
@@ -65,14 +67,15 @@ def chatops_http(tmp: Path, redis_url: str) -> Callable[[int, dict[str, str]], s
 
 
 def one_start(start: Callable[[int, dict[str, str]], subprocess.Popen], env: dict[str, str],
-              local: LocalSlack) -> tuple[float, float]:
-    """(seconds from Popen to the first 200 on /healthz, RSS in MiB after ten acks)."""
+              local: LocalSlack) -> tuple[float, float, float]:
+    """(seconds from Popen to the first 200 on /healthz, CPU seconds used by then, RSS in MiB after ten acks)."""
     port = free_port()
     started = time.perf_counter()
     proc = start(port, env)
     try:
         with httpx.Client(timeout=5) as http:
             booted = _first_200(http, f"http://127.0.0.1:{port}/healthz", started)
+            cpu = cpu_seconds(proc.pid)
             for i in range(ACKS):
                 body = urlencode({"command": "/diagnose", "text": "api", "channel_id": f"CBOOT{i}",
                                   "user_id": "U1", "team_id": "T0LOCAL", "user_name": "u", "channel_name": "c",
@@ -80,10 +83,16 @@ def one_start(start: Callable[[int, dict[str, str]], subprocess.Popen], env: dic
                 answer = http.post(f"http://127.0.0.1:{port}/slack/events", content=body,
                                    headers=signed_headers(body, SLACK_TEST_SIGNING_SECRET))
                 assert answer.status_code == 200 and "Queued" in answer.text, answer.text[:300]
-            return booted, rss_kib(proc.pid) / 1024
+            return booted, cpu, rss_kib(proc.pid) / 1024
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat fields 14 and 15, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _first_200(http: httpx.Client, url: str, started: float) -> float:
@@ -110,17 +119,17 @@ def main() -> None:
         servers = {"minimal Bolt app": minimal_bolt, "chatops run --no-worker": chatops_http(Path(tmp), redis.url)}
         for start in servers.values():  # writes the bytecode cache
             one_start(start, env, local)
-        figures: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
+        figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in servers}
         for _ in range(ROUNDS):
             for name, start in servers.items():
                 figures[name].append(one_start(start, env, local))
         print(f"HTTP process start → first 200 on /healthz, and RSS after {ACKS} acks (median of {ROUNDS} starts; "
               f"targets ≤ 1.3 × the minimal Bolt app)")
-        base_s, base_mib = (statistics.median(f[i] for f in figures["minimal Bolt app"]) for i in (0, 1))
+        base_s, base_cpu, base_mib = (statistics.median(f[i] for f in figures["minimal Bolt app"]) for i in (0, 1, 2))
         for name, runs in figures.items():
-            boot_s, mib = (statistics.median(f[i] for f in runs) for i in (0, 1))
-            print(f"  {name:<25} start {boot_s * 1000:5.0f} ms ({boot_s / base_s:.2f} ×)   "
-                  f"RSS {mib:5.1f} MiB ({mib / base_mib:.2f} ×)")
+            boot_s, cpu, mib = (statistics.median(f[i] for f in runs) for i in (0, 1, 2))
+            print(f"  {name:<25} start {boot_s * 1000:5.0f} ms ({boot_s / base_s:.2f} ×)   CPU to /healthz "
+                  f"{cpu * 1000:5.0f} ms ({cpu / base_cpu:.2f} ×)   RSS {mib:5.1f} MiB ({mib / base_mib:.2f} ×)")
         summarize_startup(boot_s * 1000, base_s * 1000, mib, base_mib)  # the last row: chatops run --no-worker
         services_growth(Path(tmp))
 
