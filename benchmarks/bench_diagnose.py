@@ -1,5 +1,6 @@
 """`/diagnose` figures: slash-command ack latency under 200 concurrent signed requests (HTTP mode, loopback), and
-the overhead of a diagnosis — wall time of 10 checks that each take 300 ms, divided by 300 ms.
+the overhead of a diagnosis — wall time of 10 checks whose service answers after 300 ms, divided by the slowest
+check's own measured duration (the 300 ms plus its round trip; the ratio to the nominal 300 ms is printed too).
 
 Ack latency is measured over several bursts per configuration (one burst's p99 is its 2nd-slowest answer, which
 on a shared 2-core machine moves by tens of ms from burst to burst), next to baselines measured in the same run:
@@ -278,7 +279,7 @@ async def _wait_healthy(http: httpx.AsyncClient, port: int) -> None:
 
 async def diagnosis_overhead(local: LocalSlack, redis_url: str, tmp: Path, runs: int = 9) -> tuple[list, list, list]:
     """Ratios (wall ÷ 300 ms) of in-process runs and of command → verdict runs through `chatops run`, and the
-    checks' own durations."""
+    slowest check's own duration in each in-process run (a 300 ms answer plus its round trip), in ms."""
     with bare_server(CHECK_S) as service_port:
         spec = {"http": [{"url": f"http://127.0.0.1:{service_port}/c{i}", "samples": 1, "timeout_s": 5}
                          for i in range(10)]}
@@ -290,7 +291,7 @@ async def diagnosis_overhead(local: LocalSlack, redis_url: str, tmp: Path, runs:
             assert all(r.status.value == "ok" for r in results), [r.summary for r in results]
             if run:
                 in_process.append((time.perf_counter() - started) / CHECK_S)
-                check_ms.extend(r.duration_ms for r in results)
+                check_ms.append(max(r.duration_ms for r in results))
         through_queue = []
         async with bot_process(local, redis_url, tmp, {"api": spec}, http_workers=None, worker=True) as (port, *_):
             for run in range(runs + 1):  # run 0 warms connections and caches and is not counted
@@ -365,11 +366,22 @@ async def main(only: str = "") -> None:
                   f"busy on 500 queued checks (backlog {_backlog(busy.queue_before)} at the first burst, "
                   f"{_backlog(busy.queue_after)} after the last): {busy.line()}")
         in_process, through_queue, check_ms = await diagnosis_overhead(local, redis.url, Path(tmp))
-        print(f"diagnosis overhead, 10 checks x {CHECK_S * 1000:.0f} ms (a check measures "
-              f"{statistics.median(check_ms):.0f} ms itself): in-process runner ratio {statistics.median(in_process):.2f}; command → verdict through "
-              f"queue, worker and Slack ratio {statistics.median(through_queue):.2f} (median of "
-              f"{len(through_queue)}: {', '.join(f'{r:.2f}' for r in through_queue)}; target ≤ 1.2)")
-        summarize_limit("diagnosis: command → verdict ÷ the 300 ms check", statistics.median(through_queue), "×", 1.2)
+        print_overhead(in_process, through_queue, check_ms)
+
+
+def print_overhead(in_process: list[float], through_queue: list[float], check_ms: list[float]) -> None:
+    """The issue's ratio is against the slowest check, which takes its 300 ms answer plus a round trip: divide by
+    what it measured, and show the ratio to the nominal 300 ms beside it."""
+    slowest = statistics.median(check_ms) / 1000 / CHECK_S
+    measured = [r / slowest for r in through_queue]
+    print(f"diagnosis overhead, 10 checks x {CHECK_S * 1000:.0f} ms (the slowest check measures "
+          f"{statistics.median(check_ms):.0f} ms itself): in-process runner ÷ slowest check "
+          f"{statistics.median(in_process) / slowest:.2f}; command → verdict through queue, worker and Slack "
+          f"÷ slowest check {statistics.median(measured):.2f} (median of {len(measured)}: "
+          f"{', '.join(f'{r:.2f}' for r in measured)}; target ≤ 1.2); ÷ the nominal 300 ms "
+          f"{statistics.median(through_queue):.2f}")
+    summarize_limit("diagnosis: command → verdict ÷ the slowest check", statistics.median(measured), "×", 1.2)
+
 
 if __name__ == "__main__":
     asyncio.run(main(*sys.argv[1:2]))
