@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from checks import catalog
 from checks.model import CheckResult
-from checks.targets import Layer, aws_items, aws_once
+from checks.targets import Layer
 
-__all__ = ["CURRENT_CHECK", "CheckContext", "CheckDef", "Layer", "PreviousSample", "aws_items", "aws_once", "check",
-           "check_definition", "registered_checks", "registered_definitions"]
+__all__ = ["CURRENT_CHECK", "CheckContext", "CheckDef", "Layer", "PreviousSample", "check", "check_definition",
+           "registered_checks", "registered_definitions"]
 
 if TYPE_CHECKING:
     import httpx
