@@ -7,12 +7,13 @@ import asyncio
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from bot.queue.batch import Batcher
+from bot.queue.batch import Batcher, packed
 from tests.app_harness import free_port
 
 ECHO = """
@@ -114,3 +115,31 @@ async def test_reads_and_script_calls_of_one_turn_share_a_round_trip_and_answer_
     assert answers[1] == "INC-7" and answers[0] is None
     assert answers[100:] == [f"v{i}" for i in range(100)]
     assert sum(sizes) == 200 and len(sizes) <= 3, sizes
+
+
+def test_the_batch_is_packed_byte_for_byte_as_redis_py_packs_it() -> None:
+    commands = [("EVALSHA", "a" * 40, 2, "{q}:stream", "{q}:id:é", "héllo", 0, -12, 86_400_000, b"\x00raw\r\n"),
+                ("GET", "chan:C1"), ("GET", "")]
+
+    assert packed(commands) == b"".join(Connection().pack_commands(commands))
+
+
+async def test_a_batch_whose_connection_was_dropped_is_sent_again_on_a_fresh_one(redis_url: str,
+                                                                                 unique_name: str) -> None:
+    """The client's bounded retry covers a batch as it covers a command (a Redis restart drops every pooled
+    connection): each call still runs exactly once and answers."""
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True, retry=Retry(NoBackoff(), 1))
+    batcher = Batcher(client)
+    script = client.register_script(ECHO)
+    try:
+        assert await batcher.call(script, [f"{unique_name}:n"], ["warm"]) == "warm"  # a pooled connection now
+        killer = aioredis.Redis.from_url(redis_url)
+        await killer.client_kill_filter(_type="normal", skipme=True)
+        await killer.aclose()
+
+        answers = await asyncio.gather(*(batcher.call(script, [f"{unique_name}:n"], [f"v{i}"]) for i in range(20)))
+
+        assert answers == [f"v{i}" for i in range(20)]
+        assert await client.get(f"{unique_name}:n") == "21"
+    finally:
+        await client.aclose()

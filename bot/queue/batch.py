@@ -9,10 +9,12 @@ loop turn, which is nothing next to the round trip itself.
 
 Semantics are a plain call's: each caller gets its own result or its own exception (a script error stays with
 its call), a connection error fails the batch's calls after the client's bounded retry, and a script Redis has
-forgotten (after a restart or SCRIPT FLUSH) is loaded again and the call re-run. An error raised while the
-batch is written (an argument redis-py cannot encode) fails the whole batch: callers here pass str and int.
+forgotten (after a restart or SCRIPT FLUSH) is loaded again and the call re-run. Arguments are str, bytes or int.
 
-On Redis Cluster the same pipeline is a cluster pipeline: it sends each call to the node that owns the slot of
+On a single Redis or under Sentinel the batch is packed here (`packed`) and sent on a pooled redis-py connection
+with the client's own retry and reply parser, as redis-py's pipeline would; its pure-Python packer, which checks
+and frames each argument in several steps, was ~40% of a /diagnose ack's Redis client CPU (a claim-and-enqueue
+has 19 arguments). On Redis Cluster the batch goes through redis-py's cluster pipeline: it sends each call to the node that owns the slot of
 its keys (one round trip per node), so a batch spanning several queues still costs a round trip per shard. Each
 call's keys share one slot (bot/queue/keys.py). redis-py refuses `pipe.evalsha()` in a cluster pipeline
 (redis/redis-py#2914), but routes the same command sent as a plain EVALSHA by its first key.
@@ -21,12 +23,14 @@ call's keys share one slot (bot/queue/keys.py). redis-py refuses `pipe.evalsha()
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 ScriptCall = tuple[AsyncScript, Sequence[Any], Sequence[Any]]  # what to run again if Redis forgot the script
 Call = tuple[Sequence[Any], ScriptCall | None, asyncio.Future]  # (the command sent, its script call, its answer)
@@ -85,10 +89,25 @@ class Batcher:
                     future.cancel()
 
     async def _send(self, batch: list[Call]) -> list[Any]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for command, _, _ in batch:
-                pipe.execute_command(*command)
-            return await pipe.execute(raise_on_error=False)
+        if isinstance(self.redis, RedisCluster):  # one round trip per node: redis-py's cluster pipeline routes
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for command, _, _ in batch:
+                    pipe.execute_command(*command)
+                return await pipe.execute(raise_on_error=False)
+        return await self._send_packed(packed(command for command, _, _ in batch), len(batch))
+
+    async def _send_packed(self, data: bytes, count: int) -> list[Any]:
+        """What redis-py's pipeline does for a single Redis or Sentinel, packed cheaper: one connection from the
+        pool, its retry (a connection error, or READONLY under Sentinel, sends the batch again on a fresh
+        connection), its reads. A command's reply gets no redis-py response callback: callers send EVALSHA and
+        plain reads whose replies need none."""
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()
+        try:
+            return await conn.retry.call_with_retry(lambda: _round_trip(conn, data, count),
+                                                    lambda _error: conn.disconnect())
+        finally:
+            await pool.release(conn)
 
     @staticmethod
     async def _rerun(script: AsyncScript, keys: Sequence[Any], args: Sequence[Any], future: asyncio.Future) -> None:
@@ -100,3 +119,25 @@ class Batcher:
             return
         if not future.done():
             future.set_result(result)
+
+
+async def _round_trip(conn: Connection, data: bytes, count: int) -> list[Any]:
+    await conn.send_packed_command(data)  # it and read_response disconnect on any error, cancellation included
+    replies: list[Any] = []
+    for _ in range(count):
+        try:
+            replies.append(await conn.read_response())
+        except ResponseError as exc:  # the command's own error (NOSCRIPT among them): the rest still answer
+            replies.append(exc)
+    return replies
+
+
+def packed(commands: Iterable[Sequence[Any]]) -> bytes:
+    """Commands in the Redis protocol, as redis-py packs str, bytes and int arguments (UTF-8; int as its digits)."""
+    out = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            data = arg if isinstance(arg, bytes) else str(arg).encode()
+            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)

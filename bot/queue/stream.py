@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -310,6 +311,7 @@ class Queue:
         self.retry = retry
         self.maxlen_hint = maxlen_hint
         self.idempotency_ttl_s = idempotency_ttl_s
+        self._prefix = tagged(name)  # once: key() is on the ack path, and tagged() runs a regex
         self.stream_key = self.key("stream")
         self.delayed_key = self.key("delayed")
         self.delayed_jobs_key = self.key("delayed", "jobs")
@@ -327,7 +329,7 @@ class Queue:
 
     def key(self, *parts: object) -> str:
         """A key in this queue's hash slot (`{N}:...`): the only keys a queue script may touch."""
-        return ":".join([tagged(self.name), *(str(p) for p in parts)])
+        return ":".join([self._prefix, *(str(p) for p in parts)])
 
     def id_key(self, job_id: str) -> str:
         return self.key("id", job_id)
@@ -374,8 +376,8 @@ class Queue:
         if not kind:
             raise ValueError("a job needs a kind")
         guarded = job_id is not None
-        job_id = job_id if guarded else uuid.uuid4().hex
-        token = uuid.uuid4().hex if guarded else job_id
+        job_id = job_id if guarded else _fresh_id()
+        token = _fresh_id() if guarded else job_id
         run_at_ms = "" if run_at is None else str(int(run_at * 1000))
         keys = [self.stream_key, self.delayed_key, self.delayed_jobs_key, self.id_key(job_id)]
         args: list[Any] = [job_id, token, kind, json.dumps(payload), repr(time.time()), run_at_ms,
@@ -523,6 +525,12 @@ class Queue:
             keys=[self.stream_key, self.delayed_key, self.dead_key], args=[self.group]
         )
         return int(length), int(pending), text(oldest), int(delayed), int(due), int(dead), int(now_ms)
+
+
+def _fresh_id() -> str:
+    """A random id as uuid4().hex is (128 bits, 32 hex digits), at a fifth of its cost: every enqueue with a job id
+    draws one for its token, the /diagnose ack's among them."""
+    return os.urandom(16).hex()
 
 
 def _entries_of(reply: Any) -> list[tuple[Any, dict[Any, Any]]]:
