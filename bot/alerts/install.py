@@ -32,5 +32,5 @@ async def install(rt: Runtime, *, settings: AlertSourceSettings | None = None) -
 
 async def _close(rt: Runtime) -> None:
     ax = rt.feature(Alerts)
-    if ax is not None:
+    if ax is not None and "sns" in vars(ax):  # the fetcher is made with the first SNS message
         await ax.sns.close()

@@ -5,16 +5,19 @@ and the memory of firings. Installed on the runtime by bot/alerts/install.py; fo
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.alerts.config import AlertSourceSettings
 from bot.alerts.episodes import Episodes
 from bot.alerts.rules import Mapping
-from bot.alerts.sns_fetch import SnsFetcher
 from bot.incidents.service import Incidents
 from bot.runtime import Runtime
+
+if TYPE_CHECKING:  # the fetcher is made, and its module imported, with the first SNS message
+    from bot.alerts.sns_fetch import SnsFetcher
 
 
 @dataclass
@@ -22,12 +25,17 @@ class Alerts:
     rt: Runtime
     incidents: Incidents
     settings: AlertSourceSettings
-    sns: SnsFetcher = field(init=False)
     episodes: Episodes = field(init=False)
 
     def __post_init__(self) -> None:
-        self.sns = SnsFetcher(self.settings)
         self.episodes = Episodes(self.rt.redis, self.rt.key("alerts", "firings"))
+
+    @functools.cached_property
+    def sns(self) -> SnsFetcher:
+        """The SNS fetcher (certificates and subscription confirmations), made with the first SNS message."""
+        from bot.alerts.sns_fetch import SnsFetcher
+
+        return SnsFetcher(self.settings)
 
     @property
     def incident_settings(self) -> Any:

@@ -8,19 +8,32 @@ how it is parsed into notices, which the incident intake (bot/incidents/alerts.p
 | grafana      | POST /hooks/grafana      | basic auth or HMAC (hmacConfig)                      | grafana         |
 | datadog      | POST /hooks/datadog      | shared secret in a custom header                     | datadog         |
 | generic      | POST /hooks/generic      | HMAC-SHA256 of "<timestamp>.<body>", 5-minute window | generic         |
+
+A source's module (its payload models, and the incident intake with it) is imported with the first request to its
+route: every HTTP process serves every route, and most deployments configure one source or none.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from importlib import import_module
+from typing import TYPE_CHECKING, Protocol
 
-from bot.alerts import alertmanager, datadog, generic, grafana, sns
 from bot.alerts.http import Refused, Reply, Request, Response, json_response
-from bot.alerts.service import Alerts
 from bot.errors import UserError
-from bot.incidents import alerts as intake
 from bot.incidents.notice import AlertNotice, AlertSource
+
+if TYPE_CHECKING:
+    from bot.alerts.service import Alerts
+
+
+class SourceModule(Protocol):
+    """What a source's module provides (bot/alerts/alertmanager.py is one)."""
+
+    def configured(self, ax: Alerts) -> bool: ...
+    async def authenticate(self, ax: Alerts, request: Request) -> None: ...
+    async def parse(self, ax: Alerts, request: Request) -> list[AlertNotice] | Reply: ...
 
 
 @dataclass(frozen=True)
@@ -28,34 +41,34 @@ class Source:
     kind: AlertSource
     path: str
     off: str  # what to set to turn the source on (the 404 says it)
-    configured: Callable[[Alerts], bool]
-    authenticate: Callable[[Alerts, Request], Awaitable[None]]
-    parse: Callable[[Alerts, Request], Awaitable[list[AlertNotice] | Reply]]
+    module: str  # under bot.alerts: its configured(ax), authenticate(ax, request) and parse(ax, request)
     max_body: int | None = None  # bytes; None: the server's webhook limit (sized for an Alertmanager storm)
+
+    @property
+    def handler(self) -> SourceModule:
+        """The source's module, imported the first time its route is asked (then sys.modules has it)."""
+        return import_module(f"bot.alerts.{self.module}")  # type: ignore[return-value]
 
 
 SOURCES = (
-    Source(AlertSource.ALERTMANAGER, "/hooks/alertmanager", "ALERTMANAGER_TOKEN", alertmanager.configured,
-           alertmanager.authenticate, alertmanager.parse),
-    Source(AlertSource.CLOUDWATCH, "/hooks/sns", "SNS_TOPIC_ARNS", sns.configured, sns.authenticate, sns.parse,
+    Source(AlertSource.ALERTMANAGER, "/hooks/alertmanager", "ALERTMANAGER_TOKEN", "alertmanager"),
+    Source(AlertSource.CLOUDWATCH, "/hooks/sns", "SNS_TOPIC_ARNS", "sns",
            max_body=1024 * 1024),  # an SNS message is at most 256 KB; the envelope and escaping add some
-    Source(AlertSource.GRAFANA, "/hooks/grafana", "GRAFANA_WEBHOOK_PASSWORD or GRAFANA_WEBHOOK_HMAC_SECRET",
-           grafana.configured, grafana.authenticate, grafana.parse),
-    Source(AlertSource.DATADOG, "/hooks/datadog", "DATADOG_WEBHOOK_SECRET", datadog.configured,
-           datadog.authenticate, datadog.parse),
-    Source(AlertSource.GENERIC, "/hooks/generic", "GENERIC_WEBHOOK_SECRET", generic.configured,
-           generic.authenticate, generic.parse),
+    Source(AlertSource.GRAFANA, "/hooks/grafana", "GRAFANA_WEBHOOK_PASSWORD or GRAFANA_WEBHOOK_HMAC_SECRET", "grafana"),
+    Source(AlertSource.DATADOG, "/hooks/datadog", "DATADOG_WEBHOOK_SECRET", "datadog"),
+    Source(AlertSource.GENERIC, "/hooks/generic", "GENERIC_WEBHOOK_SECRET", "generic"),
 )
 
 
 def make_route(ax: Alerts, source: Source) -> Callable[[dict, bytes], Awaitable[Response]]:
     async def route(scope: dict, body: bytes) -> Response:
-        if not source.configured(ax):
+        handler = source.handler
+        if not handler.configured(ax):
             return json_response(404, {"error": f"the {source.kind.title} webhook is off: set {source.off}"})
         request = Request(scope, body)
         try:
-            await source.authenticate(ax, request)
-            parsed = await source.parse(ax, request)
+            await handler.authenticate(ax, request)
+            parsed = await handler.parse(ax, request)
             if isinstance(parsed, Reply):
                 return json_response(parsed.status, parsed.data)
             return json_response(200, await _take(ax, parsed))
@@ -70,5 +83,7 @@ def make_route(ax: Alerts, source: Source) -> Callable[[dict, bytes], Awaitable[
 
 
 async def _take(ax: Alerts, notices: list[AlertNotice]) -> dict:
+    from bot.incidents import alerts as intake  # with the first alert, as the source's module
+
     answers = [await intake.take(ax.incidents, notice) for notice in notices]
     return answers[0] if len(answers) == 1 else {"results": answers}
