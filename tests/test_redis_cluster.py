@@ -18,7 +18,7 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from bot.queue import Queue, lease
+from bot.queue import Queue, batch, lease
 from bot.queue.connection import DURABILITY, connect, durable, initialized
 from bot.settings import load_settings
 from tests.test_diagnose_e2e import (  # noqa: F401
@@ -163,7 +163,8 @@ async def test_without_replicas_asked_a_durable_write_sends_no_wait(redis_cluste
 
 
 class SlotRecorder:
-    """Every EVAL/EVALSHA a client sends, plain or pipelined, as the list of its keys' slots."""
+    """Every EVAL/EVALSHA a client sends, plain, pipelined or batched (bot/queue/batch.py), as the list of its keys'
+    slots."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, set[int]]] = []
@@ -174,7 +175,17 @@ class SlotRecorder:
             self.calls.append((",".join(keys), {key_slot(k.encode()) for k in keys}))
 
 
-def recording_client(url: str, seen: SlotRecorder) -> aioredis.Redis:
+def recording_client(url: str, seen: SlotRecorder, monkeypatch: pytest.MonkeyPatch) -> aioredis.Redis:
+    pack = batch.packed
+
+    def recorded(commands: Any) -> bytes:
+        commands = list(commands)
+        for command in commands:
+            seen.note(tuple(command))
+        return pack(commands)
+
+    monkeypatch.setattr(batch, "packed", recorded)  # the batcher packs a batch itself on a single Redis
+
     class RecordingPipeline(Pipeline):
         def execute_command(self, *args: Any, **options: Any) -> Any:
             seen.note(args)
@@ -191,9 +202,10 @@ def recording_client(url: str, seen: SlotRecorder) -> aioredis.Redis:
     return RecordingRedis.from_url(url, decode_responses=True)
 
 
-async def test_every_script_call_touches_keys_of_one_slot(redis_server_factory: Any, unique_name: str) -> None:
+async def test_every_script_call_touches_keys_of_one_slot(redis_server_factory: Any, unique_name: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     seen = SlotRecorder()
-    client = recording_client(redis_server_factory(aof=False).url, seen)
+    client = recording_client(redis_server_factory(aof=False).url, seen, monkeypatch)
     try:
         q = Queue(client, unique_name, visibility_timeout_s=5, max_deliveries=2, retry=FAST_RETRY)
         done, handler = recorder()
@@ -219,4 +231,5 @@ async def test_every_script_call_touches_keys_of_one_slot(redis_server_factory: 
         await client.aclose()
     scripts = {keys for keys, _ in seen.calls}
     assert len(scripts) >= 8  # enqueue, move_due, started, ack, fail, cancel, snapshot, replay, lease release
+    assert any(keys.endswith(":active:C1") for keys in scripts)  # the claim-and-enqueue, sent batched
     assert [(keys, slots) for keys, slots in seen.calls if len(slots) > 1] == []
