@@ -9,7 +9,8 @@ loop turn, which is nothing next to the round trip itself.
 
 Semantics are a plain call's: each caller gets its own result or its own exception (a script error stays with
 its call), a connection error fails the batch's calls after the client's bounded retry, and a script Redis has
-forgotten (after a restart or SCRIPT FLUSH) is loaded again and the call re-run. Arguments are str, bytes or int.
+forgotten (after a restart or SCRIPT FLUSH) is loaded again and its calls sent again. Arguments are str, bytes or
+int.
 
 On a single Redis or under Sentinel the batch is packed here (`packed`) and sent on a pooled redis-py connection
 with the client's own retry and reply parser, as redis-py's pipeline would; its pure-Python packer, which checks
@@ -32,8 +33,7 @@ from redis.asyncio.connection import Connection
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
-ScriptCall = tuple[AsyncScript, Sequence[Any], Sequence[Any]]  # what to run again if Redis forgot the script
-Call = tuple[Sequence[Any], ScriptCall | None, asyncio.Future]  # (the command sent, its script call, its answer)
+Call = tuple[Sequence[Any], AsyncScript | None, asyncio.Future]  # (the command sent, its script if any, its answer)
 
 
 class Batcher:
@@ -44,13 +44,13 @@ class Batcher:
         self._running: set[asyncio.Task] = set()  # the loop holds tasks weakly; a flush must not be collected
 
     async def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        return await self._join(("EVALSHA", script.sha, len(keys), *keys, *args), (script, keys, args))
+        return await self._join(("EVALSHA", script.sha, len(keys), *keys, *args), script)
 
     async def command(self, *command: Any) -> Any:
         """A read (`command("GET", key)`), sent with whatever else this turn sends."""
         return await self._join(command, None)
 
-    async def _join(self, command: Sequence[Any], script: ScriptCall | None) -> Any:
+    async def _join(self, command: Sequence[Any], script: AsyncScript | None) -> Any:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._pending.append((command, script, future))
         if self._flushing is None:
@@ -64,29 +64,45 @@ class Batcher:
         # (Waiting one more turn did not batch a burst of acks any better, and cost every enqueue a turn.)
         batch, self._pending, self._flushing = self._pending, [], None
         try:
-            try:
-                results = await self._send(batch)
-            except Exception as exc:  # each caller gets the error, as its own call would have
-                for *_, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                return
-            forgotten = []
-            for (_, script, future), result in zip(batch, results, strict=True):
-                if future.done():  # the caller was cancelled meanwhile; its call has still run
-                    continue
-                if isinstance(result, NoScriptError) and script is not None:
-                    forgotten.append((*script, future))
-                elif isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
-            for call in forgotten:  # one at a time: the first reloads the script, the rest then just run
-                await self._rerun(*call)
+            forgotten = await self._answer(batch)
+            # After a Redis restart (or SCRIPT FLUSH) a whole burst meets NOSCRIPT: each script is loaded once and
+            # those calls go again as one batch, not one round trip each.
+            if forgotten and await self._loaded([call for call, _ in forgotten]):
+                for (_, _, future), error in await self._answer([call for call, _ in forgotten]):
+                    future.set_exception(error)  # forgotten again at once: not worth a third try
         finally:
             for *_, future in batch:  # this flush was cancelled (shutdown) before every caller had its answer
                 if not future.done():
                     future.cancel()
+
+    async def _answer(self, batch: list[Call]) -> list[tuple[Call, NoScriptError]]:
+        """Send the batch and give each caller its answer; the script calls Redis had no script for are returned."""
+        try:
+            results = await self._send(batch)
+        except Exception as exc:  # each caller gets the error, as its own call would have
+            _fail(batch, exc)
+            return []
+        forgotten = []
+        for call, result in zip(batch, results, strict=True):
+            future = call[2]
+            if future.done():  # the caller was cancelled meanwhile; its call has still run
+                continue
+            if isinstance(result, NoScriptError) and call[1] is not None:
+                forgotten.append((call, result))
+            elif isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        return forgotten
+
+    async def _loaded(self, calls: list[Call]) -> bool:
+        try:
+            for source in {script.script for _, script, _ in calls if script is not None}:
+                await self.redis.script_load(source)  # on a cluster, on every primary
+        except Exception as exc:
+            _fail(calls, exc)
+            return False
+        return True
 
     async def _send(self, batch: list[Call]) -> list[Any]:
         if isinstance(self.redis, RedisCluster):  # one round trip per node: redis-py's cluster pipeline routes
@@ -109,16 +125,11 @@ class Batcher:
         finally:
             await pool.release(conn)
 
-    @staticmethod
-    async def _rerun(script: AsyncScript, keys: Sequence[Any], args: Sequence[Any], future: asyncio.Future) -> None:
-        try:
-            result = await script(keys=keys, args=args)  # loads the script on NOSCRIPT, then runs it
-        except Exception as exc:
-            if not future.done():
-                future.set_exception(exc)
-            return
+
+def _fail(calls: list[Call], exc: BaseException) -> None:
+    for *_, future in calls:
         if not future.done():
-            future.set_result(result)
+            future.set_exception(exc)
 
 
 async def _round_trip(conn: Connection, data: bytes, count: int) -> list[Any]:
