@@ -3,8 +3,9 @@
 driver, boto3 and botocore, Jinja2, the postmortem code, google-auth, Pillow and matplotlib (charts), cryptography's
 X.509 (SNS signatures), httpx (paging, probes), the alert sources' parsers and every check module unimported: each
 costs start-up time and memory in every HTTP process, and the code that uses them imports them when it first runs
-(a check's module and SDK with the check, in a worker; a source's parser with its first webhook). Planning reads
-checks/catalog.py alone. A fresh interpreter, so nothing another test imported counts."""
+(a check's module and SDK with the check, in a worker; a source's parser with its first webhook; the timeline
+capture and thread summaries with the first channel event). Planning reads checks/catalog.py alone. A fresh
+interpreter, so nothing another test imported counts."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ NOT_ON_THE_HTTP_PATH = ["psycopg", "boto3", "botocore", "jinja2", "bot.writeup.p
                         "PIL", "matplotlib", "cryptography.x509", "httpx",
                         *(f"bot.alerts.{m}" for m in ("alertmanager", "cloudwatch", "datadog", "generic", "grafana",
                                                       "sns", "sns_fetch")),
+                        "bot.writeup.capture", "bot.writeup.summaries",
                         *sorted(set(MODULES.values())), "checks.aws", "checks.gcp", "checks.net", "checks.iac"]
 
 SCRIPT = """

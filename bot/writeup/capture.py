@@ -343,10 +343,5 @@ _HANDLERS = {
 }
 
 
-def install(rt: Runtime) -> None:
-    if record_event not in rt.hooks.event_recorders:
-        rt.hooks.event_recorders.append(record_event)
-
-
-__all__ = ["action_item_of", "derive", "install", "is_own", "is_spoken", "merge_backfilled", "message_entry",
+__all__ = ["action_item_of", "derive", "is_own", "is_spoken", "merge_backfilled", "message_entry",
            "record_event", "writeup_of"]

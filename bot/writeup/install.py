@@ -18,6 +18,8 @@ installed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from importlib import import_module
 from typing import Any
 
 from bot.incidents.service import Incidents
@@ -27,6 +29,7 @@ from bot.writeup.config import WriteupSettings, load_writeup_settings
 from bot.writeup.context import CaptureRules, Writeup, writeup_of
 
 log = logging.getLogger("bot.writeup")
+EventRecorder = Callable[[Runtime, dict, dict], Awaitable[None]]
 
 RESOLVE_GRACE_S = 0.8
 
@@ -39,9 +42,10 @@ async def install(rt: Runtime, *, settings: WriteupSettings | None = None) -> Wr
     incidents = rt.feature(Incidents)
     timeline = incidents.timeline if incidents is not None else Timeline(rt.redis, rt.namespace)
     w = Writeup(rt=rt, settings=settings, timeline=timeline, rules=CaptureRules.from_settings(settings))
-    from bot.writeup.summaries import make_summarizer
+    if settings.summarizer_enabled:
+        from bot.writeup.summaries import make_summarizer
 
-    w.summarizer = make_summarizer(w)
+        w.summarizer = make_summarizer(w)
     rt.provide(w)
     from bot.writeup.trackers.config import load_tracker_settings
 
@@ -52,10 +56,7 @@ async def install(rt: Runtime, *, settings: WriteupSettings | None = None) -> Wr
 
 
 def _wire(rt: Runtime, w: Writeup) -> None:
-    from bot.writeup import capture, summaries
-    capture.install(rt)
-    if summaries.record_thread_event not in rt.hooks.event_recorders:
-        rt.hooks.event_recorders.append(summaries.record_thread_event)
+    rt.hooks.event_recorders += [_recorder("capture", "record_event"), _recorder("summaries", "record_thread_event")]
     rt.hooks.job_handlers.append(job_handlers)
     rt.hooks.diagnosis_finished.append(record_findings)
     rt.hooks.closers.append(_close)
@@ -65,6 +66,16 @@ def _wire(rt: Runtime, w: Writeup) -> None:
     if (oncall := oncall_of(rt)) is not None:  # installed before us: its handoff DMs list follow-ups too
         from bot.writeup.handoff import handoff_followups
         oncall.handoff_notes.append(lambda user: handoff_followups(rt, user))
+
+
+def _recorder(module: str, name: str) -> EventRecorder:
+    """An event recorder of bot.writeup.<module>, imported with the first Slack event it is given: a process that
+    answers commands and buttons and is sent no channel messages never loads the capture and summary code."""
+    async def record(rt: Runtime, event: dict, envelope: dict) -> None:
+        await getattr(import_module(f"bot.writeup.{module}"), name)(rt, event, envelope)
+
+    record.__qualname__ = f"{module}.{name}"
+    return record
 
 
 def job_handlers(rt: Runtime) -> dict[str, Any]:
