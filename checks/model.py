@@ -7,11 +7,16 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from checks.fixes import FixOffer
 
 Severity = Literal["P0", "P1", "P2", "P3"]
+
+# Validators are built when a model is first used, not at import: a process that answers Slack imports this module
+# (incidents keep a verdict's summary, the fixes offer) but seldom validates a result, and building these five
+# models' validators was ~15 ms of its start.
+BUILT_ON_FIRST_USE = ConfigDict(defer_build=True)
 
 
 class Status(str, Enum):
@@ -40,6 +45,7 @@ def worst(statuses: list[Status]) -> Status:
 
 class Marker(BaseModel):
     """A moment worth seeing on a chart: the first error signature, the last deploy, the first bad minute."""
+    model_config = BUILT_ON_FIRST_USE
 
     at: datetime
     label: str
@@ -49,6 +55,7 @@ class Marker(BaseModel):
 
 class Series(BaseModel):
     """The time series a check judged, kept so a renderer can draw it without asking AWS again."""
+    model_config = BUILT_ON_FIRST_USE
 
     metric: str  # what the y axis is, for people: "5xx ratio", "Lambda errors per minute"
     unit: str = ""  # "%", "ms", "count"
@@ -59,6 +66,7 @@ class Series(BaseModel):
 
 class CheckResult(BaseModel):
     """What one check found about one target. `check`, `target` and `duration_ms` are filled in by the runner."""
+    model_config = BUILT_ON_FIRST_USE
 
     check: str = ""
     target: str = ""
@@ -106,6 +114,7 @@ def fold(problems: list[Problem], *, ok: str, resource: str, evidence: dict[str,
 
 class Finding(BaseModel):
     """A problem worth a responder's attention, ranked by how likely it is the cause rather than a symptom."""
+    model_config = BUILT_ON_FIRST_USE
 
     check: str
     target: str
@@ -120,6 +129,8 @@ class Finding(BaseModel):
 
 
 class Verdict(BaseModel):
+    model_config = BUILT_ON_FIRST_USE
+
     target: str
     status: Status
     headline: str
