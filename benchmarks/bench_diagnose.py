@@ -1,6 +1,6 @@
 """`/diagnose` figures: slash-command ack latency under 200 concurrent signed requests (HTTP mode, loopback), and
-the overhead of a diagnosis — wall time of 10 checks whose service answers after 300 ms, divided by the slowest
-check's own measured duration (the 300 ms plus its round trip; the ratio to the nominal 300 ms is printed too).
+the overhead of a diagnosis — wall time of 10 checks whose service answers after 300 ms, divided by one such
+check's own duration measured alone (the 300 ms plus its round trip; the ratio to the nominal 300 ms is printed too).
 
 Ack latency is measured over several bursts per configuration (one burst's p99 is its 2nd-slowest answer, which
 on a shared 2-core machine moves by tens of ms from burst to burst), next to baselines measured in the same run:
@@ -278,20 +278,22 @@ async def _wait_healthy(http: httpx.AsyncClient, port: int) -> None:
 
 
 async def diagnosis_overhead(local: LocalSlack, redis_url: str, tmp: Path, runs: int = 9) -> tuple[list, list, list]:
-    """Ratios (wall ÷ 300 ms) of in-process runs and of command → verdict runs through `chatops run`, and the
-    slowest check's own duration in each in-process run (a 300 ms answer plus its round trip), in ms."""
+    """Ratios (wall ÷ 300 ms) of in-process runs and of command → verdict runs through `chatops run`, and one
+    check's own duration when it runs alone (its 300 ms answer plus the round trip), in ms."""
     with bare_server(CHECK_S) as service_port:
         spec = {"http": [{"url": f"http://127.0.0.1:{service_port}/c{i}", "samples": 1, "timeout_s": 5}
                          for i in range(10)]}
-        in_process, check_ms = [], []
         service = parse_services({"services": {"api": spec}}).services["api"]
+        alone = parse_services({"services": {"api": {"http": spec["http"][:1]}}}).services["api"]
+        in_process, check_ms = [], []
         for run in range(runs + 1):  # run 0 warms imports and is not counted
             started = time.perf_counter()
             results = await run_service("api", service)
             assert all(r.status.value == "ok" for r in results), [r.summary for r in results]
             if run:
                 in_process.append((time.perf_counter() - started) / CHECK_S)
-                check_ms.append(max(r.duration_ms for r in results))
+                # Alone, so the denominator holds no contention from the other nine: that is overhead.
+                check_ms.extend(r.duration_ms for r in await run_service("api", alone))
         through_queue = []
         async with bot_process(local, redis_url, tmp, {"api": spec}, http_workers=None, worker=True) as (port, *_):
             for run in range(runs + 1):  # run 0 warms connections and caches and is not counted
@@ -371,16 +373,17 @@ async def main(only: str = "") -> None:
 
 def print_overhead(in_process: list[float], through_queue: list[float], check_ms: list[float]) -> None:
     """The issue's ratio is against the slowest check, which takes its 300 ms answer plus a round trip: divide by
-    what it measured, and show the ratio to the nominal 300 ms beside it."""
+    what one check measures alone, and show the ratio to the nominal 300 ms beside it."""
     slowest = statistics.median(check_ms) / 1000 / CHECK_S
     measured = [r / slowest for r in through_queue]
-    print(f"diagnosis overhead, 10 checks x {CHECK_S * 1000:.0f} ms (the slowest check measures "
-          f"{statistics.median(check_ms):.0f} ms itself): in-process runner ÷ slowest check "
+    print(f"diagnosis overhead, 10 checks x {CHECK_S * 1000:.0f} ms (one check alone measures "
+          f"{statistics.median(check_ms):.0f} ms): in-process runner ÷ slowest check "
           f"{statistics.median(in_process) / slowest:.2f}; command → verdict through queue, worker and Slack "
           f"÷ slowest check {statistics.median(measured):.2f} (median of {len(measured)}: "
           f"{', '.join(f'{r:.2f}' for r in measured)}; target ≤ 1.2); ÷ the nominal 300 ms "
           f"{statistics.median(through_queue):.2f}")
-    summarize_limit("diagnosis: command → verdict ÷ the slowest check", statistics.median(measured), "×", 1.2)
+    summarize_ratio("diagnosis: command → verdict, 10 checks", statistics.median(through_queue) * CHECK_S * 1000,
+                    statistics.median(check_ms), "ms", limit=1.2, baseline_name="one check alone")
 
 
 if __name__ == "__main__":
