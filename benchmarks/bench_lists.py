@@ -1,7 +1,7 @@
 """The lists the bot shows, as records pile up: 10 / 1,000 / 10,000 stored, a real Redis, the store and the
 message each command answers with. Two ways in the same run for each: through its index, and as the baseline what
-the command did before. Median of 100 calls through the index, 10 the way before, after one uncounted call (the first call in a namespace fills an
-index from the records saved before it existed, once).
+the command did before. Median of 100 calls through the index, 10 the way before, after one uncounted call (the
+first call in a namespace fills an index from the records saved before it existed, once).
 
     /incident list       10 / 1,000 / 10,000 open incidents (mixed severities, the worst case: every one open).
                          Index: `IncidentStore.list_page` (most severe, then oldest, first; reads the records shown).
@@ -212,7 +212,8 @@ async def runtime_rows(url: str, fill_: Callable[[Runtime, int], Awaitable[None]
 
 def table(name: str, what: str, rows: list[tuple[int, float, float]]) -> None:
     base = rows[0][1]
-    print(f"{name}, {what} (median of {CALLS} calls, {BEFORE_CALLS} before; targets ≤ 50 ms at 10,000 and ≤ 2 × the figure at 10)")
+    print(f"{name}, {what} (median of {CALLS} calls, {BEFORE_CALLS} before; targets ≤ 50 ms at 10,000 and ≤ 2 × "
+          "the figure at 10)")
     print(f"  {'stored':>8}  {'index':>9}  {'× at 10':>7}  {'before (baseline)':>18}  {'before ÷ index':>14}")
     for n, indexed, everything in rows:
         print(f"  {n:>8,}  {indexed:7.1f} ms  {indexed / base:6.2f} ×  {everything:15.1f} ms  "

@@ -4,8 +4,9 @@ round trip.
 Why: a burst of slash commands (200 at once is the figure we hold ourselves to) makes one queue script call per
 command, and a `/diagnose` one read before it (is this channel an incident's?). Sent one by one, each call checks
 a connection out of the pool, writes, wakes Redis and waits for its own answer; on a 2-core machine those round
-trips, not Python, were most of the ack time (p99 ~150 ms against ~70 ms with Redis stubbed out). Pipelined, the burst costs a handful of round trips. A lone call pays one extra
-loop turn, which is nothing next to the round trip itself.
+trips, not Python, were most of the ack time (p99 ~150 ms against ~70 ms with Redis stubbed out). Pipelined, the
+burst costs a handful of round trips. A lone call pays one extra loop turn, which is nothing next to the round trip
+itself.
 
 Semantics are a plain call's: each caller gets its own result or its own exception (a script error stays with
 its call), a connection error fails the batch's calls after the client's bounded retry, and a script Redis has
@@ -15,10 +16,10 @@ int.
 On a single Redis or under Sentinel the batch is packed here (`packed`) and sent on a pooled redis-py connection
 with the client's own retry and reply parser, as redis-py's pipeline would; its pure-Python packer, which checks
 and frames each argument in several steps, was ~40% of a /diagnose ack's Redis client CPU (a claim-and-enqueue
-has 19 arguments). On Redis Cluster the batch goes through redis-py's cluster pipeline: it sends each call to the node that owns the slot of
-its keys (one round trip per node), so a batch spanning several queues still costs a round trip per shard. Each
-call's keys share one slot (bot/queue/keys.py). redis-py refuses `pipe.evalsha()` in a cluster pipeline
-(redis/redis-py#2914), but routes the same command sent as a plain EVALSHA by its first key.
+has 19 arguments). On Redis Cluster the batch goes through redis-py's cluster pipeline: it sends each call to the
+node that owns the slot of its keys (one round trip per node), so a batch spanning several queues still costs a
+round trip per shard. Each call's keys share one slot (bot/queue/keys.py). redis-py refuses `pipe.evalsha()` in a
+cluster pipeline (redis/redis-py#2914), but routes the same command sent as a plain EVALSHA by its first key.
 """
 
 from __future__ import annotations
