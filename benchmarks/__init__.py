@@ -6,7 +6,8 @@ import os
 
 
 def pct(values: list[float], q: float) -> float:
-    """The q-th percentile by nearest rank (p99 of 200 values is the 2nd-largest)."""
+    """The q-th percentile: the value at the rounded rank q % of the way from the smallest to the largest (p99
+    of 200 values is at rank round(0.99 × 199) = 197 of 0..199, the 3rd-largest; of 100 values, the 2nd-largest)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
