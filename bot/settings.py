@@ -57,10 +57,14 @@ class EnvSettings(BaseModel):
 
 
 def environment_values(model: type[BaseModel], env: Mapping[str, str]) -> dict[str, Any]:
-    """The fields of `model` that `env` sets, by name in any case; JSON fields decoded."""
+    """The fields of `model` that `env` sets, by name in any case; JSON fields decoded. A JSON `null` leaves a field
+    that cannot be None unset (its default), as with pydantic-settings: `ALERT_RULES=null` in a deployment's
+    template means the default, not a stopped start."""
     by_name = {name.lower(): text for name, text in env.items()}
-    return {name: _decoded(name, field.annotation, field.metadata, by_name[name])
-            for name, field in model.model_fields.items() if name in by_name}
+    decoded = {name: _decoded(name, field.annotation, field.metadata, by_name[name])
+               for name, field in model.model_fields.items() if name in by_name}
+    return {name: value for name, value in decoded.items()
+            if value is not None or _admits_none(model.model_fields[name].annotation)}
 
 
 def _decoded(name: str, annotation: Any, metadata: list[Any], text: str) -> Any:
@@ -70,6 +74,11 @@ def _decoded(name: str, annotation: Any, metadata: list[Any], text: str) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise ConfigError(f"{name.upper()}: expected JSON ({exc})") from None
+
+
+def _admits_none(annotation: Any) -> bool:
+    return annotation is Any or (get_origin(annotation) in (Union, types.UnionType)
+                                 and type(None) in get_args(annotation))
 
 
 def _is_structured(annotation: Any) -> bool:

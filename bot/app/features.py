@@ -20,11 +20,11 @@ async def create_full_runtime(settings: Settings, *, redis_url: str | None, queu
     rt = create_runtime(settings, redis_url=redis_url, queue_name=queue_name)
     try:  # before anything reads Redis: a deployment's old keys are renamed first (bot/app/key_layout.py)
         await ensure_layout(await initialized(rt.redis), Names(rt.namespace, rt.queue.key))
+        for install in _feature_installers():  # a feature's settings may stop the start: close what was opened
+            await install(rt)
     except BaseException:
         await rt.aclose()
         raise
-    for install in _feature_installers():
-        await install(rt)
     redact_also(runtime_secrets(rt))
     return rt
 
