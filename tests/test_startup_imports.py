@@ -28,13 +28,13 @@ NOT_ON_THE_HTTP_PATH = ["psycopg", "boto3", "botocore", "jinja2", "bot.writeup.p
                         *sorted(set(MODULES.values())), "checks.aws", "checks.gcp", "checks.net", "checks.iac"]
 
 SCRIPT = """
-import asyncio, json, sys
+import asyncio, gc, json, sys
 from urllib.parse import urlencode
 
 from bot.app.bolt import create_app
 from bot.app.features import create_full_runtime
 from bot.app.http_server import create_asgi
-from bot.app.processes import warm_up
+from bot.app.processes import hold_collection, warm_up
 from bot.settings import load_settings
 from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET, signed_headers
 
@@ -59,10 +59,12 @@ async def post(asgi, form):
 
 
 async def main():
+    hold_collection()
     rt = await create_full_runtime(load_settings(), redis_url=None)
     try:
         rt.services()
         warm_up()
+        collecting = gc.isenabled()
         asgi = create_asgi(create_app(rt), rt)
         answers = [await post(asgi, {"command": "/incident", "text": "list"}),
                    await post(asgi, {"command": "/diagnose", "text": "api"}),
@@ -72,7 +74,8 @@ async def main():
     from checks import model
     built = [name for name, cls in vars(model).items()
              if isinstance(cls, type) and issubclass(cls, model.BaseModel) and cls.__pydantic_complete__]
-    print(json.dumps({"answers": answers, "loaded": sorted(sys.modules), "built": built}))
+    print(json.dumps({"answers": answers, "loaded": sorted(sys.modules), "built": built,
+                      "collecting": collecting}))
 
 
 asyncio.run(main())
@@ -95,6 +98,7 @@ def test_answering_slack_over_http_leaves_the_heavy_modules_unimported(local_sla
     assert diagnose_status == 200 and "Queued 3 checks for `api`" in diagnose_text, diagnose_text
     assert services_status == 200 and "`api`" in services_text and "http.health" in services_text, services_text
     assert "postgres.locks" in services_text  # the db service's checks, named without importing their module
+    assert report["collecting"]  # the collector, off while the process started, is on again when it answers
     assert report["built"] == []  # a check result's validators are built when a process first reads one
     loaded = report["loaded"]
     assert [m for m in loaded if any(m == p or m.startswith(f"{p}.") for p in NOT_ON_THE_HTTP_PATH)] == []

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.app.processes import (
+    hold_collection,
     redis_for,
     run_workers,
     shared_redis_url,
@@ -156,6 +157,7 @@ def services_text(catalog: Any) -> str:
 
 
 async def worker_command(settings: Settings, concurrency: int | None) -> int:
+    hold_collection()  # until warm_up()
     from bot.app.features import create_full_runtime
 
     redis_url = shared_redis_url(settings, "worker")
@@ -178,8 +180,6 @@ async def worker_command(settings: Settings, concurrency: int | None) -> int:
 
 
 async def run_command(settings: Settings, *, worker: bool, child: Any = None, verbose: bool = False) -> int:
-    from bot.app.features import create_full_runtime
-
     if child is not None:
         from bot.app.http_workers import die_with_parent
 
@@ -190,6 +190,9 @@ async def run_command(settings: Settings, *, worker: bool, child: Any = None, ve
 
         settings.check_terminal_chat()
         return await run_terminal(settings, stop=stop, worker=worker, verbose=verbose)
+    hold_collection()  # until warm_up()
+    from bot.app.features import create_full_runtime
+
     async with redis_for(settings) as redis_url:
         rt = await create_full_runtime(settings, redis_url=redis_url)
         try:  # a start that stops (a broken services file) still closes the Slack and Redis clients it opened
