@@ -4,6 +4,7 @@ index is also built once from what a deployment stored before it existed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -144,3 +145,48 @@ async def test_a_report_reads_the_findings_of_its_window_including_those_recorde
 
     assert report.recurring == [{"check": "aws.lambda_errors", "target": "fn-1",
                                  "incidents": ["INC-2", "INC-3", "INC-4"]}]
+
+
+async def test_after_an_upgrade_an_open_incidents_action_items_still_show_in_followups(
+        local_slack, redis_url, tmp_path, monkeypatch):
+    from tests.writeup_harness import declare, writeup_bot
+
+    async with writeup_bot(local_slack, redis_url, tmp_path, monkeypatch) as bot:
+        first = await declare(bot, "Checkout errors P2")
+        await bot.command("/incident", "action raise the pool limit <@U2|bob>", user="U1", channel=first.channel)
+        second = await declare(bot, "Search slow P3")
+        await bot.command("/incident", "action add a search runbook", user="U1", channel=second.channel)
+        await bot.command("/incident", "resolve reindexed", user="U1", channel=second.channel)
+        await bot.settle()
+        timeline = writeup_of(bot.rt).timeline  # as a deployment left them: no note of which timelines hold items
+        await bot.rt.redis.delete(timeline.actions_key(), *await bot.rt.redis.keys(bot.rt.key("wu", "followups*")))
+
+        answers = await asyncio.gather(*(bot.command("/incident", "followups", user=user, channel="C1")
+                                         for user in ("U1", "U2")))  # two lists at once both fill the note
+        noted = await timeline.incidents_with_actions()
+
+    assert all("raise the pool limit — <@U2>" in answer for answer in answers)
+    assert noted == [first.id]  # the resolved incident's items come from its export, not read live
+
+
+async def test_a_list_skips_and_drops_entries_left_by_racing_writes(rt):
+    await index.write(rt, [item(1), item(2), item(3, owner="U8")])
+    await followups_page(rt, public, 10)  # the one-time build is done
+    done, moved = json.dumps(item(1, done=True).__dict__), json.dumps(item(2, owner="U8").__dict__)
+    await rt.redis.hset(rt.key("wu", "followups"), mapping={item(1).key: done, item(2).key: moved})
+    # what the races leave: an export marked INC-1's item done while the build put it back in the open set; two
+    # writers moved INC-2's item to U7 and to U8 at once, and U8's record won while U7's set kept it
+    await rt.redis.zadd(rt.key("wu", "followups", "open", "@U7"), {item(2).key: 1002.0})
+    await rt.redis.zrem(rt.key("wu", "followups", "open", "@U2"), item(2).key)
+
+    shown, total = await followups_page(rt, public, 10)
+    sevens, sevens_total = await followups_page(rt, public, 10, owner="U7")
+    twos, twos_total = await followups_page(rt, public, 10, owner="U2")
+    again, again_total = await followups_page(rt, public, 10)
+
+    assert [f.incident for f in shown] == ["INC-2", "INC-3"] and total == 2 == again_total
+    assert sevens == [] and sevens_total == 0
+    assert twos == [] and twos_total == 0  # INC-1's item is done
+    assert await rt.redis.zscore(rt.key("wu", "followups", "open"), item(1).key) is None
+    assert await rt.redis.zscore(rt.key("wu", "followups", "open", "@U7"), item(2).key) is None
+    assert [f.incident for f in again] == ["INC-2", "INC-3"]

@@ -18,6 +18,8 @@ Redis (under the bot's namespace):
     wu:tickets:<incident>     hash: action item entry id → Ticket JSON
     wu:tickets:<incident>:lk  the lease while one worker exports that incident
     wu:followups…             the follow-ups index (bot/writeup/trackers/followups.py), refreshed by every export
+    inc:tl:actions:built      set once the open incidents' timelines were checked for action items (deployments
+                              whose timelines predate `inc:tl:actions`, bot/incidents/timeline.py)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -42,6 +44,9 @@ from bot.writeup.trackers.model import RateLimited, Ticket, TicketRequest, Track
 from bot.writeup.trackers.store import remember, stored_tickets, tickets_key
 from bot.writeup.view import IncidentView, load_incident
 
+if TYPE_CHECKING:
+    from bot.incidents.timeline import Timeline
+
 log = logging.getLogger("bot.trackers")
 
 TITLE_MAX = 120
@@ -49,6 +54,7 @@ LEASE_WAIT_S = 30.0
 RATE_LIMIT_WAIT_MAX_S = 3600.0  # GitHub's primary limit resets within the hour
 TRACKERS = {"github": GitHubIssues, "jira": JiraCloud}
 PRIVATE_ITEM_TEXT = "Action item of a private incident (its text is in the incident's channel)"
+NOTE_BATCH = 50  # open incidents whose timelines are read at once, the one time they are checked for action items
 
 
 @dataclass
@@ -177,10 +183,36 @@ async def _refresh_open(rt: Runtime) -> None:
     from bot.writeup.view import store_of, view_of
 
     timeline = writeup_of(rt).timeline
+    await _ensure_actions_noted(rt, timeline)
     ids = await timeline.incidents_with_actions()
     found = await store_of(rt).records(ids)
     await timeline.forget_actions([i for i, r in zip(ids, found, strict=True) if r is None or not r.is_open])
     await asyncio.gather(*(_refresh(rt, view_of(r)) for r in found if r is not None and r.is_open))
+
+
+async def _ensure_actions_noted(rt: Runtime, timeline: Timeline) -> None:
+    """Timelines written before the timeline noted which incidents hold an action item: each open incident's is
+    read once, and those holding one are noted (so their items keep showing after an upgrade). The marker is set
+    last, and noting is idempotent, so processes starting together may each do it; a resolved incident noted in a
+    race is dropped by the next refresh."""
+    from bot.writeup.view import store_of
+
+    built = f"{timeline.actions_key()}:built"
+    if await rt.redis.exists(built):
+        return
+    ids = await store_of(rt).open_ids()
+    for at in range(0, len(ids), NOTE_BATCH):
+        holding = await _holding_actions(timeline, ids[at:at + NOTE_BATCH])
+        if holding:
+            await rt.redis.sadd(timeline.actions_key(), *holding)
+    await rt.redis.set(built, 1)
+
+
+async def _holding_actions(timeline: Timeline, ids: list[str]) -> list[str]:
+    from bot.incidents.timeline import has_action_item
+
+    entries = await asyncio.gather(*(timeline.entries(i) for i in ids))
+    return [i for i, found in zip(ids, entries, strict=True) if any(map(has_action_item, found))]
 
 
 async def _refresh(rt: Runtime, incident: IncidentView) -> None:

@@ -9,7 +9,10 @@ Redis (under the bot's namespace):
     wu:followups:open:built      set once the sorted sets were filled from the hash (deployments that predate them)
 
 Every write is idempotent (each item is put in the sets it belongs to and taken out of the others), so the
-export's write and a list's refresh of an open incident may run in any order.
+export's write and a list's refresh of an open incident may run in any order. A write is not atomic, though: two
+writers moving an item to different owners at once may leave it in the set of the one that lost, and the one-time
+build may put back an item an export marked done meanwhile. The hash holds the truth, so a list reads each item it
+shows from the hash anyway, skips one that no longer belongs to the set it was listed in, and takes it out of it.
 """
 
 from __future__ import annotations
@@ -88,8 +91,8 @@ async def every(rt: Runtime) -> list[FollowUp]:
 async def open_items(rt: Runtime) -> list[FollowUp]:
     """Every item not done, oldest first, through the open indexes (the done ones piling up are not read)."""
     await _ensure_built(rt)
-    public = await _ranked(rt, _key(rt, "open"))
-    return sorted(public + await _ranked(rt, _key(rt, "open", "private")), key=lambda f: f.at)
+    public = await _ranked(rt, _key(rt, "open"), _open_public)
+    return sorted(public + await _ranked(rt, _key(rt, "open", "private"), _open_private), key=lambda f: f.at)
 
 
 async def page(rt: Runtime, visible: Visible, limit: int, *, owner: str | None = None) -> tuple[list[FollowUp], int]:
@@ -98,18 +101,47 @@ async def page(rt: Runtime, visible: Visible, limit: int, *, owner: str | None =
     `owner`, that person's items (all read: one person's open items)."""
     await _ensure_built(rt)
     if owner is not None:
-        mine = await _visible(rt, await _ranked(rt, _owner_key(rt, owner)), visible)
+        mine = await _visible(rt, await _ranked(rt, _owner_key(rt, owner), _owns(owner)), visible)
         return mine[:limit], len(mine)
-    private = await _visible(rt, await _ranked(rt, _key(rt, "open", "private")), visible)
-    public = await _ranked(rt, _key(rt, "open"), limit)
+    private = await _visible(rt, await _ranked(rt, _key(rt, "open", "private"), _open_private), visible)
+    public = await _ranked(rt, _key(rt, "open"), _open_public, limit)
     total = int(await rt.redis.zcard(_key(rt, "open"))) + len(private)
     return sorted(public + private, key=lambda f: f.at)[:limit], total
 
 
-async def _ranked(rt: Runtime, index: str, limit: int = 0) -> list[FollowUp]:
-    keys = [_text(k) for k in await rt.redis.zrange(index, 0, limit - 1)]
-    raws = await rt.redis.hmget(_key(rt), keys) if keys else []
-    return [_load(raw) for raw in raws if raw is not None]
+def _open_public(item: FollowUp) -> bool:
+    return not item.done and not item.private
+
+
+def _open_private(item: FollowUp) -> bool:
+    return not item.done and item.private
+
+
+def _owns(owner: str) -> Callable[[FollowUp], bool]:
+    return lambda item: not item.done and item.owner == owner
+
+
+async def _ranked(rt: Runtime, index: str, belongs: Callable[[FollowUp], bool], limit: int = 0) -> list[FollowUp]:
+    """The first `limit` items of a sorted set (0: all) that still belong to it by their record. An entry a racing
+    write left behind is taken out, and the page read again without it."""
+    while True:
+        keys = [_text(k) for k in await rt.redis.zrange(index, 0, limit - 1)]
+        raws = await rt.redis.hmget(_key(rt), keys) if keys else []
+        found = [_load(raw) if raw is not None else None for raw in raws]
+        stale = [key for key, item in zip(keys, found, strict=True) if item is None or not belongs(item)]
+        if not stale:
+            return [item for item in found if item is not None]
+        await _unlist(rt, index, stale, belongs)
+
+
+async def _unlist(rt: Runtime, index: str, keys: list[str], belongs: Callable[[FollowUp], bool]) -> None:
+    """Take `keys` out of the set, then read their records again: a write that made one belong meanwhile stored
+    its record before it added it, so it is seen here and added back."""
+    await rt.redis.zrem(index, *keys)
+    again = [_load(raw) for raw in await rt.redis.hmget(_key(rt), keys) if raw is not None]
+    back = {item.key: item.at for item in again if belongs(item)}
+    if back:
+        await rt.redis.zadd(index, back)
 
 
 async def _visible(rt: Runtime, items: list[FollowUp], visible: Visible) -> list[FollowUp]:
