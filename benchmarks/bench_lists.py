@@ -13,8 +13,8 @@ first call in a namespace fills an index from the records saved before it existe
                          read per item.
     /incident report     10 / 1,000 / 10,000 incidents, ten of them in the last 30 days, the rest over the years
                          before. Index: the declaration-time index, the window read 500 records a pipeline, and
-                         the findings of the window's incidents. Before:
-                         every incident ever declared read and parsed, then the window picked out, and every
+                         the findings of the window's incidents. Before (as the code was): every incident ever
+                         declared read as raw JSON and json.loads'ed, then the window picked out, and every
                          recurring finding ever recorded. Each incident has one failing check (50 checks recur).
 
     .venv/bin/python -m benchmarks.bench_lists
@@ -109,17 +109,11 @@ async def followups_by_index(rt: Runtime) -> str:
 
 
 async def followups_before(rt: Runtime) -> str:
-    """What `/incident followups` did before its index: every item in the hash, every open incident's items read
-    live from its timeline, then a record read per item to ask who may see it."""
+    """What `/incident followups` did before its index: the open items (`open_followups_before`), then a record
+    read per item to ask who may see it."""
     store = IncidentStore(rt.redis, rt.namespace)
-    found = {f.key: f for f in await export.index.every(rt)}
-    for incident in (view_of(i) for i in await store.list_open()):
-        stored = await export.stored_tickets(rt, incident.id)
-        for item in await export.action_items(rt, incident, resolve_names=False):
-            followup = export._followup(incident, item, stored.get(item.id))
-            found[followup.key] = followup
     shown = []
-    for f in sorted((f for f in found.values() if not f.done), key=lambda f: f.at):
+    for f in await open_followups_before(rt):
         record = await store.get(f.incident)
         if record is None or await visible(record):
             shown.append(f)
@@ -155,15 +149,37 @@ async def report_by_index(rt: Runtime) -> str:
     return report.slack_text(await report.build_report(rt, since_s=30 * DAY))
 
 
+async def open_followups_before(rt: Runtime) -> list[FollowUp]:
+    """The open action items as `export.followups` read them before the index (it took no reader): every item in
+    the hash, and every open incident's items read live from its timeline, oldest first."""
+    store = IncidentStore(rt.redis, rt.namespace)
+    found = {f.key: f for f in await export.index.every(rt)}
+    for incident in (view_of(i) for i in await store.list_open()):
+        stored = await export.stored_tickets(rt, incident.id)
+        for item in await export.action_items(rt, incident, resolve_names=False):
+            followup = export._followup(incident, item, stored.get(item.id))
+            found[followup.key] = followup
+    return sorted((f for f in found.values() if not f.done), key=lambda f: f.at)
+
+
 async def report_before(rt: Runtime) -> str:
-    """The report as it read its records before the declaration index: every incident ever, in batches of 1,000."""
-    store, records = IncidentStore(rt.redis, rt.namespace), []
+    """`build_report` as it was before the declaration index (git show 2be59dc:bot/writeup/report.py): every
+    incident ever declared read as raw JSON, 1,000 a pipeline, and json.loads'ed (no model); every recurring finding
+    ever recorded; the window's open items from the follow-ups as they were read then."""
+    store, records, now = IncidentStore(rt.redis, rt.namespace), [], time.time()
     ids = await store.all_ids()
     for at in range(0, len(ids), 1000):
-        records.extend(json.loads(r.model_dump_json()) for r in await store.records(ids[at:at + 1000]) if r)
-    now = time.time()
-    built = report.compute(records, since_s=30 * DAY, now=now, findings=await every_finding(rt))
-    await report._followups(rt, built, {str(r["id"]) for r in report.select(records, built.start, None)})
+        async with rt.redis.pipeline(transaction=False) as pipe:
+            for incident in ids[at:at + 1000]:
+                pipe.get(store.incident_key(incident))
+            records.extend(json.loads(raw) for raw in await pipe.execute() if raw is not None)
+    built = report.compute(records, since_s=30 * DAY, now=now, ack_targets=report._ack_targets(rt),
+                           findings=await every_finding(rt))
+    ids_shown = {str(r["id"]) for r in report.select(records, built.start, None)}
+    built.followups = [{"incident": f.incident, "text": f.text, "owner": f.owner, "age_s": built.end - f.at,
+                        "ticket": (f.ticket or {}).get("key")} for f in await open_followups_before(rt)
+                       if f.incident in ids_shown]
+    built.open_followups = len(built.followups)
     return report.slack_text(built)
 
 
