@@ -6,6 +6,7 @@ READONLY reply from a demoted primary is retried, never dead-lettered. Then the 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -21,11 +22,13 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 import yaml
+from redis.exceptions import ReadOnlyError
 
 from bot.app.http_server import health
 from bot.queue import Job, Queue, Worker
 from bot.app.redis_server import find_redis_server
-from bot.queue.connection import DURABILITY, NoReplicasError, connect
+from bot.queue.batch import Batcher
+from bot.queue.connection import DURABILITY, SINGLE_RETRIES, NoReplicasError, connect
 from bot.runtime import create_runtime
 from bot.settings import Settings
 from bot.slack.local.payloads import signed_headers, slash_command_body
@@ -166,6 +169,81 @@ async def test_noreplicas_from_an_isolated_primary_is_retried_not_dead_lettered(
     assert dead == [] and worker.stats["jobs_dead_lettered"] == 0
     warned = [r for r in caplog.records if "too few replicas" in r.getMessage()]
     assert len(warned) == 1, [r.getMessage() for r in warned]
+
+
+def primary_and_replica(tmp_path: Path) -> SentinelTopology:
+    """A primary and its replica in sync, no sentinels: nothing but the test promotes the replica."""
+    topology = SentinelTopology(tmp_path, free_port(), free_port(), [])
+    binary = find_redis_server()
+    topology.start_primary(binary)
+    topology.start_replica(binary)
+    return topology
+
+
+async def refusals(node: aioredis.Redis) -> int:
+    """READONLY replies the node has sent so far."""
+    return (await node.info("errorstats")).get("errorstat_READONLY", {}).get("count", 0)
+
+
+async def test_a_batched_claim_and_enqueue_refused_by_a_replica_is_sent_again_and_runs_once(tmp_path: Path) -> None:
+    """REDIS_URL names a node that is a replica when a burst's claim-and-enqueue and enqueue go out as one batch
+    (a primary demoted a moment ago, about to be promoted again): the node answers READONLY, the batch is sent
+    again on a fresh connection, as a plain call is, and once the node is promoted each call runs exactly once."""
+    topology = primary_and_replica(tmp_path)
+    redis = connect(Settings(redis_url=f"redis://127.0.0.1:{topology.replica}"))
+    node = aioredis.Redis(port=topology.replica)
+    queue = Queue(redis, "ro-batch")
+
+    async def promote_at_the_first_refusal() -> None:
+        while not await refusals(node):
+            await asyncio.sleep(0.002)
+        await node.execute_command("REPLICAOF", "NO", "ONE")
+
+    promoting = asyncio.create_task(promote_at_the_first_refusal())
+    try:
+        claimed, queued = await asyncio.gather(  # one turn of the loop: one batch
+            queue.enqueue_claimed(queue.key("claim", "C1"), "mine", 60, "diagnose", {"n": 1}),
+            queue.enqueue("diagnose", {"n": 2}))
+        await promoting
+        entries = await node.xrange(queue.stream_key)
+        held = await node.get(queue.key("claim", "C1"))
+        refused = await refusals(node)
+    finally:
+        promoting.cancel()
+        await node.aclose()
+        await redis.aclose()
+        topology.stop()
+    assert refused >= 1  # the batch was refused at least once, and sent again
+    assert claimed == "mine" and held == b"mine" and queued is not None
+    assert sorted(json.loads(e[b"p"])["n"] for _, e in entries) == [1, 2]  # each once: the refused try wrote nothing
+
+
+async def test_a_batch_a_replica_keeps_refusing_answers_each_call_with_its_own_reply(tmp_path: Path) -> None:
+    """Once the client's bounded retry gives up, the refused write gets READONLY and the read sent with it its
+    value, as each would alone; what the replica refused, it never wrote."""
+    topology = primary_and_replica(tmp_path)
+    await aioredis.Redis(port=topology.primary).set("ro:read", "v")
+    redis = connect(Settings(redis_url=f"redis://127.0.0.1:{topology.replica}"))
+    batcher = Batcher(redis)
+    script = redis.register_script("redis.call('GET', KEYS[1]); redis.call('SET', KEYS[1], 'x'); return 1")
+    try:
+        await wait_for_replication(redis, "ro:read")
+        write, read = await asyncio.gather(batcher.call(script, ["ro:write"], []), batcher.command("GET", "ro:read"),
+                                           return_exceptions=True)
+        written = await redis.exists("ro:write")
+        refused = await refusals(redis)
+    finally:
+        await redis.aclose()
+        topology.stop()
+    assert isinstance(write, ReadOnlyError) and read == b"v"
+    assert refused == SINGLE_RETRIES + 1 and written == 0  # every try was refused, and none wrote
+
+
+async def wait_for_replication(redis: aioredis.Redis, key: str) -> None:
+    deadline = time.monotonic() + 10
+    while not await redis.exists(key):
+        assert time.monotonic() < deadline, f"{key} not replicated within 10 s"
+        await asyncio.sleep(0.02)
 
 
 # -- the real processes ---------------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ burst costs a handful of round trips. A lone call pays one extra loop turn, whic
 itself.
 
 Semantics are a plain call's: each caller gets its own result or its own exception (a script error stays with
-its call), a connection error fails the batch's calls after the client's bounded retry, and a script Redis has
-forgotten (after a restart or SCRIPT FLUSH) is loaded again and its calls sent again. Arguments are str, bytes or
-int.
+its call), a connection error or a refused write (READONLY, NOREPLICAS) sends the batch again within the client's
+bounded retry, and a script Redis has forgotten (after a restart or SCRIPT FLUSH) is loaded again and its calls
+sent again. Arguments are str, bytes or int.
 
 On a single Redis or under Sentinel the batch is packed here (`packed`) and sent on a pooled redis-py connection
 with the client's own retry and reply parser, as redis-py's pipeline would; its pure-Python packer, which checks
@@ -33,6 +33,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
+
+from bot.queue.connection import REFUSED_WRITES
 
 Call = tuple[Sequence[Any], AsyncScript | None, asyncio.Future]  # (the command sent, its script if any, its answer)
 
@@ -115,14 +117,21 @@ class Batcher:
 
     async def _send_packed(self, data: bytes, count: int) -> list[Any]:
         """What redis-py's pipeline does for a single Redis or Sentinel, packed cheaper: one connection from the
-        pool, its retry (a connection error, or READONLY under Sentinel, sends the batch again on a fresh
-        connection), its reads. A command's reply gets no redis-py response callback: callers send EVALSHA and
-        plain reads whose replies need none."""
+        pool, its retry, its reads. A command's reply gets no redis-py response callback: callers send EVALSHA and
+        plain reads whose replies need none.
+
+        A connection error sends the batch again on a fresh connection, and so does a refused write (READONLY from
+        a node that turned replica, NOREPLICAS), as for a plain call: a refused write did nothing (a script is
+        refused at its first write, before it has written anything) and the batch's reads run again harmlessly.
+        When the retry gives up on refusals, each call gets its own reply of the last try."""
         pool = self.redis.connection_pool
         conn = await pool.get_connection()
+        replies: list[Any] = []
         try:
-            return await conn.retry.call_with_retry(lambda: _round_trip(conn, data, count),
+            return await conn.retry.call_with_retry(lambda: _round_trip(conn, data, count, replies),
                                                     lambda _error: conn.disconnect())
+        except REFUSED_WRITES:
+            return replies
         finally:
             await pool.release(conn)
 
@@ -133,14 +142,19 @@ def _fail(calls: list[Call], exc: BaseException) -> None:
             future.set_exception(exc)
 
 
-async def _round_trip(conn: Connection, data: bytes, count: int) -> list[Any]:
+async def _round_trip(conn: Connection, data: bytes, count: int, replies: list[Any]) -> list[Any]:
+    """Send the batch and read its replies into `replies`; a refused write among them is raised (for the retry)
+    once every reply is read."""
+    replies.clear()
     await conn.send_packed_command(data)  # it and read_response disconnect on any error, cancellation included
-    replies: list[Any] = []
     for _ in range(count):
         try:
             replies.append(await conn.read_response())
         except ResponseError as exc:  # the command's own error (NOSCRIPT among them): the rest still answer
             replies.append(exc)
+    for reply in replies:
+        if isinstance(reply, REFUSED_WRITES):  # the node's refusal, not the command's error
+            raise reply
     return replies
 
 
