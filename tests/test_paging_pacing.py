@@ -12,10 +12,12 @@ import time
 import uuid
 from collections import Counter
 
+import pytest
 import redis.asyncio as aioredis
 
 from bot.incidents import escalation
 from bot.incidents.model import Incident, incident_id
+from bot.paging import pacing
 from bot.paging.pacing import MARGIN_S, Pace, Pacer
 from tests.fixtures.paging import FakePagerDuty
 from tests.incident_harness import IncidentBot, default_policy, incident_bot
@@ -125,5 +127,104 @@ async def test_the_budget_is_shared_and_waiters_go_by_severity_then_arrival(redi
         assert 4.0 < late_p0 <= 5.0 + MARGIN_S  # when the first send leaves the window
         await pacers[1].pause("other", 1.0)
         assert 0.5 < await pacers[0].turn("other", pace, "x", "P0") <= 1.0  # a 429 pauses every worker
+    finally:
+        await client.aclose()
+
+
+def pagerduty_triggers(pd: FakePagerDuty, key: str) -> list[int]:
+    """The status of every trigger PagerDuty was sent for `key`, accepted or not."""
+    return [r.status for r in pd.requests
+            if (r.json or {}).get("event_action") == "trigger" and r.json.get("dedup_key") == key]
+
+
+async def test_a_page_waiting_for_its_turn_is_not_sent_once_the_incident_is_acknowledged(
+        local_slack, redis_url, tmp_path):
+    with FakePagerDuty(limit=(1, 4.0)) as pd:
+        async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, workers=1,
+                                policy=paged_by_pagerduty(pd, limit=1, window_s=4.0)) as bot:
+            await page(bot, 1)
+            await bot.wait_for(lambda: accepted_triggers(pd), 10, "the first page")
+            waiting = await page(bot, 2)
+            await bot.wait_for(lambda: _waiting_at_pagerduty(bot), 5, "INC-2's page waiting for its turn")
+            await escalation.acknowledge(bot.ctx, "INC-2", "U1", "button")
+            incident = await bot.wait_for(lambda: _done(bot, "INC-2"), 4.0 + MARGIN_S + 10, "its order done")
+            await bot.settle()
+            assert pagerduty_triggers(pd, waiting) == []  # its turn came after the ack: never sent
+            assert incident.paging.first_paged_at is None
+            [withheld] = await bot.timeline("INC-2", "page_failed")
+            assert withheld.data["withheld"] == "acknowledged" and "acknowledged" in withheld.text
+            assert not await bot.timeline("INC-2", "page_sent")
+            assert await _waiting_at_pagerduty(bot) == []  # it left the line: nobody waits behind it
+
+
+async def _waiting_at_pagerduty(bot: IncidentBot) -> list[str]:
+    budget = bot.ctx.providers["pagerduty"].budget()[0]
+    return await pacing.pacer_for(bot.rt.redis, bot.ctx.store.namespace).waiting(budget)
+
+
+async def _done(bot: IncidentBot, incident_id: str) -> Incident | None:
+    incident = await bot.incident(incident_id)
+    return incident if all(order.done for order in incident.paging.orders) else None
+
+
+async def test_a_p0s_slack_dms_go_at_once_while_its_pagerduty_page_waits_for_the_budget(
+        local_slack, redis_url, tmp_path):
+    with FakePagerDuty(limit=(1, 4.0)) as pd:
+        policy = default_policy(pd.events_url)  # P0: PagerDuty on-call and the managers' DMs at once
+        policy["providers"]["pagerduty"].update(rate_limit=1, rate_window_s=4.0)
+        async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, workers=1, policy=policy) as bot:
+            await page(bot, 1)
+            await bot.wait_for(lambda: accepted_triggers(pd), 10, "the first page")
+            waiting = await page(bot, 2)
+            for manager in ("UMGR1", "UMGR2"):
+                await bot.wait_for(lambda m=manager: _dms(bot, m, "INC-2"), 3, f"{manager}'s DM at once")
+            assert pagerduty_triggers(pd, waiting) == []  # PagerDuty's page still waits for its turn
+            await bot.wait_for(lambda: pagerduty_triggers(pd, waiting), 4.0 + MARGIN_S + 10, "PagerDuty's turn")
+            await bot.wait_for(lambda: _done(bot, "INC-2"), 10, "the order done")
+            await bot.settle()
+            assert pagerduty_triggers(pd, waiting) == [202] and pd.throttled == 0
+            assert [len(_dms(bot, m, "INC-2")) for m in ("UMGR1", "UMGR2")] == [1, 1]
+            sent = [e.data["delivery"] for e in await bot.timeline("INC-2", "page_sent")]
+            assert sorted(sent) == ["pagerduty", "slack:UMGR1", "slack:UMGR2"]
+
+
+def _dms(bot: IncidentBot, user: str, incident_id: str) -> list[str]:
+    return [m.text for m in bot.dms_to(user) if incident_id in m.text]
+
+
+async def test_a_page_held_back_by_the_rate_limit_pushes_the_next_escalation_back(
+        local_slack, redis_url, tmp_path):
+    ack_timeout_s = 2.0
+    with FakePagerDuty(limit=(1, 4.0)) as pd:
+        policy = paged_by_pagerduty(pd, limit=1, window_s=4.0)
+        policy["severities"]["P1"].update(then=["managers"], ack_timeout=ack_timeout_s)  # level 2: Slack DMs
+        async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, workers=1, policy=policy) as bot:
+            await page(bot, 1)
+            await bot.wait_for(lambda: accepted_triggers(pd), 10, "the first page")
+            await page(bot, 2, "P1")  # its level 1 waits ~5 s for PagerDuty; its timeout is 2 s
+            [escalated] = await bot.wait_for(lambda: bot.timeline("INC-2", "escalated"), 4.0 + MARGIN_S + 10,
+                                             "INC-2's level 2")
+            [paged] = [e for e in await bot.timeline("INC-2", "page_sent") if e.data["level"] == 1]
+            # Level 2 comes a full timeout after level 1 was paged, not 2 s after it was decided.
+            assert escalated.at - paged.at >= ack_timeout_s - 0.5, (escalated.at, paged.at)
+
+
+async def test_a_waiter_that_comes_back_keeps_its_place_and_idle_budgets_expire(redis_url, monkeypatch):
+    monkeypatch.setattr(pacing, "FORGET_AFTER_S", 0.2)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        pacer, pace = Pacer(client, f"tpace{uuid.uuid4().hex[:6]}"), Pace(limit=1, window_s=1.0)
+        assert await pacer.turn("pd:k", pace, "first", "P1") == 0
+        early = await pacer.turn("pd:k", pace, "early", "P1")
+        await pacer.turn("pd:k", pace, "late", "P1")
+        waiting, forget, arrived = (pacer._keys("pd:k")[i] for i in (1, 2, 4))
+        assert all([0 < await client.pttl(key) for key in (waiting, forget, arrived)])  # they expire when unused
+        await asyncio.sleep(early + 0.3)  # early's turn came and went while it did not ask: forgotten
+        assert await pacer.turn("pd:k", pace, "other", "P1") > 0  # late is still ahead of it
+        assert await pacer.waiting("pd:k") == ["late", "other"]
+        # early asks again: it arrived before late and other, so the free send is its own
+        assert await pacer.turn("pd:k", pace, "early", "P1") == 0
+        await pacer.leave("pd:k", "late")  # withdrawn: it no longer holds back those behind it
+        assert await pacer.waiting("pd:k") == ["other"]
     finally:
         await client.aclose()

@@ -421,10 +421,27 @@ async def _defer(ctx: Incidents, job: Job, deferred: PageDeferred) -> None:
     delivery (a long wait behind a burst must not dead-letter a page). The channel hears why, once."""
     incident_id, key = job.payload["incident"], job.payload["key"]
     await ctx.rt.queue.enqueue("incident.page", job.payload, job_id=job.id, run_at=time.time() + deferred.wait_s)
+    await _hold_escalation(ctx, incident_id, key, deferred.wait_s)
     log.info("page %s deferred %.1f s: %s", key, deferred.wait_s, deferred)
     await ctx.say(incident_id, f"paced:{key}", *messages.line(
         f"The page to {deferred.provider} waits for the provider's rate limit: it goes out in about "
         f"{messages.format_duration(max(deferred.wait_s, 1))}."))
+
+
+async def _hold_escalation(ctx: Incidents, incident_id: str, key: str, wait_s: float) -> None:
+    """The next level's timeout counts from when this level's page can go, not from when it was decided: a page
+    held back by a rate limit pushes the escalation back by its wait (saved, so every worker's timer job sees it;
+    a timer job due earlier than this comes back at the new time)."""
+    async with ctx.store.lock(incident_id):
+        incident = await ctx.store.get(incident_id)
+        if incident is None or incident.paging.next_escalation_at is None or incident.paging.level < 1:
+            return
+        paging = incident.paging
+        level, order = paging.levels[paging.level - 1], paging.order(key)
+        held_until = time.time() + wait_s + level.ack_timeout_s
+        if order is not None and order.level == level.number and held_until > paging.next_escalation_at:
+            paging.next_escalation_at = held_until
+            await ctx.store.save(incident)
 
 
 async def deliver(ctx: Incidents, incident_id: str, key: str, incident: Incident | None = None, *,
@@ -439,15 +456,37 @@ async def deliver(ctx: Incidents, incident_id: str, key: str, incident: Incident
     if incident is None or order is None or order.done:
         return
     if incident.is_open:
-        page = _page(incident, order)  # the channel's link when it is known: a page never waits for Slack
-        for provider_name, ids in order.routes.items():
-            for delivery, targets in await _deliveries(ctx, provider_name, ids):
-                await _deliver_once(ctx, incident, order, page, provider_name, delivery, targets, book)
+        await _deliver_routes(ctx, incident, order, book)
         for i, why in enumerate(order.unpaged if book else []):  # never silently: why a level paged nobody
             await ctx.say(incident.id, f"unpaged:{order.dedup_key}:{i}", *messages.line(
                 messages.unpaged_line(order.level, why)))
     if book:
         await _finish_order(ctx, incident_id, order)
+
+
+async def _deliver_routes(ctx: Incidents, incident: Incident, order: PageOrder, book: bool) -> None:
+    """Every delivery that can go now goes: one held back by its provider's rate limit does not hold back the
+    others (a P0's Slack DMs do not wait for PagerDuty's budget). Then PageDeferred for the nearest turn; the
+    deliveries already made are skipped by their records when the job comes back."""
+    page = _page(incident, order)  # the channel's link when it is known: a page never waits for Slack
+    withheld = _acknowledged_since(incident, order)
+    held: list[PageDeferred] = []
+    for provider_name, ids in order.routes.items():
+        for delivery, targets in await _deliveries(ctx, provider_name, ids):
+            try:
+                await _deliver_once(ctx, incident, order, page, provider_name, delivery, targets, book, withheld)
+            except PageDeferred as deferred:
+                held.append(deferred)
+    if held:
+        raise min(held, key=lambda deferred: deferred.wait_s)
+
+
+def _acknowledged_since(incident: Incident, order: PageOrder) -> bool:
+    """The incident was acknowledged after `order` was decided: what it has not sent yet (held back by a rate
+    limit) is not sent — the provider's alert would open after the acknowledgement went to the providers. An
+    order decided after the acknowledgement (`/escalate @user`) is a new request and goes."""
+    acked_at = incident.paging.acked_at
+    return acked_at is not None and order.ordered_at <= acked_at
 
 
 async def _deliveries(ctx: Incidents, provider: str, ids: list[str]) -> list[tuple[str, tuple[str, ...]]]:
@@ -462,13 +501,32 @@ async def _deliveries(ctx: Incidents, provider: str, ids: list[str]) -> list[tup
 
 
 async def _deliver_once(ctx: Incidents, incident: Incident, order: PageOrder, page: Page, provider_name: str,
-                        delivery: str, targets: tuple[str, ...], book: bool = True) -> None:
+                        delivery: str, targets: tuple[str, ...], book: bool = True, withheld: bool = False) -> None:
     field = f"{order.dedup_key}|{delivery}"
     record = await ctx.store.page_record(incident.id, field)
+    if record is None and withheld:
+        await _withhold(ctx, incident, order, provider_name, delivery, field)
+        return
     if record is None:
         record = await _send_under_lease(ctx, incident, order, page, provider_name, delivery, targets, field)
     if book or delivery.startswith("slack"):  # a DM'd person may acknowledge at once: note them now
         await _note_page(ctx, incident, order, record, field)
+
+
+async def _withhold(ctx: Incidents, incident: Incident, order: PageOrder, provider_name: str, delivery: str,
+                    field: str) -> None:
+    """Not sent: acknowledged before it went (it waited for a rate limit, or its job for a worker). The timeline
+    says so, and it leaves its provider's waiting line."""
+    provider = ctx.providers.get(provider_name)
+    budget_of = getattr(provider, "budget", None)
+    if budget_of is not None:
+        await pacer_for(ctx.rt.redis, ctx.store.namespace).leave(budget_of()[0], field)
+    await ctx.timeline.record(incident.id, EntryKind.PAGE_FAILED, entry_id=f"page:{field}", actor="bot",
+                              text=f"Not sent: {incident.id} was acknowledged before this page's turn at "
+                                   f"{provider_name}.",
+                              data={"dedup_key": order.dedup_key, "delivery": delivery, "severity": order.severity,
+                                    "level": order.level, "reason": order.reason, "urgency": order.urgency,
+                                    "withheld": "acknowledged"})
 
 
 async def _send_under_lease(ctx: Incidents, incident: Incident, order: PageOrder, page: Page, provider_name: str,
