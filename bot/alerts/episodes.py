@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.queue.replies import as_text
+
 TTL_S = 90 * 86_400  # as long as the incident store remembers which incident an instance belonged to
 KEPT_CLEARED = 50  # resolutions remembered per alert: a flapping alarm must not grow its set without bound
 
@@ -30,7 +32,7 @@ class Episodes:
         found = await self.redis.zrevrangebyscore(self._key(alert), at, "-inf", start=0, num=1)
         if not found:
             return None
-        start = _text(found[0])
+        start = as_text(found[0])
         ended = await self.redis.hget(self._key(alert, "ended"), start)
         return start, ended is not None and float(ended) <= at
 
@@ -71,11 +73,8 @@ class Episodes:
             return None
         name, ended = found[0]
         between = await self.redis.zcount(self._key(alert), f"({at}", f"({ended}")
-        return None if between else _text(name)
+        return None if between else as_text(name)
 
     def _key(self, alert: str, *more: str) -> str:
         return ":".join([self.prefix, alert, *more])
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

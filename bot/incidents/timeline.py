@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from bot.incidents.store import incident_key
+from bot.queue.replies import as_text
 
 log = logging.getLogger("bot.timeline")
 
@@ -131,10 +132,6 @@ def has_action_item(entry: Entry) -> bool:
     return entry.kind == EntryKind.ACTION_ITEM or bool(entry.data.get("action"))
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def message_entry_id(channel: str, ts: str) -> str:
     return f"msg:{channel}:{ts}"
 
@@ -163,7 +160,7 @@ class Timeline:
             pipe.sadd(self.actions_key(), entry.incident_id)
 
     async def incidents_with_actions(self) -> list[str]:
-        return sorted(_text(i) for i in await self.redis.smembers(self.actions_key()))
+        return sorted(as_text(i) for i in await self.redis.smembers(self.actions_key()))
 
     async def forget_actions(self, incident_ids: list[str]) -> None:
         if incident_ids:

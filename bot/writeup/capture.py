@@ -30,6 +30,7 @@ import re
 from typing import Any
 
 from bot.incidents.timeline import Entry, EntryKind, message_entry_id
+from bot.queue.replies import as_text
 from bot.runtime import Runtime
 from bot.writeup.context import CaptureRules, Writeup, bot_identity, writeup_of
 from bot.writeup.requests import request_backfill
@@ -254,7 +255,7 @@ async def _apply_pending(w: Writeup, entry: Entry) -> None:
     raw = await w.rt.redis.hgetall(key)
     if not raw:
         return
-    changes = [(_text(k).split("\t", 1), _text(v) == "1") for k, v in raw.items()]
+    changes = [(as_text(k).split("\t", 1), as_text(v) == "1") for k, v in raw.items()]
     rules = w.rules
 
     def react(stored: Entry) -> Entry:
@@ -262,10 +263,6 @@ async def _apply_pending(w: Writeup, entry: Entry) -> None:
 
     await w.timeline.transform(entry.incident_id, entry.id, react)
     await w.rt.redis.delete(key)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def _on_pin(w: Writeup, event: dict) -> None:

@@ -33,6 +33,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bot.queue.replies import as_text
 from bot.runtime import Runtime
 from bot.writeup.postmortem.facts import RESPOND_WITHIN_S, fmt_duration
 
@@ -217,7 +218,7 @@ async def load_findings(rt: Runtime, ids: list[str]) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for incident, keys in zip(ids, members, strict=True):
         for key in keys:
-            found.setdefault(_text(key), set()).add(incident)
+            found.setdefault(as_text(key), set()).add(incident)
     return found
 
 
@@ -226,7 +227,7 @@ async def _ensure_findings_of(rt: Runtime) -> None:
     built = rt.key("wu", "findings", "of", "built")
     if await rt.redis.exists(built):
         return
-    keys = sorted(_text(k) for k in await rt.redis.smembers(rt.key("wu", "findings")))
+    keys = sorted(as_text(k) for k in await rt.redis.smembers(rt.key("wu", "findings")))
     async with rt.redis.pipeline(transaction=False) as pipe:
         for key in keys:
             pipe.smembers(_finding_key(rt, key))
@@ -234,7 +235,7 @@ async def _ensure_findings_of(rt: Runtime) -> None:
     pipe = rt.redis.pipeline(transaction=False)
     for key, incidents in zip(keys, members, strict=True):
         for incident in incidents:
-            pipe.sadd(rt.key("wu", "findings", "of", _text(incident)), key)
+            pipe.sadd(rt.key("wu", "findings", "of", as_text(incident)), key)
     pipe.set(built, 1)
     await pipe.execute()
 
@@ -354,10 +355,6 @@ def _top(items: list[str]) -> str:
 
 def _who(target: str) -> str:
     return f"<@{target}>" if re.fullmatch(r"[UW][A-Z0-9]+", target) else f"`{target}`"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 __all__ = ["Report", "build_report", "compute", "markdown", "p90", "parse_since", "record_recurring", "slack_text"]

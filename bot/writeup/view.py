@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.incidents.service import Incidents
+from bot.queue.replies import as_text
 from bot.runtime import Runtime
 from bot.slack.posts import PENDING
 
@@ -90,7 +91,7 @@ async def load_incident(rt: Runtime, incident_id: str) -> IncidentView | None:
         return None
     posted = await rt.redis.hgetall(store.incident_key(incident_id, "posted"))
     # A post still PENDING (or whose worker died before recording it) has no ts to link to yet.
-    return view_of(incident, {_text(k): _text(v) for k, v in posted.items() if _text(v) != PENDING})
+    return view_of(incident, {as_text(k): as_text(v) for k, v in posted.items() if as_text(v) != PENDING})
 
 
 async def incident_for(rt: Runtime, channel: str | None, thread_ts: str | None = None) -> str | None:
@@ -121,6 +122,3 @@ def update_every_s(rt: Runtime, severity: str) -> float:
             log.warning("no update cadence for severity %s in the paging policy", severity)
     return DEFAULT_UPDATE_EVERY_S.get(severity, 3600.0)
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -28,6 +28,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.incidents.timeline import EntryKind
 from bot.queue import Job, Permanent
+from bot.queue.replies import as_text
 from bot.runtime import Runtime
 from bot.slack.client import SlackError
 from bot.writeup.context import writeup_of
@@ -73,7 +74,7 @@ async def publish_postmortem(rt: Runtime, incident_id: str) -> Published:
     if incident is None:
         raise PostmortemError(f"There is no incident {incident_id}.")
     facts = await gather_facts(rt, incident_id)
-    state = {_text(k): _text(v) for k, v in (await rt.redis.hgetall(_key(rt, incident_id))).items()}
+    state = {as_text(k): as_text(v) for k, v in (await rt.redis.hgetall(_key(rt, incident_id))).items()}
     facts.chart_link = await _chart(rt, incident, facts, state)
     try:
         markdown = render_markdown(facts, w.settings.postmortem_template)
@@ -274,10 +275,6 @@ async def postmortem_job(rt: Runtime, job: Job) -> None:
             await request_tickets(rt, incident_id, reason="resolved")
     if job.payload.get("backfill"):
         await request_backfill(rt, incident_id, reason="resolved", republish=True)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 __all__ = ["Published", "postmortem_job", "publish_postmortem"]

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from bot.queue import Job, Permanent, Retry, lease
+from bot.queue.replies import as_text
 from bot.retry import RetryableError
 from bot.runtime import Runtime
 from bot.writeup.context import user_names, writeup_of
@@ -146,7 +147,7 @@ def _request(incident: IncidentView, item: Any, pm_link: str | None, *, private_
 
 async def _postmortem_link(rt: Runtime, incident_id: str) -> str | None:
     link = await rt.redis.hget(rt.key("wu", "pm", incident_id), "link")
-    return _text(link) if link else None
+    return as_text(link) if link else None
 
 
 async def _index(rt: Runtime, incident: IncidentView, items: list[Any], stored: dict[str, Ticket]) -> None:
@@ -249,10 +250,6 @@ async def tickets_job(rt: Runtime, job: Job) -> None:
         from bot.writeup.requests import request_postmortem
 
         await request_postmortem(rt, incident_id, reason="tickets")  # the draft links each ticket
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 __all__ = ["ExportReport", "FollowUp", "export", "followups", "request_tickets", "stored_tickets",

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bot.queue.replies import as_text
 from bot.runtime import Runtime
 
 Visible = Callable[[Any], Awaitable[bool]]  # may the reader see this incident record
@@ -125,7 +126,7 @@ async def _ranked(rt: Runtime, index: str, belongs: Callable[[FollowUp], bool], 
     """The first `limit` items of a sorted set (0: all) that still belong to it by their record. An entry a racing
     write left behind is taken out, and the page read again without it."""
     while True:
-        keys = [_text(k) for k in await rt.redis.zrange(index, 0, limit - 1)]
+        keys = [as_text(k) for k in await rt.redis.zrange(index, 0, limit - 1)]
         raws = await rt.redis.hmget(_key(rt), keys) if keys else []
         found = [_load(raw) if raw is not None else None for raw in raws]
         stale = [key for key, item in zip(keys, found, strict=True) if item is None or not belongs(item)]
@@ -183,10 +184,6 @@ async def _mark_private(rt: Runtime, items: list[FollowUp]) -> None:
 
 def _load(raw: bytes | str) -> FollowUp:
     return FollowUp(**json.loads(raw))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 __all__ = ["FollowUp", "every", "open_items", "page", "write"]

@@ -3,8 +3,7 @@ Read by the postmortem and `/incident summary`; written only by the export (expo
 
 from __future__ import annotations
 
-from typing import Any
-
+from bot.queue.replies import as_text
 from bot.runtime import Runtime
 from bot.writeup.trackers.model import Ticket
 
@@ -15,12 +14,9 @@ def tickets_key(rt: Runtime, incident_id: str) -> str:
 
 async def stored_tickets(rt: Runtime, incident_id: str) -> dict[str, Ticket]:
     raw = await rt.redis.hgetall(tickets_key(rt, incident_id))
-    return {_text(k): Ticket.from_json(v) for k, v in raw.items()}
+    return {as_text(k): Ticket.from_json(v) for k, v in raw.items()}
 
 
 async def remember(rt: Runtime, incident_id: str, ticket: Ticket) -> None:
     await rt.redis.hset(tickets_key(rt, incident_id), ticket.item, ticket.to_json())
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
