@@ -4,6 +4,7 @@ is never overtaken (a real Redis; the holder's "death" is a lease nobody renews,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -51,3 +52,55 @@ async def test_a_busy_incident_lock_still_times_out_with_its_own_error(redis, un
         with pytest.raises(LockTimeout):
             async with store.lock("INC-1", wait_s=0.2):
                 pass
+
+
+class RenewalsSwallowingCancellation:
+    """The Redis client, except that a lease renewal in flight ignores a cancellation, as redis-py's does under
+    Python 3.11 when the cancel lands while the command is being sent (asyncio.wait_for returns the finished
+    send's result instead of raising). `renewing` is set once a renewal is in flight."""
+
+    def __init__(self, redis) -> None:  # type: ignore[no-untyped-def]
+        self.redis, self.renewing = redis, asyncio.Event()
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.redis, name)
+
+    async def eval(self, script: str, numkeys: int, *args):  # type: ignore[no-untyped-def]
+        if "PEXPIRE" in script:
+            self.renewing.set()
+            answered_at = time.monotonic() + 0.2  # a renewal that takes its time, cancelled or not
+            while time.monotonic() < answered_at:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(answered_at - time.monotonic())
+        return await self.redis.eval(script, numkeys, *args)
+
+
+async def test_a_holder_whose_renewal_swallowed_the_cancellation_still_releases_at_once(redis, unique_name) -> None:
+    client, key = RenewalsSwallowingCancellation(redis), f"{unique_name}:lease"
+    started = time.monotonic()
+    async with asyncio.timeout(5):  # it waited for a beat that slept on, forever
+        async with lease.held(client, key, wait_s=1, ttl_s=0.6):  # type: ignore[arg-type]
+            await client.renewing.wait()
+    assert time.monotonic() - started < 1.0  # the first beat (0.2 s) and that renewal (0.2 s), then the release
+    assert await redis.get(key) is None
+
+
+async def test_a_holder_cancelled_while_releasing_stops_and_still_releases(redis, unique_name, caplog) -> None:
+    client, key = RenewalsSwallowingCancellation(redis), f"{unique_name}:lease"
+    stopped_body = asyncio.Event()
+
+    async def hold() -> str:
+        async with lease.held(client, key, wait_s=1, ttl_s=0.6):  # type: ignore[arg-type]
+            await client.renewing.wait()
+            stopped_body.set()
+        return "went on after being cancelled"
+
+    holder = asyncio.create_task(hold())
+    await stopped_body.wait()
+    await asyncio.sleep(0.05)  # the holder now waits for its beat's renewal to end
+    holder.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(holder, 5)
+    assert await redis.get(key) is None
+    await asyncio.sleep(0.3)  # the beat's renewal answers after the release: a stopped beat, not a lost lease
+    assert "was lost" not in caplog.text

@@ -67,17 +67,34 @@ async def kept_alive(redis: aioredis.Redis, key: str, token: str, ttl_s: float =
         yield
     finally:
         beat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beat
-        await redis.eval(_RELEASE, 1, key, token)
+        try:
+            await asyncio.wait([beat])  # waits for the beat to end; our own cancellation is still raised...
+        finally:
+            await redis.eval(_RELEASE, 1, key, token)  # ...after the release: a cancelled holder stops
 
 
 async def _renew_until_cancelled(redis: aioredis.Redis, key: str, token: str, ttl_s: float) -> None:
+    beat = asyncio.current_task()
+    assert beat is not None
     while True:
         await asyncio.sleep(ttl_s / 3)
-        try:
-            if not await redis.eval(_RENEW, 1, key, token, int(ttl_s * 1000)):
-                log.warning("lease %s was lost while held (a stall longer than %g s)", key, ttl_s)
-                return
-        except RedisError as exc:  # a blip: the next beat tries again, well within the TTL
-            log.warning("renewing lease %s failed: %s", key, type(exc).__name__)
+        kept = await _renewed(redis, key, token, ttl_s)
+        # The holder may have cancelled us during that renewal and the cancellation been swallowed: under Python
+        # 3.11 redis-py sends a command through asyncio.wait_for, which returns the send's result instead of
+        # raising when the send is already done (a cancel in its first loop turns). The beat then slept on, and
+        # the holder waited for it forever (a declaration stalled after a failover, where the 1 s WAIT that ends
+        # a save lines up with the first renewal). The holder may also have released the lease meanwhile.
+        if beat.cancelling():
+            return
+        if not kept:
+            log.warning("lease %s was lost while held (a stall longer than %g s)", key, ttl_s)
+            return
+
+
+async def _renewed(redis: aioredis.Redis, key: str, token: str, ttl_s: float) -> bool:
+    """False only when the lease is no longer ours."""
+    try:
+        return bool(await redis.eval(_RENEW, 1, key, token, int(ttl_s * 1000)))
+    except RedisError as exc:  # a blip: the next beat tries again, well within the TTL
+        log.warning("renewing lease %s failed: %s", key, type(exc).__name__)
+        return True
