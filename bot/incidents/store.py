@@ -48,6 +48,7 @@ from bot.queue import lease
 from bot.queue.batch import Batcher
 from bot.queue.connection import durable
 from bot.queue.keys import tagged
+from bot.queue.replies import as_text
 
 LOCK_WAIT_S = 10.0  # a live holder renews its short lease; a dead one's is free within lease.LEASE_TTL_S
 TRIGGER_TTL_S = 86_400
@@ -62,10 +63,6 @@ class IncidentNotFound(LookupError):
 
 class LockTimeout(TimeoutError):
     pass
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class IncidentStore:
@@ -94,7 +91,7 @@ class IncidentStore:
         key = self.key("trigger", trigger_id)
         if await self.redis.set(key, incident, nx=True, ex=TRIGGER_TTL_S):
             return incident
-        return _text(await self.redis.get(key))
+        return as_text(await self.redis.get(key))
 
     async def claim_command(self, trigger_id: str) -> bool:
         """True the first time a slash-command invocation is seen (a Slack retry of it is then refused)."""
@@ -102,7 +99,7 @@ class IncidentStore:
 
     async def by_trigger(self, trigger_id: str) -> str | None:
         raw = await self.redis.get(self.key("trigger", trigger_id))
-        return _text(raw) if raw is not None else None
+        return as_text(raw) if raw is not None else None
 
     # -- records ----------------------------------------------------------------------------------------------
 
@@ -170,17 +167,17 @@ class IncidentStore:
 
     async def by_channel(self, channel: str) -> str | None:
         raw = await self._reads.command("GET", self.key("chan", channel))
-        return _text(raw) if raw is not None else None
+        return as_text(raw) if raw is not None else None
 
     async def open_in_thread_channel(self, channel: str) -> list[str]:
         """The open thread-mode incidents of a channel: its own set, each asked whether it is open (not every open
         incident read, once per message in that channel)."""
-        ids = [_text(i) for i in await self.redis.smembers(self.key("threads", channel))]
+        ids = [as_text(i) for i in await self.redis.smembers(self.key("threads", channel))]
         flags = await self.redis.smismember(self.key("open"), ids) if ids else []
         return sorted((i for i, is_open in zip(ids, flags, strict=True) if is_open), key=_number)
 
     async def open_ids(self) -> list[str]:
-        return sorted((_text(i) for i in await self.redis.smembers(self.key("open"))), key=_number)
+        return sorted((as_text(i) for i in await self.redis.smembers(self.key("open"))), key=_number)
 
     async def list_open(self) -> list[Incident]:
         """Every open incident (the audit's and the trackers' view; `/incident list` uses `list_page`)."""
@@ -198,7 +195,7 @@ class IncidentStore:
         return sorted(public + private, key=list_rank)[:limit], total
 
     async def _ranked_ids(self, index: tuple[str, ...], limit: int = 0) -> list[str]:
-        return [_text(i) for i in await self.redis.zrange(self.key(*index), 0, limit - 1)]
+        return [as_text(i) for i in await self.redis.zrange(self.key(*index), 0, limit - 1)]
 
     async def _open_records(self, ids: list[str]) -> list[Incident]:
         """The records of `ids` that are still open; an index entry whose incident closed or vanished in a race
@@ -244,13 +241,13 @@ class IncidentStore:
         self._ranked = True
 
     async def all_ids(self) -> list[str]:
-        return [_text(i) for i in await self.redis.zrange(self.key("all"), 0, -1)]
+        return [as_text(i) for i in await self.redis.zrange(self.key("all"), 0, -1)]
 
     async def declared_since(self, start: float) -> AsyncIterator[list[bytes | str]]:
         """The stored JSON of the incidents declared at or after `start`, oldest first, READ_BATCH at a time: a
         report reads its window, never every incident ever declared."""
         await self._ensure_declared()
-        ids = [_text(i) for i in await self.redis.zrangebyscore(self.key(*DECLARED), start, "+inf")]
+        ids = [as_text(i) for i in await self.redis.zrangebyscore(self.key(*DECLARED), start, "+inf")]
         for at in range(0, len(ids), READ_BATCH):
             async with self.redis.pipeline(transaction=False) as pipe:  # not MGET: the records live in many slots
                 for incident in ids[at:at + READ_BATCH]:
@@ -274,14 +271,14 @@ class IncidentStore:
 
     async def step(self, incident: str, name: str) -> str | None:
         raw = await self.redis.hget(self.incident_key(incident, "steps"), name)
-        return _text(raw) if raw is not None else None
+        return as_text(raw) if raw is not None else None
 
     async def mark_step(self, incident: str, name: str, value: str = "1") -> None:
         await self.redis.hset(self.incident_key(incident, "steps"), name, value)
 
     async def steps(self, incident: str) -> dict[str, str]:
         raw = await self.redis.hgetall(self.incident_key(incident, "steps"))
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {as_text(k): as_text(v) for k, v in raw.items()}
 
     # -- page records ---------------------------------------------------------------------------------------------
 
@@ -298,7 +295,7 @@ class IncidentStore:
     async def page_records(self, incident: str) -> dict[str, PageRecord]:
         """`<dedup key>|<delivery>` → outcome, for every page of the incident."""
         raw = await self.redis.hgetall(self.incident_key(incident, "pages"))
-        return {_text(k): PageRecord.model_validate_json(v) for k, v in raw.items()}
+        return {as_text(k): PageRecord.model_validate_json(v) for k, v in raw.items()}
 
     # -- alerts ---------------------------------------------------------------------------------------------------
 
@@ -306,15 +303,15 @@ class IncidentStore:
         key = self.key("alert", group_hash)
         if await self.redis.set(key, incident, nx=True):
             return incident
-        return _text(await self.redis.get(key))
+        return as_text(await self.redis.get(key))
 
     async def alert_incident(self, group_hash: str) -> str | None:
         raw = await self.redis.get(self.key("alert", group_hash))
-        return _text(raw) if raw is not None else None
+        return as_text(raw) if raw is not None else None
 
     async def release_alert(self, group_hash: str, incident: str) -> None:
         key = self.key("alert", group_hash)
-        if _text(await self.redis.get(key) or b"") == incident:
+        if as_text(await self.redis.get(key) or b"") == incident:
             await self.redis.delete(key)
 
     async def alert_owners(self, group_hash: str, instances: list[str]) -> list[str | None]:
@@ -338,13 +335,13 @@ class IncidentStore:
 
     async def alert_tally(self, group_hash: str, incident: str) -> tuple[int, int]:
         """(still firing, recorded) alert instances of the incident."""
-        states = [_text(v) for v in await self.redis.hvals(self.key("alert", group_hash, incident))]
+        states = [as_text(v) for v in await self.redis.hvals(self.key("alert", group_hash, incident))]
         return states.count("firing"), len(states)
 
     async def _fields(self, key: str, fields: list[str]) -> list[str | None]:
         if not fields:
             return []
-        return [None if v is None else _text(v) for v in await self.redis.hmget(key, fields)]
+        return [None if v is None else as_text(v) for v in await self.redis.hmget(key, fields)]
 
 
 def incident_key(namespace: str, incident: str, *parts: object) -> str:
