@@ -120,3 +120,14 @@ def test_a_bot_token_without_its_partner_stops_instead_of_opening_the_terminal_c
                                      "SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode) too")
     assert not (tmp_path / "redis").exists()  # stopped before starting anything
 
+
+
+def test_chatops_run_with_redis_down_stops_with_one_line(tmp_path: Path) -> None:
+    """An unreachable REDIS_URL at start: one line naming Redis and what to set, exit 1, no traceback."""
+    result = chatops("run", env={"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s",
+                                 "REDIS_URL": "redis://127.0.0.1:9", "SLACK_API_URL": "http://127.0.0.1:9/api/",
+                                 "CHATOPS_DATA_DIR": str(tmp_path), "HTTP_WORKERS": "1"})
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "WARNING" not in line]
+    assert len(errors) == 1 and errors[0].startswith("chatops: Redis did not answer at start ("), result.stderr
+    assert "127.0.0.1:9" in errors[0] and "REDIS_URL" in errors[0]

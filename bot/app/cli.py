@@ -108,7 +108,21 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
+    except Exception as exc:
+        if not _redis_unreachable(exc):
+            raise
+        # Once running, every Redis call retries until Redis answers; only the start, which must read the key
+        # layout first, can fail this way: one line saying what to do, not redis-py's traceback.
+        print(f"chatops: Redis did not answer at start ({exc}); start it, or point REDIS_URL (or REDIS_SENTINELS) "
+              "at a running one", file=sys.stderr)
+        return EXIT_PROBLEM
     return EXIT_USAGE
+
+
+def _redis_unreachable(exc: Exception) -> bool:
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    return isinstance(exc, (ConnectionError, TimeoutError))
 
 
 def run_async(main: Coroutine[Any, Any, int]) -> int:
