@@ -25,7 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bot.paging.providers import Page, PageResult, format_elapsed, page_urgency
-from bot.queue import text
+from bot.queue import as_text
 from bot.slack.client import SlackClient, SlackError
 from bot.slack.mrkdwn import MAX_BLOCKS, SECTION_TEXT_MAX, escape, inert, truncate
 from bot.slack.posts import PENDING, post_once
@@ -109,8 +109,8 @@ class SlackDmProvider:
         error code."""
         async with self._limit:
             known_channel, known_ts = await self.redis.hmget(key, [f"channel:{user}", f"dm:{user}"])
-            if known_channel and known_ts and text(known_ts) != PENDING:
-                return text(known_channel), text(known_ts)  # reached by an earlier try of this page
+            if known_channel and known_ts and as_text(known_ts) != PENDING:
+                return as_text(known_channel), as_text(known_ts)  # reached by an earlier try of this page
             try:
                 channel = await self.slack.open_dm(user)
                 await self.redis.hset(key, f"channel:{user}", channel)
@@ -122,7 +122,7 @@ class SlackDmProvider:
         return channel, ts
 
     async def _close_out(self, dedup_key: str, outcome: str) -> PageResult:
-        record = {text(k): text(v) for k, v in (await self.redis.hgetall(self._key(dedup_key))).items()}
+        record = {as_text(k): as_text(v) for k, v in (await self.redis.hgetall(self._key(dedup_key))).items()}
         if "page" not in record:
             return PageResult(self.name, True)  # nothing was DM'd for this page (or it is long over)
         raw = json.loads(record["page"])

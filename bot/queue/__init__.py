@@ -13,9 +13,9 @@ from bot.queue.stream import (
            error_text,
            job_from_entry,
            once,
-           text,
 )
+from bot.queue.replies import as_text
 from bot.queue.worker import Worker
 
-__all__ = ["Job", "Permanent", "Queue", "QueueStats", "Retry", "Worker", "error_text", "job_from_entry", "once",
-           "text"]
+__all__ = ["Job", "Permanent", "Queue", "QueueStats", "Retry", "Worker", "as_text", "error_text", "job_from_entry",
+           "once"]

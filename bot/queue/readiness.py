@@ -14,6 +14,8 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
+from bot.queue.replies import as_text
+
 
 async def redis_problem(redis: Any) -> str | None:
     """None when Redis answers as a primary; else a sentence for /healthz. Connection errors are raised."""
@@ -24,7 +26,7 @@ async def redis_problem(redis: Any) -> str | None:
         reply = await redis.execute_command("ROLE")
     except ResponseError:  # an ACL without ROLE, or a proxy that does not pass it: it answered, so it is up
         return None
-    role = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+    role = as_text(reply[0])
     if role == "master":
         return None
     return f"Redis answers as a {role}, not the primary: writes would be refused (READONLY)"

@@ -46,6 +46,7 @@ from redis.exceptions import ResponseError
 from bot.queue.batch import Batcher
 from bot.queue.connection import durable
 from bot.queue.keys import tagged
+from bot.queue.replies import as_text
 from bot.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ GROUP = "workers"
 JOB_RETRY = RetryPolicy(base_s=1, max_s=60)  # attempts are bounded by Queue.max_deliveries, not by the policy
 ERROR_TEXT_MAX = 1000
 
-__all__ = ["Job", "Permanent", "Queue", "QueueStats", "Retry", "error_text", "job_from_entry", "once", "text"]
+__all__ = ["Job", "Permanent", "Queue", "QueueStats", "Retry", "error_text", "job_from_entry", "once"]
 
 
 @dataclass
@@ -280,11 +281,6 @@ return f.job_id
 """
 
 
-def text(value: Any) -> str:
-    """Redis replies as str whether or not the client decodes responses."""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class Queue:
     """Producer side and shared plumbing of one named queue. Creating it does no I/O."""
 
@@ -368,7 +364,7 @@ class Queue:
         result = await self._enqueue(kind, payload, job_id, 0.0, None,
                                      claim=(claim_key, claim_value, int(claim_ttl_s * 1000)))
         if isinstance(result, list):
-            return text(result[0])
+            return as_text(result[0])
         return None if result is None else claim_value
 
     async def _enqueue(self, kind: str, payload: dict[str, Any], job_id: str | None, delay_s: float,
@@ -424,7 +420,7 @@ class Queue:
         """Put a dead letter back in the queue as a fresh job (attempt 1); returns its job id, None if gone."""
         job_id = await self._scripts["replay"](keys=[self.dead_key, self.stream_key],
                                                args=[dead_letter_id, uuid.uuid4().hex])
-        return None if job_id is None else text(job_id)
+        return None if job_id is None else as_text(job_id)
 
     # -- used by workers ----------------------------------------------------------------------------------------
 
@@ -439,7 +435,7 @@ class Queue:
     async def read(self, consumer: str, count: int, block_ms: int) -> list[tuple[str, dict[str, str]]]:
         reply = await self.redis.xreadgroup(self.group, consumer, {self.stream_key: ">"}, count=count, block=block_ms)
         return [
-            (text(entry_id), {text(k): text(v) for k, v in fields.items()})
+            (as_text(entry_id), {as_text(k): as_text(v) for k, v in fields.items()})
             for entry_id, fields in _entries_of(reply)
             if fields is not None
         ]
@@ -460,7 +456,7 @@ class Queue:
             args=[self.group, entry_id, error, max(int(delay_s * 1000), 0), 0 if permanent else self.max_deliveries,
                   self.maxlen_hint, repr(time.time()), int(self.idempotency_ttl_s * 1000)],
         )
-        return text(outcome)
+        return as_text(outcome)
 
     async def release(self, entry_ids: list[str], reason: str) -> list[tuple[str, str, str]]:
         """Hand unfinished entries back: to the stream with attempt + 1, or to the dead letters when out of
@@ -473,7 +469,7 @@ class Queue:
             args=[self.group, self.max_deliveries, reason, self.maxlen_hint, repr(time.time()),
                   int(self.idempotency_ttl_s * 1000), *entry_ids],
         )
-        return [(text(job_id), text(kind), text(outcome)) for job_id, kind, outcome in released]
+        return [(as_text(job_id), as_text(kind), as_text(outcome)) for job_id, kind, outcome in released]
 
     async def _job_ids(self, entry_ids: list[str]) -> list[str]:
         """The job id in each stream entry ('' for an entry already gone), so that the release script can name the
@@ -482,7 +478,7 @@ class Queue:
             for entry_id in entry_ids:
                 pipe.xrange(self.stream_key, entry_id, entry_id)
             found = await pipe.execute()
-        return [text(_field(entries[0][1], "j")) if entries else "" for entries in found]
+        return [as_text(_field(entries[0][1], "j")) if entries else "" for entries in found]
 
     async def move_due(self, limit: int = 100) -> int:
         return int(await self._scripts["move_due"](
@@ -524,7 +520,7 @@ class Queue:
         length, pending, oldest, delayed, due, dead, now_ms = await self._scripts["snapshot"](
             keys=[self.stream_key, self.delayed_key, self.dead_key], args=[self.group]
         )
-        return int(length), int(pending), text(oldest), int(delayed), int(due), int(dead), int(now_ms)
+        return int(length), int(pending), as_text(oldest), int(delayed), int(due), int(dead), int(now_ms)
 
 
 def _fresh_id() -> str:
@@ -556,8 +552,8 @@ def job_from_entry(entry_id: str, fields: dict[str, str]) -> Job:
 
 
 def _dead_letter(entry_id: Any, fields: dict[Any, Any]) -> dict[str, Any]:
-    f = {text(k): text(v) for k, v in fields.items()}
-    return {"id": text(entry_id), "job_id": f.get("job_id", ""), "kind": f.get("kind", ""),
+    f = {as_text(k): as_text(v) for k, v in fields.items()}
+    return {"id": as_text(entry_id), "job_id": f.get("job_id", ""), "kind": f.get("kind", ""),
             "payload": json.loads(f.get("payload") or "{}"), "attempts": int(f.get("attempts", 0)),
             "error": f.get("error", ""), "enqueued_at": float(f.get("enqueued_at", 0)),
             "failed_at": float(f.get("failed_at", 0))}

@@ -38,8 +38,8 @@ from bot.queue.stream import (
     Retry,
     error_text,
     job_from_entry,
-    text,
 )
+from bot.queue.replies import as_text
 from bot.retry import RetryPolicy, retry_async
 
 log = logging.getLogger("bot.queue")
@@ -373,7 +373,7 @@ class Worker:
         running = [entry_id for entry_id in self._inflight if entry_id not in self._settling]
         if not running:
             return
-        kept = {text(entry_id) for entry_id in await self.queue.redis.xclaim(
+        kept = {as_text(entry_id) for entry_id in await self.queue.redis.xclaim(
             self.queue.stream_key, self.queue.group, self.consumer, 0, running, justid=True)}
         for entry_id in running:
             # An entry acknowledged meanwhile is not a lost lease: only one still running here is.
@@ -390,7 +390,7 @@ class Worker:
             reply = await self.queue.redis.xautoclaim(
                 self.queue.stream_key, self.queue.group, self.consumer,
                 int(self.queue.visibility_timeout_s * 1000), start_id=cursor, count=RECLAIM_BATCH)
-            cursor, claimed = text(reply[0]), [text(entry_id) for entry_id, _ in reply[1] if entry_id is not None]
+            cursor, claimed = as_text(reply[0]), [as_text(entry_id) for entry_id, _ in reply[1] if entry_id is not None]
             reason = f"lease expired: no progress report for {self.queue.visibility_timeout_s:g} s"
             await self._release(claimed, reason, "jobs_reclaimed")
             if cursor == "0-0":
@@ -398,29 +398,29 @@ class Worker:
 
     async def _reclaim_from_dead_workers(self) -> None:
         try:
-            consumers = [{text(k): v for k, v in c.items()} for c in
+            consumers = [{as_text(k): v for k, v in c.items()} for c in
                          await self.queue.redis.xinfo_consumers(self.queue.stream_key, self.queue.group)]
         except ResponseError as exc:
             if "NOGROUP" in str(exc) or "no such key" in str(exc):
                 return
             raise
-        others = [c for c in consumers if text(c["name"]) != self.consumer]
+        others = [c for c in consumers if as_text(c["name"]) != self.consumer]
         if not others:
             return
         async with self.queue.redis.pipeline(transaction=False) as pipe:
             for consumer in others:
-                pipe.exists(self.queue.alive_key(text(consumer["name"])))
+                pipe.exists(self.queue.alive_key(as_text(consumer["name"])))
             alive = await pipe.execute()
         for consumer, is_alive in zip(others, alive):
             if not is_alive:
-                await self._release_consumer(text(consumer["name"]), int(consumer["pending"]))
+                await self._release_consumer(as_text(consumer["name"]), int(consumer["pending"]))
 
     async def _release_consumer(self, name: str, pending: int) -> None:
         if pending:
             entries = await self.queue.redis.xpending_range(self.queue.stream_key, self.queue.group, "-", "+",
                                                             RECLAIM_BATCH, consumername=name)
             reason = f"worker {name} died (no heartbeat)"
-            await self._release([text(e["message_id"]) for e in entries], reason, "jobs_reclaimed")
+            await self._release([as_text(e["message_id"]) for e in entries], reason, "jobs_reclaimed")
         if await self.queue.forget_consumer(name):  # a no-op while it still holds entries
             log.info("forgot departed consumer %s", name, extra={"consumer": name})
 
@@ -451,7 +451,7 @@ class Worker:
         try:
             held = await self.queue.redis.xpending_range(self.queue.stream_key, self.queue.group, "-", "+", 10_000,
                                                          consumername=self.consumer)
-            await self._release([text(e["message_id"]) for e in held], "worker stopped before the job finished",
+            await self._release([as_text(e["message_id"]) for e in held], "worker stopped before the job finished",
                                 "jobs_released")
             await self.queue.redis.delete(self.queue.alive_key(self.consumer))
             await self.queue.forget_consumer(self.consumer)

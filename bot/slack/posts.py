@@ -14,7 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bot.queue import text as redis_text  # `text` here is the message
+from bot.queue import as_text
 from bot.slack.client import SlackClient
 
 PENDING = "pending"
@@ -25,7 +25,7 @@ async def post_once(redis: aioredis.Redis, slack: SlackClient, key: str, field: 
     """Post unless field `field` of hash `key` already records the post; returns the message's ts. With `ttl_s`
     the hash expires that long after its last post (diagnosis runs); without, it is kept (incidents)."""
     raw = await redis.hget(key, field)
-    recorded = None if raw is None else redis_text(raw)
+    recorded = None if raw is None else as_text(raw)
     if recorded is not None and recorded != PENDING:
         return recorded
     post_id = hashlib.sha256(f"{key}\n{field}".encode()).hexdigest()[:32]
@@ -43,7 +43,7 @@ async def post_once(redis: aioredis.Redis, slack: SlackClient, key: str, field: 
 async def recorded_post(redis: aioredis.Redis, key: str, field: str) -> str | None:
     """The ts `post_once` recorded, None while there is none (or its post may still be in flight)."""
     raw = await redis.hget(key, field)
-    return None if raw is None or redis_text(raw) == PENDING else redis_text(raw)
+    return None if raw is None or as_text(raw) == PENDING else as_text(raw)
 
 
 async def _record(redis: aioredis.Redis, key: str, field: str, value: str, ttl_s: int | None) -> str:
