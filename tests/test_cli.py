@@ -9,6 +9,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.servers import Reply, closed_port, local_http_server
@@ -131,3 +132,33 @@ def test_chatops_run_with_redis_down_stops_with_one_line(tmp_path: Path) -> None
     errors = [line for line in result.stderr.splitlines() if "WARNING" not in line]
     assert len(errors) == 1 and errors[0].startswith("chatops: Redis did not answer at start ("), result.stderr
     assert "127.0.0.1:9" in errors[0] and "REDIS_URL" in errors[0]
+
+
+def test_a_start_that_fails_turns_the_collector_back_on_and_names_redis() -> None:
+    """hold_collection() turns the collector off until warm_up(); a start that never gets there must not leave a
+    process (or a caller running chatops in-process) without it, whatever stopped it."""
+    import asyncio
+    import gc
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from bot.app.cli import StartError, started
+    from bot.app.processes import hold_collection
+
+    async def refused() -> None:
+        raise RedisConnectionError("Error 111 connecting to 127.0.0.1:9. Connection refused.")
+
+    async def broken() -> None:
+        raise ValueError("not Redis")
+
+    try:
+        hold_collection()
+        with pytest.raises(StartError, match=r"^Redis did not answer at start \(Error 111 .*REDIS_URL"):
+            asyncio.run(started(refused()))
+        assert gc.isenabled()
+        hold_collection()
+        with pytest.raises(ValueError):
+            asyncio.run(started(broken()))
+        assert gc.isenabled()
+    finally:
+        gc.enable()

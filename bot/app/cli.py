@@ -9,8 +9,9 @@
     chatops fix ACTION key=value … --dry-run|--yes   preview a fix as Slack does; run it where the policy allows
                                                       self-approval
 
-Exit codes: 0 fine; 1 a diagnosis found a `fail` or `error`, or a fix was refused or failed; 2 usage or
-configuration error (a fix that needs approval in Slack, or fixes turned off, included).
+Exit codes: 0 fine; 1 a diagnosis found a `fail` or `error`, a fix was refused or failed, or Redis did not answer
+when a server or worker started; 2 usage or configuration error (a fix that needs approval in Slack, or fixes
+turned off, included).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -108,21 +110,31 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
-    except Exception as exc:
-        if not _redis_unreachable(exc):
-            raise
-        # Once running, every Redis call retries until Redis answers; only the start, which must read the key
-        # layout first, can fail this way: one line saying what to do, not redis-py's traceback.
-        print(f"chatops: Redis did not answer at start ({exc}); start it, or point REDIS_URL (or REDIS_SENTINELS) "
-              "at a running one", file=sys.stderr)
+    except StartError as exc:
+        print(f"chatops: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     return EXIT_USAGE
 
 
-def _redis_unreachable(exc: Exception) -> bool:
+class StartError(Exception):
+    """A server or worker could not start; said in one line."""
+
+
+async def started(runtime: Awaitable[Any]) -> Any:
+    """The runtime a server or worker starts with. Once running, every Redis call retries until Redis answers; the
+    start, which reads the key layout first, is the one place Redis being down can stop us: one line saying what
+    to do, not redis-py's traceback. A start that fails turns the collector back on (hold_collection() turned it
+    off until warm_up(), which this start will not reach)."""
     from redis.exceptions import ConnectionError, TimeoutError
 
-    return isinstance(exc, (ConnectionError, TimeoutError))
+    try:
+        return await runtime
+    except BaseException as exc:
+        gc.enable()
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            raise StartError(f"Redis did not answer at start ({exc}); start it, or point REDIS_URL (or "
+                             "REDIS_SENTINELS) at a running one") from None
+        raise
 
 
 def run_async(main: Coroutine[Any, Any, int]) -> int:
@@ -176,7 +188,7 @@ async def worker_command(settings: Settings, concurrency: int | None) -> int:
 
     redis_url = shared_redis_url(settings, "worker")
     stop = stop_on_signals()
-    rt = await create_full_runtime(settings, redis_url=redis_url)
+    rt = await started(create_full_runtime(settings, redis_url=redis_url))
     warm_up()
     try:
         log.info("worker started (concurrency %d)", concurrency or settings.worker_concurrency)
@@ -208,7 +220,7 @@ async def run_command(settings: Settings, *, worker: bool, child: Any = None, ve
     from bot.app.features import create_full_runtime
 
     async with redis_for(settings) as redis_url:
-        rt = await create_full_runtime(settings, redis_url=redis_url)
+        rt = await started(create_full_runtime(settings, redis_url=redis_url))
         try:  # a start that stops (a broken services file) still closes the Slack and Redis clients it opened
             rt.services()  # fail fast on a broken services file, before Slack traffic arrives
             warm_up()
