@@ -123,6 +123,9 @@ class Batcher:
         A connection error sends the batch again on a fresh connection, and so does a refused write (READONLY from
         a node that turned replica, NOREPLICAS), as for a plain call: a refused write did nothing (a script is
         refused at its first write, before it has written anything) and the batch's reads run again harmlessly.
+        A write that went through before the node turned replica mid-batch runs again on the new primary, as it
+        would in redis-py's pipeline: the demoted node's copy of it is likely gone with its data set, claims answer
+        "held" the second time and jobs carry ids, and jobs may run more than once anyway.
         When the retry gives up on refusals, each call gets its own reply of the last try."""
         pool = self.redis.connection_pool
         conn = await pool.get_connection()
