@@ -228,3 +228,83 @@ async def test_a_waiter_that_comes_back_keeps_its_place_and_idle_budgets_expire(
         assert await pacer.waiting("pd:k") == ["other"]
     finally:
         await client.aclose()
+
+
+async def test_a_page_acknowledged_while_it_waits_in_its_job_is_not_sent(local_slack, redis_url, tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setattr(escalation, "SHORT_TURN_S", 10.0)  # the turn is waited for in the job, not re-queued
+    with FakePagerDuty(limit=(1, 3.0)) as pd:
+        async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, workers=1,
+                                policy=paged_by_pagerduty(pd, limit=1, window_s=3.0)) as bot:
+            await page(bot, 1)
+            await bot.wait_for(lambda: accepted_triggers(pd), 10, "the first page")
+            waiting = await page(bot, 2)
+            await bot.wait_for(lambda: _waiting_at_pagerduty(bot), 5, "INC-2's page waiting in its job")
+            await escalation.acknowledge(bot.ctx, "INC-2", "U1", "button")  # its job read the record before
+            await bot.wait_for(lambda: _done(bot, "INC-2"), 3.0 + MARGIN_S + 10, "its order done")
+            await bot.settle()
+            assert pagerduty_triggers(pd, waiting) == []  # re-checked just before the send
+            [withheld] = await bot.timeline("INC-2", "page_failed")
+            assert withheld.data["withheld"] == "acknowledged"
+
+
+async def test_a_page_sent_while_the_incident_is_acknowledged_is_acknowledged_at_the_provider_too(
+        local_slack, redis_url, tmp_path, monkeypatch):
+    with FakePagerDuty() as pd:
+        async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, workers=2,
+                                policy=paged_by_pagerduty(pd, limit=None)) as bot:
+            provider = bot.ctx.providers["pagerduty"]
+            trigger = provider.trigger
+
+            async def acknowledged_meanwhile(page):  # noqa: ANN001, ANN202
+                result = await trigger(page)
+                await escalation.acknowledge(bot.ctx, page.incident_id, "U1", "button")
+                await asyncio.sleep(1.0)  # the other worker tells the providers before this page is recorded
+                return result
+
+            monkeypatch.setattr(provider, "trigger", acknowledged_meanwhile)
+            key = await page(bot, 1)
+            await bot.wait_for(lambda: (pd.alert(key) or None) and pd.alert(key).status == "acknowledged", 10,
+                               "the page acknowledged at PagerDuty")
+            await bot.settle()
+            assert pd.alert(key).trigger_count == 1
+            assert [e.data["delivery"] for e in await bot.timeline("INC-1", "page_sent")] == ["pagerduty"]
+
+
+async def test_a_page_whose_incident_is_resolved_while_it_waits_is_not_sent_and_leaves_the_line(
+        local_slack, redis_url, tmp_path):
+    from bot.incidents import lifecycle
+
+    with FakePagerDuty(limit=(1, 3.0)) as pd:
+        async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, workers=1,
+                                policy=paged_by_pagerduty(pd, limit=1, window_s=3.0)) as bot:
+            await page(bot, 1)
+            await bot.wait_for(lambda: accepted_triggers(pd), 10, "the first page")
+            waiting = await page(bot, 2)
+            await bot.wait_for(lambda: _waiting_at_pagerduty(bot), 5, "INC-2's page waiting for its turn")
+            await lifecycle.resolve(bot.ctx, "INC-2", "U1", None, key="resolve-2")
+            await bot.wait_for(lambda: _done(bot, "INC-2"), 3.0 + MARGIN_S + 10, "its order done")
+            assert await _waiting_at_pagerduty(bot) == []  # it left the line at once: nobody waits behind it
+            await bot.settle()
+            assert pagerduty_triggers(pd, waiting) == []
+            [withheld] = await bot.timeline("INC-2", "page_failed")
+            assert withheld.data["withheld"] == "resolved" and "resolved" in withheld.text
+
+
+
+async def test_the_arrival_of_a_waiter_that_never_comes_back_is_dropped(redis_url, monkeypatch):
+    monkeypatch.setattr(pacing, "FORGET_AFTER_S", 0.05)  # and its arrival is kept 10 × that past its turn
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        pacer, pace = Pacer(client, f"tpace{uuid.uuid4().hex[:6]}"), Pace(limit=1, window_s=0.1)
+        assert await pacer.turn("pd:k", pace, "first", "P1") == 0
+        wait = await pacer.turn("pd:k", pace, "gone", "P1")  # waits, and never asks again
+        assert wait > 0
+        arrived = pacer._keys("pd:k")[4]
+        assert await client.hexists(arrived, "gone")
+        await asyncio.sleep(wait + 0.05 + 0.5 + 0.2)
+        await pacer.turn("pd:k", pace, "next", "P1")  # the key stays busy: its sets never expire meanwhile
+        assert not await client.hexists(arrived, "gone")  # swept with the forgotten
+        assert await client.hlen(arrived) <= 1
+    finally:
+        await client.aclose()

@@ -420,8 +420,8 @@ async def _defer(ctx: Incidents, job: Job, deferred: PageDeferred) -> None:
     """The same job again when the page's turn comes: queued durably like a timer, and not counted as a failed
     delivery (a long wait behind a burst must not dead-letter a page). The channel hears why, once."""
     incident_id, key = job.payload["incident"], job.payload["key"]
+    await _hold_escalation(ctx, incident_id, key, deferred.wait_s)  # first: if it fails, the job is retried whole
     await ctx.rt.queue.enqueue("incident.page", job.payload, job_id=job.id, run_at=time.time() + deferred.wait_s)
-    await _hold_escalation(ctx, incident_id, key, deferred.wait_s)
     log.info("page %s deferred %.1f s: %s", key, deferred.wait_s, deferred)
     await ctx.say(incident_id, f"paced:{key}", *messages.line(
         f"The page to {deferred.provider} waits for the provider's rate limit: it goes out in about "
@@ -455,8 +455,8 @@ async def deliver(ctx: Incidents, incident_id: str, key: str, incident: Incident
     order = incident.paging.order(key) if incident else None
     if incident is None or order is None or order.done:
         return
+    await _deliver_routes(ctx, incident, order, book)  # resolved: each unsent delivery is withheld, and says so
     if incident.is_open:
-        await _deliver_routes(ctx, incident, order, book)
         for i, why in enumerate(order.unpaged if book else []):  # never silently: why a level paged nobody
             await ctx.say(incident.id, f"unpaged:{order.dedup_key}:{i}", *messages.line(
                 messages.unpaged_line(order.level, why)))
@@ -469,24 +469,41 @@ async def _deliver_routes(ctx: Incidents, incident: Incident, order: PageOrder, 
     others (a P0's Slack DMs do not wait for PagerDuty's budget). Then PageDeferred for the nearest turn; the
     deliveries already made are skipped by their records when the job comes back."""
     page = _page(incident, order)  # the channel's link when it is known: a page never waits for Slack
-    withheld = _acknowledged_since(incident, order)
+    withdrawn = _withdrawn(incident, order)
     held: list[PageDeferred] = []
     for provider_name, ids in order.routes.items():
         for delivery, targets in await _deliveries(ctx, provider_name, ids):
             try:
-                await _deliver_once(ctx, incident, order, page, provider_name, delivery, targets, book, withheld)
+                await _deliver_once(ctx, incident, order, page, provider_name, delivery, targets, book, withdrawn)
             except PageDeferred as deferred:
                 held.append(deferred)
     if held:
         raise min(held, key=lambda deferred: deferred.wait_s)
 
 
-def _acknowledged_since(incident: Incident, order: PageOrder) -> bool:
-    """The incident was acknowledged after `order` was decided: what it has not sent yet (held back by a rate
-    limit) is not sent — the provider's alert would open after the acknowledgement went to the providers. An
-    order decided after the acknowledgement (`/escalate @user`) is a new request and goes."""
+class PageWithdrawn(Exception):
+    """Found just before the send: the incident was acknowledged or resolved while the page waited its turn."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+def _withdrawn(incident: Incident, order: PageOrder) -> str | None:
+    """Why what `order` has not sent yet (held back by a rate limit, or its job by a busy queue) is no longer
+    sent: "resolved", or "acknowledged" after the order was decided — the provider's alert would open after the
+    providers were told. An order decided after the acknowledgement (`/escalate @user`) is a new request and goes."""
+    if not incident.is_open:
+        return "resolved"
     acked_at = incident.paging.acked_at
-    return acked_at is not None and order.ordered_at <= acked_at
+    return "acknowledged" if acked_at is not None and order.ordered_at <= acked_at else None
+
+
+async def _withdrawn_now(ctx: Incidents, incident_id: str, order: PageOrder) -> tuple[Incident | None, str | None]:
+    """The incident as stored now, and why `order` is withdrawn (None: it goes): the record the job started
+    with may be seconds old by the time a lease or a turn came."""
+    incident = await ctx.store.get(incident_id)
+    return incident, (_withdrawn(incident, order) if incident else "resolved")
 
 
 async def _deliveries(ctx: Incidents, provider: str, ids: list[str]) -> list[tuple[str, tuple[str, ...]]]:
@@ -501,32 +518,36 @@ async def _deliveries(ctx: Incidents, provider: str, ids: list[str]) -> list[tup
 
 
 async def _deliver_once(ctx: Incidents, incident: Incident, order: PageOrder, page: Page, provider_name: str,
-                        delivery: str, targets: tuple[str, ...], book: bool = True, withheld: bool = False) -> None:
+                        delivery: str, targets: tuple[str, ...], book: bool = True,
+                        withdrawn: str | None = None) -> None:
     field = f"{order.dedup_key}|{delivery}"
     record = await ctx.store.page_record(incident.id, field)
-    if record is None and withheld:
-        await _withhold(ctx, incident, order, provider_name, delivery, field)
-        return
+    if record is None and not withdrawn:
+        try:
+            record = await _send_under_lease(ctx, incident, order, page, provider_name, delivery, targets, field)
+        except PageWithdrawn as late:
+            withdrawn = late.why
     if record is None:
-        record = await _send_under_lease(ctx, incident, order, page, provider_name, delivery, targets, field)
-    if book or delivery.startswith("slack"):  # a DM'd person may acknowledge at once: note them now
+        await _withhold(ctx, incident, order, provider_name, delivery, field, withdrawn or "resolved")
+        return
+    if incident.is_open and (book or delivery.startswith("slack")):  # a DM'd person may ack at once: note them now
         await _note_page(ctx, incident, order, record, field)
 
 
 async def _withhold(ctx: Incidents, incident: Incident, order: PageOrder, provider_name: str, delivery: str,
-                    field: str) -> None:
-    """Not sent: acknowledged before it went (it waited for a rate limit, or its job for a worker). The timeline
-    says so, and it leaves its provider's waiting line."""
+                    field: str, why: str) -> None:
+    """Not sent: acknowledged or resolved (`why`) before it went (it waited for a rate limit, or its job for a
+    worker). The timeline says so, and it leaves its provider's waiting line at once."""
     provider = ctx.providers.get(provider_name)
     budget_of = getattr(provider, "budget", None)
     if budget_of is not None:
         await pacer_for(ctx.rt.redis, ctx.store.namespace).leave(budget_of()[0], field)
     await ctx.timeline.record(incident.id, EntryKind.PAGE_FAILED, entry_id=f"page:{field}", actor="bot",
-                              text=f"Not sent: {incident.id} was acknowledged before this page's turn at "
+                              text=f"Not sent: {incident.id} was {why} before this page's turn at "
                                    f"{provider_name}.",
                               data={"dedup_key": order.dedup_key, "delivery": delivery, "severity": order.severity,
                                     "level": order.level, "reason": order.reason, "urgency": order.urgency,
-                                    "withheld": "acknowledged"})
+                                    "withheld": why})
 
 
 async def _send_under_lease(ctx: Incidents, incident: Incident, order: PageOrder, page: Page, provider_name: str,
@@ -545,7 +566,19 @@ async def _send_under_lease(ctx: Incidents, incident: Incident, order: PageOrder
             record = await _send(ctx, order, page, provider_name, delivery, targets)
             if not await ctx.store.record_page(incident.id, field, record):  # another sender's record stands
                 record = await ctx.store.page_record(incident.id, field) or record
+            elif record.ok:
+                await _tell_if_withdrawn(ctx, incident.id, order, field)
     return record
+
+
+async def _tell_if_withdrawn(ctx: Incidents, incident_id: str, order: PageOrder, field: str) -> None:
+    """A send that raced an acknowledgement or a resolve: the providers were told before this page's record
+    existed (they are told about recorded pages only), so they are told again — one job per page. Read after the
+    record is written, so an ack saved later queues its own job, which finds this record."""
+    current, why = await _withdrawn_now(ctx, incident_id, order)
+    if current is not None and why is not None:
+        action = "resolve" if why == "resolved" else "acknowledge"
+        await notify_providers(ctx, current, action, f"{action}:{field}")
 
 
 async def _send(ctx: Incidents, order: PageOrder, page: Page, provider_name: str, delivery: str,
@@ -558,6 +591,9 @@ async def _send(ctx: Incidents, order: PageOrder, page: Page, provider_name: str
     from dataclasses import replace
 
     budget = await _wait_turn(ctx, provider, f"{order.dedup_key}|{delivery}", order.severity)
+    _, why = await _withdrawn_now(ctx, page.incident_id, order)  # after the lease's and the turn's waits
+    if why is not None:
+        raise PageWithdrawn(why)
     result = await provider.trigger(replace(page, targets=targets))
     if result.throttled_for is not None and budget:  # still 429 after the bounded retries: pause, not a failure
         pause = await pacer_for(ctx.rt.redis, ctx.store.namespace).pause(budget, result.throttled_for or None)

@@ -17,8 +17,9 @@ The policy (README, "Incidents and paging"):
 - A 429 pauses the whole budget for its Retry-After (bounded by `MAX_PAUSE_S`), in every worker at once.
 - A waiter that stops asking (its worker died and the job went elsewhere) is forgotten `FORGET_AFTER_S` after
   its turn was due, so it cannot hold the others back; one that asks again later still has its place by arrival
-  (its first arrival is kept as long as the waiting set is). A page withdrawn while it waits (its incident was
-  acknowledged) leaves at once (`leave`). A budget nobody uses any more expires with its sets.
+  (its first arrival is kept `ARRIVALS_KEPT` × `FORGET_AFTER_S` past that, then dropped, so waiters that never
+  come back do not pile up on a busy key). A page withdrawn while it waits (its incident was acknowledged or
+  resolved) leaves at once (`leave`). A budget nobody uses any more expires with its sets.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ MARGIN_S = 1.0  # added to the provider's window: transit time must not put two 
 MAX_PAUSE_S = 60.0  # a Retry-After longer than this is not believed (a proxy's default, a clock step)
 DEFAULT_PAUSE_S = 2.0  # a 429 without Retry-After (PagerDuty's may have none)
 FORGET_AFTER_S = 30.0
+ARRIVALS_KEPT = 10  # × FORGET_AFTER_S: how long a forgotten waiter's first arrival is kept for its return
 _RANK_SCALE = 10**13  # rank * scale + milliseconds: severity first, then who waited first
 
 # KEYS: sent (zset send id -> ms), waiting (zset member -> rank score), forget (zset member -> ms), pause (string),
-# arrived (hash member -> ms it first asked).
-# ARGV: window ms, limit, cap for this page (limit, or its low share), member, rank * _RANK_SCALE, forget after ms.
+# arrived (hash member -> ms it first asked), drop (zset member -> ms its arrival is dropped).
+# ARGV: window ms, limit, cap for this page (limit, or its low share), member, rank * _RANK_SCALE, forget after ms,
+# arrival kept ms (after it is forgotten).
 # Returns 0 when the page may go now (its send is counted), else milliseconds until its turn.
 _TURN = """
 local t = redis.call('TIME')
@@ -49,6 +52,10 @@ local member, rank, forget = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
   redis.call('ZREM', KEYS[2], gone)
   redis.call('ZREM', KEYS[3], gone)
+end
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now)) do
+  redis.call('HDEL', KEYS[5], gone)
+  redis.call('ZREM', KEYS[6], gone)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 redis.call('HSETNX', KEYS[5], member, now)
@@ -61,6 +68,7 @@ if paused <= 0 and ahead < cap - used then
   redis.call('ZREM', KEYS[2], member)
   redis.call('ZREM', KEYS[3], member)
   redis.call('HDEL', KEYS[5], member)
+  redis.call('ZREM', KEYS[6], member)
   redis.call('ZADD', KEYS[1], now, member .. '@' .. now)
   redis.call('PEXPIRE', KEYS[1], window)
   return 0
@@ -73,8 +81,9 @@ end
 if paused > 0 then due = math.max(due, now + paused) end
 local wait = math.max(due - now, 10)
 redis.call('ZADD', KEYS[3], now + wait + forget, member)
-local keep = wait + forget + window  -- never shortened: others in these sets may wait longer than this page
-for _, key in ipairs({KEYS[2], KEYS[3], KEYS[5]}) do
+redis.call('ZADD', KEYS[6], now + wait + forget + tonumber(ARGV[7]), member)
+local keep = wait + forget + tonumber(ARGV[7]) + window  -- never shortened: others here may wait longer
+for _, key in ipairs({KEYS[2], KEYS[3], KEYS[5], KEYS[6]}) do
   if redis.call('PTTL', key) < keep then redis.call('PEXPIRE', key, keep) end
 end
 return wait
@@ -109,7 +118,8 @@ class Pacer:
 
     def _keys(self, budget: str) -> list[str]:
         base = tagged(self.namespace, "pace", budget)
-        return [f"{base}:sent", f"{base}:waiting", f"{base}:forget", f"{base}:pause", f"{base}:arrived"]
+        return [f"{base}:sent", f"{base}:waiting", f"{base}:forget", f"{base}:pause", f"{base}:arrived",
+                f"{base}:drop"]
 
     async def turn(self, budget: str, pace: Pace, member: str, severity: str) -> float:
         """0 when `member` (one delivery of a page) may send now — its send is counted then; otherwise seconds
@@ -117,14 +127,15 @@ class Pacer:
         rank = SEVERITY_RANK.get(severity, 0) * _RANK_SCALE
         window_ms = int((pace.window_s + MARGIN_S) * 1000)
         wait_ms = await self._turn(keys=self._keys(budget), args=[
-            window_ms, pace.limit, pace.cap(severity), member, rank, int(FORGET_AFTER_S * 1000)])
+            window_ms, pace.limit, pace.cap(severity), member, rank, int(FORGET_AFTER_S * 1000),
+            int(ARRIVALS_KEPT * FORGET_AFTER_S * 1000)])
         return int(wait_ms) / 1000
 
     async def leave(self, budget: str, member: str) -> None:
         """`member` will not ask again (its page was withdrawn): it no longer holds back those behind it."""
-        _, waiting, forget, _, arrived = self._keys(budget)
+        _, waiting, forget, _, arrived, drop = self._keys(budget)
         async with self.redis.pipeline(transaction=False) as pipe:
-            await pipe.zrem(waiting, member).zrem(forget, member).hdel(arrived, member).execute()
+            await pipe.zrem(waiting, member).zrem(forget, member).hdel(arrived, member).zrem(drop, member).execute()
 
     async def pause(self, budget: str, retry_after_s: float | None) -> float:
         """The provider answered 429: nobody sends on `budget` for its Retry-After (bounded); returns the pause."""
