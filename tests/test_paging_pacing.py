@@ -12,7 +12,6 @@ import time
 import uuid
 from collections import Counter
 
-import pytest
 import redis.asyncio as aioredis
 
 from bot.incidents import escalation
@@ -142,10 +141,7 @@ async def test_a_page_waiting_for_its_turn_is_not_sent_once_the_incident_is_ackn
     with FakePagerDuty(limit=(1, 4.0)) as pd:
         async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, workers=1,
                                 policy=paged_by_pagerduty(pd, limit=1, window_s=4.0)) as bot:
-            await page(bot, 1)
-            await bot.wait_for(lambda: accepted_triggers(pd), 10, "the first page")
-            waiting = await page(bot, 2)
-            await bot.wait_for(lambda: _waiting_at_pagerduty(bot), 5, "INC-2's page waiting for its turn")
+            waiting = await second_page_waiting(bot, pd)
             await escalation.acknowledge(bot.ctx, "INC-2", "U1", "button")
             incident = await bot.wait_for(lambda: _done(bot, "INC-2"), 4.0 + MARGIN_S + 10, "its order done")
             await bot.settle()
@@ -155,6 +151,15 @@ async def test_a_page_waiting_for_its_turn_is_not_sent_once_the_incident_is_ackn
             assert withheld.data["withheld"] == "acknowledged" and "acknowledged" in withheld.text
             assert not await bot.timeline("INC-2", "page_sent")
             assert await _waiting_at_pagerduty(bot) == []  # it left the line: nobody waits behind it
+
+
+async def second_page_waiting(bot: IncidentBot, pd: FakePagerDuty) -> str:
+    """INC-1's page takes the budget's one place; INC-2's waits for its turn. Returns INC-2's page key."""
+    await page(bot, 1)
+    await bot.wait_for(lambda: accepted_triggers(pd), 10, "the first page")
+    waiting = await page(bot, 2)
+    await bot.wait_for(lambda: _waiting_at_pagerduty(bot), 5, "INC-2's page waiting for its turn")
+    return waiting
 
 
 async def _waiting_at_pagerduty(bot: IncidentBot) -> list[str]:
@@ -236,10 +241,7 @@ async def test_a_page_acknowledged_while_it_waits_in_its_job_is_not_sent(local_s
     with FakePagerDuty(limit=(1, 3.0)) as pd:
         async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, workers=1,
                                 policy=paged_by_pagerduty(pd, limit=1, window_s=3.0)) as bot:
-            await page(bot, 1)
-            await bot.wait_for(lambda: accepted_triggers(pd), 10, "the first page")
-            waiting = await page(bot, 2)
-            await bot.wait_for(lambda: _waiting_at_pagerduty(bot), 5, "INC-2's page waiting in its job")
+            waiting = await second_page_waiting(bot, pd)
             await escalation.acknowledge(bot.ctx, "INC-2", "U1", "button")  # its job read the record before
             await bot.wait_for(lambda: _done(bot, "INC-2"), 3.0 + MARGIN_S + 10, "its order done")
             await bot.settle()
@@ -278,10 +280,7 @@ async def test_a_page_whose_incident_is_resolved_while_it_waits_is_not_sent_and_
     with FakePagerDuty(limit=(1, 3.0)) as pd:
         async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, workers=1,
                                 policy=paged_by_pagerduty(pd, limit=1, window_s=3.0)) as bot:
-            await page(bot, 1)
-            await bot.wait_for(lambda: accepted_triggers(pd), 10, "the first page")
-            waiting = await page(bot, 2)
-            await bot.wait_for(lambda: _waiting_at_pagerduty(bot), 5, "INC-2's page waiting for its turn")
+            waiting = await second_page_waiting(bot, pd)
             await lifecycle.resolve(bot.ctx, "INC-2", "U1", None, key="resolve-2")
             await bot.wait_for(lambda: _done(bot, "INC-2"), 3.0 + MARGIN_S + 10, "its order done")
             assert await _waiting_at_pagerduty(bot) == []  # it left the line at once: nobody waits behind it
