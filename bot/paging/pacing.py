@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.queue.keys import tagged
+from bot.queue.replies import as_text
 
 SEVERITY_RANK = {"P0": 0, "P1": 1, "P2": 2, "P3": 3}
 LOW_SHARE = 0.75  # of a window's budget, the most P2/P3 pages may use
@@ -150,8 +151,7 @@ class Pacer:
 
     async def waiting(self, budget: str) -> list[str]:
         """The deliveries waiting for `budget`, in the order they will go."""
-        return [m.decode() if isinstance(m, bytes) else str(m)
-                for m in await self.redis.zrange(self._keys(budget)[1], 0, -1)]
+        return [as_text(m) for m in await self.redis.zrange(self._keys(budget)[1], 0, -1)]
 
 
 _pacers: dict[tuple[int, str], Pacer] = {}

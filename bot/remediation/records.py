@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from bot.queue.replies import as_text
 from checks.fixes import FixOffer, FixPlan, FixResult
 
 RECORD_TTL_S = 86400
@@ -109,7 +110,7 @@ class Records:
         raw = await self.redis.get(self.decision_key(request_id))
         if not raw:
             return None
-        verdict, user, _ = (raw.decode() if isinstance(raw, bytes) else raw).split(":", 2)
+        verdict, user, _ = as_text(raw).split(":", 2)
         return verdict, user
 
     async def claim(self, request_id: str, what: str) -> bool:

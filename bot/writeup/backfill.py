@@ -29,7 +29,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 
 from bot.incidents.timeline import MESSAGE_KINDS, Entry
-from bot.queue import Job
+from bot.queue import Job, as_text
 from bot.runtime import Runtime
 from bot.slack.client import SlackError
 from bot.writeup.capture import is_own, is_spoken, merge_backfilled, message_entry
@@ -90,7 +90,7 @@ class Pacer:
 
     async def wait(self, method: str) -> float:
         raw = await self._pace(keys=[self._key(method)], args=[f"{time.time():.6f}", f"{self.interval_s:.6f}"])
-        delay = float(raw.decode() if isinstance(raw, bytes) else raw)
+        delay = float(as_text(raw))
         if delay > 0:
             await asyncio.sleep(delay)
         return max(delay, 0.0)

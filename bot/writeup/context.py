@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.incidents.timeline import Timeline
+from bot.queue.replies import as_text
 from bot.runtime import Runtime
 from bot.slack.client import SlackError
 from bot.writeup.config import WriteupSettings
@@ -76,7 +77,7 @@ async def user_names(rt: Runtime, ids: Iterable[str]) -> dict[str, str]:
     names: dict[str, str] = {}
     for user, raw in zip(wanted, cached, strict=True):
         if raw is not None:
-            names[user] = raw.decode() if isinstance(raw, bytes) else str(raw)
+            names[user] = as_text(raw)
             continue
         names[user] = await _lookup_name(rt, user)
     return names

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.incidents.timeline import MESSAGE_KINDS, Entry, EntryKind
 from bot.queue import Job
+from bot.queue.replies import as_text
 from bot.runtime import Runtime
 from bot.slack.client import SlackError
 from bot.slack.mrkdwn import SECTION_TEXT_MAX, inert, truncate
@@ -447,7 +448,7 @@ async def _post_or_update(rt: Runtime, key: str, channel: str, thread_ts: str | 
     """One message per `key`: posted the first time, edited afterwards."""
     existing = await rt.redis.get(key)
     if existing:
-        ts = existing.decode() if isinstance(existing, bytes) else str(existing)
+        ts = as_text(existing)
         try:
             await rt.slack.update_message(channel, ts, text, blocks=blocks)
             return ts
