@@ -4,9 +4,10 @@ check's own duration measured alone (the 300 ms plus its round trip; the ratio t
 
 Ack latency is measured over several bursts per configuration (one burst's p99 is its 2nd-slowest answer, which
 on a shared 2-core machine moves by tens of ms from burst to burst), next to baselines measured in the same run:
-the minimal Bolt app (benchmarks/minimal_bolt.py), up beside the bot's one HTTP process and sent its bursts in
-turn with it, and the same HTTP stack answering a fixed ack (what the machine and server cost before Bolt or the
-bot do anything). Beside latency, the server's CPU time per ack: steadier than latency when other work shares the
+the minimal Bolt app (benchmarks/minimal_bolt.py) and that app writing each command to a Redis stream before it
+acks (Bolt's floor for an ack that must not lose the command: the bot's ack queues a durable job), up beside the
+bot's one HTTP process and sent their bursts in turn with it, and the same HTTP stack answering a fixed ack (what
+the machine and server cost before Bolt or the bot do anything). Beside latency, the server's CPU time per ack: steadier than latency when other work shares the
 machine.
 
     .venv/bin/python -m benchmarks.bench_diagnose            # every figure
@@ -39,7 +40,7 @@ import httpx
 import redis.asyncio as aioredis
 import yaml
 
-from benchmarks import pct, summarize_limit, summarize_ratio
+from benchmarks import pct, summarize, summarize_limit, summarize_ratio
 from bot.app.http_workers import default_process_count
 from bot.app.redis_server import RedisServer
 from bot.queue import Queue, QueueStats
@@ -51,7 +52,7 @@ from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET, signed_headers
 from tests.servers import Reply, local_http_server
 
 CHECK_S = 0.3
-BURSTS = 5
+BURSTS = 9  # a burst's p99 moves by tens of ms with the machine's load: the paired median is steadier
 
 
 
@@ -163,12 +164,14 @@ async def bare_server_latency(local: LocalSlack, n: int = 200, bursts: int = BUR
 
 
 @contextlib.contextmanager
-def minimal_bolt(local: LocalSlack, profile: Path | None = None) -> Iterator[tuple[int, int]]:
+def minimal_bolt(local: LocalSlack, profile: Path | None = None,
+                 redis_url: str | None = None) -> Iterator[tuple[int, int]]:
     """benchmarks/minimal_bolt (Bolt with the bot's settings, a fixed ack) in its own process like the bot; yields
-    (port, pid) once it answers. With `profile`, under cProfile like the bot's."""
+    (port, pid) once it answers. With `profile`, under cProfile like the bot's; with `redis_url`, each command is
+    written to a Redis stream before the ack."""
     port = free_port()
     env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SLACK_TEST_SIGNING_SECRET,
-           "SLACK_API_URL": local.url}
+           "SLACK_API_URL": local.url, **({"MINIMAL_BOLT_REDIS_URL": redis_url} if redis_url else {})}
     profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
     server = subprocess.Popen([sys.executable, *profiler, "-m", "benchmarks.minimal_bolt", str(port)], env=env)
     try:
@@ -181,38 +184,51 @@ def minimal_bolt(local: LocalSlack, profile: Path | None = None) -> Iterator[tup
         server.wait(timeout=30)
 
 
+@dataclass
+class Contenders:
+    bolt: AckFigures  # the minimal Bolt app
+    bolt_redis: AckFigures  # the same, writing each command to a Redis stream first
+    bot: AckFigures
+
+
 async def bot_against_bolt(local: LocalSlack, redis_url: str, tmp: Path, n: int = 200, bursts: int = BURSTS,
-                           profiles: Path | None = None) -> tuple[AckFigures, AckFigures]:
-    """The bot's one HTTP process (`chatops run --no-worker`, HTTP_WORKERS=1) and the minimal Bolt app, both up
-    at once and sent bursts in turn (Bolt, bot, Bolt, bot, …), so a shift in the machine's load falls on both
-    alike. Returns (Bolt's figures, the bot's). With `profiles` (a folder), both run under cProfile and write
-    bolt.prof and bot.prof there."""
+                           profiles: Path | None = None) -> Contenders:
+    """The bot's one HTTP process (`chatops run --no-worker`, HTTP_WORKERS=1), the minimal Bolt app, and that app
+    writing each command to Redis, all up at once and sent bursts in turn (Bolt, Bolt + Redis, bot, …), so a
+    shift in the machine's load falls on all alike. With `profiles` (a folder), Bolt and the bot run under cProfile
+    and write bolt.prof and bot.prof there."""
     catalog: dict = {"api": {"http": [{"url": "http://127.0.0.1:9/"}]}}
-    with minimal_bolt(local, profiles and profiles / "bolt.prof") as (bolt_port, bolt_pid):
+    with minimal_bolt(local, profiles and profiles / "bolt.prof") as (bolt_port, bolt_pid), \
+            minimal_bolt(local, redis_url=redis_url) as (redis_port, redis_pid):
         async with bot_process(local, redis_url, tmp, catalog, http_workers=1, worker=False,
                                profile=profiles and profiles / "bot.prof") as (port, _, pid):
-            for _ in range(2):  # steady state in both: pools, caches, heap grown to a burst
-                await _fire(bolt_port, [_request(local, bolt_port, "CWARM") for _ in range(n)])
-                await _fire(port, [_request(local, port, f"CWARM{uuid.uuid4().hex[:8]}") for _ in range(n)])
-            bolt, bot = AckFigures([]), AckFigures([])
+            servers = [(bolt_port, bolt_pid, "CBOLT"), (redis_port, redis_pid, "CREDIS"), (port, pid, "")]
+            for _ in range(2):  # steady state in all: pools, caches, heap grown to a burst
+                for server_port, _, channel in servers:
+                    await _fire(server_port, [_request(local, server_port, channel or _fresh_channel())
+                                              for _ in range(n)])
+            figures = Contenders(AckFigures([]), AckFigures([]), AckFigures([]))
             for _ in range(bursts):
-                with bolt.cpu_of(bolt_pid):
-                    bolt.bursts.append(await _fire(bolt_port, [_request(local, bolt_port, "CBOLT") for _ in range(n)]))
-                await asyncio.sleep(0.2)
-                channels = [f"CBENCH{uuid.uuid4().hex[:8]}" for _ in range(n)]
-                with bot.cpu_of(pid):
-                    bot.bursts.append(await _fire(port, [_request(local, port, channel) for channel in channels]))
-                await asyncio.sleep(0.2)
-    return bolt, bot
+                for (server_port, server_pid, channel), into in zip(servers, vars(figures).values(), strict=True):
+                    requests = [_request(local, server_port, channel or _fresh_channel()) for _ in range(n)]
+                    with into.cpu_of(server_pid):
+                        into.bursts.append(await _fire(server_port, requests))
+                    await asyncio.sleep(0.2)
+    return figures
 
 
-def ratio_line(bot: AckFigures, bolt: AckFigures) -> str:
-    """The bot's p99 over Bolt's, over all acks and burst by burst (each bot burst against the Bolt burst just
-    before it)."""
+def _fresh_channel() -> str:
+    return f"CBENCH{uuid.uuid4().hex[:8]}"  # the bot's run per channel and service: a fresh one queues a run
+
+
+def ratio_line(bot: AckFigures, bolt: AckFigures, name: str = "the minimal Bolt app", target: str = "1.2") -> str:
+    """The bot's p99 over a baseline's, over all acks and burst by burst (each bot burst against the baseline's
+    burst of the same round)."""
     pairs = sorted(pct(b, 99) / pct(a, 99) for a, b in zip(bolt.bursts, bot.bursts, strict=True))
+    goal = f"; target ≤ {target}" if target else ""
     return (f"p99 {pct(bot.all, 99):.1f} ms against {pct(bolt.all, 99):.1f} ms: "
-            f"{pct(bot.all, 99) / pct(bolt.all, 99):.2f} × the minimal Bolt app (burst by burst: "
-            f"{', '.join(f'{r:.2f}' for r in pairs)}; target ≤ 1.2)")
+            f"{pct(bot.all, 99) / pct(bolt.all, 99):.2f} × {name}; burst by burst median "
+            f"{statistics.median(pairs):.2f} × (of {', '.join(f'{r:.2f}' for r in pairs)}){goal}")
 
 
 @contextlib.contextmanager
@@ -347,13 +363,18 @@ async def main(only: str = "") -> None:
         print("/diagnose ack latency: bursts of 200 concurrent signed requests, HTTP mode, loopback; "
               "target p99 < 100 ms")
         profiles = Path(tmp) if only == "profile" else None
-        bolt, bot = await bot_against_bolt(local, redis.url, Path(tmp), profiles=profiles)
+        runs = await bot_against_bolt(local, redis.url, Path(tmp), profiles=profiles)
+        bolt, bot = runs.bolt, runs.bot
         print(f"  baseline, the minimal Bolt app (benchmarks/minimal_bolt.py, one process): {bolt.line()}")
-        print(f"  chatops run --no-worker, HTTP_WORKERS=1, bursts taking turns with the minimal Bolt app: "
-              f"{bot.line()}")
+        print(f"  baseline, the same app writing each command to a Redis stream first (one XADD through redis-py): "
+              f"{runs.bolt_redis.line()}")
+        print(f"  chatops run --no-worker, HTTP_WORKERS=1, bursts taking turns with both: {bot.line()}")
         print(f"    {ratio_line(bot, bolt)}")
+        print(f"    {ratio_line(bot, runs.bolt_redis, 'Bolt writing to Redis', target='')}")
         summarize_ratio("/diagnose ack p99, 200 at once, one HTTP process", pct(bot.all, 99), pct(bolt.all, 99), "ms",
                         limit=1.2, baseline_name="minimal Bolt")
+        summarize("/diagnose ack p99, against Bolt + one Redis write", pct(bot.all, 99), "ms",
+                  baseline=pct(runs.bolt_redis.all, 99), baseline_name="Bolt + XADD")
         if profiles is not None:
             print_profiles(profiles, requests=len(bolt.all) + 2 * 200)
         if only:

@@ -8,7 +8,9 @@ adapter on /slack/events, a `/diagnose` and `/incident` listener that ack with a
 answering 200 — served by uvicorn on uvloop with the options bot.app.http_server.serve uses. It imports nothing
 from the bot, so what it costs is what Bolt, uvicorn and the interpreter cost.
 
-Environment: SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_API_URL (the local Slack emulator's).
+Environment: SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_API_URL (the local Slack emulator's). With
+MINIMAL_BOLT_REDIS_URL, each command is first written to a Redis stream (one XADD through redis-py's client and
+pool, as a plain Bolt app that queued its work durably would): the floor for an ack that must not lose the command.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ def build_app():  # type: ignore[no-untyped-def]
     client = AsyncWebClient(token=os.environ["SLACK_BOT_TOKEN"], base_url=os.environ["SLACK_API_URL"])
     app = AsyncApp(client=client, signing_secret=os.environ["SLACK_SIGNING_SECRET"], process_before_response=True)
 
+    queue = _redis_queue(os.environ.get("MINIMAL_BOLT_REDIS_URL"))
+
     async def command(ack, command):  # type: ignore[no-untyped-def]
+        if queue is not None:
+            await queue.xadd("minimal-bolt:commands", {"text": command.get("text", ""),
+                                                       "channel": command.get("channel_id", "")})
         await ack(text=f"Queued 1 checks for `{command.get('text', '')}`.")
 
     app.command("/diagnose")(command)
@@ -41,6 +48,14 @@ def build_app():  # type: ignore[no-untyped-def]
         await slack(scope, receive, send)
 
     return asgi
+
+
+def _redis_queue(url: str | None):  # type: ignore[no-untyped-def]
+    if not url:
+        return None
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(url, max_connections=64))
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,12 +39,25 @@ class PlannedCheck:
 
 
 def plan(service: ServiceSpec) -> list[PlannedCheck]:
-    """The service's checks, lower layers first, from the catalog alone: planning imports no check module."""
+    """The service's checks, lower layers first, from the catalog alone: planning imports no check module.
+    Worked out once per spec (a services file's specs are frozen; an edit brings new ones): every `/diagnose` ack
+    plans, and walking the catalog's rows was the ack path's costliest step of its own."""
+    known = _PLANS.get(id(service))
+    if known is None or known[0]() is not service:
+        known = (weakref.ref(service, lambda _ref, key=id(service): _PLANS.pop(key, None)), _planned(service))
+        _PLANS[id(service)] = known
+    return list(known[1])
+
+
+_PLANS: dict[int, tuple[weakref.ref, tuple[PlannedCheck, ...]]] = {}
+
+
+def _planned(service: ServiceSpec) -> tuple[PlannedCheck, ...]:
     planned = []
     for check_id, row in _in_layer_order():
         for index, item in enumerate(row.each(service)):
             planned.append(PlannedCheck(check_id, index, row.target(item)))
-    return planned
+    return tuple(planned)
 
 
 @functools.cache

@@ -76,3 +76,17 @@ def test_a_worker_imports_a_checks_module_and_its_sdk_when_it_first_runs_that_ch
     assert sorted(set(MODULES.values()) & after_http) == ["checks.http"]  # no other check's module either
     assert "UNSET_DSN is not set" in report["database"]  # the Postgres check ran, and only now needed its driver
     assert {"checks.postgres", "psycopg"} <= set(report["after_database"])
+
+
+def test_a_plan_is_worked_out_once_per_spec_and_again_for_an_edited_one() -> None:
+    from checks.runner import plan
+    from checks.services import ServiceSpec
+
+    first = ServiceSpec.model_validate({"http": [{"url": "http://a.example/"}]})
+    edited = ServiceSpec.model_validate({"http": [{"url": "http://a.example/"}, {"url": "http://b.example/"}],
+                                         "tcp": [{"host": "db.example", "port": 5432}]})
+    planned = plan(first)
+    planned.clear()  # a caller's list is its own: the cached plan is not changed through it
+    assert [(p.check, p.target) for p in plan(first)] == [("http.health", "http://a.example/")]
+    assert sorted((p.check, p.index) for p in plan(edited)) == [("http.health", 0), ("http.health", 1),
+                                                                  ("tcp.connect", 0)]

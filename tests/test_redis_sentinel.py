@@ -22,13 +22,13 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 import yaml
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import ReadOnlyError, ResponseError
 
 from bot.app.http_server import health
 from bot.queue import Job, Queue, Worker
 from bot.app.redis_server import find_redis_server
 from bot.queue.batch import Batcher
-from bot.queue.connection import DURABILITY, SINGLE_RETRIES, NoReplicasError, connect
+from bot.queue.connection import DURABILITY, PARSER, SINGLE_RETRIES, NoReplicasError, _Parser, connect
 from bot.runtime import create_runtime
 from bot.settings import Settings
 from bot.slack.local.payloads import signed_headers, slash_command_body
@@ -338,3 +338,14 @@ def test_chatops_run_and_worker_with_only_sentinel_settings_ride_out_a_failover(
                                         capture_output=True, text=True, timeout=60)
             assert postmortem.returncode == 0, postmortem.stderr[-2000:]
             assert "Checkout down" in postmortem.stdout
+
+
+@pytest.mark.parametrize("parser", sorted({_Parser, PARSER}, key=lambda p: p.__name__))
+def test_each_reply_parser_names_a_refused_write(parser: type) -> None:
+    """With hiredis (a dependency) or without it, NOREPLICAS is a NoReplicasError the retry knows, READONLY a
+    ReadOnlyError, and a script's own error stays a plain ResponseError."""
+    reader = parser(socket_read_size=65536)
+    assert isinstance(reader.parse_error("NOREPLICAS Not enough good replicas to write."), NoReplicasError)
+    assert isinstance(reader.parse_error("READONLY You can't write against a read only replica."), ReadOnlyError)
+    own = reader.parse_error("ERR Error running script (call to f_1): user_script:1: boom")
+    assert type(own) is ResponseError
