@@ -1,5 +1,5 @@
 """Start-up and memory of an HTTP process, against the minimal Bolt app (benchmarks/minimal_bolt.py) started the
-same way in the same run.
+same way in the same run, and that app writing each command to a Redis stream (redis-py's share of the figures).
 
 For each round, each server is started as its own process: the clock runs from `Popen` to the first 200 on
 GET /healthz (polled every 10 ms), and the CPU time the process had used by then is read from /proc (user + system:
@@ -52,6 +52,15 @@ REPEATS = 5  # of each parse and render; the median is shown
 
 def minimal_bolt(port: int, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "benchmarks.minimal_bolt", str(port)], env=env)
+
+
+def bolt_writing_to(redis_url: str) -> Callable[[int, dict[str, str]], subprocess.Popen]:
+    """The minimal Bolt app writing each command to a Redis stream (redis-py imported at start, one XADD an ack):
+    what Bolt plus a durable queue costs before any feature of the bot's."""
+    def start(port: int, env: dict[str, str]) -> subprocess.Popen:
+        return minimal_bolt(port, {**env, "MINIMAL_BOLT_REDIS_URL": redis_url})
+
+    return start
 
 
 def chatops_http(tmp: Path, redis_url: str) -> Callable[[int, dict[str, str]], subprocess.Popen]:
@@ -116,7 +125,8 @@ def main() -> None:
         env.pop("SLACK_APP_TOKEN", None)
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
-        servers = {"minimal Bolt app": minimal_bolt, "chatops run --no-worker": chatops_http(Path(tmp), redis.url)}
+        servers = {"minimal Bolt app": minimal_bolt, "Bolt writing to Redis": bolt_writing_to(redis.url),
+                   "chatops run --no-worker": chatops_http(Path(tmp), redis.url)}
         for start in servers.values():  # writes the bytecode cache
             one_start(start, env, local)
         figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in servers}
