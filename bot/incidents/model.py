@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from bot.incidents.notice import AlertSource
 from checks.fixes import FixOffer
+from checks.model import BUILT_ON_FIRST_USE
 
 Severity = Literal["P0", "P1", "P2", "P3"]
 IncidentStatus = Literal["investigating", "identified", "monitoring", "resolved"]
@@ -31,7 +32,13 @@ INCIDENT_ID = re.compile(r"^INC-(\d{1,9})$", re.IGNORECASE)
 CHANNEL_NAME_MAX = 80
 
 
-class PageRecord(BaseModel):
+class _Record(BaseModel):
+    # Validators built at the first incident read or write, not at import: a process answering `/diagnose`
+    # never needs them, and building these six was ~7 ms of every start.
+    model_config = BUILT_ON_FIRST_USE
+
+
+class PageRecord(_Record):
     """The outcome of one delivery of a page: one provider (PagerDuty, Opsgenie) or one Slack user."""
 
     dedup_key: str
@@ -44,7 +51,7 @@ class PageRecord(BaseModel):
     at: float = Field(default_factory=time.time)
 
 
-class FrozenLevel(BaseModel):
+class FrozenLevel(_Record):
     """A policy level as it was when paging started (the policy file may change; a running incident does not)."""
 
     number: int
@@ -53,7 +60,7 @@ class FrozenLevel(BaseModel):
     urgency: Literal["high", "low"] = "high"
 
 
-class PageOrder(BaseModel):
+class PageOrder(_Record):
     """A decision to page, committed before any page goes out; the `incident.page` job carries it out."""
 
     dedup_key: str  # make_dedup_key(id, severity, level), or `<id>:<severity>:people:<n>` for named people
@@ -69,7 +76,7 @@ class PageOrder(BaseModel):
     done: bool = False
 
 
-class Paging(BaseModel):
+class Paging(_Record):
     """Escalation state. `level` is the highest level of `levels` paged so far (0: none yet)."""
 
     severity: Severity | None = None  # the severity whose (frozen) levels are being walked; None: not started
@@ -98,7 +105,7 @@ class Paging(BaseModel):
                                or any(user in order.routes.get("slack", ()) for order in self.orders))
 
 
-class LatestVerdict(BaseModel):
+class LatestVerdict(_Record):
     """The newest finished diagnosis of the incident, as its header shows it (bot/incidents/diagnoses.py)."""
 
     run_id: str
@@ -110,7 +117,7 @@ class LatestVerdict(BaseModel):
     fixes: list[FixOffer] = Field(default_factory=list)  # what its findings offer to fix (header buttons)
 
 
-class Incident(BaseModel):
+class Incident(_Record):
     id: str  # "INC-12"
     number: int
     title: str
