@@ -188,16 +188,17 @@ def services_growth(tmp: Path) -> None:
           "ratio to 10 services)")
     print(f"  {'services':>8}  {'file KiB':>8}  {'parse ms':>9} {'ratio':>6}  {'list ms':>8} {'ratio':>6}  "
           f"{'page 1 chars':>12} {'ratio':>6}  {'pages':>5}")
-    base = None
+    base, last = None, (0, 0, 0)
     for count in SERVICE_COUNTS:
         path = services_file(tmp, count)
         parse_s, parsed = _median_s(lambda p=path: load_services(p))
         list_s, (text, blocks) = _median_s(lambda s=parsed: services_listing(_Listed(s)))
         chars = len(text) + sum(len(b.get("text", {}).get("text", "")) for b in blocks)
         pages = _pages(parsed)
-        base = base or (parse_s, list_s, chars)
+        base, last = base or (parse_s, list_s, chars), (count, pages, chars)
         print(f"  {count:>8}  {path.stat().st_size / 1024:>8.0f}  {parse_s * 1000:>9.1f} {parse_s / base[0]:>5.1f}×  "
               f"{list_s * 1000:>8.1f} {list_s / base[1]:>5.1f}×  {chars:>12,} {chars / base[2]:>5.1f}×  {pages:>5}")
+    count, pages, chars = last  # the largest file
     summarize_limit(f"/diagnose list page 1, {count} services ({pages} pages)", chars, "chars", 40_000)
 
 

@@ -96,9 +96,10 @@ def _page(pages: list[list[str]], page: int) -> list[str]:
 
 
 def service_line(name: str, spec: Any) -> str:
-    checks = sorted({p.check for p in plan(spec)})
+    planned = plan(spec)
+    checks = sorted({p.check for p in planned})
     about = f" — {escape(spec.description)}" if spec.description else ""
-    return f"• `{name}`{about}: {len(plan(spec))} checks ({', '.join(checks) or 'none configured'})"
+    return f"• `{name}`{about}: {len(planned)} checks ({', '.join(checks) or 'none configured'})"
 
 
 def register(app: Any, rt: Runtime) -> None:
