@@ -44,7 +44,7 @@ def plan(service: ServiceSpec) -> list[PlannedCheck]:
     plans, and walking the catalog's rows was the ack path's costliest step of its own."""
     known = _PLANS.get(id(service))
     if known is None or known[0]() is not service:
-        known = (weakref.ref(service, lambda _ref, key=id(service): _PLANS.pop(key, None)), _planned(service))
+        known = (weakref.ref(service, lambda _ref, key=id(service), plans=_PLANS: plans.pop(key, None)), _planned(service))
         _PLANS[id(service)] = known
     return list(known[1])
 

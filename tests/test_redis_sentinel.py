@@ -17,10 +17,12 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from redis._parsers.encoders import Encoder
 import yaml
 from redis.exceptions import ReadOnlyError, ResponseError
 
@@ -341,11 +343,19 @@ def test_chatops_run_and_worker_with_only_sentinel_settings_ride_out_a_failover(
 
 
 @pytest.mark.parametrize("parser", sorted({_Parser, PARSER}, key=lambda p: p.__name__))
-def test_each_reply_parser_names_a_refused_write(parser: type) -> None:
-    """With hiredis (a dependency) or without it, NOREPLICAS is a NoReplicasError the retry knows, READONLY a
-    ReadOnlyError, and a script's own error stays a plain ResponseError."""
+async def test_each_reply_parser_names_a_refused_write(parser: type) -> None:
+    """With hiredis (a dependency) or without it, replies read off the wire give the same errors: NOREPLICAS a
+    NoReplicasError the retry knows, READONLY a ReadOnlyError, a script's own error a plain ResponseError, and the
+    replies around them their values."""
+    wire = (b"-NOREPLICAS Not enough good replicas to write.\r\n"
+            b"-READONLY You can't write against a read only replica.\r\n"
+            b"-ERR Error running script (call to f_1): user_script:1: boom\r\n"
+            b"$5\r\nINC-7\r\n"
+            b"*2\r\n$4\r\nheld\r\n_\r\n")
+    stream = asyncio.StreamReader()
+    stream.feed_data(wire)
     reader = parser(socket_read_size=65536)
-    assert isinstance(reader.parse_error("NOREPLICAS Not enough good replicas to write."), NoReplicasError)
-    assert isinstance(reader.parse_error("READONLY You can't write against a read only replica."), ReadOnlyError)
-    own = reader.parse_error("ERR Error running script (call to f_1): user_script:1: boom")
-    assert type(own) is ResponseError
+    reader.on_connect(SimpleNamespace(_reader=stream, encoder=Encoder("utf-8", "strict", decode_responses=False)))
+    replies = [await reader.read_response() for _ in range(5)]
+    assert [type(r) for r in replies[:3]] == [NoReplicasError, ReadOnlyError, ResponseError]
+    assert replies[3:] == [b"INC-7", [b"held", None]]
