@@ -11,11 +11,13 @@ import asyncio
 import time
 import uuid
 from collections import Counter
+from types import SimpleNamespace
 
+import pytest
 import redis.asyncio as aioredis
 
 from bot.incidents import escalation
-from bot.incidents.model import Incident, incident_id
+from bot.incidents.model import Incident, PageOrder, incident_id
 from bot.paging import pacing
 from bot.paging.pacing import MARGIN_S, Pace, Pacer
 from tests.fixtures.paging import FakePagerDuty
@@ -235,14 +237,19 @@ async def test_a_waiter_that_comes_back_keeps_its_place_and_idle_budgets_expire(
         await client.aclose()
 
 
+@pytest.mark.parametrize("ack_clock_behind_s", [0.0, 60.0])
 async def test_a_page_acknowledged_while_it_waits_in_its_job_is_not_sent(local_slack, redis_url, tmp_path,
-                                                                         monkeypatch):
+                                                                         monkeypatch, ack_clock_behind_s):
+    """Also when the host that takes the acknowledgement has a clock a minute behind the one that decided the
+    page: an acknowledgement after the decision is counted, not compared by time."""
     monkeypatch.setattr(escalation, "SHORT_TURN_S", 10.0)  # the turn is waited for in the job, not re-queued
     with FakePagerDuty(limit=(1, 3.0)) as pd:
         async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd, workers=1,
                                 policy=paged_by_pagerduty(pd, limit=1, window_s=3.0)) as bot:
             waiting = await second_page_waiting(bot, pd)
-            await escalation.acknowledge(bot.ctx, "INC-2", "U1", "button")  # its job read the record before
+            with monkeypatch.context() as skewed:
+                skewed.setattr(escalation, "time", SimpleNamespace(time=lambda: time.time() - ack_clock_behind_s))
+                await escalation.acknowledge(bot.ctx, "INC-2", "U1", "button")  # its job read the record before
             await bot.wait_for(lambda: _done(bot, "INC-2"), 3.0 + MARGIN_S + 10, "its order done")
             await bot.settle()
             assert pagerduty_triggers(pd, waiting) == []  # re-checked just before the send
@@ -307,3 +314,21 @@ async def test_the_arrival_of_a_waiter_that_never_comes_back_is_dropped(redis_ur
         assert await client.hlen(arrived) <= 1
     finally:
         await client.aclose()
+
+
+def test_an_order_stored_before_acknowledgements_were_counted_still_compares_times() -> None:
+    """Incidents written by the previous version carry orders without `acks_before`: for them the acknowledgement
+    time decides, as it did then; an order decided now counts acknowledgements."""
+    incident = Incident.model_validate_json(Incident(
+        id="INC-9", number=9, title="old record", reporter="U1", origin_channel="C1").model_dump_json(
+        exclude={"paging": {"acks"}}))
+    old = PageOrder(dedup_key="k-old", severity="P1", level=1, routes={}, ordered_at=100.0)
+    assert old.acks_before is None
+    incident.paging.orders.append(old)
+    incident.paging.acked_at = 150.0
+    assert escalation._withdrawn(incident, old) == "acknowledged"
+    old.ordered_at = 200.0  # decided after that acknowledgement: a new request
+    assert escalation._withdrawn(incident, old) is None
+    new = escalation._add_order(incident, PageOrder(dedup_key="k-new", severity="P1", level=2, routes={}))
+    assert new is not None and new.acks_before == 0
+    assert escalation._withdrawn(incident, new) is None  # acknowledged, but before this order was decided

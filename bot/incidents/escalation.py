@@ -94,6 +94,7 @@ def _add_order(incident: Incident, order: PageOrder) -> PageOrder | None:
     """Append unless an order with that dedup key exists (the same page, decided again)."""
     if incident.paging.order(order.dedup_key) is not None:
         return None
+    order.acks_before = incident.paging.acks
     incident.paging.orders.append(order)
     return order
 
@@ -320,6 +321,7 @@ async def acknowledge(ctx: Incidents, incident_id: str, actor: str, via: str) ->
             return AckResult(incident, True, (paging.acked_at or started) - started)
         now = time.time()
         paging.acked_at, paging.acked_by, paging.ack_via = now, actor, via
+        paging.acks += 1
         cancel = cancel_timer(incident)
         await ctx.store.save(incident)
     if cancel:
@@ -495,8 +497,12 @@ def _withdrawn(incident: Incident, order: PageOrder) -> str | None:
     providers were told. An order decided after the acknowledgement (`/escalate @user`) is a new request and goes."""
     if not incident.is_open:
         return "resolved"
-    acked_at = incident.paging.acked_at
-    return "acknowledged" if acked_at is not None and order.ordered_at <= acked_at else None
+    paging = incident.paging
+    if not paging.acknowledged:
+        return None
+    if order.acks_before is not None:
+        return "acknowledged" if paging.acks > order.acks_before else None
+    return "acknowledged" if order.ordered_at <= (paging.acked_at or 0.0) else None  # stored before acks counted
 
 
 async def _withdrawn_now(ctx: Incidents, incident_id: str, order: PageOrder) -> tuple[Incident | None, str | None]:

@@ -73,6 +73,8 @@ class PageOrder(_Record):
     schedules: dict[str, str] = Field(default_factory=dict)  # paged target → the on-call schedule it came from
     unpaged: list[str] = Field(default_factory=list)  # why a schedule target paged nobody (said in the channel)
     ordered_at: float = Field(default_factory=time.time)
+    # Paging.acks when the order was decided; None for an order stored before acknowledgements were counted
+    acks_before: int | None = None
     done: bool = False
 
 
@@ -85,6 +87,9 @@ class Paging(_Record):
     orders: list[PageOrder] = Field(default_factory=list)
     first_paged_at: float | None = None
     acked_at: float | None = None
+    # Acknowledgements so far. "Acknowledged after this order was decided" compares counts, not `acked_at` with
+    # `ordered_at`: the two are stamped by the clocks of whichever hosts decided and acknowledged.
+    acks: int = 0
     acked_by: str | None = None  # Slack user id, or a name from PagerDuty
     ack_via: str | None = None  # button | command | pagerduty
     next_escalation_at: float | None = None
