@@ -41,7 +41,7 @@ import httpx
 import redis.asyncio as aioredis
 import yaml
 
-from benchmarks import pct, summarize, summarize_limit, summarize_ratio
+from benchmarks import pct, summarize, summarize_ratio
 from bot.app.http_workers import default_process_count
 from bot.app.redis_server import RedisServer
 from bot.queue import Queue, QueueStats

@@ -36,7 +36,7 @@ from bot.settings import Settings
 from bot.slack.local.payloads import signed_headers, slash_command_body
 from tests.app_harness import BOT_TOKEN, free_port
 from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET
-from tests.redis_topologies import SentinelTopology, client
+from tests.redis_topologies import SentinelTopology
 from tests.servers import Reply, local_http_server
 from tests.test_http_workers import ROOT, http_server_processes
 
