@@ -19,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from bot.queue import Queue, batch, lease
-from bot.queue.connection import DURABILITY, connect, durable, initialized
+from bot.queue.connection import DURABILITY, NoReplicasError, connect, durable, initialized
 from bot.settings import load_settings
 from tests.test_diagnose_e2e import (  # noqa: F401
     test_failing_slow_and_dead_targets_are_told_apart_in_the_thread,
@@ -233,3 +233,18 @@ async def test_every_script_call_touches_keys_of_one_slot(redis_server_factory: 
     assert len(scripts) >= 8  # enqueue, move_due, started, ack, fail, cancel, snapshot, replay, lease release
     assert any(keys.endswith(":active:C1") for keys in scripts)  # the claim-and-enqueue, sent batched
     assert [(keys, slots) for keys, slots in seen.calls if len(slots) > 1] == []
+
+
+async def test_a_primary_refusing_writes_for_want_of_replicas_is_named_on_a_cluster_too(
+        redis_cluster: list[Any], redis_cluster_url: str, unique_name: str) -> None:
+    """NOREPLICAS (a primary cut off from its replicas, `min-replicas-to-write`) is a NoReplicasError on a cluster
+    as on a single Redis: the refusal the worker tells apart from a command's own error."""
+    client = await initialized(connect(load_settings(redis_url=redis_cluster_url)))
+    primary = next(n for n in redis_cluster if n.port == client.get_node_from_key(unique_name).port)
+    try:
+        primary.client.config_set("min-replicas-to-write", 1)  # these primaries have no replica
+        with pytest.raises(NoReplicasError):
+            await client.set(unique_name, "1")
+    finally:
+        primary.client.config_set("min-replicas-to-write", 0)
+        await client.aclose()

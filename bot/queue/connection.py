@@ -148,7 +148,14 @@ def _cluster_client(url: str, options: dict[str, Any]) -> RedisCluster:
     # connection: so no cap (redis-py's default), or a burst of commands would fail where a single Redis waits.
     # Its own bounded retry also covers MOVED/ASK, CLUSTERDOWN and a node that went away (the slot map reloads).
     kept = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout", "health_check_interval", "retry")}
-    return RedisCluster.from_url(url, **kept)
+    client = RedisCluster.from_url(url, **kept)
+    # RedisCluster takes no parser class, so NOREPLICAS from a primary would be a bare ResponseError. Its nodes'
+    # connections are made from these keyword arguments (redis-py adds its own the same way): the nodes it will
+    # discover take the shared ones, the start-up nodes were built already and hold their own.
+    for kwargs in (client.nodes_manager.connection_kwargs,
+                   *(node.connection_kwargs for node in client.nodes_manager.startup_nodes.values())):
+        kwargs["parser_class"] = PARSER
+    return client
 
 
 def _pool_options(settings: Settings, max_connections: int | None) -> dict[str, Any]:
