@@ -149,7 +149,7 @@ async def test_a_page_waiting_for_its_turn_is_not_sent_once_the_incident_is_ackn
             await bot.settle()
             assert pagerduty_triggers(pd, waiting) == []  # its turn came after the ack: never sent
             assert incident.paging.first_paged_at is None
-            [withheld] = await bot.timeline("INC-2", "page_failed")
+            [withheld] = await bot.timeline("INC-2", "page_withheld")
             assert withheld.data["withheld"] == "acknowledged" and "acknowledged" in withheld.text
             assert not await bot.timeline("INC-2", "page_sent")
             assert await _waiting_at_pagerduty(bot) == []  # it left the line: nobody waits behind it
@@ -253,7 +253,7 @@ async def test_a_page_acknowledged_while_it_waits_in_its_job_is_not_sent(local_s
             await bot.wait_for(lambda: _done(bot, "INC-2"), 3.0 + MARGIN_S + 10, "its order done")
             await bot.settle()
             assert pagerduty_triggers(pd, waiting) == []  # re-checked just before the send
-            [withheld] = await bot.timeline("INC-2", "page_failed")
+            [withheld] = await bot.timeline("INC-2", "page_withheld")
             assert withheld.data["withheld"] == "acknowledged"
 
 
@@ -293,7 +293,7 @@ async def test_a_page_whose_incident_is_resolved_while_it_waits_is_not_sent_and_
             assert await _waiting_at_pagerduty(bot) == []  # it left the line at once: nobody waits behind it
             await bot.settle()
             assert pagerduty_triggers(pd, waiting) == []
-            [withheld] = await bot.timeline("INC-2", "page_failed")
+            [withheld] = await bot.timeline("INC-2", "page_withheld")
             assert withheld.data["withheld"] == "resolved" and "resolved" in withheld.text
 
 

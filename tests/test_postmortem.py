@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import boto3
+import pytest
 
 from bot.incidents.timeline import Entry
 from bot.slack.local import slack_error
@@ -136,6 +137,24 @@ def test_durations_metrics_and_severity_time_come_from_the_timeline():
     assert "| @alice | declared, in the channel | 1 |" in responders
     assert "| @bob | incident commander, resolved | 0 |" in responders
     assert "| @carol | acknowledged the page, in the channel | 2 |" in responders
+    structure_is_intact(markdown)
+
+
+@pytest.mark.parametrize("kind", ["page_withheld", "page_failed"])  # page_failed + withheld: the older entries
+def test_a_page_withheld_after_the_acknowledgement_is_not_a_failed_delivery(kind: str) -> None:
+    withheld = entry("page:k2|pagerduty", 400, kind, actor="bot",
+                     text="Not sent: INC-9 was acknowledged before this page's turn at pagerduty.",
+                     data={"delivery": "pagerduty", "severity": "P2", "level": 2, "reason": "timer",
+                           "withheld": "acknowledged"})
+    failed = entry("page:k3|opsgenie", 410, "page_failed", actor="bot", text="Opsgenie answered 503",
+                   data={"delivery": "opsgenie", "severity": "P2", "level": 2, "reason": "timer"})
+    markdown = render_markdown(build_facts(incident_view(), sorted([*SCRIPT, withheld, failed], key=lambda e: e.at),
+                                           now=T0 + 9000))
+    pages = section(markdown, "### Pages and acknowledgements")
+    assert "| pagerduty | P2 | 2 | not sent: acknowledged first |" in pages
+    assert "| opsgenie | P2 | 2 | failed: Opsgenie answered 503 |" in pages
+    assert "Page to pagerduty not sent: the incident was acknowledged first" in markdown
+    assert "1 page(s) could not be delivered (opsgenie)" in section(markdown, "### What went wrong")
     structure_is_intact(markdown)
 
 

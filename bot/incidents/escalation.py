@@ -548,7 +548,7 @@ async def _withhold(ctx: Incidents, incident: Incident, order: PageOrder, provid
     budget_of = getattr(provider, "budget", None)
     if budget_of is not None:
         await pacer_for(ctx.rt.redis, ctx.store.namespace).leave(budget_of()[0], field)
-    await ctx.timeline.record(incident.id, EntryKind.PAGE_FAILED, entry_id=f"page:{field}", actor="bot",
+    await ctx.timeline.record(incident.id, EntryKind.PAGE_WITHHELD, entry_id=f"page:{field}", actor="bot",
                               text=f"Not sent: {incident.id} was {why} before this page's turn at "
                                    f"{provider_name}.",
                               data={"dedup_key": order.dedup_key, "delivery": delivery, "severity": order.severity,

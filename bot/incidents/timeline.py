@@ -64,6 +64,7 @@ class EntryKind(StrEnum):
     # paging (bot/incidents/escalation.py, provider_acks.py) and alerts (alerts.py)
     PAGE_SENT = "page_sent"
     PAGE_FAILED = "page_failed"
+    PAGE_WITHHELD = "page_withheld"  # not sent: acknowledged or resolved before its turn (not a failure)
     PAGE_ACKED = "page_acked"
     PAGE_RESOLVED = "page_resolved"
     ESCALATED = "escalated"

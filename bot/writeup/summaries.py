@@ -91,7 +91,8 @@ CATCH_UP: dict[EntryKind, InCatchUp] = {
     EntryKind.DECLARED: _LISTED, EntryKind.SEVERITY: _QUOTED, EntryKind.STATUS: _QUOTED,
     EntryKind.COMMANDER: _LISTED, EntryKind.ROLE: _NEWS, EntryKind.NOTE: _QUOTED, EntryKind.RESOLVED: _QUOTED,
     EntryKind.REMINDER: _QUIET, EntryKind.ACTION_ITEM: _NEWS,  # the bot's own nagging is not news
-    EntryKind.PAGE_SENT: _LISTED, EntryKind.PAGE_FAILED: _LISTED, EntryKind.PAGE_ACKED: _LISTED,
+    EntryKind.PAGE_SENT: _LISTED, EntryKind.PAGE_FAILED: _LISTED,
+    EntryKind.PAGE_WITHHELD: _LISTED, EntryKind.PAGE_ACKED: _LISTED,
     EntryKind.PAGE_RESOLVED: _NEWS, EntryKind.ESCALATED: _LISTED, EntryKind.ALERT: _NEWS,
     EntryKind.DIAGNOSIS_REQUESTED: _NEWS, EntryKind.DIAGNOSIS: _LISTED, EntryKind.DIAGNOSIS_FINDINGS: _NEWS,
     EntryKind.SUMMARY: _QUIET, EntryKind.POSTMORTEM: _NEWS, EntryKind.REMEDIATION: _LISTED,

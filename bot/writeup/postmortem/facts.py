@@ -67,7 +67,8 @@ POSTMORTEM: dict[EntryKind, InPostmortem] = {
     _E.DECLARED: InPostmortem.EVENT, _E.SEVERITY: InPostmortem.QUOTED, _E.STATUS: InPostmortem.QUOTED,
     _E.COMMANDER: InPostmortem.EVENT, _E.NOTE: InPostmortem.QUOTED, _E.RESOLVED: InPostmortem.QUOTED,
     _E.REMINDER: InPostmortem.EVENT, _E.ACTION_ITEM: InPostmortem.QUOTED,
-    _E.PAGE_SENT: InPostmortem.EVENT, _E.PAGE_FAILED: InPostmortem.QUOTED, _E.PAGE_ACKED: InPostmortem.EVENT,
+    _E.PAGE_SENT: InPostmortem.EVENT, _E.PAGE_FAILED: InPostmortem.QUOTED,
+    _E.PAGE_WITHHELD: InPostmortem.QUOTED, _E.PAGE_ACKED: InPostmortem.EVENT,
     _E.PAGE_RESOLVED: InPostmortem.LEFT_OUT,  # the PagerDuty alert closing is not the incident ending
     _E.ESCALATED: InPostmortem.QUOTED, _E.ALERT: InPostmortem.LEFT_OUT,
     _E.DIAGNOSIS_REQUESTED: InPostmortem.EVENT, _E.DIAGNOSIS: InPostmortem.EVENT,
@@ -173,6 +174,7 @@ class PageEvent:
     ok: bool
     error: str = ""
     reason: str = ""
+    withheld: str = ""  # not sent on purpose: "acknowledged" or "resolved" before its turn (not a failure)
 
 
 @dataclass
@@ -399,12 +401,13 @@ class _Builder:
             self.role_entries.append(e)
         elif e.kind == EntryKind.ROLE and d.get("to") and d.get("role"):
             self.role_entries.append(e)
-        elif e.kind in (EntryKind.PAGE_SENT, EntryKind.PAGE_FAILED):
+        elif e.kind in (EntryKind.PAGE_SENT, EntryKind.PAGE_FAILED, EntryKind.PAGE_WITHHELD):
             ok = e.kind == EntryKind.PAGE_SENT
             if ok and self.first_page is None:
                 self.first_page = e
             self.pages.append(PageEvent(e.at, str(d.get("delivery") or "?"), str(d.get("severity") or ""),
-                                        d.get("level"), ok, text if not ok else "", str(d.get("reason") or "")))
+                                        d.get("level"), ok, text if not ok else "", str(d.get("reason") or ""),
+                                        str(d.get("withheld") or "")))  # page_failed + withheld: older entries
         elif e.kind == EntryKind.PAGE_ACKED:
             self.first_ack = self.first_ack or e
             self.acks.append(Ack(e.at, e.actor, str(d.get("via") or ""), d.get("after_s")))
@@ -639,7 +642,7 @@ class _Builder:
                 f"{fmt_duration(first.at - declared_at)} after declaration. Did it point at the cause?")
         elif checks:
             lessons.went_wrong.append("The diagnosis found nothing wrong. Which check would have caught this?")
-        failed = [p for p in self.pages if not p.ok]
+        failed = [p for p in self.pages if not p.ok and not p.withheld]
         if failed:
             lessons.went_wrong.append(f"{len(failed)} page(s) could not be delivered ({', '.join(sorted({p.delivery for p in failed}))}).")
         timer = [e for e in self.escalations if "timer" in e.what]
@@ -697,6 +700,8 @@ def _describe(e: Entry, names: dict[str, str]) -> str:
         return "Note added"
     if kind == EntryKind.PAGE_SENT:
         return f"Page sent to {d.get('delivery', '?')} ({d.get('severity', '?')}, level {d.get('level', '?')})"
+    if d.get("withheld") and kind in (EntryKind.PAGE_FAILED, EntryKind.PAGE_WITHHELD):
+        return f"Page to {d.get('delivery', '?')} not sent: the incident was {d['withheld']} first"
     if kind == EntryKind.PAGE_FAILED:
         return f"Page to {d.get('delivery', '?')} could not be delivered"
     if kind == EntryKind.PAGE_ACKED:
