@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 import redis.asyncio as aioredis
 
-from bot.incidents import escalation
+from bot.incidents import escalation, messages
 from bot.incidents.model import Incident, PageOrder, incident_id
 from bot.paging import pacing
 from bot.paging.pacing import MARGIN_S, Pace, Pacer
@@ -255,6 +255,10 @@ async def test_a_page_acknowledged_while_it_waits_in_its_job_is_not_sent(local_s
             assert pagerduty_triggers(pd, waiting) == []  # re-checked just before the send
             [withheld] = await bot.timeline("INC-2", "page_withheld")
             assert withheld.data["withheld"] == "acknowledged"
+            incident = await bot.incident("INC-2")
+            assert [o.withheld for o in incident.paging.orders] == ["acknowledged"]
+            assert messages.nobody_paged_reason(incident) == ("its pages were held back: it was acknowledged "
+                                                              "before their turn")  # not "every page failed"
 
 
 async def test_a_page_sent_while_the_incident_is_acknowledged_is_acknowledged_at_the_provider_too(

@@ -39,7 +39,9 @@ def incidents(now: float) -> list[Incident]:
         make(1, "P0", "api", 10, ack=300, resolve=1800,
              orders=(order(1, {"slack": ["U1"]}), order(2, {"slack": ["U2"]}, "timer"))),
         make(2, "P0", "api", 5, ack=900, resolve=7200, orders=(order(1, {"pagerduty": []}),)),
-        make(3, "P0", "db", 3, ack=60, resolve=600, orders=(order(1, {"slack": ["U1"]}),)),
+        make(3, "P0", "db", 3, ack=60, resolve=600, orders=(  # its level 2 acknowledged before its turn: no page
+            order(1, {"slack": ["U1"]}), order(2, {"slack": ["U2"]}, "timer").model_copy(
+                update={"done": True, "withheld": "acknowledged"}))),
         make(4, "P1", "db", 2, ack=1200, orders=(order(1, {"slack": ["U2"], "opsgenie": ["team-a"]}),)),
         make(5, "P2", "api", 40, ack=10, resolve=100, orders=(order(1, {"slack": ["U1"]}),)),  # outside 30d
         make(6, "P3", "web", 1, resolve=3600),

@@ -28,7 +28,7 @@ Timeline kinds recorded here (bot/incidents/timeline.py; entry ids are determini
     page_failed            reason (policy|timer|manual|severity|people), urgency, provider_ref; text = error
                                                                                 "page:<dedup key>|<delivery>"
     page_withheld        not sent, the incident acknowledged or resolved before its turn: data as page_sent, and
-                         withheld (acknowledged|resolved); text says so         "page:<dedup key>|<delivery>"
+                         withheld (acknowledged|resolved); text says so         "withheld:<dedup key>|<delivery>"
     page_acked           actor = who (Slack id, or a PagerDuty name); data: via (button|command|pagerduty),
                          after_s, severity, level                               "page_acked:<gen>"
     page_resolved        a PagerDuty alert resolved in PagerDuty (the incident stays as it is)

@@ -457,30 +457,35 @@ async def deliver(ctx: Incidents, incident_id: str, key: str, incident: Incident
     order = incident.paging.order(key) if incident else None
     if incident is None or order is None or order.done:
         return
-    await _deliver_routes(ctx, incident, order, book)  # resolved: each unsent delivery is withheld, and says so
+    outcomes = await _deliver_routes(ctx, incident, order, book)  # resolved: each unsent one is withheld, says so
     if incident.is_open:
         for i, why in enumerate(order.unpaged if book else []):  # never silently: why a level paged nobody
             await ctx.say(incident.id, f"unpaged:{order.dedup_key}:{i}", *messages.line(
                 messages.unpaged_line(order.level, why)))
     if book:
-        await _finish_order(ctx, incident_id, order)
+        withheld = outcomes[0] if outcomes and all(outcomes) else ""  # every delivery held back: not a failure
+        await _finish_order(ctx, incident_id, order, withheld)
 
 
-async def _deliver_routes(ctx: Incidents, incident: Incident, order: PageOrder, book: bool) -> None:
+async def _deliver_routes(ctx: Incidents, incident: Incident, order: PageOrder, book: bool) -> list[str | None]:
     """Every delivery that can go now goes: one held back by its provider's rate limit does not hold back the
     others (a P0's Slack DMs do not wait for PagerDuty's budget). Then PageDeferred for the nearest turn; the
-    deliveries already made are skipped by their records when the job comes back."""
+    deliveries already made are skipped by their records when the job comes back. Returns, per delivery, why it
+    was withheld (None: it went, or had gone)."""
     page = _page(incident, order)  # the channel's link when it is known: a page never waits for Slack
     withdrawn = _withdrawn(incident, order)
     held: list[PageDeferred] = []
+    outcomes: list[str | None] = []
     for provider_name, ids in order.routes.items():
         for delivery, targets in await _deliveries(ctx, provider_name, ids):
             try:
-                await _deliver_once(ctx, incident, order, page, provider_name, delivery, targets, book, withdrawn)
+                outcomes.append(await _deliver_once(ctx, incident, order, page, provider_name, delivery, targets,
+                                                    book, withdrawn))
             except PageDeferred as deferred:
                 held.append(deferred)
     if held:
         raise min(held, key=lambda deferred: deferred.wait_s)
+    return outcomes
 
 
 class PageWithdrawn(Exception):
@@ -525,7 +530,8 @@ async def _deliveries(ctx: Incidents, provider: str, ids: list[str]) -> list[tup
 
 async def _deliver_once(ctx: Incidents, incident: Incident, order: PageOrder, page: Page, provider_name: str,
                         delivery: str, targets: tuple[str, ...], book: bool = True,
-                        withdrawn: str | None = None) -> None:
+                        withdrawn: str | None = None) -> str | None:
+    """Send one delivery unless it went already; why it was withheld instead, or None."""
     field = f"{order.dedup_key}|{delivery}"
     record = await ctx.store.page_record(incident.id, field)
     if record is None and not withdrawn:
@@ -535,9 +541,10 @@ async def _deliver_once(ctx: Incidents, incident: Incident, order: PageOrder, pa
             withdrawn = late.why
     if record is None:
         await _withhold(ctx, incident, order, provider_name, delivery, field, withdrawn or "resolved")
-        return
+        return withdrawn or "resolved"
     if incident.is_open and (book or delivery.startswith("slack")):  # a DM'd person may ack at once: note them now
         await _note_page(ctx, incident, order, record, field)
+    return None
 
 
 async def _withhold(ctx: Incidents, incident: Incident, order: PageOrder, provider_name: str, delivery: str,
@@ -548,7 +555,9 @@ async def _withhold(ctx: Incidents, incident: Incident, order: PageOrder, provid
     budget_of = getattr(provider, "budget", None)
     if budget_of is not None:
         await pacer_for(ctx.rt.redis, ctx.store.namespace).leave(budget_of()[0], field)
-    await ctx.timeline.record(incident.id, EntryKind.PAGE_WITHHELD, entry_id=f"page:{field}", actor="bot",
+    # Its own entry id: should the page go after all (an /escalate cleared the acknowledgement before its job came
+    # back), its page_sent entry is not taken for a retry of this one.
+    await ctx.timeline.record(incident.id, EntryKind.PAGE_WITHHELD, entry_id=f"withheld:{field}", actor="bot",
                               text=f"Not sent: {incident.id} was {why} before this page's turn at "
                                    f"{provider_name}.",
                               data={"dedup_key": order.dedup_key, "delivery": delivery, "severity": order.severity,
@@ -657,11 +666,11 @@ async def _book_page(ctx: Incidents, incident_id: str, record: PageRecord, user:
         await ctx.invite(current, user, f"paged:{user}")
 
 
-async def _finish_order(ctx: Incidents, incident_id: str, order: PageOrder) -> None:
+async def _finish_order(ctx: Incidents, incident_id: str, order: PageOrder, withheld: str = "") -> None:
     async with ctx.store.mutate(incident_id) as incident:
         current = incident.paging.order(order.dedup_key)
         if current:
-            current.done = True
+            current.done, current.withheld = True, withheld
     await ctx.refresh_header(incident_id)
 
 

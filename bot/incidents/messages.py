@@ -300,6 +300,8 @@ def nobody_paged_reason(incident: Incident) -> str | None:
     paging = incident.paging
     if paging.severity is None or paging.first_paged_at is not None or any(not o.done for o in paging.orders):
         return None
+    if withheld := next((o.withheld for o in paging.orders if o.withheld), ""):
+        return f"its pages were held back: it was {withheld} before their turn"
     if paging.orders:
         return "every page so far failed (the incident channel says why)"
     return f"the {paging.severity} paging policy names nobody to page"

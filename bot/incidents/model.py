@@ -76,6 +76,8 @@ class PageOrder(_Record):
     # Paging.acks when the order was decided; None for an order stored before acknowledgements were counted
     acks_before: int | None = None
     done: bool = False
+    # "acknowledged" or "resolved": done, and none of its deliveries sent, held back on purpose (not failed)
+    withheld: str = ""
 
 
 class Paging(_Record):

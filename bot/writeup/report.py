@@ -154,6 +154,8 @@ def _paging(records: list[dict[str, Any]]) -> tuple[Counter[str], Counter[str]]:
     escalations: Counter[str] = Counter()
     for r in records:
         for order in (r.get("paging") or {}).get("orders") or []:
+            if order.get("withheld"):  # nobody was paged by it: acknowledged or resolved before its turn
+                continue
             escalated = int(order.get("level") or 1) > 1 or order.get("reason") in ("timer", "manual")
             for target in _targets(order.get("routes") or {}):
                 pages[target] += 1
