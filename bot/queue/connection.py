@@ -151,7 +151,9 @@ def _cluster_client(url: str, options: dict[str, Any]) -> RedisCluster:
     client = RedisCluster.from_url(url, **kept)
     # RedisCluster takes no parser class, so NOREPLICAS from a primary would be a bare ResponseError. Its nodes'
     # connections are made from these keyword arguments (redis-py adds its own the same way): the nodes it will
-    # discover take the shared ones, the start-up nodes were built already and hold their own.
+    # discover take the shared ones, the start-up nodes were built already and hold their own. On a cluster the
+    # client does not send a refused write again (its node connections retry nothing); the worker tells the
+    # refusal from the command's own error and retries the job.
     for kwargs in (client.nodes_manager.connection_kwargs,
                    *(node.connection_kwargs for node in client.nodes_manager.startup_nodes.values())):
         kwargs["parser_class"] = PARSER
