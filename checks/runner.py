@@ -42,10 +42,11 @@ def plan(service: ServiceSpec) -> list[PlannedCheck]:
     """The service's checks, lower layers first, from the catalog alone: planning imports no check module.
     Worked out once per spec (a services file's specs are frozen; an edit brings new ones): every `/diagnose` ack
     plans, and walking the catalog's rows was the ack path's costliest step of its own."""
-    known = _PLANS.get(id(service))
-    if known is None or known[0]() is not service:
-        known = (weakref.ref(service, lambda _ref, key=id(service), plans=_PLANS: plans.pop(key, None)), _planned(service))
-        _PLANS[id(service)] = known
+    key = id(service)
+    known = _PLANS.get(key)
+    if known is None or known[0]() is not service:  # an id is reused only once its spec is gone, and forgotten
+        gone = weakref.ref(service, lambda _ref, plans=_PLANS: plans.pop(key, None))
+        known = _PLANS[key] = (gone, _planned(service))
     return list(known[1])
 
 
