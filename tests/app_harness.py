@@ -35,6 +35,7 @@ from bot.app.jobs import job_handlers
 from bot.queue import Worker
 from bot.runtime import Runtime
 from bot.settings import Settings
+from bot.slack.local.rate_limits import POST_BURST
 from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET, signed_headers
 
 BOT_TOKEN = "xoxb-test-token"
@@ -117,7 +118,9 @@ async def running_bot(local: Any, redis_url: str, tmp_path: Path, *, services: d
     settings = Settings(
         slack_bot_token=SecretStr(BOT_TOKEN), slack_signing_secret=SecretStr(SLACK_TEST_SIGNING_SECRET),
         slack_api_url=local.url, redis_url=redis_url, services_file=services_file,
-        **{"slack_channel_burst": 100, "redis_namespace": f"t{uuid.uuid4().hex[:10]}", "diagnose_update_interval_s": 0.2, "job_visibility_timeout_s": 5,
+        # Posts paced at Slack's own per-channel burst, which the local Slack enforces.
+        **{"slack_channel_burst": POST_BURST, "redis_namespace": f"t{uuid.uuid4().hex[:10]}",
+           "diagnose_update_interval_s": 0.2, "job_visibility_timeout_s": 5,
            **overrides},
     )
     rt = await create_full_runtime(settings, redis_url=redis_url)

@@ -57,6 +57,7 @@ from bot.paging.policy import load_policy
 from bot.queue import Worker
 from bot.runtime import Runtime, create_runtime
 from bot.settings import Settings
+from bot.slack.local.rate_limits import POST_BURST, POSTS_PER_SECOND
 from bot.slack.local.payloads import (
     block_action_body,
     signed_headers,
@@ -127,8 +128,10 @@ async def build_runtime(config: BotConfig) -> tuple[Runtime, Incidents]:
     settings = Settings(
         slack_bot_token=SecretStr(BOT_TOKEN), slack_signing_secret=SecretStr(SIGNING_SECRET),
         slack_api_url=config.slack_url, redis_url=config.redis_url, services_file=Path(config.services_file),
-        **{"slack_channel_burst": 1000, "slack_channel_rate_per_s": 1000, "job_visibility_timeout_s": 5,
-           "slack_max_retries": 2, **config.settings})
+        # Posts paced at Slack's own per-channel limit, which the local Slack enforces (the default's burst of 5
+        # would only slow the tests down; anything faster earns 429s).
+        **{"slack_channel_burst": POST_BURST, "slack_channel_rate_per_s": POSTS_PER_SECOND,
+           "job_visibility_timeout_s": 5, "slack_max_retries": 2, **config.settings})
     rt = create_runtime(settings, redis_url=config.redis_url, queue_name=config.namespace)
     incident_settings = IncidentSettings(**{
         "incident_responders": ["U2"], "pagerduty_webhook_secret": PD_WEBHOOK_SECRET,

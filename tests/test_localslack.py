@@ -19,6 +19,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.local import LocalSlack, delay, http_error, slack_error
+from bot.slack.local.rate_limits import POST_BURST, RateLimits
 from tests.fixtures.slack import (
     SLACK_TEST_SIGNING_SECRET,
     block_action_body,
@@ -124,6 +125,54 @@ async def test_a_scripted_delay_answers_normally_but_late(local_slack, client):
     assert answer["user_id"] == "UBOT"
 
 
+def _outcome(call) -> object:  # type: ignore[no-untyped-def]
+    try:
+        call()
+        return "ok"
+    except SlackApiError as error:
+        return error.response.status_code, error.response["error"], error.response.headers.get("Retry-After")
+
+
+def test_posts_to_one_channel_past_slacks_burst_are_refused_as_slack_refuses_them(local_slack, sync_client):
+    local_slack.add_channel("other", members=["UBOT"])
+    burst = [_outcome(lambda i=i: sync_client.chat_postMessage(channel="C1", text=f"m{i}")) for i in range(26)]
+    elsewhere = _outcome(lambda: sync_client.chat_postMessage(channel="other", text="another channel"))
+
+    assert burst[:25] == ["ok"] * 25  # Slack tolerates short bursts
+    assert burst[25] == (429, "ratelimited", "1")  # then about one a second per channel
+    assert elsewhere == "ok"  # the limit is the channel's, not the method's
+    assert len(local_slack.messages("C1")) == 25
+    assert local_slack.calls_to("chat.postMessage")[25].status == 429
+    assert local_slack.rate_limits.refused == 1
+
+
+def test_a_channel_may_post_again_once_its_bucket_refills():
+    with LocalSlack(bot_token=TOKEN, rate_limits=RateLimits(post_burst=1)) as slack:
+        client = WebClient(token=TOKEN, base_url=slack.url)
+        first, second = (_outcome(lambda: client.chat_postMessage(channel="C1", text="x")) for _ in range(2))
+        time.sleep(1.05)
+        third = _outcome(lambda: client.chat_postMessage(channel="C1", text="y"))
+
+    assert (first, second[0], third) == ("ok", 429, "ok")
+
+
+def test_a_tier_2_method_is_refused_past_twenty_a_minute_and_says_when_to_come_back(local_slack, sync_client):
+    made = [_outcome(lambda i=i: sync_client.conversations_create(name=f"inc-{i}")) for i in range(21)]
+    reads = [_outcome(lambda: sync_client.users_info(user="U1")) for _ in range(21)]  # Tier 4: still allowed
+
+    assert made[:20] == ["ok"] * 20
+    assert made[20] == (429, "ratelimited", "3")  # 20 a minute: one more in 3 s
+    assert reads == ["ok"] * 21
+    assert not any(c["name"] == "inc-20" for c in local_slack.channels())
+
+
+def test_rate_limits_can_be_turned_off_for_a_test_that_says_why():
+    with LocalSlack(bot_token=TOKEN, rate_limits=RateLimits(enabled=False)) as slack:
+        client = WebClient(token=TOKEN, base_url=slack.url)
+        outcomes = {_outcome(lambda i=i: client.conversations_create(name=f"c-{i}")) for i in range(25)}
+    assert outcomes == {"ok"}
+
+
 def test_fail_every_makes_a_storm_that_ends(local_slack, sync_client):
     local_slack.fail_every(2, retry_after=3, methods={"chat.postMessage"}, for_s=0.3)
 
@@ -198,9 +247,10 @@ async def test_canvases_keep_their_markdown_and_one_channel_canvas(local_slack, 
 
 
 async def test_concurrent_posts_all_land_with_strictly_increasing_ts(local_slack, client):
-    answers = await asyncio.gather(*[client.chat_postMessage(channel="C1", text=str(i)) for i in range(40)])
+    # As many as Slack lets one channel take at once (past it, the rest would be refused, as Slack would).
+    answers = await asyncio.gather(*[client.chat_postMessage(channel="C1", text=str(i)) for i in range(POST_BURST)])
     stored = [m.ts for m in local_slack.messages("C1")]
-    assert len(set(stored)) == 40 and sorted(a["ts"] for a in answers) == stored
+    assert len(set(stored)) == POST_BURST and sorted(a["ts"] for a in answers) == stored
     assert stored == sorted(stored, key=float)
 
 

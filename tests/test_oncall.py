@@ -117,7 +117,9 @@ async def test_two_weeks_of_hourly_layered_shifts_fit_in_one_slack_message(local
 
 async def test_a_swap_gives_my_shift_to_bob_and_me_his_next_one(local_slack, redis_url, tmp_path):
     async with incident_bot(local_slack, redis_url, tmp_path, policy=schedule_policy(), oncall=SCHEDULES) as bot:
-        today = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).date()
+        # Today in the schedule's zone (UTC): Alice's shift, begun an hour ago, covers it. (The day her shift began
+        # is yesterday between 00:00 and 01:00, and a swap of a day that is over is refused.)
+        today = dt.datetime.now(dt.timezone.utc).date()
         answer = await bot.command("/oncall", f"swap payments-primary <@{CAROL}> {today.isoformat()}", user=ALICE)
         assert answer.count("is on call for *payments-primary*") == 2, answer
         ctx = oncall_of(bot.rt)
@@ -134,7 +136,7 @@ async def test_a_swap_gives_my_shift_to_bob_and_me_his_next_one(local_slack, red
 ])
 async def test_a_swap_of_oneself_or_an_impossible_day_is_refused(local_slack, redis_url, tmp_path, day, who, said):
     async with incident_bot(local_slack, redis_url, tmp_path, policy=schedule_policy(), oncall=SCHEDULES) as bot:
-        today = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).date().isoformat()
+        today = dt.datetime.now(dt.timezone.utc).date().isoformat()
         answer = await bot.command("/oncall", f"swap payments-primary <@{who}> {day.replace('today', today)}",
                                    user=ALICE)
         assert said in answer and "failed on our side" not in answer, answer

@@ -15,6 +15,7 @@ from bot.slack.local.methods.chat import truncation_warning
 from bot.slack.local.methods.items import pin, react
 from bot.slack.local.model import Call, Message, Scripted, SlackError
 from bot.slack.local.params import Params
+from bot.slack.local.rate_limits import RateLimits
 from bot.slack.local.routes import Router
 from bot.slack.local.server import LocalHttpServer
 from bot.slack.local.workspace import GENERAL_CHANNEL_ID, Channel, User, Workspace
@@ -32,12 +33,13 @@ class LocalSlack:
 
     def __init__(self, *, bot_token: str | None = None, bot_user_id: str = "UBOT", team_id: str = "T0LOCAL",
                  host: str = "127.0.0.1", port: int = 0, bot_name: str = "incidentbot",
-                 max_block_text: int | None = DEFAULT_MAX_BLOCK_TEXT) -> None:
+                 max_block_text: int | None = DEFAULT_MAX_BLOCK_TEXT, rate_limits: RateLimits | None = None) -> None:
         self._address = (host, port)
         self._bot_token = bot_token
         self._ws = Workspace(team_id=team_id, bot_user_id=bot_user_id, bot_name=bot_name,
                              max_block_text=max_block_text)
         self._faults = Faults()
+        self.rate_limits = rate_limits or RateLimits()  # Slack's, on unless a test says why not
         self._subscribers: list[Subscriber] = []
         self._dispatching = threading.Lock()
         self._calls_lock = threading.Lock()
@@ -58,7 +60,7 @@ class LocalSlack:
     def start(self) -> LocalSlack:
         if self._server is not None:
             return self
-        router = Router(self._ws, self._faults, bot_token=self._bot_token, record=self._record,
+        router = Router(self._ws, self._faults, self.rate_limits, bot_token=self._bot_token, record=self._record,
                         after=self._dispatch_events)
         self._server = LocalHttpServer(self._address, router)
         host, port = self._server.server_address[:2]

@@ -14,6 +14,7 @@ from bot.slack.local.methods.chat import response_url_post
 from bot.slack.local.methods.content import receive_upload
 from bot.slack.local.model import Call, Scripted, SlackError
 from bot.slack.local.params import Params, bearer_token, parse_request
+from bot.slack.local.rate_limits import RateLimits
 
 APP_TOKEN_METHODS = {"apps.connections.open"}
 from bot.slack.local.server import HttpReply, HttpRequest
@@ -28,10 +29,11 @@ log = logging.getLogger(__name__)
 
 
 class Router:
-    def __init__(self, ws: Workspace, faults: Faults, *, bot_token: str | None,
+    def __init__(self, ws: Workspace, faults: Faults, limits: RateLimits, *, bot_token: str | None,
                  record: Callable[[Call], None], after: Callable[[], None]) -> None:
         self._ws = ws
         self._faults = faults
+        self._limits = limits
         self._bot_token = bot_token
         self._record = record
         self._after = after  # delivers queued events to subscribers, outside the state lock
@@ -52,7 +54,8 @@ class Router:
         return self._recorded(name, request, route)
 
     def _recorded(self, name: str, request: HttpRequest, route: Callable) -> HttpReply:
-        """Record the call on arrival, let a scripted fault pre-empt it, answer, then announce changes."""
+        """Record the call on arrival, let a scripted fault or Slack's rate limit pre-empt it, answer, then announce
+        changes."""
         try:
             params, problem = self._params(name, request), None
         except SlackError as error:
@@ -60,6 +63,8 @@ class Router:
         call = Call(name, params, dict(request.headers), time.time())
         self._record(call)
         scripted = self._faults.take(name, storm=route == self._api)
+        if scripted is None and route == self._api and problem is None:
+            scripted = self._limits.take(name, params)
         reply = _scripted_reply(scripted) if scripted else None
         if reply is None:
             reply = self._answer(route, request, params, problem)
