@@ -9,6 +9,11 @@ Set-up: a private Redis with AOF (as deployed), LocalSlack, the fake PagerDuty (
 served through the real ASGI app in this process, and 2 worker processes (tests/incident_harness.py builds the
 same bot in both). Targets (issue #4): page p99 < 1 s after the command (issue #20: ≤ 500 ms); timer lateness p99 < 2 s; (issue #14)
 alert → first verdict p99 ≤ 2 s plus the slowest check. Prints figures; not a test.
+
+The local Slack enforces Slack's rate limits, so each part runs in a workspace of its own (a fresh local Slack and
+Redis), and the alarms' figures are printed beside the floor Slack's limit sets: conversations.create is Tier 2,
+20 a minute, so of 50 channels opened at once the 21st cannot exist before the next minute's budget (the bot paces
+at it, in a window MARGIN_S longer than Slack's).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from typing import Any
 
 from benchmarks import pct, summarize_limit
 from bot.app.redis_server import RedisServer
+from bot.queue.pacing import MARGIN_S
 from bot.slack.local import LocalSlack
+from bot.slack.tiers import per_minute
 from tests.fixtures.paging import FakePagerDuty
 from tests.fixtures.sns import T1, FakeSns, fake_sns, sns_headers
 from tests.incident_harness import BOT_TOKEN, IncidentBot, default_policy, incident_bot
@@ -37,6 +44,7 @@ ALARMS = 50
 NO_DECLARE_LIMITS = {"incident_declare_per_user": 1000, "incident_declare_per_workspace": 1000}  # one user declares all
 ACK_TIMEOUT_S = 3.0
 WORKER_PROCESSES = 2
+TIER_2 = per_minute("conversations.create") or 20
 
 
 
@@ -110,11 +118,12 @@ async def run(tmp: Path) -> None:
     with fake_sns(tmp, rules=[{"source": "cloudwatch", "service": "api"}]) as sns, \
             local_http_server({"/health": Reply(200)}) as site:
         services = {"api": {"description": "bench API", "http": [{"url": site.url("/health"), "samples": 1}]}}
-        async with bot_with_worker_processes(tmp, [], processes=WORKER_PROCESSES, dead_worker_after_s=10,
-                                             alerts=sns.settings, services=services,
-                                             incident=NO_DECLARE_LIMITS) as (bot, pd):
-            await report(bot, pd)
-            await alert_report(bot, sns)
+        for part in (report, alert_report):  # a workspace each: the alarms' channels start with a whole budget
+            (tmp / part.__name__).mkdir()
+            async with bot_with_worker_processes(tmp / part.__name__, [], processes=WORKER_PROCESSES,
+                                                 dead_worker_after_s=10, alerts=sns.settings, services=services,
+                                                 incident=NO_DECLARE_LIMITS) as (bot, pd):
+                await part(bot, pd if part is report else sns)
 
 
 async def report(bot: IncidentBot, pd: FakePagerDuty) -> None:
@@ -164,8 +173,13 @@ async def send_alarms(bot: IncidentBot, sns: FakeSns, n: int, label: str) -> dic
     return dict(await asyncio.gather(*(one(i) for i in range(n))))
 
 
+def channel_floor_s(nth: int) -> float:
+    """The earliest the `nth` channel opened in a fresh workspace can exist, under Slack's Tier 2 limit as paced."""
+    return (nth - 1) // TIER_2 * (60 + MARGIN_S)
+
+
 async def wait_for_verdicts(bot: IncidentBot, sent: dict[str, float],
-                            timeout_s: float = 120) -> tuple[dict[str, float], dict[str, float]]:
+                            timeout_s: float = 300) -> tuple[dict[str, float], dict[str, float]]:
     """(incident → monotonic time its channel was seen, incident → when its first verdict was recorded). The
     channel is polled (a few tens of ms of resolution); the verdict's time is its timeline entry's."""
     offset, channel_at, verdict_at = time.time() - time.monotonic(), {}, {}
@@ -184,16 +198,24 @@ async def wait_for_verdicts(bot: IncidentBot, sent: dict[str, float],
 
 
 async def alert_report(bot: IncidentBot, sns: FakeSns) -> None:
-    await wait_for_verdicts(bot, await send_alarms(bot, sns, 3, "warm-up"))  # the certificate fetch, imports
+    warm = 3
+    await wait_for_verdicts(bot, await send_alarms(bot, sns, warm, "warm-up"))  # the certificate fetch, imports
     sent = await send_alarms(bot, sns, ALARMS, "bench")
     channel_at, verdict_at = await wait_for_verdicts(bot, sent)
-    to_channel = [channel_at[inc] - started for inc, started in sent.items()]
-    to_verdict = [verdict_at[inc] - started for inc, started in sent.items()]
-    print(f"   CloudWatch alarm via /hooks/sns → incident channel, {ALARMS} at once: p50 "
-          f"{statistics.median(to_channel) * 1000:.0f} ms, p99 {pct(to_channel, 99) * 1000:.0f} ms")
+    to_channel = sorted(channel_at[inc] - started for inc, started in sent.items())
+    to_verdict = sorted(verdict_at[inc] - started for inc, started in sent.items())
+    floors = [channel_floor_s(warm + n) for n in range(1, ALARMS + 1)]
+    within = sum(1 for got, floor in zip(to_channel, floors, strict=True) if got - floor <= 2.0)
+    print(f"   CloudWatch alarm via /hooks/sns → incident channel, {ALARMS} at once, Slack's conversations.create "
+          f"limit applied ({TIER_2} a minute): p50 {statistics.median(to_channel):.1f} s, p99 "
+          f"{pct(to_channel, 99):.1f} s, last {to_channel[-1]:.1f} s (the limit's floor for the last: "
+          f"{floors[-1]:.0f} s); {within} of {ALARMS} within 2 s of their floor; "
+          f"{bot.local.rate_limits.refused} calls refused by Slack")
     print(f"   CloudWatch alarm via /hooks/sns → first verdict posted, {ALARMS} at once: p50 "
-          f"{statistics.median(to_verdict) * 1000:.0f} ms, p99 {pct(to_verdict, 99) * 1000:.0f} ms, "
-          f"max {max(to_verdict) * 1000:.0f} ms  (target p99 ≤ 2000 ms + the slowest check, here a local probe)")
+          f"{statistics.median(to_verdict):.1f} s, p99 {pct(to_verdict, 99):.1f} s, max {max(to_verdict):.1f} s; "
+          f"the first {TIER_2 - warm}, whose channels Slack's limit lets open at once: p99 "
+          f"{pct(to_verdict[:TIER_2 - warm], 99) * 1000:.0f} ms (target p99 ≤ 2000 ms + the slowest check, here a "
+          f"local probe)")
 
 
 def main() -> None:

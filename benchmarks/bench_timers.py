@@ -6,7 +6,7 @@ done, its timer armed), all due at one instant; the timers are real delayed jobs
 is due → PagerDuty received the level-2 trigger.
 
 The last row is 1,000 timers at a fake PagerDuty that enforces the Events API's documented budget (120 events a
-minute per routing key; 429 past it), with the bot pacing at it (bot/paging/pacing.py): the time until the last
+minute per routing key; 429 past it), with the bot pacing at it (bot/queue/pacing.py): the time until the last
 page, and that every page arrived exactly once. That row takes about eight minutes: the limit's own pace.
 
     .venv/bin/python -m benchmarks.bench_timers
@@ -30,7 +30,7 @@ from benchmarks import pct, summarize, summarize_limit
 from benchmarks.bench_incidents import NO_DECLARE_LIMITS, bot_with_worker_processes
 from bot.incidents import escalation
 from bot.incidents.model import Incident, incident_id
-from bot.paging.pacing import MARGIN_S
+from bot.queue.pacing import MARGIN_S
 from tests.incident_harness import IncidentBot
 
 SIZES = (10, 100, 1_000)

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from bot.queue import Queue
 from bot.queue.connection import connect
+from bot.queue.pacing import pacer_for
 from bot.settings import ConfigError, Settings, load_services
 from bot.slack.client import SlackClient
 from checks.services import ServicesFile
@@ -200,5 +201,6 @@ def create_runtime(settings: Settings, *, redis_url: str | None = None, queue_na
     queue_name = queue_name or settings.redis_namespace
     queue = Queue(redis, queue_name, visibility_timeout_s=settings.job_visibility_timeout_s,
                   max_deliveries=settings.job_max_deliveries)
-    return Runtime(settings=settings, redis=redis, queue=queue, slack=SlackClient.from_settings(settings),
+    slack = SlackClient.from_settings(settings, budget=pacer_for(redis, queue_name))
+    return Runtime(settings=settings, redis=redis, queue=queue, slack=slack,
                    services_path=settings.resolved_services_file(), namespace=queue_name)

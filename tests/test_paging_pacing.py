@@ -1,4 +1,4 @@
-"""Pages at a rate-limited provider: spread by the documented policy (bot/paging/pacing.py), never lost or doubled.
+"""Pages at a rate-limited provider: spread by the documented policy (bot/queue/pacing.py), never lost or doubled.
 
 Real Redis, the bot's own workers, and a fake PagerDuty that is a real HTTP server enforcing a budget per routing
 key the way the Events API does (429 past N events in a window). Budgets are shrunk to seconds through the
@@ -18,8 +18,8 @@ import redis.asyncio as aioredis
 
 from bot.incidents import escalation, messages
 from bot.incidents.model import Incident, PageOrder, incident_id
-from bot.paging import pacing
-from bot.paging.pacing import MARGIN_S, Pace, Pacer
+from bot.queue import pacing
+from bot.queue.pacing import MARGIN_S, Pace, Pacer
 from tests.fixtures.paging import FakePagerDuty
 from tests.incident_harness import IncidentBot, default_policy, incident_bot
 

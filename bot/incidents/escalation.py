@@ -34,7 +34,7 @@ from bot.incidents.service import Incidents
 from bot.incidents.timeline import EntryKind
 from bot.oncall.schedule import BY_SERVICE
 from bot.oncall.service import oncall_of
-from bot.paging.pacing import pacer_for
+from bot.queue.pacing import pacer_for
 from bot.paging.policy import SCHEDULE, Level
 from bot.paging.providers import Page, Provider, make_dedup_key
 from bot.queue import Job, Retry, lease, slots
@@ -620,7 +620,7 @@ async def _send(ctx: Incidents, order: PageOrder, page: Page, provider_name: str
 
 
 async def _wait_turn(ctx: Incidents, provider: Provider, member: str, severity: str) -> str | None:
-    """Take this delivery's turn in its provider key's budget (bot/paging/pacing.py): wait a moment for it, or raise
+    """Take this delivery's turn in its provider key's budget (bot/queue/pacing.py): wait a moment for it, or raise
     PageDeferred when it is further off. Returns the budget's name (None: the provider has no budget)."""
     budget_of = getattr(provider, "budget", None)
     if budget_of is None:

@@ -192,8 +192,9 @@ async def _ensure_place(ctx: Incidents, incident: Incident) -> Incident:
             answer = await ctx.slack.call("conversations.create", name=name, is_private=incident.private)
             channel = str(answer["channel"]["id"])
         except SlackError as exc:
-            if exc.error == "name_taken" or _is_transient(exc):
+            if exc.error == "name_taken" or (_is_transient(exc) and exc.error != "ratelimited"):
                 # An earlier try (or this one, answered too late) may have created it before dying or giving up.
+                # (A 429 did nothing: looking would only spend conversations.list's budget of 20 a minute.)
                 channel = await _find_channel(ctx, name)
             if channel is None and _is_transient(exc):
                 raise  # Slack is struggling: the retried job tries again (and finds the channel if it was made)

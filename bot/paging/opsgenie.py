@@ -71,7 +71,7 @@ class OpsgenieConfig(BaseModel):
     timeout_s: float = Field(5.0, gt=0, le=60)
     retry: RetrySpec = RetrySpec()
     # Opsgenie's limits depend on the plan (Alert domain, a token bucket): set your plan's figure to pace ahead of
-    # it (bot/paging/pacing.py). None: pace only on 429s (`X-RateLimit-State: THROTTLED`).
+    # it (bot/queue/pacing.py). None: pace only on 429s (`X-RateLimit-State: THROTTLED`).
     rate_limit: int | None = Field(None, ge=1, le=100_000)
     rate_window_s: float = Field(60.0, gt=0, le=3600)
     source: str = Field("chatops-incident-bot", min_length=1, max_length=100)

@@ -63,7 +63,7 @@ class PagerDutyConfig(BaseModel):
     timeout_s: float = Field(5.0, gt=0, le=60)
     retry: RetrySpec = RetrySpec()
     # The Events API's documented budget per routing key, about 120 events a minute: pages beyond it wait their
-    # turn (bot/paging/pacing.py). None: pace only on 429s.
+    # turn (bot/queue/pacing.py). None: pace only on 429s.
     rate_limit: int | None = Field(120, ge=1, le=100_000)
     rate_window_s: float = Field(60.0, gt=0, le=3600)
     source: str = Field("chatops-incident-bot", min_length=1, max_length=255)

@@ -140,7 +140,7 @@ class ProviderSpec(_Strict):
     timeout_s: float = Field(5.0, gt=0, le=60)
     retry: RetrySpec = RetrySpec()
     source: str = Field("chatops-incident-bot", min_length=1, max_length=100)
-    # The key's rate budget (bot/paging/pacing.py); left out, the kind's documented default (PagerDuty: 120 a
+    # The key's rate budget (bot/queue/pacing.py); left out, the kind's documented default (PagerDuty: 120 a
     # minute; Opsgenie: none, its limits depend on the plan). `rate_limit: null` paces only on 429s.
     rate_limit: int | None = Field(None, ge=1, le=100_000)
     rate_window_s: float = Field(60.0, gt=0, le=3600)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot import durations
-from bot.paging.pacing import Pace, budget_id
+from bot.queue.pacing import Pace, budget_id
 from bot.retry import RetryableError, RetryPolicy, retry_async
 
 if TYPE_CHECKING:  # httpx is imported with the first page: a process that only answers Slack never sends one

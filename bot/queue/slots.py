@@ -27,6 +27,11 @@ async def parked() -> AsyncIterator[None]:
         yield
 
 
+def in_job() -> bool:
+    """True inside a worker's job; False on the ack path and in the CLI, where someone is waiting for an answer."""
+    return _slot.get() is not None
+
+
 def bind(park: Callable[[], AsyncContextManager[None]]) -> None:
     """Called by the worker in a job's own task: `parked()` in that job (and tasks it starts) calls `park`."""
     _slot.set(park)

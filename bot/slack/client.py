@@ -30,8 +30,10 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.queue.slots import parked
+from bot.queue.pacing import Pacer
+from bot.queue.slots import in_job, parked
 from bot.settings import Settings
+from bot.slack.tiers import pace_of
 
 log = logging.getLogger(__name__)
 
@@ -104,18 +106,23 @@ class ChannelPacer:
 
 class SlackClient:
     def __init__(self, web: AsyncWebClient, *, pacer: ChannelPacer | None = None, timeout_retries: int = 2,
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, budget: Pacer | None = None, minute_s: float = 60.0) -> None:
         self.web = web
         self.pacer = pacer or ChannelPacer()
+        # Slack's per-method limits (bot/slack/tiers.py), counted in Redis so every process shares them: 50
+        # incidents opened at once must not send 50 conversations.create into a limit of 20 a minute, and then
+        # retry them all together. Without Redis (a CLI run) there is no budget; Slack's 429s still pace.
+        self.budget = budget
+        self.minute_s = minute_s  # a test's shorter minute
         self.timeout_retries = timeout_retries
         self.timeout_s = timeout_s
         self.errors: Counter[str] = Counter()  # Slack API errors by method (given up on), for /metrics
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SlackClient:
+    def from_settings(cls, settings: Settings, budget: Pacer | None = None) -> SlackClient:
         pacer = ChannelPacer(burst=settings.slack_channel_burst, rate=settings.slack_channel_rate_per_s)
         return cls(make_web_client(settings), pacer=pacer, timeout_retries=settings.slack_max_retries,
-                   timeout_s=settings.slack_timeout_s)
+                   timeout_s=settings.slack_timeout_s, budget=budget)
 
     async def call(self, method: str, **params: Any) -> dict[str, Any]:
         """Call any Web API method; raise SlackError with Slack's error code when it answers not-ok. A timeout is
@@ -132,6 +139,7 @@ class SlackClient:
         raise AssertionError("unreachable")
 
     async def _call_once(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        await self._take_turn(method)
         try:
             response = await _sdk_method(self.web, method)(**_drop_none(params))
         except SlackApiError as exc:
@@ -141,6 +149,18 @@ class SlackClient:
             raise SlackError(method, f"unreachable ({type(exc).__name__})",
                              timed_out=isinstance(exc, TimeoutError)) from None
         return dict(response.data) if isinstance(response.data, dict) else {}
+
+    async def _take_turn(self, method: str) -> None:
+        """In a worker's job, wait for `method`'s turn in its tier's budget, first come first served across every
+        process; the wait is on Slack's pace, so the job's worker slot is free meanwhile. A call someone is waiting
+        for (an ack's, a modal's whose trigger_id lasts 3 s) never waits here: Slack's 429, if any, is retried."""
+        pace = pace_of(method, self.minute_s) if self.budget is not None and in_job() else None
+        if pace is None:
+            return
+        member = uuid.uuid4().hex
+        while (wait_s := await self.budget.turn(f"slack:{method}", pace, member, "P1")) > 0:  # type: ignore[union-attr]
+            async with parked():
+                await asyncio.sleep(wait_s)
 
     async def post_message(self, channel: str, text: str, *, blocks: list | None = None,
                            thread_ts: str | None = None, post_id: str | None = None, **extra: Any) -> dict[str, Any]:

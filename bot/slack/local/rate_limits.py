@@ -1,12 +1,10 @@
 """Slack's rate limits, enforced the way Slack enforces them, so a test sees the 429 real Slack would send.
 
-Slack limits each Web API method per app per workspace by tier, and chat.postMessage per channel
-(docs.slack.dev/apis/web-api/rate-limits): Tier 1 "1+ per minute", Tier 2 "20+", Tier 3 "50+", Tier 4 "100+", each
-tolerating bursts; chat.postMessage "1 per second per channel, short bursts >1 allowed". Each limit here is a token
-bucket holding a minute's allowance (the burst) and refilling at the documented rate: the floor Slack promises, so
-what passes here passes there. A refused call gets what Slack sends: HTTP 429, `Retry-After` in whole seconds, and
-`{"ok": false, "error": "ratelimited"}`. Methods whose tier Slack calls "Special" without a number (auth.test,
-chat.getPermalink) are not limited here.
+Slack limits each Web API method per app per workspace by its tier (bot/slack/tiers.py), and chat.postMessage per
+channel: "1 per second per channel, short bursts >1 allowed". Each limit here is a token bucket holding a minute's
+allowance (the burst) and refilling at the documented rate: the floor Slack promises, so what passes here passes
+there. A refused call gets what Slack sends: HTTP 429, `Retry-After` in whole seconds, and
+`{"ok": false, "error": "ratelimited"}`.
 """
 
 from __future__ import annotations
@@ -16,22 +14,8 @@ import time
 from dataclasses import dataclass, field
 
 from bot.slack.local.model import Scripted, http_error
+from bot.slack.tiers import per_minute
 
-PER_MINUTE = {1: 1, 2: 20, 3: 50, 4: 100}  # Slack's tiers: calls a minute per method, per app and workspace
-
-METHOD_TIERS = {  # each method's tier, from its reference page on docs.slack.dev
-    "apps.connections.open": 1,
-    "canvases.create": 2, "conversations.canvases.create": 2, "conversations.create": 2,
-    "conversations.archive": 2, "conversations.rename": 2, "conversations.setTopic": 2,
-    "conversations.setPurpose": 2, "conversations.list": 2, "pins.add": 2, "pins.remove": 2, "pins.list": 2,
-    "reactions.remove": 2, "users.list": 2, "usergroups.list": 2, "usergroups.users.list": 2, "files.upload": 2,
-    "canvases.edit": 3, "canvases.delete": 3, "chat.update": 3, "chat.delete": 3, "conversations.history": 3,
-    "conversations.replies": 3, "conversations.info": 3, "conversations.invite": 3, "conversations.join": 3,
-    "conversations.open": 3, "reactions.add": 3, "reactions.get": 3, "users.lookupByEmail": 3,
-    "chat.postEphemeral": 4, "conversations.members": 4, "users.info": 4, "files.info": 4,
-    "files.getUploadURLExternal": 4, "files.completeUploadExternal": 4,
-    "views.open": 4, "views.publish": 4, "views.push": 4, "views.update": 4,
-}
 POSTS_PER_SECOND = 1.0  # chat.postMessage, per channel
 POST_BURST = 25  # "short bursts >1 allowed": about what people measure before the 429s start
 
@@ -59,9 +43,10 @@ class RateLimits:
     """The buckets of one app in one workspace. `enabled=False` turns them off (a test about something else that
     must make more calls a minute than Slack allows, said where it is done)."""
 
-    def __init__(self, *, enabled: bool = True, post_burst: int = POST_BURST) -> None:
+    def __init__(self, *, enabled: bool = True, post_burst: int = POST_BURST, minute_s: float = 60.0) -> None:
         self.enabled = enabled
         self._post_burst = post_burst
+        self._minute_s = minute_s  # shorter for a test that must see a minute's limit pass
         self._buckets: dict[tuple[str, str], Bucket] = {}
         self._lock = threading.Lock()
         self.refused = 0
@@ -79,6 +64,5 @@ class RateLimits:
     def _bucket(self, method: str, params: dict) -> tuple[tuple[str, str], Bucket | None]:
         if method == "chat.postMessage":
             return (method, str(params.get("channel", ""))), Bucket(self._post_burst, POSTS_PER_SECOND)
-        tier = METHOD_TIERS.get(method)
-        per_minute = PER_MINUTE[tier] if tier else 0
-        return (method, ""), Bucket(per_minute, per_minute / 60) if per_minute else None
+        limit = per_minute(method)
+        return (method, ""), Bucket(limit, limit / self._minute_s) if limit else None

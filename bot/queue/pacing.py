@@ -1,4 +1,5 @@
-"""Pacing pages to a provider's rate limit: one budget per provider key, shared by every worker through Redis.
+"""Pacing calls to a rate-limited API: one budget per key, shared by every worker through Redis. Pages use it
+per provider key (below); Slack's tier-limited methods use it per method (bot/slack/client.py), ranked as P1.
 
 Why: PagerDuty's Events API v2 takes about 120 events a minute per integration (routing) key and answers 429
 past it; a burst of escalation timers (1,000 due in one second) would otherwise spend its first two minutes of

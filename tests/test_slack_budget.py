@@ -1,0 +1,78 @@
+"""Slack's per-method limits, paced by the client through a budget every process shares (bot/slack/client.py),
+against the local Slack enforcing them as Slack does. A minute lasts MINUTE_S here so the limit passes in a test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+
+import redis.asyncio as aioredis
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.queue import slots
+from bot.queue.pacing import MARGIN_S, Pacer
+from bot.slack.client import SlackClient, SlackError
+from bot.slack.local import LocalSlack
+from bot.slack.local.rate_limits import RateLimits
+
+TOKEN = "xoxb-budget"
+MINUTE_S = 3.0
+CREATES = 30  # conversations.create is Tier 2: 20 a minute
+
+
+def client(slack: LocalSlack, budget: Pacer | None) -> SlackClient:
+    """No slack_sdk retry on 429: a refusal surfaces, so a test sees each one."""
+    return SlackClient(AsyncWebClient(token=TOKEN, base_url=slack.url), budget=budget, minute_s=MINUTE_S)
+
+
+async def create_all(clients: list[SlackClient], *, in_jobs: bool = True) -> list[object]:
+    """CREATES channels at once, as worker jobs would open them (or, `in_jobs=False`, as acks would)."""
+    async def create(i: int) -> object:
+        if in_jobs:
+            slots.bind(contextlib.nullcontext)
+        try:
+            return (await clients[i % len(clients)].call("conversations.create", name=f"inc-{i}"))["channel"]["id"]
+        except SlackError as exc:
+            return exc.error
+
+    return await asyncio.gather(*(create(i) for i in range(CREATES)))
+
+
+async def test_two_processes_sharing_a_budget_open_every_channel_without_one_429(redis_url):
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    redis = [aioredis.Redis.from_url(redis_url) for _ in range(2)]  # two processes': one budget in Redis
+    with LocalSlack(bot_token=TOKEN, rate_limits=RateLimits(minute_s=MINUTE_S)) as slack:
+        clients = [client(slack, Pacer(connection, namespace)) for connection in redis]
+        started = time.monotonic()
+        made = await create_all(clients)
+        elapsed = time.monotonic() - started
+        refused = slack.rate_limits.refused
+        names = {c["name"] for c in slack.channels()}
+    for connection in redis:
+        await connection.aclose()
+
+    assert all(str(m).startswith("C") for m in made), made
+    assert refused == 0
+    assert {f"inc-{i}" for i in range(CREATES)} <= names
+    assert elapsed >= MINUTE_S + MARGIN_S - 0.5  # the last ten waited for the next window, not for a 429
+
+
+async def test_without_the_budget_the_same_burst_is_refused_by_slack():
+    with LocalSlack(bot_token=TOKEN, rate_limits=RateLimits(minute_s=MINUTE_S)) as slack:
+        made = await create_all([client(slack, None)])
+
+    assert made.count("ratelimited") == CREATES - 20
+
+
+async def test_a_call_someone_waits_for_never_waits_for_the_budget(redis_url):
+    """An ack's or a modal's call goes at once even with the budget spent: Slack may refuse it, no wait here."""
+    redis = aioredis.Redis.from_url(redis_url)
+    with LocalSlack(bot_token=TOKEN, rate_limits=RateLimits(minute_s=MINUTE_S)) as slack:
+        started = time.monotonic()
+        made = await create_all([client(slack, Pacer(redis, f"t{uuid.uuid4().hex[:8]}"))], in_jobs=False)
+        elapsed = time.monotonic() - started
+    await redis.aclose()
+
+    assert made.count("ratelimited") == CREATES - 20 and elapsed < MINUTE_S
