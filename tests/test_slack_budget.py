@@ -76,3 +76,22 @@ async def test_a_call_someone_waits_for_never_waits_for_the_budget(redis_url):
     await redis.aclose()
 
     assert made.count("ratelimited") == CREATES - 20 and elapsed < MINUTE_S
+
+
+async def test_a_progress_redraw_is_skipped_while_the_budget_is_spent_and_a_verdict_waits_its_turn(redis_url):
+    """chat.update is Tier 3 (50 a minute): progress redraws past it are dropped, not queued ahead of the verdict."""
+    redis = aioredis.Redis.from_url(redis_url)
+    with LocalSlack(bot_token=TOKEN, rate_limits=RateLimits(minute_s=MINUTE_S)) as slack:
+        slack_client = client(slack, Pacer(redis, f"t{uuid.uuid4().hex[:8]}"))
+        ts = (await slack_client.post_message("C1", "0 of 60 checks"))["ts"]
+        slots.bind(contextlib.nullcontext)  # as a worker's job
+        drawn = [await slack_client.redraw_if_free("C1", ts, f"{i} of 60 checks") for i in range(1, 61)]
+        started = time.monotonic()
+        await slack_client.update_message("C1", ts, "verdict: api is down")
+        waited = time.monotonic() - started
+        shown, refused = slack.messages("C1")[-1].text, slack.rate_limits.refused
+    await redis.aclose()
+
+    assert drawn == [True] * 50 + [False] * 10
+    assert waited >= MINUTE_S - 1  # the verdict waited for the next window instead of earning a 429
+    assert (shown, refused) == ("verdict: api is down", 0)

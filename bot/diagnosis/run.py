@@ -211,7 +211,8 @@ async def redraw_parent(rt: Runtime, run_id: str) -> None:
     for result in results.values():
         counts[result.status.value] = counts.get(result.status.value, 0) + 1
     text, blocks = render.progress_message(state["service"], len(results), int(state["total"]), counts)
-    await rt.slack.update_message(state["channel"], state["parent_ts"], text, blocks=blocks)
+    if not await rt.slack.redraw_if_free(state["channel"], state["parent_ts"], text, blocks=blocks):
+        return  # Slack's chat.update budget is spent for now: the next redraw, or the verdict's, shows the count
     # A progress update held back by rate limiting can land after the verdict was drawn; whoever drew progress
     # last makes sure the verdict is what stays on screen.
     if await rt.redis.hexists(_run_key(rt, run_id), "verdict"):

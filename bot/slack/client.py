@@ -138,8 +138,9 @@ class SlackClient:
                 log.warning("Slack %s timed out; retrying (%d of %d)", method, attempt + 1, retries)
         raise AssertionError("unreachable")
 
-    async def _call_once(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        await self._take_turn(method)
+    async def _call_once(self, method: str, params: dict[str, Any], *, turned: bool = False) -> dict[str, Any]:
+        if not turned:
+            await self._take_turn(method)
         try:
             response = await _sdk_method(self.web, method)(**_drop_none(params))
         except SlackApiError as exc:
@@ -150,17 +151,22 @@ class SlackClient:
                              timed_out=isinstance(exc, TimeoutError)) from None
         return dict(response.data) if isinstance(response.data, dict) else {}
 
-    async def _take_turn(self, method: str) -> None:
+    async def _take_turn(self, method: str, *, wait: bool = True) -> bool:
         """In a worker's job, wait for `method`'s turn in its tier's budget, first come first served across every
-        process; the wait is on Slack's pace, so the job's worker slot is free meanwhile. A call someone is waiting
-        for (an ack's, a modal's whose trigger_id lasts 3 s) never waits here: Slack's 429, if any, is retried."""
+        process; the wait is on Slack's pace, so the job's worker slot is free meanwhile. With `wait=False`, a
+        turn that is not there now is given up (False). A call someone is waiting for (an ack's, a modal's whose
+        trigger_id lasts 3 s) never waits here: Slack's 429, if any, is retried."""
         pace = pace_of(method, self.minute_s) if self.budget is not None and in_job() else None
         if pace is None:
-            return
-        member = uuid.uuid4().hex
-        while (wait_s := await self.budget.turn(f"slack:{method}", pace, member, "P1")) > 0:  # type: ignore[union-attr]
+            return True
+        budget, member = f"slack:{method}", uuid.uuid4().hex
+        while (wait_s := await self.budget.turn(budget, pace, member, "P1")) > 0:  # type: ignore[union-attr]
+            if not wait:
+                await self.budget.leave(budget, member)  # type: ignore[union-attr]
+                return False
             async with parked():
                 await asyncio.sleep(wait_s)
+        return True
 
     async def post_message(self, channel: str, text: str, *, blocks: list | None = None,
                            thread_ts: str | None = None, post_id: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -276,6 +282,15 @@ class SlackClient:
 
     async def update_message(self, channel: str, ts: str, text: str, *, blocks: list | None = None) -> dict:
         return await self.call("chat.update", channel=channel, ts=ts, text=text, blocks=blocks)
+
+    async def redraw_if_free(self, channel: str, ts: str, text: str, *, blocks: list | None = None) -> bool:
+        """A redraw worth making only now (a progress count): skipped (False) while chat.update's budget, 50 a
+        minute for the whole workspace, is spent, so it never queues ahead of one that matters (a verdict)."""
+        if not await self._take_turn("chat.update", wait=False):
+            return False
+        await self._call_once("chat.update", {"channel": channel, "ts": ts, "text": text, "blocks": blocks},
+                              turned=True)
+        return True
 
     async def post_ephemeral(self, channel: str, user: str, text: str, *, blocks: list | None = None) -> dict:
         return await self.call("chat.postEphemeral", channel=channel, user=user, text=text, blocks=blocks)
