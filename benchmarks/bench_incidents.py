@@ -33,7 +33,7 @@ from benchmarks import pct, summarize_limit
 from bot.app.redis_server import RedisServer
 from bot.queue.pacing import MARGIN_S
 from bot.slack.local import LocalSlack
-from bot.slack.tiers import per_minute
+from bot.slack.tiers import METHOD_TIERS, PER_MINUTE
 from tests.fixtures.paging import FakePagerDuty
 from tests.fixtures.sns import T1, FakeSns, fake_sns, sns_headers
 from tests.incident_harness import BOT_TOKEN, IncidentBot, default_policy, incident_bot
@@ -44,7 +44,7 @@ ALARMS = 50
 NO_DECLARE_LIMITS = {"incident_declare_per_user": 1000, "incident_declare_per_workspace": 1000}  # one user declares all
 ACK_TIMEOUT_S = 3.0
 WORKER_PROCESSES = 2
-TIER_2 = per_minute("conversations.create") or 20
+TIER_2 = PER_MINUTE[METHOD_TIERS["conversations.create"]]
 
 
 

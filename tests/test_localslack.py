@@ -19,7 +19,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.local import LocalSlack, delay, http_error, slack_error
-from bot.slack.local.rate_limits import POST_BURST, RateLimits
+from bot.slack.local.rate_limits import RateLimits
 from tests.fixtures.slack import (
     SLACK_TEST_SIGNING_SECRET,
     block_action_body,
@@ -161,7 +161,8 @@ def test_a_tier_2_method_is_refused_past_twenty_a_minute_and_says_when_to_come_b
     reads = [_outcome(lambda: sync_client.users_info(user="U1")) for _ in range(21)]  # Tier 4: still allowed
 
     assert made[:20] == ["ok"] * 20
-    assert made[20] == (429, "ratelimited", "3")  # 20 a minute: one more in 3 s
+    status, error, retry_after = made[20]  # type: ignore[misc]
+    assert (status, error) == (429, "ratelimited") and int(retry_after) in (1, 2, 3)  # 20 a minute: one more in 3 s
     assert reads == ["ok"] * 21
     assert not any(c["name"] == "inc-20" for c in local_slack.channels())
 
@@ -247,10 +248,10 @@ async def test_canvases_keep_their_markdown_and_one_channel_canvas(local_slack, 
 
 
 async def test_concurrent_posts_all_land_with_strictly_increasing_ts(local_slack, client):
-    # As many as Slack lets one channel take at once (past it, the rest would be refused, as Slack would).
-    answers = await asyncio.gather(*[client.chat_postMessage(channel="C1", text=str(i)) for i in range(POST_BURST)])
+    local_slack.rate_limits.enabled = False  # 40 at once is past Slack's burst for a channel; this is about ts
+    answers = await asyncio.gather(*[client.chat_postMessage(channel="C1", text=str(i)) for i in range(40)])
     stored = [m.ts for m in local_slack.messages("C1")]
-    assert len(set(stored)) == POST_BURST and sorted(a["ts"] for a in answers) == stored
+    assert len(set(stored)) == 40 and sorted(a["ts"] for a in answers) == stored
     assert stored == sorted(stored, key=float)
 
 

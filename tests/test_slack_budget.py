@@ -13,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.queue import slots
 from bot.queue.pacing import MARGIN_S, Pacer
-from bot.slack.client import SlackClient, SlackError
+from bot.slack.client import SlackClient, SlackError, urgent
 from bot.slack.local import LocalSlack
 from bot.slack.local.rate_limits import RateLimits
 
@@ -27,20 +27,19 @@ def client(slack: LocalSlack, budget: Pacer | None) -> SlackClient:
     return SlackClient(AsyncWebClient(token=TOKEN, base_url=slack.url), budget=budget, minute_s=MINUTE_S)
 
 
-async def create_all(clients: list[SlackClient], *, in_jobs: bool = True) -> list[object]:
-    """CREATES channels at once, as worker jobs would open them (or, `in_jobs=False`, as acks would)."""
+async def create_all(clients: list[SlackClient], *, count: int = CREATES) -> list[object]:
+    """`count` channels at once, each call in a task of its own (as the caller's context says: job, ack, page)."""
     async def create(i: int) -> object:
-        if in_jobs:
-            slots.bind(contextlib.nullcontext)
         try:
             return (await clients[i % len(clients)].call("conversations.create", name=f"inc-{i}"))["channel"]["id"]
         except SlackError as exc:
             return exc.error
 
-    return await asyncio.gather(*(create(i) for i in range(CREATES)))
+    return await asyncio.gather(*(create(i) for i in range(count)))
 
 
 async def test_two_processes_sharing_a_budget_open_every_channel_without_one_429(redis_url):
+    slots.bind(contextlib.nullcontext)  # as worker jobs: the tasks below inherit it
     namespace = f"t{uuid.uuid4().hex[:8]}"
     redis = [aioredis.Redis.from_url(redis_url) for _ in range(2)]  # two processes': one budget in Redis
     with LocalSlack(bot_token=TOKEN, rate_limits=RateLimits(minute_s=MINUTE_S)) as slack:
@@ -66,16 +65,39 @@ async def test_without_the_budget_the_same_burst_is_refused_by_slack():
     assert made.count("ratelimited") == CREATES - 20
 
 
-async def test_a_call_someone_waits_for_never_waits_for_the_budget(redis_url):
-    """An ack's or a modal's call goes at once even with the budget spent: Slack may refuse it, no wait here."""
+async def spent(slack_client: SlackClient) -> None:
+    """conversations.create's budget used up by jobs (20 channels), in a task of its own."""
+    async def in_a_job() -> None:
+        slots.bind(contextlib.nullcontext)
+        for i in range(20):
+            await slack_client.call("conversations.create", name=f"spent-{i}")
+
+    await asyncio.create_task(in_a_job())
+
+
+async def test_an_ack_or_a_page_never_waits_for_the_budget(redis_url):
+    """With the budget spent, an ack's call and a page's go at once (Slack's 429 is theirs to retry); a job's waits."""
     redis = aioredis.Redis.from_url(redis_url)
     with LocalSlack(bot_token=TOKEN, rate_limits=RateLimits(minute_s=MINUTE_S)) as slack:
-        started = time.monotonic()
-        made = await create_all([client(slack, Pacer(redis, f"t{uuid.uuid4().hex[:8]}"))], in_jobs=False)
-        elapsed = time.monotonic() - started
+        slack_client = client(slack, Pacer(redis, f"t{uuid.uuid4().hex[:8]}"))
+        await spent(slack_client)
+
+        async def timed(as_job: bool, is_page: bool) -> tuple[float, object]:
+            if as_job:
+                slots.bind(contextlib.nullcontext)
+            started = time.monotonic()
+            with urgent() if is_page else contextlib.nullcontext():
+                made = (await create_all([slack_client], count=1))[0]
+            return time.monotonic() - started, made
+
+        ack_s, ack = await asyncio.create_task(timed(as_job=False, is_page=False))
+        page_s, page = await asyncio.create_task(timed(as_job=True, is_page=True))
+        job_s, job = await asyncio.create_task(timed(as_job=True, is_page=False))
     await redis.aclose()
 
-    assert made.count("ratelimited") == CREATES - 20 and elapsed < MINUTE_S
+    assert ack_s < 1 and page_s < 1  # straight to Slack, which refused them (no retry handler in this client)
+    assert (ack, page) == ("ratelimited", "ratelimited")
+    assert job_s >= MINUTE_S - 1 and str(job).startswith("C")  # waited for the next window, then went through
 
 
 async def test_a_progress_redraw_is_skipped_while_the_budget_is_spent_and_a_verdict_waits_its_turn(redis_url):

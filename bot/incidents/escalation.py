@@ -38,6 +38,7 @@ from bot.queue.pacing import pacer_for
 from bot.paging.policy import SCHEDULE, Level
 from bot.paging.providers import Page, Provider, make_dedup_key
 from bot.queue import Job, Retry, lease, slots
+from bot.slack.client import urgent
 
 log = logging.getLogger("bot.incidents")
 
@@ -457,7 +458,8 @@ async def deliver(ctx: Incidents, incident_id: str, key: str, incident: Incident
     order = incident.paging.order(key) if incident else None
     if incident is None or order is None or order.done:
         return
-    outcomes = await _deliver_routes(ctx, incident, order, book)  # resolved: each unsent one is withheld, says so
+    with urgent():  # a page never waits for Slack's per-method budgets (channel set-up does)
+        outcomes = await _deliver_routes(ctx, incident, order, book)  # resolved: each unsent one is withheld, says so
     if incident.is_open:
         for i, why in enumerate(order.unpaged if book else []):  # never silently: why a level paged nobody
             await ctx.say(incident.id, f"unpaged:{order.dedup_key}:{i}", *messages.line(
@@ -692,7 +694,8 @@ async def providers_job(ctx: Incidents, job: Job) -> None:
     events draw on the same rate budget as the pages: past it, the job comes back at its turn (the provider takes
     the same action twice as once)."""
     try:
-        await _tell_providers(ctx, job)
+        with urgent():  # DMs marked acknowledged go before channel set-up, as their pages did
+            await _tell_providers(ctx, job)
     except PageDeferred as deferred:
         await ctx.rt.queue.enqueue("incident.providers", job.payload, job_id=job.id,
                                    run_at=time.time() + deferred.wait_s)

@@ -18,7 +18,8 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import aiohttp
@@ -104,6 +105,20 @@ class ChannelPacer:
         self._buckets[channel] = (tokens - 1, time.monotonic())
 
 
+_urgent: ContextVar[bool] = ContextVar("slack_urgent", default=False)
+
+
+@contextlib.contextmanager
+def urgent() -> Iterator[None]:
+    """Slack calls made inside never wait for a tier's budget: a page (its DMs, the group it expands) and the
+    close-out of its DMs go before any channel set-up; past Slack's limit, Slack's 429 and Retry-After pace them."""
+    token = _urgent.set(True)
+    try:
+        yield
+    finally:
+        _urgent.reset(token)
+
+
 class SlackClient:
     def __init__(self, web: AsyncWebClient, *, pacer: ChannelPacer | None = None, timeout_retries: int = 2,
                  timeout_s: float = 10.0, budget: Pacer | None = None, minute_s: float = 60.0) -> None:
@@ -128,6 +143,7 @@ class SlackClient:
         """Call any Web API method; raise SlackError with Slack's error code when it answers not-ok. A timeout is
         retried (bounded) only for methods where a repeat is harmless."""
         retries = self.timeout_retries if method.startswith(IDEMPOTENT_PREFIXES) else 0
+        await self._take_turn(method)  # once per call: a retry after a timeout keeps its place
         for attempt in range(retries + 1):
             try:
                 return await self._call_once(method, params)
@@ -138,9 +154,7 @@ class SlackClient:
                 log.warning("Slack %s timed out; retrying (%d of %d)", method, attempt + 1, retries)
         raise AssertionError("unreachable")
 
-    async def _call_once(self, method: str, params: dict[str, Any], *, turned: bool = False) -> dict[str, Any]:
-        if not turned:
-            await self._take_turn(method)
+    async def _call_once(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         try:
             response = await _sdk_method(self.web, method)(**_drop_none(params))
         except SlackApiError as exc:
@@ -155,17 +169,22 @@ class SlackClient:
         """In a worker's job, wait for `method`'s turn in its tier's budget, first come first served across every
         process; the wait is on Slack's pace, so the job's worker slot is free meanwhile. With `wait=False`, a
         turn that is not there now is given up (False). A call someone is waiting for (an ack's, a modal's whose
-        trigger_id lasts 3 s) never waits here: Slack's 429, if any, is retried."""
-        pace = pace_of(method, self.minute_s) if self.budget is not None and in_job() else None
-        if pace is None:
+        trigger_id lasts 3 s) and a page's (`urgent()`) never wait here: Slack's 429, if any, is retried."""
+        pace = pace_of(method, self.minute_s) if self.budget is not None and in_job() and not _urgent.get() else None
+        if pace is None or self.budget is None:
             return True
         budget, member = f"slack:{method}", uuid.uuid4().hex
-        while (wait_s := await self.budget.turn(budget, pace, member, "P1")) > 0:  # type: ignore[union-attr]
-            if not wait:
-                await self.budget.leave(budget, member)  # type: ignore[union-attr]
-                return False
-            async with parked():
-                await asyncio.sleep(wait_s)
+        try:
+            while (wait_s := await self.budget.turn(budget, pace, member, "P1")) > 0:
+                if not wait:
+                    await self.budget.leave(budget, member)
+                    return False
+                async with parked():
+                    await asyncio.sleep(wait_s)
+        except BaseException:  # cancelled (the job's timeout, a shutdown): do not hold back those behind
+            with contextlib.suppress(Exception):
+                await self.budget.leave(budget, member)
+            raise
         return True
 
     async def post_message(self, channel: str, text: str, *, blocks: list | None = None,
@@ -288,8 +307,7 @@ class SlackClient:
         minute for the whole workspace, is spent, so it never queues ahead of one that matters (a verdict)."""
         if not await self._take_turn("chat.update", wait=False):
             return False
-        await self._call_once("chat.update", {"channel": channel, "ts": ts, "text": text, "blocks": blocks},
-                              turned=True)
+        await self._call_once("chat.update", {"channel": channel, "ts": ts, "text": text, "blocks": blocks})
         return True
 
     async def post_ephemeral(self, channel: str, user: str, text: str, *, blocks: list | None = None) -> dict:

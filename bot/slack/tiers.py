@@ -4,6 +4,9 @@ methods it calls by them (bot/slack/client.py) and the local Slack enforces them
 Slack limits each Web API method per app per workspace by tier: Tier 1 "1+ per minute", Tier 2 "20+", Tier 3 "50+",
 Tier 4 "100+", each tolerating bursts. chat.postMessage is "Special": about one a second per channel, paced per
 channel (ChannelPacer). Methods Slack calls "Special" without a number (auth.test, chat.getPermalink) have none.
+These are an internal (customer-built) app's: since 2025-05-29 a commercially distributed app outside the
+Marketplace gets 1 conversations.history/replies call a minute, which the back-fill's own pace is set for
+(BACKFILL_CALLS_PER_MIN), not this table.
 """
 
 from __future__ import annotations

@@ -24,13 +24,13 @@ POST_BURST = 25  # "short bursts >1 allowed": about what people measure before t
 class Bucket:
     capacity: float
     per_second: float
-    tokens: float = -1.0  # full on first use
     stamp: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.tokens = self.capacity  # full on first use: a minute's allowance at once
 
     def take(self, now: float) -> float:
         """0 when a call may go now (and it is counted); else the seconds until one may."""
-        if self.tokens < 0:
-            self.tokens = self.capacity
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.per_second)
         self.stamp = now
         if self.tokens >= 1:
@@ -53,8 +53,10 @@ class RateLimits:
 
     def take(self, method: str, params: dict) -> Scripted | None:
         """None when the call may go; Slack's 429 when its method (or its channel, for a post) is over the limit."""
+        if not self.enabled:
+            return None
         key, bucket = self._bucket(method, params)
-        if not self.enabled or bucket is None:
+        if bucket is None:
             return None
         with self._lock:
             wait = self._buckets.setdefault(key, bucket).take(time.monotonic())
