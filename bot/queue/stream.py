@@ -92,18 +92,6 @@ class Retry(Exception):
         self.delay_s = delay_s
 
 
-class Later(BaseException):
-    """Raised inside a job that must wait on someone else's pace (a rate limit) for longer than is worth holding
-    its place among the jobs in flight: the same job runs again after `delay_s`, and it is not counted as a
-    delivery (waiting behind a burst must never dead-letter a job). A BaseException, so that no handler's
-    `except Exception` takes it for a failure of its own. Handlers are idempotent, so the new run redoes nothing
-    that was done."""
-
-    def __init__(self, reason: str, delay_s: float) -> None:
-        super().__init__(reason)
-        self.delay_s = delay_s
-
-
 class Permanent(Exception):
     """Raised by a handler when retrying cannot help: the job goes straight to the dead letters with this text."""
 

@@ -33,7 +33,6 @@ from bot.queue import slots
 from bot.queue.connection import REFUSED_WRITES, NoReplicasError
 from bot.queue.stream import (
     Job,
-    Later,
     Permanent,
     Queue,
     Retry,
@@ -312,15 +311,10 @@ class Worker:
             return await self._reject(job, f"unknown job kind {job.kind!r}")
         await _settle(self.queue.started, job)
         started = time.monotonic()
-        slots.bind(self._parking(job.entry_id), job.id)
+        slots.bind(self._parking(job.entry_id))
         try:
             async with asyncio.timeout(self.job_timeout_s) as deadline:
                 await _run_through_failover(handler, job, self._no_replicas_log)
-        except Later as later:  # its turn is further off: the same job then, its place in flight given back now
-            await _settle(self.queue.enqueue, job.kind, job.payload, job_id=job.id,
-                          run_at=time.time() + later.delay_s)
-            log.info("job %s (%s) comes back in %.0f s: %s", job.id, job.kind, later.delay_s, later,
-                     extra=_extra(job))
         except REDIS_BLIPS as exc:
             # Not the job's fault: no delivery is used up and it is never dead-lettered. It stays pending here;
             # the reclaimer hands it on once the lease lapses (Redis is back by then, or this happens again).

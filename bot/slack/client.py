@@ -32,7 +32,6 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.queue.pacing import Pacer
-from bot.queue import Later, slots
 from bot.queue.slots import in_job, parked
 from bot.settings import Settings
 from bot.slack.tiers import pace_of
@@ -64,7 +63,6 @@ class SlackError(Exception):
         return self.error in PERMANENT_ERRORS
 
 
-PARK_AT_MOST_S = 5.0  # a job waits this long for a tier's turn, parked; past it, the job comes back at its turn
 FIND_POST_PAGES = 5  # of 200 messages: how far back find_post looks
 
 
@@ -175,18 +173,15 @@ class SlackClient:
         pace = pace_of(method, self.minute_s) if self.budget is not None and in_job() and not _urgent.get() else None
         if pace is None or self.budget is None:
             return True
-        # A job keeps its place in line across its runs (Later brings it back at its turn).
-        budget, member = f"slack:{method}", f"{slots.job_id() or uuid.uuid4().hex}:{method}"
+        budget, member = f"slack:{method}", uuid.uuid4().hex
         try:
             while (wait_s := await self.budget.turn(budget, pace, member, "P1")) > 0:
                 if not wait:
                     await self.budget.leave(budget, member)
                     return False
-                if wait_s > PARK_AT_MOST_S:  # a minute's wait would hold a place among the jobs in flight
-                    raise Later(f"Slack's {method} budget: its turn is in {wait_s:.0f} s", wait_s)
                 async with parked():
                     await asyncio.sleep(wait_s)
-        except (Exception, asyncio.CancelledError):  # do not hold back those behind (Later keeps its place)
+        except BaseException:  # cancelled (the job's timeout, a shutdown): do not hold back those behind
             with contextlib.suppress(Exception):
                 await self.budget.leave(budget, member)
             raise
