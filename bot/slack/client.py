@@ -263,6 +263,7 @@ class SlackClient:
         return dict((done.get("files") or [{}])[0])
 
     async def _complete_upload(self, share: dict[str, Any]) -> dict[str, Any]:
+        await self._take_turn("files.completeUploadExternal")  # _call_once takes none: `call` takes them
         try:
             return await self._call_once("files.completeUploadExternal", share)
         except SlackError as exc:
