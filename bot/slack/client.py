@@ -142,8 +142,11 @@ class SlackClient:
     async def call(self, method: str, **params: Any) -> dict[str, Any]:
         """Call any Web API method; raise SlackError with Slack's error code when it answers not-ok. A timeout is
         retried (bounded) only for methods where a repeat is harmless."""
-        retries = self.timeout_retries if method.startswith(IDEMPOTENT_PREFIXES) else 0
         await self._take_turn(method)  # once per call: a retry after a timeout keeps its place
+        return await self._call_retrying(method, params)
+
+    async def _call_retrying(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        retries = self.timeout_retries if method.startswith(IDEMPOTENT_PREFIXES) else 0
         for attempt in range(retries + 1):
             try:
                 return await self._call_once(method, params)
@@ -170,20 +173,20 @@ class SlackClient:
         process; the wait is on Slack's pace, so the job's worker slot is free meanwhile. With `wait=False`, a
         turn that is not there now is given up (False). A call someone is waiting for (an ack's, a modal's whose
         trigger_id lasts 3 s) and a page's (`urgent()`) never wait here: Slack's 429, if any, is retried."""
-        pace = pace_of(method, self.minute_s) if self.budget is not None and in_job() and not _urgent.get() else None
-        if pace is None or self.budget is None:
+        pacer = self.budget
+        if pacer is None or not in_job() or _urgent.get() or (pace := pace_of(method, self.minute_s)) is None:
             return True
         budget, member = f"slack:{method}", uuid.uuid4().hex
         try:
-            while (wait_s := await self.budget.turn(budget, pace, member, "P1")) > 0:
+            while (wait_s := await pacer.turn(budget, pace, member, "P1")) > 0:
                 if not wait:
-                    await self.budget.leave(budget, member)
+                    await pacer.leave(budget, member)
                     return False
                 async with parked():
                     await asyncio.sleep(wait_s)
         except BaseException:  # cancelled (the job's timeout, a shutdown): do not hold back those behind
             with contextlib.suppress(Exception):
-                await self.budget.leave(budget, member)
+                await pacer.leave(budget, member)
             raise
         return True
 
@@ -308,7 +311,7 @@ class SlackClient:
         minute for the whole workspace, is spent, so it never queues ahead of one that matters (a verdict)."""
         if not await self._take_turn("chat.update", wait=False):
             return False
-        await self._call_once("chat.update", {"channel": channel, "ts": ts, "text": text, "blocks": blocks})
+        await self._call_retrying("chat.update", {"channel": channel, "ts": ts, "text": text, "blocks": blocks})
         return True
 
     async def post_ephemeral(self, channel: str, user: str, text: str, *, blocks: list | None = None) -> dict:
