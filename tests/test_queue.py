@@ -644,10 +644,66 @@ async def test_parked_jobs_stay_bounded(queue: Queue) -> None:
 
     for _ in range(20):
         await queue.enqueue("waits", {})
-    worker = worker_for(queue, {"waits": waits}, concurrency=2)
+    worker = worker_for(queue, {"waits": waits}, concurrency=2, max_parked=6)
     async with running(worker):
-        await eventually(lambda: most == 8)  # 4 x concurrency
+        await eventually(lambda: most == 8)  # 2 slots + 6 parked
         await asyncio.sleep(0.3)
         assert most == 8
         release.set()
         await eventually(lambda: active == 0)
+
+
+async def test_a_storm_of_parked_jobs_does_not_hold_up_a_page_behind_it(queue: Queue) -> None:
+    """100 declarations waiting for conversations.create's turn (20 a minute), a worker of the default size: the
+    page queued after them runs while they all still wait."""
+    from bot.queue.slots import parked
+
+    release, paged = asyncio.Event(), asyncio.Event()
+    waiting = 0
+
+    async def declaration(job: Job) -> None:
+        nonlocal waiting
+        waiting += 1
+        async with parked():
+            await release.wait()
+
+    async def page(job: Job) -> None:
+        paged.set()
+
+    for _ in range(100):
+        await queue.enqueue("declaration", {})
+    await queue.enqueue("page", {})
+    worker = worker_for(queue, {"declaration": declaration, "page": page})
+    async with running(worker):
+        await asyncio.wait_for(paged.wait(), 5)
+        assert waiting == 100 and not release.is_set()
+        release.set()
+        await eventually(lambda: worker.stats["jobs_ok"] == 101)
+
+
+async def test_waiting_parked_does_not_count_toward_the_job_timeout(queue: Queue) -> None:
+    """A job whose Slack turn is 1.5 s away under a 0.5 s job timeout still runs to the end; the same job doing
+    0.8 s of its own work times out (the timeout still bounds the work)."""
+    from bot.queue.slots import parked
+
+    finished: list[str] = []
+
+    async def waits_its_turn(job: Job) -> None:
+        await asyncio.sleep(0.2)
+        async with parked():
+            await asyncio.sleep(1.5)
+        await asyncio.sleep(0.2)
+        finished.append("waited")
+
+    async def works_too_long(job: Job) -> None:
+        await asyncio.sleep(0.8)
+        finished.append("worked")
+
+    await queue.enqueue("waits", {})
+    await queue.enqueue("works", {})
+    worker = worker_for(queue, {"waits": waits_its_turn, "works": works_too_long}, job_timeout_s=0.5)
+    async with running(worker):
+        await eventually(lambda: worker.stats["jobs_ok"] == 1 and worker.stats["jobs_retried"] >= 1, timeout_s=5)
+
+    assert finished[0] == "waited"
+    assert worker.stats["by_kind"]["waits"]["ok"] == 1 and worker.stats["by_kind"]["works"]["failed"] >= 1

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -59,7 +59,14 @@ REDIS_BLIPS = (RedisConnectionError, RedisTimeoutError, *REFUSED_WRITES)
 HANDLER_REDIS_TRIES = 5
 DEFAULT_SOCKET_TIMEOUT_S = 5.0  # redis-py's default when the client sets none
 RECLAIM_BATCH = 100
-MAX_INFLIGHT_FACTOR = 4  # jobs in flight, parked ones included, at most this many times `concurrency`
+# Jobs parked on Slack's pace (bot/queue/slots.py), at most this many times `concurrency` a worker. Parked jobs
+# must not stop the fetcher: in a storm of declarations each waits its turn for conversations.create (20 a minute)
+# while the pages and timers queued behind them must run now. 50 x 16 is 40 minutes of that budget; each parked
+# job costs a coroutine and one id in the lease renewal.
+MAX_PARKED_FACTOR = 50
+# A wait for Slack's turn does not count toward job_timeout_s (it bounds the job's own work), but no one park may
+# last longer than this past what remained of it: a turn an hour away is a budget gone wrong, not a busy minute.
+PARK_LIMIT_S = 3600.0
 
 
 class Worker:
@@ -76,14 +83,18 @@ class Worker:
         job_timeout_s: float = 300.0,
         stop_grace_s: float = 10.0,
         dead_worker_after_s: float = 5.0,
+        max_parked: int | None = None,
     ) -> None:
         """`dead_worker_after_s`: how long this worker's heartbeat lives; others release its jobs that long after
         it dies (the visibility timeout only catches a live worker that stopped making progress).
-        `job_timeout_s` bounds one handler call: a hung handler is a failed attempt, not a lease held forever."""
+        `job_timeout_s` bounds one handler call, its waits for Slack's pace (`parked()`) left out: a hung handler
+        is a failed attempt, not a lease held forever. `max_parked`: jobs that may wait parked at once
+        (MAX_PARKED_FACTOR x `concurrency` by default)."""
         _check_block_below_socket_timeout(queue, block_ms)
         self.queue = queue
         self.handlers = dict(handlers)
         self.concurrency = concurrency
+        self.max_parked = concurrency * MAX_PARKED_FACTOR if max_parked is None else max_parked
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.block_ms = block_ms
         self.reclaim_interval_s = reclaim_interval_s
@@ -259,9 +270,9 @@ class Worker:
     def _slots_free(self) -> int:
         # Parked jobs free their slot, but in-flight jobs stay bounded: each one's lease is kept alive.
         working = len(self._inflight) - len(self._parked)
-        return min(self.concurrency - working, self.concurrency * MAX_INFLIGHT_FACTOR - len(self._inflight))
+        return min(self.concurrency - working, self.concurrency + self.max_parked - len(self._inflight))
 
-    def _parking(self, entry_id: str) -> Callable[[], AbstractAsyncContextManager[None]]:
+    def _parking(self, entry_id: str, deadline: asyncio.Timeout) -> Callable[[], AbstractAsyncContextManager[None]]:
         @contextlib.asynccontextmanager
         async def park() -> AsyncIterator[None]:
             if entry_id in self._parked:  # already parked (the job waits in two places at once)
@@ -270,7 +281,8 @@ class Worker:
             self._parked.add(entry_id)
             self._capacity.set()
             try:
-                yield
+                with _clock_stopped(deadline):
+                    yield
             finally:
                 self._parked.discard(entry_id)
 
@@ -311,9 +323,10 @@ class Worker:
             return await self._reject(job, f"unknown job kind {job.kind!r}")
         await _settle(self.queue.started, job)
         started = time.monotonic()
-        slots.bind(self._parking(job.entry_id))
+        deadline = asyncio.timeout(self.job_timeout_s)
+        slots.bind(self._parking(job.entry_id, deadline))
         try:
-            async with asyncio.timeout(self.job_timeout_s) as deadline:
+            async with deadline:
                 await _run_through_failover(handler, job, self._no_replicas_log)
         except REDIS_BLIPS as exc:
             # Not the job's fault: no delivery is used up and it is never dead-lettered. It stays pending here;
@@ -475,6 +488,25 @@ async def _run_through_failover(handler: Handler, job: Job, no_replicas_log: Thr
                                         "(min-replicas-to-write). Reconnecting and running jobs again")
             log.info("job %s: Redis unavailable (%s); running it again", job.id, error_text(exc), extra=_extra(job))
             await asyncio.sleep(LOOP_BACKOFF.delay(attempt))
+
+
+@contextlib.contextmanager
+def _clock_stopped(deadline: asyncio.Timeout) -> Iterator[None]:
+    """While a job waits parked, its timeout is pushed back by the wait (at most PARK_LIMIT_S)."""
+    loop, due = asyncio.get_running_loop(), deadline.when()
+    parked_at = loop.time()
+    _reschedule(deadline, None if due is None else due + PARK_LIMIT_S)
+    try:
+        yield
+    finally:
+        _reschedule(deadline, None if due is None else due + loop.time() - parked_at)
+
+
+def _reschedule(deadline: asyncio.Timeout, when: float | None) -> None:
+    # Only a running job's timeout moves: one that fired, or a job that ended while a task it started waits, stays.
+    with contextlib.suppress(RuntimeError):
+        if not deadline.expired():
+            deadline.reschedule(when)
 
 
 async def _settle(fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
