@@ -1,7 +1,9 @@
 """Incident figures: time from `/incident … P0` to the paging provider receiving the page, over 50 incidents
 declared at once; how late escalation timers fire (due time → the next level's page at the provider); and, for 50
 CloudWatch alarms sent at once through `POST /hooks/sns` (signed SNS messages, a fake SNS host serving the signing
-certificate), the time from the alarm to its incident channel and to the first diagnosis verdict posted there.
+certificate), the time from the alarm to its incident channel and to the first diagnosis verdict posted there;
+then, in a storm of 300 declarations whose channels wait minutes for Slack's conversations.create limit, how soon
+their pages and their escalation timers' pages reach PagerDuty.
 
     .venv/bin/python -m benchmarks.bench_incidents
 
@@ -41,6 +43,7 @@ from tests.servers import Reply, local_http_server
 
 INCIDENTS = 50
 ALARMS = 50
+STORM = 300  # declarations at once, far past what Slack's conversations.create limit lets open in a minute
 NO_DECLARE_LIMITS = {"incident_declare_per_user": 1000, "incident_declare_per_workspace": 1000}  # one user declares all
 ACK_TIMEOUT_S = 3.0
 WORKER_PROCESSES = 2
@@ -118,12 +121,12 @@ async def run(tmp: Path) -> None:
     with fake_sns(tmp, rules=[{"source": "cloudwatch", "service": "api"}]) as sns, \
             local_http_server({"/health": Reply(200)}) as site:
         services = {"api": {"description": "bench API", "http": [{"url": site.url("/health"), "samples": 1}]}}
-        for part in (report, alert_report):  # a workspace each: the alarms' channels start with a whole budget
+        for part in (report, alert_report, storm_report):  # a workspace each: each starts with a whole budget
             (tmp / part.__name__).mkdir()
             async with bot_with_worker_processes(tmp / part.__name__, [], processes=WORKER_PROCESSES,
                                                  dead_worker_after_s=10, alerts=sns.settings, services=services,
                                                  incident=NO_DECLARE_LIMITS) as (bot, pd):
-                await part(bot, pd if part is report else sns)
+                await part(bot, sns if part is alert_report else pd)
 
 
 async def report(bot: IncidentBot, pd: FakePagerDuty) -> None:
@@ -137,15 +140,7 @@ async def report(bot: IncidentBot, pd: FakePagerDuty) -> None:
     await wait_for_keys(pd, list(keys.values()), 60)
     latency = [first_trigger_at(pd, keys[inc]) - started for inc, started in sent.items()]
 
-    # Nobody acknowledges: every incident's level-2 timer comes due ACK_TIMEOUT_S after its first page.
-    await wait_for_keys(pd, [f"{inc}:P0:L2" for inc in sent], ACK_TIMEOUT_S + 60)
-    offset = time.time() - time.monotonic()
-    fired, received = [], []
-    for inc in sent:
-        escalated = [e for e in await bot.timeline(inc, "escalated") if e.data.get("level") == 2]
-        due = escalated[0].data["due"]
-        fired.append(escalated[0].data["lateness_s"])
-        received.append(first_trigger_at(pd, f"{inc}:P0:L2") + offset - due)
+    fired, received = await timer_lateness(bot, pd, list(sent))
 
     print(f"   /incident … P0 → PagerDuty received the page, {INCIDENTS} declared at once: "
           f"p50 {statistics.median(latency) * 1000:.0f} ms, p99 {pct(latency, 99) * 1000:.0f} ms, "
@@ -159,6 +154,20 @@ async def report(bot: IncidentBot, pd: FakePagerDuty) -> None:
           f"for the channel; it links to it only if it already exists)")
     print(f"   PagerDuty: {len(pd.alerts)} alerts for {len(pd.events)} events "
           f"(expected {2 * (INCIDENTS + 5) - 5} alerts: 5 warm-up + {INCIDENTS} × 2 levels)")
+
+
+async def timer_lateness(bot: IncidentBot, pd: FakePagerDuty, incidents: list[str],
+                         timeout_s: float = 60) -> tuple[list[float], list[float]]:
+    """Nobody acknowledges: every incident's level-2 timer comes due ACK_TIMEOUT_S after its first page. Returns
+    (seconds from due to the timer job starting, seconds from due to PagerDuty receiving the level-2 page)."""
+    await wait_for_keys(pd, [f"{inc}:P0:L2" for inc in incidents], ACK_TIMEOUT_S + timeout_s)
+    offset = time.time() - time.monotonic()
+    fired, received = [], []
+    for inc in incidents:
+        escalated = [e for e in await bot.timeline(inc, "escalated") if e.data.get("level") == 2]
+        fired.append(escalated[0].data["lateness_s"])
+        received.append(first_trigger_at(pd, f"{inc}:P0:L2") + offset - escalated[0].data["due"])
+    return fired, received
 
 
 async def send_alarms(bot: IncidentBot, sns: FakeSns, n: int, label: str) -> dict[str, float]:
@@ -216,6 +225,27 @@ async def alert_report(bot: IncidentBot, sns: FakeSns) -> None:
           f"the first {TIER_2 - warm}, whose channels Slack's limit lets open at once: p99 "
           f"{pct(to_verdict[:TIER_2 - warm], 99) * 1000:.0f} ms (target p99 ≤ 2000 ms + the slowest check, here a "
           f"local probe)")
+
+
+async def storm_report(bot: IncidentBot, pd: FakePagerDuty) -> None:
+    """STORM declarations at once: their channel set-ups wait minutes for conversations.create's turn, and each
+    worker holds the waiting ones; the pages queued among them must not wait behind them."""
+    warm = await declare_many(bot, 3, "warm-up")
+    await wait_for_keys(pd, [f"{i}:P0:L1" for i in warm], 30)
+    sent = await declare_many(bot, STORM, "storm")
+    keys = {inc: f"{inc}:P0:L1" for inc in sent}
+    await wait_for_keys(pd, list(keys.values()), 120)
+    latency = [first_trigger_at(pd, keys[inc]) - started for inc, started in sent.items()]
+    opened = sum([1 for inc in sent if (await bot.incident(inc)).channel])
+    _fired, received = await timer_lateness(bot, pd, list(sent))
+    print(f"   /incident … P0 → PagerDuty received the page, {STORM} declared at once while their channels wait for "
+          f"Slack's conversations.create limit ({TIER_2} a minute; {opened} of {STORM} open when the last page "
+          f"arrived): p50 {statistics.median(latency) * 1000:.0f} ms, p99 {pct(latency, 99) * 1000:.0f} ms, max "
+          f"{max(latency) * 1000:.0f} ms; their escalation timers, due → next level at PagerDuty: p50 "
+          f"{statistics.median(received) * 1000:.0f} ms, p99 {pct(received, 99) * 1000:.0f} ms; "
+          f"{bot.local.rate_limits.refused} calls refused by Slack")
+    summarize_limit(f"escalation timer due → page at PagerDuty, during a storm of {STORM} declarations, p99",
+                    pct(received, 99) * 1000, "ms", 2000)
 
 
 def main() -> None:
