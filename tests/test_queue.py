@@ -707,3 +707,31 @@ async def test_waiting_parked_does_not_count_toward_the_job_timeout(queue: Queue
 
     assert finished[0] == "waited"
     assert worker.stats["by_kind"]["waits"]["ok"] == 1 and worker.stats["by_kind"]["works"]["failed"] >= 1
+
+
+async def test_a_job_waiting_for_slacks_pace_when_its_worker_stops_keeps_its_deliveries(queue: Queue) -> None:
+    """Deploys during a storm: a declaration still waiting for its turn is handed back each time without using a
+    delivery, so it is never dead-lettered half set up; a job cut short in its own work still counts as one."""
+    from bot.queue.slots import parked
+
+    attempts: dict[str, list[int]] = {"waits": [], "works": []}
+
+    async def waits(job: Job) -> None:
+        attempts["waits"].append(job.attempt)
+        async with parked():
+            await asyncio.sleep(3600)
+
+    async def works(job: Job) -> None:
+        attempts["works"].append(job.attempt)
+        await asyncio.sleep(3600)
+
+    await queue.enqueue("waits", {})
+    await queue.enqueue("works", {})
+    for deploy in range(1, queue.max_deliveries + 2):
+        worker = worker_for(queue, {"waits": waits, "works": works}, stop_grace_s=0.1)
+        async with running(worker):
+            await eventually(lambda: len(attempts["waits"]) == deploy)
+
+    assert attempts["waits"] == [1] * (queue.max_deliveries + 1)
+    assert attempts["works"] == list(range(1, queue.max_deliveries + 1))
+    assert [d["kind"] for d in await queue.dead_letters()] == ["works"]

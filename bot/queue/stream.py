@@ -209,12 +209,13 @@ return 'retry'
 """
 
 # KEYS: stream, dead, then per entry the id key of its job. ARGV: group, deliveries allowed, reason, dead maxlen,
-# failed_at, id ttl ms, entry ids... Puts unfinished entries back in the stream (attempt + 1) or in `dead` when out
-# of deliveries.
+# failed_at, id ttl ms, deliveries it counts (1, or 0 for jobs cut short through no fault of theirs), entry ids...
+# Puts unfinished entries back in the stream (attempt + 1) or in `dead` when out of deliveries.
 # Returns {job id, kind, 'requeued'|'dead'} per entry actually released (XACK guards against double release).
 _RELEASE = _LUA_COMMON + """
 local out = {}
-for i = 7, #ARGV do
+local counts = tonumber(ARGV[7])
+for i = 8, #ARGV do
   local id = ARGV[i]
   local entry = redis.call('XRANGE', KEYS[1], id, id)
   if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 then
@@ -222,12 +223,12 @@ for i = 7, #ARGV do
     if #entry > 0 then
       local f = fields_of(entry[1][2])
       local attempt = tonumber(f.a)
-      if attempt >= tonumber(ARGV[2]) then
+      if counts > 0 and attempt >= tonumber(ARGV[2]) then
         dead_letter(KEYS[2], ARGV[4], f, ARGV[3], ARGV[5])
         table.insert(out, {f.j, f.k, 'dead'})
       else
-        redis.call('XADD', KEYS[1], '*', unpack(job_fields(f, attempt + 1)))
-        hold_id(KEYS[i - 4], f, tonumber(ARGV[6]))
+        redis.call('XADD', KEYS[1], '*', unpack(job_fields(f, attempt + counts)))
+        hold_id(KEYS[i - 5], f, tonumber(ARGV[6]))
         table.insert(out, {f.j, f.k, 'requeued'})
       end
     end
@@ -458,16 +459,17 @@ class Queue:
         )
         return as_text(outcome)
 
-    async def release(self, entry_ids: list[str], reason: str) -> list[tuple[str, str, str]]:
+    async def release(self, entry_ids: list[str], reason: str, *, counted: bool = True) -> list[tuple[str, str, str]]:
         """Hand unfinished entries back: to the stream with attempt + 1, or to the dead letters when out of
-        deliveries. Safe to race with other workers: each entry is released once."""
+        deliveries; with `counted=False` (a job that was only waiting when its worker stopped) with the same
+        attempt, never dead. Safe to race with other workers: each entry is released once."""
         if not entry_ids:
             return []
         id_keys = [self.id_key(job_id) for job_id in await self._job_ids(entry_ids)]
         released = await self._scripts["release"](
             keys=[self.stream_key, self.dead_key, *id_keys],
             args=[self.group, self.max_deliveries, reason, self.maxlen_hint, repr(time.time()),
-                  int(self.idempotency_ttl_s * 1000), *entry_ids],
+                  int(self.idempotency_ttl_s * 1000), int(counted), *entry_ids],
         )
         return [(as_text(job_id), as_text(kind), as_text(outcome)) for job_id, kind, outcome in released]
 

@@ -112,6 +112,7 @@ class Worker:
         self._inflight: dict[str, tuple[Job, asyncio.Task[None]]] = {}
         self._parked: set[str] = set()  # in-flight jobs waiting on Slack's pace: their slots are free meanwhile
         self._settling: set[str] = set()  # entries whose outcome is being recorded (acked, retried, dead-lettered)
+        self._stopped_waiting: set[str] = set()  # parked when the worker stopped: handed back, no delivery counted
         self._stopping = asyncio.Event()
         self._capacity = asyncio.Event()
         self._joined = asyncio.Event()
@@ -437,12 +438,13 @@ class Worker:
         if await self.queue.forget_consumer(name):  # a no-op while it still holds entries
             log.info("forgot departed consumer %s", name, extra={"consumer": name})
 
-    async def _release(self, entry_ids: list[str], reason: str, counter: str) -> None:
-        for job_id, kind, outcome in await self.queue.release(entry_ids, reason):
+    async def _release(self, entry_ids: list[str], reason: str, counter: str, *, counted: bool = True) -> None:
+        for job_id, kind, outcome in await self.queue.release(entry_ids, reason, counted=counted):
             self.stats[counter] += 1
             self.stats["jobs_dead_lettered"] += outcome == "dead"
-            log.warning("job %s (%s) %s: %s", job_id, kind, "dead-lettered" if outcome == "dead" else "requeued",
-                        reason, extra={"job_id": job_id, "kind": kind})
+            # Jobs handed back uncounted were only waiting (hundreds in a storm): the count below says it once.
+            log.log(logging.WARNING if counted else logging.DEBUG, "job %s (%s) %s: %s", job_id, kind,
+                    "dead-lettered" if outcome == "dead" else "requeued", reason, extra={"job_id": job_id, "kind": kind})
 
     # -- shutdown -----------------------------------------------------------------------------------------------
 
@@ -453,8 +455,12 @@ class Worker:
         log.info("worker %s stopping: waiting up to %g s for %d running job(s)", self.consumer, grace_s, len(tasks))
         _done, unfinished = await asyncio.wait(tasks, timeout=grace_s) if grace_s > 0 else (set(), set(tasks))
         if unfinished:
-            log.warning("worker %s: cutting %d job(s) short; they go back to the queue", self.consumer,
-                        len(unfinished))
+            # A job waiting its turn at Slack when we stop (a storm of declarations, a deploy) did nothing wrong:
+            # however often that happens, it must not run out of deliveries and leave an incident half set up.
+            self._stopped_waiting = {entry_id for entry_id, (_job, task) in self._inflight.items()
+                                     if task in unfinished and entry_id in self._parked}
+            log.warning("worker %s: cutting %d job(s) short (%d of them waiting for Slack's pace); they go back "
+                        "to the queue", self.consumer, len(unfinished), len(self._stopped_waiting))
             await _cancel_all(list(unfinished))
 
     async def _leave(self) -> None:
@@ -464,8 +470,12 @@ class Worker:
         try:
             held = await self.queue.redis.xpending_range(self.queue.stream_key, self.queue.group, "-", "+", 10_000,
                                                          consumername=self.consumer)
-            await self._release([as_text(e["message_id"]) for e in held], "worker stopped before the job finished",
-                                "jobs_released")
+            held_ids = [as_text(e["message_id"]) for e in held]
+            await self._release([e for e in held_ids if e not in self._stopped_waiting],
+                                "worker stopped before the job finished", "jobs_released")
+            await self._release([e for e in held_ids if e in self._stopped_waiting],
+                                "worker stopped while the job waited for Slack's pace (no delivery counted)",
+                                "jobs_released", counted=False)
             await self.queue.redis.delete(self.queue.alive_key(self.consumer))
             await self.queue.forget_consumer(self.consumer)
         except (RedisError, OSError) as exc:
