@@ -9,6 +9,7 @@ import time
 import uuid
 
 import redis.asyncio as aioredis
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.queue import slots
@@ -117,3 +118,37 @@ async def test_a_progress_redraw_is_skipped_while_the_budget_is_spent_and_a_verd
     assert drawn == [True] * 50 + [False] * 10
     assert waited >= MINUTE_S - 1  # the verdict waited for the next window instead of earning a 429
     assert (shown, refused) == ("verdict: api is down", 0)
+
+
+async def test_a_429_pauses_the_shared_budget_so_the_other_process_waits_instead_of_meeting_one(redis_url):
+    """Slack's count and ours can differ (calls that never wait for a turn spent Slack's here): the first job to meet
+    a 429 pauses the method's budget for its Retry-After, and a job in another process waits it out instead of
+    being refused too; both channels are made (slack_sdk's 429 retry)."""
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    redis = [aioredis.Redis.from_url(redis_url) for _ in range(2)]
+    with LocalSlack(bot_token=TOKEN, rate_limits=RateLimits(minute_s=MINUTE_S)) as slack:
+        retrying = [SlackClient(AsyncWebClient(token=TOKEN, base_url=slack.url, retry_handlers=[
+            AsyncRateLimitErrorRetryHandler(max_retry_count=2)]), budget=Pacer(connection, namespace),
+            minute_s=MINUTE_S) for connection in redis]
+        for i in range(20):  # acks' calls: they never take a turn, so the budget did not count them
+            await retrying[0].call("conversations.create", name=f"ack-{i}")
+
+        async def job(slack_client: SlackClient, name: str) -> tuple[str, float]:
+            slots.bind(contextlib.nullcontext)
+            started = time.monotonic()
+            made = (await slack_client.call("conversations.create", name=name))["channel"]["id"]
+            return made, time.monotonic() - started
+
+        first = asyncio.create_task(job(retrying[0], "first"))
+        async with asyncio.timeout(5):  # the first job's 429 pauses the budget
+            while await Pacer(redis[1], namespace).paused_for("slack:conversations.create") == 0:
+                await asyncio.sleep(0.01)
+        refused_when_paused = slack.rate_limits.refused
+        second, _second_s = await asyncio.create_task(job(retrying[1], "second"))
+        made, _first_s = await first
+        refused = slack.rate_limits.refused
+    for connection in redis:
+        await connection.aclose()
+
+    assert refused_when_paused == 1 and refused == 1  # the second job waited out the pause and went once
+    assert str(made).startswith("C") and str(second).startswith("C")

@@ -129,6 +129,9 @@ class SlackClient:
         # retry them all together. Without Redis (a CLI run) there is no budget; Slack's 429s still pace.
         self.budget = budget
         self.minute_s = minute_s  # a test's shorter minute
+        if budget is not None:
+            web.retry_handlers = [SharedRateLimitRetry(budget, h.max_retry_count, minute_s)
+                                  if type(h) is AsyncRateLimitErrorRetryHandler else h for h in web.retry_handlers]
         self.timeout_retries = timeout_retries
         self.timeout_s = timeout_s
         self.errors: Counter[str] = Counter()  # Slack API errors by method (given up on), for /metrics
@@ -327,6 +330,36 @@ class SlackClient:
         except SlackError:
             return None  # a missing link must not fail the message that wanted it
         return answer.get("permalink")
+
+
+class SharedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
+    """slack_sdk's 429 retry, plus: a 429 on a tiered method pauses that method's shared budget for its
+    Retry-After, in every process, so the calls waiting for a turn wait it out instead of each meeting a 429 of
+    its own (our count and Slack's can differ: calls that never wait for a turn, a limit lower than documented).
+    The wait is on Slack's pace: a job's worker slot is free meanwhile."""
+
+    def __init__(self, budget: Pacer, max_retry_count: int, minute_s: float = 60.0) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.budget = budget
+        self.minute_s = minute_s
+
+    async def prepare_for_next_attempt_async(self, *, state: Any, request: Any, response: Any = None,
+                                             error: Exception | None = None) -> None:
+        method = request.url.rstrip("/").rsplit("/", 1)[-1]
+        if response is not None and pace_of(method, self.minute_s) is not None:
+            with contextlib.suppress(Exception):  # the budget is a courtesy to the others; the retry goes on
+                await self.budget.pause(f"slack:{method}", _retry_after_s(response.headers))
+        async with parked():
+            await super().prepare_for_next_attempt_async(state=state, request=request, response=response,
+                                                         error=error)
+
+
+def _retry_after_s(headers: dict[str, list[str]]) -> float | None:
+    for name, values in headers.items():
+        if name.lower() == "retry-after" and values:
+            with contextlib.suppress(ValueError):
+                return float(values[0])
+    return None
 
 
 def make_web_client(settings: Settings) -> AsyncWebClient:
