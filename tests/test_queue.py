@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -735,3 +736,45 @@ async def test_a_job_waiting_for_slacks_pace_when_its_worker_stops_keeps_its_del
     assert attempts["waits"] == [1] * (queue.max_deliveries + 1)
     assert attempts["works"] == list(range(1, queue.max_deliveries + 1))
     assert [d["kind"] for d in await queue.dead_letters()] == ["works"]
+
+
+async def test_overlapping_waits_of_one_job_keep_its_clock_stopped_until_the_last_ends(queue: Queue) -> None:
+    """A page's DMs wait for their channels together: the shorter wait ending must not restart the clock while the
+    longer one still waits."""
+    from bot.queue.slots import parked
+
+    async def wait(seconds: float) -> None:
+        async with parked():
+            await asyncio.sleep(seconds)
+
+    async def dms(job: Job) -> None:
+        await asyncio.gather(wait(0.3), wait(1.5))
+
+    await queue.enqueue("dms", {})
+    worker = worker_for(queue, {"dms": dms}, job_timeout_s=0.5)
+    async with running(worker):
+        await eventually(lambda: worker.stats["jobs_ok"] + worker.stats["jobs_retried"] >= 1, timeout_s=5)
+
+    assert (worker.stats["jobs_ok"], worker.stats["jobs_retried"]) == (1, 0)
+
+
+async def test_waits_push_a_jobs_deadline_back_by_the_park_limit_at_most_in_all(queue: Queue, monkeypatch) -> None:
+    """A job whose turn never comes (each wait short, the waits endless) still times out."""
+    from bot.queue import worker as worker_module
+    from bot.queue.slots import parked
+
+    monkeypatch.setattr(worker_module, "PARK_LIMIT_S", 0.5)
+    waits: Counter[int] = Counter()  # by attempt
+
+    async def never_its_turn(job: Job) -> None:
+        while True:
+            waits[job.attempt] += 1
+            async with parked():
+                await asyncio.sleep(0.2)
+
+    await queue.enqueue("never", {})
+    worker = worker_for(queue, {"never": never_its_turn}, job_timeout_s=0.3)
+    async with running(worker):
+        await eventually(lambda: worker.stats["jobs_retried"] >= 1, timeout_s=5)
+
+    assert 3 <= waits[1] <= 5  # 0.3 s of the job's own + 0.5 s of waiting, in waits of 0.2 s

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -64,8 +64,9 @@ RECLAIM_BATCH = 100
 # while the pages and timers queued behind them must run now. 50 x 16 is 40 minutes of that budget; each parked
 # job costs a coroutine and one id in the lease renewal.
 MAX_PARKED_FACTOR = 50
-# A wait for Slack's turn does not count toward job_timeout_s (it bounds the job's own work), but no one park may
-# last longer than this past what remained of it: a turn an hour away is a budget gone wrong, not a busy minute.
+# A wait for Slack's turn does not count toward job_timeout_s (it bounds the job's own work), but a job's waits
+# push its deadline back by this much at most, in all: a turn an hour away is a budget gone wrong, not a busy
+# minute, and such a job must still end in a failed delivery (and in the end the dead letters), not wait forever.
 PARK_LIMIT_S = 3600.0
 
 
@@ -273,19 +274,20 @@ class Worker:
         working = len(self._inflight) - len(self._parked)
         return min(self.concurrency - working, self.concurrency + self.max_parked - len(self._inflight))
 
-    def _parking(self, entry_id: str, deadline: asyncio.Timeout) -> Callable[[], AbstractAsyncContextManager[None]]:
+    def _parking(self, entry_id: str, clock: _JobClock) -> Callable[[], AbstractAsyncContextManager[None]]:
         @contextlib.asynccontextmanager
         async def park() -> AsyncIterator[None]:
-            if entry_id in self._parked:  # already parked (the job waits in two places at once)
+            if entry_id not in self._inflight:  # a task the job started outlived it: no slot, no timeout to move
                 yield
                 return
-            self._parked.add(entry_id)
-            self._capacity.set()
+            if clock.stop():  # the job's first part to wait (several may: DMs gathered, each on its pace)
+                self._parked.add(entry_id)
+                self._capacity.set()
             try:
-                with _clock_stopped(deadline):
-                    yield
+                yield
             finally:
-                self._parked.discard(entry_id)
+                if clock.start():
+                    self._parked.discard(entry_id)
 
         return park
 
@@ -325,7 +327,7 @@ class Worker:
         await _settle(self.queue.started, job)
         started = time.monotonic()
         deadline = asyncio.timeout(self.job_timeout_s)
-        slots.bind(self._parking(job.entry_id, deadline))
+        slots.bind(self._parking(job.entry_id, _JobClock(deadline)))
         try:
             async with deadline:
                 await _run_through_failover(handler, job, self._no_replicas_log)
@@ -449,6 +451,7 @@ class Worker:
     # -- shutdown -----------------------------------------------------------------------------------------------
 
     async def _drain(self, grace_s: float) -> None:
+        self._stopped_waiting = set()  # run() may be called again (run_until_idle): only this stop's count
         tasks = [task for _job, task in self._inflight.values()]
         if not tasks:
             return
@@ -500,16 +503,33 @@ async def _run_through_failover(handler: Handler, job: Job, no_replicas_log: Thr
             await asyncio.sleep(LOOP_BACKOFF.delay(attempt))
 
 
-@contextlib.contextmanager
-def _clock_stopped(deadline: asyncio.Timeout) -> Iterator[None]:
-    """While a job waits parked, its timeout is pushed back by the wait (at most PARK_LIMIT_S)."""
-    loop, due = asyncio.get_running_loop(), deadline.when()
-    parked_at = loop.time()
-    _reschedule(deadline, None if due is None else due + PARK_LIMIT_S)
-    try:
-        yield
-    finally:
-        _reschedule(deadline, None if due is None else due + loop.time() - parked_at)
+class _JobClock:
+    """A job's timeout, stopped while any part of the job waits parked, and pushed back by PARK_LIMIT_S at most in
+    all. (A part that works meanwhile is bounded by that limit alone: the wait and the work are one job.)"""
+
+    def __init__(self, deadline: asyncio.Timeout) -> None:
+        self.deadline = deadline
+        self.parks = 0
+        self._due = self._parked_at = 0.0
+        self._latest: float | None = None
+
+    def stop(self) -> bool:
+        """A part of the job parks; True when it is the first one waiting."""
+        self.parks += 1
+        if self.parks > 1 or (due := self.deadline.when()) is None:
+            return self.parks == 1
+        self._due, self._parked_at = due, asyncio.get_running_loop().time()
+        self._latest = due + PARK_LIMIT_S if self._latest is None else self._latest
+        _reschedule(self.deadline, self._latest)
+        return True
+
+    def start(self) -> bool:
+        """A part of the job resumes; True when none waits any more (the clock runs again, the wait left out)."""
+        self.parks -= 1
+        if self.parks == 0 and self._latest is not None:
+            waited = asyncio.get_running_loop().time() - self._parked_at
+            _reschedule(self.deadline, min(self._due + waited, self._latest))
+        return self.parks == 0
 
 
 def _reschedule(deadline: asyncio.Timeout, when: float | None) -> None:
