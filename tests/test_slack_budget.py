@@ -9,12 +9,11 @@ import time
 import uuid
 
 import redis.asyncio as aioredis
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.queue import slots
 from bot.queue.pacing import MARGIN_S, Pacer
-from bot.slack.client import SlackClient, SlackError, urgent
+from bot.slack.client import SharedRateLimitRetry, SlackClient, SlackError, urgent
 from bot.slack.local import LocalSlack
 from bot.slack.local.rate_limits import RateLimits
 
@@ -127,9 +126,9 @@ async def test_a_429_pauses_the_shared_budget_so_the_other_process_waits_instead
     namespace = f"t{uuid.uuid4().hex[:8]}"
     redis = [aioredis.Redis.from_url(redis_url) for _ in range(2)]
     with LocalSlack(bot_token=TOKEN, rate_limits=RateLimits(minute_s=MINUTE_S)) as slack:
+        budgets = [Pacer(connection, namespace) for connection in redis]
         retrying = [SlackClient(AsyncWebClient(token=TOKEN, base_url=slack.url, retry_handlers=[
-            AsyncRateLimitErrorRetryHandler(max_retry_count=2)]), budget=Pacer(connection, namespace),
-            minute_s=MINUTE_S) for connection in redis]
+            SharedRateLimitRetry(budget, 2, MINUTE_S)]), budget=budget, minute_s=MINUTE_S) for budget in budgets]
         for i in range(20):  # acks' calls: they never take a turn, so the budget did not count them
             await retrying[0].call("conversations.create", name=f"ack-{i}")
 
@@ -144,11 +143,28 @@ async def test_a_429_pauses_the_shared_budget_so_the_other_process_waits_instead
             while await Pacer(redis[1], namespace).paused_for("slack:conversations.create") == 0:
                 await asyncio.sleep(0.01)
         refused_when_paused = slack.rate_limits.refused
-        second, _second_s = await asyncio.create_task(job(retrying[1], "second"))
+        second, second_s = await asyncio.create_task(job(retrying[1], "second"))
         made, _first_s = await first
         refused = slack.rate_limits.refused
     for connection in redis:
         await connection.aclose()
 
     assert refused_when_paused == 1 and refused == 1  # the second job waited out the pause and went once
+    assert second_s >= 0.8  # Slack's Retry-After is whole seconds: it waited for the pause, not for a 429
     assert str(made).startswith("C") and str(second).startswith("C")
+
+
+async def test_the_last_429_pauses_the_budget_too_when_no_retry_is_left(redis_url):
+    redis = aioredis.Redis.from_url(redis_url)
+    budget = Pacer(redis, f"t{uuid.uuid4().hex[:8]}")
+    with LocalSlack(bot_token=TOKEN, rate_limits=RateLimits(minute_s=MINUTE_S)) as slack:
+        no_retry = SlackClient(AsyncWebClient(token=TOKEN, base_url=slack.url, retry_handlers=[
+            SharedRateLimitRetry(budget, 0, MINUTE_S)]), budget=budget, minute_s=MINUTE_S)
+        made = await create_all([no_retry], count=21)  # acks' calls: the 21st is refused
+        paused = await budget.paused_for("slack:conversations.create")
+        await budget.pause("slack:conversations.create", 0.1)  # a shorter pause does not cut it short
+        still = await budget.paused_for("slack:conversations.create")
+    await redis.aclose()
+
+    assert made[-1] == "ratelimited" and all(str(m).startswith("C") for m in made[:20])
+    assert 0.5 < paused <= 1.0 and still > 0.5

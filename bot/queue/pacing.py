@@ -92,6 +92,17 @@ return wait
 """
 
 
+# KEYS: pause. ARGV: milliseconds. A pause is only ever lengthened: a shorter Retry-After (another caller's, a
+# later 429's) must not cut short a longer one. Returns the milliseconds the pause now lasts.
+_PAUSE = """
+local left = redis.call('PTTL', KEYS[1])
+local wanted = tonumber(ARGV[1])
+if left >= wanted then return left end
+redis.call('SET', KEYS[1], '429', 'PX', wanted)
+return wanted
+"""
+
+
 @dataclass(frozen=True)
 class Pace:
     """A provider key's documented budget: `limit` sends per `window_s`."""
@@ -117,6 +128,7 @@ class Pacer:
         self.redis = redis
         self.namespace = namespace
         self._turn = redis.register_script(_TURN)
+        self._pause = redis.register_script(_PAUSE)
 
     def _keys(self, budget: str) -> list[str]:
         base = tagged(self.namespace, "pace", budget)
@@ -140,10 +152,10 @@ class Pacer:
             await pipe.zrem(waiting, member).zrem(forget, member).hdel(arrived, member).zrem(drop, member).execute()
 
     async def pause(self, budget: str, retry_after_s: float | None) -> float:
-        """The provider answered 429: nobody sends on `budget` for its Retry-After (bounded); returns the pause."""
+        """The provider answered 429: nobody sends on `budget` for its Retry-After (bounded), or longer if a pause
+        already lasts longer; returns the pause in seconds."""
         seconds = min(max(retry_after_s or DEFAULT_PAUSE_S, 0.1), MAX_PAUSE_S)
-        await self.redis.set(self._keys(budget)[3], "429", px=int(seconds * 1000))
-        return seconds
+        return int(await self._pause(keys=[self._keys(budget)[3]], args=[int(seconds * 1000)])) / 1000
 
     async def paused_for(self, budget: str) -> float:
         """Seconds left of a 429's pause on `budget` (0: none) — all an unpaced provider's page asks."""

@@ -129,9 +129,6 @@ class SlackClient:
         # retry them all together. Without Redis (a CLI run) there is no budget; Slack's 429s still pace.
         self.budget = budget
         self.minute_s = minute_s  # a test's shorter minute
-        if budget is not None:
-            web.retry_handlers = [SharedRateLimitRetry(budget, h.max_retry_count, minute_s)
-                                  if type(h) is AsyncRateLimitErrorRetryHandler else h for h in web.retry_handlers]
         self.timeout_retries = timeout_retries
         self.timeout_s = timeout_s
         self.errors: Counter[str] = Counter()  # Slack API errors by method (given up on), for /metrics
@@ -139,7 +136,7 @@ class SlackClient:
     @classmethod
     def from_settings(cls, settings: Settings, budget: Pacer | None = None) -> SlackClient:
         pacer = ChannelPacer(burst=settings.slack_channel_burst, rate=settings.slack_channel_rate_per_s)
-        return cls(make_web_client(settings), pacer=pacer, timeout_retries=settings.slack_max_retries,
+        return cls(make_web_client(settings, budget), pacer=pacer, timeout_retries=settings.slack_max_retries,
                    timeout_s=settings.slack_timeout_s, budget=budget)
 
     async def call(self, method: str, **params: Any) -> dict[str, Any]:
@@ -333,22 +330,26 @@ class SlackClient:
 
 
 class SharedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
-    """slack_sdk's 429 retry, plus: a 429 on a tiered method pauses that method's shared budget for its
-    Retry-After, in every process, so the calls waiting for a turn wait it out instead of each meeting a 429 of
-    its own (our count and Slack's can differ: calls that never wait for a turn, a limit lower than documented).
-    The wait is on Slack's pace: a job's worker slot is free meanwhile."""
+    """slack_sdk's 429 retry, plus: every 429 on a tiered method (the last one too, when no retry is left) pauses
+    that method's shared budget for its Retry-After, in every process, so the calls waiting for a turn wait it out
+    instead of each meeting a 429 of its own (our count and Slack's can differ: calls that never wait for a turn, a
+    limit lower than documented). The retry's wait is on Slack's pace: a job's worker slot is free meanwhile."""
 
     def __init__(self, budget: Pacer, max_retry_count: int, minute_s: float = 60.0) -> None:
         super().__init__(max_retry_count=max_retry_count)
         self.budget = budget
         self.minute_s = minute_s
 
+    async def can_retry_async(self, *, state: Any, request: Any, response: Any = None,
+                              error: Exception | None = None) -> bool:
+        method = request.url.rstrip("/").rsplit("/", 1)[-1]
+        if response is not None and response.status_code == 429 and pace_of(method, self.minute_s) is not None:
+            with contextlib.suppress(Exception):  # the budget is a courtesy to the others; the answer stands
+                await self.budget.pause(f"slack:{method}", _retry_after_s(response.headers))
+        return await super().can_retry_async(state=state, request=request, response=response, error=error)
+
     async def prepare_for_next_attempt_async(self, *, state: Any, request: Any, response: Any = None,
                                              error: Exception | None = None) -> None:
-        method = request.url.rstrip("/").rsplit("/", 1)[-1]
-        if response is not None and pace_of(method, self.minute_s) is not None:
-            with contextlib.suppress(Exception):  # the budget is a courtesy to the others; the retry goes on
-                await self.budget.pause(f"slack:{method}", _retry_after_s(response.headers))
         async with parked():
             await super().prepare_for_next_attempt_async(state=state, request=request, response=response,
                                                          error=error)
@@ -362,9 +363,12 @@ def _retry_after_s(headers: dict[str, list[str]]) -> float | None:
     return None
 
 
-def make_web_client(settings: Settings) -> AsyncWebClient:
+def make_web_client(settings: Settings, budget: Pacer | None = None) -> AsyncWebClient:
+    """slack_sdk's client with bounded retries; with a shared `budget`, a 429 pauses the method's budget too."""
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     retries = settings.slack_max_retries
+    rate_limited = (SharedRateLimitRetry(budget, retries) if budget is not None
+                    else AsyncRateLimitErrorRetryHandler(max_retry_count=retries))
     timeout = max(1, round(settings.slack_timeout_s))  # slack_sdk takes whole seconds; 0 would mean no wait
     return AsyncWebClient(
         token=token,
@@ -373,7 +377,7 @@ def make_web_client(settings: Settings) -> AsyncWebClient:
         session=_shared_session(timeout),
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=retries),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=retries),
+            rate_limited,
             AsyncServerErrorRetryHandler(max_retry_count=retries),
         ],
     )
