@@ -168,31 +168,3 @@ async def test_the_last_429_pauses_the_budget_too_when_no_retry_is_left(redis_ur
 
     assert made[-1] == "ratelimited" and all(str(m).startswith("C") for m in made[:20])
     assert 0.5 < paused <= 1.0 and still > 0.5
-
-
-async def test_a_job_handed_back_while_it_waits_keeps_its_place_in_line(redis_url):
-    """A deploy stops the worker holding declaration A, which had waited longer than B (held by another worker):
-    A asks again, under the same name, and still goes first."""
-    redis = aioredis.Redis.from_url(redis_url)
-    budget = Pacer(redis, f"t{uuid.uuid4().hex[:8]}")
-    with LocalSlack(bot_token=TOKEN, rate_limits=RateLimits(minute_s=MINUTE_S)) as slack:
-        slack_client = client(slack, budget)
-        await spent(slack_client)
-
-        async def declaration(job_id: str) -> None:
-            slots.bind(contextlib.nullcontext, job_id)
-            await slack_client.call("conversations.create", name=job_id.replace(":", "-").lower())
-
-        first = asyncio.create_task(declaration("declare:A"))
-        await asyncio.sleep(0.2)
-        second = asyncio.create_task(declaration("declare:B"))
-        await asyncio.sleep(0.2)
-        first.cancel()  # its worker stopped
-        await asyncio.gather(first, return_exceptions=True)
-        again = asyncio.create_task(declaration("declare:A"))  # another worker runs it again
-        await asyncio.sleep(0.2)
-        line = await budget.waiting("slack:conversations.create")
-        await asyncio.gather(again, second)
-    await redis.aclose()
-
-    assert line == ["declare:A:slack:conversations.create:1", "declare:B:slack:conversations.create:1"]

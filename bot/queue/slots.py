@@ -10,13 +10,11 @@ again once it resumes. Outside a job (the ack path, the CLI) `parked()` does not
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from typing import AsyncContextManager
 
 _slot: ContextVar[Callable[[], AsyncContextManager[None]] | None] = ContextVar("worker_slot", default=None)
-_job: ContextVar[tuple[str, Counter[str]] | None] = ContextVar("worker_job", default=None)
 
 
 @contextlib.asynccontextmanager
@@ -34,19 +32,6 @@ def in_job() -> bool:
     return _slot.get() is not None
 
 
-def bind(park: Callable[[], AsyncContextManager[None]], job_id: str | None = None) -> None:
+def bind(park: Callable[[], AsyncContextManager[None]]) -> None:
     """Called by the worker in a job's own task: `parked()` in that job (and tasks it starts) calls `park`."""
     _slot.set(park)
-    _job.set((job_id, Counter()) if job_id else None)
-
-
-def place_in_line(name: str) -> str | None:
-    """A name for this job's next wait in the line `name` that is the same each time the job runs (its id, the
-    line, the how-manieth wait of this run): a job handed back when its worker stopped asks again under it and
-    keeps the place it had, instead of going behind the jobs that other workers still hold. None outside a job."""
-    job = _job.get()
-    if job is None:
-        return None
-    job_id, waits = job
-    waits[name] += 1
-    return f"{job_id}:{name}:{waits[name]}"

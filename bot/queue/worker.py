@@ -327,7 +327,7 @@ class Worker:
         await _settle(self.queue.started, job)
         started = time.monotonic()
         deadline = asyncio.timeout(self.job_timeout_s)
-        slots.bind(self._parking(job.entry_id, _JobClock(deadline)), job.id)
+        slots.bind(self._parking(job.entry_id, _JobClock(deadline)))
         try:
             async with deadline:
                 await _run_through_failover(handler, job, self._no_replicas_log)

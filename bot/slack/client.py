@@ -32,7 +32,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.queue.pacing import Pacer
-from bot.queue.slots import in_job, parked, place_in_line
+from bot.queue.slots import in_job, parked
 from bot.settings import Settings
 from bot.slack.tiers import pace_of
 
@@ -176,9 +176,7 @@ class SlackClient:
         pacer = self.budget
         if pacer is None or not in_job() or _urgent.get() or (pace := pace_of(method, self.minute_s)) is None:
             return True
-        budget = f"slack:{method}"
-        place = place_in_line(budget) if wait else None
-        member = place or uuid.uuid4().hex
+        budget, member = f"slack:{method}", uuid.uuid4().hex
         try:
             while (wait_s := await pacer.turn(budget, pace, member, "P1")) > 0:
                 if not wait:
@@ -186,12 +184,9 @@ class SlackClient:
                     return False
                 async with parked():
                     await asyncio.sleep(wait_s)
-        except BaseException:  # cancelled (the job's timeout, a shutdown)
-            # A job's place is its own: handed back, it asks again under the same name and keeps it (the budget
-            # forgets it if it does not come back soon). A waiter without one leaves, not to hold back others.
-            if place is None:
-                with contextlib.suppress(Exception):
-                    await pacer.leave(budget, member)
+        except BaseException:  # cancelled (the job's timeout, a shutdown): do not hold back those behind
+            with contextlib.suppress(Exception):
+                await pacer.leave(budget, member)
             raise
         return True
 
