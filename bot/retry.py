@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -27,6 +29,24 @@ class RetryPolicy:
             return min(max(retry_after, 0.0), self.max_s)
         ceiling = min(self.max_s, self.base_s * (2 ** max(attempt - 1, 0)))
         return random.uniform(ceiling / 2, ceiling)  # "equal jitter": never zero, never in lockstep
+
+
+def retry_after_s(headers: Mapping[str, Any]) -> float | None:
+    """A response's Retry-After as seconds (a number or an HTTP date; of a list of values, as slack_sdk keeps
+    them, the first); None when absent or unreadable. The header's name is matched in any case."""
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError):
+        return None
 
 
 class RetryableError(Exception):

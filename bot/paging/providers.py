@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot import durations
 from bot.queue.pacing import Pace, budget_id
-from bot.retry import RetryableError, RetryPolicy, retry_async
+from bot.retry import RetryableError, RetryPolicy, retry_after_s, retry_async
 
 if TYPE_CHECKING:  # httpx is imported with the first page: a process that only answers Slack never sends one
     import httpx
@@ -166,10 +164,10 @@ async def post_with_retries(
         except httpx.TransportError as exc:
             raise _retry(what, f"could not connect ({type(exc).__name__})") from None
         if response.status_code == 429:
-            last_429 = (parse_retry_after(response.headers),)
+            last_429 = (retry_after_s(response.headers),)
             raise _retry(what, "rate limited (HTTP 429)", retry_after=last_429[0])
         if response.status_code >= 500:
-            raise _retry(what, f"HTTP {response.status_code}", retry_after=parse_retry_after(response.headers))
+            raise _retry(what, f"HTTP {response.status_code}", retry_after=retry_after_s(response.headers))
         return HttpAnswer(status=response.status_code, body=_json_or_none(response), tries=tries)
 
     try:
@@ -182,21 +180,6 @@ async def post_with_retries(
 def _retry(what: str, reason: str, *, retry_after: float | None = None) -> RetryableError:
     log.warning("paging: %s: %s", what, reason)
     return RetryableError(reason, retry_after=retry_after)
-
-
-def parse_retry_after(headers: httpx.Headers) -> float | None:
-    """Retry-After as seconds (a number or an HTTP date); None when absent or unreadable."""
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
-    except (TypeError, ValueError):
-        return None
 
 
 def _json_or_none(response: httpx.Response) -> Any:

@@ -33,6 +33,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.queue.pacing import Pacer
 from bot.queue.slots import in_job, parked
+from bot.retry import retry_after_s
 from bot.settings import Settings
 from bot.slack.tiers import pace_of
 
@@ -345,7 +346,7 @@ class SharedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
         method = request.url.rstrip("/").rsplit("/", 1)[-1]
         if response is not None and response.status_code == 429 and pace_of(method, self.minute_s) is not None:
             with contextlib.suppress(Exception):  # the budget is a courtesy to the others; the answer stands
-                await self.budget.pause(f"slack:{method}", _retry_after_s(response.headers))
+                await self.budget.pause(f"slack:{method}", retry_after_s(response.headers))
         return await super().can_retry_async(state=state, request=request, response=response, error=error)
 
     async def prepare_for_next_attempt_async(self, *, state: Any, request: Any, response: Any = None,
@@ -353,14 +354,6 @@ class SharedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
         async with parked():
             await super().prepare_for_next_attempt_async(state=state, request=request, response=response,
                                                          error=error)
-
-
-def _retry_after_s(headers: dict[str, list[str]]) -> float | None:
-    for name, values in headers.items():
-        if name.lower() == "retry-after" and values:
-            with contextlib.suppress(ValueError):
-                return float(values[0])
-    return None
 
 
 def make_web_client(settings: Settings, budget: Pacer | None = None) -> AsyncWebClient:
