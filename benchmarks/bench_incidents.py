@@ -135,10 +135,7 @@ async def report(bot: IncidentBot, pd: FakePagerDuty) -> None:
     for inc in warm:
         await bot.command("/incident", f"ack {inc}")
 
-    sent = await declare_many(bot, INCIDENTS, "bench")
-    keys = {inc: f"{inc}:P0:L1" for inc in sent}
-    await wait_for_keys(pd, list(keys.values()), 60)
-    latency = [first_trigger_at(pd, keys[inc]) - started for inc, started in sent.items()]
+    sent, latency = await paged_at_once(bot, pd, INCIDENTS, "bench", 60)
 
     fired, received = await timer_lateness(bot, pd, list(sent))
 
@@ -149,11 +146,20 @@ async def report(bot: IncidentBot, pd: FakePagerDuty) -> None:
     print(f"   escalation timers, due → next level received by PagerDuty: p50 {statistics.median(received) * 1000:.0f}"
           f" ms, p99 {pct(received, 99) * 1000:.0f} ms (timer job started: p99 {pct(fired, 99) * 1000:.0f} ms)"
           f"  (target p99 < 2000 ms)")
-    linked = sum(1 for inc in sent if (pd.alert(keys[inc]).body.get("links") or [{}])[0].get("href"))
+    linked = sum(1 for inc in sent if (pd.alert(f"{inc}:P0:L1").body.get("links") or [{}])[0].get("href"))
     print(f"   first pages that carried the channel link: {linked} of {INCIDENTS} (a page is sent without waiting "
           f"for the channel; it links to it only if it already exists)")
     print(f"   PagerDuty: {len(pd.alerts)} alerts for {len(pd.events)} events "
           f"(expected {2 * (INCIDENTS + 5) - 5} alerts: 5 warm-up + {INCIDENTS} × 2 levels)")
+
+
+async def paged_at_once(bot: IncidentBot, pd: FakePagerDuty, n: int, label: str,
+                        timeout_s: float) -> tuple[dict[str, float], list[float]]:
+    """n `/incident … P0` at once; (incident → when its command was sent, seconds until PagerDuty had each page)."""
+    sent = await declare_many(bot, n, label)
+    keys = {inc: f"{inc}:P0:L1" for inc in sent}
+    await wait_for_keys(pd, list(keys.values()), timeout_s)
+    return sent, [first_trigger_at(pd, keys[inc]) - started for inc, started in sent.items()]
 
 
 async def timer_lateness(bot: IncidentBot, pd: FakePagerDuty, incidents: list[str],
@@ -232,10 +238,7 @@ async def storm_report(bot: IncidentBot, pd: FakePagerDuty) -> None:
     worker holds the waiting ones; the pages queued among them must not wait behind them."""
     warm = await declare_many(bot, 3, "warm-up")
     await wait_for_keys(pd, [f"{i}:P0:L1" for i in warm], 30)
-    sent = await declare_many(bot, STORM, "storm")
-    keys = {inc: f"{inc}:P0:L1" for inc in sent}
-    await wait_for_keys(pd, list(keys.values()), 120)
-    latency = [first_trigger_at(pd, keys[inc]) - started for inc, started in sent.items()]
+    sent, latency = await paged_at_once(bot, pd, STORM, "storm", 120)
     opened = sum([1 for inc in sent if (await bot.incident(inc)).channel])
     _fired, received = await timer_lateness(bot, pd, list(sent))
     print(f"   /incident … P0 → PagerDuty received the page, {STORM} declared at once while their channels wait for "
