@@ -30,6 +30,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.incidents.timeline import MESSAGE_KINDS, Entry
 from bot.queue import Job, as_text
+from bot.retry import retry_after_s
 from bot.runtime import Runtime
 from bot.slack.client import SlackError
 from bot.writeup.capture import is_own, is_spoken, merge_backfilled, message_entry
@@ -147,14 +148,8 @@ def _retry_after(exc: SlackApiError) -> float | None:
     response = exc.response
     if response is None or getattr(response, "status_code", None) != 429:
         return None
-    headers = {str(k).lower(): v for k, v in (getattr(response, "headers", None) or {}).items()}
-    raw = headers.get("retry-after")
-    if isinstance(raw, list):
-        raw = raw[0] if raw else None
-    try:
-        return max(float(raw), 1.0) if raw is not None else 30.0
-    except (TypeError, ValueError):
-        return 30.0
+    seconds = retry_after_s(getattr(response, "headers", None) or {})
+    return 30.0 if seconds is None else max(seconds, 1.0)
 
 
 # ------------------------------------------------------------------------------------------------ back-fill

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from bot.retry import RetryableError, RetryPolicy, retry_async
+from bot.retry import RetryableError, RetryPolicy, retry_after_s, retry_async
 from bot.writeup.trackers.model import RateLimited, TrackerRefused
 
 READ_RETRY = RetryPolicy(attempts=4, base_s=0.5, max_s=8.0)
@@ -45,7 +45,7 @@ async def call(client: httpx.AsyncClient, method: str, url: str, *, attempts: in
             raise error(f"{method} {_path(url)} answered {response.status_code} (rate limited)", retry_after=wait)
         if response.status_code >= 500:
             raise RetryableError(f"{method} {_path(url)} answered {response.status_code}",
-                                 retry_after=_seconds(response.headers.get("retry-after")))
+                                 retry_after=retry_after_s(response.headers))
         if response.status_code >= 400:
             raise TrackerRefused(f"{method} {_path(url)} answered {response.status_code}: "
                                  f"{' '.join(response.text.split())[:200]}")
@@ -59,7 +59,7 @@ def rate_limit_wait(response: httpx.Response, now: float | None = None) -> float
     if response.status_code not in (403, 429):
         return None
     headers, now = response.headers, time.time() if now is None else now
-    retry_after = _seconds(headers.get("retry-after"))
+    retry_after = retry_after_s(headers)
     if retry_after is not None:
         return retry_after
     reset = _moment(headers.get("x-ratelimit-reset"))
@@ -72,13 +72,6 @@ def rate_limit_wait(response: httpx.Response, now: float | None = None) -> float
 
 def _path(url: str) -> str:
     return httpx.URL(url).path  # never the query (a JQL may hold text) in a log line or error
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return max(float(value), 0.0) if value else None
-    except ValueError:
-        return None
 
 
 def _moment(value: str | None) -> float | None:
