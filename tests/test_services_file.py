@@ -72,3 +72,27 @@ async def test_diagnose_list_says_a_bad_edit_was_not_used(local_slack, redis_url
         answer = (await bot.command("/diagnose", "list")).json()
         assert "`api`" in answer["text"] and "last edit was not used" in answer["text"]
         assert answer["blocks"][0]["type"] == "context" and "still using" in answer["blocks"][0]["elements"][0]["text"]
+
+
+@pytest.mark.parametrize("collector_on", [True, False])
+def test_the_parse_pauses_the_collector_and_leaves_it_as_it_found_it(tmp_path, monkeypatch, collector_on) -> None:
+    """Parsing pauses the cyclic collector (its new objects are acyclic); it must come back on after a reload, even a
+    bad one, and stay off when the start held it off."""
+    import gc
+
+    from bot import settings
+
+    seen = []
+    real = settings.parse_services
+    monkeypatch.setattr(settings, "parse_services", lambda *a, **k: (seen.append(gc.isenabled()), real(*a, **k))[1])
+    good, bad = tmp_path / "good.yml", tmp_path / "bad.yml"
+    write(good, {"api": {}})
+    bad.write_text("services: [unclosed\n")
+    (gc.enable if collector_on else gc.disable)()
+    try:
+        assert list(settings.load_services(good).services) == ["api"]
+        with pytest.raises(ConfigError):
+            settings.load_services(bad)
+        assert seen == [False] and gc.isenabled() is collector_on
+    finally:
+        gc.enable()
