@@ -41,6 +41,10 @@ class Hooks:
     job_handlers: list[Callable[[Runtime], dict[str, JobHandler]]] = field(default_factory=list)
     http_routes: dict[tuple[str, str], Route] = field(default_factory=dict)  # (method, path) -> route
     event_recorders: list[Callable[[Runtime, dict, dict], Awaitable[None]]] = field(default_factory=list)
+    # (rt, run_id, run state): in a run's start job, before its state is first stored; a hook may fill the state's
+    # `incident_id` (a `/diagnose` typed in an incident's channel), so the ack that queued it made one round trip
+    diagnosis_starting: list[Callable[[Runtime, str, dict[str, str]], Awaitable[None]]] = field(
+        default_factory=list)
     # (rt, run_id, run state, verdict): once per finished diagnosis run
     diagnosis_finished: list[Callable[[Runtime, str, dict[str, str], Any], Awaitable[None]]] = field(
         default_factory=list)

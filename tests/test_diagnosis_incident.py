@@ -210,3 +210,44 @@ def test_reminders_are_not_news_and_collapse_into_one_line_with_a_count() -> Non
     collapsed = collapse_reminders(events)
     assert [e.kind for e in collapsed] == [EntryKind.DECLARED, EntryKind.REMINDER, EntryKind.RESOLVED]
     assert collapsed[1].what == "Reminder: a status update was due (3 reminders, the last at 03:00 UTC)"
+
+
+async def test_diagnose_in_an_incident_channel_acks_in_one_round_trip_and_the_run_is_still_the_incidents(
+        local_slack, redis_url, tmp_path, monkeypatch):
+    """The ack claims and queues the run in one Redis round trip; whose run it is (the open incident whose channel
+    it was typed in) the run's start job decides. A closed incident's channel keeps its runs to itself."""
+    from redis.asyncio.connection import AbstractConnection
+
+    with local_http_server({"/health": Reply(200)}) as server:
+        services = {"api": {"http": [probe(server.url("/health"))]}, "db": {"http": [probe(server.url("/health"))]}}
+        async with incident_bot(local_slack, redis_url, tmp_path, services=services) as bot:
+            inc_id = await declare_incident(bot, "API slow P2")  # no service: no diagnosis of its own
+            incident = await bot.incident(inc_id)
+            await bot.settle()
+            await bot.stop_workers()  # nothing else talks to Redis while the ack is timed
+            sent: list[int] = []
+            real = AbstractConnection.send_packed_command
+
+            async def counted(self, command, check_health=True):  # type: ignore[no-untyped-def]
+                sent.append(1)
+                return await real(self, command, check_health)
+
+            monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+            answer = await bot.command("/diagnose", "api", user="U2", channel=incident.channel)
+            monkeypatch.setattr(AbstractConnection, "send_packed_command", real)
+            assert "Queued 1 checks for `api`" in answer and len(sent) == 1, (answer, sent)
+
+            bot.start_worker()
+            await bot.settle()
+            requested = await bot.timeline(inc_id, "diagnosis_requested")
+            assert [(e.actor, e.data["service"], e.data["joined"]) for e in requested] == [("U2", "api", False)]
+            run_id = requested[0].data["run_id"]
+            assert (await bot.incident(inc_id)).diagnosis_runs == [run_id]
+            assert [e.data["run_id"] for e in await bot.timeline(inc_id, "diagnosis")] == [run_id]
+
+            await bot.command("/incident", "resolve slow query killed", channel=incident.channel)
+            await bot.wait_incident(inc_id, lambda i: i.status == "resolved")
+            await bot.command("/diagnose", "db", user="U2", channel=incident.channel)
+            await bot.settle()
+            assert len(await bot.timeline(inc_id, "diagnosis_requested")) == 1  # the closed incident's is not asked
+            assert (await bot.incident(inc_id)).diagnosis_runs == [run_id]

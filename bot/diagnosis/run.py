@@ -109,8 +109,11 @@ async def run_results(rt: Runtime, run_id: str) -> dict[str, CheckResult]:
 async def start_job(rt: Runtime, job: Job) -> None:
     run_id = job.payload["run"]
     if "state" in job.payload and not await rt.redis.exists(_run_key(rt, run_id)):
+        first = dict(job.payload["state"])
+        for hook in rt.hooks.diagnosis_starting:  # each may run again should this job be retried before the write
+            await hook(rt, run_id, first)
         async with rt.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(_run_key(rt, run_id), mapping=job.payload["state"])
+            pipe.hset(_run_key(rt, run_id), mapping=first)
             pipe.expire(_run_key(rt, run_id), RUN_TTL_S)
             await pipe.execute()
     state = await _state(rt, run_id)

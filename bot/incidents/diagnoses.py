@@ -42,14 +42,36 @@ async def diagnose_for_incident(ctx: Incidents, incident: Incident, user: str, s
     """A run whose verdict reaches the incident's header, timeline, catch-ups and postmortem."""
     assert incident.channel is not None
     started = await request_diagnosis(ctx.rt, service, incident.channel, user, incident_id=incident.id)
-    await ctx.timeline.record(incident.id, EntryKind.DIAGNOSIS_REQUESTED, entry_id=f"diagnosis_requested:{started.run_id}",
-                              actor=user, text=service,
-                              data={"service": service, "run_id": started.run_id,
-                                    "joined": started.joined, "planned": started.planned})
-    async with ctx.store.mutate(incident.id) as current:
-        if started.run_id not in current.diagnosis_runs:
-            current.diagnosis_runs.append(started.run_id)
+    await _belongs(ctx, incident.id, started.run_id, user, service, joined=started.joined, planned=started.planned)
     return started
+
+
+async def on_diagnosis_starting(rt: Any, run_id: str, state: dict[str, str]) -> None:
+    """Hook for bot.diagnosis.run: a run asked for in an open incident's own channel (`/diagnose` typed there) is
+    that incident's. Decided by the run's start job, not the ack: the ack then queues the run in one round trip
+    instead of five (channel, record, queue, timeline, record again). Thread-mode incidents share their channel
+    with others, so a run there stays the channel's."""
+    ctx: Incidents | None = rt.feature(Incidents)
+    if ctx is None or state.get("incident_id"):
+        return
+    incident_id = await ctx.store.by_channel(state["channel"])
+    incident = await ctx.store.get(incident_id) if incident_id else None
+    if incident is None or not incident.is_open or incident.mode != "channel":
+        return
+    state["incident_id"] = incident.id
+    await _belongs(ctx, incident.id, run_id, state["user"], state["service"], joined=False,
+                   planned=int(state["total"]), at=float(state["started"]))
+
+
+async def _belongs(ctx: Incidents, incident_id: str, run_id: str, user: str, service: str, *, joined: bool,
+                   planned: int, at: float | None = None) -> None:
+    """The run in the incident's timeline and its list of runs; both idempotent, as a retried job needs."""
+    await ctx.timeline.record(incident_id, EntryKind.DIAGNOSIS_REQUESTED, entry_id=f"diagnosis_requested:{run_id}",
+                              at=at, actor=user, text=service,
+                              data={"service": service, "run_id": run_id, "joined": joined, "planned": planned})
+    async with ctx.store.mutate(incident_id) as current:
+        if run_id not in current.diagnosis_runs:
+            current.diagnosis_runs.append(run_id)
 
 
 def latest_verdict(run_id: str, state: dict[str, str], verdict: Any, diff: RunDiff | None) -> LatestVerdict:

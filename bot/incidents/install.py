@@ -4,6 +4,7 @@ Provides the `Incidents` context (settings, policy, providers, store, timeline) 
 `rt.hooks`:
     job_handlers        incidents' job kinds (bot/incidents/jobs.py)
     http_routes         POST /hooks/pagerduty (the alert sources' routes: bot/alerts/install.py)
+    diagnosis_starting  the hook that gives a run asked for in an incident's channel to that incident
     diagnosis_finished  the hook that writes a verdict into the incident's timeline and header
     closers             closing the providers' HTTP clients
     secrets             webhook secrets, for log redaction
@@ -65,11 +66,12 @@ def _check_schedules(rt: Runtime, policy: PagingPolicy) -> None:
 
 
 def _wire(rt: Runtime, ctx: Incidents) -> None:
-    from bot.incidents import jobs, lifecycle, provider_acks
+    from bot.incidents import diagnoses, jobs, lifecycle, provider_acks
     if (oncall := oncall_of(rt)) is not None:
         oncall.handoff_notes.append(lambda user: _open_incidents(ctx, user))
     rt.hooks.job_handlers.append(jobs.job_handlers)
     rt.hooks.http_routes[("POST", "/hooks/pagerduty")] = provider_acks.make_route(ctx)
+    rt.hooks.diagnosis_starting.append(diagnoses.on_diagnosis_starting)
     rt.hooks.diagnosis_finished.append(lifecycle.on_diagnosis_finished)
     rt.hooks.closers.append(_close)
     rt.hooks.secrets.extend(ctx.settings.secrets())

@@ -9,8 +9,6 @@ from typing import Any
 
 from bot.diagnosis.run import request_diagnosis
 from bot.errors import UserError
-from bot.incidents import diagnoses
-from bot.incidents.service import Incidents
 from bot.runtime import Runtime
 from bot.slack.mrkdwn import (
     FALLBACK_TEXT_MAX,
@@ -116,19 +114,10 @@ def register(app: Any, rt: Runtime) -> None:
             await ack(text=fallback, blocks=blocks, response_type="ephemeral")
             return
         service = parse_target(text, list(rt.services().services))
-        started = await start(rt, service, command["channel_id"], command["user_id"])
+        # One round trip: claim and queue the run. Whose run it is (an incident's, typed in its channel) its
+        # start job decides (bot/incidents/diagnoses.on_diagnosis_starting).
+        started = await request_diagnosis(rt, service, command["channel_id"], command["user_id"])
         await ack(text=started_text(service, started), response_type="ephemeral")
-
-
-async def start(rt: Runtime, service: str, channel: str, user: str) -> Any:
-    """One Redis read more on the ack path, for the incident whose channel this is (thread-mode incidents share
-    their channel with others, so a run there stays the channel's)."""
-    ctx = rt.feature(Incidents)
-    incident_id = await ctx.store.by_channel(channel) if ctx else None
-    incident = await ctx.store.get(incident_id) if ctx and incident_id else None
-    if ctx and incident and incident.is_open and incident.mode == "channel":
-        return await diagnoses.diagnose_for_incident(ctx, incident, user, service)
-    return await request_diagnosis(rt, service, channel, user)
 
 
 def started_text(service: str, started: Any) -> str:
