@@ -42,7 +42,8 @@ class Hooks:
     http_routes: dict[tuple[str, str], Route] = field(default_factory=dict)  # (method, path) -> route
     event_recorders: list[Callable[[Runtime, dict, dict], Awaitable[None]]] = field(default_factory=list)
     # (rt, run_id, run state): in a run's start job, before its state is first stored; a hook may fill the state's
-    # `incident_id` (a `/diagnose` typed in an incident's channel), so the ack that queued it made one round trip
+    # `incident_id` of a run asked for in an incident's channel without naming one (`/diagnose` typed there), so
+    # the ack that queued it made one round trip. A hook's failure other than Redis's is logged, not the run's.
     diagnosis_starting: list[Callable[[Runtime, str, dict[str, str]], Awaitable[None]]] = field(
         default_factory=list)
     # (rt, run_id, run state, verdict): once per finished diagnosis run

@@ -251,3 +251,51 @@ async def test_diagnose_in_an_incident_channel_acks_in_one_round_trip_and_the_ru
             await bot.settle()
             assert len(await bot.timeline(inc_id, "diagnosis_requested")) == 1  # the closed incident's is not asked
             assert (await bot.incident(inc_id)).diagnosis_runs == [run_id]
+
+
+async def test_a_run_asked_for_before_its_incident_was_resolved_is_still_the_incidents(local_slack, redis_url,
+                                                                                        tmp_path):
+    """Behind a queue backlog the start job can run after the incident was resolved: the run was asked for while
+    it was open, so its verdict still reaches the incident's timeline (and its postmortem)."""
+    with local_http_server({"/health": Reply(200)}) as server:
+        async with incident_bot(local_slack, redis_url, tmp_path,
+                                services={"api": {"http": [probe(server.url("/health"))]}}) as bot:
+            inc_id = await declare_incident(bot, "API slow P2")
+            incident = await bot.incident(inc_id)
+            await bot.settle()
+            await bot.stop_workers()
+            assert "Queued" in await bot.command("/diagnose", "api", user="U2", channel=incident.channel)
+            await bot.command("/incident", "resolve slow query killed", channel=incident.channel)
+            await bot.wait_incident(inc_id, lambda i: i.status == "resolved")
+            bot.start_worker()
+            await bot.settle()
+            run_id = (await bot.timeline(inc_id, "diagnosis_requested"))[0].data["run_id"]
+            assert [e.data["run_id"] for e in await bot.timeline(inc_id, "diagnosis")] == [run_id]
+            assert (await bot.incident(inc_id)).diagnosis_runs == [run_id]
+
+
+async def test_a_run_whose_incident_cannot_be_updated_still_runs_and_posts_its_verdict(local_slack, redis_url,
+                                                                                       tmp_path, monkeypatch, caplog):
+    """The responder was told the run is queued: an incident locked past the wait must not fail its start (which
+    left no thread, and the channel claimed so that every retry answered "already running")."""
+    from bot.incidents.store import IncidentStore, LockTimeout
+
+    with local_http_server({"/health": Reply(200)}) as server:
+        async with incident_bot(local_slack, redis_url, tmp_path,
+                                services={"api": {"http": [probe(server.url("/health"))]}}) as bot:
+            inc_id = await declare_incident(bot, "API slow P2")
+            incident = await bot.incident(inc_id)
+            await bot.settle()
+
+            def locked(self, incident_id):  # type: ignore[no-untyped-def]
+                raise LockTimeout(f"{incident_id} is locked by another worker")
+
+            monkeypatch.setattr(IncidentStore, "mutate", locked)
+            assert "Queued" in await bot.command("/diagnose", "api", user="U2", channel=incident.channel)
+            await bot.settle()
+            assert any("looks healthy" in m.text for m in local_slack.messages(incident.channel)), \
+                [m.text for m in local_slack.messages(incident.channel)]
+            assert "a start hook failed" in caplog.text
+            monkeypatch.undo()
+            again = await bot.command("/diagnose", "api", user="U2", channel=incident.channel)
+            assert "Queued" in again  # the finished run let go of the channel's claim

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from bot.diagnosis import history
 from bot.diagnosis.render import slack as render
 from bot.queue import Job
@@ -110,8 +112,8 @@ async def start_job(rt: Runtime, job: Job) -> None:
     run_id = job.payload["run"]
     if "state" in job.payload and not await rt.redis.exists(_run_key(rt, run_id)):
         first = dict(job.payload["state"])
-        for hook in rt.hooks.diagnosis_starting:  # each may run again should this job be retried before the write
-            await hook(rt, run_id, first)
+        for hook in rt.hooks.diagnosis_starting:
+            await _starting(hook, rt, run_id, first)
         async with rt.redis.pipeline(transaction=True) as pipe:
             pipe.hset(_run_key(rt, run_id), mapping=first)
             pipe.expire(_run_key(rt, run_id), RUN_TTL_S)
@@ -136,6 +138,18 @@ async def start_job(rt: Runtime, job: Job) -> None:
                          run_at=float(state["deadline"]) + DEADLINE_GRACE_S))
     if not state["total"] or state["total"] == "0":
         await rt.queue.enqueue("diagnose.finish", {"run": run_id}, job_id=f"{run_id}:finish")
+
+
+async def _starting(hook: Any, rt: Runtime, run_id: str, state: dict[str, str]) -> None:
+    """A hook's failure (an incident's lock held too long) is logged, never the run's: the responder was told it is
+    queued, and a failed start would leave its channel claimed, with no thread, until the claim expires. Redis
+    failing is the exception: the worker runs the whole job again on the new primary (hooks are idempotent)."""
+    try:
+        await hook(rt, run_id, state)
+    except RedisError:
+        raise
+    except Exception:
+        log.exception("diagnosis %s: a start hook failed; the run goes on without it", run_id)
 
 
 async def check_job(rt: Runtime, job: Job) -> None:

@@ -47,27 +47,32 @@ async def diagnose_for_incident(ctx: Incidents, incident: Incident, user: str, s
 
 
 async def on_diagnosis_starting(rt: Any, run_id: str, state: dict[str, str]) -> None:
-    """Hook for bot.diagnosis.run: a run asked for in an open incident's own channel (`/diagnose` typed there) is
-    that incident's. Decided by the run's start job, not the ack: the ack then queues the run in one round trip
-    instead of five (channel, record, queue, timeline, record again). Thread-mode incidents share their channel
-    with others, so a run there stays the channel's."""
+    """Hook for bot.diagnosis.run: a run asked for in an incident's own channel while it was open (`/diagnose`
+    typed there; one resolved since, behind a queue backlog, still gets its verdict) is that incident's. Decided by
+    the run's start job, not the ack: the ack then queues the run in one round trip instead of ten (channel,
+    record, queue, timeline, record again). Thread-mode incidents share their channel with others, so a run there
+    stays the channel's."""
     ctx: Incidents | None = rt.feature(Incidents)
     if ctx is None or state.get("incident_id"):
         return
     incident_id = await ctx.store.by_channel(state["channel"])
     incident = await ctx.store.get(incident_id) if incident_id else None
-    if incident is None or not incident.is_open or incident.mode != "channel":
+    if incident is None or incident.mode != "channel" or not _open_at(incident, float(state["started"])):
         return
     state["incident_id"] = incident.id
     await _belongs(ctx, incident.id, run_id, state["user"], state["service"], joined=False,
-                   planned=int(state["total"]), at=float(state["started"]))
+                   planned=int(state["total"]))
+
+
+def _open_at(incident: Incident, moment: float) -> bool:
+    return incident.is_open or (incident.resolved_at or 0.0) >= moment
 
 
 async def _belongs(ctx: Incidents, incident_id: str, run_id: str, user: str, service: str, *, joined: bool,
-                   planned: int, at: float | None = None) -> None:
+                   planned: int) -> None:
     """The run in the incident's timeline and its list of runs; both idempotent, as a retried job needs."""
     await ctx.timeline.record(incident_id, EntryKind.DIAGNOSIS_REQUESTED, entry_id=f"diagnosis_requested:{run_id}",
-                              at=at, actor=user, text=service,
+                              actor=user, text=service,
                               data={"service": service, "run_id": run_id, "joined": joined, "planned": planned})
     async with ctx.store.mutate(incident_id) as current:
         if run_id not in current.diagnosis_runs:
