@@ -16,6 +16,7 @@ import gc
 import json
 import os
 import re
+import threading
 import types
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -304,16 +305,31 @@ def load_services(path: Path) -> ServicesFile:
         return parse_services(read_yaml_file(path, "services file"), source=str(path))
 
 
-@contextlib.contextmanager
-def _collection_paused() -> Iterator[None]:
+class _CollectorPause:
     """A services file of 500 services is ~200k new, acyclic objects: the cyclic collector ran dozens of times
-    while it was parsed, found nothing, and more than doubled the parse (62 against 153 ms here), holding the GIL
+    while it was parsed, found nothing, and more than doubled the parse (67 against 140 ms here), holding the GIL
     that a reload thread shares with the acks. Refcounting still frees what the parse drops. A collector already
-    off (held for the start) stays off."""
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()
+    off (held for the start) stays off; parses in two threads at once turn it back on when the last one ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._resume = False
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._resume = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0 and self._resume:
+                    gc.enable()
+
+
+_collection_paused = _CollectorPause()

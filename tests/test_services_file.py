@@ -96,3 +96,21 @@ def test_the_parse_pauses_the_collector_and_leaves_it_as_it_found_it(tmp_path, m
         assert seen == [False] and gc.isenabled() is collector_on
     finally:
         gc.enable()
+
+
+def test_overlapping_parses_turn_the_collector_back_on_when_the_last_one_ends() -> None:
+    import gc
+
+    from bot.settings import _collection_paused
+
+    gc.enable()
+    try:
+        first, second = _collection_paused(), _collection_paused()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert not gc.isenabled()  # the other parse still runs
+        second.__exit__(None, None, None)
+        assert gc.isenabled()
+    finally:
+        gc.enable()
