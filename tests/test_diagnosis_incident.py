@@ -3,8 +3,10 @@ kept within one resource path."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import AsyncIterator
 
 from checks.compare import compare, record_of
 from checks.model import CheckResult, Status
@@ -218,60 +220,50 @@ async def test_diagnose_in_an_incident_channel_acks_in_one_round_trip_and_the_ru
     it was typed in) the run's start job decides. A closed incident's channel keeps its runs to itself."""
     from redis.asyncio.connection import AbstractConnection
 
-    with local_http_server({"/health": Reply(200)}) as server:
-        services = {"api": {"http": [probe(server.url("/health"))]}, "db": {"http": [probe(server.url("/health"))]}}
-        async with incident_bot(local_slack, redis_url, tmp_path, services=services) as bot:
-            inc_id = await declare_incident(bot, "API slow P2")  # no service: no diagnosis of its own
-            incident = await bot.incident(inc_id)
-            await bot.settle()
-            await bot.stop_workers()  # nothing else talks to Redis while the ack is timed
-            sent: list[int] = []
-            real = AbstractConnection.send_packed_command
+    async with incident_in_channel(local_slack, redis_url, tmp_path) as (bot, inc_id, incident):
+        await bot.stop_workers()  # nothing else talks to Redis while the ack is timed
+        sent: list[int] = []
+        real = AbstractConnection.send_packed_command
 
-            async def counted(self, command, check_health=True):  # type: ignore[no-untyped-def]
-                sent.append(1)
-                return await real(self, command, check_health)
+        async def counted(self, command, check_health=True):  # type: ignore[no-untyped-def]
+            sent.append(1)
+            return await real(self, command, check_health)
 
-            monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
-            answer = await bot.command("/diagnose", "api", user="U2", channel=incident.channel)
-            monkeypatch.setattr(AbstractConnection, "send_packed_command", real)
-            assert "Queued 1 checks for `api`" in answer and len(sent) == 1, (answer, sent)
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+        answer = await bot.command("/diagnose", "api", user="U2", channel=incident.channel)
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", real)
+        assert "Queued 1 checks for `api`" in answer and len(sent) == 1, (answer, sent)
 
-            bot.start_worker()
-            await bot.settle()
-            requested = await bot.timeline(inc_id, "diagnosis_requested")
-            assert [(e.actor, e.data["service"], e.data["joined"]) for e in requested] == [("U2", "api", False)]
-            run_id = requested[0].data["run_id"]
-            assert (await bot.incident(inc_id)).diagnosis_runs == [run_id]
-            assert [e.data["run_id"] for e in await bot.timeline(inc_id, "diagnosis")] == [run_id]
+        bot.start_worker()
+        await bot.settle()
+        requested = await bot.timeline(inc_id, "diagnosis_requested")
+        assert [(e.actor, e.data["service"], e.data["joined"]) for e in requested] == [("U2", "api", False)]
+        run_id = requested[0].data["run_id"]
+        assert (await bot.incident(inc_id)).diagnosis_runs == [run_id]
+        assert [e.data["run_id"] for e in await bot.timeline(inc_id, "diagnosis")] == [run_id]
 
-            await bot.command("/incident", "resolve slow query killed", channel=incident.channel)
-            await bot.wait_incident(inc_id, lambda i: i.status == "resolved")
-            await bot.command("/diagnose", "db", user="U2", channel=incident.channel)
-            await bot.settle()
-            assert len(await bot.timeline(inc_id, "diagnosis_requested")) == 1  # the closed incident's is not asked
-            assert (await bot.incident(inc_id)).diagnosis_runs == [run_id]
+        await bot.command("/incident", "resolve slow query killed", channel=incident.channel)
+        await bot.wait_incident(inc_id, lambda i: i.status == "resolved")
+        await bot.command("/diagnose", "db", user="U2", channel=incident.channel)
+        await bot.settle()
+        assert len(await bot.timeline(inc_id, "diagnosis_requested")) == 1  # the closed incident's is not asked
+        assert (await bot.incident(inc_id)).diagnosis_runs == [run_id]
 
 
 async def test_a_run_asked_for_before_its_incident_was_resolved_is_still_the_incidents(local_slack, redis_url,
                                                                                         tmp_path):
     """Behind a queue backlog the start job can run after the incident was resolved: the run was asked for while
     it was open, so its verdict still reaches the incident's timeline (and its postmortem)."""
-    with local_http_server({"/health": Reply(200)}) as server:
-        async with incident_bot(local_slack, redis_url, tmp_path,
-                                services={"api": {"http": [probe(server.url("/health"))]}}) as bot:
-            inc_id = await declare_incident(bot, "API slow P2")
-            incident = await bot.incident(inc_id)
-            await bot.settle()
-            await bot.stop_workers()
-            assert "Queued" in await bot.command("/diagnose", "api", user="U2", channel=incident.channel)
-            await bot.command("/incident", "resolve slow query killed", channel=incident.channel)
-            await bot.wait_incident(inc_id, lambda i: i.status == "resolved")
-            bot.start_worker()
-            await bot.settle()
-            run_id = (await bot.timeline(inc_id, "diagnosis_requested"))[0].data["run_id"]
-            assert [e.data["run_id"] for e in await bot.timeline(inc_id, "diagnosis")] == [run_id]
-            assert (await bot.incident(inc_id)).diagnosis_runs == [run_id]
+    async with incident_in_channel(local_slack, redis_url, tmp_path) as (bot, inc_id, incident):
+        await bot.stop_workers()
+        assert "Queued" in await bot.command("/diagnose", "api", user="U2", channel=incident.channel)
+        await bot.command("/incident", "resolve slow query killed", channel=incident.channel)
+        await bot.wait_incident(inc_id, lambda i: i.status == "resolved")
+        bot.start_worker()
+        await bot.settle()
+        run_id = (await bot.timeline(inc_id, "diagnosis_requested"))[0].data["run_id"]
+        assert [e.data["run_id"] for e in await bot.timeline(inc_id, "diagnosis")] == [run_id]
+        assert (await bot.incident(inc_id)).diagnosis_runs == [run_id]
 
 
 async def test_a_run_whose_incident_cannot_be_updated_still_runs_and_posts_its_verdict(local_slack, redis_url,
@@ -280,22 +272,29 @@ async def test_a_run_whose_incident_cannot_be_updated_still_runs_and_posts_its_v
     left no thread, and the channel claimed so that every retry answered "already running")."""
     from bot.incidents.store import IncidentStore, LockTimeout
 
+    async with incident_in_channel(local_slack, redis_url, tmp_path) as (bot, inc_id, incident):
+
+        def locked(self, incident_id):  # type: ignore[no-untyped-def]
+            raise LockTimeout(f"{incident_id} is locked by another worker")
+
+        monkeypatch.setattr(IncidentStore, "mutate", locked)
+        assert "Queued" in await bot.command("/diagnose", "api", user="U2", channel=incident.channel)
+        await bot.settle()
+        assert any("looks healthy" in m.text for m in local_slack.messages(incident.channel)), \
+            [m.text for m in local_slack.messages(incident.channel)]
+        assert "a start hook failed" in caplog.text
+        monkeypatch.undo()
+        again = await bot.command("/diagnose", "api", user="U2", channel=incident.channel)
+        assert "Queued" in again  # the finished run let go of the channel's claim
+
+
+@contextlib.asynccontextmanager
+async def incident_in_channel(local_slack, redis_url, tmp_path) -> AsyncIterator[tuple]:  # type: ignore[no-untyped-def]
+    """(bot, id, incident) of an open incident with a channel of its own and no diagnosis yet; the services `api`
+    and `db` answer 200."""
     with local_http_server({"/health": Reply(200)}) as server:
-        async with incident_bot(local_slack, redis_url, tmp_path,
-                                services={"api": {"http": [probe(server.url("/health"))]}}) as bot:
-            inc_id = await declare_incident(bot, "API slow P2")
-            incident = await bot.incident(inc_id)
+        services = {"api": {"http": [probe(server.url("/health"))]}, "db": {"http": [probe(server.url("/health"))]}}
+        async with incident_bot(local_slack, redis_url, tmp_path, services=services) as bot:
+            inc_id = await declare_incident(bot, "API slow P2")  # no service: no diagnosis of its own
             await bot.settle()
-
-            def locked(self, incident_id):  # type: ignore[no-untyped-def]
-                raise LockTimeout(f"{incident_id} is locked by another worker")
-
-            monkeypatch.setattr(IncidentStore, "mutate", locked)
-            assert "Queued" in await bot.command("/diagnose", "api", user="U2", channel=incident.channel)
-            await bot.settle()
-            assert any("looks healthy" in m.text for m in local_slack.messages(incident.channel)), \
-                [m.text for m in local_slack.messages(incident.channel)]
-            assert "a start hook failed" in caplog.text
-            monkeypatch.undo()
-            again = await bot.command("/diagnose", "api", user="U2", channel=incident.channel)
-            assert "Queued" in again  # the finished run let go of the channel's claim
+            yield bot, inc_id, await bot.incident(inc_id)
