@@ -461,8 +461,10 @@ def main(argv: list[str] | None = None) -> None:
     worker.add_argument("--kill-after-fix", type=Path, default=None)
     worker.add_argument("--fix-trail", type=Path, default=None)
     args = parser.parse_args(argv)
-    asyncio.run(_run_worker_process(args.config, args.kill_after_page, args.dead_worker_after_s,
-                                    args.kill_after_fix, args.fix_trail))
+    from bot.app.cli import run_async  # the event loop `chatops worker` runs on (uvloop)
+
+    run_async(_run_worker_process(args.config, args.kill_after_page, args.dead_worker_after_s,
+                                  args.kill_after_fix, args.fix_trail))
 
 
 if __name__ == "__main__":
