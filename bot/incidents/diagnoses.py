@@ -1,7 +1,8 @@
 """A diagnosis belongs to its incident, and confirms its recovery.
 
-`diagnose_for_incident` starts a run that belongs to an incident (its buttons, a declaration, an alert, or
-`/diagnose` typed in its channel). Every finished run of an incident's diagnosis (`record_verdict`, from lifecycle.on_diagnosis_finished) replaces the
+`diagnose_for_incident` starts a run that belongs to an incident (its buttons, a declaration, an alert); a
+`/diagnose` typed in its channel is queued as the channel's and given to the incident by its start job
+(`on_diagnosis_starting`). Every finished run of an incident's diagnosis (`record_verdict`, from lifecycle.on_diagnosis_finished) replaces the
 header's latest verdict. When the incident moves to `monitoring`, `arm` queues `incident.recheck`: it re-runs
 the diagnosis of the incident's service at once and every RECOVERY_RECHECK_S after that until the incident leaves
 `monitoring` (delayed jobs on the queue, so a restart loses none; a generation counter retires the chain of an
