@@ -34,6 +34,7 @@ from bot.paging.providers import (
     Page,
     Provider,
     RetrySpec,
+    _proxy_for,
     make_dedup_key,
     parse_dedup_key,
 )
@@ -204,6 +205,29 @@ async def test_pagerduty_unreachable_gives_up_bounded(pd: FakePagerDuty) -> None
 
     assert not result.ok
     assert result.error.startswith("PagerDuty did not take the page after 2 tries (last: could not connect")
+
+
+@pytest.mark.parametrize("no_proxy", ["", "events.pagerduty.invalid"])
+async def test_pagerduty_pages_through_the_proxy_the_environment_names_unless_no_proxy_exempts_it(
+        pd: FakePagerDuty, monkeypatch: pytest.MonkeyPatch, no_proxy: str) -> None:
+    # The fake PagerDuty stands in for the proxy: a forwarding proxy gets the absolute URL, which it serves as is.
+    monkeypatch.setenv("HTTP_PROXY", pd.url)
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    _proxy_for.cache_clear()
+    provider = PagerDutyProvider(pd.config(events_url="http://events.pagerduty.invalid/v2/enqueue",
+                                           retry=RetrySpec(attempts=1, base_s=0.01, max_s=0.02)))
+    try:
+        result = await provider.trigger(make_page())
+    finally:
+        await provider.aclose()
+        _proxy_for.cache_clear()
+
+    if no_proxy:  # straight to a host that cannot resolve
+        assert not result.ok and "could not connect" in result.error and not pd.requests
+    else:
+        assert result.ok
+        (request,) = pd.requests
+        assert request.headers["host"] == "events.pagerduty.invalid" and request.path == "/v2/enqueue"
 
 
 async def test_pagerduty_long_titles_and_huge_details_stay_within_the_limits(pd: FakePagerDuty) -> None:

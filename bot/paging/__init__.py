@@ -8,7 +8,7 @@
     pagerduty_events.py   PagerDuty v3 webhooks: signature check and parsing of ack/resolve events
 
 Nothing here does anything at import time; `build_providers` makes the providers a policy names, importing
-each provider's module (and httpx with it) only then.
+each provider's module only then.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A configured provider's name says its kind: `pagerduty`, `pagerduty-db`, `opsgenie-emea` (several PagerDuty
 services = several routing keys). `slack` (Slack DMs) is built in and takes no settings. Adding a kind means
 adding one row to `KINDS`; the policy file's grammar, its error messages, the default policy and
-`build_providers` all read from here. A kind's module (its provider, its config model, and httpx with them) is
+`build_providers` all read from here. A kind's module (its provider and its config model) is
 imported when a policy configures that kind or a provider of it is built, so a process that only answers Slack
 without paging through PagerDuty or Opsgenie never loads them.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # a provider's module (and httpx with it) is imported when a provider of its kind is built
+if TYPE_CHECKING:  # a provider's module is imported when a provider of its kind is built
     from pydantic import BaseModel
 
     from bot.paging.providers import Provider

@@ -46,7 +46,7 @@ from bot.paging.providers import (
 )
 
 if TYPE_CHECKING:
-    import httpx
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class OpsgenieProvider(HttpProvider):
     config: OpsgenieConfig
 
     def __init__(self, config: OpsgenieConfig, *, name: str = "opsgenie",
-                 client: httpx.AsyncClient | None = None) -> None:
+                 client: aiohttp.ClientSession | None = None) -> None:
         super().__init__(config, name=name, client=client)
 
     async def trigger(self, page: Page) -> PageResult:

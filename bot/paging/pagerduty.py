@@ -41,7 +41,7 @@ from bot.paging.providers import (
 )
 
 if TYPE_CHECKING:
-    import httpx
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class PagerDutyProvider(HttpProvider):
     config: PagerDutyConfig
 
     def __init__(self, config: PagerDutyConfig, *, name: str = "pagerduty",
-                 client: httpx.AsyncClient | None = None) -> None:
+                 client: aiohttp.ClientSession | None = None) -> None:
         super().__init__(config, name=name, client=client)
 
     async def trigger(self, page: Page) -> PageResult:

@@ -14,6 +14,9 @@ Known keys of `Page.details` (providers render what they know and pass the rest 
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -25,8 +28,8 @@ from bot import durations
 from bot.queue.pacing import Pace, budget_id
 from bot.retry import RetryableError, RetryPolicy, retry_after_s, retry_async
 
-if TYPE_CHECKING:  # httpx is imported with the first page: a process that only answers Slack never sends one
-    import httpx
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +137,7 @@ class HttpAnswer:
 
 
 async def post_with_retries(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     url: str,
     *,
     payload: dict[str, Any],
@@ -149,26 +152,19 @@ async def post_with_retries(
     only burns the rate limit). `what` ("pagerduty trigger INC-42:P0:L1") names the call in log lines; it must
     not contain secrets, and neither does anything else logged here.
     """
-    import httpx
-
     tries, last_429 = 0, None
 
     async def attempt() -> HttpAnswer:
         nonlocal tries, last_429
         tries += 1
         last_429 = None
-        try:
-            response = await client.post(url, json=payload, headers=headers, timeout=httpx.Timeout(timeout_s))
-        except httpx.TimeoutException:
-            raise _retry(what, f"timed out after {timeout_s:g}s") from None
-        except httpx.TransportError as exc:
-            raise _retry(what, f"could not connect ({type(exc).__name__})") from None
-        if response.status_code == 429:
-            last_429 = (retry_after_s(response.headers),)
+        status, headers_in, body = await _post_json(client, url, payload, headers, timeout_s, what)
+        if status == 429:
+            last_429 = (retry_after_s(headers_in),)
             raise _retry(what, "rate limited (HTTP 429)", retry_after=last_429[0])
-        if response.status_code >= 500:
-            raise _retry(what, f"HTTP {response.status_code}", retry_after=retry_after_s(response.headers))
-        return HttpAnswer(status=response.status_code, body=_json_or_none(response), tries=tries)
+        if status >= 500:
+            raise _retry(what, f"HTTP {status}", retry_after=retry_after_s(headers_in))
+        return HttpAnswer(status=status, body=body, tries=tries)
 
     try:
         return await retry_async(attempt, policy)
@@ -177,15 +173,44 @@ async def post_with_retries(
                           retry_after=last_429[0] if last_429 else None)
 
 
+async def _post_json(client: aiohttp.ClientSession, url: str, payload: dict[str, Any],
+                     headers: dict[str, str] | None, timeout_s: float, what: str) -> tuple[int, Any, Any]:
+    """One POST: (status, headers, parsed JSON or None). Timeouts and connection failures become retries."""
+    import aiohttp
+    from yarl import URL
+
+    try:  # encoded=True: sent as built (an Opsgenie alias stays percent-encoded in the path, `/` included)
+        async with client.post(URL(url, encoded=True), json=payload, headers=headers, proxy=_proxy_for(url),
+                               timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+            return response.status, response.headers, _json_or_none(await response.read())
+    except asyncio.TimeoutError:  # aiohttp's own timeouts derive from it
+        raise _retry(what, f"timed out after {timeout_s:g}s") from None
+    except aiohttp.ClientError as exc:
+        raise _retry(what, f"could not connect ({type(exc).__name__})") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _proxy_for(url: str) -> str | None:
+    """The proxy HTTPS_PROXY / HTTP_PROXY name for this URL, unless NO_PROXY exempts its host; read once per URL.
+    aiohttp's own trust_env reads the environment and ~/.netrc again on each request, on a thread."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 def _retry(what: str, reason: str, *, retry_after: float | None = None) -> RetryableError:
     log.warning("paging: %s: %s", what, reason)
     return RetryableError(reason, retry_after=retry_after)
 
 
-def _json_or_none(response: httpx.Response) -> Any:
+def _json_or_none(body: bytes) -> Any:
     try:
-        return response.json()
-    except ValueError:
+        return json.loads(body)
+    except ValueError:  # UnicodeDecodeError included: a 429 or a proxy's error page may be anything
         return None
 
 
@@ -197,7 +222,7 @@ class HttpProvider:
     kind: str  # "pagerduty", "opsgenie": names the budget of its key
     config: Any  # a provider config with `timeout_s`, `retry`, `rate_limit` and `rate_window_s`
 
-    def __init__(self, config: Any, *, name: str, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, config: Any, *, name: str, client: aiohttp.ClientSession | None = None) -> None:
         self.name = name
         self.config = config
         self._client = client
@@ -205,14 +230,17 @@ class HttpProvider:
 
     async def aclose(self) -> None:
         if self._client is not None and self._owns_client:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> aiohttp.ClientSession:
+        """aiohttp, already in every process with Slack's async client, costs a fifth of httpx's CPU a request:
+        in a burst of due escalation timers the provider's POST was most of a worker's CPU (benchmarks/
+        bench_timers.py). HTTPS_PROXY and NO_PROXY still apply, as they did with httpx (`_proxy_for`)."""
         if self._client is None:
-            import httpx
+            import aiohttp
 
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.config.timeout_s))
+            self._client = aiohttp.ClientSession()
         return self._client
 
     async def _post(self, action: str, dedup_key: str, url: str, body: dict[str, Any],
