@@ -32,13 +32,21 @@ class RetryPolicy:
 
 
 def retry_after_s(headers: Mapping[str, Any]) -> float | None:
-    """A response's Retry-After as seconds (a number or an HTTP date; of a list of values, as slack_sdk keeps
-    them, the first); None when absent or unreadable. The header's name is matched in any case."""
+    """A response's Retry-After as seconds (a number or an HTTP date; of several values, as slack_sdk keeps them
+    in a list or httpx joins them with commas, the first); None when absent or unreadable. The header's name is
+    matched in any case."""
     value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
     if isinstance(value, list):
         value = value[0] if value else None
     if not value:
         return None
+    seconds = _seconds_or_date(value)
+    if seconds is None and "," in value:  # repeated headers joined ("5, 5", as httpx does); a date has a comma too
+        seconds = _seconds_or_date(value.split(",", 1)[0])
+    return seconds
+
+
+def _seconds_or_date(value: str) -> float | None:
     try:
         return max(float(value), 0.0)
     except ValueError:

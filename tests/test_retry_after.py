@@ -21,6 +21,14 @@ def test_seconds_in_any_header_case_and_shape():
     assert retry_after_s({"retry-after": "-2"}) == 0.0
 
 
+def test_repeated_headers_read_as_their_first_value():
+    repeated = httpx.Headers([("Retry-After", "5"), ("Retry-After", "9")])
+    assert repeated["retry-after"] == "5, 9"  # what a tracker's response hands over
+    assert retry_after_s(repeated) == 5.0
+    date = formatdate(time.time() + 30, usegmt=True)
+    assert 25 <= retry_after_s(httpx.Headers([("Retry-After", date), ("Retry-After", date)])) <= 30
+
+
 def test_an_http_date_is_the_seconds_until_it():
     assert 55 <= retry_after_s({"Retry-After": formatdate(time.time() + 60, usegmt=True)}) <= 60
 
