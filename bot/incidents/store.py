@@ -124,14 +124,16 @@ class IncidentStore:
 
     async def save(self, incident: Incident) -> None:
         incident.updated_at = time.time()
-        await self.redis.set(self.incident_key(incident.id), incident.model_dump_json())
-        await self._index(incident)
+        await self._index(incident, record=incident.model_dump_json())  # one round trip: every job saves
         await durable(self.redis, self.incident_key(incident.id, "durable"), f"incident {incident.id}")
 
-    async def _index(self, incident: Incident) -> None:
-        """The indexes over incidents, after the record: each write is idempotent, so a crash in between is repaired
-        by the next save, and no transaction spans two hash slots."""
+    async def _index(self, incident: Incident, *, record: str | None = None) -> None:
+        """The indexes over incidents, sent after the record (`record`: written first in the same pipeline): each
+        write is idempotent, so a crash in between is repaired by the next save, and no transaction spans two hash
+        slots."""
         pipe = self.redis.pipeline(transaction=False)
+        if record is not None:
+            pipe.set(self.incident_key(incident.id), record)
         pipe.zadd(self.key("all"), {incident.id: incident.number})
         pipe.zadd(self.key(*DECLARED), {incident.id: incident.declared_at})
         if incident.is_open:
