@@ -207,11 +207,16 @@ async def test_pagerduty_unreachable_gives_up_bounded(pd: FakePagerDuty) -> None
     assert result.error.startswith("PagerDuty did not take the page after 2 tries (last: could not connect")
 
 
-@pytest.mark.parametrize("no_proxy", ["", "events.pagerduty.invalid"])
+@pytest.mark.parametrize(("variable", "proxy", "no_proxy"), [
+    ("HTTP_PROXY", "{url}", ""), ("HTTP_PROXY", "{url}", "events.pagerduty.invalid"),
+    ("ALL_PROXY", "{url}", ""), ("HTTP_PROXY", "{host_port}", ""),  # no scheme: http://, as httpx read it
+])
 async def test_pagerduty_pages_through_the_proxy_the_environment_names_unless_no_proxy_exempts_it(
-        pd: FakePagerDuty, monkeypatch: pytest.MonkeyPatch, no_proxy: str) -> None:
+        pd: FakePagerDuty, monkeypatch: pytest.MonkeyPatch, variable: str, proxy: str, no_proxy: str) -> None:
     # The fake PagerDuty stands in for the proxy: a forwarding proxy gets the absolute URL, which it serves as is.
-    monkeypatch.setenv("HTTP_PROXY", pd.url)
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)  # lower-case names win in urllib: none of the machine's may leak in
+    monkeypatch.setenv(variable, proxy.format(url=pd.url, host_port=pd.url.removeprefix("http://")))
     monkeypatch.setenv("NO_PROXY", no_proxy)
     _proxy_for.cache_clear()
     provider = PagerDutyProvider(pd.config(events_url="http://events.pagerduty.invalid/v2/enqueue",
@@ -228,6 +233,17 @@ async def test_pagerduty_pages_through_the_proxy_the_environment_names_unless_no
         assert result.ok
         (request,) = pd.requests
         assert request.headers["host"] == "events.pagerduty.invalid" and request.path == "/v2/enqueue"
+
+
+async def test_pagerduty_redirect_is_not_followed(pd: FakePagerDuty) -> None:
+    """A 307 would resend the event, routing key and all, to wherever Location points: it is an answer to read."""
+    pd.script(status=307, headers={"Location": "http://127.0.0.1:9/elsewhere"})
+    provider = PagerDutyProvider(pd.config())
+    result = await provider.trigger(make_page())
+    await provider.aclose()
+
+    assert not result.ok and "307" in result.error
+    assert len(pd.requests) == 1
 
 
 async def test_pagerduty_long_titles_and_huge_details_stay_within_the_limits(pd: FakePagerDuty) -> None:

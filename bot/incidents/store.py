@@ -2,8 +2,9 @@
 
 Keys, each under the runtime's namespace (`chatops:inc:seq`, ...). An incident's own keys share the hash tag
 `{<namespace>:inc:<id>}` (bot/queue/keys.py): on Redis Cluster they live in one slot, and incidents spread over the
-shards. The indexes over all incidents (open, all, chan, threads) are keys of their own, written after the record in
-separate idempotent commands, never in one transaction with it; every save writes them again.
+shards. The indexes over all incidents (open, all, chan, threads) are keys of their own, written with the record
+(after it on one node; a cluster's nodes apply theirs concurrently) in idempotent commands, never in one
+transaction with it; every save writes them again.
 
     inc:seq                       INCR → the next incident number
     {inc:<id>}                    the Incident as JSON
@@ -128,9 +129,10 @@ class IncidentStore:
         await durable(self.redis, self.incident_key(incident.id, "durable"), f"incident {incident.id}")
 
     async def _index(self, incident: Incident, *, record: str | None = None) -> None:
-        """The indexes over incidents, sent after the record (`record`: written first in the same pipeline): each
-        write is idempotent, so a crash in between is repaired by the next save, and no transaction spans two hash
-        slots."""
+        """The indexes over incidents, sent after the record (`record`: written first in the same pipeline; on
+        one node they land in that order, on a cluster each node applies its part concurrently): each write is
+        idempotent, so a save cut short (a failover) is repaired by the next one, and no transaction spans two
+        hash slots."""
         pipe = self.redis.pipeline(transaction=False)
         if record is not None:
             pipe.set(self.incident_key(incident.id), record)

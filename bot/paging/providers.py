@@ -180,8 +180,9 @@ async def _post_json(client: aiohttp.ClientSession, url: str, payload: dict[str,
     from yarl import URL
 
     try:  # encoded=True: sent as built (an Opsgenie alias stays percent-encoded in the path, `/` included)
+        # No redirect followed (as with httpx): a 307 would resend the body, routing key and all, to another host.
         async with client.post(URL(url, encoded=True), json=payload, headers=headers, proxy=_proxy_for(url),
-                               timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+                               allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
             return response.status, response.headers, _json_or_none(await response.read())
     except asyncio.TimeoutError:  # aiohttp's own timeouts derive from it
         raise _retry(what, f"timed out after {timeout_s:g}s") from None
@@ -191,15 +192,18 @@ async def _post_json(client: aiohttp.ClientSession, url: str, payload: dict[str,
 
 @functools.lru_cache(maxsize=64)
 def _proxy_for(url: str) -> str | None:
-    """The proxy HTTPS_PROXY / HTTP_PROXY name for this URL, unless NO_PROXY exempts its host; read once per URL.
-    aiohttp's own trust_env reads the environment and ~/.netrc again on each request, on a thread."""
+    """The proxy HTTPS_PROXY / HTTP_PROXY (or ALL_PROXY) names for this URL, unless NO_PROXY exempts its host, read
+    as httpx read them (`proxy.corp:3128` means http://); once per URL: aiohttp's own trust_env reads the
+    environment and ~/.netrc again on each request, on a thread."""
     import urllib.request
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
         return None
-    return urllib.request.getproxies().get(parts.scheme)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    return proxy if not proxy or "://" in proxy else f"http://{proxy}"
 
 
 def _retry(what: str, reason: str, *, retry_after: float | None = None) -> RetryableError:
