@@ -1,7 +1,7 @@
 """A process that answers Slack over HTTP imports only what answering needs: building the app as `chatops run
 --no-worker` does and acking a signed `/incident list`, `/diagnose api` and `/diagnose list` leaves the Postgres
 driver, boto3 and botocore, Jinja2, the postmortem code, google-auth, Pillow and matplotlib (charts), cryptography's
-X.509 (SNS signatures), httpx (paging, probes), the alert sources' parsers and every check module unimported: each
+X.509 (SNS signatures), httpx (probes, trackers), the alert sources' parsers and every check module unimported: each
 costs start-up time and memory in every HTTP process, and the code that uses them imports them when it first runs
 (a check's module and SDK with the check, in a worker; a source's parser with its first webhook; the timeline
 capture and thread summaries with the first channel event). Planning reads checks/catalog.py alone. A fresh

@@ -20,16 +20,15 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
+import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
+from yarl import URL
 
 from bot import durations
 from bot.queue.pacing import Pace, budget_id
 from bot.retry import RetryableError, RetryPolicy, retry_after_s, retry_async
-
-if TYPE_CHECKING:
-    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +175,6 @@ async def post_with_retries(
 async def _post_json(client: aiohttp.ClientSession, url: str, payload: dict[str, Any],
                      headers: dict[str, str] | None, timeout_s: float, what: str) -> tuple[int, Any, Any]:
     """One POST: (status, headers, parsed JSON or None). Timeouts and connection failures become retries."""
-    import aiohttp
-    from yarl import URL
-
     try:  # encoded=True: sent as built (an Opsgenie alias stays percent-encoded in the path, `/` included)
         # No redirect followed (as with httpx): a 307 would resend the body, routing key and all, to another host.
         async with client.post(URL(url, encoded=True), json=payload, headers=headers, proxy=_proxy_for(url),
@@ -242,8 +238,6 @@ class HttpProvider:
         in a burst of due escalation timers the provider's POST was most of a worker's CPU (benchmarks/
         bench_timers.py). HTTPS_PROXY and NO_PROXY still apply, as they did with httpx (`_proxy_for`)."""
         if self._client is None:
-            import aiohttp
-
             self._client = aiohttp.ClientSession()
         return self._client
 
