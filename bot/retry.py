@@ -7,6 +7,7 @@ slack_sdk's retry handlers configured from the same numbers (see bot/slack/clien
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -48,9 +49,11 @@ def retry_after_s(headers: Mapping[str, Any]) -> float | None:
 
 def _seconds_or_date(value: str) -> float | None:
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:  # "nan" and "inf" parse as floats: a wait no caller could keep, so unreadable
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
     except (TypeError, ValueError):

@@ -37,6 +37,8 @@ def test_absent_or_unreadable_is_none():
     assert retry_after_s({}) is None
     assert retry_after_s({"Retry-After": []}) is None
     assert retry_after_s({"Retry-After": "soon"}) is None
+    for endless in ("nan", "inf", "-inf", "NaN, 5"):  # floats Python reads, but no wait anyone could keep
+        assert retry_after_s({"Retry-After": endless}) is None, endless
 
 
 def test_a_tracker_waits_out_an_http_date_retry_after():
