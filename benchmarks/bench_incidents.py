@@ -3,9 +3,10 @@ declared at once; how late escalation timers fire (due time → the next level's
 CloudWatch alarms sent at once through `POST /hooks/sns` (signed SNS messages, a fake SNS host serving the signing
 certificate), the time from the alarm to its incident channel and to the first diagnosis verdict posted there;
 then, in a storm of 300 declarations whose channels wait minutes for Slack's conversations.create limit, how soon
-their pages and their escalation timers' pages reach PagerDuty.
+their pages and their escalation timers' pages reach PagerDuty; and the same for 20 declarations queued behind a
+backlog of 1,000 slow diagnosis checks (an alert storm's), which the queue's urgent lane lets them pass.
 
-    .venv/bin/python -m benchmarks.bench_incidents
+    .venv/bin/python -m benchmarks.bench_incidents [PART ...]   # parts: report alert_report storm_report backlog_report
 
 Set-up: a private Redis with AOF (as deployed), LocalSlack, the fake PagerDuty (a real HTTP server), the Bolt app
 served through the real ASGI app in this process, and 2 worker processes (tests/incident_harness.py builds the
@@ -25,6 +26,7 @@ import contextlib
 import re
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -48,7 +50,11 @@ NO_DECLARE_LIMITS = {"incident_declare_per_user": 1000, "incident_declare_per_wo
 ACK_TIMEOUT_S = 3.0
 WORKER_PROCESSES = 2
 TIER_2 = PER_MINUTE[METHOD_TIERS["conversations.create"]]
-
+WORKER_CONCURRENCY = 32  # tests/incident_harness.make_worker's
+BACKLOG_RUNS = 20  # `/diagnose slow` at once: each queues SLOW_CHECKS checks that hold a worker slot SLOW_CHECK_S
+SLOW_CHECKS = 50
+SLOW_CHECK_S = 2.0
+BACKLOG_INCIDENTS = 20
 
 
 def policy(events_url: str, limit: tuple[int, float] | None = None) -> dict:
@@ -116,12 +122,18 @@ async def bot_with_worker_processes(tmp: Path, procs: list[subprocess.Popen], *,
             local.stop()
 
 
-async def run(tmp: Path) -> None:
+async def run(tmp: Path, only: list[str]) -> None:
     # every alarm's service is `api`, whose one check is an HTTP probe of a local server (the slowest check)
     with fake_sns(tmp, rules=[{"source": "cloudwatch", "service": "api"}]) as sns, \
-            local_http_server({"/health": Reply(200)}) as site:
-        services = {"api": {"description": "bench API", "http": [{"url": site.url("/health"), "samples": 1}]}}
-        for part in (report, alert_report, storm_report):  # a workspace each: each starts with a whole budget
+            local_http_server({"/health": Reply(200), "/slow": Reply(200, delay_s=SLOW_CHECK_S)}) as site:
+        services = {"api": {"description": "bench API", "http": [{"url": site.url("/health"), "samples": 1}]},
+                    "slow": {"description": "checks that each hold a worker slot",
+                             "http": [{"url": site.url(f"/slow?{i}"), "samples": 1, "timeout_s": SLOW_CHECK_S + 3}
+                                      for i in range(SLOW_CHECKS)]}}
+        # a workspace each: each starts with a whole budget
+        for part in (report, alert_report, storm_report, backlog_report):
+            if only and part.__name__ not in only:
+                continue
             (tmp / part.__name__).mkdir()
             async with bot_with_worker_processes(tmp / part.__name__, [], processes=WORKER_PROCESSES,
                                                  dead_worker_after_s=10, alerts=sns.settings, services=services,
@@ -251,9 +263,33 @@ async def storm_report(bot: IncidentBot, pd: FakePagerDuty) -> None:
                     pct(received, 99) * 1000, "ms", 2000)
 
 
+async def backlog_report(bot: IncidentBot, pd: FakePagerDuty) -> None:
+    """A backlog of slow checks (an alert storm's diagnoses) queued first, then P0s declared: their pages and
+    their escalation timers' pages must not wait for the checks queued ahead of them."""
+    warm = await declare_many(bot, 3, "warm-up")
+    await wait_for_keys(pd, [f"{i}:P0:L1" for i in warm], 30)
+    channels = [bot.local.add_channel(f"slow-{i}", members=["U1"]) for i in range(BACKLOG_RUNS)]
+    answers = await asyncio.gather(*(bot.command("/diagnose", "slow", channel=c) for c in channels))
+    assert all("Queued" in a for a in answers), answers[:2]
+    await asyncio.sleep(2.0)  # the start jobs have queued their checks
+    stats = await bot.rt.queue.stats()
+    backlog = f"{stats.depth} queued, {stats.pending} running"
+    sent, latency = await paged_at_once(bot, pd, BACKLOG_INCIDENTS, "backlog", 600)
+    _fired, received = await timer_lateness(bot, pd, list(sent), timeout_s=600)
+    drain_s = BACKLOG_RUNS * SLOW_CHECKS * SLOW_CHECK_S / (WORKER_PROCESSES * WORKER_CONCURRENCY)
+    print(f"   behind a backlog of {BACKLOG_RUNS * SLOW_CHECKS} checks of {SLOW_CHECK_S:.0f} s each ({backlog}; "
+          f"~{drain_s:.0f} s of work for the workers' slots): {BACKLOG_INCIDENTS} × /incident … P0 → page at "
+          f"PagerDuty p50 {statistics.median(latency) * 1000:.0f} ms, p99 {pct(latency, 99) * 1000:.0f} ms; their "
+          f"escalation timers, due → next level at PagerDuty p99 {pct(received, 99) * 1000:.0f} ms")
+    summarize_limit(f"/incident … P0 → page, behind {BACKLOG_RUNS * SLOW_CHECKS} queued checks, p99",
+                    pct(latency, 99) * 1000, "ms", 500)
+    summarize_limit(f"escalation timer due → page, behind {BACKLOG_RUNS * SLOW_CHECKS} queued checks, p99",
+                    pct(received, 99) * 1000, "ms", 2000)
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-incidents-") as tmp:
-        asyncio.run(run(Path(tmp)))
+        asyncio.run(run(Path(tmp), sys.argv[1:]))
 
 
 if __name__ == "__main__":
