@@ -1,6 +1,7 @@
-"""The page first: a declaration's page is decided with the incident record and queued right after it, ahead of
-the declaration's Slack set-up, so it reaches the provider while Slack is still creating the channel (here
-conversations.create is rate-limited for 2 s); the channel, header and pin still follow, in that order."""
+"""The page first: a declaration's page is decided with the incident record and queued right after it, in the
+queue's urgent lane, which workers take before the declaration's Slack set-up, so it reaches the provider while
+Slack is still creating the channel (here conversations.create is rate-limited for 2 s); the channel, header and
+pin still follow, in that order."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ async def test_the_page_is_queued_with_the_record_ahead_of_the_set_up(local_slac
         recorded = await bot.incident("INC-1")
         assert [o.dedup_key for o in recorded.paging.orders] == ["INC-1:P1:L1"]
         await bot.rt.queue.ensure_group()
-        queued = [fields["j"] for _, fields in await bot.rt.queue.read("peek", 10, 0)]  # the stream, in order
-        assert queued.index("page:INC-1:P1:L1") < queued.index("declare:INC-1"), queued
+        queue = bot.rt.queue
+        lanes = {stream: [fields["j"] for _, fields in await queue.read("peek", 10, None, stream=stream)]
+                 for stream in queue.streams}
+        assert lanes == {queue.urgent_key: ["page:INC-1:P1:L1"], queue.stream_key: ["declare:INC-1"]}, lanes
 
 
 async def test_the_page_reaches_the_provider_before_the_channel_exists(local_slack, redis_url, tmp_path, pd) -> None:

@@ -778,3 +778,146 @@ async def test_waits_push_a_jobs_deadline_back_by_the_park_limit_at_most_in_all(
         await eventually(lambda: worker.stats["jobs_retried"] >= 1, timeout_s=5)
 
     assert 3 <= waits[1] <= 5  # 0.3 s of the job's own + 0.5 s of waiting, in waits of 0.2 s
+
+
+# -- lanes: what someone waits on goes first --------------------------------------------------------------------
+
+
+def urgent_queue(redis: aioredis.Redis, name: str) -> Queue:
+    queue = Queue(redis, name, visibility_timeout_s=5, max_deliveries=3, retry=FAST_RETRY)
+    queue.put_first("page")
+    return queue
+
+
+async def test_a_page_queued_behind_a_backlog_of_checks_runs_at_once(redis, unique_name: str) -> None:
+    """Two slots busy with checks and eight more checks queued: a page queued last runs now, in the slot only
+    urgent jobs take; a job of any other kind queued after it waits for the checks, as before."""
+    queue = urgent_queue(redis, unique_name)
+    checks_go, paged = asyncio.Event(), asyncio.Event()
+    running_checks, most, other = 0, 0, []
+
+    async def check(job: Job) -> None:
+        nonlocal running_checks, most
+        running_checks += 1
+        most = max(most, running_checks)
+        await checks_go.wait()
+        running_checks -= 1
+
+    async def page(job: Job) -> None:
+        paged.set()
+
+    for _ in range(10):
+        await queue.enqueue("check", {})
+    worker = worker_for(queue, {"check": check, "page": page, "other": lambda job: _append(other, job)},
+                        concurrency=2)
+    async with running(worker):
+        await eventually(lambda: running_checks == 2)
+        await queue.enqueue("other", {})
+        await queue.enqueue("page", {})
+        await asyncio.wait_for(paged.wait(), 2)
+        await asyncio.sleep(0.3)
+        assert running_checks == 2 and other == []  # the checks kept their slots; the other job still waits
+        checks_go.set()
+        await eventually(lambda: worker.stats["jobs_ok"] == 12)
+    assert most == 2 and len(other) == 1
+
+
+async def _append(seen: list[Job], job: Job) -> None:
+    seen.append(job)
+
+
+async def test_urgent_jobs_take_every_free_slot_and_the_reserved_ones(redis, unique_name: str) -> None:
+    """A burst of due timers is not held to the reserved slots: with concurrency 4 and 1 reserved, 5 run at once."""
+    queue = urgent_queue(redis, unique_name)
+    go = asyncio.Event()
+    active, most = 0, 0
+
+    async def page(job: Job) -> None:
+        nonlocal active, most
+        active += 1
+        most = max(most, active)
+        await go.wait()
+        active -= 1
+
+    for _ in range(12):
+        await queue.enqueue("page", {})
+    worker = worker_for(queue, {"page": page}, concurrency=4, reserved=1)
+    async with running(worker):
+        await eventually(lambda: active == 5)
+        await asyncio.sleep(0.3)
+        assert most == 5
+        go.set()
+        await eventually(lambda: worker.stats["jobs_ok"] == 12)
+
+
+@ON_VALKEY
+async def test_the_lane_follows_the_kind_through_timers_retries_and_replays(redis, unique_name: str) -> None:
+    queue = urgent_queue(redis, unique_name)
+    await queue.enqueue("page", {"n": 1}, delay_s=0.05)
+    await queue.enqueue("check", {"n": 2}, delay_s=0.05)
+    await asyncio.sleep(0.1)
+    assert await queue.move_due() == 2
+    assert (await redis.xlen(queue.urgent_key), await redis.xlen(queue.stream_key)) == (1, 1)
+
+    streams: list[str] = []
+
+    async def page(job: Job) -> None:
+        streams.append(job.stream)
+        if job.attempt == 1:
+            raise Retry("the provider answered 503", delay_s=0.05)
+        raise Permanent("routing key rejected")
+
+    async with running(worker_for(queue, {"page": page, "check": lambda job: _append([], job)})):
+        await eventually(lambda: len(streams) == 2)
+        await eventually(lambda: queue.dead_letters())
+    assert streams == [queue.urgent_key, queue.urgent_key]  # the retry came back through the urgent lane
+
+    [dead] = await queue.dead_letters()
+    await queue.replay_dead_letter(dead["id"])
+    assert (await redis.xlen(queue.urgent_key), await redis.xlen(queue.stream_key)) == (1, 0)
+    assert (await queue.stats()).depth == 1
+
+
+async def test_entries_with_the_same_id_in_both_lanes_are_two_jobs(redis, unique_name: str) -> None:
+    """Stream ids are per stream: both lanes can hand out 5-1. Each job runs, settles and leaves its own lane."""
+    queue = urgent_queue(redis, unique_name)
+    await queue.ensure_group()
+    for stream, kind in ((queue.urgent_key, "page"), (queue.stream_key, "check")):
+        await redis.xadd(stream, {"j": kind, "t": kind, "k": kind, "p": "{}", "a": "1", "e": "0"}, id="5-1")
+    seen: list[Job] = []
+    async with running(worker_for(queue, {"page": lambda job: _append(seen, job),
+                                          "check": lambda job: _append(seen, job)})) as worker:
+        await eventually(lambda: worker.stats["jobs_ok"] == 2)
+    assert sorted((job.kind, job.entry_id) for job in seen) == [("check", "5-1"), ("page", "5-1")]
+    assert (await redis.xlen(queue.urgent_key), await redis.xlen(queue.stream_key)) == (0, 0)
+    assert (await queue.stats()).pending == 0
+
+
+async def test_a_dead_workers_urgent_job_is_handed_on(redis, unique_name: str) -> None:
+    queue = urgent_queue(redis, unique_name)
+    await queue.enqueue("page", {"incident": 7})
+    await queue.ensure_group()
+    [(entry_id, _fields)] = await queue.read("crashed-worker", 1, None, stream=queue.urgent_key)
+    assert (await queue.stats()).pending == 1
+    seen: list[Job] = []
+    async with running(worker_for(queue, {"page": lambda job: _append(seen, job)})) as worker:
+        await eventually(lambda: len(seen) == 1)
+    assert seen[0].attempt == 2 and seen[0].stream == queue.urgent_key and worker.stats["jobs_reclaimed"] == 1
+    assert await queue.redis.xinfo_consumers(queue.urgent_key, queue.group) == []  # forgotten in both lanes
+
+
+async def test_a_stopping_worker_hands_its_urgent_job_back_to_the_urgent_lane(redis, unique_name: str) -> None:
+    queue = urgent_queue(redis, unique_name)
+    started = asyncio.Event()
+
+    async def page(job: Job) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    await queue.enqueue("page", {})
+    worker = worker_for(queue, {"page": page}, stop_grace_s=0.1)
+    async with running(worker):
+        await asyncio.wait_for(started.wait(), 2)
+    assert (await redis.xlen(queue.urgent_key), await redis.xlen(queue.stream_key)) == (1, 0)
+    assert (await queue.stats()) == QueueStats(depth=1, pending=0, oldest_pending_age_s=0.0, delayed=0,
+                                               dead_letters=0)

@@ -70,6 +70,7 @@ def _wire(rt: Runtime, ctx: Incidents) -> None:
     if (oncall := oncall_of(rt)) is not None:
         oncall.handoff_notes.append(lambda user: _open_incidents(ctx, user))
     rt.hooks.job_handlers.append(jobs.job_handlers)
+    rt.queue.put_first(*jobs.FIRST)
     rt.hooks.http_routes[("POST", "/hooks/pagerduty")] = provider_acks.make_route(ctx)
     rt.hooks.diagnosis_starting.append(diagnoses.on_diagnosis_starting)
     rt.hooks.diagnosis_finished.append(lifecycle.on_diagnosis_finished)

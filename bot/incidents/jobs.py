@@ -36,6 +36,10 @@ JOBS: dict[str, Callable[[Incidents, Job], Awaitable[None]]] = {
     "incident.recheck": diagnoses.recheck_job,
 }
 
+# What someone waits on: these go in the queue's urgent lane, ahead of diagnoses and paperwork (bot/queue/stream.py).
+# A page, the timer that pages the next level, and the acknowledgement or resolve that stops a provider paging on.
+FIRST = ("incident.page", "incident.escalate", "incident.providers")
+
 
 def job_handlers(rt: Runtime) -> dict[str, Any]:
     ctx = incidents_of(rt)

@@ -18,7 +18,8 @@ lives in one slot and every script below runs there; each script names every key
 
     {N}:stream           stream of due jobs; fields j (job id), t (token), k (kind), p (JSON payload),
                          a (attempt: this delivery's number, from 1), e (first enqueue, epoch seconds)
-    {N}:stream group "workers"
+    {N}:urgent           the same, for the kinds put first (`Queue.put_first`: pages, escalation timers)
+    {N}:stream, {N}:urgent group "workers"
     {N}:delayed          zset: token -> due time (ms, Redis clock)
     {N}:delayed:jobs     hash: token -> the job's stream fields (JSON array), until it is due
     {N}:id:<job id>      string: token of the waiting job that holds this id (idempotent enqueue only)
@@ -27,6 +28,11 @@ lives in one slot and every script below runs there; each script names every key
     {N}:<anything>       `Queue.key(...)`: a claim key that an enqueue sets atomically (enqueue_claimed)
 
 The token names one enqueue: retries of it keep the token; a later enqueue under the same job id gets a new one.
+
+Two lanes: a job of a kind put first goes to `{N}:urgent`, everything else to `{N}:stream`, and a worker takes
+urgent entries before any other and keeps slots for them (bot/queue/worker.py). A page queued behind a thousand
+diagnosis checks waited for them all (28 s in the incidents benchmark). The lane follows the kind wherever a job
+goes next: the delayed set, retries, releases and replayed dead letters share one set of keys and scripts.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ class Job:
     enqueued_at: float  # epoch seconds of the first enqueue; retries keep it
     entry_id: str = field(default="", repr=False)  # the stream entry being processed
     token: str = field(default="", repr=False)
+    stream: str = field(default="", repr=False)  # the lane's stream it was read from ('' when not from one)
 
 
 @dataclass(frozen=True)
@@ -129,15 +136,22 @@ end
 local function hold_id(id_key, f, ttl_ms)
   if f.t ~= f.j then redis.call('SET', id_key, f.t, 'NX', 'PX', ttl_ms) end
 end
+-- The lane of a kind: ARGV from `first` on name the kinds put first.
+local function lane_of(kind, first, urgent, other)
+  for i = first, #ARGV do
+    if ARGV[i] == kind then return urgent end
+  end
+  return other
+end
 local function dead_letter(dead, maxlen, f, err, failed_at)
   redis.call('XADD', dead, 'MAXLEN', '~', maxlen, '*', 'job_id', f.j, 'kind', f.k, 'payload', f.p,
              'attempts', f.a, 'error', err, 'enqueued_at', f.e, 'failed_at', failed_at)
 end
 """
 
-# KEYS: stream, delayed, delayed:jobs, id key[, claim key]. ARGV: job id, token, kind, payload, enqueued_at, run_at
-# ms or '', delay ms, guarded '1'/'0', id ttl ms[, claim value, claim ttl ms]. Returns the job id; nil when the id
-# is held by a waiting job; {holder} when the claim key is held (nothing is queued then).
+# KEYS: the kind's lane (stream or urgent), delayed, delayed:jobs, id key[, claim key]. ARGV: job id, token, kind,
+# payload, enqueued_at, run_at ms or '', delay ms, guarded '1'/'0', id ttl ms[, claim value, claim ttl ms]. Returns
+# the job id; nil when the id is held by a waiting job; {holder} when the claim key is held (nothing is queued then).
 _ENQUEUE = _LUA_COMMON + """
 local now = now_ms()
 local due = now + tonumber(ARGV[7])
@@ -161,7 +175,8 @@ end
 return ARGV[1]
 """
 
-# KEYS: delayed, delayed:jobs, stream. ARGV: limit. Moves due jobs into the stream; returns how many.
+# KEYS: delayed, delayed:jobs, urgent, stream. ARGV: limit, the kinds put first... Moves due jobs into their
+# lane's stream; returns how many.
 _MOVE_DUE = _LUA_COMMON + """
 local tokens = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
 for _, token in ipairs(tokens) do
@@ -169,11 +184,13 @@ for _, token in ipairs(tokens) do
   redis.call('ZREM', KEYS[1], token)
   if record then
     redis.call('HDEL', KEYS[2], token)
-    redis.call('XADD', KEYS[3], '*', unpack(cjson.decode(record)))
+    local fields = cjson.decode(record)
+    redis.call('XADD', lane_of(fields_of(fields).k, 2, KEYS[3], KEYS[4]), '*', unpack(fields))
   end
 end
 return #tokens
 """
+
 
 # KEYS: id key. ARGV: token. A started job gives up its id: a trigger arriving while it runs is not lost.
 _STARTED = """
@@ -246,37 +263,45 @@ if redis.call('GET', KEYS[3]) == token then redis.call('DEL', KEYS[3]) end
 return 1
 """
 
-# KEYS: stream, delayed, dead. ARGV: group. One consistent snapshot:
-# {stream length, pending, oldest pending id or '', delayed, delayed and due, dead letters, now ms}.
+# KEYS: urgent, stream, delayed, dead. ARGV: group. One consistent snapshot of both lanes:
+# {stream lengths, pending, oldest pending id or '', delayed, delayed and due, dead letters, now ms}.
 _SNAPSHOT = _LUA_COMMON + """
-local length = redis.call('XLEN', KEYS[1])
-local pending, oldest = 0, ''
-local summary = redis.pcall('XPENDING', KEYS[1], ARGV[1])
-if type(summary) == 'table' and not summary.err then
-  pending = summary[1]
-  oldest = summary[2] or ''
+local length, pending, oldest = 0, 0, ''
+for lane = 1, 2 do
+  length = length + redis.call('XLEN', KEYS[lane])
+  local summary = redis.pcall('XPENDING', KEYS[lane], ARGV[1])
+  if type(summary) == 'table' and not summary.err and summary[1] > 0 then
+    pending = pending + summary[1]
+    local ms = tonumber(string.match(summary[2], '^(%d+)'))
+    if oldest == '' or ms < tonumber(string.match(oldest, '^(%d+)')) then oldest = summary[2] end
+  end
 end
 local now = now_ms()
-return {length, pending, oldest, redis.call('ZCARD', KEYS[2]), redis.call('ZCOUNT', KEYS[2], '-inf', now),
-        redis.call('XLEN', KEYS[3]), now}
+return {length, pending, oldest, redis.call('ZCARD', KEYS[3]), redis.call('ZCOUNT', KEYS[3], '-inf', now),
+        redis.call('XLEN', KEYS[4]), now}
 """
 
-# KEYS: stream, the consumer's heartbeat key. ARGV: group, consumer. Forgets a dead consumer with nothing pending
-# (XGROUP DELCONSUMER drops its pending entries, hence the atomic check), so restarts do not pile up consumers.
+# KEYS: urgent, stream, the consumer's heartbeat key. ARGV: group, consumer. Forgets a dead consumer with nothing
+# pending in either lane (XGROUP DELCONSUMER drops its pending entries, hence the atomic check), so restarts do not
+# pile up consumers. A lane without the group yet (written by a version before lanes) has nothing to forget.
 _FORGET_CONSUMER = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
-redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+for lane = 1, 2 do
+  local held = redis.pcall('XPENDING', KEYS[lane], ARGV[1], '-', '+', 1, ARGV[2])
+  if type(held) == 'table' and not held.err and #held > 0 then return 0 end
+end
+for lane = 1, 2 do redis.pcall('XGROUP', 'DELCONSUMER', KEYS[lane], ARGV[1], ARGV[2]) end
 return 1
 """
 
-# KEYS: dead, stream. ARGV: dead-letter entry id, new token. Puts a dead letter back as a fresh job (attempt 1).
-_REPLAY = """
+# KEYS: dead, urgent, stream. ARGV: dead-letter entry id, new token, the kinds put first... Puts a dead letter
+# back as a fresh job (attempt 1), in its kind's lane.
+_REPLAY = _LUA_COMMON + """
 local entry = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #entry == 0 then return false end
-local f = {}
-for i = 1, #entry[1][2], 2 do f[entry[1][2][i]] = entry[1][2][i + 1] end
-redis.call('XADD', KEYS[2], '*', 'j', f.job_id, 't', ARGV[2], 'k', f.kind, 'p', f.payload, 'a', '1', 'e', f.enqueued_at)
+local f = fields_of(entry[1][2])
+redis.call('XADD', lane_of(f.kind, 3, KEYS[2], KEYS[3]), '*', 'j', f.job_id, 't', ARGV[2], 'k', f.kind,
+           'p', f.payload, 'a', '1', 'e', f.enqueued_at)
 redis.call('XDEL', KEYS[1], ARGV[1])
 return f.job_id
 """
@@ -310,6 +335,9 @@ class Queue:
         self.idempotency_ttl_s = idempotency_ttl_s
         self._prefix = tagged(name)  # once: key() is on the ack path, and tagged() runs a regex
         self.stream_key = self.key("stream")
+        self.urgent_key = self.key("urgent")
+        self.streams = (self.urgent_key, self.stream_key)  # the lanes, in the order a worker takes them
+        self._first: frozenset[str] = frozenset()
         self.delayed_key = self.key("delayed")
         self.delayed_jobs_key = self.key("delayed", "jobs")
         self.dead_key = self.key("dead")
@@ -333,6 +361,16 @@ class Queue:
 
     def alive_key(self, consumer: str) -> str:
         return self.key("alive", consumer)
+
+    def put_first(self, *kinds: str) -> None:
+        """Jobs of these kinds go in the urgent lane, which workers take before anything else. For what a person
+        waits on in an emergency (a page, an escalation timer): never for a kind that comes in floods, or the
+        lane is as long as the other. Every process that enqueues or moves such jobs says so (a feature's install
+        does); a job enqueued by one that did not still runs, in the other lane."""
+        self._first = self._first | frozenset(kinds)
+
+    def stream_for(self, kind: str) -> str:
+        return self.urgent_key if kind in self._first else self.stream_key
 
     # -- producer API -------------------------------------------------------------------------------------------
 
@@ -376,7 +414,7 @@ class Queue:
         job_id = job_id if guarded else _fresh_id()
         token = _fresh_id() if guarded else job_id
         run_at_ms = "" if run_at is None else str(int(run_at * 1000))
-        keys = [self.stream_key, self.delayed_key, self.delayed_jobs_key, self.id_key(job_id)]
+        keys = [self.stream_for(kind), self.delayed_key, self.delayed_jobs_key, self.id_key(job_id)]
         args: list[Any] = [job_id, token, kind, json.dumps(payload), repr(time.time()), run_at_ms,
                            max(int(delay_s * 1000), 0), "1" if guarded else "0", int(self.idempotency_ttl_s * 1000)]
         if claim is not None:
@@ -419,22 +457,27 @@ class Queue:
 
     async def replay_dead_letter(self, dead_letter_id: str) -> str | None:
         """Put a dead letter back in the queue as a fresh job (attempt 1); returns its job id, None if gone."""
-        job_id = await self._scripts["replay"](keys=[self.dead_key, self.stream_key],
-                                               args=[dead_letter_id, uuid.uuid4().hex])
+        job_id = await self._scripts["replay"](keys=[self.dead_key, *self.streams],
+                                               args=[dead_letter_id, uuid.uuid4().hex, *self._first])
         return None if job_id is None else as_text(job_id)
 
     # -- used by workers ----------------------------------------------------------------------------------------
 
     async def ensure_group(self) -> None:
-        try:
-            # From id 0, so jobs enqueued before the first worker ever started are delivered too.
-            await self.redis.xgroup_create(self.stream_key, self.group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for stream in self.streams:
+            try:
+                # From id 0, so jobs enqueued before the first worker ever started are delivered too.
+                await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
-    async def read(self, consumer: str, count: int, block_ms: int) -> list[tuple[str, dict[str, str]]]:
-        reply = await self.redis.xreadgroup(self.group, consumer, {self.stream_key: ">"}, count=count, block=block_ms)
+    async def read(self, consumer: str, count: int, block_ms: int | None, *,
+                   stream: str = "") -> list[tuple[str, dict[str, str]]]:
+        """Up to `count` new entries of `stream` (the other lane's by default), waiting up to `block_ms` for one
+        when there is none (None: not at all)."""
+        reply = await self.redis.xreadgroup(self.group, consumer, {stream or self.stream_key: ">"}, count=count,
+                                            block=block_ms)
         return [
             (as_text(entry_id), {as_text(k): as_text(v) for k, v in fields.items()})
             for entry_id, fields in _entries_of(reply)
@@ -447,44 +490,48 @@ class Queue:
 
     async def ack(self, job: Job) -> bool:
         """Acknowledge and delete a finished job's entry. False if it had been reclaimed from this worker."""
-        return bool(await self._scripts["ack"](keys=[self.stream_key], args=[self.group, job.entry_id]))
+        return bool(await self._scripts["ack"](keys=[job.stream or self.stream_key], args=[self.group, job.entry_id]))
 
-    async def fail(self, entry_id: str, error: str, *, job_id: str, delay_s: float, permanent: bool = False) -> str:
-        """Schedule the retry of a failed delivery of job `job_id`, or dead-letter it. Returns 'retry', 'dead',
-        'lost' or 'gone'."""
+    async def fail(self, entry_id: str, error: str, *, job_id: str, delay_s: float, permanent: bool = False,
+                   stream: str = "") -> str:
+        """Schedule the retry of a failed delivery of job `job_id` (its entry in `stream`, the other lane's by
+        default), or dead-letter it. Returns 'retry', 'dead', 'lost' or 'gone'."""
         outcome = await self._scripts["fail"](
-            keys=[self.stream_key, self.delayed_key, self.delayed_jobs_key, self.dead_key, self.id_key(job_id)],
+            keys=[stream or self.stream_key, self.delayed_key, self.delayed_jobs_key, self.dead_key,
+                  self.id_key(job_id)],
             args=[self.group, entry_id, error, max(int(delay_s * 1000), 0), 0 if permanent else self.max_deliveries,
                   self.maxlen_hint, repr(time.time()), int(self.idempotency_ttl_s * 1000)],
         )
         return as_text(outcome)
 
-    async def release(self, entry_ids: list[str], reason: str, *, counted: bool = True) -> list[tuple[str, str, str]]:
-        """Hand unfinished entries back: to the stream with attempt + 1, or to the dead letters when out of
-        deliveries; with `counted=False` (a job that was only waiting when its worker stopped) with the same
-        attempt, never dead. Safe to race with other workers: each entry is released once."""
+    async def release(self, entry_ids: list[str], reason: str, *, counted: bool = True,
+                      stream: str = "") -> list[tuple[str, str, str]]:
+        """Hand unfinished entries of `stream` (the other lane's by default) back: to it with attempt + 1, or to
+        the dead letters when out of deliveries; with `counted=False` (a job that was only waiting when its worker
+        stopped) with the same attempt, never dead. Safe to race with other workers: each entry is released once."""
         if not entry_ids:
             return []
-        id_keys = [self.id_key(job_id) for job_id in await self._job_ids(entry_ids)]
+        stream = stream or self.stream_key
+        id_keys = [self.id_key(job_id) for job_id in await self._job_ids(stream, entry_ids)]
         released = await self._scripts["release"](
-            keys=[self.stream_key, self.dead_key, *id_keys],
+            keys=[stream, self.dead_key, *id_keys],
             args=[self.group, self.max_deliveries, reason, self.maxlen_hint, repr(time.time()),
                   int(self.idempotency_ttl_s * 1000), int(counted), *entry_ids],
         )
         return [(as_text(job_id), as_text(kind), as_text(outcome)) for job_id, kind, outcome in released]
 
-    async def _job_ids(self, entry_ids: list[str]) -> list[str]:
+    async def _job_ids(self, stream: str, entry_ids: list[str]) -> list[str]:
         """The job id in each stream entry ('' for an entry already gone), so that the release script can name the
         id keys it may write in KEYS. Entries never change, so reading them first is safe."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for entry_id in entry_ids:
-                pipe.xrange(self.stream_key, entry_id, entry_id)
+                pipe.xrange(stream, entry_id, entry_id)
             found = await pipe.execute()
         return [as_text(_field(entries[0][1], "j")) if entries else "" for entries in found]
 
     async def move_due(self, limit: int = 100) -> int:
         return int(await self._scripts["move_due"](
-            keys=[self.delayed_key, self.delayed_jobs_key, self.stream_key], args=[limit]
+            keys=[self.delayed_key, self.delayed_jobs_key, *self.streams], args=[limit, *self._first]
         ))
 
     async def wait_quiet(self, *, quiet_s: float, timeout_s: float, poll_s: float,
@@ -515,12 +562,12 @@ class Queue:
 
     async def forget_consumer(self, consumer: str) -> bool:
         return bool(await self._scripts["forget_consumer"](
-            keys=[self.stream_key, self.alive_key(consumer)], args=[self.group, consumer]
+            keys=[*self.streams, self.alive_key(consumer)], args=[self.group, consumer]
         ))
 
     async def _snapshot(self) -> tuple[int, int, str, int, int, int, int]:
         length, pending, oldest, delayed, due, dead, now_ms = await self._scripts["snapshot"](
-            keys=[self.stream_key, self.delayed_key, self.dead_key], args=[self.group]
+            keys=[*self.streams, self.delayed_key, self.dead_key], args=[self.group]
         )
         return int(length), int(pending), as_text(oldest), int(delayed), int(due), int(dead), int(now_ms)
 

@@ -1,9 +1,11 @@
 """The consumer side of the queue: runs handlers, and keeps every job either finished, retrying, or reclaimable.
 
-A worker runs four loops next to its jobs; each is safe to run in every worker at once:
+A worker runs five loops next to its jobs; each is safe to run in every worker at once:
 
-    fetcher    XREADGROUP ... BLOCK, up to `concurrency` jobs at a time
-    mover      moves due delayed jobs (timers, retries) into the stream
+    fetchers   one per lane (bot/queue/stream.py): XREADGROUP, up to `concurrency` jobs at a time, and
+               `reserved` more slots that only urgent jobs take: a page never waits for a slot behind a
+               backlog of checks, and urgent jobs take any free slot too (a burst of due timers)
+    mover      moves due delayed jobs (timers, retries) into their lane
     reclaimer  releases jobs of dead workers (no heartbeat) at once, and jobs idle past the visibility timeout
     heartbeat  refreshes this worker's heartbeat and the lease (idle time) of its running jobs
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -45,6 +48,7 @@ from bot.retry import RetryPolicy, retry_async
 log = logging.getLogger("bot.queue")
 
 Handler = Callable[[Job], Awaitable[None]]
+Entry = tuple[str, str]  # (stream, entry id): ids are per stream, and two lanes may hand out the same one
 
 # Redis unreachable: loops back off up to 5 s between tries and never give up while the worker runs.
 LOOP_BACKOFF = RetryPolicy(base_s=0.1, max_s=5.0)
@@ -85,17 +89,20 @@ class Worker:
         stop_grace_s: float = 10.0,
         dead_worker_after_s: float = 5.0,
         max_parked: int | None = None,
+        reserved: int | None = None,
     ) -> None:
         """`dead_worker_after_s`: how long this worker's heartbeat lives; others release its jobs that long after
         it dies (the visibility timeout only catches a live worker that stopped making progress).
         `job_timeout_s` bounds one handler call, its waits for Slack's pace (`parked()`) left out: a hung handler
         is a failed attempt, not a lease held forever. `max_parked`: jobs that may wait parked at once
-        (MAX_PARKED_FACTOR x `concurrency` by default)."""
+        (MAX_PARKED_FACTOR x `concurrency` by default). `reserved`: slots beyond `concurrency` that only urgent
+        jobs take (an eighth of `concurrency` by default, at least one)."""
         _check_block_below_socket_timeout(queue, block_ms)
         self.queue = queue
         self.handlers = dict(handlers)
         self.concurrency = concurrency
         self.max_parked = concurrency * MAX_PARKED_FACTOR if max_parked is None else max_parked
+        self.reserved = max(concurrency // 8, 1) if reserved is None else reserved
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.block_ms = block_ms
         self.reclaim_interval_s = reclaim_interval_s
@@ -110,10 +117,11 @@ class Worker:
             "by_kind": {},  # kind -> {"ok", "failed", "seconds_sum", "seconds_max"}
         }
         self.last_progress: dict[str, float] = {}
-        self._inflight: dict[str, tuple[Job, asyncio.Task[None]]] = {}
-        self._parked: set[str] = set()  # in-flight jobs waiting on Slack's pace: their slots are free meanwhile
-        self._settling: set[str] = set()  # entries whose outcome is being recorded (acked, retried, dead-lettered)
-        self._stopped_waiting: set[str] = set()  # parked when the worker stopped: handed back, no delivery counted
+        self._inflight: dict[Entry, tuple[Job, asyncio.Task[None]]] = {}
+        self._parked: set[Entry] = set()  # in-flight jobs waiting on Slack's pace: their slots are free meanwhile
+        self._settling: set[Entry] = set()  # entries whose outcome is being recorded (acked, retried, dead-lettered)
+        self._stopped_waiting: set[Entry] = set()  # parked when the worker stopped: handed back, no delivery counted
+        self._booked = 0  # slots a fetcher's read may fill when it returns: the other fetcher leaves them
         self._stopping = asyncio.Event()
         self._capacity = asyncio.Event()
         self._joined = asyncio.Event()
@@ -129,12 +137,13 @@ class Worker:
         grace = 0.0
         if not await self._join():
             return
-        log.info("worker %s consuming %s (concurrency %d)", self.consumer, self.queue.stream_key, self.concurrency,
-                 extra={"consumer": self.consumer})
+        log.info("worker %s consuming %s (concurrency %d, and %d more for urgent jobs)", self.consumer,
+                 " and ".join(self.queue.streams), self.concurrency, self.reserved, extra={"consumer": self.consumer})
         halt_loops, halt_heartbeat = asyncio.Event(), asyncio.Event()
         heartbeat = self._loop("heartbeat", self._heartbeat, self.heartbeat_interval_s, halt_heartbeat)
         loops = [
-            self._loop("fetcher", self._fetch, 0.0, halt_loops),
+            self._loop("fetcher", functools.partial(self._fetch, self.queue.stream_key), 0.0, halt_loops),
+            self._loop("urgent-fetcher", functools.partial(self._fetch, self.queue.urgent_key), 0.0, halt_loops),
             self._loop("mover", self._move, self.mover_interval_s, halt_loops),
             self._loop("reclaimer", self._reclaim, self.reclaim_interval_s, halt_loops),
         ]
@@ -229,20 +238,32 @@ class Worker:
                 await _pause(self._stopping, delay)
         return False
 
-    async def _fetch(self) -> bool:
-        free = await self._free_slots()
+    async def _fetch(self, stream: str) -> bool:
+        free = await self._free_slots(stream)
         if self._stopping.is_set():
             return False
         try:
-            entries = await self.queue.read(self.consumer, free, self.block_ms)
+            entries = await self._read(stream, free)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             await self.queue.ensure_group()  # the stream was deleted (FLUSHALL, Redis lost its data)
             return True
         for entry_id, fields in entries:
-            self._start(entry_id, fields)
+            self._start(stream, entry_id, fields)
         return True
+
+    async def _read(self, stream: str, free: int) -> list[tuple[str, dict[str, str]]]:
+        """What is there, into the free slots, booked while the read is out; else wait for one entry, unbooked:
+        a fetcher waiting on an empty lane must not hold slots the other lane's could fill. (So when both lanes
+        fill at once, a worker may run one job of each above its concurrency, until one ends.)"""
+        self._booked += free
+        try:
+            entries = await self.queue.read(self.consumer, free, None, stream=stream)
+        finally:
+            self._booked -= free
+            self._capacity.set()
+        return entries or await self.queue.read(self.consumer, 1, self.block_ms, stream=stream)
 
     async def _move(self) -> bool:
         return await self.queue.move_due(limit=RECLAIM_BATCH) == RECLAIM_BATCH
@@ -259,48 +280,54 @@ class Worker:
 
     # -- jobs ---------------------------------------------------------------------------------------------------
 
-    async def _free_slots(self) -> int:
-        while self._slots_free() <= 0 and not self._stopping.is_set():
-            while self._slots_free() <= 0 and not self._stopping.is_set():
+    async def _free_slots(self, stream: str) -> int:
+        while self._slots_free(stream) <= 0 and not self._stopping.is_set():
+            while self._slots_free(stream) <= 0 and not self._stopping.is_set():
                 self._capacity.clear()
                 await self._capacity.wait()
             # Jobs tend to finish together: one tick lets the others free their slots too, so one read fetches
             # a batch instead of one read per finished job. (A parked job may resume in that tick: look again.)
             await asyncio.sleep(0)
-        return max(self._slots_free(), 1)  # stopping: the caller checks that before it reads
+        return max(self._slots_free(stream), 1)  # stopping: the caller checks that before it reads
 
-    def _slots_free(self) -> int:
+    def _slots_free(self, stream: str) -> int:
         # Parked jobs free their slot, but in-flight jobs stay bounded: each one's lease is kept alive.
+        slots = self.concurrency + self.reserved
         working = len(self._inflight) - len(self._parked)
-        return min(self.concurrency - working, self.concurrency + self.max_parked - len(self._inflight))
+        free = min(slots - working, slots + self.max_parked - len(self._inflight)) - self._booked
+        if stream == self.queue.urgent_key:
+            return free
+        mine = sum(1 for key in self._inflight if key[0] == stream and key not in self._parked)
+        return min(free, self.concurrency - mine, self.concurrency + self.max_parked - len(self._inflight))
 
-    def _parking(self, entry_id: str, clock: _JobClock) -> Callable[[], AbstractAsyncContextManager[None]]:
+    def _parking(self, key: Entry, clock: _JobClock) -> Callable[[], AbstractAsyncContextManager[None]]:
         @contextlib.asynccontextmanager
         async def park() -> AsyncIterator[None]:
-            if entry_id not in self._inflight:  # a task the job started outlived it: no slot, no timeout to move
+            if key not in self._inflight:  # a task the job started outlived it: no slot, no timeout to move
                 yield
                 return
             if clock.stop():  # the job's first part to wait (several may: DMs gathered, each on its pace)
-                self._parked.add(entry_id)
+                self._parked.add(key)
                 self._capacity.set()
             try:
                 yield
             finally:
                 if clock.start():
-                    self._parked.discard(entry_id)
+                    self._parked.discard(key)
 
         return park
 
-    def _start(self, entry_id: str, fields: dict[str, str]) -> None:
+    def _start(self, stream: str, entry_id: str, fields: dict[str, str]) -> None:
         try:
             job = job_from_entry(entry_id, fields)
         except (KeyError, ValueError) as exc:
             job = Job(id=fields.get("j", entry_id), kind=fields.get("k", ""), payload={}, attempt=1,
-                      enqueued_at=0.0, entry_id=entry_id)
+                      enqueued_at=0.0, entry_id=entry_id, stream=stream)
             task = asyncio.create_task(self._finish(job, self._reject(job, f"malformed entry: {exc}")))
         else:
+            job.stream = stream
             task = asyncio.create_task(self._finish(job, self._handle(job)))
-        self._inflight[entry_id] = (job, task)
+        self._inflight[(stream, entry_id)] = (job, task)
 
     async def _finish(self, job: Job, outcome_of: Awaitable[tuple[str, float]]) -> None:
         try:
@@ -310,9 +337,10 @@ class Worker:
             log.error("job %s: could not record its outcome (%s); it will be reclaimed and may run again",
                       job.id, error_text(exc), extra=_extra(job))
         finally:
-            self._inflight.pop(job.entry_id, None)
-            self._parked.discard(job.entry_id)
-            self._settling.discard(job.entry_id)
+            key = _key(job)
+            self._inflight.pop(key, None)
+            self._parked.discard(key)
+            self._settling.discard(key)
             self._capacity.set()
         self._count(job.kind, outcome, seconds)
 
@@ -327,7 +355,7 @@ class Worker:
         await _settle(self.queue.started, job)
         started = time.monotonic()
         deadline = asyncio.timeout(self.job_timeout_s)
-        slots.bind(self._parking(job.entry_id, _JobClock(deadline)))
+        slots.bind(self._parking(_key(job), _JobClock(deadline)))
         try:
             async with deadline:
                 await _run_through_failover(handler, job, self._no_replicas_log)
@@ -349,7 +377,7 @@ class Worker:
                         exc_info=not timed_out, extra=_extra(job))
             return await self._fail(job, error), seconds
         seconds = time.monotonic() - started
-        self._settling.add(job.entry_id)
+        self._settling.add(_key(job))
         if not await _settle(self.queue.ack, job):
             self.stats["leases_lost"] += 1
             log.warning("job %s finished after it had been reclaimed: it may run twice", job.id, extra=_extra(job))
@@ -357,9 +385,9 @@ class Worker:
 
     async def _fail(self, job: Job, error: str, *, delay_s: float | None = None, permanent: bool = False) -> str:
         delay = self.queue.retry.delay(job.attempt) if delay_s is None else delay_s
-        self._settling.add(job.entry_id)
+        self._settling.add(_key(job))
         outcome = await _settle(self.queue.fail, job.entry_id, error, job_id=job.id, delay_s=delay,
-                                permanent=permanent)
+                                permanent=permanent, stream=job.stream)
         if outcome == "retry":
             log.info("job %s (%s) will retry in %.2f s", job.id, job.kind, delay, extra=_extra(job))
         elif outcome == "dead":
@@ -386,62 +414,70 @@ class Worker:
 
     async def _extend_leases(self) -> None:
         """Re-claim our own running entries (JUSTID: no delivery counted) so their idle time restarts."""
-        running = [entry_id for entry_id in self._inflight if entry_id not in self._settling]
-        if not running:
-            return
-        kept = {as_text(entry_id) for entry_id in await self.queue.redis.xclaim(
-            self.queue.stream_key, self.queue.group, self.consumer, 0, running, justid=True)}
-        for entry_id in running:
+        running = [key for key in self._inflight if key not in self._settling]
+        for stream in self.queue.streams:
+            ids = [entry_id for lane, entry_id in running if lane == stream]
+            if ids:
+                kept = {as_text(entry_id) for entry_id in await self.queue.redis.xclaim(
+                    stream, self.queue.group, self.consumer, 0, ids, justid=True)}
+                self._note_lost_leases([(stream, entry_id) for entry_id in ids if entry_id not in kept])
+
+    def _note_lost_leases(self, missing: list[Entry]) -> None:
+        for key in missing:
             # An entry acknowledged meanwhile is not a lost lease: only one still running here is.
-            if entry_id not in kept and entry_id in self._inflight and entry_id not in self._settling:
-                job = self._inflight[entry_id][0]
+            if key in self._inflight and key not in self._settling:
+                job = self._inflight[key][0]
                 self.stats["leases_lost"] += 1
                 log.warning("job %s was reclaimed while still running here: it may run twice", job.id,
                             extra=_extra(job))
 
     async def _reclaim_idle(self) -> None:
         """Entries idle past the visibility timeout: their worker is alive but made no progress report."""
-        cursor = "0-0"
-        for _ in range(10):  # bounded work per round; the next round carries on
-            reply = await self.queue.redis.xautoclaim(
-                self.queue.stream_key, self.queue.group, self.consumer,
-                int(self.queue.visibility_timeout_s * 1000), start_id=cursor, count=RECLAIM_BATCH)
-            cursor, claimed = as_text(reply[0]), [as_text(entry_id) for entry_id, _ in reply[1] if entry_id is not None]
-            reason = f"lease expired: no progress report for {self.queue.visibility_timeout_s:g} s"
-            await self._release(claimed, reason, "jobs_reclaimed")
-            if cursor == "0-0":
-                return
+        for stream in self.queue.streams:
+            cursor = "0-0"
+            for _ in range(10):  # bounded work per round; the next round carries on
+                reply = await self.queue.redis.xautoclaim(
+                    stream, self.queue.group, self.consumer,
+                    int(self.queue.visibility_timeout_s * 1000), start_id=cursor, count=RECLAIM_BATCH)
+                cursor = as_text(reply[0])
+                claimed = [as_text(entry_id) for entry_id, _ in reply[1] if entry_id is not None]
+                reason = f"lease expired: no progress report for {self.queue.visibility_timeout_s:g} s"
+                await self._release(claimed, reason, "jobs_reclaimed", stream=stream)
+                if cursor == "0-0":
+                    break
 
     async def _reclaim_from_dead_workers(self) -> None:
-        try:
-            consumers = [{as_text(k): v for k, v in c.items()} for c in
-                         await self.queue.redis.xinfo_consumers(self.queue.stream_key, self.queue.group)]
-        except ResponseError as exc:
-            if "NOGROUP" in str(exc) or "no such key" in str(exc):
-                return
-            raise
-        others = [c for c in consumers if as_text(c["name"]) != self.consumer]
-        if not others:
-            return
-        async with self.queue.redis.pipeline(transaction=False) as pipe:
-            for consumer in others:
-                pipe.exists(self.queue.alive_key(as_text(consumer["name"])))
-            alive = await pipe.execute()
-        for consumer, is_alive in zip(others, alive):
-            if not is_alive:
-                await self._release_consumer(as_text(consumer["name"]), int(consumer["pending"]))
+        for stream in self.queue.streams:
+            try:
+                consumers = [{as_text(k): v for k, v in c.items()} for c in
+                             await self.queue.redis.xinfo_consumers(stream, self.queue.group)]
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc) or "no such key" in str(exc):
+                    continue
+                raise
+            others = [c for c in consumers if as_text(c["name"]) != self.consumer]
+            if not others:
+                continue
+            async with self.queue.redis.pipeline(transaction=False) as pipe:
+                for consumer in others:
+                    pipe.exists(self.queue.alive_key(as_text(consumer["name"])))
+                alive = await pipe.execute()
+            for consumer, is_alive in zip(others, alive):
+                if not is_alive:
+                    await self._release_consumer(stream, as_text(consumer["name"]), int(consumer["pending"]))
 
-    async def _release_consumer(self, name: str, pending: int) -> None:
+    async def _release_consumer(self, stream: str, name: str, pending: int) -> None:
         if pending:
-            entries = await self.queue.redis.xpending_range(self.queue.stream_key, self.queue.group, "-", "+",
+            entries = await self.queue.redis.xpending_range(stream, self.queue.group, "-", "+",
                                                             RECLAIM_BATCH, consumername=name)
             reason = f"worker {name} died (no heartbeat)"
-            await self._release([as_text(e["message_id"]) for e in entries], reason, "jobs_reclaimed")
-        if await self.queue.forget_consumer(name):  # a no-op while it still holds entries
+            await self._release([as_text(e["message_id"]) for e in entries], reason, "jobs_reclaimed", stream=stream)
+        if await self.queue.forget_consumer(name):  # a no-op while it still holds entries in either lane
             log.info("forgot departed consumer %s", name, extra={"consumer": name})
 
-    async def _release(self, entry_ids: list[str], reason: str, counter: str, *, counted: bool = True) -> None:
-        for job_id, kind, outcome in await self.queue.release(entry_ids, reason, counted=counted):
+    async def _release(self, entry_ids: list[str], reason: str, counter: str, *, counted: bool = True,
+                       stream: str) -> None:
+        for job_id, kind, outcome in await self.queue.release(entry_ids, reason, counted=counted, stream=stream):
             self.stats[counter] += 1
             self.stats["jobs_dead_lettered"] += outcome == "dead"
             # Jobs handed back uncounted were only waiting (hundreds in a storm): the count below says it once.
@@ -460,8 +496,8 @@ class Worker:
         if unfinished:
             # A job waiting its turn at Slack when we stop (a storm of declarations, a deploy) did nothing wrong:
             # however often that happens, it must not run out of deliveries and leave an incident half set up.
-            self._stopped_waiting = {entry_id for entry_id, (_job, task) in self._inflight.items()
-                                     if task in unfinished and entry_id in self._parked}
+            self._stopped_waiting = {key for key, (_job, task) in self._inflight.items()
+                                     if task in unfinished and key in self._parked}
             log.warning("worker %s: cutting %d job(s) short (%d of them waiting for Slack's pace); they go back "
                         "to the queue", self.consumer, len(unfinished), len(self._stopped_waiting))
             await _cancel_all(list(unfinished))
@@ -471,20 +507,24 @@ class Worker:
         drop the heartbeat, and leave the group. If Redis is unreachable now, other workers release the jobs
         once the heartbeat expires."""
         try:
-            held = await self.queue.redis.xpending_range(self.queue.stream_key, self.queue.group, "-", "+", 10_000,
-                                                         consumername=self.consumer)
-            held_ids = [as_text(e["message_id"]) for e in held]
-            await self._release([e for e in held_ids if e not in self._stopped_waiting],
-                                "worker stopped before the job finished", "jobs_released")
-            await self._release([e for e in held_ids if e in self._stopped_waiting],
-                                "worker stopped while the job waited for Slack's pace (no delivery counted)",
-                                "jobs_released", counted=False)
+            for stream in self.queue.streams:
+                await self._hand_back(stream)
             await self.queue.redis.delete(self.queue.alive_key(self.consumer))
             await self.queue.forget_consumer(self.consumer)
         except (RedisError, OSError) as exc:
             log.warning("worker %s could not release its jobs on the way out (%s): others will after %g s",
                         self.consumer, error_text(exc), self.dead_worker_after_s)
         log.info("worker %s stopped", self.consumer, extra={"consumer": self.consumer})
+
+    async def _hand_back(self, stream: str) -> None:
+        held = await self.queue.redis.xpending_range(stream, self.queue.group, "-", "+", 10_000,
+                                                     consumername=self.consumer)
+        held_ids = [as_text(e["message_id"]) for e in held]
+        await self._release([e for e in held_ids if (stream, e) not in self._stopped_waiting],
+                            "worker stopped before the job finished", "jobs_released", stream=stream)
+        await self._release([e for e in held_ids if (stream, e) in self._stopped_waiting],
+                            "worker stopped while the job waited for Slack's pace (no delivery counted)",
+                            "jobs_released", counted=False, stream=stream)
 
 
 async def _run_through_failover(handler: Handler, job: Job, no_replicas_log: Throttled) -> None:
@@ -565,6 +605,10 @@ def _raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def _key(job: Job) -> Entry:
+    return job.stream, job.entry_id
 
 
 def _extra(job: Job) -> dict[str, Any]:
