@@ -921,3 +921,29 @@ async def test_a_stopping_worker_hands_its_urgent_job_back_to_the_urgent_lane(re
     assert (await redis.xlen(queue.urgent_key), await redis.xlen(queue.stream_key)) == (1, 0)
     assert (await queue.stats()) == QueueStats(depth=1, pending=0, oldest_pending_age_s=0.0, delayed=0,
                                                dead_letters=0)
+
+
+async def test_the_other_lane_starts_nothing_while_urgent_jobs_wait_for_a_slot(redis, unique_name: str) -> None:
+    """Slots are not all a burst needs: CPU too. While due timers still wait for a slot, the paperwork behind them
+    starts nothing (in one lane it would have waited behind them); it runs once the burst is through."""
+    queue = urgent_queue(redis, unique_name)
+    go = asyncio.Event()
+    order: list[str] = []
+
+    async def page(job: Job) -> None:
+        order.append("page")
+        await go.wait()
+
+    async def check(job: Job) -> None:
+        order.append("check")
+
+    for _ in range(8):
+        await queue.enqueue("page", {})
+    await queue.enqueue("check", {})
+    worker = worker_for(queue, {"page": page, "check": check}, concurrency=2, reserved=1)
+    async with running(worker):
+        await asyncio.sleep(1.0)
+        assert order == ["page"] * 3, order  # five more pages wait for a slot: the check does not take one
+        go.set()
+        await eventually(lambda: worker.stats["jobs_ok"] == 9)
+    assert order == ["page"] * 8 + ["check"]

@@ -4,7 +4,8 @@ A worker runs five loops next to its jobs; each is safe to run in every worker a
 
     fetchers   one per lane (bot/queue/stream.py): XREADGROUP, up to `concurrency` jobs at a time, and
                `reserved` more slots that only urgent jobs take: a page never waits for a slot behind a
-               backlog of checks, and urgent jobs take any free slot too (a burst of due timers)
+               backlog of checks, and urgent jobs take any free slot too (a burst of due timers); while
+               urgent jobs wait for a slot, the other lane starts none (the CPU goes to them first)
     mover      moves due delayed jobs (timers, retries) into their lane
     reclaimer  releases jobs of dead workers (no heartbeat) at once, and jobs idle past the visibility timeout
     heartbeat  refreshes this worker's heartbeat and the lease (idle time) of its running jobs
@@ -122,6 +123,8 @@ class Worker:
         self._settling: set[Entry] = set()  # entries whose outcome is being recorded (acked, retried, dead-lettered)
         self._stopped_waiting: set[Entry] = set()  # parked when the worker stopped: handed back, no delivery counted
         self._booked = 0  # slots a fetcher's read may fill when it returns: the other fetcher leaves them
+        # The urgent lane's last read filled every free slot, so more may wait there (and until its first read).
+        self._urgent_behind = True
         self._stopping = asyncio.Event()
         self._capacity = asyncio.Event()
         self._joined = asyncio.Event()
@@ -134,7 +137,7 @@ class Worker:
 
     async def run(self) -> None:
         """Process jobs until `stop()`. Cancelling it instead skips the grace period but still releases jobs."""
-        grace = 0.0
+        grace, self._urgent_behind = 0.0, True
         if not await self._join():
             return
         log.info("worker %s consuming %s (concurrency %d, and %d more for urgent jobs)", self.consumer,
@@ -260,6 +263,8 @@ class Worker:
         self._booked += free
         try:
             entries = await self.queue.read(self.consumer, free, None, stream=stream)
+            if stream == self.queue.urgent_key:
+                self._urgent_behind = len(entries) >= free
         finally:
             self._booked -= free
             self._capacity.set()
@@ -297,6 +302,8 @@ class Worker:
         free = min(slots - working, slots + self.max_parked - len(self._inflight)) - self._booked
         if stream == self.queue.urgent_key:
             return free
+        if self._urgent_behind:  # slots are not enough: the CPU goes to the urgent jobs first, as the paperwork
+            return 0             # they queue would have waited behind them in one lane (1,000 due timers)
         mine = sum(1 for key in self._inflight if key[0] == stream and key not in self._parked)
         return min(free, self.concurrency - mine, self.concurrency + self.max_parked - len(self._inflight))
 
