@@ -45,7 +45,7 @@ async def test_metrics_show_queue_jobs_checks_and_slack_errors_after_a_diagnosis
             await bot.settle()
             after = await scrape(bot)
 
-    for gauge in ("depth", "pending", "oldest_pending_age_seconds", "delayed", "dead_letters"):
+    for gauge in ("depth", "urgent_depth", "pending", "oldest_pending_age_seconds", "delayed", "dead_letters"):
         assert (f"chatops_queue_{gauge}", ()) in after
     assert after[("chatops_queue_pending", ())] == 0 and after[("chatops_queue_dead_letters", ())] == 0
     assert after[("chatops_slack_api_errors_total", (("method", "chat.postMessage"),))] == 1

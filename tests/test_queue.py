@@ -920,7 +920,7 @@ async def test_a_stopping_worker_hands_its_urgent_job_back_to_the_urgent_lane(re
         await asyncio.wait_for(started.wait(), 2)
     assert (await redis.xlen(queue.urgent_key), await redis.xlen(queue.stream_key)) == (1, 0)
     assert (await queue.stats()) == QueueStats(depth=1, pending=0, oldest_pending_age_s=0.0, delayed=0,
-                                               dead_letters=0)
+                                               dead_letters=0, urgent_depth=1)
 
 
 async def test_the_other_lane_starts_nothing_while_urgent_jobs_wait_for_a_slot(redis, unique_name: str) -> None:

@@ -10,7 +10,7 @@
     page_outcomes  + counting each page by provider and outcome
 
 What /metrics shows and where each figure comes from:
-    chatops_queue_depth, _pending, _oldest_pending_age_seconds, _delayed, _dead_letters
+    chatops_queue_depth, _urgent_depth, _pending, _oldest_pending_age_seconds, _delayed, _dead_letters
                                               `queue.stats()` read on each scrape: the queue all workers share
     chatops_jobs_total{kind,outcome}          jobs the worker in this process finished: ok, or failed (retried,
                                               dead-lettered or lost); from `worker.stats`
@@ -137,6 +137,8 @@ class _QueueCollector:
             return
         for name, about, value in (
             ("depth", "Jobs due and waiting for a worker.", self.stats.depth),
+            ("urgent_depth", "Of those, pages, escalation timers and provider acks (the urgent lane): above 0 for "
+             "long, the workers are stuck or too few.", self.stats.urgent_depth),
             ("pending", "Jobs picked up and not yet acknowledged.", self.stats.pending),
             ("oldest_pending_age_seconds", "Age of the oldest pending job.", self.stats.oldest_pending_age_s),
             ("delayed", "Jobs scheduled for later (timers and retries).", self.stats.delayed),

@@ -86,6 +86,7 @@ class QueueStats:
     oldest_pending_age_s: float  # since the oldest pending job entered the stream; 0 when none
     delayed: int  # scheduled for later, retries included
     dead_letters: int
+    urgent_depth: int = 0  # of `depth`, the urgent lane's (pages, timers): a worker should take them at once
 
 
 class Retry(Exception):
@@ -263,22 +264,22 @@ if redis.call('GET', KEYS[3]) == token then redis.call('DEL', KEYS[3]) end
 return 1
 """
 
-# KEYS: urgent, stream, delayed, dead. ARGV: group. One consistent snapshot of both lanes:
-# {stream lengths, pending, oldest pending id or '', delayed, delayed and due, dead letters, now ms}.
+# KEYS: urgent, stream, delayed, dead. ARGV: group. One consistent snapshot of both lanes: {stream lengths,
+# pending, oldest pending id or '', delayed, delayed and due, dead letters, now ms, urgent length, urgent pending}.
 _SNAPSHOT = _LUA_COMMON + """
-local length, pending, oldest = 0, 0, ''
+local lengths, pendings, oldest = {0, 0}, {0, 0}, ''
 for lane = 1, 2 do
-  length = length + redis.call('XLEN', KEYS[lane])
+  lengths[lane] = redis.call('XLEN', KEYS[lane])
   local summary = redis.pcall('XPENDING', KEYS[lane], ARGV[1])
   if type(summary) == 'table' and not summary.err and summary[1] > 0 then
-    pending = pending + summary[1]
+    pendings[lane] = summary[1]
     local ms = tonumber(string.match(summary[2], '^(%d+)'))
     if oldest == '' or ms < tonumber(string.match(oldest, '^(%d+)')) then oldest = summary[2] end
   end
 end
 local now = now_ms()
-return {length, pending, oldest, redis.call('ZCARD', KEYS[3]), redis.call('ZCOUNT', KEYS[3], '-inf', now),
-        redis.call('XLEN', KEYS[4]), now}
+return {lengths[1] + lengths[2], pendings[1] + pendings[2], oldest, redis.call('ZCARD', KEYS[3]),
+        redis.call('ZCOUNT', KEYS[3], '-inf', now), redis.call('XLEN', KEYS[4]), now, lengths[1], pendings[1]}
 """
 
 # KEYS: urgent, stream, the consumer's heartbeat key. ARGV: group, consumer. Forgets a dead consumer with nothing
@@ -443,11 +444,11 @@ class Queue:
         return bool(removed)
 
     async def stats(self) -> QueueStats:
-        length, pending, oldest, delayed, _due, dead, now_ms = await self._snapshot()
+        length, pending, oldest, delayed, _due, dead, now_ms, urgent, urgent_pending = await self._snapshot()
         oldest_age = max(now_ms - int(oldest.split("-")[0]), 0) / 1000 if oldest else 0.0
         # In Redis 6.2 a pending entry deleted from the stream still counts as pending, hence the floor at 0.
         return QueueStats(depth=max(length - pending, 0), pending=pending, oldest_pending_age_s=oldest_age,
-                          delayed=delayed, dead_letters=dead)
+                          delayed=delayed, dead_letters=dead, urgent_depth=max(urgent - urgent_pending, 0))
 
     async def dead_letters(self, count: int = 100) -> list[dict[str, Any]]:
         """The newest dead letters first: id (of the dead-letter entry), job_id, kind, payload, attempts, error,
@@ -557,7 +558,7 @@ class Queue:
 
     async def is_idle(self) -> bool:
         """Nothing waiting in the stream, nothing pending, nothing delayed and already due."""
-        length, pending, _oldest, _delayed, due, _dead, _now = await self._snapshot()
+        length, pending, _oldest, _delayed, due, _dead, _now, _urgent, _urgent_pending = await self._snapshot()
         return length == 0 and pending == 0 and due == 0
 
     async def forget_consumer(self, consumer: str) -> bool:
@@ -565,11 +566,12 @@ class Queue:
             keys=[*self.streams, self.alive_key(consumer)], args=[self.group, consumer]
         ))
 
-    async def _snapshot(self) -> tuple[int, int, str, int, int, int, int]:
-        length, pending, oldest, delayed, due, dead, now_ms = await self._scripts["snapshot"](
+    async def _snapshot(self) -> tuple[int, int, str, int, int, int, int, int, int]:
+        length, pending, oldest, *counts = await self._scripts["snapshot"](
             keys=[*self.streams, self.delayed_key, self.dead_key], args=[self.group]
         )
-        return int(length), int(pending), as_text(oldest), int(delayed), int(due), int(dead), int(now_ms)
+        delayed, due, dead, now_ms, urgent, urgent_pending = (int(n) for n in counts)
+        return int(length), int(pending), as_text(oldest), delayed, due, dead, now_ms, urgent, urgent_pending
 
 
 def _fresh_id() -> str:
