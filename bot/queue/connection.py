@@ -39,6 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
 from bot.logs import Throttled
+from bot.queue import slots
 from bot.settings import Settings
 
 log = logging.getLogger("bot.queue")
@@ -170,10 +171,15 @@ def _pool_options(settings: Settings, max_connections: int | None) -> dict[str, 
     # safe, and that connection reaches the current primary (under Sentinel it asks the sentinels again).
     retries = SENTINEL_RETRIES if settings.redis_sentinels else SINGLE_RETRIES
     return dict(
-        max_connections=max_connections or max(64, settings.worker_concurrency + 16), timeout=5, socket_timeout=10,
+        max_connections=max_connections or max(64, _worker_slots(settings) + 16), timeout=5, socket_timeout=10,
         socket_connect_timeout=5, health_check_interval=30, parser_class=PARSER,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=retries,
                     supported_errors=(RedisConnectionError, RedisTimeoutError, *REFUSED_WRITES)))
+
+
+def _worker_slots(settings: Settings) -> int:
+    """Jobs a worker may run at once: its concurrency and the slots it keeps for urgent jobs."""
+    return settings.worker_concurrency + slots.reserved_for_urgent(settings.worker_concurrency)
 
 
 class SentinelBlockingPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):

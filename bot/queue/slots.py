@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from typing import AsyncContextManager
 
+URGENT_SHARE = 8  # a worker keeps 1/8 of its concurrency (at least 1) more slots for urgent jobs (stream.py's lanes)
+
 _slot: ContextVar[Callable[[], AsyncContextManager[None]] | None] = ContextVar("worker_slot", default=None)
 
 
@@ -25,6 +27,11 @@ async def parked() -> AsyncIterator[None]:
         return
     async with park():
         yield
+
+
+def reserved_for_urgent(concurrency: int) -> int:
+    """Slots beyond `concurrency` that only the urgent lane's jobs take (pages, escalation timers)."""
+    return max(concurrency // URGENT_SHARE, 1)
 
 
 def in_job() -> bool:

@@ -6,7 +6,7 @@ page, a Slack message) is guarded by `once()` or an idempotency key of its own.
 
 Life of a job::
 
-    enqueue ──(due now)──> stream ──XREADGROUP──> handler ──ok──> XACK + XDEL
+    enqueue ──(due now)──> stream ──XREADGROUP──> handler ──ok──> XACK + XDEL      (stream: its kind's lane)
        │                    ▲  ▲                    │
        └─(later)─> delayed ─┘  │                    ├─ error / Retry ──> delayed (attempt + 1, backoff)
                   (mover)      │                    ├─ Permanent, unknown kind, or out of deliveries ──> dead
@@ -31,8 +31,9 @@ The token names one enqueue: retries of it keep the token; a later enqueue under
 
 Two lanes: a job of a kind put first goes to `{N}:urgent`, everything else to `{N}:stream`, and a worker takes
 urgent entries before any other and keeps slots for them (bot/queue/worker.py). A page queued behind a thousand
-diagnosis checks waited for them all (28 s in the incidents benchmark). The lane follows the kind wherever a job
-goes next: the delayed set, retries, releases and replayed dead letters share one set of keys and scripts.
+diagnosis checks waited for them all (28 s in the incidents benchmark). A job takes its kind's lane when it is
+queued, moved in from the delayed set (timers, retries) or replayed from the dead letters; a job handed back
+(reclaimed, released at a stop) returns to the lane it was read from. The lanes share every other key.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -103,7 +103,7 @@ class Worker:
         self.handlers = dict(handlers)
         self.concurrency = concurrency
         self.max_parked = concurrency * MAX_PARKED_FACTOR if max_parked is None else max_parked
-        self.reserved = max(concurrency // 8, 1) if reserved is None else reserved
+        self.reserved = slots.reserved_for_urgent(concurrency) if reserved is None else reserved
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.block_ms = block_ms
         self.reclaim_interval_s = reclaim_interval_s
@@ -441,17 +441,20 @@ class Worker:
     async def _reclaim_idle(self) -> None:
         """Entries idle past the visibility timeout: their worker is alive but made no progress report."""
         for stream in self.queue.streams:
-            cursor = "0-0"
-            for _ in range(10):  # bounded work per round; the next round carries on
-                reply = await self.queue.redis.xautoclaim(
-                    stream, self.queue.group, self.consumer,
-                    int(self.queue.visibility_timeout_s * 1000), start_id=cursor, count=RECLAIM_BATCH)
-                cursor = as_text(reply[0])
-                claimed = [as_text(entry_id) for entry_id, _ in reply[1] if entry_id is not None]
-                reason = f"lease expired: no progress report for {self.queue.visibility_timeout_s:g} s"
-                await self._release(claimed, reason, "jobs_reclaimed", stream=stream)
-                if cursor == "0-0":
-                    break
+            with _lane_without_group():
+                await self._reclaim_idle_in(stream)
+
+    async def _reclaim_idle_in(self, stream: str) -> None:
+        cursor = "0-0"
+        for _ in range(10):  # bounded work per round; the next round carries on
+            reply = await self.queue.redis.xautoclaim(
+                stream, self.queue.group, self.consumer,
+                int(self.queue.visibility_timeout_s * 1000), start_id=cursor, count=RECLAIM_BATCH)
+            cursor, claimed = as_text(reply[0]), [as_text(entry_id) for entry_id, _ in reply[1] if entry_id is not None]
+            reason = f"lease expired: no progress report for {self.queue.visibility_timeout_s:g} s"
+            await self._release(claimed, reason, "jobs_reclaimed", stream=stream)
+            if cursor == "0-0":
+                return
 
     async def _reclaim_from_dead_workers(self) -> None:
         for stream in self.queue.streams:
@@ -515,7 +518,8 @@ class Worker:
         once the heartbeat expires."""
         try:
             for stream in self.queue.streams:
-                await self._hand_back(stream)
+                with _lane_without_group():
+                    await self._hand_back(stream)
             await self.queue.redis.delete(self.queue.alive_key(self.consumer))
             await self.queue.forget_consumer(self.consumer)
         except (RedisError, OSError) as exc:
@@ -612,6 +616,17 @@ def _raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+@contextlib.contextmanager
+def _lane_without_group() -> Iterator[None]:
+    """A lane whose group is gone (its stream deleted, Redis lost its data) has nothing to reclaim or hand back;
+    the other lane's work goes on, and that lane's fetcher makes the group again."""
+    try:
+        yield
+    except ResponseError as exc:
+        if "NOGROUP" not in str(exc) and "no such key" not in str(exc):
+            raise
 
 
 def _key(job: Job) -> Entry:
