@@ -947,3 +947,37 @@ async def test_the_other_lane_starts_nothing_while_urgent_jobs_wait_for_a_slot(r
         go.set()
         await eventually(lambda: worker.stats["jobs_ok"] == 9)
     assert order == ["page"] * 8 + ["check"]
+
+
+async def test_pages_are_fetched_when_the_other_lanes_parked_jobs_reach_their_bound(redis, unique_name: str) -> None:
+    """Declarations parked on Slack's pace up to the worker's bound stop only their own lane: three pages (the
+    worker's whole urgent room, concurrency 2 and 1 reserved) still run at once beside them."""
+    from bot.queue.slots import parked
+
+    queue = urgent_queue(redis, unique_name)
+    release = asyncio.Event()
+    waiting, paging = 0, 0
+
+    async def declaration(job: Job) -> None:
+        nonlocal waiting
+        waiting += 1
+        async with parked():
+            await release.wait()
+
+    async def page(job: Job) -> None:
+        nonlocal paging
+        paging += 1
+        await release.wait()
+
+    for _ in range(8):
+        await queue.enqueue("declaration", {})
+    worker = worker_for(queue, {"declaration": declaration, "page": page}, concurrency=2, reserved=1, max_parked=3)
+    async with running(worker):
+        await eventually(lambda: waiting == 5)  # 2 slots + 3 parked: the lane's bound
+        for _ in range(4):
+            await queue.enqueue("page", {})
+        await eventually(lambda: paging == 3)
+        await asyncio.sleep(0.3)
+        assert (waiting, paging) == (5, 3)
+        release.set()
+        await eventually(lambda: worker.stats["jobs_ok"] == 12)

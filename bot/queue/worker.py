@@ -64,10 +64,11 @@ REDIS_BLIPS = (RedisConnectionError, RedisTimeoutError, *REFUSED_WRITES)
 HANDLER_REDIS_TRIES = 5
 DEFAULT_SOCKET_TIMEOUT_S = 5.0  # redis-py's default when the client sets none
 RECLAIM_BATCH = 100
-# Jobs parked on Slack's pace (bot/queue/slots.py), at most this many times `concurrency` a worker. Parked jobs
-# must not stop the fetcher: in a storm of declarations each waits its turn for conversations.create (20 a minute)
-# while the pages and timers queued behind them must run now. 50 x 16 is 40 minutes of that budget; each parked
-# job costs a coroutine and one id in the lease renewal.
+# Jobs parked on Slack's pace (bot/queue/slots.py), at most this many times `concurrency` a worker in each lane.
+# Parked jobs must not stop the fetcher: in a storm of declarations each waits its turn for conversations.create
+# (20 a minute) while the pages and timers queued behind them must run now. 50 x 16 is 40 minutes of that budget
+# (past it the lane stops fetching; the urgent lane has a bound of its own); each parked job costs a coroutine and
+# one id in the lease renewal.
 MAX_PARKED_FACTOR = 50
 # A wait for Slack's turn does not count toward job_timeout_s (it bounds the job's own work), but a job's waits
 # push its deadline back by this much at most, in all: a turn an hour away is a budget gone wrong, not a busy
@@ -296,16 +297,16 @@ class Worker:
         return max(self._slots_free(stream), 1)  # stopping: the caller checks that before it reads
 
     def _slots_free(self, stream: str) -> int:
-        # Parked jobs free their slot, but in-flight jobs stay bounded: each one's lease is kept alive.
-        slots = self.concurrency + self.reserved
-        working = len(self._inflight) - len(self._parked)
-        free = min(slots - working, slots + self.max_parked - len(self._inflight)) - self._booked
+        # Parked jobs free their slot, but each lane's in-flight jobs stay bounded: each one's lease is kept alive.
+        # Bounded per lane: declarations parked by the hundred on Slack's pace must not stop pages being fetched.
+        free = self.concurrency + self.reserved - (len(self._inflight) - len(self._parked)) - self._booked
+        lane = [key for key in self._inflight if key[0] == stream]
         if stream == self.queue.urgent_key:
-            return free
+            return min(free, self.concurrency + self.reserved + self.max_parked - len(lane) - self._booked)
         if self._urgent_behind:  # slots are not enough: the CPU goes to the urgent jobs first, as the paperwork
             return 0             # they queue would have waited behind them in one lane (1,000 due timers)
-        mine = sum(1 for key in self._inflight if key[0] == stream and key not in self._parked)
-        return min(free, self.concurrency - mine, self.concurrency + self.max_parked - len(self._inflight))
+        mine = sum(1 for key in lane if key not in self._parked)
+        return min(free, self.concurrency - mine, self.concurrency + self.max_parked - len(lane))
 
     def _parking(self, key: Entry, clock: _JobClock) -> Callable[[], AbstractAsyncContextManager[None]]:
         @contextlib.asynccontextmanager
