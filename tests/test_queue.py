@@ -981,3 +981,46 @@ async def test_pages_are_fetched_when_the_other_lanes_parked_jobs_reach_their_bo
         assert (waiting, paging) == (5, 3)
         release.set()
         await eventually(lambda: worker.stats["jobs_ok"] == 12)
+
+
+async def test_the_other_lane_runs_when_the_urgent_one_cannot_be_read(redis, unique_name: str) -> None:
+    """An urgent lane Redis refuses to read (an ACL written for the keys before it) must not hold the other lane
+    back: the fetcher that fails backs off, the other runs its jobs."""
+    from redis.exceptions import ResponseError
+
+    queue = urgent_queue(redis, unique_name)
+    read = queue.read
+
+    async def refusing(consumer: str, count: int, block_ms: int | None, *, stream: str = "") -> list:
+        if stream == queue.urgent_key:
+            raise ResponseError("NOPERM this user has no permissions to access the key")
+        return await read(consumer, count, block_ms, stream=stream)
+
+    queue.read = refusing  # type: ignore[method-assign]
+    seen: list[Job] = []
+    await queue.enqueue("check", {})
+    async with running(worker_for(queue, {"check": lambda job: _append(seen, job)})):
+        await eventually(lambda: len(seen) == 1, timeout_s=2)
+
+
+async def test_the_other_lane_runs_beside_urgent_jobs_that_all_wait_parked(redis, unique_name: str) -> None:
+    """Urgent jobs parked up to their lane's bound use no CPU: the other lane's jobs are not held back by them."""
+    from bot.queue.slots import parked
+
+    queue = urgent_queue(redis, unique_name)
+    release = asyncio.Event()
+    seen: list[Job] = []
+
+    async def page(job: Job) -> None:
+        async with parked():
+            await release.wait()
+
+    for _ in range(8):
+        await queue.enqueue("page", {})
+    await queue.enqueue("check", {})
+    worker = worker_for(queue, {"page": page, "check": lambda job: _append(seen, job)}, concurrency=2, reserved=1,
+                        max_parked=3)
+    async with running(worker):
+        await eventually(lambda: len(seen) == 1, timeout_s=3)
+        release.set()
+        await eventually(lambda: worker.stats["jobs_ok"] == 9)

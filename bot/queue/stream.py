@@ -45,7 +45,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -445,11 +445,12 @@ class Queue:
         return bool(removed)
 
     async def stats(self) -> QueueStats:
-        length, pending, oldest, delayed, _due, dead, now_ms, urgent, urgent_pending = await self._snapshot()
-        oldest_age = max(now_ms - int(oldest.split("-")[0]), 0) / 1000 if oldest else 0.0
+        now = await self._snapshot()
+        oldest_age = max(now.now_ms - int(now.oldest.split("-")[0]), 0) / 1000 if now.oldest else 0.0
         # In Redis 6.2 a pending entry deleted from the stream still counts as pending, hence the floor at 0.
-        return QueueStats(depth=max(length - pending, 0), pending=pending, oldest_pending_age_s=oldest_age,
-                          delayed=delayed, dead_letters=dead, urgent_depth=max(urgent - urgent_pending, 0))
+        return QueueStats(depth=max(now.length - now.pending, 0), pending=now.pending, oldest_pending_age_s=oldest_age,
+                          delayed=now.delayed, dead_letters=now.dead,
+                          urgent_depth=max(now.urgent_length - now.urgent_pending, 0))
 
     async def dead_letters(self, count: int = 100) -> list[dict[str, Any]]:
         """The newest dead letters first: id (of the dead-letter entry), job_id, kind, payload, attempts, error,
@@ -559,20 +560,33 @@ class Queue:
 
     async def is_idle(self) -> bool:
         """Nothing waiting in the stream, nothing pending, nothing delayed and already due."""
-        length, pending, _oldest, _delayed, due, _dead, _now, _urgent, _urgent_pending = await self._snapshot()
-        return length == 0 and pending == 0 and due == 0
+        now = await self._snapshot()
+        return now.length == 0 and now.pending == 0 and now.due == 0
 
     async def forget_consumer(self, consumer: str) -> bool:
         return bool(await self._scripts["forget_consumer"](
             keys=[*self.streams, self.alive_key(consumer)], args=[self.group, consumer]
         ))
 
-    async def _snapshot(self) -> tuple[int, int, str, int, int, int, int, int, int]:
+    async def _snapshot(self) -> _Snapshot:
         length, pending, oldest, *counts = await self._scripts["snapshot"](
             keys=[*self.streams, self.delayed_key, self.dead_key], args=[self.group]
         )
-        delayed, due, dead, now_ms, urgent, urgent_pending = (int(n) for n in counts)
-        return int(length), int(pending), as_text(oldest), delayed, due, dead, now_ms, urgent, urgent_pending
+        return _Snapshot(int(length), int(pending), as_text(oldest), *(int(n) for n in counts))
+
+
+class _Snapshot(NamedTuple):
+    """What the snapshot script returns, in its order: both lanes' figures, then the urgent lane's own."""
+
+    length: int
+    pending: int
+    oldest: str  # the oldest pending entry's id, '' when none
+    delayed: int
+    due: int  # of `delayed`, due now
+    dead: int
+    now_ms: int
+    urgent_length: int
+    urgent_pending: int
 
 
 def _fresh_id() -> str:

@@ -5,7 +5,8 @@ A worker runs five loops next to its jobs; each is safe to run in every worker a
     fetchers   one per lane (bot/queue/stream.py): XREADGROUP, up to `concurrency` jobs at a time, and
                `reserved` more slots that only urgent jobs take: a page never waits for a slot behind a
                backlog of checks, and urgent jobs take any free slot too (a burst of due timers); while
-               urgent jobs wait for a slot, the other lane starts none (the CPU goes to them first)
+               urgent jobs wait for a slot beside others running, the other lane starts none (the CPU goes
+               to them first)
     mover      moves due delayed jobs (timers, retries) into their lane
     reclaimer  releases jobs of dead workers (no heartbeat) at once, and jobs idle past the visibility timeout
     heartbeat  refreshes this worker's heartbeat and the lease (idle time) of its running jobs
@@ -124,8 +125,8 @@ class Worker:
         self._settling: set[Entry] = set()  # entries whose outcome is being recorded (acked, retried, dead-lettered)
         self._stopped_waiting: set[Entry] = set()  # parked when the worker stopped: handed back, no delivery counted
         self._booked = 0  # slots a fetcher's read may fill when it returns: the other fetcher leaves them
-        # The urgent lane's last read filled every free slot, so more may wait there (and until its first read).
-        self._urgent_behind = True
+        # Whether the urgent lane's last read filled every free slot (so more may wait there); None until its first.
+        self._urgent_behind: bool | None = None
         self._stopping = asyncio.Event()
         self._capacity = asyncio.Event()
         self._joined = asyncio.Event()
@@ -138,7 +139,7 @@ class Worker:
 
     async def run(self) -> None:
         """Process jobs until `stop()`. Cancelling it instead skips the grace period but still releases jobs."""
-        grace, self._urgent_behind = 0.0, True
+        grace, self._urgent_behind = 0.0, None
         if not await self._join():
             return
         log.info("worker %s consuming %s (concurrency %d, and %d more for urgent jobs)", self.consumer,
@@ -260,12 +261,17 @@ class Worker:
     async def _read(self, stream: str, free: int) -> list[tuple[str, dict[str, str]]]:
         """What is there, into the free slots, booked while the read is out; else wait for one entry, unbooked:
         a fetcher waiting on an empty lane must not hold slots the other lane's could fill. (So when both lanes
-        fill at once, a worker may run one job of each above its concurrency, until one ends.)"""
+        fill at once, a worker may run one job of each above its slots, until one ends; and the other lane's
+        wait may hand it one job after urgent ones came to wait.)"""
+        urgent = stream == self.queue.urgent_key
         self._booked += free
         try:
             entries = await self.queue.read(self.consumer, free, None, stream=stream)
-            if stream == self.queue.urgent_key:
-                self._urgent_behind = len(entries) >= free
+        except BaseException:
+            self._urgent_behind = False if urgent else self._urgent_behind  # a lane it cannot read holds none back
+            raise
+        else:
+            self._urgent_behind = len(entries) >= free if urgent else self._urgent_behind
         finally:
             self._booked -= free
             self._capacity.set()
@@ -297,16 +303,23 @@ class Worker:
         return max(self._slots_free(stream), 1)  # stopping: the caller checks that before it reads
 
     def _slots_free(self, stream: str) -> int:
+        free = self.concurrency + self.reserved - self._working() - self._booked
+        if stream == self.queue.urgent_key:
+            return min(free, self._unparked_room(stream, self.concurrency + self.reserved))
+        # Slots are not all a burst needs: while urgent jobs wait for one, the CPU goes to those running, as the
+        # paperwork they queue would have waited behind them in one lane (1,000 due timers). Parked ones use none.
+        if self._urgent_behind is None or self._urgent_behind and self._working(self.queue.urgent_key):
+            return 0
+        return min(free, self.concurrency - self._working(stream), self._unparked_room(stream, self.concurrency))
+
+    def _working(self, stream: str | None = None) -> int:
+        """In-flight jobs not parked, of one lane or of both."""
+        return sum(1 for key in self._inflight if (stream is None or key[0] == stream) and key not in self._parked)
+
+    def _unparked_room(self, stream: str, slots: int) -> int:
         # Parked jobs free their slot, but each lane's in-flight jobs stay bounded: each one's lease is kept alive.
         # Bounded per lane: declarations parked by the hundred on Slack's pace must not stop pages being fetched.
-        free = self.concurrency + self.reserved - (len(self._inflight) - len(self._parked)) - self._booked
-        lane = [key for key in self._inflight if key[0] == stream]
-        if stream == self.queue.urgent_key:
-            return min(free, self.concurrency + self.reserved + self.max_parked - len(lane) - self._booked)
-        if self._urgent_behind:  # slots are not enough: the CPU goes to the urgent jobs first, as the paperwork
-            return 0             # they queue would have waited behind them in one lane (1,000 due timers)
-        mine = sum(1 for key in lane if key not in self._parked)
-        return min(free, self.concurrency - mine, self.concurrency + self.max_parked - len(lane))
+        return slots + self.max_parked - sum(1 for key in self._inflight if key[0] == stream)
 
     def _parking(self, key: Entry, clock: _JobClock) -> Callable[[], AbstractAsyncContextManager[None]]:
         @contextlib.asynccontextmanager
@@ -459,23 +472,22 @@ class Worker:
 
     async def _reclaim_from_dead_workers(self) -> None:
         for stream in self.queue.streams:
-            try:
-                consumers = [{as_text(k): v for k, v in c.items()} for c in
-                             await self.queue.redis.xinfo_consumers(stream, self.queue.group)]
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc) or "no such key" in str(exc):
-                    continue
-                raise
-            others = [c for c in consumers if as_text(c["name"]) != self.consumer]
-            if not others:
-                continue
-            async with self.queue.redis.pipeline(transaction=False) as pipe:
-                for consumer in others:
-                    pipe.exists(self.queue.alive_key(as_text(consumer["name"])))
-                alive = await pipe.execute()
-            for consumer, is_alive in zip(others, alive):
-                if not is_alive:
-                    await self._release_consumer(stream, as_text(consumer["name"]), int(consumer["pending"]))
+            with _lane_without_group():
+                await self._reclaim_from_dead_workers_in(stream)
+
+    async def _reclaim_from_dead_workers_in(self, stream: str) -> None:
+        consumers = [{as_text(k): v for k, v in c.items()} for c in
+                     await self.queue.redis.xinfo_consumers(stream, self.queue.group)]
+        others = [c for c in consumers if as_text(c["name"]) != self.consumer]
+        if not others:
+            return
+        async with self.queue.redis.pipeline(transaction=False) as pipe:
+            for consumer in others:
+                pipe.exists(self.queue.alive_key(as_text(consumer["name"])))
+            alive = await pipe.execute()
+        for consumer, is_alive in zip(others, alive):
+            if not is_alive:
+                await self._release_consumer(stream, as_text(consumer["name"]), int(consumer["pending"]))
 
     async def _release_consumer(self, stream: str, name: str, pending: int) -> None:
         if pending:
