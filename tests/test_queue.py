@@ -85,6 +85,24 @@ def recorder() -> tuple[list[Job], Callable[[Job], Awaitable[None]]]:
     return seen, handler
 
 
+class Gate:
+    """A handler holding every job until `go` is set (parked on Slack's pace with `park`): `active` jobs are in it
+    now, `most` were at once."""
+
+    def __init__(self, *, park: bool = False) -> None:
+        self.go, self.park = asyncio.Event(), park
+        self.active = self.most = 0
+
+    async def __call__(self, job: Job) -> None:
+        from bot.queue.slots import parked
+
+        self.active += 1
+        self.most = max(self.most, self.active)
+        async with parked() if self.park else contextlib.nullcontext():
+            await self.go.wait()
+        self.active -= 1
+
+
 # -- enqueue and process --------------------------------------------------------------------------------------
 
 
@@ -630,28 +648,16 @@ async def test_a_job_waiting_on_slacks_pace_frees_its_slot_for_other_jobs(queue:
 
 
 async def test_parked_jobs_stay_bounded(queue: Queue) -> None:
-    from bot.queue.slots import parked
-
-    active, most = 0, 0
-    release = asyncio.Event()
-
-    async def waits(job: Job) -> None:
-        nonlocal active, most
-        active += 1
-        most = max(most, active)
-        async with parked():
-            await release.wait()
-        active -= 1
-
+    waits = Gate(park=True)
     for _ in range(20):
         await queue.enqueue("waits", {})
     worker = worker_for(queue, {"waits": waits}, concurrency=2, max_parked=6)
     async with running(worker):
-        await eventually(lambda: most == 8)  # 2 slots + 6 parked
+        await eventually(lambda: waits.most == 8)  # 2 slots + 6 parked
         await asyncio.sleep(0.3)
-        assert most == 8
-        release.set()
-        await eventually(lambda: active == 0)
+        assert waits.most == 8
+        waits.go.set()
+        await eventually(lambda: waits.active == 0)
 
 
 async def test_a_storm_of_parked_jobs_does_not_hold_up_a_page_behind_it(queue: Queue) -> None:
@@ -793,15 +799,7 @@ async def test_a_page_queued_behind_a_backlog_of_checks_runs_at_once(redis, uniq
     """Two slots busy with checks and eight more checks queued: a page queued last runs now, in the slot only
     urgent jobs take; a job of any other kind queued after it waits for the checks, as before."""
     queue = urgent_queue(redis, unique_name)
-    checks_go, paged = asyncio.Event(), asyncio.Event()
-    running_checks, most, other = 0, 0, []
-
-    async def check(job: Job) -> None:
-        nonlocal running_checks, most
-        running_checks += 1
-        most = max(most, running_checks)
-        await checks_go.wait()
-        running_checks -= 1
+    check, paged, other = Gate(), asyncio.Event(), []
 
     async def page(job: Job) -> None:
         paged.set()
@@ -811,15 +809,15 @@ async def test_a_page_queued_behind_a_backlog_of_checks_runs_at_once(redis, uniq
     worker = worker_for(queue, {"check": check, "page": page, "other": lambda job: _append(other, job)},
                         concurrency=2)
     async with running(worker):
-        await eventually(lambda: running_checks == 2)
+        await eventually(lambda: check.active == 2)
         await queue.enqueue("other", {})
         await queue.enqueue("page", {})
         await asyncio.wait_for(paged.wait(), 2)
         await asyncio.sleep(0.3)
-        assert running_checks == 2 and other == []  # the checks kept their slots; the other job still waits
-        checks_go.set()
+        assert check.active == 2 and other == []  # the checks kept their slots; the other job still waits
+        check.go.set()
         await eventually(lambda: worker.stats["jobs_ok"] == 12)
-    assert most == 2 and len(other) == 1
+    assert check.most == 2 and len(other) == 1
 
 
 async def _append(seen: list[Job], job: Job) -> None:
@@ -829,24 +827,15 @@ async def _append(seen: list[Job], job: Job) -> None:
 async def test_urgent_jobs_take_every_free_slot_and_the_reserved_ones(redis, unique_name: str) -> None:
     """A burst of due timers is not held to the reserved slots: with concurrency 4 and 1 reserved, 5 run at once."""
     queue = urgent_queue(redis, unique_name)
-    go = asyncio.Event()
-    active, most = 0, 0
-
-    async def page(job: Job) -> None:
-        nonlocal active, most
-        active += 1
-        most = max(most, active)
-        await go.wait()
-        active -= 1
-
+    page = Gate()
     for _ in range(12):
         await queue.enqueue("page", {})
     worker = worker_for(queue, {"page": page}, concurrency=4, reserved=1)
     async with running(worker):
-        await eventually(lambda: active == 5)
+        await eventually(lambda: page.active == 5)
         await asyncio.sleep(0.3)
-        assert most == 5
-        go.set()
+        assert page.most == 5
+        page.go.set()
         await eventually(lambda: worker.stats["jobs_ok"] == 12)
 
 
@@ -952,34 +941,20 @@ async def test_the_other_lane_starts_nothing_while_urgent_jobs_wait_for_a_slot(r
 async def test_pages_are_fetched_when_the_other_lanes_parked_jobs_reach_their_bound(redis, unique_name: str) -> None:
     """Declarations parked on Slack's pace up to the worker's bound stop only their own lane: three pages (the
     worker's whole urgent room, concurrency 2 and 1 reserved) still run at once beside them."""
-    from bot.queue.slots import parked
-
     queue = urgent_queue(redis, unique_name)
-    release = asyncio.Event()
-    waiting, paging = 0, 0
-
-    async def declaration(job: Job) -> None:
-        nonlocal waiting
-        waiting += 1
-        async with parked():
-            await release.wait()
-
-    async def page(job: Job) -> None:
-        nonlocal paging
-        paging += 1
-        await release.wait()
-
+    declaration, page = Gate(park=True), Gate()
     for _ in range(8):
         await queue.enqueue("declaration", {})
     worker = worker_for(queue, {"declaration": declaration, "page": page}, concurrency=2, reserved=1, max_parked=3)
     async with running(worker):
-        await eventually(lambda: waiting == 5)  # 2 slots + 3 parked: the lane's bound
+        await eventually(lambda: declaration.active == 5)  # 2 slots + 3 parked: the lane's bound
         for _ in range(4):
             await queue.enqueue("page", {})
-        await eventually(lambda: paging == 3)
+        await eventually(lambda: page.active == 3)
         await asyncio.sleep(0.3)
-        assert (waiting, paging) == (5, 3)
-        release.set()
+        assert (declaration.active, page.active) == (5, 3)
+        declaration.go.set()
+        page.go.set()
         await eventually(lambda: worker.stats["jobs_ok"] == 12)
 
 
