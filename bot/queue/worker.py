@@ -305,21 +305,21 @@ class Worker:
     def _slots_free(self, stream: str) -> int:
         free = self.concurrency + self.reserved - self._working() - self._booked
         if stream == self.queue.urgent_key:
-            return min(free, self._unparked_room(stream, self.concurrency + self.reserved))
+            return min(free, self._inflight_room(stream, self.concurrency + self.reserved))
         # Slots are not all a burst needs: while urgent jobs wait for one, the CPU goes to those running, as the
         # paperwork they queue would have waited behind them in one lane (1,000 due timers). Parked ones use none.
         if self._urgent_behind is None or self._urgent_behind and self._working(self.queue.urgent_key):
             return 0
-        return min(free, self.concurrency - self._working(stream), self._unparked_room(stream, self.concurrency))
+        return min(free, self.concurrency - self._working(stream), self._inflight_room(stream, self.concurrency))
 
     def _working(self, stream: str | None = None) -> int:
         """In-flight jobs not parked, of one lane or of both."""
         return sum(1 for key in self._inflight if (stream is None or key[0] == stream) and key not in self._parked)
 
-    def _unparked_room(self, stream: str, slots: int) -> int:
+    def _inflight_room(self, stream: str, limit: int) -> int:
         # Parked jobs free their slot, but each lane's in-flight jobs stay bounded: each one's lease is kept alive.
         # Bounded per lane: declarations parked by the hundred on Slack's pace must not stop pages being fetched.
-        return slots + self.max_parked - sum(1 for key in self._inflight if key[0] == stream)
+        return limit + self.max_parked - sum(1 for key in self._inflight if key[0] == stream)
 
     def _parking(self, key: Entry, clock: _JobClock) -> Callable[[], AbstractAsyncContextManager[None]]:
         @contextlib.asynccontextmanager
