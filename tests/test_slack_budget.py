@@ -13,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.queue import slots
 from bot.queue.pacing import MARGIN_S, Pacer
-from bot.slack.client import SharedRateLimitRetry, SlackClient, SlackError, urgent
+from bot.slack.client import ChannelPacer, SharedRateLimitRetry, SlackClient, SlackError, urgent
 from bot.slack.local import LocalSlack
 from bot.slack.local.rate_limits import RateLimits
 
@@ -175,3 +175,41 @@ async def test_the_last_429_pauses_the_budget_too_when_no_retry_is_left(redis_ur
 
     assert 20 <= len(made) < 40 and refused == 1  # one met Slack's 429 with no retry left
     assert 0 < paused <= 1.0 and still >= paused - 0.5  # paused for Retry-After (1 s); 0.1 s did not shorten it
+
+
+async def posts_from(clients: list[SlackClient], channel: str, count: int) -> list[str]:
+    """`count` posts into one channel at once, spread over `clients`; each post's ts, or the error it met."""
+    async def post(i: int) -> str:
+        try:
+            return (await clients[i % len(clients)].post_message(channel, f"reply {i}"))["ts"]
+        except SlackError as exc:
+            return exc.error
+
+    return await asyncio.gather(*(post(i) for i in range(count)))
+
+
+async def test_two_processes_posting_into_one_channel_keep_its_pace_together(redis_url):
+    """One run's replies posted by two workers: each kept the channel's pace (a burst of 3, then 1 a second) by
+    itself, so together they sent twice it and Slack refused the rest. Counted in Redis, none is refused."""
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    redis = [aioredis.Redis.from_url(redis_url) for _ in range(2)]
+    try:
+        with LocalSlack(bot_token=TOKEN, rate_limits=RateLimits(post_burst=3)) as slack:
+            channel = slack.add_channel("replies", members=["UBOT"])
+            alone = [SlackClient(AsyncWebClient(token=TOKEN, base_url=slack.url), pacer=ChannelPacer(burst=3))
+                     for _ in redis]
+            assert (await posts_from(alone, channel, 6)).count("ratelimited") == 3
+        with LocalSlack(bot_token=TOKEN, rate_limits=RateLimits(post_burst=3)) as slack:
+            channel = slack.add_channel("replies", members=["UBOT"])
+            shared = [SlackClient(AsyncWebClient(token=TOKEN, base_url=slack.url),
+                                  pacer=ChannelPacer(burst=3, shared=Pacer(connection, namespace)))
+                      for connection in redis]
+            started = time.monotonic()
+            posted = await posts_from(shared, channel, 6)
+            elapsed = time.monotonic() - started
+            refused = slack.rate_limits.refused
+    finally:
+        for connection in redis:
+            await connection.aclose()
+    assert refused == 0 and all("." in ts for ts in posted), posted
+    assert 2.5 <= elapsed < 5  # three at once, then one a second

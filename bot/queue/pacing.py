@@ -102,6 +102,20 @@ redis.call('SET', KEYS[1], '429', 'PX', wanted)
 return wanted
 """
 
+# KEYS: the bucket's theoretical arrival time (ms). ARGV: ms between sends, burst. A token bucket shared by every
+# process (GCRA: one number per bucket). Returns 0 when a send may go now (and it is counted), else milliseconds
+# until one may.
+_SPEND = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
+local early = tat - now - (burst - 1) * interval
+if early > 0 then return early end
+redis.call('SET', KEYS[1], tat + interval, 'PX', tat + interval - now + 1000)
+return 0
+"""
+
 
 @dataclass(frozen=True)
 class Pace:
@@ -129,6 +143,7 @@ class Pacer:
         self.namespace = namespace
         self._turn = redis.register_script(_TURN)
         self._pause = redis.register_script(_PAUSE)
+        self._spend = redis.register_script(_SPEND)
 
     def _keys(self, budget: str) -> list[str]:
         base = tagged(self.namespace, "pace", budget)
@@ -143,6 +158,14 @@ class Pacer:
         wait_ms = await self._turn(keys=self._keys(budget), args=[
             window_ms, pace.limit, pace.cap(severity), member, rank, int(FORGET_AFTER_S * 1000),
             int(ARRIVALS_KEPT * FORGET_AFTER_S * 1000)])
+        return int(wait_ms) / 1000
+
+    async def spend(self, budget: str, *, burst: int, per_second: float) -> float:
+        """A token of `budget`'s bucket (`burst` at once, then `per_second`), shared by every process: 0 when it
+        was taken, else seconds until one is there. No queue: for a pace one process already keeps in order (a
+        channel's posts), where only the count must be shared."""
+        wait_ms = await self._spend(keys=[tagged(self.namespace, "pace", budget) + ":tat"],
+                                    args=[max(int(1000 / per_second), 1), max(burst, 1)])
         return int(wait_ms) / 1000
 
     async def leave(self, budget: str, member: str) -> None:

@@ -68,11 +68,14 @@ FIND_POST_PAGES = 5  # of 200 messages: how far back find_post looks
 
 
 class ChannelPacer:
-    """Token bucket per channel: `burst` messages at once, then `rate` per second; one post at a time per channel."""
+    """Token bucket per channel: `burst` messages at once, then `rate` per second; one post at a time per channel.
+    With a `shared` budget the bucket is counted in Redis for every process: two workers posting one run's replies
+    into one channel each kept Slack's pace alone and met its 429s together."""
 
-    def __init__(self, *, burst: int = 5, rate: float = 1.0) -> None:
+    def __init__(self, *, burst: int = 5, rate: float = 1.0, shared: Pacer | None = None) -> None:
         self._burst = burst
         self._rate = rate
+        self._shared = shared
         self._buckets: dict[str, tuple[float, float]] = {}  # channel -> (tokens, updated_at)
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -99,6 +102,12 @@ class ChannelPacer:
         return min(self._burst, tokens + (time.monotonic() - updated) * self._rate)
 
     async def _take_token(self, channel: str) -> None:
+        if self._shared is not None:
+            while (wait_s := await self._shared.spend(f"slack-channel:{channel}", burst=self._burst,
+                                                      per_second=self._rate)) > 0:
+                async with parked():
+                    await asyncio.sleep(wait_s)
+            return
         tokens = self._tokens(channel)
         if tokens < 1:
             await asyncio.sleep((1 - tokens) / self._rate)
@@ -136,7 +145,7 @@ class SlackClient:
 
     @classmethod
     def from_settings(cls, settings: Settings, budget: Pacer | None = None) -> SlackClient:
-        pacer = ChannelPacer(burst=settings.slack_channel_burst, rate=settings.slack_channel_rate_per_s)
+        pacer = ChannelPacer(burst=settings.slack_channel_burst, rate=settings.slack_channel_rate_per_s, shared=budget)
         return cls(make_web_client(settings, budget), pacer=pacer, timeout_retries=settings.slack_max_retries,
                    timeout_s=settings.slack_timeout_s, budget=budget)
 
