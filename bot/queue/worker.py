@@ -25,6 +25,7 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -268,13 +269,14 @@ class Worker:
         try:
             entries = await self.queue.read(self.consumer, free, None, stream=stream)
         except BaseException:
-            self._urgent_behind = False if urgent else self._urgent_behind  # a lane it cannot read holds none back
+            if urgent:
+                self._urgent_behind = False  # a lane it cannot read holds none back
             raise
-        else:
-            self._urgent_behind = len(entries) >= free if urgent else self._urgent_behind
         finally:
             self._booked -= free
             self._capacity.set()
+        if urgent:  # set before this task next yields: the fetcher just woken reads it then
+            self._urgent_behind = len(entries) >= free
         return entries or await self.queue.read(self.consumer, 1, self.block_ms, stream=stream)
 
     async def _move(self) -> bool:
@@ -303,23 +305,26 @@ class Worker:
         return max(self._slots_free(stream), 1)  # stopping: the caller checks that before it reads
 
     def _slots_free(self, stream: str) -> int:
-        free = self.concurrency + self.reserved - self._working() - self._booked
-        if stream == self.queue.urgent_key:
-            return min(free, self._inflight_room(stream, self.concurrency + self.reserved))
-        # Slots are not all a burst needs: while urgent jobs wait for one, the CPU goes to those running, as the
-        # paperwork they queue would have waited behind them in one lane (1,000 due timers). Parked ones use none.
-        if self._urgent_behind is None or self._urgent_behind and self._working(self.queue.urgent_key):
-            return 0
-        return min(free, self.concurrency - self._working(stream), self._inflight_room(stream, self.concurrency))
-
-    def _working(self, stream: str | None = None) -> int:
-        """In-flight jobs not parked, of one lane or of both."""
-        return sum(1 for key in self._inflight if (stream is None or key[0] == stream) and key not in self._parked)
-
-    def _inflight_room(self, stream: str, limit: int) -> int:
+        working, held = self._load()
+        free = self.concurrency + self.reserved - sum(working.values()) - self._booked
         # Parked jobs free their slot, but each lane's in-flight jobs stay bounded: each one's lease is kept alive.
         # Bounded per lane: declarations parked by the hundred on Slack's pace must not stop pages being fetched.
-        return limit + self.max_parked - sum(1 for key in self._inflight if key[0] == stream)
+        if stream == self.queue.urgent_key:
+            return min(free, self.concurrency + self.reserved + self.max_parked - held[stream])
+        # Slots are not all a burst needs: while urgent jobs wait for one, the CPU goes to those running, as the
+        # paperwork they queue would have waited behind them in one lane (1,000 due timers). Parked ones use none.
+        if self._urgent_behind is None or self._urgent_behind and working[self.queue.urgent_key]:
+            return 0
+        return min(free, self.concurrency - working[stream], self.concurrency + self.max_parked - held[stream])
+
+    def _load(self) -> tuple[Counter[str], Counter[str]]:
+        """Per lane, the jobs working and the jobs in flight (parked ones are in flight, not working)."""
+        working: Counter[str] = Counter()
+        held: Counter[str] = Counter()
+        for key in self._inflight:
+            held[key[0]] += 1
+            working[key[0]] += key not in self._parked
+        return working, held
 
     def _parking(self, key: Entry, clock: _JobClock) -> Callable[[], AbstractAsyncContextManager[None]]:
         @contextlib.asynccontextmanager

@@ -84,7 +84,7 @@ class ChannelPacer:
         """Hold the channel (FIFO: asyncio.Lock is fair) for a whole post, retries included, after its token.
         Waiting for the channel or its token is waiting on Slack's pace: a job's worker slot is free meanwhile."""
         lock = self._locks.setdefault(channel, asyncio.Lock())
-        must_wait = lock.locked() or self._tokens(channel) < 1
+        must_wait = lock.locked() or (self._shared is None and self._tokens(channel) < 1)  # shared: asked below
         async with parked() if must_wait else contextlib.nullcontext():
             await lock.acquire()
             try:
