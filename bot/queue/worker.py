@@ -306,14 +306,18 @@ class Worker:
 
     def _slots_free(self, stream: str) -> int:
         working, held = self._load()
+        urgent = self.queue.urgent_key
         free = self.concurrency + self.reserved - sum(working.values()) - self._booked
         # Parked jobs free their slot, but each lane's in-flight jobs stay bounded: each one's lease is kept alive.
         # Bounded per lane: declarations parked by the hundred on Slack's pace must not stop pages being fetched.
-        if stream == self.queue.urgent_key:
-            return min(free, self.concurrency + self.reserved + self.max_parked - held[stream])
-        # Slots are not all a burst needs: while urgent jobs wait for one, the CPU goes to those running, as the
-        # paperwork they queue would have waited behind them in one lane (1,000 due timers). Parked ones use none.
-        if self._urgent_behind is None or self._urgent_behind and working[self.queue.urgent_key]:
+        urgent_free = min(free, self.concurrency + self.reserved + self.max_parked - held[urgent])
+        if stream == urgent:
+            return urgent_free
+        # Slots are not all a burst needs: while urgent jobs wait for one, the CPU goes to the urgent lane first, as
+        # the paperwork they queue would have waited behind them in one lane (1,000 due timers): the other lane
+        # starts nothing while urgent jobs run or the urgent fetcher can take more. Only urgent jobs all parked
+        # at their lane's bound (no CPU used, none to be taken) hold nothing back.
+        if self._urgent_behind is None or self._urgent_behind and (working[urgent] or urgent_free > 0):
             return 0
         return min(free, self.concurrency - working[stream], self.concurrency + self.max_parked - held[stream])
 
