@@ -35,6 +35,10 @@ from bot.queue.replies import as_text
 SEVERITY_RANK = {"P0": 0, "P1": 1, "P2": 2, "P3": 3}
 LOW_SHARE = 0.75  # of a window's budget, the most P2/P3 pages may use
 MARGIN_S = 1.0  # added to the provider's window: transit time must not put two windows' sends in one
+# Added to each send's spacing in a shared token bucket (`spend`), for the same reason: the bucket runs on Redis's
+# clock, Slack's on arrivals, and the first send of a burst (a new connection, a loaded machine) can arrive later
+# than one a second after it: spaced exactly, that one was refused now and then (seen in the suite, under load).
+SPEND_MARGIN_S = 0.05
 MAX_PAUSE_S = 60.0  # a Retry-After longer than this is not believed (a proxy's default, a clock step)
 DEFAULT_PAUSE_S = 2.0  # a 429 without Retry-After (PagerDuty's may have none)
 FORGET_AFTER_S = 30.0
@@ -165,7 +169,7 @@ class Pacer:
         was taken, else seconds until one is there. No queue: for a pace one process already keeps in order (a
         channel's posts), where only the count must be shared."""
         wait_ms = await self._spend(keys=[tagged(self.namespace, "pace", budget) + ":tat"],
-                                    args=[max(int(1000 / per_second), 1), max(burst, 1)])
+                                    args=[max(int(1000 / per_second + SPEND_MARGIN_S * 1000), 1), max(burst, 1)])
         return int(wait_ms) / 1000
 
     async def leave(self, budget: str, member: str) -> None:
