@@ -3,14 +3,20 @@ kept within one resource path."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
+
+import redis.asyncio as aioredis
 
 from checks.compare import compare, record_of
 from checks.model import CheckResult, Status
 from checks.verdict import build_verdict
+from bot.diagnosis import history
 from bot.diagnosis.render.slack import verdict_message
 from bot.diagnosis.render.text import change_line, diagnosis_json, diagnosis_text, diff_markdown
 from bot.incidents.diagnoses import recovered_text
@@ -298,3 +304,56 @@ async def incident_in_channel(local_slack, redis_url, tmp_path) -> AsyncIterator
             inc_id = await declare_incident(bot, "API slow P2")  # no service: no diagnosis of its own
             await bot.settle()
             yield bot, inc_id, await bot.incident(inc_id)
+
+
+async def test_two_finish_jobs_at_once_keep_the_diff_the_first_one_stored(redis_url, monkeypatch) -> None:
+    """The last two checks of a run each queue a finish job. Both found no diff stored; the second read "the previous
+    run" after the first had made this run the previous one, found nothing to compare and wrote an empty diff over
+    the first's: the timeline said "1 fixed", the run's record nothing (seen in the suite, under load)."""
+    class Reads:
+        """The Redis client, telling when both finish jobs have looked for a stored diff."""
+
+        def __init__(self, client: aioredis.Redis) -> None:
+            self.client, self.count, self.both = client, 0, asyncio.Event()
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.client, name)
+
+        async def hget(self, *args: object) -> object:
+            value = await self.client.hget(*args)
+            self.count += 1
+            if self.count == 2:
+                self.both.set()
+            return value
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    client = aioredis.Redis.from_url(redis_url)
+    redis = Reads(client)
+    rt = SimpleNamespace(redis=redis, key=lambda *parts: ":".join([prefix, *map(str, parts)]))
+    state = {"service": "api", "channel": "C1", "finished_at": "2000"}
+    failing = record_of("r0", "api", 1000.0, [result("http.health", URL_A, Status.fail, "HTTP 502")])
+    await client.set(rt.key("diag", "last", "C1", "api"), failing.to_json())
+    calls, previous_run = [], history.previous_run
+
+    async def in_turn(rt_: object, state_: dict) -> object:
+        calls.append(1)
+        if len(calls) == 1:  # the first, once both have found no diff stored
+            await redis.both.wait()
+            return await previous_run(rt_, state_)
+        async with asyncio.timeout(5):  # the second, once the first has made this run the previous one
+            while (record := await previous_run(rt_, state_)) is None or record.run_id != "r1":
+                await asyncio.sleep(0.01)
+        return record
+
+    monkeypatch.setattr(history, "previous_run", in_turn)
+    healthy = [result("http.health", URL_A, Status.ok, "HTTP 200")]
+    run_key = rt.key("diag", "run", "r1")
+    try:
+        first, second = await asyncio.gather(*(history.diff_and_remember(rt, "r1", state, healthy, run_key)
+                                               for _ in range(2)))
+        stored = history.stored_diff({"diff": (await client.hget(run_key, "diff")).decode()})
+    finally:
+        await client.aclose()
+    assert len(calls) == 2
+    assert stored is not None and [c.check for c in stored.fixed] == ["http.health"]
+    assert first == second == stored

@@ -65,8 +65,11 @@ async def diff_and_remember(rt: Runtime, run_id: str, state: dict[str, str], res
     if stored is None:
         previous = await previous_run(rt, state)
         diff = compare(previous, current) if previous and previous.run_id != run_id else None
-        await rt.redis.hset(run_key, "diff", diff.to_json() if diff else "")
-    else:
+        # Two finish jobs can run at once (the last two checks each queue one). The first diff stored is the run's:
+        # the other may have read "the previous run" after the first made this run the previous one.
+        if not await rt.redis.hsetnx(run_key, "diff", diff.to_json() if diff else ""):
+            stored = await rt.redis.hget(run_key, "diff")
+    if stored is not None:
         diff = RunDiff.from_json(stored) if stored else None
     # Not a transaction: the two keys hash to different Redis Cluster slots, and a finish job that runs again
     # writes both again, so a crash in between is repaired.
