@@ -744,6 +744,40 @@ async def test_a_job_waiting_for_slacks_pace_when_its_worker_stops_keeps_its_del
     assert [d["kind"] for d in await queue.dead_letters()] == ["works"]
 
 
+async def test_a_stop_waits_for_jobs_at_work_but_not_for_jobs_waiting_for_slacks_pace(queue: Queue) -> None:
+    """A rolling deploy in a storm: the worker stops once only parked jobs are left, not after the full grace;
+    the job still at work finishes first, and the parked one is handed back without using a delivery."""
+    from bot.queue.slots import parked
+
+    attempts: list[int] = []
+    finished: list[str] = []
+
+    async def waits(job: Job) -> None:
+        attempts.append(job.attempt)
+        async with parked():
+            await asyncio.sleep(3600)
+
+    async def works(job: Job) -> None:
+        await asyncio.sleep(0.5)
+        finished.append(job.id)
+
+    await queue.enqueue("waits", {})
+    await queue.enqueue("works", {})
+    worker = worker_for(queue, {"waits": waits, "works": works}, stop_grace_s=30)
+    task = asyncio.create_task(worker.run())
+    await eventually(lambda: len(attempts) == 1 and len(worker._inflight) == 2)
+    stopping = time.monotonic()
+    worker.stop()
+    await asyncio.wait_for(task, 10)
+    stopped_after = time.monotonic() - stopping
+
+    assert len(finished) == 1 and 0.2 < stopped_after < 3, stopped_after
+    again = worker_for(queue, {"waits": waits, "works": works}, stop_grace_s=0.1)
+    async with running(again):
+        await eventually(lambda: len(attempts) == 2)
+    assert attempts == [1, 1]
+
+
 async def test_overlapping_waits_of_one_job_keep_its_clock_stopped_until_the_last_ends(queue: Queue) -> None:
     """A page's DMs wait for their channels together: the shorter wait ending must not restart the clock while the
     longer one still waits."""

@@ -135,7 +135,8 @@ class Worker:
         self._no_replicas_log = Throttled(log, per_minute=1)
 
     def stop(self) -> None:
-        """Stop taking work. `run()` then waits `stop_grace_s` for running jobs, releases the rest, and returns."""
+        """Stop taking work. `run()` then waits up to `stop_grace_s` for running jobs (not for those parked on
+        Slack's pace), releases the rest, and returns."""
         self._stopping.set()
 
     async def run(self) -> None:
@@ -524,7 +525,7 @@ class Worker:
         if not tasks:
             return
         log.info("worker %s stopping: waiting up to %g s for %d running job(s)", self.consumer, grace_s, len(tasks))
-        _done, unfinished = await asyncio.wait(tasks, timeout=grace_s) if grace_s > 0 else (set(), set(tasks))
+        unfinished = await self._until_only_parked(set(tasks), grace_s)
         if unfinished:
             # A job waiting its turn at Slack when we stop (a storm of declarations, a deploy) did nothing wrong:
             # however often that happens, it must not run out of deliveries and leave an incident half set up.
@@ -533,6 +534,25 @@ class Worker:
             log.warning("worker %s: cutting %d job(s) short (%d of them waiting for Slack's pace); they go back "
                         "to the queue", self.consumer, len(unfinished), len(self._stopped_waiting))
             await _cancel_all(list(unfinished))
+
+    async def _until_only_parked(self, tasks: set[asyncio.Task[None]], grace_s: float) -> set[asyncio.Task[None]]:
+        """The tasks still unfinished once every one left waits parked on Slack's pace, or after `grace_s`. A job
+        waiting for its turn makes no use of the grace (in a storm its turn is minutes away): a stop that waited
+        for it held each worker of a rolling deploy for the full grace. Handed back uncounted, it runs on
+        elsewhere at once, its earlier posts recorded (post_once), so none is sent twice."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while True:
+            self._capacity.clear()  # set when a job parks or ends: clear before looking, so neither is missed
+            if not tasks or self._all_parked(tasks) or (left := deadline - loop.time()) <= 0:
+                return tasks
+            woken = asyncio.ensure_future(self._capacity.wait())
+            _done, tasks = await asyncio.wait({*tasks, woken}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
+            tasks.discard(woken)
+
+    def _all_parked(self, tasks: set[asyncio.Task[None]]) -> bool:
+        return all(key in self._parked for key, (_job, task) in self._inflight.items() if task in tasks)
 
     async def _leave(self) -> None:
         """Hand back whatever this consumer still holds (jobs cut short, entries a cancelled read had taken),
