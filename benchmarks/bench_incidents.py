@@ -4,9 +4,11 @@ CloudWatch alarms sent at once through `POST /hooks/sns` (signed SNS messages, a
 certificate), the time from the alarm to its incident channel and to the first diagnosis verdict posted there;
 then, in a storm of 300 declarations whose channels wait minutes for Slack's conversations.create limit, how soon
 their pages and their escalation timers' pages reach PagerDuty; and the same for 20 declarations queued behind a
-backlog of 1,000 slow diagnosis checks (an alert storm's), which the queue's urgent lane lets them pass.
+backlog of 1,000 slow diagnosis checks (an alert storm's), which the queue's urgent lane lets them pass; and 50
+declarations paged by Slack DM alone, to three people, against the floor Slack's per-channel pace sets.
 
-    .venv/bin/python -m benchmarks.bench_incidents [PART ...]   # parts: report alert_report storm_report backlog_report
+    .venv/bin/python -m benchmarks.bench_incidents [PART ...]
+    # parts: report alert_report storm_report backlog_report dm_report
 
 Set-up: a private Redis with AOF (as deployed), LocalSlack, the fake PagerDuty (a real HTTP server), the Bolt app
 served through the real ASGI app in this process, and 2 worker processes (tests/incident_harness.py builds the
@@ -33,10 +35,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks import pct, summarize_limit
+from benchmarks import pct, summarize, summarize_limit
 from bot.app.redis_server import RedisServer
 from bot.queue.pacing import MARGIN_S
 from bot.slack.local import LocalSlack
+from bot.slack.local.rate_limits import POST_BURST, POSTS_PER_SECOND
 from bot.slack.tiers import METHOD_TIERS, PER_MINUTE
 from tests.fixtures.paging import FakePagerDuty
 from tests.fixtures.sns import T1, FakeSns, fake_sns, sns_headers
@@ -55,6 +58,8 @@ BACKLOG_RUNS = 20  # `/diagnose slow` at once: each queues SLOW_CHECKS checks th
 SLOW_CHECKS = 50
 SLOW_CHECK_S = 2.0
 BACKLOG_INCIDENTS = 20
+DM_INCIDENTS = 50
+DM_PEOPLE = (("UONCALL", "oncall"), ("UMGR1", "manager1"), ("UMGR2", "manager2"))  # default_policy's P0
 
 
 def policy(events_url: str, limit: tuple[int, float] | None = None) -> dict:
@@ -99,15 +104,18 @@ async def wait_for_keys(pd: FakePagerDuty, keys: list[str], timeout_s: float) ->
 @contextlib.asynccontextmanager
 async def bot_with_worker_processes(tmp: Path, procs: list[subprocess.Popen], *, processes: int,
                                     dead_worker_after_s: float, pd_limit: tuple[int, float] | None = None,
+                                    paging: dict | None = None,
                                     **options: Any) -> AsyncIterator[tuple[IncidentBot, FakePagerDuty]]:
     """The bot as deployed for these figures: AOF Redis, LocalSlack, the fake PagerDuty (enforcing `pd_limit`,
     events per window s, and the bot pacing at it), no in-process worker and `processes` worker processes in
-    `procs` (the caller may add more; all are stopped on the way out)."""
+    `procs` (the caller may add more; all are stopped on the way out). `paging`: a policy of its own instead."""
     with RedisServer(tmp / "redis", aof=True, die_with_parent=True) as redis, FakePagerDuty(limit=pd_limit) as pd:
         local = LocalSlack(bot_token=BOT_TOKEN).start()
-        local.add_user("U1", "alice")
+        for user, name in (("U1", "alice"), *DM_PEOPLE):
+            local.add_user(user, name)
         try:
-            async with incident_bot(local, redis.url, tmp, pagerduty=pd, policy=policy(pd.events_url, pd_limit),
+            async with incident_bot(local, redis.url, tmp, pagerduty=pd,
+                                    policy=paging or policy(pd.events_url, pd_limit),
                                     workers=0, **options) as bot:
                 procs += [bot.worker_process(tmp, dead_worker_after_s=dead_worker_after_s) for _ in range(processes)]
                 try:
@@ -131,13 +139,15 @@ async def run(tmp: Path, only: list[str]) -> None:
                              "http": [{"url": site.url(f"/slow?{i}"), "samples": 1, "timeout_s": SLOW_CHECK_S + 3}
                                       for i in range(SLOW_CHECKS)]}}
         # a workspace each: each starts with a whole budget
-        for part in (report, alert_report, storm_report, backlog_report):
+        for part in (report, alert_report, storm_report, backlog_report, dm_report):
             if only and part.__name__ not in only:
                 continue
             (tmp / part.__name__).mkdir()
             async with bot_with_worker_processes(tmp / part.__name__, [], processes=WORKER_PROCESSES,
                                                  dead_worker_after_s=10, alerts=sns.settings, services=services,
-                                                 incident=NO_DECLARE_LIMITS) as (bot, pd):
+                                                 incident=NO_DECLARE_LIMITS,
+                                                 paging=default_policy(None) if part is dm_report else None) \
+                    as (bot, pd):
                 await part(bot, sns if part is alert_report else pd)
 
 
@@ -285,6 +295,47 @@ async def backlog_report(bot: IncidentBot, pd: FakePagerDuty) -> None:
                     pct(latency, 99) * 1000, "ms", 500)
     summarize_limit(f"escalation timer due → page, behind {BACKLOG_RUNS * SLOW_CHECKS} queued checks, p99",
                     pct(received, 99) * 1000, "ms", 2000)
+
+
+async def dm_report(bot: IncidentBot, _pd: FakePagerDuty) -> None:
+    """DM_INCIDENTS × /incident … P0 at once, paging by Slack DM alone (tests/incident_harness.default_policy:
+    on-call and two managers): command → each person's DM posted, beside what Slack's limits allow. Every DM to
+    one person shares their DM channel, which chat.postMessage's per-channel pace (about one a second, with a
+    burst) spreads out: that pace, not the bot, sets the floor."""
+    sent = await declare_many(bot, DM_INCIDENTS, "dm")
+    people = [user for user, _name in DM_PEOPLE]
+    posted = await wait_for_dms(bot, sent, people, timeout_s=600)
+    latency = [at - sent[inc] for (_channel, inc), at in posted.items()]
+    first, last = min(posted.values()) - min(sent.values()), max(posted.values()) - min(sent.values())
+    floor_s = first + (DM_INCIDENTS - POST_BURST) / POSTS_PER_SECOND
+    print(f"   {DM_INCIDENTS} × /incident … P0 at once, paged by Slack DM to {len(people)} people → each DM posted: "
+          f"p50 {statistics.median(latency):.1f} s, p99 {pct(latency, 99):.1f} s; the last {last:.1f} s after the "
+          f"first command (floor {floor_s:.1f} s: the first DM at {first:.1f} s, then {DM_INCIDENTS} posts into "
+          f"each person's DM channel at Slack's per-channel pace); "
+          f"{len(bot.local.calls_to('conversations.open'))} conversations.open; "
+          f"{bot.local.rate_limits.refused} calls refused by Slack")
+    summarize(f"{DM_INCIDENTS} × /incident … P0 → last Slack DM page", last, "s", baseline=floor_s,
+              baseline_name="Slack's per-channel pace")
+
+
+async def wait_for_dms(bot: IncidentBot, sent: dict[str, float], people: list[str],
+                       timeout_s: float) -> dict[tuple[str, str], float]:
+    """(DM channel, incident) → when its DM was posted (monotonic); the Acknowledge button names the incident."""
+    offset = time.time() - time.monotonic()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        dms = {c.response["channel"]["id"] for c in bot.local.calls_to("conversations.open") if c.status == 200}
+        posted = {(c.params["channel"], _acked_incident(c.params)): c.at for c in bot.local.calls_to("chat.postMessage")
+                  if c.status == 200 and c.params.get("channel") in dms}
+        if len(posted) >= len(sent) * len(people):
+            return {key: at - offset for key, at in posted.items() if key[1] in sent}
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{len(sent) * len(people) - len(posted)} Slack DM pages never posted")
+
+
+def _acked_incident(params: dict) -> str:
+    return next((e.get("value", "") for b in params.get("blocks") or [] if b.get("type") == "actions"
+                 for e in b.get("elements", []) if e.get("action_id") == "incident_ack"), "")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ LocalSlack through the `local_slack` fixture); nothing can reach a real provider
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -459,6 +460,20 @@ async def test_slack_dm_retry_does_not_dm_twice_and_only_reaches_the_missing_peo
     assert second.ok
     assert sorted(c.params["users"] for c in slack.calls_to("conversations.open")) == ["U0GONE", "U0GONE", "U0ONCALL"]
     assert len(slack.calls_to("chat.postMessage")) == 2
+
+
+async def test_slack_dm_pages_at_once_open_each_persons_dm_channel_once(team: Team, redis: aioredis.Redis) -> None:
+    """A storm: twenty pages to the same two people at once. conversations.open is Tier 3 (50 a minute), so
+    opening the channel again for each page paced the pages behind it; Slack keeps one DM channel a person."""
+    slack = team.slack
+    provider = dm_provider(slack, redis)
+    pages = [make_page(incident_id=f"INC-{i}", dedup_key=make_dedup_key(f"INC-{i}", "P0", 1),
+                       targets=("U0ONCALL", team.managers)) for i in range(20)]
+    results = await asyncio.gather(*(provider.trigger(page) for page in pages))
+
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+    assert sorted(c.params["users"] for c in slack.calls_to("conversations.open")) == ["U0BOSS", "U0ONCALL"]
+    assert sorted(len(messages) for messages in dm_messages(slack).values()) == [20, 20]
 
 
 async def test_slack_dm_acknowledge_rewrites_the_dms_without_the_button(team: Team, redis: aioredis.Redis) -> None:

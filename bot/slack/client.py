@@ -46,6 +46,7 @@ IDEMPOTENT_PREFIXES = ("auth.", "users.", "usergroups.list", "usergroups.users.l
                        "conversations.join", "conversations.invite", "conversations.open", "conversations.setTopic",
                        "chat.update", "chat.getPermalink", "pins.", "reactions.")
 POST_MARKER_EVENT = "chatops_post"
+DM_CHANNELS_KEPT = 10_000  # people whose DM channel a process remembers; past it the oldest is asked again
 # Answers that no retry can change: the job that met one is dead-lettered at once instead of retried for minutes.
 PERMANENT_ERRORS = {"channel_not_found", "is_archived", "invalid_auth", "account_inactive", "token_revoked",
                     "not_authed", "missing_scope", "restricted_action", "invalid_blocks", "msg_too_long",
@@ -142,6 +143,8 @@ class SlackClient:
         self.timeout_retries = timeout_retries
         self.timeout_s = timeout_s
         self.errors: Counter[str] = Counter()  # Slack API errors by method (given up on), for /metrics
+        self._dm_channels: dict[str, str] = {}  # user -> the bot's DM channel with them (open_dm)
+        self._opening: dict[str, asyncio.Future[str]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, budget: Pacer | None = None) -> SlackClient:
@@ -328,8 +331,23 @@ class SlackClient:
         return await self.call("chat.postEphemeral", channel=channel, user=user, text=text, blocks=blocks)
 
     async def open_dm(self, user: str) -> str:
+        """The bot's DM channel with `user`. Slack keeps one per person, so each process asks once (callers at the
+        same moment share the one call): a storm of 50 pages to three people is 150 DMs, not 150
+        conversations.open first, a Tier 3 method (50 a minute) that paced the pages behind it."""
+        if channel := self._dm_channels.get(user):
+            return channel
+        opening = self._opening.get(user)
+        if opening is None:
+            opening = self._opening[user] = asyncio.ensure_future(self._open_dm(user))
+            opening.add_done_callback(lambda _done: self._opening.pop(user, None))
+        return await asyncio.shield(opening)  # one caller cancelled (its job's timeout) leaves the others' call
+
+    async def _open_dm(self, user: str) -> str:
         answer = await self.call("conversations.open", users=user)
-        return str(answer["channel"]["id"])
+        if len(self._dm_channels) >= DM_CHANNELS_KEPT:
+            self._dm_channels.pop(next(iter(self._dm_channels)))
+        channel = self._dm_channels[user] = str(answer["channel"]["id"])
+        return channel
 
     async def permalink(self, channel: str, ts: str) -> str | None:
         try:
