@@ -37,3 +37,25 @@ async def test_the_page_reaches_the_provider_before_the_channel_exists(local_sla
         order = local_slack.calls.index
         assert order(created[-1]) < order(posted[0]) < order(local_slack.calls_to("pins.add")[-1])
         assert len(bot.pd_triggers("INC-1:P1:L1")) == 1
+
+
+async def test_a_notice_queued_before_the_channel_waits_for_it_however_long(local_slack, redis_url, tmp_path, pd,
+                                                                            monkeypatch) -> None:
+    """In a storm the channel waits minutes for conversations.create's turn. A notice queued meanwhile (an
+    escalation's, a failed page's) used to retry on a schedule of ~15 s and end in the dead letters; it waits
+    parked for the channel instead (the schedule is shortened here, so the channel's 2 s outlasts it)."""
+    from bot.incidents import lifecycle
+    from bot.incidents.service import Incidents
+
+    monkeypatch.setattr(lifecycle, "INVITE_WAIT_S", 0.01)
+    monkeypatch.setattr(lifecycle, "CHANNEL_POLL_S", 0.1)
+    local_slack.script("conversations.create", http_error(429, retry_after=2))
+    async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd) as bot:
+        await bot.command("/incident", "Checkout down P1")
+        await bot.rt.feature(Incidents).say("INC-1", "note", "Escalated to level 2: nobody acknowledged")
+        incident = await bot.wait_incident("INC-1", lambda i: i.ready, 15)
+        await bot.wait_for(lambda: [m for m in local_slack.messages(incident.channel) if "level 2" in m.text], 5,
+                           "the notice in the channel")
+
+        assert await bot.rt.queue.dead_letters() == []
+        assert len([m for m in local_slack.messages(incident.channel) if "level 2" in m.text]) == 1

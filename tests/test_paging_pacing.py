@@ -34,10 +34,12 @@ def paged_by_pagerduty(pd: FakePagerDuty, *, limit: int | None, window_s: float 
 
 
 async def page(bot: IncidentBot, number: int, severity: str = "P0") -> str:
-    """A stored open incident whose first page is decided and queued; returns its dedup key."""
+    """A stored open incident whose first page is decided and queued; returns its dedup key. No declaration runs
+    (`ready`, without a channel): its notices are retried and dead-lettered rather than waiting for a channel."""
     now = time.time()
     incident = Incident(id=incident_id(number), number=number, title=f"Paced {number}", severity=severity,
-                        reporter="U1", commander="U1", origin_channel="C1", declared_at=now, updated_at=now)
+                        reporter="U1", commander="U1", origin_channel="C1", declared_at=now, updated_at=now,
+                        ready=True)
     await bot.ctx.store.create(incident)
     await escalation.start_paging(bot.ctx, incident.id)
     return f"{incident.id}:{severity}:L1"

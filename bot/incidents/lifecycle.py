@@ -51,12 +51,32 @@ log = logging.getLogger("bot.incidents")
 STALLED_DECLARATION_S = 30.0  # the auditor resumes a declaration not finished this long after it started
 TIMER_GRACE_S = 5.0  # the auditor re-queues a timer this long past its due time
 INVITE_WAIT_S = 1.0  # the first wait of an invite or post that finds no channel yet (channel_wait_s doubles it)
+CHANNEL_POLL_S = 2.0  # how often a post or invite parked behind its incident's channel set-up looks again
+# ...and for how long after the declaration: 1,200 declarations' channels at conversations.create's 20 a minute.
+# A declaration that gave up without a channel leaves its notices to the retries and the dead letters after that.
+CHANNEL_WAIT_LIMIT_S = 3600.0
 
 
 def channel_wait_s(job: Job) -> float:
     """1, 2, 4, 8 s…: five tries span ~15 s, past a crashed declaration's reclaim (a dead worker's jobs are
     released after 5 s) and its re-run, so a message or invite queued before the channel exists is not lost."""
     return INVITE_WAIT_S * 2 ** (job.attempt - 1)
+
+
+async def with_its_channel(ctx: Incidents, incident_id: str) -> Incident | None:
+    """The incident, once its declaration has made its channel (or finished without one). A post or invite queued
+    before that (an escalation's notice, a failed page's, someone paged to invite) waits parked: in a storm the
+    channel waits minutes for conversations.create's turn (20 a minute), far past the retries of channel_wait_s,
+    which dead-lettered those messages. Parked, the wait uses no delivery and holds no worker slot."""
+    from bot.queue.slots import parked
+
+    incident = await ctx.store.get(incident_id)
+    while incident is not None and incident.channel is None and not incident.ready \
+            and time.time() < incident.declared_at + CHANNEL_WAIT_LIMIT_S:
+        async with parked():
+            await asyncio.sleep(CHANNEL_POLL_S)
+        incident = await ctx.store.get(incident_id)
+    return incident
 
 
 # ------------------------------------------------------------------------------------------------ declare
@@ -512,12 +532,10 @@ async def remind_job(ctx: Incidents, job: Job) -> None:
 # ------------------------------------------------------------------------------------------------ small jobs
 
 async def post_job(ctx: Incidents, job: Job) -> None:
-    incident = await ctx.store.get(job.payload["incident"])
+    incident = await with_its_channel(ctx, job.payload["incident"])
     if incident is None:
         return
     if not incident.channel:
-        from bot.queue import Retry
-
         raise Retry("the incident has no channel yet", delay_s=channel_wait_s(job))
     await ctx.post_in(incident, job.payload["key"], job.payload["text"], job.payload.get("blocks"))
 
@@ -546,12 +564,9 @@ async def topic_job(ctx: Incidents, job: Job) -> None:
 
 
 async def invite_job(ctx: Incidents, job: Job) -> None:
-    incident = await ctx.store.get(job.payload["incident"])
-    if incident is None or incident.mode != "channel":
-        return
-    if incident.channel is None:
-        if not incident.ready:  # the first page's DM goes out before the channel is made: invite once it is
-            raise Retry(f"{incident.id} has no channel yet", delay_s=channel_wait_s(job))
+    # the first page's DM goes out before the channel is made: invite once it is
+    incident = await with_its_channel(ctx, job.payload["incident"])
+    if incident is None or incident.mode != "channel" or incident.channel is None:
         return
     try:
         await ctx.slack.call("conversations.invite", channel=incident.channel, users=",".join(job.payload["users"]),
