@@ -20,6 +20,7 @@ from bot.incidents import escalation, messages
 from bot.incidents.model import Incident, PageOrder, incident_id
 from bot.queue import pacing
 from bot.queue.pacing import MARGIN_S, Pace, Pacer
+from bot.slack.local.model import http_error
 from tests.fixtures.paging import FakePagerDuty
 from tests.incident_harness import IncidentBot, default_policy, incident_bot
 
@@ -195,6 +196,24 @@ async def test_a_p0s_slack_dms_go_at_once_while_its_pagerduty_page_waits_for_the
             assert [len(_dms(bot, m, "INC-2")) for m in ("UMGR1", "UMGR2")] == [1, 1]
             sent = [e.data["delivery"] for e in await bot.timeline("INC-2", "page_sent")]
             assert sorted(sent) == ["pagerduty", "slack:UMGR1", "slack:UMGR2"]
+
+
+async def test_a_dm_page_slack_refuses_past_the_retries_goes_again_later_not_failed(local_slack, redis_url, tmp_path,
+                                                                                     monkeypatch):
+    """conversations.open refused past the client's retries (more people paged at once than its 50 a minute):
+    that person's DM waits and goes, like a provider's page held back by its limit; it is not a failed page."""
+    from bot.paging import slack_dm
+
+    monkeypatch.setattr(slack_dm, "RATELIMITED_AGAIN_S", 0.5)
+    async with incident_bot(local_slack, redis_url, tmp_path, workers=1, policy=default_policy(None)) as bot:
+        local_slack.script("conversations.open", *[http_error(429, retry_after=0)] * 3)  # slack_max_retries=2
+        await page(bot, 1, severity="P1")  # P1: on-call by Slack DM
+        await bot.wait_for(lambda: _dms(bot, "UONCALL", "INC-1"), 10, "the DM, once Slack takes it")
+        await bot.wait_for(lambda: _done(bot, "INC-1"), 10, "the order done")
+
+        assert len(local_slack.calls_to("conversations.open")) == 4 and len(_dms(bot, "UONCALL", "INC-1")) == 1
+        assert [e.data["delivery"] for e in await bot.timeline("INC-1", "page_sent")] == ["slack:UONCALL"]
+        assert await bot.timeline("INC-1", "page_failed") == []
 
 
 def _dms(bot: IncidentBot, user: str, incident_id: str) -> list[str]:

@@ -39,9 +39,11 @@ from bot.paging.providers import (
     make_dedup_key,
     parse_dedup_key,
 )
+from bot.paging import slack_dm
 from bot.paging.slack_dm import ACK_ACTION_ID, SlackDmProvider
 from bot.slack.client import SlackClient
 from bot.slack.local import LocalSlack, Message
+from bot.slack.local.model import http_error
 from tests.fixtures.paging import FakeOpsgenie, FakePagerDuty
 from tests.fixtures.slack import SLACK_TEST_BOT_TOKEN as SLACK_TOKEN
 
@@ -474,6 +476,22 @@ async def test_slack_dm_pages_at_once_open_each_persons_dm_channel_once(team: Te
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
     assert sorted(c.params["users"] for c in slack.calls_to("conversations.open")) == ["U0BOSS", "U0ONCALL"]
     assert sorted(len(messages) for messages in dm_messages(slack).values()) == [20, 20]
+
+
+async def test_slack_dm_refused_for_slacks_rate_limit_asks_to_go_again_not_to_fail(team: Team,
+                                                                                    redis: aioredis.Redis) -> None:
+    """More people paged at once than conversations.open allows (50 a minute): the DMs Slack refused go again
+    later, to those people only, instead of being recorded as a failed page."""
+    slack = team.slack
+    provider = dm_provider(slack, redis)
+    page = make_page(targets=("U0ONCALL", "U0BOSS"))
+    slack.script("conversations.open", http_error(429, retry_after=1))
+    first = await provider.trigger(page)
+
+    assert (first.ok, first.error, first.throttled_for) == (False, None, slack_dm.RATELIMITED_AGAIN_S)
+    second = await provider.trigger(page)
+    assert second.ok, second.error
+    assert sorted(len(messages) for messages in dm_messages(slack).values()) == [1, 1]
 
 
 async def test_slack_dm_acknowledge_rewrites_the_dms_without_the_button(team: Team, redis: aioredis.Redis) -> None:

@@ -615,6 +615,8 @@ async def _send(ctx: Incidents, order: PageOrder, page: Page, provider_name: str
     if result.throttled_for is not None and budget:  # still 429 after the bounded retries: pause, not a failure
         pause = await pacer_for(ctx.rt.redis, ctx.store.namespace).pause(budget, result.throttled_for or None)
         raise PageDeferred(provider_name, pause)
+    if result.throttled_for:  # a provider without a budget of ours (Slack DMs): only this delivery waits
+        raise PageDeferred(provider_name, result.throttled_for)
     for count in ctx.rt.hooks.page_outcomes:  # chatops_pages_total{provider,outcome}
         count(provider_name, result.ok)
     return PageRecord(dedup_key=order.dedup_key, delivery=delivery, severity=order.severity, level=order.level,

@@ -40,6 +40,10 @@ _USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _GROUP = re.compile(r"^S[A-Z0-9]{2,}$")
 _SAFE_URL = re.compile(r"^https?://[^\s<>|]+$")
 DM_RECORD_TTL_S = 30 * 86400  # who was DM'd for a page, for acknowledge/resolve to rewrite: an incident's life
+# A DM Slack still refused with 429 after the client's retries (a burst of pages to more people than
+# conversations.open's 50 a minute) is sent again this much later, not recorded as failed: a third of the minute
+# Slack's tiers count.
+RATELIMITED_AGAIN_S = 20.0
 
 
 class SlackDmProvider:
@@ -72,6 +76,9 @@ class SlackDmProvider:
             else:
                 failed.append(f"{user} ({outcome})")
         ref = ",".join(f"{ch}:{ts}" for ch, ts in reached) or None
+        if not problems and {o for o in outcomes if isinstance(o, str)} == {"ratelimited"}:
+            # the people reached are recorded: the page's next try DMs only the others
+            return PageResult(self.name, False, provider_ref=ref, throttled_for=RATELIMITED_AGAIN_S)
         if failed or problems:
             detail = "; ".join(problems + ([f"could not DM {len(failed)} of {len(users)}: " + ", ".join(failed)]
                                            if failed else []))
