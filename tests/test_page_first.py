@@ -46,9 +46,10 @@ async def test_a_notice_queued_before_the_channel_waits_for_it_however_long(loca
     parked for the channel instead (the schedule is shortened here, so the channel's 2 s outlasts it)."""
     from bot.incidents import lifecycle
     from bot.incidents.service import Incidents
+    from bot.retry import RetryPolicy
 
     monkeypatch.setattr(lifecycle, "INVITE_WAIT_S", 0.01)
-    monkeypatch.setattr(lifecycle, "CHANNEL_POLL_S", 0.1)
+    monkeypatch.setattr(lifecycle, "CHANNEL_POLL", RetryPolicy(base_s=0.1, max_s=0.2))
     local_slack.script("conversations.create", http_error(429, retry_after=2))
     async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd) as bot:
         await bot.command("/incident", "Checkout down P1")

@@ -43,6 +43,7 @@ from bot.incidents.model import (
 from bot.incidents.service import Incidents
 from bot.incidents.timeline import EntryKind
 from bot.queue import Job, Permanent, Retry
+from bot.retry import RetryPolicy
 from bot.slack.client import SlackError
 from bot.slack.mrkdwn import escape
 
@@ -51,7 +52,11 @@ log = logging.getLogger("bot.incidents")
 STALLED_DECLARATION_S = 30.0  # the auditor resumes a declaration not finished this long after it started
 TIMER_GRACE_S = 5.0  # the auditor re-queues a timer this long past its due time
 INVITE_WAIT_S = 1.0  # the first wait of an invite or post that finds no channel yet (channel_wait_s doubles it)
-CHANNEL_POLL_S = 2.0  # how often a post or invite parked behind its incident's channel set-up looks again
+# When a post or invite parked behind its incident's channel set-up looks again (the one retry policy's backoff,
+# bounded by CHANNEL_WAIT_LIMIT_S rather than its attempts). A storm's hundreds of parked notices, each reading its
+# incident every 2 s, slowed the escalation timers beside them (p99 380 → 541 ms); the notice follows its channel
+# by 15 s at most.
+CHANNEL_POLL = RetryPolicy(base_s=2.0, max_s=15.0)
 # ...and for how long after the declaration: 1,200 declarations' channels at conversations.create's 20 a minute.
 # A declaration that gave up without a channel leaves its notices to the retries and the dead letters after that.
 CHANNEL_WAIT_LIMIT_S = 3600.0
@@ -70,11 +75,12 @@ async def with_its_channel(ctx: Incidents, incident_id: str) -> Incident | None:
     which dead-lettered those messages. Parked, the wait uses no delivery and holds no worker slot."""
     from bot.queue.slots import parked
 
-    incident = await ctx.store.get(incident_id)
+    incident, looks = await ctx.store.get(incident_id), 0
     while incident is not None and incident.channel is None and not incident.ready \
             and time.time() < incident.declared_at + CHANNEL_WAIT_LIMIT_S:
+        looks += 1
         async with parked():
-            await asyncio.sleep(CHANNEL_POLL_S)
+            await asyncio.sleep(CHANNEL_POLL.delay(looks))
         incident = await ctx.store.get(incident_id)
     return incident
 
