@@ -398,6 +398,10 @@ async def escalate_timer_job(ctx: Incidents, job: Job) -> None:
                               actor="bot", at=now, data={"level": level.number, "reason": "timer", "due": due,
                                                          "lateness_s": round(now - due, 3),
                                                          "severity": paging.severity})
+    # Queued before the sends: a job cut short during them (a crash, a stop) runs again as stale, after the level
+    # was saved, and would never say it.
+    await ctx.say(incident.id, f"escalated:{paging.severity}:L{level.number}",
+                  *messages.line(messages.escalated_line(level.number, targets, "timer", None)))
     # Sent here, in the timer's own job: queued, a burst's pages waited behind every other timer and its lines
     # and header redraws. The queued page job stays the fallback (a crash here, or a provider's rate limit);
     # exactly-once holds either way. The record just saved under the lock is current: no need to read it again.
@@ -406,8 +410,6 @@ async def escalate_timer_job(ctx: Incidents, job: Job) -> None:
             await deliver(ctx, incident.id, order.dedup_key, incident, book=False)
         except PageDeferred:
             pass  # its queued page job waits for the turn
-    await ctx.say(incident.id, f"escalated:{paging.severity}:L{level.number}",
-                  *messages.line(messages.escalated_line(level.number, targets, "timer", None)))
     if not effects.orders:  # the queued page job redraws the header when its order is done
         await ctx.refresh_header(incident.id)
 
@@ -637,7 +639,7 @@ async def _wait_turn(ctx: Incidents, provider: Provider, member: str, severity: 
             return budget
         if wait > SHORT_TURN_S:
             break
-        async with slots.parked():  # waiting on the provider's pace: the worker may run another job meanwhile
+        async with slots.parked(wait):  # waiting on the provider's pace: the worker may run another job meanwhile
             await asyncio.sleep(wait)
     raise PageDeferred(provider.name, wait)
 

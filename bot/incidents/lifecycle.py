@@ -79,8 +79,8 @@ async def with_its_channel(ctx: Incidents, incident_id: str) -> Incident | None:
     while incident is not None and incident.channel is None and not incident.ready \
             and time.time() < incident.declared_at + CHANNEL_WAIT_LIMIT_S:
         looks += 1
-        async with parked():
-            await asyncio.sleep(CHANNEL_POLL.delay(looks))
+        async with parked(pause := CHANNEL_POLL.delay(looks)):
+            await asyncio.sleep(pause)
         incident = await ctx.store.get(incident_id)
     return incident
 

@@ -16,16 +16,19 @@ from typing import AsyncContextManager
 
 URGENT_SHARE = 8  # a worker keeps 1/8 of its concurrency (at least 1) more slots for urgent jobs (stream.py's lanes)
 
-_slot: ContextVar[Callable[[], AsyncContextManager[None]] | None] = ContextVar("worker_slot", default=None)
+_slot: ContextVar[Callable[[float | None], AsyncContextManager[None]] | None] = ContextVar("worker_slot",
+                                                                                          default=None)
 
 
 @contextlib.asynccontextmanager
-async def parked() -> AsyncIterator[None]:
+async def parked(wait_s: float | None = None) -> AsyncIterator[None]:
+    """`wait_s`: how long the wait will last, when the pace says. A stopping worker hands back at once a job whose
+    wait outlasts its grace; one it cannot tell about it waits for, as for a working one."""
     park = _slot.get()
     if park is None:
         yield
         return
-    async with park():
+    async with park(wait_s):
         yield
 
 
@@ -39,6 +42,6 @@ def in_job() -> bool:
     return _slot.get() is not None
 
 
-def bind(park: Callable[[], AsyncContextManager[None]]) -> None:
+def bind(park: Callable[[float | None], AsyncContextManager[None]]) -> None:
     """Called by the worker in a job's own task: `parked()` in that job (and tasks it starts) calls `park`."""
     _slot.set(park)

@@ -123,6 +123,7 @@ class Worker:
         self.last_progress: dict[str, float] = {}
         self._inflight: dict[Entry, tuple[Job, asyncio.Task[None]]] = {}
         self._parked: set[Entry] = set()  # in-flight jobs waiting on Slack's pace: their slots are free meanwhile
+        self._resume_at: dict[Entry, float] = {}  # parked jobs: when their longest known wait ends (loop time)
         self._settling: set[Entry] = set()  # entries whose outcome is being recorded (acked, retried, dead-lettered)
         self._stopped_waiting: set[Entry] = set()  # parked when the worker stopped: handed back, no delivery counted
         self._booked = 0  # slots a fetcher's read may fill when it returns: the other fetcher leaves them
@@ -331,12 +332,15 @@ class Worker:
             working[key[0]] += key not in self._parked
         return working, held
 
-    def _parking(self, key: Entry, clock: _JobClock) -> Callable[[], AbstractAsyncContextManager[None]]:
+    def _parking(self, key: Entry, clock: _JobClock) -> Callable[[float | None], AbstractAsyncContextManager[None]]:
         @contextlib.asynccontextmanager
-        async def park() -> AsyncIterator[None]:
+        async def park(wait_s: float | None) -> AsyncIterator[None]:
             if key not in self._inflight:  # a task the job started outlived it: no slot, no timeout to move
                 yield
                 return
+            if wait_s:  # the latest any part of the job is known to resume (the stop's early hand-back)
+                resume_at = asyncio.get_running_loop().time() + wait_s
+                self._resume_at[key] = max(self._resume_at.get(key, 0.0), resume_at)
             if clock.stop():  # the job's first part to wait (several may: DMs gathered, each on its pace)
                 self._parked.add(key)
                 self._capacity.set()
@@ -345,6 +349,7 @@ class Worker:
             finally:
                 if clock.start():
                     self._parked.discard(key)
+                    self._resume_at.pop(key, None)
 
         return park
 
@@ -371,6 +376,7 @@ class Worker:
             key = _key(job)
             self._inflight.pop(key, None)
             self._parked.discard(key)
+            self._resume_at.pop(key, None)
             self._settling.discard(key)
             self._capacity.set()
         self._count(job.kind, outcome, seconds)
@@ -536,23 +542,28 @@ class Worker:
             await _cancel_all(list(unfinished))
 
     async def _until_only_parked(self, tasks: set[asyncio.Task[None]], grace_s: float) -> set[asyncio.Task[None]]:
-        """The tasks still unfinished once every one left waits parked on Slack's pace, or after `grace_s`. A job
-        waiting for its turn makes no use of the grace (in a storm its turn is minutes away): a stop that waited
-        for it held each worker of a rolling deploy for the full grace. Handed back uncounted, it runs on
-        elsewhere at once, its earlier posts recorded (post_once), so none is sent twice."""
+        """The tasks still unfinished once every one left waits parked past the grace, or after `grace_s`. A job
+        whose turn at Slack is further off than the grace (in a storm, minutes) makes no use of it: a stop that
+        waited held each worker of a rolling deploy for the full grace, and cut the job anyway. Handed back
+        uncounted, it runs on elsewhere at once, its earlier posts recorded (post_once), none sent twice. A job
+        whose wait ends within the grace, or is of unknown length, is waited for like a working one."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         while True:
             self._capacity.clear()  # set when a job parks or ends: clear before looking, so neither is missed
-            if not tasks or self._all_parked(tasks) or (left := deadline - loop.time()) <= 0:
+            if not tasks or self._all_waiting_past(tasks, deadline) or (left := deadline - loop.time()) <= 0:
                 return tasks
             woken = asyncio.ensure_future(self._capacity.wait())
-            _done, tasks = await asyncio.wait({*tasks, woken}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-            woken.cancel()
+            try:
+                _done, tasks = await asyncio.wait({*tasks, woken}, timeout=left,
+                                                  return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                woken.cancel()
             tasks.discard(woken)
 
-    def _all_parked(self, tasks: set[asyncio.Task[None]]) -> bool:
-        return all(key in self._parked for key, (_job, task) in self._inflight.items() if task in tasks)
+    def _all_waiting_past(self, tasks: set[asyncio.Task[None]], deadline: float) -> bool:
+        return all(key in self._parked and self._resume_at.get(key, 0.0) > deadline
+                   for key, (_job, task) in self._inflight.items() if task in tasks)
 
     async def _leave(self) -> None:
         """Hand back whatever this consumer still holds (jobs cut short, entries a cancelled read had taken),

@@ -106,7 +106,7 @@ class ChannelPacer:
         if self._shared is not None:
             while (wait_s := await self._shared.spend(f"slack-channel:{channel}", burst=self._burst,
                                                       per_second=self._rate)) > 0:
-                async with parked():
+                async with parked(wait_s):
                     await asyncio.sleep(wait_s)
             return
         tokens = self._tokens(channel)
@@ -195,7 +195,7 @@ class SlackClient:
                 if not wait:
                     await pacer.leave(budget, member)
                     return False
-                async with parked():
+                async with parked(wait_s):
                     await asyncio.sleep(wait_s)
         except BaseException:  # cancelled (the job's timeout, a shutdown): do not hold back those behind
             with contextlib.suppress(Exception):
