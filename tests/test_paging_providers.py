@@ -7,6 +7,7 @@ LocalSlack through the `local_slack` fixture); nothing can reach a real provider
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -43,7 +44,7 @@ from bot.paging import slack_dm
 from bot.paging.slack_dm import ACK_ACTION_ID, SlackDmProvider
 from bot.slack.client import SlackClient
 from bot.slack.local import LocalSlack, Message
-from bot.slack.local.model import http_error
+from bot.slack.local.model import Scripted, http_error
 from tests.fixtures.paging import FakeOpsgenie, FakePagerDuty
 from tests.fixtures.slack import SLACK_TEST_BOT_TOKEN as SLACK_TOKEN
 
@@ -476,6 +477,36 @@ async def test_slack_dm_pages_at_once_open_each_persons_dm_channel_once(team: Te
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
     assert sorted(c.params["users"] for c in slack.calls_to("conversations.open")) == ["U0BOSS", "U0ONCALL"]
     assert sorted(len(messages) for messages in dm_messages(slack).values()) == [20, 20]
+
+
+async def test_jobs_waiting_on_another_jobs_dm_open_give_their_worker_slot_back(team: Team) -> None:
+    """Two pages' jobs DM the same person at once: the second waits on the first's conversations.open (slow here)
+    parked, as behind another's post in a channel, so its worker slot is free meanwhile."""
+    from bot.queue import slots
+
+    slack = team.slack
+    client = slack_client(slack)
+    slack.script("conversations.open", Scripted(delay=0.5))
+    parks: list[str] = []
+
+    def job(name: str):  # what a worker binds in each job's task: a park that says whose it was
+        @contextlib.asynccontextmanager
+        async def park(_wait_s: float | None):
+            parks.append(name)
+            yield
+
+        async def run() -> str:
+            slots.bind(park)
+            return await client.open_dm("U0ONCALL")
+
+        return asyncio.create_task(run())
+
+    first = job("first")
+    await asyncio.sleep(0.1)
+    channels = await asyncio.gather(first, job("second"))
+
+    assert channels[0] == channels[1] and parks == ["second"]
+    assert len(slack.calls_to("conversations.open")) == 1
 
 
 async def test_slack_dm_refused_for_slacks_rate_limit_asks_to_go_again_not_to_fail(team: Team,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -336,11 +337,18 @@ class SlackClient:
         conversations.open first, a Tier 3 method (50 a minute) that paced the pages behind it."""
         if channel := self._dm_channels.get(user):
             return channel
-        opening = self._opening.get(user)
-        if opening is None:
+        if (opening := self._opening.get(user)) is not None:
+            async with parked():  # waiting on another job's call, as behind its post in a channel
+                return await asyncio.shield(opening)  # this job cancelled (its timeout) leaves the others' call
+        with urgent():  # the task takes this context: a page may come to wait on it, so it never waits for a turn
             opening = self._opening[user] = asyncio.ensure_future(self._open_dm(user))
-            opening.add_done_callback(lambda _done: self._opening.pop(user, None))
-        return await asyncio.shield(opening)  # one caller cancelled (its job's timeout) leaves the others' call
+        opening.add_done_callback(functools.partial(self._opened, user))
+        return await asyncio.shield(opening)
+
+    def _opened(self, user: str, opening: asyncio.Future[str]) -> None:
+        self._opening.pop(user, None)
+        if not opening.cancelled():
+            opening.exception()  # marked as seen: every caller waiting raises it, and none may be left
 
     async def _open_dm(self, user: str) -> str:
         answer = await self.call("conversations.open", users=user)
