@@ -5,7 +5,7 @@ pin still follow, in that order."""
 
 from __future__ import annotations
 
-from bot.slack.local.model import http_error
+from bot.slack.local.model import Scripted, http_error
 from tests.incident_harness import incident_bot
 
 
@@ -60,3 +60,26 @@ async def test_a_notice_queued_before_the_channel_waits_for_it_however_long(loca
 
         assert await bot.rt.queue.dead_letters() == []
         assert len([m for m in local_slack.messages(incident.channel) if "level 2" in m.text]) == 1
+
+
+async def test_notices_stop_waiting_when_the_declaration_gives_up_without_a_place(local_slack, redis_url, tmp_path,
+                                                                                  pd, monkeypatch) -> None:
+    """An alert's incident whose channel Slack refuses for good, with no INCIDENTS_CHANNEL to fall back to: its
+    notices go the retries' way to the dead letters, not parked for an hour beside everyone's work."""
+    from bot.incidents import lifecycle
+    from bot.incidents.service import Incidents
+
+    monkeypatch.setattr(lifecycle, "INVITE_WAIT_S", 0.01)
+    local_slack.script("conversations.create", Scripted(status=200, body={"ok": False, "error": "restricted_action"}))
+    async with incident_bot(local_slack, redis_url, tmp_path, pagerduty=pd) as bot:
+        ctx = bot.rt.feature(Incidents)
+        incident, _created = await lifecycle.declare(ctx, title="Disk full", severity="P3", reporter="alertmanager",
+                                                     origin_channel="", source="alertmanager")
+        await ctx.say(incident.id, "note", "Alert still firing")
+
+        async def both_dead() -> bool:
+            kinds = sorted(d["kind"] for d in await bot.rt.queue.dead_letters())
+            return kinds == ["incident.declare", "incident.post"]
+
+        await bot.wait_for(both_dead, 15, "the declaration and the notice in the dead letters")
+        assert (await bot.incident(incident.id)).place_note

@@ -72,11 +72,12 @@ async def with_its_channel(ctx: Incidents, incident_id: str) -> Incident | None:
     """The incident, once its declaration has made its channel (or finished without one). A post or invite queued
     before that (an escalation's notice, a failed page's, someone paged to invite) waits parked: in a storm the
     channel waits minutes for conversations.create's turn (20 a minute), far past the retries of channel_wait_s,
-    which dead-lettered those messages. Parked, the wait uses no delivery and holds no worker slot."""
+    which dead-lettered those messages. Parked, the wait uses no delivery and holds no worker slot. A declaration
+    that gave up without a place (an alert's, with no INCIDENTS_CHANNEL) ends the wait."""
     from bot.queue.slots import parked
 
     incident, looks = await ctx.store.get(incident_id), 0
-    while incident is not None and incident.channel is None and not incident.ready \
+    while incident is not None and incident.channel is None and not (incident.ready or incident.place_note) \
             and time.time() < incident.declared_at + CHANNEL_WAIT_LIMIT_S:
         looks += 1
         async with parked(pause := CHANNEL_POLL.delay(looks)):
@@ -237,7 +238,9 @@ async def _ensure_place(ctx: Incidents, incident: Incident) -> Incident:
             elif origin or current.origin_channel:
                 current.mode, current.channel, current.place_note = "thread", origin or current.origin_channel, note
             else:  # an alert, with no channel of its own and no INCIDENTS_CHANNEL to fall back to
-                raise Permanent(f"{current.id}: no channel could be created and INCIDENTS_CHANNEL is not set")
+                current.place_note = "no channel could be created and INCIDENTS_CHANNEL is not set"
+    if current.channel is None:  # said in the record first: notices waiting for a channel stop waiting
+        raise Permanent(f"{current.id}: {current.place_note}")
     if current.link:
         await ctx.store.mark_step(current.id, "link", current.link)
     return current
