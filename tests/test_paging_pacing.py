@@ -216,6 +216,25 @@ async def test_a_dm_page_slack_refuses_past_the_retries_goes_again_later_not_fai
         assert await bot.timeline("INC-1", "page_failed") == []
 
 
+async def test_a_dm_page_slack_keeps_refusing_becomes_a_failed_page_and_escalation_goes_on(
+        local_slack, redis_url, tmp_path, monkeypatch):
+    """Slack refusing for longer than the limit (shortened here): the level counts as failed, said in the
+    channel's timeline, instead of its retries holding the next level back for ever."""
+    from bot.paging import slack_dm
+
+    monkeypatch.setattr(slack_dm, "RATELIMITED_AGAIN_S", 0.2)
+    monkeypatch.setattr(escalation, "UNBUDGETED_DEFER_LIMIT_S", 1.0)
+    async with incident_bot(local_slack, redis_url, tmp_path, workers=1, policy=default_policy(None)) as bot:
+        local_slack.script("conversations.open", *[http_error(429, retry_after=0)] * 200)
+        await page(bot, 1, severity="P1")
+        failed = await bot.wait_for(lambda: bot.timeline("INC-1", "page_failed"), 10, "the failed page")
+
+        assert "rate limit" in failed[0].text and _dms(bot, "UONCALL", "INC-1") == []
+        tries = len(local_slack.calls_to("conversations.open"))
+        await asyncio.sleep(1.0)
+        assert len(local_slack.calls_to("conversations.open")) == tries  # no more tries once it failed
+
+
 def _dms(bot: IncidentBot, user: str, incident_id: str) -> list[str]:
     return [m.text for m in bot.dms_to(user) if incident_id in m.text]
 

@@ -36,7 +36,7 @@ from bot.oncall.schedule import BY_SERVICE
 from bot.oncall.service import oncall_of
 from bot.queue.pacing import pacer_for
 from bot.paging.policy import SCHEDULE, Level
-from bot.paging.providers import Page, Provider, make_dedup_key
+from bot.paging.providers import Page, PageResult, Provider, make_dedup_key
 from bot.queue import Job, Retry, lease, slots
 from bot.slack.client import urgent
 
@@ -45,6 +45,10 @@ log = logging.getLogger("bot.incidents")
 PAGE_LEASE_WAIT_S = 10.0  # a live sender renews its lease; longer than this and the queue retries us later
 SHORT_TURN_S = 1.0  # a page whose turn at a rate-limited provider is this close waits in its job; later, requeued
 TURN_TRIES = 3
+# A delivery refused for a rate limit with no budget of ours to wait on (Slack DMs past the client's retries) goes
+# again later, but only this long after its order: then it is a failed page, said in the channel, and the next
+# level's timer runs as usual instead of being held back by each retry.
+UNBUDGETED_DEFER_LIMIT_S = 300.0
 
 
 class PageDeferred(Exception):
@@ -613,16 +617,29 @@ async def _send(ctx: Incidents, order: PageOrder, page: Page, provider_name: str
     _, why = await _withdrawn_now(ctx, page.incident_id, order)  # after the lease's and the turn's waits
     if why is not None:
         raise PageWithdrawn(why)
-    result = await provider.trigger(replace(page, targets=targets))
-    if result.throttled_for is not None and budget:  # still 429 after the bounded retries: pause, not a failure
-        pause = await pacer_for(ctx.rt.redis, ctx.store.namespace).pause(budget, result.throttled_for or None)
-        raise PageDeferred(provider_name, pause)
-    if result.throttled_for:  # a provider without a budget of ours (Slack DMs): only this delivery waits
-        raise PageDeferred(provider_name, result.throttled_for)
+    answer = await provider.trigger(replace(page, targets=targets))
+    result = await _unless_throttled(ctx, order, provider_name, answer, budget)
     for count in ctx.rt.hooks.page_outcomes:  # chatops_pages_total{provider,outcome}
         count(provider_name, result.ok)
     return PageRecord(dedup_key=order.dedup_key, delivery=delivery, severity=order.severity, level=order.level,
                       ok=result.ok, error=result.error, provider_ref=result.provider_ref)
+
+
+async def _unless_throttled(ctx: Incidents, order: PageOrder, provider_name: str, result: PageResult,
+                            budget: str | None) -> PageResult:
+    """The provider's answer, unless it still refused the page for its rate limit after the bounded retries: then
+    PageDeferred, not a failure. With a budget of ours, the whole key pauses; without one (Slack DMs), only this
+    delivery waits, and past UNBUDGETED_DEFER_LIMIT_S after its order it is a failed page after all."""
+    if result.throttled_for is not None and budget:
+        pause = await pacer_for(ctx.rt.redis, ctx.store.namespace).pause(budget, result.throttled_for or None)
+        raise PageDeferred(provider_name, pause)
+    if not result.throttled_for:
+        return result
+    if time.time() < order.ordered_at + UNBUDGETED_DEFER_LIMIT_S:
+        raise PageDeferred(provider_name, result.throttled_for)
+    limit = messages.format_duration(UNBUDGETED_DEFER_LIMIT_S)
+    return PageResult(result.provider, False, provider_ref=result.provider_ref,
+                      error=f"{provider_name} still refused the page for its rate limit {limit} after it was due.")
 
 
 async def _wait_turn(ctx: Incidents, provider: Provider, member: str, severity: str) -> str | None:
