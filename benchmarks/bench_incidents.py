@@ -324,13 +324,24 @@ async def wait_for_dms(bot: IncidentBot, sent: dict[str, float], people: list[st
     offset = time.time() - time.monotonic()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        dms = {c.response["channel"]["id"] for c in bot.local.calls_to("conversations.open") if c.status == 200}
-        posted = {(c.params["channel"], _acked_incident(c.params)): c.at for c in bot.local.calls_to("chat.postMessage")
-                  if c.status == 200 and c.params.get("channel") in dms}
-        if len(posted) >= len(sent) * len(people):
-            return {key: at - offset for key, at in posted.items() if key[1] in sent}
+        posts = _dm_posts(bot, set(sent))
+        if len(posts) >= len(sent) * len(people):
+            break
         await asyncio.sleep(0.2)
-    raise TimeoutError(f"{len(sent) * len(people) - len(posted)} Slack DM pages never posted")
+    else:
+        raise TimeoutError(f"{len(sent) * len(people) - len(posts)} Slack DM pages never posted")
+    await asyncio.sleep(2.0)  # a second DM to someone would be a duplicate page: let any such arrive
+    posts = _dm_posts(bot, set(sent))
+    posted = {key: at - offset for key, at in posts}
+    assert len(posted) == len(posts), f"{len(posts) - len(posted)} people were DM'd twice for one page"
+    return posted
+
+
+def _dm_posts(bot: IncidentBot, incidents: set[str]) -> list[tuple[tuple[str, str], float]]:
+    """Every DM page posted for `incidents`: ((DM channel, incident), when), duplicates included."""
+    dms = {c.response["channel"]["id"] for c in bot.local.calls_to("conversations.open") if c.status == 200}
+    return [((c.params["channel"], _acked_incident(c.params)), c.at) for c in bot.local.calls_to("chat.postMessage")
+            if c.status == 200 and c.params.get("channel") in dms and _acked_incident(c.params) in incidents]
 
 
 def _acked_incident(params: dict) -> str:
