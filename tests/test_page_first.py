@@ -83,3 +83,9 @@ async def test_notices_stop_waiting_when_the_declaration_gives_up_without_a_plac
 
         await bot.wait_for(both_dead, 15, "the declaration and the notice in the dead letters")
         assert (await bot.incident(incident.id)).place_note
+
+        # the auditor's later try, once Slack allows the channel: the note that no place exists goes with it
+        await bot.rt.queue.enqueue("incident.declare", {"incident": incident.id}, job_id=f"declare:{incident.id}")
+        ready = await bot.wait_incident(incident.id, lambda i: i.ready, 15)
+        assert ready.channel and ready.place_note is None
+        assert not [m for m in local_slack.messages(ready.channel) if "INCIDENTS_CHANNEL" in m.text]

@@ -785,6 +785,34 @@ async def test_a_stop_waits_for_jobs_at_work_but_not_for_jobs_waiting_past_its_g
     assert attempts == [1, 1]
 
 
+async def test_a_stop_hands_back_a_job_whose_wait_turns_out_long_after_it_parked(queue: Queue) -> None:
+    """A post waits behind another for its channel (how long, nobody says), then learns its turn is a minute
+    away: the stop, already waiting, hears of it and hands the job back then."""
+    from bot.queue.slots import parked
+
+    started = asyncio.Event()
+    stopped = asyncio.Event()
+
+    async def post(job: Job) -> None:
+        async with parked():  # behind another post's lock
+            started.set()
+            await stopped.wait()
+            async with parked(60):  # then the channel's token
+                await asyncio.sleep(60)
+
+    await queue.enqueue("post", {})
+    worker = worker_for(queue, {"post": post}, stop_grace_s=30)
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(started.wait(), 5)
+    stopping = time.monotonic()
+    worker.stop()
+    await asyncio.sleep(0.3)
+    stopped.set()
+    await asyncio.wait_for(task, 10)
+
+    assert time.monotonic() - stopping < 3
+
+
 async def test_overlapping_waits_of_one_job_keep_its_clock_stopped_until_the_last_ends(queue: Queue) -> None:
     """A page's DMs wait for their channels together: the shorter wait ending must not restart the clock while the
     longer one still waits."""

@@ -639,7 +639,7 @@ async def _unless_throttled(ctx: Incidents, order: PageOrder, provider_name: str
         raise PageDeferred(provider_name, result.throttled_for)
     limit = messages.format_duration(UNBUDGETED_DEFER_LIMIT_S)
     return PageResult(result.provider, False, provider_ref=result.provider_ref,
-                      error=f"{provider_name} still refused the page for its rate limit {limit} after it was due.")
+                      error=f"{provider_name} still refused the page for its rate limit {limit} after it was decided.")
 
 
 async def _wait_turn(ctx: Incidents, provider: Provider, member: str, severity: str) -> str | None:

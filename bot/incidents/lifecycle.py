@@ -232,8 +232,9 @@ async def _ensure_place(ctx: Incidents, incident: Incident) -> Incident:
     base = await ctx.workspace_url() if channel else None
     async with ctx.store.mutate(incident.id) as current:
         if current.channel is None:
-            if channel:
+            if channel:  # (a later try may succeed where an earlier one gave up: its note no longer holds)
                 current.mode, current.channel, current.channel_name = "channel", channel, name
+                current.place_note = None
                 current.link = f"{base.rstrip('/')}/archives/{channel}" if base else None
             elif origin or current.origin_channel:
                 current.mode, current.channel, current.place_note = "thread", origin or current.origin_channel, note

@@ -151,7 +151,7 @@ class Incident(_Record):
     thread_ts: str | None = None
     header_ts: str | None = None
     announcement: tuple[str, str] | None = None  # (channel, ts) in the incidents channel
-    place_note: str | None = None  # why the incident lives in a thread although channels were wanted
+    place_note: str | None = None  # why it lives in a thread although channels were wanted, or has no place
 
     last_update_at: float | None = None  # the latest status update or note (reminders count from here)
     last_update: str | None = None

@@ -338,9 +338,10 @@ class Worker:
             if key not in self._inflight:  # a task the job started outlived it: no slot, no timeout to move
                 yield
                 return
-            if wait_s:  # the latest any part of the job is known to resume (the stop's early hand-back)
-                resume_at = asyncio.get_running_loop().time() + wait_s
-                self._resume_at[key] = max(self._resume_at.get(key, 0.0), resume_at)
+            resume_at = asyncio.get_running_loop().time() + (wait_s or 0.0)
+            if resume_at > self._resume_at.get(key, 0.0):  # the latest the job is known to resume: a stopping
+                self._resume_at[key] = resume_at  # worker hands it back at once if that is past its grace
+                self._capacity.set()
             if clock.stop():  # the job's first part to wait (several may: DMs gathered, each on its pace)
                 self._parked.add(key)
                 self._capacity.set()
@@ -531,7 +532,7 @@ class Worker:
         if not tasks:
             return
         log.info("worker %s stopping: waiting up to %g s for %d running job(s)", self.consumer, grace_s, len(tasks))
-        unfinished = await self._until_only_parked(set(tasks), grace_s)
+        unfinished = await self._until_only_long_waits(set(tasks), grace_s)
         if unfinished:
             # A job waiting its turn at Slack when we stop (a storm of declarations, a deploy) did nothing wrong:
             # however often that happens, it must not run out of deliveries and leave an incident half set up.
@@ -541,7 +542,7 @@ class Worker:
                         "to the queue", self.consumer, len(unfinished), len(self._stopped_waiting))
             await _cancel_all(list(unfinished))
 
-    async def _until_only_parked(self, tasks: set[asyncio.Task[None]], grace_s: float) -> set[asyncio.Task[None]]:
+    async def _until_only_long_waits(self, tasks: set[asyncio.Task[None]], grace_s: float) -> set[asyncio.Task[None]]:
         """The tasks still unfinished once every one left waits parked past the grace, or after `grace_s`. A job
         whose turn at Slack is further off than the grace (in a storm, minutes) makes no use of it: a stop that
         waited held each worker of a rolling deploy for the full grace, and cut the job anyway. Handed back

@@ -386,7 +386,7 @@ class SharedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
 
     async def prepare_for_next_attempt_async(self, *, state: Any, request: Any, response: Any = None,
                                              error: Exception | None = None) -> None:
-        async with parked():
+        async with parked(retry_after_s(response.headers) if response is not None else None):
             await super().prepare_for_next_attempt_async(state=state, request=request, response=response,
                                                          error=error)
 
