@@ -136,8 +136,8 @@ class Worker:
         self._no_replicas_log = Throttled(log, per_minute=1)
 
     def stop(self) -> None:
-        """Stop taking work. `run()` then waits up to `stop_grace_s` for running jobs (not for those parked on
-        Slack's pace), releases the rest, and returns."""
+        """Stop taking work. `run()` then waits up to `stop_grace_s` for running jobs (not for those whose known
+        wait for Slack's pace outlasts it), releases the rest, and returns."""
         self._stopping.set()
 
     async def run(self) -> None:
