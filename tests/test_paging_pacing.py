@@ -20,7 +20,7 @@ from bot.incidents import escalation, messages
 from bot.incidents.model import Incident, PageOrder, incident_id
 from bot.queue import pacing
 from bot.queue.pacing import MARGIN_S, Pace, Pacer
-from bot.slack.local.model import http_error
+from bot.slack.local.model import Scripted, http_error
 from tests.fixtures.paging import FakePagerDuty
 from tests.incident_harness import IncidentBot, default_policy, incident_bot
 
@@ -376,3 +376,18 @@ def test_an_order_stored_before_acknowledgements_were_counted_still_compares_tim
     new = escalation._add_order(incident, PageOrder(dedup_key="k-new", severity="P1", level=2, routes={}))
     assert new is not None and new.acks_before == 0
     assert escalation._withdrawn(incident, new) is None  # acknowledged, but before this order was decided
+
+
+async def test_pages_to_a_user_group_at_once_ask_slack_for_its_members_once(local_slack, redis_url, tmp_path):
+    """A storm paging one on-call user group: usergroups.users.list is Tier 2 (20 a minute), and each page asking
+    again met 429s that paged nobody. The members are asked once (the pages at once share the call); a lookup
+    Slack refused is not kept."""
+    async with incident_bot(local_slack, redis_url, tmp_path, workers=1, policy=default_policy(None)) as bot:
+        group = local_slack.add_usergroup("oncall-team", ["UONCALL", "UMGR1"])
+        ctx = bot.ctx
+        local_slack.script("usergroups.users.list", Scripted(body={"ok": False, "error": "missing_scope"}))
+        assert await ctx.group_members(group) == []  # refused: said in the log, and not kept
+        members = await asyncio.gather(*(ctx.group_members(group) for _ in range(20)))
+
+        assert all(m == ["UONCALL", "UMGR1"] for m in members)
+        assert len(local_slack.calls_to("usergroups.users.list")) == 2
