@@ -42,7 +42,7 @@ from bot.incidents.model import (
 )
 from bot.incidents.service import Incidents
 from bot.incidents.timeline import EntryKind
-from bot.queue import Job, Permanent, Retry
+from bot.queue import Job, Permanent, Retry, slots
 from bot.retry import RetryPolicy
 from bot.slack.client import SlackError
 from bot.slack.mrkdwn import escape
@@ -74,13 +74,11 @@ async def with_its_channel(ctx: Incidents, incident_id: str) -> Incident | None:
     channel waits minutes for conversations.create's turn (20 a minute), far past the retries of channel_wait_s,
     which dead-lettered those messages. Parked, the wait uses no delivery and holds no worker slot. A declaration
     that gave up without a place (an alert's, with no INCIDENTS_CHANNEL) ends the wait."""
-    from bot.queue.slots import parked
-
     incident, looks = await ctx.store.get(incident_id), 0
     while incident is not None and incident.channel is None and not (incident.ready or incident.place_note) \
             and time.time() < incident.declared_at + CHANNEL_WAIT_LIMIT_S:
         looks += 1
-        async with parked(pause := CHANNEL_POLL.delay(looks)):
+        async with slots.parked(pause := CHANNEL_POLL.delay(looks)):
             await asyncio.sleep(pause)
         incident = await ctx.store.get(incident_id)
     return incident

@@ -7,7 +7,6 @@ command means, and the authorisation check.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import re
 import time
@@ -22,9 +21,8 @@ from bot.incidents.store import IncidentStore
 from bot.incidents.timeline import Timeline
 from bot.paging.policy import PagingPolicy, Permission
 from bot.paging.providers import Provider
-from bot.queue.slots import parked
 from bot.runtime import Runtime
-from bot.slack.client import SlackClient, SlackError, urgent
+from bot.slack.client import SharedAnswers, SlackClient, SlackError
 from bot.slack.posts import post_once
 
 log = logging.getLogger("bot.incidents")
@@ -58,8 +56,10 @@ class Incidents:
     page_lease_s: float = 3.0
     _workspace_url: tuple[str | None] | None = None  # auth.test's answer, once asked
     _members_seen: dict[tuple[str, str], float] = field(default_factory=dict)  # (channel/group, user) → until
-    _group_lists: dict[str, tuple[float, list[str]]] = field(default_factory=dict)  # group → (until, members)
-    _listing: dict[str, asyncio.Future[list[str]]] = field(default_factory=dict)  # group → the call under way
+    _groups: SharedAnswers[list[str]] = field(init=False)  # group → its members, for paging and invites
+
+    def __post_init__(self) -> None:
+        self._groups = SharedAnswers(self._list_group, keep_s=GROUP_MEMBERS_FRESH_S)
 
     @property
     def slack(self) -> SlackClient:
@@ -280,32 +280,12 @@ class Incidents:
         """The group's users; [] when Slack cannot say (logged), or _MembershipUnknown with `strict` (a
         permission check: always asked afresh, never from the paging cache)."""
         try:
-            return await (self._list_group(group) if strict else self._fresh_group(group))
+            return await self._list_group(group) if strict else list(await self._groups.get(group))
         except SlackError as exc:
             log.warning("usergroups.users.list %s failed: %s", group, exc.error)
             if strict:
                 raise _MembershipUnknown(exc.error) from None
             return []
-
-    async def _fresh_group(self, group: str) -> list[str]:
-        known = self._group_lists.get(group)
-        if known and known[0] > time.monotonic():
-            return list(known[1])
-        if (listing := self._listing.get(group)) is not None:
-            async with parked():  # waiting on another job's call
-                return list(await asyncio.shield(listing))
-        with urgent():  # the task takes this context: a page may come to wait on it
-            listing = self._listing[group] = asyncio.ensure_future(self._list_group(group))
-        listing.add_done_callback(functools.partial(self._listed, group))
-        return list(await asyncio.shield(listing))
-
-    def _listed(self, group: str, listing: asyncio.Future[list[str]]) -> None:
-        self._listing.pop(group, None)
-        if listing.cancelled() or listing.exception() is not None:  # marked as seen; a failure is not kept
-            return
-        if len(self._group_lists) > 10_000:  # bounded: forget everything rather than grow
-            self._group_lists.clear()
-        self._group_lists[group] = (time.monotonic() + GROUP_MEMBERS_FRESH_S, listing.result())
 
     async def _list_group(self, group: str) -> list[str]:
         answer = await self.slack.call("usergroups.users.list", usergroup=group)

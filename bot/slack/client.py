@@ -16,12 +16,13 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -47,7 +48,7 @@ IDEMPOTENT_PREFIXES = ("auth.", "users.", "usergroups.list", "usergroups.users.l
                        "conversations.join", "conversations.invite", "conversations.open", "conversations.setTopic",
                        "chat.update", "chat.getPermalink", "pins.", "reactions.")
 POST_MARKER_EVENT = "chatops_post"
-DM_CHANNELS_KEPT = 10_000  # people whose DM channel a process remembers; past it the oldest is asked again
+ANSWERS_KEPT = 10_000  # keys a SharedAnswers remembers; past it the oldest is asked again
 # Answers that no retry can change: the job that met one is dead-lettered at once instead of retried for minutes.
 PERMANENT_ERRORS = {"channel_not_found", "is_archived", "invalid_auth", "account_inactive", "token_revoked",
                     "not_authed", "missing_scope", "restricted_action", "invalid_blocks", "msg_too_long",
@@ -131,6 +132,44 @@ def urgent() -> Iterator[None]:
         _urgent.reset(token)
 
 
+T = TypeVar("T")
+
+
+class SharedAnswers(Generic[T]):
+    """Answers asked of Slack once for many callers: those asking for one key at the same moment share one call
+    (the ones joining it wait parked, on another job's call as behind its post in a channel), and an answer is kept
+    `keep_s` (None: for the process's life), for ANSWERS_KEPT keys at most, the oldest dropped first. A failure is
+    not kept: every caller sharing the call raises it, and the next one asks again. The shared call runs as urgent:
+    a page may come to wait on it, so it never waits for a method's turn."""
+
+    def __init__(self, ask: Callable[[str], Awaitable[T]], *, keep_s: float | None = None) -> None:
+        self._ask = ask
+        self._keep_s = keep_s
+        self._known: dict[str, tuple[float, T]] = {}  # key -> (kept until, answer)
+        self._asking: dict[str, asyncio.Future[T]] = {}  # key -> the call under way
+
+    async def get(self, key: str) -> T:
+        known = self._known.get(key)
+        if known is not None and known[0] > time.monotonic():
+            return known[1]
+        if (asking := self._asking.get(key)) is not None:
+            async with parked():
+                return await asyncio.shield(asking)  # this job cancelled (its timeout) leaves the others' call
+        with urgent():  # the task takes this context
+            asking = self._asking[key] = asyncio.ensure_future(self._ask(key))
+        asking.add_done_callback(functools.partial(self._answered, key))
+        return await asyncio.shield(asking)
+
+    def _answered(self, key: str, asking: asyncio.Future[T]) -> None:
+        self._asking.pop(key, None)
+        if asking.cancelled() or asking.exception() is not None:  # marked as seen: none may be left to await it
+            return
+        if key not in self._known and len(self._known) >= ANSWERS_KEPT:
+            self._known.pop(next(iter(self._known)))
+        until = math.inf if self._keep_s is None else time.monotonic() + self._keep_s
+        self._known[key] = (until, asking.result())
+
+
 class SlackClient:
     def __init__(self, web: AsyncWebClient, *, pacer: ChannelPacer | None = None, timeout_retries: int = 2,
                  timeout_s: float = 10.0, budget: Pacer | None = None, minute_s: float = 60.0) -> None:
@@ -144,8 +183,7 @@ class SlackClient:
         self.timeout_retries = timeout_retries
         self.timeout_s = timeout_s
         self.errors: Counter[str] = Counter()  # Slack API errors by method (given up on), for /metrics
-        self._dm_channels: dict[str, str] = {}  # user -> the bot's DM channel with them (open_dm)
-        self._opening: dict[str, asyncio.Future[str]] = {}
+        self._dm_channels = SharedAnswers(self._open_dm)  # user -> the bot's DM channel with them
 
     @classmethod
     def from_settings(cls, settings: Settings, budget: Pacer | None = None) -> SlackClient:
@@ -335,27 +373,11 @@ class SlackClient:
         """The bot's DM channel with `user`. Slack keeps one per person, so each process asks once (callers at the
         same moment share the one call): a storm of 50 pages to three people is 150 DMs, not 150
         conversations.open first, a Tier 3 method (50 a minute) that paced the pages behind it."""
-        if channel := self._dm_channels.get(user):
-            return channel
-        if (opening := self._opening.get(user)) is not None:
-            async with parked():  # waiting on another job's call, as behind its post in a channel
-                return await asyncio.shield(opening)  # this job cancelled (its timeout) leaves the others' call
-        with urgent():  # the task takes this context: a page may come to wait on it, so it never waits for a turn
-            opening = self._opening[user] = asyncio.ensure_future(self._open_dm(user))
-        opening.add_done_callback(functools.partial(self._opened, user))
-        return await asyncio.shield(opening)
-
-    def _opened(self, user: str, opening: asyncio.Future[str]) -> None:
-        self._opening.pop(user, None)
-        if not opening.cancelled():
-            opening.exception()  # marked as seen: every caller waiting raises it, and none may be left
+        return await self._dm_channels.get(user)
 
     async def _open_dm(self, user: str) -> str:
         answer = await self.call("conversations.open", users=user)
-        if len(self._dm_channels) >= DM_CHANNELS_KEPT:
-            self._dm_channels.pop(next(iter(self._dm_channels)))
-        channel = self._dm_channels[user] = str(answer["channel"]["id"])
-        return channel
+        return str(answer["channel"]["id"])
 
     async def permalink(self, channel: str, ts: str) -> str | None:
         try:
