@@ -74,8 +74,8 @@ async def uploads(png: bytes, series: Series) -> None:
     local = LocalSlack(bot_token=BOT_TOKEN).start()
     try:
         channel = local.add_channel("charts", members=[])
-        settings = Settings(slack_bot_token=BOT_TOKEN, slack_api_url=local.url, slack_channel_burst=1000,
-                            slack_channel_rate_per_s=1000)
+        settings = Settings.from_env(slack_bot_token=BOT_TOKEN, slack_api_url=local.url, slack_channel_burst=1000,
+                                     slack_channel_rate_per_s=1000)
         slack = SlackClient.from_settings(settings)
         parent = await slack.post_message(channel, "diagnosis")
         times = []

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from pydantic import SecretStr
 
 from benchmarks import summarize_limit, summarize_ratio
 from bot.app.redis_server import RedisServer
@@ -52,6 +51,7 @@ from bot.writeup.install import install
 from bot.writeup.trackers import export
 from bot.writeup.trackers.followups import FollowUp, write
 from bot.writeup.view import view_of
+from checks.schema import Secret
 
 SIZES = (10, 1_000, 10_000)
 CALLS = 100  # through an index a call takes about a millisecond: enough calls that a scheduling hiccup on a busy
@@ -87,7 +87,8 @@ async def every_record(store: IncidentStore) -> str:
 async def followups_fill(rt: Runtime, n: int) -> None:
     """n resolved incidents with one exported item each (one in five open), n/100 open incidents, five of them
     with an action item in the timeline only."""
-    store, w, now = IncidentStore(rt.redis, rt.namespace), await install(rt, settings=WriteupSettings()), 1.7e9
+    w = await install(rt, settings=WriteupSettings.from_env())
+    store, now = IncidentStore(rt.redis, rt.namespace), 1.7e9
     for start in range(1, n + 1, 500):
         await write(rt, [FollowUp(incident_id(i), "i1", f"add an alarm {i}", f"U{i % 7}", now + i, None, i % 5 != 0)
                          for i in range(start, min(start + 500, n + 1))])
@@ -217,9 +218,9 @@ async def runtime_rows(url: str, fill_: Callable[[Runtime, int], Awaitable[None]
                        before: Callable[[Runtime], Awaitable[str]]) -> list[tuple[int, float, float]]:
     rows = []
     for n in SIZES:
-        settings = Settings(slack_bot_token=SecretStr("xoxb-test-token"), redis_url=url)
+        settings = Settings.from_env(slack_bot_token=Secret("xoxb-test-token"), redis_url=url)
         rt = create_runtime(settings, redis_url=url, queue_name=f"bench{uuid.uuid4().hex[:6]}")
-        await install(rt, settings=WriteupSettings())
+        await install(rt, settings=WriteupSettings.from_env())
         await fill_(rt, n)
         rows.append((n, await median_ms(by_index_, rt), await median_ms(before, rt, BEFORE_CALLS)))
         await rt.aclose()

@@ -30,7 +30,6 @@ import uuid
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from pydantic import SecretStr
 
 from bot.app.redis_server import RedisServer
 from bot.incidents.model import Incident, PageOrder, Paging
@@ -46,6 +45,7 @@ from bot.writeup.install import install
 from bot.writeup.postmortem.assemble import render_markdown
 from bot.writeup.postmortem.facts import build_facts
 from bot.writeup.view import IncidentView
+from checks.schema import Secret
 
 T0 = 1_790_000_000.0
 PEOPLE = [f"U{i:03d}" for i in range(40)]
@@ -172,11 +172,11 @@ async def bench_backfill(redis_url: str, tmp: Path) -> None:
             for r in range(10):
                 local.post_user_message(channel, PEOPLE[r], f"reply {r}", thread_ts=parent)
         for page_size, label in ((200, "Tier 3 internal app: 200/page"), (15, "limited app: 15/page")):
-            settings = Settings(slack_bot_token=SecretStr("xoxb-test-token"), slack_api_url=local.url,
-                                redis_url=redis_url)
+            settings = Settings.from_env(slack_bot_token=Secret("xoxb-test-token"), slack_api_url=local.url,
+                                         redis_url=redis_url)
             rt = create_runtime(settings, redis_url=redis_url, queue_name=f"bench{uuid.uuid4().hex[:6]}")
-            await install(rt, settings=WriteupSettings(backfill_page_size=page_size,
-                                                       backfill_calls_per_min=1_000_000))
+            await install(rt, settings=WriteupSettings.from_env(backfill_page_size=page_size,
+                                                                backfill_calls_per_min=1_000_000))
             store_ = IncidentStore(rt.redis, rt.namespace)
             incident = Incident(id="INC-1", number=1, title="bench", reporter=PEOPLE[0], origin_channel=channel,
                                 channel=channel, mode="channel", declared_at=time.time() - 3600)
@@ -217,9 +217,9 @@ async def bench_report(redis_url: str, count: int = 10_000) -> None:
     from bot.incidents.timeline import EntryKind
     from bot.writeup.report import build_report, markdown, record_recurring
 
-    settings = Settings(slack_bot_token=SecretStr("xoxb-test-token"), redis_url=redis_url)
+    settings = Settings.from_env(slack_bot_token=Secret("xoxb-test-token"), redis_url=redis_url)
     rt = create_runtime(settings, redis_url=redis_url, queue_name=f"bench{uuid.uuid4().hex[:6]}")
-    w = await install(rt, settings=WriteupSettings())
+    w = await install(rt, settings=WriteupSettings.from_env())
     store_ = IncidentStore(rt.redis, rt.namespace)
     rng, now = random.Random(7), time.time()
     for start in range(1, count + 1, 500):

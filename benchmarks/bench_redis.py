@@ -50,6 +50,7 @@ from bot.app.redis_server import RedisServer, find_redis_server, free_port
 from bot.queue import Job, Queue, Worker
 from bot.queue.connection import connect, initialized
 from bot.settings import Settings
+from checks.schema import replace
 from tests.redis_cluster import start_cluster
 from tests.redis_topologies import SentinelTopology
 
@@ -78,7 +79,7 @@ def topology(directory: Path, *, upstream: int | None = None) -> SentinelTopolog
 
 def settings_for(top: SentinelTopology, wait_replicas: int) -> Settings:
     env = {k.lower(): v for k, v in top.env().items()}
-    return Settings(**env, redis_wait_replicas=wait_replicas)  # type: ignore[arg-type]
+    return Settings.from_env(**env, redis_wait_replicas=wait_replicas)  # type: ignore[arg-type]
 
 
 def bench_worker(queue: Queue, handler: Callable[[Job], Awaitable[None]]) -> Worker:
@@ -212,7 +213,7 @@ async def one_lagging_failover(directory: Path, lag_ms: int, wait_replicas: int,
     top = SentinelTopology(directory, primary, free_port(), [free_port() for _ in range(3)], upstream=proxy.port)
     try:
         top.start(find_redis_server())
-        settings = settings_for(top, wait_replicas).model_copy(update={"redis_wait_timeout_ms": wait_timeout_ms})
+        settings = replace(settings_for(top, wait_replicas), redis_wait_timeout_ms=wait_timeout_ms)
         return await _enqueue_kill_count(top, settings)
     finally:
         top.stop()
@@ -299,7 +300,7 @@ class ErrorCount(logging.Handler):
 async def queue_throughput(url: str, queues: int) -> Throughput:
     """CLUSTER_JOBS no-op jobs spread over `queues` namespaces, from the first enqueue until every job is
     acknowledged."""
-    redis = await initialized(connect(Settings(redis_url=url)))
+    redis = await initialized(connect(Settings.from_env(redis_url=url)))
     run = uuid.uuid4().hex[:6]
     qs = [Queue(redis, f"bench{run}n{n}") for n in range(queues)]
     handled, done, errors = Counter[str](), asyncio.Event(), ErrorCount()

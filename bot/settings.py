@@ -1,38 +1,33 @@
 """One settings class, read from the environment when asked (never at import time).
 
 A missing or invalid variable stops start-up with one line naming it: an on-call engineer deploying at 3 a.m.
-needs "SLACK_BOT_TOKEN is required when SLACK_SIGNING_SECRET is set", not a pydantic traceback.
+needs "SLACK_BOT_TOKEN is required when SLACK_SIGNING_SECRET is set", not a traceback.
 
-`EnvSettings` is what every feature's settings class builds on: each field is read from the variable of its name
-in any case, a list, dict or model field as JSON (unless marked `NoDecode`: its validator splits the text itself),
-and values passed in win over the environment. That is all this project asked of pydantic-settings, whose sources
-for .env files and cloud secret stores cost every process ~5 MiB and ~50 ms to import.
+`EnvSettings` is what every feature's settings class builds on, read with `from_env(**overrides)`: each field is
+read from the variable of its name in any case, a list, dict or struct field as JSON (unless marked `NoDecode`: its
+own reader splits the text), booleans as 1/0, true/false, yes/no, on/off, and values passed in win over the
+environment. That is all this project asked of a settings library, whose sources for .env files and cloud secret
+stores cost every process ~5 MiB and ~50 ms to import.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import os
 import re
 import threading
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, Union, get_args, get_origin
 
+import msgspec
 import yaml
-from pydantic import (
-    AnyHttpUrl,
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+
+from checks.schema import HttpUrl, Meta, Record, Secret, ValidationError, describe, parse
 
 if TYPE_CHECKING:
     from checks.services import ServicesFile
@@ -40,6 +35,10 @@ if TYPE_CHECKING:
 SLACK_DEFAULT_API_URL = "https://slack.com/api/"
 NAMESPACE = re.compile(r"(?=.{1,40}$)[A-Za-z0-9_.-]*(\{[A-Za-z0-9_.-]+\})?[A-Za-z0-9_.-]*")
 SLACK_PARTNERS = "SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# What the settings always took for a boolean, which deployments already write (`CHATOPS_HEADLESS=yes`).
+BOOLEANS = {"1": True, "true": True, "t": True, "yes": True, "y": True, "on": True,
+            "0": False, "false": False, "f": False, "no": False, "n": False, "off": False}
 
 
 class ConfigError(Exception):
@@ -47,57 +46,152 @@ class ConfigError(Exception):
 
 
 class NoDecode:
-    """`Annotated[list[str], NoDecode]`: the variable's text goes to the field's validator as it is (comma lists)."""
+    """`Annotated[list[str], NoDecode(split)]`: the variable's text (or a text passed in) is not JSON; `split` turns
+    it into the field's value, raising ValueError with what to write instead."""
+
+    def __init__(self, read: Callable[[str], Any]) -> None:
+        self.read = read
 
 
-class EnvSettings(BaseModel):
-    """Settings read from the environment when made (see the module docstring); defaults are validated too."""
-
-    model_config = ConfigDict(extra="ignore", validate_default=True, arbitrary_types_allowed=True)
-
-    def __init__(self, **values: Any) -> None:
-        super().__init__(**{**environment_values(type(self), os.environ), **values})
+def invalid(variable: str, message: str) -> ValueError:
+    """A field's rule broken, raised from `__post_init__`: the message names the variable as the user set it."""
+    return ValueError(f"{variable.upper()}: {message}")
 
 
-def environment_values(model: type[BaseModel], env: Mapping[str, str]) -> dict[str, Any]:
-    """The fields of `model` that `env` sets, by name in any case; JSON fields decoded. A JSON `null` leaves a field
-    that cannot be None unset (its default), as with pydantic-settings: `ALERT_RULES=null` in a deployment's
-    template means the default, not a stopped start."""
+class EnvSettings(Record):
+    """Settings read from the environment by `from_env` (see the module docstring). Made in code (`Settings()`)
+    they are neither read nor validated, only `__post_init__`'s transforms run."""
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Self:
+        """The environment's values, then `overrides`, over the defaults, all validated (the defaults too);
+        every problem is one ConfigError line naming the variable."""
+        plan = _plan(cls)
+        values = {name: field.default_value() for name, field in plan.items()}
+        values |= environment_values(cls, os.environ, skip=overrides.keys())
+        values |= {name: value for name, value in overrides.items() if name in plan}
+        for name, value in values.items():
+            values[name] = plan[name].prepared(value)
+        try:
+            return parse(cls, values)
+        except ValidationError as exc:
+            raise ConfigError(_describe_env_error(exc, cls)) from None
+
+
+class _Field:
+    """What reading one field needs to know of its type, worked out once per class."""
+
+    def __init__(self, info: msgspec.structs.FieldInfo) -> None:
+        self.name = info.name
+        self.info = info
+        self.kind = _unwrapped(info.type)
+        self.optional = info.type is Any or type(None) in _arms(self.kind)
+        arms = [_unwrapped(arm) for arm in _arms(self.kind) if arm is not type(None)]
+        self.read = next((m.read for m in getattr(info.type, "__metadata__", ()) if isinstance(m, NoDecode)), None)
+        self.structured = self.read is None and any(_is_structured(arm) for arm in arms)
+        self.boolean = bool in arms
+        self.number = any(arm in (int, float) for arm in arms)
+
+    def default_value(self) -> Any:
+        default = self.info.default
+        return self.info.default_factory() if default is msgspec.NODEFAULT else default
+
+    def decoded(self, text: str) -> Any:
+        """The variable's text: JSON for a structured field, else as it is (parse converts numbers)."""
+        if not self.structured:
+            return text
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{self.name.upper()}: expected JSON ({exc})") from None
+
+    def prepared(self, value: Any) -> Any:
+        """A text as the settings always took it, where msgspec's lax mode does not: split by the field's reader,
+        a boolean written yes/no/on/off, a number with spaces around it (a ConfigMap's trailing newline)."""
+        if not isinstance(value, str):
+            return value
+        if self.read is not None:
+            try:
+                return self.read(value)
+            except ValueError as exc:
+                raise ConfigError(f"{self.name.upper()}: {exc}") from None
+        if self.boolean:
+            if value.strip().lower() not in BOOLEANS:
+                raise ConfigError(f"{self.name.upper()}: expected true or false (or 1/0, yes/no, on/off), got "
+                                  f"{value!r}")
+            return BOOLEANS[value.strip().lower()]
+        return value.strip() if self.number else value
+
+
+@functools.cache
+def _plan(model: type[msgspec.Struct]) -> dict[str, _Field]:
+    return {info.name: _Field(info) for info in msgspec.structs.fields(model)}
+
+
+def environment_values(model: type[msgspec.Struct], env: Mapping[str, str], *,
+                       skip: Collection[str] = ()) -> dict[str, Any]:
+    """The fields of `model` that `env` sets (but those in `skip`), by name in any case; JSON fields decoded. A
+    JSON `null` leaves a field that cannot be None unset (its default), as it always did:
+    `ALERT_RULES=null` in a deployment's template means the default, not a stopped start."""
     by_name = {name.lower(): text for name, text in env.items()}
-    decoded = {name: _decoded(name, field.annotation, field.metadata, by_name[name])
-               for name, field in model.model_fields.items() if name in by_name}
-    return {name: value for name, value in decoded.items()
-            if value is not None or _admits_none(model.model_fields[name].annotation)}
+    plan = _plan(model)
+    decoded = {name: field.decoded(by_name[name]) for name, field in plan.items()
+               if name in by_name and name not in skip}
+    return {name: value for name, value in decoded.items() if value is not None or plan[name].optional}
 
 
-def _decoded(name: str, annotation: Any, metadata: list[Any], text: str) -> Any:
-    if NoDecode in metadata or not _is_structured(annotation):
-        return text
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"{name.upper()}: expected JSON ({exc})") from None
+def _unwrapped(annotation: Any) -> Any:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
 
 
-def _admits_none(annotation: Any) -> bool:
-    return annotation is Any or (get_origin(annotation) in (Union, types.UnionType)
-                                 and type(None) in get_args(annotation))
+def _arms(annotation: Any) -> tuple[Any, ...]:
+    return get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
 
 
 def _is_structured(annotation: Any) -> bool:
-    """A list, set, tuple, dict or model (or an optional one): written as JSON in a variable."""
-    origin = get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        return any(_is_structured(arm) for arm in get_args(annotation) if arm is not type(None))
-    kind = origin or annotation
-    return isinstance(kind, type) and issubclass(kind, (list, set, frozenset, tuple, dict, BaseModel))
+    """A list, set, tuple, dict or struct: written as JSON in a variable."""
+    kind = get_origin(annotation) or annotation
+    return isinstance(kind, type) and issubclass(kind, (list, set, frozenset, tuple, dict, msgspec.Struct))
+
+
+def _describe_env_error(exc: ValidationError, model: type[msgspec.Struct]) -> str:
+    """msgspec's error as `VARIABLE: what` (`ALERT_RULES[0].severity: ...` inside a JSON value); a rule of
+    `__post_init__` already names its variables. An unknown choice says which ones there are."""
+    text = describe(exc)
+    variable = re.match(r"[a-z][a-z0-9_]*(?=[:.\[])", text)
+    if variable is None or variable.group() not in _plan(model):
+        return text
+    where, _, message = text.partition(": ")
+    choices = _choices(model, where)
+    if message.startswith("Invalid enum value") and choices:
+        message += f" (use one of: {', '.join(map(str, choices))})"
+    return f"{where[:variable.end()].upper()}{where[variable.end():]}: {message}"
+
+
+def _choices(model: Any, where: str) -> tuple[Any, ...]:
+    """The Literal's values at `where` (`alert_rules[0].severity`), following struct fields, items and values."""
+    kind = model
+    for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*|\[", where):
+        kind = _unwrapped(next((arm for arm in _arms(_unwrapped(kind)) if arm is not type(None)), kind))
+        if name == "[":
+            kind = get_args(kind)[-1] if get_args(kind) else Any
+        elif isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+            kind = next((f.type for f in msgspec.structs.fields(kind) if f.name == name), Any)
+        else:
+            return ()
+    for arm in _arms(_unwrapped(kind)):
+        if get_origin(_unwrapped(arm)) is Literal:
+            return get_args(_unwrapped(arm))
+    return ()
 
 
 class Settings(EnvSettings):
-    slack_bot_token: SecretStr | None = None
-    slack_signing_secret: SecretStr | None = None
-    slack_app_token: SecretStr | None = None
-    slack_api_url: AnyHttpUrl = AnyHttpUrl(SLACK_DEFAULT_API_URL)
+    slack_bot_token: Secret | None = None
+    slack_signing_secret: Secret | None = None
+    slack_app_token: Secret | None = None
+    slack_api_url: HttpUrl = HttpUrl(SLACK_DEFAULT_API_URL)
     redis_url: str | None = None
     # Prefix of every key and queue in Redis: several bots (or staging and production) can share one Redis. It may
     # hold one Redis Cluster hash tag (`{chatops}`): every key of the bot then lives in that one slot.
@@ -109,22 +203,22 @@ class Settings(EnvSettings):
     # nodes' password, TLS (rediss://) and db; its host is ignored, the sentinels name the primary.
     redis_sentinels: str | None = None
     redis_sentinel_master: str | None = None
-    redis_sentinel_password: SecretStr | None = None  # the sentinels' own requirepass, if any
+    redis_sentinel_password: Secret | None = None  # the sentinels' own requirepass, if any
     redis_sentinel_tls: bool = False  # TLS to the sentinels themselves
     # WAIT after writes whose loss matters (timers, pages, incidents): replicas that must acknowledge them.
     # Unset: 1 under Sentinel, 0 (no WAIT) otherwise.
-    redis_wait_replicas: int | None = Field(None, ge=0, le=16)
-    redis_wait_timeout_ms: int = Field(1000, ge=1, le=60_000)
+    redis_wait_replicas: Annotated[int, Meta(ge=0, le=16)] | None = None
+    redis_wait_timeout_ms: Annotated[int, Meta(ge=1, le=60_000)] = 1000
     services_file: Path | None = None
-    port: int = Field(3000, ge=1, le=65535)
+    port: Annotated[int, Meta(ge=1, le=65535)] = 3000
     # HTTP mode: the address PORT (and WORKER_METRICS_PORT) listen on; 127.0.0.1 behind a local proxy.
-    bind_address: str = Field("0.0.0.0", min_length=1)
+    bind_address: Annotated[str, Meta(min_length=1)] = "0.0.0.0"
     # When set, GET /metrics answers only `Authorization: Bearer <METRICS_TOKEN>` (Prometheus' `authorization`).
-    metrics_token: SecretStr | None = None
+    metrics_token: Secret | None = None
     # HTTP mode: processes sharing PORT (SO_REUSEPORT); unset, one per usable CPU core, at most 4.
-    http_workers: int | None = Field(None, ge=1, le=64)
-    worker_metrics_port: int | None = Field(None, ge=1, le=65535)  # `chatops worker`: /healthz and /metrics
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    http_workers: Annotated[int, Meta(ge=1, le=64)] | None = None
+    worker_metrics_port: Annotated[int, Meta(ge=1, le=65535)] | None = None  # `chatops worker`: /healthz, /metrics
+    log_level: str = "INFO"  # one of LOG_LEVELS, in any case
     log_format: Literal["text", "json"] = "text"
     chatops_data_dir: Path = Path(".chatops")
     # No terminal chat: `chatops run` without Slack variables stops with one line (the image sets it, so a
@@ -132,66 +226,35 @@ class Settings(EnvSettings):
     chatops_headless: bool = False
 
     # Worker and diagnosis tuning.
-    worker_concurrency: int = Field(16, ge=1, le=512)
-    job_visibility_timeout_s: float = Field(30.0, gt=0)
-    job_max_deliveries: int = Field(5, ge=1, le=100)
-    diagnose_deadline_s: float = Field(60.0, gt=0)
-    diagnose_update_interval_s: float = Field(1.0, ge=0)
+    worker_concurrency: Annotated[int, Meta(ge=1, le=512)] = 16
+    job_visibility_timeout_s: Annotated[float, Meta(gt=0)] = 30.0
+    job_max_deliveries: Annotated[int, Meta(ge=1, le=100)] = 5
+    diagnose_deadline_s: Annotated[float, Meta(gt=0)] = 60.0
+    diagnose_update_interval_s: Annotated[float, Meta(ge=0)] = 1.0
     # A failing check whose evidence is a time series gets a PNG chart in its thread reply (false: text only).
     diagnose_charts: bool = True
     # While an incident is `monitoring`, its service is diagnosed again this often until it is resolved.
-    recovery_recheck_s: float = Field(300.0, ge=1)
+    recovery_recheck_s: Annotated[float, Meta(ge=1)] = 300.0
     # Fixes from Slack (bot/remediation): off until turned on; a request not approved in time expires.
     remediation_enabled: bool = False
-    remediation_request_ttl_s: float = Field(900.0, ge=10)
-    slack_timeout_s: float = Field(10.0, gt=0)
-    slack_max_retries: int = Field(5, ge=0, le=20)
-    slack_channel_burst: int = Field(5, ge=1)
-    slack_channel_rate_per_s: float = Field(1.0, gt=0)
+    remediation_request_ttl_s: Annotated[float, Meta(ge=10)] = 900.0
+    slack_timeout_s: Annotated[float, Meta(gt=0)] = 10.0
+    slack_max_retries: Annotated[int, Meta(ge=0, le=20)] = 5
+    slack_channel_burst: Annotated[int, Meta(ge=1)] = 5
+    slack_channel_rate_per_s: Annotated[float, Meta(gt=0)] = 1.0
 
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
-
-    @field_validator("chatops_data_dir")
-    @classmethod
-    def _absolute(cls, value: Path) -> Path:
+    def __post_init__(self) -> None:
+        self.log_level = _log_level(self.log_level)
         # Resolved once at start-up: child processes and a later chdir must all mean the same directory.
-        return value.expanduser().absolute()
-
-    @field_validator("redis_namespace")
-    @classmethod
-    def _namespace(cls, value: str) -> str:
-        if not NAMESPACE.fullmatch(value):
-            raise ValueError("use 1-40 letters, digits, _ . - and at most one hash tag in braces, e.g. chatops or "
-                             "{chatops}")
-        return value
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_scheme(cls, value: str | None) -> str | None:
-        if value and value.startswith("redis+sentinel"):
-            raise ValueError("for Sentinel set REDIS_SENTINELS=host:port,... and REDIS_SENTINEL_MASTER=<name>")
-        if value and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value or None
-
-    @field_validator("redis_sentinels")
-    @classmethod
-    def _sentinel_addresses(cls, value: str | None) -> str | None:
-        for address in (value or "").split(","):
-            host, _, port = address.strip().rpartition(":")
-            if value and not (host and port.isdigit() and 0 < int(port) < 65536):
-                raise ValueError("must be host:port pairs separated by commas, e.g. s1:26379,s2:26379,s3:26379")
-        return value or None
-
-    @model_validator(mode="after")
-    def _sentinel_master_named(self) -> Settings:
+        self.chatops_data_dir = self.chatops_data_dir.expanduser().absolute()
+        _check_namespace(self.redis_namespace)
+        self.redis_url = _redis_url(self.redis_url)
+        self.redis_sentinels = _sentinel_addresses(self.redis_sentinels)
         if self.redis_sentinels and not self.redis_sentinel_master:
             raise ValueError("REDIS_SENTINEL_MASTER is required when REDIS_SENTINELS is set (the name in "
                              "`sentinel monitor <name> ...`)")
-        return self
+        if (self.slack_signing_secret or self.slack_app_token) and not self.slack_bot_token:
+            raise ValueError("SLACK_BOT_TOKEN is required when SLACK_SIGNING_SECRET or SLACK_APP_TOKEN is set")
 
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:
@@ -205,12 +268,6 @@ class Settings(EnvSettings):
         if self.redis_wait_replicas is not None:
             return self.redis_wait_replicas
         return 1 if self.redis_sentinels else 0
-
-    @model_validator(mode="after")
-    def _slack_tokens_pair(self) -> Settings:
-        if (self.slack_signing_secret or self.slack_app_token) and not self.slack_bot_token:
-            raise ValueError("SLACK_BOT_TOKEN is required when SLACK_SIGNING_SECRET or SLACK_APP_TOKEN is set")
-        return self
 
     @property
     def slack_mode(self) -> Literal["socket", "http", "terminal"]:
@@ -246,6 +303,35 @@ class Settings(EnvSettings):
         return [v.get_secret_value() for v in values if v and v.get_secret_value()]
 
 
+def _log_level(value: str) -> str:
+    if value.upper() not in LOG_LEVELS:
+        raise invalid("log_level", f"use one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return value.upper()
+
+
+def _check_namespace(value: str) -> None:
+    if not NAMESPACE.fullmatch(value):
+        raise invalid("redis_namespace", "use 1-40 letters, digits, _ . - and at most one hash tag in braces, e.g. "
+                                         "chatops or {chatops}")
+
+
+def _redis_url(value: str | None) -> str | None:
+    if value and value.startswith("redis+sentinel"):
+        raise invalid("redis_url", "for Sentinel set REDIS_SENTINELS=host:port,... and REDIS_SENTINEL_MASTER=<name>")
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise invalid("redis_url", "must start with redis://, rediss:// or unix://")
+    return value or None
+
+
+def _sentinel_addresses(value: str | None) -> str | None:
+    for address in (value or "").split(","):
+        host, _, port = address.strip().rpartition(":")
+        if value and not (host and port.isdigit() and 0 < int(port) < 65536):
+            raise invalid("redis_sentinels", "must be host:port pairs separated by commas, e.g. "
+                                             "s1:26379,s2:26379,s3:26379")
+    return value or None
+
+
 def read_yaml_file(path: Path | str, what: str) -> Any:
     """Parse a YAML file we were told to use; unreadable or malformed becomes one ConfigError naming file and line."""
     try:
@@ -262,28 +348,13 @@ def read_yaml_file(path: Path | str, what: str) -> Any:
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read the environment; turn a validation error into one ConfigError line naming the variable."""
-    try:
-        return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, env=True)) from None
+    """Read the environment; a validation error becomes one ConfigError line naming the variable."""
+    return Settings.from_env(**overrides)
 
 
-def describe_validation_error(exc: ValidationError, *, env: bool = False, prefix: str = "") -> str:
-    """The first error as `where: what` — an env var name (upper case) or a dotted file path."""
-    err = exc.errors()[0]
-    parts = [str(p) for p in err.get("loc", ())]
-    if env:
-        where = "_".join(parts).upper() or "settings"
-    else:
-        where = prefix
-        for part in parts:
-            where += f"[{part}]" if part.isdigit() else (f".{part}" if where else part)
-    message = err.get("msg", "invalid").removeprefix("Value error, ")
-    if err.get("type") == "missing":
-        message = "is required"
-        return f"{where} {message}"
-    return f"{where}: {message}" if where else message
+def describe_validation_error(exc: ValidationError, *, prefix: str = "") -> str:
+    """The error as `where: what`, `where` a dotted file path after `prefix` (checks.schema's describe)."""
+    return describe(exc, prefix)
 
 
 def parse_services(data: Any, *, source: str = "services file") -> ServicesFile:

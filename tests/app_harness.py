@@ -26,7 +26,6 @@ from urllib.parse import urlencode
 
 import httpx
 import yaml
-from pydantic import SecretStr
 
 from bot.app.bolt import create_app
 from bot.app.features import create_full_runtime
@@ -36,6 +35,7 @@ from bot.queue import Worker
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.slack.local.rate_limits import POST_BURST
+from checks.schema import Secret
 from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET, signed_headers
 
 BOT_TOKEN = "xoxb-test-token"
@@ -115,8 +115,8 @@ def write_services(path: Path, services: dict[str, Any]) -> Path:
 async def running_bot(local: Any, redis_url: str, tmp_path: Path, *, services: dict[str, Any],
                       workers: int = 1, **overrides: Any) -> AsyncIterator[RunningBot]:
     services_file = write_services(tmp_path / f"services-{uuid.uuid4().hex[:6]}.yml", services)
-    settings = Settings(
-        slack_bot_token=SecretStr(BOT_TOKEN), slack_signing_secret=SecretStr(SLACK_TEST_SIGNING_SECRET),
+    settings = Settings.from_env(
+        slack_bot_token=Secret(BOT_TOKEN), slack_signing_secret=Secret(SLACK_TEST_SIGNING_SECRET),
         slack_api_url=local.url, redis_url=redis_url, services_file=services_file,
         # Posts paced at Slack's own per-channel burst, which the local Slack enforces.
         **{"slack_channel_burst": POST_BURST, "redis_namespace": f"t{uuid.uuid4().hex[:10]}",

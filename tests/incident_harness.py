@@ -39,7 +39,6 @@ from typing import Any
 
 import httpx
 import yaml
-from pydantic import SecretStr
 
 from bot.alerts.config import AlertSourceSettings
 from bot.alerts.install import install as install_alerts
@@ -63,6 +62,7 @@ from bot.slack.local.payloads import (
     signed_headers,
     slash_command_body,
 )
+from checks.schema import Secret
 from tests.app_harness import settle_queue
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
@@ -125,22 +125,23 @@ class BotConfig:
 
 
 async def build_runtime(config: BotConfig) -> tuple[Runtime, Incidents]:
-    settings = Settings(
-        slack_bot_token=SecretStr(BOT_TOKEN), slack_signing_secret=SecretStr(SIGNING_SECRET),
+    settings = Settings.from_env(
+        slack_bot_token=Secret(BOT_TOKEN), slack_signing_secret=Secret(SIGNING_SECRET),
         slack_api_url=config.slack_url, redis_url=config.redis_url, services_file=Path(config.services_file),
         # Posts paced at Slack's own per-channel limit, which the local Slack enforces (the default's burst of 5
         # would only slow the tests down; anything faster earns 429s).
         **{"slack_channel_burst": POST_BURST, "slack_channel_rate_per_s": POSTS_PER_SECOND,
            "job_visibility_timeout_s": 5, "slack_max_retries": 2, **config.settings})
     rt = create_runtime(settings, redis_url=config.redis_url, queue_name=config.namespace)
-    incident_settings = IncidentSettings(**{
+    incident_settings = IncidentSettings.from_env(**{
         "incident_responders": ["U2"], "pagerduty_webhook_secret": PD_WEBHOOK_SECRET,
         "alertmanager_token": ALERTMANAGER_TOKEN, "incident_audit_interval_s": 10.0, **config.incident})
     policy = load_policy(Path(config.policy_file), env=config.env)
-    await install_oncall(rt, settings=OncallSettings(**config.oncall))  # before incidents, which pages schedules
+    # Before incidents, which pages schedules.
+    await install_oncall(rt, settings=OncallSettings.from_env(**config.oncall))
     ctx = await install(rt, settings=incident_settings, policy=policy)
     ctx.page_lease_s = config.page_lease_s
-    await install_alerts(rt, settings=AlertSourceSettings(**config.alerts))
+    await install_alerts(rt, settings=AlertSourceSettings.from_env(**config.alerts))
     from bot.app import features
 
     for other in getattr(features, "_feature_installers", list)():

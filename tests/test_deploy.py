@@ -70,7 +70,8 @@ def test_ha_compose_gives_the_bot_and_workers_only_the_sentinels() -> None:
     for name in ("bot", "worker"):
         env = services[name]["environment"]
         assert "REDIS_URL" not in env
-        settings = Settings(redis_sentinels=env["REDIS_SENTINELS"], redis_sentinel_master=env["REDIS_SENTINEL_MASTER"])
+        settings = Settings.from_env(redis_sentinels=env["REDIS_SENTINELS"],
+                                     redis_sentinel_master=env["REDIS_SENTINEL_MASTER"])
         assert settings.sentinel_addresses == [(s, 26379) for s in sentinels] and settings.wait_replicas == 1
         assert services[name]["volumes"][0]["source"] == "${SERVICES_FILE_HOST:-./services.yml}"
     primary = services["redis-primary"]["command"]

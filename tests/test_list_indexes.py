@@ -11,7 +11,6 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from pydantic import SecretStr
 
 from bot.incidents.model import Incident, incident_id
 from bot.incidents.store import READ_BATCH, IncidentStore
@@ -25,15 +24,16 @@ from bot.writeup.report import build_report
 from bot.writeup.trackers import followups as index
 from bot.writeup.trackers.export import followups, followups_page
 from bot.writeup.trackers.followups import FollowUp
+from checks.schema import Secret
 
 DAY = 86_400.0
 
 
 @pytest.fixture
 async def rt(redis_url: str) -> AsyncIterator[Runtime]:
-    settings = Settings(slack_bot_token=SecretStr("xoxb-test-token"), redis_url=redis_url)
+    settings = Settings.from_env(slack_bot_token=Secret("xoxb-test-token"), redis_url=redis_url)
     runtime = create_runtime(settings, redis_url=redis_url, queue_name=f"lists{uuid.uuid4().hex[:8]}")
-    await install(runtime, settings=WriteupSettings())
+    await install(runtime, settings=WriteupSettings.from_env())
     yield runtime
     await runtime.aclose()
 

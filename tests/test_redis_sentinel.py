@@ -45,7 +45,7 @@ pytestmark = pytest.mark.slow
 
 def sentinel_settings(topology: SentinelTopology, **extra: object) -> Settings:
     env = {k.lower(): v for k, v in topology.env().items()}
-    return Settings(**env, **extra)  # type: ignore[arg-type]
+    return Settings.from_env(**env, **extra)  # type: ignore[arg-type]
 
 
 async def wait_for(check, timeout_s: float, poll_s: float = 0.05) -> float:  # type: ignore[no-untyped-def]
@@ -141,7 +141,7 @@ async def test_noreplicas_from_an_isolated_primary_is_retried_not_dead_lettered(
     topology = SentinelTopology(tmp_path, free_port(), free_port(), [])
     binary = find_redis_server()
     topology.start_primary(binary)
-    redis = connect(Settings(redis_url=f"redis://127.0.0.1:{topology.primary}"))
+    redis = connect(Settings.from_env(redis_url=f"redis://127.0.0.1:{topology.primary}"))
     queue = Queue(redis, "nr", max_deliveries=1)
     refusing, tries = asyncio.Event(), Counter[str]()
 
@@ -192,7 +192,7 @@ async def test_a_batched_claim_and_enqueue_refused_by_a_replica_is_sent_again_an
     (a primary demoted a moment ago, about to be promoted again): the node answers READONLY, the batch is sent
     again on a fresh connection, as a plain call is, and once the node is promoted each call runs exactly once."""
     topology = primary_and_replica(tmp_path)
-    redis = connect(Settings(redis_url=f"redis://127.0.0.1:{topology.replica}"))
+    redis = connect(Settings.from_env(redis_url=f"redis://127.0.0.1:{topology.replica}"))
     node = aioredis.Redis(port=topology.replica)
     queue = Queue(redis, "ro-batch")
 
@@ -225,7 +225,7 @@ async def test_a_batch_a_replica_keeps_refusing_answers_each_call_with_its_own_r
     value, as each would alone; what the replica refused, it never wrote."""
     topology = primary_and_replica(tmp_path)
     await aioredis.Redis(port=topology.primary).set("ro:read", "v")
-    redis = connect(Settings(redis_url=f"redis://127.0.0.1:{topology.replica}"))
+    redis = connect(Settings.from_env(redis_url=f"redis://127.0.0.1:{topology.replica}"))
     batcher = Batcher(redis)
     script = redis.register_script("redis.call('GET', KEYS[1]); redis.call('SET', KEYS[1], 'x'); return 1")
     try:

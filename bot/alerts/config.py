@@ -33,79 +33,65 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
-
-from bot.settings import ConfigError, EnvSettings, NoDecode, describe_validation_error
+from bot.settings import EnvSettings, NoDecode, invalid
+from checks.schema import Meta, Record, Secret
 
 _TOPIC = re.compile(r"^arn:aws[a-z-]*:sns:([a-z0-9-]+):\d{12}:[A-Za-z0-9_.-]{1,256}$")
 
 
-class Rule(BaseModel):
+class Rule(Record):
     """Maps an alert to a severity and/or a service when its labels match."""
 
     source: str | None = None
-    match: dict[str, str] = Field(default_factory=dict)
+    match: dict[str, str] = {}
     severity: Literal["P0", "P1", "P2", "P3"] | None = None
     service: str | None = None
 
-    @field_validator("match")
-    @classmethod
-    def _regexes(cls, value: dict[str, str]) -> dict[str, str]:
-        for label, pattern in value.items():
+    def __post_init__(self) -> None:
+        for label, pattern in self.match.items():
             try:
                 re.compile(pattern)
             except re.error as exc:
                 raise ValueError(f"match.{label}: {pattern!r} is not a regular expression ({exc})") from None
-        return value
 
 
-def _split(value: object) -> object:
-    return [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+def _split(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def _connect_to(text: str) -> dict[str, str]:
+    pairs = [p.split("=", 1) for p in _split(text)]
+    if any(len(p) != 2 for p in pairs):
+        raise ValueError("use host=address:port,host=address:port")
+    return {host.strip().lower(): target.strip() for host, target in pairs}
 
 
 class AlertSourceSettings(EnvSettings):
-    sns_topic_arns: Annotated[list[str], NoDecode] = []
-    sns_regions: Annotated[list[str], NoDecode] = []
+    sns_topic_arns: Annotated[list[str], NoDecode(_split)] = []
+    sns_regions: Annotated[list[str], NoDecode(_split)] = []
     sns_trust_roots_file: Path | None = None
     sns_cert_name: str = "sns.amazonaws.com"
-    sns_connect_to: Annotated[dict[str, str], NoDecode] = {}
+    sns_connect_to: Annotated[dict[str, str], NoDecode(_connect_to)] = {}
     sns_tls_ca_file: Path | None = None
     grafana_webhook_user: str | None = None
-    grafana_webhook_password: SecretStr | None = None
-    grafana_webhook_hmac_secret: SecretStr | None = None
+    grafana_webhook_password: Secret | None = None
+    grafana_webhook_hmac_secret: Secret | None = None
     grafana_webhook_hmac_header: str = "X-Grafana-Alert-Signature"  # grafana/alerting http/hmac.go's default
     grafana_webhook_timestamp_header: str | None = None
-    datadog_webhook_secret: SecretStr | None = None
+    datadog_webhook_secret: Secret | None = None
     datadog_webhook_header: str = "X-Chatops-Token"
-    generic_webhook_secret: SecretStr | None = None
+    generic_webhook_secret: Secret | None = None
     alert_rules: list[Rule] = []
-    alert_window_s: float = Field(300.0, gt=0, le=3600)
+    alert_window_s: Annotated[float, Meta(gt=0, le=3600)] = 300.0
     # SNS retries a delivery for at most about an hour by its delivery policy; a signed message much older than
     # that is a replay, and past ALERT_OWNERS_TTL_S it could open an incident again.
-    sns_max_age_s: float = Field(86_400.0, gt=0, le=30 * 86_400)
+    sns_max_age_s: Annotated[float, Meta(gt=0, le=30 * 86_400)] = 86_400.0
 
-    @field_validator("sns_topic_arns", "sns_regions", mode="before")
-    @classmethod
-    def _lists(cls, value: object) -> object:
-        return _split(value)
-
-    @field_validator("sns_topic_arns")
-    @classmethod
-    def _topics(cls, value: list[str]) -> list[str]:
-        for arn in value:
+    def __post_init__(self) -> None:
+        for arn in self.sns_topic_arns:
             if not _TOPIC.match(arn):
-                raise ValueError(f"{arn!r} is not an SNS topic ARN (arn:aws:sns:<region>:<account>:<name>)")
-        return value
-
-    @field_validator("sns_connect_to", mode="before")
-    @classmethod
-    def _connect_to(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        pairs = [p.split("=", 1) for p in _split(value)]  # type: ignore[union-attr]
-        if any(len(p) != 2 for p in pairs):
-            raise ValueError("use host=address:port,host=address:port")
-        return {host.strip().lower(): target.strip() for host, target in pairs}
+                raise invalid("sns_topic_arns", f"{arn!r} is not an SNS topic ARN "
+                                                "(arn:aws:sns:<region>:<account>:<name>)")
 
     def regions(self) -> set[str]:
         """Regions whose SNS hosts are trusted: SNS_REGIONS, else those of the allowed topics."""
@@ -119,7 +105,4 @@ class AlertSourceSettings(EnvSettings):
 
 def load_alert_settings(**overrides: object) -> AlertSourceSettings:
     """Read the environment; a validation error becomes one ConfigError line naming the variable."""
-    try:
-        return AlertSourceSettings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, env=True)) from None
+    return AlertSourceSettings.from_env(**overrides)

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from bot.settings import Settings, read_yaml_file
+from checks.schema import replace
 
 DEMO_SERVICE = "demo"
 SLOW_S = 0.6
@@ -68,7 +69,7 @@ def demo_services(settings: Settings) -> Iterator[Settings]:
     threading.Thread(target=server.serve_forever, name="demo-shop", daemon=True).start()
     try:
         path = write_services(settings, f"http://127.0.0.1:{server.server_address[1]}")
-        yield settings.model_copy(update={"services_file": path})
+        yield replace(settings, services_file=path)
     finally:
         server.shutdown()
         server.server_close()

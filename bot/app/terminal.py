@@ -30,12 +30,12 @@ from typing import Any, TextIO
 from urllib.parse import urlencode
 
 import yaml
-from pydantic import SecretStr
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
 from bot.app import terminal_render as render
 from bot.settings import Settings
+from checks.schema import HttpUrl, Secret, replace
 
 log = logging.getLogger(__name__)
 LOCAL_COMMANDS = ("/help", "/channel", "/click", "/reply", "/quit")
@@ -362,8 +362,8 @@ async def _run_chat(settings: Settings, *, stop: asyncio.Event, worker: bool, st
     token, secret = f"xoxb-local-{secrets.token_hex(8)}", secrets.token_hex(16)
     local = LocalSlack(bot_token=token).start()
     local.add_user(USER_ID, USER_NAME)
-    settings = settings.model_copy(update={"slack_api_url": local.url, "slack_bot_token": SecretStr(token),
-                                           "slack_signing_secret": SecretStr(secret)})
+    settings = replace(settings, slack_api_url=HttpUrl.parse(local.url), slack_bot_token=Secret(token),
+                       slack_signing_secret=Secret(secret))
     interactive = stdin.isatty() and out.isatty()
     view = TerminalView(local, out, data_dir=settings.chatops_data_dir, ansi=out.isatty())
     local.subscribe(view.on_change)

@@ -35,9 +35,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-
-from bot.settings import ConfigError, EnvSettings, NoDecode, describe_validation_error
+from bot.settings import EnvSettings, NoDecode, invalid
+from checks.schema import Meta, Secret, field
 
 SEVERITIES = ("P0", "P1", "P2", "P3")
 DEFAULT_ALERT_SEVERITY_MAP = {"critical": "P0", "page": "P0", "error": "P1", "high": "P1", "warning": "P2",
@@ -47,72 +46,39 @@ _SLACK_ID = re.compile(r"^[UWS][A-Z0-9]+$")
 _ROLE = re.compile(r"^[a-z][a-z0-9_]{1,29}$")
 
 
-def _split_ids(value: object) -> object:
-    if isinstance(value, str):
-        return [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
-    return value
+def _split_ids(text: str) -> list[str]:
+    return [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
 
 
 class IncidentSettings(EnvSettings):
     incident_channel_prefix: str = "inc"
     incident_create_channels: bool = True
     incidents_channel: str | None = None
-    incident_responders: Annotated[list[str], NoDecode] = []
-    incident_audit_interval_s: float = Field(30.0, gt=0)
-    incident_admins: Annotated[list[str], NoDecode] = []
-    incident_roles: Annotated[list[str], NoDecode] = []
-    incident_declare_per_user: int = Field(3, ge=1)
-    incident_declare_per_workspace: int = Field(20, ge=1)
-    incident_declare_window_s: float = Field(600.0, gt=0)
+    incident_responders: Annotated[list[str], NoDecode(_split_ids)] = []
+    incident_audit_interval_s: Annotated[float, Meta(gt=0)] = 30.0
+    incident_admins: Annotated[list[str], NoDecode(_split_ids)] = []
+    incident_roles: Annotated[list[str], NoDecode(_split_ids)] = []
+    incident_declare_per_user: Annotated[int, Meta(ge=1)] = 3
+    incident_declare_per_workspace: Annotated[int, Meta(ge=1)] = 20
+    incident_declare_window_s: Annotated[float, Meta(gt=0)] = 600.0
 
     paging_policy_file: Path | None = None
-    pagerduty_webhook_secret: SecretStr | None = None
+    pagerduty_webhook_secret: Secret | None = None
 
-    alertmanager_token: SecretStr | None = None
+    alertmanager_token: Secret | None = None
     alertmanager_secret_header: str = "X-Alertmanager-Secret"
     alert_severity_label: str = "severity"
     alert_service_label: str = "service"
-    alert_severity_map: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ALERT_SEVERITY_MAP))
+    alert_severity_map: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ALERT_SEVERITY_MAP))
     alert_default_severity: Literal["P0", "P1", "P2", "P3"] = "P2"
     alert_on_resolved: Literal["resolve", "annotate"] = "resolve"
 
-    @field_validator("incident_channel_prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        value = value.strip().lower()
-        if not _PREFIX.match(value):
-            raise ValueError("must be 1-20 lowercase letters, digits, '-' or '_' (a Slack channel name prefix)")
-        return value
-
-    @field_validator("incident_responders", "incident_admins", "incident_roles", mode="before")
-    @classmethod
-    def _ids(cls, value: object) -> object:
-        return _split_ids(value)
-
-    @field_validator("incident_roles")
-    @classmethod
-    def _role_names(cls, value: list[str]) -> list[str]:
-        names = [name.strip().lower().replace("-", "_") for name in value]
-        for name in names:
-            if not _ROLE.match(name):
-                raise ValueError(f"{name!r} is not a role name: use 2-30 letters, digits or '_'")
-        return names
-
-    @field_validator("incident_responders", "incident_admins")
-    @classmethod
-    def _slack_ids(cls, value: list[str]) -> list[str]:
-        for item in value:
-            if not _SLACK_ID.match(item):
-                raise ValueError(f"{item!r} is not a Slack user (U…/W…) or user group (S…) id")
-        return value
-
-    @field_validator("alert_severity_map")
-    @classmethod
-    def _alert_map(cls, value: dict[str, str]) -> dict[str, str]:
-        for label, severity in value.items():
-            if severity not in SEVERITIES:
-                raise ValueError(f"{label!r} maps to {severity!r}; use P0..P3")
-        return {k.lower(): v for k, v in value.items()}
+    def __post_init__(self) -> None:
+        self.incident_channel_prefix = _channel_prefix(self.incident_channel_prefix)
+        _check_slack_ids("incident_responders", self.incident_responders)
+        _check_slack_ids("incident_admins", self.incident_admins)
+        self.incident_roles = _role_names(self.incident_roles)
+        self.alert_severity_map = _alert_map(self.alert_severity_map)
 
     def webhook_secrets(self) -> list[str]:
         raw = self.pagerduty_webhook_secret.get_secret_value() if self.pagerduty_webhook_secret else ""
@@ -123,9 +89,35 @@ class IncidentSettings(EnvSettings):
         return [v.get_secret_value() for v in values if v and v.get_secret_value()]
 
 
+def _channel_prefix(value: str) -> str:
+    value = value.strip().lower()
+    if not _PREFIX.match(value):
+        raise invalid("incident_channel_prefix", "must be 1-20 lowercase letters, digits, '-' or '_' (a Slack "
+                                                 "channel name prefix)")
+    return value
+
+
+def _role_names(value: list[str]) -> list[str]:
+    names = [name.strip().lower().replace("-", "_") for name in value]
+    for name in names:
+        if not _ROLE.match(name):
+            raise invalid("incident_roles", f"{name!r} is not a role name: use 2-30 letters, digits or '_'")
+    return names
+
+
+def _check_slack_ids(variable: str, value: list[str]) -> None:
+    for item in value:
+        if not _SLACK_ID.match(item):
+            raise invalid(variable, f"{item!r} is not a Slack user (U…/W…) or user group (S…) id")
+
+
+def _alert_map(value: dict[str, str]) -> dict[str, str]:
+    for label, severity in value.items():
+        if severity not in SEVERITIES:
+            raise invalid("alert_severity_map", f"{label!r} maps to {severity!r}; use P0..P3")
+    return {k.lower(): v for k, v in value.items()}
+
+
 def load_incident_settings(**overrides: object) -> IncidentSettings:
     """Read the environment; a validation error becomes one ConfigError line naming the variable."""
-    try:
-        return IncidentSettings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, env=True)) from None
+    return IncidentSettings.from_env(**overrides)

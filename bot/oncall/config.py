@@ -9,26 +9,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError
+from typing import Annotated
 
 from bot.oncall.schedule import Schedule, ServiceSchedules, parse_oncall_file
-from bot.settings import ConfigError, EnvSettings, describe_validation_error, read_yaml_file
+from bot.settings import EnvSettings, read_yaml_file
+from checks.schema import Meta, Secret
 
 
 class OncallSettings(EnvSettings):
     oncall_file: Path | None = None
-    oncall_calendar_token: SecretStr | None = None
-    oncall_calendar_weeks: int = Field(8, ge=1, le=104)
+    oncall_calendar_token: Secret | None = None
+    oncall_calendar_weeks: Annotated[int, Meta(ge=1, le=104)] = 8
 
     def secrets(self) -> list[str]:
         return [self.oncall_calendar_token.get_secret_value()] if self.oncall_calendar_token else []
 
 
 def load_oncall_settings() -> OncallSettings:
-    try:
-        return OncallSettings()
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, env=True)) from None
+    """Read the environment; a validation error becomes one ConfigError line naming the variable."""
+    return OncallSettings.from_env()
 
 
 def load_schedules(path: Path | None) -> dict[str, Schedule]:

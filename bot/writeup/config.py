@@ -29,18 +29,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
-
-from bot.settings import ConfigError, EnvSettings, describe_validation_error
+from bot.settings import EnvSettings, invalid
+from checks.schema import HttpUrl, Meta, Secret
 
 _EMOJI = re.compile(r"^[a-z0-9_+'-]{1,100}$")
+_REACTIONS = ("key_event_reaction", "action_item_reaction", "action_done_reaction")
 
 
 class WriteupSettings(EnvSettings):
-    summary_threshold: int = Field(20, ge=2, le=10_000)
-    summary_min_interval_s: float = Field(180.0, ge=0)
-    summary_settle_s: float = Field(5.0, ge=0)
+    summary_threshold: Annotated[int, Meta(ge=2, le=10_000)] = 20
+    summary_min_interval_s: Annotated[float, Meta(ge=0)] = 180.0
+    summary_settle_s: Annotated[float, Meta(ge=0)] = 5.0
     summary_all_channels: bool = False
     catchup_summaries: bool = True
 
@@ -48,8 +49,8 @@ class WriteupSettings(EnvSettings):
     action_item_reaction: str = "ballot_box_with_check"
     action_done_reaction: str = "white_check_mark"
 
-    backfill_page_size: int = Field(200, ge=1, le=999)
-    backfill_calls_per_min: float = Field(50.0, gt=0, le=1_000_000)
+    backfill_page_size: Annotated[int, Meta(ge=1, le=999)] = 200
+    backfill_calls_per_min: Annotated[float, Meta(gt=0, le=1_000_000)] = 50.0
     backfill_on_resolve: bool = True
 
     postmortem_template: Path | None = None
@@ -58,32 +59,18 @@ class WriteupSettings(EnvSettings):
     postmortem_s3_bucket: str | None = None
     postmortem_s3_prefix: str = "postmortems/"
 
-    summarizer_url: AnyHttpUrl | None = None
-    summarizer_api_key: SecretStr | None = None
+    summarizer_url: HttpUrl | None = None
+    summarizer_api_key: Secret | None = None
     summarizer_model: str = "gpt-4o-mini"
-    summarizer_timeout_s: float = Field(20.0, gt=0, le=300)
+    summarizer_timeout_s: Annotated[float, Meta(gt=0, le=300)] = 20.0
 
-    @field_validator("key_event_reaction", "action_item_reaction", "action_done_reaction", mode="before")
-    @classmethod
-    def _emoji_name(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = value.strip().strip(":").lower()
-            if not _EMOJI.match(value):
-                raise ValueError("must be an emoji name such as pushpin (no colons, no spaces)")
-        return value
-
-    @field_validator("postmortem_template")
-    @classmethod
-    def _template_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"{value} is not a readable file")
-        return value
-
-    @field_validator("postmortem_s3_prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        value = value.lstrip("/")
-        return value if not value or value.endswith("/") else value + "/"
+    def __post_init__(self) -> None:
+        for name in _REACTIONS:
+            setattr(self, name, _emoji_name(name, getattr(self, name)))
+        if self.postmortem_template is not None and not self.postmortem_template.is_file():
+            raise invalid("postmortem_template", f"{self.postmortem_template} is not a readable file")
+        prefix = self.postmortem_s3_prefix.lstrip("/")
+        self.postmortem_s3_prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
 
     @property
     def summarizer_enabled(self) -> bool:
@@ -94,9 +81,13 @@ class WriteupSettings(EnvSettings):
         return [key] if key else []
 
 
+def _emoji_name(variable: str, value: str) -> str:
+    value = value.strip().strip(":").lower()
+    if not _EMOJI.match(value):
+        raise invalid(variable, "must be an emoji name such as pushpin (no colons, no spaces)")
+    return value
+
+
 def load_writeup_settings(**overrides: object) -> WriteupSettings:
     """Read the environment; a validation error becomes one ConfigError line naming the variable."""
-    try:
-        return WriteupSettings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, env=True)) from None
+    return WriteupSettings.from_env(**overrides)

@@ -25,33 +25,34 @@ Both:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from bot.settings import ConfigError, EnvSettings, invalid
+from checks.schema import HttpUrl, Meta, Secret
 
-from bot.settings import ConfigError, EnvSettings, describe_validation_error
+TRACKERS = ("github", "jira", "off")
 
 
 class TrackerSettings(EnvSettings):
-    tracker: Literal["github", "jira", "off"] | None = None
-    github_token: SecretStr | None = None
-    github_repository: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
-    github_api_url: AnyHttpUrl = AnyHttpUrl("https://api.github.com")
-    jira_url: AnyHttpUrl | None = None
+    tracker: str | None = None  # one of TRACKERS, in any case; blank is unset
+    github_token: Secret | None = None
+    github_repository: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")] | None = None
+    github_api_url: HttpUrl = HttpUrl("https://api.github.com/")
+    jira_url: HttpUrl | None = None
     jira_user: str | None = None
-    jira_api_token: SecretStr | None = None
-    jira_project: str | None = Field(None, pattern=r"^[A-Z][A-Z0-9_]{0,9}$")
+    jira_api_token: Secret | None = None
+    jira_project: Annotated[str, Meta(pattern=r"^[A-Z][A-Z0-9_]{0,9}$")] | None = None
     jira_issue_type: str = "Task"
     tracker_labels: str = "incident-action"
     tracker_on_resolve: bool = True
     tracker_private_text: bool = False
-    tracker_timeout_s: float = Field(10.0, gt=0, le=120)
-    tracker_attempts: int = Field(4, ge=1, le=10)
+    tracker_timeout_s: Annotated[float, Meta(gt=0, le=120)] = 10.0
+    tracker_attempts: Annotated[int, Meta(ge=1, le=10)] = 4
 
-    @field_validator("tracker", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        return value.strip().lower() or None if isinstance(value, str) else value
+    def __post_init__(self) -> None:
+        self.tracker = (self.tracker or "").strip().lower() or None
+        if self.tracker is not None and self.tracker not in TRACKERS:
+            raise invalid("tracker", f"use one of {', '.join(TRACKERS)} (or leave it unset), got {self.tracker!r}")
 
     @property
     def labels(self) -> list[str]:
@@ -99,10 +100,9 @@ class TrackerSettings(EnvSettings):
 
 
 def load_tracker_settings(**overrides: object) -> TrackerSettings:
-    try:
-        settings = TrackerSettings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, env=True)) from None
+    """Read the environment; a validation error, or a tracker named but not fully configured, becomes one
+    ConfigError line naming the variable."""
+    settings = TrackerSettings.from_env(**overrides)
     if settings.problem():
         raise ConfigError(str(settings.problem()))
     return settings

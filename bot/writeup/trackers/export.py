@@ -70,7 +70,7 @@ class ExportReport:
 
 def tracker_settings(rt: Runtime) -> TrackerSettings:
     found = rt.feature(TrackerSettings)
-    return found if found is not None else TrackerSettings()
+    return found if found is not None else TrackerSettings.from_env()
 
 
 async def request_tickets(rt: Runtime, incident_id: str, *, reason: str) -> None:
