@@ -60,7 +60,7 @@ def invalid(variable: str, message: str) -> ValueError:
 
 class EnvSettings(Record):
     """Settings read from the environment by `from_env` (see the module docstring). Made in code (`Settings()`)
-    they are neither read nor validated, only `__post_init__`'s transforms run."""
+    they are neither read from it nor type-checked: only `__post_init__` runs."""
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Self:
@@ -70,10 +70,8 @@ class EnvSettings(Record):
         values = {name: field.default_value() for name, field in plan.items()}
         values |= environment_values(cls, os.environ, skip=overrides.keys())
         values |= {name: value for name, value in overrides.items() if name in plan}
-        for name, value in values.items():
-            values[name] = plan[name].prepared(value)
         try:
-            return parse(cls, values)
+            return parse(cls, {name: plan[name].prepared(value) for name, value in values.items()})
         except ValidationError as exc:
             raise ConfigError(_describe_env_error(exc, cls)) from None
 
@@ -84,9 +82,8 @@ class _Field:
     def __init__(self, info: msgspec.structs.FieldInfo) -> None:
         self.name = info.name
         self.info = info
-        self.kind = _unwrapped(info.type)
-        self.optional = info.type is Any or type(None) in _arms(self.kind)
-        arms = [_unwrapped(arm) for arm in _arms(self.kind) if arm is not type(None)]
+        self.optional = info.type is Any or type(None) in _arms(_unwrapped(info.type))
+        arms = [_unwrapped(arm) for arm in _arms(_unwrapped(info.type)) if arm is not type(None)]
         self.read = next((m.read for m in getattr(info.type, "__metadata__", ()) if isinstance(m, NoDecode)), None)
         self.structured = self.read is None and any(_is_structured(arm) for arm in arms)
         self.boolean = bool in arms
@@ -164,8 +161,7 @@ def _describe_env_error(exc: ValidationError, model: type[msgspec.Struct]) -> st
     if variable is None or variable.group() not in _plan(model):
         return text
     where, _, message = text.partition(": ")
-    choices = _choices(model, where)
-    if message.startswith("Invalid enum value") and choices:
+    if message.startswith("Invalid enum value") and (choices := _choices(model, where)):
         message += f" (use one of: {', '.join(map(str, choices))})"
     return f"{where[:variable.end()].upper()}{where[variable.end():]}: {message}"
 
