@@ -202,6 +202,12 @@ def test_a_key_pasted_where_the_variable_name_goes_is_not_echoed() -> None:
     assert PD_KEY not in error
 
 
+def test_a_key_pasted_into_a_field_of_fixed_words_is_not_echoed() -> None:
+    error = config_error({"severities": {"P0": {"urgency": PD_KEY}}})
+
+    assert error == "paging.yml: severities.P0.urgency: expected high or low"
+
+
 def test_missing_or_malformed_keys_name_the_variable_never_the_value() -> None:
     missing = config_error({"providers": {"pagerduty": {}}}, env={})
     assert missing == ("paging.yml: environment variable PAGERDUTY_ROUTING_KEY is not set "
