@@ -160,8 +160,8 @@ def test_an_empty_file_means_the_defaults(tmp_path: Path) -> None:
     ({"severities": {"P1": {"ack_timeout": 0}}}, "paging.yml: severities.P1.ack_timeout: must be longer than zero"),
     ({"oncall": ["U0ONCALL1", "@jane"]},
      "paging.yml: oncall[1]: expected a Slack user or group id like U0123ABCD or S0123ABCD, got '@jane'"),
-    ({"severities": {"P4": {}}}, "paging.yml: severities.P4: Extra inputs are not permitted"),
-    ({"severities": {"P0": {"urgency": "urgent"}}}, "paging.yml: severities.P0.urgency: Input should be"),
+    ({"severities": {"P4": {}}}, "paging.yml: severities.P4: unknown key; expected P0, P1, P2 or P3"),
+    ({"severities": {"P0": {"urgency": "urgent"}}}, "paging.yml: severities.P0.urgency: expected high or low"),
     ({"severities": {"P0": {"first": "oncall"}}},
      "paging.yml: severities.P0.first: `oncall` is used but no oncall are listed (top-level `oncall:`)"),
     ({"severities": {"P0": {"first": {"provider": "pagerduty", "targets": ["x"]}}}, "providers": {"pagerduty": {}}},
@@ -171,14 +171,17 @@ def test_an_empty_file_means_the_defaults(tmp_path: Path) -> None:
     ({"severities": {"P0": {"then": [[{"who": "U0CTO"}]]}}},
      "paging.yml: severities.P0.then[0][0]: expected {provider: <name>, targets: [...]}; unknown key 'who'"),
     ({"providers": {"pagerduty": {"routing_key_env": "PAGERDUTY_ROUTING_KEY", "timeout_s": -1}}},
-     "paging.yml: providers.pagerduty.timeout_s: Input should be greater than 0"),
+     "paging.yml: providers.pagerduty.timeout_s: Expected `float` > 0"),
+    ({"providers": {"pagerduty": {"retry": {"tries": 3}}}},
+     "paging.yml: providers.pagerduty.retry.tries: unknown key; expected attempts, base_s or max_s"),
     ({"providers": {"pd": {}}}, "paging.yml: providers.pd: a provider is named pagerduty, opsgenie, "
                                 "pagerduty-<name> or opsgenie-<name>"),
     ({"providers": {"slack": {}}}, "paging.yml: providers.slack: `slack` is the built-in Slack DM provider"),
     ({"providers": ["pagerduty"]}, "paging.yml: providers: expected a mapping of provider name to its settings"),
     ({"escalation_allowed": "everyone"},
      "paging.yml: escalation_allowed: expected channel_members, responders or a list of Slack user/group ids"),
-    ({"paging": {}}, "paging.yml: paging: Extra inputs are not permitted"),
+    ({"paging": {}}, "paging.yml: paging: unknown key; expected providers, oncall, managers, severities, "
+                     "escalation_allowed, severity_change_allowed, permissions or remediation"),
 ])
 def test_errors_name_the_file_and_the_path(data: dict, message: str) -> None:
     assert config_error(data).startswith(message)
@@ -197,6 +200,12 @@ def test_a_key_pasted_where_the_variable_name_goes_is_not_echoed() -> None:
     assert error == ("paging.yml: providers.pagerduty.routing_key_env: expected the name of an environment "
                      "variable (like PAGERDUTY_ROUTING_KEY), not the key itself")
     assert PD_KEY not in error
+
+
+def test_a_key_pasted_into_a_field_of_fixed_words_is_not_echoed() -> None:
+    error = config_error({"severities": {"P0": {"urgency": PD_KEY}}})
+
+    assert error == "paging.yml: severities.P0.urgency: expected high or low"
 
 
 def test_missing_or_malformed_keys_name_the_variable_never_the_value() -> None:

@@ -45,6 +45,7 @@ from bot.paging.slack_dm import ACK_ACTION_ID, SlackDmProvider
 from bot.slack.client import SlackClient
 from bot.slack.local import LocalSlack, Message
 from bot.slack.local.model import Scripted, http_error
+from checks.schema import parse
 from tests.fixtures.paging import FakeOpsgenie, FakePagerDuty
 from tests.fixtures.slack import SLACK_TEST_BOT_TOKEN as SLACK_TOKEN
 
@@ -280,7 +281,7 @@ async def test_pagerduty_routing_key_never_reaches_errors_or_logs(pd: FakePagerD
     assert caplog.records and key not in caplog.text
     assert key not in repr(provider.config) and key not in str(provider.config)
     with pytest.raises(ValueError) as bad_key:
-        PagerDutyConfig(routing_key="short-" + key[:10])
+        parse(PagerDutyConfig, {"routing_key": "short-" + key[:10]})
     assert key[:10] not in str(bad_key.value)
 
 

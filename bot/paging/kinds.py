@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from msgspec.structs import fields
+
 if TYPE_CHECKING:  # a provider's module is imported when a provider of its kind is built
-    from pydantic import BaseModel
+    from msgspec import Struct
 
     from bot.paging.providers import Provider
     from bot.slack.client import SlackClient
@@ -42,8 +44,8 @@ class ProviderKind:
     targets_refused: str = ""  # why `targets:` make no sense for this kind; "" = targets are allowed
 
     @property
-    def config(self) -> type[BaseModel] | None:
-        """The settings model, its module imported the first time a policy configures this kind."""
+    def config(self) -> type[Struct] | None:
+        """The settings struct, its module imported the first time a policy configures this kind."""
         if not self.config_model:
             return None
         module, _, name = self.config_model.partition(":")
@@ -51,9 +53,9 @@ class ProviderKind:
 
     @property
     def default_url(self) -> str:
-        """Where the config model sends by default (its module says, once)."""
+        """Where the config struct sends by default (its module says, once)."""
         assert self.config is not None
-        return str(self.config.model_fields[self.url_field].default)
+        return str(next(f.default for f in fields(self.config) if f.name == self.url_field))
 
     @property
     def env_field(self) -> str:

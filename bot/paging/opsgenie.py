@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from msgspec.structs import force_setattr
 
 from bot.paging.providers import (
     HttpAnswer,
@@ -44,6 +44,7 @@ from bot.paging.providers import (
     format_elapsed,
     redact,
 )
+from checks.schema import HttpUrl, Meta, Secret, Strict
 
 if TYPE_CHECKING:
     import aiohttp
@@ -63,25 +64,25 @@ _EMAIL = re.compile(r"^[^@\s:]+@[^@\s]+\.[^@\s]+$")
 _ACTION_NOUN = {"create": "the page", "acknowledge": "the acknowledgement", "close": "the close"}
 
 
-class OpsgenieConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)  # never echo a key
+class OpsgenieConfig(Strict):
+    """Built by the paging policy from the file's settings and the key from the environment (never the file)."""
 
-    api_key: SecretStr
-    api_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_API_URL)  # https://api.eu.opsgenie.com for EU accounts
-    timeout_s: float = Field(5.0, gt=0, le=60)
+    api_key: Secret  # a Secret: never in a repr, a log line or an error
+    api_url: HttpUrl = HttpUrl.parse(DEFAULT_API_URL)  # https://api.eu.opsgenie.com for EU accounts
+    timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
     retry: RetrySpec = RetrySpec()
     # Opsgenie's limits depend on the plan (Alert domain, a token bucket): set your plan's figure to pace ahead of
     # it (bot/queue/pacing.py). None: pace only on 429s (`X-RateLimit-State: THROTTLED`).
-    rate_limit: int | None = Field(None, ge=1, le=100_000)
-    rate_window_s: float = Field(60.0, gt=0, le=3600)
-    source: str = Field("chatops-incident-bot", min_length=1, max_length=100)
+    rate_limit: Annotated[int, Meta(ge=1, le=100_000)] | None = None
+    rate_window_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
+    source: Annotated[str, Meta(min_length=1, max_length=100)] = "chatops-incident-bot"
 
-    @field_validator("api_key")
-    @classmethod
-    def _not_blank(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return SecretStr(value.get_secret_value().strip())
+    def __post_init__(self) -> None:
+        # Runs when built in code too, so a key read from the environment is checked where it is put in.
+        key = self.api_key.get_secret_value().strip()
+        if not key:
+            raise ValueError("api_key: must not be empty")
+        force_setattr(self, "api_key", Secret(key))
 
 
 def opsgenie_responders(targets: tuple[str, ...] | list[str]) -> list[dict[str, str]]:

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from msgspec.structs import force_setattr
 
 from bot.paging.providers import (
     HttpAnswer,
@@ -39,6 +39,7 @@ from bot.paging.providers import (
     page_urgency,
     redact,
 )
+from checks.schema import HttpUrl, Meta, Secret, Strict
 
 if TYPE_CHECKING:
     import aiohttp
@@ -55,25 +56,25 @@ _HIGH_URGENCY = {"critical", "error"}
 _ACTION_NOUN = {"trigger": "the page", "acknowledge": "the acknowledgement", "resolve": "the resolve"}
 
 
-class PagerDutyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)  # never echo a key
+class PagerDutyConfig(Strict):
+    """Built by the paging policy from the file's settings and the key from the environment (never the file)."""
 
-    routing_key: SecretStr
-    events_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_EVENTS_URL)
-    timeout_s: float = Field(5.0, gt=0, le=60)
+    routing_key: Secret  # a Secret: never in a repr, a log line or an error
+    events_url: HttpUrl = HttpUrl.parse(DEFAULT_EVENTS_URL)
+    timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
     retry: RetrySpec = RetrySpec()
     # The Events API's documented budget per routing key, about 120 events a minute: pages beyond it wait their
     # turn (bot/queue/pacing.py). None: pace only on 429s.
-    rate_limit: int | None = Field(120, ge=1, le=100_000)
-    rate_window_s: float = Field(60.0, gt=0, le=3600)
-    source: str = Field("chatops-incident-bot", min_length=1, max_length=255)
+    rate_limit: Annotated[int, Meta(ge=1, le=100_000)] | None = 120
+    rate_window_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
+    source: Annotated[str, Meta(min_length=1, max_length=255)] = "chatops-incident-bot"
 
-    @field_validator("routing_key")
-    @classmethod
-    def _thirty_two_chars(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value().strip()) != 32:
-            raise ValueError("must be a 32-character Events API v2 integration key")  # never echo the value
-        return SecretStr(value.get_secret_value().strip())
+    def __post_init__(self) -> None:
+        # Runs when built in code too, so a key read from the environment is checked where it is put in.
+        key = self.routing_key.get_secret_value().strip()
+        if len(key) != 32:
+            raise ValueError("routing_key: must be a 32-character Events API v2 integration key")  # never the value
+        force_setattr(self, "routing_key", Secret(key))
 
 
 def pagerduty_severity(severity: str, urgency: str | None = None) -> str:

@@ -48,24 +48,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
-from pydantic import (
-    AnyHttpUrl,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    create_model,
-    field_validator,
-    model_validator,
-)
+from msgspec import UNSET, Struct, UnsetType, defstruct
+from msgspec.structs import asdict, fields, force_setattr
 
 from bot.oncall.schedule import BY_SERVICE
 from bot.paging.kinds import PAGERDUTY, SLACK_DM, ProviderKind, configurable, kind_of
 from bot.paging.providers import SEVERITIES, Page, RetrySpec, make_dedup_key
-from bot.settings import ConfigError, describe_validation_error, read_yaml_file
+from bot.settings import ConfigError, read_yaml_file
+from checks.schema import HttpUrl, Meta, Secret, Strict, ValidationError, describe, parse
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +75,9 @@ _PROVIDER_SUFFIX = re.compile(r"^-[a-z0-9][a-z0-9_-]{0,39}$")  # the `-<anything
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _SECRET_KEYS = ("routing_key", "api_key", "integration_key", "key", "token", "secret")
+# Two of msgspec's messages, as `describe` words them, that the policy's errors put in the file's own terms.
+_UNKNOWN_KEY = re.compile(r"^(?:(?P<where>[^:]+): )?Object contains unknown field `(?P<key>[^`]*)`$")
+_NOT_A_CHOICE = re.compile(r"^(?P<where>[^:]+): Invalid enum value ")
 
 
 # ---------------------------------------------------------------------------------------------------- durations
@@ -114,8 +109,6 @@ def _slack_id(value: Any) -> Any:
     return value
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-SlackId = Annotated[str, BeforeValidator(_slack_id)]
 def _env_name(value: Any) -> Any:
     if not isinstance(value, str) or not _ENV_NAME.match(value):
         raise ValueError(f"expected the name of an environment variable (like {PAGERDUTY.secret_env}), "
@@ -123,112 +116,154 @@ def _env_name(value: Any) -> Any:
     return value
 
 
-EnvName = Annotated[str, BeforeValidator(_env_name)]
+# The file's own value types, each read by its `from_data` (checks.schema), so an error is reported at the value's
+# path. What the policy builds from them is plain str and float again: the resolved policy ends up in records.
+
+class Duration(float):
+    """Seconds, written as `parse_duration` reads them."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_data(cls, value: Any) -> Duration:
+        return cls(parse_duration(value))
+
+
+class SlackId(str):
+    """A Slack user or group id (U…, W…, S…)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_data(cls, value: Any) -> SlackId:
+        return cls(_slack_id(value))
+
+
+class EnvName(str):
+    """The name of the environment variable holding a key — never the key: the message does not echo it."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_data(cls, value: Any) -> EnvName:
+        return cls(_env_name(value))
+
+
+class Allowed:
+    """Who may do an action, as written: `channel_members`, `responders` or a list of Slack user/group ids."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str | tuple[str, ...]) -> None:
+        self.value = value
+
+    @classmethod
+    def from_data(cls, value: Any) -> Allowed:
+        if value in ("channel_members", "responders"):
+            return cls(value)
+        if isinstance(value, list) and value:
+            return cls(tuple(_slack_id(v) for v in value))
+        raise ValueError("expected channel_members, responders or a list of Slack user/group ids")
+
+    def to_data(self) -> str | list[str]:
+        return self.value if isinstance(self.value, str) else list(self.value)
+
+    def __repr__(self) -> str:
+        return f"Allowed({self.value!r})"
+
+
+_CHANNEL_MEMBERS = Allowed("channel_members")
 
 
 # ----------------------------------------------------------------------------------------- the file, as written
+# Strict: an unknown key is refused. msgspec's messages do not echo the input (a key pasted into the wrong field
+# must not come back in an error), except a Literal's `Invalid enum value '…'`, which `_described` rewords.
 
-class _Strict(BaseModel):
-    # hide_input_in_errors: a key pasted into the wrong field must not come back in an error message.
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
-
-
-class ProviderSpec(_Strict):
-    """A configured provider's settings as written; `_spec_model` adds its kind's `<secret>_env` and URL fields."""
+class ProviderSpec(Strict):
+    """A configured provider's settings as written; `_spec_struct` adds its kind's `<secret>_env` and URL fields."""
 
     kind: ClassVar[ProviderKind]
-    timeout_s: float = Field(5.0, gt=0, le=60)
+    timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
     retry: RetrySpec = RetrySpec()
-    source: str = Field("chatops-incident-bot", min_length=1, max_length=100)
+    source: Annotated[str, Meta(min_length=1, max_length=100)] = "chatops-incident-bot"
     # The key's rate budget (bot/queue/pacing.py); left out, the kind's documented default (PagerDuty: 120 a
     # minute; Opsgenie: none, its limits depend on the plan). `rate_limit: null` paces only on 429s.
-    rate_limit: int | None = Field(None, ge=1, le=100_000)
-    rate_window_s: float = Field(60.0, gt=0, le=3600)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_literal_secrets(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key in _SECRET_KEYS:
-                if key in data:
-                    raise ValueError(f"`{key}`: secrets do not belong in the policy file; put the key in an "
-                                     f"environment variable and name that variable in `{cls.kind.env_field}`")
-        return data
+    rate_limit: Annotated[int, Meta(ge=1, le=100_000)] | None | UnsetType = UNSET
+    rate_window_s: Annotated[float, Meta(gt=0, le=3600)] | UnsetType = UNSET
 
     def secret_env(self) -> str:
         return str(getattr(self, self.kind.env_field))
 
     def resolve(self, env: Mapping[str, str]) -> Any:
-        """The kind's config, its key read from the environment variable the file names."""
+        """The kind's config, its key read from the environment variable the file names. Raises ValueError
+        (`<field>: <what>`, never the key) when the config refuses the key."""
         assert self.kind.config is not None
-        return self.kind.config(**{self.kind.secret_field: _env_secret(env, self.secret_env()),
+        paced = {name: getattr(self, name) for name in ("rate_limit", "rate_window_s")
+                 if getattr(self, name) is not UNSET}  # left out: the kind's default
+        return self.kind.config(**{self.kind.secret_field: Secret(_env_secret(env, self.secret_env())),
                                    self.kind.url_field: getattr(self, self.kind.url_field),
-                                   "timeout_s": self.timeout_s, "retry": self.retry, "source": self.source,
-                                   **self.model_dump(include={"rate_limit", "rate_window_s"}, exclude_unset=True)})
+                                   "timeout_s": self.timeout_s, "retry": self.retry, "source": self.source, **paced})
 
 
 @cache
-def _spec_model(kind: ProviderKind) -> type[ProviderSpec]:
-    """The settings model of a kind (made once per kind, on first use): ProviderSpec plus `<secret>_env`, URL."""
-    fields: dict[str, Any] = {kind.env_field: (EnvName, kind.secret_env),
-                              kind.url_field: (AnyHttpUrl, AnyHttpUrl(kind.default_url))}
-    model = create_model(f"{kind.name.title()}Spec", __base__=ProviderSpec, **fields)
-    model.kind = kind  # a ClassVar: which kind the literal-secret check and `resolve` speak for
-    return model
+def _spec_struct(kind: ProviderKind) -> type[ProviderSpec]:
+    """The settings of a kind (made once per kind, on first use): ProviderSpec plus `<secret>_env`, URL."""
+    return defstruct(f"{kind.name.title()}Spec",
+                     [(kind.env_field, EnvName, EnvName(kind.secret_env)),
+                      (kind.url_field, HttpUrl, HttpUrl.parse(kind.default_url))],
+                     bases=(ProviderSpec,), module=__name__,
+                     namespace={"kind": kind})  # which kind the literal-secret check and `resolve` speak for
 
 
-class SeveritySpec(_Strict):
-    first: Any = None  # a level (grammar in the module docstring); omitted = the default
+def _no_literal_secrets(name: str, kind: ProviderKind, raw: Mapping[str, Any]) -> None:
+    """Checked before the settings are read, so a pasted key is refused as such, not as an unknown key."""
+    for key in _SECRET_KEYS:
+        if key in raw:
+            raise ConfigError(f"providers.{name}: `{key}`: secrets do not belong in the policy file; put the key in "
+                              f"an environment variable and name that variable in `{kind.env_field}`")
+
+
+class SeveritySpec(Strict):
+    first: Any = UNSET  # a level (grammar in the module docstring); left out = the default, `[]` = nobody
     ack_timeout: Duration | None = None
-    then: list[Any] | None = None
-    repeat: int | None = Field(None, ge=0, le=10)
+    then: list[Any] | dict[str, Any] | str | None = None  # a list of levels, or one level without the list
+    repeat: Annotated[int, Meta(ge=0, le=10)] | None = None
     urgency: Literal["high", "low"] | None = None
     update_every: Duration | None = None
 
-    @field_validator("then", mode="before")
-    @classmethod
-    def _one_level(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str | dict) else value
+    def __post_init__(self) -> None:
+        if isinstance(self.then, str | dict):
+            force_setattr(self, "then", [self.then])
 
 
-class SeveritiesSpec(_Strict):
+class SeveritiesSpec(Strict):
     P0: SeveritySpec = SeveritySpec()
     P1: SeveritySpec = SeveritySpec()
     P2: SeveritySpec = SeveritySpec()
     P3: SeveritySpec = SeveritySpec()
 
 
-def _allowed(value: Any) -> Any:
-    if value in ("channel_members", "responders"):
-        return value
-    if isinstance(value, list) and value:
-        return [_slack_id(v) for v in value]
-    raise ValueError("expected channel_members, responders or a list of Slack user/group ids")
-
-
-Allowed = Annotated[Any, BeforeValidator(_allowed)]
-
 # What the permission policy governs; every action defaults to `channel_members`.
 PERMISSION_ACTIONS = ("severity", "status", "commander", "roles", "resolve", "escalate", "note", "read",
                       "remediate")
 
 
-class PermissionsSpec(_Strict):
+class PermissionsSpec(Strict):
     """`permissions:` in the policy file: who may do each action to an incident (`read`: its summary and
     postmortem; `note`: add to its timeline). Incident admins (INCIDENT_ADMINS) may always."""
 
-    severity: Allowed = "channel_members"
-    status: Allowed = "channel_members"
-    commander: Allowed = "channel_members"
-    roles: Allowed = "channel_members"
-    resolve: Allowed = "channel_members"
-    escalate: Allowed = "channel_members"
-    note: Allowed = "channel_members"
-    read: Allowed = "channel_members"
-    remediate: Allowed = "channel_members"  # request and approve fixes from Slack (bot/remediation)
+    severity: Allowed = _CHANNEL_MEMBERS
+    status: Allowed = _CHANNEL_MEMBERS
+    commander: Allowed = _CHANNEL_MEMBERS
+    roles: Allowed = _CHANNEL_MEMBERS
+    resolve: Allowed = _CHANNEL_MEMBERS
+    escalate: Allowed = _CHANNEL_MEMBERS
+    note: Allowed = _CHANNEL_MEMBERS
+    read: Allowed = _CHANNEL_MEMBERS
+    remediate: Allowed = _CHANNEL_MEMBERS  # request and approve fixes from Slack (bot/remediation)
 
 
-class RemediationSpec(_Strict):
+class RemediationSpec(Strict):
     """`remediation:` in the policy file: when a fix needs a second person, and who that may be."""
 
     approval: Literal["default", "always"] = "default"
@@ -257,12 +292,11 @@ def _configurable_name(name: str) -> bool:
 
 def _naming_rule() -> str:
     """`pagerduty, opsgenie, pagerduty-<name> or opsgenie-<name>`, from the table of kinds."""
-    names = [k.name for k in configurable()] + [f"{k.name}-<name>" for k in configurable()]
-    return f"{', '.join(names[:-1])} or {names[-1]}"
+    return _one_of([k.name for k in configurable()] + [f"{k.name}-<name>" for k in configurable()])
 
 
-class PolicyFile(_Strict):
-    providers: dict[str, dict[str, Any]] = {}
+class PolicyFile(Strict):
+    providers: dict[str, dict[str, Any]] = {}  # each read by its kind: `provider_specs`
     oncall: list[SlackId] = []
     managers: list[SlackId] = []
     severities: SeveritiesSpec = SeveritiesSpec()
@@ -271,42 +305,86 @@ class PolicyFile(_Strict):
     permissions: PermissionsSpec = PermissionsSpec()
     remediation: RemediationSpec = RemediationSpec()
 
-    def permission_specs(self) -> dict[str, Any]:
+    def permission_specs(self) -> dict[str, Allowed]:
         """action → what the file allows; the older top-level keys win for their action when given."""
-        specs = self.permissions.model_dump()
+        specs = asdict(self.permissions)
         older = {"escalate": self.escalation_allowed, "severity": self.severity_change_allowed}
         return {**specs, **{action: value for action, value in older.items() if value is not None}}
 
-    @model_validator(mode="before")
-    @classmethod
-    def _providers_shape(cls, data: Any) -> Any:
-        """Checked here rather than on the field so each message can name `providers.<name>` itself."""
-        if not isinstance(data, dict) or data.get("providers") is None:
-            return {**data, "providers": {}} if isinstance(data, dict) else data
-        providers = data["providers"]
-        if not isinstance(providers, dict):
-            raise ValueError("providers: expected a mapping of provider name to its settings")
-        for name, spec in providers.items():
-            if name == SLACK_PROVIDER:
-                raise ValueError("providers.slack: `slack` is the built-in Slack DM provider and takes no settings")
-            if not isinstance(name, str) or not _configurable_name(name):
-                raise ValueError(f"providers.{name}: a provider is named {_naming_rule()} "
-                                 "(the name says which kind it is)")
-            if spec is not None and not isinstance(spec, dict):
-                raise ValueError(f"providers.{name}: expected a mapping of settings")
-        return {**data, "providers": {name: spec or {} for name, spec in providers.items()}}
-
     def provider_specs(self) -> dict[str, ProviderSpec]:
-        """Each provider's settings, validated by its kind (the name says which)."""
+        """Each provider's settings, validated by its kind (the name says which) on their own, so that an error
+        names the provider (`providers.pagerduty-db.timeout_s`)."""
         specs: dict[str, ProviderSpec] = {}
         for name, raw in self.providers.items():
             kind = kind_of(name)
-            assert kind is not None  # `_providers_shape` refused names no kind owns
+            assert kind is not None  # `_provider_blocks` refused names no kind owns
+            _no_literal_secrets(name, kind, raw)
             try:
-                specs[name] = _spec_model(kind).model_validate(raw)
+                specs[name] = parse(_spec_struct(kind), raw)
             except ValidationError as exc:
-                raise ConfigError(describe_validation_error(exc, prefix=f"providers.{name}")) from None
+                raise ConfigError(_described(exc, _spec_struct(kind), prefix=f"providers.{name}")) from None
         return specs
+
+
+def _provider_blocks(providers: Any) -> dict[str, dict[str, Any]]:
+    """`providers:` checked before the file is read, so each message can name `providers.<name>` itself."""
+    if providers is None:
+        return {}
+    if not isinstance(providers, dict):
+        raise ConfigError("providers: expected a mapping of provider name to its settings")
+    for name, spec in providers.items():
+        if name == SLACK_PROVIDER:
+            raise ConfigError("providers.slack: `slack` is the built-in Slack DM provider and takes no settings")
+        if not isinstance(name, str) or not _configurable_name(name):
+            raise ConfigError(f"providers.{name}: a provider is named {_naming_rule()} "
+                              "(the name says which kind it is)")
+        if spec is not None and not isinstance(spec, dict):
+            raise ConfigError(f"providers.{name}: expected a mapping of settings")
+    return {name: spec or {} for name, spec in providers.items()}
+
+
+def _described(exc: ValidationError, model: type[Struct], *, prefix: str = "") -> str:
+    """`describe(exc, prefix)`, but with an unknown key named in the path and the keys allowed there listed
+    (`severities.P4: unknown key; expected P0, P1, P2 or P3`), and a word a Literal does not allow answered with
+    the words it does (`severities.P0.urgency: expected high or low`), without echoing what was written."""
+    text = describe(exc)
+    if unknown := _UNKNOWN_KEY.match(text):
+        where = unknown["where"] or ""
+        parent = _type_at(model, where)
+        expected = [f.name for f in fields(parent)] if _is_struct(parent) else []
+        return (f"{_joined(prefix, where, unknown['key'])}: unknown key"
+                + (f"; expected {_one_of(expected)}" if expected else ""))
+    if (choice := _NOT_A_CHOICE.match(text)) and (words := _literal_words(_type_at(model, choice["where"]))):
+        return f"{_joined(prefix, choice['where'])}: expected {_one_of(words)}"
+    return describe(exc, prefix)
+
+
+def _type_at(model: type[Struct], where: str) -> Any:
+    """The type declared at `where` (`severities.P0.urgency`) under `model`; None where that is no struct's field."""
+    kind: Any = model
+    for name in filter(None, where.split(".")):
+        if not _is_struct(kind):
+            return None
+        kind = next((f.type for f in fields(kind) if f.name == name), None)
+    return kind
+
+
+def _is_struct(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, Struct)
+
+
+def _literal_words(kind: Any) -> list[str]:
+    """The values of a Literal, also inside `Literal[...] | None`."""
+    members = (kind,) if get_origin(kind) is Literal else get_args(kind)
+    return [str(word) for member in members if get_origin(member) is Literal for word in get_args(member)]
+
+
+def _joined(*parts: str) -> str:
+    return ".".join(part for part in parts if part)
+
+
+def _one_of(words: list[str]) -> str:
+    return f"{', '.join(words[:-1])} or {words[-1]}" if len(words) > 1 else "".join(words)
 
 
 # ------------------------------------------------------------------------------------- the policy, as resolved
@@ -470,12 +548,12 @@ def parse_policy(data: Any, *, env: Mapping[str, str], source: str = "paging pol
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     try:
-        spec = PolicyFile.model_validate(data)
+        spec = parse(PolicyFile, {**data, "providers": _provider_blocks(data.get("providers"))})
         specs = spec.provider_specs()
         configs = {name: _resolve_provider(name, s, env) for name, s in specs.items()}
         return _build(spec, configs, source=source)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
+        raise ConfigError(f"{source}: {_described(exc, PolicyFile)}") from None
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
@@ -502,15 +580,12 @@ def _kind(provider_name: str) -> ProviderKind:
 
 
 def _resolve_provider(name: str, spec: ProviderSpec, env: Mapping[str, str]) -> Any:
-    env_name = spec.secret_env()
     try:
         return spec.resolve(env)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = str(err.get("loc", ("",))[0])
-        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        where = env_name if field == spec.kind.secret_field else f"providers.{name}.{field}"
-        raise ConfigError(f"{where}: {message}") from None  # never the value itself
+    except ValueError as exc:  # the config refused the key: `<field>: <what>`, never the value itself
+        field, _, message = str(exc).partition(": ")
+        where = spec.secret_env() if field == spec.kind.secret_field else f"providers.{name}.{field}"
+        raise ConfigError(f"{where}: {message}") from None
 
 
 def _env_secret(env: Mapping[str, str], name: str) -> str:
@@ -534,7 +609,7 @@ class _Names:
 
 
 def _build(spec: PolicyFile, configs: dict[str, Any], *, source: str) -> PagingPolicy:
-    names = _Names(tuple(configs), tuple(spec.oncall), tuple(spec.managers))
+    names = _Names(tuple(configs), tuple(map(str, spec.oncall)), tuple(map(str, spec.managers)))
     defaults = _default_levels(names)
     severities = {}
     for severity in SEVERITIES:
@@ -548,7 +623,8 @@ def _build(spec: PolicyFile, configs: dict[str, Any], *, source: str) -> PagingP
         permissions={action: _permission(value) for action, value in spec.permission_specs().items()},
         paging=PagingConfig(providers=configs),
         source=source,
-        remediation=RemediationPolicy(spec.remediation.approval == "always", frozenset(spec.remediation.approvers),
+        remediation=RemediationPolicy(spec.remediation.approval == "always",
+                                      frozenset(map(str, spec.remediation.approvers)),
                                       frozenset(spec.remediation.self_approve)),
         warnings=warnings,
     )
@@ -571,13 +647,13 @@ def _default_levels(names: _Names) -> dict[str, tuple[tuple[Target, ...], list[t
 def _severity_policy(severity: str, spec: SeveritySpec, default: Any, names: _Names) -> SeverityPolicy:
     first, then, repeat = default
     path = f"severities.{severity}"
-    if "first" in spec.model_fields_set:
+    if spec.first is not UNSET:
         first = _level_targets(spec.first, f"{path}.first", names)
     if spec.then is not None:
         then = [_level_targets(item, f"{path}.then[{i}]", names) for i, item in enumerate(spec.then)]
     if spec.repeat is not None:
         repeat = spec.repeat
-    ack_timeout = spec.ack_timeout or DEFAULT_ACK_TIMEOUT_S[severity]
+    ack_timeout = float(spec.ack_timeout or DEFAULT_ACK_TIMEOUT_S[severity])
     urgency = spec.urgency or DEFAULT_URGENCY[severity]
     steps = [first, *then]
     steps += [steps[-1]] * repeat
@@ -592,7 +668,7 @@ def _severity_policy(severity: str, spec: SeveritySpec, default: Any, names: _Na
             last_original = number
         levels.append(Level(number, targets, ack_timeout, urgency, last_original if is_repeat else None))
     return SeverityPolicy(severity, tuple(levels), ack_timeout,
-                          spec.update_every or DEFAULT_UPDATE_EVERY_S[severity], urgency)
+                          float(spec.update_every or DEFAULT_UPDATE_EVERY_S[severity]), urgency)
 
 
 def _level_targets(raw: Any, path: str, names: _Names) -> tuple[Target, ...]:
@@ -664,12 +740,12 @@ def _unknown(name: str, names: _Names) -> str:
             f"U0123ABCD){hint}")
 
 
-def _permission(value: Any) -> Permission:
-    if value == "channel_members":
+def _permission(allowed: Allowed) -> Permission:
+    if allowed.value == "channel_members":
         return Permission(channel_members=True, responders=True)
-    if value == "responders":
+    if allowed.value == "responders":
         return Permission(channel_members=False, responders=True)
-    return Permission(channel_members=False, ids=frozenset(value))
+    return Permission(channel_members=False, ids=frozenset(allowed.value))
 
 
 def _logged(policy: PagingPolicy) -> PagingPolicy:

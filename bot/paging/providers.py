@@ -20,15 +20,15 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field
 from yarl import URL
 
 from bot import durations
 from bot.queue.pacing import Pace, budget_id
 from bot.retry import RetryableError, RetryPolicy, retry_after_s, retry_async
+from checks.schema import Meta, Strict
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +97,12 @@ class Provider(Protocol):
     async def resolve(self, incident_id: str, level: int, dedup_key: str) -> PageResult: ...
 
 
-class RetrySpec(BaseModel):
+class RetrySpec(Strict):
     """Bounded retries for one provider; turned into the project's one `RetryPolicy`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    attempts: int = Field(4, ge=1, le=10)
-    base_s: float = Field(0.5, gt=0, le=60)
-    max_s: float = Field(30.0, gt=0, le=300)
+    attempts: Annotated[int, Meta(ge=1, le=10)] = 4
+    base_s: Annotated[float, Meta(gt=0, le=60)] = 0.5
+    max_s: Annotated[float, Meta(gt=0, le=300)] = 30.0
 
     def policy(self) -> RetryPolicy:
         return RetryPolicy(attempts=self.attempts, base_s=self.base_s, max_s=self.max_s)
