@@ -22,7 +22,7 @@ SEVERITIES: tuple[Severity, ...] = ("P0", "P1", "P2", "P3")
 STATUSES: tuple[IncidentStatus, ...] = ("investigating", "identified", "monitoring", "resolved")
 SEVERITY_MEANING = {"P0": "critical", "P1": "high", "P2": "medium", "P3": "low"}
 # "slack" (a person declared it) or an AlertSource value (bot/incidents/notice.py), spelled out: msgspec reads a
-# Literal or an enum, not a union of both; tests/test_incidents.py checks the two lists agree.
+# Literal or an enum, not a union of both; tests/test_incident_record.py checks the two lists agree.
 IncidentSource = Literal["slack", "alertmanager", "cloudwatch", "grafana", "datadog", "generic"]
 
 # Roles beyond the commander (who lives in `Incident.commander`); INCIDENT_ROLES adds more by name.

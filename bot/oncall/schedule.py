@@ -66,6 +66,11 @@ class Every(dt.timedelta):
             raise ValueError("expected a shift length such as 1d, 1w, 2w or 12h")
         return cls(hours=int(match.group(1)) * _UNIT_HOURS[match.group(2)])
 
+    def to_data(self) -> str:
+        hours = int(self / dt.timedelta(hours=1))
+        unit = next(unit for unit in "wdh" if hours % _UNIT_HOURS[unit] == 0)
+        return f"{hours // _UNIT_HOURS[unit]}{unit}"
+
 
 def parse_clock(value: Any) -> dt.time:
     match = _CLOCK.match(str(value).strip())
@@ -81,6 +86,9 @@ class Clock(dt.time):
     def from_data(cls, value: Any) -> Clock:
         clock = parse_clock(value)
         return cls(clock.hour, clock.minute)
+
+    def to_data(self) -> str:
+        return f"{self:%H:%M}"
 
 
 class TimeZone(str):
@@ -112,6 +120,9 @@ class Weekday(int):
     @classmethod
     def from_data(cls, value: Any) -> Weekday:
         return cls(_weekday(value))
+
+    def to_data(self) -> str:
+        return WEEKDAYS[self]
 
 
 class Handoff:
