@@ -51,7 +51,7 @@ from bot.writeup.install import install
 from bot.writeup.trackers import export
 from bot.writeup.trackers.followups import FollowUp, write
 from bot.writeup.view import view_of
-from checks.schema import Secret
+from checks.schema import Secret, dump_json
 
 SIZES = (10, 1_000, 10_000)
 CALLS = 100  # through an index a call takes about a millisecond: enough calls that a scheduling hiccup on a busy
@@ -136,7 +136,7 @@ async def report_fill(rt: Runtime, n: int) -> None:
             incident = Incident(id=incident_id(number), number=number, title=f"t{number}", severity="P2",
                                 reporter="U1", origin_channel="C1", declared_at=declared, status="resolved",
                                 resolved_at=declared + 3600)
-            pipe.set(store.incident_key(incident.id), incident.model_dump_json())
+            pipe.set(store.incident_key(incident.id), dump_json(incident))
             pipe.zadd(store.key("all"), {incident.id: number})
             pipe.zadd(store.key("declared"), {incident.id: declared})
         await pipe.execute()

@@ -45,7 +45,7 @@ from bot.writeup.install import install
 from bot.writeup.postmortem.assemble import render_markdown
 from bot.writeup.postmortem.facts import build_facts
 from bot.writeup.view import IncidentView
-from checks.schema import Secret
+from checks.schema import Secret, dump_json
 
 T0 = 1_790_000_000.0
 PEOPLE = [f"U{i:03d}" for i in range(40)]
@@ -226,7 +226,7 @@ async def bench_report(redis_url: str, count: int = 10_000) -> None:
         batch = [synthetic_incident(n, now, rng) for n in range(start, min(start + 500, count + 1))]
         pipe = rt.redis.pipeline(transaction=False)
         for incident in batch:
-            pipe.set(store_.incident_key(incident.id), incident.model_dump_json())
+            pipe.set(store_.incident_key(incident.id), dump_json(incident))
             pipe.zadd(store_.key("all"), {incident.id: incident.number})
             if incident.is_open:
                 pipe.sadd(store_.key("open"), incident.id)

@@ -62,7 +62,7 @@ from bot.slack.local.payloads import (
     signed_headers,
     slash_command_body,
 )
-from checks.schema import Secret
+from checks.schema import Secret, dump_json
 from tests.app_harness import settle_queue
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
@@ -238,7 +238,7 @@ class IncidentBot:
                 return found
             if time.monotonic() > deadline:
                 raise AssertionError(f"{incident_id} did not reach the expected state in {timeout_s}s: "
-                                     f"{found.model_dump_json(indent=1) if found else 'not found'}")
+                                     f"{dump_json(found) if found else 'not found'}")
             await asyncio.sleep(0.03)
 
     async def wait_for(self, predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "") -> Any:

@@ -24,7 +24,7 @@ from bot.writeup.report import build_report
 from bot.writeup.trackers import followups as index
 from bot.writeup.trackers.export import followups, followups_page
 from bot.writeup.trackers.followups import FollowUp
-from checks.schema import Secret
+from checks.schema import Secret, dump_json
 
 DAY = 86_400.0
 
@@ -57,7 +57,7 @@ async def test_a_report_reads_its_window_in_batches_and_indexes_incidents_stored
     for number in range(1, READ_BATCH + 3):  # stored as a deployment without the declaration index did
         record = incident(number, now - 40 * DAY if number > 2 else now - number * DAY, status="resolved",
                           resolved_at=now)
-        await rt.redis.set(store.incident_key(record.id), record.model_dump_json())
+        await rt.redis.set(store.incident_key(record.id), dump_json(record))
         await rt.redis.zadd(store.key("all"), {record.id: number})
     assert await store.create(incident(READ_BATCH + 10, now - 3600))  # declared after the index existed
 

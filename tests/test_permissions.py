@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from bot.slack.local.payloads import slash_command_body
+from checks.schema import replace
 from tests.fixtures.paging import FakePagerDuty
 from tests.incident_harness import (
     PEOPLE,
@@ -43,7 +44,7 @@ async def answer(bot: IncidentBot, text: str, *, user: str, channel: str | None 
 
 async def snapshot(bot: IncidentBot, inc: str) -> tuple[Any, ...]:
     incident = await bot.incident(inc)
-    return (incident.model_dump(exclude={"updated_at"}), len(await bot.timeline(inc)),
+    return (replace(incident, updated_at=0.0), len(await bot.timeline(inc)),
             len(bot.channel_texts(incident)))
 
 

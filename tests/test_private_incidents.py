@@ -31,6 +31,7 @@ from bot.incidents.messages import (
 from bot.slack.local.model import slack_error
 from bot.slack.local.payloads import APP_ID, TEAM_ID
 from bot.writeup.postmortem.assemble import postmortem_markdown
+from checks.schema import replace
 from tests.incident_harness import IncidentBot, declare_incident, incident_bot, seed_workspace
 from tests.test_permissions import answer, header_text
 from tests.test_postmortem import section, structure_is_intact
@@ -71,7 +72,7 @@ async def test_a_private_incident_has_a_private_channel_and_is_hidden_from_outsi
         member_list = (await answer(bot, "list", user="U2"))["text"]
         assert "INC-2" in member_list and TITLE in member_list
 
-        before = (await bot.incident(incident.id)).model_dump(exclude={"updated_at"})
+        before = replace(await bot.incident(incident.id), updated_at=0.0)
         for text in ("status INC-2 monitoring contained", "summary INC-2", "postmortem INC-2", "note INC-2 hi",
                      "join INC-2"):
             said = await answer(bot, text, user="UOUT", channel="C1")
@@ -79,7 +80,7 @@ async def test_a_private_incident_has_a_private_channel_and_is_hidden_from_outsi
             assert "INC-2 is a private incident" in said["text"] and "<@U1> can add you" in said["text"], said
             assert "payroll" not in said["text"].lower() and incident.channel not in said["text"], said
         await bot.settle()
-        assert (await bot.incident(incident.id)).model_dump(exclude={"updated_at"}) == before
+        assert replace(await bot.incident(incident.id), updated_at=0.0) == before
         assert not any("asks to join" in t for t in bot.channel_texts(incident))
 
         said = await answer(bot, "status INC-2 monitoring contained", user="U2", channel="C1")  # a member
@@ -106,8 +107,7 @@ async def test_an_outsiders_header_clicks_on_a_private_incident_reveal_and_start
         for severity in ("P2", "P3"):  # answered "INC-1 is already P2" / "INC-1 is P2; … only raises"
             said = await bot.command("/escalate", f"INC-1 {severity}", user="UOUT", channel="C1")
             assert "INC-1 is a private incident" in said and "P2" not in said, said
-        assert (await bot.incident("INC-1")).model_dump(exclude={"updated_at"}) == before.model_dump(
-            exclude={"updated_at"})
+        assert replace(await bot.incident("INC-1"), updated_at=0.0) == replace(before, updated_at=0.0)
         assert len(await bot.timeline("INC-1")) == diagnoses
 
 

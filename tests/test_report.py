@@ -13,6 +13,7 @@ from bot.incidents.model import Incident, PageOrder, Paging
 from bot.incidents.timeline import EntryKind
 from bot.writeup.report import SEVERITIES, build_report, compute, markdown, p90, parse_since, record_recurring
 from bot.writeup.trackers.export import export
+from checks.schema import dump, replace
 from tests.test_diagnose_charts import png_size
 from tests.writeup_harness import writeup_bot
 
@@ -40,8 +41,8 @@ def incidents(now: float) -> list[Incident]:
              orders=(order(1, {"slack": ["U1"]}), order(2, {"slack": ["U2"]}, "timer"))),
         make(2, "P0", "api", 5, ack=900, resolve=7200, orders=(order(1, {"pagerduty": []}),)),
         make(3, "P0", "db", 3, ack=60, resolve=600, orders=(  # its level 2 acknowledged before its turn: no page
-            order(1, {"slack": ["U1"]}), order(2, {"slack": ["U2"]}, "timer").model_copy(
-                update={"done": True, "withheld": "acknowledged"}))),
+            order(1, {"slack": ["U1"]}), replace(order(2, {"slack": ["U2"]}, "timer"),
+                                                 done=True, withheld="acknowledged"))),
         make(4, "P1", "db", 2, ack=1200, orders=(order(1, {"slack": ["U2"], "opsgenie": ["team-a"]}),)),
         make(5, "P2", "api", 40, ack=10, resolve=100, orders=(order(1, {"slack": ["U1"]}),)),  # outside 30d
         make(6, "P3", "web", 1, resolve=3600),
@@ -151,7 +152,7 @@ def test_the_slack_report_stays_within_an_answer_and_says_what_it_left_out():
             for n in range(1, 201)]
     findings = {f"aws.check_{k}\t" + "arn:aws:lambda:eu-west-1:123456789012:function:" + "f" * 60:
                 {f"INC-{n}" for n in range(1, 201)} for k in range(30)}
-    report = compute([json.loads(i.model_dump_json()) for i in many], since_s=DAY, now=now, findings=findings)
+    report = compute([dump(i) for i in many], since_s=DAY, now=now, findings=findings)
     text = slack_text(report, note="_Private incidents are left out._")
 
     assert len(text) <= FALLBACK_TEXT_MAX and text.endswith("_Private incidents are left out._")
@@ -211,7 +212,7 @@ def test_the_chart_stacks_each_week_by_severity_with_heights_in_proportion():
     from bot.writeup.report_chart import SEVERITY_COLOURS, report_png
 
     now = time.time()
-    records = [json.loads(i.model_dump_json()) for i in incidents(now)]
+    records = [dump(i) for i in incidents(now)]
     png = report_png(compute(records, since_s=30 * DAY, now=now))
     image = Image.open(io.BytesIO(png)).convert("RGB")
     left, top, right, bottom = PLOT  # the bars' area; the legend's swatches are above it

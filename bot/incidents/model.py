@@ -1,4 +1,4 @@
-"""The incident record: one pydantic model, stored as JSON under `inc:<id>` (see store.py).
+"""The incident record: one msgspec Record, stored as JSON under `inc:<id>` (see store.py).
 
 Everything about an incident that other features need (the postmortem, summaries, message capture) is here or
 in its timeline (bot/incidents/timeline.py). Text fields hold the plain text people typed; renderers escape it.
@@ -13,17 +13,17 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
-
-from bot.incidents.notice import AlertSource
 from checks.fixes import FixOffer
-from checks.model import BUILT_ON_FIRST_USE
+from checks.schema import Record, field
 
 Severity = Literal["P0", "P1", "P2", "P3"]
 IncidentStatus = Literal["investigating", "identified", "monitoring", "resolved"]
 SEVERITIES: tuple[Severity, ...] = ("P0", "P1", "P2", "P3")
 STATUSES: tuple[IncidentStatus, ...] = ("investigating", "identified", "monitoring", "resolved")
 SEVERITY_MEANING = {"P0": "critical", "P1": "high", "P2": "medium", "P3": "low"}
+# "slack" (a person declared it) or an AlertSource value (bot/incidents/notice.py), spelled out: msgspec reads a
+# Literal or an enum, not a union of both; tests/test_incident_record.py checks the two lists agree.
+IncidentSource = Literal["slack", "alertmanager", "cloudwatch", "grafana", "datadog", "generic"]
 
 # Roles beyond the commander (who lives in `Incident.commander`); INCIDENT_ROLES adds more by name.
 ROLE_LABELS = {"scribe": "Scribe", "comms": "Communications lead", "tech_lead": "Tech lead"}
@@ -32,13 +32,7 @@ INCIDENT_ID = re.compile(r"^INC-(\d{1,9})$", re.IGNORECASE)
 CHANNEL_NAME_MAX = 80
 
 
-class _Record(BaseModel):
-    # Validators built at the first incident read or write, not at import: a process answering `/diagnose`
-    # never needs them, and building these six was ~7 ms of every start.
-    model_config = BUILT_ON_FIRST_USE
-
-
-class PageRecord(_Record):
+class PageRecord(Record):
     """The outcome of one delivery of a page: one provider (PagerDuty, Opsgenie) or one Slack user."""
 
     dedup_key: str
@@ -48,10 +42,10 @@ class PageRecord(_Record):
     ok: bool
     error: str | None = None
     provider_ref: str | None = None
-    at: float = Field(default_factory=time.time)
+    at: float = field(default_factory=time.time)
 
 
-class FrozenLevel(_Record):
+class FrozenLevel(Record):
     """A policy level as it was when paging started (the policy file may change; a running incident does not)."""
 
     number: int
@@ -60,7 +54,7 @@ class FrozenLevel(_Record):
     urgency: Literal["high", "low"] = "high"
 
 
-class PageOrder(_Record):
+class PageOrder(Record):
     """A decision to page, committed before any page goes out; the `incident.page` job carries it out."""
 
     dedup_key: str  # make_dedup_key(id, severity, level), or `<id>:<severity>:people:<n>` for named people
@@ -70,9 +64,9 @@ class PageOrder(_Record):
     urgency: Literal["high", "low"] = "high"
     reason: Literal["policy", "timer", "manual", "severity", "people"] = "policy"
     actor: str | None = None
-    schedules: dict[str, str] = Field(default_factory=dict)  # paged target → the on-call schedule it came from
-    unpaged: list[str] = Field(default_factory=list)  # why a schedule target paged nobody (said in the channel)
-    ordered_at: float = Field(default_factory=time.time)
+    schedules: dict[str, str] = field(default_factory=dict)  # paged target → the on-call schedule it came from
+    unpaged: list[str] = field(default_factory=list)  # why a schedule target paged nobody (said in the channel)
+    ordered_at: float = field(default_factory=time.time)
     # Paging.acks when the order was decided; None for an order stored before acknowledgements were counted
     acks_before: int | None = None
     done: bool = False
@@ -80,13 +74,13 @@ class PageOrder(_Record):
     withheld: str = ""
 
 
-class Paging(_Record):
+class Paging(Record):
     """Escalation state. `level` is the highest level of `levels` paged so far (0: none yet)."""
 
     severity: Severity | None = None  # the severity whose (frozen) levels are being walked; None: not started
-    levels: list[FrozenLevel] = Field(default_factory=list)
+    levels: list[FrozenLevel] = field(default_factory=list)
     level: int = 0
-    orders: list[PageOrder] = Field(default_factory=list)
+    orders: list[PageOrder] = field(default_factory=list)
     first_paged_at: float | None = None
     acked_at: float | None = None
     # Acknowledgements so far. "Acknowledged after this order was decided" compares counts, not `acked_at` with
@@ -96,7 +90,7 @@ class Paging(_Record):
     ack_via: str | None = None  # button | command | pagerduty
     next_escalation_at: float | None = None
     timer_gen: int = 0  # bumped whenever the pending escalation timer is replaced or cancelled
-    slack_paged: list[str] = Field(default_factory=list)  # Slack users DM'd: they may acknowledge
+    slack_paged: list[str] = field(default_factory=list)  # Slack users DM'd: they may acknowledge
 
     @property
     def acknowledged(self) -> bool:
@@ -112,7 +106,7 @@ class Paging(_Record):
                                or any(user in order.routes.get("slack", ()) for order in self.orders))
 
 
-class LatestVerdict(_Record):
+class LatestVerdict(Record):
     """The newest finished diagnosis of the incident, as its header shows it (bot/incidents/diagnoses.py)."""
 
     run_id: str
@@ -121,10 +115,10 @@ class LatestVerdict(_Record):
     headline: str
     at: float
     since_last: str | None = None  # "since the last run (4 min ago): 1 fixed, 0 new, 0 still failing"
-    fixes: list[FixOffer] = Field(default_factory=list)  # what its findings offer to fix (header buttons)
+    fixes: list[FixOffer] = field(default_factory=list)  # what its findings offer to fix (header buttons)
 
 
-class Incident(_Record):
+class Incident(Record, kw_only=True):  # kw_only is not inherited: it lets `reporter` follow defaulted fields
     id: str  # "INC-12"
     number: int
     title: str
@@ -133,14 +127,14 @@ class Incident(_Record):
     service: str | None = None
     reporter: str  # Slack user id, or the alert source ("alertmanager", "cloudwatch", …)
     commander: str | None = None
-    roles: dict[str, str] = Field(default_factory=dict)  # role name → Slack user id (bot/incidents/roles.py)
-    source: Literal["slack"] | AlertSource = "slack"
+    roles: dict[str, str] = field(default_factory=dict)  # role name → Slack user id (bot/incidents/roles.py)
+    source: IncidentSource = "slack"
     # Declared `private` (never by an alert): its channel is private, and outside it the incident is not listed
     # and not shown to anyone but its commander, role holders, the people paged for it and incident admins
     # (Incidents.may_see).
     private: bool = False
-    declared_at: float = Field(default_factory=time.time)
-    updated_at: float = Field(default_factory=time.time)
+    declared_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
 
     # Where it lives. Channel mode: `channel` is the incident channel. Thread mode (INCIDENT_CREATE_CHANNELS=false,
     # or creation failed): `channel` is `origin_channel` and `thread_ts` is the header's ts.
@@ -155,15 +149,15 @@ class Incident(_Record):
 
     last_update_at: float | None = None  # the latest status update or note (reminders count from here)
     last_update: str | None = None
-    failing_checks: list[str] = Field(default_factory=list)  # from the latest diagnosis verdict
-    diagnosis_runs: list[str] = Field(default_factory=list)
+    failing_checks: list[str] = field(default_factory=list)  # from the latest diagnosis verdict
+    diagnosis_runs: list[str] = field(default_factory=list)
     latest_verdict: LatestVerdict | None = None
     resolved_at: float | None = None
     resolved_by: str | None = None
     resolution: str | None = None
     alert_group_key: str | None = None
 
-    paging: Paging = Field(default_factory=Paging)
+    paging: Paging = field(default_factory=Paging)
     reminder_due: float | None = None
     reminder_gen: int = 0
     link: str | None = None  # permalink of the header message (pages and DMs link to it)

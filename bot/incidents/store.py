@@ -50,6 +50,7 @@ from bot.queue.batch import Batcher
 from bot.queue.connection import durable
 from bot.queue.keys import tagged
 from bot.queue.replies import as_text
+from checks.schema import dump_json, parse_json
 
 LOCK_WAIT_S = 10.0  # a live holder renews its short lease; a dead one's is free within lease.LEASE_TTL_S
 TRIGGER_TTL_S = 86_400
@@ -106,7 +107,7 @@ class IncidentStore:
 
     async def create(self, incident: Incident) -> bool:
         """Store a new incident; False if the id exists (it never overwrites)."""
-        created = await self.redis.set(self.incident_key(incident.id), incident.model_dump_json(), nx=True)
+        created = await self.redis.set(self.incident_key(incident.id), dump_json(incident), nx=True)
         if not created:
             return False
         await self._index(incident)
@@ -115,7 +116,7 @@ class IncidentStore:
 
     async def get(self, incident: str) -> Incident | None:
         raw = await self.redis.get(self.incident_key(incident))
-        return Incident.model_validate_json(raw) if raw is not None else None
+        return parse_json(Incident, raw) if raw is not None else None
 
     async def require(self, incident: str) -> Incident:
         found = await self.get(incident)
@@ -125,7 +126,7 @@ class IncidentStore:
 
     async def save(self, incident: Incident) -> None:
         incident.updated_at = time.time()
-        await self._index(incident, record=incident.model_dump_json())  # one round trip: every job saves
+        await self._index(incident, record=dump_json(incident))  # one round trip: every job saves
         await durable(self.redis, self.incident_key(incident.id, "durable"), f"incident {incident.id}")
 
     async def _index(self, incident: Incident, *, record: str | None = None) -> None:
@@ -219,7 +220,7 @@ class IncidentStore:
             for incident in ids:
                 pipe.get(self.incident_key(incident))
             raws = await pipe.execute()
-        return [Incident.model_validate_json(raw) if raw is not None else None for raw in raws]
+        return [parse_json(Incident, raw) if raw is not None else None for raw in raws]
 
     def _rank(self, pipe: Any, incident: Incident) -> None:
         """Keep an open incident in the list index for its visibility, and out of the other; a closed one in
@@ -288,18 +289,18 @@ class IncidentStore:
 
     async def page_record(self, incident: str, field: str) -> PageRecord | None:
         raw = await self.redis.hget(self.incident_key(incident, "pages"), field)
-        return PageRecord.model_validate_json(raw) if raw is not None else None
+        return parse_json(PageRecord, raw) if raw is not None else None
 
     async def record_page(self, incident: str, field: str, record: PageRecord) -> bool:
         """Record a delivery's outcome; False (and nothing changed) if one is recorded already."""
-        recorded = await self.redis.hsetnx(self.incident_key(incident, "pages"), field, record.model_dump_json())
+        recorded = await self.redis.hsetnx(self.incident_key(incident, "pages"), field, dump_json(record))
         await durable(self.redis, self.incident_key(incident, "durable"), f"page record of {incident}")
         return bool(recorded)
 
     async def page_records(self, incident: str) -> dict[str, PageRecord]:
         """`<dedup key>|<delivery>` → outcome, for every page of the incident."""
         raw = await self.redis.hgetall(self.incident_key(incident, "pages"))
-        return {as_text(k): PageRecord.model_validate_json(v) for k, v in raw.items()}
+        return {as_text(k): parse_json(PageRecord, v) for k, v in raw.items()}
 
     # -- alerts ---------------------------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from bot.oncall.timeline import Override
+from checks.schema import dump_json, parse_json
 
 KEEP_AFTER_END_S = 86400
 
@@ -27,7 +28,7 @@ class OverrideStore:
                   replaces: str | None = None) -> Override:
         override = Override(id=uuid.uuid4().hex[:10], schedule=schedule, user=user, start=start, end=end,
                             made_by=made_by, made_at=time.time(), kind=kind, replaces=replaces)
-        await self.redis.hset(self._key(schedule), override.id, override.model_dump_json())
+        await self.redis.hset(self._key(schedule), override.id, dump_json(override))
         return override
 
     async def list(self, schedule: str, *, now: float | None = None) -> list[Override]:
@@ -36,7 +37,7 @@ class OverrideStore:
         raw = await self.redis.hgetall(self._key(schedule))
         kept, expired = [], []
         for field, value in raw.items():
-            override = Override.model_validate_json(value)
+            override = parse_json(Override, value)
             (expired if override.end < now - KEEP_AFTER_END_S else kept).append((override, field))
         if expired:
             await self.redis.hdel(self._key(schedule), *(field for _, field in expired))

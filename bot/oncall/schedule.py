@@ -1,4 +1,4 @@
-"""Schedules as written in ONCALL_FILE: validated models, every error naming its path.
+"""Schedules as written in ONCALL_FILE: validated structs, every error naming its path.
 
     schedules:
       payments-primary:
@@ -27,18 +27,8 @@ import re
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-
-from bot.settings import ConfigError, describe_validation_error
+from bot.settings import ConfigError
+from checks.schema import Meta, Strict, ValidationError, describe, field, parse, replace
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_START = dt.date(2024, 1, 1)
@@ -50,18 +40,36 @@ _EVERY = re.compile(r"^(\d+)\s*([hdw])$")
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _UNIT_HOURS = {"h": 1, "d": 24, "w": 168}
 
-
-def _member(value: Any) -> Any:
-    if not isinstance(value, str) or not _SLACK_ID.match(value):
-        raise ValueError(f"expected a Slack user or user group id like U0123ABCD or S0123ABCD, got {value!r}")
-    return value
+# The value types below are read from the file's text by `from_data` (checks/schema.py calls it), so an error says
+# what to write and names the field it is in.
 
 
-def _every(value: Any) -> Any:
-    match = _EVERY.match(str(value).strip().lower())
-    if not match or int(match.group(1)) < 1:
-        raise ValueError("expected a shift length such as 1d, 1w, 2w or 12h")
-    return dt.timedelta(hours=int(match.group(1)) * _UNIT_HOURS[match.group(2)])
+class Member(str):
+    """A Slack user or user group id: U0123ABCD, S0123ABCD."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_data(cls, value: Any) -> Member:
+        if not isinstance(value, str) or not _SLACK_ID.match(value):
+            raise ValueError(f"expected a Slack user or user group id like U0123ABCD or S0123ABCD, got {value!r}")
+        return cls(value)
+
+
+class Every(dt.timedelta):
+    """A shift's length: `1d`, `1w`, `2w`, `12h`."""
+
+    @classmethod
+    def from_data(cls, value: Any) -> Every:
+        match = _EVERY.match(str(value).strip().lower())
+        if not match or int(match.group(1)) < 1:
+            raise ValueError("expected a shift length such as 1d, 1w, 2w or 12h")
+        return cls(hours=int(match.group(1)) * _UNIT_HOURS[match.group(2)])
+
+    def to_data(self) -> str:
+        hours = int(self / dt.timedelta(hours=1))
+        unit = next(unit for unit in "wdh" if hours % _UNIT_HOURS[unit] == 0)
+        return f"{hours // _UNIT_HOURS[unit]}{unit}"
 
 
 def parse_clock(value: Any) -> dt.time:
@@ -71,12 +79,32 @@ def parse_clock(value: Any) -> dt.time:
     return dt.time(int(match.group(1)), int(match.group(2)))
 
 
-def _zone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value[:40]!r}; use an IANA name like Europe/Berlin") from None
-    return value
+class Clock(dt.time):
+    """A local time of day: `09:00`."""
+
+    @classmethod
+    def from_data(cls, value: Any) -> Clock:
+        clock = parse_clock(value)
+        return cls(clock.hour, clock.minute)
+
+    def to_data(self) -> str:
+        return f"{self:%H:%M}"
+
+
+class TimeZone(str):
+    """An IANA zone name: Europe/Berlin, UTC."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_data(cls, value: Any) -> TimeZone:
+        if not isinstance(value, str):
+            raise ValueError(f"expected an IANA time zone name like Europe/Berlin, got {value!r}")
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value[:40]!r}; use an IANA name like Europe/Berlin") from None
+        return cls(value)
 
 
 def _weekday(value: Any) -> int:
@@ -86,47 +114,62 @@ def _weekday(value: Any) -> int:
     return WEEKDAYS.index(text)
 
 
-Member = Annotated[str, BeforeValidator(_member)]
-Every = Annotated[dt.timedelta, BeforeValidator(_every)]
-Clock = Annotated[dt.time, BeforeValidator(parse_clock)]
-Weekday = Annotated[int, BeforeValidator(_weekday)]
-TimeZone = Annotated[str, AfterValidator(_zone)]
+class Weekday(int):
+    """`mon` … `sun` (any word starting so), read as 0 … 6 like `date.weekday()`."""
+
+    @classmethod
+    def from_data(cls, value: Any) -> Weekday:
+        return cls(_weekday(value))
+
+    def to_data(self) -> str:
+        return WEEKDAYS[self]
 
 
-class _Strict(BaseModel):
-    # defer_build: without ONCALL_FILE no schedule is ever validated; building them was ~4 ms of every start
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
+class Handoff:
+    """When a shift changes hands: `"09:00"` (every `every`, at that local time) or, for whole weeks, `"mon 09:00"`."""
+
+    __slots__ = ("time", "weekday")
+
+    def __init__(self, weekday: int | None, time: dt.time) -> None:
+        self.weekday = weekday  # None: every day at `time`
+        self.time = time
+
+    @classmethod
+    def from_data(cls, value: Any) -> Handoff:
+        words = str(value).split()
+        if len(words) == 2:
+            return cls(weekday=_weekday(words[0]), time=parse_clock(words[1]))
+        if len(words) == 1:
+            return cls(weekday=None, time=parse_clock(words[0]))
+        raise ValueError('expected a handoff like "09:00" or "mon 09:00"')
+
+    def to_data(self) -> str:
+        clock = f"{self.time:%H:%M}"
+        return clock if self.weekday is None else f"{WEEKDAYS[self.weekday]} {clock}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Handoff) and (other.weekday, other.time) == (self.weekday, self.time)
+
+    def __hash__(self) -> int:
+        return hash((self.weekday, self.time))
+
+    def __repr__(self) -> str:
+        return f"Handoff({self.to_data()!r})"
 
 
-class Handoff(_Strict):
-    weekday: int | None  # None: every day at `time`
-    time: dt.time
+# kw_only on each struct (it is not inherited from Strict): required fields may follow defaulted ones.
 
-
-def _handoff(value: Any) -> Any:
-    if isinstance(value, Handoff):
-        return value
-    words = str(value).split()
-    if len(words) == 2:
-        return Handoff(weekday=_weekday(words[0]), time=parse_clock(words[1]))
-    if len(words) == 1:
-        return Handoff(weekday=None, time=parse_clock(words[0]))
-    raise ValueError('expected a handoff like "09:00" or "mon 09:00"')
-
-
-class Rotation(_Strict):
+class Rotation(Strict, kw_only=True):
     every: Every
-    handoff: Annotated[Handoff, BeforeValidator(_handoff)] = Handoff(weekday=None, time=dt.time(9, 0))
-    people: list[Member] = Field(min_length=1)
+    handoff: Handoff = Handoff(weekday=None, time=dt.time(9, 0))
+    people: Annotated[list[Member], Meta(min_length=1)]
     start: dt.date = DEFAULT_START
     time_zone: TimeZone | None = None  # the zone its handoffs are wall-clock times in; None: the schedule's
 
-    @model_validator(mode="after")
-    def _weekday_needs_weeks(self) -> Rotation:
+    def __post_init__(self) -> None:
         if self.handoff.weekday is not None and self.every % dt.timedelta(weeks=1):
             raise ValueError("a handoff weekday needs `every` in whole weeks (1w, 2w); use a time alone, "
                              'like "09:00"')
-        return self
 
     def first_handoff(self) -> dt.datetime:
         """The local (naive) wall-clock time of handoff 0, the first at or after `start`, in `zone()`."""
@@ -139,34 +182,32 @@ class Rotation(_Strict):
         return ZoneInfo(self.time_zone) if self.time_zone else schedule_zone
 
 
-class Window(_Strict):
+class Window(Strict, kw_only=True):
     """`{days: [mon, tue, wed, thu, fri], from: "09:00", to: "18:00"}`; `to` ≤ `from` runs past midnight."""
 
-    days: list[Weekday] = Field(default_factory=lambda: list(range(7)), min_length=1)
-    start: Clock = Field(alias="from")
-    end: Clock = Field(alias="to")
+    days: Annotated[list[Weekday], Meta(min_length=1)] = field(default_factory=lambda: list(range(7)))
+    start: Clock = field(name="from")
+    end: Clock = field(name="to")
 
 
-class Layer(_Strict):
+class Layer(Strict, kw_only=True):
     name: str = ""
     rotation: Rotation
     restrictions: list[Window] = []
 
 
-class Schedule(_Strict):
+class Schedule(Strict, kw_only=True):
     name: str = ""
     time_zone: TimeZone
     rotation: Rotation | None = None  # shorthand for `layers: [{rotation: …}]`
     layers: list[Layer] = []
     page_via: str | None = None  # a paging provider name (pagerduty-payments): page through it, not Slack DMs
 
-    @model_validator(mode="after")
-    def _one_layer_at_least(self) -> Schedule:
+    def __post_init__(self) -> None:
         if self.rotation is not None and self.layers:
             raise ValueError("give either `rotation` (one layer) or `layers`, not both")
         if self.rotation is None and not self.layers:
             raise ValueError("needs a `rotation` (or `layers`)")
-        return self
 
     @property
     def tz(self) -> ZoneInfo:
@@ -175,46 +216,28 @@ class Schedule(_Strict):
     def all_layers(self) -> list[Layer]:
         if self.rotation is not None:
             return [Layer(name="rotation", rotation=self.rotation)]
-        return [layer if layer.name else layer.model_copy(update={"name": f"layer {i + 1}"})
-                for i, layer in enumerate(self.layers)]
+        return [layer if layer.name else replace(layer, name=f"layer {i + 1}") for i, layer in enumerate(self.layers)]
 
     def members(self) -> set[str]:
         return {person for layer in self.all_layers() for person in layer.rotation.people}
 
 
-class OncallFile(_Strict):
-    schedules: dict[str, Schedule] = Field(default_factory=dict)
-    services: dict[str, str] = Field(default_factory=dict)  # service → the schedule paged for its incidents
+class OncallFile(Strict):
+    """The file's top level. Its schedules are read one by one (parse_oncall_file), so an error names the schedule:
+    msgspec would say `schedules[...]`."""
+
+    schedules: dict[str, Schedule] = {}
+    services: dict[str, str] = {}  # service → the schedule paged for its incidents
     default_schedule: str | None = None  # paged by `by_service` for a service `services` does not list
-
-    @field_validator("schedules", mode="before")
-    @classmethod
-    def _names(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            for name in value:
-                if not isinstance(name, str) or not _NAME.match(name):
-                    raise ValueError(f"schedule name {str(name)[:40]!r}: use 1-40 lowercase letters, digits, - or _")
-                if name == BY_SERVICE:
-                    raise ValueError(f"schedule name {BY_SERVICE!r} is reserved: a policy level's "
-                                     f"{{schedule: {BY_SERVICE}}} means the schedule of the incident's service")
-        return value
-
-    @field_validator("services", mode="before")
-    @classmethod
-    def _service_names(cls, value: Any) -> Any:
-        for service in value if isinstance(value, dict) else ():
-            if not isinstance(service, str) or not _SERVICE.match(service):
-                raise ValueError(f"service name {str(service)[:40]!r}: use the name the services file gives it")
-        return value
 
     def routing(self) -> ServiceSchedules:
         return ServiceSchedules(services=self.services, default=self.default_schedule)
 
 
-class ServiceSchedules(_Strict):
+class ServiceSchedules(Strict):
     """Which schedule a `{schedule: by_service}` level pages for an incident's service."""
 
-    services: dict[str, str] = Field(default_factory=dict)
+    services: dict[str, str] = {}
     default: str | None = None
 
     @property
@@ -232,12 +255,46 @@ def parse_oncall_file(data: Any, *, source: str = "on-call file") -> tuple[dict[
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with `schedules:` at the top level")
     try:
-        parsed = OncallFile.model_validate(data)
+        raw = _schedule_names(data.get("schedules", {}))
+        _check_services(data.get("services", {}))
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    try:
+        top = parse(OncallFile, {**data, "schedules": {}})
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
+        raise ConfigError(f"{source}: {describe(exc)}") from None
+    parsed = replace(top, schedules={name: _schedule(name, spec, source) for name, spec in raw.items()})
     _check_references(parsed, source)
-    schedules = {name: s.model_copy(update={"name": name}) for name, s in parsed.schedules.items()}
-    return schedules, parsed.routing()
+    return parsed.schedules, parsed.routing()
+
+
+def _schedule_names(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("schedules: expected a mapping of schedule names to schedules")
+    for name in value:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"schedules: schedule name {str(name)[:40]!r}: use 1-40 lowercase letters, digits, "
+                             "- or _")
+        if name == BY_SERVICE:
+            raise ValueError(f"schedules: schedule name {BY_SERVICE!r} is reserved: a policy level's "
+                             f"{{schedule: {BY_SERVICE}}} means the schedule of the incident's service")
+    return value
+
+
+def _check_services(value: Any) -> None:
+    """Service names as the services file writes them, each naming a schedule (defined: _check_references)."""
+    for service, name in value.items() if isinstance(value, dict) else ():
+        if not isinstance(service, str) or not _SERVICE.match(service):
+            raise ValueError(f"services: service name {str(service)[:40]!r}: use the name the services file gives it")
+        if not isinstance(name, str):
+            raise ValueError(f"services.{service}: expected the name of a schedule, got {str(name)[:40]}")
+
+
+def _schedule(name: str, spec: Any, source: str) -> Schedule:
+    try:
+        return replace(parse(Schedule, spec), name=name)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe(exc, f'schedules.{name}')}") from None
 
 
 def _check_references(parsed: OncallFile, source: str) -> None:

@@ -15,16 +15,16 @@ import bisect
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-from pydantic import BaseModel, Field, field_validator
+from typing import Annotated
 
 from bot.oncall.schedule import Layer, Rotation, Schedule, Window
+from checks.schema import Meta, Record
 
 UTC = dt.timezone.utc
 LOOK_AROUND = dt.timedelta(days=8)  # besides the longest shift: how far on_call looks for its shift's edges
 
 
-class Override(BaseModel):
+class Override(Record):
     """`user` is on call for `schedule` during [start, end), whoever the rotation says; the latest made wins."""
 
     id: str
@@ -36,13 +36,11 @@ class Override(BaseModel):
     made_at: float
     kind: str = "override"  # override | swap
     replaces: str | None = None  # for a swap: whose shift it covers
-    note: str = Field("", max_length=200)
+    note: Annotated[str, Meta(max_length=200)] = ""
 
-    @field_validator("start", "end")
-    @classmethod
-    def _whole_seconds(cls, value: float) -> float:
+    def __post_init__(self) -> None:
         # Whole seconds convert to datetimes and back exactly, so an override's edge is a boundary it agrees with.
-        return float(round(value))
+        self.start, self.end = float(round(self.start)), float(round(self.end))
 
     def covers(self, instant: float) -> bool:
         return self.start <= instant < self.end

@@ -12,16 +12,15 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
-
 from bot.queue.replies import as_text
 from checks.fixes import FixOffer, FixPlan, FixResult
+from checks.schema import Record, dump_json, field, parse_json
 
 RECORD_TTL_S = 86400
 Status = Literal["pending", "approved", "denied", "done"]
 
 
-class Origin(BaseModel):
+class Origin(Record):
     """Where an offer was made: the channel (the incident's, or the one a diagnosis ran in), the service."""
 
     channel: str
@@ -31,7 +30,7 @@ class Origin(BaseModel):
     thread_ts: str = ""
 
 
-class Preview(BaseModel):
+class Preview(Record):
     offer: dict[str, Any]
     origin: Origin
 
@@ -39,14 +38,14 @@ class Preview(BaseModel):
         return FixOffer(**self.offer)
 
 
-class FixRequest(BaseModel):
-    id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+class FixRequest(Record, kw_only=True):  # kw_only is not inherited: required fields follow `id`
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     label: str
     plan: dict[str, Any]
     origin: Origin
     requester: str
     severity: str | None = None  # the incident's when requested; None outside an incident
-    created_at: float = Field(default_factory=time.time)
+    created_at: float = field(default_factory=time.time)
     expires_at: float
     status: Status = "pending"
     decided_by: str | None = None
@@ -81,19 +80,19 @@ class Records:
 
     async def save_preview(self, preview: Preview, ttl_s: float) -> str:
         token = uuid.uuid4().hex[:16]
-        await self.redis.set(self._key("fix", "preview", token), preview.model_dump_json(), ex=int(ttl_s))
+        await self.redis.set(self._key("fix", "preview", token), dump_json(preview), ex=int(ttl_s))
         return token
 
     async def preview(self, token: str) -> Preview | None:
         raw = await self.redis.get(self._key("fix", "preview", token))
-        return Preview.model_validate_json(raw) if raw else None
+        return parse_json(Preview, raw) if raw else None
 
     async def save(self, request: FixRequest) -> None:
-        await self.redis.set(self._key("fix", "req", request.id), request.model_dump_json(), ex=RECORD_TTL_S)
+        await self.redis.set(self._key("fix", "req", request.id), dump_json(request), ex=RECORD_TTL_S)
 
     async def get(self, request_id: str) -> FixRequest | None:
         raw = await self.redis.get(self._key("fix", "req", request_id))
-        return FixRequest.model_validate_json(raw) if raw else None
+        return parse_json(FixRequest, raw) if raw else None
 
     async def deny(self, request_id: str, user: str) -> bool:
         """True when this call took the decision (nobody approved or denied before)."""
