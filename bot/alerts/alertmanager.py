@@ -14,13 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, Protocol
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol
 
 from bot.alerts import auth
 from bot.alerts.http import Refused, Request
 from bot.incidents.notice import AlertInstance, AlertNotice, AlertSource
+from checks.schema import Meta, Record, field
 
 if TYPE_CHECKING:
     from bot.alerts.service import Alerts
@@ -28,30 +27,26 @@ if TYPE_CHECKING:
 TITLE_MAX = 200
 
 
-class Alert(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class Alert(Record):
     status: Literal["firing", "resolved"]
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
     startsAt: str = ""
     endsAt: str = ""
     generatorURL: str = ""
     fingerprint: str = ""
 
 
-class AlertmanagerWebhook(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class AlertmanagerWebhook(Record):
     version: Literal["4"]
-    groupKey: str = Field(min_length=1)
+    groupKey: Annotated[str, Meta(min_length=1)]
     status: Literal["firing", "resolved"]
     receiver: str = ""
-    groupLabels: dict[str, str] = Field(default_factory=dict)
-    commonLabels: dict[str, str] = Field(default_factory=dict)
-    commonAnnotations: dict[str, str] = Field(default_factory=dict)
+    groupLabels: dict[str, str] = field(default_factory=dict)
+    commonLabels: dict[str, str] = field(default_factory=dict)
+    commonAnnotations: dict[str, str] = field(default_factory=dict)
     externalURL: str = ""
-    alerts: list[Alert] = Field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
     truncatedAlerts: int = 0
 
 

@@ -19,11 +19,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from bot.alerts import auth
 from bot.alerts.http import Refused, Request
 from bot.incidents.notice import AlertInstance, AlertNotice, AlertSource
+from checks.schema import Record
 
 if TYPE_CHECKING:
     from bot.alerts.service import Alerts
@@ -31,21 +30,51 @@ if TYPE_CHECKING:
 RECOVERED, NO_DATA = {"recovered"}, {"no data", "no_data", "nodata"}
 
 
-class DatadogEvent(BaseModel):
-    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+class Text(str):
+    """A template value: text, or a number where the template left the quotes off (`"alert_id": $ALERT_ID`),
+    written as the bot always wrote it (12345, and 1000.0 as 1000) so that a monitor keeps its incident's key."""
 
-    id: str = ""
-    alert_id: str = Field(min_length=1)
-    alert_cycle_key: str = Field(min_length=1)  # links a trigger to its recovery: the firing's identity
-    alert_transition: str = Field(min_length=1)
-    alert_title: str = ""
-    title: str = ""
-    alert_priority: str = ""
-    alert_scope: str = ""
-    tags: str = ""
-    alert_status: str = ""
-    link: str = ""
-    body: str = ""
+    __slots__ = ()
+
+    @classmethod
+    def from_data(cls, value: object) -> Text:
+        if isinstance(value, str):
+            return cls(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("Expected `str` or a number")
+        return cls(int(value) if isinstance(value, float) and value.is_integer() else value)
+
+
+class Given(Text):
+    """A template value that may not be empty."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_data(cls, value: object) -> Given:
+        text = Text.from_data(value)
+        if not text:
+            raise ValueError("Expected `str` of length >= 1")
+        return cls(text)
+
+
+class DatadogEvent(Record, kw_only=True):  # msgspec does not pass Record's kw_only on to a subclass
+    id: Text = Text()
+    alert_id: Given
+    alert_cycle_key: Given  # links a trigger to its recovery: the firing's identity
+    alert_transition: Given
+    alert_title: Text = Text()
+    title: Text = Text()
+    alert_priority: Text = Text()
+    alert_scope: Text = Text()
+    tags: Text = Text()
+    alert_status: Text = Text()
+    link: Text = Text()
+    body: Text = Text()
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:  # plain str from here on: msgspec writes no str subclass (timeline)
+            setattr(self, name, str(getattr(self, name)))
 
 
 def configured(ax: Alerts) -> bool:

@@ -12,13 +12,12 @@ A timestamp more than ALERT_WINDOW_S (5 min) away from now, or a wrong signature
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from bot.alerts import auth
 from bot.alerts.http import Refused, Request
 from bot.incidents.notice import AlertInstance, AlertNotice, AlertSource
+from checks.schema import Meta, Record
 
 if TYPE_CHECKING:
     from bot.alerts.service import Alerts
@@ -26,15 +25,13 @@ if TYPE_CHECKING:
 TIMESTAMP, SIGNATURE = "X-Chatops-Timestamp", "X-Chatops-Signature"
 
 
-class GenericAlert(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    title: str = Field(min_length=1, max_length=500)
+class GenericAlert(Record, kw_only=True):  # msgspec does not pass Record's kw_only on to a subclass
+    title: Annotated[str, Meta(min_length=1, max_length=500)]
     severity: Literal["P0", "P1", "P2", "P3"]
     service: str | None = None
-    dedup_key: str = Field(min_length=1, max_length=500)
+    dedup_key: Annotated[str, Meta(min_length=1, max_length=500)]
     status: Literal["firing", "resolved"]
-    description: str = Field("", max_length=10_000)
+    description: Annotated[str, Meta(max_length=10_000)] = ""
 
 
 def configured(ax: Alerts) -> bool:

@@ -10,35 +10,32 @@ header is configured, which must then be within ALERT_WINDOW_S — in GRAFANA_WE
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from bot.alerts import auth
 from bot.alerts.alertmanager import Alert, group_notice
 from bot.alerts.http import Refused, Request
 from bot.incidents.notice import AlertNotice, AlertSource
+from checks.schema import Meta, Record, field
 
 if TYPE_CHECKING:
     from bot.alerts.service import Alerts
 
-class GrafanaAlert(Alert):
+class GrafanaAlert(Alert, kw_only=True):  # msgspec does not pass Record's kw_only on to a subclass
     """Alertmanager's alert, as Grafana sends it: always with a fingerprint."""
 
-    fingerprint: str = Field(min_length=1)
+    fingerprint: Annotated[str, Meta(min_length=1)]
 
 
-class GrafanaWebhook(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class GrafanaWebhook(Record):
     version: Literal["1"]
-    groupKey: str = Field(min_length=1)
+    groupKey: Annotated[str, Meta(min_length=1)]
     status: Literal["firing", "resolved"]
-    commonLabels: dict[str, str] = Field(default_factory=dict)
-    commonAnnotations: dict[str, str] = Field(default_factory=dict)
-    groupLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = field(default_factory=dict)
+    commonAnnotations: dict[str, str] = field(default_factory=dict)
+    groupLabels: dict[str, str] = field(default_factory=dict)
     title: str = ""
-    alerts: list[GrafanaAlert] = Field(default_factory=list)
+    alerts: list[GrafanaAlert] = field(default_factory=list)
 
 
 def configured(ax: Alerts) -> bool:

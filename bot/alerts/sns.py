@@ -17,12 +17,11 @@ import binascii
 import datetime as dt
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from bot.alerts import cloudwatch
 from bot.alerts.http import Refused, Reply, Request
 from bot.alerts.sns_fetch import CONFIRM_MAX_BYTES, Untrusted
 from bot.incidents.notice import AlertNotice
+from checks.schema import Record
 
 if TYPE_CHECKING:
     from bot.alerts.service import Alerts
@@ -36,9 +35,7 @@ SIGNED_KEYS = {
 }
 
 
-class Envelope(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class Envelope(Record):
     Type: Literal["Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation"]
     MessageId: str
     TopicArn: str
@@ -52,8 +49,8 @@ class Envelope(BaseModel):
     SubscribeURL: str | None = None
 
     def canonical(self) -> bytes:
-        values = self.model_dump()
-        lines = [f"{key}\n{values[key]}\n" for key in SIGNED_KEYS[self.Type] if values.get(key) is not None]
+        values = {key: getattr(self, key) for key in SIGNED_KEYS[self.Type]}
+        lines = [f"{key}\n{value}\n" for key, value in values.items() if value is not None]
         return "".join(lines).encode()
 
 
