@@ -1,4 +1,8 @@
-"""The data a check produces and the verdict built from it."""
+"""The data a check produces and the verdict built from it.
+
+Records: they go through Redis as JSON and are read back with `checks.schema.parse_json`. Built in code they are
+not validated or converted, so a check passes a `Status` member, not its text, and floats where floats are meant.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from checks.fixes import FixOffer
 from checks.schema import Record, field
 
 Severity = Literal["P0", "P1", "P2", "P3"]
+
 
 class Status(str, Enum):
     ok = "ok"
@@ -36,8 +41,10 @@ def worst(statuses: list[Status]) -> Status:
     return Status.ok
 
 
+# kw_only=True on each class: msgspec does not inherit it from Record, and fields are passed by name as before.
 class Marker(Record, kw_only=True):
     """A moment worth seeing on a chart: the first error signature, the last deploy, the first bad minute."""
+
     at: datetime
     label: str
     kind: Literal["first_error", "deploy", "first_breach", "milestone"] = "first_breach"  # milestone: an
@@ -46,6 +53,7 @@ class Marker(Record, kw_only=True):
 
 class Series(Record, kw_only=True):
     """The time series a check judged, kept so a renderer can draw it without asking AWS again."""
+
     metric: str  # what the y axis is, for people: "5xx ratio", "Lambda errors per minute"
     unit: str = ""  # "%", "ms", "count"
     points: list[tuple[datetime, float]] = field(default_factory=list)
@@ -55,6 +63,7 @@ class Series(Record, kw_only=True):
 
 class CheckResult(Record, kw_only=True):
     """What one check found about one target. `check`, `target` and `duration_ms` are filled in by the runner."""
+
     check: str = ""
     target: str = ""
     status: Status
@@ -101,6 +110,7 @@ def fold(problems: list[Problem], *, ok: str, resource: str, evidence: dict[str,
 
 class Finding(Record, kw_only=True):
     """A problem worth a responder's attention, ranked by how likely it is the cause rather than a symptom."""
+
     check: str
     target: str
     status: Status

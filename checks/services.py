@@ -46,6 +46,7 @@ Port = Annotated[int, Meta(ge=1, le=65535)]
 EnvName = Annotated[str, Meta(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 
 
+# kw_only=True on each class: msgspec does not inherit it from Strict, and a required field may follow defaults.
 class HttpProbe(Strict, kw_only=True):
     url: HttpUrl  # anything but an http(s) URL with a host is "invalid URL"
     expect_status: list[Annotated[int, Meta(ge=100, le=599)]] = field(default_factory=lambda: [200])
