@@ -354,16 +354,22 @@ def describe_validation_error(exc: ValidationError, *, prefix: str = "") -> str:
 
 
 def parse_services(data: Any, *, source: str = "services file") -> ServicesFile:
-    from checks.services import (
-        ServicesFile,  # the schema lives with the checks that read it
-    )
+    from checks import schema
+    from checks.services import ServicesFile, bad_service_name, parse_service  # the schema lives with the checks
 
-    if not isinstance(data, dict) or "services" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
         raise ConfigError(f"{source}: expected a top-level `services:` mapping")
-    try:
-        return ServicesFile.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
+    if unknown := [key for key in data if key != "services"]:
+        raise ConfigError(f"{source}: {unknown[0]}: unknown key, the file holds only `services:`")
+    services = {}
+    for name, block in data["services"].items():  # one at a time, so that an error names its service
+        if problem := bad_service_name(name):
+            raise ConfigError(f"{source}: services: {problem}")
+        try:
+            services[name] = parse_service(block)
+        except schema.ValidationError as exc:
+            raise ConfigError(f"{source}: {schema.describe(exc, f'services.{name}')}") from None
+    return ServicesFile(services=services)
 
 
 def load_services(path: Path) -> ServicesFile:

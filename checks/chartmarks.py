@@ -13,6 +13,7 @@ from typing import Any
 
 from checks.correlation import SUSPECT_WINDOW
 from checks.model import CheckResult, Marker, Series
+from checks.schema import replace
 
 # A moment further than this outside the series' minutes is left off: it would squash the metric into a sliver.
 MARK_WITHIN = SUSPECT_WINDOW
@@ -23,7 +24,7 @@ def with_run_markers(series: Series, results: Iterable[CheckResult]) -> Series:
     found = list(results)
     borrowed = [m for m in (_deploy(found), _first_error(found)) if m is not None and _near(m, series)]
     markers = [*series.markers, *(m for m in borrowed if m not in series.markers)]
-    return series.model_copy(update={"markers": sorted(markers, key=lambda m: m.at)})
+    return replace(series, markers=sorted(markers, key=lambda m: m.at))
 
 
 def _deploy(results: list[CheckResult]) -> Marker | None:

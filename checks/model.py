@@ -1,4 +1,8 @@
-"""The data a check produces and the verdict built from it."""
+"""The data a check produces and the verdict built from it.
+
+Records: they go through Redis as JSON and are read back with `checks.schema.parse_json`. Built in code they are
+not validated or converted, so a check passes a `Status` member, not its text, and floats where floats are meant.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,10 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from checks.fixes import FixOffer
+from checks.schema import Record, field
 
 Severity = Literal["P0", "P1", "P2", "P3"]
-
-# Validators are built when a model is first used, not at import: a process that answers Slack imports this module
-# (incidents keep a verdict's summary, the fixes offer) but seldom validates a result, and building these five
-# models' validators was ~15 ms of its start.
-BUILT_ON_FIRST_USE = ConfigDict(defer_build=True)
 
 
 class Status(str, Enum):
@@ -43,9 +41,9 @@ def worst(statuses: list[Status]) -> Status:
     return Status.ok
 
 
-class Marker(BaseModel):
+# kw_only=True on each class: msgspec does not inherit it from Record, and fields are passed by name as before.
+class Marker(Record, kw_only=True):
     """A moment worth seeing on a chart: the first error signature, the last deploy, the first bad minute."""
-    model_config = BUILT_ON_FIRST_USE
 
     at: datetime
     label: str
@@ -53,33 +51,31 @@ class Marker(BaseModel):
     # incident's declared / acknowledged / escalated / mitigated / resolved, on the postmortem's timeline chart
 
 
-class Series(BaseModel):
+class Series(Record, kw_only=True):
     """The time series a check judged, kept so a renderer can draw it without asking AWS again."""
-    model_config = BUILT_ON_FIRST_USE
 
     metric: str  # what the y axis is, for people: "5xx ratio", "Lambda errors per minute"
     unit: str = ""  # "%", "ms", "count"
-    points: list[tuple[datetime, float]] = Field(default_factory=list)
+    points: list[tuple[datetime, float]] = field(default_factory=list)
     threshold: float | None = None  # the line the check compared against, in the points' unit
-    markers: list[Marker] = Field(default_factory=list)
+    markers: list[Marker] = field(default_factory=list)
 
 
-class CheckResult(BaseModel):
+class CheckResult(Record, kw_only=True):
     """What one check found about one target. `check`, `target` and `duration_ms` are filled in by the runner."""
-    model_config = BUILT_ON_FIRST_USE
 
     check: str = ""
     target: str = ""
     status: Status
     summary: str
     resource: str | None = None
-    evidence: dict[str, Any] = Field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
     hint: str | None = None
     duration_ms: int = 0
     # Suggested severity when this result is a problem (runbook table); None lets the verdict decide by status.
     severity: Severity | None = None
     # Reversible fixes for the cause this result names (a button each); empty for most results.
-    fixes: list[FixOffer] = Field(default_factory=list)
+    fixes: list[FixOffer] = field(default_factory=list)
     # The metric the check judged, when its evidence is a time series (a chart is drawn from it); else None.
     series: Series | None = None
 
@@ -112,28 +108,25 @@ def fold(problems: list[Problem], *, ok: str, resource: str, evidence: dict[str,
     )
 
 
-class Finding(BaseModel):
+class Finding(Record, kw_only=True):
     """A problem worth a responder's attention, ranked by how likely it is the cause rather than a symptom."""
-    model_config = BUILT_ON_FIRST_USE
 
     check: str
     target: str
     status: Status
     summary: str
     resource: str | None = None
-    evidence: dict[str, Any] = Field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
     hint: str | None = None
     severity: Severity
-    explains: list[str] = Field(default_factory=list)  # the failures it accounts for: "<check> <target>"
-    fixes: list[FixOffer] = Field(default_factory=list)
+    explains: list[str] = field(default_factory=list)  # the failures it accounts for: "<check> <target>"
+    fixes: list[FixOffer] = field(default_factory=list)
 
 
-class Verdict(BaseModel):
-    model_config = BUILT_ON_FIRST_USE
-
+class Verdict(Record, kw_only=True):
     target: str
     status: Status
     headline: str
     severity: Severity | None = None
-    findings: list[Finding] = Field(default_factory=list)
-    counts: dict[str, int] = Field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)

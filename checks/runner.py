@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from checks.model import CheckResult, Status
 from checks.catalog import CHECKS, Check
 from checks.registry import CheckContext, CheckDef, check_definition
+from checks.schema import replace
 from checks.services import ServiceSpec
 
 if TYPE_CHECKING:  # planning (a process answering Slack) needs no HTTP client; running checks imports it
@@ -96,7 +97,7 @@ async def run_check(planned: PlannedCheck, ctx: CheckContext) -> CheckResult:
         log.warning("check %s on %s raised", planned.check, planned.target, exc_info=True)
         result = CheckResult(status=Status.error, summary=f"The check could not run: {describe_exception(exc)}")
     duration_ms = int((time.perf_counter() - started) * 1000)
-    return result.model_copy(update={"check": planned.check, "target": planned.target, "duration_ms": duration_ms})
+    return replace(result, check=planned.check, target=planned.target, duration_ms=duration_ms)
 
 
 def _limit(definition: CheckDef | None, ctx: CheckContext) -> float:

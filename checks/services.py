@@ -1,6 +1,7 @@
 """The services file's schema: which services exist and what `/diagnose` may probe for each.
 
-The checks read these models; `bot.settings.load_services` reads and validates the file.
+The checks read these models; `bot.settings.load_services` reads the file and validates each service with
+`parse_service`.
 
 It is the only source of probe targets — nothing typed in chat ever becomes a URL or host — so it is validated
 strictly, and every error names its path (`services.api.http[0].url: invalid URL`).
@@ -9,17 +10,14 @@ strictly, and every error names its path (`services.api.http[0].url: invalid URL
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Any, Literal
+import re
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import (
-    AnyHttpUrl,
-    BaseModel,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+import msgspec
+
+from checks.schema import HttpUrl, Meta, Strict, ValidationError, field, parse
 
 SERVICE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 
@@ -44,84 +42,57 @@ def is_link_local(host: str) -> bool:
     return any(address in net for net in _LINK_LOCAL_NETS)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+Port = Annotated[int, Meta(ge=1, le=65535)]
+EnvName = Annotated[str, Meta(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 
 
-class HttpProbe(_Strict):
-    url: AnyHttpUrl
-    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = [200]
-    samples: int = Field(5, ge=1, le=50)
-    latency_ms: int = Field(1000, ge=1)
-    timeout_s: float = Field(5.0, gt=0, le=120)
+# kw_only=True on each class: msgspec does not inherit it from Strict, and a required field may follow defaults.
+class HttpProbe(Strict, kw_only=True):
+    url: HttpUrl  # anything but an http(s) URL with a host is "invalid URL"
+    expect_status: list[Annotated[int, Meta(ge=100, le=599)]] = field(default_factory=lambda: [200])
+    samples: Annotated[int, Meta(ge=1, le=50)] = 5
+    latency_ms: Annotated[int, Meta(ge=1)] = 1000
+    timeout_s: Annotated[float, Meta(gt=0, le=120)] = 5.0
     headers: dict[str, str] = {}
 
-    @field_validator("url", mode="before")
-    @classmethod
-    def _url_message(cls, value: Any) -> Any:
-        if not isinstance(value, str) or "://" not in value:
-            raise ValueError("invalid URL")
-        return value
 
-
-class HostPort(_Strict):
+class HostPort(Strict, kw_only=True):
     host: str
-    port: int = Field(ge=1, le=65535)
+    port: Port
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
 
 
-def _parse_host_port(value: Any, default_port: int | None) -> Any:
-    if not isinstance(value, str):
-        return value
-    host, sep, port = value.rpartition(":")
-    if not sep or "]" in port:
-        if default_port is None:
-            raise ValueError("expected host:port")
-        return {"host": value, "port": default_port}
-    if not port.isdigit():
-        raise ValueError("port must be a number")
-    return {"host": host.strip("[]"), "port": int(port)}
+class TcpTarget(HostPort, kw_only=True):
+    """`{host: db, port: 5432}`, or `db:5432` in short (see `parse_service`)."""
 
 
-class TcpTarget(HostPort):
-    @model_validator(mode="before")
-    @classmethod
-    def _from_str(cls, value: Any) -> Any:
-        return _parse_host_port(value, None)
+class TlsTarget(HostPort, kw_only=True):
+    """`{host: api.example.com, port: 8443}`, or `api.example.com:8443`, or `api.example.com` for port 443."""
+
+    port: Port = 443
 
 
-class TlsTarget(HostPort):
-    port: int = Field(443, ge=1, le=65535)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_str(cls, value: Any) -> Any:
-        return _parse_host_port(value, 443)
+class DatabaseSpec(Strict, kw_only=True):
+    dsn_env: EnvName
+    long_query_s: Annotated[int, Meta(ge=1)] = 300
+    # a session waiting this long on another's lock is reported (postgres.locks)
+    lock_wait_s: Annotated[int, Meta(ge=1)] = 10
 
 
-class DatabaseSpec(_Strict):
-    dsn_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
-    long_query_s: int = Field(300, ge=1)
-    lock_wait_s: int = Field(10, ge=1)  # a session waiting this long on another's lock is reported (postgres.locks)
+class BucketSpec(Strict, kw_only=True):
+    """An S3 bucket: `{name: uploads, probe_write: true}`, or `uploads` in short."""
 
-
-class BucketSpec(_Strict):
     name: str
     probe_write: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_str(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
 
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 
-class AwsSpec(_Strict):
-    region: str = Field("us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+class AwsSpec(Strict, kw_only=True):
+    region: Annotated[str, Meta(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")] = "us-east-1"
     load_balancers: list[str] = []
     target_groups: list[str] = []
     lambda_functions: list[str] = []
@@ -129,8 +100,9 @@ class AwsSpec(_Strict):
     queues: list[str] = []
     dynamodb_tables: list[str] = []
     db_instances: list[str] = []
-    # instance id → the app's libpq sslmode, judged against the instance's rds.force_ssl and CA expiry
-    db_client_sslmode: dict[str, SslMode] = {}
+    # instance id → the app's libpq sslmode (an SslMode), judged against the instance's rds.force_ssl and CA expiry;
+    # checked in __post_init__, where a wrong mode's error can name its instance
+    db_client_sslmode: dict[str, str] = {}
     buckets: list[BucketSpec] = []
     distributions: list[str] = []
     certificates: list[str] = []
@@ -150,13 +122,19 @@ class AwsSpec(_Strict):
     # personal data), so it is opt-in.
     peek_dead_letters: bool = False
 
+    def __post_init__(self) -> None:
+        for instance, mode in self.db_client_sslmode.items():
+            if mode not in get_args(SslMode):
+                raise ValueError(f"db_client_sslmode.{instance}: {mode!r} is not an sslmode, expected one of "
+                                 f"{_choices(SslMode)}")
+
 
 _PULUMI_NAME = r"[A-Za-z0-9_.-]+"
 PULUMI_CLOUD = "https://api.pulumi.com"
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}  # plain http only here (a local proxy or test server): tokens travel
 
 
-class PulumiSpec(_Strict):
+class PulumiSpec(Strict, kw_only=True):
     """Where a service's Pulumi stacks keep their state: `s3://bucket[/prefix][?region=r]`, `file:///path`, or
     Pulumi Cloud (`https://api.pulumi.com`, or a self-hosted service's API URL) with its token in `token_env`.
 
@@ -165,37 +143,19 @@ class PulumiSpec(_Strict):
     """
 
     backend: str
-    stacks: list[Annotated[str, Field(pattern=rf"^{_PULUMI_NAME}(/{_PULUMI_NAME}){{0,2}}$")]] = Field(min_length=1)
-    token_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    stacks: Annotated[list[Annotated[str, Meta(pattern=rf"^{_PULUMI_NAME}(/{_PULUMI_NAME}){{0,2}}$")]],
+                      Meta(min_length=1)]
+    token_env: EnvName | None = None
 
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme == "s3" and parts.netloc:
-            unknown = sorted(set(parse_qs(parts.query)) - {"region"})
-            if unknown:
-                raise ValueError(f"unsupported s3 backend option {unknown[0]!r}: the bot uses its own AWS "
-                                 "credentials; only ?region= is read")
-            return value
-        if parts.scheme == "file" and parts.path.startswith(("/", "~")):
-            return value
-        if parts.scheme == "https" and parts.hostname or parts.scheme == "http" and parts.hostname in _LOOPBACK:
-            if parts.hostname == "app.pulumi.com":
-                raise ValueError(f"use the API endpoint {PULUMI_CLOUD}, not the console's app.pulumi.com")
-            return value
-        raise ValueError('expected "s3://bucket[/prefix]", "file:///absolute/path" or "https://api.pulumi.com"')
-
-    @model_validator(mode="after")
-    def _cloud_needs_token_and_org(self) -> PulumiSpec:
+    def __post_init__(self) -> None:
+        _known_backend(self.backend)
         if self.kind != "cloud":
-            return self
+            return
         if not self.token_env:
             raise ValueError("token_env: name the environment variable that holds the Pulumi access token")
         for index, stack in enumerate(self.stacks):
             if stack.count("/") != 2:
                 raise ValueError(f"stacks[{index}]: Pulumi Cloud stacks are organization/project/stack")
-        return self
 
     @property
     def kind(self) -> str:
@@ -209,75 +169,83 @@ class PulumiSpec(_Strict):
         return (parse_qs(urlsplit(self.backend).query).get("region") or [None])[0]
 
 
-class GcpBucketSpec(_Strict):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+def _known_backend(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme == "s3" and parts.netloc:
+        unknown = sorted(set(parse_qs(parts.query)) - {"region"})
+        if unknown:
+            raise ValueError(f"backend: unsupported s3 backend option {unknown[0]!r}: the bot uses its own AWS "
+                             "credentials; only ?region= is read")
+        return
+    if parts.scheme == "file" and parts.path.startswith(("/", "~")):
+        return
+    if parts.scheme == "https" and parts.hostname or parts.scheme == "http" and parts.hostname in _LOOPBACK:
+        if parts.hostname == "app.pulumi.com":
+            raise ValueError(f"backend: use the API endpoint {PULUMI_CLOUD}, not the console's app.pulumi.com")
+        return
+    raise ValueError('backend: expected "s3://bucket[/prefix]", "file:///absolute/path" or "https://api.pulumi.com"')
+
+
+class GcpBucketSpec(Strict, kw_only=True):
+    """A Cloud Storage bucket: `{name: uploads, access: write}`, or `uploads` in short."""
+
+    name: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")]
     access: Literal["read", "write"] = "read"  # what the service's service account does with the objects
     probe_write: bool = False  # write, read back and delete one object with the bot's own credentials
 
-    @model_validator(mode="before")
-    @classmethod
-    def _from_str(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
 
+class CloudSqlSpec(Strict, kw_only=True):
+    """A Cloud SQL instance: `{instance: orders, path: private}`, or `orders` in short."""
 
-class CloudSqlSpec(_Strict):
-    instance: str = Field(pattern=r"^[a-z][a-z0-9-]{0,97}$")
+    instance: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,97}$")]
     client_ssl: Literal["none", "tls", "cert"] | None = None  # what the app presents: nothing, TLS, TLS + cert
     path: Literal["private", "public", "connector"] | None = None  # how the app reaches it
     client_cidrs: list[ipaddress.IPv4Network] = []  # the app's egress addresses, for authorized networks
-    max_connections: int | None = Field(None, ge=1)  # when a database flag sets it, else read from the tier
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_str(cls, value: Any) -> Any:
-        return {"instance": value} if isinstance(value, str) else value
+    max_connections: Annotated[int, Meta(ge=1)] | None = None  # when a database flag sets it, else from the tier
 
 
-class BackendServiceSpec(_Strict):
-    name: str = Field(pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+class BackendServiceSpec(Strict, kw_only=True):
+    """A load balancer's backend service: `{name: web, per_user: true}`, or `web` in short."""
+
+    name: Annotated[str, Meta(pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")]
     regional: bool = False  # a regional backend service in the gcp block's region, else global
     per_user: bool = False  # serves per-user responses: caching them all would leak one user's page to another
 
-    @model_validator(mode="before")
-    @classmethod
-    def _from_str(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
 
-
-class GcpSpec(_Strict):
-    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-    region: str = Field(pattern=r"^[a-z]+-[a-z]+\d+$")
-    service_account: str | None = Field(None, pattern=r"^[^@\s]+@[a-z0-9.-]+$")  # the app's, for bucket grants
-    cloud_run: list[Annotated[str, Field(pattern=r"^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$")]] = []
+class GcpSpec(Strict, kw_only=True):
+    project: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")]
+    region: Annotated[str, Meta(pattern=r"^[a-z]+-[a-z]+\d+$")]
+    service_account: Annotated[str, Meta(pattern=r"^[^@\s]+@[a-z0-9.-]+$")] | None = None  # the app's: bucket grants
+    cloud_run: list[Annotated[str, Meta(pattern=r"^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$")]] = []
     cloud_sql: list[CloudSqlSpec] = []
     buckets: list[GcpBucketSpec] = []
     backend_services: list[BackendServiceSpec] = []
-    log_filters: list[Annotated[str, Field(min_length=1, max_length=2000)]] = []  # extra Cloud Logging filters
+    log_filters: list[Annotated[str, Meta(min_length=1, max_length=2000)]] = []  # extra Cloud Logging filters
 
-    @model_validator(mode="after")
-    def _buckets_need_an_account(self) -> GcpSpec:
+    def __post_init__(self) -> None:
         if self.buckets and not self.service_account:
             raise ValueError("buckets: set service_account (the app's) so its bucket grants can be checked")
-        return self
 
 
-class ServiceSpec(_Strict):
+class ServiceSpec(Strict, kw_only=True, weakref=True):  # weakref: checks.runner.plan caches a plan per spec
     description: str = ""
     http: list[HttpProbe] = []
     tcp: list[TcpTarget] = []
     dns: list[str] = []
     tls: list[TlsTarget] = []
-    cdn: list[AnyHttpUrl] = []  # asset URLs whose cache headers are checked
+    cdn: list[HttpUrl] = []  # asset URLs whose cache headers are checked
     database: DatabaseSpec | None = None
     aws: AwsSpec | None = None
     pulumi: PulumiSpec | None = None
     gcp: GcpSpec | None = None
     allow_link_local: bool = False
 
-    @model_validator(mode="after")
-    def _refuse_link_local(self) -> ServiceSpec:
+    def __post_init__(self) -> None:
+        self._refuse_link_local()
+
+    def _refuse_link_local(self) -> None:
         if self.allow_link_local:
-            return self
+            return
         hosts = [(f"http[{i}].url", p.url.host or "") for i, p in enumerate(self.http)]
         hosts += [(f"tcp[{i}]", t.host) for i, t in enumerate(self.tcp)]
         hosts += [(f"tls[{i}]", t.host) for i, t in enumerate(self.tls)]
@@ -291,8 +259,6 @@ class ServiceSpec(_Strict):
                     f"{where}: {host} is a link-local/instance-metadata address; "
                     "set allow_link_local: true on the service if you really mean to probe it"
                 )
-        return self
-
 
     @property
     def needs_aws(self) -> bool:
@@ -300,5 +266,105 @@ class ServiceSpec(_Strict):
         return self.aws is not None or self.pulumi is not None
 
 
-class ServicesFile(_Strict):
-    services: dict[Annotated[str, Field(pattern=SERVICE_NAME_PATTERN)], ServiceSpec]
+class ServicesFile(Strict, kw_only=True):
+    """The whole file, built by `bot.settings.parse_services` from services validated one at a time."""
+
+    services: dict[str, ServiceSpec]
+
+
+def bad_service_name(name: object) -> str | None:
+    """Why `name` cannot name a service (it is a Redis key part and a Slack command argument), or None."""
+    if isinstance(name, str) and re.fullmatch(SERVICE_NAME_PATTERN, name):
+        return None
+    return (f"{name!r} is not a service name: lower-case letters, digits, `.`, `_` and `-`, at most 63, "
+            "starting with a letter or digit")
+
+
+def parse_service(data: Any) -> ServiceSpec:
+    """One service's block from the services file, validated, its shorthands (`db:5432`, a bucket's bare name)
+    written out in full first. Raises ValidationError, its path starting in the block (`tcp[0].port`)."""
+    try:
+        return parse(ServiceSpec, _written_out(data, _SHORTHANDS))
+    except ValidationError as exc:
+        raise _naming_the_choices(exc) from None
+
+
+def _host_port(value: str, default_port: int | None) -> dict[str, Any]:
+    host, sep, port = value.rpartition(":")
+    if not sep or "]" in port:
+        if default_port is None:
+            raise ValueError("expected host:port")
+        return {"host": value, "port": default_port}
+    if not port.isdigit():
+        raise ValueError("port must be a number")
+    return {"host": host.strip("[]"), "port": int(port)}
+
+
+def _named(key: str) -> Any:
+    return lambda value: {key: value}
+
+
+# Where an entry may be written as one string, and what it stands for. msgspec validates an entry as one type, not
+# as "a string or a mapping", so these are written out before it reads the block.
+_SHORTHANDS: dict[str, Any] = {
+    "tcp": lambda value: _host_port(value, None),
+    "tls": lambda value: _host_port(value, 443),
+    "aws": {"buckets": _named("name")},
+    "gcp": {"buckets": _named("name"), "cloud_sql": _named("instance"), "backend_services": _named("name")},
+}
+
+
+def _written_out(data: Any, shorthands: dict[str, Any], where: str = "") -> Any:
+    """A copy of `data` with the strings in its shorthand lists written out; anything else is left for msgspec to
+    judge (a list that is not a list, a number for a host)."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for key, expand in shorthands.items():
+        value = out.get(key)
+        if isinstance(expand, dict):
+            if isinstance(value, dict):
+                out[key] = _written_out(value, expand, f"{where}{key}.")
+        elif isinstance(value, list):
+            out[key] = [_expanded(item, expand, f"{where}{key}[{i}]") for i, item in enumerate(value)]
+    return out
+
+
+def _expanded(item: Any, expand: Any, where: str) -> Any:
+    if not isinstance(item, str):
+        return item
+    try:
+        return expand(item)
+    except ValueError as exc:
+        # told as msgspec tells its own errors, so that `describe` names the entry: `services.db.tcp[0]: ...`
+        raise ValidationError(f"{exc} - at `$.{where}`") from None
+
+
+def _naming_the_choices(exc: ValidationError) -> ValidationError:
+    """msgspec says `Invalid enum value 'rw'`; whoever edits the file needs to know what the value may be."""
+    message, _, at = str(exc).rpartition(" - at `$")
+    choices = get_args(_type_at(ServiceSpec, at.rstrip("`"))) if message.startswith("Invalid enum value") else ()
+    return ValidationError(f"{message}, expected one of {_choices(choices)} - at `${at}") if choices else exc
+
+
+def _type_at(kind: Any, path: str) -> Any:
+    """The type a path in the data (`.gcp.buckets[0].access`) is read as, from `kind`; None where it cannot tell."""
+    for name in re.findall(r"\.(\w+)|\[[^]]*]", path):  # a field's name, or "" for an index or a key
+        kind = _unwrapped(kind)
+        if name:
+            fields = msgspec.structs.fields(kind) if isinstance(kind, type) and issubclass(kind, Strict) else ()
+            kind = next((f.type for f in fields if f.name == name), None)
+        else:
+            kind = (get_args(kind) or (None,))[-1]  # a list's items, a mapping's values
+    return _unwrapped(kind)
+
+
+def _unwrapped(kind: Any) -> Any:
+    """`kind` without `Annotated[...]` and `| None`."""
+    while get_origin(kind) in (Annotated, Union, UnionType):
+        kind = next(arg for arg in get_args(kind) if arg is not type(None))
+    return kind
+
+
+def _choices(values: Any) -> str:
+    return ", ".join(repr(value) for value in (get_args(values) or values))

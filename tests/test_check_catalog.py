@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from bot.app.processes import warm_up
 from checks.registry import CheckContext
 from checks.runner import PlannedCheck, make_http_client, run_check
-from checks.services import ServicesFile
+from checks.services import parse_service
 
 SDKS = json.loads(sys.argv[2])
 
@@ -41,8 +41,7 @@ async def run(planned, service):
 async def main():
     warm_up()
     at_start = sorted(m for m in sys.modules if m.startswith("checks.") or m in SDKS)
-    service = ServicesFile.model_validate({"services": {"api": {
-        "http": [{"url": sys.argv[1], "samples": 1}], "database": {"dsn_env": "UNSET_DSN"}}}}).services["api"]
+    service = parse_service({"http": [{"url": sys.argv[1], "samples": 1}], "database": {"dsn_env": "UNSET_DSN"}})
     http = await run(PlannedCheck("http.health", 0, sys.argv[1]), service)
     after_http = sorted(sys.modules)
     database = await run(PlannedCheck("postgres", 0, "$UNSET_DSN"), service)
@@ -80,11 +79,11 @@ def test_a_worker_imports_a_checks_module_and_its_sdk_when_it_first_runs_that_ch
 
 def test_a_plan_is_worked_out_once_per_spec_and_again_for_an_edited_one() -> None:
     from checks.runner import plan
-    from checks.services import ServiceSpec
+    from checks.services import parse_service
 
-    first = ServiceSpec.model_validate({"http": [{"url": "http://a.example/"}]})
-    edited = ServiceSpec.model_validate({"http": [{"url": "http://a.example/"}, {"url": "http://b.example/"}],
-                                         "tcp": [{"host": "db.example", "port": 5432}]})
+    first = parse_service({"http": [{"url": "http://a.example/"}]})
+    edited = parse_service({"http": [{"url": "http://a.example/"}, {"url": "http://b.example/"}],
+                            "tcp": [{"host": "db.example", "port": 5432}]})
     planned = plan(first)
     planned.clear()  # a caller's list is its own: the cached plan is not changed through it
     assert [(p.check, p.target) for p in plan(first)] == [("http.health", "http://a.example/")]

@@ -30,7 +30,7 @@ from checks.aws.logs import (
 )
 from checks.model import Status
 from checks.registry import CheckContext, Layer
-from checks.services import AwsSpec, ServiceSpec
+from checks.services import parse_service
 from tests.aws_lambda_scenarios import (
     REGION,
     create_function,
@@ -48,7 +48,7 @@ FIXED_NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
 def context(aws, now: datetime, **spec) -> CheckContext:
-    return CheckContext(service_name="api", service=ServiceSpec(aws=AwsSpec(**spec)), now=now, http=None, aws=aws)
+    return CheckContext(service_name="api", service=parse_service({"aws": spec}), now=now, http=None, aws=aws)
 
 
 def events(*lines: tuple[int, str], stream: str = "s1") -> list[dict]:

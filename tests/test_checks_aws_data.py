@@ -25,7 +25,8 @@ from checks.aws.s3 import PROBE_PREFIX, s3
 from checks.aws.sqs import sqs_dlq
 from checks.model import Status
 from checks.registry import CheckContext
-from checks.services import AwsSpec, BucketSpec, ServiceSpec
+from checks.schema import replace
+from checks.services import BucketSpec, parse_service
 
 REGION = "us-east-1"
 
@@ -33,7 +34,7 @@ REGION = "us-east-1"
 def context(aws: AwsClients, *, now: datetime | None = None, **spec: Any) -> CheckContext:
     return CheckContext(
         service_name="orders",
-        service=ServiceSpec(aws=AwsSpec(region=REGION, **spec)),
+        service=parse_service({"aws": {"region": REGION, **spec}}),
         now=now or datetime.now(UTC),
         http=None,  # type: ignore[arg-type]  # these checks make no HTTP calls
         aws=aws,
@@ -119,9 +120,7 @@ async def test_peek_shows_three_truncated_bodies_and_leaves_them_on_the_queue(aw
     for n in range(4):
         fail_processing(aws, url, f"order {n} " + "x" * 500)
     ctx = context(aws, queues=["orders"])
-    ctx.service = ctx.service.model_copy(
-        update={"aws": ctx.service.aws.model_copy(update={"peek_dead_letters": True})}
-    )
+    ctx.service = replace(ctx.service, aws=replace(ctx.service.aws, peek_dead_letters=True))
 
     result = await sqs_dlq("orders", ctx)
 

@@ -39,7 +39,8 @@ from checks.aws.nacl import (
 from checks.model import Status
 from checks.registry import CheckContext
 from checks.runner import make_http_client, run_service
-from checks.services import AwsSpec, ServiceSpec
+from checks.schema import dump, dump_json
+from checks.services import AwsSpec, ServiceSpec, parse_service
 from tests.aws_scenarios import (
     REGION,
     Network,
@@ -80,7 +81,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def make_ctx(aws: AwsClients, http: httpx.AsyncClient, now: datetime) -> MakeCtx:
     def make(**spec: Any) -> CheckContext:
-        return CheckContext(service_name="web", service=ServiceSpec(aws=AwsSpec(region=REGION, **spec)), now=now,
+        return CheckContext(service_name="web", service=parse_service({"aws": {"region": REGION, **spec}}), now=now,
                             http=http, aws=aws)
 
     return make
@@ -638,7 +639,7 @@ async def test_existing_secure_parameter_is_ok_and_its_value_never_leaks(aws: Aw
 
     assert result.status is Status.ok
     assert result.evidence["type"] == "SecureString" and result.evidence["version"] == 1
-    assert "hunter2" not in result.model_dump_json()
+    assert "hunter2" not in dump_json(result)
 
 
 async def test_missing_parameter_fails(aws: AwsClients, make_ctx: MakeCtx) -> None:
@@ -712,4 +713,4 @@ async def test_run_service_ranks_the_route_table_finding_first_and_names_it(
     assert by_check["aws.ssm_parameters"].status is Status.ok
     mine = [r.check for r in results if r.check in by_check]
     assert mine.index("aws.alb_routes") < mine.index("aws.elb_5xx")  # plan order: config before symptom
-    assert json.dumps([r.model_dump(mode="json") for r in results])  # everything a renderer gets is JSON-able
+    assert json.dumps([dump(r) for r in results])  # everything a renderer gets is JSON-able

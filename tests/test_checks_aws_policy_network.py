@@ -21,7 +21,7 @@ from checks.aws.vpc import endpoint_prefix, external_hosts, lambda_vpc, nat_gate
 from checks.model import Status
 from checks.registry import CheckContext
 from checks.runner import make_http_client
-from checks.services import AwsSpec, BucketSpec, ServiceSpec
+from checks.services import BucketSpec, parse_service
 from tests.aws_scenarios import (
     REGION,
     Network,
@@ -53,7 +53,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def make_ctx(aws: AwsClients, http: httpx.AsyncClient) -> MakeCtx:
     def make(service: dict[str, Any] | None = None, **spec: Any) -> CheckContext:
-        return CheckContext(service_name="web", service=ServiceSpec(**(service or {}), aws=AwsSpec(region=REGION, **spec)),
+        return CheckContext(service_name="web", service=parse_service({**(service or {}), "aws": {"region": REGION, **spec}}),
                             now=datetime.now(UTC), http=http, aws=aws)
 
     return make

@@ -21,7 +21,7 @@ from checks.aws.logs import log_errors
 from checks.aws.xray import xray_traces
 from checks.model import Status
 from checks.registry import CheckContext, Layer, registered_checks
-from checks.services import AwsSpec, ServiceSpec
+from checks.services import parse_service
 from checks.targets import Api
 from tests.aws_fake_apis import ENV, beanstalk_api, beanstalk_tail, json_api, query_api
 from tests.aws_lambda_scenarios import create_function, put_lambda_metrics, put_log_lines, wall_clock
@@ -29,7 +29,7 @@ from tests.aws_scenarios import http_api, metadata_instance, put_api_traffic, re
 
 
 def context(aws, now: datetime | None = None, http=None, **spec) -> CheckContext:
-    return CheckContext(service_name="api", service=ServiceSpec(aws=AwsSpec(**spec)), now=now or wall_clock(),
+    return CheckContext(service_name="api", service=parse_service({"aws": spec}), now=now or wall_clock(),
                         http=http, aws=aws)
 
 
@@ -336,5 +336,5 @@ def test_diagnose_list_shows_the_checks_the_new_keys_enable_and_a_misspelt_key_n
     for check in ("aws.api_stage_config", "aws.api_stage_metrics", "aws.beanstalk_deploy", "aws.beanstalk_health",
                   "aws.instance_metadata", "aws.xray_traces"):
         assert check in listed
-    with pytest.raises(ConfigError, match=r"services\.shop\.aws\.beanstalk_environment"):
+    with pytest.raises(ConfigError, match=r"services\.shop\.aws: Object contains unknown field `beanstalk_environment`"):
         parse_services({"services": {"shop": {"aws": {"beanstalk_environment": ["orders-prod"]}}}})

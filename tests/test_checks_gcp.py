@@ -21,7 +21,7 @@ from checks.gcp.storage import storage
 from checks.model import Status
 from checks.registry import CheckContext, registered_checks
 from checks.runner import make_http_client, run_service
-from checks.services import ServiceSpec
+from checks.services import ServiceSpec, parse_service
 from checks.targets import LogTarget, run_filter
 from checks.verdict import build_verdict
 from tests.gcp_fake import FakeGcp, fake_gcp
@@ -45,8 +45,7 @@ def gcp(tmp_path: Path) -> Iterator[FakeGcp]:
 
 
 def gcp_spec(**resources: Any) -> ServiceSpec:
-    return ServiceSpec.model_validate({"gcp": {"project": PROJECT, "region": REGION, "service_account": APP_SA,
-                                               **resources}})
+    return parse_service({"gcp": {"project": PROJECT, "region": REGION, "service_account": APP_SA, **resources}})
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from checks.model import CheckResult, Status
 from checks.net.guard import static_resolver, use_resolver
 from checks.registry import CheckContext
 from checks.runner import make_http_client, run_service
-from checks.services import ServiceSpec
+from checks.services import parse_service
 from tests.servers import (
     Reply,
     TestCA,
@@ -36,7 +36,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def health(url: str, client: httpx.AsyncClient, *, deadline_s: float = 10, **probe: Any) -> CheckResult:
-    service = ServiceSpec(http=[{"url": url, **FAST, **probe}])
+    service = parse_service({"http": [{"url": url, **FAST, **probe}]})
     ctx = CheckContext("api", service, datetime.now(UTC), client, deadline=time.monotonic() + deadline_s)
     return await http_health(service.http[0], ctx)
 
@@ -189,12 +189,12 @@ async def test_metadata_address_is_refused_before_connecting(client: httpx.Async
 async def test_run_service_reports_each_endpoint_and_finishes_by_its_deadline() -> None:
     routes = {"/ok": Reply(200), "/broken": Reply(500), "/slow": Reply(200, delay_s=5)}
     with local_http_server(routes) as server, closed_port() as (host, port):
-        service = ServiceSpec(http=[
+        service = parse_service({"http": [
             {"url": server.url("/ok"), **FAST},
             {"url": server.url("/broken"), **FAST},
             {"url": server.url("/slow"), **FAST},
             {"url": f"http://{host}:{port}/down", **FAST},
-        ])
+        ]})
         started = time.monotonic()
         results = await run_service("api", service, deadline_s=4)
         elapsed = time.monotonic() - started

@@ -27,7 +27,7 @@ from checks.net.tcp import tcp_connect
 from checks.net.tls import tls_certificate
 from checks.registry import CheckContext
 from checks.runner import make_http_client
-from checks.services import ServiceSpec
+from checks.services import ServiceSpec, parse_service
 from tests.servers import (
     Reply,
     TestCA,
@@ -93,7 +93,7 @@ def test_guard_refuses_a_name_if_any_answer_is_forbidden_unless_the_service_allo
 async def test_every_connecting_check_refuses_a_name_that_rebinds_to_metadata(
         service: dict[str, Any], names: dict[str, list[str]], client: httpx.AsyncClient) -> None:
     names["api.test"] = ["169.254.169.254"]
-    spec = ServiceSpec(**service)
+    spec = parse_service(service)
     ctx = context(spec, client)
     check, item = {"dns": (dns_resolve, spec.dns), "tcp": (tcp_connect, spec.tcp), "tls": (tls_certificate, spec.tls),
                    "cdn": (cdn_cache_headers, spec.cdn)}[next(iter(service))]
@@ -107,7 +107,7 @@ async def test_every_connecting_check_refuses_a_name_that_rebinds_to_metadata(
 
 
 async def dns_check(host: str, http: httpx.AsyncClient, url: str) -> CheckResult:
-    spec = ServiceSpec(dns=[host], http=[{"url": url, "timeout_s": 0.3}])
+    spec = parse_service({"dns": [host], "http": [{"url": url, "timeout_s": 0.3}]})
     return await dns_resolve(host, context(spec, http))
 
 
@@ -171,7 +171,7 @@ def test_dns_addresses_the_bot_cannot_route_to_are_not_blamed() -> None:
 
 
 async def tcp_check(target: str, http: httpx.AsyncClient, deadline_s: float = 3) -> CheckResult:
-    spec = ServiceSpec(tcp=[target])
+    spec = parse_service({"tcp": [target]})
     return await tcp_connect(spec.tcp[0], context(spec, http, deadline_s=deadline_s))
 
 
@@ -228,7 +228,7 @@ def ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TestCA:
 
 async def tls_check(server_port: int, http: httpx.AsyncClient, now: datetime = NOW, deadline_s: float = 3,
                     host: str = "api.test") -> CheckResult:
-    spec = ServiceSpec(tls=[f"{host}:{server_port}"])
+    spec = parse_service({"tls": [f"{host}:{server_port}"]})
     return await tls_certificate(spec.tls[0], context(spec, http, now=now, deadline_s=deadline_s))
 
 
@@ -312,7 +312,7 @@ async def test_tls_unreachable_endpoint_is_an_error_not_a_finding(endpoint: Any,
 
 async def cdn_check(route: Reply | list[Reply], http: httpx.AsyncClient) -> CheckResult:
     with local_http_server({"/static/app.js": route}) as server:
-        spec = ServiceSpec(cdn=[server.url("/static/app.js")])
+        spec = parse_service({"cdn": [server.url("/static/app.js")]})
         result = await cdn_cache_headers(spec.cdn[0], context(spec, http))
         assert server.hits == ["/static/app.js"] * 2  # fetched twice, from the same address
     return result
@@ -364,7 +364,7 @@ async def test_cdn_missing_asset_fails(client: httpx.AsyncClient) -> None:
 
 async def test_cdn_unreachable_asset_is_an_error(client: httpx.AsyncClient) -> None:
     with closed_port() as (host, port):
-        spec = ServiceSpec(cdn=[f"http://{host}:{port}/app.js"])
+        spec = parse_service({"cdn": [f"http://{host}:{port}/app.js"]})
         result = await cdn_cache_headers(spec.cdn[0], context(spec, client))
     assert result.status is Status.error
     assert result.summary.endswith("at 127.0.0.1: the address answered the connection attempt with a reset.")
@@ -388,7 +388,7 @@ LEGACY = {"ForwardedValues": {"QueryString": False, "Cookies": {"Forward": "none
 
 
 async def distribution_check(aws: AwsClients, distribution_id: str, http: httpx.AsyncClient) -> CheckResult:
-    spec = ServiceSpec(aws={"distributions": [distribution_id]})
+    spec = parse_service({"aws": {"distributions": [distribution_id]}})
     return await cdn_distribution(distribution_id, context(spec, http, aws=aws))
 
 

@@ -21,6 +21,7 @@ from psycopg.conninfo import make_conninfo
 from checks.model import CheckResult, Status
 from checks.postgres import postgres, redact_query, scrub
 from checks.registry import CheckContext
+from checks.schema import dump_json
 from checks.services import DatabaseSpec, ServiceSpec
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -159,7 +160,7 @@ async def test_unparseable_dsn_is_reported_without_quoting_it(dsn: str) -> None:
 
     assert result.status is Status.error
     assert "not a valid PostgreSQL connection string" in result.summary
-    assert PASSWORD not in result.model_dump_json()
+    assert PASSWORD not in dump_json(result)
 
 
 async def test_password_never_appears_in_the_result(pg_dsn: str) -> None:
@@ -167,7 +168,7 @@ async def test_password_never_appears_in_the_result(pg_dsn: str) -> None:
     unreachable = f"postgresql://app:{PASSWORD}@127.0.0.1:{closed_port()}/orders"
 
     for dsn in (refused, unreachable):
-        dumped = (await diagnose(dsn)).model_dump_json()
+        dumped = dump_json(await diagnose(dsn))
         assert PASSWORD not in dumped
         assert dsn not in dumped
 

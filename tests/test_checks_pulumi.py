@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 
+from bot.settings import ConfigError, parse_services
 from checks.aws.changes import recent_changes
 from checks.aws.clients import AwsClients
 from checks.iac.pulumi import pulumi_drift, pulumi_stack
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext
-from checks.services import AwsSpec, PulumiSpec, ServicesFile, ServiceSpec
+from checks.schema import replace
+from checks.services import AwsSpec, PulumiSpec, ServiceSpec
 from checks.verdict import build_verdict
 from tests.aws_lambda_scenarios import put_log_lines
 from tests.servers import Reply, local_http_server
@@ -369,11 +371,11 @@ async def test_pulumi_cloud_without_a_token_or_with_a_rejected_one_is_an_error()
      "stacks[0]: Pulumi Cloud stacks are organization/project/stack"),
     ({"backend": "gs://bucket", "stacks": ["web/prod"]}, "expected \"s3://bucket[/prefix]\""),
     ({"backend": "s3://bucket?awssdk=v2", "stacks": ["web/prod"]}, "unsupported s3 backend option 'awssdk'"),
-    ({"backend": "file:///srv/state", "stacks": []}, "at least 1 item"),
+    ({"backend": "file:///srv/state", "stacks": []}, "Expected `array` of length >= 1"),
 ])
 def test_the_services_file_refuses_a_bad_pulumi_block_naming_the_path(block: dict, error: str) -> None:
-    with pytest.raises(ValueError) as raised:
-        ServicesFile.model_validate({"services": {"web": {"pulumi": block}}})
+    with pytest.raises(ConfigError) as raised:
+        parse_services({"services": {"web": {"pulumi": block}}})
 
     assert "services.web.pulumi" in str(raised.value) and error in str(raised.value)
 
@@ -381,7 +383,7 @@ def test_the_services_file_refuses_a_bad_pulumi_block_naming_the_path(block: dic
 def test_the_minimal_block_is_accepted_and_listed() -> None:
     from bot.app.cli import services_text
 
-    catalog = ServicesFile.model_validate(
+    catalog = parse_services(
         {"services": {"web": {"pulumi": {"backend": "s3://acme-state/infra", "stacks": ["web/prod", "web/stg"]}}}})
 
     assert catalog.services["web"].needs_aws
@@ -390,7 +392,7 @@ def test_the_minimal_block_is_accepted_and_listed() -> None:
 
 async def test_drift_ranks_before_the_failing_http_probe_it_explains(aws: AwsClients) -> None:
     bucket_backend(aws).state(checkpoint([resource("aws:s3/bucket:Bucket", "assets", "assets-gone")]))
-    drift = (await pulumi_drift(STACK, s3_context(aws))).model_copy(update={"check": "pulumi.drift"})
+    drift = replace(await pulumi_drift(STACK, s3_context(aws)), check="pulumi.drift")
     probe = CheckResult(check="http", target="https://web.example.com/", status=Status.fail, summary="5/5 got 503")
 
     verdict = build_verdict("web", [probe, drift])

@@ -97,7 +97,7 @@ def rising_series() -> Series:
     """Quiet, a deploy, then errors climbing past a threshold of 5."""
     start = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)
     points = [(start + timedelta(minutes=i), float(v)) for i, v in enumerate([0, 0, 0, 1, 9, 20, 30])]
-    return Series(metric="5xx ratio per minute", unit="%", points=points, threshold=5,
+    return Series(metric="5xx ratio per minute", unit="%", points=points, threshold=5.0,
                   markers=[Marker(at=points[2][0], label="deploy v42", kind="deploy"),
                            Marker(at=points[4][0], label="first 5xx over 5 %", kind="first_breach")])
 
@@ -122,7 +122,7 @@ def test_chart_draws_the_series_against_a_dashed_threshold_and_the_markers_in_ti
 def test_chart_is_640_by_260_and_survives_dollar_signs_long_labels_and_a_single_point() -> None:
     start = datetime(2026, 11, 3, 23, 58, tzinfo=UTC)
     points = [(start + timedelta(minutes=i), float(v)) for i, v in enumerate([0, 0, 1, 30, 45, 50])]
-    series = Series(metric="cost $ per $minute", unit="ms", points=points, threshold=5,
+    series = Series(metric="cost $ per $minute", unit="ms", points=points, threshold=5.0,
                     markers=[Marker(at=points[1][0], label="deploy v7 $HOME " + "x" * 200, kind="deploy"),
                              Marker(at=points[5][0], label="KeyError: 'user_id'", kind="first_error")])
     single = Series(metric="Lambda throttles per minute", points=[(start, 0.0)])

@@ -21,6 +21,7 @@ from bot.slack.client import SlackError
 from bot.slack.posts import recorded_post
 from checks.chartmarks import with_run_markers
 from checks.model import CheckResult
+from checks.schema import replace
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ async def attach_run_charts(rt: Runtime, replies_key: str, keys: list[str], chan
         if result is None or not wants_chart(rt, result) or await recorded_post(rt.redis, replies_key, key) is None:
             continue
         assert result.series is not None
-        marked = result.model_copy(update={"series": with_run_markers(result.series, results.values())})
+        marked = replace(result, series=with_run_markers(result.series, results.values()))
         file_id = await attach_chart(rt, replies_key, key, channel, thread_ts, marked, ttl_s)
         shared += [file_id] if file_id else []
     return shared

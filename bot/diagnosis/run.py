@@ -37,6 +37,7 @@ from bot.slack.posts import post_once
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext
 from checks.runner import PlannedCheck, plan, run_check
+from checks.schema import dump_json, parse_json
 from checks.verdict import build_verdict
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def _plan(state: dict[str, str]) -> list[PlannedCheck]:
 async def run_results(rt: Runtime, run_id: str) -> dict[str, CheckResult]:
     """The results stored so far for a run, by planned-check key (`http.health#0`)."""
     raw = await rt.redis.hgetall(_run_key(rt, run_id, "results"))
-    return {k.decode(): CheckResult.model_validate_json(v) for k, v in raw.items()}
+    return {k.decode(): parse_json(CheckResult, v) for k, v in raw.items()}
 
 
 async def start_job(rt: Runtime, job: Job) -> None:
@@ -164,10 +165,10 @@ async def check_job(rt: Runtime, job: Job) -> None:
         result = await run_check(planned, _context(rt, run_id, state))
         if not rt.settings.remediation_enabled:
             result.fixes = []  # the one gate: an offer that is not stored is shown nowhere
-        if await rt.redis.hsetnx(results_key, planned.key, result.model_dump_json()):
+        if await rt.redis.hsetnx(results_key, planned.key, dump_json(result)):
             await rt.redis.expire(results_key, RUN_TTL_S)
         stored = await rt.redis.hget(results_key, planned.key)
-    result = CheckResult.model_validate_json(stored)
+    result = parse_json(CheckResult, stored)
     total = int(state["total"])
     # Nudge the parent before replying: the reply waits for Slack's per-channel pace, the verdict need not.
     if await rt.redis.hlen(results_key) >= total:
@@ -239,7 +240,7 @@ async def redraw_parent(rt: Runtime, run_id: str) -> None:
 def _final_message(state: dict[str, str]) -> tuple[str, list[dict]]:
     from checks.model import Verdict
 
-    verdict = Verdict.model_validate_json(state["verdict"])
+    verdict = parse_json(Verdict, state["verdict"])
     duration = float(state.get("finished_at", state["started"])) - float(state["started"])
     return render.verdict_message(verdict, duration_s=duration, diff=history.stored_diff(state))
 
@@ -258,7 +259,7 @@ async def finish_job(rt: Runtime, job: Job) -> None:
             late = CheckResult(check=item.check, target=item.target, status=Status.error,
                                summary="The check did not finish before the diagnosis deadline.",
                                hint="Rerun /diagnose; if it repeats, the target or the AWS API is hanging.")
-            await rt.redis.hsetnx(results_key, item.key, late.model_dump_json())
+            await rt.redis.hsetnx(results_key, item.key, dump_json(late))
     results = await run_results(rt, run_id)
     ordered = [results[p.key] for p in planned if p.key in results]
     verdict = build_verdict(state["service"], ordered)
@@ -266,7 +267,7 @@ async def finish_job(rt: Runtime, job: Job) -> None:
     diff = await history.diff_and_remember(rt, run_id, state, ordered, _run_key(rt, run_id))
     state["diff"] = diff.to_json() if diff else ""  # the hooks see it too
     await rt.redis.hset(_run_key(rt, run_id),
-                        mapping={"verdict": verdict.model_dump_json(), "finished_at": state["finished_at"]})
+                        mapping={"verdict": dump_json(verdict), "finished_at": state["finished_at"]})
     await redraw_parent(rt, run_id)
     await _share_charts(rt, run_id, state, [p.key for p in planned], results)
     if len(planned) > GROUP_AFTER:

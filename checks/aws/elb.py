@@ -31,6 +31,7 @@ from checks.aws.series import first_breach, minutes_by_id, ratio_points
 from checks.fixes import FixOffer
 from checks.model import STATUS_ORDER, CheckResult, Series, Status
 from checks.registry import CheckContext, check
+from checks.schema import replace
 from checks.services import is_link_local
 from checks.targets import TargetGroups
 
@@ -398,7 +399,7 @@ def _worst_of(results: list[CheckResult]) -> CheckResult:
     ranked = sorted(results, key=lambda r: (STATUS_ORDER.index(r.status), r.severity or "P9"))
     worst = ranked[0]
     others = [{"resource": r.resource, "status": r.status.value, "summary": r.summary} for r in ranked[1:]]
-    return worst.model_copy(update={"evidence": {**worst.evidence, "other_target_groups": others}})
+    return replace(worst, evidence={**worst.evidence, "other_target_groups": others})
 
 
 # --- aws.elb_5xx ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from checks.aws.logs import (
 from checks.aws.series import first_breach, minutes_by_id, ratio_points
 from checks.model import CheckResult, Series, Status
 from checks.registry import CheckContext, check
+from checks.schema import replace
 
 # When AWS stops applying security patches to a runtime ("Deprecation date" in
 # https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html, as published in November 2026). Functions keep
@@ -256,7 +257,7 @@ async def lambda_metrics(function: str, ctx: CheckContext) -> CheckResult:
         + (f", max duration {max_duration:.0f} ms of {timeout_ms:.0f} ms." if max_duration is not None else ".")
     )
     result = fold(problems, ok=ok, resource=config.get("FunctionArn") or function, evidence=evidence)
-    return result.model_copy(update={"series": _lambda_series(totals["minutes"], throttles > 0)}) if problems \
+    return replace(result, series=_lambda_series(totals["minutes"], throttles > 0)) if problems \
         else result
 
 
@@ -264,7 +265,7 @@ def _lambda_series(minutes: dict[str, dict[Any, float]], throttled: bool) -> Ser
     """Throttles when there were any (the more specific cause), else the error rate, per minute."""
     if throttled:
         points = sorted(minutes["throttles"].items())
-        return Series(metric="Lambda throttles per minute", unit="count", points=points, threshold=0,
+        return Series(metric="Lambda throttles per minute", unit="count", points=points, threshold=0.0,
                       markers=first_breach(points, 0, "first throttle"))
     points = ratio_points([minutes["errors"]], minutes["invocations"])
     return Series(metric="Lambda error rate per minute", unit="%", points=points, threshold=100 * ERROR_RATE_FAIL,
@@ -334,7 +335,7 @@ async def lambda_cold_starts(function: str, ctx: CheckContext) -> CheckResult:
         )
     except AwsCheckError as exc:
         if not is_not_found(exc):
-            return error_result(exc).model_copy(update={"resource": log_group})
+            return replace(error_result(exc), resource=log_group)
         return CheckResult(
             status=Status.skipped,
             summary=f"{function} has no log group {log_group} yet: it has never been invoked (or cannot write logs).",

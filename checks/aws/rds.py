@@ -17,6 +17,7 @@ from checks.aws.clients import AwsCheckError
 from checks.aws.common import aws_check, region
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, check
+from checks.schema import replace
 
 WINDOW = timedelta(minutes=15)
 CONNECTIONS_WARN_RATIO = 0.8
@@ -74,7 +75,7 @@ async def rds(instance_id: str, ctx: CheckContext) -> CheckResult:
             "app's instance count, or put RDS Proxy in front.",
         ))
     if problems:
-        return _worst_first(problems).model_copy(update={"resource": resource, "evidence": evidence})
+        return replace(_worst_first(problems), resource=resource, evidence=evidence)
     serving = "" if status == "available" else " and still accepting connections"
     connections = "no DatabaseConnections data" if peak is None else (
         f"peak {peak}{f' of {limit}' if limit else ''} connections"
@@ -90,8 +91,8 @@ async def rds(instance_id: str, ctx: CheckContext) -> CheckResult:
 def _worst_first(problems: list[CheckResult]) -> CheckResult:
     """One result for several problems: the worst leads, every sentence and hint is kept."""
     ranked = sorted(problems, key=lambda r: (r.status is not Status.fail, r.severity or "P9"))
-    return ranked[0].model_copy(update={"summary": " ".join(r.summary for r in ranked),
-                                        "hint": " ".join(r.hint for r in ranked if r.hint)})
+    return replace(ranked[0], summary=" ".join(r.summary for r in ranked),
+                   hint=" ".join(r.hint for r in ranked if r.hint))
 
 
 def _tls_problems(instance_id: str, evidence: dict[str, Any], now: datetime) -> list[CheckResult]:

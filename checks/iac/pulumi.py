@@ -28,6 +28,7 @@ from checks.iac.pulumi_drift import missing_resources
 from checks.iac.pulumi_state import StackState, StateReadError, Update, assess
 from checks.model import CheckResult, Status
 from checks.registry import CheckContext, check
+from checks.schema import replace
 from checks.targets import pulumi_stacks
 
 
@@ -50,7 +51,7 @@ async def _with_state(ref: str, ctx: CheckContext, then: StateCheck) -> CheckRes
         return CheckResult(status=Status.error, summary=f"Cannot read Pulumi stack {ref}: {exc}.", resource=ref,
                            hint="Fix the `pulumi:` block of the services file or the bot's access to the backend.")
     except AwsCheckError as exc:
-        return error_result(exc).model_copy(update={"resource": ref})
+        return replace(error_result(exc), resource=ref)
 
 
 @check("pulumi.stack", timeout_s=30)

@@ -9,6 +9,7 @@ from typing import Any
 
 from checks.compare import Change, RunDiff
 from checks.model import CheckResult, Status, Verdict
+from checks.schema import dump
 
 MARKS = {Status.ok: "ok  ", Status.warn: "WARN", Status.fail: "FAIL", Status.error: "ERR ", Status.skipped: "skip"}
 
@@ -70,8 +71,8 @@ def diagnosis_json(verdict: Verdict, results: list[CheckResult], diff: RunDiff |
         "status": _overall(verdict.status).value,
         "headline": verdict.headline,
         "severity": verdict.severity,
-        "checks": [r.model_dump(mode="json") for r in results],
-        "findings": [f.model_dump(mode="json") for f in verdict.findings],
+        "checks": [dump(r) for r in results],
+        "findings": [dump(f) for f in verdict.findings],
     }
     return json.dumps(document, indent=2, default=str)
 
