@@ -348,13 +348,7 @@ def load_settings(**overrides: object) -> Settings:
     return Settings.from_env(**overrides)
 
 
-def describe_validation_error(exc: ValidationError, *, prefix: str = "") -> str:
-    """The error as `where: what`, `where` a dotted file path after `prefix` (checks.schema's describe)."""
-    return describe(exc, prefix)
-
-
 def parse_services(data: Any, *, source: str = "services file") -> ServicesFile:
-    from checks import schema
     from checks.services import ServicesFile, bad_service_name, parse_service  # the schema lives with the checks
 
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
@@ -367,8 +361,8 @@ def parse_services(data: Any, *, source: str = "services file") -> ServicesFile:
             raise ConfigError(f"{source}: services: {problem}")
         try:
             services[name] = parse_service(block)
-        except schema.ValidationError as exc:
-            raise ConfigError(f"{source}: {schema.describe(exc, f'services.{name}')}") from None
+        except ValidationError as exc:
+            raise ConfigError(f"{source}: {describe(exc, f'services.{name}')}") from None
     return ServicesFile(services=services)
 
 

@@ -1,6 +1,6 @@
 """A process that answers Slack over HTTP imports only what answering needs: building the app as `chatops run
---no-worker` does and acking a signed `/incident list`, `/diagnose api` and `/diagnose list` leaves the Postgres
-driver, boto3 and botocore, Jinja2, the postmortem code, google-auth, Pillow and matplotlib (charts), cryptography's
+--no-worker` does and acking a signed `/incident list`, `/diagnose api` and `/diagnose list` leaves pydantic (the
+bot validates with msgspec), the Postgres driver, boto3 and botocore, Jinja2, the postmortem code, google-auth, Pillow and matplotlib (charts), cryptography's
 X.509 (SNS signatures), httpx (probes, trackers), the alert sources' parsers and every check module unimported: each
 costs start-up time and memory in every HTTP process, and the code that uses them imports them when it first runs
 (a check's module and SDK with the check, in a worker; a source's parser with its first webhook; the timeline
@@ -20,7 +20,7 @@ from tests.app_harness import BOT_TOKEN
 from tests.fixtures.slack import SLACK_TEST_SIGNING_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
-NOT_ON_THE_HTTP_PATH = ["psycopg", "boto3", "botocore", "jinja2", "bot.writeup.postmortem.assemble", "google.auth",
+NOT_ON_THE_HTTP_PATH = ["pydantic", "psycopg", "boto3", "botocore", "jinja2", "bot.writeup.postmortem.assemble", "google.auth",
                         "PIL", "matplotlib", "cryptography.x509", "httpx",
                         *(f"bot.alerts.{m}" for m in ("alertmanager", "cloudwatch", "datadog", "generic", "grafana",
                                                       "sns", "sns_fetch")),
