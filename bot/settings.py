@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, Union, get_args
 import msgspec
 import yaml
 
-from checks.schema import HttpUrl, Meta, Record, Secret, ValidationError, describe, parse
+from checks.schema import HttpUrl, Meta, Record, Secret, ValidationError, describe, locate, parse
 
 if TYPE_CHECKING:
     from checks.services import ServicesFile
@@ -155,32 +155,12 @@ def _is_structured(annotation: Any) -> bool:
 
 def _describe_env_error(exc: ValidationError, model: type[msgspec.Struct]) -> str:
     """msgspec's error as `VARIABLE: what` (`ALERT_RULES[0].severity: ...` inside a JSON value); a rule of
-    `__post_init__` already names its variables. An unknown choice says which ones there are."""
-    text = describe(exc)
-    variable = re.match(r"[a-z][a-z0-9_]*(?=[:.\[])", text)
+    `__post_init__` already names its variables."""
+    where, message = locate(exc, model)
+    variable = re.match(r"[a-z][a-z0-9_]*", where)
     if variable is None or variable.group() not in _plan(model):
-        return text
-    where, _, message = text.partition(": ")
-    if message.startswith("Invalid enum value") and (choices := _choices(model, where)):
-        message += f" (use one of: {', '.join(map(str, choices))})"
-    return f"{where[:variable.end()].upper()}{where[variable.end():]}: {message}"
-
-
-def _choices(model: Any, where: str) -> tuple[Any, ...]:
-    """The Literal's values at `where` (`alert_rules[0].severity`), following struct fields, items and values."""
-    kind = model
-    for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*|\[", where):
-        kind = _unwrapped(next((arm for arm in _arms(_unwrapped(kind)) if arm is not type(None)), kind))
-        if name == "[":
-            kind = get_args(kind)[-1] if get_args(kind) else Any
-        elif isinstance(kind, type) and issubclass(kind, msgspec.Struct):
-            kind = next((f.type for f in msgspec.structs.fields(kind) if f.name == name), Any)
-        else:
-            return ()
-    for arm in _arms(_unwrapped(kind)):
-        if get_origin(_unwrapped(arm)) is Literal:
-            return get_args(_unwrapped(arm))
-    return ()
+        return f"{where}: {message}" if where else message
+    return f"{variable.group().upper()}{where[variable.end():]}: {message}"
 
 
 class Settings(EnvSettings):
@@ -349,7 +329,7 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def parse_services(data: Any, *, source: str = "services file") -> ServicesFile:
-    from checks.services import ServicesFile, bad_service_name, parse_service  # the schema lives with the checks
+    from checks.services import ServicesFile, ServiceSpec, bad_service_name, parse_service  # the schema lives with the checks
 
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
         raise ConfigError(f"{source}: expected a top-level `services:` mapping")
@@ -362,7 +342,7 @@ def parse_services(data: Any, *, source: str = "services file") -> ServicesFile:
         try:
             services[name] = parse_service(block)
         except ValidationError as exc:
-            raise ConfigError(f"{source}: {describe(exc, f'services.{name}')}") from None
+            raise ConfigError(f"{source}: {describe(exc, f'services.{name}', ServiceSpec)}") from None
     return ServicesFile(services=services)
 
 

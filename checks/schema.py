@@ -18,8 +18,10 @@ what the bot builds itself it already holds in the right types.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import msgspec
@@ -27,7 +29,7 @@ from msgspec import Meta, Struct, ValidationError, field
 from msgspec.structs import replace
 
 __all__ = ["HttpUrl", "Meta", "Record", "Secret", "Strict", "Struct", "ValidationError", "describe", "dump",
-           "dump_json", "field", "parse", "parse_json", "replace"]
+           "dump_json", "field", "literal_words", "locate", "one_of", "parse", "parse_json", "replace", "type_at"]
 
 T = TypeVar("T")
 
@@ -178,14 +180,89 @@ def dump_json(value: Any) -> str:
     return msgspec.json.encode(value, enc_hook=_encode).decode()
 
 
-def describe(exc: ValidationError, prefix: str = "") -> str:
-    """The error as `where: what`, `where` being `prefix` and the path in the data (`services.api.http[0].url`)."""
-    message, _, at = str(exc).rpartition(" - at `")
-    if not message:
-        return f"{prefix}: {exc}" if prefix else str(exc)
+def describe(exc: ValidationError, prefix: str = "", kind: Any = None) -> str:
+    """The error as `where: what`, `where` being `prefix` and the path in the data (`services.api.http[0].url`);
+    see `locate` for what `kind` adds."""
+    where, message = locate(exc, kind)
+    where = f"{prefix}.{where}".rstrip(".").replace(".[", "[") if prefix else where
+    return f"{where}: {message}" if where else message
+
+
+def locate(exc: ValidationError, kind: Any = None) -> tuple[str, str]:
+    """(the path in the data, "" for the whole of it; what is wrong there).
+
+    Given `kind`, the type that was parsed, a missing or unknown key is named in the path, an unknown key is
+    answered with the keys allowed there and a word a Literal does not allow with the words it does — without
+    echoing what was written, which can be a pasted secret or megabytes of a webhook's body."""
+    message, found, at = str(exc).rpartition(" - at `")
+    if not found:
+        message, at = str(exc), "$`"
     where = at.rstrip("`")
     if where.startswith("key` in `"):
         where, message = where.removeprefix("key` in `"), f"key {message[0].lower()}{message[1:]}"
     where = where.removeprefix("$").lstrip(".")
-    where = f"{prefix}.{where}".rstrip(".").replace(".[", "[") if prefix else where
-    return f"{where}: {message}" if where else message
+    return _explained(kind, where, message) if kind is not None else (where, message)
+
+
+_MISSING = re.compile(r"Object missing required field `(\w+)`")
+_UNKNOWN = re.compile(r"Object contains unknown field `([^`]*)`")
+_STEP = re.compile(r"\.(\w+)|\[[^]]*]")  # in a path: a field's name, or "" for a list index or a mapping key
+
+
+def _explained(kind: Any, where: str, message: str) -> tuple[str, str]:
+    if missing := _MISSING.fullmatch(message):
+        return _joined(where, missing[1]), "required"
+    if unknown := _UNKNOWN.fullmatch(message):
+        allowed = [f.name for f in msgspec.structs.fields(at)] if _is_struct(at := type_at(kind, where)) else []
+        return _joined(where, unknown[1]), "unknown key" + _instead(unknown[1], allowed)
+    if message.startswith(("Invalid enum value", "Expected `")) and (words := literal_words(type_at(kind, where))):
+        return where, f"expected {one_of(words)}"
+    return where, message
+
+
+def _instead(key: str, allowed: list[str]) -> str:
+    """What to write instead: the one allowed key a typo is close to, else all of them."""
+    import difflib  # on the error path only
+
+    if close := difflib.get_close_matches(key, allowed, n=1):
+        return f"; did you mean {close[0]}?"
+    return f"; expected {one_of(allowed)}" if allowed else ""
+
+
+def type_at(kind: Any, where: str) -> Any:
+    """The type read at a path in the data (`severities.P0.urgency`, `alerts[0].status`) under `kind`; None where
+    it cannot tell (a custom type's insides)."""
+    for name in _STEP.findall(f".{where}" if where and where[0] != "[" else where):
+        kind = _unwrapped(kind)
+        if name:
+            fields = msgspec.structs.fields(kind) if _is_struct(kind) else ()
+            kind = next((f.type for f in fields if f.name == name), None)
+        else:
+            kind = (get_args(kind) or (None,))[-1]  # a list's items, a mapping's values
+    return _unwrapped(kind)
+
+
+def literal_words(kind: Any) -> list[str]:
+    """The values a Literal allows, also inside `Literal[...] | None`."""
+    members = (kind,) if get_origin(kind) is Literal else get_args(kind)
+    return [str(word) for member in members if get_origin(member) is Literal for word in get_args(member)]
+
+
+def one_of(words: list[str]) -> str:
+    """`a, b or c`."""
+    return f"{', '.join(words[:-1])} or {words[-1]}" if len(words) > 1 else "".join(words)
+
+
+def _unwrapped(kind: Any) -> Any:
+    """`kind` without `Annotated[...]` and without `| None` (an optional field: the type that is not None)."""
+    while get_origin(kind) in (Annotated, Union, UnionType) and not literal_words(kind):
+        kind = next((arm for arm in get_args(kind) if arm is not type(None)), None)
+    return kind
+
+
+def _is_struct(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, Struct)
+
+
+def _joined(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import parse_qs, urlsplit
 
-import msgspec
-
-from checks.schema import HttpUrl, Meta, Strict, ValidationError, field, parse
+from checks.schema import HttpUrl, Meta, Strict, ValidationError, field, one_of, parse
 
 SERVICE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 
@@ -125,8 +122,8 @@ class AwsSpec(Strict, kw_only=True):
     def __post_init__(self) -> None:
         for instance, mode in self.db_client_sslmode.items():
             if mode not in get_args(SslMode):
-                raise ValueError(f"db_client_sslmode.{instance}: {mode!r} is not an sslmode, expected one of "
-                                 f"{_choices(SslMode)}")
+                raise ValueError(f"db_client_sslmode.{instance}: {mode!r} is not an sslmode, expected "
+                                 f"{one_of(list(get_args(SslMode)))}")
 
 
 _PULUMI_NAME = r"[A-Za-z0-9_.-]+"
@@ -283,10 +280,7 @@ def bad_service_name(name: object) -> str | None:
 def parse_service(data: Any) -> ServiceSpec:
     """One service's block from the services file, validated, its shorthands (`db:5432`, a bucket's bare name)
     written out in full first. Raises ValidationError, its path starting in the block (`tcp[0].port`)."""
-    try:
-        return parse(ServiceSpec, _written_out(data, _SHORTHANDS))
-    except ValidationError as exc:
-        raise _naming_the_choices(exc) from None
+    return parse(ServiceSpec, _written_out(data, _SHORTHANDS))
 
 
 def _host_port(value: str, default_port: int | None) -> dict[str, Any]:
@@ -338,33 +332,3 @@ def _expanded(item: Any, expand: Any, where: str) -> Any:
     except ValueError as exc:
         # told as msgspec tells its own errors, so that `describe` names the entry: `services.db.tcp[0]: ...`
         raise ValidationError(f"{exc} - at `$.{where}`") from None
-
-
-def _naming_the_choices(exc: ValidationError) -> ValidationError:
-    """msgspec says `Invalid enum value 'rw'`; whoever edits the file needs to know what the value may be."""
-    message, _, at = str(exc).rpartition(" - at `$")
-    choices = get_args(_type_at(ServiceSpec, at.rstrip("`"))) if message.startswith("Invalid enum value") else ()
-    return ValidationError(f"{message}, expected one of {_choices(choices)} - at `${at}") if choices else exc
-
-
-def _type_at(kind: Any, path: str) -> Any:
-    """The type a path in the data (`.gcp.buckets[0].access`) is read as, from `kind`; None where it cannot tell."""
-    for name in re.findall(r"\.(\w+)|\[[^]]*]", path):  # a field's name, or "" for an index or a key
-        kind = _unwrapped(kind)
-        if name:
-            fields = msgspec.structs.fields(kind) if isinstance(kind, type) and issubclass(kind, Strict) else ()
-            kind = next((f.type for f in fields if f.name == name), None)
-        else:
-            kind = (get_args(kind) or (None,))[-1]  # a list's items, a mapping's values
-    return _unwrapped(kind)
-
-
-def _unwrapped(kind: Any) -> Any:
-    """`kind` without `Annotated[...]` and `| None`."""
-    while get_origin(kind) in (Annotated, Union, UnionType):
-        kind = next(arg for arg in get_args(kind) if arg is not type(None))
-    return kind
-
-
-def _choices(values: Any) -> str:
-    return ", ".join(repr(value) for value in (get_args(values) or values))

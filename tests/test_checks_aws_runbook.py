@@ -336,5 +336,6 @@ def test_diagnose_list_shows_the_checks_the_new_keys_enable_and_a_misspelt_key_n
     for check in ("aws.api_stage_config", "aws.api_stage_metrics", "aws.beanstalk_deploy", "aws.beanstalk_health",
                   "aws.instance_metadata", "aws.xray_traces"):
         assert check in listed
-    with pytest.raises(ConfigError, match=r"services\.shop\.aws: Object contains unknown field `beanstalk_environment`"):
+    misspelt = r"services\.shop\.aws\.beanstalk_environment: unknown key; did you mean beanstalk_environments\?$"
+    with pytest.raises(ConfigError, match=misspelt):
         parse_services({"services": {"shop": {"aws": {"beanstalk_environment": ["orders-prod"]}}}})

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
 
-from checks.schema import Struct, ValidationError, describe, parse_json
+from checks.schema import Struct, ValidationError, locate, parse_json
 
 Model = TypeVar("Model", bound=Struct)
 Response = tuple[int, dict[str, str], bytes]
@@ -45,40 +44,11 @@ class Request:
             raise Refused(400, f"{what}body: invalid JSON: nested too deeply") from None
 
 
-_MISSING = re.compile(r"Object missing required field `(\w+)`")
-_STEP = re.compile(r"\.(\w+)|\[[^]]*\]")  # in msgspec's path: a field, or a list index / a dict key (`[...]`)
-
-
 def _misfit(model: type[Struct], exc: ValidationError) -> str:
-    """`where: what` for the first part of the body that does not fit, in one line: `body` for the body as a whole,
-    a missing field at its own path, an enum with the values it takes — never what was sent, which can be anything
-    (a newline, megabytes)."""
-    text = str(exc)
-    at = text.rpartition(" - at `$")[2].rstrip("`").lstrip(".") if " - at `$" in text else ""  # "": the body
-    if missing := _MISSING.match(text):
-        return f"{at}.{missing[1]}".lstrip(".") + ": field required"
-    choices = _choices(model, at) if at else ""
-    if choices or text.startswith("Invalid enum value"):
-        return f"{at}: should be {choices or 'one of the allowed values'}"
-    return describe(exc) if at else f"body: {text}"
-
-
-def _choices(model: type[Struct], path: str) -> str:
-    """The values of the Literal at `path` (`alerts[0].status`) in a sentence, `'a', 'b' or 'c'`; "" when the
-    field there is not a Literal."""
-    import msgspec.inspect as mi  # with the first misfit: the HTTP process does not need it to start
-
-    kind: Any = mi.type_info(model)
-    try:
-        for name in _STEP.findall(f".{path}"):
-            kind = next(f.type for f in kind.fields if f.encode_name == name) if name else (
-                kind.item_type if isinstance(kind, mi.ListType) else kind.value_type)
-            if isinstance(kind, mi.UnionType):  # an optional field: the type that is not None
-                kind = next(t for t in kind.types if not isinstance(t, mi.NoneType))
-    except (AttributeError, StopIteration):  # a path this walk does not know: msgspec's own words then
-        return ""
-    values = [repr(v) for v in getattr(kind, "values", ())]
-    return " or ".join(filter(None, [", ".join(values[:-1]), values[-1]])) if values else ""
+    """`where: what` for the first part of the body that does not fit, in one line (`body` for the body as a
+    whole), never quoting what was sent, which can be anything (a newline, megabytes)."""
+    where, message = locate(exc, model)
+    return f"{where or 'body'}: {message}"
 
 
 class Refused(Exception):  # noqa: N818 (an answer, not a failure)

@@ -262,7 +262,7 @@ def parse_oncall_file(data: Any, *, source: str = "on-call file") -> tuple[dict[
     try:
         top = parse(OncallFile, {**data, "schedules": {}})
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {describe(exc)}") from None
+        raise ConfigError(f"{source}: {describe(exc, kind=OncallFile)}") from None
     parsed = replace(top, schedules={name: _schedule(name, spec, source) for name, spec in raw.items()})
     _check_references(parsed, source)
     return parsed.schedules, parsed.routing()
@@ -294,7 +294,7 @@ def _schedule(name: str, spec: Any, source: str) -> Schedule:
     try:
         return replace(parse(Schedule, spec), name=name)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {describe(exc, f'schedules.{name}')}") from None
+        raise ConfigError(f"{source}: {describe(exc, f'schedules.{name}', Schedule)}") from None
 
 
 def _check_references(parsed: OncallFile, source: str) -> None:

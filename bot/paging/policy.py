@@ -48,16 +48,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal
 
-from msgspec import UNSET, Struct, UnsetType, defstruct
-from msgspec.structs import asdict, fields, force_setattr
+from msgspec import UNSET, UnsetType, defstruct
+from msgspec.structs import asdict, force_setattr
 
 from bot.oncall.schedule import BY_SERVICE
 from bot.paging.kinds import PAGERDUTY, SLACK_DM, ProviderKind, configurable, kind_of
 from bot.paging.providers import SEVERITIES, Page, RetrySpec, make_dedup_key
 from bot.settings import ConfigError, read_yaml_file
-from checks.schema import HttpUrl, Meta, Secret, Strict, ValidationError, describe, parse
+from checks.schema import HttpUrl, Meta, Secret, Strict, ValidationError, describe, one_of, parse
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,6 @@ _PROVIDER_SUFFIX = re.compile(r"^-[a-z0-9][a-z0-9_-]{0,39}$")  # the `-<anything
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _SECRET_KEYS = ("routing_key", "api_key", "integration_key", "key", "token", "secret")
-# Two of msgspec's messages, as `describe` words them, that the policy's errors put in the file's own terms.
-_UNKNOWN_KEY = re.compile(r"^(?:(?P<where>[^:]+): )?Object contains unknown field `(?P<key>[^`]*)`$")
-_NOT_A_CHOICE = re.compile(r"^(?P<where>[^:]+): Invalid enum value ")
-
 
 # ---------------------------------------------------------------------------------------------------- durations
 
@@ -177,7 +173,7 @@ _CHANNEL_MEMBERS = Allowed("channel_members")
 
 # ----------------------------------------------------------------------------------------- the file, as written
 # Strict: an unknown key is refused. msgspec's messages do not echo the input (a key pasted into the wrong field
-# must not come back in an error), except a Literal's `Invalid enum value '…'`, which `_described` rewords.
+# must not come back in an error), except a Literal's `Invalid enum value '…'`, which `describe` rewords.
 
 class ProviderSpec(Strict):
     """A configured provider's settings as written; `_spec_struct` adds its kind's `<secret>_env` and URL fields."""
@@ -292,7 +288,7 @@ def _configurable_name(name: str) -> bool:
 
 def _naming_rule() -> str:
     """`pagerduty, opsgenie, pagerduty-<name> or opsgenie-<name>`, from the table of kinds."""
-    return _one_of([k.name for k in configurable()] + [f"{k.name}-<name>" for k in configurable()])
+    return one_of([k.name for k in configurable()] + [f"{k.name}-<name>" for k in configurable()])
 
 
 class PolicyFile(Strict):
@@ -322,7 +318,7 @@ class PolicyFile(Strict):
             try:
                 specs[name] = parse(_spec_struct(kind), raw)
             except ValidationError as exc:
-                raise ConfigError(_described(exc, _spec_struct(kind), prefix=f"providers.{name}")) from None
+                raise ConfigError(describe(exc, f"providers.{name}", _spec_struct(kind))) from None
         return specs
 
 
@@ -341,50 +337,6 @@ def _provider_blocks(providers: Any) -> dict[str, dict[str, Any]]:
         if spec is not None and not isinstance(spec, dict):
             raise ConfigError(f"providers.{name}: expected a mapping of settings")
     return {name: spec or {} for name, spec in providers.items()}
-
-
-def _described(exc: ValidationError, model: type[Struct], *, prefix: str = "") -> str:
-    """`describe(exc, prefix)`, but with an unknown key named in the path and the keys allowed there listed
-    (`severities.P4: unknown key; expected P0, P1, P2 or P3`), and a word a Literal does not allow answered with
-    the words it does (`severities.P0.urgency: expected high or low`), without echoing what was written."""
-    text = describe(exc)
-    if unknown := _UNKNOWN_KEY.match(text):
-        where = unknown["where"] or ""
-        parent = _type_at(model, where)
-        expected = [f.name for f in fields(parent)] if _is_struct(parent) else []
-        return (f"{_joined(prefix, where, unknown['key'])}: unknown key"
-                + (f"; expected {_one_of(expected)}" if expected else ""))
-    if (choice := _NOT_A_CHOICE.match(text)) and (words := _literal_words(_type_at(model, choice["where"]))):
-        return f"{_joined(prefix, choice['where'])}: expected {_one_of(words)}"
-    return describe(exc, prefix)
-
-
-def _type_at(model: type[Struct], where: str) -> Any:
-    """The type declared at `where` (`severities.P0.urgency`) under `model`; None where that is no struct's field."""
-    kind: Any = model
-    for name in filter(None, where.split(".")):
-        if not _is_struct(kind):
-            return None
-        kind = next((f.type for f in fields(kind) if f.name == name), None)
-    return kind
-
-
-def _is_struct(kind: Any) -> bool:
-    return isinstance(kind, type) and issubclass(kind, Struct)
-
-
-def _literal_words(kind: Any) -> list[str]:
-    """The values of a Literal, also inside `Literal[...] | None`."""
-    members = (kind,) if get_origin(kind) is Literal else get_args(kind)
-    return [str(word) for member in members if get_origin(member) is Literal for word in get_args(member)]
-
-
-def _joined(*parts: str) -> str:
-    return ".".join(part for part in parts if part)
-
-
-def _one_of(words: list[str]) -> str:
-    return f"{', '.join(words[:-1])} or {words[-1]}" if len(words) > 1 else "".join(words)
 
 
 # ------------------------------------------------------------------------------------- the policy, as resolved
@@ -553,7 +505,7 @@ def parse_policy(data: Any, *, env: Mapping[str, str], source: str = "paging pol
         configs = {name: _resolve_provider(name, s, env) for name, s in specs.items()}
         return _build(spec, configs, source=source)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_described(exc, PolicyFile)}") from None
+        raise ConfigError(f"{source}: {describe(exc, kind=PolicyFile)}") from None
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
