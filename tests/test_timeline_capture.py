@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from msgspec.structs import replace
+
 from bot.incidents.timeline import Entry, Timeline, message_entry_id
 from tests.writeup_harness import (
     declare,
@@ -56,8 +58,8 @@ async def test_upsert_merges_and_reports_what_happened(redis):
     entry = Entry(id="msg:C1:5.0", incident_id="INC-1", at=5.0, kind="message", text="v1", ts="5.0", channel="C1")
     assert (await timeline.upsert(entry, lambda old, new: None))[1] == "added"
     assert (await timeline.upsert(entry, lambda old, new: None))[1] == "unchanged"
-    newer = Entry(**{**entry.__dict__, "text": "v2"})
-    stored, outcome = await timeline.upsert(newer, lambda old, new: Entry(**{**old.__dict__, "text": new.text}))
+    newer = replace(entry, text="v2")
+    stored, outcome = await timeline.upsert(newer, lambda old, new: replace(old, text=new.text))
     assert outcome == "updated" and stored.text == "v2"
 
 

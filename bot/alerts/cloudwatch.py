@@ -28,8 +28,10 @@ import datetime as dt
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from msgspec.structs import replace
 
 from bot.alerts.http import Refused, Reply
 from bot.incidents.notice import AlertInstance, AlertNotice, AlertSource

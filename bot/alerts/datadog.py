@@ -16,8 +16,9 @@ tag (ALERT_RULES first; rules see the labels `alert_id`, `scope`, `priority`, `t
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
+
+from msgspec.structs import replace
 
 from bot.alerts import auth
 from bot.alerts.http import Refused, Request

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
@@ -14,8 +13,7 @@ Model = TypeVar("Model", bound=Struct)
 Response = tuple[int, dict[str, str], bytes]
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(msgspec.Struct, frozen=True):
     scope: dict
     body: bytes
 
@@ -59,8 +57,7 @@ class Refused(Exception):  # noqa: N818 (an answer, not a failure)
         self.status = status
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(msgspec.Struct, frozen=True):
     """A source's own answer that opens no incident (an SNS subscription confirmed, a test ping)."""
 
     status: int

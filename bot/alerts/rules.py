@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from bot.alerts.config import AlertSourceSettings, Rule
 from bot.incidents.notice import AlertSource
@@ -19,8 +20,7 @@ from bot.incidents.notice import AlertSource
 SEVERITIES = ("P0", "P1", "P2", "P3")
 
 
-@dataclass(frozen=True)
-class Mapping:
+class Mapping(msgspec.Struct, frozen=True):
     rules: list[Rule]
     severity_map: dict[str, str]
     default_severity: str

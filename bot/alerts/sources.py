@@ -16,9 +16,10 @@ route: every HTTP process serves every route, and most deployments configure one
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING, Protocol
+
+import msgspec
 
 from bot.alerts.http import Refused, Reply, Request, Response, json_response
 from bot.errors import UserError
@@ -36,8 +37,7 @@ class SourceModule(Protocol):
     async def parse(self, ax: Alerts, request: Request) -> list[AlertNotice] | Reply: ...
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(msgspec.Struct, frozen=True):
     kind: AlertSource
     path: str
     off: str  # what to set to turn the source on (the 404 says it)

@@ -23,10 +23,10 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from redis.exceptions import RedisError
 
 from bot.diagnosis import history
@@ -47,8 +47,7 @@ RUN_TTL_S = 86400
 DEADLINE_GRACE_S = 2.0
 
 
-@dataclass(frozen=True)
-class DiagnosisStarted:
+class DiagnosisStarted(msgspec.Struct, frozen=True):
     run_id: str
     joined: bool  # an identical run was already going in this channel: no second probe
     planned: int

@@ -28,8 +28,9 @@ and messages are keyed by what they say), because the sources retry on 5xx and s
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from bot.errors import UserError
 from bot.incidents import lifecycle, messages
@@ -59,12 +60,11 @@ def header(scope: dict, name: str) -> str | None:
     return None
 
 
-@dataclass
-class Plan:
+class Plan(msgspec.Struct):
     """What a notice does to the group's open incident (or to a new one, when it has fired alerts)."""
 
-    fired: list[AlertInstance] = field(default_factory=list)
-    resolved: list[AlertInstance] = field(default_factory=list)
+    fired: list[AlertInstance] = msgspec.field(default_factory=list)
+    resolved: list[AlertInstance] = msgspec.field(default_factory=list)
     ignored: int = 0
 
     @property

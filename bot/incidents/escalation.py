@@ -24,8 +24,9 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from bot.errors import UserError
 from bot.incidents import messages
@@ -129,8 +130,7 @@ def cancel_timer(incident: Incident) -> str | None:
     return pending
 
 
-@dataclass
-class Effects:
+class Effects(msgspec.Struct):
     """What to queue once the decision is saved."""
 
     orders: list[PageOrder]
@@ -182,8 +182,7 @@ async def start_paging(ctx: Incidents, incident_id: str) -> Incident:
     return incident
 
 
-@dataclass
-class EscalationResult:
+class EscalationResult(msgspec.Struct):
     incident: Incident
     level: int
     targets: list[str]
@@ -245,8 +244,7 @@ async def page_people(ctx: Incidents, incident_id: str, actor: str, people: list
     return incident
 
 
-@dataclass
-class SeverityChange:
+class SeverityChange(msgspec.Struct):
     incident: Incident
     old: str
     new: str
@@ -308,8 +306,7 @@ def reminder_job_id(incident_id: str, gen: int) -> str:
     return f"remind:{incident_id}:{gen}"
 
 
-@dataclass
-class AckResult:
+class AckResult(msgspec.Struct):
     incident: Incident
     already: bool
     after_s: float
@@ -611,13 +608,11 @@ async def _send(ctx: Incidents, order: PageOrder, page: Page, provider_name: str
         return PageRecord(dedup_key=order.dedup_key, delivery=delivery, severity=order.severity, level=order.level,
                           ok=False, error=f"The page to {provider_name} was not sent: no such provider is "
                                           f"configured (check PAGING_POLICY_FILE).")
-    from dataclasses import replace
-
     budget = await _wait_turn(ctx, provider, f"{order.dedup_key}|{delivery}", order.severity)
     _, why = await _withdrawn_now(ctx, page.incident_id, order)  # after the lease's and the turn's waits
     if why is not None:
         raise PageWithdrawn(why)
-    answer = await provider.trigger(replace(page, targets=targets))
+    answer = await provider.trigger(msgspec.structs.replace(page, targets=targets))
     result = await _unless_throttled(ctx, order, provider_name, answer, budget)
     for count in ctx.rt.hooks.page_outcomes:  # chatops_pages_total{provider,outcome}
         count(provider_name, result.ok)

@@ -8,9 +8,10 @@ nothing newer. Severity and service are already mapped by the source's rules whe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
+
+import msgspec
 
 Status = Literal["firing", "resolved"]
 
@@ -33,13 +34,12 @@ _TITLES = {AlertSource.ALERTMANAGER: "Alertmanager", AlertSource.CLOUDWATCH: "Cl
            AlertSource.GRAFANA: "Grafana", AlertSource.DATADOG: "Datadog", AlertSource.GENERIC: "Webhook"}
 
 
-@dataclass(frozen=True)
-class AlertInstance:
+class AlertInstance(msgspec.Struct, frozen=True):
     fingerprint: str  # stable for one alert (an alarm ARN, Alertmanager's fingerprint, a dedup key)
     starts_at: str  # when this firing of it began; "" when the source cannot tell
     status: Status
     summary: str
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
     ends_at: str = ""
     url: str = ""
 
@@ -48,14 +48,13 @@ class AlertInstance:
         return f"{self.fingerprint}|{self.starts_at}"
 
 
-@dataclass(frozen=True)
-class AlertNotice:
+class AlertNotice(msgspec.Struct, frozen=True):
     source: AlertSource
     group_key: str  # one incident per group while it is open
     status: Status  # the group's; an instance is resolved when it says so or the group does
     title: str
     severity: Literal["P0", "P1", "P2", "P3"]
     service: str | None  # a service of the services file, or None
-    instances: list[AlertInstance] = field(default_factory=list)
+    instances: list[AlertInstance] = msgspec.field(default_factory=list)
     note: str = ""  # said in the group's open incident without changing it (CloudWatch INSUFFICIENT_DATA)
     note_key: str = ""  # what makes the note unique, so a retried delivery says it once

@@ -22,10 +22,10 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
@@ -93,8 +93,7 @@ def entry_kind(kind: str) -> EntryKind:
         raise ValueError(f"unknown timeline entry kind {kind!r}; expected one of {known}") from None
 
 
-@dataclass
-class Entry:
+class Entry(msgspec.Struct):
     id: str
     incident_id: str
     at: float  # epoch seconds (UTC)
@@ -105,13 +104,14 @@ class Entry:
     thread_ts: str | None = None
     channel: str | None = None
     permalink: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
     removed: bool = False
     edited: bool = False
     key_event: bool = False
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # shallow is enough: `data` holds JSON values, which json.dumps writes as they are
+        return json.dumps(msgspec.structs.asdict(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Entry:
@@ -125,7 +125,7 @@ class Entry:
         return bool(self.thread_ts) and self.thread_ts != self.ts
 
 
-_FIELDS = frozenset(f.name for f in fields(Entry))
+_FIELDS = frozenset(Entry.__struct_fields__)
 
 
 def has_action_item(entry: Entry) -> bool:

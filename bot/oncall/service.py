@@ -12,7 +12,8 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+
+import msgspec
 
 from bot.oncall.config import OncallSettings
 from bot.oncall.overrides import OverrideStore
@@ -30,14 +31,13 @@ HANDOFF_JOB = "oncall.handoff"
 HandoffNotes = Callable[[str], Awaitable[list[str]]]
 
 
-@dataclass
-class Oncall:
+class Oncall(msgspec.Struct):
     rt: Runtime
     settings: OncallSettings
     schedules: dict[str, Schedule]
     overrides: OverrideStore
-    routing: ServiceSchedules = field(default_factory=ServiceSchedules)  # `services:` → the schedule of each
-    handoff_notes: list[HandoffNotes] = field(default_factory=list)
+    routing: ServiceSchedules = msgspec.field(default_factory=ServiceSchedules)  # `services:` → the schedule of each
+    handoff_notes: list[HandoffNotes] = msgspec.field(default_factory=list)
 
     def schedule(self, name: str) -> Schedule | None:
         return self.schedules.get(name)

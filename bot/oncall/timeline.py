@@ -14,8 +14,9 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Annotated
+
+import msgspec
 
 from bot.oncall.schedule import Layer, Rotation, Schedule, Window
 from checks.schema import Meta, Record
@@ -46,8 +47,7 @@ class Override(Record):
         return self.start <= instant < self.end
 
 
-@dataclass(frozen=True)
-class Shift:
+class Shift(msgspec.Struct, frozen=True):
     schedule: str
     user: str | None  # None: no layer applies (every layer restricted) — nobody is on call
     start: dt.datetime  # aware, UTC
@@ -118,8 +118,7 @@ def _windows(schedule: Schedule, window: Window, start: dt.datetime,
     return spans
 
 
-@dataclass(frozen=True)
-class _LayerPlan:
+class _LayerPlan(msgspec.Struct, frozen=True):
     layer: Layer
     spans: tuple[tuple[dt.datetime, dt.datetime], ...] | None  # None: always applies
 

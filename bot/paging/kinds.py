@@ -11,21 +11,18 @@ without paging through PagerDuty or Opsgenie never loads them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from msgspec import Struct
 from msgspec.structs import fields
 
 if TYPE_CHECKING:  # a provider's module is imported when a provider of its kind is built
-    from msgspec import Struct
-
     from bot.paging.providers import Provider
     from bot.slack.client import SlackClient
 
 
-@dataclass(frozen=True)
-class ProviderDeps:
+class ProviderDeps(Struct, frozen=True):
     """What a provider may need besides its own config (only Slack DMs use these today)."""
 
     slack: SlackClient
@@ -33,8 +30,7 @@ class ProviderDeps:
     key_prefix: str  # Redis key prefix under which the Slack DM provider remembers whom it DM'd
 
 
-@dataclass(frozen=True)
-class ProviderKind:
+class ProviderKind(Struct, frozen=True):
     name: str  # the provider name, and the prefix of `<name>-<anything>`
     make: Callable[[str, Any, ProviderDeps], Provider]  # (provider name, its config, deps) → the provider
     config_model: str = ""  # "module:Class" of the resolved settings; "" = built in, no settings

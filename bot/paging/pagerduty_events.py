@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 from bot.paging.providers import parse_dedup_key
 
@@ -32,8 +33,7 @@ class WebhookError(ValueError):
     """The body is not a PagerDuty v3 webhook we can read; answer 400 and log it."""
 
 
-@dataclass(frozen=True)
-class PagerDutyEvent:
+class PagerDutyEvent(msgspec.Struct, frozen=True):
     event_type: str  # "incident.acknowledged", "incident.resolved", ... or "pagey.ping"
     event_id: str | None
     incident_key: str | None  # our dedup key when the incident was opened by our page

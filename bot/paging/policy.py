@@ -45,13 +45,12 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from msgspec import UNSET, UnsetType, defstruct
-from msgspec.structs import asdict, force_setattr
+from msgspec import UNSET, Struct, UnsetType, defstruct
+from msgspec.structs import asdict, force_setattr, replace
 
 from bot.oncall.schedule import BY_SERVICE
 from bot.paging.kinds import PAGERDUTY, SLACK_DM, ProviderKind, configurable, kind_of
@@ -267,8 +266,7 @@ class RemediationSpec(Strict):
     self_approve: list[str] = []  # action names, e.g. lambda.lift_zero_concurrency
 
 
-@dataclass(frozen=True)
-class RemediationPolicy:
+class RemediationPolicy(Struct, frozen=True):
     always: bool = False  # every fix needs a second person, whatever the severity
     approvers: frozenset[str] = frozenset()  # empty: whoever the `remediate` permission allows
     self_approve: frozenset[str] = frozenset()
@@ -341,14 +339,12 @@ def _provider_blocks(providers: Any) -> dict[str, dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------- the policy, as resolved
 
-@dataclass(frozen=True)
-class Target:
+class Target(Struct, frozen=True):
     provider: str  # "slack", "pagerduty", "opsgenie-emea", ...
     id: str | None = None  # a Slack id, an Opsgenie responder; None = the provider's own default target
 
 
-@dataclass(frozen=True)
-class Level:
+class Level(Struct, frozen=True):
     number: int  # 1-based; repeats are unrolled, so every level has its own number (and dedup keys)
     targets: tuple[Target, ...]
     ack_timeout_s: float  # how long to wait for an ack before paging the next level
@@ -365,8 +361,7 @@ class Level:
         return {name: tuple(ids) for name, ids in routes.items()}
 
 
-@dataclass(frozen=True)
-class SeverityPolicy:
+class SeverityPolicy(Struct, frozen=True):
     severity: str
     levels: tuple[Level, ...]
     ack_timeout_s: float
@@ -374,8 +369,7 @@ class SeverityPolicy:
     urgency: str
 
 
-@dataclass(frozen=True)
-class Permission:
+class Permission(Struct, frozen=True):
     """Who may do something to an incident: everyone in its channel and its responders (commander and role
     holders), only its responders, or the listed users and members of groups. Incident admins always may:
     the incident service adds them, as they are settings rather than policy."""
@@ -393,8 +387,7 @@ class Permission:
         return user in self.ids or any(group in self.ids for group in user_groups)
 
 
-@dataclass(frozen=True)
-class PagingConfig:
+class PagingConfig(Struct, frozen=True):
     """The providers to build, secrets already read from the environment."""
 
     providers: Mapping[str, Any]  # provider name → its kind's config (PagerDutyConfig, OpsgenieConfig)
@@ -405,8 +398,7 @@ class PagingConfig:
                 for name, config in self.providers.items()]
 
 
-@dataclass(frozen=True)
-class PagingPolicy:
+class PagingPolicy(Struct, frozen=True):
     severities: Mapping[str, SeverityPolicy]
     permissions: Mapping[str, Permission]  # PERMISSION_ACTIONS → who may
     paging: PagingConfig
@@ -553,8 +545,7 @@ def _id_list(text: str) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ building
 
-@dataclass(frozen=True)
-class _Names:
+class _Names(Struct, frozen=True):
     providers: tuple[str, ...]
     oncall: tuple[str, ...]
     managers: tuple[str, ...]

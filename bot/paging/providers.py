@@ -19,10 +19,10 @@ import functools
 import json
 import logging
 import re
-from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import aiohttp
+import msgspec
 from yarl import URL
 
 from bot import durations
@@ -56,8 +56,7 @@ def parse_dedup_key(key: str) -> tuple[str, str, int] | None:
     return match["incident"], match["severity"], int(match["level"])
 
 
-@dataclass(frozen=True)
-class Page:
+class Page(msgspec.Struct, frozen=True):
     incident_id: str  # "INC-42"
     level: int  # escalation level: 1 = on-call, 2 = managers, ...
     dedup_key: str  # make_dedup_key(...): the same on retry
@@ -66,7 +65,7 @@ class Page:
     summary: str  # plain text, unescaped: each provider escapes/truncates for its own medium
     link: str | None = None  # the incident channel's permalink
     targets: tuple[str, ...] = ()  # provider-specific "who" (Slack ids for slack, responders for Opsgenie)
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
     urgency: Urgency | None = None  # from the policy; None = follow the severity (see `page_urgency`)
 
 
@@ -75,8 +74,7 @@ def page_urgency(page: Page) -> str:
     return page.urgency or ("high" if page.severity in ("P0", "P1") else "low")
 
 
-@dataclass
-class PageResult:
+class PageResult(msgspec.Struct):
     provider: str
     ok: bool
     provider_ref: str | None = None  # PagerDuty dedup key, Opsgenie requestId, Slack "channel:ts" list
@@ -121,8 +119,7 @@ def format_elapsed(seconds: float | int | None) -> str | None:
     return None if seconds is None else durations.format_duration(seconds, spaced=True, coarse=True)
 
 
-@dataclass
-class HttpAnswer:
+class HttpAnswer(msgspec.Struct):
     """What an HTTP provider finally got: an answer not worth retrying, or the reason retries ran out."""
 
     status: int | None  # the answer read; None when retries ran out (see `failure`)

@@ -16,12 +16,12 @@ as its value; the handler that receives it is not part of this module.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import re
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
 from bot.paging.providers import Page, PageResult, format_elapsed, page_urgency
@@ -65,7 +65,7 @@ class SlackDmProvider:
             return self._failed(f"Nobody to DM for {page.incident_id} level {page.level}: {reason}")
         key = self._key(page.dedup_key)
         async with self.redis.pipeline(transaction=True) as pipe:  # what acknowledge/resolve redraw the DMs from
-            pipe.hset(key, "page", json.dumps(dataclasses.asdict(page), default=str))
+            pipe.hset(key, "page", json.dumps(msgspec.structs.asdict(page), default=str))
             pipe.expire(key, DM_RECORD_TTL_S)
             await pipe.execute()
         outcomes = await asyncio.gather(*(self._dm(key, user, page) for user in users))

@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from bot.diagnosis.render.slack import offer_digest
 from bot.diagnosis.run import request_diagnosis, run_results, run_state
@@ -41,8 +42,7 @@ DISABLED = ("Fixes are turned off here (REMEDIATION_ENABLED=false). Nothing was 
             "the finding's hint says how to fix it by hand.")
 
 
-@dataclass
-class Remediation:
+class Remediation(msgspec.Struct):
     ctx: Incidents
     records: Records
     _actions: dict[str, FixAction] | None = None

@@ -29,6 +29,8 @@ import logging
 import re
 from typing import Any
 
+from msgspec.structs import replace
+
 from bot.incidents.timeline import Entry, EntryKind, message_entry_id
 from bot.queue.replies import as_text
 from bot.runtime import Runtime
@@ -114,7 +116,7 @@ def merge_backfilled(stored: Entry, fresh: Entry, rules: CaptureRules) -> Entry 
     state; a deletion we saw live stays (history no longer lists the message). None when nothing changed."""
     if stored.removed:
         return None
-    merged = Entry(**{**stored.__dict__, "data": dict(stored.data)})
+    merged = replace(stored, data=dict(stored.data))
     if fresh.text != stored.text:
         merged.data.setdefault("original", stored.text)
         merged.text, merged.edited = fresh.text, True

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from bot.incidents.timeline import Timeline
 from bot.queue.replies import as_text
@@ -21,8 +22,7 @@ log = logging.getLogger("bot.writeup")
 NAME_TTL_S = 86_400
 
 
-@dataclass(frozen=True)
-class CaptureRules:
+class CaptureRules(msgspec.Struct, frozen=True):
     """How a message becomes a key event or an action item."""
 
     key_reaction: str = "pushpin"
@@ -36,8 +36,7 @@ class CaptureRules:
                    done_reaction=settings.action_done_reaction)
 
 
-@dataclass
-class Writeup:
+class Writeup(msgspec.Struct):
     rt: Runtime
     settings: WriteupSettings
     timeline: Timeline
