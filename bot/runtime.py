@@ -12,10 +12,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import redis.asyncio as aioredis
 
 from bot.queue import Queue
@@ -34,29 +34,27 @@ JobHandler = Callable[[Any], Awaitable[None]]
 Route = Callable[[dict, bytes], Awaitable[tuple[int, dict[str, str], bytes]]]
 
 
-@dataclass
-class Hooks:
+class Hooks(msgspec.Struct):
     """Where features plug into a process; each list is filled by the features' `install(rt)` at start-up."""
 
-    job_handlers: list[Callable[[Runtime], dict[str, JobHandler]]] = field(default_factory=list)
-    http_routes: dict[tuple[str, str], Route] = field(default_factory=dict)  # (method, path) -> route
-    event_recorders: list[Callable[[Runtime, dict, dict], Awaitable[None]]] = field(default_factory=list)
+    job_handlers: list[Callable[[Runtime], dict[str, JobHandler]]] = msgspec.field(default_factory=list)
+    http_routes: dict[tuple[str, str], Route] = msgspec.field(default_factory=dict)  # (method, path) -> route
+    event_recorders: list[Callable[[Runtime, dict, dict], Awaitable[None]]] = msgspec.field(default_factory=list)
     # (rt, run_id, run state): in a run's start job, before its state is first stored; a hook may fill the state's
     # `incident_id` of a run asked for in an incident's channel without naming one (`/diagnose` typed there), so
     # the ack that queued it made one round trip. A hook's failure other than Redis's is logged, not the run's.
-    diagnosis_starting: list[Callable[[Runtime, str, dict[str, str]], Awaitable[None]]] = field(
+    diagnosis_starting: list[Callable[[Runtime, str, dict[str, str]], Awaitable[None]]] = msgspec.field(
         default_factory=list)
     # (rt, run_id, run state, verdict): once per finished diagnosis run
-    diagnosis_finished: list[Callable[[Runtime, str, dict[str, str], Any], Awaitable[None]]] = field(
+    diagnosis_finished: list[Callable[[Runtime, str, dict[str, str], Any], Awaitable[None]]] = msgspec.field(
         default_factory=list)
-    page_outcomes: list[Callable[[str, bool], None]] = field(default_factory=list)  # (provider, sent) per page
-    health_checks: list[Callable[[], str | None]] = field(default_factory=list)  # a problem sentence, or None
-    closers: list[Callable[[Runtime], Awaitable[None]]] = field(default_factory=list)
-    secrets: list[str] = field(default_factory=list)  # for log redaction
+    page_outcomes: list[Callable[[str, bool], None]] = msgspec.field(default_factory=list)  # (provider, sent) per page
+    health_checks: list[Callable[[], str | None]] = msgspec.field(default_factory=list)  # a problem sentence, or None
+    closers: list[Callable[[Runtime], Awaitable[None]]] = msgspec.field(default_factory=list)
+    secrets: list[str] = msgspec.field(default_factory=list)  # for log redaction
 
 
-@dataclass
-class ServicesWatch:
+class ServicesWatch(msgspec.Struct):
     """The services file, parsed off the request path. `current()` answers from memory and at most once a second
     stats the file; a changed file is parsed in a thread (the C YAML loader, then the schema) and swapped in whole
     once it is valid. A bad edit keeps the last good file: logged once, and `problem` says so (`/diagnose list`
@@ -121,8 +119,7 @@ class ServicesWatch:
         log.info("services file reloaded: %d services", len(parsed.services))
 
 
-@dataclass
-class Runtime:
+class Runtime(msgspec.Struct):
     settings: Settings
     redis: aioredis.Redis
     queue: Queue
@@ -132,11 +129,11 @@ class Runtime:
     _probe_http: Any = None
     _aws: Any = None
     namespace: str = "chatops"  # prefix of every Redis key, so several bots (or test runs) can share one Redis
-    hooks: Hooks = field(default_factory=Hooks)
+    hooks: Hooks = msgspec.field(default_factory=Hooks)
     worker: Any = None  # this process's queue Worker, when it runs one (metrics and the dead-man check watch it)
     health_problem: tuple[str, float] | None = None  # the failing health check last logged, and when
-    _features: dict[type, Any] = field(default_factory=dict)
-    _aws_runs: dict[str, tuple[Any, float]] = field(default_factory=dict)
+    _features: dict[type, Any] = msgspec.field(default_factory=dict)
+    _aws_runs: dict[str, tuple[Any, float]] = msgspec.field(default_factory=dict)
 
     def provide(self, feature: T) -> T:
         """Install a feature's context, found again by its type: `rt.feature(Incidents)`."""

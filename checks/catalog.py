@@ -18,9 +18,10 @@ import gc
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from checks.targets import (
     Layer,
@@ -46,8 +47,7 @@ if TYPE_CHECKING:
     from checks.services import ServiceSpec
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(msgspec.Struct, frozen=True):
     module: str  # where the check is defined: imported when the check first runs
     each: Callable[[ServiceSpec], Iterable[Any]]  # the entries of a service it runs for (one job per entry)
     layer: Layer  # where it sits between cause and symptom (checks/registry.py)

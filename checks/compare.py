@@ -12,10 +12,12 @@ check that moves into or out of `warn` shows up as changed evidence.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import msgspec
+
 from checks.model import CheckResult, Status
+from checks.schema import dump
 
 FAILING = frozenset({Status.fail.value, Status.error.value})
 SUMMARY_MAX = 300  # characters of a summary kept per outcome
@@ -25,13 +27,12 @@ LATENCY_MIN_MS = 100.0  # ... and at least this far from it
 COUNT_RATIO = 1.5  # a count is notably different at 1.5× (or 2/3 of) the previous value, and at least 1 apart
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True):
     check: str
     target: str
     status: str
     summary: str
-    numbers: dict[str, float] = field(default_factory=dict)
+    numbers: dict[str, float] = msgspec.field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -42,8 +43,7 @@ class Outcome:
         return self.status in FAILING
 
 
-@dataclass(frozen=True)
-class RunRecord:
+class RunRecord(msgspec.Struct, frozen=True):
     run_id: str
     service: str
     at: float  # when the run finished (epoch seconds)
@@ -54,7 +54,8 @@ class RunRecord:
         return [o for o in self.outcomes if o.failing]
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # json.dumps of plain dicts, as before msgspec: stored records keep their spelling (floats, NaN)
+        return json.dumps(dump(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> RunRecord:
@@ -74,8 +75,7 @@ def _outcome(result: CheckResult) -> Outcome:
                    dict(list(numbers.items())[:NUMBERS_MAX]))
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(msgspec.Struct, frozen=True):
     """One check and target, as it was and as it is; `notes` say how its evidence moved."""
 
     check: str
@@ -86,8 +86,7 @@ class Change:
     notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class RunDiff:
+class RunDiff(msgspec.Struct, frozen=True):
     previous_run: str
     previous_at: float
     at: float
@@ -105,7 +104,7 @@ class RunDiff:
         return bool(self.new)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return json.dumps(dump(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> RunDiff:

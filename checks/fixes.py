@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
 
-@dataclass(frozen=True)
-class FixOffer:
+
+class FixOffer(msgspec.Struct, frozen=True):
     """A fix offered by the check that found the cause."""
 
     action: str  # registry name, e.g. "lambda.rollback_alias"
     label: str  # button text, at most 75 characters: "Roll back api-handler to v41"
-    params: dict[str, str] = field(default_factory=dict)  # what the action needs (region, function, version…)
+    params: dict[str, str] = msgspec.field(default_factory=dict)  # what the action needs (region, function, version…)
     reverse_label: str = ""
 
 
-@dataclass(frozen=True)
-class FixPlan:
+class FixPlan(msgspec.Struct, frozen=True):
     """The preview: exactly what will be called, on which state."""
 
     action: str
@@ -36,11 +35,10 @@ class FixPlan:
     fingerprint: str  # hash of `before`: the state the preview saw
 
 
-@dataclass(frozen=True)
-class FixResult:
+class FixResult(msgspec.Struct, frozen=True):
     ok: bool
     message: str  # one sentence: what changed, or AWS's error
-    after: dict[str, str] = field(default_factory=dict)
+    after: dict[str, str] = msgspec.field(default_factory=dict)
     reverse: FixOffer | None = None
 
 

@@ -6,10 +6,11 @@ not validated or converted, so a check passes a `Status` member, not its text, a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any, Literal, get_args
+
+import msgspec
 
 from checks.fixes import FixOffer
 from checks.schema import Record, field
@@ -80,8 +81,7 @@ class CheckResult(Record, kw_only=True):
     series: Series | None = None
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(msgspec.Struct, frozen=True):
     """One thing a check found wrong: a check collects several and folds them into its single result."""
 
     status: Status

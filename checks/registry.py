@@ -14,9 +14,10 @@ import contextvars
 import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from checks import catalog
 from checks.model import CheckResult
@@ -32,21 +33,19 @@ if TYPE_CHECKING:
     from checks.services import ServiceSpec
 
 
-@dataclass(frozen=True)
-class PreviousSample:
+class PreviousSample(msgspec.Struct, frozen=True):
     at: datetime
     numbers: dict[str, float]
 
 
-@dataclass
-class CheckContext:
+class CheckContext(msgspec.Struct):
     service_name: str
     service: ServiceSpec
     now: datetime
     http: httpx.AsyncClient
     aws: AwsClients | None = None
-    deadline: float = field(default_factory=lambda: time.monotonic() + 60)
-    env: dict[str, str] = field(default_factory=dict)  # where `dsn_env` and friends are read from
+    deadline: float = msgspec.field(default_factory=lambda: time.monotonic() + 60)
+    env: dict[str, str] = msgspec.field(default_factory=dict)  # where `dsn_env` and friends are read from
     # The numbers a check reported on a target in the service's previous run, and when that run finished
     # (`previous(check, target)`); None without a previous run, or outside the bot (CLI, tests).
     previous: Callable[[str, str], Awaitable[PreviousSample | None]] | None = None
@@ -58,8 +57,7 @@ class CheckContext:
 CheckFunc = Callable[[Any, CheckContext], Awaitable[CheckResult]]
 
 
-@dataclass(frozen=True)
-class CheckDef:
+class CheckDef(msgspec.Struct, frozen=True):
     id: str
     func: CheckFunc
     each: Callable[[ServiceSpec], Iterable[Any]]

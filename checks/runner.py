@@ -12,9 +12,10 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from checks.model import CheckResult, Status
 from checks.catalog import CHECKS, Check
@@ -28,8 +29,7 @@ if TYPE_CHECKING:  # planning (a process answering Slack) needs no HTTP client; 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class PlannedCheck:
+class PlannedCheck(msgspec.Struct, frozen=True):
     check: str
     index: int  # which entry of the check's `each` list; with the service name it identifies the job
     target: str

@@ -10,9 +10,10 @@ and its layer from the helpers below; nothing here imports anything heavier than
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 if TYPE_CHECKING:
     from checks.services import DatabaseSpec, ServiceSpec
@@ -82,8 +83,7 @@ def has_subnets(service: ServiceSpec) -> bool:
 # --- AWS: entries built from the services file ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TargetGroups:
+class TargetGroups(msgspec.Struct, frozen=True):
     """What `aws.target_health` looks at: a target group from the services file, or all behind a load balancer."""
 
     ref: str  # a target group name/ARN, or a load balancer name/ARN when `behind_load_balancer`
@@ -105,8 +105,7 @@ def target_group_items(service: ServiceSpec) -> list[TargetGroups]:
     return [TargetGroups(lb, behind_load_balancer=True) for lb in service.aws.load_balancers]
 
 
-@dataclass(frozen=True)
-class NaclTarget:
+class NaclTarget(msgspec.Struct, frozen=True):
     """A subnet from the services file, or the subnets of a listed load balancer."""
 
     ref: str
@@ -124,8 +123,7 @@ def nacl_targets(service: ServiceSpec) -> list[NaclTarget]:
     ]
 
 
-@dataclass(frozen=True)
-class Api:
+class Api(msgspec.Struct, frozen=True):
     kind: str  # "REST" | "HTTP"
     id: str
 
@@ -142,8 +140,7 @@ def apis(service: ServiceSpec) -> list[Api]:
 # --- GCP, databases, Pulumi --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LogTarget:
+class LogTarget(msgspec.Struct, frozen=True):
     label: str  # how people call it: "Cloud Run api", or the filter itself
     filter: str
 

@@ -28,9 +28,10 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from bot.app.http_server import Response, Route, json_response
 
@@ -71,8 +72,7 @@ def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
         return None
 
 
-@dataclass(frozen=True)
-class ChildOptions:
+class ChildOptions(msgspec.Struct, frozen=True):
     """What a child is told on its command line (hidden options of `chatops run`)."""
 
     parent_url: str

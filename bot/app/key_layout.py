@@ -23,8 +23,8 @@ import logging
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
@@ -47,10 +47,9 @@ _INCIDENT = re.compile(r"inc:(INC-\d+)(?::(.+))?", re.DOTALL)
 _LIMITS = re.compile(r"declare-limit:(.+)", re.DOTALL)
 
 
-@dataclass
-class LayoutReport:
-    renamed: Counter[str] = field(default_factory=Counter)  # family → keys renamed
-    kept: list[str] = field(default_factory=list)  # old keys left alone: their new name exists already
+class LayoutReport(msgspec.Struct):
+    renamed: Counter[str] = msgspec.field(default_factory=Counter)  # family → keys renamed
+    kept: list[str] = msgspec.field(default_factory=list)  # old keys left alone: their new name exists already
 
     def summary(self) -> str:
         families = ", ".join(f"{n} {family}" for family, n in sorted(self.renamed.items())) or "none"
@@ -60,8 +59,7 @@ class LayoutReport:
         return line
 
 
-@dataclass(frozen=True)
-class Names:
+class Names(msgspec.Struct, frozen=True):
     """Old name → new name for one namespace (the queue's name, which is also the incidents' namespace)."""
 
     namespace: str

@@ -22,9 +22,9 @@ import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import redis
 import redis.asyncio as aioredis
 from redis._parsers import _AsyncHiredisParser, _AsyncRESP3Parser
@@ -76,14 +76,12 @@ PARSER: type = _CParser if HIREDIS_AVAILABLE else _Parser  # hiredis is a depend
 REFUSED_WRITES = (ReadOnlyError, NoReplicasError)
 
 
-@dataclass(frozen=True)
-class WaitPolicy:
+class WaitPolicy(msgspec.Struct, frozen=True):
     replicas: int
     timeout_ms: int
 
 
-@dataclass
-class DurabilityStats:
+class DurabilityStats(msgspec.Struct):
     """Per process, for /metrics: durable writes, and those fewer replicas acknowledged than asked."""
 
     waits: int = 0

@@ -26,8 +26,9 @@ The policy (README, "Incidents and paging"):
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from bot.queue.keys import tagged
 from bot.queue.replies import as_text
@@ -121,8 +122,7 @@ return 0
 """
 
 
-@dataclass(frozen=True)
-class Pace:
+class Pace(msgspec.Struct, frozen=True):
     """A provider key's documented budget: `limit` sends per `window_s`."""
 
     limit: int

@@ -44,9 +44,9 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
@@ -68,20 +68,23 @@ ERROR_TEXT_MAX = 1000
 __all__ = ["Job", "Permanent", "Queue", "QueueStats", "Retry", "error_text", "job_from_entry", "once"]
 
 
-@dataclass
-class Job:
+class Job(msgspec.Struct):
     id: str
     kind: str
     payload: dict[str, Any]
     attempt: int  # delivery count, 1 on first delivery
     enqueued_at: float  # epoch seconds of the first enqueue; retries keep it
-    entry_id: str = field(default="", repr=False)  # the stream entry being processed
-    token: str = field(default="", repr=False)
-    stream: str = field(default="", repr=False)  # the lane's stream it was read from ('' when not from one)
+    entry_id: str = ""  # the stream entry being processed
+    token: str = ""
+    stream: str = ""  # the lane's stream it was read from ('' when not from one)
+
+    def __repr__(self) -> str:
+        # The job as a reader knows it: where it sits in Redis (entry, lease token, lane) stays out of reprs.
+        return (f"Job(id={self.id!r}, kind={self.kind!r}, payload={self.payload!r}, attempt={self.attempt!r}, "
+                f"enqueued_at={self.enqueued_at!r})")
 
 
-@dataclass(frozen=True)
-class QueueStats:
+class QueueStats(msgspec.Struct, frozen=True):
     depth: int  # due jobs not yet picked up by a worker
     pending: int  # picked up, not yet acknowledged (running, or held by a dead worker until reclaimed)
     oldest_pending_age_s: float  # since the oldest pending job entered the stream; 0 when none

@@ -7,14 +7,13 @@ who decided, and once run its result. Requests are kept a day (the undo button r
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from typing import Any, Literal
 
 from bot.queue.replies import as_text
 from checks.fixes import FixOffer, FixPlan, FixResult
-from checks.schema import Record, dump_json, field, parse_json
+from checks.schema import Record, dump, dump_json, field, parse_json
 
 RECORD_TTL_S = 86400
 Status = Literal["pending", "approved", "denied", "done"]
@@ -68,7 +67,7 @@ class FixRequest(Record, kw_only=True):  # kw_only is not inherited: required fi
 
 
 def as_dict(value: Any) -> dict[str, Any]:
-    return dataclasses.asdict(value)
+    return dump(value)  # an offer, plan or result (Structs) as the JSON-ready dict stored with a record
 
 
 class Records:

@@ -9,11 +9,10 @@ of a message's blocks (`msg_blocks_too_long` from about 13,000 characters).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 
-@dataclass(frozen=True)
-class SlackLimits:
+class SlackLimits(msgspec.Struct, frozen=True):
     blocks: int = 50  # per message
     view_blocks: int = 100  # per modal or App Home view
     block_id: int = 255
