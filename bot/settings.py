@@ -88,6 +88,7 @@ class _Field:
         self.structured = self.read is None and any(_is_structured(arm) for arm in arms)
         self.boolean = bool in arms
         self.number = any(arm in (int, float) for arm in arms)
+        self.path = Path in arms
 
     def default_value(self) -> Any:
         default = self.info.default
@@ -104,9 +105,12 @@ class _Field:
 
     def prepared(self, value: Any) -> Any:
         """A text as the settings always took it, where msgspec's lax mode does not: split by the field's reader,
-        a boolean written yes/no/on/off, a number with spaces around it (a ConfigMap's trailing newline)."""
+        a boolean written yes/no/on/off, a number with spaces around it (a ConfigMap's trailing newline), an empty
+        path as unset (a template's `SERVICES_FILE=` means "the default", not "this directory")."""
         if not isinstance(value, str):
             return value
+        if self.path and not value.strip():
+            return self.default_value()
         if self.read is not None:
             try:
                 return self.read(value)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections import deque
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
@@ -46,7 +47,8 @@ class Record(Struct, kw_only=True):
 
 class HttpUrl(str):
     """An http(s) URL with a host, as text, normalised as pydantic's AnyHttpUrl did (scheme and host in lower case,
-    `/` for an empty path), so stored and printed URLs read as before."""
+    an international host in its IDNA form, no default port, `/` for an empty path), so stored and printed URLs —
+    and the check targets named after them — read as before."""
 
     __slots__ = ()
 
@@ -57,15 +59,16 @@ class HttpUrl(str):
         parts = urlsplit(value.strip())
         if parts.scheme.lower() not in ("http", "https"):
             raise ValueError("URL scheme should be 'http' or 'https'")
+        if "@" in parts.netloc:  # they would be shown wherever the URL is (evidence, errors, Slack)
+            raise ValueError("credentials in a URL are not supported: give them as a header or a secret setting")
         try:
-            parts.port  # noqa: B018 (raises on a port that is not a number or out of range)
+            port = parts.port
         except ValueError:
             raise ValueError("invalid port number") from None
-        if not parts.hostname:
-            raise ValueError("URL needs a host")
-        netloc = parts.netloc.rpartition("@")[2]
-        host = netloc.lower() if not netloc.startswith("[") else netloc
-        text = f"{parts.scheme.lower()}://{host}{parts.path or '/'}"
+        host = _host(parts.hostname or "")
+        default = {"http": 80, "https": 443}[parts.scheme.lower()]
+        netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port not in (None, default) else "")
+        text = f"{parts.scheme.lower()}://{netloc}{parts.path or '/'}"
         return cls(text + (f"?{parts.query}" if parts.query else "") + (f"#{parts.fragment}" if parts.fragment else ""))
 
     @property
@@ -85,6 +88,21 @@ class HttpUrl(str):
     @property
     def path(self) -> str:
         return urlsplit(self).path
+
+
+_HOST = re.compile(r"[a-z0-9_.-]+|[0-9a-f:.]+")  # a name or an address (an IPv6 one was in brackets)
+
+
+def _host(host: str) -> str:
+    """The host in lower case, an international name in its IDNA (punycode) form; refused when it has no name or
+    holds characters no host has."""
+    try:
+        host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        raise ValueError("invalid international host name") from None
+    if not _HOST.fullmatch(host):
+        raise ValueError("URL needs a valid host")
+    return host
 
 
 class Secret:
@@ -133,7 +151,7 @@ def _network(value: object) -> ipaddress.IPv4Network:
     try:
         return ipaddress.IPv4Network(value)  # type: ignore[arg-type]
     except (ValueError, TypeError):
-        raise ValueError(f"expected an IPv4 network such as 203.0.113.0/24, got {value!r}") from None
+        raise ValueError(f"expected an IPv4 network such as 203.0.113.0/24, got {str(value)[:40]!r}") from None
 
 
 _DECODERS: dict[type, Any] = {HttpUrl: HttpUrl.parse, Secret: Secret.parse, Path: _path,
@@ -150,14 +168,18 @@ def _decode(kind: type, value: Any) -> Any:
 
 
 def _encode(value: Any) -> Any:
-    if isinstance(value, str | Path | ipaddress.IPv4Network):  # HttpUrl is a str msgspec does not take as one
+    # HttpUrl is a str msgspec does not take as one; addresses and networks are written as pydantic wrote them
+    if isinstance(value, str | Path | ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network
+                  | ipaddress.IPv6Network):
         return str(value)
     if isinstance(value, Secret):  # as pydantic's SecretStr was written: the text never leaves in a dump
         return "**********" if value else ""
     to_data = getattr(value, "to_data", None)
-    if to_data is None:
-        raise NotImplementedError(f"cannot write {type(value).__name__}")
-    return to_data()
+    if to_data is not None:
+        return to_data()
+    if isinstance(value, deque | range):  # in a check's evidence: a list, as pydantic wrote it
+        return list(value)
+    raise NotImplementedError(f"cannot write {type(value).__name__}")
 
 
 def parse(kind: type[T] | Any, data: Any) -> T:

@@ -88,6 +88,13 @@ def test_unset_variables_leave_the_defaults_and_the_defaults_are_validated(env: 
         BadDefault.from_env()
 
 
+def test_an_empty_path_variable_means_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVICES_FILE", "")
+    monkeypatch.setenv("CHATOPS_DATA_DIR", " ")
+    settings = Settings.from_env()
+    assert settings.services_file is None and settings.chatops_data_dir == Path(".chatops").absolute()
+
+
 def test_the_real_defaults_are_validated_and_transformed(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("SLACK_API_URL", "CHATOPS_DATA_DIR", "LOG_LEVEL", "GITHUB_API_URL"):
         monkeypatch.delenv(name, raising=False)

@@ -44,7 +44,15 @@ def test_the_minimal_form_works_as_written() -> None:
     assert {first.user, on_call(primary, monday + dt.timedelta(days=7)).user} == {"U0ALICE", "U0BOB"}
 
 
+@pytest.mark.parametrize("start", ["2026-03-02", "2026-03-02T00:00:00", dt.date(2026, 3, 2), dt.datetime(2026, 3, 2)])
+def test_a_rotation_start_reads_as_a_date_also_written_as_its_midnight(start: object) -> None:
+    data = {"time_zone": "UTC", "rotation": {"every": "1w", "people": ["U0A1", "U0B2"], "start": start}}
+    assert parse_schedules({"schedules": {"s": data}})["s"].all_layers()[0].rotation.start == dt.date(2026, 3, 2)
+
+
 @pytest.mark.parametrize(("data", "message"), [
+    ({"time_zone": "UTC", "rotation": {"every": "1w", "people": ["U0A1"], "start": "2026-03-02T09:00:00"}},
+     "schedules.payments-primary.rotation.start: expected a date like 2024-02-01, not a time of day"),
     ({"time_zone": "Europe/Berlin", "rotation": {"every": "fortnight", "people": ["U0A1"]}},
      "schedules.payments-primary.rotation.every: expected a shift length"),
     ({"time_zone": "Mars/Olympus", "rotation": {"every": "1w", "people": ["U0A1"]}},

@@ -86,3 +86,35 @@ def test_a_secret_reads_back_but_never_leaves_in_a_repr_or_a_dump() -> None:
     assert "xoxb" not in repr(read) and "xoxb" not in str(dump(read)) and "xoxb" not in dump_json(read)
     assert dump(read)["home"] == "/srv/chatops" and isinstance(read.home, Path)
     assert not Secret("") and Secret("a") == Secret("a")
+
+
+@pytest.mark.parametrize(("written", "read"), [
+    ("https://api.example.com:443/health", "https://api.example.com/health"),  # the scheme's port, as before
+    ("http://API.example.com:8080", "http://api.example.com:8080/"),
+    ("https://Bücher.example/x", "https://xn--bcher-kva.example/x"),           # IDNA, as before
+    ("http://[2001:DB8::1]:9/", "http://[2001:db8::1]:9/"),
+])
+def test_urls_read_as_pydantic_wrote_them_so_check_targets_keep_their_names(written: str, read: str) -> None:
+    assert parse(Probe, {"url": written}).url == read
+
+
+@pytest.mark.parametrize(("written", "said"), [
+    ("https://user:pw@proxy.example/pd", "credentials in a URL are not supported"),
+    ("https://exa mple.com/", "URL needs a valid host"),
+    ("http://x:99999/", "invalid port number"),
+])
+def test_a_url_that_would_fail_later_or_show_a_password_is_refused_when_read(written: str, said: str) -> None:
+    message = told({"probes": [{"url": written}]})
+    assert message.startswith(f"probes[0].url: {said}") and "pw" not in message
+
+
+def test_evidence_json_cannot_hold_is_dropped_and_said_so_the_run_still_ends() -> None:
+    from collections import deque
+
+    from bot.diagnosis.run import _written
+    from checks.model import CheckResult, Status
+
+    kept = _written(CheckResult(check="c", status=Status.fail, summary="s", evidence={"recent": deque([1, 2])}))
+    assert '"recent":[1,2]' in kept
+    dropped = _written(CheckResult(check="c", status=Status.fail, summary="s", evidence={(1, 2): "tuple key"}))
+    assert '"status":"fail"' in dropped and "could not be stored" in dropped

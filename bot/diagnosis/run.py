@@ -152,6 +152,16 @@ async def _starting(hook: Any, rt: Runtime, run_id: str, state: dict[str, str]) 
         log.exception("diagnosis %s: a start hook failed; the run goes on without it", run_id)
 
 
+def _written(result: CheckResult) -> str:
+    """The result as stored; evidence no JSON can hold (a check's bug) is dropped and said, so the run still ends
+    with a verdict instead of the job failing on every delivery."""
+    try:
+        return dump_json(result)
+    except (TypeError, ValueError, NotImplementedError) as exc:
+        log.warning("%s: its evidence cannot be stored (%s); kept without it", result.check, type(exc).__name__)
+        return dump_json(msgspec.structs.replace(result, evidence={"unstored": "this evidence could not be stored"}))
+
+
 async def check_job(rt: Runtime, job: Job) -> None:
     run_id, payload = job.payload["run"], job.payload
     planned = PlannedCheck(payload["check"], int(payload["index"]), payload["target"])
@@ -164,7 +174,7 @@ async def check_job(rt: Runtime, job: Job) -> None:
         result = await run_check(planned, _context(rt, run_id, state))
         if not rt.settings.remediation_enabled:
             result.fixes = []  # the one gate: an offer that is not stored is shown nowhere
-        if await rt.redis.hsetnx(results_key, planned.key, dump_json(result)):
+        if await rt.redis.hsetnx(results_key, planned.key, _written(result)):
             await rt.redis.expire(results_key, RUN_TTL_S)
         stored = await rt.redis.hget(results_key, planned.key)
     result = parse_json(CheckResult, stored)

@@ -52,7 +52,8 @@ class Member(str):
     @classmethod
     def from_data(cls, value: Any) -> Member:
         if not isinstance(value, str) or not _SLACK_ID.match(value):
-            raise ValueError(f"expected a Slack user or user group id like U0123ABCD or S0123ABCD, got {value!r}")
+            raise ValueError(f"expected a Slack user or user group id like U0123ABCD or S0123ABCD, got "
+                             f"{str(value)[:40]!r}")
         return cls(value)
 
 
@@ -70,6 +71,27 @@ class Every(dt.timedelta):
         hours = int(self / dt.timedelta(hours=1))
         unit = next(unit for unit in "wdh" if hours % _UNIT_HOURS[unit] == 0)
         return f"{hours // _UNIT_HOURS[unit]}{unit}"
+
+
+class StartDate(dt.date):
+    """A rotation's `start`: a date, also written as midnight of it (`2024-02-01T00:00:00`, as files that
+    worked before say it)."""
+
+    @classmethod
+    def from_data(cls, value: Any) -> StartDate:
+        if isinstance(value, str):
+            try:
+                value = dt.datetime.fromisoformat(value.strip())
+            except ValueError:
+                raise ValueError(f"expected a date like 2024-02-01, got {value[:40]!r}") from None
+        if isinstance(value, dt.datetime) and value.time() != dt.time(0, 0):
+            raise ValueError("expected a date like 2024-02-01, not a time of day")
+        if not isinstance(value, dt.date):
+            raise ValueError("expected a date like 2024-02-01")
+        return cls(value.year, value.month, value.day)
+
+    def to_data(self) -> str:
+        return self.isoformat()
 
 
 def parse_clock(value: Any) -> dt.time:
@@ -99,7 +121,7 @@ class TimeZone(str):
     @classmethod
     def from_data(cls, value: Any) -> TimeZone:
         if not isinstance(value, str):
-            raise ValueError(f"expected an IANA time zone name like Europe/Berlin, got {value!r}")
+            raise ValueError(f"expected an IANA time zone name like Europe/Berlin, got {str(value)[:40]!r}")
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
@@ -163,7 +185,7 @@ class Rotation(Strict, kw_only=True):
     every: Every
     handoff: Handoff = Handoff(weekday=None, time=dt.time(9, 0))
     people: Annotated[list[Member], Meta(min_length=1)]
-    start: dt.date = DEFAULT_START
+    start: StartDate = StartDate.from_data(DEFAULT_START)
     time_zone: TimeZone | None = None  # the zone its handoffs are wall-clock times in; None: the schedule's
 
     def __post_init__(self) -> None:
