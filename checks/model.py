@@ -42,8 +42,7 @@ def worst(statuses: list[Status]) -> Status:
     return Status.ok
 
 
-# kw_only=True on each class: msgspec does not inherit it from Record, and fields are passed by name as before.
-class Marker(Record, kw_only=True):
+class Marker(Record):
     """A moment worth seeing on a chart: the first error signature, the last deploy, the first bad minute."""
 
     at: datetime
@@ -52,7 +51,7 @@ class Marker(Record, kw_only=True):
     # incident's declared / acknowledged / escalated / mitigated / resolved, on the postmortem's timeline chart
 
 
-class Series(Record, kw_only=True):
+class Series(Record):
     """The time series a check judged, kept so a renderer can draw it without asking AWS again."""
 
     metric: str  # what the y axis is, for people: "5xx ratio", "Lambda errors per minute"
@@ -62,7 +61,7 @@ class Series(Record, kw_only=True):
     markers: list[Marker] = field(default_factory=list)
 
 
-class CheckResult(Record, kw_only=True):
+class CheckResult(Record):
     """What one check found about one target. `check`, `target` and `duration_ms` are filled in by the runner."""
 
     check: str = ""
@@ -108,7 +107,7 @@ def fold(problems: list[Problem], *, ok: str, resource: str, evidence: dict[str,
     )
 
 
-class Finding(Record, kw_only=True):
+class Finding(Record):
     """A problem worth a responder's attention, ranked by how likely it is the cause rather than a symptom."""
 
     check: str
@@ -123,7 +122,7 @@ class Finding(Record, kw_only=True):
     fixes: list[FixOffer] = field(default_factory=list)
 
 
-class Verdict(Record, kw_only=True):
+class Verdict(Record):
     target: str
     status: Status
     headline: str

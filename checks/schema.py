@@ -11,7 +11,7 @@ and a bare Bolt app's (issue #20). msgspec validates the same files in a C exten
 
     probe = parse(Probe, {"url": "https://api.example.com/health"})   # ValidationError: describe(exc, "probe")
 
-Structs are not validated when built in code (`Probe(url=...)`), only by `parse`, `parse_json` and `decode_json`:
+Structs are not validated when built in code (`Probe(url=...)`), only by `parse` and `parse_json`:
 what the bot builds itself it already holds in the right types.
 """
 
@@ -35,12 +35,21 @@ __all__ = ["HttpUrl", "Meta", "Record", "Secret", "Strict", "Struct", "Validatio
 T = TypeVar("T")
 
 
-class Strict(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+class _ByName(msgspec.StructMeta):
+    """Every struct built on Strict or Record takes its fields by name, as the pydantic models did, so a required
+    field may follow defaulted ones: msgspec's `kw_only` covers only the fields of the class that says it, and
+    would otherwise be repeated on each subclass."""
+
+    def __new__(mcls, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **config: Any) -> Any:
+        return super().__new__(mcls, name, bases, namespace, **{"kw_only": True, **config})
+
+
+class Strict(Struct, metaclass=_ByName, forbid_unknown_fields=True, frozen=True):
     """A section of a file people write (services, paging policy, schedules): an unknown key is a typo, refused with
     its path, and what was read is not changed afterwards."""
 
 
-class Record(Struct, kw_only=True):
+class Record(Struct, metaclass=_ByName):
     """Something the bot writes and reads back (Redis, the queue) or receives (an alert's payload): keys it does not
     know — a newer version's, a sender's extras — are ignored."""
 

@@ -43,8 +43,7 @@ Port = Annotated[int, Meta(ge=1, le=65535)]
 EnvName = Annotated[str, Meta(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 
 
-# kw_only=True on each class: msgspec does not inherit it from Strict, and a required field may follow defaults.
-class HttpProbe(Strict, kw_only=True):
+class HttpProbe(Strict):
     url: HttpUrl  # anything but an http(s) URL with a host is "invalid URL"
     expect_status: list[Annotated[int, Meta(ge=100, le=599)]] = field(default_factory=lambda: [200])
     samples: Annotated[int, Meta(ge=1, le=50)] = 5
@@ -53,7 +52,7 @@ class HttpProbe(Strict, kw_only=True):
     headers: dict[str, str] = {}
 
 
-class HostPort(Strict, kw_only=True):
+class HostPort(Strict):
     host: str
     port: Port
 
@@ -61,24 +60,24 @@ class HostPort(Strict, kw_only=True):
         return f"{self.host}:{self.port}"
 
 
-class TcpTarget(HostPort, kw_only=True):
+class TcpTarget(HostPort):
     """`{host: db, port: 5432}`, or `db:5432` in short (see `parse_service`)."""
 
 
-class TlsTarget(HostPort, kw_only=True):
+class TlsTarget(HostPort):
     """`{host: api.example.com, port: 8443}`, or `api.example.com:8443`, or `api.example.com` for port 443."""
 
     port: Port = 443
 
 
-class DatabaseSpec(Strict, kw_only=True):
+class DatabaseSpec(Strict):
     dsn_env: EnvName
     long_query_s: Annotated[int, Meta(ge=1)] = 300
     # a session waiting this long on another's lock is reported (postgres.locks)
     lock_wait_s: Annotated[int, Meta(ge=1)] = 10
 
 
-class BucketSpec(Strict, kw_only=True):
+class BucketSpec(Strict):
     """An S3 bucket: `{name: uploads, probe_write: true}`, or `uploads` in short."""
 
     name: str
@@ -88,7 +87,7 @@ class BucketSpec(Strict, kw_only=True):
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 
-class AwsSpec(Strict, kw_only=True):
+class AwsSpec(Strict):
     region: Annotated[str, Meta(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")] = "us-east-1"
     load_balancers: list[str] = []
     target_groups: list[str] = []
@@ -131,7 +130,7 @@ PULUMI_CLOUD = "https://api.pulumi.com"
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}  # plain http only here (a local proxy or test server): tokens travel
 
 
-class PulumiSpec(Strict, kw_only=True):
+class PulumiSpec(Strict):
     """Where a service's Pulumi stacks keep their state: `s3://bucket[/prefix][?region=r]`, `file:///path`, or
     Pulumi Cloud (`https://api.pulumi.com`, or a self-hosted service's API URL) with its token in `token_env`.
 
@@ -183,7 +182,7 @@ def _known_backend(value: str) -> None:
     raise ValueError('backend: expected "s3://bucket[/prefix]", "file:///absolute/path" or "https://api.pulumi.com"')
 
 
-class GcpBucketSpec(Strict, kw_only=True):
+class GcpBucketSpec(Strict):
     """A Cloud Storage bucket: `{name: uploads, access: write}`, or `uploads` in short."""
 
     name: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")]
@@ -191,7 +190,7 @@ class GcpBucketSpec(Strict, kw_only=True):
     probe_write: bool = False  # write, read back and delete one object with the bot's own credentials
 
 
-class CloudSqlSpec(Strict, kw_only=True):
+class CloudSqlSpec(Strict):
     """A Cloud SQL instance: `{instance: orders, path: private}`, or `orders` in short."""
 
     instance: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{0,97}$")]
@@ -201,7 +200,7 @@ class CloudSqlSpec(Strict, kw_only=True):
     max_connections: Annotated[int, Meta(ge=1)] | None = None  # when a database flag sets it, else from the tier
 
 
-class BackendServiceSpec(Strict, kw_only=True):
+class BackendServiceSpec(Strict):
     """A load balancer's backend service: `{name: web, per_user: true}`, or `web` in short."""
 
     name: Annotated[str, Meta(pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")]
@@ -209,7 +208,7 @@ class BackendServiceSpec(Strict, kw_only=True):
     per_user: bool = False  # serves per-user responses: caching them all would leak one user's page to another
 
 
-class GcpSpec(Strict, kw_only=True):
+class GcpSpec(Strict):
     project: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")]
     region: Annotated[str, Meta(pattern=r"^[a-z]+-[a-z]+\d+$")]
     service_account: Annotated[str, Meta(pattern=r"^[^@\s]+@[a-z0-9.-]+$")] | None = None  # the app's: bucket grants
@@ -224,7 +223,7 @@ class GcpSpec(Strict, kw_only=True):
             raise ValueError("buckets: set service_account (the app's) so its bucket grants can be checked")
 
 
-class ServiceSpec(Strict, kw_only=True, weakref=True):  # weakref: checks.runner.plan caches a plan per spec
+class ServiceSpec(Strict, weakref=True):  # weakref: checks.runner.plan caches a plan per spec
     description: str = ""
     http: list[HttpProbe] = []
     tcp: list[TcpTarget] = []
@@ -263,7 +262,7 @@ class ServiceSpec(Strict, kw_only=True, weakref=True):  # weakref: checks.runner
         return self.aws is not None or self.pulumi is not None
 
 
-class ServicesFile(Strict, kw_only=True):
+class ServicesFile(Strict):
     """The whole file, built by `bot.settings.parse_services` from services validated one at a time."""
 
     services: dict[str, ServiceSpec]

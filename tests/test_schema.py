@@ -118,3 +118,17 @@ def test_evidence_json_cannot_hold_is_dropped_and_said_so_the_run_still_ends() -
     assert '"recent":[1,2]' in kept
     dropped = _written(CheckResult(check="c", status=Status.fail, summary="s", evidence={(1, 2): "tuple key"}))
     assert '"status":"fail"' in dropped and "could not be stored" in dropped
+
+
+def test_every_struct_on_the_bases_takes_its_fields_by_name_so_a_required_one_may_follow_defaults() -> None:
+    from checks.schema import Record
+
+    class Base(Record):
+        note: str = ""
+
+    class Sub(Base):
+        severity: str  # required, after a defaulted field of the base and with no `kw_only` of its own
+
+    assert parse(Sub, {"severity": "P1"}) == Sub(severity="P1")
+    with pytest.raises(TypeError):
+        Sub("a note", "P1")  # type: ignore[misc]

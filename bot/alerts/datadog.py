@@ -59,7 +59,7 @@ class Given(Text):
         return cls(text)
 
 
-class DatadogEvent(Record, kw_only=True):  # msgspec does not pass Record's kw_only on to a subclass
+class DatadogEvent(Record):
     id: Text = Text()
     alert_id: Given
     alert_cycle_key: Given  # links a trigger to its recovery: the firing's identity

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 TIMESTAMP, SIGNATURE = "X-Chatops-Timestamp", "X-Chatops-Signature"
 
 
-class GenericAlert(Record, kw_only=True):  # msgspec does not pass Record's kw_only on to a subclass
+class GenericAlert(Record):
     title: Annotated[str, Meta(min_length=1, max_length=500)]
     severity: Literal["P0", "P1", "P2", "P3"]
     service: str | None = None

@@ -21,7 +21,7 @@ from checks.schema import Meta, Record, field
 if TYPE_CHECKING:
     from bot.alerts.service import Alerts
 
-class GrafanaAlert(Alert, kw_only=True):  # msgspec does not pass Record's kw_only on to a subclass
+class GrafanaAlert(Alert):
     """Alertmanager's alert, as Grafana sends it: always with a fingerprint."""
 
     fingerprint: Annotated[str, Meta(min_length=1)]

@@ -118,7 +118,7 @@ class LatestVerdict(Record):
     fixes: list[FixOffer] = field(default_factory=list)  # what its findings offer to fix (header buttons)
 
 
-class Incident(Record, kw_only=True):  # kw_only is not inherited: it lets `reporter` follow defaulted fields
+class Incident(Record):
     id: str  # "INC-12"
     number: int
     title: str

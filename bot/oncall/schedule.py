@@ -179,9 +179,7 @@ class Handoff:
         return f"Handoff({self.to_data()!r})"
 
 
-# kw_only on each struct (it is not inherited from Strict): required fields may follow defaulted ones.
-
-class Rotation(Strict, kw_only=True):
+class Rotation(Strict):
     every: Every
     handoff: Handoff = Handoff(weekday=None, time=dt.time(9, 0))
     people: Annotated[list[Member], Meta(min_length=1)]
@@ -204,7 +202,7 @@ class Rotation(Strict, kw_only=True):
         return ZoneInfo(self.time_zone) if self.time_zone else schedule_zone
 
 
-class Window(Strict, kw_only=True):
+class Window(Strict):
     """`{days: [mon, tue, wed, thu, fri], from: "09:00", to: "18:00"}`; `to` ≤ `from` runs past midnight."""
 
     days: Annotated[list[Weekday], Meta(min_length=1)] = field(default_factory=lambda: list(range(7)))
@@ -212,13 +210,13 @@ class Window(Strict, kw_only=True):
     end: Clock = field(name="to")
 
 
-class Layer(Strict, kw_only=True):
+class Layer(Strict):
     name: str = ""
     rotation: Rotation
     restrictions: list[Window] = []
 
 
-class Schedule(Strict, kw_only=True):
+class Schedule(Strict):
     name: str = ""
     time_zone: TimeZone
     rotation: Rotation | None = None  # shorthand for `layers: [{rotation: …}]`

@@ -49,7 +49,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from msgspec import UNSET, Struct, UnsetType, defstruct
+from msgspec import UNSET, Struct, UnsetType
 from msgspec.structs import asdict, force_setattr, replace
 
 from bot.oncall.schedule import BY_SERVICE
@@ -203,11 +203,12 @@ class ProviderSpec(Strict):
 @cache
 def _spec_struct(kind: ProviderKind) -> type[ProviderSpec]:
     """The settings of a kind (made once per kind, on first use): ProviderSpec plus `<secret>_env`, URL."""
-    return defstruct(f"{kind.name.title()}Spec",
-                     [(kind.env_field, EnvName, EnvName(kind.secret_env)),
-                      (kind.url_field, HttpUrl, HttpUrl.parse(kind.default_url))],
-                     bases=(ProviderSpec,), module=__name__,
-                     namespace={"kind": kind})  # which kind the literal-secret check and `resolve` speak for
+    # Made through ProviderSpec's own metaclass, as a class statement would be (defstruct does not build structs
+    # with a metaclass of their own).
+    namespace = {"__module__": __name__, "__annotations__": {kind.env_field: EnvName, kind.url_field: HttpUrl},
+                 kind.env_field: EnvName(kind.secret_env), kind.url_field: HttpUrl.parse(kind.default_url),
+                 "kind": kind}  # which kind the literal-secret check and `resolve` speak for
+    return type(ProviderSpec)(f"{kind.name.title()}Spec", (ProviderSpec,), namespace)
 
 
 def _no_literal_secrets(name: str, kind: ProviderKind, raw: Mapping[str, Any]) -> None:

@@ -37,7 +37,7 @@ class Preview(Record):
         return FixOffer(**self.offer)
 
 
-class FixRequest(Record, kw_only=True):  # kw_only is not inherited: required fields follow `id`
+class FixRequest(Record):
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     label: str
     plan: dict[str, Any]
